@@ -1,0 +1,193 @@
+"""Account operations: register, bulk create, look up, search, update, deactivate, log in."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from customers_service.models import Customer
+from customers_service.passwords import Passwords
+from customers_service.tokens import revoke_refresh_tokens
+from shopkit.config import Settings
+from shopkit.db import advisory_xact_lock
+from shopkit.errors import Conflict, NotFound, Unauthorized
+from shopkit.pagination import paginate
+
+PROFILE_FIELDS = ("full_name", "email", "age", "address", "gender", "marital_status")
+
+
+def _normalise(data: dict[str, Any]) -> dict[str, Any]:
+    data = dict(data)
+    if "username" in data:
+        data["username"] = data["username"].lower()
+    if "email" in data:
+        data["email"] = data["email"].lower()
+    return data
+
+
+def _existing(session: Session, usernames: list[str], emails: list[str]) -> dict[str, list[str]]:
+    rows = session.execute(
+        select(Customer.username, Customer.email).where(
+            or_(Customer.username.in_(usernames), Customer.email.in_(emails))
+        )
+    ).all()
+    return {
+        "usernames": sorted({u for u, _ in rows if u in set(usernames)}),
+        "emails": sorted({e for _, e in rows if e in set(emails)}),
+    }
+
+
+def _duplicate_conflict(taken: dict[str, list[str]]) -> Conflict:
+    return Conflict(
+        "already_exists",
+        "An account with this username or email already exists.",
+        usernames=taken["usernames"],
+        emails=taken["emails"],
+    )
+
+
+def register(session: Session, passwords: Passwords, data: dict[str, Any]) -> Customer:
+    """Create a customer (role ``customer``, balance 0); 409 if username or email is taken."""
+    data = _normalise(data)
+    password = data.pop("password")
+    customer = Customer(**data, password_hash=passwords.hash(password), role="customer")
+    session.add(customer)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise _duplicate_conflict(_existing(session, [data["username"]], [data["email"]])) from None
+    return customer
+
+
+def register_batch(
+    session: Session, passwords: Passwords, items: list[dict[str, Any]]
+) -> list[Customer]:
+    """Create many customers in one transaction: all or none (409 naming the clashes)."""
+    rows = [_normalise(item) for item in items]
+    usernames = [r["username"] for r in rows]
+    emails = [r["email"] for r in rows]
+    dup_usernames = sorted({u for u in usernames if usernames.count(u) > 1})
+    dup_emails = sorted({e for e in emails if emails.count(e) > 1})
+    if dup_usernames or dup_emails:
+        raise Conflict(
+            "duplicate_in_batch",
+            "The batch names the same username or email more than once.",
+            usernames=dup_usernames,
+            emails=dup_emails,
+        )
+    taken = _existing(session, usernames, emails)
+    if taken["usernames"] or taken["emails"]:
+        raise _duplicate_conflict(taken)
+    # argon2 releases the GIL, so both cores hash at once.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        hashes = list(pool.map(passwords.hash_bulk, (r.pop("password") for r in rows)))
+    values = [
+        {**r, "password_hash": h, "role": "customer"} for r, h in zip(rows, hashes, strict=True)
+    ]
+    try:
+        created = (
+            session.execute(insert(Customer).values(values).returning(Customer)).scalars().all()
+        )
+    except IntegrityError:  # lost a race with a concurrent registration
+        session.rollback()
+        raise _duplicate_conflict(_existing(session, usernames, emails)) from None
+    return list(created)
+
+
+def get_by_username(session: Session, username: str, *, for_update: bool = False) -> Customer:
+    """The account named ``username`` (active or not), or 404."""
+    statement = select(Customer).where(Customer.username == username.lower())
+    if for_update:
+        statement = statement.with_for_update()
+    customer = session.execute(statement).scalar_one_or_none()
+    if customer is None:
+        raise NotFound(f"No customer named {username!r}.")
+    return customer
+
+
+def search(
+    session: Session, q: str | None, active: bool | None, page: int, page_size: int
+) -> dict[str, Any]:
+    """A page of accounts, optionally matching ``q`` in username, name or email."""
+    statement = select(Customer).order_by(Customer.id)
+    if q:
+        pattern = (
+            "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        )
+        statement = statement.where(
+            or_(
+                Customer.username.like(pattern),
+                func.lower(Customer.full_name).like(pattern),
+                func.lower(Customer.email).like(pattern),
+            )
+        )
+    if active is not None:
+        statement = statement.where(Customer.is_active.is_(active))
+    return paginate(session, statement, page, page_size)
+
+
+def update_profile(session: Session, username: str, changes: dict[str, Any]) -> Customer:
+    """Change profile fields (never balance, role or username); 409 if the email is taken."""
+    customer = get_by_username(session, username, for_update=True)
+    for name, value in _normalise(changes).items():
+        if name in PROFILE_FIELDS:
+            setattr(customer, name, value)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict("already_exists", "Another account uses this email.") from None
+    return customer
+
+
+def deactivate(session: Session, username: str) -> None:
+    """Deactivate an account: it can no longer log in; its history is kept. Idempotent."""
+    customer = get_by_username(session, username, for_update=True)
+    if customer.role == "admin":
+        raise Conflict("cannot_deactivate_admin", "Admin accounts cannot be deactivated here.")
+    if customer.is_active:
+        customer.is_active = False
+        customer.deactivated_at = datetime.now(UTC)
+    revoke_refresh_tokens(session, customer.id)
+
+
+def authenticate(session: Session, passwords: Passwords, username: str, password: str) -> Customer:
+    """The active account for these credentials (upgrading an old hash), or 401."""
+    customer = session.execute(
+        select(Customer).where(Customer.username == username.lower())
+    ).scalar_one_or_none()
+    stored = customer.password_hash if customer is not None else None
+    if not passwords.verify(stored, password) or customer is None or not customer.is_active:
+        raise Unauthorized("Wrong username or password.", code="invalid_credentials")
+    if passwords.needs_rehash(customer.password_hash):
+        customer.password_hash = passwords.hash(password)
+    return customer
+
+
+def ensure_admin(session: Session, passwords: Passwords, settings: Settings) -> None:
+    """Create the bootstrap admin from ``ADMIN_USERNAME``/``ADMIN_PASSWORD`` if missing."""
+    advisory_xact_lock(session, "customers", "bootstrap-admin")
+    username = settings.admin_username.lower()
+    exists = session.execute(select(Customer.id).where(Customer.username == username)).first()
+    if exists is None:
+        session.add(
+            Customer(
+                username=username,
+                password_hash=passwords.hash(settings.admin_password),
+                full_name="Shop Administrator",
+                email=f"{username}@shop.invalid",
+                age=30,
+                address="Shop HQ",
+                gender="prefer_not_to_say",
+                marital_status="single",
+                role="admin",
+            )
+        )
+    session.commit()

@@ -1,0 +1,55 @@
+"""Password hashing with Argon2id (a deliberately slow, memory-hard hash).
+
+The default cost follows OWASP's Argon2id baseline (19 MiB, 2 passes).
+Accounts created in bulk by ``POST /customers/batch`` are hashed with a
+cheaper profile so seeding thousands of demo accounts stays fast; such a hash
+is upgraded to the full cost on the account's first successful login.
+"""
+
+from __future__ import annotations
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from shopkit.config import Settings
+
+BULK_TIME_COST = 1
+BULK_MEMORY_KIB = 1024
+
+
+class Passwords:
+    """Hashes and verifies passwords for one service instance."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.hasher = PasswordHasher(
+            time_cost=settings.password_hash_time_cost,
+            memory_cost=settings.password_hash_memory_kib,
+            parallelism=settings.password_hash_parallelism,
+        )
+        self.bulk_hasher = PasswordHasher(
+            time_cost=BULK_TIME_COST, memory_cost=BULK_MEMORY_KIB, parallelism=1
+        )
+        # Verifying against this when the user does not exist keeps login time
+        # the same for unknown and known usernames.
+        self._dummy_hash = self.hasher.hash("not-a-real-password")
+
+    def hash(self, password: str) -> str:
+        """Hash ``password`` with the full cost."""
+        return self.hasher.hash(password)
+
+    def hash_bulk(self, password: str) -> str:
+        """Hash ``password`` with the cheaper bulk-import cost (upgraded at first login)."""
+        return self.bulk_hasher.hash(password)
+
+    def verify(self, password_hash: str | None, password: str) -> bool:
+        """True if ``password`` matches; always spends the time of one verification."""
+        try:
+            return self.hasher.verify(password_hash or self._dummy_hash, password) and (
+                password_hash is not None
+            )
+        except (VerificationError, InvalidHashError):
+            return False
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        """True when ``password_hash`` was made with other (e.g. bulk) parameters."""
+        return self.hasher.check_needs_rehash(password_hash)

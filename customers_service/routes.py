@@ -1,0 +1,363 @@
+"""HTTP routes of the customers service: parse, call a business operation, respond."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app
+from flask.typing import ResponseReturnValue
+from flask_smorest import Blueprint
+
+from customers_service import accounts, tokens, wallet
+from customers_service.keys import KeyStore, public_jwks
+from customers_service.models import Customer, IdempotencyKey, LedgerEntry
+from customers_service.passwords import Passwords
+from customers_service.schemas import (
+    AmountSchema,
+    BatchRegisterSchema,
+    BatchResultSchema,
+    CustomerPageSchema,
+    CustomerSearchArgsSchema,
+    DeductSchema,
+    JwksSchema,
+    LedgerEntrySchema,
+    LoginSchema,
+    ProfilePatchSchema,
+    ProfileSchema,
+    RefreshSchema,
+    RegisterSchema,
+    SaleMoneyResultSchema,
+    SaleMoneySchema,
+    ServiceTokenRequestSchema,
+    TokenSchema,
+    WalletChangeSchema,
+    WalletSchema,
+)
+from shopkit.auth import (
+    ROLE_ADMIN,
+    ROLE_CUSTOMER,
+    ROLE_SERVICE,
+    Principal,
+    TokenVerifier,
+    ensure_self_or_admin,
+    require_principal,
+    requires,
+)
+from shopkit.config import Settings
+from shopkit.db import get_session
+from shopkit.errors import Unauthorized
+from shopkit.idempotency import respond_idempotently
+from shopkit.pagination import PageArgsSchema
+
+auth_blp = Blueprint(
+    "auth", __name__, description="Log in, refresh, service tokens and public keys."
+)
+customers_blp = Blueprint("customers", __name__, description="Customer accounts and wallets.")
+internal_blp = Blueprint(
+    "internal",
+    __name__,
+    url_prefix="/internal",
+    description="Wallet debits and refunds for sales (service tokens only).",
+)
+
+IDEMPOTENCY_HEADER_DOC = {
+    "in": "header",
+    "name": "Idempotency-Key",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+}
+
+
+def _settings() -> Settings:
+    return current_app.config["SHOP_SETTINGS"]  # type: ignore[no-any-return]
+
+
+def _passwords() -> Passwords:
+    return current_app.extensions["customers_passwords"]  # type: ignore[no-any-return]
+
+
+def _keys() -> KeyStore:
+    return current_app.extensions["customers_keys"]  # type: ignore[no-any-return]
+
+
+def _verifier() -> TokenVerifier:
+    return current_app.extensions["shop_auth"]  # type: ignore[no-any-return]
+
+
+def _account_for(principal: Principal, username: str, *, for_update: bool = False) -> Customer:
+    """The account ``username`` if the caller may act on it (self or admin)."""
+    ensure_self_or_admin(principal, username)
+    customer = accounts.get_by_username(get_session(), username, for_update=for_update)
+    if not principal.is_admin and not customer.is_active:
+        raise Unauthorized("The account is deactivated.", code="account_inactive")
+    return customer
+
+
+# --- auth -------------------------------------------------------------------------------------
+
+
+@auth_blp.route("/auth/login", methods=["POST"])
+@auth_blp.arguments(LoginSchema)
+@auth_blp.response(200, TokenSchema)
+@auth_blp.alt_response(401, description="Wrong username or password, or account deactivated.")
+def login(credentials: dict[str, str]) -> ResponseReturnValue:
+    """Exchange username and password for an access token (15 min) and a refresh token (7 days)."""
+    session = get_session()
+    customer = accounts.authenticate(
+        session, _passwords(), credentials["username"], credentials["password"]
+    )
+    issued = tokens.issue_tokens(session, customer, _keys(), _settings())
+    session.commit()
+    return issued
+
+
+@auth_blp.route("/auth/refresh", methods=["POST"])
+@auth_blp.arguments(RefreshSchema)
+@auth_blp.response(200, TokenSchema)
+@auth_blp.alt_response(401, description="Refresh token invalid, expired or already used.")
+def refresh(body: dict[str, str]) -> ResponseReturnValue:
+    """Exchange a refresh token for a new token pair (the old refresh token stops working)."""
+    session = get_session()
+    issued = tokens.refresh_tokens(
+        session, body["refresh_token"], _verifier(), _keys(), _settings()
+    )
+    session.commit()
+    return issued
+
+
+@auth_blp.route("/auth/service-token", methods=["POST"])
+@auth_blp.arguments(ServiceTokenRequestSchema)
+@auth_blp.response(200, TokenSchema)
+@auth_blp.alt_response(401, description="Unknown client or wrong secret.")
+def service_token(body: dict[str, str]) -> ResponseReturnValue:
+    """Client-credentials grant: a ``service`` token for another Shop service."""
+    return tokens.service_token(body["client_id"], body["client_secret"], _keys(), _settings())
+
+
+@auth_blp.route("/.well-known/jwks.json", methods=["GET"])
+@auth_blp.response(200, JwksSchema)
+def jwks() -> ResponseReturnValue:
+    """The public keys that verify Shop tokens (JWKS)."""
+    return public_jwks(get_session())
+
+
+# --- customers --------------------------------------------------------------------------------
+
+
+@customers_blp.route("/customers", methods=["POST"])
+@customers_blp.arguments(RegisterSchema)
+@customers_blp.response(201, ProfileSchema)
+@customers_blp.alt_response(409, description="Username or email already taken (`already_exists`).")
+def register(data: dict[str, Any]) -> ResponseReturnValue:
+    """Register a new customer (balance starts at 0.00)."""
+    session = get_session()
+    customer = accounts.register(session, _passwords(), data)
+    session.commit()
+    return customer
+
+
+@customers_blp.route("/customers", methods=["GET"])
+@customers_blp.response(200, CustomerPageSchema)
+@requires(ROLE_ADMIN)
+@customers_blp.arguments(CustomerSearchArgsSchema, location="query")
+def list_customers(args: dict[str, Any]) -> ResponseReturnValue:
+    """List and search accounts (admin)."""
+    return accounts.search(
+        get_session(), args.get("q"), args.get("active"), args["page"], args["page_size"]
+    )
+
+
+@customers_blp.route("/customers/batch", methods=["POST"])
+@customers_blp.response(201, BatchResultSchema)
+@requires(ROLE_ADMIN)
+@customers_blp.arguments(BatchRegisterSchema)
+@customers_blp.alt_response(
+    409, description="Some usernames or emails exist or repeat: nothing was created."
+)
+def register_batch(data: dict[str, Any]) -> ResponseReturnValue:
+    """Create up to 1000 customers in one transaction, all or none (admin, for the seeder)."""
+    session = get_session()
+    created = accounts.register_batch(session, _passwords(), data["customers"])
+    session.commit()
+    return {"created": len(created), "items": created}
+
+
+@customers_blp.route("/customers/<string:username>", methods=["GET"])
+@customers_blp.response(200, ProfileSchema)
+@requires(ROLE_CUSTOMER, ROLE_ADMIN)
+def get_customer(username: str) -> ResponseReturnValue:
+    """A profile with its balance (the customer themself, or an admin)."""
+    return _account_for(require_principal(), username)
+
+
+@customers_blp.route("/customers/<string:username>", methods=["PATCH"])
+@customers_blp.response(200, ProfileSchema)
+@requires(ROLE_CUSTOMER, ROLE_ADMIN)
+@customers_blp.arguments(ProfilePatchSchema)
+def patch_customer(changes: dict[str, Any], username: str) -> ResponseReturnValue:
+    """Change profile fields; balance, role and username cannot be changed."""
+    _account_for(require_principal(), username)
+    session = get_session()
+    customer = accounts.update_profile(session, username, changes)
+    session.commit()
+    return customer
+
+
+@customers_blp.route("/customers/<string:username>", methods=["DELETE"])
+@customers_blp.response(204)
+@requires(ROLE_CUSTOMER, ROLE_ADMIN)
+def delete_customer(username: str) -> ResponseReturnValue:
+    """Deactivate an account: it can no longer log in, its history is kept."""
+    _account_for(require_principal(), username)
+    session = get_session()
+    accounts.deactivate(session, username)
+    session.commit()
+    return "", 204
+
+
+# --- wallet -----------------------------------------------------------------------------------
+
+
+@customers_blp.route("/customers/<string:username>/wallet", methods=["GET"])
+@customers_blp.response(200, WalletSchema)
+@requires(ROLE_CUSTOMER, ROLE_ADMIN)
+@customers_blp.arguments(PageArgsSchema, location="query")
+def get_wallet(args: dict[str, int], username: str) -> ResponseReturnValue:
+    """Balance and ledger entries, newest first."""
+    customer = _account_for(require_principal(), username)
+    return wallet.ledger_page(get_session(), customer, args["page"], args["page_size"])
+
+
+def _wallet_change(customer: Customer, entry: LedgerEntry) -> dict[str, Any]:
+    return WalletChangeSchema().dump(
+        {"username": customer.username, "balance": entry.balance_after, "entry": entry}
+    )
+
+
+@customers_blp.route("/customers/<string:username>/wallet/charge", methods=["POST"])
+@customers_blp.response(200, WalletChangeSchema)
+@customers_blp.doc(parameters=[IDEMPOTENCY_HEADER_DOC])
+@requires(ROLE_CUSTOMER, ROLE_ADMIN)
+@customers_blp.arguments(AmountSchema)
+def charge_wallet(data: dict[str, Any], username: str) -> ResponseReturnValue:
+    """Add money to a wallet. An optional ``Idempotency-Key`` makes retries safe."""
+    principal = require_principal()
+    customer = _account_for(principal, username)
+    session = get_session()
+
+    def operation() -> tuple[int, dict[str, Any]]:
+        entry = wallet.charge(session, customer, data["amount"], principal.subject)
+        return 200, _wallet_change(customer, entry)
+
+    return respond_idempotently(
+        session,
+        IdempotencyKey,
+        scope="customers",
+        caller=principal.subject,
+        operation=operation,
+        key_required=False,
+    )
+
+
+@customers_blp.route("/customers/<string:username>/wallet/deduct", methods=["POST"])
+@customers_blp.response(200, WalletChangeSchema)
+@customers_blp.doc(parameters=[IDEMPOTENCY_HEADER_DOC])
+@customers_blp.alt_response(409, description="`insufficient_funds`.")
+@requires(ROLE_ADMIN)
+@customers_blp.arguments(DeductSchema)
+def deduct_wallet(data: dict[str, Any], username: str) -> ResponseReturnValue:
+    """Remove money from a wallet with a reason (admin); never below zero."""
+    principal = require_principal()
+    session = get_session()
+    customer = accounts.get_by_username(session, username)
+
+    def operation() -> tuple[int, dict[str, Any]]:
+        entry = wallet.deduct(session, customer, data["amount"], data["reason"], principal.subject)
+        return 200, _wallet_change(customer, entry)
+
+    return respond_idempotently(
+        session,
+        IdempotencyKey,
+        scope="customers",
+        caller=principal.subject,
+        operation=operation,
+        key_required=False,
+    )
+
+
+# --- internal (service tokens) -----------------------------------------------------------------
+
+
+def _sale_money(entry: LedgerEntry) -> dict[str, Any]:
+    return SaleMoneyResultSchema().dump(
+        {
+            "entry_id": entry.id,
+            "customer_id": entry.customer_id,
+            "sale_id": entry.sale_id,
+            "amount": abs(entry.amount),
+            "balance": entry.balance_after,
+            "kind": entry.kind,
+        }
+    )
+
+
+@internal_blp.route("/wallet-debits", methods=["POST"])
+@internal_blp.response(201, SaleMoneyResultSchema)
+@internal_blp.doc(parameters=[{**IDEMPOTENCY_HEADER_DOC, "required": True}])
+@internal_blp.alt_response(
+    409,
+    description="`insufficient_funds`, `customer_inactive`, `already_recorded`, "
+    "`idempotency_key_in_use`.",
+)
+@requires(ROLE_SERVICE)
+@internal_blp.arguments(SaleMoneySchema)
+def wallet_debit(data: dict[str, Any]) -> ResponseReturnValue:
+    """Debit a sale's total from a wallet, exactly once per ``Idempotency-Key`` and sale."""
+    principal = require_principal()
+    session = get_session()
+
+    def operation() -> tuple[int, dict[str, Any]]:
+        entry = wallet.debit_for_sale(
+            session, data["customer_id"], data["amount"], data["sale_id"], principal.subject
+        )
+        return 201, _sale_money(entry)
+
+    return respond_idempotently(
+        session,
+        IdempotencyKey,
+        scope="customers",
+        caller=principal.subject,
+        operation=operation,
+        key_required=True,
+    )
+
+
+@internal_blp.route("/wallet-credits", methods=["POST"])
+@internal_blp.response(201, SaleMoneyResultSchema)
+@internal_blp.doc(parameters=[{**IDEMPOTENCY_HEADER_DOC, "required": True}])
+@internal_blp.alt_response(
+    409, description="`no_matching_debit`, `amount_mismatch`, `already_recorded`."
+)
+@requires(ROLE_SERVICE)
+@internal_blp.arguments(SaleMoneySchema)
+def wallet_credit(data: dict[str, Any]) -> ResponseReturnValue:
+    """Refund a sale's debit to the wallet, exactly once."""
+    principal = require_principal()
+    session = get_session()
+
+    def operation() -> tuple[int, dict[str, Any]]:
+        entry = wallet.credit_refund(
+            session, data["customer_id"], data["amount"], data["sale_id"], principal.subject
+        )
+        return 201, _sale_money(entry)
+
+    return respond_idempotently(
+        session,
+        IdempotencyKey,
+        scope="customers",
+        caller=principal.subject,
+        operation=operation,
+        key_required=True,
+    )
+
+
+__all__ = ["LedgerEntrySchema", "auth_blp", "customers_blp", "internal_blp"]

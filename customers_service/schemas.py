@@ -1,0 +1,188 @@
+"""Request and response schemas of the customers service (the source of its OpenAPI document)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from marshmallow import Schema, fields, validate
+
+from customers_service.models import GENDERS, LEDGER_KINDS, MARITAL_STATUSES
+from shopkit.fields import Money, PositiveMoney, StrictInteger, TrimmedString
+from shopkit.pagination import PageArgsSchema, PageMetaSchema, page_schema
+
+USERNAME = validate.Regexp(
+    r"^[A-Za-z0-9_.\-]{3,32}$", error="3 to 32 letters, digits, '_', '.' or '-'."
+)
+MAX_CHARGE = Decimal("100000.00")
+
+
+class RegisterSchema(Schema):
+    """Registration of a new customer."""
+
+    username = fields.String(required=True, validate=USERNAME, metadata={"example": "ada_l"})
+    password = fields.String(
+        required=True, load_only=True, validate=validate.Length(min=8, max=128)
+    )
+    full_name = TrimmedString(required=True, validate=validate.Length(max=200))
+    email = fields.Email(required=True, validate=validate.Length(max=254))
+    age = StrictInteger(required=True, validate=validate.Range(min=18, max=120))
+    address = TrimmedString(required=True, validate=validate.Length(max=500))
+    gender = fields.String(required=True, validate=validate.OneOf(GENDERS))
+    marital_status = fields.String(required=True, validate=validate.OneOf(MARITAL_STATUSES))
+
+
+class ProfilePatchSchema(Schema):
+    """Profile fields a customer may change (never balance, role or username)."""
+
+    full_name = TrimmedString(validate=validate.Length(max=200))
+    email = fields.Email(validate=validate.Length(max=254))
+    age = StrictInteger(validate=validate.Range(min=18, max=120))
+    address = TrimmedString(validate=validate.Length(max=500))
+    gender = fields.String(validate=validate.OneOf(GENDERS))
+    marital_status = fields.String(validate=validate.OneOf(MARITAL_STATUSES))
+
+
+class ProfileSchema(Schema):
+    """A customer's profile with wallet balance (never the password or its hash)."""
+
+    id = fields.Integer()
+    username = fields.String()
+    full_name = fields.String()
+    email = fields.String()
+    age = fields.Integer()
+    address = fields.String()
+    gender = fields.String()
+    marital_status = fields.String()
+    balance = Money()
+    created_at = fields.DateTime()
+
+
+CustomerPageSchema = page_schema(ProfileSchema, "CustomerPage")
+
+
+class CustomerSearchArgsSchema(PageArgsSchema):
+    """Query of ``GET /customers``."""
+
+    q = fields.String(
+        validate=validate.Length(min=1, max=100),
+        metadata={"description": "Matches username, full name or email (case-insensitive)."},
+    )
+    active = fields.Boolean(metadata={"description": "Only active (true) or deactivated (false)."})
+
+
+class BatchRegisterSchema(Schema):
+    """Bulk creation of up to 1000 customers (all or none)."""
+
+    customers = fields.List(
+        fields.Nested(RegisterSchema), required=True, validate=validate.Length(min=1, max=1000)
+    )
+
+
+class BatchResultSchema(Schema):
+    """Result of a bulk creation."""
+
+    created = fields.Integer()
+    items = fields.List(fields.Nested(ProfileSchema))
+
+
+class LoginSchema(Schema):
+    """Credentials for ``POST /auth/login``."""
+
+    username = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    password = fields.String(
+        required=True, load_only=True, validate=validate.Length(min=1, max=128)
+    )
+
+
+class RefreshSchema(Schema):
+    """Body of ``POST /auth/refresh``."""
+
+    refresh_token = fields.String(required=True, validate=validate.Length(min=1, max=4096))
+
+
+class ServiceTokenRequestSchema(Schema):
+    """Client-credentials grant for another Shop service."""
+
+    client_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    client_secret = fields.String(
+        required=True, load_only=True, validate=validate.Length(min=1, max=512)
+    )
+
+
+class TokenSchema(Schema):
+    """Tokens issued by the customers service."""
+
+    access_token = fields.String(required=True)
+    refresh_token = fields.String()
+    token_type = fields.String(required=True, metadata={"example": "Bearer"})
+    expires_in = fields.Integer(required=True, metadata={"description": "Seconds."})
+
+
+class JwksSchema(Schema):
+    """A JSON Web Key Set."""
+
+    keys = fields.List(fields.Dict())
+
+
+class AmountSchema(Schema):
+    """A top-up amount."""
+
+    amount = PositiveMoney(
+        required=True,
+        validate=validate.Range(max=MAX_CHARGE, error="At most {max} per top-up."),
+        metadata={"description": f"At most {MAX_CHARGE} per top-up."},
+    )
+
+
+class DeductSchema(Schema):
+    """An admin deduction with its reason."""
+
+    amount = PositiveMoney(required=True)
+    reason = TrimmedString(required=True, validate=validate.Length(max=500))
+
+
+class LedgerEntrySchema(Schema):
+    """One wallet movement; ``amount`` is negative for money leaving the wallet."""
+
+    id = fields.Integer()
+    kind = fields.String(metadata={"enum": list(LEDGER_KINDS)})
+    amount = Money()
+    balance_after = Money()
+    sale_id = fields.UUID(allow_none=True)
+    reason = fields.String(allow_none=True)
+    created_at = fields.DateTime()
+
+
+class WalletSchema(PageMetaSchema):
+    """A wallet: balance and a page of its ledger entries, newest first."""
+
+    username = fields.String()
+    balance = Money()
+    items = fields.List(fields.Nested(LedgerEntrySchema))
+
+
+class WalletChangeSchema(Schema):
+    """Result of a wallet change: the new balance and the ledger entry written."""
+
+    username = fields.String()
+    balance = Money()
+    entry = fields.Nested(LedgerEntrySchema)
+
+
+class SaleMoneySchema(Schema):
+    """A sale's debit or refund, between services."""
+
+    customer_id = StrictInteger(required=True, validate=validate.Range(min=1))
+    amount = PositiveMoney(required=True)
+    sale_id = fields.UUID(required=True)
+
+
+class SaleMoneyResultSchema(Schema):
+    """The ledger entry a sale's debit or refund wrote."""
+
+    entry_id = fields.Integer()
+    customer_id = fields.Integer()
+    sale_id = fields.UUID()
+    amount = Money()
+    balance = Money()
+    kind = fields.String()

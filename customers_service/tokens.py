@@ -1,0 +1,133 @@
+"""Issuing access, refresh and service tokens (RS256 JWTs, see :mod:`shopkit.auth`)."""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from customers_service.keys import KeyStore
+from customers_service.models import Customer, RefreshToken
+from shopkit.auth import ALGORITHM, AUDIENCE, ISSUER, ROLE_SERVICE, TokenVerifier
+from shopkit.config import Settings
+from shopkit.errors import Unauthorized
+
+#: Names that may ask for a ``service`` token (with ``SERVICE_CLIENT_SECRET``).
+SERVICE_CLIENTS = ("customers", "inventory", "sales", "reviews")
+
+
+def _encode(keys: KeyStore, claims: dict[str, Any]) -> str:
+    kid, private_key = keys.signing_key()
+    return jwt.encode(claims, private_key, algorithm=ALGORITHM, headers={"kid": kid})
+
+
+def _claims(subject: str, role: str, token_type: str, ttl_s: int, **extra: Any) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": subject,
+        "role": role,
+        "typ": token_type,
+        "iat": now,
+        "exp": now + timedelta(seconds=ttl_s),
+        "jti": str(uuid.uuid4()),
+        **extra,
+    }
+
+
+def issue_tokens(
+    session: Session, customer: Customer, keys: KeyStore, settings: Settings
+) -> dict[str, Any]:
+    """A new access token and refresh token for ``customer`` (the refresh token is recorded)."""
+    access = _encode(
+        keys,
+        _claims(
+            customer.username, customer.role, "access", settings.access_token_ttl_s, cid=customer.id
+        ),
+    )
+    refresh_claims = _claims(
+        customer.username, customer.role, "refresh", settings.refresh_token_ttl_s, cid=customer.id
+    )
+    session.add(
+        RefreshToken(
+            jti=uuid.UUID(refresh_claims["jti"]),
+            customer_id=customer.id,
+            expires_at=refresh_claims["exp"],
+        )
+    )
+    return {
+        "access_token": access,
+        "refresh_token": _encode(keys, refresh_claims),
+        "token_type": "Bearer",
+        "expires_in": settings.access_token_ttl_s,
+    }
+
+
+def refresh_tokens(
+    session: Session,
+    refresh_token: str,
+    verifier: TokenVerifier,
+    keys: KeyStore,
+    settings: Settings,
+) -> dict[str, Any]:
+    """Exchange a refresh token for a new pair, rotating it.
+
+    A refresh token works once. Presenting one that was already used revokes
+    every refresh token of that account (it was probably stolen).
+    """
+    claims = verifier.decode(refresh_token, expected_type="refresh")
+    try:
+        jti = uuid.UUID(str(claims.get("jti")))
+    except ValueError:
+        raise Unauthorized("The refresh token is not valid.", code="invalid_token") from None
+    record = session.execute(
+        select(RefreshToken).where(RefreshToken.jti == jti).with_for_update()
+    ).scalar_one_or_none()
+    if record is None:
+        raise Unauthorized("The refresh token is not valid.", code="invalid_token")
+    now = datetime.now(UTC)
+    if record.revoked_at is not None:
+        session.execute(
+            update(RefreshToken)
+            .where(
+                RefreshToken.customer_id == record.customer_id, RefreshToken.revoked_at.is_(None)
+            )
+            .values(revoked_at=now)
+        )
+        session.commit()
+        raise Unauthorized("The refresh token was already used.", code="invalid_token")
+    customer = session.get(Customer, record.customer_id)
+    if customer is None or not customer.is_active:
+        raise Unauthorized("The account is not active.", code="invalid_token")
+    record.revoked_at = now
+    return issue_tokens(session, customer, keys, settings)
+
+
+def service_token(
+    client_id: str, client_secret: str, keys: KeyStore, settings: Settings
+) -> dict[str, Any]:
+    """A ``service`` access token for a Shop service presenting the shared client secret."""
+    secret_ok = hmac.compare_digest(client_secret.encode(), settings.service_client_secret.encode())
+    if client_id not in SERVICE_CLIENTS or not secret_ok:
+        raise Unauthorized("Unknown client or wrong secret.", code="invalid_client")
+    access = _encode(keys, _claims(client_id, ROLE_SERVICE, "access", settings.access_token_ttl_s))
+    return {
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": settings.access_token_ttl_s,
+    }
+
+
+def revoke_refresh_tokens(session: Session, customer_id: int) -> None:
+    """Revoke every live refresh token of a customer (e.g. when deactivated)."""
+    session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.customer_id == customer_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC))
+    )

@@ -1,0 +1,157 @@
+"""Wallet operations. Every balance change is a conditional update plus one ledger entry.
+
+The balance moves only through ``UPDATE ... WHERE balance >= :amount`` (or
+``<= MAX_BALANCE - :amount`` for credits) in the caller's transaction, backed
+by ``CHECK (balance >= 0)``, so no race can overdraw a wallet. The ledger
+entry carries the balance after the change; the balance always equals the
+sum of the wallet's entries.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from customers_service.models import MAX_BALANCE, Customer, LedgerEntry
+from shopkit.errors import Conflict, NotFound
+from shopkit.pagination import paginate
+
+
+def _credit(session: Session, customer_id: int, amount: Decimal) -> Decimal | None:
+    return session.execute(
+        update(Customer)
+        .where(Customer.id == customer_id, Customer.balance <= MAX_BALANCE - amount)
+        .values(balance=Customer.balance + amount)
+        .returning(Customer.balance)
+    ).scalar_one_or_none()
+
+
+def _debit(session: Session, customer_id: int, amount: Decimal) -> Decimal | None:
+    return session.execute(
+        update(Customer)
+        .where(Customer.id == customer_id, Customer.balance >= amount)
+        .values(balance=Customer.balance - amount)
+        .returning(Customer.balance)
+    ).scalar_one_or_none()
+
+
+def _record(
+    session: Session,
+    customer_id: int,
+    kind: str,
+    amount: Decimal,
+    balance_after: Decimal,
+    actor: str,
+    *,
+    sale_id: uuid.UUID | None = None,
+    reason: str | None = None,
+) -> LedgerEntry:
+    entry = LedgerEntry(
+        customer_id=customer_id,
+        kind=kind,
+        amount=amount,
+        balance_after=balance_after,
+        actor=actor,
+        sale_id=sale_id,
+        reason=reason,
+    )
+    session.add(entry)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        raise Conflict(
+            "already_recorded", f"A {kind.replace('_', ' ')} for sale {sale_id} already exists."
+        ) from None
+    return entry
+
+
+def _customer(session: Session, customer_id: int) -> Customer:
+    customer = session.get(Customer, customer_id)
+    if customer is None:
+        raise NotFound(f"No customer with id {customer_id}.")
+    return customer
+
+
+def charge(session: Session, customer: Customer, amount: Decimal, actor: str) -> LedgerEntry:
+    """Add ``amount`` to the wallet (a top-up)."""
+    balance = _credit(session, customer.id, amount)
+    if balance is None:
+        raise Conflict("balance_limit", "This would take the balance over its limit.")
+    return _record(session, customer.id, "charge", amount, balance, actor)
+
+
+def deduct(
+    session: Session, customer: Customer, amount: Decimal, reason: str, actor: str
+) -> LedgerEntry:
+    """Remove ``amount`` from the wallet (admin correction); 409 ``insufficient_funds``."""
+    balance = _debit(session, customer.id, amount)
+    if balance is None:
+        raise Conflict("insufficient_funds", "The wallet balance is lower than the amount.")
+    return _record(session, customer.id, "deduct", -amount, balance, actor, reason=reason)
+
+
+def debit_for_sale(
+    session: Session, customer_id: int, amount: Decimal, sale_id: uuid.UUID, actor: str
+) -> LedgerEntry:
+    """Take a sale's total from the wallet, at most once per sale.
+
+    409 ``insufficient_funds`` when the balance is too low, 409
+    ``customer_inactive`` for a deactivated account, 409 ``already_recorded``
+    if this sale was already debited (under another idempotency key).
+    """
+    customer = _customer(session, customer_id)
+    if not customer.is_active:
+        raise Conflict("customer_inactive", "The customer account is deactivated.")
+    existing = session.execute(
+        select(LedgerEntry.id).where(
+            LedgerEntry.sale_id == sale_id, LedgerEntry.kind == "sale_debit"
+        )
+    ).first()
+    if existing is not None:
+        raise Conflict("already_recorded", f"Sale {sale_id} was already debited.")
+    balance = _debit(session, customer_id, amount)
+    if balance is None:
+        raise Conflict(
+            "insufficient_funds",
+            "The wallet balance is lower than the sale total.",
+            balance=str(customer.balance),
+            required=str(amount),
+        )
+    return _record(session, customer_id, "sale_debit", -amount, balance, actor, sale_id=sale_id)
+
+
+def credit_refund(
+    session: Session, customer_id: int, amount: Decimal, sale_id: uuid.UUID, actor: str
+) -> LedgerEntry:
+    """Give back a sale's debit, at most once and never more than was debited."""
+    _customer(session, customer_id)
+    debit = session.execute(
+        select(LedgerEntry).where(LedgerEntry.sale_id == sale_id, LedgerEntry.kind == "sale_debit")
+    ).scalar_one_or_none()
+    if debit is None or debit.customer_id != customer_id:
+        raise Conflict("no_matching_debit", f"Sale {sale_id} has no debit for this customer.")
+    if amount != -debit.amount:
+        raise Conflict(
+            "amount_mismatch", f"The refund must equal the debit of {-debit.amount:.2f}."
+        )
+    balance = _credit(session, customer_id, amount)
+    if balance is None:
+        raise Conflict("balance_limit", "This would take the balance over its limit.")
+    return _record(session, customer_id, "refund_credit", amount, balance, actor, sale_id=sale_id)
+
+
+def ledger_page(session: Session, customer: Customer, page: int, page_size: int) -> dict[str, Any]:
+    """The wallet: balance plus a page of ledger entries, newest first."""
+    statement = (
+        select(LedgerEntry)
+        .where(LedgerEntry.customer_id == customer.id)
+        .order_by(LedgerEntry.id.desc())
+    )
+    result = paginate(session, statement, page, page_size)
+    return {"username": customer.username, "balance": customer.balance, **result}

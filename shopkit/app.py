@@ -1,0 +1,150 @@
+"""The common app factory every service builds on.
+
+:func:`create_service_app` wires everything a Shop service has in common:
+settings, JSON logs with request ids, the database, problem+json errors,
+health, metrics, OpenAPI with an offline Swagger UI, token verification and
+the ``db`` CLI. The service then registers its own blueprints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import swagger_ui_bundle
+from flask import Flask, send_from_directory
+from flask.typing import ResponseReturnValue
+from flask_smorest import Api, Blueprint
+from marshmallow import Schema, fields
+
+from shopkit.auth import JwksKeyResolver, KeyResolver, TokenVerifier, init_auth
+from shopkit.config import Settings
+from shopkit.db import Database, init_db, resolve_database_url
+from shopkit.errors import register_error_handlers
+from shopkit.fields import Money
+from shopkit.health import init_health
+from shopkit.logs import configure_logging, init_access_log
+from shopkit.metrics import init_metrics
+from shopkit.migrations import db_cli
+from shopkit.request_id import init_request_id
+
+SWAGGER_STATIC = "/docs/static/"
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+class ProblemSchema(Schema):
+    """RFC 9457 problem details, the body of every error response."""
+
+    type = fields.String(metadata={"example": "https://shop.example/problems/not_found"})
+    title = fields.String(metadata={"example": "Not Found"})
+    status = fields.Integer(metadata={"example": 404})
+    detail = fields.String()
+    code = fields.String(metadata={"description": "Machine-readable error code."})
+    instance = fields.String()
+    request_id = fields.String()
+    errors = fields.Dict(metadata={"description": "Per-field messages (validation errors)."})
+
+
+class ShopApi(Api):
+    """flask-smorest ``Api`` whose documented error body is a problem document.
+
+    Error handlers are registered by :func:`shopkit.errors.register_error_handlers`,
+    not by flask-smorest, so every error has one shape.
+    """
+
+    ERROR_SCHEMA = ProblemSchema
+
+    def _register_error_handlers(self) -> None:
+        pass
+
+
+def create_service_app(
+    *,
+    service: str,
+    import_name: str,
+    package: str,
+    schema: str,
+    title: str,
+    description: str,
+    blueprints: Iterable[Blueprint],
+    config: dict[str, Any] | None = None,
+    key_resolver: KeyResolver | None = None,
+    bootstrap: Callable[[Flask], None] | None = None,
+) -> Flask:
+    """Build the Flask app of ``service``.
+
+    ``config`` may hold Flask settings and a ``SETTINGS`` object (a
+    :class:`~shopkit.config.Settings`) to use instead of the environment;
+    tests pass the database URL that way. ``key_resolver`` verifies tokens
+    (default: the customers service's JWKS). ``bootstrap`` runs after
+    ``db upgrade`` and at start when the schema is current.
+    """
+    config = dict(config or {})
+    settings: Settings = config.pop("SETTINGS", None) or Settings.from_env(service)
+    configure_logging(service, settings.log_level)
+
+    app = Flask(import_name)
+    app.config.update(
+        API_TITLE=title,
+        API_VERSION="1.0.0",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        OPENAPI_SWAGGER_UI_URL=SWAGGER_STATIC,
+        API_SPEC_OPTIONS={
+            "info": {"description": description},
+            "components": {
+                "securitySchemes": {
+                    "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+                }
+            },
+        },
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+        SHOP_SETTINGS=settings,
+    )
+    app.config.update(config)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    init_request_id(app)
+    init_access_log(app)
+    database = Database(
+        resolve_database_url(settings),
+        application_name=service,
+        pool_size=settings.db_pool_size,
+        statement_timeout_ms=settings.db_statement_timeout_ms,
+    )
+    init_db(app, database)
+    init_auth(
+        app,
+        TokenVerifier(
+            key_resolver
+            or JwksKeyResolver(
+                settings.customers_url + "/.well-known/jwks.json", ttl_s=settings.jwks_cache_ttl_s
+            )
+        ),
+    )
+
+    api = ShopApi(app)
+    api.register_field(Money, "string", None)
+    for blueprint in blueprints:
+        api.register_blueprint(blueprint)
+    app.extensions["shop_api"] = api
+
+    _serve_swagger_assets(app)
+    register_error_handlers(app)
+    init_health(app, service=service, package=package, schema=schema)
+    init_metrics(app, service)
+    app.cli.add_command(db_cli(package))
+    if bootstrap is not None:
+        app.extensions["shop_bootstrap"] = lambda: bootstrap(app)
+    return app
+
+
+def _serve_swagger_assets(app: Flask) -> None:
+    """Serve the Swagger UI files from the installed wheel, so ``/docs`` works offline."""
+
+    @app.get(SWAGGER_STATIC + "<path:filename>")
+    def swagger_static(filename: str) -> ResponseReturnValue:
+        """A Swagger UI asset."""
+        return send_from_directory(swagger_ui_bundle.swagger_ui_path, filename, max_age=86400)

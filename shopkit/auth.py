@@ -1,0 +1,249 @@
+"""Bearer-token verification and role checks.
+
+The customers service issues RS256 JWTs and publishes its public keys at
+``/.well-known/jwks.json``. Every service verifies tokens offline against
+those keys: the other services through :class:`JwksKeyResolver` (fetched over
+HTTP and cached), the customers service against its own key store.
+
+Token claims: ``iss`` (:data:`ISSUER`), ``aud`` (:data:`AUDIENCE`), ``sub``
+(username or service name), ``role`` (``customer``, ``admin`` or
+``service``), ``cid`` (customer id, absent for services), ``typ``
+(``access`` or ``refresh``), ``iat``, ``exp`` and ``jti``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any, Protocol, TypeVar
+
+import jwt
+import requests
+from flask import Flask, current_app, g, request
+from flask_smorest import Blueprint
+
+from shopkit.errors import Forbidden, ProblemError, Unauthorized
+
+ISSUER = "shop-customers"
+AUDIENCE = "shop"
+ALGORITHM = "RS256"
+
+ROLE_CUSTOMER = "customer"
+ROLE_ADMIN = "admin"
+ROLE_SERVICE = "service"
+ROLES = (ROLE_CUSTOMER, ROLE_ADMIN, ROLE_SERVICE)
+
+#: The OpenAPI security requirement added to every protected operation.
+BEARER_SECURITY = [{"bearerAuth": []}]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the token's subject, role and (for people) customer id."""
+
+    subject: str
+    role: str
+    customer_id: int | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        """True for the ``admin`` role."""
+        return self.role == ROLE_ADMIN
+
+    @property
+    def is_service(self) -> bool:
+        """True for the ``service`` role (another Shop service)."""
+        return self.role == ROLE_SERVICE
+
+
+class KeyResolver(Protocol):
+    """Finds the public key that verifies a token signed with key id ``kid``."""
+
+    def public_key(self, kid: str) -> Any:
+        """Return the key for ``kid`` or raise :class:`Unauthorized` if there is none."""
+
+
+class JwksKeyResolver:
+    """Public keys from a JWKS URL, cached in memory.
+
+    The key set is fetched on first use, refreshed when a token names an
+    unknown key (at most once per ``min_refetch_s``) or when older than
+    ``ttl_s``. If the refresh fails, keys already known keep working, so a
+    short outage of the customers service does not stop token checks.
+    """
+
+    def __init__(
+        self, url: str, *, ttl_s: float = 300, min_refetch_s: float = 5, timeout_s: float = 3
+    ) -> None:
+        self.url = url
+        self.ttl_s = ttl_s
+        self.min_refetch_s = min_refetch_s
+        self.timeout_s = timeout_s
+        self._keys: dict[str, Any] = {}
+        self._fetched_at = 0.0
+        self._attempted_at = 0.0
+        self._lock = threading.Lock()
+
+    def _refresh(self) -> None:
+        self._attempted_at = time.monotonic()
+        response = requests.get(self.url, timeout=self.timeout_s)
+        response.raise_for_status()
+        key_set = jwt.PyJWKSet.from_dict(response.json())
+        self._keys = {key.key_id: key.key for key in key_set.keys if key.key_id}
+        self._fetched_at = time.monotonic()
+
+    def public_key(self, kid: str) -> Any:
+        """Return the key for ``kid``, fetching the key set when needed."""
+        with self._lock:
+            now = time.monotonic()
+            stale = now - self._fetched_at > self.ttl_s
+            unknown = kid not in self._keys
+            may_refetch = now - self._attempted_at >= self.min_refetch_s
+            if (unknown and may_refetch) or (stale and may_refetch) or not self._keys:
+                try:
+                    self._refresh()
+                except (requests.RequestException, ValueError, jwt.PyJWTError) as exc:
+                    if kid not in self._keys:
+                        raise ProblemError(
+                            503,
+                            "dependency_unavailable",
+                            "The token signing keys could not be fetched.",
+                        ) from exc
+            key = self._keys.get(kid)
+        if key is None:
+            raise Unauthorized("The token was signed with an unknown key.", code="invalid_token")
+        return key
+
+
+class StaticKeyResolver:
+    """Keys given up front (``{kid: public_key}``): for tools and unit tests."""
+
+    def __init__(self, keys: dict[str, Any]) -> None:
+        self.keys = keys
+
+    def public_key(self, kid: str) -> Any:
+        """Return the key for ``kid``."""
+        try:
+            return self.keys[kid]
+        except KeyError:
+            raise Unauthorized(
+                "The token was signed with an unknown key.", code="invalid_token"
+            ) from None
+
+
+class TokenVerifier:
+    """Checks signature, issuer, audience, expiry and type of a JWT."""
+
+    def __init__(self, resolver: KeyResolver, *, leeway_s: int = 10) -> None:
+        self.resolver = resolver
+        self.leeway_s = leeway_s
+
+    def decode(self, token: str, *, expected_type: str = "access") -> dict[str, Any]:
+        """Return the verified claims of ``token`` or raise :class:`Unauthorized`."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise Unauthorized("The bearer token is malformed.", code="invalid_token") from None
+        kid = header.get("kid")
+        if header.get("alg") != ALGORITHM or not isinstance(kid, str):
+            raise Unauthorized("The bearer token is not signed by Shop.", code="invalid_token")
+        key = self.resolver.public_key(kid)
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=AUDIENCE,
+                issuer=ISSUER,
+                leeway=self.leeway_s,
+                options={"require": ["exp", "iat", "sub", "role", "typ"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("The token has expired.", code="token_expired") from None
+        except jwt.PyJWTError:
+            raise Unauthorized("The token is not valid.", code="invalid_token") from None
+        if claims.get("typ") != expected_type or claims.get("role") not in ROLES:
+            raise Unauthorized("The token is not valid here.", code="invalid_token")
+        return claims
+
+    def principal(self, token: str) -> Principal:
+        """Verify an access token and return who it speaks for."""
+        claims = self.decode(token)
+        customer_id = claims.get("cid")
+        return Principal(
+            subject=str(claims["sub"]),
+            role=str(claims["role"]),
+            customer_id=int(customer_id) if customer_id is not None else None,
+        )
+
+
+def init_auth(app: Flask, verifier: TokenVerifier) -> None:
+    """Attach the token verifier that :func:`current_principal` uses."""
+    app.extensions["shop_auth"] = verifier
+
+
+def _bearer_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def current_principal() -> Principal | None:
+    """Return the caller of the current request, or ``None`` when anonymous.
+
+    A present but invalid token is an error (401), never silently anonymous.
+    """
+    if "principal" in g:
+        return g.principal  # type: ignore[no-any-return]
+    token = _bearer_token()
+    principal = None
+    if token is not None:
+        verifier: TokenVerifier = current_app.extensions["shop_auth"]
+        principal = verifier.principal(token)
+    elif request.headers.get("Authorization"):
+        raise Unauthorized("Use an 'Authorization: Bearer <token>' header.")
+    g.principal = principal
+    return principal
+
+
+def require_principal(*roles: str) -> Principal:
+    """Return the caller, or raise 401 (anonymous) / 403 (role not in ``roles``)."""
+    principal = current_principal()
+    if principal is None:
+        raise Unauthorized()
+    if roles and principal.role not in roles:
+        raise Forbidden(f"This needs the role {' or '.join(roles)}.")
+    return principal
+
+
+def ensure_self_or_admin(principal: Principal, username: str) -> None:
+    """Allow admins and the customer named ``username``; refuse everyone else with 403."""
+    if principal.is_admin:
+        return
+    if principal.role == ROLE_CUSTOMER and principal.subject == username:
+        return
+    raise Forbidden("You may only act on your own account.")
+
+
+def requires(*roles: str) -> Callable[[F], F]:
+    """View decorator: the caller must hold one of ``roles`` (any role if none given).
+
+    It also documents the bearer security requirement in the OpenAPI spec.
+    """
+
+    def decorator(view: F) -> F:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            require_principal(*roles)
+            return view(*args, **kwargs)
+
+        return Blueprint.doc(security=BEARER_SECURITY)(wrapper)  # type: ignore[no-any-return]
+
+    return decorator

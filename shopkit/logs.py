@@ -1,0 +1,94 @@
+"""JSON log lines, one object per line, each with the service name and request id.
+
+Request bodies and ``Authorization`` headers are never logged, so tokens and
+passwords cannot leak into the logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Flask, Response, g, request
+
+from shopkit.request_id import current_request_id
+
+_STANDARD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """Format a record as one JSON object with ``ts, level, service, request_id, logger, msg``."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record`` (and any ``extra=`` fields) as a JSON line."""
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "service": self.service,
+            "request_id": getattr(record, "request_id", None) or current_request_id(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD_ATTRS and key not in entry and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(service: str, level: str = "INFO") -> None:
+    """Send every log record of the process to stdout as JSON lines."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter(service))
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        if getattr(existing, "_shop_handler", False):
+            root.removeHandler(existing)
+    handler._shop_handler = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    # Libraries that narrate every step at INFO.
+    for name in ("pgserver", "alembic.runtime.plugins", "alembic.autogenerate"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # gunicorn's own error log goes through the same JSON handler.
+    for name in ("gunicorn.error", "werkzeug"):
+        logger = logging.getLogger(name)
+        logger.handlers = []
+        logger.propagate = True
+
+
+def init_access_log(app: Flask) -> None:
+    """Log one JSON line per request: method, path, status and duration (no bodies)."""
+    access = logging.getLogger("shop.access")
+
+    @app.before_request
+    def _start_timer() -> None:
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def _log(response: Response) -> Response:
+        started = g.get("request_started")
+        duration_ms = (time.perf_counter() - started) * 1000 if started else None
+        if request.path not in ("/healthz", "/metrics"):
+            access.info(
+                "%s %s %s",
+                request.method,
+                request.path,
+                response.status_code,
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "duration_ms": round(duration_ms, 2) if duration_ms is not None else None,
+                },
+            )
+        return response
