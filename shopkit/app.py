@@ -75,12 +75,14 @@ def create_service_app(
 
     ``config`` may hold Flask settings and a ``SETTINGS`` object (a
     :class:`~shopkit.config.Settings`) to use instead of the environment;
-    tests pass the database URL that way. ``key_resolver`` verifies tokens
-    (default: the customers service's JWKS). ``bootstrap`` runs after
+    tests pass the database URL that way. ``key_resolver`` (or a
+    ``KEY_RESOLVER`` config entry) verifies tokens (default: the customers
+    service's JWKS). ``bootstrap`` runs after
     ``db upgrade`` and at start when the schema is current.
     """
     config = dict(config or {})
     settings: Settings = config.pop("SETTINGS", None) or Settings.from_env(service)
+    key_resolver = config.pop("KEY_RESOLVER", None) or key_resolver
     configure_logging(service, settings.log_level)
 
     app = Flask(import_name)

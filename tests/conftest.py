@@ -153,3 +153,13 @@ def identity(customers: FlaskClient) -> Identity:
 def bearer(token: str) -> dict[str, str]:
     """The Authorization header for ``token``."""
     return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="session")
+def key_resolver(customers_app: Flask) -> Any:
+    """Verifies tokens against the customers app's keys (stands in for fetching its JWKS).
+
+    Give it to another service's ``create_app`` in unit tests:
+    ``create_app({"SETTINGS": ..., "KEY_RESOLVER": key_resolver})``.
+    """
+    return customers_app.extensions["customers_keys"]
