@@ -27,7 +27,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 run: install
-	$(BIN)/python -m shopkit.launcher
+	$(BIN)/shop-run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis docs/_build

@@ -23,6 +23,7 @@ from shopkit.db import Database, init_db, resolve_database_url
 from shopkit.errors import register_error_handlers
 from shopkit.fields import Money
 from shopkit.health import init_health
+from shopkit.input_guard import init_input_guard
 from shopkit.logs import configure_logging, init_access_log
 from shopkit.metrics import init_metrics
 from shopkit.migrations import db_cli
@@ -110,6 +111,7 @@ def create_service_app(
 
     init_request_id(app)
     init_access_log(app)
+    init_input_guard(app)
     database = Database(
         resolve_database_url(settings),
         application_name=service,

@@ -43,9 +43,18 @@ def _tune(server, *, durable: bool) -> None:  # type: ignore[no-untyped-def]
     server.psql("\n".join(settings))
     if current < MAX_CONNECTIONS:
         from pgserver._commands import pg_ctl  # noqa: PLC0415
+        from pgserver.utils import PostmasterInfo  # noqa: PLC0415
 
         # pg_ctl restart reuses the options the server was started with (socket dir).
-        pg_ctl(["-w", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=30)
+        pg_ctl(
+            ["-w", "-l", str(server.log), "restart"],
+            pgdata=server.pgdata,
+            user=server.system_user,
+            timeout=30,
+        )
+        # pgserver remembers the postmaster it started; point it at the new one so
+        # that stopping the server later stops this one.
+        server._postmaster_info = PostmasterInfo.read_from_pgdata(server.pgdata)
     else:
         server.psql("SELECT pg_reload_conf();")
 

@@ -8,8 +8,6 @@ Under gunicorn with several workers, :mod:`shopkit.gunicorn_conf` sets
 
 from __future__ import annotations
 
-import os
-
 from flask import Flask
 from prometheus_client import CollectorRegistry
 from prometheus_flask_exporter import PrometheusMetrics
@@ -27,6 +25,6 @@ def init_metrics(app: Flask, service: str) -> PrometheusMetrics:
         excluded_paths=["^/metrics$", "^/healthz$", "^/docs"],
         default_labels={"service": service},
     )
-    metrics.info("shop_service_info", "Shop service", service=service, pid=str(os.getpid()))
+    metrics.info("shop_service_info", "Shop service", service=service)
     app.extensions["shop_metrics"] = metrics
     return metrics

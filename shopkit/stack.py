@@ -132,3 +132,94 @@ class ServiceProcess:
             self.process.wait(timeout=5)
         except ProcessLookupError:
             pass
+
+
+def present_services() -> list[str]:
+    """The services whose packages exist in this checkout, in start order."""
+    import importlib.util  # noqa: PLC0415
+
+    found = []
+    for name, package in PACKAGES.items():
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.origin and (Path(spec.origin).parent / "migrations").is_dir():
+            found.append(name)
+    return found
+
+
+def _pump(prefix: str, stream: IO[bytes]) -> None:
+    """Copy a child's output to ours, each line prefixed with its service name."""
+    for raw in iter(stream.readline, b""):
+        sys.stdout.write(f"{prefix} | {raw.decode(errors='replace')}")
+        sys.stdout.flush()
+
+
+def run_local(services: list[str] | None = None) -> int:
+    """``make run``: database, migrations, every service under gunicorn; Ctrl-C stops all.
+
+    Uses ``DATABASE_URL`` if set, else the embedded PostgreSQL under ``.data/``
+    (stopped again on exit). Ports come from ``CUSTOMERS_URL``... defaults
+    5000-5003. Returns the exit status.
+    """
+    import threading  # noqa: PLC0415
+
+    from shopkit import embedded_pg  # noqa: PLC0415
+    from shopkit.config import SERVICE_PORTS, Settings  # noqa: PLC0415
+    from shopkit.db import normalise_url  # noqa: PLC0415
+
+    services = services or present_services()
+    settings = Settings.from_env("launcher")
+    server = None
+    if settings.database_url:
+        url = normalise_url(settings.database_url)
+    else:
+        server, url = embedded_pg.start(Path(settings.data_dir) / "pg", cleanup_mode="stop")
+    env = {"DATABASE_URL": url}
+    processes: list[ServiceProcess] = []
+    stopping = threading.Event()
+
+    def _stop(*_: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        for service in services:
+            print(f"launcher | migrating {service}", flush=True)
+            migrate(service, env)
+        for service in services:
+            port = int(getattr(settings, f"{service}_url").rsplit(":", 1)[1].split("/")[0])
+            process = ServiceProcess(service, port or SERVICE_PORTS[service], env=env)
+            process.log = subprocess.PIPE
+            process.start()
+            assert process.process is not None and process.process.stdout is not None
+            threading.Thread(
+                target=_pump, args=(f"{service:<9}", process.process.stdout), daemon=True
+            ).start()
+            processes.append(process)
+        for process in processes:
+            process.wait_ready(60)
+        for process in processes:
+            print(
+                f"launcher | {process.service:<9} ready at {process.url}"
+                f"  (docs: {process.url}/docs)",
+                flush=True,
+            )
+        print("launcher | press Ctrl-C to stop", flush=True)
+        while not stopping.wait(0.5):
+            for process in processes:
+                if process.process is not None and process.process.poll() is not None:
+                    print(f"launcher | {process.service} exited; stopping", flush=True)
+                    stopping.set()
+        return 0
+    finally:
+        print("launcher | stopping services", flush=True)
+        for process in processes:
+            process.stop(timeout_s=8)
+        if server is not None:
+            server.cleanup()  # type: ignore[attr-defined]
+        print("launcher | stopped", flush=True)
+
+
+def main() -> None:
+    """Console entry point of ``shop-run`` (what ``make run`` calls)."""
+    sys.exit(run_local())

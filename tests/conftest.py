@@ -163,3 +163,15 @@ def key_resolver(customers_app: Flask) -> Any:
     ``create_app({"SETTINGS": ..., "KEY_RESOLVER": key_resolver})``.
     """
     return customers_app.extensions["customers_keys"]
+
+
+@pytest.fixture(scope="session")
+def live_stack(database_url: str) -> Iterator[Any]:
+    """Real gunicorn processes of the services on free ports (started on demand, per session)."""
+    from tests.support.live import LiveStack
+
+    stack = LiveStack(database_url, (ADMIN_USERNAME, ADMIN_PASSWORD), SERVICE_SECRET)
+    try:
+        yield stack
+    finally:
+        stack.stop_all()

@@ -1,0 +1,388 @@
+"""Wallets: top-ups, deductions, the ledger, and sale debits/refunds between services."""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import requests
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text
+
+from tests.conftest import Identity, bearer
+
+
+def ledger_matches_balance(database_url: str) -> bool:
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        mismatches = conn.execute(
+            text(
+                "SELECT count(*) FROM customers.customers c WHERE c.balance <> "
+                "COALESCE((SELECT sum(amount) FROM customers.ledger_entries e "
+                "WHERE e.customer_id = c.id), 0)"
+            )
+        ).scalar_one()
+    engine.dispose()
+    return mismatches == 0
+
+
+def charge(client: FlaskClient, username: str, amount: Any, token: str, **headers: str) -> Any:
+    return client.post(
+        f"/customers/{username}/wallet/charge",
+        json={"amount": amount},
+        headers={**bearer(token), **headers},
+    )
+
+
+def test_charge_deduct_and_ledger(
+    customers: FlaskClient, identity: Identity, database_url: str
+) -> None:
+    owner, token = identity.new_customer()
+    name = owner["username"]
+    first = charge(customers, name, "10.50", token)
+    assert first.status_code == 200
+    assert first.get_json()["balance"] == "10.50"
+    assert first.get_json()["entry"]["kind"] == "charge"
+    assert charge(customers, name, "0.25", token).get_json()["balance"] == "10.75"
+    admin = bearer(identity.admin_token())
+    deducted = customers.post(
+        f"/customers/{name}/wallet/deduct",
+        json={"amount": "0.75", "reason": "correction"},
+        headers=admin,
+    )
+    assert deducted.status_code == 200
+    assert deducted.get_json()["balance"] == "10.00"
+    wallet = customers.get(f"/customers/{name}/wallet", headers=bearer(token)).get_json()
+    assert wallet["balance"] == "10.00"
+    assert [(e["kind"], e["amount"]) for e in wallet["items"]] == [
+        ("deduct", "-0.75"), ("charge", "0.25"), ("charge", "10.50"),
+    ]  # fmt: skip
+    assert wallet["items"][0]["reason"] == "correction"
+    assert ledger_matches_balance(database_url)
+
+
+def test_deduct_never_goes_negative(customers: FlaskClient, identity: Identity) -> None:
+    owner, token = identity.new_customer()
+    charge(customers, owner["username"], "5.00", token)
+    response = customers.post(
+        f"/customers/{owner['username']}/wallet/deduct",
+        json={"amount": "5.01", "reason": "too much"},
+        headers=bearer(identity.admin_token()),
+    )
+    assert response.status_code == 409
+    assert response.get_json()["code"] == "insufficient_funds"
+    assert (
+        customers.get(f"/customers/{owner['username']}", headers=bearer(token)).get_json()[
+            "balance"
+        ]
+        == "5.00"
+    )
+
+
+def test_wallet_roles(customers: FlaskClient, identity: Identity) -> None:
+    owner, token = identity.new_customer()
+    _, other = identity.new_customer()
+    name = owner["username"]
+    assert charge(customers, name, "1.00", other).status_code == 403
+    assert (
+        customers.post(f"/customers/{name}/wallet/charge", json={"amount": "1.00"}).status_code
+        == 401
+    )
+    assert charge(customers, name, "1.00", identity.service_token()).status_code == 403
+    assert charge(customers, name, "1.00", identity.admin_token()).status_code == 200
+    deduct = {"amount": "1.00", "reason": "r"}
+    assert (
+        customers.post(
+            f"/customers/{name}/wallet/deduct", json=deduct, headers=bearer(token)
+        ).status_code
+        == 403
+    )
+    assert customers.get(f"/customers/{name}/wallet", headers=bearer(other)).status_code == 403
+    assert customers.get(f"/customers/{name}/wallet").status_code == 401
+
+
+@pytest.mark.parametrize(
+    "amount",
+    [
+        "0",
+        "0.00",
+        "-1.00",
+        "1.001",
+        "1e3",
+        "abc",
+        "",
+        " 1.00",
+        10,
+        10.5,
+        None,
+        True,
+        "100000.01",
+        "12345678901.00",
+    ],
+)
+def test_bad_amounts_are_422_and_change_nothing(
+    customers: FlaskClient, identity: Identity, amount: Any
+) -> None:
+    owner, token = identity.new_customer()
+    response = charge(customers, owner["username"], amount, token)
+    assert response.status_code == 422
+    assert response.mimetype == "application/problem+json"
+    assert "amount" in response.get_json()["errors"]
+    wallet = customers.get(
+        f"/customers/{owner['username']}/wallet", headers=bearer(token)
+    ).get_json()
+    assert wallet["balance"] == "0.00"
+    assert wallet["items"] == []
+
+
+def test_charge_with_idempotency_key_is_applied_once(
+    customers: FlaskClient, identity: Identity
+) -> None:
+    owner, token = identity.new_customer()
+    key = {"Idempotency-Key": "topup-1"}
+    first = charge(customers, owner["username"], "20.00", token, **key)
+    again = charge(customers, owner["username"], "20.00", token, **key)
+    assert first.status_code == again.status_code == 200
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_json() == first.get_json()
+    other_body = charge(customers, owner["username"], "30.00", token, **key)
+    assert other_body.status_code == 422
+    assert other_body.get_json()["code"] == "idempotency_key_reused"
+    profile = customers.get(f"/customers/{owner['username']}", headers=bearer(token)).get_json()
+    assert profile["balance"] == "20.00"
+
+
+# --- internal debits and credits --------------------------------------------------------------
+
+
+def debit(client: FlaskClient, token: str, body: dict[str, Any], key: str | None) -> Any:
+    headers = bearer(token) | ({"Idempotency-Key": key} if key else {})
+    return client.post("/internal/wallet-debits", json=body, headers=headers)
+
+
+def funded_customer(customers: FlaskClient, identity: Identity, amount: str) -> dict[str, Any]:
+    owner, token = identity.new_customer()
+    charge(customers, owner["username"], amount, token)
+    return owner
+
+
+def test_debit_is_for_services_only(customers: FlaskClient, identity: Identity) -> None:
+    owner = funded_customer(customers, identity, "50.00")
+    body = {"customer_id": owner["id"], "amount": "10.00", "sale_id": str(uuid.uuid4())}
+    _, customer_token = identity.new_customer()
+    assert (
+        debit(
+            customers, identity.token(owner["username"], owner["password"]), body, "k1"
+        ).status_code
+        == 403
+    )
+    assert debit(customers, customer_token, body, "k1").status_code == 403
+    assert debit(customers, identity.admin_token(), body, "k1").status_code == 403
+    assert (
+        customers.post(
+            "/internal/wallet-debits", json=body, headers={"Idempotency-Key": "k1"}
+        ).status_code
+        == 401
+    )
+    assert debit(customers, identity.service_token(), body, "k1").status_code == 201
+
+
+def test_debit_requires_an_idempotency_key(customers: FlaskClient, identity: Identity) -> None:
+    owner = funded_customer(customers, identity, "50.00")
+    body = {"customer_id": owner["id"], "amount": "10.00", "sale_id": str(uuid.uuid4())}
+    response = debit(customers, identity.service_token(), body, None)
+    assert response.status_code == 400
+    assert response.get_json()["code"] == "idempotency_key_required"
+    bad_key = debit(customers, identity.service_token(), body, "has space")
+    assert bad_key.status_code == 400
+    assert bad_key.get_json()["code"] == "invalid_idempotency_key"
+
+
+def test_debit_replay_and_key_reuse(
+    customers: FlaskClient, identity: Identity, database_url: str
+) -> None:
+    owner = funded_customer(customers, identity, "50.00")
+    sale = str(uuid.uuid4())
+    body = {"customer_id": owner["id"], "amount": "12.34", "sale_id": sale}
+    service = identity.service_token()
+    first = debit(customers, service, body, f"{sale}:debit")
+    assert first.status_code == 201
+    assert first.get_json()["balance"] == "37.66"
+    replay = debit(customers, service, body, f"{sale}:debit")
+    assert replay.status_code == 201
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.get_json() == first.get_json()
+    reused = debit(customers, service, {**body, "amount": "1.00"}, f"{sale}:debit")
+    assert reused.status_code == 422
+    assert reused.get_json()["code"] == "idempotency_key_reused"
+    # Another key for the same sale cannot debit it twice either.
+    other_key = debit(customers, service, body, f"{sale}:debit-again")
+    assert other_key.status_code == 409
+    assert other_key.get_json()["code"] == "already_recorded"
+    admin = bearer(identity.admin_token())
+    assert (
+        customers.get(f"/customers/{owner['username']}", headers=admin).get_json()["balance"]
+        == "37.66"
+    )
+    assert ledger_matches_balance(database_url)
+
+
+def test_refused_debit_is_stored_and_replayed_as_refused(
+    customers: FlaskClient, identity: Identity
+) -> None:
+    owner = funded_customer(customers, identity, "5.00")
+    sale = str(uuid.uuid4())
+    body = {"customer_id": owner["id"], "amount": "10.00", "sale_id": sale}
+    service = identity.service_token()
+    refused = debit(customers, service, body, f"{sale}:debit")
+    assert refused.status_code == 409
+    assert refused.get_json()["code"] == "insufficient_funds"
+    # Even after a top-up, a retry of the same call stays refused: the saga already acted on it.
+    charge(customers, owner["username"], "100.00", identity.admin_token())
+    retried = debit(customers, service, body, f"{sale}:debit")
+    assert retried.status_code == 409
+    assert retried.headers["Idempotent-Replayed"] == "true"
+    balance = customers.get(
+        f"/customers/{owner['username']}", headers=bearer(identity.admin_token())
+    )
+    assert balance.get_json()["balance"] == "105.00"
+
+
+def test_debit_of_unknown_or_inactive_customer(customers: FlaskClient, identity: Identity) -> None:
+    service = identity.service_token()
+    missing = debit(
+        customers,
+        service,
+        {"customer_id": 999999, "amount": "1.00", "sale_id": str(uuid.uuid4())},
+        "m1",
+    )
+    assert missing.status_code == 404
+    owner = funded_customer(customers, identity, "10.00")
+    customers.delete(f"/customers/{owner['username']}", headers=bearer(identity.admin_token()))
+    inactive = debit(
+        customers,
+        service,
+        {"customer_id": owner["id"], "amount": "1.00", "sale_id": str(uuid.uuid4())},
+        "m2",
+    )
+    assert inactive.status_code == 409
+    assert inactive.get_json()["code"] == "customer_inactive"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"customer_id": "1", "amount": "1.00", "sale_id": "00000000-0000-0000-0000-000000000001"},
+        {"customer_id": 1, "amount": "0.00", "sale_id": "00000000-0000-0000-0000-000000000001"},
+        {"customer_id": 1, "amount": "1.00", "sale_id": "not-a-uuid"},
+        {"customer_id": 1, "amount": "1.00"},
+        {"customer_id": 0, "amount": "1.00", "sale_id": "00000000-0000-0000-0000-000000000001"},
+    ],
+)
+def test_bad_debit_bodies_are_422(
+    customers: FlaskClient, identity: Identity, body: dict[str, Any]
+) -> None:
+    response = debit(customers, identity.service_token(), body, "bad-body")
+    assert response.status_code == 422
+
+
+def test_refund_only_of_a_real_debit_and_once(
+    customers: FlaskClient, identity: Identity, database_url: str
+) -> None:
+    owner = funded_customer(customers, identity, "30.00")
+    service = identity.service_token()
+    sale = str(uuid.uuid4())
+    body = {"customer_id": owner["id"], "amount": "10.00", "sale_id": sale}
+    headers = bearer(service)
+    no_debit = customers.post(
+        "/internal/wallet-credits", json=body, headers=headers | {"Idempotency-Key": "r0"}
+    )
+    assert no_debit.status_code == 409
+    assert no_debit.get_json()["code"] == "no_matching_debit"
+    assert debit(customers, service, body, f"{sale}:debit").status_code == 201
+    wrong_amount = customers.post(
+        "/internal/wallet-credits",
+        json={**body, "amount": "11.00"},
+        headers=headers | {"Idempotency-Key": "r1"},
+    )
+    assert wrong_amount.get_json()["code"] == "amount_mismatch"
+    refund = customers.post(
+        "/internal/wallet-credits", json=body, headers=headers | {"Idempotency-Key": "r2"}
+    )
+    assert refund.status_code == 201
+    assert refund.get_json()["balance"] == "30.00"
+    twice = customers.post(
+        "/internal/wallet-credits", json=body, headers=headers | {"Idempotency-Key": "r3"}
+    )
+    assert twice.status_code == 409
+    assert twice.get_json()["code"] == "already_recorded"
+    assert ledger_matches_balance(database_url)
+
+
+@pytest.mark.processes
+def test_concurrent_debits_never_overdraw(
+    live_stack: Any, identity: Identity, database_url: str
+) -> None:
+    """24 debits of 10.00 race on a wallet holding 75.00: exactly 7 succeed, never negative."""
+    live_stack.start("customers")
+    base = live_stack.url("customers")
+    owner, token = identity.new_customer()
+    charge(identity.client, owner["username"], "75.00", token)
+    service = live_stack.service_token()
+
+    def attempt(i: int) -> int:
+        sale = str(uuid.uuid4())
+        response = requests.post(
+            base + "/internal/wallet-debits",
+            json={"customer_id": owner["id"], "amount": "10.00", "sale_id": sale},
+            headers={"Authorization": f"Bearer {service}", "Idempotency-Key": f"{sale}:debit"},
+            timeout=30,
+        )
+        return response.status_code
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        statuses = list(pool.map(attempt, range(24)))
+    assert statuses.count(201) == 7
+    assert statuses.count(409) == 17
+    admin = bearer(identity.admin_token())
+    balance = identity.client.get(f"/customers/{owner['username']}", headers=admin).get_json()[
+        "balance"
+    ]
+    assert Decimal(balance) == Decimal("5.00")
+    assert ledger_matches_balance(database_url)
+
+
+@pytest.mark.processes
+def test_concurrent_retries_of_one_debit_apply_once(live_stack: Any, identity: Identity) -> None:
+    """The same debit sent 12 times at once (a retry storm) moves money exactly once."""
+    live_stack.start("customers")
+    base = live_stack.url("customers")
+    owner, token = identity.new_customer()
+    charge(identity.client, owner["username"], "100.00", token)
+    service = live_stack.service_token()
+    sale = str(uuid.uuid4())
+
+    def attempt(_: int) -> tuple[int, str | None]:
+        response = requests.post(
+            base + "/internal/wallet-debits",
+            json={"customer_id": owner["id"], "amount": "10.00", "sale_id": sale},
+            headers={"Authorization": f"Bearer {service}", "Idempotency-Key": f"{sale}:debit"},
+            timeout=30,
+        )
+        return response.status_code, response.json().get("code")
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        results = list(pool.map(attempt, range(12)))
+    # Each answer is the debit (201, first or replayed) or "still in flight" (409).
+    assert all(s == 201 or (s == 409 and c == "idempotency_key_in_use") for s, c in results), (
+        results
+    )
+    assert any(s == 201 for s, _ in results)
+    admin = bearer(identity.admin_token())
+    balance = identity.client.get(f"/customers/{owner['username']}", headers=admin).get_json()[
+        "balance"
+    ]
+    assert balance == "90.00"

@@ -1,0 +1,138 @@
+"""The inter-service HTTP client against a small real HTTP server that misbehaves on cue."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from shopkit.request_id import bind_request_id
+from shopkit.service_client import DependencyUnavailable, ServiceClient
+from shopkit.stack import free_port
+
+
+class Script:
+    """What the fake callee answers, request by request."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[int, dict[str, Any], float]] = []
+        self.seen: list[dict[str, Any]] = []
+
+
+@pytest.fixture
+def callee() -> Iterator[tuple[str, Script]]:
+    script = Script()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            script.seen.append({"path": self.path, "headers": dict(self.headers), "body": body})
+            status, payload, delay = script.answers.pop(0) if script.answers else (200, {}, 0.0)
+            time.sleep(delay)
+            data = json.dumps(payload).encode()
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", script
+    server.shutdown()
+
+
+def client(url: str, **kwargs: Any) -> ServiceClient:
+    return ServiceClient("fake", url, backoff_s=0.01, **kwargs)
+
+
+def test_retries_transient_failures_with_the_same_key(callee: tuple[str, Script]) -> None:
+    url, script = callee
+    script.answers = [(503, {}, 0.0), (502, {}, 0.0), (201, {"ok": True}, 0.0)]
+    bind_request_id("req-42")
+    try:
+        result = client(url, retries=2).post("/x", json={"a": 1}, idempotency_key="k-1")
+    finally:
+        bind_request_id(None)
+    assert result.status == 201
+    assert result.body == {"ok": True}
+    assert len(script.seen) == 3
+    assert {s["headers"]["Idempotency-Key"] for s in script.seen} == {"k-1"}
+    assert {s["headers"]["X-Request-ID"] for s in script.seen} == {"req-42"}
+
+
+def test_gives_up_after_bounded_retries(callee: tuple[str, Script]) -> None:
+    url, script = callee
+    script.answers = [(503, {}, 0.0)] * 10
+    with pytest.raises(DependencyUnavailable) as raised:
+        client(url, retries=2).post("/x", idempotency_key="k")
+    assert raised.value.status == 503
+    assert raised.value.code == "dependency_unavailable"
+    assert len(script.seen) == 3
+
+
+def test_client_errors_are_returned_not_retried(callee: tuple[str, Script]) -> None:
+    url, script = callee
+    script.answers = [(409, {"code": "insufficient_funds"}, 0.0)]
+    result = client(url).post("/x", idempotency_key="k")
+    assert (result.status, result.code) == (409, "insufficient_funds")
+    assert len(script.seen) == 1
+
+
+def test_key_in_flight_is_retried(callee: tuple[str, Script]) -> None:
+    url, script = callee
+    script.answers = [(409, {"code": "idempotency_key_in_use"}, 0.0), (201, {"done": 1}, 0.0)]
+    assert client(url).post("/x", idempotency_key="k").status == 201
+
+
+def test_slow_callee_hits_the_deadline(callee: tuple[str, Script]) -> None:
+    url, script = callee
+    script.answers = [(200, {}, 3.0)] * 3
+    started = time.monotonic()
+    with pytest.raises(DependencyUnavailable):
+        client(url, read_timeout_s=0.5, retries=5, deadline_s=1.5).get("/slow")
+    assert time.monotonic() - started < 2.5
+
+
+def test_unreachable_service_fails_fast() -> None:
+    started = time.monotonic()
+    with pytest.raises(DependencyUnavailable):
+        client(f"http://127.0.0.1:{free_port()}", retries=2).get("/x")
+    assert time.monotonic() - started < 2
+
+
+class FakeTokens:
+    def __init__(self) -> None:
+        self.issued = 0
+
+    def token(self, *, force_renew: bool = False) -> str:
+        if force_renew or self.issued == 0:
+            self.issued += 1
+        return f"token-{self.issued}"
+
+
+def test_renews_the_service_token_once_on_401(callee: tuple[str, Script]) -> None:
+    url, script = callee
+    script.answers = [(401, {"code": "token_expired"}, 0.0), (200, {"ok": 1}, 0.0)]
+    tokens = FakeTokens()
+    result = ServiceClient("fake", url, tokens=tokens).get("/x")  # type: ignore[arg-type]
+    assert result.status == 200
+    assert [s["headers"]["Authorization"] for s in script.seen] == [
+        "Bearer token-1",
+        "Bearer token-2",
+    ]
