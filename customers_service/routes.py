@@ -20,7 +20,6 @@ from customers_service.schemas import (
     CustomerSearchArgsSchema,
     DeductSchema,
     JwksSchema,
-    LedgerEntrySchema,
     LoginSchema,
     ProfilePatchSchema,
     ProfileSchema,
@@ -358,6 +357,3 @@ def wallet_credit(data: dict[str, Any]) -> ResponseReturnValue:
         operation=operation,
         key_required=True,
     )
-
-
-__all__ = ["LedgerEntrySchema", "auth_blp", "customers_blp", "internal_blp"]

@@ -84,6 +84,8 @@ class Settings:
     password_hash_time_cost: int = 2
     password_hash_memory_kib: int = 19_456
     password_hash_parallelism: int = 1
+    recovery_interval_s: float = 15.0
+    recovery_after_s: float = 30.0
 
     @classmethod
     def from_env(cls, service_name: str, **overrides: Any) -> Settings:
@@ -111,6 +113,8 @@ class Settings:
             "password_hash_time_cost": _env_int("PASSWORD_HASH_TIME_COST", 2),
             "password_hash_memory_kib": _env_int("PASSWORD_HASH_MEMORY_KIB", 19_456),
             "password_hash_parallelism": _env_int("PASSWORD_HASH_PARALLELISM", 1),
+            "recovery_interval_s": _env_float("SALES_RECOVERY_INTERVAL", 15.0),
+            "recovery_after_s": _env_float("SALES_RECOVERY_AFTER", 30.0),
         }
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known

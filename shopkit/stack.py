@@ -120,12 +120,12 @@ class ServiceProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """SIGTERM gunicorn (graceful), then SIGKILL the group if it lingers."""
+    def stop(self, timeout_s: float = 10.0, *, graceful: bool = True) -> None:
+        """Stop gunicorn: SIGTERM (graceful) or SIGQUIT (quick); SIGKILL the group if it lingers."""
         if self.process is None or self.process.poll() is not None:
             return
         try:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            os.killpg(self.process.pid, signal.SIGTERM if graceful else signal.SIGQUIT)
             self.process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)

@@ -40,14 +40,26 @@ class LiveStack:
             **{f"{name.upper()}_URL": self.url(name) for name in PACKAGES},
         }
 
-    def start(self, service: str, *, workers: int = 2, threads: int = 4) -> ServiceProcess:
+    def start(
+        self,
+        service: str,
+        *,
+        workers: int = 2,
+        threads: int = 4,
+        extra_env: dict[str, str] | None = None,
+    ) -> ServiceProcess:
         """Start ``service`` unless it is running; wait until it is ready."""
         running = self.processes.get(service)
         if running is not None and running.process is not None and running.process.poll() is None:
             return running
         log = (self.log_dir / f"{service}.log").open("ab")
         process = ServiceProcess(
-            service, self.ports[service], env=self.env(), workers=workers, threads=threads, log=log
+            service,
+            self.ports[service],
+            env={**self.env(), **(extra_env or {})},
+            workers=workers,
+            threads=threads,
+            log=log,
         )
         self.processes[service] = process.start()
         try:
@@ -69,7 +81,7 @@ class LiveStack:
     def stop_all(self) -> None:
         """Stop every process this stack started."""
         for process in self.processes.values():
-            process.stop()
+            process.kill()
 
     def token(self, username: str, password: str) -> str:
         """Log in through the running customers service."""
