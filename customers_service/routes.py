@@ -16,10 +16,13 @@ from customers_service.schemas import (
     AmountSchema,
     BatchRegisterSchema,
     BatchResultSchema,
+    ConsistencySchema,
     CustomerPageSchema,
     CustomerSearchArgsSchema,
     DeductSchema,
     JwksSchema,
+    LedgerPageSchema,
+    LedgerQuerySchema,
     LoginSchema,
     ProfilePatchSchema,
     ProfileSchema,
@@ -281,6 +284,23 @@ def deduct_wallet(data: dict[str, Any], username: str) -> ResponseReturnValue:
         operation=operation,
         key_required=False,
     )
+
+
+@customers_blp.route("/ledger", methods=["GET"])
+@customers_blp.response(200, LedgerPageSchema)
+@requires(ROLE_ADMIN)
+@customers_blp.arguments(LedgerQuerySchema, location="query")
+def list_ledger(args: dict[str, Any]) -> ResponseReturnValue:
+    """Ledger entries across all wallets, oldest first (admin audit)."""
+    return wallet.ledger_entries(get_session(), args)
+
+
+@customers_blp.route("/wallets/consistency", methods=["GET"])
+@customers_blp.response(200, ConsistencySchema)
+@requires(ROLE_ADMIN)
+def wallets_consistency() -> ResponseReturnValue:
+    """Check that every balance equals its ledger sum and is not negative (admin audit)."""
+    return wallet.consistency(get_session())
 
 
 # --- internal (service tokens) -----------------------------------------------------------------

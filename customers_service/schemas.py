@@ -186,3 +186,39 @@ class SaleMoneyResultSchema(Schema):
     amount = Money()
     balance = Money()
     kind = fields.String()
+
+
+class LedgerQuerySchema(PageArgsSchema):
+    """Query of ``GET /ledger`` (admin audit)."""
+
+    kind = fields.String(validate=validate.OneOf(LEDGER_KINDS))
+    sale_id = fields.UUID()
+    customer_id = fields.Integer(validate=validate.Range(min=1))
+    sales_only = fields.Boolean(metadata={"description": "Only entries tied to a sale."})
+
+
+class AuditLedgerEntrySchema(LedgerEntrySchema):
+    """A ledger entry with the wallet it belongs to."""
+
+    customer_id = fields.Integer()
+
+
+LedgerPageSchema = page_schema(AuditLedgerEntrySchema, "LedgerPage")
+
+
+class WalletMismatchSchema(Schema):
+    """A wallet whose balance differs from its ledger."""
+
+    username = fields.String()
+    balance = Money()
+    ledger_sum = Money()
+
+
+class ConsistencySchema(Schema):
+    """Result of checking every wallet against its ledger."""
+
+    wallets_checked = fields.Integer()
+    ledger_entries = fields.Integer()
+    total_balance = Money()
+    mismatches = fields.List(fields.Nested(WalletMismatchSchema))
+    ok = fields.Boolean()

@@ -13,7 +13,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -155,3 +155,47 @@ def ledger_page(session: Session, customer: Customer, page: int, page_size: int)
     )
     result = paginate(session, statement, page, page_size)
     return {"username": customer.username, "balance": customer.balance, **result}
+
+
+def ledger_entries(session: Session, args: dict[str, Any]) -> dict[str, Any]:
+    """A page of ledger entries across wallets (admin audit), oldest first.
+
+    Filters: ``kind``, ``sale_id``, ``customer_id``, ``sales_only`` (entries tied to a sale).
+    """
+    statement = select(LedgerEntry).order_by(LedgerEntry.id)
+    if args.get("kind"):
+        statement = statement.where(LedgerEntry.kind == args["kind"])
+    if args.get("sale_id"):
+        statement = statement.where(LedgerEntry.sale_id == args["sale_id"])
+    if args.get("customer_id"):
+        statement = statement.where(LedgerEntry.customer_id == args["customer_id"])
+    if args.get("sales_only"):
+        statement = statement.where(LedgerEntry.sale_id.is_not(None))
+    return paginate(session, statement, args["page"], args["page_size"])
+
+
+def consistency(session: Session) -> dict[str, Any]:
+    """Check every wallet: balance equals the sum of its ledger, and is not negative."""
+    ledger_sum = (
+        select(func.coalesce(func.sum(LedgerEntry.amount), 0))
+        .where(LedgerEntry.customer_id == Customer.id)
+        .scalar_subquery()
+    )
+    checked = session.execute(select(func.count()).select_from(Customer)).scalar_one()
+    rows = session.execute(
+        select(Customer.username, Customer.balance, ledger_sum)
+        .where((Customer.balance != ledger_sum) | (Customer.balance < 0))
+        .order_by(Customer.id)
+        .limit(100)
+    ).all()
+    total_balance = session.execute(
+        select(func.coalesce(func.sum(Customer.balance), 0))
+    ).scalar_one()
+    entries = session.execute(select(func.count()).select_from(LedgerEntry)).scalar_one()
+    return {
+        "wallets_checked": checked,
+        "ledger_entries": entries,
+        "total_balance": total_balance,
+        "mismatches": [{"username": u, "balance": b, "ledger_sum": s} for u, b, s in rows],
+        "ok": not rows,
+    }

@@ -386,3 +386,47 @@ def test_concurrent_retries_of_one_debit_apply_once(live_stack: Any, identity: I
         "balance"
     ]
     assert balance == "90.00"
+
+
+def test_audit_endpoints_are_admin_only(customers: FlaskClient, identity: Identity) -> None:
+    owner = funded_customer(customers, identity, "40.00")
+    service = identity.service_token()
+    sale = str(uuid.uuid4())
+    debit(
+        customers,
+        service,
+        {"customer_id": owner["id"], "amount": "15.00", "sale_id": sale},
+        f"{sale}:debit",
+    )
+    admin = bearer(identity.admin_token())
+    page = customers.get("/ledger?sales_only=true", headers=admin).get_json()
+    assert [(e["kind"], e["amount"], e["sale_id"], e["customer_id"]) for e in page["items"]] == [
+        ("sale_debit", "-15.00", sale, owner["id"])
+    ]
+    charges = customers.get("/ledger?kind=charge", headers=admin).get_json()
+    assert charges["total"] == 1
+    check = customers.get("/wallets/consistency", headers=admin).get_json()
+    assert check["ok"] is True
+    assert check["mismatches"] == []
+    assert check["total_balance"] == "25.00"
+    _, token = identity.new_customer()
+    assert customers.get("/ledger", headers=bearer(token)).status_code == 403
+    assert customers.get("/wallets/consistency", headers=bearer(service)).status_code == 403
+    assert customers.get("/ledger?kind=bogus", headers=admin).status_code == 422
+
+
+def test_consistency_check_finds_a_tampered_wallet(
+    customers: FlaskClient, identity: Identity, database_url: str
+) -> None:
+    owner = funded_customer(customers, identity, "10.00")
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE customers.customers SET balance = 99 WHERE id = :i"), {"i": owner["id"]}
+        )
+    engine.dispose()
+    check = customers.get("/wallets/consistency", headers=bearer(identity.admin_token())).get_json()
+    assert check["ok"] is False
+    assert check["mismatches"] == [
+        {"username": owner["username"], "balance": "99.00", "ledger_sum": "10.00"}
+    ]
