@@ -1,0 +1,209 @@
+"""Review operations: submit, read, edit, delete, list and summarise.
+
+Who sees what: an ``approved`` review is public; any other status is seen
+only by its author and by admins. To everyone else a hidden review does not
+exist (404), so its existence is never revealed.
+
+Submitting checks, in this order and before anything is written: the caller
+has not reviewed the product yet (409 ``already_reviewed``), the product
+exists in inventory (422 ``unknown_product``: the request names a product
+that is not there), and sales has a completed purchase of it by the caller
+(403 ``not_a_buyer``). No transaction is held open while the other services
+are asked; a dependency that cannot answer is a 503 and nothing is written.
+The unique ``(customer_id, product_id)`` constraint turns a concurrent
+duplicate into 409 as well.
+
+An edit that changes the rating or the comment sends the review back to
+``pending`` (hidden until approved again); an edit that changes nothing
+keeps its status. Deleting removes the review for good, together with its
+moderation log (``ON DELETE CASCADE``): nothing of a deleted review is kept.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from reviews_service.clients import ReviewsClients
+from reviews_service.models import (
+    MAX_RATING,
+    MIN_RATING,
+    STATUS_APPROVED,
+    STATUS_PENDING,
+    Review,
+)
+from reviews_service.schemas import MAX_ID
+from shopkit.auth import ROLE_CUSTOMER, Principal
+from shopkit.errors import Conflict, Forbidden, NotFound, ProblemError
+from shopkit.pagination import paginate
+
+ONE_PLACE = Decimal("0.1")
+
+
+def is_author(review: Review, principal: Principal | None) -> bool:
+    """True if ``principal`` is the customer who wrote ``review``."""
+    return (
+        principal is not None
+        and principal.role == ROLE_CUSTOMER
+        and principal.customer_id is not None
+        and principal.customer_id == review.customer_id
+    )
+
+
+def can_see(review: Review, principal: Principal | None) -> bool:
+    """Approved reviews are public; others only for their author and admins."""
+    return (
+        review.status == STATUS_APPROVED
+        or is_author(review, principal)
+        or (principal is not None and principal.is_admin)
+    )
+
+
+def get_review(session: Session, review_id: int, *, for_update: bool = False) -> Review:
+    """The review ``review_id`` whatever its status, or 404."""
+    review = None
+    if 1 <= review_id <= MAX_ID:
+        statement = select(Review).where(Review.id == review_id)
+        if for_update:
+            statement = statement.with_for_update()
+        review = session.execute(statement).scalar_one_or_none()
+    if review is None:
+        raise NotFound(f"No review with id {review_id}.")
+    return review
+
+
+def visible_review(
+    session: Session, review_id: int, principal: Principal | None, *, for_update: bool = False
+) -> Review:
+    """The review if ``principal`` may see it; 404 if it is missing or hidden from them."""
+    review = get_review(session, review_id, for_update=for_update)
+    if not can_see(review, principal):
+        raise NotFound(f"No review with id {review_id}.")
+    return review
+
+
+def _already_reviewed() -> Conflict:
+    return Conflict("already_reviewed", "You have already reviewed this product.")
+
+
+def submit(
+    session: Session, clients: ReviewsClients, principal: Principal, data: dict[str, Any]
+) -> Review:
+    """Create a ``pending`` review by a verified buyer (see the module docstring for the checks)."""
+    customer_id = principal.customer_id
+    if principal.role != ROLE_CUSTOMER or customer_id is None:
+        raise Forbidden("Only customers may review products.")
+    product_id: int = data["product_id"]
+    existing = session.execute(
+        select(Review.id).where(Review.customer_id == customer_id, Review.product_id == product_id)
+    ).first()
+    session.rollback()  # end the read: no transaction stays open during the calls below
+    if existing is not None:
+        raise _already_reviewed()
+    if not clients.catalog.product_exists(product_id):
+        raise ProblemError(
+            422,
+            "unknown_product",
+            f"There is no product with id {product_id}.",
+            errors={"product_id": ["No such product."]},
+        )
+    if not clients.purchases.has_purchased(customer_id, product_id):
+        raise ProblemError(
+            403, "not_a_buyer", "Only customers who bought this product may review it."
+        )
+    review = Review(
+        product_id=product_id,
+        customer_id=customer_id,
+        username=principal.subject,
+        rating=data["rating"],
+        comment=data["comment"],
+        status=STATUS_PENDING,
+    )
+    session.add(review)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise _already_reviewed() from None
+    return review
+
+
+def edit(session: Session, review: Review, changes: dict[str, Any]) -> Review:
+    """Change rating and/or comment; a real change sends the review back to ``pending``."""
+    changed = False
+    for name in ("rating", "comment"):
+        if name in changes and changes[name] != getattr(review, name):
+            setattr(review, name, changes[name])
+            changed = True
+    if changed:
+        review.status = STATUS_PENDING
+        session.flush()
+    return review
+
+
+def delete(session: Session, review: Review) -> None:
+    """Remove the review and its moderation log."""
+    session.delete(review)
+    session.flush()
+
+
+def summary(session: Session, product_id: int) -> dict[str, Any]:
+    """``{count, average, histogram}`` of a product's approved reviews.
+
+    ``average`` is a decimal string rounded half up to one place (``"4.3"``),
+    or ``None`` when there are none; ``histogram`` always has keys ``"1"``..``"5"``.
+    """
+    histogram = {str(rating): 0 for rating in range(MIN_RATING, MAX_RATING + 1)}
+    if 1 <= product_id <= MAX_ID:
+        rows = session.execute(
+            select(Review.rating, func.count())
+            .where(Review.product_id == product_id, Review.status == STATUS_APPROVED)
+            .group_by(Review.rating)
+        ).all()
+        for rating, count in rows:
+            histogram[str(rating)] = int(count)
+    count = sum(histogram.values())
+    average = None
+    if count:
+        total = sum(int(rating) * n for rating, n in histogram.items())
+        average = str((Decimal(total) / Decimal(count)).quantize(ONE_PLACE, ROUND_HALF_UP))
+    return {"count": count, "average": average, "histogram": histogram}
+
+
+def product_reviews(session: Session, product_id: int, page: int, page_size: int) -> dict[str, Any]:
+    """A page of the product's approved reviews, newest first, with the summary."""
+    if not 1 <= product_id <= MAX_ID:
+        result: dict[str, Any] = {"items": [], "page": page, "page_size": page_size, "total": 0}
+    else:
+        statement = (
+            select(Review)
+            .where(Review.product_id == product_id, Review.status == STATUS_APPROVED)
+            .order_by(Review.created_at.desc(), Review.id.desc())
+        )
+        result = paginate(session, statement, page, page_size)
+    return {**result, "summary": summary(session, product_id)}
+
+
+def customer_reviews(
+    session: Session, username: str, principal: Principal | None, page: int, page_size: int
+) -> dict[str, Any]:
+    """A page of a customer's reviews, newest first: all of them for the author and admins,
+    only approved ones for everyone else."""
+    username = username.lower()
+    statement = (
+        select(Review)
+        .where(Review.username == username)
+        .order_by(Review.created_at.desc(), Review.id.desc())
+    )
+    own = (
+        principal is not None
+        and principal.role == ROLE_CUSTOMER
+        and principal.subject.lower() == username
+    )
+    if not (own or (principal is not None and principal.is_admin)):
+        statement = statement.where(Review.status == STATUS_APPROVED)
+    return paginate(session, statement, page, page_size)
