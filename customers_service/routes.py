@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from flask import current_app
@@ -14,6 +15,8 @@ from customers_service.models import Customer, IdempotencyKey, LedgerEntry
 from customers_service.passwords import Passwords
 from customers_service.schemas import (
     AmountSchema,
+    BatchChargeResultSchema,
+    BatchChargeSchema,
     BatchRegisterSchema,
     BatchResultSchema,
     ConsistencySchema,
@@ -275,6 +278,32 @@ def deduct_wallet(data: dict[str, Any], username: str) -> ResponseReturnValue:
     def operation() -> tuple[int, dict[str, Any]]:
         entry = wallet.deduct(session, customer, data["amount"], data["reason"], principal.subject)
         return 200, _wallet_change(customer, entry)
+
+    return respond_idempotently(
+        session,
+        IdempotencyKey,
+        scope="customers",
+        caller=principal.subject,
+        operation=operation,
+        key_required=False,
+    )
+
+
+@customers_blp.route("/wallets/charges/batch", methods=["POST"])
+@customers_blp.response(200, BatchChargeResultSchema)
+@customers_blp.doc(parameters=[IDEMPOTENCY_HEADER_DOC])
+@customers_blp.alt_response(404, description="Unknown usernames: nothing was charged.")
+@requires(ROLE_ADMIN)
+@customers_blp.arguments(BatchChargeSchema)
+def charge_batch(data: dict[str, Any]) -> ResponseReturnValue:
+    """Top up up to 1000 wallets in one transaction, all or none (admin, for the seeder)."""
+    principal = require_principal()
+    session = get_session()
+
+    def operation() -> tuple[int, dict[str, Any]]:
+        entries = wallet.charge_batch(session, data["charges"], principal.subject)
+        total = sum((e.amount for e in entries), Decimal(0))
+        return 200, BatchChargeResultSchema().dump({"charged": len(entries), "total": total})
 
     return respond_idempotently(
         session,

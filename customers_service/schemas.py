@@ -222,3 +222,30 @@ class ConsistencySchema(Schema):
     total_balance = Money()
     mismatches = fields.List(fields.Nested(WalletMismatchSchema))
     ok = fields.Boolean()
+
+
+class BatchChargeItemSchema(Schema):
+    """One top-up of a bulk charge."""
+
+    username = fields.String(required=True, validate=USERNAME)
+    amount = PositiveMoney(
+        required=True,
+        validate=validate.Range(max=MAX_CHARGE, error="At most {max} per top-up."),
+    )
+
+
+class BatchChargeSchema(Schema):
+    """Up to 1000 top-ups in one transaction."""
+
+    charges = fields.List(
+        fields.Nested(BatchChargeItemSchema),
+        required=True,
+        validate=validate.Length(min=1, max=1000),
+    )
+
+
+class BatchChargeResultSchema(Schema):
+    """Result of a bulk charge."""
+
+    charged = fields.Integer()
+    total = Money()

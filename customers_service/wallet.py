@@ -199,3 +199,38 @@ def consistency(session: Session) -> dict[str, Any]:
         "mismatches": [{"username": u, "balance": b, "ledger_sum": s} for u, b, s in rows],
         "ok": not rows,
     }
+
+
+def charge_batch(session: Session, charges: list[dict[str, Any]], actor: str) -> list[LedgerEntry]:
+    """Top up many wallets in one transaction (admin, for the seeder): all or none.
+
+    Each charge is a conditional update plus a ledger entry, exactly as a single
+    top-up; unknown usernames are 404 and nothing is charged.
+    """
+    usernames = {c["username"].lower() for c in charges}
+    ids = dict(
+        session.execute(
+            select(Customer.username, Customer.id).where(Customer.username.in_(usernames))
+        ).all()
+    )
+    missing = sorted(usernames - set(ids))
+    if missing:
+        raise NotFound("Some customers do not exist.", usernames=missing[:50])
+    entries = []
+    for item in charges:
+        customer_id = ids[item["username"].lower()]
+        balance = _credit(session, customer_id, item["amount"])
+        if balance is None:
+            raise Conflict("balance_limit", f"{item['username']}: balance would exceed its limit.")
+        entries.append(
+            LedgerEntry(
+                customer_id=customer_id,
+                kind="charge",
+                amount=item["amount"],
+                balance_after=balance,
+                actor=actor,
+            )
+        )
+    session.add_all(entries)
+    session.flush()
+    return entries

@@ -430,3 +430,42 @@ def test_consistency_check_finds_a_tampered_wallet(
     assert check["mismatches"] == [
         {"username": owner["username"], "balance": "99.00", "ledger_sum": "10.00"}
     ]
+
+
+def test_batch_charges_all_or_nothing(
+    customers: FlaskClient, identity: Identity, database_url: str
+) -> None:
+    first, token = identity.new_customer()
+    second, _ = identity.new_customer()
+    admin = bearer(identity.admin_token())
+    body = {
+        "charges": [
+            {"username": first["username"], "amount": "10.00"},
+            {"username": second["username"], "amount": "2.50"},
+        ]
+    }
+    assert (
+        customers.post("/wallets/charges/batch", json=body, headers=bearer(token)).status_code
+        == 403
+    )
+    done = customers.post("/wallets/charges/batch", json=body, headers=admin)
+    assert done.status_code == 200
+    assert done.get_json() == {"charged": 2, "total": "12.50"}
+    missing = {
+        "charges": [
+            {"username": first["username"], "amount": "1.00"},
+            {"username": "nobody_x", "amount": "1.00"},
+        ]
+    }
+    refused = customers.post("/wallets/charges/batch", json=missing, headers=admin)
+    assert refused.status_code == 404
+    assert refused.get_json()["usernames"] == ["nobody_x"]
+    assert (
+        customers.get(f"/customers/{first['username']}", headers=admin).get_json()["balance"]
+        == "10.00"
+    )
+    assert (
+        customers.post("/wallets/charges/batch", json={"charges": []}, headers=admin).status_code
+        == 422
+    )
+    assert ledger_matches_balance(database_url)
