@@ -1,8 +1,8 @@
-"""Refuse NUL characters anywhere in a request before it reaches a view.
+"""Refuse text PostgreSQL cannot store, anywhere in a request, before it reaches a view.
 
-PostgreSQL text cannot hold ``\\x00``; without this guard a NUL in a query
-parameter or a JSON string would surface as a database error (a 500) instead
-of a clear 422.
+PostgreSQL text cannot hold ``\\x00``, and UTF-8 cannot encode a lone UTF-16
+surrogate (JSON ``"\\ud800"``). Without this guard either would surface as a
+database or encoding error (a 500) instead of a clear 422.
 """
 
 from __future__ import annotations
@@ -14,9 +14,19 @@ from flask import Flask, request
 from shopkit.errors import ValidationFailed
 
 
+def _unstorable(text: str) -> bool:
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return True
+    return False
+
+
 def _has_nul(value: Any) -> bool:
     if isinstance(value, str):
-        return "\x00" in value
+        return _unstorable(value)
     if isinstance(value, dict):
         return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
     if isinstance(value, list):
@@ -25,17 +35,17 @@ def _has_nul(value: Any) -> bool:
 
 
 def init_input_guard(app: Flask) -> None:
-    """Answer 422 ``validation_error`` to requests whose path, query or JSON contains NUL."""
+    """Answer 422 ``validation_error`` when the path, query or JSON holds unstorable text."""
 
     @app.before_request
     def _refuse_nul() -> None:
         errors: dict[str, list[str]] = {}
-        message = ["NUL characters are not allowed."]
-        if "\x00" in request.path:
+        message = ["NUL characters and lone surrogates are not allowed."]
+        if _unstorable(request.path):
             errors["_path"] = message
         for name, value in request.args.items(multi=True):
-            if "\x00" in name or "\x00" in value:
-                errors[name.replace("\x00", "")] = message
+            if _unstorable(name) or _unstorable(value):
+                errors["_query"] = message
         if request.is_json and request.content_length:
             body = request.get_json(silent=True)
             if _has_nul(body):

@@ -113,10 +113,11 @@ class ServiceTokenProvider:
             if response.status_code != 200:
                 if response.status_code >= 500:
                     raise DependencyUnavailable("customers")
-                raise ProblemError(
-                    500,
-                    "service_auth_failed",
-                    "This service could not authenticate to the customers service.",
+                # A refused secret is a deployment fault, not the caller's: answer
+                # 503 like any other unusable dependency, and say why in the logs.
+                log.error("customers refused our service credentials (%s)", response.status_code)
+                raise DependencyUnavailable(
+                    "customers", "This service could not authenticate to the customers service."
                 )
             token = response.json()["access_token"]
             claims = jwt.decode(token, options={"verify_signature": False})

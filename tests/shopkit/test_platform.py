@@ -176,3 +176,10 @@ def test_nul_characters_are_422_not_500(
     response = getattr(customers, method)(path, headers=bearer(identity.admin_token()), **kwargs)
     assert response.status_code == 422
     assert response.get_json()["code"] == "validation_error"
+
+
+def test_lone_surrogates_are_422_not_500(customers: FlaskClient) -> None:
+    body = '{"username": "ab\\ud800c", "password": "whatever1"}'
+    response = customers.post("/auth/login", data=body, content_type="application/json")
+    assert response.status_code == 422
+    assert response.get_json()["code"] == "validation_error"
