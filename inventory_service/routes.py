@@ -1,0 +1,250 @@
+"""HTTP routes of the inventory service: parse, call a business operation, respond."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flask import jsonify
+from flask.typing import ResponseReturnValue
+from flask_smorest import Blueprint
+
+from inventory_service import catalogue, stock
+from inventory_service.models import SCHEMA, IdempotencyKey, Product, Reservation
+from inventory_service.schemas import (
+    BatchCreateSchema,
+    BatchResultSchema,
+    ProductCreateSchema,
+    ProductPageSchema,
+    ProductPatchSchema,
+    ProductSchema,
+    ProductSearchArgsSchema,
+    QuantitySchema,
+    ReservationListArgsSchema,
+    ReservationPageSchema,
+    ReservationRequestSchema,
+    ReservationSchema,
+    dump_product,
+)
+from shopkit.auth import ROLE_ADMIN, ROLE_SERVICE, current_principal, require_principal, requires
+from shopkit.db import get_session
+from shopkit.idempotency import respond_idempotently
+
+products_blp = Blueprint(
+    "products", __name__, description="The catalogue: search, details, admin management, stock."
+)
+internal_blp = Blueprint(
+    "internal",
+    __name__,
+    url_prefix="/internal",
+    description="Stock reservations for sales (service tokens; admins may read them).",
+)
+
+IDEMPOTENCY_HEADER_DOC = {
+    "in": "header",
+    "name": "Idempotency-Key",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+}
+
+
+def _product_json(product: Product) -> dict[str, Any]:
+    return ProductSchema().dump(product)  # type: ignore[no-any-return]
+
+
+def _reservation_json(reservation: Reservation) -> dict[str, Any]:
+    return ReservationSchema().dump(reservation)  # type: ignore[no-any-return]
+
+
+# --- catalogue (anyone) -----------------------------------------------------------------------
+
+
+@products_blp.route("/products", methods=["GET"])
+@products_blp.response(200, ProductPageSchema)
+@products_blp.arguments(ProductSearchArgsSchema(), location="query")
+def list_products(args: dict[str, Any]) -> ResponseReturnValue:
+    """Search the catalogue (archived products are never listed); no token needed."""
+    page = catalogue.search(get_session(), args)
+    return jsonify({**page, "items": [dump_product(item) for item in page["items"]]})
+
+
+@products_blp.route("/products/<int:product_id>", methods=["GET"])
+@products_blp.response(200, ProductSchema)
+def get_product(product_id: int) -> ResponseReturnValue:
+    """One product. Archived products are 404, except for admins."""
+    principal = current_principal()
+    is_admin = principal is not None and principal.is_admin
+    return catalogue.get_product(get_session(), product_id, include_archived=is_admin)
+
+
+# --- catalogue management (admin) -------------------------------------------------------------
+
+
+@products_blp.route("/products", methods=["POST"])
+@products_blp.response(201, ProductSchema)
+@requires(ROLE_ADMIN)
+@products_blp.arguments(ProductCreateSchema())
+def create_product(data: dict[str, Any]) -> ResponseReturnValue:
+    """Add a product to the catalogue (admin)."""
+    session = get_session()
+    product = catalogue.create(session, data)
+    session.commit()
+    return product
+
+
+@products_blp.route("/products/batch", methods=["POST"])
+@products_blp.response(201, BatchResultSchema)
+@requires(ROLE_ADMIN)
+@products_blp.arguments(BatchCreateSchema())
+def create_products(data: dict[str, Any]) -> ResponseReturnValue:
+    """Create up to 1000 products in one transaction, all or none (admin, for the seeder)."""
+    session = get_session()
+    created = catalogue.create_batch(session, data["products"])
+    session.commit()
+    items = [dump_product(row) for row in created]
+    return jsonify({"created": len(items), "items": items}), 201
+
+
+@products_blp.route("/products/<int:product_id>", methods=["PATCH"])
+@products_blp.response(200, ProductSchema)
+@requires(ROLE_ADMIN)
+@products_blp.arguments(ProductPatchSchema())
+def patch_product(changes: dict[str, Any], product_id: int) -> ResponseReturnValue:
+    """Change name, category, price, description or archived (admin); not stock."""
+    session = get_session()
+    product = catalogue.update(session, product_id, changes)
+    session.commit()
+    return product
+
+
+@products_blp.route("/products/<int:product_id>", methods=["DELETE"])
+@products_blp.response(204)
+@requires(ROLE_ADMIN)
+def delete_product(product_id: int) -> ResponseReturnValue:
+    """Archive a product (admin): no longer listed or sold; reservations and history stay."""
+    session = get_session()
+    catalogue.archive(session, product_id)
+    session.commit()
+    return "", 204
+
+
+@products_blp.route("/products/<int:product_id>/restock", methods=["POST"])
+@products_blp.response(200, ProductSchema)
+@products_blp.doc(parameters=[IDEMPOTENCY_HEADER_DOC])
+@products_blp.alt_response(409, description="`stock_limit`: the stock would exceed its limit.")
+@requires(ROLE_ADMIN)
+@products_blp.arguments(QuantitySchema())
+def restock(data: dict[str, Any], product_id: int) -> ResponseReturnValue:
+    """Add stock (admin). An optional ``Idempotency-Key`` makes retries safe."""
+    principal = require_principal()
+    session = get_session()
+
+    def operation() -> tuple[int, dict[str, Any]]:
+        return 200, _product_json(stock.restock(session, product_id, data["quantity"]))
+
+    return respond_idempotently(
+        session,
+        IdempotencyKey,
+        scope=SCHEMA,
+        caller=principal.subject,
+        operation=operation,
+        key_required=False,
+    )
+
+
+@products_blp.route("/products/<int:product_id>/deduct", methods=["POST"])
+@products_blp.response(200, ProductSchema)
+@products_blp.doc(parameters=[IDEMPOTENCY_HEADER_DOC])
+@products_blp.alt_response(409, description="`insufficient_stock`: stock never goes negative.")
+@requires(ROLE_ADMIN)
+@products_blp.arguments(QuantitySchema())
+def deduct(data: dict[str, Any], product_id: int) -> ResponseReturnValue:
+    """Remove stock (admin correction). An optional ``Idempotency-Key`` makes retries safe."""
+    principal = require_principal()
+    session = get_session()
+
+    def operation() -> tuple[int, dict[str, Any]]:
+        return 200, _product_json(stock.deduct(session, product_id, data["quantity"]))
+
+    return respond_idempotently(
+        session,
+        IdempotencyKey,
+        scope=SCHEMA,
+        caller=principal.subject,
+        operation=operation,
+        key_required=False,
+    )
+
+
+# --- reservations (service tokens) ------------------------------------------------------------
+
+
+@internal_blp.route("/reservations", methods=["POST"])
+@internal_blp.response(201, ReservationSchema)
+@internal_blp.doc(parameters=[{**IDEMPOTENCY_HEADER_DOC, "required": True}])
+@internal_blp.alt_response(404, description="Unknown or archived product.")
+@internal_blp.alt_response(
+    409,
+    description="`insufficient_stock`, `already_reserved` (this sale holds a reservation), "
+    "`idempotency_key_in_use`.",
+)
+@requires(ROLE_SERVICE)
+@internal_blp.arguments(ReservationRequestSchema())
+def reserve(data: dict[str, Any]) -> ResponseReturnValue:
+    """Take stock for a sale, once per ``Idempotency-Key`` and sale; returns price and name."""
+    principal = require_principal()
+    session = get_session()
+
+    def operation() -> tuple[int, dict[str, Any]]:
+        reservation = stock.reserve(
+            session, data["sale_id"], data["product_id"], data["quantity"], principal.subject
+        )
+        return 201, _reservation_json(reservation)
+
+    return respond_idempotently(
+        session,
+        IdempotencyKey,
+        scope=SCHEMA,
+        caller=principal.subject,
+        operation=operation,
+        key_required=True,
+    )
+
+
+@internal_blp.route("/reservations/<uuid:sale_id>/release", methods=["POST"])
+@internal_blp.response(200, ReservationSchema)
+@internal_blp.doc(parameters=[IDEMPOTENCY_HEADER_DOC])
+@internal_blp.alt_response(404, description="The sale has no reservation.")
+@requires(ROLE_SERVICE)
+def release(sale_id: uuid.UUID) -> ResponseReturnValue:
+    """Put a sale's reserved stock back, exactly once; releasing again changes nothing."""
+    principal = require_principal()
+    session = get_session()
+
+    def operation() -> tuple[int, dict[str, Any]]:
+        return 200, _reservation_json(stock.release(session, sale_id))
+
+    return respond_idempotently(
+        session,
+        IdempotencyKey,
+        scope=SCHEMA,
+        caller=principal.subject,
+        operation=operation,
+        key_required=False,
+    )
+
+
+@internal_blp.route("/reservations/<uuid:sale_id>", methods=["GET"])
+@internal_blp.response(200, ReservationSchema)
+@requires(ROLE_SERVICE, ROLE_ADMIN)
+def get_reservation(sale_id: uuid.UUID) -> ResponseReturnValue:
+    """A sale's reservation and its status (services and admins, for recovery and audits)."""
+    return stock.get_reservation(get_session(), sale_id)
+
+
+@internal_blp.route("/reservations", methods=["GET"])
+@internal_blp.response(200, ReservationPageSchema)
+@requires(ROLE_SERVICE, ROLE_ADMIN)
+@internal_blp.arguments(ReservationListArgsSchema(), location="query")
+def list_reservations(args: dict[str, Any]) -> ResponseReturnValue:
+    """Reservations, newest first, filtered by ``status`` and ``product_id`` (audits)."""
+    return stock.list_reservations(get_session(), args)

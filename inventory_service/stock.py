@@ -1,0 +1,163 @@
+"""Stock changes: admin restock and deduct, and reservations for sales.
+
+Stock moves only by conditional updates in the caller's transaction
+(``... SET stock = stock - :q WHERE stock >= :q``, ``... WHERE stock <= MAX - :q``),
+backed by CHECK constraints, so concurrent requests can never oversell or
+overflow it. A reservation takes stock once per sale (the sale id is its
+primary key); releasing it puts the stock back exactly once, however often
+it is called, because the ``reserved -> released`` transition is itself a
+conditional update.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from inventory_service.catalogue import get_product
+from inventory_service.models import MAX_STOCK, Product, Reservation
+from shopkit.errors import Conflict, NotFound
+from shopkit.pagination import paginate
+
+
+def _insufficient(available: int, requested: int) -> Conflict:
+    return Conflict(
+        "insufficient_stock",
+        f"Only {available} in stock, {requested} requested.",
+        available=available,
+        requested=requested,
+    )
+
+
+def _stock_limit(product: Product, quantity: int) -> Conflict:
+    return Conflict(
+        "stock_limit",
+        f"Adding {quantity} would take the stock over its limit of {MAX_STOCK}.",
+        stock=product.stock,
+        max_stock=MAX_STOCK,
+    )
+
+
+def restock(session: Session, product_id: int, quantity: int) -> Product:
+    """Add ``quantity`` to the stock; 409 ``stock_limit`` past :data:`MAX_STOCK`."""
+    product = get_product(session, product_id, include_archived=True)
+    changed = session.execute(
+        update(Product)
+        .where(Product.id == product.id, Product.stock <= MAX_STOCK - quantity)
+        .values(stock=Product.stock + quantity)
+        .returning(Product.id)
+    ).first()
+    session.refresh(product)
+    if changed is None:
+        raise _stock_limit(product, quantity)
+    return product
+
+
+def deduct(session: Session, product_id: int, quantity: int) -> Product:
+    """Remove ``quantity`` from the stock (an admin correction); 409 ``insufficient_stock``."""
+    product = get_product(session, product_id, include_archived=True)
+    changed = session.execute(
+        update(Product)
+        .where(Product.id == product.id, Product.stock >= quantity)
+        .values(stock=Product.stock - quantity)
+        .returning(Product.id)
+    ).first()
+    session.refresh(product)
+    if changed is None:
+        raise _insufficient(product.stock, quantity)
+    return product
+
+
+def reserve(
+    session: Session, sale_id: uuid.UUID, product_id: int, quantity: int, actor: str
+) -> Reservation:
+    """Take ``quantity`` of a product for sale ``sale_id``, with its current price and name.
+
+    404 ``not_found`` for an unknown or archived product, 409
+    ``insufficient_stock`` when there is not enough, 409 ``already_reserved``
+    when this sale already holds a reservation (even under another idempotency key).
+    """
+    if session.get(Reservation, sale_id) is not None:
+        raise Conflict("already_reserved", f"Sale {sale_id} already has a reservation.")
+    taken = session.execute(
+        update(Product)
+        .where(
+            Product.id == product_id,
+            Product.stock >= quantity,
+            Product.archived.is_(False),
+        )
+        .values(stock=Product.stock - quantity)
+        .returning(Product.price, Product.name)
+    ).first()
+    if taken is None:
+        product = get_product(session, product_id)  # 404 if unknown or archived
+        raise _insufficient(product.stock, quantity)
+    reservation = Reservation(
+        sale_id=sale_id,
+        product_id=product_id,
+        quantity=quantity,
+        unit_price=taken.price,
+        name=taken.name,
+        status="reserved",
+        reserved_by=actor,
+    )
+    session.add(reservation)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:  # a concurrent reservation for the same sale won the race
+        raise Conflict("already_reserved", f"Sale {sale_id} already has a reservation.") from None
+    return reservation
+
+
+def get_reservation(session: Session, sale_id: uuid.UUID) -> Reservation:
+    """The reservation of sale ``sale_id``, or 404."""
+    reservation = session.get(Reservation, sale_id)
+    if reservation is None:
+        raise NotFound(f"Sale {sale_id} has no reservation.")
+    return reservation
+
+
+def release(session: Session, sale_id: uuid.UUID) -> Reservation:
+    """Put a reservation's stock back, exactly once; releasing again changes nothing.
+
+    404 when the sale has no reservation; 409 ``stock_limit`` in the (absurd)
+    case that the product has since been restocked to its limit.
+    """
+    released = session.execute(
+        update(Reservation)
+        .where(Reservation.sale_id == sale_id, Reservation.status == "reserved")
+        .values(status="released", released_at=datetime.now(UTC))
+        .returning(Reservation.product_id, Reservation.quantity)
+    ).first()
+    if released is not None:
+        restored = session.execute(
+            update(Product)
+            .where(
+                Product.id == released.product_id,
+                Product.stock <= MAX_STOCK - released.quantity,
+            )
+            .values(stock=Product.stock + released.quantity)
+            .returning(Product.id)
+        ).first()
+        if restored is None:
+            product = get_product(session, released.product_id, include_archived=True)
+            raise _stock_limit(product, released.quantity)
+    return get_reservation(session, sale_id)
+
+
+def list_reservations(session: Session, args: dict[str, Any]) -> dict[str, Any]:
+    """A page of reservations, newest first, optionally by status and product."""
+    statement = select(Reservation).order_by(
+        Reservation.created_at.desc(), Reservation.sale_id.desc()
+    )
+    if args.get("status") is not None:
+        statement = statement.where(Reservation.status == args["status"])
+    if args.get("product_id") is not None:
+        statement = statement.where(Reservation.product_id == args["product_id"])
+    return paginate(session, statement, args["page"], args["page_size"])
