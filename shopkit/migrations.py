@@ -67,7 +67,11 @@ def run_env(metadata: MetaData) -> None:
     with engine.connect() as connection:
         connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})
         try:
-            connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            exists = connection.execute(
+                text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": schema}
+            ).first()
+            if exists is None:  # with per-service roles the schema is made for us up front
+                connection.execute(text(f'CREATE SCHEMA "{schema}"'))
             connection.commit()
             context.configure(
                 connection=connection,
@@ -81,6 +85,7 @@ def run_env(metadata: MetaData) -> None:
                 context.run_migrations()
             connection.commit()
         finally:
+            connection.rollback()  # a failed migration must not hide its error behind this one
             connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK})
             connection.commit()
     engine.dispose()

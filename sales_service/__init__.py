@@ -1,0 +1,95 @@
+"""The sales service (:5002): purchases as an orchestrated saga, exactly once.
+
+``POST /sales`` records the sale as pending, reserves stock in inventory,
+debits the wallet in customers and completes it; a refused debit releases the
+stock. Every step carries an idempotency key derived from the sale id, so a
+retry, a timeout or a crash never charges twice or oversells; a recovery pass
+(periodic, and ``flask --app sales_service recover``) settles sales left
+pending.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import click
+from flask import Flask, current_app
+
+from sales_service.clients import build_clients
+from sales_service.models import SCHEMA
+from sales_service.recovery import PeriodicRecovery, recover_pending
+from sales_service.routes import catalog_blp, internal_blp, sales_blp
+from shopkit.app import create_service_app
+from shopkit.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the sales service app (see :func:`shopkit.app.create_service_app`).
+
+    Config ``SALES_CLIENTS`` replaces the inventory/customers clients (tests);
+    ``SALES_RECOVERY`` (default true) starts the periodic recovery thread.
+    """
+    config = dict(config or {})
+    settings: Settings = config.get("SETTINGS") or Settings.from_env("sales")
+    config["SETTINGS"] = settings
+    clients = config.pop("SALES_CLIENTS", None) or build_clients(settings)
+    periodic = config.pop("SALES_RECOVERY", True)
+    app = create_service_app(
+        service="sales",
+        import_name=__name__,
+        package=__name__,
+        schema=SCHEMA,
+        title="Shop sales service",
+        description="Purchases run as a saga over inventory and customers, exactly once.",
+        blueprints=[sales_blp, catalog_blp, internal_blp],
+        config=config,
+    )
+    app.extensions["sales_clients"] = clients
+    app.cli.add_command(recover_command)
+    if periodic and settings.recovery_interval_s > 0:
+        recovery = PeriodicRecovery(
+            app.extensions["shop_db"],
+            clients,
+            interval_s=settings.recovery_interval_s,
+            older_than_s=settings.recovery_after_s,
+        )
+        app.extensions["sales_recovery"] = recovery
+        started = threading.Lock()
+
+        @app.before_request
+        def _start_recovery() -> None:
+            # Started by the first request (a readiness probe, typically), so
+            # CLI commands such as ``db upgrade`` never start it.
+            if not recovery.started and started.acquire(blocking=False):
+                recovery.start()
+
+    return app
+
+
+@click.command("recover")
+@click.option(
+    "--older-than",
+    type=float,
+    default=None,
+    help="Seconds a sale must have been pending (default: SALES_RECOVERY_AFTER).",
+)
+def recover_command(older_than: float | None) -> None:
+    """Drive every stale pending sale to completed or failed."""
+    settings: Settings = current_app.config["SHOP_SETTINGS"]
+    report = recover_pending(
+        current_app.extensions["shop_db"],
+        current_app.extensions["sales_clients"],
+        older_than_s=settings.recovery_after_s if older_than is None else older_than,
+    )
+    click.echo(
+        f"examined {report.examined}: {report.completed} completed, {report.failed} failed, "
+        f"{report.still_pending} still pending, {report.skipped} skipped"
+    )
+    for error in report.errors:
+        click.echo(f"  {error}", err=True)
+    if report.still_pending:
+        raise SystemExit(1)

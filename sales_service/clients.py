@@ -1,0 +1,106 @@
+"""Typed HTTP clients for the services a sale talks to (inventory and customers).
+
+Every state-changing call carries the deterministic idempotency key of its
+saga step (``{sale_id}:reserve``, ``{sale_id}:debit``, ``{sale_id}:release``),
+so repeating a step after a timeout or a crash can never act twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from shopkit.config import Settings
+from shopkit.fields import format_money
+from shopkit.service_client import ServiceClient, ServiceResponse, ServiceTokenProvider
+
+#: Each call's whole budget, retries included: two calls (reserve, debit) plus a
+#: release fit in the 10 seconds within which a purchase must answer.
+CALL_DEADLINE_S = 3.0
+
+
+def step_key(sale_id: uuid.UUID, step: str) -> str:
+    """The idempotency key of one saga step."""
+    return f"{sale_id}:{step}"
+
+
+class InventoryClient:
+    """Products and stock reservations in the inventory service."""
+
+    def __init__(self, client: ServiceClient) -> None:
+        self.client = client
+
+    def reserve(self, sale_id: uuid.UUID, product_id: int, quantity: int) -> ServiceResponse:
+        """Take ``quantity`` units of ``product_id`` for the sale (201, 404 or 409)."""
+        return self.client.post(
+            "/internal/reservations",
+            json={"sale_id": str(sale_id), "product_id": product_id, "quantity": quantity},
+            idempotency_key=step_key(sale_id, "reserve"),
+        )
+
+    def release(self, sale_id: uuid.UUID) -> ServiceResponse:
+        """Put the sale's reserved stock back (200; repeating it changes nothing)."""
+        return self.client.post(
+            f"/internal/reservations/{sale_id}/release",
+            json={},
+            idempotency_key=step_key(sale_id, "release"),
+        )
+
+    def reservation(self, sale_id: uuid.UUID) -> ServiceResponse:
+        """The sale's reservation, if inventory has one (200 or 404)."""
+        return self.client.get(f"/internal/reservations/{sale_id}")
+
+    def products(self, params: dict[str, Any]) -> ServiceResponse:
+        """A page of the public product list."""
+        return self.client.get("/products", params=params, auth=False)
+
+    def product(self, product_id: int) -> ServiceResponse:
+        """One product's public details (200 or 404)."""
+        return self.client.get(f"/products/{product_id}", auth=False)
+
+
+class CustomersClient:
+    """Wallet debits in the customers service."""
+
+    def __init__(self, client: ServiceClient) -> None:
+        self.client = client
+
+    def debit(self, sale_id: uuid.UUID, customer_id: int, amount: Decimal) -> ServiceResponse:
+        """Take the sale's total from the wallet (201, or 409 ``insufficient_funds``)."""
+        return self.client.post(
+            "/internal/wallet-debits",
+            json={
+                "customer_id": customer_id,
+                "amount": format_money(amount),
+                "sale_id": str(sale_id),
+            },
+            idempotency_key=step_key(sale_id, "debit"),
+        )
+
+
+@dataclass
+class SaleClients:
+    """The two dependencies of a sale."""
+
+    inventory: InventoryClient
+    customers: CustomersClient
+
+
+def build_clients(settings: Settings) -> SaleClients:
+    """Clients with service-token authentication, timeouts and bounded retries from ``settings``."""
+    tokens = ServiceTokenProvider(
+        settings.customers_url, "sales", settings.service_client_secret, timeout_s=3.0
+    )
+    common: dict[str, Any] = {
+        "tokens": tokens,
+        "connect_timeout_s": settings.http_connect_timeout_s,
+        "read_timeout_s": min(settings.http_read_timeout_s, CALL_DEADLINE_S),
+        "retries": settings.http_retries,
+        "deadline_s": CALL_DEADLINE_S,
+    }
+    return SaleClients(
+        inventory=InventoryClient(ServiceClient("inventory", settings.inventory_url, **common)),
+        customers=CustomersClient(ServiceClient("customers", settings.customers_url, **common)),
+    )

@@ -1,0 +1,66 @@
+"""Read-side operations: one sale, purchase histories, the admin list and purchase checks."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+
+from sales_service.models import COMPLETED, Sale
+from shopkit.auth import Principal
+from shopkit.errors import NotFound
+from shopkit.pagination import paginate
+
+
+def get_sale(session: Session, sale_id: uuid.UUID, principal: Principal) -> Sale:
+    """A sale with its steps, for its buyer or an admin (404 for anyone else)."""
+    sale = session.execute(
+        select(Sale).where(Sale.id == sale_id).options(selectinload(Sale.steps))
+    ).scalar_one_or_none()
+    if sale is None or not (principal.is_admin or sale.customer_id == principal.customer_id):
+        raise NotFound(f"No sale {sale_id}.")
+    return sale
+
+
+def history(
+    session: Session, username: str, status: str | None, page: int, page_size: int
+) -> dict[str, Any]:
+    """A customer's sales, newest first."""
+    statement = select(Sale).where(Sale.username == username.lower())
+    if status:
+        statement = statement.where(Sale.status == status)
+    statement = statement.order_by(Sale.created_at.desc(), Sale.id)
+    return paginate(session, statement, page, page_size)
+
+
+def list_sales(session: Session, args: dict[str, Any]) -> dict[str, Any]:
+    """All sales (admin), filtered by ``status``, ``customer`` (username) and ``product``."""
+    statement = select(Sale)
+    if args.get("status"):
+        statement = statement.where(Sale.status == args["status"])
+    if args.get("customer"):
+        statement = statement.where(Sale.username == args["customer"].lower())
+    if args.get("product"):
+        statement = statement.where(Sale.product_id == args["product"])
+    statement = statement.order_by(Sale.created_at.desc(), Sale.id)
+    return paginate(session, statement, args["page"], args["page_size"])
+
+
+def purchases(session: Session, customer_id: int, product_id: int) -> dict[str, Any]:
+    """Whether ``customer_id`` has a completed purchase of ``product_id``."""
+    count, last = session.execute(
+        select(func.count(), func.max(Sale.completed_at)).where(
+            Sale.customer_id == customer_id,
+            Sale.product_id == product_id,
+            Sale.status == COMPLETED,
+        )
+    ).one()
+    return {
+        "customer_id": customer_id,
+        "product_id": product_id,
+        "purchased": count > 0,
+        "completed_sales": count,
+        "last_purchased_at": last,
+    }

@@ -1,0 +1,130 @@
+"""Recovery: drive every stale ``pending`` sale to ``completed`` or ``failed``.
+
+A sale is stale when it has been pending for longer than ``older_than_s``
+(its driver crashed, or a dependency was down). Recovery repeats the saga's
+steps with the same idempotency keys (see :mod:`sales_service.saga`), so what
+already happened is replayed, not redone.
+
+It is safe to run everywhere at once (every gunicorn worker of every sales
+instance runs it periodically, plus ``flask --app sales_service recover``):
+each sale is taken with ``FOR UPDATE SKIP LOCKED``, so a sale being driven
+by someone else is skipped, never driven twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from sales_service.clients import SaleClients
+from sales_service.models import PENDING, Sale
+from sales_service.saga import SagaIncomplete, drive, lock_sale
+from shopkit.db import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RecoveryReport:
+    """What one recovery pass did."""
+
+    examined: int = 0
+    completed: int = 0
+    failed: int = 0
+    still_pending: int = 0
+    skipped: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def recover_pending(
+    database: Database, clients: SaleClients, *, older_than_s: float = 30.0, limit: int = 500
+) -> RecoveryReport:
+    """Drive up to ``limit`` sales pending for more than ``older_than_s`` seconds."""
+    report = RecoveryReport()
+    cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
+    with database.session() as session:
+        candidates = list(
+            session.execute(
+                select(Sale.id)
+                .where(Sale.status == PENDING, Sale.updated_at <= cutoff)
+                .order_by(Sale.created_at)
+                .limit(limit)
+            ).scalars()
+        )
+    for sale_id in candidates:
+        report.examined += 1
+        with database.session() as session:
+            sale = lock_sale(session, sale_id, wait=False)
+            if sale is None:  # settled meanwhile, or someone else is driving it
+                report.skipped += 1
+                continue
+            try:
+                drive(session, clients, sale)
+            except SagaIncomplete as exc:
+                report.still_pending += 1
+                report.errors.append(f"{sale_id}: {exc.detail}")
+                continue
+            except Exception as exc:  # one bad sale must not stop the pass
+                log.exception("recovery of sale %s failed", sale_id)
+                session.rollback()
+                report.still_pending += 1
+                report.errors.append(f"{sale_id}: {type(exc).__name__}")
+                continue
+            if sale.status == PENDING:
+                report.still_pending += 1
+            elif sale.failure_code is None:
+                report.completed += 1
+            else:
+                report.failed += 1
+    if report.examined:
+        log.info(
+            "recovery pass: %d examined, %d completed, %d failed, %d still pending, %d skipped",
+            report.examined,
+            report.completed,
+            report.failed,
+            report.still_pending,
+            report.skipped,
+        )
+    return report
+
+
+class PeriodicRecovery:
+    """A daemon thread running :func:`recover_pending` every ``interval_s`` (with jitter)."""
+
+    def __init__(
+        self, database: Database, clients: SaleClients, *, interval_s: float, older_than_s: float
+    ) -> None:
+        self.database = database
+        self.clients = clients
+        self.interval_s = interval_s
+        self.older_than_s = older_than_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sales-recovery", daemon=True)
+
+    @property
+    def started(self) -> bool:
+        """Whether the thread was started."""
+        return self._thread.is_alive()
+
+    def start(self) -> PeriodicRecovery:
+        """Start the thread (the first pass runs shortly after start)."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Ask the thread to stop after its current pass."""
+        self._stop.set()
+
+    def _run(self) -> None:
+        delay = random.uniform(1.0, 3.0)  # noqa: S311 (spread workers' first passes)
+        while not self._stop.wait(delay):
+            try:
+                recover_pending(self.database, self.clients, older_than_s=self.older_than_s)
+            except Exception:
+                log.exception("recovery pass failed")
+            delay = self.interval_s * random.uniform(0.8, 1.2)  # noqa: S311

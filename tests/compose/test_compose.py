@@ -1,0 +1,261 @@
+"""docker-compose.yml, proven without a Docker engine.
+
+1. The file validates against the Compose specification JSON schema (the one
+   shipped by the ``docker-compose`` package, installed by ``make install``).
+2. Every application service's exact ``command`` runs here with its exact
+   ``environment`` (compose interpolation applied; hostnames mapped to
+   127.0.0.1 and the test database) and becomes healthy by its own
+   healthcheck command. So compose commands and variable names cannot drift
+   from the code.
+3. The per-service database roles created by the postgres init step really
+   isolate the schemas.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ProgrammingError
+
+from shopkit.config import PROJECT_ROOT
+from shopkit.stack import free_port
+
+pytestmark = pytest.mark.processes
+
+COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
+APP_SERVICES = ["customers", "inventory", "sales", "reviews"]
+ROLE_PASSWORDS = {
+    "customers": "customers",
+    "inventory": "inventory",
+    "sales": "sales",
+    "reviews": "reviews",
+}
+
+
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE_FILE.read_text())  # type: ignore[no-any-return]
+
+
+def compose_schema() -> dict[str, Any]:
+    spec = importlib.util.find_spec("compose")
+    assert spec is not None and spec.submodule_search_locations, (
+        "make install provides docker-compose"
+    )
+    path = Path(next(iter(spec.submodule_search_locations))) / "config" / "compose_spec.json"
+    return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+
+def test_compose_file_is_valid_against_the_compose_spec() -> None:
+    schema = compose_schema()
+    validator = jsonschema.Draft201909Validator(schema)
+    errors = sorted(validator.iter_errors(compose()), key=lambda e: list(e.path))
+    assert not errors, [f"{list(e.path)}: {e.message}" for e in errors]
+
+
+def test_compose_wires_health_and_dependencies() -> None:
+    doc = compose()
+    services = doc["services"]
+    postgres = services["postgres"]
+    assert postgres["image"].startswith("postgres:16")
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    assert any(v.startswith("pgdata:") for v in postgres["volumes"])
+    assert "pgdata" in doc["volumes"]
+    for port, name in enumerate(APP_SERVICES, start=5000):
+        service = services[name]
+        assert service["build"] == "."
+        assert f"{port}:{port}" in service["ports"]
+        assert service["environment"]["PORT"] == str(port)
+        assert "/readyz" in " ".join(service["healthcheck"]["test"])
+        assert service["depends_on"]["postgres"] == {"condition": "service_healthy"}
+        assert f"{name}_svc" in service["environment"]["DATABASE_URL"]
+    assert services["sales"]["depends_on"]["inventory"] == {"condition": "service_healthy"}
+    assert services["sales"]["depends_on"]["customers"] == {"condition": "service_healthy"}
+
+
+def test_dockerfile_is_slim_non_root_and_caches_dependencies() -> None:
+    dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.1[12]-slim", dockerfile, re.M)
+    assert re.search(r"^USER (?!root)\w+", dockerfile, re.M)
+    # Dependencies are installed from pyproject.toml before the code is copied in.
+    assert dockerfile.index("COPY pyproject.toml") < dockerfile.index("pip install .")
+    assert dockerfile.index("pip install .") < dockerfile.index("COPY shopkit")
+    ignored = (PROJECT_ROOT / ".dockerignore").read_text().split()
+    assert {".venv", ".git", ".data"} <= set(ignored)
+
+
+# --- running the compose commands ---------------------------------------------------------
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose variable interpolation for the forms the file uses: ``${X:-d}``, ``${X}``, ``$$``."""
+
+    def repl(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(3)
+        found = env.get(name)
+        return found if found not in (None, "") else (default or "")
+
+    value = re.sub(r"\$\{(\w+)(:-([^}]*))?\}", repl, value.replace("$$", "\x00"))
+    return value.replace("\x00", "$")
+
+
+def psql_args(url: URL) -> tuple[list[str], dict[str, str]]:
+    from pgserver._commands import POSTGRES_BIN_PATH
+
+    host = url.query.get("host") or url.host or "localhost"
+    args = [
+        str(POSTGRES_BIN_PATH / "psql"),
+        "-h",
+        str(host),
+        "-U",
+        url.username or "postgres",
+        "-d",
+        url.database or "",
+    ]
+    if url.port:
+        args += ["-p", str(url.port)]
+    return args, {"PGPASSWORD": url.password or ""}
+
+
+@pytest.fixture
+def role_database(database_url: str) -> Iterator[URL]:
+    """A fresh database prepared exactly as the postgres container's init step does."""
+    name = f"shop_compose_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(database_url).set(database=name)
+    args, pgenv = psql_args(url)
+    variables = [f"-v{svc}_password={pw}" for svc, pw in ROLE_PASSWORDS.items()]
+    script = str(PROJECT_ROOT / "shopkit/sql/create_roles.sql")
+    done = subprocess.run(
+        [*args, "-v", "ON_ERROR_STOP=1", f"-vDBNAME={name}", *variables, "-f", script],
+        env={**os.environ, **pgenv}, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                {"n": name},
+            )
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+def service_env(
+    name: str, service: dict[str, Any], ports: dict[str, int], db: URL
+) -> dict[str, str]:
+    """The service's compose environment, interpolated, with hosts mapped to this machine."""
+    env: dict[str, str] = {}
+    for key, raw in service["environment"].items():
+        value = interpolate(str(raw), {})
+        for other, port in ports.items():
+            value = value.replace(
+                f"http://{other}:{5000 + APP_SERVICES.index(other)}", f"http://127.0.0.1:{port}"
+            )
+        env[key] = value
+    env["PORT"] = str(ports[name])
+    compose_db = make_url(env["DATABASE_URL"])
+    assert compose_db.host == "postgres"
+    # Same role and password, but the test server instead of the "postgres" host.
+    env["DATABASE_URL"] = db.set(
+        username=compose_db.username, password=compose_db.password
+    ).render_as_string(hide_password=False)
+    return env
+
+
+def test_every_compose_service_command_becomes_healthy(role_database: URL) -> None:
+    services = compose()["services"]
+    ports = {name: free_port() for name in APP_SERVICES}
+    started: list[subprocess.Popen[bytes]] = []
+    logs: dict[str, Path] = {}
+    try:
+        for name in APP_SERVICES:  # the order of depends_on
+            service = services[name]
+            env = {**os.environ, **service_env(name, service, ports, role_database)}
+            env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+            # The image has python, flask and gunicorn on PATH; here they are in the venv.
+            env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+            logs[name] = Path(f"/tmp/compose-{name}-{os.getpid()}.log")
+            started.append(
+                subprocess.Popen(  # the exact command from the compose file
+                    [interpolate(part, {}) for part in service["command"]],
+                    env=env,
+                    cwd=PROJECT_ROOT,
+                    start_new_session=True,
+                    stdout=logs[name].open("wb"),
+                    stderr=subprocess.STDOUT,
+                )
+            )
+            health = service["healthcheck"]["test"]
+            assert health[0] == "CMD"
+            deadline = time.monotonic() + 60
+            while True:
+                probe = subprocess.run(
+                    health[1:], env=env, capture_output=True, timeout=10, check=False
+                )
+                if probe.returncode == 0:
+                    break
+                assert started[-1].poll() is None, logs[name].read_text()[-3000:]
+                assert time.monotonic() < deadline, f"{name} never became healthy"
+                time.sleep(0.3)
+    finally:
+        for process in started:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        for path in logs.values():
+            path.unlink(missing_ok=True)
+
+
+def test_service_roles_only_reach_their_own_schema(role_database: URL) -> None:
+    from shopkit.migrations import upgrade
+
+    for name in ("customers", "inventory"):
+        upgrade(
+            f"{name}_service",
+            role_database.set(
+                username=f"{name}_svc", password=ROLE_PASSWORDS[name]
+            ).render_as_string(hide_password=False),
+        )
+    customers_role = create_engine(
+        role_database.set(username="customers_svc", password="customers")
+    )
+    try:
+        with customers_role.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM customers.customers")).scalar_one() >= 0
+        with (
+            customers_role.connect() as conn,
+            pytest.raises(ProgrammingError, match="permission denied"),
+        ):
+            conn.execute(text("SELECT * FROM inventory.products"))
+        with (
+            customers_role.connect() as conn,
+            pytest.raises(ProgrammingError, match="permission denied"),
+        ):
+            conn.execute(text("CREATE TABLE inventory.stolen (id int)"))
+        with (
+            customers_role.connect() as conn,
+            pytest.raises(ProgrammingError, match="permission denied"),
+        ):
+            conn.execute(text("CREATE TABLE public.stray (id int)"))
+    finally:
+        customers_role.dispose()

@@ -1,0 +1,108 @@
+"""Sales tests run the saga for real: customers and inventory are gunicorn processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import requests
+from flask import Flask
+from flask.testing import FlaskClient
+
+from shopkit.config import Settings
+from tests.conftest import Identity, bearer
+
+
+@pytest.fixture(scope="session")
+def sales_deps(live_stack: Any) -> Any:
+    """Customers and inventory running as real processes for the whole session."""
+    live_stack.start("customers")
+    live_stack.start("inventory")
+    return live_stack
+
+
+@pytest.fixture(scope="session")
+def sales_app(sales_deps: Any, make_settings: Callable[..., Settings], key_resolver: Any) -> Flask:
+    """The sales app in-process, calling the live customers and inventory over HTTP."""
+    from sales_service import create_app
+
+    settings = make_settings(
+        "sales",
+        customers_url=sales_deps.url("customers"),
+        inventory_url=sales_deps.url("inventory"),
+        http_connect_timeout_s=1.0,
+    )
+    return create_app(
+        {
+            "SETTINGS": settings,
+            "KEY_RESOLVER": key_resolver,
+            "SALES_RECOVERY": False,
+            "TESTING": True,
+        }
+    )
+
+
+@pytest.fixture
+def sales(sales_app: Flask) -> FlaskClient:
+    """A test client of the sales app."""
+    return sales_app.test_client()
+
+
+class Shop:
+    """Arranges products and funded buyers through the real services, and reads them back."""
+
+    def __init__(self, stack: Any, identity: Identity) -> None:
+        self.stack = stack
+        self.identity = identity
+        self.admin = bearer(identity.admin_token())
+
+    def product(self, price: str = "10.00", stock: int = 10, name: str = "Widget") -> int:
+        response = requests.post(
+            self.stack.url("inventory") + "/products",
+            json={
+                "name": name,
+                "category": "electronics",
+                "price": price,
+                "description": "A thing.",
+                "stock": stock,
+            },
+            headers=self.admin,
+            timeout=10,
+        )
+        assert response.status_code == 201, response.text
+        return int(response.json()["id"])
+
+    def stock(self, product_id: int) -> int:
+        response = requests.get(self.stack.url("inventory") + f"/products/{product_id}", timeout=10)
+        return int(response.json()["stock"])
+
+    def buyer(self, balance: str = "100.00") -> tuple[dict[str, Any], str]:
+        profile, token = self.identity.new_customer()
+        if Decimal(balance) > 0:
+            charged = self.identity.client.post(
+                f"/customers/{profile['username']}/wallet/charge",
+                json={"amount": balance},
+                headers=bearer(token),
+            )
+            assert charged.status_code == 200
+        return profile, token
+
+    def balance(self, username: str) -> Decimal:
+        response = self.identity.client.get(f"/customers/{username}", headers=self.admin)
+        return Decimal(response.get_json()["balance"])
+
+    def reservation(self, sale_id: str) -> dict[str, Any] | None:
+        response = requests.get(
+            self.stack.url("inventory") + f"/internal/reservations/{sale_id}",
+            headers=self.admin,
+            timeout=10,
+        )
+        return response.json() if response.status_code == 200 else None
+
+
+@pytest.fixture
+def shop(sales_deps: Any, identity: Identity) -> Shop:
+    """Arranges products and buyers."""
+    return Shop(sales_deps, identity)

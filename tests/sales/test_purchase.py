@@ -1,0 +1,208 @@
+"""The purchase saga over real customers and inventory processes."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text
+
+from tests.conftest import Identity, bearer
+from tests.sales.conftest import Shop
+from tests.support.invariants import check_invariants
+
+
+def buy(sales: FlaskClient, token: str, product_id: Any, quantity: Any, **headers: str) -> Any:
+    return sales.post(
+        "/sales",
+        json={"product_id": product_id, "quantity": quantity},
+        headers={**bearer(token), **headers},
+    )
+
+
+def test_happy_path_moves_money_and_stock_once(
+    sales: FlaskClient, shop: Shop, database_url: str
+) -> None:
+    product = shop.product(price="12.50", stock=5, name="Lamp")
+    buyer, token = shop.buyer("100.00")
+    response = buy(sales, token, product, 2)
+    assert response.status_code == 201, response.get_json()
+    sale = response.get_json()
+    assert sale["status"] == "completed"
+    assert (sale["product_id"], sale["product_name"], sale["quantity"]) == (product, "Lamp", 2)
+    assert (sale["unit_price"], sale["total"]) == ("12.50", "25.00")
+    assert {"id", "created_at"} <= set(sale)
+    assert shop.stock(product) == 3
+    assert shop.balance(buyer["username"]) == Decimal("75.00")
+    history = sales.get(f"/customers/{buyer['username']}/sales", headers=bearer(token)).get_json()
+    assert [(s["id"], s["total"]) for s in history["items"]] == [(sale["id"], "25.00")]
+    detail = sales.get(f"/sales/{sale['id']}", headers=bearer(token)).get_json()
+    assert [s["step"] for s in detail["steps"]] == ["reserve", "debit", "complete"]
+    assert check_invariants(database_url).ok
+
+
+def test_retried_purchase_charges_once(sales: FlaskClient, shop: Shop, database_url: str) -> None:
+    product = shop.product(price="10.00", stock=5)
+    buyer, token = shop.buyer("100.00")
+    first = buy(sales, token, product, 1, **{"Idempotency-Key": "order-1"})
+    again = buy(sales, token, product, 1, **{"Idempotency-Key": "order-1"})
+    assert first.status_code == again.status_code == 201
+    assert again.get_json()["id"] == first.get_json()["id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    other = buy(sales, token, product, 2, **{"Idempotency-Key": "order-1"})
+    assert other.status_code == 422
+    assert other.get_json()["code"] == "idempotency_key_reused"
+    assert shop.balance(buyer["username"]) == Decimal("90.00")
+    assert shop.stock(product) == 4
+    # Keys belong to one customer: another customer's same key is a new purchase.
+    _, other_token = shop.buyer("100.00")
+    assert buy(sales, other_token, product, 1, **{"Idempotency-Key": "order-1"}).status_code == 201
+    assert shop.stock(product) == 3
+    assert check_invariants(database_url).ok
+
+
+def test_insufficient_funds_releases_the_stock(
+    sales: FlaskClient, shop: Shop, database_url: str
+) -> None:
+    product = shop.product(price="30.00", stock=3)
+    buyer, token = shop.buyer("50.00")
+    response = buy(sales, token, product, 2)
+    assert response.status_code == 409
+    problem = response.get_json()
+    assert problem["code"] == "insufficient_funds"
+    assert response.mimetype == "application/problem+json"
+    assert shop.stock(product) == 3
+    assert shop.balance(buyer["username"]) == Decimal("50.00")
+    assert shop.reservation(problem["sale_id"])["status"] == "released"
+    kept = sales.get(f"/sales/{problem['sale_id']}", headers=bearer(token)).get_json()
+    assert (kept["status"], kept["failure_code"]) == ("failed", "insufficient_funds")
+    assert [s["step"] for s in kept["steps"]] == ["reserve", "debit", "release", "fail"]
+    assert check_invariants(database_url).ok
+
+
+def test_insufficient_stock_charges_nothing(
+    sales: FlaskClient, shop: Shop, database_url: str
+) -> None:
+    product = shop.product(price="1.00", stock=2)
+    buyer, token = shop.buyer("100.00")
+    response = buy(sales, token, product, 3)
+    assert response.status_code == 409
+    assert response.get_json()["code"] == "insufficient_stock"
+    assert shop.balance(buyer["username"]) == Decimal("100.00")
+    assert shop.stock(product) == 2
+    history = sales.get(f"/customers/{buyer['username']}/sales", headers=bearer(token)).get_json()
+    assert [(s["status"], s["failure_code"]) for s in history["items"]] == [
+        ("failed", "insufficient_stock")
+    ]
+    assert check_invariants(database_url).ok
+
+
+def test_unknown_product_is_404_and_kept_as_failed(sales: FlaskClient, shop: Shop) -> None:
+    _, token = shop.buyer("10.00")
+    response = buy(sales, token, 987654, 1)
+    assert response.status_code == 404
+    assert response.get_json()["code"] == "not_found"
+    sale = sales.get(f"/sales/{response.get_json()['sale_id']}", headers=bearer(token)).get_json()
+    assert sale["failure_code"] == "product_not_found"
+
+
+def count_sales(database_url: str) -> int:
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        n = conn.execute(text("SELECT count(*) FROM sales.sales")).scalar_one()
+    engine.dispose()
+    return int(n)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"product_id": 1, "quantity": 0},
+        {"product_id": 1, "quantity": -1},
+        {"product_id": 1, "quantity": 1.5},
+        {"product_id": 1, "quantity": "2"},
+        {"product_id": 1, "quantity": True},
+        {"product_id": 1, "quantity": 1001},
+        {"product_id": 1},
+        {"quantity": 1},
+        {"product_id": "1", "quantity": 1},
+        {"product_id": 1, "quantity": 1, "price": "0.01"},
+    ],
+)
+def test_bad_input_is_422_and_nothing_happens(
+    sales: FlaskClient, shop: Shop, database_url: str, body: dict[str, Any]
+) -> None:
+    product = shop.product(stock=5)
+    buyer, token = shop.buyer("100.00")
+    body = {**body, "product_id": product} if body.get("product_id") == 1 else body
+    response = sales.post("/sales", json=body, headers=bearer(token))
+    assert response.status_code == 422
+    assert response.get_json()["code"] == "validation_error"
+    assert count_sales(database_url) == 0
+    assert shop.stock(product) == 5
+    assert shop.balance(buyer["username"]) == Decimal("100.00")
+
+
+def test_who_may_buy_and_read(sales: FlaskClient, shop: Shop, identity: Identity) -> None:
+    product = shop.product(stock=5)
+    buyer, token = shop.buyer("100.00")
+    _, other = shop.buyer("0")
+    admin = bearer(identity.admin_token())
+    service = bearer(identity.service_token("reviews"))
+    body = {"product_id": product, "quantity": 1}
+    assert sales.post("/sales", json=body).status_code == 401
+    assert sales.post("/sales", json=body, headers=admin).status_code == 403
+    assert sales.post("/sales", json=body, headers=service).status_code == 403
+    sale_id = buy(sales, token, product, 1).get_json()["id"]
+    assert sales.get(f"/sales/{sale_id}").status_code == 401
+    assert sales.get(f"/sales/{sale_id}", headers=bearer(other)).status_code == 404
+    assert sales.get(f"/sales/{sale_id}", headers=admin).status_code == 200
+    history = f"/customers/{buyer['username']}/sales"
+    assert sales.get(history, headers=bearer(other)).status_code == 403
+    assert sales.get(history).status_code == 401
+    assert sales.get(history, headers=admin).get_json()["total"] == 1
+    assert sales.get("/sales", headers=bearer(token)).status_code == 403
+    listed = sales.get(
+        f"/sales?customer={buyer['username']}&status=completed&product={product}", headers=admin
+    )
+    assert [s["id"] for s in listed.get_json()["items"]] == [sale_id]
+    assert sales.get("/sales?status=nonsense", headers=admin).status_code == 422
+
+
+def test_internal_purchases_for_reviews(sales: FlaskClient, shop: Shop, identity: Identity) -> None:
+    product = shop.product(stock=5)
+    buyer, token = shop.buyer("100.00")
+    buy(sales, token, product, 1)
+    service = bearer(identity.service_token("reviews"))
+    url = f"/internal/purchases?customer_id={buyer['id']}&product_id={product}"
+    answer = sales.get(url, headers=service).get_json()
+    assert (answer["purchased"], answer["completed_sales"]) == (True, 1)
+    other = sales.get(
+        f"/internal/purchases?customer_id={buyer['id']}&product_id={product + 1}", headers=service
+    )
+    assert other.get_json()["purchased"] is False
+    assert sales.get(url, headers=bearer(token)).status_code == 403
+    assert sales.get(url).status_code == 401
+    assert (
+        sales.get("/internal/purchases?customer_id=x&product_id=1", headers=service).status_code
+        == 422
+    )
+
+
+def test_catalog_lists_goods_in_stock(sales: FlaskClient, shop: Shop) -> None:
+    available = shop.product(price="3.00", stock=2, name="Available Apple")
+    shop.product(price="4.00", stock=0, name="Sold Out Apple")
+    page = sales.get("/catalog?q=apple").get_json()
+    assert [(p["id"], p["name"], p["price"]) for p in page["items"]] == [
+        (available, "Available Apple", "3.00")
+    ]
+    detail = sales.get(f"/catalog/{available}").get_json()
+    assert (detail["name"], detail["price"], detail["in_stock"]) == (
+        "Available Apple",
+        "3.00",
+        True,
+    )
+    assert sales.get("/catalog/99999999").status_code == 404
+    assert sales.get("/catalog?page_size=500").status_code == 422

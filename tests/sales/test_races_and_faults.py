@@ -1,0 +1,162 @@
+"""Real processes: racing buyers, and services killed in the middle of purchases."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET, Identity
+from tests.sales.conftest import Shop
+from tests.support.invariants import check_invariants
+from tests.support.live import LiveStack
+
+pytestmark = pytest.mark.processes
+
+
+def post_sale(
+    base: str, token: str, product: int, quantity: int, key: str | None = None
+) -> requests.Response:
+    headers = {"Authorization": f"Bearer {token}"}
+    if key:
+        headers["Idempotency-Key"] = key
+    return requests.post(
+        base + "/sales",
+        json={"product_id": product, "quantity": quantity},
+        headers=headers,
+        timeout=30,
+    )
+
+
+def test_race_of_ten_buyers_never_oversells(sales_deps: Any, shop: Shop, database_url: str) -> None:
+    """10 buyers x 4 attempts on stock 10, each with money for 3: exactly 10 sold."""
+    process = sales_deps.start("sales")
+    product = shop.product(price="10.00", stock=10)
+    buyers = [shop.buyer("30.00") for _ in range(10)]
+    attempts = [(token, i) for _, token in buyers for i in range(4)]
+
+    def attempt(arg: tuple[str, int]) -> int:
+        return post_sale(process.url, arg[0], product, 1).status_code
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        statuses = list(pool.map(attempt, attempts))
+    assert statuses.count(201) == 10, statuses
+    assert set(statuses) <= {201, 409}
+    assert shop.stock(product) == 0
+    spent = sum(Decimal("30.00") - shop.balance(b["username"]) for b, _ in buyers)
+    assert spent == Decimal("100.00")  # money moved equals goods sold
+    assert all(shop.balance(b["username"]) >= 0 for b, _ in buyers)
+    report = check_invariants(database_url)
+    assert report.ok, report.violations
+    assert (report.units_sold, report.money_in_sales) == (10, "100.00")
+
+
+@pytest.fixture
+def fault_stack(database_url: str, identity: Identity) -> Iterator[LiveStack]:
+    """A private set of processes on their own ports, so killing them harms no other test."""
+    stack = LiveStack(database_url, (ADMIN_USERNAME, ADMIN_PASSWORD), SERVICE_SECRET)
+    try:
+        yield stack
+    finally:
+        stack.stop_all()
+
+
+def recover(stack: LiveStack) -> subprocess.CompletedProcess[str]:
+    """``flask --app sales_service recover --older-than 0`` with the stack's environment."""
+    flask = str(Path(sys.executable).parent / "flask")
+    return subprocess.run(
+        [flask, "--app", "sales_service", "recover", "--older-than", "0"],
+        env={**os.environ, **stack.env()}, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def arrange(
+    stack: LiveStack, identity: Identity, buyers: int = 3
+) -> tuple[int, list[tuple[dict[str, Any], str]]]:
+    shop = Shop(stack, identity)
+    product = shop.product(price="5.00", stock=20)
+    return product, [shop.buyer("50.00") for _ in range(buyers)]
+
+
+@pytest.mark.parametrize("victim", ["customers", "inventory"])
+def test_dependency_killed_mid_purchases(
+    fault_stack: LiveStack, identity: Identity, database_url: str, victim: str
+) -> None:
+    for service in ("customers", "inventory"):
+        fault_stack.start(service)
+    # One worker, so the customer-token keys it fetched before the kill stay cached
+    # and every purchase gets as far as being recorded.
+    sales = fault_stack.start("sales", workers=1, extra_env={"SALES_RECOVERY_INTERVAL": "0"})
+    product, buyers = arrange(fault_stack, identity)
+    tokens = [token for _, token in buyers]
+    assert post_sale(sales.url, tokens[0], product, 1).status_code == 201
+
+    fault_stack.kill(victim)
+    for token in tokens:
+        started = time.monotonic()
+        response = post_sale(sales.url, token, product, 2, key=f"after-kill-{uuid.uuid4()}")
+        elapsed = time.monotonic() - started
+        assert 500 <= response.status_code < 600, response.text
+        assert response.headers["Content-Type"].startswith("application/problem+json")
+        assert response.json()["code"] == "dependency_unavailable"
+        assert elapsed < 10, elapsed
+    stalled = check_invariants(database_url, allow_pending=True)
+    assert stalled.ok, stalled.violations
+    assert stalled.pending == len(tokens)
+
+    fault_stack.start(victim)
+    done = recover(fault_stack)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = check_invariants(database_url)
+    assert report.ok, report.violations
+    assert report.pending == 0
+    # Every purchase that was left pending was settled one way or the other, exactly once.
+    assert report.completed + report.failed == 1 + len(tokens)
+
+
+@pytest.mark.parametrize("crash_after", ["reserve", "debit"])
+def test_sales_killed_between_saga_steps_is_settled_by_recovery(
+    fault_stack: LiveStack, identity: Identity, database_url: str, crash_after: str
+) -> None:
+    for service in ("customers", "inventory"):
+        fault_stack.start(service)
+    sales = fault_stack.start(
+        "sales",
+        workers=1,
+        extra_env={"SALES_CRASH_AFTER": crash_after, "SALES_RECOVERY_INTERVAL": "0"},
+    )
+    product, buyers = arrange(fault_stack, identity, buyers=1)
+    buyer, token = buyers[0]
+    with pytest.raises(requests.ConnectionError):
+        post_sale(sales.url, token, product, 3)
+    fault_stack.stop_all()  # the whole sales process goes down mid-saga
+    pending = check_invariants(database_url, allow_pending=True)
+    assert pending.pending == 1
+
+    for service in ("customers", "inventory"):
+        fault_stack.start(service)
+    fault_stack.processes.pop("sales")
+    # A restarted sales service settles it by itself: the periodic recovery pass.
+    fault_stack.start(
+        "sales", extra_env={"SALES_RECOVERY_AFTER": "0", "SALES_RECOVERY_INTERVAL": "1"}
+    )
+    deadline = time.monotonic() + 30
+    report = check_invariants(database_url, allow_pending=True)
+    while report.pending and time.monotonic() < deadline:
+        time.sleep(0.5)
+        report = check_invariants(database_url, allow_pending=True)
+    assert report.ok, report.violations
+    assert (report.pending, report.completed, report.units_sold) == (0, 1, 3)
+    shop = Shop(fault_stack, identity)
+    assert shop.balance(buyer["username"]) == Decimal("35.00")  # charged once: 3 x 5.00
+    assert shop.stock(product) == 17
