@@ -133,6 +133,7 @@ def create_service_app(
     api.register_field(Money, "string", None)
     for blueprint in blueprints:
         api.register_blueprint(blueprint)
+    document_problem_responses(api)
     app.extensions["shop_api"] = api
 
     _serve_swagger_assets(app)
@@ -143,6 +144,36 @@ def create_service_app(
     if bootstrap is not None:
         app.extensions["shop_bootstrap"] = lambda: bootstrap(app)
     return app
+
+
+PROBLEM_CONTENT = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
+def document_problem_responses(api: Api) -> None:
+    """Make the OpenAPI document say what errors really look like.
+
+    Every 4xx/5xx response gets the problem+json body, and every protected
+    operation documents its 401 and 403. (flask-smorest documents error
+    responses declared with ``alt_response`` without a body.)
+    """
+    spec = api.spec
+    for path_item in spec._paths.values():  # apispec keeps the registered paths here
+        for operation in path_item.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses = operation["responses"]
+            if operation.get("security"):
+                responses.setdefault("401", {"description": "No valid bearer token."})
+                responses.setdefault("403", {"description": "This role or caller may not do this."})
+            for code, response in responses.items():
+                if str(code) == "default" or int(code) < 400:
+                    continue
+                if "$ref" not in response and "content" not in response:
+                    response["content"] = PROBLEM_CONTENT
+    for response in spec.components.responses.values():
+        content = response.get("content", {})
+        if "application/json" in content:
+            content["application/problem+json"] = content.pop("application/json")
 
 
 def _serve_swagger_assets(app: Flask) -> None:
