@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test lint format run clean
+.PHONY: install test lint format run clean docs bench
 
 install: $(STAMP)
 
@@ -31,5 +31,8 @@ format: install
 run: install
 	$(BIN)/shop-run
 
+docs: install
+	$(BIN)/python docs/build.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis docs/_build
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis docs/_build docs/_generated

@@ -155,7 +155,7 @@ def summary(session: Session, product_id: int) -> dict[str, Any]:
     """``{count, average, histogram}`` of a product's approved reviews.
 
     ``average`` is a decimal string rounded half up to one place (``"4.3"``),
-    or ``None`` when there are none; ``histogram`` always has keys ``"1"``..``"5"``.
+    or ``None`` when there are none; ``histogram`` always has keys ``"1"`` to ``"5"``.
     """
     histogram = {str(rating): 0 for rating in range(MIN_RATING, MAX_RATING + 1)}
     if 1 <= product_id <= MAX_ID:

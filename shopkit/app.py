@@ -8,6 +8,7 @@ the ``db`` CLI. The service then registers its own blueprints.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -169,7 +170,7 @@ def document_problem_responses(api: Api) -> None:
                 if str(code) == "default" or int(code) < 400:
                     continue
                 if "$ref" not in response and "content" not in response:
-                    response["content"] = PROBLEM_CONTENT
+                    response["content"] = copy.deepcopy(PROBLEM_CONTENT)
     for response in spec.components.responses.values():
         content = response.get("content", {})
         if "application/json" in content:
