@@ -153,17 +153,63 @@ def _pump(prefix: str, stream: IO[bytes]) -> None:
         sys.stdout.flush()
 
 
+def _service_port(url: str) -> int:
+    """The port of a service URL such as ``http://127.0.0.1:5000``."""
+    return int(url.rsplit(":", 1)[1].split("/", maxsplit=1)[0])
+
+
+def _start_services(services: list[str], env: dict[str, str]) -> list[ServiceProcess]:
+    """Start each service under gunicorn, its output prefixed with its name."""
+    import threading  # noqa: PLC0415
+
+    from shopkit.config import Settings  # noqa: PLC0415
+
+    settings = Settings.from_env("launcher")
+    processes = []
+    for service in services:
+        process = ServiceProcess(
+            service, _service_port(getattr(settings, f"{service}_url")), env=env
+        )
+        process.log = subprocess.PIPE
+        process.start()
+        assert process.process is not None and process.process.stdout is not None
+        threading.Thread(
+            target=_pump, args=(f"{service:<9}", process.process.stdout), daemon=True
+        ).start()
+        processes.append(process)
+    return processes
+
+
+def _stop(seeder: subprocess.Popen[bytes] | None, processes: list[ServiceProcess]) -> None:
+    """Stop the seeder and every service at once (gracefully), killing stragglers after 8 s."""
+    print("launcher | stopping", flush=True)
+    deadline = time.monotonic() + 8
+    children: list[subprocess.Popen[bytes]] = [p.process for p in processes if p.process]
+    if seeder is not None and seeder.poll() is None:
+        seeder.send_signal(signal.SIGINT)  # the replay prints its summary and exits
+        children.append(seeder)
+    for process in processes:
+        if process.process is not None and process.process.poll() is None:
+            os.killpg(process.process.pid, signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait(timeout=5)
+
+
 def run_local(services: list[str] | None = None) -> int:
-    """``make run``: database, migrations, every service under gunicorn; Ctrl-C stops all.
+    """``make run``: database, migrations, services under gunicorn, demo data; Ctrl-C stops all.
 
     Uses ``DATABASE_URL`` if set, else the embedded PostgreSQL under ``.data/``
-    (stopped again on exit). Ports come from ``CUSTOMERS_URL``... defaults
-    5000-5003. Returns the exit status.
+    (stopped again on exit). Ports come from ``CUSTOMERS_URL`` ... ``REVIEWS_URL``
+    (default 5000-5003). Returns the exit status.
     """
     import threading  # noqa: PLC0415
 
     from shopkit import embedded_pg  # noqa: PLC0415
-    from shopkit.config import SERVICE_PORTS, Settings  # noqa: PLC0415
+    from shopkit.config import Settings  # noqa: PLC0415
     from shopkit.db import normalise_url  # noqa: PLC0415
 
     services = services or present_services()
@@ -175,49 +221,62 @@ def run_local(services: list[str] | None = None) -> int:
         server, url = embedded_pg.start(Path(settings.data_dir) / "pg", cleanup_mode="stop")
     env = {"DATABASE_URL": url}
     processes: list[ServiceProcess] = []
+    seeder: subprocess.Popen[bytes] | None = None
     stopping = threading.Event()
-
-    def _stop(*_: object) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:
         for service in services:
             print(f"launcher | migrating {service}", flush=True)
             migrate(service, env)
-        for service in services:
-            port = int(getattr(settings, f"{service}_url").rsplit(":", 1)[1].split("/")[0])
-            process = ServiceProcess(service, port or SERVICE_PORTS[service], env=env)
-            process.log = subprocess.PIPE
-            process.start()
-            assert process.process is not None and process.process.stdout is not None
-            threading.Thread(
-                target=_pump, args=(f"{service:<9}", process.process.stdout), daemon=True
-            ).start()
-            processes.append(process)
+        processes = _start_services(services, env)
         for process in processes:
             process.wait_ready(60)
-        for process in processes:
-            print(
-                f"launcher | {process.service:<9} ready at {process.url}"
-                f"  (docs: {process.url}/docs)",
-                flush=True,
-            )
+            print(f"launcher | {process.service:<9} ready at {process.url}/docs", flush=True)
+        if os.environ.get("SHOP_DEMO", "1") != "0":
+            seeder = _start_seeder(env)
         print("launcher | press Ctrl-C to stop", flush=True)
         while not stopping.wait(0.5):
-            for process in processes:
-                if process.process is not None and process.process.poll() is not None:
-                    print(f"launcher | {process.service} exited; stopping", flush=True)
-                    stopping.set()
+            if any(p.process is not None and p.process.poll() is not None for p in processes):
+                print("launcher | a service exited; stopping", flush=True)
+                return 1
         return 0
     finally:
-        print("launcher | stopping services", flush=True)
-        for process in processes:
-            process.stop(timeout_s=8)
+        _stop(seeder, processes)
         if server is not None:
             server.cleanup()  # type: ignore[attr-defined]
         print("launcher | stopped", flush=True)
+
+
+def _start_seeder(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Seed demo data once (skipped when present), then replay shoppers gently until stopped.
+
+    ``SHOP_SEED_CUSTOMERS`` / ``SHOP_SEED_PRODUCTS`` size the demo data;
+    ``SHOP_DEMO=0`` turns seeding and replay off.
+    """
+    import threading  # noqa: PLC0415
+
+    command = [
+        sys.executable,
+        "-m",
+        "seeder",
+        "demo",
+        "--customers",
+        os.environ.get("SHOP_SEED_CUSTOMERS", "200"),
+        "--products",
+        os.environ.get("SHOP_SEED_PRODUCTS", "100"),
+    ]
+    process = subprocess.Popen(  # noqa: S603
+        command,
+        env={**os.environ, **env},
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    threading.Thread(target=_pump, args=("seeder   ", process.stdout), daemon=True).start()
+    return process
 
 
 def main() -> None:

@@ -1,0 +1,100 @@
+"""``make run`` itself: it comes up ready with seeded data, and Ctrl-C stops everything."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from shopkit.config import PROJECT_ROOT
+from shopkit.stack import free_port
+
+pytestmark = pytest.mark.processes
+
+SERVICES = ("customers", "inventory", "sales", "reviews")
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As a server would (gunicorn does): closed connections in TIME_WAIT don't count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def wait_ready(url: str, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url + "/readyz", timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"{url} not ready")
+
+
+def test_make_run_starts_seeds_and_stops_on_ctrl_c() -> None:
+    ports = {name: free_port() for name in SERVICES}
+    data_dir = Path(tempfile.mkdtemp(prefix="shop-make-run-"))
+    env = {
+        **os.environ,
+        "SHOP_DATA_DIR": str(data_dir),
+        "ADMIN_USERNAME": "admin",
+        "ADMIN_PASSWORD": "make-run-admin",
+        "SERVICE_CLIENT_SECRET": "make-run-secret",
+        "SHOP_SEED_CUSTOMERS": "20",
+        "SHOP_SEED_PRODUCTS": "15",
+        **{f"{name.upper()}_URL": f"http://127.0.0.1:{port}" for name, port in ports.items()},
+    }
+    env.pop("DATABASE_URL", None)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log = (data_dir / "make-run.log").open("wb")
+    make = subprocess.Popen(
+        ["make", "--no-print-directory", "run"], cwd=PROJECT_ROOT, env=env,
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    descendants: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 120
+        for name in SERVICES:
+            wait_ready(f"http://127.0.0.1:{ports[name]}", deadline)
+        # Demo data is seeded once the services are up.
+        while time.monotonic() < deadline:
+            total = requests.get(f"http://127.0.0.1:{ports['inventory']}/products", timeout=5).json()["total"]
+            if total >= 15:
+                break
+            time.sleep(0.5)
+        assert total >= 15, (data_dir / "make-run.log").read_text()[-3000:]
+        catalog = requests.get(f"http://127.0.0.1:{ports['sales']}/catalog", timeout=5).json()
+        assert catalog["items"]
+        descendants = psutil.Process(make.pid).children(recursive=True)
+        assert len(descendants) >= 8  # launcher, 4 gunicorn masters and their workers, ...
+    finally:
+        os.killpg(make.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        started = time.monotonic()
+        try:
+            make.wait(timeout=20)
+        finally:
+            if make.poll() is None:
+                os.killpg(make.pid, signal.SIGKILL)
+    assert time.monotonic() - started < 10
+    time.sleep(0.5)
+    alive = [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, [p.cmdline() for p in alive]
+    assert all(port_is_free(port) for port in ports.values())
+    postgres = [
+        p for p in psutil.process_iter(["cmdline"])
+        if p.info["cmdline"] and str(data_dir) in " ".join(p.info["cmdline"])
+    ]  # fmt: skip
+    assert not postgres, "the embedded PostgreSQL was left running"
