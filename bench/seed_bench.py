@@ -1,0 +1,237 @@
+"""Seeder figures: populate 10,000 customers and 1,000 products, then a short replay and an audit.
+
+Usage::
+
+    .venv/bin/python bench/seed_bench.py                       # the issue-6 figure
+    .venv/bin/python bench/seed_bench.py --customers 2000 --replay-seconds 10
+
+It creates a fresh database (on ``DATABASE_URL``'s server, or an embedded
+PostgreSQL it starts in a temporary directory when ``DATABASE_URL`` is unset,
+durable like ``make run`` unless ``--fast-db``), migrates every service,
+starts the four services under gunicorn on free ports with their production
+settings (2 workers x 4 threads, full-cost password hashing), and then,
+through HTTP only, exactly as ``python -m seeder`` would:
+
+1. times ``populate --customers N --products M`` (target: 10,000 + 1,000 in <= 15 s);
+2. replays for ``--replay-seconds`` at ``--concurrency`` with no rate limit and
+   reports the attempt rate and the purchase latency p50/p99;
+3. audits the result (every invariant must hold).
+
+The database is dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from seeder.audit import Auditor
+from seeder.cli import _watch, prepare_replay, print_audit, run_populate, stats_table
+from seeder.client import Services, admin_login
+from seeder.config import Config
+from seeder.replay import ReplayOptions
+from shopkit import embedded_pg
+from shopkit.db import normalise_url
+from shopkit.migrations import upgrade
+from shopkit.stack import PACKAGES, ServiceProcess, free_port
+
+ADMIN = ("admin", "bench-admin-password")
+
+
+def _children() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = defaultdict(list)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            children[int(stat.rsplit(")", 1)[1].split()[1])].append(int(entry))
+    return children
+
+
+def cpu_seconds(root: int | None) -> float:
+    """CPU time (user + system, reaped children included) of ``root`` and its descendants."""
+    if root is None:
+        return (
+            resource.getrusage(resource.RUSAGE_SELF).ru_utime
+            + resource.getrusage(resource.RUSAGE_SELF).ru_stime
+        )
+    children, total, todo = _children(), 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(value) for value in fields[11:15])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds used by each process tree between :meth:`start` and :meth:`stop`."""
+
+    def __init__(self, roots: dict[str, int | None]) -> None:
+        self.roots = roots
+        self.before: dict[str, float] = {}
+
+    def start(self) -> None:
+        self.before = {name: cpu_seconds(pid) for name, pid in self.roots.items()}
+
+    def stop(self) -> dict[str, float]:
+        return {name: cpu_seconds(pid) - self.before[name] for name, pid in self.roots.items()}
+
+
+def cpu_line(used: dict[str, float], wall_s: float) -> str:
+    parts = ", ".join(f"{name} {value:.1f}" for name, value in used.items())
+    return f"CPU-s: {parts}; total {sum(used.values()):.1f} in {wall_s:.1f} s wall"
+
+
+@contextmanager
+def database(*, durable: bool) -> Iterator[tuple[str, int | None]]:
+    """A fresh database with every service migrated (and the server's pid if embedded)."""
+    with tempfile.TemporaryDirectory(prefix="seed-bench-") as tmp:
+        server = None
+        if os.environ.get("DATABASE_URL"):
+            admin_url = normalise_url(os.environ["DATABASE_URL"])
+        else:
+            server, admin_url = embedded_pg.start(
+                Path(tmp) / "pg", cleanup_mode="stop", durable=durable
+            )
+        name = f"seed_bench_{uuid.uuid4().hex[:8]}"
+        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        try:
+            for package in PACKAGES.values():
+                upgrade(package, url)
+            yield url, (server.get_pid() if server is not None else None)  # type: ignore[attr-defined]
+        finally:
+            with admin.connect() as conn:
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :n AND pid <> pg_backend_pid()"
+                    ),
+                    {"n": name},
+                )
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+            admin.dispose()
+            if server is not None:
+                server.cleanup()  # type: ignore[attr-defined]
+
+
+@contextmanager
+def services_running(url: str) -> Iterator[tuple[Config, dict[str, int | None]]]:
+    """The four services under gunicorn on free ports; their configuration for the seeder."""
+    ports = {name: free_port() for name in PACKAGES}
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    env = {
+        "DATABASE_URL": url,
+        "ADMIN_USERNAME": ADMIN[0],
+        "ADMIN_PASSWORD": ADMIN[1],
+        "SERVICE_CLIENT_SECRET": "bench-service-secret",
+        "LOG_LEVEL": "WARNING",
+        **{f"{name.upper()}_URL": value for name, value in urls.items()},
+    }
+    processes = [ServiceProcess(name, ports[name], env=env).start() for name in PACKAGES]
+    try:
+        for process in processes:
+            process.wait_ready(60)
+        config = Config(
+            customers_url=urls["customers"],
+            inventory_url=urls["inventory"],
+            sales_url=urls["sales"],
+            reviews_url=urls["reviews"],
+            admin_username=ADMIN[0],
+            admin_password=ADMIN[1],
+        )
+        yield config, {p.service: p.process.pid if p.process else None for p in processes}
+    finally:
+        for process in processes:
+            process.stop(timeout_s=8, graceful=False)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--customers", type=int, default=10_000)
+    parser.add_argument("--products", type=int, default=1_000)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--parallel", type=int, default=2, help="batch requests in flight")
+    parser.add_argument("--replay-seconds", type=float, default=20.0)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--fast-db", action="store_true", help="embedded database without fsync")
+    args = parser.parse_args()
+    console = Console(highlight=False)
+    with (
+        database(durable=not args.fast_db) as (url, pg_pid),
+        services_running(url) as (config, pids),
+    ):
+        meter = CpuMeter({"seeder": None, **pids, "postgres": pg_pid})
+        services = Services(config, pool_size=max(16, args.concurrency * 2))
+        admin = admin_login(services)
+        load_before = os.getloadavg()[0]
+        meter.start()
+        started = time.perf_counter()
+        result = run_populate(
+            services,
+            admin,
+            console,
+            customers=args.customers,
+            products=args.products,
+            seed=args.seed,
+            parallel=args.parallel,
+        )
+        populate_s = time.perf_counter() - started
+        populate_cpu = meter.stop()
+        options = ReplayOptions(
+            seed=args.seed,
+            duration_s=args.replay_seconds,
+            concurrency=args.concurrency,
+            keep_outcomes=False,
+        )
+        replay = prepare_replay(services, admin, console, options)
+        meter.start()
+        _watch(replay, console, report_every_s=5.0)
+        replay_cpu = meter.stop()
+        console.print(stats_table(replay, "replay"))
+        report = Auditor(services, admin).run()
+        print_audit(report, console)
+        stats = replay.stats
+        p50, p99 = stats.percentile("purchase", 50), stats.percentile("purchase", 99)
+        console.print(
+            f"\nFIGURES  populate {result.customers_created:,} customers + "
+            f"{result.products_created:,} products: {populate_s:.2f} s "
+            f"(target <= 15 s: {'met' if populate_s <= 15 else 'MISSED'})\n"
+            f"         replay {args.replay_seconds:g} s at concurrency {args.concurrency}: "
+            f"{stats.rate():.1f} attempts/s, {stats.completed:,} completed, purchase p50 "
+            f"{(p50 or 0) * 1000:.0f} ms, p99 {(p99 or 0) * 1000:.0f} ms\n"
+            f"         audit: {'passed' if report.ok else 'FAILED'} "
+            f"({sum(report.sales.values()):,} sales)\n"
+            f"         populate {cpu_line(populate_cpu, populate_s)}\n"
+            f"         replay   {cpu_line(replay_cpu, stats.elapsed())}\n"
+            f"         load average (1 min) before: {load_before:.2f}, "
+            f"after: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
+        )
+        return 0 if report.ok and not stats.verification_failures else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

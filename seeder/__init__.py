@@ -1,0 +1,42 @@
+"""The Shop seeder: realistic reproducible data, simulated shoppers and a cross-service audit.
+
+The seeder is a client program. It talks to the four services over HTTP only,
+exactly as any other client would, and owns no data of its own.
+
+Commands (``python -m seeder --help``):
+
+``populate``
+    Faker customers (with passwords the seeder can derive again from the seed,
+    see :func:`seeder.data.derive_password`), topped-up wallets and a
+    catalogue across the four categories, through the admin bulk endpoints.
+    Re-running it with the same seed creates nothing twice and says what
+    already exists.
+``replay``
+    Simulated shoppers log in, browse, buy with skewed popularity, top up when
+    short and review what they bought; an admin moderates most reviews and
+    restocks sold-out products. Every outcome is checked against the services
+    (history, balance), not only the status code.
+``audit``
+    The invariants of ARCHITECTURE §7 across services, read through the admin
+    endpoints: exit 1 on any violation.
+``demo``
+    What ``make run`` and ``docker compose`` use: wait for the services,
+    populate once if the shop is empty, then replay gently until stopped.
+
+Configuration comes from the environment (``CUSTOMERS_URL``, ``INVENTORY_URL``,
+``SALES_URL``, ``REVIEWS_URL``, ``ADMIN_USERNAME``, ``ADMIN_PASSWORD``); every
+value has a flag that overrides it.
+
+Exit codes: ``0`` success; ``1`` audit violations, result checks that failed
+or a command the services refused; ``2`` usage error; ``3`` a service is
+unreachable or not ready.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+__all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE"]

@@ -1,0 +1,710 @@
+"""The seeder's command line: ``populate``, ``replay``, ``audit`` and ``demo``.
+
+Exit codes: 0 success; 1 audit violations, failed result checks or a command
+the services refused; 2 usage error; 3 a service unreachable or not ready.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from seeder import EXIT_FAILURE, EXIT_OK
+from seeder.audit import EXAMPLES, Auditor, AuditReport
+from seeder.client import Login, SeederError, Services, ServiceUnreachable, admin_login
+from seeder.config import Config
+from seeder.data import CustomerFactory
+from seeder.populate import PopulateResult, Populator, shop_is_empty
+from seeder.replay import Replay, ReplayOptions, Stats, discover_customers, load_catalog
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 success; 1 audit violations, failed result checks or a refused command; "
+    "2 usage error; 3 a service unreachable or not ready."
+)
+
+
+def _console() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _error_console() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+# --- shared options ---------------------------------------------------------------------------
+
+
+def connection_options(command: F) -> F:
+    """Service URLs, admin credentials, timeout and ``--wait`` (environment first, flags win)."""
+    options = [
+        click.option(
+            "--customers-url", envvar="CUSTOMERS_URL", show_envvar=True, help="Customers service."
+        ),
+        click.option(
+            "--inventory-url", envvar="INVENTORY_URL", show_envvar=True, help="Inventory service."
+        ),
+        click.option("--sales-url", envvar="SALES_URL", show_envvar=True, help="Sales service."),
+        click.option(
+            "--reviews-url", envvar="REVIEWS_URL", show_envvar=True, help="Reviews service."
+        ),
+        click.option("--admin-username", envvar="ADMIN_USERNAME", show_envvar=True),
+        click.option("--admin-password", envvar="ADMIN_PASSWORD", show_envvar=True),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(0.1, 600),
+            default=30.0,
+            show_default=True,
+            help="Seconds to wait for one answer.",
+        ),
+        click.option(
+            "--wait",
+            "wait_s",
+            type=click.FloatRange(0, 3600),
+            default=0.0,
+            show_default=True,
+            help="Wait up to this many seconds for the services' /readyz before starting.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _config(kwargs: dict[str, Any]) -> tuple[Config, float]:
+    """Pop the connection options out of ``kwargs``: the configuration and the wait."""
+    config = Config.from_env(
+        customers_url=kwargs.pop("customers_url"),
+        inventory_url=kwargs.pop("inventory_url"),
+        sales_url=kwargs.pop("sales_url"),
+        reviews_url=kwargs.pop("reviews_url"),
+        admin_username=kwargs.pop("admin_username"),
+        admin_password=kwargs.pop("admin_password"),
+        read_timeout_s=kwargs.pop("timeout"),
+    )
+    return config, float(kwargs.pop("wait_s"))
+
+
+def reports_errors(command: F) -> F:
+    """Turn :class:`SeederError` into one clear message and its exit code (never a traceback)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except SeederError as exc:
+            _error_console().print(f"[bold red]error:[/] {exc}")
+            if isinstance(exc, ServiceUnreachable):
+                _error_console().print(
+                    "Is it running? Set the URL with the environment variable "
+                    f"{exc.service.upper()}_URL or the --{exc.service}-url flag."
+                    if exc.service in ("customers", "inventory", "sales", "reviews")
+                    else "Are the services running?"
+                )
+            sys.exit(exc.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _ready(services: Services, needed: tuple[str, ...], wait_s: float, console: Console) -> None:
+    if wait_s > 0:
+        console.print(f"Waiting up to {wait_s:g} s for {', '.join(needed)} to be ready...")
+    services.check_ready(needed, wait_s)
+
+
+# --- the group --------------------------------------------------------------------------------
+
+
+@click.group(
+    help="Fill the Shop with realistic data, replay shoppers against it and audit it.\n\n"
+    + EXIT_CODES_HELP,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(package_name="shop", prog_name="seeder")
+def cli() -> None:
+    """The seeder's command group."""
+
+
+def main() -> None:
+    """Entry point of ``python -m seeder``."""
+    cli(prog_name="python -m seeder")
+
+
+# --- populate ---------------------------------------------------------------------------------
+
+
+def _populate_table(result: PopulateResult) -> Table:
+    table = Table(title=f"populate, seed {result.seed}", title_justify="left")
+    table.add_column("")
+    table.add_column("asked", justify="right")
+    table.add_column("created", justify="right")
+    table.add_column("already there", justify="right")
+    table.add_row(
+        "customers",
+        f"{result.customers_requested:,}",
+        f"{result.customers_created:,}",
+        f"{result.customers_existing:,}",
+    )
+    table.add_row(
+        "wallet top-ups",
+        "",
+        f"{result.wallets_topped_up:,} ({result.money_topped_up:,.2f})",
+        "",
+    )
+    table.add_row(
+        "products",
+        f"{result.products_requested:,}",
+        f"{result.products_created:,}",
+        f"{result.products_existing:,}",
+    )
+    return table
+
+
+def run_populate(
+    services: Services,
+    admin: Login,
+    console: Console,
+    *,
+    customers: int,
+    products: int,
+    seed: int,
+    batch_size: int = 1000,
+    parallel: int = 2,
+    if_empty: bool = False,
+) -> PopulateResult:
+    """Populate with a progress display and a summary; returns what was done."""
+    if if_empty and not shop_is_empty(services, admin):
+        console.print("The shop already has data: nothing to populate (--if-empty).")
+        return PopulateResult(seed, skipped_not_empty=True)
+    console.print(
+        f"Populating seed {seed}: {customers:,} customers and {products:,} products "
+        f"({services.config.customers_url}, {services.config.inventory_url})"
+    )
+    progress = Progress(
+        TextColumn("{task.description:<9}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=not console.is_terminal,
+    )
+    tasks = {
+        "customers": progress.add_task("customers", total=customers),
+        "wallets": progress.add_task("wallets", total=None, visible=False),
+        "products": progress.add_task("products", total=products),
+    }
+
+    def advance(kind: str, count: int) -> None:
+        progress.update(tasks[kind], advance=count, visible=True)
+
+    populator = Populator(
+        services, admin, seed, batch_size=batch_size, parallel=parallel, on_progress=advance
+    )
+    with progress:
+        result = populator.run(customers, products)
+    console.print(_populate_table(result))
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    existing = result.customers_existing + result.products_existing
+    if existing and not (result.customers_created or result.products_created):
+        console.print(
+            f"Seed {seed} was already populated: {result.customers_existing:,} customers and "
+            f"{result.products_existing:,} products already exist; nothing was created."
+        )
+    elif existing:
+        console.print(
+            f"{result.customers_existing:,} customers and {result.products_existing:,} products "
+            "already existed and were left as they are."
+        )
+    created = result.customers_created + result.products_created
+    rate = f" ({created / result.elapsed_s:,.0f} records/s)" if created and result.elapsed_s else ""
+    console.print(f"Done in {result.elapsed_s:.2f} s{rate}.")
+    return result
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.option(
+    "--customers",
+    "customer_count",
+    type=click.IntRange(0, 1_000_000),
+    default=200,
+    show_default=True,
+    help="How many customers (the seed's first N).",
+)
+@click.option(
+    "--products",
+    "product_count",
+    type=click.IntRange(0, 1_000_000),
+    default=100,
+    show_default=True,
+    help="How many products (the seed's first M).",
+)
+@click.option("--seed", type=int, default=42, show_default=True, help="Same seed, same data.")
+@click.option("--batch-size", type=click.IntRange(1, 1000), default=1000, show_default=True)
+@click.option(
+    "--parallel",
+    type=click.IntRange(1, 8),
+    default=2,
+    show_default=True,
+    help="Batch requests in flight at once.",
+)
+@click.option("--if-empty", is_flag=True, help="Do nothing if the shop already has any data.")
+@connection_options
+@reports_errors
+def populate(
+    customer_count: int,
+    product_count: int,
+    seed: int,
+    batch_size: int,
+    parallel: int,
+    if_empty: bool,
+    **kwargs: Any,
+) -> None:
+    """Create the seed's customers (wallets topped up) and products through the bulk APIs.
+
+    Running it again with the same seed creates nothing twice and says what exists.
+    Customer passwords are derived from the seed (see seeder.data.derive_password).
+    """
+    config, wait_s = _config(kwargs)
+    console = _console()
+    services = Services(config)
+    _ready(services, ("customers", "inventory"), wait_s, console)
+    admin = admin_login(services)
+    run_populate(
+        services,
+        admin,
+        console,
+        customers=customer_count,
+        products=product_count,
+        seed=seed,
+        batch_size=batch_size,
+        parallel=parallel,
+        if_empty=if_empty,
+    )
+
+
+# --- replay -----------------------------------------------------------------------------------
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:,.0f} ms"
+
+
+def _counter_text(counter: dict[str, int]) -> str:
+    return ", ".join(f"{name} {count:,}" for name, count in sorted(counter.items())) or "-"
+
+
+def stats_table(replay: Replay, title: str) -> Table:
+    """The replay's counters as a two-column table."""
+    stats: Stats = replay.stats
+    with stats.lock:
+        failed = dict(stats.failed)
+        skipped = dict(stats.skipped)
+        reviews = dict(stats.reviews)
+        moderation = dict(stats.moderation)
+        attempts, completed = stats.attempts, stats.completed
+        top_ups, money_topped_up = stats.top_ups, stats.money_topped_up
+        spent, units, restocks = stats.money_spent, stats.units_bought, stats.restocks
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("attempts", f"{attempts:,}")
+    table.add_row("completed", f"{completed:,} ({units:,} units, {spent:,.2f} spent)")
+    table.add_row("failed", f"{sum(failed.values()):,}  {_counter_text(failed)}")
+    table.add_row("skipped", f"{sum(skipped.values()):,}  {_counter_text(skipped)}")
+    table.add_row("top-ups", f"{top_ups:,} ({money_topped_up:,.2f})")
+    table.add_row("reviews", _counter_text(reviews))
+    table.add_row("moderation", _counter_text(moderation))
+    table.add_row("restocks", f"{restocks:,}")
+    table.add_row("rate", f"{stats.rate():,.1f} attempts/s over {stats.elapsed():,.1f} s")
+    table.add_row(
+        "purchase latency",
+        f"p50 {_ms(stats.percentile('purchase', 50))}, p99 {_ms(stats.percentile('purchase', 99))}",
+    )
+    table.add_row(
+        "attempt latency",
+        f"p50 {_ms(stats.percentile('attempt', 50))}, p99 {_ms(stats.percentile('attempt', 99))}",
+    )
+    return table
+
+
+def _status_line(replay: Replay) -> str:
+    stats = replay.stats
+    with stats.lock:
+        failed = sum(stats.failed.values())
+        attempts, completed = stats.attempts, stats.completed
+    return (
+        f"replay: {attempts:,} attempts, {completed:,} completed, {failed:,} failed, "
+        f"{stats.rate():.1f}/s, p50 {_ms(stats.percentile('purchase', 50))}, "
+        f"p99 {_ms(stats.percentile('purchase', 99))}"
+    )
+
+
+@contextmanager
+def _stop_on_signals(replay: Replay, console: Console) -> Iterator[None]:
+    """Ctrl-C (or SIGTERM) stops the replay cleanly; a second Ctrl-C interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        if replay.stop_event.is_set():
+            raise KeyboardInterrupt
+        console.print("Stopping: waiting for the purchases in flight (Ctrl-C again to quit)...")
+        replay.stop()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def prepare_replay(
+    services: Services, admin: Login, console: Console, options: ReplayOptions
+) -> Replay:
+    """Find the seed's shoppers and the catalogue, check reviews, build the replay."""
+    seed = options.seed
+    count = options.customers
+    if count is None:
+        count = discover_customers(services, admin, seed)
+        if count == 0:
+            raise SeederError(
+                f"No customers of seed {seed} at {services.config.customers_url}: "
+                f"run 'python -m seeder populate --seed {seed}' first."
+            )
+    shoppers = [spec.username for spec in CustomerFactory(seed).first(count)]
+    catalog = load_catalog(services)
+    reviews_enabled = True
+    try:
+        services.reviews.ready()
+    except ServiceUnreachable as exc:
+        reviews_enabled = False
+        console.print(f"[yellow]warning:[/] {exc} Reviews will be skipped.")
+    return Replay(services, admin, options, shoppers, catalog, reviews_enabled=reviews_enabled)
+
+
+def _watch(replay: Replay, console: Console, report_every_s: float) -> None:
+    """Run the replay in a thread; show live progress until it ends (Ctrl-C stops it)."""
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            replay.run()
+        except BaseException as exc:
+            failure.append(exc)
+            replay.stop()
+
+    worker = threading.Thread(target=work, name="replay", daemon=True)
+    title = "replay (Ctrl-C stops)"
+    with _stop_on_signals(replay, console):
+        worker.start()
+        if console.is_terminal:
+            with Live(
+                stats_table(replay, title), console=console, refresh_per_second=4, transient=True
+            ) as live:
+                while worker.is_alive():
+                    worker.join(0.25)
+                    live.update(stats_table(replay, title))
+        else:
+            next_report = time.monotonic() + report_every_s
+            while worker.is_alive():
+                worker.join(0.25)
+                if report_every_s > 0 and time.monotonic() >= next_report:
+                    console.print(_status_line(replay))
+                    next_report += report_every_s
+    if failure:
+        raise failure[0]
+
+
+def run_replay(
+    services: Services,
+    admin: Login,
+    console: Console,
+    options: ReplayOptions,
+    *,
+    report_every_s: float = 10.0,
+    outcomes_path: Path | None = None,
+) -> Replay:
+    """Load shoppers and catalogue, run the replay with a live display, print the summary."""
+    replay = prepare_replay(services, admin, console, options)
+    if options.purchases is not None:
+        what = f"{options.purchases:,} purchases"
+    elif options.duration_s:
+        what = f"for {options.duration_s:g} s"
+    else:
+        what = "until stopped"
+    pace = f"{options.rate:g}/s" if options.rate else "as fast as possible"
+    console.print(
+        f"Replaying seed {options.seed}: {len(replay.shoppers):,} shoppers, "
+        f"{len(replay.catalog):,} products in stock, {what}, {pace}, "
+        f"concurrency {options.concurrency}."
+    )
+    _watch(replay, console, report_every_s)
+    console.print(stats_table(replay, f"replay summary, seed {options.seed}"))
+    if replay.stats.verification_failures:
+        console.print("[bold red]Result checks failed:[/]")
+        for line in replay.stats.verification_failures:
+            console.print(f"  {line}")
+    if replay.stats.errors:
+        console.print("[yellow]Unexpected answers (counted as failures):[/]")
+        for line in replay.stats.errors:
+            console.print(f"  {line}")
+    if outcomes_path is not None:
+        with outcomes_path.open("w") as handle:
+            for outcome in replay.outcomes:
+                handle.write(json.dumps(outcome.record(), sort_keys=True) + "\n")
+        console.print(f"Outcomes written to {outcomes_path}.")
+    if replay.abort_reason is not None:
+        raise replay.abort_reason
+    return replay
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.option("--purchases", type=click.IntRange(1), help="Stop after this many attempts.")
+@click.option(
+    "--duration",
+    type=click.FloatRange(0),
+    help="Stop after this many seconds (0: run until stopped).",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(0),
+    default=0.0,
+    show_default=True,
+    help="Attempts per second (0: as fast as the concurrency allows).",
+)
+@click.option("--concurrency", type=click.IntRange(1, 256), default=4, show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True, help="The populate seed.")
+@click.option(
+    "--customers",
+    "customer_count",
+    type=click.IntRange(1),
+    help="Shop as the seed's first N customers (default: all of them that exist).",
+)
+@click.option(
+    "--review-share",
+    type=click.FloatRange(0, 1),
+    default=0.3,
+    show_default=True,
+    help="Share of completed purchases that get reviewed.",
+)
+@click.option(
+    "--outcomes",
+    "outcomes_path",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write every attempt's outcome as JSON lines, in attempt order.",
+)
+@click.option(
+    "--report-every",
+    type=click.FloatRange(0),
+    default=10.0,
+    show_default=True,
+    help="Seconds between status lines when the output is not a terminal (0: never).",
+)
+@connection_options
+@reports_errors
+def replay(
+    purchases: int | None,
+    duration: float | None,
+    rate: float,
+    concurrency: int,
+    seed: int,
+    customer_count: int | None,
+    review_share: float,
+    outcomes_path: Path | None,
+    report_every: float,
+    **kwargs: Any,
+) -> None:
+    """Simulated shoppers buy, top up and review; an admin moderates. Ctrl-C stops cleanly.
+
+    Give either --purchases or --duration. With --concurrency 1 the same seed on the
+    same data gives the same sequence of purchases and outcomes.
+    """
+    if (purchases is None) == (duration is None):
+        raise click.UsageError("Give exactly one of --purchases N or --duration SECONDS.")
+    config, wait_s = _config(kwargs)
+    console = _console()
+    services = Services(config, pool_size=max(16, concurrency * 2))
+    _ready(services, ("customers", "inventory", "sales"), wait_s, console)
+    admin = admin_login(services)
+    options = ReplayOptions(
+        seed=seed,
+        purchases=purchases,
+        duration_s=duration,
+        rate=rate,
+        concurrency=concurrency,
+        customers=customer_count,
+        review_share=review_share,
+        keep_outcomes=purchases is not None or outcomes_path is not None,
+    )
+    result = run_replay(
+        services,
+        admin,
+        console,
+        options,
+        report_every_s=report_every,
+        outcomes_path=outcomes_path,
+    )
+    if result.stats.verification_failures:
+        sys.exit(EXIT_FAILURE)
+
+
+# --- audit ------------------------------------------------------------------------------------
+
+
+def print_audit(report: AuditReport, console: Console) -> None:
+    """The audit as tables: one row per check, then the violations of each failed check."""
+    table = Table(title="audit", title_justify="left")
+    table.add_column("check")
+    table.add_column("checked", justify="right")
+    table.add_column("result")
+    for check in report.checks:
+        result = (
+            Text("ok", style="green")
+            if check.ok
+            else Text(f"{len(check.violations):,} violations", style="bold red")
+        )
+        table.add_row(check.name, f"{check.checked:,}", result)
+    console.print(table)
+    for check in report.checks:
+        if check.ok:
+            continue
+        detail = Table(title=f"violations: {check.name}", title_justify="left", style="red")
+        detail.add_column("")
+        for line in check.violations[:EXAMPLES]:
+            detail.add_row(line)
+        if len(check.violations) > EXAMPLES:
+            detail.add_row(f"... and {len(check.violations) - EXAMPLES:,} more")
+        console.print(detail)
+    totals = Table(title="what the audit saw", title_justify="left", show_header=False)
+    totals.add_column(style="bold")
+    totals.add_column()
+    sales = report.sales
+    totals.add_row(
+        "sales",
+        f"{sum(sales.values()):,}: {sales.get('completed', 0):,} completed, "
+        f"{sales.get('failed', 0):,} failed, {sales.get('pending', 0):,} pending",
+    )
+    totals.add_row("in flight (not judged)", f"{report.in_flight:,}")
+    totals.add_row("units sold", f"{report.units_sold:,}")
+    totals.add_row("money in completed sales", f"{report.money_in_sales:,.2f}")
+    totals.add_row("money debited (net of refunds)", f"{report.money_debited:,.2f}")
+    totals.add_row("sale ledger entries", f"{report.ledger_entries:,}")
+    totals.add_row("reservations", f"{report.reservations:,}")
+    totals.add_row("wallets", f"{report.wallets_checked:,} holding {report.total_balance:,.2f}")
+    totals.add_row("products", f"{report.products_checked:,}")
+    console.print(totals)
+    if report.ok:
+        console.print(f"[bold green]Audit passed[/] in {report.elapsed_s:.2f} s.")
+    else:
+        console.print(
+            f"[bold red]Audit FAILED:[/] {report.violations:,} violations "
+            f"in {sum(not c.ok for c in report.checks)} checks."
+        )
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.option(
+    "--pending-after",
+    type=click.FloatRange(0),
+    default=60.0,
+    show_default=True,
+    help="A sale pending longer than this many seconds is a violation.",
+)
+@connection_options
+@reports_errors
+def audit(pending_after: float, **kwargs: Any) -> None:
+    """Check the invariants of a sale across services; exit 1 on any violation."""
+    config, wait_s = _config(kwargs)
+    console = _console()
+    services = Services(config)
+    _ready(services, ("customers", "inventory", "sales"), wait_s, console)
+    admin = admin_login(services)
+    report = Auditor(services, admin, pending_after).run()
+    print_audit(report, console)
+    sys.exit(EXIT_OK if report.ok else EXIT_FAILURE)
+
+
+# --- demo -------------------------------------------------------------------------------------
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.option(
+    "--customers", "customer_count", type=click.IntRange(0), default=200, show_default=True
+)
+@click.option("--products", "product_count", type=click.IntRange(0), default=100, show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--rate", type=click.FloatRange(0), default=1.0, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1, 256), default=2, show_default=True)
+@click.option(
+    "--duration",
+    type=click.FloatRange(0),
+    default=0.0,
+    show_default=True,
+    help="Seconds of replay (0: until stopped).",
+)
+@connection_options
+@reports_errors
+def demo(
+    customer_count: int,
+    product_count: int,
+    seed: int,
+    rate: float,
+    concurrency: int,
+    duration: float,
+    **kwargs: Any,
+) -> None:
+    """Populate, then replay gently until stopped: what make run and docker compose run.
+
+    Populating again with the same seed creates nothing, so restarts are cheap. The replay
+    runs at --rate 1 with --concurrency 2 until Ctrl-C or SIGTERM (or --duration).
+    """
+    config, wait_s = _config(kwargs)
+    console = _console()
+    services = Services(config, pool_size=max(16, concurrency * 2))
+    _ready(services, ("customers", "inventory", "sales"), wait_s, console)
+    admin = admin_login(services)
+    run_populate(
+        services,
+        admin,
+        console,
+        customers=customer_count,
+        products=product_count,
+        seed=seed,
+    )
+    options = ReplayOptions(
+        seed=seed,
+        duration_s=duration,
+        rate=rate,
+        concurrency=concurrency,
+        keep_outcomes=False,
+    )
+    result = run_replay(services, admin, console, options)
+    sys.exit(EXIT_FAILURE if result.stats.verification_failures else EXIT_OK)
+
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,263 @@
+"""The seeder against real service processes: populate, replay, audit, determinism, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from seeder import data
+from shopkit.stack import free_port
+from tests.seeder.conftest import Run, ShopReader
+
+pytestmark = pytest.mark.processes
+
+
+def ok(result: Any) -> str:
+    assert result.exit_code == 0, result.output
+    return str(result.output)
+
+
+def test_populate_replay_audit(run_seeder: Run, shop_reader: ShopReader, seeder_stack: Any) -> None:
+    output = ok(run_seeder("populate", "--customers", "30", "--products", "20", "--seed", "7"))
+    assert "customers" in output and "Done in" in output
+    customers, products = shop_reader.customers(), shop_reader.products()
+    assert len(customers) == 30 and len(products) == 20
+    expected = data.customers(7, 30)
+    assert [c["username"] for c in customers] == sorted(c.username for c in expected)
+    topped = {c.username: c.top_up or "0.00" for c in expected}
+    assert all(c["balance"] == topped[c["username"]] for c in customers)
+    # A seeded customer logs in with the password derived from the seed.
+    assert seeder_stack.token(expected[0].username, data.derive_password(7, expected[0].username))
+
+    output = ok(run_seeder("replay", "--purchases", "40", "--concurrency", "4", "--seed", "7"))
+    assert "replay summary" in output and "attempts" in output
+    assert "Result checks failed" not in output
+    sales = shop_reader.sales()
+    assert 0 < len(sales) <= 40
+    assert any(s["status"] == "completed" for s in sales)
+
+    output = ok(run_seeder("audit"))
+    assert "Audit passed" in output
+
+
+def test_populate_twice_creates_nothing_twice(run_seeder: Run, shop_reader: ShopReader) -> None:
+    args = ("populate", "--customers", "25", "--products", "15", "--seed", "3")
+    ok(run_seeder(*args))
+    before = (shop_reader.customers(), shop_reader.products())
+    output = ok(run_seeder(*args))
+    assert "already populated" in output
+    assert "25 customers and 15 products already exist" in output
+    assert (shop_reader.customers(), shop_reader.products()) == before  # balances included
+
+    # A bigger run with the same seed adds only what is missing (and tops up only the new).
+    output = ok(run_seeder("populate", "--customers", "40", "--products", "24", "--seed", "3"))
+    assert "25 customers and 15 products already existed" in output
+    customers, products = shop_reader.customers(), shop_reader.products()
+    assert len(customers) == 40 and len(products) == 24
+    assert [c for c in customers if c["username"] in {b["username"] for b in before[0]}] == (
+        before[0]
+    )
+    assert products == sorted(
+        [p.payload() | {"archived": False} for p in data.products(3, 24)],
+        key=lambda p: p["description"],
+    )
+
+
+def test_same_seed_on_a_fresh_database_gives_identical_data(
+    run_seeder: Run, shop_reader: ShopReader, reset_shop: Callable[[], None]
+) -> None:
+    args = (
+        "populate",
+        "--customers",
+        "40",
+        "--products",
+        "30",
+        "--seed",
+        "11",
+        "--batch-size",
+        "16",
+    )
+    ok(run_seeder(*args))
+    first = (shop_reader.customers(), shop_reader.products())
+    reset_shop()
+    assert shop_reader.customers() == []
+    ok(run_seeder(*args))
+    assert (shop_reader.customers(), shop_reader.products()) == first
+    assert len(first[0]) == 40 and len(first[1]) == 30
+
+
+def test_replay_with_one_shopper_at_a_time_repeats_exactly(
+    run_seeder: Run, reset_shop: Callable[[], None], tmp_path: Path
+) -> None:
+    def one_run(name: str) -> list[dict[str, Any]]:
+        reset_shop()
+        ok(run_seeder("populate", "--customers", "8", "--products", "6", "--seed", "5"))
+        path = tmp_path / f"{name}.jsonl"
+        ok(
+            run_seeder(
+                "replay",
+                "--purchases",
+                "20",
+                "--concurrency",
+                "1",
+                "--seed",
+                "5",
+                "--review-share",
+                "0.5",
+                "--outcomes",
+                str(path),
+            )
+        )
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    first, second = one_run("first"), one_run("second")
+    assert first == second
+    assert [o["attempt"] for o in first] == list(range(20))
+    assert any(o["outcome"] == "completed" for o in first)
+    assert any((o["review"] or "").endswith("*") for o in first)
+
+
+def test_audit_detects_injected_violations(run_seeder: Run, sql: Callable[..., list[Any]]) -> None:
+    ok(run_seeder("populate", "--customers", "10", "--products", "8", "--seed", "9"))
+    ok(run_seeder("replay", "--purchases", "12", "--concurrency", "2", "--seed", "9"))
+    ok(run_seeder("audit"))
+
+    # A debit with no sale behind it (and a ledger that no longer matches the balance).
+    customer_id, balance = sql(
+        "SELECT id, balance FROM customers.customers WHERE role = 'customer' AND balance >= 1 "
+        "ORDER BY id LIMIT 1"
+    )[0]
+    sql(
+        "INSERT INTO customers.ledger_entries (customer_id, kind, amount, balance_after, actor, "
+        "sale_id) VALUES (:c, 'sale_debit', -1.00, :b, 'test', gen_random_uuid())",
+        c=customer_id,
+        b=Decimal(balance) - 1,
+    )
+    result = run_seeder("audit")
+    assert result.exit_code == 1, result.output
+    assert "for unknown sale" in result.output
+    assert "Audit FAILED" in result.output and "Traceback" not in result.output
+
+    sql("DELETE FROM customers.ledger_entries WHERE actor = 'test'")
+    ok(run_seeder("audit"))
+
+    # Stock given back for a completed sale while its money is kept.
+    (sale_id,) = sql(
+        "UPDATE inventory.reservations SET status = 'released', released_at = now() "
+        "WHERE sale_id = (SELECT id FROM sales.sales WHERE status = 'completed' LIMIT 1) "
+        "RETURNING sale_id"
+    )[0]
+    sql("UPDATE sales.sales SET updated_at = now() - interval '1 minute' WHERE id = :s", s=sale_id)
+    result = run_seeder("audit")
+    assert result.exit_code == 1, result.output
+    assert f"sale {sale_id}: reservation released" in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("populate", "--customers", "5", "--products", "5"),
+        ("replay", "--purchases", "5"),
+        ("audit",),
+    ],
+)
+def test_a_service_down_is_a_clear_error(run_seeder: Run, args: tuple[str, ...]) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    result = run_seeder(*args, env={"CUSTOMERS_URL": nowhere})
+    assert result.exit_code == 3, result.output
+    assert f"The customers service at {nowhere} is unreachable" in result.output
+    assert "CUSTOMERS_URL" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_wait_gives_up_with_the_same_clear_error(run_seeder: Run) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    result = run_seeder("audit", "--wait", "1", "--inventory-url", nowhere)
+    assert result.exit_code == 3, result.output
+    assert "Waiting up to 1 s" in result.output
+    assert f"The inventory service at {nowhere} is unreachable" in result.output
+
+
+def test_wrong_admin_password_and_usage_errors(run_seeder: Run) -> None:
+    result = run_seeder("audit", env={"ADMIN_PASSWORD": "not-the-password"})
+    assert result.exit_code == 1, result.output
+    assert "admin login failed" in result.output and "ADMIN_PASSWORD" in result.output
+
+    result = run_seeder("replay", "--seed", "1")
+    assert result.exit_code == 2
+    assert "exactly one of --purchases" in result.output
+
+    result = run_seeder("replay", "--purchases", "3", "--seed", "424242")
+    assert result.exit_code == 1
+    assert "No customers of seed 424242" in result.output
+
+
+def test_ctrl_c_stops_a_replay_cleanly_with_its_summary(
+    run_seeder: Run, seeder_env: dict[str, str]
+) -> None:
+    ok(run_seeder("populate", "--customers", "10", "--products", "10", "--seed", "4"))
+    command = "replay --duration 0 --rate 20 --concurrency 2 --seed 4 --report-every 0.3"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "seeder", *command.split()],
+        env={**os.environ, **seeder_env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    lines = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # wait until it is buying
+        line = process.stdout.readline()
+        lines.append(line)
+        if line.startswith("replay:") and " 0 attempts" not in line:
+            break
+    process.send_signal(signal.SIGINT)
+    rest, _ = process.communicate(timeout=30)
+    output = "".join(lines) + rest
+    assert process.returncode == 0, output
+    assert "Stopping" in output and "replay summary, seed 4" in output
+    assert "Traceback" not in output
+
+
+def test_replay_skips_reviews_when_the_reviews_service_is_down(
+    run_seeder: Run, shop_reader: ShopReader
+) -> None:
+    ok(run_seeder("populate", "--customers", "6", "--products", "5", "--seed", "2"))
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    output = ok(
+        run_seeder(
+            "replay",
+            "--purchases",
+            "8",
+            "--review-share",
+            "1",
+            "--seed",
+            "2",
+            env={"REVIEWS_URL": nowhere},
+        )
+    )
+    assert f"The reviews service at {nowhere} is unreachable" in output
+    assert "Reviews will be skipped" in output
+    assert "skipped: reviews unavailable" in output
+    assert any(s["status"] == "completed" for s in shop_reader.sales())
+
+
+def test_demo_populates_once_then_replays(run_seeder: Run, shop_reader: ShopReader) -> None:
+    args = ("demo", "--customers", "10", "--products", "8", "--seed", "6", "--duration", "2")
+    output = ok(run_seeder(*args, "--rate", "5", "--wait", "5"))
+    assert "Populating seed 6" in output and "replay summary, seed 6" in output
+    output = ok(run_seeder(*args, "--rate", "5"))
+    assert "Seed 6 was already populated" in output
+    assert len(shop_reader.customers()) == 10 and len(shop_reader.products()) == 8
+    assert shop_reader.sales()
