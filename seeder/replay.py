@@ -473,9 +473,11 @@ class Replay:
         """``POST /sales``, retried with the same key while the answer is not final."""
         started = time.perf_counter()
         reply: Reply | None = None
+        unreachable: ServiceUnreachable | None = None
         for retry in range(SALE_RETRIES + 1):
-            if retry:
-                time.sleep(0.25 * 2**retry)
+            # Back off before a retry; once the replay is stopping, do not retry at all.
+            if retry and self.stop_event.wait(0.25 * 2**retry):
+                break
             try:
                 reply = self._as(
                     shopper,
@@ -485,14 +487,15 @@ class Replay:
                     json={"product_id": product.id, "quantity": plan.quantity},
                     headers={"Idempotency-Key": self.key(plan.attempt, "sale")},
                 )
-            except ServiceUnreachable:
-                if retry == SALE_RETRIES:
-                    raise
+            except ServiceUnreachable as exc:
+                reply, unreachable = None, exc
                 continue
             if reply.status == 503 or (reply.status == 409 and reply.code == "sale_in_progress"):
                 continue
             break
-        assert reply is not None
+        if reply is None:
+            assert unreachable is not None
+            raise unreachable
         return reply, time.perf_counter() - started
 
     def _settle(
