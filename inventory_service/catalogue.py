@@ -59,7 +59,8 @@ def search_statement(args: dict[str, Any]) -> Select[tuple[Product]]:
     # With a text query, find the matches first (GIN index), then sort them.
     # ``OFFSET 0`` keeps PostgreSQL from instead walking a sorted index and
     # testing each row until a page is full: with a rare or absent word that
-    # walk reads the whole table (seconds on a large catalogue, not milliseconds).
+    # walk reads the whole table (measured: 175 ms instead of 0.04 ms at 200,000
+    # products, and it grows with the catalogue).
     fenced = statement.where(text_match(args["q"])).offset(0).subquery("matches")
     matches = aliased(Product, fenced)
     return select(matches).order_by(*_ordering(matches, sort))
