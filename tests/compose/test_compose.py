@@ -28,6 +28,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+import requests
 import yaml
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
@@ -172,6 +173,9 @@ def service_env(
                 f"http://{other}:{5000 + APP_SERVICES.index(other)}", f"http://127.0.0.1:{port}"
             )
         env[key] = value
+    if name not in ports:  # the seeder: no port, no database, it only talks HTTP
+        assert "DATABASE_URL" not in env
+        return env
     env["PORT"] = str(ports[name])
     compose_db = make_url(env["DATABASE_URL"])
     assert compose_db.host == "postgres"
@@ -217,6 +221,27 @@ def test_every_compose_service_command_becomes_healthy(role_database: URL) -> No
                 assert started[-1].poll() is None, logs[name].read_text()[-3000:]
                 assert time.monotonic() < deadline, f"{name} never became healthy"
                 time.sleep(0.3)
+        # Then the seeder, whose command populates once and replays until stopped.
+        seeder = services["seeder"]
+        env = {**os.environ, **service_env("seeder", seeder, ports, role_database)}
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        logs["seeder"] = Path(f"/tmp/compose-seeder-{os.getpid()}.log")
+        started.append(
+            subprocess.Popen(
+                [interpolate(part, {}) for part in seeder["command"]],
+                env=env,
+                cwd=PROJECT_ROOT,
+                start_new_session=True,
+                stdout=logs["seeder"].open("wb"),
+                stderr=subprocess.STDOUT,
+            )
+        )
+        inventory = f"http://127.0.0.1:{ports['inventory']}/products"
+        deadline = time.monotonic() + 90
+        while requests.get(inventory, timeout=5).json()["total"] < 100:
+            assert started[-1].poll() is None, logs["seeder"].read_text()[-3000:]
+            assert time.monotonic() < deadline, "the seeder never populated the catalogue"
+            time.sleep(0.5)
     finally:
         for process in started:
             if process.poll() is None:
