@@ -13,7 +13,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import BigInteger, Numeric, column, func, select, update, values
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -204,8 +204,10 @@ def consistency(session: Session) -> dict[str, Any]:
 def charge_batch(session: Session, charges: list[dict[str, Any]], actor: str) -> list[LedgerEntry]:
     """Top up many wallets in one transaction (admin, for the seeder): all or none.
 
-    Each charge is a conditional update plus a ledger entry, exactly as a single
-    top-up; unknown usernames are 404 and nothing is charged.
+    One conditional ``UPDATE ... FROM (VALUES ...)`` credits every wallet (the
+    same ``balance <= MAX - amount`` guard as a single top-up), then one ledger
+    entry per charge is written with the balance it left. Unknown usernames
+    are 404 and nothing is charged.
     """
     usernames = {c["username"].lower() for c in charges}
     ids = dict(
@@ -216,18 +218,36 @@ def charge_batch(session: Session, charges: list[dict[str, Any]], actor: str) ->
     missing = sorted(usernames - set(ids))
     if missing:
         raise NotFound("Some customers do not exist.", usernames=missing[:50])
+    totals: dict[int, Decimal] = {}
+    for item in charges:
+        customer_id = ids[item["username"].lower()]
+        totals[customer_id] = totals.get(customer_id, Decimal(0)) + item["amount"]
+    batch = values(column("id", BigInteger), column("amount", Numeric(12, 2)), name="batch").data(
+        list(totals.items())
+    )
+    balances = dict(
+        session.execute(
+            update(Customer)
+            .where(Customer.id == batch.c.id, Customer.balance <= MAX_BALANCE - batch.c.amount)
+            .values(balance=Customer.balance + batch.c.amount)
+            .returning(Customer.id, Customer.balance)
+            .execution_options(synchronize_session=False)
+        ).all()
+    )
+    if len(balances) != len(totals):
+        over = next(u for u, i in ids.items() if i in totals and i not in balances)
+        raise Conflict("balance_limit", f"{over}: balance would exceed its limit.")
+    running = {cid: balances[cid] - total for cid, total in totals.items()}
     entries = []
     for item in charges:
         customer_id = ids[item["username"].lower()]
-        balance = _credit(session, customer_id, item["amount"])
-        if balance is None:
-            raise Conflict("balance_limit", f"{item['username']}: balance would exceed its limit.")
+        running[customer_id] += item["amount"]
         entries.append(
             LedgerEntry(
                 customer_id=customer_id,
                 kind="charge",
                 amount=item["amount"],
-                balance_after=balance,
+                balance_after=running[customer_id],
                 actor=actor,
             )
         )
