@@ -681,7 +681,7 @@ def demo(
     """Populate, then replay gently until stopped: what make run and docker compose run.
 
     Populating again with the same seed creates nothing, so restarts are cheap. The replay
-    runs at --rate 1 with --concurrency 2 until Ctrl-C or SIGTERM (or --duration).
+    runs at ``--rate 1`` with ``--concurrency 2`` until Ctrl-C or SIGTERM (or ``--duration``).
     """
     config, wait_s = _config(kwargs)
     console = _console()
