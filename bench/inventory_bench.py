@@ -13,8 +13,13 @@ migrates the inventory schema, then:
    in batches of 1,000 and reports products per second (validation, insert with
    all indexes, and the JSON answer included);
 2. sends ``--requests`` listing requests ``GET /products?category=<c>&q=<word>``
-   (plus ``in_stock`` on every other one) and reports the median and p95
-   latency of one request.
+   (plus ``in_stock`` on every other one; whole words and prefixes) and reports
+   the median and p95 latency of one request, twice: right after the bulk
+   load, and in the steady state once autovacuum has vacuumed and analysed the
+   table (it does within a minute or so of a bulk load; after ``--wait``
+   seconds the script runs ``VACUUM ANALYZE`` itself and says so). Until then
+   the planner has no statistics and the GIN index's pending list is unmerged,
+   which makes the first figure the worst case.
 
 In-process mode signs its own admin token; ``--http`` starts the customers
 service too, because the inventory service verifies tokens against its keys.
@@ -222,12 +227,38 @@ def bench_listing(
     return timings, statistics.mean(hits)
 
 
+def wait_for_autovacuum(url: str, timeout_s: float) -> str:
+    """Wait until autovacuum has vacuumed and analysed ``products``; else do it here."""
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    query = text(
+        "SELECT coalesce(last_autovacuum, last_vacuum) IS NOT NULL "
+        "AND coalesce(last_autoanalyze, last_analyze) IS NOT NULL "
+        "FROM pg_stat_user_tables WHERE schemaname = 'inventory' AND relname = 'products'"
+    )
+    deadline = time.monotonic() + timeout_s
+    try:
+        with engine.connect() as conn:
+            while time.monotonic() < deadline:
+                if conn.execute(query).scalar():
+                    return "after autovacuum"
+                time.sleep(2)
+            conn.execute(text("VACUUM ANALYZE inventory.products"))
+            return (
+                f"after a manual VACUUM ANALYZE (autovacuum had not run within {timeout_s:.0f} s)"
+            )
+    finally:
+        engine.dispose()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--http", action="store_true", help="run gunicorn processes, use HTTP")
     parser.add_argument("--products", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--wait", type=float, default=90, help="seconds to wait for autovacuum (default 90)"
+    )
     args = parser.parse_args()
 
     products = catalogue(args.products, args.seed)
@@ -235,11 +266,11 @@ def main() -> int:
         call, stop = (over_http if args.http else in_process)(url)
         try:
             rate, median_rate = bench_batch(call, products)
-            timings, mean_hits = bench_listing(call, products, args.requests, args.seed)
+            fresh, _ = bench_listing(call, products, args.requests, args.seed)
+            steady_label = wait_for_autovacuum(url, args.wait)
+            steady, mean_hits = bench_listing(call, products, args.requests, args.seed + 1)
         finally:
             stop()
-    median = statistics.median(timings)
-    p95 = statistics.quantiles(timings, n=20)[-1]
     mode = "HTTP, gunicorn" if args.http else "in-process, Flask test client"
     where = "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded"
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
@@ -250,10 +281,15 @@ def main() -> int:
         f"products/s overall, {median_rate:,.0f} per median batch (target >= 5,000) {verdict}"
     )
     print(
-        f"  listing, category + q over {args.products} products, {args.requests} requests "
-        f"(mean {mean_hits:.0f} matches): median {median:.2f} ms, p95 {p95:.2f} ms "
-        f"(target median <= 10 ms) {'OK' if median <= 10 else 'MISSED'}"
+        f"  listing, category + q over {args.products} products, {args.requests} requests each, "
+        f"mean {mean_hits:.0f} matches:"
     )
+    for label, timings in (("right after the bulk load", fresh), (steady_label, steady)):
+        median = statistics.median(timings)
+        p95 = statistics.quantiles(timings, n=20)[-1]
+        print(f"    {label}: median {median:.2f} ms, p95 {p95:.2f} ms")
+    verdict = "OK" if statistics.median(steady) <= 10 else "MISSED"
+    print(f"    target: steady-state median <= 10 ms {verdict}")
     return 0
 
 

@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, func, insert, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Integer,
+    Numeric,
+    Row,
+    Select,
+    String,
+    bindparam,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.orm import Session
 
 from inventory_service.models import MAX_ID, Product
 from shopkit.errors import NotFound
@@ -42,33 +58,112 @@ def text_match(query: str) -> ColumnElement[bool]:
     return Product.search_vector.op("@@", is_comparison=True)(func.inventory.search_query(query))
 
 
-def search_statement(args: dict[str, Any]) -> Select[tuple[Product]]:
-    """The ordered query for ``GET /products`` with its filters (archived never listed)."""
-    statement = select(Product).where(Product.archived.is_(False))
+def _conditions(args: dict[str, Any]) -> list[ColumnElement[bool]]:
+    """The ``WHERE`` conditions of ``GET /products`` (archived products are never listed)."""
+    conditions = [Product.archived.is_(False)]
     if args.get("category") is not None:
-        statement = statement.where(Product.category == args["category"])
+        conditions.append(Product.category == args["category"])
     if args.get("min_price") is not None:
-        statement = statement.where(Product.price >= args["min_price"])
+        conditions.append(Product.price >= args["min_price"])
     if args.get("max_price") is not None:
-        statement = statement.where(Product.price <= args["max_price"])
+        conditions.append(Product.price <= args["max_price"])
     if args.get("in_stock") is not None:
-        statement = statement.where(Product.stock > 0 if args["in_stock"] else Product.stock == 0)
-    sort = args.get("sort") or "newest"
-    if not args.get("q"):
-        return statement.order_by(*_ordering(Product, sort))
-    # With a text query, find the matches first (GIN index), then sort them.
-    # ``OFFSET 0`` keeps PostgreSQL from instead walking a sorted index and
-    # testing each row until a page is full: with a rare or absent word that
-    # walk reads the whole table (measured: 175 ms instead of 0.04 ms at 200,000
-    # products, and it grows with the catalogue).
-    fenced = statement.where(text_match(args["q"])).offset(0).subquery("matches")
-    matches = aliased(Product, fenced)
-    return select(matches).order_by(*_ordering(matches, sort))
+        conditions.append(Product.stock > 0 if args["in_stock"] else Product.stock == 0)
+    if args.get("q"):
+        conditions.append(text_match(args["q"]))
+    return conditions
+
+
+def search_statement(args: dict[str, Any]) -> Select[tuple[Product]]:
+    """The ordered query of ``GET /products`` without a text query (see :func:`search`)."""
+    return (
+        select(Product)
+        .where(*_conditions(args))
+        .order_by(*_ordering(Product, args.get("sort") or "newest"))
+    )
+
+
+@cache
+def _text_search_template(sort: str) -> Select[Any]:
+    """The text-search statement for ``sort``, built once, with every filter a parameter.
+
+    An absent filter is bound to ``NULL``, and ``NULL IS NULL OR ...`` is folded
+    away by the planner (psycopg2 sends the values inline), so each request
+    gets the plan of exactly its filters without rebuilding the statement.
+    """
+    table = Product.__table__
+    c = table.c
+    category = bindparam("category", type_=String)
+    min_price = bindparam("min_price", type_=Numeric(12, 2))
+    max_price = bindparam("max_price", type_=Numeric(12, 2))
+    in_stock = bindparam("in_stock", type_=Boolean)
+    conditions = [
+        c.archived.is_(False),
+        or_(category.is_(None), c.category == category),
+        or_(min_price.is_(None), c.price >= min_price),
+        or_(max_price.is_(None), c.price <= max_price),
+        or_(in_stock.is_(None), (c.stock > 0) == in_stock),
+        c.search_vector.op("@@", is_comparison=True)(
+            func.inventory.search_query(bindparam("q", type_=String))
+        ),
+    ]
+    columns = [c[name] for name in PRODUCT_COLUMNS]
+    matches = select(*columns).where(*conditions).cte("matches").prefix_with("MATERIALIZED")
+    total = select(func.count()).select_from(matches).scalar_subquery().label("total")
+    page = (
+        select(matches)
+        .order_by(*_ordering(matches.c, sort))
+        .limit(bindparam("limit", type_=Integer))
+        .offset(bindparam("offset", type_=Integer))
+        .subquery("page")
+    )
+    one_row = select(literal(1).label("one")).subquery("one_row")
+    return select(total, page).select_from(one_row.outerjoin(page, true()))
+
+
+def text_search_statement(args: dict[str, Any]) -> Select[Any]:
+    """One statement for a page of a text search *and* its total, values bound.
+
+    ``WITH matches AS MATERIALIZED (...)`` evaluates the filters once (the GIN
+    index or the category index finds the candidates); the count and the
+    sorted page both read that set. Compared with a count query plus a page
+    query this halves the text matching, saves a round trip, and can never
+    turn into a walk along a sorted index that tests every row until a page is
+    full (with a rare or absent word that walk reads the whole table: 175 ms
+    instead of 0.04 ms measured at 200,000 products). The page is outer-joined
+    to a one-row table, so the total comes back even when the page is empty.
+    """
+    return _text_search_template(args.get("sort") or "newest").params(_text_search_values(args))
+
+
+def _text_search_values(args: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "category": args.get("category"),
+        "min_price": args.get("min_price"),
+        "max_price": args.get("max_price"),
+        "in_stock": args.get("in_stock"),
+        "q": args["q"],
+        "limit": args["page_size"],
+        "offset": (args["page"] - 1) * args["page_size"],
+    }
 
 
 def search(session: Session, args: dict[str, Any]) -> dict[str, Any]:
-    """A page of listed products matching the filters, with the total count."""
-    return paginate(session, search_statement(args), args["page"], args["page_size"])
+    """A page of listed products matching the filters, with the total count.
+
+    Items are :class:`Product` objects, or rows with the same attributes for a
+    text search (:func:`text_search_statement`).
+    """
+    if not args.get("q"):
+        return paginate(session, search_statement(args), args["page"], args["page_size"])
+    template = _text_search_template(args.get("sort") or "newest")
+    rows = session.execute(template, _text_search_values(args)).all()
+    return {
+        "items": [row for row in rows if row.id is not None],
+        "page": args["page"],
+        "page_size": args["page_size"],
+        "total": rows[0].total,
+    }
 
 
 def get_product(

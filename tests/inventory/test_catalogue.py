@@ -236,9 +236,9 @@ def test_sort_orders(
 def test_search_uses_the_index(
     inventory_app: Any, db_engine: Engine, shelf: list[dict[str, Any]]
 ) -> None:
-    from inventory_service.catalogue import search_statement
+    from inventory_service.catalogue import text_search_statement
 
-    statement = search_statement({"q": "wireless spea"})
+    statement = text_search_statement({"q": "wireless spea", "page": 1, "page_size": 20})
     sql = str(statement.compile(db_engine, compile_kwargs={"literal_binds": True}))
     with db_engine.begin() as conn:
         conn.execute(text("SET LOCAL enable_seqscan = off"))  # five rows: force an index
@@ -330,3 +330,14 @@ def test_collections_render_products_exactly_like_the_schema(
     for item in [*batch, *listed]:
         assert inventory.get(f"/products/{item['id']}").get_json() == item
     assert [item["price"] for item in batch] == ["1.00", "1234567890.99"]
+
+
+def test_text_search_pages_and_totals(inventory: FlaskClient, shelf: list[dict[str, Any]]) -> None:
+    first = inventory.get("/products?q=wireless&page_size=1&sort=price").get_json()
+    assert (first["total"], [i["name"] for i in first["items"]]) == (2, ["USB cable"])
+    second = inventory.get("/products?q=wireless&page_size=1&page=2&sort=price").get_json()
+    assert [i["name"] for i in second["items"]] == ["Wireless speaker"]
+    beyond = inventory.get("/products?q=wireless&page=7").get_json()
+    assert (beyond["items"], beyond["total"], beyond["page"]) == ([], 2, 7)
+    nothing = inventory.get("/products?q=toaster").get_json()
+    assert (nothing["items"], nothing["total"]) == ([], 0)
