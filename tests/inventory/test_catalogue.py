@@ -200,6 +200,11 @@ def test_list_is_public_paginated_and_newest_first(
         ("q=wire", {"Wireless speaker", "USB cable"}),  # word prefixes match
         ("q=speaker wire", {"Wireless speaker"}),  # every word, in any order
         ("q=wireless&category=electronics&in_stock=true", {"Wireless speaker"}),
+        ("q=wire&in_stock=false", {"USB cable"}),
+        ("q=wire&min_price=5.01", {"Wireless speaker"}),
+        ("q=wire&max_price=58.99&category=electronics", {"USB cable"}),
+        ("q=cotton&min_price=25&max_price=25&in_stock=true", {"Cotton shirt"}),
+        ("q=cotton&category=food", set()),
         ("q=braided metre", {"USB cable"}),
         ("q=cotton_blend", {"Cotton shirt"}),
         ("q=100%25", {"Cotton shirt"}),
