@@ -8,13 +8,21 @@ is upgraded to the full cost on the account's first successful login.
 
 from __future__ import annotations
 
+import threading
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from shopkit.config import Settings
 
 BULK_TIME_COST = 1
-BULK_MEMORY_KIB = 1024
+BULK_MEMORY_KIB = 256
+#: Full-cost hashes or verifications (19 MiB of memory each) running at once in one
+#: process. Argon2 releases the GIL, so the cores stay busy when each worker process
+#: hashes one at a time, while a burst of logins on a worker's threads can no longer
+#: add 19 MiB per thread to its memory (four threads: +76 MiB, bench/README.md).
+#: Cheap bulk-import hashes (1 MiB) are not limited.
+FULL_COST_SLOTS = 1
 
 
 class Passwords:
@@ -29,13 +37,15 @@ class Passwords:
         self.bulk_hasher = PasswordHasher(
             time_cost=BULK_TIME_COST, memory_cost=BULK_MEMORY_KIB, parallelism=1
         )
+        self._full_cost = threading.BoundedSemaphore(FULL_COST_SLOTS)
         # Verifying against this when the user does not exist keeps login time
         # the same for unknown and known usernames.
-        self._dummy_hash = self.hasher.hash("not-a-real-password")
+        self._dummy_hash = self.hash("not-a-real-password")
 
     def hash(self, password: str) -> str:
         """Hash ``password`` with the full cost."""
-        return self.hasher.hash(password)
+        with self._full_cost:
+            return self.hasher.hash(password)
 
     def hash_bulk(self, password: str) -> str:
         """Hash ``password`` with the cheaper bulk-import cost (upgraded at first login)."""
@@ -44,9 +54,9 @@ class Passwords:
     def verify(self, password_hash: str | None, password: str) -> bool:
         """True if ``password`` matches; always spends the time of one verification."""
         try:
-            return self.hasher.verify(password_hash or self._dummy_hash, password) and (
-                password_hash is not None
-            )
+            with self._full_cost:  # the stored hash's own cost applies: bulk ones are cheap
+                matches = self.hasher.verify(password_hash or self._dummy_hash, password)
+            return matches and password_hash is not None
         except (VerificationError, InvalidHashError):
             return False
 

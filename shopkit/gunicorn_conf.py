@@ -7,6 +7,8 @@ off: each service logs one JSON line per request itself, with its request id.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import tempfile
 from typing import Any
@@ -15,6 +17,33 @@ from typing import Any
 # imports prometheus_client, which is why it lives in the config module.
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="shop-metrics-")
+
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter number
+MMAP_THRESHOLD_BYTES = 128 * 1024
+
+
+def _pin_mmap_threshold() -> None:
+    """Keep glibc returning big freed blocks to the system (set in the master, forked as is).
+
+    glibc serves blocks above the mmap threshold with ``mmap`` and gives them back
+    on ``free``, but by default it raises the threshold to the size of the
+    biggest block freed so far. After one Argon2 hash (19 MiB, customers) every
+    later one came from a thread's heap and stayed resident: a customers worker
+    kept ~76 MiB more after a burst of logins (bench/README.md). Pinning the
+    threshold at its default disables that. ``MALLOC_MMAP_THRESHOLD_`` set in the
+    environment wins; other C libraries are left alone.
+    """
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to do
+        return
+    mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+
+
+_pin_mmap_threshold()
 
 worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))

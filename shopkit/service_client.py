@@ -65,6 +65,11 @@ class ServiceResponse:
 
 def _session(pool_size: int) -> requests.Session:
     session = requests.Session()
+    # Calls go to the configured service URLs, never through a proxy named in the
+    # environment. Not trusting it also spares requests a scan of all of os.environ
+    # (proxy and netrc lookups) on every call: 0.2-0.45 ms of the ~1.9 ms of CPU a
+    # call costs the caller (bench/README.md).
+    session.trust_env = False
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
