@@ -34,5 +34,8 @@ run: install
 docs: install
 	$(BIN)/python docs/build.py
 
+bench: install
+	$(BIN)/python bench/run.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis docs/_build docs/_generated
