@@ -34,9 +34,7 @@ import os
 import random
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,15 +45,13 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from faker import Faker
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from inventory_service import create_app
-from shopkit import embedded_pg
 from shopkit.auth import AUDIENCE, ISSUER, StaticKeyResolver
 from shopkit.config import Settings
-from shopkit.db import normalise_url
+from shopkit.embedded_pg import scratch_database, throwaway_server
 from shopkit.migrations import upgrade
 from shopkit.stack import ServiceProcess, free_port
 
@@ -66,33 +62,15 @@ BATCH = 1000
 @contextmanager
 def database() -> Iterator[str]:
     """A fresh, migrated database URL; dropped afterwards."""
-    with tempfile.TemporaryDirectory(prefix="inventory-bench-") as tmp:
-        server = None
-        if os.environ.get("DATABASE_URL"):
-            admin_url = normalise_url(os.environ["DATABASE_URL"])
-        else:
-            server, admin_url = embedded_pg.start(Path(tmp) / "pg", cleanup_mode="stop")
-        name = f"inventory_bench_{uuid.uuid4().hex[:8]}"
-        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-        try:
-            upgrade("inventory_service", url)
-            yield url
-        finally:
-            with admin.connect() as conn:
-                conn.execute(
-                    text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = :n AND pid <> pg_backend_pid()"
-                    ),
-                    {"n": name},
-                )
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-            admin.dispose()
-            if server is not None:
-                server.cleanup()  # type: ignore[attr-defined]
+    with (
+        throwaway_server("inventory-bench-", database_url=os.environ.get("DATABASE_URL")) as (
+            _,
+            admin_url,
+        ),
+        scratch_database(admin_url, "inventory_bench") as url,
+    ):
+        upgrade("inventory_service", url)
+        yield url
 
 
 def catalogue(count: int, seed: int) -> list[dict[str, Any]]:

@@ -49,7 +49,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -73,8 +72,7 @@ from bench import monolith, profiling  # noqa: E402
 from bench.cpu import CpuMeter, tree  # noqa: E402
 from bench.loadgen import Buyer, LoadResult, run_load  # noqa: E402
 from bench.memory import RssSampler, floor  # noqa: E402
-from shopkit import embedded_pg  # noqa: E402
-from shopkit.db import normalise_url  # noqa: E402
+from shopkit.embedded_pg import scratch_database, throwaway_server  # noqa: E402
 from shopkit.migrations import upgrade  # noqa: E402
 from shopkit.stack import PACKAGES, ServiceProcess, free_port  # noqa: E402
 
@@ -165,37 +163,20 @@ class BenchProcess(ServiceProcess):
 @contextmanager
 def database(knobs: Knobs, console: Console) -> Iterator[str]:
     """A fresh database URL (embedded server in a temporary directory, or on DATABASE_URL)."""
-    with tempfile.TemporaryDirectory(prefix="shop-bench-") as tmp:
-        server = None
-        if os.environ.get("DATABASE_URL"):
-            admin_url = normalise_url(os.environ["DATABASE_URL"])
-            where = "DATABASE_URL's server"
-        else:
-            server, admin_url = embedded_pg.start(
-                Path(tmp) / "pg", cleanup_mode="stop", durable=knobs.durable
-            )
-            where = "embedded PostgreSQL" + ("" if knobs.durable else " (fsync off)")
-        name = f"shop_bench_{uuid.uuid4().hex[:8]}"
-        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-        console.print(f"database: {where}, database {name}")
-        try:
-            yield url
-        finally:
-            with admin.connect() as conn:
-                conn.execute(
-                    text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = :n AND pid <> pg_backend_pid()"
-                    ),
-                    {"n": name},
-                )
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-            admin.dispose()
-            if server is not None:
-                server.cleanup()  # type: ignore[attr-defined]
+    external = os.environ.get("DATABASE_URL")
+    if external:
+        where = "DATABASE_URL's server"
+    else:
+        where = "embedded PostgreSQL" + ("" if knobs.durable else " (fsync off)")
+    with (
+        throwaway_server("shop-bench-", database_url=external, durable=knobs.durable) as (
+            _,
+            admin_url,
+        ),
+        scratch_database(admin_url, "shop_bench") as url,
+    ):
+        console.print(f"database: {where}, database {make_url(url).database}")
+        yield url
 
 
 def _scalar(url: str, query: str) -> Any:

@@ -26,17 +26,13 @@ import argparse
 import os
 import resource
 import sys
-import tempfile
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -45,8 +41,7 @@ from seeder.cli import _watch, prepare_replay, print_audit, run_populate, stats_
 from seeder.client import Services, admin_login
 from seeder.config import Config
 from seeder.replay import ReplayOptions
-from shopkit import embedded_pg
-from shopkit.db import normalise_url
+from shopkit.embedded_pg import scratch_database, throwaway_server
 from shopkit.migrations import upgrade
 from shopkit.stack import PACKAGES, ServiceProcess, free_port
 
@@ -106,36 +101,15 @@ def cpu_line(used: dict[str, float], wall_s: float) -> str:
 @contextmanager
 def database(*, durable: bool) -> Iterator[tuple[str, int | None]]:
     """A fresh database with every service migrated (and the server's pid if embedded)."""
-    with tempfile.TemporaryDirectory(prefix="seed-bench-") as tmp:
-        server = None
-        if os.environ.get("DATABASE_URL"):
-            admin_url = normalise_url(os.environ["DATABASE_URL"])
-        else:
-            server, admin_url = embedded_pg.start(
-                Path(tmp) / "pg", cleanup_mode="stop", durable=durable
-            )
-        name = f"seed_bench_{uuid.uuid4().hex[:8]}"
-        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-        try:
-            for package in PACKAGES.values():
-                upgrade(package, url)
-            yield url, (server.get_pid() if server is not None else None)  # type: ignore[attr-defined]
-        finally:
-            with admin.connect() as conn:
-                conn.execute(
-                    text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = :n AND pid <> pg_backend_pid()"
-                    ),
-                    {"n": name},
-                )
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-            admin.dispose()
-            if server is not None:
-                server.cleanup()  # type: ignore[attr-defined]
+    with (
+        throwaway_server(
+            "seed-bench-", database_url=os.environ.get("DATABASE_URL"), durable=durable
+        ) as (server, admin_url),
+        scratch_database(admin_url, "seed_bench") as url,
+    ):
+        for package in PACKAGES.values():
+            upgrade(package, url)
+        yield url, (server.get_pid() if server is not None else None)  # type: ignore[attr-defined]
 
 
 @contextmanager

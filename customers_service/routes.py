@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 from flask import current_app
 from flask.typing import ResponseReturnValue
 from flask_smorest import Blueprint
+from sqlalchemy.orm import Session
 
 from customers_service import accounts, tokens, wallet
 from customers_service.keys import KeyStore, public_jwks
@@ -348,6 +351,29 @@ def _sale_money(entry: LedgerEntry) -> dict[str, Any]:
     )
 
 
+def _sale_money_call(
+    move: Callable[[Session, int, Decimal, uuid.UUID, str], LedgerEntry], data: dict[str, Any]
+) -> ResponseReturnValue:
+    """Run a sale's debit or refund under the caller's required ``Idempotency-Key``."""
+    principal = require_principal()
+    session = get_session()
+
+    def operation() -> tuple[int, dict[str, Any]]:
+        entry = move(
+            session, data["customer_id"], data["amount"], data["sale_id"], principal.subject
+        )
+        return 201, _sale_money(entry)
+
+    return respond_idempotently(
+        session,
+        IdempotencyKey,
+        scope="customers",
+        caller=principal.subject,
+        operation=operation,
+        key_required=True,
+    )
+
+
 @internal_blp.route("/wallet-debits", methods=["POST"])
 @internal_blp.response(201, SaleMoneyResultSchema)
 @internal_blp.doc(parameters=[{**IDEMPOTENCY_HEADER_DOC, "required": True}])
@@ -360,23 +386,7 @@ def _sale_money(entry: LedgerEntry) -> dict[str, Any]:
 @internal_blp.arguments(SaleMoneySchema)
 def wallet_debit(data: dict[str, Any]) -> ResponseReturnValue:
     """Debit a sale's total from a wallet, exactly once per ``Idempotency-Key`` and sale."""
-    principal = require_principal()
-    session = get_session()
-
-    def operation() -> tuple[int, dict[str, Any]]:
-        entry = wallet.debit_for_sale(
-            session, data["customer_id"], data["amount"], data["sale_id"], principal.subject
-        )
-        return 201, _sale_money(entry)
-
-    return respond_idempotently(
-        session,
-        IdempotencyKey,
-        scope="customers",
-        caller=principal.subject,
-        operation=operation,
-        key_required=True,
-    )
+    return _sale_money_call(wallet.debit_for_sale, data)
 
 
 @internal_blp.route("/wallet-credits", methods=["POST"])
@@ -389,20 +399,4 @@ def wallet_debit(data: dict[str, Any]) -> ResponseReturnValue:
 @internal_blp.arguments(SaleMoneySchema)
 def wallet_credit(data: dict[str, Any]) -> ResponseReturnValue:
     """Refund a sale's debit to the wallet, exactly once."""
-    principal = require_principal()
-    session = get_session()
-
-    def operation() -> tuple[int, dict[str, Any]]:
-        entry = wallet.credit_refund(
-            session, data["customer_id"], data["amount"], data["sale_id"], principal.subject
-        )
-        return 201, _sale_money(entry)
-
-    return respond_idempotently(
-        session,
-        IdempotencyKey,
-        scope="customers",
-        caller=principal.subject,
-        operation=operation,
-        key_required=True,
-    )
+    return _sale_money_call(wallet.credit_refund, data)

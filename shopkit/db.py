@@ -39,12 +39,7 @@ def resolve_database_url(settings: Settings) -> str:
     return embedded_pg.database_url(Path(settings.data_dir) / "pg")
 
 
-def normalise_url(url: str) -> str:
-    """Accept ``postgres://`` and ``postgresql://`` URLs and pick the psycopg2 driver."""
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg2://" + url[len(prefix) :]
-    return url
+normalise_url = embedded_pg.normalise_url
 
 
 class Database:

@@ -9,9 +9,16 @@ with another server's port.
 from __future__ import annotations
 
 import logging
+import tempfile
+import uuid
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +90,56 @@ def start(
     return server, url
 
 
+def normalise_url(url: str) -> str:
+    """Accept ``postgres://`` and ``postgresql://`` URLs and pick the psycopg2 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix) :]
+    return url
+
+
 def database_url(data_dir: Path) -> str:
     """Return the URL of the embedded database in ``data_dir``, starting it if needed."""
     return start(data_dir)[1]
+
+
+@contextmanager
+def throwaway_server(
+    prefix: str, *, database_url: str | None = None, durable: bool = True
+) -> Iterator[tuple[object | None, str]]:
+    """An admin URL for tests and benchmarks: ``database_url``'s server, or a temporary one.
+
+    Yields ``(server, admin_url)``; ``server`` is ``None`` for ``database_url``.
+    A temporary embedded server is stopped and deleted afterwards.
+    """
+    if database_url:
+        yield None, normalise_url(database_url)
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        server, url = start(Path(tmp) / "pg", cleanup_mode="stop", durable=durable)
+        try:
+            yield server, url
+        finally:
+            server.cleanup()  # type: ignore[attr-defined]
+
+
+@contextmanager
+def scratch_database(admin_url: str, prefix: str) -> Iterator[str]:
+    """Create a uniquely named database on ``admin_url``'s server; drop it afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :n AND pid <> pg_backend_pid()"
+                ),
+                {"n": name},
+            )
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()

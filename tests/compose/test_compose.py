@@ -21,7 +21,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ProgrammingError
 
 from shopkit.config import PROJECT_ROOT
+from shopkit.embedded_pg import scratch_database
 from shopkit.stack import free_port
 
 pytestmark = pytest.mark.processes
@@ -136,29 +136,17 @@ def psql_args(url: URL) -> tuple[list[str], dict[str, str]]:
 @pytest.fixture
 def role_database(database_url: str) -> Iterator[URL]:
     """A fresh database prepared exactly as the postgres container's init step does."""
-    name = f"shop_compose_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(database_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(database_url).set(database=name)
-    args, pgenv = psql_args(url)
-    variables = [f"-v{svc}_password={pw}" for svc, pw in ROLE_PASSWORDS.items()]
-    script = str(PROJECT_ROOT / "shopkit/sql/create_roles.sql")
-    done = subprocess.run(
-        [*args, "-v", "ON_ERROR_STOP=1", f"-vDBNAME={name}", *variables, "-f", script],
-        env={**os.environ, **pgenv}, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    try:
+    with scratch_database(database_url, "shop_compose") as raw:
+        url = make_url(raw)
+        args, pgenv = psql_args(url)
+        variables = [f"-v{svc}_password={pw}" for svc, pw in ROLE_PASSWORDS.items()]
+        script = str(PROJECT_ROOT / "shopkit/sql/create_roles.sql")
+        done = subprocess.run(
+            [*args, "-v", "ON_ERROR_STOP=1", f"-vDBNAME={url.database}", *variables, "-f", script],
+            env={**os.environ, **pgenv}, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(
-                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                {"n": name},
-            )
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
 
 
 def service_env(

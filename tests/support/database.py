@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import tempfile
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
-from shopkit import embedded_pg
-from shopkit.db import normalise_url
+from shopkit.embedded_pg import scratch_database, throwaway_server
 from shopkit.migrations import upgrade
 from shopkit.stack import PACKAGES
 
@@ -42,40 +38,17 @@ def present_packages() -> dict[str, str]:
 @contextmanager
 def server_url(env_url: str | None) -> Iterator[str]:
     """An admin URL of a PostgreSQL server: ``TEST_DATABASE_URL`` or an embedded one."""
-    if env_url:
-        yield normalise_url(env_url)
-        return
-    with tempfile.TemporaryDirectory(prefix="shop-test-pg-") as tmp:
-        server, url = embedded_pg.start(Path(tmp) / "pg", cleanup_mode="stop", durable=False)
-        try:
-            yield url
-        finally:
-            server.cleanup()  # type: ignore[attr-defined]
+    with throwaway_server("shop-test-pg-", database_url=env_url, durable=False) as (_, url):
+        yield url
 
 
 @contextmanager
 def fresh_database(admin_url: str) -> Iterator[str]:
     """Create a uniquely named database on the server, migrate every service, drop it after."""
-    name = f"shop_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    try:
+    with scratch_database(admin_url, "shop_test") as url:
         for package in present_packages().values():
             upgrade(package, url)
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :n AND pid <> pg_backend_pid()"
-                ),
-                {"n": name},
-            )
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
 
 
 def truncate_all(url: str, schemas: list[str]) -> None:
