@@ -477,8 +477,15 @@ def test_batch_charges_to_one_wallet_twice_keep_the_ledger_exact(
     owner, token = identity.new_customer()
     admin = bearer(identity.admin_token())
     charges = [{"username": owner["username"], "amount": a} for a in ("1.00", "2.00", "3.50")]
-    assert customers.post("/wallets/charges/batch", json={"charges": charges}, headers=admin).status_code == 200
-    wallet = customers.get(f"/customers/{owner['username']}/wallet", headers=bearer(token)).get_json()
+    assert (
+        customers.post(
+            "/wallets/charges/batch", json={"charges": charges}, headers=admin
+        ).status_code
+        == 200
+    )
+    wallet = customers.get(
+        f"/customers/{owner['username']}/wallet", headers=bearer(token)
+    ).get_json()
     assert wallet["balance"] == "6.50"
     assert [e["balance_after"] for e in wallet["items"]] == ["6.50", "3.00", "1.00"]
     assert ledger_matches_balance(database_url)

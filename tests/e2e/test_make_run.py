@@ -71,7 +71,9 @@ def test_make_run_starts_seeds_and_stops_on_ctrl_c() -> None:
             wait_ready(f"http://127.0.0.1:{ports[name]}", deadline)
         # Demo data is seeded once the services are up.
         while time.monotonic() < deadline:
-            total = requests.get(f"http://127.0.0.1:{ports['inventory']}/products", timeout=5).json()["total"]
+            total = requests.get(
+                f"http://127.0.0.1:{ports['inventory']}/products", timeout=5
+            ).json()["total"]
             if total >= 15:
                 break
             time.sleep(0.5)
