@@ -256,14 +256,7 @@ def charge_wallet(data: dict[str, Any], username: str) -> ResponseReturnValue:
         entry = wallet.charge(session, customer, data["amount"], principal.subject)
         return 200, _wallet_change(customer, entry)
 
-    return respond_idempotently(
-        session,
-        IdempotencyKey,
-        scope="customers",
-        caller=principal.subject,
-        operation=operation,
-        key_required=False,
-    )
+    return respond_idempotently(IdempotencyKey, operation, key_required=False)
 
 
 @customers_blp.route("/customers/<string:username>/wallet/deduct", methods=["POST"])
@@ -282,14 +275,7 @@ def deduct_wallet(data: dict[str, Any], username: str) -> ResponseReturnValue:
         entry = wallet.deduct(session, customer, data["amount"], data["reason"], principal.subject)
         return 200, _wallet_change(customer, entry)
 
-    return respond_idempotently(
-        session,
-        IdempotencyKey,
-        scope="customers",
-        caller=principal.subject,
-        operation=operation,
-        key_required=False,
-    )
+    return respond_idempotently(IdempotencyKey, operation, key_required=False)
 
 
 @customers_blp.route("/wallets/charges/batch", methods=["POST"])
@@ -308,14 +294,7 @@ def charge_batch(data: dict[str, Any]) -> ResponseReturnValue:
         total = sum((e.amount for e in entries), Decimal(0))
         return 200, BatchChargeResultSchema().dump({"charged": len(entries), "total": total})
 
-    return respond_idempotently(
-        session,
-        IdempotencyKey,
-        scope="customers",
-        caller=principal.subject,
-        operation=operation,
-        key_required=False,
-    )
+    return respond_idempotently(IdempotencyKey, operation, key_required=False)
 
 
 @customers_blp.route("/ledger", methods=["GET"])
@@ -364,14 +343,7 @@ def _sale_money_call(
         )
         return 201, _sale_money(entry)
 
-    return respond_idempotently(
-        session,
-        IdempotencyKey,
-        scope="customers",
-        caller=principal.subject,
-        operation=operation,
-        key_required=True,
-    )
+    return respond_idempotently(IdempotencyKey, operation, key_required=True)
 
 
 @internal_blp.route("/wallet-debits", methods=["POST"])

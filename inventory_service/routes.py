@@ -10,7 +10,7 @@ from flask.typing import ResponseReturnValue
 from flask_smorest import Blueprint
 
 from inventory_service import catalogue, stock
-from inventory_service.models import SCHEMA, IdempotencyKey, Product, Reservation
+from inventory_service.models import IdempotencyKey, Product, Reservation
 from inventory_service.schemas import (
     BatchCreateSchema,
     BatchResultSchema,
@@ -135,20 +135,12 @@ def delete_product(product_id: int) -> ResponseReturnValue:
 @products_blp.arguments(QuantitySchema())
 def restock(data: dict[str, Any], product_id: int) -> ResponseReturnValue:
     """Add stock (admin). An optional ``Idempotency-Key`` makes retries safe."""
-    principal = require_principal()
     session = get_session()
 
     def operation() -> tuple[int, dict[str, Any]]:
         return 200, _product_json(stock.restock(session, product_id, data["quantity"]))
 
-    return respond_idempotently(
-        session,
-        IdempotencyKey,
-        scope=SCHEMA,
-        caller=principal.subject,
-        operation=operation,
-        key_required=False,
-    )
+    return respond_idempotently(IdempotencyKey, operation, key_required=False)
 
 
 @products_blp.route("/products/<int:product_id>/deduct", methods=["POST"])
@@ -159,20 +151,12 @@ def restock(data: dict[str, Any], product_id: int) -> ResponseReturnValue:
 @products_blp.arguments(QuantitySchema())
 def deduct(data: dict[str, Any], product_id: int) -> ResponseReturnValue:
     """Remove stock (admin correction). An optional ``Idempotency-Key`` makes retries safe."""
-    principal = require_principal()
     session = get_session()
 
     def operation() -> tuple[int, dict[str, Any]]:
         return 200, _product_json(stock.deduct(session, product_id, data["quantity"]))
 
-    return respond_idempotently(
-        session,
-        IdempotencyKey,
-        scope=SCHEMA,
-        caller=principal.subject,
-        operation=operation,
-        key_required=False,
-    )
+    return respond_idempotently(IdempotencyKey, operation, key_required=False)
 
 
 # --- reservations (service tokens) ------------------------------------------------------------
@@ -200,14 +184,7 @@ def reserve(data: dict[str, Any]) -> ResponseReturnValue:
         )
         return 201, _reservation_json(reservation)
 
-    return respond_idempotently(
-        session,
-        IdempotencyKey,
-        scope=SCHEMA,
-        caller=principal.subject,
-        operation=operation,
-        key_required=True,
-    )
+    return respond_idempotently(IdempotencyKey, operation, key_required=True)
 
 
 @internal_blp.route("/reservations/<uuid:sale_id>/release", methods=["POST"])
@@ -217,20 +194,12 @@ def reserve(data: dict[str, Any]) -> ResponseReturnValue:
 @requires(ROLE_SERVICE)
 def release(sale_id: uuid.UUID) -> ResponseReturnValue:
     """Put a sale's reserved stock back, exactly once; releasing again changes nothing."""
-    principal = require_principal()
     session = get_session()
 
     def operation() -> tuple[int, dict[str, Any]]:
         return 200, _reservation_json(stock.release(session, sale_id))
 
-    return respond_idempotently(
-        session,
-        IdempotencyKey,
-        scope=SCHEMA,
-        caller=principal.subject,
-        operation=operation,
-        key_required=False,
-    )
+    return respond_idempotently(IdempotencyKey, operation, key_required=False)
 
 
 @internal_blp.route("/reservations/<uuid:sale_id>", methods=["GET"])

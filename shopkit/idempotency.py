@@ -35,7 +35,8 @@ from sqlalchemy import DateTime, Integer, String, func, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from shopkit.db import try_advisory_xact_lock
+from shopkit.auth import require_principal
+from shopkit.db import get_session, try_advisory_xact_lock
 from shopkit.errors import ProblemError, problem_response
 
 HEADER = "Idempotency-Key"
@@ -170,20 +171,20 @@ def run_idempotent(
 
 
 def respond_idempotently(
-    session: Session,
     model: type[IdempotencyKeyMixin],
-    *,
-    scope: str,
-    caller: str,
     operation: Callable[[], tuple[int, dict[str, Any]]],
+    *,
     key_required: bool,
 ) -> Response:
     """Run a state-changing view body under the request's ``Idempotency-Key``.
 
-    With a key, the effect happens at most once per ``(caller, key)`` (see
-    :func:`run_idempotent`). Without one (allowed when ``key_required`` is
-    false), the operation simply runs and commits.
+    The key belongs to the authenticated caller and is stored in ``model``'s
+    table (in the service's own schema). With a key, the effect happens at
+    most once per ``(caller, key)`` (see :func:`run_idempotent`). Without one
+    (allowed when ``key_required`` is false), the operation simply runs and
+    commits. ``operation`` works through the request's session.
     """
+    session = get_session()
     key = idempotency_key_from_request(required=key_required)
     if key is None:
         status, body = operation()
@@ -193,8 +194,8 @@ def respond_idempotently(
     result = run_idempotent(
         session,
         model,
-        scope=scope,
-        caller=caller,
+        scope=str(model.__table__.schema),  # type: ignore[attr-defined]
+        caller=require_principal().subject,
         key=key,
         fingerprint=fingerprint,
         operation=operation,
