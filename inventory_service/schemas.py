@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
@@ -24,15 +23,6 @@ MAX_QUANTITY = 1_000_000
 MAX_INITIAL_STOCK = 1_000_000
 MAX_BATCH = 1000
 SORTS = ("newest", "price", "-price", "name", "-name")
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _no_unstorable_characters(value: str) -> None:
-    """Refuse text PostgreSQL cannot store: NUL and lone UTF-16 surrogates."""
-    if "\x00" in value:
-        raise ValidationError("Must not contain NUL characters.")
-    if _SURROGATE.search(value):
-        raise ValidationError("Must not contain unpaired surrogate characters.")
 
 
 class ProductName(TrimmedString):
@@ -40,7 +30,7 @@ class ProductName(TrimmedString):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(
-            validate=[validate.Length(min=1, max=NAME_MAX), _no_unstorable_characters],
+            validate=validate.Length(min=1, max=NAME_MAX),
             metadata={"example": "Espresso beans, 1 kg"},
             **kwargs,
         )
@@ -50,9 +40,7 @@ class Description(fields.String):
     """A product description: up to 5000 characters, trimmed; may be empty."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(
-            validate=[validate.Length(max=DESCRIPTION_MAX), _no_unstorable_characters], **kwargs
-        )
+        super().__init__(validate=validate.Length(max=DESCRIPTION_MAX), **kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         return str(super()._deserialize(value, attr, data, **kwargs)).strip()
@@ -130,10 +118,10 @@ class ProductSearchArgsSchema(PageArgsSchema):
 
     category = _category()
     q = fields.String(
-        validate=[validate.Length(min=1, max=100), _no_unstorable_characters],
+        validate=validate.Length(min=1, max=100),
         metadata={
-            "description": "Case-insensitive substring of name or description "
-            "(indexed from 3 characters)."
+            "description": "Words to find, case-insensitive: every word must begin a word "
+            "of the name or description (full-text index)."
         },
     )
     min_price = Money(metadata={"description": "Lowest price, inclusive."})

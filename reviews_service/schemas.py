@@ -24,17 +24,9 @@ MAX_ID = 2**63 - 1
 RATING = validate.Range(min=MIN_RATING, max=MAX_RATING)
 
 
-def _encodable(value: str) -> None:
-    """Refuse strings PostgreSQL cannot store (lone UTF-16 surrogates such as ``"\\ud800"``)."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValidationError("Must be valid Unicode text.") from None
-
-
 def _comment(**kwargs: Any) -> TrimmedString:
     return TrimmedString(
-        validate=[validate.Length(max=MAX_COMMENT_LENGTH), _encodable],
+        validate=validate.Length(max=MAX_COMMENT_LENGTH),
         metadata={
             "description": f"1 to {MAX_COMMENT_LENGTH} characters (surrounding blanks removed)."
         },
@@ -147,6 +139,6 @@ class ModerationSchema(Schema):
     action = fields.String(required=True, validate=validate.OneOf(tuple(ACTIONS)))
     note = TrimmedString(
         allow_none=True,
-        validate=[validate.Length(max=MAX_NOTE_LENGTH), _encodable],
+        validate=validate.Length(max=MAX_NOTE_LENGTH),
         metadata={"description": f"Optional reason, at most {MAX_NOTE_LENGTH} characters."},
     )

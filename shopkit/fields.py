@@ -75,6 +75,4 @@ class TrimmedString(fields.String):
         text = super()._deserialize(value, attr, data, **kwargs).strip()
         if not text:
             raise ValidationError("Must not be blank.")
-        if "\x00" in text:
-            raise ValidationError("Must not contain NUL characters.")
         return text

@@ -24,13 +24,13 @@ def _unstorable(text: str) -> bool:
     return False
 
 
-def _has_nul(value: Any) -> bool:
+def _has_unstorable(value: Any) -> bool:
     if isinstance(value, str):
         return _unstorable(value)
     if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+        return any(_has_unstorable(k) or _has_unstorable(v) for k, v in value.items())
     if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
+        return any(_has_unstorable(v) for v in value)
     return False
 
 
@@ -46,9 +46,9 @@ def init_input_guard(app: Flask) -> None:
         for name, value in request.args.items(multi=True):
             if _unstorable(name) or _unstorable(value):
                 errors["_query"] = message
-        if request.is_json and request.content_length:
+        if request.is_json:  # with or without Content-Length (chunked bodies too)
             body = request.get_json(silent=True)
-            if _has_nul(body):
+            if _has_unstorable(body):
                 errors["_body"] = message
         if errors:
             raise ValidationFailed(errors)

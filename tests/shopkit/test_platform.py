@@ -186,3 +186,18 @@ def test_lone_surrogates_are_422_not_500(customers: FlaskClient) -> None:
     response = customers.post("/auth/login", data=body, content_type="application/json")
     assert response.status_code == 422
     assert response.get_json()["code"] == "validation_error"
+
+
+@pytest.mark.processes
+def test_chunked_json_body_is_guarded_too(live_stack: Any) -> None:
+    """A body sent without Content-Length (chunked) is checked like any other."""
+    process = live_stack.start("customers")
+    chunks = iter([b'{"username": "ab\\ud800c", ', b'"password": "whatever1"}'])
+    response = requests.post(
+        process.url + "/auth/login",
+        data=chunks,  # a generator: requests sends it chunked, with no Content-Length
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert response.status_code == 422
+    assert response.json()["code"] == "validation_error"
