@@ -43,34 +43,34 @@ def _stock_limit(product: Product, quantity: int) -> Conflict:
     )
 
 
+def _adjust(session: Session, product_id: int, delta: int) -> Product:
+    """Move a product's stock by ``delta`` with one conditional update (archived ones too).
+
+    404 for an unknown product; past the limits, 409 ``stock_limit`` (adding)
+    or ``insufficient_stock`` (removing), and nothing changes.
+    """
+    within_limits = Product.stock <= MAX_STOCK - delta if delta > 0 else Product.stock >= -delta
+    changed = session.scalars(
+        update(Product)
+        .where(Product.id == product_id, within_limits)
+        .values(stock=Product.stock + delta)
+        .returning(Product)
+        .execution_options(populate_existing=True)
+    ).first()
+    if changed is not None:
+        return changed
+    product = get_product(session, product_id, include_archived=True)
+    raise _stock_limit(product, delta) if delta > 0 else _insufficient(product.stock, -delta)
+
+
 def restock(session: Session, product_id: int, quantity: int) -> Product:
     """Add ``quantity`` to the stock; 409 ``stock_limit`` past :data:`MAX_STOCK`."""
-    product = get_product(session, product_id, include_archived=True)
-    changed = session.execute(
-        update(Product)
-        .where(Product.id == product.id, Product.stock <= MAX_STOCK - quantity)
-        .values(stock=Product.stock + quantity)
-        .returning(Product.id)
-    ).first()
-    session.refresh(product)
-    if changed is None:
-        raise _stock_limit(product, quantity)
-    return product
+    return _adjust(session, product_id, quantity)
 
 
 def deduct(session: Session, product_id: int, quantity: int) -> Product:
     """Remove ``quantity`` from the stock (an admin correction); 409 ``insufficient_stock``."""
-    product = get_product(session, product_id, include_archived=True)
-    changed = session.execute(
-        update(Product)
-        .where(Product.id == product.id, Product.stock >= quantity)
-        .values(stock=Product.stock - quantity)
-        .returning(Product.id)
-    ).first()
-    session.refresh(product)
-    if changed is None:
-        raise _insufficient(product.stock, quantity)
-    return product
+    return _adjust(session, product_id, -quantity)
 
 
 def reserve(
