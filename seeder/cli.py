@@ -128,6 +128,17 @@ def reports_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _connect(
+    kwargs: dict[str, Any], needed: tuple[str, ...], pool_size: int = 16
+) -> tuple[Services, Login, Console]:
+    """Pop the connection options, wait for the ``needed`` services, log in as admin."""
+    config, wait_s = _config(kwargs)
+    console = _console()
+    services = Services(config, pool_size=pool_size)
+    _ready(services, needed, wait_s, console)
+    return services, admin_login(services), console
+
+
 def _ready(services: Services, needed: tuple[str, ...], wait_s: float, console: Console) -> None:
     if wait_s > 0:
         console.print(f"Waiting up to {wait_s:g} s for {', '.join(needed)} to be ready...")
@@ -287,11 +298,7 @@ def populate(
     Running it again with the same seed creates nothing twice and says what exists.
     Customer passwords are derived from the seed (see seeder.data.derive_password).
     """
-    config, wait_s = _config(kwargs)
-    console = _console()
-    services = Services(config)
-    _ready(services, ("customers", "inventory"), wait_s, console)
-    admin = admin_login(services)
+    services, admin, console = _connect(kwargs, ("customers", "inventory"))
     run_populate(
         services,
         admin,
@@ -546,11 +553,9 @@ def replay(
     """
     if (purchases is None) == (duration is None):
         raise click.UsageError("Give exactly one of --purchases N or --duration SECONDS.")
-    config, wait_s = _config(kwargs)
-    console = _console()
-    services = Services(config, pool_size=max(16, concurrency * 2))
-    _ready(services, ("customers", "inventory", "sales"), wait_s, console)
-    admin = admin_login(services)
+    services, admin, console = _connect(
+        kwargs, ("customers", "inventory", "sales"), pool_size=max(16, concurrency * 2)
+    )
     options = ReplayOptions(
         seed=seed,
         purchases=purchases,
@@ -639,11 +644,7 @@ def print_audit(report: AuditReport, console: Console) -> None:
 @reports_errors
 def audit(pending_after: float, **kwargs: Any) -> None:
     """Check the invariants of a sale across services; exit 1 on any violation."""
-    config, wait_s = _config(kwargs)
-    console = _console()
-    services = Services(config)
-    _ready(services, ("customers", "inventory", "sales"), wait_s, console)
-    admin = admin_login(services)
+    services, admin, console = _connect(kwargs, ("customers", "inventory", "sales"))
     report = Auditor(services, admin, pending_after).run()
     print_audit(report, console)
     sys.exit(EXIT_OK if report.ok else EXIT_FAILURE)
@@ -683,11 +684,9 @@ def demo(
     Populating again with the same seed creates nothing, so restarts are cheap. The replay
     runs at ``--rate 1`` with ``--concurrency 2`` until Ctrl-C or SIGTERM (or ``--duration``).
     """
-    config, wait_s = _config(kwargs)
-    console = _console()
-    services = Services(config, pool_size=max(16, concurrency * 2))
-    _ready(services, ("customers", "inventory", "sales"), wait_s, console)
-    admin = admin_login(services)
+    services, admin, console = _connect(
+        kwargs, ("customers", "inventory", "sales"), pool_size=max(16, concurrency * 2)
+    )
     run_populate(
         services,
         admin,

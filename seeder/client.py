@@ -24,7 +24,6 @@ from seeder import EXIT_FAILURE, EXIT_UNREACHABLE
 from seeder.config import Config
 
 #: The services and what each one is for, in start order.
-SERVICES = ("customers", "inventory", "sales", "reviews")
 PAGE_SIZE = 100
 
 
@@ -131,6 +130,7 @@ class ServiceApi:
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
+            session.trust_env = False  # local services: no proxy look-ups per call
             adapter = HTTPAdapter(pool_connections=2, pool_maxsize=self.pool_size, max_retries=0)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
@@ -285,6 +285,18 @@ class Login:
         """Drop the token (after a 401), so the next :meth:`token` logs in again."""
         with self._lock:
             self._token = None
+
+    def call(self, api: ServiceApi, method: str, path: str, **kwargs: Any) -> Reply:
+        """Call ``api`` as this account; after a 401, log in again and retry once.
+
+        Returns the final reply whatever its status (the caller judges it), so
+        a second 401 reaches the caller instead of being lost.
+        """
+        reply = api.call(method, path, token=self.token(), expect=None, **kwargs)
+        if reply.status == 401:
+            self.forget()
+            reply = api.call(method, path, token=self.token(), expect=None, **kwargs)
+        return reply
 
 
 def admin_login(services: Services) -> Login:

@@ -5,20 +5,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-#: Service name → (environment variable, default URL).
-SERVICE_URLS = {
-    "customers": ("CUSTOMERS_URL", "http://127.0.0.1:5000"),
-    "inventory": ("INVENTORY_URL", "http://127.0.0.1:5001"),
-    "sales": ("SALES_URL", "http://127.0.0.1:5002"),
-    "reviews": ("REVIEWS_URL", "http://127.0.0.1:5003"),
-}
+# The same defaults as the services themselves, so a local run needs no configuration.
+from shopkit.config import DEV_ADMIN_PASSWORD as DEFAULT_ADMIN_PASSWORD
+from shopkit.config import service_url as _env_url
+
 DEFAULT_ADMIN_USERNAME = "admin"
-DEFAULT_ADMIN_PASSWORD = "admin-password"  # noqa: S105 (the documented development default)
-
-
-def _env_url(service: str) -> str:
-    variable, default = SERVICE_URLS[service]
-    return (os.environ.get(variable) or default).rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -37,10 +28,6 @@ class Config:
     )
     connect_timeout_s: float = 3.0
     read_timeout_s: float = 30.0
-
-    def url(self, service: str) -> str:
-        """Base URL of ``service`` (``customers``, ``inventory``, ``sales`` or ``reviews``)."""
-        return str(getattr(self, f"{service}_url")).rstrip("/")
 
     @classmethod
     def from_env(cls, **overrides: object) -> Config:

@@ -114,11 +114,11 @@ class Populator:
         for _ in range(4):
             if not pending:
                 return []
-            reply = self.services.customers.post(
+            reply = self.admin.call(
+                self.services.customers,
+                "POST",
                 "/customers/batch",
                 json={"customers": [c.payload() for c in pending]},
-                token=self.admin.token(),
-                expect=None,
             )
             if reply.status == 201:
                 return pending
@@ -138,9 +138,6 @@ class Populator:
                 dropped = {c.username for c in existing} | {c.username for c in taken}
                 pending = [c for c in pending if c.username not in dropped]
                 continue
-            if reply.status == 401:
-                self.admin.forget()
-                continue
             raise ApiError("customers", "POST", "/customers/batch", reply.status, reply.body)
         raise ApiError("customers", "POST", "/customers/batch", 409, "kept clashing; giving up")
 
@@ -150,27 +147,20 @@ class Populator:
             return
         digest = hashlib.sha256(json.dumps(charges, sort_keys=True).encode()).hexdigest()
         key = f"seeder:{self.seed}:top-up:{created[0].index}-{created[-1].index}:{digest[:20]}"
-        for _ in range(2):
-            reply = self.services.customers.post(
-                "/wallets/charges/batch",
-                json={"charges": charges},
-                token=self.admin.token(),
-                headers={"Idempotency-Key": key},
-                expect=None,
-            )
-            if reply.status == 401:
-                self.admin.forget()
-                continue
-            if reply.status != 200:
-                raise ApiError(
-                    "customers", "POST", "/wallets/charges/batch", reply.status, reply.body
-                )
-            self.result.add(
-                wallets_topped_up=int(reply.body["charged"]),
-                money_topped_up=Decimal(str(reply.body["total"])),
-            )
-            self.on_progress("wallets", len(charges))
-            return
+        reply = self.admin.call(
+            self.services.customers,
+            "POST",
+            "/wallets/charges/batch",
+            json={"charges": charges},
+            headers={"Idempotency-Key": key},
+        )
+        if reply.status != 200:
+            raise ApiError("customers", "POST", "/wallets/charges/batch", reply.status, reply.body)
+        self.result.add(
+            wallets_topped_up=int(reply.body["charged"]),
+            money_topped_up=Decimal(str(reply.body["total"])),
+        )
+        self.on_progress("wallets", len(charges))
 
     def _customer_batch(self, batch: list[CustomerSpec]) -> None:
         created = self._post_customers(batch)
@@ -209,21 +199,16 @@ class Populator:
         self.on_progress("products", existing)
         if not missing:
             return
-        for _ in range(2):
-            reply = self.services.inventory.post(
-                "/products/batch",
-                json={"products": [p.payload() for p in missing]},
-                token=self.admin.token(),
-                expect=None,
-            )
-            if reply.status == 401:
-                self.admin.forget()
-                continue
-            if reply.status != 201:
-                raise ApiError("inventory", "POST", "/products/batch", reply.status, reply.body)
-            self.result.add(products_created=len(missing))
-            self.on_progress("products", len(missing))
-            return
+        reply = self.admin.call(
+            self.services.inventory,
+            "POST",
+            "/products/batch",
+            json={"products": [p.payload() for p in missing]},
+        )
+        if reply.status != 201:
+            raise ApiError("inventory", "POST", "/products/batch", reply.status, reply.body)
+        self.result.add(products_created=len(missing))
+        self.on_progress("products", len(missing))
 
     def _product_batches(self, batches: list[list[ProductSpec]]) -> None:
         for batch in batches:

@@ -365,13 +365,7 @@ class Replay:
 
     def _as(self, shopper: Shopper, method: str, service: str, path: str, **kwargs: Any) -> Reply:
         """Call ``service`` with the shopper's token (logging in again once after a 401)."""
-        api = self.services.api(service)
-        for _ in range(2):
-            reply = api.call(method, path, token=shopper.login.token(), expect=None, **kwargs)
-            if reply.status != 401:
-                return reply
-            shopper.login.forget()
-        return reply
+        return shopper.login.call(self.services.api(service), method, path, **kwargs)
 
     def _balance(self, shopper: Shopper) -> Decimal:
         reply = self._as(shopper, "GET", "customers", f"/customers/{shopper.username}")

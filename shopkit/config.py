@@ -50,7 +50,8 @@ def _env_float(name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from exc
 
 
-def _service_url(service: str) -> str:
+def service_url(service: str) -> str:
+    """``<SERVICE>_URL`` from the environment, else ``http://127.0.0.1:<its port>``."""
     return _env(f"{service.upper()}_URL", f"http://127.0.0.1:{SERVICE_PORTS[service]}").rstrip("/")
 
 
@@ -65,10 +66,10 @@ class Settings:
     service_name: str
     database_url: str = ""
     data_dir: Path = PROJECT_ROOT / ".data"
-    customers_url: str = field(default_factory=lambda: _service_url("customers"))
-    inventory_url: str = field(default_factory=lambda: _service_url("inventory"))
-    sales_url: str = field(default_factory=lambda: _service_url("sales"))
-    reviews_url: str = field(default_factory=lambda: _service_url("reviews"))
+    customers_url: str = field(default_factory=lambda: service_url("customers"))
+    inventory_url: str = field(default_factory=lambda: service_url("inventory"))
+    sales_url: str = field(default_factory=lambda: service_url("sales"))
+    reviews_url: str = field(default_factory=lambda: service_url("reviews"))
     admin_username: str = "admin"
     admin_password: str = DEV_ADMIN_PASSWORD
     service_client_secret: str = DEV_SERVICE_CLIENT_SECRET
@@ -94,10 +95,10 @@ class Settings:
             "service_name": service_name,
             "database_url": _env("DATABASE_URL", ""),
             "data_dir": Path(_env("SHOP_DATA_DIR", str(PROJECT_ROOT / ".data"))),
-            "customers_url": _service_url("customers"),
-            "inventory_url": _service_url("inventory"),
-            "sales_url": _service_url("sales"),
-            "reviews_url": _service_url("reviews"),
+            "customers_url": service_url("customers"),
+            "inventory_url": service_url("inventory"),
+            "sales_url": service_url("sales"),
+            "reviews_url": service_url("reviews"),
             "admin_username": _env("ADMIN_USERNAME", "admin"),
             "admin_password": _env("ADMIN_PASSWORD", DEV_ADMIN_PASSWORD),
             "service_client_secret": _env("SERVICE_CLIENT_SECRET", DEV_SERVICE_CLIENT_SECRET),
