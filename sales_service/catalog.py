@@ -6,10 +6,9 @@ from typing import Any
 
 from sales_service.clients import InventoryClient
 from shopkit.errors import NotFound, ProblemError
-from shopkit.service_client import ServiceResponse
 
 
-def _unexpected(answer: ServiceResponse) -> ProblemError:
+def _unexpected() -> ProblemError:
     return ProblemError(
         503, "dependency_unavailable", "The inventory service gave an unexpected answer."
     )
@@ -21,7 +20,7 @@ def catalog_page(inventory: InventoryClient, args: dict[str, Any]) -> dict[str, 
     params["in_stock"] = "true"
     answer = inventory.products(params)
     if answer.status != 200:
-        raise _unexpected(answer)
+        raise _unexpected()
     body = answer.body
     return {
         "items": [
@@ -39,7 +38,7 @@ def catalog_item(inventory: InventoryClient, product_id: int) -> dict[str, Any]:
     if answer.status == 404:
         raise NotFound(f"No product {product_id}.")
     if answer.status != 200:
-        raise _unexpected(answer)
+        raise _unexpected()
     product = answer.body
     return {
         "id": product["id"],

@@ -59,7 +59,7 @@ def recover_pending(
     for sale_id in candidates:
         report.examined += 1
         with database.session() as session:
-            sale = lock_sale(session, sale_id, wait=False)
+            sale = lock_sale(session, sale_id)
             if sale is None:  # settled meanwhile, or someone else is driving it
                 report.skipped += 1
                 continue

@@ -151,10 +151,10 @@ def _check_same_request(sale: Sale, request: NewSale) -> Sale:
     return sale
 
 
-def lock_sale(session: Session, sale_id: uuid.UUID, *, wait: bool) -> Sale | None:
-    """Lock a pending sale to drive it; ``None`` if settled (or locked and ``wait`` is off)."""
+def lock_sale(session: Session, sale_id: uuid.UUID) -> Sale | None:
+    """Lock a pending sale to drive it; ``None`` if it is settled or someone else drives it."""
     statement = select(Sale).where(Sale.id == sale_id, Sale.status == PENDING)
-    statement = statement.with_for_update() if wait else statement.with_for_update(skip_locked=True)
+    statement = statement.with_for_update(skip_locked=True)
     return session.execute(statement).scalar_one_or_none()
 
 
@@ -254,7 +254,7 @@ def purchase(
     sale, created = record_sale(session, principal, request)
     if not created and sale.status != PENDING:
         return sale, True
-    locked = lock_sale(session, sale.id, wait=False)
+    locked = lock_sale(session, sale.id)
     if locked is None:
         session.rollback()
         current = session.get(Sale, sale.id, populate_existing=True)
@@ -267,8 +267,3 @@ def purchase(
             )
         return current, not created
     return drive(session, clients, locked), not created
-
-
-def is_refusal(sale: Sale) -> bool:
-    """True for a failed sale (the client gets a 4xx explaining why)."""
-    return sale.status == FAILED

@@ -61,6 +61,32 @@ def test_race_of_ten_buyers_never_oversells(sales_deps: Any, shop: Shop, databas
     assert (report.units_sold, report.money_in_sales) == (10, "100.00")
 
 
+def test_retry_storm_with_one_key_buys_once(sales_deps: Any, shop: Shop, database_url: str) -> None:
+    """The same purchase sent 8 times at once under one Idempotency-Key: one sale, one charge."""
+    process = sales_deps.start("sales")
+    product = shop.product(price="7.00", stock=10)
+    buyer, token = shop.buyer("50.00")
+
+    def attempt(_: int) -> requests.Response:
+        return post_sale(process.url, token, product, 2, key="storm-1")
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(attempt, range(8)))
+    completed = [a for a in answers if a.status_code == 201]
+    assert completed, [a.text for a in answers]
+    # Every other answer is "still being processed": never a second purchase.
+    assert all(a.json()["code"] == "sale_in_progress" for a in answers if a.status_code != 201)
+    assert {a.json()["id"] for a in completed} == {completed[0].json()["id"]}
+    # A later retry replays the finished sale.
+    again = post_sale(process.url, token, product, 2, key="storm-1")
+    assert (again.status_code, again.json()["id"]) == (201, completed[0].json()["id"])
+    assert shop.balance(buyer["username"]) == Decimal("36.00")
+    assert shop.stock(product) == 8
+    report = check_invariants(database_url)
+    assert report.ok, report.violations
+    assert report.completed == 1
+
+
 @pytest.fixture
 def fault_stack(database_url: str, identity: Identity) -> Iterator[LiveStack]:
     """A private set of processes on their own ports, so killing them harms no other test."""
