@@ -119,16 +119,6 @@ def setup(
         engine.dispose()
 
 
-def count_sales(database_url: str) -> int:
-    """How many sales the baseline (and pgbench) recorded."""
-    engine = create_engine(database_url)
-    try:
-        with engine.connect() as conn:
-            return int(conn.execute(text(f"SELECT count(*) FROM {SCHEMA}.sales")).scalar_one())
-    finally:
-        engine.dispose()
-
-
 class _Refused(Exception):
     """Rolls the transaction back and becomes a 409."""
 
