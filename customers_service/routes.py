@@ -75,6 +75,12 @@ IDEMPOTENCY_HEADER_DOC = {
 }
 
 
+# Schemas used to build bodies by hand: made once, as marshmallow schemas are reusable.
+_WALLET_CHANGE = WalletChangeSchema()
+_BATCH_CHARGE_RESULT = BatchChargeResultSchema()
+_SALE_MONEY_RESULT = SaleMoneyResultSchema()
+
+
 def _settings() -> Settings:
     return current_app.config["SHOP_SETTINGS"]  # type: ignore[no-any-return]
 
@@ -104,7 +110,7 @@ def _account_for(principal: Principal, username: str, *, for_update: bool = Fals
 
 
 @auth_blp.route("/auth/login", methods=["POST"])
-@auth_blp.arguments(LoginSchema)
+@auth_blp.arguments(LoginSchema())
 @auth_blp.response(200, TokenSchema)
 @auth_blp.alt_response(401, description="Wrong username or password, or account deactivated.")
 def login(credentials: dict[str, str]) -> ResponseReturnValue:
@@ -119,7 +125,7 @@ def login(credentials: dict[str, str]) -> ResponseReturnValue:
 
 
 @auth_blp.route("/auth/refresh", methods=["POST"])
-@auth_blp.arguments(RefreshSchema)
+@auth_blp.arguments(RefreshSchema())
 @auth_blp.response(200, TokenSchema)
 @auth_blp.alt_response(401, description="Refresh token invalid, expired or already used.")
 def refresh(body: dict[str, str]) -> ResponseReturnValue:
@@ -133,7 +139,7 @@ def refresh(body: dict[str, str]) -> ResponseReturnValue:
 
 
 @auth_blp.route("/auth/service-token", methods=["POST"])
-@auth_blp.arguments(ServiceTokenRequestSchema)
+@auth_blp.arguments(ServiceTokenRequestSchema())
 @auth_blp.response(200, TokenSchema)
 @auth_blp.alt_response(401, description="Unknown client or wrong secret.")
 def service_token(body: dict[str, str]) -> ResponseReturnValue:
@@ -152,7 +158,7 @@ def jwks() -> ResponseReturnValue:
 
 
 @customers_blp.route("/customers", methods=["POST"])
-@customers_blp.arguments(RegisterSchema)
+@customers_blp.arguments(RegisterSchema())
 @customers_blp.response(201, ProfileSchema)
 @customers_blp.alt_response(409, description="Username or email already taken (`already_exists`).")
 def register(data: dict[str, Any]) -> ResponseReturnValue:
@@ -166,7 +172,7 @@ def register(data: dict[str, Any]) -> ResponseReturnValue:
 @customers_blp.route("/customers", methods=["GET"])
 @customers_blp.response(200, CustomerPageSchema)
 @requires(ROLE_ADMIN)
-@customers_blp.arguments(CustomerSearchArgsSchema, location="query")
+@customers_blp.arguments(CustomerSearchArgsSchema(), location="query")
 def list_customers(args: dict[str, Any]) -> ResponseReturnValue:
     """List and search accounts (admin)."""
     return accounts.search(
@@ -177,7 +183,7 @@ def list_customers(args: dict[str, Any]) -> ResponseReturnValue:
 @customers_blp.route("/customers/batch", methods=["POST"])
 @customers_blp.response(201, BatchResultSchema)
 @requires(ROLE_ADMIN)
-@customers_blp.arguments(BatchRegisterSchema)
+@customers_blp.arguments(BatchRegisterSchema())
 @customers_blp.alt_response(
     409, description="Some usernames or emails exist or repeat: nothing was created."
 )
@@ -200,7 +206,7 @@ def get_customer(username: str) -> ResponseReturnValue:
 @customers_blp.route("/customers/<string:username>", methods=["PATCH"])
 @customers_blp.response(200, ProfileSchema)
 @requires(ROLE_CUSTOMER, ROLE_ADMIN)
-@customers_blp.arguments(ProfilePatchSchema)
+@customers_blp.arguments(ProfilePatchSchema())
 def patch_customer(changes: dict[str, Any], username: str) -> ResponseReturnValue:
     """Change profile fields; balance, role and username cannot be changed."""
     _account_for(require_principal(), username)
@@ -228,7 +234,7 @@ def delete_customer(username: str) -> ResponseReturnValue:
 @customers_blp.route("/customers/<string:username>/wallet", methods=["GET"])
 @customers_blp.response(200, WalletSchema)
 @requires(ROLE_CUSTOMER, ROLE_ADMIN)
-@customers_blp.arguments(PageArgsSchema, location="query")
+@customers_blp.arguments(PageArgsSchema(), location="query")
 def get_wallet(args: dict[str, int], username: str) -> ResponseReturnValue:
     """Balance and ledger entries, newest first."""
     customer = _account_for(require_principal(), username)
@@ -236,7 +242,7 @@ def get_wallet(args: dict[str, int], username: str) -> ResponseReturnValue:
 
 
 def _wallet_change(customer: Customer, entry: LedgerEntry) -> dict[str, Any]:
-    return WalletChangeSchema().dump(
+    return _WALLET_CHANGE.dump(
         {"username": customer.username, "balance": entry.balance_after, "entry": entry}
     )
 
@@ -245,7 +251,7 @@ def _wallet_change(customer: Customer, entry: LedgerEntry) -> dict[str, Any]:
 @customers_blp.response(200, WalletChangeSchema)
 @customers_blp.doc(parameters=[IDEMPOTENCY_HEADER_DOC])
 @requires(ROLE_CUSTOMER, ROLE_ADMIN)
-@customers_blp.arguments(AmountSchema)
+@customers_blp.arguments(AmountSchema())
 def charge_wallet(data: dict[str, Any], username: str) -> ResponseReturnValue:
     """Add money to a wallet. An optional ``Idempotency-Key`` makes retries safe."""
     principal = require_principal()
@@ -264,7 +270,7 @@ def charge_wallet(data: dict[str, Any], username: str) -> ResponseReturnValue:
 @customers_blp.doc(parameters=[IDEMPOTENCY_HEADER_DOC])
 @customers_blp.alt_response(409, description="`insufficient_funds`.")
 @requires(ROLE_ADMIN)
-@customers_blp.arguments(DeductSchema)
+@customers_blp.arguments(DeductSchema())
 def deduct_wallet(data: dict[str, Any], username: str) -> ResponseReturnValue:
     """Remove money from a wallet with a reason (admin); never below zero."""
     principal = require_principal()
@@ -283,7 +289,7 @@ def deduct_wallet(data: dict[str, Any], username: str) -> ResponseReturnValue:
 @customers_blp.doc(parameters=[IDEMPOTENCY_HEADER_DOC])
 @customers_blp.alt_response(404, description="Unknown usernames: nothing was charged.")
 @requires(ROLE_ADMIN)
-@customers_blp.arguments(BatchChargeSchema)
+@customers_blp.arguments(BatchChargeSchema())
 def charge_batch(data: dict[str, Any]) -> ResponseReturnValue:
     """Top up up to 1000 wallets in one transaction, all or none (admin, for the seeder)."""
     principal = require_principal()
@@ -292,7 +298,7 @@ def charge_batch(data: dict[str, Any]) -> ResponseReturnValue:
     def operation() -> tuple[int, dict[str, Any]]:
         entries = wallet.charge_batch(session, data["charges"], principal.subject)
         total = sum((e.amount for e in entries), Decimal(0))
-        return 200, BatchChargeResultSchema().dump({"charged": len(entries), "total": total})
+        return 200, _BATCH_CHARGE_RESULT.dump({"charged": len(entries), "total": total})
 
     return respond_idempotently(IdempotencyKey, operation, key_required=False)
 
@@ -300,7 +306,7 @@ def charge_batch(data: dict[str, Any]) -> ResponseReturnValue:
 @customers_blp.route("/ledger", methods=["GET"])
 @customers_blp.response(200, LedgerPageSchema)
 @requires(ROLE_ADMIN)
-@customers_blp.arguments(LedgerQuerySchema, location="query")
+@customers_blp.arguments(LedgerQuerySchema(), location="query")
 def list_ledger(args: dict[str, Any]) -> ResponseReturnValue:
     """Ledger entries across all wallets, oldest first (admin audit)."""
     return wallet.ledger_entries(get_session(), args)
@@ -318,7 +324,7 @@ def wallets_consistency() -> ResponseReturnValue:
 
 
 def _sale_money(entry: LedgerEntry) -> dict[str, Any]:
-    return SaleMoneyResultSchema().dump(
+    return _SALE_MONEY_RESULT.dump(
         {
             "entry_id": entry.id,
             "customer_id": entry.customer_id,
@@ -355,7 +361,7 @@ def _sale_money_call(
     "`idempotency_key_in_use`.",
 )
 @requires(ROLE_SERVICE)
-@internal_blp.arguments(SaleMoneySchema)
+@internal_blp.arguments(SaleMoneySchema())
 def wallet_debit(data: dict[str, Any]) -> ResponseReturnValue:
     """Debit a sale's total from a wallet, exactly once per ``Idempotency-Key`` and sale."""
     return _sale_money_call(wallet.debit_for_sale, data)
@@ -368,7 +374,7 @@ def wallet_debit(data: dict[str, Any]) -> ResponseReturnValue:
     409, description="`no_matching_debit`, `amount_mismatch`, `already_recorded`."
 )
 @requires(ROLE_SERVICE)
-@internal_blp.arguments(SaleMoneySchema)
+@internal_blp.arguments(SaleMoneySchema())
 def wallet_credit(data: dict[str, Any]) -> ResponseReturnValue:
     """Refund a sale's debit to the wallet, exactly once."""
     return _sale_money_call(wallet.credit_refund, data)

@@ -13,31 +13,87 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Numeric, column, func, select, update, values
+from sqlalchemy import (
+    BigInteger,
+    Executable,
+    Insert,
+    Numeric,
+    bindparam,
+    column,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+    values,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from customers_service.models import MAX_BALANCE, Customer, LedgerEntry
+from shopkit.db import constraint_name
 from shopkit.errors import Conflict, NotFound
 from shopkit.pagination import paginate
 
+#: The partial unique index that allows one debit and one refund per sale.
+ONE_PER_SALE = "uq_ledger_entries_sale_kind"
+
+_customers = Customer.__table__
+_ledger = LedgerEntry.__table__
+
 
 def _credit(session: Session, customer_id: int, amount: Decimal) -> Decimal | None:
-    return session.execute(
-        update(Customer)
-        .where(Customer.id == customer_id, Customer.balance <= MAX_BALANCE - amount)
-        .values(balance=Customer.balance + amount)
-        .returning(Customer.balance)
-    ).scalar_one_or_none()
+    return (
+        session.connection()
+        .execute(
+            update(_customers)
+            .where(_customers.c.id == customer_id, _customers.c.balance <= MAX_BALANCE - amount)
+            .values(balance=_customers.c.balance + amount)
+            .returning(_customers.c.balance)
+        )
+        .scalar_one_or_none()
+    )
 
 
 def _debit(session: Session, customer_id: int, amount: Decimal) -> Decimal | None:
-    return session.execute(
-        update(Customer)
-        .where(Customer.id == customer_id, Customer.balance >= amount)
-        .values(balance=Customer.balance - amount)
-        .returning(Customer.balance)
-    ).scalar_one_or_none()
+    return (
+        session.connection()
+        .execute(
+            update(_customers)
+            .where(_customers.c.id == customer_id, _customers.c.balance >= amount)
+            .values(balance=_customers.c.balance - amount)
+            .returning(_customers.c.balance)
+        )
+        .scalar_one_or_none()
+    )
+
+
+def _already_recorded(kind: str, sale_id: uuid.UUID | None) -> Conflict:
+    return Conflict(
+        "already_recorded", f"A {kind.replace('_', ' ')} for sale {sale_id} already exists."
+    )
+
+
+def _written(
+    session: Session,
+    statement: Executable,
+    kind: str,
+    sale_id: uuid.UUID | None,
+    parameters: dict[str, Any] | None = None,
+) -> LedgerEntry | None:
+    """Run a ledger insert (``RETURNING`` every column); the entry, or ``None`` if no row.
+
+    A second debit or refund of one sale violates :data:`ONE_PER_SALE`: that
+    is 409 ``already_recorded``, and the caller's transaction is spoilt, which
+    is fine since every caller rolls back on a refusal.
+    """
+    try:
+        row = session.connection().execute(statement, parameters).first()
+    except IntegrityError as exc:
+        if constraint_name(exc) == ONE_PER_SALE:
+            raise _already_recorded(kind, sale_id) from None
+        raise
+    return None if row is None else LedgerEntry(**row._mapping)
 
 
 def _record(
@@ -51,23 +107,23 @@ def _record(
     sale_id: uuid.UUID | None = None,
     reason: str | None = None,
 ) -> LedgerEntry:
-    entry = LedgerEntry(
-        customer_id=customer_id,
-        kind=kind,
-        amount=amount,
-        balance_after=balance_after,
-        actor=actor,
-        sale_id=sale_id,
-        reason=reason,
+    entry = _written(
+        session,
+        insert(_ledger)
+        .values(
+            customer_id=customer_id,
+            kind=kind,
+            amount=amount,
+            balance_after=balance_after,
+            actor=actor,
+            sale_id=sale_id,
+            reason=reason,
+        )
+        .returning(*_ledger.c),
+        kind,
+        sale_id,
     )
-    session.add(entry)
-    try:
-        with session.begin_nested():
-            session.flush()
-    except IntegrityError:
-        raise Conflict(
-            "already_recorded", f"A {kind.replace('_', ' ')} for sale {sale_id} already exists."
-        ) from None
+    assert entry is not None  # an INSERT ... VALUES always writes its row
     return entry
 
 
@@ -96,34 +152,85 @@ def deduct(
     return _record(session, customer.id, "deduct", -amount, balance, actor, reason=reason)
 
 
+def _debit_for_sale_statement() -> Insert:
+    """``debit_for_sale``'s one statement (built once; parameters bound by name)."""
+    amount = bindparam("amount", type_=_customers.c.balance.type)
+    debited = (
+        update(_customers)
+        .where(
+            _customers.c.id == bindparam("customer_id"),
+            _customers.c.is_active,
+            _customers.c.balance >= amount,
+        )
+        .values(balance=_customers.c.balance - amount)
+        .returning(_customers.c.id, _customers.c.balance)
+        .cte("debited")
+    )
+    return (
+        insert(_ledger)
+        .add_cte(debited)
+        .from_select(
+            ["customer_id", "kind", "amount", "balance_after", "actor", "sale_id"],
+            select(
+                debited.c.id,
+                literal("sale_debit"),
+                -amount,
+                debited.c.balance,
+                bindparam("actor", type_=_ledger.c.actor.type),
+                bindparam("sale_id", type_=_ledger.c.sale_id.type),
+            ),
+        )
+        .returning(*_ledger.c)
+    )
+
+
+_DEBIT_FOR_SALE = _debit_for_sale_statement()
+
+
 def debit_for_sale(
     session: Session, customer_id: int, amount: Decimal, sale_id: uuid.UUID, actor: str
 ) -> LedgerEntry:
     """Take a sale's total from the wallet, at most once per sale.
 
-    409 ``insufficient_funds`` when the balance is too low, 409
-    ``customer_inactive`` for a deactivated account, 409 ``already_recorded``
-    if this sale was already debited (under another idempotency key).
+    One statement does it: a conditional ``UPDATE`` of an active wallet with
+    enough money, and the ledger entry written from what it returned. When it
+    writes nothing, the refusal says why: 404 for an unknown customer, 409
+    ``already_recorded`` if this sale was already debited (under another
+    idempotency key), ``customer_inactive``, or ``insufficient_funds``. A
+    debit racing another of the same sale is refused by :data:`ONE_PER_SALE`.
     """
+    entry = _written(
+        session,
+        _DEBIT_FOR_SALE,
+        "sale_debit",
+        sale_id,
+        {"customer_id": customer_id, "amount": amount, "sale_id": sale_id, "actor": actor},
+    )
+    if entry is not None:
+        return entry
+    raise _debit_refusal(session, customer_id, amount, sale_id)
+
+
+def _debit_refusal(
+    session: Session, customer_id: int, amount: Decimal, sale_id: uuid.UUID
+) -> Conflict | NotFound:
+    """Why :func:`debit_for_sale` wrote nothing (checked in the order the saga relies on)."""
     customer = _customer(session, customer_id)
-    if not customer.is_active:
-        raise Conflict("customer_inactive", "The customer account is deactivated.")
-    existing = session.execute(
+    recorded = session.execute(
         select(LedgerEntry.id).where(
             LedgerEntry.sale_id == sale_id, LedgerEntry.kind == "sale_debit"
         )
     ).first()
-    if existing is not None:
-        raise Conflict("already_recorded", f"Sale {sale_id} was already debited.")
-    balance = _debit(session, customer_id, amount)
-    if balance is None:
-        raise Conflict(
-            "insufficient_funds",
-            "The wallet balance is lower than the sale total.",
-            balance=str(customer.balance),
-            required=str(amount),
-        )
-    return _record(session, customer_id, "sale_debit", -amount, balance, actor, sale_id=sale_id)
+    if recorded is not None:
+        return _already_recorded("sale_debit", sale_id)
+    if not customer.is_active:
+        return Conflict("customer_inactive", "The customer account is deactivated.")
+    return Conflict(
+        "insufficient_funds",
+        "The wallet balance is lower than the sale total.",
+        balance=str(customer.balance),
+        required=str(amount),
+    )
 
 
 def credit_refund(

@@ -47,12 +47,17 @@ IDEMPOTENCY_HEADER_DOC = {
 }
 
 
+# Schemas used to build bodies by hand: made once, as marshmallow schemas are reusable.
+_PRODUCT = ProductSchema()
+_RESERVATION = ReservationSchema()
+
+
 def _product_json(product: Product) -> dict[str, Any]:
-    return ProductSchema().dump(product)  # type: ignore[no-any-return]
+    return _PRODUCT.dump(product)  # type: ignore[no-any-return]
 
 
 def _reservation_json(reservation: Reservation) -> dict[str, Any]:
-    return ReservationSchema().dump(reservation)  # type: ignore[no-any-return]
+    return _RESERVATION.dump(reservation)  # type: ignore[no-any-return]
 
 
 # --- catalogue (anyone) -----------------------------------------------------------------------

@@ -15,12 +15,13 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Insert, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from inventory_service.catalogue import get_product
 from inventory_service.models import MAX_STOCK, Product, Reservation
+from shopkit.db import constraint_name
 from shopkit.errors import Conflict, NotFound
 from shopkit.pagination import paginate
 
@@ -73,46 +74,81 @@ def deduct(session: Session, product_id: int, quantity: int) -> Product:
     return _adjust(session, product_id, -quantity)
 
 
+_products = Product.__table__
+_reservations = Reservation.__table__
+
+
+def _reserve_statement() -> Insert:
+    """``reserve``'s one statement (built once; parameters bound by name)."""
+    quantity = bindparam("quantity", type_=_reservations.c.quantity.type)
+    product_id = bindparam("product_id", type_=_reservations.c.product_id.type)
+    taken = (
+        update(_products)
+        .where(
+            _products.c.id == product_id,
+            _products.c.stock >= quantity,
+            _products.c.archived.is_(False),
+        )
+        .values(stock=_products.c.stock - quantity)
+        .returning(_products.c.price, _products.c.name)
+        .cte("taken")
+    )
+    return (
+        insert(_reservations)
+        .add_cte(taken)
+        .from_select(
+            ["sale_id", "product_id", "quantity", "unit_price", "name", "reserved_by"],
+            select(
+                bindparam("sale_id", type_=_reservations.c.sale_id.type),
+                product_id,
+                quantity,
+                taken.c.price,
+                taken.c.name,
+                bindparam("actor", type_=_reservations.c.reserved_by.type),
+            ),
+        )
+        .returning(*_reservations.c)
+    )
+
+
+_RESERVE = _reserve_statement()
+
+
 def reserve(
     session: Session, sale_id: uuid.UUID, product_id: int, quantity: int, actor: str
 ) -> Reservation:
     """Take ``quantity`` of a product for sale ``sale_id``, with its current price and name.
 
-    404 ``not_found`` for an unknown or archived product, 409
-    ``insufficient_stock`` when there is not enough, 409 ``already_reserved``
-    when this sale already holds a reservation (even under another idempotency key).
+    One statement does it: a conditional ``UPDATE`` of the stock, and the
+    reservation written from the price and name it returned. When it writes
+    nothing, the refusal says why: 409 ``already_reserved`` when this sale
+    already holds a reservation (even under another idempotency key), 404
+    ``not_found`` for an unknown or archived product, 409
+    ``insufficient_stock``. A reservation racing another of the same sale is
+    refused by the primary key.
     """
-    if session.get(Reservation, sale_id) is not None:
-        raise Conflict("already_reserved", f"Sale {sale_id} already has a reservation.")
-    taken = session.execute(
-        update(Product)
-        .where(
-            Product.id == product_id,
-            Product.stock >= quantity,
-            Product.archived.is_(False),
-        )
-        .values(stock=Product.stock - quantity)
-        .returning(Product.price, Product.name)
-    ).first()
-    if taken is None:
-        product = get_product(session, product_id)  # 404 if unknown or archived
-        raise _insufficient(product.stock, quantity)
-    reservation = Reservation(
-        sale_id=sale_id,
-        product_id=product_id,
-        quantity=quantity,
-        unit_price=taken.price,
-        name=taken.name,
-        status="reserved",
-        reserved_by=actor,
-    )
-    session.add(reservation)
+    parameters = {
+        "sale_id": sale_id,
+        "product_id": product_id,
+        "quantity": quantity,
+        "actor": actor,
+    }
     try:
-        with session.begin_nested():
-            session.flush()
-    except IntegrityError:  # a concurrent reservation for the same sale won the race
-        raise Conflict("already_reserved", f"Sale {sale_id} already has a reservation.") from None
-    return reservation
+        row = session.connection().execute(_RESERVE, parameters).first()
+    except IntegrityError as exc:
+        if constraint_name(exc) == f"pk_{_reservations.name}":
+            raise _already_reserved(sale_id) from None
+        raise
+    if row is not None:
+        return Reservation(**row._mapping)
+    if session.get(Reservation, sale_id) is not None:
+        raise _already_reserved(sale_id)
+    product = get_product(session, product_id)  # 404 if unknown or archived
+    raise _insufficient(product.stock, quantity)
+
+
+def _already_reserved(sale_id: uuid.UUID) -> Conflict:
+    return Conflict("already_reserved", f"Sale {sale_id} already has a reservation.")
 
 
 def get_reservation(session: Session, sale_id: uuid.UUID) -> Reservation:

@@ -66,7 +66,7 @@ def _detail(review: Review, principal: Principal | None) -> dict[str, Any] | Rev
 @reviews_blp.alt_response(409, description="Already reviewed (`already_reviewed`).")
 @reviews_blp.alt_response(503, description="Inventory or sales unavailable: nothing was written.")
 @requires(ROLE_CUSTOMER)
-@reviews_blp.arguments(ReviewCreateSchema)
+@reviews_blp.arguments(ReviewCreateSchema())
 def create_review(data: dict[str, Any]) -> ResponseReturnValue:
     """Review a product you bought; it stays ``pending`` (hidden) until a moderator approves it.
 
@@ -81,7 +81,7 @@ def create_review(data: dict[str, Any]) -> ResponseReturnValue:
 @reviews_blp.route("/reviews", methods=["GET"])
 @reviews_blp.response(200, ReviewPageSchema)
 @requires(ROLE_ADMIN)
-@reviews_blp.arguments(QueueArgsSchema, location="query")
+@reviews_blp.arguments(QueueArgsSchema(), location="query")
 def list_reviews(args: dict[str, Any]) -> ResponseReturnValue:
     """The moderation queue (admin): reviews in one status, longest waiting first."""
     return moderation.queue(get_session(), args["status"], args["page"], args["page_size"])
@@ -102,7 +102,7 @@ def get_review(review_id: int) -> ResponseReturnValue:
 @reviews_blp.route("/reviews/<int:review_id>", methods=["PATCH"])
 @reviews_blp.response(200, ReviewSchema)
 @requires(ROLE_CUSTOMER, ROLE_ADMIN)
-@reviews_blp.arguments(ReviewPatchSchema)
+@reviews_blp.arguments(ReviewPatchSchema())
 def patch_review(changes: dict[str, Any], review_id: int) -> ResponseReturnValue:
     """Edit your review (author only); a change sends it back to ``pending``."""
     principal = require_principal()
@@ -132,7 +132,7 @@ def delete_review(review_id: int) -> ResponseReturnValue:
 
 @reviews_blp.route("/products/<int:product_id>/reviews", methods=["GET"])
 @reviews_blp.response(200, ProductReviewsSchema)
-@reviews_blp.arguments(PageArgsSchema, location="query")
+@reviews_blp.arguments(PageArgsSchema(), location="query")
 def product_reviews(args: dict[str, int], product_id: int) -> ResponseReturnValue:
     """A product's approved reviews, newest first, with count, average and histogram.
 
@@ -144,7 +144,7 @@ def product_reviews(args: dict[str, int], product_id: int) -> ResponseReturnValu
 @reviews_blp.route("/customers/<string:username>/reviews", methods=["GET"])
 @reviews_blp.response(200, ReviewPageSchema)
 @reviews_blp.doc(security=OPTIONAL_BEARER)
-@reviews_blp.arguments(PageArgsSchema, location="query")
+@reviews_blp.arguments(PageArgsSchema(), location="query")
 def customer_reviews(args: dict[str, int], username: str) -> ResponseReturnValue:
     """A customer's reviews, newest first: all statuses for themself and admins,
     approved ones for everyone else."""
@@ -159,7 +159,7 @@ def customer_reviews(args: dict[str, int], username: str) -> ResponseReturnValue
 @moderation_blp.route("/reviews/<int:review_id>/moderation", methods=["POST"])
 @moderation_blp.response(200, ReviewDetailSchema)
 @requires(ROLE_ADMIN)
-@moderation_blp.arguments(ModerationSchema)
+@moderation_blp.arguments(ModerationSchema())
 def moderate_review(decision: dict[str, Any], review_id: int) -> ResponseReturnValue:
     """Approve, flag or reject a review (admin); the decision is logged with its note."""
     principal = require_principal()

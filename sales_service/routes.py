@@ -65,6 +65,10 @@ FAILURE_DETAIL = {
 }
 
 
+# Made once, as marshmallow schemas are reusable.
+_SALE = SaleSchema()
+
+
 def _clients() -> SaleClients:
     return current_app.extensions["sales_clients"]  # type: ignore[no-any-return]
 
@@ -83,9 +87,7 @@ def _sale_response(sale: Sale, *, replayed: bool) -> Response:
         )
         return problem_response(body, headers)
     status = 201 if sale.status == COMPLETED else 202
-    response = Response(
-        json.dumps(SaleSchema().dump(sale)), status=status, mimetype="application/json"
-    )
+    response = Response(json.dumps(_SALE.dump(sale)), status=status, mimetype="application/json")
     response.headers.update(headers)
     response.headers["Location"] = f"/sales/{sale.id}"
     return response
@@ -113,7 +115,7 @@ def _sale_response(sale: Sale, *, replayed: bool) -> Response:
     503, description="`dependency_unavailable`: the sale stays pending and is settled by recovery."
 )
 @requires(ROLE_CUSTOMER)
-@sales_blp.arguments(PurchaseSchema)
+@sales_blp.arguments(PurchaseSchema())
 def create_sale(data: dict[str, Any]) -> ResponseReturnValue:
     """Buy ``quantity`` units of a product: reserve stock, debit the wallet, complete."""
     principal = require_principal()
@@ -140,7 +142,7 @@ def get_sale(sale_id: uuid.UUID) -> ResponseReturnValue:
 @sales_blp.route("/customers/<string:username>/sales", methods=["GET"])
 @sales_blp.response(200, SalePageSchema)
 @requires(ROLE_CUSTOMER, ROLE_ADMIN)
-@sales_blp.arguments(HistoryArgsSchema, location="query")
+@sales_blp.arguments(HistoryArgsSchema(), location="query")
 def customer_history(args: dict[str, Any], username: str) -> ResponseReturnValue:
     """A customer's purchase history, newest first (the customer or an admin)."""
     ensure_self_or_admin(require_principal(), username.lower())
@@ -152,7 +154,7 @@ def customer_history(args: dict[str, Any], username: str) -> ResponseReturnValue
 @sales_blp.route("/sales", methods=["GET"])
 @sales_blp.response(200, SalePageSchema)
 @requires(ROLE_ADMIN)
-@sales_blp.arguments(SalesQuerySchema, location="query")
+@sales_blp.arguments(SalesQuerySchema(), location="query")
 def list_sales(args: dict[str, Any]) -> ResponseReturnValue:
     """All sales, newest first, filtered by status, customer and product (admin)."""
     return queries.list_sales(get_session(), args)
@@ -160,7 +162,7 @@ def list_sales(args: dict[str, Any]) -> ResponseReturnValue:
 
 @catalog_blp.route("/catalog", methods=["GET"])
 @catalog_blp.response(200, CatalogPageSchema)
-@catalog_blp.arguments(CatalogArgsSchema, location="query")
+@catalog_blp.arguments(CatalogArgsSchema(), location="query")
 def list_catalog(args: dict[str, Any]) -> ResponseReturnValue:
     """Goods in stock: id, name and price (from inventory)."""
     return catalog.catalog_page(_clients().inventory, args)
@@ -176,7 +178,7 @@ def catalog_item(product_id: int) -> ResponseReturnValue:
 @internal_blp.route("/purchases", methods=["GET"])
 @internal_blp.response(200, PurchasesSchema)
 @requires(ROLE_SERVICE, ROLE_ADMIN)
-@internal_blp.arguments(PurchasesQuerySchema, location="query")
+@internal_blp.arguments(PurchasesQuerySchema(), location="query")
 def purchases(args: dict[str, int]) -> ResponseReturnValue:
     """Whether a customer has a completed purchase of a product (for reviews)."""
     return queries.purchases(get_session(), args["customer_id"], args["product_id"])

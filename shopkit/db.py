@@ -7,13 +7,17 @@ so that every table, index and constraint lives there with predictable names.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from flask import Flask, current_app, g
-from sqlalchemy import Engine, MetaData, create_engine, text
+from sqlalchemy import Engine, MetaData, create_engine, event, text
+from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from shopkit import embedded_pg
 from shopkit.config import Settings
@@ -42,6 +46,36 @@ def resolve_database_url(settings: Settings) -> str:
 normalise_url = embedded_pg.normalise_url
 
 
+#: A pooled connection unused for longer than this is checked before it is handed out.
+IDLE_PING_AFTER_S = 10.0
+
+
+def ping_when_idle(engine: Engine, idle_s: float) -> None:
+    """Check a pooled connection at checkout, but only if it sat idle for ``idle_s``.
+
+    ``pool_pre_ping`` would cost a round trip on every checkout, one per
+    request. A connection in steady use has just proved itself, so only the
+    ones idle long enough to have been dropped (a database restart, a
+    firewall's idle timeout) are pinged; a dead one is replaced transparently.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < idle_s:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error:
+            alive = False
+        if not alive:
+            raise DisconnectionError("the pooled connection was dropped while idle")
+
+
 class Database:
     """An engine and its session factory for one service."""
 
@@ -58,7 +92,6 @@ class Database:
             url,
             pool_size=pool_size,
             max_overflow=pool_size,
-            pool_pre_ping=True,
             pool_recycle=1800,
             connect_args={
                 "application_name": application_name,
@@ -66,6 +99,7 @@ class Database:
                 "options": f"-c statement_timeout={statement_timeout_ms}",
             },
         )
+        ping_when_idle(self.engine, IDLE_PING_AFTER_S)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -111,12 +145,12 @@ def advisory_key(*parts: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def try_advisory_xact_lock(session: Session, *parts: str) -> bool:
-    """Take a transaction-scoped advisory lock if free; ``False`` if someone holds it."""
-    key = advisory_key(*parts)
-    return bool(session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}).scalar())
-
-
 def advisory_xact_lock(session: Session, *parts: str) -> None:
     """Wait for and take a transaction-scoped advisory lock."""
     session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": advisory_key(*parts)})
+
+
+def constraint_name(error: IntegrityError) -> str | None:
+    """The name of the constraint that PostgreSQL reported violated in ``error``, if any."""
+    diagnostics = getattr(error.orig, "diag", None)
+    return getattr(diagnostics, "constraint_name", None)

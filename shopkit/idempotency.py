@@ -5,7 +5,8 @@ built from :class:`IdempotencyKeyMixin`). :func:`run_idempotent` performs a
 state-changing operation at most once per ``(caller, key)``:
 
 * a transaction-scoped advisory lock on the key makes a concurrent duplicate
-  fail fast with 409 ``idempotency_key_in_use`` instead of running twice;
+  fail fast with 409 ``idempotency_key_in_use`` instead of running twice, and
+  the key's primary key settles any duplicate that slips past the lock;
 * a stored key replays its stored response (status and body), marked with
   the ``Idempotent-Replayed: true`` header;
 * the same key with a different request (method, path or body) is 422
@@ -13,6 +14,8 @@ state-changing operation at most once per ``(caller, key)``:
 * otherwise the operation runs and the key row with its response is written
   in the *same transaction* as the effect, so either both commit or neither
   does (a crash mid-way leaves no key and the retry simply runs again).
+  Operations roll back as a whole on a refusal (there is no savepoint), so
+  they must not commit, and a refusal is final only once stored.
 
 Business refusals (4xx :class:`~shopkit.errors.ProblemError`) are stored and
 replayed too: a retried debit that was refused stays refused, whatever the
@@ -21,6 +24,7 @@ balance is by then. Server errors (5xx) are not stored, so they can be retried.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -31,12 +35,26 @@ from typing import Any
 
 from flask import Response, request
 from flask import json as flask_json
-from sqlalchemy import DateTime, Integer, String, func, select
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Insert,
+    Integer,
+    Select,
+    String,
+    Table,
+    and_,
+    bindparam,
+    func,
+    literal,
+    select,
+)
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from shopkit.auth import require_principal
-from shopkit.db import get_session, try_advisory_xact_lock
+from shopkit.db import advisory_key, get_session
 from shopkit.errors import ProblemError, problem_response
 
 HEADER = "Idempotency-Key"
@@ -124,50 +142,118 @@ def run_idempotent(
     and returns ``(status, json_body)``; it may raise a 4xx ``ProblemError``,
     whose answer is stored like a success. ``scope`` names the service schema
     so advisory locks of different services never collide.
+
+    The common case costs four round trips: ``BEGIN``, the lock with the key
+    lookup, the operation's own statements, the key insert, ``COMMIT``. There
+    is no savepoint: a refusal rolls the whole transaction back and is stored
+    in a transaction of its own, since it has no effect to keep.
     """
-    if not try_advisory_xact_lock(session, "idempotency", scope, caller, key):
+    statements = _statements(model.__table__)  # type: ignore[attr-defined]
+    names = {"caller": caller, "key": key}
+    # One statement takes the lock and looks the key up. Its snapshot may
+    # predate the commit of a duplicate that held the lock a moment ago; then
+    # the key insert below meets that duplicate's row and everything done here
+    # is rolled back and the stored answer replayed instead.
+    lock = advisory_key("idempotency", scope, caller, key)
+    found = session.execute(statements.lock_and_find, {"lock": lock, **names}).one()
+    if not found.locked:
         session.rollback()
-        raise ProblemError(
-            409,
-            "idempotency_key_in_use",
-            "A request with this Idempotency-Key is still being processed; retry shortly.",
-            headers={"Retry-After": "1"},
-        )
-    stored = session.execute(
-        select(model).where(model.caller == caller, model.key == key)
-    ).scalar_one_or_none()
-    if stored is not None:
+        raise _in_use()
+    if found.response_status is not None:
         session.rollback()
-        if stored.fingerprint != fingerprint:
-            raise ProblemError(
-                422,
-                "idempotency_key_reused",
-                "This Idempotency-Key was already used for a different request.",
-            )
-        return IdempotentResult(stored.response_status, stored.response_body, replayed=True)
+        return _stored(found, fingerprint)
 
     try:
-        with session.begin_nested():
-            status, body = operation()
+        status, body = operation()
     except ProblemError as problem:
+        session.rollback()
         if problem.status >= 500:
-            session.rollback()
             raise
-        status, body = problem.status, problem.to_body()
+        return _store(session, statements, names, fingerprint, problem.status, problem.to_body())
     except Exception:
         session.rollback()
         raise
-    session.add(
-        model(
-            caller=caller,
-            key=key,
-            fingerprint=fingerprint,
-            response_status=status,
-            response_body=body,
-        )
+    return _store(session, statements, names, fingerprint, status, body)
+
+
+def _in_use() -> ProblemError:
+    return ProblemError(
+        409,
+        "idempotency_key_in_use",
+        "A request with this Idempotency-Key is still being processed; retry shortly.",
+        headers={"Retry-After": "1"},
     )
-    session.commit()
-    return IdempotentResult(status, body, replayed=False)
+
+
+def _stored(row: Any, fingerprint: str) -> IdempotentResult:
+    """The stored answer of a key as a replay (422 if it was for another request)."""
+    if row.fingerprint != fingerprint:
+        raise ProblemError(
+            422,
+            "idempotency_key_reused",
+            "This Idempotency-Key was already used for a different request.",
+        )
+    return IdempotentResult(row.response_status, row.response_body, replayed=True)
+
+
+def _store(
+    session: Session,
+    statements: _KeyStatements,
+    names: dict[str, str],
+    fingerprint: str,
+    status: int,
+    body: dict[str, Any],
+) -> IdempotentResult:
+    """Write the key with its answer and commit; if the key is taken, replay its answer.
+
+    After a success the insert commits with the effect. After a refusal the
+    session was rolled back and this is a transaction of its own. Either way
+    a concurrent duplicate that stored the key first wins: this transaction
+    (its effect included) is rolled back and that duplicate's answer returned.
+    """
+    row = {**names, "fingerprint": fingerprint, "status": status, "body": body}
+    if session.execute(statements.claim, row).first() is not None:
+        session.commit()
+        return IdempotentResult(status, body, replayed=False)
+    session.rollback()
+    stored = session.execute(statements.find, names).first()
+    session.rollback()
+    if stored is None:  # the conflicting row was rolled back in the meantime: try again later
+        raise _in_use()
+    return _stored(stored, fingerprint)
+
+
+@dataclass(frozen=True)
+class _KeyStatements:
+    """The statements on one ``idempotency_keys`` table, built once (bound by name)."""
+
+    lock_and_find: Select[Any]
+    find: Select[Any]
+    claim: Insert
+
+
+@functools.cache
+def _statements(table: Table) -> _KeyStatements:
+    answer = (table.c.fingerprint, table.c.response_status, table.c.response_body)
+    this_key = and_(table.c.caller == bindparam("caller"), table.c.key == bindparam("key"))
+    one_row = select(literal(1).label("one")).subquery("one")
+    return _KeyStatements(
+        lock_and_find=select(
+            func.pg_try_advisory_xact_lock(bindparam("lock", type_=BigInteger)).label("locked"),
+            *answer,
+        ).select_from(one_row.outerjoin(table, this_key)),
+        find=select(*answer).where(this_key),
+        claim=pg_insert(table)
+        .values(
+            caller=bindparam("caller"),
+            key=bindparam("key"),
+            fingerprint=bindparam("fingerprint"),
+            response_status=bindparam("status", type_=table.c.response_status.type),
+            response_body=bindparam("body", type_=table.c.response_body.type),
+        )
+        .on_conflict_do_nothing()
+        .returning(table.c.key),
+    )
 
 
 def respond_idempotently(

@@ -230,6 +230,46 @@ def test_debit_replay_and_key_reuse(
     assert ledger_matches_balance(database_url)
 
 
+def test_a_sale_already_debited_is_already_recorded_even_when_funds_ran_out(
+    customers: FlaskClient, identity: Identity
+) -> None:
+    """The saga reads ``already_recorded`` as "paid": it must win over ``insufficient_funds``."""
+    owner = funded_customer(customers, identity, "10.00")
+    sale = str(uuid.uuid4())
+    body = {"customer_id": owner["id"], "amount": "8.00", "sale_id": sale}
+    service = identity.service_token()
+    assert debit(customers, service, body, f"{sale}:debit").status_code == 201
+    again = debit(customers, service, body, f"{sale}:debit-again")  # only 2.00 left
+    assert again.status_code == 409
+    assert again.get_json()["code"] == "already_recorded"
+
+
+def test_debit_race_on_the_sale_id_is_caught_by_the_unique_index(
+    customers_app: Any, customers: FlaskClient, identity: Identity, database_url: str
+) -> None:
+    """Two transactions debiting one sale: the second takes the money, then meets the first's
+    ledger row and is refused; rolling it back leaves one debit."""
+    from customers_service import wallet
+    from shopkit.db import get_database
+    from shopkit.errors import Conflict
+
+    owner = funded_customer(customers, identity, "50.00")
+    sale = uuid.uuid4()
+    with customers_app.app_context():
+        database = get_database()
+        with database.session() as first, database.session() as second:
+            wallet.debit_for_sale(first, owner["id"], Decimal("5.00"), sale, "sales")
+            first.commit()
+            with pytest.raises(Conflict) as caught:
+                wallet.debit_for_sale(second, owner["id"], Decimal("5.00"), sale, "sales")
+            second.rollback()
+    assert caught.value.code == "already_recorded"
+    admin = bearer(identity.admin_token())
+    profile = customers.get(f"/customers/{owner['username']}", headers=admin).get_json()
+    assert profile["balance"] == "45.00"
+    assert ledger_matches_balance(database_url)
+
+
 def test_refused_debit_is_stored_and_replayed_as_refused(
     customers: FlaskClient, identity: Identity
 ) -> None:
