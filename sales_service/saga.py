@@ -21,13 +21,13 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from sales_service.clients import SaleClients
@@ -76,6 +76,60 @@ class NewSale:
     fingerprint: str | None = None
 
 
+_sales = Sale.__table__
+_steps = SagaStep.__table__
+
+#: What :func:`record_sale` writes.
+_RECORDED_COLUMNS = (
+    "id",
+    "customer_id",
+    "username",
+    "product_id",
+    "quantity",
+    "status",
+    "idempotency_key",
+    "request_fingerprint",
+)
+#: The sale's columns a drive may change; written back in one ``UPDATE`` at its end.
+_DRIVEN_COLUMNS = (
+    "status",
+    "failure_code",
+    "product_name",
+    "unit_price",
+    "total",
+    "attempts",
+    "updated_at",
+    "completed_at",
+)
+
+
+# Statements built once, with parameters bound by name.
+_RECORD_SALE = (
+    pg_insert(_sales)
+    .values({name: bindparam(name) for name in _RECORDED_COLUMNS})
+    .on_conflict_do_nothing(
+        index_elements=["customer_id", "idempotency_key"],
+        index_where=_sales.c.idempotency_key.is_not(None),
+    )
+    .returning(*_sales.c)
+)
+_SALE_FOR_KEY = select(_sales).where(
+    _sales.c.customer_id == bindparam("customer_id"),
+    _sales.c.idempotency_key == bindparam("idempotency_key"),
+)
+_LOCK_PENDING_SALE = (
+    select(_sales)
+    .where(_sales.c.id == bindparam("sale_id"), _sales.c.status == PENDING)
+    .with_for_update(skip_locked=True)
+)
+_SAVE_SALE = (
+    update(_sales)
+    .where(_sales.c.id == bindparam("sale_id"))
+    .values({name: bindparam(f"new_{name}") for name in _DRIVEN_COLUMNS})
+)
+_LOG_STEPS = insert(_steps)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -86,17 +140,43 @@ def _maybe_crash(step: str) -> None:
         os._exit(70)
 
 
-def _log_step(session: Session, sale: Sale, step: str, outcome: str, **detail: Any) -> None:
-    session.add(SagaStep(sale_id=sale.id, step=step, outcome=outcome, detail=detail))
+@dataclass
+class _Drive:
+    """One drive of a sale: the sale as it evolves, and the steps to log with it."""
+
+    sale: Sale
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    def log(self, step: str, outcome: str, **detail: Any) -> None:
+        """Note a step; it is written with the sale's new state when the drive ends."""
+        self.steps.append(
+            {"sale_id": self.sale.id, "step": step, "outcome": outcome, "detail": detail}
+        )
+
+    def finish(self, status: str, failure_code: str | None = None) -> None:
+        """Settle the sale as ``completed`` or ``failed``."""
+        sale = self.sale
+        sale.status = status
+        sale.failure_code = failure_code
+        sale.updated_at = _now()
+        if status == COMPLETED:
+            sale.completed_at = sale.updated_at
+        self.log("complete" if status == COMPLETED else "fail", "ok", code=failure_code)
+
+    def save(self, session: Session) -> None:
+        """Write the sale's new state and its steps, and commit (which releases the lock)."""
+        connection = session.connection()
+        sale = self.sale
+        state = {f"new_{name}": getattr(sale, name) for name in _DRIVEN_COLUMNS}
+        connection.execute(_SAVE_SALE, {"sale_id": sale.id, **state})
+        if self.steps:
+            connection.execute(_LOG_STEPS, self.steps)
+        session.commit()
 
 
-def _finish(session: Session, sale: Sale, status: str, failure_code: str | None = None) -> None:
-    sale.status = status
-    sale.failure_code = failure_code
-    sale.updated_at = _now()
-    if status == COMPLETED:
-        sale.completed_at = sale.updated_at
-    _log_step(session, sale, "complete" if status == COMPLETED else "fail", "ok", code=failure_code)
+def _sale_from(row: Any) -> Sale:
+    """A detached :class:`Sale` holding ``row``: changed freely, written back explicitly."""
+    return Sale(**row._mapping)
 
 
 def record_sale(session: Session, principal: Principal, request: NewSale) -> tuple[Sale, bool]:
@@ -104,40 +184,39 @@ def record_sale(session: Session, principal: Principal, request: NewSale) -> tup
 
     With a client idempotency key that this customer already used, the
     existing sale is returned (``created`` false); a different request under
-    the same key is 422 ``idempotency_key_reused``.
+    the same key is 422 ``idempotency_key_reused``. Two requests racing with
+    one key meet on the unique index: the second waits for the first to
+    commit and then finds its sale.
     """
     assert principal.customer_id is not None
-    if request.idempotency_key is not None:
-        existing = _sale_for_key(session, principal.customer_id, request.idempotency_key)
-        if existing is not None:
-            return _check_same_request(existing, request), False
-    sale = Sale(
-        id=uuid.uuid4(),
-        customer_id=principal.customer_id,
-        username=principal.subject,
-        product_id=request.product_id,
-        quantity=request.quantity,
-        status=PENDING,
-        idempotency_key=request.idempotency_key,
-        request_fingerprint=request.fingerprint,
-    )
-    session.add(sale)
-    try:
+    recorded = {
+        "id": uuid.uuid4(),
+        "customer_id": principal.customer_id,
+        "username": principal.subject,
+        "product_id": request.product_id,
+        "quantity": request.quantity,
+        "status": PENDING,
+        "idempotency_key": request.idempotency_key,
+        "request_fingerprint": request.fingerprint,
+    }
+    row = session.connection().execute(_RECORD_SALE, recorded).first()
+    if row is not None:
         session.commit()
-    except IntegrityError:  # the same key raced in from a concurrent retry
-        session.rollback()
-        assert request.idempotency_key is not None
-        existing = _sale_for_key(session, principal.customer_id, request.idempotency_key)
-        if existing is None:
-            raise
-        return _check_same_request(existing, request), False
-    return sale, True
-
-
-def _sale_for_key(session: Session, customer_id: int, key: str) -> Sale | None:
-    return session.execute(
-        select(Sale).where(Sale.customer_id == customer_id, Sale.idempotency_key == key)
-    ).scalar_one_or_none()
+        return _sale_from(row), True
+    session.rollback()
+    assert request.idempotency_key is not None  # only a key can conflict
+    existing = (
+        session.connection()
+        .execute(
+            select(_sales).where(
+                _sales.c.customer_id == principal.customer_id,
+                _sales.c.idempotency_key == request.idempotency_key,
+            )
+        )
+        .one()
+    )
+    session.rollback()
+    return _check_same_request(_sale_from(existing), request), False
 
 
 def _check_same_request(sale: Sale, request: NewSale) -> Sale:
@@ -152,43 +231,47 @@ def _check_same_request(sale: Sale, request: NewSale) -> Sale:
 
 
 def lock_sale(session: Session, sale_id: uuid.UUID) -> Sale | None:
-    """Lock a pending sale to drive it; ``None`` if it is settled or someone else drives it."""
-    statement = select(Sale).where(Sale.id == sale_id, Sale.status == PENDING)
-    statement = statement.with_for_update(skip_locked=True)
-    return session.execute(statement).scalar_one_or_none()
+    """Lock a pending sale to drive it; ``None`` if it is settled or someone else drives it.
+
+    The sale comes back detached: :func:`drive` changes it in memory and
+    writes it back with one ``UPDATE`` (cheaper than the ORM's unit of work).
+    """
+    row = session.connection().execute(_LOCK_PENDING_SALE, {"sale_id": sale_id}).first()
+    return None if row is None else _sale_from(row)
 
 
 def drive(session: Session, clients: SaleClients, sale: Sale) -> Sale:
-    """Run (or resume) the saga of a locked pending sale and commit its outcome.
+    """Run (or resume) the saga of a sale locked by :func:`lock_sale`, and commit its outcome.
 
     Raises :class:`SagaIncomplete` (after committing the attempt) when the
     outcome cannot be decided now; the sale then stays ``pending``.
     """
+    run = _Drive(sale)
     sale.attempts += 1
     sale.updated_at = _now()
     try:
-        _run_steps(session, clients, sale)
+        _run_steps(run, clients)
     except SagaIncomplete:
-        session.commit()
+        run.save(session)
         raise
-    session.commit()
+    run.save(session)
     return sale
 
 
-def _unknown(session: Session, sale: Sale, step: str, answer: ServiceResponse) -> SagaIncomplete:
-    _log_step(session, sale, step, "unexpected", status=answer.status, code=answer.code)
-    log.error("sale %s: unexpected %s answer %s %s", sale.id, step, answer.status, answer.code)
-    return SagaIncomplete(sale.id, f"The {step} step got an unexpected answer; will retry.")
+def _unknown(run: _Drive, step: str, answer: ServiceResponse) -> SagaIncomplete:
+    run.log(step, "unexpected", status=answer.status, code=answer.code)
+    log.error("sale %s: unexpected %s answer %s %s", run.sale.id, step, answer.status, answer.code)
+    return SagaIncomplete(run.sale.id, f"The {step} step got an unexpected answer; will retry.")
 
 
-def _call(session: Session, sale: Sale, step: str, call: Any) -> ServiceResponse:
+def _call(run: _Drive, step: str, call: Any) -> ServiceResponse:
     try:
         answer: ServiceResponse = call()
     except DependencyUnavailable as exc:
-        _log_step(session, sale, step, "unavailable")
+        run.log(step, "unavailable")
         dependency = exc.extra.get("dependency")
         raise SagaIncomplete(
-            sale.id,
+            run.sale.id,
             f"The {dependency} service is unavailable; the purchase is pending and will be "
             "settled automatically.",
             dependency=dependency,
@@ -197,50 +280,47 @@ def _call(session: Session, sale: Sale, step: str, call: Any) -> ServiceResponse
     return answer
 
 
-def _run_steps(session: Session, clients: SaleClients, sale: Sale) -> None:
+def _run_steps(run: _Drive, clients: SaleClients) -> None:
+    sale = run.sale
     # Step 2: reserve stock (compensatable).
     reserved = _call(
-        session,
-        sale,
-        "reserve",
-        lambda: clients.inventory.reserve(sale.id, sale.product_id, sale.quantity),
+        run, "reserve", lambda: clients.inventory.reserve(sale.id, sale.product_id, sale.quantity)
     )
     if reserved.status in (409, 404) and reserved.code in RESERVE_REFUSALS:
-        _log_step(session, sale, "reserve", "refused", code=reserved.code)
-        _finish(session, sale, FAILED, RESERVE_REFUSALS[reserved.code])
+        run.log("reserve", "refused", code=reserved.code)
+        run.finish(FAILED, RESERVE_REFUSALS[reserved.code])
         return
     if reserved.status != 201:
-        raise _unknown(session, sale, "reserve", reserved)
+        raise _unknown(run, "reserve", reserved)
     sale.product_name = str(reserved.body["name"])
     sale.unit_price = Decimal(str(reserved.body["unit_price"]))
     sale.total = (sale.unit_price * sale.quantity).quantize(Decimal("0.01"))
-    _log_step(session, sale, "reserve", "ok", unit_price=str(sale.unit_price))
+    run.log("reserve", "ok", unit_price=str(sale.unit_price))
 
     # Step 3: debit the wallet (the pivot).
     debited = _call(
-        session,
-        sale,
+        run,
         "debit",
         lambda: clients.customers.debit(sale.id, sale.customer_id, sale.total),  # type: ignore[arg-type]
     )
     if debited.status == 201 or (debited.status == 409 and debited.code == "already_recorded"):
-        _log_step(session, sale, "debit", "ok", amount=str(sale.total))
-        _finish(session, sale, COMPLETED)
+        run.log("debit", "ok", amount=str(sale.total))
+        run.finish(COMPLETED)
         return
     if debited.status in (404, 409) and debited.code in DEBIT_REFUSALS:
-        _log_step(session, sale, "debit", "refused", code=debited.code)
-        _compensate(session, clients, sale, DEBIT_REFUSALS[debited.code])
+        run.log("debit", "refused", code=debited.code)
+        _compensate(run, clients, DEBIT_REFUSALS[debited.code])
         return
-    raise _unknown(session, sale, "debit", debited)
+    raise _unknown(run, "debit", debited)
 
 
-def _compensate(session: Session, clients: SaleClients, sale: Sale, failure_code: str) -> None:
+def _compensate(run: _Drive, clients: SaleClients, failure_code: str) -> None:
     """Release the reservation, then fail the sale (it stays pending if inventory is away)."""
-    released = _call(session, sale, "release", lambda: clients.inventory.release(sale.id))
+    released = _call(run, "release", lambda: clients.inventory.release(run.sale.id))
     if released.status not in (200, 201):
-        raise _unknown(session, sale, "release", released)
-    _log_step(session, sale, "release", "ok")
-    _finish(session, sale, FAILED, failure_code)
+        raise _unknown(run, "release", released)
+    run.log("release", "ok")
+    run.finish(FAILED, failure_code)
 
 
 def purchase(
