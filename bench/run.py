@@ -20,8 +20,9 @@ What it does, on free ports, with every knob an environment variable
    generator against one Flask route doing the sale in one transaction, then the
    same transaction behind the services' own stack; same gunicorn settings;
 5. **pgbench**: the same transaction (``bench/pgbench_sale.sql``) from C clients;
-6. **replay**: ``python -m seeder populate`` then ``python -m seeder replay`` (all
-   four services, reviews included) for ``BENCH_REPLAY_S`` while RSS is sampled;
+6. **replay**: ``python -m seeder populate``, a ``BENCH_REPLAY_WARMUP_S`` warm-up
+   replay, then ``python -m seeder replay`` (all four services, reviews included)
+   for ``BENCH_REPLAY_S`` while RSS is sampled;
 7. the peaks are frozen, then the **profiled windows** (the saga, then a short
    replay) with cProfile on, so that the profiler's own memory is never counted;
 8. **audit**: ``python -m seeder audit`` and the invariant queries of
@@ -117,6 +118,7 @@ class Knobs:
     pgbench_s: float = field(default_factory=lambda: _env_float("BENCH_PGBENCH_S", 15))
     profile_s: float = field(default_factory=lambda: _env_float("BENCH_PROFILE_S", 10))
     replay_s: float = field(default_factory=lambda: _env_float("BENCH_REPLAY_S", 60))
+    replay_warmup_s: float = field(default_factory=lambda: _env_float("BENCH_REPLAY_WARMUP_S", 10))
     replay_profile_s: float = field(
         default_factory=lambda: _env_float("BENCH_REPLAY_PROFILE_S", 10)
     )
@@ -893,6 +895,15 @@ class Bench:
         ]
         replay["populate_exit"] = self._seeder(populate, timeout_s=180)
         self.seeder_ok = replay["populate_exit"] == 0
+        if self.seeder_ok and knobs.replay_warmup_s > 0:
+            # Not measured: every worker (reviews' too, idle until now) serves its first
+            # requests here, so first use is not mistaken for growth.
+            self.rss.begin("replay-warmup")
+            replay["warmup_exit"] = self._seeder(
+                [*self._replay_args(), "--duration", str(knobs.replay_warmup_s)],
+                timeout_s=knobs.replay_warmup_s + 180,
+            )
+            self.rss.end("replay-warmup")
         began = time.monotonic()
         self.rss.begin("replay")
         self.cpu.begin("replay")
