@@ -143,8 +143,9 @@ def run_idempotent(
     whose answer is stored like a success. ``scope`` names the service schema
     so advisory locks of different services never collide.
 
-    The common case costs four round trips: ``BEGIN``, the lock with the key
-    lookup, the operation's own statements, the key insert, ``COMMIT``. There
+    The common case is ``BEGIN``, the lock with the key lookup, the
+    operation's own statements (one, for the hot internal calls), the key
+    insert and ``COMMIT``: five round trips for such a call. There
     is no savepoint: a refusal rolls the whole transaction back and is stored
     in a transaction of its own, since it has no effect to keep.
     """
