@@ -7,7 +7,14 @@ from decimal import Decimal
 from marshmallow import Schema, fields, validate
 
 from customers_service.models import GENDERS, LEDGER_KINDS, MARITAL_STATUSES
-from shopkit.fields import Money, PositiveMoney, StrictInteger, TrimmedString
+from shopkit.fields import (
+    MAX_ID,
+    SALE_TOTAL_DIGITS,
+    Money,
+    PositiveMoney,
+    StrictInteger,
+    TrimmedString,
+)
 from shopkit.pagination import PageArgsSchema, PageMetaSchema, page_schema
 
 USERNAME = validate.Regexp(
@@ -172,8 +179,10 @@ class WalletChangeSchema(Schema):
 class SaleMoneySchema(Schema):
     """A sale's debit or refund, between services."""
 
-    customer_id = StrictInteger(required=True, validate=validate.Range(min=1))
-    amount = PositiveMoney(required=True)
+    customer_id = StrictInteger(required=True, validate=validate.Range(min=1, max=MAX_ID))
+    # A total no wallet can hold is still a well-formed request: it is refused as
+    # insufficient_funds (409), which the saga settles, not as a malformed body.
+    amount = PositiveMoney(required=True, digits=SALE_TOTAL_DIGITS)
     sale_id = fields.UUID(required=True)
 
 
@@ -193,7 +202,7 @@ class LedgerQuerySchema(PageArgsSchema):
 
     kind = fields.String(validate=validate.OneOf(LEDGER_KINDS))
     sale_id = fields.UUID()
-    customer_id = fields.Integer(validate=validate.Range(min=1))
+    customer_id = fields.Integer(validate=validate.Range(min=1, max=MAX_ID))
     sales_only = fields.Boolean(metadata={"description": "Only entries tied to a sale."})
 
 

@@ -199,6 +199,10 @@ def debit_for_sale(
     idempotency key), ``customer_inactive``, or ``insufficient_funds``. A
     debit racing another of the same sale is refused by :data:`ONE_PER_SALE`.
     """
+    if amount > MAX_BALANCE:
+        # A sale's total may be wider than any balance (and than the ledger's column):
+        # no wallet can pay it, so it is refused like any other total too large.
+        raise _debit_refusal(session, customer_id, amount, sale_id)
     entry = _written(
         session,
         _DEBIT_FOR_SALE,

@@ -24,8 +24,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from inventory_service.models import MAX_ID, Product
+from inventory_service.models import Product
 from shopkit.errors import NotFound
+from shopkit.fields import MAX_ID
 from shopkit.pagination import paginate
 
 PATCH_FIELDS = ("name", "category", "price", "description", "archived")

@@ -53,8 +53,6 @@ RESERVATION_STATUSES = ("reserved", "released")
 
 #: Largest stock a product may hold (well inside PostgreSQL's ``integer``).
 MAX_STOCK = 2_000_000_000
-#: Ids are PostgreSQL ``bigint``.
-MAX_ID = 2**63 - 1
 NAME_MAX = 200
 DESCRIPTION_MAX = 5000
 

@@ -196,6 +196,11 @@ def reserve(data: dict[str, Any]) -> ResponseReturnValue:
 @internal_blp.response(200, ReservationSchema)
 @internal_blp.doc(parameters=[IDEMPOTENCY_HEADER_DOC])
 @internal_blp.alt_response(404, description="The sale has no reservation.")
+@internal_blp.alt_response(
+    503,
+    description="`stock_limit`: the stock has no room to take it back now; not stored under "
+    "the key, so retry later.",
+)
 @requires(ROLE_SERVICE)
 def release(sale_id: uuid.UUID) -> ResponseReturnValue:
     """Put a sale's reserved stock back, exactly once; releasing again changes nothing."""

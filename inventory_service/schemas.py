@@ -9,12 +9,18 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from inventory_service.models import (
     CATEGORIES,
     DESCRIPTION_MAX,
-    MAX_ID,
     MAX_STOCK,
     NAME_MAX,
     RESERVATION_STATUSES,
 )
-from shopkit.fields import Money, PositiveMoney, StrictInteger, TrimmedString, format_money
+from shopkit.fields import (
+    MAX_ID,
+    Money,
+    PositiveMoney,
+    StrictInteger,
+    TrimmedString,
+    format_money,
+)
 from shopkit.pagination import PageArgsSchema, page_schema
 
 #: Largest quantity one stock change (restock, deduct, reservation) may move.

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from inventory_service.catalogue import get_product
 from inventory_service.models import MAX_STOCK, Product, Reservation
 from shopkit.db import constraint_name
-from shopkit.errors import Conflict, NotFound
+from shopkit.errors import Conflict, NotFound, ProblemError
 from shopkit.pagination import paginate
 
 
@@ -162,8 +162,11 @@ def get_reservation(session: Session, sale_id: uuid.UUID) -> Reservation:
 def release(session: Session, sale_id: uuid.UUID) -> Reservation:
     """Put a reservation's stock back, exactly once; releasing again changes nothing.
 
-    404 when the sale has no reservation; 409 ``stock_limit`` in the (absurd)
-    case that the product has since been restocked to its limit.
+    404 when the sale has no reservation. In the (absurd) case that the
+    product has since been restocked to its limit, 503 ``stock_limit``: a
+    compensation cannot be refused for good, so the answer is one that is
+    not stored under the caller's idempotency key, and the caller retries
+    until the stock has room again.
     """
     released = session.execute(
         update(Reservation)
@@ -183,7 +186,10 @@ def release(session: Session, sale_id: uuid.UUID) -> Reservation:
         ).first()
         if restored is None:
             product = get_product(session, released.product_id, include_archived=True)
-            raise _stock_limit(product, released.quantity)
+            limit = _stock_limit(product, released.quantity)
+            raise ProblemError(
+                503, limit.code, limit.detail, headers={"Retry-After": "30"}, **limit.extra
+            )
     return get_reservation(session, sale_id)
 
 

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from shopkit.config import Settings
-from shopkit.errors import ProblemError
 from shopkit.service_client import DependencyUnavailable, ServiceClient, ServiceTokenProvider
 
 #: The client id reviews presents to ``POST /auth/service-token``.
@@ -76,18 +75,10 @@ class PurchasesClient:
 
     def has_purchased(self, customer_id: int, product_id: int) -> bool:
         """Sales' ``purchased`` answer; anything unexpected is :class:`DependencyUnavailable`."""
-        try:
-            response = self.http.get(
-                "/internal/purchases",
-                params={"customer_id": customer_id, "product_id": product_id},
-            )
-        except DependencyUnavailable:
-            raise
-        except ProblemError as problem:
-            # The customers service refused our service credentials: sales cannot be asked.
-            raise DependencyUnavailable(
-                "customers", "This service could not obtain a service token."
-            ) from problem
+        response = self.http.get(
+            "/internal/purchases",
+            params={"customer_id": customer_id, "product_id": product_id},
+        )
         purchased = response.body.get("purchased")
         if response.status == 200 and isinstance(purchased, bool):
             return purchased

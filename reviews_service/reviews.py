@@ -36,9 +36,9 @@ from reviews_service.models import (
     STATUS_PENDING,
     Review,
 )
-from reviews_service.schemas import MAX_ID
-from shopkit.auth import ROLE_CUSTOMER, Principal
+from shopkit.auth import ROLE_CUSTOMER, Principal, is_self_or_admin
 from shopkit.errors import Conflict, Forbidden, NotFound, ProblemError
+from shopkit.fields import MAX_ID
 from shopkit.pagination import paginate
 
 ONE_PLACE = Decimal("0.1")
@@ -211,11 +211,6 @@ def customer_reviews(
         .where(Review.username == username)
         .order_by(Review.created_at.desc(), Review.id.desc())
     )
-    own = (
-        principal is not None
-        and principal.role == ROLE_CUSTOMER
-        and principal.subject.lower() == username
-    )
-    if not (own or (principal is not None and principal.is_admin)):
+    if not is_self_or_admin(principal, username):
         statement = statement.where(Review.status == STATUS_APPROVED)
     return paginate(session, statement, page, page_size)

@@ -15,11 +15,8 @@ from reviews_service.models import (
     STATUS_PENDING,
     STATUSES,
 )
-from shopkit.fields import StrictInteger, TrimmedString
+from shopkit.fields import MAX_ID, StrictInteger, TrimmedString
 from shopkit.pagination import PageArgsSchema, PageMetaSchema, page_schema
-
-#: Largest id a PostgreSQL ``bigint`` holds.
-MAX_ID = 2**63 - 1
 
 RATING = validate.Range(min=MIN_RATING, max=MAX_RATING)
 

@@ -48,10 +48,6 @@ class InventoryClient:
             idempotency_key=step_key(sale_id, "release"),
         )
 
-    def reservation(self, sale_id: uuid.UUID) -> ServiceResponse:
-        """The sale's reservation, if inventory has one (200 or 404)."""
-        return self.client.get(f"/internal/reservations/{sale_id}")
-
     def products(self, params: dict[str, Any]) -> ServiceResponse:
         """A page of the public product list."""
         return self.client.get("/products", params=params, auth=False)

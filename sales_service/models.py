@@ -24,6 +24,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from shopkit.db import make_metadata
+from shopkit.fields import SALE_TOTAL_DIGITS
 from shopkit.idempotency import IdempotencyKeyMixin
 
 SCHEMA = "sales"
@@ -76,7 +77,8 @@ class Sale(Base):
     product_name: Mapped[str | None] = mapped_column(String(200))
     quantity: Mapped[int] = mapped_column(Integer)
     unit_price: Mapped[Decimal | None] = mapped_column(Numeric(12, 2))
-    total: Mapped[Decimal | None] = mapped_column(Numeric(12, 2))
+    # Up to 1,000 units at the largest price: wider than a price or a balance.
+    total: Mapped[Decimal | None] = mapped_column(Numeric(SALE_TOTAL_DIGITS + 2, 2))
     status: Mapped[str] = mapped_column(String(16), server_default=PENDING)
     failure_code: Mapped[str | None] = mapped_column(String(64))
     idempotency_key: Mapped[str | None] = mapped_column(String(200))

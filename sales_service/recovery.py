@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 
 from sales_service.clients import SaleClients
-from sales_service.models import PENDING, Sale
+from sales_service.models import COMPLETED, PENDING, Sale
 from sales_service.saga import SagaIncomplete, drive, lock_sale
 from shopkit.db import Database
 
@@ -75,9 +75,8 @@ def recover_pending(
                 report.still_pending += 1
                 report.errors.append(f"{sale_id}: {type(exc).__name__}")
                 continue
-            if sale.status == PENDING:
-                report.still_pending += 1
-            elif sale.failure_code is None:
+            # A drive that returns has settled the sale (otherwise it raised).
+            if sale.status == COMPLETED:
                 report.completed += 1
             else:
                 report.failed += 1

@@ -145,7 +145,7 @@ def get_sale(sale_id: uuid.UUID) -> ResponseReturnValue:
 @sales_blp.arguments(HistoryArgsSchema(), location="query")
 def customer_history(args: dict[str, Any], username: str) -> ResponseReturnValue:
     """A customer's purchase history, newest first (the customer or an admin)."""
-    ensure_self_or_admin(require_principal(), username.lower())
+    ensure_self_or_admin(require_principal(), username)
     return queries.history(
         get_session(), username, args.get("status"), args["page"], args["page_size"]
     )

@@ -205,16 +205,7 @@ def record_sale(session: Session, principal: Principal, request: NewSale) -> tup
         return _sale_from(row), True
     session.rollback()
     assert request.idempotency_key is not None  # only a key can conflict
-    existing = (
-        session.connection()
-        .execute(
-            select(_sales).where(
-                _sales.c.customer_id == principal.customer_id,
-                _sales.c.idempotency_key == request.idempotency_key,
-            )
-        )
-        .one()
-    )
+    existing = session.connection().execute(_SALE_FOR_KEY, recorded).one()
     session.rollback()
     return _check_same_request(_sale_from(existing), request), False
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from sales_service.models import STATUSES
-from shopkit.fields import Money, StrictInteger
+from shopkit.fields import MAX_ID, Money, StrictInteger
 from shopkit.pagination import PageArgsSchema, page_schema
 
 MAX_QUANTITY = 1000
@@ -15,7 +15,7 @@ CATEGORIES = ("food", "clothes", "accessories", "electronics")
 class PurchaseSchema(Schema):
     """A purchase request."""
 
-    product_id = StrictInteger(required=True, validate=validate.Range(min=1))
+    product_id = StrictInteger(required=True, validate=validate.Range(min=1, max=MAX_ID))
     quantity = StrictInteger(
         required=True,
         validate=validate.Range(min=1, max=MAX_QUANTITY),
@@ -73,15 +73,15 @@ class SalesQuerySchema(PageArgsSchema):
         validate=validate.Length(min=1, max=32), metadata={"description": "Buyer's username."}
     )
     product = fields.Integer(
-        validate=validate.Range(min=1), metadata={"description": "Product id."}
+        validate=validate.Range(min=1, max=MAX_ID), metadata={"description": "Product id."}
     )
 
 
 class PurchasesQuerySchema(Schema):
     """Query of ``GET /internal/purchases``."""
 
-    customer_id = fields.Integer(required=True, validate=validate.Range(min=1))
-    product_id = fields.Integer(required=True, validate=validate.Range(min=1))
+    customer_id = fields.Integer(required=True, validate=validate.Range(min=1, max=MAX_ID))
+    product_id = fields.Integer(required=True, validate=validate.Range(min=1, max=MAX_ID))
 
 
 class PurchasesSchema(Schema):
@@ -119,13 +119,3 @@ class CatalogDetailSchema(CatalogItemSchema):
     description = fields.String()
     stock = fields.Integer()
     in_stock = fields.Boolean()
-
-
-class RecoverySchema(Schema):
-    """Result of a recovery pass."""
-
-    examined = fields.Integer()
-    completed = fields.Integer()
-    failed = fields.Integer()
-    still_pending = fields.Integer()
-    skipped = fields.Integer()

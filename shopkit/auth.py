@@ -270,13 +270,20 @@ def require_principal(*roles: str) -> Principal:
     return principal
 
 
+def is_self_or_admin(principal: Principal | None, username: str) -> bool:
+    """Whether ``principal`` is an admin or the customer named ``username`` (any case)."""
+    if principal is None:
+        return False
+    if principal.is_admin:
+        return True
+    # Usernames are case-insensitive; token subjects are stored lower-case.
+    return principal.role == ROLE_CUSTOMER and principal.subject == username.lower()
+
+
 def ensure_self_or_admin(principal: Principal, username: str) -> None:
     """Allow admins and the customer named ``username``; refuse everyone else with 403."""
-    if principal.is_admin:
-        return
-    if principal.role == ROLE_CUSTOMER and principal.subject == username:
-        return
-    raise Forbidden("You may only act on your own account.")
+    if not is_self_or_admin(principal, username):
+        raise Forbidden("You may only act on your own account.")
 
 
 def requires(*roles: str) -> Callable[[F], F]:

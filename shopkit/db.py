@@ -93,6 +93,9 @@ class Database:
             pool_size=pool_size,
             max_overflow=pool_size,
             pool_recycle=1800,
+            # Error messages (which reach the logs) must not carry bound values:
+            # password hashes, token digests, personal data.
+            hide_parameters=True,
             connect_args={
                 "application_name": application_name,
                 "connect_timeout": 5,

@@ -8,9 +8,22 @@ from typing import Any
 
 from marshmallow import ValidationError, fields
 
-MONEY_PATTERN = r"^[0-9]{1,10}(\.[0-9]{1,2})?$"
-_MONEY_RE = re.compile(MONEY_PATTERN)
+#: Digits before the point of an ordinary amount: prices, balances, top-ups.
+MONEY_DIGITS = 10
+
+
+def money_pattern(digits: int) -> str:
+    """The regular expression of an amount with at most ``digits`` digits before the point."""
+    return rf"^[0-9]{{1,{digits}}}(\.[0-9]{{1,2}})?$"
+
+
+MONEY_PATTERN = money_pattern(MONEY_DIGITS)
+#: Digits before the point of a sale's total: up to 1,000 units (the sales service's
+#: ``MAX_QUANTITY``) at the largest price.
+SALE_TOTAL_DIGITS = MONEY_DIGITS + 3
 TWO_PLACES = Decimal("0.01")
+#: The largest id a PostgreSQL ``bigint`` holds; larger ids in requests are 422, never 500.
+MAX_ID = 2**63 - 1
 
 
 def format_money(value: Decimal) -> str:
@@ -22,7 +35,8 @@ class Money(fields.Field):
     """An amount of money: a decimal *string* with at most two places (``"19.99"``).
 
     Numbers, negative values, exponents and more than two places are refused
-    so that no float ever touches money. Serialises with exactly two places.
+    so that no float ever touches money; at most ``digits`` digits before the
+    point. Serialises with exactly two places.
     """
 
     default_error_messages = {
@@ -30,9 +44,11 @@ class Money(fields.Field):
         '"19.99".',
     }
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, digits: int = MONEY_DIGITS, **kwargs: Any) -> None:
+        pattern = money_pattern(digits)
+        self._pattern = re.compile(pattern)
         metadata = kwargs.pop("metadata", {})
-        metadata = {"pattern": MONEY_PATTERN, "example": "19.99", **metadata}
+        metadata = {"pattern": pattern, "example": "19.99", **metadata}
         super().__init__(metadata=metadata, **kwargs)
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
@@ -41,7 +57,7 @@ class Money(fields.Field):
         return format_money(Decimal(value))
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Decimal:
-        if not isinstance(value, str) or not _MONEY_RE.match(value):
+        if not isinstance(value, str) or not self._pattern.match(value):
             raise self.make_error("invalid")
         return Decimal(value)
 

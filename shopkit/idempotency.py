@@ -265,7 +265,7 @@ def respond_idempotently(
 ) -> Response:
     """Run a state-changing view body under the request's ``Idempotency-Key``.
 
-    The key belongs to the authenticated caller and is stored in ``model``'s
+    The key belongs to the authenticated caller (role and subject) and is stored in ``model``'s
     table (in the service's own schema). With a key, the effect happens at
     most once per ``(caller, key)`` (see :func:`run_idempotent`). Without one
     (allowed when ``key_required`` is false), the operation simply runs and
@@ -278,11 +278,14 @@ def respond_idempotently(
         session.commit()
         return IdempotentResult(status, body, replayed=False).to_response()
     fingerprint = request_fingerprint(request.method, request.path, request.get_json(silent=True))
+    principal = require_principal()
     result = run_idempotent(
         session,
         model,
         scope=str(model.__table__.schema),  # type: ignore[attr-defined]
-        caller=require_principal().subject,
+        # Subjects of different roles may coincide (a customer may be called
+        # "sales"): the role keeps their keys apart.
+        caller=f"{principal.role}:{principal.subject}",
         key=key,
         fingerprint=fingerprint,
         operation=operation,

@@ -114,15 +114,21 @@ class ServiceTokenProvider:
         timeout_s: float = 5.0,
         renew_before_s: float = 60.0,
     ) -> None:
-        self.url = customers_url.rstrip("/") + "/auth/service-token"
         self.client_id = client_id
         self.client_secret = client_secret
-        self.timeout_s = timeout_s
         self.renew_before_s = renew_before_s
         self._token: str | None = None
         self._expires_at = 0.0
         self._lock = threading.Lock()
-        self._http = _Http(4)
+        # The same timeouts and bounded retries as any call, within ``timeout_s``.
+        self._customers = ServiceClient(
+            "customers",
+            customers_url,
+            connect_timeout_s=min(2.0, timeout_s),
+            read_timeout_s=timeout_s,
+            deadline_s=timeout_s,
+            pool_size=4,
+        )
 
     def token(self, *, force_renew: bool = False) -> str:
         """A valid service token, renewed when it is about to expire or when forced."""
@@ -133,16 +139,11 @@ class ServiceTokenProvider:
                 and time.time() < self._expires_at - self.renew_before_s
             ):
                 return self._token
-            try:
-                response = self._http.request(
-                    "POST",
-                    self.url,
-                    json_body={"client_id": self.client_id, "client_secret": self.client_secret},
-                    headers={"Accept": "application/json"},
-                    timeout=urllib3.Timeout(total=self.timeout_s),
-                )
-            except urllib3.exceptions.HTTPError as exc:
-                raise DependencyUnavailable("customers") from exc
+            response = self._customers.post(
+                "/auth/service-token",
+                json={"client_id": self.client_id, "client_secret": self.client_secret},
+                auth=False,
+            )
             if response.status != 200:
                 if response.status >= 500:
                     raise DependencyUnavailable("customers")
@@ -153,9 +154,14 @@ class ServiceTokenProvider:
                     "customers", "This service could not authenticate to the customers service."
                 )
             token = response.body.get("access_token")
-            if not isinstance(token, str):
-                raise DependencyUnavailable("customers", "The customers service sent no token.")
-            claims = jwt.decode(token, options={"verify_signature": False})
+            try:
+                if not isinstance(token, str):
+                    raise jwt.DecodeError("no access_token")
+                claims = jwt.decode(token, options={"verify_signature": False})
+            except jwt.PyJWTError as exc:
+                raise DependencyUnavailable(
+                    "customers", "The customers service sent no usable token."
+                ) from exc
             self._token = token
             self._expires_at = float(claims.get("exp", time.time() + 60))
             return token

@@ -22,6 +22,24 @@ def test_profile_access_by_role(customers: FlaskClient, identity: Identity) -> N
     assert as_admin.get_json()["balance"] == "0.00"
 
 
+def test_usernames_in_urls_are_case_insensitive_for_their_owner(
+    customers: FlaskClient, identity: Identity
+) -> None:
+    """The owner may spell their username in any case, as an admin may."""
+    owner, token = identity.new_customer()
+    path = f"/customers/{owner['username'].upper()}"
+    mine = customers.get(path, headers=bearer(token))
+    assert mine.status_code == 200, mine.get_json()
+    assert mine.get_json()["id"] == owner["id"]
+    charged = customers.post(
+        path + "/wallet/charge", json={"amount": "5.00"}, headers=bearer(token)
+    )
+    assert charged.status_code == 200
+    assert customers.get(path + "/wallet", headers=bearer(token)).get_json()["balance"] == "5.00"
+    _, other_token = identity.new_customer()
+    assert customers.get(path, headers=bearer(other_token)).status_code == 403
+
+
 def test_admin_gets_404_for_unknown_customer(customers: FlaskClient, identity: Identity) -> None:
     response = customers.get("/customers/nobody_here", headers=bearer(identity.admin_token()))
     assert response.status_code == 404

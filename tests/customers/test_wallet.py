@@ -270,6 +270,23 @@ def test_debit_race_on_the_sale_id_is_caught_by_the_unique_index(
     assert ledger_matches_balance(database_url)
 
 
+def test_a_customer_named_like_a_service_has_keys_of_their_own(
+    customers: FlaskClient, identity: Identity
+) -> None:
+    """Keys belong to role and name: a customer called "sales" cannot meet the sales service's
+    stored answers (or block them) by sending the same key."""
+    owner = funded_customer(customers, identity, "50.00")
+    sale = str(uuid.uuid4())
+    body = {"customer_id": owner["id"], "amount": "5.00", "sale_id": sale}
+    assert debit(customers, identity.service_token(), body, f"{sale}:debit").status_code == 201
+    namesake = identity.register("sales")
+    token = identity.token("sales", namesake["password"])
+    charged = charge(customers, "sales", "7.00", token, **{"Idempotency-Key": f"{sale}:debit"})
+    assert charged.status_code == 200, charged.get_json()
+    assert "Idempotent-Replayed" not in charged.headers
+    assert charged.get_json()["balance"] == "7.00"
+
+
 def test_refused_debit_is_stored_and_replayed_as_refused(
     customers: FlaskClient, identity: Identity
 ) -> None:
@@ -312,6 +329,18 @@ def test_debit_of_unknown_or_inactive_customer(customers: FlaskClient, identity:
     assert inactive.get_json()["code"] == "customer_inactive"
 
 
+def test_a_sale_total_wider_than_any_balance_is_insufficient_funds(
+    customers: FlaskClient, identity: Identity, database_url: str
+) -> None:
+    """A sale's total may reach 1,000 x the largest price: well-formed, and simply unpayable."""
+    owner = funded_customer(customers, identity, "10.00")
+    body = {"customer_id": owner["id"], "amount": "19999999999.98", "sale_id": str(uuid.uuid4())}
+    refused = debit(customers, identity.service_token(), body, "huge")
+    assert refused.status_code == 409
+    assert refused.get_json()["code"] == "insufficient_funds"
+    assert ledger_matches_balance(database_url)
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -320,6 +349,8 @@ def test_debit_of_unknown_or_inactive_customer(customers: FlaskClient, identity:
         {"customer_id": 1, "amount": "1.00", "sale_id": "not-a-uuid"},
         {"customer_id": 1, "amount": "1.00"},
         {"customer_id": 0, "amount": "1.00", "sale_id": "00000000-0000-0000-0000-000000000001"},
+        {"customer_id": 2**63, "amount": "1.00", "sale_id": "00000000-0000-0000-0000-000000000001"},
+        {"customer_id": 1, "amount": "1" * 14, "sale_id": "00000000-0000-0000-0000-000000000001"},
     ],
 )
 def test_bad_debit_bodies_are_422(

@@ -268,26 +268,47 @@ def test_release_of_an_unknown_sale_is_404(inventory: FlaskClient, service: dict
     )
 
 
-def test_release_past_the_stock_limit_is_409_and_keeps_the_reservation(
+def test_release_past_the_stock_limit_is_503_not_stored_and_retried_later(
     inventory: FlaskClient,
     service: dict[str, str],
     make_product: Callable[..., dict[str, Any]],
     db_engine: Engine,
 ) -> None:
+    """A compensation cannot be refused for good: a release that finds no room is 503, which
+    is not stored under its key, so the saga's retry with that key succeeds once there is room.
+    (A stored 409 would be replayed forever, leaving the reservation and its sale stuck.)"""
     from inventory_service.models import MAX_STOCK
 
     product = make_product(stock=5)
     sale_id = reserve(inventory, service, product["id"], 3).get_json()["sale_id"]
-    with db_engine.begin() as conn:
-        conn.execute(
-            text("UPDATE inventory.products SET stock = :s WHERE id = :id"),
-            {"s": MAX_STOCK - 1, "id": product["id"]},
-        )
-    response = inventory.post(f"/internal/reservations/{sale_id}/release", headers=service)
-    assert response.status_code == 409
+
+    def set_stock(stock: int) -> None:
+        with db_engine.begin() as conn:
+            conn.execute(
+                text("UPDATE inventory.products SET stock = :s WHERE id = :id"),
+                {"s": stock, "id": product["id"]},
+            )
+
+    set_stock(MAX_STOCK - 1)
+    url = f"/internal/reservations/{sale_id}/release"
+    key = {**service, "Idempotency-Key": f"{sale_id}:release"}
+    response = inventory.post(url, headers=key)
+    assert response.status_code == 503
     assert response.get_json()["code"] == "stock_limit"
+    assert response.headers["Retry-After"]
     stored = inventory.get(f"/internal/reservations/{sale_id}", headers=service).get_json()
     assert stored["status"] == "reserved"
+
+    set_stock(10)
+    retried = inventory.post(url, headers=key)
+    assert retried.status_code == 200
+    assert "Idempotent-Replayed" not in retried.headers
+    assert retried.get_json()["status"] == "released"
+    with db_engine.connect() as conn:
+        stock = conn.execute(
+            text("SELECT stock FROM inventory.products WHERE id = :id"), {"id": product["id"]}
+        ).scalar_one()
+    assert stock == 13
 
 
 def test_reading_reservations(

@@ -198,6 +198,7 @@ def test_clients_speak_the_contract(
         ("/internal/purchases", 401, {"code": "unauthorized"}, "purchases"),
         ("/auth/service-token", 401, {"code": "invalid_client"}, "purchases"),
         ("/auth/service-token", 500, {}, "purchases"),
+        ("/auth/service-token", 200, {"access_token": "not-a-jwt"}, "purchases"),
     ],
 )
 def test_unexpected_answers_become_dependency_unavailable(

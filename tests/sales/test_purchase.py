@@ -82,6 +82,50 @@ def test_insufficient_funds_releases_the_stock(
     assert check_invariants(database_url).ok
 
 
+def test_a_failed_purchase_retried_with_its_key_stays_failed(
+    sales: FlaskClient, shop: Shop, identity: Identity, database_url: str
+) -> None:
+    """Topping up and retrying under the same key replays the failed sale: nothing is bought."""
+    product = shop.product(price="30.00", stock=3)
+    buyer, token = shop.buyer("50.00")
+    first = buy(sales, token, product, 2, **{"Idempotency-Key": "order-poor"})
+    assert first.status_code == 409
+    identity.client.post(
+        f"/customers/{buyer['username']}/wallet/charge",
+        json={"amount": "50.00"},
+        headers=bearer(token),
+    )
+    again = buy(sales, token, product, 2, **{"Idempotency-Key": "order-poor"})
+    assert again.status_code == 409
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_json()["sale_id"] == first.get_json()["sale_id"]
+    assert shop.balance(buyer["username"]) == Decimal("100.00")
+    assert shop.stock(product) == 3
+    report = check_invariants(database_url)
+    assert report.ok, report.violations
+    assert (report.completed, report.failed) == (0, 1)
+
+
+def test_a_total_no_wallet_can_hold_fails_cleanly(
+    sales: FlaskClient, shop: Shop, database_url: str
+) -> None:
+    """1,000 units at the largest price: the total is wider than any balance, yet the sale
+    settles as failed (insufficient funds, stock given back), never stuck pending."""
+    product = shop.product(price="9999999999.99", stock=5)
+    buyer, token = shop.buyer("100.00")
+    response = buy(sales, token, product, 2)
+    assert response.status_code == 409, response.get_json()
+    problem = response.get_json()
+    assert problem["code"] == "insufficient_funds"
+    kept = sales.get(f"/sales/{problem['sale_id']}", headers=bearer(token)).get_json()
+    assert (kept["status"], kept["total"]) == ("failed", "19999999999.98")
+    assert shop.stock(product) == 5
+    assert shop.balance(buyer["username"]) == Decimal("100.00")
+    report = check_invariants(database_url)
+    assert report.ok, report.violations
+    assert report.pending == 0
+
+
 def test_insufficient_stock_charges_nothing(
     sales: FlaskClient, shop: Shop, database_url: str
 ) -> None:
@@ -129,6 +173,7 @@ def count_sales(database_url: str) -> int:
         {"quantity": 1},
         {"product_id": "1", "quantity": 1},
         {"product_id": 1, "quantity": 1, "price": "0.01"},
+        {"product_id": 2**63, "quantity": 1},
     ],
 )
 def test_bad_input_is_422_and_nothing_happens(

@@ -61,6 +61,54 @@ def test_race_of_ten_buyers_never_oversells(sales_deps: Any, shop: Shop, databas
     assert (report.units_sold, report.money_in_sales) == (10, "100.00")
 
 
+def test_the_last_item_goes_to_exactly_one_of_eight_buyers(
+    sales_deps: Any, shop: Shop, database_url: str
+) -> None:
+    process = sales_deps.start("sales")
+    product = shop.product(price="10.00", stock=1)
+    buyers = [shop.buyer("30.00") for _ in range(8)]
+
+    def attempt(token: str) -> requests.Response:
+        return post_sale(process.url, token, product, 1)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(attempt, [token for _, token in buyers]))
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [201] + [409] * 7, [a.text for a in answers]
+    assert {a.json()["code"] for a in answers if a.status_code == 409} == {"insufficient_stock"}
+    assert shop.stock(product) == 0
+    balances = sorted(shop.balance(b["username"]) for b, _ in buyers)
+    assert balances == [Decimal("20.00")] + [Decimal("30.00")] * 7
+    report = check_invariants(database_url)
+    assert report.ok, report.violations
+    assert (report.completed, report.failed, report.units_sold) == (1, 7, 1)
+
+
+def test_concurrent_purchases_beyond_a_wallet_are_compensated(
+    sales_deps: Any, shop: Shop, database_url: str
+) -> None:
+    """6 buyers with money for one item each send 2 purchases at once: one of each pair is
+    refused at the debit, and its reservation is released while the other completes."""
+    process = sales_deps.start("sales")
+    product = shop.product(price="10.00", stock=20)
+    buyers = [shop.buyer("10.00") for _ in range(6)]
+    attempts = [token for _, token in buyers for _ in range(2)]
+
+    def attempt(token: str) -> requests.Response:
+        return post_sale(process.url, token, product, 1)
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(pool.map(attempt, attempts))
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [201] * 6 + [409] * 6, [a.text for a in answers]
+    assert {a.json()["code"] for a in answers if a.status_code == 409} == {"insufficient_funds"}
+    assert shop.stock(product) == 14
+    assert all(shop.balance(b["username"]) == Decimal("0.00") for b, _ in buyers)
+    report = check_invariants(database_url)
+    assert report.ok, report.violations
+    assert (report.completed, report.failed, report.units_sold) == (6, 6, 6)
+
+
 def test_retry_storm_with_one_key_buys_once(sales_deps: Any, shop: Shop, database_url: str) -> None:
     """The same purchase sent 8 times at once under one Idempotency-Key: one sale, one charge."""
     process = sales_deps.start("sales")
@@ -128,9 +176,10 @@ def test_dependency_killed_mid_purchases(
     assert post_sale(sales.url, tokens[0], product, 1).status_code == 201
 
     fault_stack.kill(victim)
-    for token in tokens:
+    keys = [f"after-kill-{uuid.uuid4()}" for _ in tokens]
+    for token, key in zip(tokens, keys, strict=True):
         started = time.monotonic()
-        response = post_sale(sales.url, token, product, 2, key=f"after-kill-{uuid.uuid4()}")
+        response = post_sale(sales.url, token, product, 2, key=key)
         elapsed = time.monotonic() - started
         assert 500 <= response.status_code < 600, response.text
         assert response.headers["Content-Type"].startswith("application/problem+json")
@@ -140,7 +189,13 @@ def test_dependency_killed_mid_purchases(
     assert stalled.ok, stalled.violations
     assert stalled.pending == len(tokens)
 
+    stalled_id = response.json()["sale_id"]
+
     fault_stack.start(victim)
+    # The buyer's own retry with the same key finishes that purchase, once.
+    retried = post_sale(sales.url, tokens[-1], product, 2, key=keys[-1])
+    assert retried.status_code == 201, retried.text
+    assert retried.json()["id"] == stalled_id
     done = recover(fault_stack)
     assert done.returncode == 0, done.stdout + done.stderr
     report = check_invariants(database_url)
@@ -148,12 +203,24 @@ def test_dependency_killed_mid_purchases(
     assert report.pending == 0
     # Every purchase that was left pending was settled one way or the other, exactly once.
     assert report.completed + report.failed == 1 + len(tokens)
+    # Funds and stock were ample, so every one of them completed: 1 + 3 x 2 units.
+    assert (report.completed, report.units_sold) == (1 + len(tokens), 7)
+    shop = Shop(fault_stack, identity)
+    assert shop.stock(product) == 13
+    balances = [shop.balance(b["username"]) for b, _ in buyers]
+    assert balances == [Decimal("35.00"), Decimal("40.00"), Decimal("40.00")]
 
 
-@pytest.mark.parametrize("crash_after", ["reserve", "debit"])
+@pytest.mark.parametrize(
+    ("crash_after", "balance"),
+    [("reserve", "50.00"), ("debit", "50.00"), ("debit", "10.00"), ("release", "10.00")],
+)
 def test_sales_killed_between_saga_steps_is_settled_by_recovery(
-    fault_stack: LiveStack, identity: Identity, database_url: str, crash_after: str
+    fault_stack: LiveStack, identity: Identity, database_url: str, crash_after: str, balance: str
 ) -> None:
+    """Sales dies right after a step's answer arrived. Buying 3 x 5.00 with 50.00 completes;
+    with 10.00 it must fail with the stock given back, even if the buyer tops up before
+    recovery runs: the refused debit is replayed, not retried."""
     for service in ("customers", "inventory"):
         fault_stack.start(service)
     sales = fault_stack.start(
@@ -161,13 +228,22 @@ def test_sales_killed_between_saga_steps_is_settled_by_recovery(
         workers=1,
         extra_env={"SALES_CRASH_AFTER": crash_after, "SALES_RECOVERY_INTERVAL": "0"},
     )
-    product, buyers = arrange(fault_stack, identity, buyers=1)
-    buyer, token = buyers[0]
+    shop = Shop(fault_stack, identity)
+    product = shop.product(price="5.00", stock=20)
+    buyer, token = shop.buyer(balance)
     with pytest.raises(requests.ConnectionError):
         post_sale(sales.url, token, product, 3)
     fault_stack.stop_all()  # the whole sales process goes down mid-saga
     pending = check_invariants(database_url, allow_pending=True)
     assert pending.pending == 1
+    poor = balance == "10.00"
+    if poor:
+        topped_up = identity.client.post(
+            f"/customers/{buyer['username']}/wallet/charge",
+            json={"amount": "100.00"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert topped_up.status_code == 200
 
     for service in ("customers", "inventory"):
         fault_stack.start(service)
@@ -182,7 +258,12 @@ def test_sales_killed_between_saga_steps_is_settled_by_recovery(
         time.sleep(0.5)
         report = check_invariants(database_url, allow_pending=True)
     assert report.ok, report.violations
-    assert (report.pending, report.completed, report.units_sold) == (0, 1, 3)
     shop = Shop(fault_stack, identity)
+    if poor:
+        assert (report.pending, report.failed, report.units_sold) == (0, 1, 0)
+        assert shop.balance(buyer["username"]) == Decimal("110.00")  # nothing taken
+        assert shop.stock(product) == 20
+        return
+    assert (report.pending, report.completed, report.units_sold) == (0, 1, 3)
     assert shop.balance(buyer["username"]) == Decimal("35.00")  # charged once: 3 x 5.00
     assert shop.stock(product) == 17

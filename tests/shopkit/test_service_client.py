@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from shopkit.request_id import bind_request_id
-from shopkit.service_client import DependencyUnavailable, ServiceClient
+from shopkit.service_client import DependencyUnavailable, ServiceClient, ServiceTokenProvider
 from shopkit.stack import free_port
 
 
@@ -136,3 +136,29 @@ def test_renews_the_service_token_once_on_401(callee: tuple[str, Script]) -> Non
         "Bearer token-1",
         "Bearer token-2",
     ]
+
+
+def test_service_token_is_fetched_with_retries_and_cached(callee: tuple[str, Script]) -> None:
+    import jwt
+
+    url, script = callee
+    token = jwt.encode({"sub": "sales", "exp": int(time.time()) + 900}, "k" * 32, algorithm="HS256")
+    script.answers = [(503, {}, 0.0), (200, {"access_token": token}, 0.0)]
+    provider = ServiceTokenProvider(url, "sales", "secret", timeout_s=3.0)
+    assert provider.token() == token
+    assert provider.token() == token  # cached: no third request
+    assert [s["path"] for s in script.seen] == ["/auth/service-token"] * 2
+    assert json.loads(script.seen[0]["body"]) == {"client_id": "sales", "client_secret": "secret"}
+
+
+@pytest.mark.parametrize(
+    "answer", [(200, {"access_token": "not-a-jwt"}), (200, {}), (401, {"code": "invalid_client"})]
+)
+def test_an_unusable_service_token_answer_is_dependency_unavailable(
+    callee: tuple[str, Script], answer: tuple[int, dict[str, Any]]
+) -> None:
+    url, script = callee
+    script.answers = [(*answer, 0.0)]
+    with pytest.raises(DependencyUnavailable) as raised:
+        ServiceTokenProvider(url, "sales", "secret", timeout_s=3.0).token()
+    assert (raised.value.status, raised.value.code) == (503, "dependency_unavailable")
