@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +34,7 @@ from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.cpu import CpuMeter, tree
 from seeder.audit import Auditor
 from seeder.cli import _watch, prepare_replay, print_audit, run_populate, stats_table
 from seeder.client import Services, admin_login
@@ -48,52 +47,22 @@ from shopkit.stack import PACKAGES, ServiceProcess, free_port
 ADMIN = ("admin", "bench-admin-password")
 
 
-def _children() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = defaultdict(list)
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            children[int(stat.rsplit(")", 1)[1].split()[1])].append(int(entry))
-    return children
+def watch_parts(meter: CpuMeter, services: dict[str, int | None], postgres: int | None) -> None:
+    """Have ``meter`` follow each service's process tree, PostgreSQL's and the seeder's."""
+    for name, pid in services.items():
+        if pid is not None:
+            meter.watch(name, lambda pid=pid: tree(pid))  # type: ignore[misc]
+    if postgres is not None:
+        meter.watch("postgres", lambda: tree(postgres))
+    # The seeder is this process: CpuMeter reads "client" last and leaves out the
+    # processes another group already claimed (the services are our children).
+    meter.watch("client", lambda: tree(os.getpid()))
 
 
-def cpu_seconds(root: int | None) -> float:
-    """CPU time (user + system, reaped children included) of ``root`` and its descendants."""
-    if root is None:
-        return (
-            resource.getrusage(resource.RUSAGE_SELF).ru_utime
-            + resource.getrusage(resource.RUSAGE_SELF).ru_stime
-        )
-    children, total, todo = _children(), 0, [root]
-    while todo:
-        pid = todo.pop()
-        todo.extend(children.get(pid, []))
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += sum(int(value) for value in fields[11:15])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-class CpuMeter:
-    """CPU seconds used by each process tree between :meth:`start` and :meth:`stop`."""
-
-    def __init__(self, roots: dict[str, int | None]) -> None:
-        self.roots = roots
-        self.before: dict[str, float] = {}
-
-    def start(self) -> None:
-        self.before = {name: cpu_seconds(pid) for name, pid in self.roots.items()}
-
-    def stop(self) -> dict[str, float]:
-        return {name: cpu_seconds(pid) - self.before[name] for name, pid in self.roots.items()}
-
-
-def cpu_line(used: dict[str, float], wall_s: float) -> str:
+def cpu_line(meter: CpuMeter, spent: dict[str, float], wall_s: float) -> str:
+    """CPU seconds by part (the seeder first), as :meth:`CpuMeter.end` returned them."""
+    groups = ["client", *(group for group in meter.groups if group != "client")]
+    used = {"seeder" if group == "client" else group: spent.get(group, 0.0) for group in groups}
     parts = ", ".join(f"{name} {value:.1f}" for name, value in used.items())
     return f"CPU-s: {parts}; total {sum(used.values()):.1f} in {wall_s:.1f} s wall"
 
@@ -158,11 +127,13 @@ def main() -> int:
         database(durable=not args.fast_db) as (url, pg_pid),
         services_running(url) as (config, pids),
     ):
-        meter = CpuMeter({"seeder": None, **pids, "postgres": pg_pid})
+        meter = CpuMeter()
+        watch_parts(meter, pids, pg_pid)
+        meter.start()
         services = Services(config, pool_size=max(16, args.concurrency * 2))
         admin = admin_login(services)
         load_before = os.getloadavg()[0]
-        meter.start()
+        meter.begin("populate")
         started = time.perf_counter()
         result = run_populate(
             services,
@@ -174,7 +145,7 @@ def main() -> int:
             parallel=args.parallel,
         )
         populate_s = time.perf_counter() - started
-        populate_cpu = meter.stop()
+        populate_cpu = meter.end("populate")
         options = ReplayOptions(
             seed=args.seed,
             duration_s=args.replay_seconds,
@@ -182,9 +153,10 @@ def main() -> int:
             keep_outcomes=False,
         )
         replay = prepare_replay(services, admin, console, options)
-        meter.start()
+        meter.begin("replay")
         _watch(replay, console, report_every_s=5.0)
-        replay_cpu = meter.stop()
+        replay_cpu = meter.end("replay")
+        meter.stop()
         console.print(stats_table(replay, "replay"))
         report = Auditor(services, admin).run()
         print_audit(report, console)
@@ -199,8 +171,8 @@ def main() -> int:
             f"{(p50 or 0) * 1000:.0f} ms, p99 {(p99 or 0) * 1000:.0f} ms\n"
             f"         audit: {'passed' if report.ok else 'FAILED'} "
             f"({sum(report.sales.values()):,} sales)\n"
-            f"         populate {cpu_line(populate_cpu, populate_s)}\n"
-            f"         replay   {cpu_line(replay_cpu, stats.elapsed())}\n"
+            f"         populate {cpu_line(meter, populate_cpu, populate_s)}\n"
+            f"         replay   {cpu_line(meter, replay_cpu, stats.elapsed())}\n"
             f"         load average (1 min) before: {load_before:.2f}, "
             f"after: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
         )

@@ -191,10 +191,7 @@ def build_app(service: str, package: str) -> Any:
         service_client_secret="docs-export",  # noqa: S106
         recovery_interval_s=0,
     )
-    config: dict[str, Any] = {"SETTINGS": settings}
-    if service == "sales":
-        config["SALES_RECOVERY"] = False
-    return module.create_app(config)
+    return module.create_app({"SETTINGS": settings})
 
 
 def _problem_example(

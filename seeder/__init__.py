@@ -21,7 +21,9 @@ Commands (``python -m seeder --help``):
     endpoints: exit 1 on any violation.
 ``demo``
     What ``make run`` and ``docker compose`` use: wait for the services,
-    populate once if the shop is empty, then replay gently until stopped.
+    run ``populate`` again (it is idempotent: existing customers and products
+    are skipped, so a restart creates nothing new), then replay gently until
+    stopped.
 
 Configuration comes from the environment (``CUSTOMERS_URL``, ``INVENTORY_URL``,
 ``SALES_URL``, ``REVIEWS_URL``, ``ADMIN_USERNAME``, ``ADMIN_PASSWORD``); every

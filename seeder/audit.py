@@ -13,8 +13,8 @@ and checks in Python:
   wallet, no refund, and one reservation of its product and quantity that
   still holds the stock;
 * every failed sale has no net debit and no stock still reserved;
-* no sale has been pending for longer than ``pending_after`` seconds
-  (younger pending sales are in flight and are left alone);
+* no sale has been pending for longer than ``pending_after`` seconds since
+  it was created (younger pending sales are in flight and are left alone);
 * every sale debit or refund, and every reservation, belongs to a sale;
 * every wallet balance equals the sum of its ledger, and none is negative;
 * no product has negative stock;
@@ -149,14 +149,17 @@ class Auditor:
         for sale_id, sale in sales.items():
             status = sale["status"]
             counts[status] += 1
-            updated = _when(sale.get("updated_at"))
             if status == "pending":
                 stale.checked += 1
-                if updated < started - self.pending_after:
-                    stale.violations.append(f"sale {sale_id} pending since {updated.isoformat()}")
+                # Age from creation: every recovery attempt bumps updated_at, so a sale
+                # that recovery can never settle would otherwise look young forever.
+                created = _when(sale.get("created_at"))
+                if created < started - self.pending_after:
+                    stale.violations.append(f"sale {sale_id} pending since {created.isoformat()}")
                 else:
                     report.in_flight += 1
                 continue
+            updated = _when(sale.get("updated_at"))
             entries = by_sale.get(sale_id, [])
             problems = _sale_problems(sale_id, sale, entries, reserved.get(sale_id))
             if problems and updated > cutoff:

@@ -35,7 +35,7 @@ from seeder.audit import EXAMPLES, Auditor, AuditReport
 from seeder.client import Login, SeederError, Services, ServiceUnreachable, admin_login
 from seeder.config import Config
 from seeder.data import CustomerFactory
-from seeder.populate import PopulateResult, Populator, shop_is_empty
+from seeder.populate import PopulateResult, Populator
 from seeder.replay import Replay, ReplayOptions, Stats, discover_customers, load_catalog
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -203,12 +203,8 @@ def run_populate(
     seed: int,
     batch_size: int = 1000,
     parallel: int = 2,
-    if_empty: bool = False,
 ) -> PopulateResult:
     """Populate with a progress display and a summary; returns what was done."""
-    if if_empty and not shop_is_empty(services, admin):
-        console.print("The shop already has data: nothing to populate (--if-empty).")
-        return PopulateResult(seed, skipped_not_empty=True)
     console.print(
         f"Populating seed {seed}: {customers:,} customers and {products:,} products "
         f"({services.config.customers_url}, {services.config.inventory_url})"
@@ -281,7 +277,6 @@ def run_populate(
     show_default=True,
     help="Batch requests in flight at once.",
 )
-@click.option("--if-empty", is_flag=True, help="Do nothing if the shop already has any data.")
 @connection_options
 @reports_errors
 def populate(
@@ -290,7 +285,6 @@ def populate(
     seed: int,
     batch_size: int,
     parallel: int,
-    if_empty: bool,
     **kwargs: Any,
 ) -> None:
     """Create the seed's customers (wallets topped up) and products through the bulk APIs.
@@ -308,7 +302,6 @@ def populate(
         seed=seed,
         batch_size=batch_size,
         parallel=parallel,
-        if_empty=if_empty,
     )
 
 

@@ -23,7 +23,7 @@ from requests.adapters import HTTPAdapter
 from seeder import EXIT_FAILURE, EXIT_UNREACHABLE
 from seeder.config import Config
 
-#: The services and what each one is for, in start order.
+#: Items per page when reading a collection: the services' largest page size.
 PAGE_SIZE = 100
 
 

@@ -58,7 +58,6 @@ class PopulateResult:
     products_created: int = 0
     products_existing: int = 0
     elapsed_s: float = 0.0
-    skipped_not_empty: bool = False
     notes: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -71,18 +70,6 @@ class PopulateResult:
 
 def _chunks(items: list[T], size: int) -> list[list[T]]:
     return [items[start : start + size] for start in range(0, len(items), size)]
-
-
-def shop_is_empty(services: Services, admin: Login) -> bool:
-    """True when there are no products and no accounts but the admin."""
-    products = services.inventory.get("/products", params={"page_size": 1}).body
-    if int(products.get("total", 0)) > 0:
-        return False
-    accounts = services.customers.get(
-        "/customers", params={"page_size": 2}, token=admin.token()
-    ).body
-    usernames = [item.get("username") for item in accounts.get("items", [])]
-    return int(accounts.get("total", 0)) == 0 or usernames == [admin.username.lower()]
 
 
 class Populator:

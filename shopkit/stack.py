@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import IO
 
 import requests
 
-from shopkit.config import PROJECT_ROOT
+from shopkit.config import PROJECT_ROOT, Settings
 
 PACKAGES = {
     "customers": "customers_service",
@@ -158,13 +159,10 @@ def _service_port(url: str) -> int:
     return int(url.rsplit(":", 1)[1].split("/", maxsplit=1)[0])
 
 
-def _start_services(services: list[str], env: dict[str, str]) -> list[ServiceProcess]:
-    """Start each service under gunicorn, its output prefixed with its name."""
-    import threading  # noqa: PLC0415
-
-    from shopkit.config import Settings  # noqa: PLC0415
-
-    settings = Settings.from_env("launcher")
+def _start_services(
+    services: list[str], env: dict[str, str], settings: Settings
+) -> list[ServiceProcess]:
+    """Start each service under gunicorn on its configured port, output prefixed with its name."""
     processes = []
     for service in services:
         process = ServiceProcess(
@@ -206,10 +204,7 @@ def run_local(services: list[str] | None = None) -> int:
     (stopped again on exit). Ports come from ``CUSTOMERS_URL`` ... ``REVIEWS_URL``
     (default 5000-5003). Returns the exit status.
     """
-    import threading  # noqa: PLC0415
-
     from shopkit import embedded_pg  # noqa: PLC0415
-    from shopkit.config import Settings  # noqa: PLC0415
     from shopkit.db import normalise_url  # noqa: PLC0415
 
     services = services or present_services()
@@ -229,7 +224,7 @@ def run_local(services: list[str] | None = None) -> int:
         for service in services:
             print(f"launcher | migrating {service}", flush=True)
             migrate(service, env)
-        processes = _start_services(services, env)
+        processes = _start_services(services, env, settings)
         for process in processes:
             process.wait_ready(60)
             print(f"launcher | {process.service:<9} ready at {process.url}/docs", flush=True)
@@ -249,13 +244,13 @@ def run_local(services: list[str] | None = None) -> int:
 
 
 def _start_seeder(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """Seed demo data once (skipped when present), then replay shoppers gently until stopped.
+    """Run ``seeder demo``: populate, then replay shoppers gently until stopped.
 
+    The populate is idempotent, so on a restart it skips the customers and
+    products that already exist and creates nothing new.
     ``SHOP_SEED_CUSTOMERS`` / ``SHOP_SEED_PRODUCTS`` size the demo data;
     ``SHOP_DEMO=0`` turns seeding and replay off.
     """
-    import threading  # noqa: PLC0415
-
     command = [
         sys.executable,
         "-m",

@@ -22,6 +22,7 @@ def sale(status: str, total: str = "10.00", quantity: int = 1, **extra: Any) -> 
         "quantity": quantity,
         "product_id": 1,
         "customer_id": 7,
+        "created_at": OLD,
         "updated_at": OLD,
         **extra,
     }
@@ -138,7 +139,17 @@ def test_each_violation_is_caught(case: str, expected: str) -> None:
 def test_sales_settling_during_the_audit_are_in_flight_not_violations() -> None:
     just_now = (NOW + timedelta(milliseconds=300)).isoformat()
     racing = sale("completed", updated_at=just_now)  # its debit came after the ledger was read
-    young = sale("pending", updated_at=(NOW - timedelta(seconds=5)).isoformat())
+    five_s_ago = (NOW - timedelta(seconds=5)).isoformat()
+    young = sale("pending", created_at=five_s_ago, updated_at=five_s_ago)
     report = audit([racing, young], [], [reservation(racing)])
     assert report.ok, failing(report)
     assert report.in_flight == 2
+
+
+def test_a_pending_sale_retried_recently_is_still_stale_from_its_creation() -> None:
+    # Recovery bumps updated_at on every attempt; the age must come from created_at.
+    retried = sale("pending", updated_at=(NOW - timedelta(seconds=2)).isoformat())
+    report = audit([retried], [], [])
+    stale = failing(report)["no sale pending for more than 60 s"]
+    assert stale == [f"sale {retried['id']} pending since {OLD}"]
+    assert report.in_flight == 0
