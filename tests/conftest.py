@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import Engine, create_engine, text
 
 from shopkit.config import Settings
 from tests.support.database import fresh_database, present_packages, server_url, truncate_all
@@ -60,6 +61,34 @@ def make_settings(database_url: str) -> Callable[..., Settings]:
 def clean_tables(database_url: str) -> None:
     """Every test starts with empty service tables (migrations and signing keys kept)."""
     truncate_all(database_url, SCHEMAS)
+
+
+@pytest.fixture(scope="session")
+def db_engine(database_url: str) -> Iterator[Engine]:
+    """An engine on the test database, to check what was (not) written."""
+    engine = create_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def count_rows(db_engine: Engine) -> Callable[[str], int]:
+    """``count_rows("inventory.products")``: rows in a ``schema.table`` right now.
+
+    A package may override it with one that takes bare table names of its schema
+    (see ``tests/inventory/conftest.py``).
+    """
+    quote = db_engine.dialect.identifier_preparer.quote
+
+    def count(qualified: str) -> int:
+        schema, dot, table = qualified.partition(".")
+        if not (schema and dot and table) or "." in table:
+            raise ValueError(f"expected 'schema.table', got {qualified!r}")
+        with db_engine.connect() as conn:
+            sql = f"SELECT count(*) FROM {quote(schema)}.{quote(table)}"
+            return int(conn.execute(text(sql)).scalar_one())
+
+    return count
 
 
 @pytest.fixture(scope="session")

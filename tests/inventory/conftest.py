@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, create_engine, text
 
 from shopkit.config import Settings
 from tests.conftest import Identity, bearer
@@ -48,21 +47,15 @@ def customer(identity: Identity) -> dict[str, str]:
     return bearer(identity.new_customer()[1])
 
 
-@pytest.fixture(scope="session")
-def db_engine(database_url: str) -> Iterator[Engine]:
-    """An engine on the test database, to check what was (not) written."""
-    engine = create_engine(database_url)
-    yield engine
-    engine.dispose()
-
-
 @pytest.fixture
-def count_rows(db_engine: Engine) -> Callable[[str], int]:
-    """``count_rows("products")``: rows in an inventory table right now."""
+def count_rows(count_rows: Callable[[str], int]) -> Callable[[str], int]:
+    """``count_rows("products")``: rows in an inventory-schema table right now.
+
+    Takes bare table names; delegates to the shared ``schema.table`` fixture.
+    """
 
     def count(table: str) -> int:
-        with db_engine.connect() as conn:
-            return int(conn.execute(text(f'SELECT count(*) FROM inventory."{table}"')).scalar_one())
+        return count_rows(f"inventory.{table}")
 
     return count
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -12,51 +12,35 @@ import pytest
 import requests
 from flask.testing import FlaskClient
 
-from shopkit.stack import ServiceProcess, free_port
-from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET, bearer
+from tests.conftest import bearer
+from tests.support.live import LiveStack
 
 pytestmark = pytest.mark.processes
 
 
-@pytest.fixture(scope="module")
-def running(database_url: str) -> Iterator[dict[str, ServiceProcess]]:
-    """The customers (token issuer) and inventory services under gunicorn on the test database."""
-    customers_port, inventory_port = free_port(), free_port()
-    env = {
-        "DATABASE_URL": database_url,
-        "ADMIN_USERNAME": ADMIN_USERNAME,
-        "ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "SERVICE_CLIENT_SECRET": SERVICE_SECRET,
-        "CUSTOMERS_URL": f"http://127.0.0.1:{customers_port}",
-        "INVENTORY_URL": f"http://127.0.0.1:{inventory_port}",
-        "LOG_LEVEL": "WARNING",
-        "PASSWORD_HASH_TIME_COST": "1",
-        "PASSWORD_HASH_MEMORY_KIB": "8192",
-    }
-    started: dict[str, ServiceProcess] = {}
-    try:
-        for name, port in (("customers", customers_port), ("inventory", inventory_port)):
-            started[name] = ServiceProcess(name, port, env=env, workers=2, threads=8).start()
-        for process in started.values():
-            process.wait_ready(timeout_s=60)
-        yield started
-    finally:
-        for process in started.values():
-            process.stop()
+@pytest.fixture
+def stack(live_stack: LiveStack) -> LiveStack:
+    """The session's customers (token issuer) and inventory gunicorn processes, started if need be.
+
+    The session stack's defaults (2 workers x 4 threads) give 8 requests in flight
+    across two processes: enough for the races below, which only the database's
+    locking can settle. Another test may have started inventory first, so the
+    process's own settings are checked rather than asked for.
+    """
+    live_stack.start("customers")
+    inventory = live_stack.start("inventory")
+    assert inventory.workers >= 2, "the races need more than one inventory process"
+    return live_stack
 
 
 def test_thirty_concurrent_reservations_on_stock_five(
-    running: dict[str, ServiceProcess],
+    stack: LiveStack,
     inventory: FlaskClient,
     make_product: Callable[..., dict[str, Any]],
 ) -> None:
-    token = requests.post(
-        running["customers"].url + "/auth/service-token",
-        json={"client_id": "sales", "client_secret": SERVICE_SECRET},
-        timeout=10,
-    ).json()["access_token"]
+    token = stack.service_token()
     product = make_product(stock=5)
-    base = running["inventory"].url
+    base = stack.url("inventory")
 
     def attempt(_: int) -> int:
         sale_id = str(uuid.uuid4())
@@ -83,17 +67,13 @@ def test_thirty_concurrent_reservations_on_stock_five(
 
 
 def test_concurrent_releases_restore_stock_once(
-    running: dict[str, ServiceProcess],
+    stack: LiveStack,
     inventory: FlaskClient,
     make_product: Callable[..., dict[str, Any]],
 ) -> None:
-    token = requests.post(
-        running["customers"].url + "/auth/service-token",
-        json={"client_id": "sales", "client_secret": SERVICE_SECRET},
-        timeout=10,
-    ).json()["access_token"]
+    token = stack.service_token()
     product = make_product(stock=5)
-    base = running["inventory"].url
+    base = stack.url("inventory")
     sale_id = str(uuid.uuid4())
     taken = requests.post(
         base + "/internal/reservations",

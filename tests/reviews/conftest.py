@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 from werkzeug.test import TestResponse
 
 from reviews_service.clients import ReviewsClients
@@ -118,21 +118,15 @@ def reviews(reviews_app: Flask) -> FlaskClient:
     return reviews_app.test_client()
 
 
-@pytest.fixture(scope="session")
-def db_engine(database_url: str) -> Iterator[Engine]:
-    """An engine on the test database, to check what was (not) written."""
-    engine = create_engine(database_url)
-    yield engine
-    engine.dispose()
-
-
 @pytest.fixture
-def count_rows(db_engine: Engine) -> Callable[[str], int]:
-    """``count_rows("reviews")``: rows in a reviews-schema table right now."""
+def count_rows(count_rows: Callable[[str], int]) -> Callable[[str], int]:
+    """``count_rows("reviews")``: rows in a reviews-schema table right now.
+
+    Takes bare table names; delegates to the shared ``schema.table`` fixture.
+    """
 
     def count(table: str) -> int:
-        with db_engine.connect() as conn:
-            return int(conn.execute(text(f'SELECT count(*) FROM reviews."{table}"')).scalar_one())
+        return count_rows(f"reviews.{table}")
 
     return count
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,12 +27,24 @@ def backend_pid(engine: Engine) -> int:
 
 
 def kill(database_url: str, pid: int) -> None:
-    """Terminate a server process, as a database restart would."""
+    """Terminate a server process, as a database restart would; return once it has exited.
+
+    With a timeout (PostgreSQL 14+) ``pg_terminate_backend`` waits for the backend
+    to exit and returns true only if it did within that time.
+    """
     killer = create_engine(database_url)
-    with killer.connect() as conn:
-        assert conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar_one()
-    killer.dispose()
-    time.sleep(0.2)
+    try:
+        with killer.connect() as conn:
+            terminated = conn.execute(
+                text("SELECT pg_terminate_backend(:p, 5000)"), {"p": pid}
+            ).scalar_one()
+            assert terminated, f"backend {pid} still running 5 s after pg_terminate_backend"
+            gone = conn.execute(
+                text("SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = :p"), {"p": pid}
+            ).scalar_one()
+            assert gone, f"backend {pid} still listed in pg_stat_activity"
+    finally:
+        killer.dispose()
 
 
 def count_pings(engine: Engine) -> list[int]:

@@ -11,24 +11,27 @@ from hypothesis import HealthCheck, given, settings
 
 def fuzz_operations(
     app: Flask, headers: dict[str, str], *, max_examples: int = 25
-) -> dict[str, int]:
+) -> dict[str, list[int]]:
     """Send generated requests to every documented operation; fail on any 5xx.
 
-    Errors must also be problem+json. Returns ``{operation label: examples run}``.
+    Errors must also be problem+json. Returns ``{operation label: statuses answered}``
+    (one status per example run).
     """
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
-    counts: dict[str, int] = {}
-    for result in schema.get_all_operations():
-        operation = result.ok()
-        label = operation.label
-        _fuzz_one(operation, label, headers, counts, max_examples)
-    return counts
+    return {
+        operation.label: fuzz_operation(operation, headers, max_examples=max_examples)
+        for operation in (result.ok() for result in schema.get_all_operations())
+    }
 
 
-def _fuzz_one(
-    operation: Any, label: str, headers: dict[str, str], counts: dict[str, int], max_examples: int
-) -> None:
-    """Run the generated cases of one operation."""
+def fuzz_operation(operation: Any, headers: dict[str, str], *, max_examples: int = 25) -> list[int]:
+    """Send up to ``max_examples`` generated requests to one schemathesis ``operation``.
+
+    Each request carries ``headers``. Fails on any 5xx, and on an error response
+    that is not ``application/problem+json``. Returns the status of each example run.
+    """
+    label = operation.label
+    statuses: list[int] = []
 
     @given(case=operation.as_strategy())
     @settings(
@@ -45,6 +48,7 @@ def _fuzz_one(
             content_type = lowered.get("content-type", [""])
             content_type = content_type[0] if isinstance(content_type, list) else content_type
             assert content_type.startswith("application/problem+json"), (label, content_type)
-        counts[label] = counts.get(label, 0) + 1
+        statuses.append(response.status_code)
 
     check()
+    return statuses
