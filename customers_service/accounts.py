@@ -136,9 +136,11 @@ def search(
     return paginate(session, statement, page, page_size)
 
 
-def update_profile(session: Session, username: str, changes: dict[str, Any]) -> Customer:
-    """Change profile fields (never balance, role or username); 409 if the email is taken."""
-    customer = get_by_username(session, username, for_update=True)
+def update_profile(session: Session, customer: Customer, changes: dict[str, Any]) -> Customer:
+    """Change profile fields (never balance, role or username); 409 if the email is taken.
+
+    ``customer`` should be loaded ``for_update``, so concurrent changes queue.
+    """
     for name, value in _normalise(changes).items():
         if name in PROFILE_FIELDS:
             setattr(customer, name, value)
@@ -150,9 +152,11 @@ def update_profile(session: Session, username: str, changes: dict[str, Any]) -> 
     return customer
 
 
-def deactivate(session: Session, username: str) -> None:
-    """Deactivate an account: it can no longer log in; its history is kept. Idempotent."""
-    customer = get_by_username(session, username, for_update=True)
+def deactivate(session: Session, customer: Customer) -> None:
+    """Deactivate an account: it can no longer log in; its history is kept. Idempotent.
+
+    ``customer`` should be loaded ``for_update``, so concurrent changes queue.
+    """
     if customer.role == "admin":
         raise Conflict("cannot_deactivate_admin", "Admin accounts cannot be deactivated here.")
     if customer.is_active:

@@ -209,9 +209,9 @@ def get_customer(username: str) -> ResponseReturnValue:
 @customers_blp.arguments(ProfilePatchSchema())
 def patch_customer(changes: dict[str, Any], username: str) -> ResponseReturnValue:
     """Change profile fields; balance, role and username cannot be changed."""
-    _account_for(require_principal(), username)
+    customer = _account_for(require_principal(), username, for_update=True)
     session = get_session()
-    customer = accounts.update_profile(session, username, changes)
+    accounts.update_profile(session, customer, changes)
     session.commit()
     return customer
 
@@ -221,9 +221,9 @@ def patch_customer(changes: dict[str, Any], username: str) -> ResponseReturnValu
 @requires(ROLE_CUSTOMER, ROLE_ADMIN)
 def delete_customer(username: str) -> ResponseReturnValue:
     """Deactivate an account: it can no longer log in, its history is kept."""
-    _account_for(require_principal(), username)
+    customer = _account_for(require_principal(), username, for_update=True)
     session = get_session()
-    accounts.deactivate(session, username)
+    accounts.deactivate(session, customer)
     session.commit()
     return "", 204
 

@@ -18,13 +18,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import jwt
 from flask import Flask, current_app, g, request
 from flask_smorest import Blueprint
 
 from shopkit.errors import Forbidden, ProblemError, Unauthorized
+
+if TYPE_CHECKING:
+    from shopkit.service_client import JsonHttp
 
 ISSUER = "shop-customers"
 AUDIENCE = "shop"
@@ -91,43 +94,59 @@ class JwksKeyResolver:
         self._fetched_at = 0.0
         self._attempted_at = 0.0
         self._lock = threading.Lock()
+        self._http: JsonHttp | None = None  # made on first use: customers never fetches
 
     def _refresh(self) -> None:
         # Imported here: the customers service resolves keys from its own store and
-        # never needs requests (~5 MiB per worker, bench/README.md).
-        import requests  # noqa: PLC0415
+        # never loads an HTTP client (a few MiB per worker, bench/README.md).
+        import urllib3  # noqa: PLC0415
 
+        from shopkit.service_client import JsonHttp  # noqa: PLC0415
+
+        if self._http is None:
+            self._http = JsonHttp(2)
         self._attempted_at = time.monotonic()
         try:
-            response = requests.get(self.url, timeout=self.timeout_s)
-            response.raise_for_status()
-        except requests.RequestException as exc:
+            response = self._http.request(
+                "GET", self.url, headers={}, timeout=urllib3.Timeout(total=self.timeout_s)
+            )
+        except urllib3.exceptions.HTTPError as exc:
             raise _KeysUnavailable(str(exc)) from exc
-        key_set = jwt.PyJWKSet.from_dict(response.json())
+        if response.status != 200:
+            raise _KeysUnavailable(f"status {response.status}")
+        key_set = jwt.PyJWKSet.from_dict(response.body)
         self._keys = {key.key_id: key.key for key in key_set.keys if key.key_id}
         self._fetched_at = time.monotonic()
 
     def public_key(self, kid: str) -> Any:
-        """Return the key for ``kid``, fetching the key set when needed."""
+        """Return the key for ``kid``, fetching the key set when needed.
+
+        Fetches happen at most once per ``min_refetch_s``, even while no key is
+        known at all: while the customers service is away, token checks answer
+        503 at once instead of each waiting on the network.
+        """
         with self._lock:
             now = time.monotonic()
             stale = now - self._fetched_at > self.ttl_s
             unknown = kid not in self._keys
-            may_refetch = now - self._attempted_at >= self.min_refetch_s
-            if (unknown and may_refetch) or (stale and may_refetch) or not self._keys:
+            if (unknown or stale) and now - self._attempted_at >= self.min_refetch_s:
                 try:
                     self._refresh()
                 except (_KeysUnavailable, ValueError, jwt.PyJWTError) as exc:
-                    if kid not in self._keys:
-                        raise ProblemError(
-                            503,
-                            "dependency_unavailable",
-                            "The token signing keys could not be fetched.",
-                        ) from exc
+                    if unknown:
+                        raise _keys_unavailable() from exc
+            elif not self._keys:
+                raise _keys_unavailable()  # the last attempt just failed
             key = self._keys.get(kid)
         if key is None:
             raise Unauthorized("The token was signed with an unknown key.", code="invalid_token")
         return key
+
+
+def _keys_unavailable() -> ProblemError:
+    return ProblemError(
+        503, "dependency_unavailable", "The token signing keys could not be fetched."
+    )
 
 
 class StaticKeyResolver:

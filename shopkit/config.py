@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -30,24 +31,21 @@ def _env(name: str, default: str) -> str:
     return value if value not in (None, "") else default
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+def _number(kind: type[int] | type[float]) -> Callable[[str, str], Any]:
+    """A parser of ``kind`` whose error names the variable."""
+
+    def parse(name: str, raw: str) -> Any:
+        try:
+            return kind(raw)
+        except ValueError as exc:
+            article = "an integer" if kind is int else "a number"
+            raise ValueError(f"{name} must be {article}, got {raw!r}") from exc
+
+    return parse
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+def _text(_name: str, raw: str) -> str:
+    return raw
 
 
 def service_url(service: str) -> str:
@@ -90,33 +88,16 @@ class Settings:
 
     @classmethod
     def from_env(cls, service_name: str, **overrides: Any) -> Settings:
-        """Read every setting from the environment; ``overrides`` win over it."""
-        values: dict[str, Any] = {
-            "service_name": service_name,
-            "database_url": _env("DATABASE_URL", ""),
-            "data_dir": Path(_env("SHOP_DATA_DIR", str(PROJECT_ROOT / ".data"))),
-            "customers_url": service_url("customers"),
-            "inventory_url": service_url("inventory"),
-            "sales_url": service_url("sales"),
-            "reviews_url": service_url("reviews"),
-            "admin_username": _env("ADMIN_USERNAME", "admin"),
-            "admin_password": _env("ADMIN_PASSWORD", DEV_ADMIN_PASSWORD),
-            "service_client_secret": _env("SERVICE_CLIENT_SECRET", DEV_SERVICE_CLIENT_SECRET),
-            "log_level": _env("LOG_LEVEL", "INFO").upper(),
-            "access_token_ttl_s": _env_int("ACCESS_TOKEN_TTL", 15 * 60),
-            "refresh_token_ttl_s": _env_int("REFRESH_TOKEN_TTL", 7 * 24 * 3600),
-            "http_connect_timeout_s": _env_float("HTTP_CONNECT_TIMEOUT", 2.0),
-            "http_read_timeout_s": _env_float("HTTP_READ_TIMEOUT", 5.0),
-            "http_retries": _env_int("HTTP_RETRIES", 2),
-            "jwks_cache_ttl_s": _env_int("JWKS_CACHE_TTL", 300),
-            "db_pool_size": _env_int("DB_POOL_SIZE", 5),
-            "db_statement_timeout_ms": _env_int("DB_STATEMENT_TIMEOUT_MS", 10_000),
-            "password_hash_time_cost": _env_int("PASSWORD_HASH_TIME_COST", 2),
-            "password_hash_memory_kib": _env_int("PASSWORD_HASH_MEMORY_KIB", 19_456),
-            "password_hash_parallelism": _env_int("PASSWORD_HASH_PARALLELISM", 1),
-            "recovery_interval_s": _env_float("SALES_RECOVERY_INTERVAL", 15.0),
-            "recovery_after_s": _env_float("SALES_RECOVERY_AFTER", 30.0),
-        }
+        """Read every setting from the environment; ``overrides`` win over it.
+
+        What is not set takes the field's default above (the service URLs read
+        ``<SERVICE>_URL`` themselves, through :func:`service_url`).
+        """
+        values: dict[str, Any] = {"service_name": service_name}
+        for name, (variable, parse) in _FROM_ENVIRONMENT.items():
+            raw = os.environ.get(variable)
+            if raw not in (None, ""):  # unset or empty: the field's default
+                values[name] = parse(variable, raw)
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
         if unknown:
@@ -132,3 +113,27 @@ class Settings:
             log.warning("SERVICE_CLIENT_SECRET is not set: using the development default")
         if self.service_name == "customers" and self.admin_password == DEV_ADMIN_PASSWORD:
             log.warning("ADMIN_PASSWORD is not set: using the development default")
+
+
+#: The environment variable of each setting that has one, and how to read it.
+_FROM_ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
+    "database_url": ("DATABASE_URL", _text),
+    "data_dir": ("SHOP_DATA_DIR", lambda _name, raw: Path(raw)),
+    "admin_username": ("ADMIN_USERNAME", _text),
+    "admin_password": ("ADMIN_PASSWORD", _text),
+    "service_client_secret": ("SERVICE_CLIENT_SECRET", _text),
+    "log_level": ("LOG_LEVEL", lambda _name, raw: raw.upper()),
+    "access_token_ttl_s": ("ACCESS_TOKEN_TTL", _number(int)),
+    "refresh_token_ttl_s": ("REFRESH_TOKEN_TTL", _number(int)),
+    "http_connect_timeout_s": ("HTTP_CONNECT_TIMEOUT", _number(float)),
+    "http_read_timeout_s": ("HTTP_READ_TIMEOUT", _number(float)),
+    "http_retries": ("HTTP_RETRIES", _number(int)),
+    "jwks_cache_ttl_s": ("JWKS_CACHE_TTL", _number(int)),
+    "db_pool_size": ("DB_POOL_SIZE", _number(int)),
+    "db_statement_timeout_ms": ("DB_STATEMENT_TIMEOUT_MS", _number(int)),
+    "password_hash_time_cost": ("PASSWORD_HASH_TIME_COST", _number(int)),
+    "password_hash_memory_kib": ("PASSWORD_HASH_MEMORY_KIB", _number(int)),
+    "password_hash_parallelism": ("PASSWORD_HASH_PARALLELISM", _number(int)),
+    "recovery_interval_s": ("SALES_RECOVERY_INTERVAL", _number(float)),
+    "recovery_after_s": ("SALES_RECOVERY_AFTER", _number(float)),
+}

@@ -39,6 +39,9 @@ def _server(data_dir: Path, cleanup_mode: CleanupMode):  # type: ignore[no-untyp
 
 def _tune(server, *, durable: bool) -> None:  # type: ignore[no-untyped-def]
     """Raise the connection limit (needs a restart) and, for tests, drop durability."""
+    current = int(server.psql("SHOW max_connections;").split("\n")[2].strip())
+    if durable and current >= MAX_CONNECTIONS:
+        return  # already tuned (every worker of `make run` joins the same server)
     settings = [f"ALTER SYSTEM SET max_connections = {MAX_CONNECTIONS};"]
     if not durable:
         settings += [
@@ -46,7 +49,6 @@ def _tune(server, *, durable: bool) -> None:  # type: ignore[no-untyped-def]
             "ALTER SYSTEM SET synchronous_commit = off;",
             "ALTER SYSTEM SET full_page_writes = off;",
         ]
-    current = int(server.psql("SHOW max_connections;").split("\n")[2].strip())
     server.psql("\n".join(settings))
     if current < MAX_CONNECTIONS:
         from pgserver._commands import pg_ctl  # noqa: PLC0415

@@ -157,14 +157,12 @@ def _flatten_messages(messages: Any) -> dict[str, Any]:
     if not isinstance(messages, dict):
         return {"_schema": messages if isinstance(messages, list) else [str(messages)]}
     flat: dict[str, Any] = {}
-    for location, fields in messages.items():
+    for fields in messages.values():
         if isinstance(fields, dict):
             flat.update(fields)
         else:
             flat.setdefault("_schema", [])
             flat["_schema"].extend(fields if isinstance(fields, list) else [fields])
-            flat.setdefault("_location", location)
-    flat.pop("_location", None)
     return flat
 
 

@@ -10,7 +10,7 @@ import re
 import uuid
 from contextvars import ContextVar
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, request
 
 HEADER = "X-Request-ID"
 _VALID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -38,13 +38,11 @@ def init_request_id(app: Flask) -> None:
     @app.before_request
     def _bind() -> None:
         incoming = request.headers.get(HEADER, "")
-        value = incoming if _VALID.match(incoming) else new_request_id()
-        g.request_id = value
-        _request_id.set(value)
+        _request_id.set(incoming if _VALID.match(incoming) else new_request_id())
 
     @app.after_request
     def _echo(response: Response) -> Response:
-        value = g.get("request_id") or current_request_id()
+        value = current_request_id()
         if value:
             response.headers[HEADER] = value
         return response

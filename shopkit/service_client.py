@@ -65,7 +65,7 @@ class ServiceResponse:
         return value if isinstance(value, str) else None
 
 
-class _Http:
+class JsonHttp:
     """A thin JSON-over-HTTP transport on urllib3's connection pools.
 
     It never retries or follows redirects by itself (:class:`ServiceClient`
@@ -191,9 +191,9 @@ class ServiceClient:
         self.retries = retries
         self.deadline_s = deadline_s
         self.backoff_s = backoff_s
-        self._http = _Http(pool_size)
+        self._http = JsonHttp(pool_size)
 
-    def _headers(self, idempotency_key: str | None, auth: bool, renew: bool) -> dict[str, str]:
+    def _headers(self, idempotency_key: str | None, auth: bool) -> dict[str, str]:
         headers = {"Accept": "application/json"}
         request_id = current_request_id()
         if request_id:
@@ -201,7 +201,7 @@ class ServiceClient:
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
         if auth and self.tokens is not None:
-            headers["Authorization"] = f"Bearer {self.tokens.token(force_renew=renew)}"
+            headers["Authorization"] = f"Bearer {self.tokens.token()}"
         return headers
 
     def request(
@@ -232,30 +232,27 @@ class ServiceClient:
                 connect=min(self.connect_timeout_s, remaining),
                 read=min(self.read_timeout_s, remaining),
             )
-            retryable = False
             try:
                 result = self._http.request(
                     method,
                     url,
                     json_body=json,
                     params=params,
-                    headers=self._headers(idempotency_key, auth, renew=False),
+                    headers=self._headers(idempotency_key, auth),
                     timeout=timeout,
                 )
             except urllib3.exceptions.HTTPError as exc:
                 log.warning("call to %s %s failed: %s", self.name, path, type(exc).__name__)
-                retryable = True
             else:
                 if result.status == 401 and auth and self.tokens is not None and not renewed:
                     self.tokens.token(force_renew=True)
                     renewed = True
                     continue
-                if result.status in RETRY_STATUSES or result.code == "idempotency_key_in_use":
-                    retryable = True
-                else:
+                if result.status not in RETRY_STATUSES and result.code != "idempotency_key_in_use":
                     return result
+            # Here the call failed in a way worth retrying.
             attempt += 1
-            if not retryable or attempt > self.retries:
+            if attempt > self.retries:
                 raise DependencyUnavailable(self.name)
             pause = self.backoff_s * (2 ** (attempt - 1)) * (0.5 + random.random())  # noqa: S311
             if time.monotonic() + pause >= deadline:
