@@ -13,20 +13,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 
 from tests.conftest import Identity, bearer
+from tests.support.invariants import wallet_ledger_mismatches
 
 
 def ledger_matches_balance(database_url: str) -> bool:
-    engine = create_engine(database_url)
-    with engine.connect() as conn:
-        mismatches = conn.execute(
-            text(
-                "SELECT count(*) FROM customers.customers c WHERE c.balance <> "
-                "COALESCE((SELECT sum(amount) FROM customers.ledger_entries e "
-                "WHERE e.customer_id = c.id), 0)"
-            )
-        ).scalar_one()
-    engine.dispose()
-    return mismatches == 0
+    return not wallet_ledger_mismatches(database_url)
 
 
 def charge(client: FlaskClient, username: str, amount: Any, token: str, **headers: str) -> Any:
@@ -379,17 +370,50 @@ def test_refund_only_of_a_real_debit_and_once(
         json={**body, "amount": "11.00"},
         headers=headers | {"Idempotency-Key": "r1"},
     )
+    assert wrong_amount.status_code == 409
     assert wrong_amount.get_json()["code"] == "amount_mismatch"
     refund = customers.post(
         "/internal/wallet-credits", json=body, headers=headers | {"Idempotency-Key": "r2"}
     )
     assert refund.status_code == 201
     assert refund.get_json()["balance"] == "30.00"
+    replay = customers.post(
+        "/internal/wallet-credits", json=body, headers=headers | {"Idempotency-Key": "r2"}
+    )
+    assert (replay.status_code, replay.headers["Idempotent-Replayed"]) == (201, "true")
+    assert replay.get_json() == refund.get_json()
     twice = customers.post(
         "/internal/wallet-credits", json=body, headers=headers | {"Idempotency-Key": "r3"}
     )
     assert twice.status_code == 409
     assert twice.get_json()["code"] == "already_recorded"
+    assert ledger_matches_balance(database_url)
+
+
+def test_refund_race_on_the_sale_id_is_caught_by_the_unique_index(
+    customers_app: Any, customers: FlaskClient, identity: Identity, database_url: str
+) -> None:
+    """Two transactions refunding one sale under different keys: one refund, not two."""
+    from customers_service import wallet
+    from shopkit.db import get_database
+    from shopkit.errors import Conflict
+
+    owner = funded_customer(customers, identity, "50.00")
+    sale = uuid.uuid4()
+    with customers_app.app_context():
+        database = get_database()
+        with database.session() as first, database.session() as second:
+            wallet.debit_for_sale(first, owner["id"], Decimal("5.00"), sale, "sales")
+            first.commit()
+            wallet.credit_refund(first, owner["id"], Decimal("5.00"), sale, "sales")
+            first.commit()
+            with pytest.raises(Conflict) as caught:
+                wallet.credit_refund(second, owner["id"], Decimal("5.00"), sale, "sales")
+            second.rollback()
+    assert caught.value.code == "already_recorded"
+    admin = bearer(identity.admin_token())
+    profile = customers.get(f"/customers/{owner['username']}", headers=admin).get_json()
+    assert profile["balance"] == "50.00"
     assert ledger_matches_balance(database_url)
 
 

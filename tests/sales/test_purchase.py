@@ -82,6 +82,26 @@ def test_insufficient_funds_releases_the_stock(
     assert check_invariants(database_url).ok
 
 
+def test_a_customer_deactivated_with_a_live_token_buys_nothing(
+    sales: FlaskClient, shop: Shop, identity: Identity, database_url: str
+) -> None:
+    """An access token outlives a deactivation by up to its TTL; the debit still refuses,
+    and the reserved stock is given back."""
+    product = shop.product(price="5.00", stock=4)
+    buyer, token = shop.buyer("50.00")
+    gone = identity.client.delete(f"/customers/{buyer['username']}", headers=shop.admin)
+    assert gone.status_code == 204
+    response = buy(sales, token, product, 2)
+    assert response.status_code == 409
+    assert response.get_json()["code"] == "customer_inactive"
+    assert shop.stock(product) == 4
+    assert shop.balance(buyer["username"]) == Decimal("50.00")
+    assert shop.reservation(response.get_json()["sale_id"])["status"] == "released"
+    report = check_invariants(database_url)
+    assert report.ok, report.violations
+    assert (report.completed, report.failed) == (0, 1)
+
+
 def test_a_failed_purchase_retried_with_its_key_stays_failed(
     sales: FlaskClient, shop: Shop, identity: Identity, database_url: str
 ) -> None:

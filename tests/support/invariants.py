@@ -30,6 +30,9 @@ class InvariantReport:
         return not self.violations
 
 
+#: The one invariant that holds for wallets alone (a debit need not come from a sale).
+WALLET_LEDGER = "wallet balance differs from its ledger"
+
 CHECKS = {
     "completed sale without exactly one debit of its total": """
         SELECT s.id FROM sales.sales s
@@ -55,7 +58,7 @@ CHECKS = {
         SELECT e.sale_id FROM customers.ledger_entries e
         LEFT JOIN sales.sales s ON s.id = e.sale_id
         WHERE e.kind = 'sale_debit' AND s.id IS NULL""",
-    "wallet balance differs from its ledger": """
+    WALLET_LEDGER: """
         SELECT c.username FROM customers.customers c
         WHERE c.balance <> COALESCE((
           SELECT sum(amount) FROM customers.ledger_entries e WHERE e.customer_id = c.id
@@ -63,6 +66,16 @@ CHECKS = {
     "negative stock": "SELECT id FROM inventory.products WHERE stock < 0",
     "negative balance": "SELECT username FROM customers.customers WHERE balance < 0",
 }
+
+
+def wallet_ledger_mismatches(database_url: str) -> list[str]:
+    """Usernames whose balance is not the sum of their ledger entries."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return [str(row) for row in conn.execute(text(CHECKS[WALLET_LEDGER])).scalars()]
+    finally:
+        engine.dispose()
 
 
 def check_invariants(database_url: str, *, allow_pending: bool = False) -> InvariantReport:
