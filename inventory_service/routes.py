@@ -29,6 +29,7 @@ from inventory_service.schemas import (
 from shopkit.auth import ROLE_ADMIN, ROLE_SERVICE, current_principal, require_principal, requires
 from shopkit.db import get_session
 from shopkit.idempotency import respond_idempotently
+from shopkit.metrics import STOCK_RESERVATIONS, counts_outcomes
 
 products_blp = Blueprint(
     "products", __name__, description="The catalogue: search, details, admin management, stock."
@@ -178,6 +179,7 @@ def deduct(data: dict[str, Any], product_id: int) -> ResponseReturnValue:
 )
 @requires(ROLE_SERVICE)
 @internal_blp.arguments(ReservationRequestSchema())
+@counts_outcomes(STOCK_RESERVATIONS)
 def reserve(data: dict[str, Any]) -> ResponseReturnValue:
     """Take stock for a sale, once per ``Idempotency-Key`` and sale; returns price and name."""
     principal = require_principal()

@@ -56,6 +56,14 @@ errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 
 
+def post_fork(_server: Any, worker: Any) -> None:
+    """Let only the first worker warn about the configuration (they all share it)."""
+    from shopkit.config import WARNED_ENV  # noqa: PLC0415
+
+    if worker.age > 1:
+        os.environ[WARNED_ENV] = "1"
+
+
 def child_exit(_server: Any, worker: Any) -> None:
     """Drop a dead worker's live gauges from the pooled metrics."""
     from prometheus_client import multiprocess  # noqa: PLC0415

@@ -5,8 +5,11 @@ bounded number of retries with jittered backoff on connection errors,
 timeouts, 502/503/504 and ``409 idempotency_key_in_use``. Retrying a POST
 is safe because every state-changing call carries an ``Idempotency-Key``:
 the callee replays its stored answer instead of acting twice. The current
-``X-Request-ID`` is passed on, and a ``service`` token is obtained by the
-client-credentials grant and renewed before it expires (or on a 401).
+``X-Request-ID`` is passed on (and, while tracing is on, the W3C
+``traceparent`` by the urllib3 instrumentation), and a ``service`` token is
+obtained by the client-credentials grant and renewed before it expires (or on
+a 401). Every attempt that got no answer or a 502/503/504 counts in
+``shop_dependency_errors_total``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import jwt
 import urllib3
 
 from shopkit.errors import ProblemError
+from shopkit.metrics import DEPENDENCY_ERRORS
 from shopkit.request_id import HEADER as REQUEST_ID_HEADER
 from shopkit.request_id import current_request_id
 
@@ -48,10 +52,12 @@ class DependencyUnavailable(ProblemError):
 
 @dataclass(frozen=True)
 class ServiceResponse:
-    """A callee's answer: status code and decoded JSON body (``{}`` if none)."""
+    """A callee's answer: status code, decoded JSON body (``{}`` if none), and whether
+    the callee replayed it from its idempotency store (``Idempotent-Replayed: true``)."""
 
     status: int
     body: dict[str, Any]
+    replayed: bool = False
 
     @property
     def ok(self) -> bool:
@@ -99,7 +105,11 @@ class JsonHttp:
         response = self._pools.request(
             method, url, body=body, headers=headers, timeout=timeout, redirect=False
         )
-        return ServiceResponse(response.status, _json_body(response.data))
+        return ServiceResponse(
+            response.status,
+            _json_body(response.data),
+            replayed=response.headers.get("Idempotent-Replayed") == "true",
+        )
 
 
 class ServiceTokenProvider:
@@ -242,13 +252,16 @@ class ServiceClient:
                     timeout=timeout,
                 )
             except urllib3.exceptions.HTTPError as exc:
+                DEPENDENCY_ERRORS.labels(dependency=self.name).inc()
                 log.warning("call to %s %s failed: %s", self.name, path, type(exc).__name__)
             else:
                 if result.status == 401 and auth and self.tokens is not None and not renewed:
                     self.tokens.token(force_renew=True)
                     renewed = True
                     continue
-                if result.status not in RETRY_STATUSES and result.code != "idempotency_key_in_use":
+                if result.status in RETRY_STATUSES:
+                    DEPENDENCY_ERRORS.labels(dependency=self.name).inc()
+                elif result.code != "idempotency_key_in_use":
                     return result
             # Here the call failed in a way worth retrying.
             attempt += 1

@@ -21,7 +21,7 @@ from typing import IO
 
 import requests
 
-from shopkit.config import PROJECT_ROOT, Settings
+from shopkit.config import PROJECT_ROOT, WARNED_ENV, Settings
 
 PACKAGES = {
     "customers": "customers_service",
@@ -214,7 +214,8 @@ def run_local(services: list[str] | None = None) -> int:
         url = normalise_url(settings.database_url)
     else:
         server, url = embedded_pg.start(Path(settings.data_dir) / "pg", cleanup_mode="stop")
-    env = {"DATABASE_URL": url}
+    # The launcher warned about the configuration (above); its children need not repeat it.
+    env = {"DATABASE_URL": url, WARNED_ENV: "1"}
     processes: list[ServiceProcess] = []
     seeder: subprocess.Popen[bytes] | None = None
     stopping = threading.Event()
