@@ -200,7 +200,7 @@ def _untraced_paths(app: Any, prefixes: tuple[str, ...]) -> None:
 
 @contextmanager
 def untraced() -> Iterator[None]:
-    """Make no spans inside (housekeeping that would otherwise litter traces: probes, idle polls)."""
+    """Make no spans inside: housekeeping (probes, idle polls) would litter the traces."""
     if not tracing_enabled():
         yield
         return
