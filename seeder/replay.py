@@ -46,6 +46,7 @@ from seeder.client import (
     SeederError,
     Services,
     ServiceUnreachable,
+    shopper_action,
 )
 from seeder.data import (
     RATING_WEIGHTS,
@@ -386,6 +387,7 @@ class Replay:
 
     # --- one purchase attempt -----------------------------------------------------------------
 
+    @shopper_action("shopper purchase")
     def attempt(self, index: int) -> Outcome:
         """Run purchase attempt ``index`` and check its result."""
         plan = self.plan(index)
