@@ -37,6 +37,7 @@ from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
+from sales_service import observe
 from sales_service.clients import SaleClients
 from sales_service.models import (
     CANCELLED,
@@ -218,12 +219,14 @@ class SagaRun:
     steps: list[dict[str, Any]] = field(default_factory=list)
     history: list[dict[str, str]] = field(default_factory=list)
     priced: bool = False
+    open_steps: dict[str, observe.OpenStep] = field(default_factory=dict)
 
     def log(self, step: str, outcome: str, **detail: Any) -> None:
         """Note a step; it is written with the sale's new state when the drive ends."""
         self.steps.append(
             {"sale_id": self.sale.id, "step": step, "outcome": outcome, "detail": detail}
         )
+        observe.close_step(self.open_steps.pop(step, None), outcome)
 
     def finish(self, status: str, failure_code: str | None = None) -> None:
         """Settle the sale in ``status`` (``completed``, ``failed`` or ``cancelled``)."""
@@ -286,6 +289,8 @@ class SagaRun:
         if self.steps:
             connection.execute(_LOG_STEPS, self.steps)
         session.commit()
+        if self.history:  # finish() settled it
+            observe.settled(sale.status, sale.failure_code)
 
 
 def _sale_from(row: Any, lines: list[SaleLine]) -> Sale:
@@ -420,7 +425,10 @@ def unknown_answer(run: SagaRun, step: str, answer: ServiceResponse) -> SagaInco
 def call_step(run: SagaRun, step: str, call: Callable[[], ServiceResponse]) -> ServiceResponse:
     """Make one remote step's call; a dependency that cannot be reached leaves the sale as is."""
     try:
-        answer = call()
+        with observe.open_step(run.sale.id, step, run.sale.attempts) as opened:
+            run.open_steps[step] = opened  # closed when the step's outcome is logged
+            answer = call()
+            opened.answered(answer)
     except DependencyUnavailable as exc:
         run.log(step, "unavailable")
         dependency = exc.extra.get("dependency")
