@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -22,18 +23,19 @@ def otel_env(receiver: OtlpReceiver) -> dict[str, str]:
         "OTEL_BSP_SCHEDULE_DELAY": "100",  # ms: spans arrive quickly
         "LOG_LEVEL": "INFO",
         "ACCESS_LOG": "all",
-        "SALES_RECOVERY_INTERVAL": "0",  # recovery is driven by the tests that want it
+        "SALES_RECOVERY_INTERVAL": "0.5",  # recovery settles a stuck sale within seconds
+        "SALES_RECOVERY_AFTER": "1",
     }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def receiver() -> Iterator[OtlpReceiver]:
     receiver = OtlpReceiver().start()
     yield receiver
     receiver.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def traced(database_url: str, receiver: OtlpReceiver) -> Iterator[LiveStack]:
     """Customers, inventory and sales (one worker each), all tracing to ``receiver``."""
     stack = LiveStack(database_url, (ADMIN_USERNAME, ADMIN_PASSWORD), SERVICE_SECRET)
@@ -95,6 +97,29 @@ class Arrange:
             json={"product_id": product_id, "quantity": quantity},
             headers=headers,
         )
+
+    def stuck_then_recovered(self, token: dict[str, str], product_id: int) -> str:
+        """A purchase left pending while customers is down, then settled by recovery.
+
+        Returns the sale id once recovery completed it.
+        """
+        self.stack.kill("customers")
+        try:
+            stuck = self.buy(token, product_id)
+            assert stuck.status_code == 503, stuck.text
+            sale_id = str(stuck.json()["sale_id"])
+        finally:
+            self.stack.start(
+                "customers", workers=1, extra_env=self.stack.processes["customers"].env
+            )
+        deadline = time.monotonic() + 20
+        while True:
+            sale = self.call("sales", "GET", f"/sales/{sale_id}", headers=token).json()
+            if sale["status"] != "pending":
+                assert sale["status"] == "completed", sale
+                return sale_id
+            assert time.monotonic() < deadline, f"recovery never settled {sale}"
+            time.sleep(0.2)
 
 
 @pytest.fixture
