@@ -169,13 +169,10 @@ def instrument_app(app: Any, engine: Any) -> None:
         return
     from flask import Response  # noqa: PLC0415
     from opentelemetry.instrumentation.flask import FlaskInstrumentor  # noqa: PLC0415
-    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor  # noqa: PLC0415
 
     excluded = os.environ.get("OTEL_PYTHON_FLASK_EXCLUDED_URLS") or EXCLUDED_URLS
     FlaskInstrumentor().instrument_app(app, excluded_urls=excluded)
-    # It declares "sqlalchemy < 2.1" but only uses the engine events, unchanged in 2.1
-    # (tests/observability checks the SQL spans), so the version check is skipped.
-    SQLAlchemyInstrumentor().instrument(engine=engine, enable_commenter=False, skip_dep_check=True)
+    _trace_sql(engine)
     _untraced_paths(app, tuple(p.strip() for p in excluded.split(",") if p.strip()))
 
     @app.after_request
@@ -183,6 +180,25 @@ def instrument_app(app: Any, engine: Any) -> None:
         if response.headers.get(REPLAYED_HEADER) == "true":
             trace.get_current_span().set_attribute(REPLAYED_ATTRIBUTE, True)
         return response
+
+
+def _trace_sql(engine: Any) -> None:
+    """A span per SQL statement run on ``engine`` (the SQLAlchemy instrumentation's engine hooks).
+
+    ``SQLAlchemyInstrumentor().instrument(engine=...)`` would also wrap
+    ``Engine.connect`` process-wide (a ``connect`` span for every session, a
+    sixth of a sale's spans), import ``sqlalchemy.ext.asyncio`` (greenlet) and
+    refuse SQLAlchemy 2.1 by its declared range; its :class:`EngineTracer`
+    alone hooks the engine's statement events, which is all the trace needs
+    (tests/observability checks the SQL spans beneath each request).
+    """
+    from opentelemetry.instrumentation.sqlalchemy import __version__  # noqa: PLC0415
+    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer  # noqa: PLC0415
+    from opentelemetry.metrics import get_meter  # noqa: PLC0415
+
+    name = "opentelemetry.instrumentation.sqlalchemy"
+    in_use = get_meter(name, __version__).create_up_down_counter("db.client.connections.usage")
+    EngineTracer(trace.get_tracer(name, __version__), engine, in_use, enable_commenter=False)
 
 
 def _untraced_paths(app: Any, prefixes: tuple[str, ...]) -> None:
