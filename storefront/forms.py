@@ -22,12 +22,12 @@ from wtforms import (
     StringField,
     TextAreaField,
 )
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, Length, NumberRange, Optional
 
-GENDERS = [("female", "female"), ("male", "male"), ("non_binary", "non-binary"),
-           ("prefer_not_to_say", "prefer not to say")]  # fmt: skip
-MARITAL = [("single", "single"), ("married", "married"), ("divorced", "divorced"),
-           ("widowed", "widowed")]  # fmt: skip
+GENDERS = [SelectChoice("female"), SelectChoice("male"), SelectChoice("non_binary", "non-binary"),
+           SelectChoice("prefer_not_to_say", "prefer not to say")]  # fmt: skip
+MARITAL = [SelectChoice(s) for s in ("single", "married", "divorced", "widowed")]
 CATEGORIES = ["food", "clothes", "accessories", "electronics"]
 SORTS = [("newest", "Newest"), ("price", "Price: low to high"), ("-price", "Price: high to low"),
          ("name", "Name A-Z"), ("-name", "Name Z-A")]  # fmt: skip
@@ -89,14 +89,14 @@ class QuantityForm(FlaskForm):
 class ReviewForm(FlaskForm):
     """Write or edit a review."""
 
-    rating = SelectField("Rating", choices=[(str(n), f"{n} ★") for n in range(5, 0, -1)])
+    rating = SelectField("Rating", choices=[SelectChoice(str(n), f"{n} ★") for n in range(5, 0, -1)])
     comment = TextAreaField("Comment", validators=[Optional(), Length(max=2000)])
 
 
 class ModerationForm(FlaskForm):
     """Approve, flag or reject a review, with a note."""
 
-    action = SelectField(choices=[("approve", "approve"), ("flag", "flag"), ("reject", "reject")])
+    action = SelectField(choices=[SelectChoice(a) for a in ("approve", "flag", "reject")])
     note = StringField("Note", validators=[Optional(), Length(max=1000)])
 
 
@@ -104,7 +104,7 @@ class ProductForm(FlaskForm):
     """Create or edit a product."""
 
     name = StringField("Name", validators=[InputRequired(), Length(max=200)])
-    category = SelectField("Category", choices=[(c, c) for c in CATEGORIES])
+    category = SelectField("Category", choices=[SelectChoice(c) for c in CATEGORIES])
     price = DecimalField("Price", places=2, validators=[InputRequired(), NumberRange(min=0.01)])
     description = TextAreaField("Description", validators=[Optional(), Length(max=5000)])
     stock = IntegerField("Initial stock", default=0, validators=[Optional(), NumberRange(0)])
