@@ -276,6 +276,9 @@ def test_shopper_buys_cancels_is_refunded_reviews_and_the_admin_approves(
     for service in ("customers", "inventory", "sales", "reviews"):
         row = shop.find(f'tr[data-service="{service}"]')
         assert "ready" in row.text and "ready" in (row.get_attribute("class") or ""), row.text
+    # htmx refreshes the figures in place: the second reading gives rates.
+    WebDriverWait(browser, 15).until(lambda d: "measuring" not in shop.text("#sales-rate"))
+    assert shop.text('tr[data-service="sales"] td:nth-child(3)') != "…"
     shop.shot("system")
 
     # The data page runs a small populate and follows it to the end.
