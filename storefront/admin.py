@@ -413,7 +413,7 @@ def stop() -> ResponseReturnValue:
     """Stop the current run (a replay prints its summary first)."""
     _jobs().stop()
     flash("Asked the run to stop.", "success")
-    return redirect(request.referrer or url_for("admin.data"))
+    return redirect(url_for("admin.data"))
 
 
 def _start(kind: str, args: list[str], target: int | None = None) -> None:

@@ -311,9 +311,7 @@ class ShopApi:
 
     def archive(self, token: str, product_id: int) -> None:
         """``DELETE /products/{id}`` (admin): archive (204)."""
-        self._call(
-            "inventory", "DELETE", f"/products/{product_id}", token=token, expect=(200, 204)
-        )
+        self._call("inventory", "DELETE", f"/products/{product_id}", token=token, expect=(200, 204))
 
     # --- sales -----------------------------------------------------------------------------
 

@@ -89,7 +89,9 @@ class QuantityForm(FlaskForm):
 class ReviewForm(FlaskForm):
     """Write or edit a review."""
 
-    rating = SelectField("Rating", choices=[SelectChoice(str(n), f"{n} ★") for n in range(5, 0, -1)])
+    rating = SelectField(
+        "Rating", choices=[SelectChoice(str(n), f"{n} ★") for n in range(5, 0, -1)]
+    )
     comment = TextAreaField("Comment", validators=[Optional(), Length(max=2000)])
 
 

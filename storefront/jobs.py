@@ -9,6 +9,7 @@ configuration, exactly as ``make run``'s seeder does.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -126,10 +127,8 @@ class JobRunner:
         """Ask the current run to stop (SIGINT: a replay prints its summary and exits)."""
         job = self.current
         if job is not None and job.running and job.process is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
                 os.killpg(job.process.pid, signal.SIGINT)
-            except ProcessLookupError:
-                pass
 
     @staticmethod
     def _follow(job: Job) -> None:

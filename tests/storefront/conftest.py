@@ -63,7 +63,9 @@ class FakeServices:
             raise DependencyUnavailable(service)
         answer = self.routes.get((service, method, path))
         if answer is None:
-            return ServiceResponse(404, {"code": "not_found", "detail": f"fake: no {method} {path}"})
+            return ServiceResponse(
+                404, {"code": "not_found", "detail": f"fake: no {method} {path}"}
+            )
         return answer(call) if callable(answer) else answer
 
     def text(self, service: str, path: str) -> tuple[int, str]:

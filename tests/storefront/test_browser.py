@@ -316,5 +316,7 @@ def test_checkout_with_too_little_money_shows_the_problem_and_keeps_the_cart(
     assert shop.text("#cart-total") == "55.00"
     shop.shot("checkout-refused")
     assert balance_of(live_stack, "browser_ben", account["password"]) == "0.00"
-    product = requests.get(live_stack.url("inventory") + f"/products/{ids['Copper Kettle']}", timeout=30)
+    product = requests.get(
+        live_stack.url("inventory") + f"/products/{ids['Copper Kettle']}", timeout=30
+    )
     assert product.json()["stock"] == 3  # nothing kept for the refused order

@@ -36,17 +36,31 @@ def page_of(*items: dict) -> dict:
 # --- catalogue and product ----------------------------------------------------------------------
 
 
-def test_catalogue_passes_the_filters_to_the_inventory_query(client: FlaskClient, fake: FakeServices) -> None:
+def test_catalogue_passes_the_filters_to_the_inventory_query(
+    client: FlaskClient, fake: FakeServices
+) -> None:
     fake.on("inventory", "GET", "/products", 200, page_of(PRODUCT))
-    response = client.get("/?q=shoes&category=clothes&min_price=10&max_price=100&in_stock=true&sort=-price&page=2")
+    response = client.get(
+        "/?q=shoes&category=clothes&min_price=10&max_price=100&in_stock=true&sort=-price&page=2"
+    )
     assert response.status_code == 200
     assert "Trail Shoes" in response.text and "89.90" in response.text
     (call,) = fake.made("inventory", "GET", "/products")
-    assert call.params == {"q": "shoes", "category": "clothes", "min_price": "10", "max_price": "100",
-                           "in_stock": "true", "sort": "-price", "page": 2, "page_size": 12}
+    assert call.params == {
+        "q": "shoes",
+        "category": "clothes",
+        "min_price": "10",
+        "max_price": "100",
+        "in_stock": "true",
+        "sort": "-price",
+        "page": 2,
+        "page_size": 12,
+    }
 
 
-def test_catalogue_shows_the_services_validation_message(client: FlaskClient, fake: FakeServices) -> None:
+def test_catalogue_shows_the_services_validation_message(
+    client: FlaskClient, fake: FakeServices
+) -> None:
     fake.on("inventory", "GET", "/products", 422, {
         "code": "validation_error", "detail": "The request is not valid: see errors.",
         "errors": {"min_price": ["min_price must not exceed max_price."]}})  # fmt: skip
@@ -55,7 +69,9 @@ def test_catalogue_shows_the_services_validation_message(client: FlaskClient, fa
     assert "min_price must not exceed max_price." in response.text
 
 
-def test_product_page_shows_stock_average_histogram_and_reviews(client: FlaskClient, fake: FakeServices) -> None:
+def test_product_page_shows_stock_average_histogram_and_reviews(
+    client: FlaskClient, fake: FakeServices
+) -> None:
     fake.on("inventory", "GET", "/products/7", 200, PRODUCT)
     fake.on("reviews", "GET", "/products/7/reviews", 200, {
         **page_of({"id": 1, "username": "bob", "rating": 5, "comment": "Superb grip", "created_at": None}),
@@ -68,7 +84,9 @@ def test_product_page_shows_stock_average_histogram_and_reviews(client: FlaskCli
 
 
 def test_unknown_product_is_a_404_page(client: FlaskClient, fake: FakeServices) -> None:
-    fake.on("inventory", "GET", "/products/99", 404, {"code": "not_found", "detail": "No product 99."})
+    fake.on(
+        "inventory", "GET", "/products/99", 404, {"code": "not_found", "detail": "No product 99."}
+    )
     response = client.get("/products/99")
     assert response.status_code == 404 and "No product 99." in response.text
 
@@ -83,16 +101,25 @@ def test_pages_that_need_a_login_send_visitors_to_it(client: FlaskClient) -> Non
         assert response.headers["Location"] == f"/login?next={path}"
 
 
-def test_admin_pages_refuse_customers(client: FlaskClient, fake: FakeServices, shopper: str) -> None:
+def test_admin_pages_refuse_customers(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
     for path in ("/admin/", "/admin/moderation", "/admin/products", "/admin/data", "/admin/system"):
         response = client.get(path)
         assert response.status_code == 403, path
         assert "administrators only" in response.text
-    assert client.post("/admin/data/populate", data={"customers": 1, "products": 1, "seed": 1}).status_code == 403
+    assert (
+        client.post(
+            "/admin/data/populate", data={"customers": 1, "products": 1, "seed": 1}
+        ).status_code
+        == 403
+    )
     assert not [c for c in fake.calls if c.path not in ("/auth/login",)]
 
 
-def test_login_keeps_tokens_in_an_httponly_samesite_cookie_only(client: FlaskClient, fake: FakeServices) -> None:
+def test_login_keeps_tokens_in_an_httponly_samesite_cookie_only(
+    client: FlaskClient, fake: FakeServices
+) -> None:
     token = access_token("ada")
     fake.on("customers", "POST", "/auth/login", 200,
             {"access_token": token, "refresh_token": "r-1", "expires_in": 900})  # fmt: skip
@@ -115,7 +142,9 @@ def test_a_refused_login_shows_the_services_detail(client: FlaskClient, fake: Fa
     assert response.status_code == 401 and "Wrong username or password." in response.text
 
 
-def test_an_expiring_token_is_renewed_with_the_refresh_token(client: FlaskClient, fake: FakeServices) -> None:
+def test_an_expiring_token_is_renewed_with_the_refresh_token(
+    client: FlaskClient, fake: FakeServices
+) -> None:
     log_in(client, fake, "ada", ttl_s=30)  # within the renewal margin
     fresh = access_token("ada")
     fake.on("customers", "POST", "/auth/refresh", 200,
@@ -129,21 +158,33 @@ def test_an_expiring_token_is_renewed_with_the_refresh_token(client: FlaskClient
 
 def test_a_refused_refresh_ends_the_session(client: FlaskClient, fake: FakeServices) -> None:
     log_in(client, fake, "ada", ttl_s=30)
-    fake.on("customers", "POST", "/auth/refresh", 401, {"code": "invalid_token", "detail": "Revoked."})
+    fake.on(
+        "customers", "POST", "/auth/refresh", 401, {"code": "invalid_token", "detail": "Revoked."}
+    )
     response = client.get("/cart")
     assert response.status_code == 302 and response.headers["Location"].startswith("/login")
     assert client.get("/wallet").status_code == 302  # logged out for good
 
 
-def test_a_401_from_a_service_logs_the_user_out(client: FlaskClient, fake: FakeServices, shopper: str) -> None:
+def test_a_401_from_a_service_logs_the_user_out(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
     fake.on("sales", "GET", "/cart", 401, {"code": "unauthorized", "detail": "Token revoked."})
     response = client.get("/cart")
     assert response.status_code == 302 and response.headers["Location"].startswith("/login")
 
 
 def test_login_never_redirects_to_another_site(client: FlaskClient, fake: FakeServices) -> None:
-    fake.on("customers", "POST", "/auth/login", 200, {"access_token": access_token("ada"), "refresh_token": "r"})
-    response = client.post("/login?next=//evil.example/x", data={"username": "ada", "password": "pw-123456"})
+    fake.on(
+        "customers",
+        "POST",
+        "/auth/login",
+        200,
+        {"access_token": access_token("ada"), "refresh_token": "r"},
+    )
+    response = client.post(
+        "/login?next=//evil.example/x", data={"username": "ada", "password": "pw-123456"}
+    )
     assert response.headers["Location"] == "/"
 
 
@@ -154,17 +195,39 @@ def test_every_form_needs_a_csrf_token(make_app, fake: FakeServices) -> None:
     refused = client.post("/login", data={"username": "ada", "password": "pw-123456"})
     assert refused.status_code == 400 and "The form expired" in refused.text
     assert not fake.made("customers", "POST", "/auth/login")
-    fake.on("customers", "POST", "/auth/login", 200, {"access_token": access_token("ada"), "refresh_token": "r"})
-    accepted = client.post("/login", data={"username": "ada", "password": "pw-123456", "csrf_token": token})
+    fake.on(
+        "customers",
+        "POST",
+        "/auth/login",
+        200,
+        {"access_token": access_token("ada"), "refresh_token": "r"},
+    )
+    accepted = client.post(
+        "/login", data={"username": "ada", "password": "pw-123456", "csrf_token": token}
+    )
     assert accepted.status_code == 302
     assert client.post("/logout").status_code == 400  # logging out is a form too
 
 
 def test_register_creates_the_account_and_logs_in(client: FlaskClient, fake: FakeServices) -> None:
     fake.on("customers", "POST", "/customers", 201, {"username": "newbie", "balance": "0.00"})
-    fake.on("customers", "POST", "/auth/login", 200, {"access_token": access_token("newbie"), "refresh_token": "r"})
-    form = {"username": "newbie", "password": "long-enough", "full_name": "New Bie", "email": "n@example.com",
-            "age": "30", "address": "1 Road", "gender": "female", "marital_status": "single"}
+    fake.on(
+        "customers",
+        "POST",
+        "/auth/login",
+        200,
+        {"access_token": access_token("newbie"), "refresh_token": "r"},
+    )
+    form = {
+        "username": "newbie",
+        "password": "long-enough",
+        "full_name": "New Bie",
+        "email": "n@example.com",
+        "age": "30",
+        "address": "1 Road",
+        "gender": "female",
+        "marital_status": "single",
+    }
     response = client.post("/register", data=form)
     assert response.status_code == 302 and response.headers["Location"] == "/wallet"
     (created,) = fake.made("customers", "POST", "/customers")
@@ -172,9 +235,23 @@ def test_register_creates_the_account_and_logs_in(client: FlaskClient, fake: Fak
 
 
 def test_register_shows_why_the_service_refused(client: FlaskClient, fake: FakeServices) -> None:
-    fake.on("customers", "POST", "/customers", 409, {"code": "already_exists", "detail": "The username is taken."})
-    form = {"username": "taken", "password": "long-enough", "full_name": "T", "email": "t@example.com",
-            "age": "30", "address": "1 Road", "gender": "female", "marital_status": "single"}
+    fake.on(
+        "customers",
+        "POST",
+        "/customers",
+        409,
+        {"code": "already_exists", "detail": "The username is taken."},
+    )
+    form = {
+        "username": "taken",
+        "password": "long-enough",
+        "full_name": "T",
+        "email": "t@example.com",
+        "age": "30",
+        "address": "1 Road",
+        "gender": "female",
+        "marital_status": "single",
+    }
     response = client.post("/register", data=form)
     assert response.status_code == 422 and "The username is taken." in response.text
 
@@ -182,7 +259,9 @@ def test_register_shows_why_the_service_refused(client: FlaskClient, fake: FakeS
 # --- cart, checkout, orders, wallet --------------------------------------------------------------
 
 
-def test_add_to_cart_adds_to_the_quantity_already_there(client: FlaskClient, fake: FakeServices, shopper: str) -> None:
+def test_add_to_cart_adds_to_the_quantity_already_there(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
     fake.on("sales", "GET", "/cart", 200, CART)
     fake.on("sales", "PUT", "/cart/items/7", 200, CART)
     response = client.post("/cart/items/7", data={"quantity": "3"})
@@ -191,14 +270,18 @@ def test_add_to_cart_adds_to_the_quantity_already_there(client: FlaskClient, fak
     assert put.json == {"quantity": 5} and put.token == shopper
 
 
-def test_checkout_sends_the_forms_idempotency_key_and_shows_the_order(client: FlaskClient, fake: FakeServices, shopper: str) -> None:
+def test_checkout_sends_the_forms_idempotency_key_and_shows_the_order(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
     fake.on("sales", "POST", "/cart/checkout", 201, SALE)
     response = client.post("/cart/checkout", data={"key": "k-123"})
     assert response.status_code == 302 and response.headers["Location"] == f"/orders/{SALE_ID}"
     assert fake.made("sales", "POST", "/cart/checkout")[0].idempotency_key == "k-123"
 
 
-def test_checkout_with_too_little_money_shows_the_problem_and_keeps_the_cart(client: FlaskClient, fake: FakeServices, shopper: str) -> None:
+def test_checkout_with_too_little_money_shows_the_problem_and_keeps_the_cart(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
     fake.on("sales", "POST", "/cart/checkout", 409, {
         "code": "insufficient_funds", "detail": "The wallet balance does not cover the total.",
         "sale_id": SALE_ID, "sale_status": "failed"})  # fmt: skip
@@ -212,18 +295,24 @@ def test_checkout_with_too_little_money_shows_the_problem_and_keeps_the_cart(cli
     assert key != "k-1"  # a retry after topping up is a new attempt, not a replay of the refusal
 
 
-def test_insufficient_stock_names_the_short_lines(client: FlaskClient, fake: FakeServices, shopper: str) -> None:
+def test_insufficient_stock_names_the_short_lines(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
     fake.on("sales", "POST", "/cart/checkout", 409, {
         "code": "insufficient_stock", "detail": "Not enough stock of Trail Shoes (2 wanted, 1 left).",
         "products": [{"product_id": 7, "available": 1, "requested": 2}]})  # fmt: skip
-    fake.on("sales", "GET", "/cart", 200, {**CART, "items": [{**CART["items"][0], "available": False}]})
+    fake.on(
+        "sales", "GET", "/cart", 200, {**CART, "items": [{**CART["items"][0], "available": False}]}
+    )
     response = client.post("/cart/checkout", data={"key": "k-2"})
     assert response.status_code == 409
     assert "Not enough stock of Trail Shoes (2 wanted, 1 left)." in response.text
     assert "not enough in stock" in response.text
 
 
-def test_order_page_shows_lines_history_steps_hidden_and_cancel(client: FlaskClient, fake: FakeServices, shopper: str) -> None:
+def test_order_page_shows_lines_history_steps_hidden_and_cancel(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
     fake.on("sales", "GET", f"/sales/{SALE_ID}", 200, SALE)
     response = client.get(f"/orders/{SALE_ID}")
     assert response.status_code == 200
@@ -232,7 +321,9 @@ def test_order_page_shows_lines_history_steps_hidden_and_cancel(client: FlaskCli
     assert "saga-steps" not in response.text  # the saga's steps are for the console
 
 
-def test_cancel_sends_a_key_and_shows_a_refusal(client: FlaskClient, fake: FakeServices, shopper: str) -> None:
+def test_cancel_sends_a_key_and_shows_a_refusal(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
     fake.on("sales", "POST", f"/sales/{SALE_ID}/cancellation", 409,
             {"code": "invalid_transition", "detail": "A shipped order cannot be cancelled.", "status": "shipped"})  # fmt: skip
     fake.on("sales", "GET", f"/sales/{SALE_ID}", 200, {**SALE, "status": "shipped"})
@@ -242,7 +333,9 @@ def test_cancel_sends_a_key_and_shows_a_refusal(client: FlaskClient, fake: FakeS
     assert fake.made("sales", "POST", f"/sales/{SALE_ID}/cancellation")[0].idempotency_key == "c-1"
 
 
-def test_top_up_charges_the_wallet_once_per_form(client: FlaskClient, fake: FakeServices, shopper: str) -> None:
+def test_top_up_charges_the_wallet_once_per_form(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
     fake.on("customers", "POST", "/customers/ada/wallet/charge", 200, {"balance": "25.50"})
     response = client.post("/wallet", data={"amount": "25.5", "key": "t-1"})
     assert response.status_code == 302
@@ -250,7 +343,9 @@ def test_top_up_charges_the_wallet_once_per_form(client: FlaskClient, fake: Fake
     assert charge.json == {"amount": "25.50"} and charge.idempotency_key == "t-1"
 
 
-def test_a_service_that_is_down_is_a_clear_503_page(client: FlaskClient, fake: FakeServices, shopper: str) -> None:
+def test_a_service_that_is_down_is_a_clear_503_page(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
     fake.down.add("sales")
     response = client.get("/cart")
     assert response.status_code == 503
@@ -258,20 +353,48 @@ def test_a_service_that_is_down_is_a_clear_503_page(client: FlaskClient, fake: F
     assert "Traceback" not in response.text
 
 
-def test_a_service_error_is_a_502_page_without_details(client: FlaskClient, fake: FakeServices, shopper: str) -> None:
-    fake.on("sales", "GET", "/cart", 500, {"code": "internal_error", "detail": "psycopg2 said something"})
+def test_a_service_error_is_a_502_page_without_details(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    fake.on(
+        "sales",
+        "GET",
+        "/cart",
+        500,
+        {"code": "internal_error", "detail": "psycopg2 said something"},
+    )
     response = client.get("/cart")
     assert response.status_code == 502
     assert "The sales service failed." in response.text and "psycopg2" not in response.text
 
 
-def test_review_is_written_then_edited(client: FlaskClient, fake: FakeServices, shopper: str) -> None:
+def test_review_is_written_then_edited(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
     fake.on("reviews", "GET", "/customers/ada/reviews", 200, page_of())
-    fake.on("reviews", "POST", "/reviews", 403, {"code": "not_a_buyer", "detail": "Only buyers may review."})
-    response = client.post("/products/7/review", data={"rating": "4", "comment": "Nice"}, follow_redirects=False)
+    fake.on(
+        "reviews",
+        "POST",
+        "/reviews",
+        403,
+        {"code": "not_a_buyer", "detail": "Only buyers may review."},
+    )
+    response = client.post(
+        "/products/7/review", data={"rating": "4", "comment": "Nice"}, follow_redirects=False
+    )
     assert response.status_code == 302
-    assert fake.made("reviews", "POST", "/reviews")[0].json == {"product_id": 7, "rating": 4, "comment": "Nice"}
-    fake.on("reviews", "GET", "/customers/ada/reviews", 200, page_of({"id": 3, "product_id": 7, "rating": 4}))
+    assert fake.made("reviews", "POST", "/reviews")[0].json == {
+        "product_id": 7,
+        "rating": 4,
+        "comment": "Nice",
+    }
+    fake.on(
+        "reviews",
+        "GET",
+        "/customers/ada/reviews",
+        200,
+        page_of({"id": 3, "product_id": 7, "rating": 4}),
+    )
     fake.on("reviews", "PATCH", "/reviews/3", 200, {"id": 3})
     client.post("/products/7/review", data={"rating": "2", "comment": "Worse"})
     assert fake.made("reviews", "PATCH", "/reviews/3")[0].json == {"rating": 2, "comment": "Worse"}
@@ -280,7 +403,9 @@ def test_review_is_written_then_edited(client: FlaskClient, fake: FakeServices, 
 # --- the console ---------------------------------------------------------------------------------
 
 
-def test_moderation_sends_the_action_and_note(client: FlaskClient, fake: FakeServices, admin: str) -> None:
+def test_moderation_sends_the_action_and_note(
+    client: FlaskClient, fake: FakeServices, admin: str
+) -> None:
     fake.on("reviews", "GET", "/reviews", 200, page_of({"id": 3, "product_id": 7, "rating": 4,
             "username": "ada", "comment": "Comfy", "status": "pending"}))  # fmt: skip
     page = client.get("/admin/moderation")
@@ -291,7 +416,9 @@ def test_moderation_sends_the_action_and_note(client: FlaskClient, fake: FakeSer
     assert call.json == {"action": "approve", "note": "fine"} and call.token == admin
 
 
-def test_console_order_shows_the_saga_timeline_and_ships(client: FlaskClient, fake: FakeServices, admin: str) -> None:
+def test_console_order_shows_the_saga_timeline_and_ships(
+    client: FlaskClient, fake: FakeServices, admin: str
+) -> None:
     fake.on("sales", "GET", f"/sales/{SALE_ID}", 200, SALE)
     page = client.get(f"/admin/orders/{SALE_ID}")
     assert 'id="saga-steps"' in page.text and "reserve" in page.text
@@ -317,14 +444,24 @@ shop_sales_pending{status="pending"} 2
 """
 
 
-def test_system_page_reads_readiness_metrics_and_degrades(client: FlaskClient, fake: FakeServices, admin: str) -> None:
+def test_system_page_reads_readiness_metrics_and_degrades(
+    client: FlaskClient, fake: FakeServices, admin: str
+) -> None:
     fake.texts[("sales", "/metrics")] = (200, METRICS % 10)
-    fake.on("reviews", "GET", "/readyz", 503, {"code": "not_ready", "detail": "The database is not reachable."})
+    fake.on(
+        "reviews",
+        "GET",
+        "/readyz",
+        503,
+        {"code": "not_ready", "detail": "The database is not reachable."},
+    )
     fake.down.add("inventory")
     first = client.get("/admin/system")
     assert first.status_code == 200
     assert "The database is not reachable." in first.text
-    assert re.search(r'data-service="inventory">\s*<td>inventory</td>\s*<td><span[^>]*>unreachable', first.text)
+    assert re.search(
+        r'data-service="inventory">\s*<td>inventory</td>\s*<td><span[^>]*>unreachable', first.text
+    )
     assert re.search(r'id="pending">2 ', first.text)
     assert "no fault switches on this service yet" in first.text  # /admin/faults is 404 here
     time.sleep(0.6)
@@ -335,7 +472,9 @@ def test_system_page_reads_readiness_metrics_and_degrades(client: FlaskClient, f
     assert rate and 4 < float(rate.group(1)) < 11  # 6 more in 0.6-1.5 s
 
 
-def test_system_page_without_business_metrics_uses_the_sales_api(client: FlaskClient, fake: FakeServices, admin: str) -> None:
+def test_system_page_without_business_metrics_uses_the_sales_api(
+    client: FlaskClient, fake: FakeServices, admin: str
+) -> None:
     fake.texts[("sales", "/metrics")] = (200, "# TYPE flask_http_request_total counter\n"
         'flask_http_request_total{method="POST",status="201",endpoint="sales.create_sale"} 4\n')  # fmt: skip
     fake.on("sales", "GET", "/sales", 200, {**page_of(), "total": 5})
@@ -360,8 +499,10 @@ def test_request_id_is_passed_to_the_services(client: FlaskClient, fake: FakeSer
 
     def products(call):  # the transport reads the id from the context, as ServiceClient does
         from shopkit.request_id import current_request_id
+
         seen.append(current_request_id())
         from shopkit.service_client import ServiceResponse
+
         return ServiceResponse(200, page_of())
 
     fake.handle("inventory", "GET", "/products", products)
@@ -374,20 +515,24 @@ def test_request_id_is_passed_to_the_services(client: FlaskClient, fake: FakeSer
 
 def test_job_runner_runs_one_at_a_time_and_reads_progress(tmp_path: Path) -> None:
     fake_python = tmp_path / "python"
-    fake_python.write_text(textwrap.dedent(f"""\
+    fake_python.write_text(
+        textwrap.dedent(f"""\
         #!{sys.executable}
         import sys, time
         print("args", *sys.argv[1:], flush=True)
         for n in (2, 5):
             print(f"replay: {{n}} attempts, {{n}} completed, 0 failed, 1.0/s", flush=True)
             time.sleep(0.3)
-        """))
+        """)
+    )
     fake_python.chmod(0o755)
-    runner = JobRunner(Settings.from_env("storefront", log_level="WARNING"), python=str(fake_python))
+    runner = JobRunner(
+        Settings.from_env("storefront", log_level="WARNING"), python=str(fake_python)
+    )
     job = runner.start("replay", ["--purchases", "5"], target=5)
     try:
         runner.start("populate", [])
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         assert type(exc).__name__ == "JobBusy"
     else:
         raise AssertionError("a second run started while the first was going")

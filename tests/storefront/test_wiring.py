@@ -38,7 +38,11 @@ def test_compose_storefront_command_becomes_healthy(live_stack: Any) -> None:
     for port, name in enumerate(("customers", "inventory", "sales", "reviews"), start=5000):
         env = {k: v.replace(f"http://{name}:{port}", live_stack.url(name)) for k, v in env.items()}
     env["PORT"] = str(free_port())
-    env = {**os.environ, **env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        **env,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     log = live_stack.log_dir / "compose-storefront.log"
     process = subprocess.Popen(
