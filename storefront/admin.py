@@ -21,7 +21,7 @@ from storefront.forms import (
     ShipForm,
 )
 from storefront.jobs import JobBusy, JobRunner
-from storefront.session import admin_required, api, token
+from storefront.session import admin_required, api, attempt, page_number, token
 from storefront.shop import CATALOGUE_FILTERS, ORDER_STATUSES
 from storefront.system import RateTracker, collect
 
@@ -33,11 +33,6 @@ REVIEW_STATUSES = ("pending", "flagged", "approved", "rejected")
 @admin_required
 def _only_admins() -> None:
     """Every console page refuses non-admins (and sends visitors to log in)."""
-
-
-def _page_number() -> int:
-    raw = request.args.get("page", "1")
-    return int(raw) if raw.isdigit() and 0 < int(raw) < 100_000 else 1
 
 
 def _jobs() -> JobRunner:
@@ -64,7 +59,7 @@ def moderation() -> ResponseReturnValue:
     status = request.args.get("status", "pending")
     if status not in REVIEW_STATUSES:
         status = "pending"
-    page = api().review_queue(token(), status, _page_number())
+    page = api().review_queue(token(), status, page_number())
     return render_template(
         "admin/moderation.html",
         page=page,
@@ -79,12 +74,9 @@ def moderate(review_id: int) -> ResponseReturnValue:
     """Approve, flag or reject a review, with a note."""
     form = ModerationForm()
     if form.validate():
-        try:
-            api().moderate(token(), review_id, str(form.action.data), form.note.data or "")
-        except ApiProblem as exc:
-            flash(exc.message(), "error")
-        else:
-            flash(f"Review {review_id}: {form.action.data} done.", "success")
+        action, note = str(form.action.data), form.note.data or ""
+        attempt(lambda: api().moderate(token(), review_id, action, note),
+                f"Review {review_id}: {action} done.")  # fmt: skip
     else:
         flash("Choose approve, flag or reject.", "error")
     return redirect(url_for("admin.moderation", status=request.args.get("status", "pending")))
@@ -99,7 +91,7 @@ def products() -> ResponseReturnValue:
     filters = {name: request.args.get(name, "").strip() for name in CATALOGUE_FILTERS}
     problem, page = None, None
     try:
-        page = api().products(filters, page=_page_number(), page_size=25)
+        page = api().products(filters, page=page_number(), page_size=25)
     except ApiProblem as exc:
         problem = exc.message()
     return render_template(
@@ -176,12 +168,8 @@ def restock(product_id: int) -> ResponseReturnValue:
     """Add stock."""
     form = QuantityForm()
     if form.validate():
-        try:
-            api().restock(token(), product_id, int(form.quantity.data or 0))
-        except ApiProblem as exc:
-            flash(exc.message(), "error")
-        else:
-            flash(f"Restocked {form.quantity.data}.", "success")
+        quantity = int(form.quantity.data or 0)
+        attempt(lambda: api().restock(token(), product_id, quantity), f"Restocked {quantity}.")
     else:
         flash("A restock needs a quantity of at least 1.", "error")
     return redirect(url_for("admin.product", product_id=product_id))
@@ -190,24 +178,16 @@ def restock(product_id: int) -> ResponseReturnValue:
 @bp.post("/products/<int:product_id>/archive")
 def archive(product_id: int) -> ResponseReturnValue:
     """Archive a product (it leaves the catalogue; its history stays)."""
-    try:
-        api().archive(token(), product_id)
-    except ApiProblem as exc:
-        flash(exc.message(), "error")
-    else:
-        flash("Product archived.", "success")
+    attempt(lambda: api().archive(token(), product_id), "Product archived.")
     return redirect(url_for("admin.product", product_id=product_id))
 
 
 @bp.post("/products/<int:product_id>/restore")
 def restore(product_id: int) -> ResponseReturnValue:
     """Bring an archived product back."""
-    try:
-        api().update_product(token(), product_id, {"archived": False})
-    except ApiProblem as exc:
-        flash(exc.message(), "error")
-    else:
-        flash("Product restored.", "success")
+    attempt(
+        lambda: api().update_product(token(), product_id, {"archived": False}), "Product restored."
+    )
     return redirect(url_for("admin.product", product_id=product_id))
 
 
@@ -222,7 +202,7 @@ def customers() -> ResponseReturnValue:
     active = {"true": True, "false": False}.get(active_arg)
     problem, page = None, None
     try:
-        page = api().customers(token(), q or None, active, _page_number())
+        page = api().customers(token(), q or None, active, page_number())
     except ApiProblem as exc:
         problem = exc.message()
     return render_template(
@@ -238,12 +218,7 @@ def customers() -> ResponseReturnValue:
 @bp.post("/customers/<username>/deactivate")
 def deactivate(username: str) -> ResponseReturnValue:
     """Deactivate an account (its history is kept; its tokens stop working)."""
-    try:
-        api().deactivate(token(), username)
-    except ApiProblem as exc:
-        flash(exc.message(), "error")
-    else:
-        flash(f"{username} is deactivated.", "success")
+    attempt(lambda: api().deactivate(token(), username), f"{username} is deactivated.")
     return redirect(url_for("admin.customers", q=username, active="all"))
 
 
@@ -257,7 +232,7 @@ def orders() -> ResponseReturnValue:
     if status not in (None, *ORDER_STATUSES):
         status = None
     customer = request.args.get("customer", "").strip() or None
-    page = api().orders(token(), status=status, customer=customer, page=_page_number())
+    page = api().orders(token(), status=status, customer=customer, page=page_number())
     return render_template(
         "admin/orders.html", page=page, status=status, customer=customer or "",
         statuses=ORDER_STATUSES,
@@ -282,24 +257,15 @@ def ship(sale_id: Any) -> ResponseReturnValue:
     """Mark the order shipped (carrier and tracking number optional)."""
     form = ShipForm()
     form.validate()
-    try:
-        api().ship(token(), str(sale_id), form.carrier.data or "", form.tracking_number.data or "")
-    except ApiProblem as exc:
-        flash(exc.message(), "error")
-    else:
-        flash("Order shipped.", "success")
+    carrier, tracking = form.carrier.data or "", form.tracking_number.data or ""
+    attempt(lambda: api().ship(token(), str(sale_id), carrier, tracking), "Order shipped.")
     return redirect(url_for("admin.order", sale_id=sale_id))
 
 
 @bp.post("/orders/<uuid:sale_id>/deliver")
 def deliver(sale_id: Any) -> ResponseReturnValue:
     """Mark the order delivered."""
-    try:
-        api().deliver(token(), str(sale_id))
-    except ApiProblem as exc:
-        flash(exc.message(), "error")
-    else:
-        flash("Order delivered.", "success")
+    attempt(lambda: api().deliver(token(), str(sale_id)), "Order delivered.")
     return redirect(url_for("admin.order", sale_id=sale_id))
 
 
@@ -310,12 +276,9 @@ def cancel(sale_id: Any) -> ResponseReturnValue:
     if not form.validate():
         flash("The form expired; please try again.", "error")
     else:
-        try:
-            api().cancel(token(), str(sale_id), str(form.key.data))
-        except ApiProblem as exc:
-            flash(exc.message(), "error")
-        else:
-            flash("Order cancelled; the buyer is refunded.", "success")
+        key = str(form.key.data)
+        attempt(lambda: api().cancel(token(), str(sale_id), key),
+                "Order cancelled; the buyer is refunded.")  # fmt: skip
     return redirect(url_for("admin.order", sale_id=sale_id))
 
 
@@ -337,12 +300,7 @@ def clear_faults(service: str) -> ResponseReturnValue:
     if service not in SERVICES:
         flash("Unknown service.", "error")
     else:
-        try:
-            api().clear_faults(token(), service)
-        except ApiProblem as exc:
-            flash(exc.message(), "error")
-        else:
-            flash(f"Faults of {service} switched off.", "success")
+        attempt(lambda: api().clear_faults(token(), service), f"Faults of {service} switched off.")
     return redirect(url_for("admin.system"))
 
 

@@ -123,6 +123,23 @@ def admin_required(view: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def attempt(call: Callable[[], object], success: str) -> bool:
+    """Make one call for a form: flash ``success``, or the service's refusal; True if it worked."""
+    try:
+        call()
+    except ApiProblem as exc:
+        flash(exc.message(), "error")
+        return False
+    flash(success, "success")
+    return True
+
+
+def page_number() -> int:
+    """The ``page`` query parameter (1 when absent or nonsense)."""
+    raw = request.args.get("page", "1")
+    return int(raw) if raw.isdigit() and 0 < int(raw) < 100_000 else 1
+
+
 def to_login(message: str | None = None) -> WerkzeugResponse:
     """Redirect to the login page, coming back to this page (a GET) afterwards."""
     if message:

@@ -24,7 +24,14 @@ from storefront.forms import (
     TopUpForm,
     new_key,
 )
-from storefront.session import api, current_user, login_required, token
+from storefront.session import (
+    api,
+    attempt,
+    current_user,
+    login_required,
+    page_number,
+    token,
+)
 
 bp = Blueprint("shop", __name__)
 
@@ -32,11 +39,6 @@ bp = Blueprint("shop", __name__)
 CATALOGUE_FILTERS = ("q", "category", "min_price", "max_price", "in_stock", "sort")
 ORDER_STATUSES = ("pending", "completed", "failed", "shipped", "delivered", "cancelling",
                   "cancelled")  # fmt: skip
-
-
-def _page_number() -> int:
-    raw = request.args.get("page", "1")
-    return int(raw) if raw.isdigit() and 0 < int(raw) < 100_000 else 1
 
 
 def _username() -> str:
@@ -52,7 +54,7 @@ def catalogue() -> ResponseReturnValue:
     page = None
     problem = None
     try:
-        page = api().products(filters, page=_page_number())
+        page = api().products(filters, page=page_number())
     except ApiProblem as exc:
         problem = exc.message()
     return render_template(
@@ -70,7 +72,7 @@ def catalogue() -> ResponseReturnValue:
 def product(product_id: int) -> ResponseReturnValue:
     """One product: stock, approved reviews with average and histogram, add to cart, review."""
     item = api().product(product_id)
-    reviews = api().product_reviews(product_id, page=_page_number())
+    reviews = api().product_reviews(product_id, page=page_number())
     mine = None
     user = current_user()
     if user is not None and not user.is_admin:
@@ -200,7 +202,7 @@ def orders() -> ResponseReturnValue:
     status = request.args.get("status") or None
     if status not in (None, *ORDER_STATUSES):
         status = None
-    page = api().orders_of(token(), _username(), status, _page_number())
+    page = api().orders_of(token(), _username(), status, page_number())
     return render_template("shop/orders.html", page=page, status=status, statuses=ORDER_STATUSES)
 
 
@@ -220,12 +222,9 @@ def cancel_order(sale_id: Any) -> ResponseReturnValue:
     if not form.validate():
         flash("The form expired; please try again.", "error")
         return redirect(url_for("shop.order", sale_id=sale_id))
-    try:
-        api().cancel(token(), str(sale_id), str(form.key.data))
-    except ApiProblem as exc:
-        flash(exc.message(), "error")
-    else:
-        flash("Your order is cancelled and the money is back in your wallet.", "success")
+    key = str(form.key.data)
+    attempt(lambda: api().cancel(token(), str(sale_id), key),
+            "Your order is cancelled and the money is back in your wallet.")  # fmt: skip
     return redirect(url_for("shop.order", sale_id=sale_id))
 
 
@@ -249,7 +248,7 @@ def wallet() -> ResponseReturnValue:
                 return redirect(url_for("shop.wallet"))
         else:
             problem = "Enter an amount of at least 0.01."
-    data = api().wallet(token(), _username(), page=_page_number())
+    data = api().wallet(token(), _username(), page=page_number())
     fresh = TopUpForm(formdata=None, key=new_key(), amount=form.amount.data)
     return render_template(
         "shop/wallet.html", wallet=data, ledger=Page.of(data), form=fresh, problem=problem
@@ -270,15 +269,13 @@ def review(product_id: int) -> ResponseReturnValue:
     rating, comment = int(form.rating.data or 5), form.comment.data or ""
     own = api().reviews_of(token(), _username()).items
     mine = next((r for r in own if r.get("product_id") == product_id), None)
-    try:
+
+    def send() -> object:
         if mine is None:
-            api().write_review(token(), product_id, rating, comment)
-        else:
-            api().edit_review(token(), int(mine["id"]), rating, comment)
-    except ApiProblem as exc:
-        flash(exc.message(), "error")
-    else:
-        flash("Thanks! Your review will appear once a moderator approves it.", "success")
+            return api().write_review(token(), product_id, rating, comment)
+        return api().edit_review(token(), int(mine["id"]), rating, comment)
+
+    attempt(send, "Thanks! Your review will appear once a moderator approves it.")
     return redirect(url_for("shop.product", product_id=product_id))
 
 
@@ -286,12 +283,7 @@ def review(product_id: int) -> ResponseReturnValue:
 @login_required
 def delete_review(review_id: int) -> ResponseReturnValue:
     """Delete one of the user's reviews."""
-    try:
-        api().delete_review(token(), review_id)
-    except ApiProblem as exc:
-        flash(exc.message(), "error")
-    else:
-        flash("Your review is deleted.", "success")
+    attempt(lambda: api().delete_review(token(), review_id), "Your review is deleted.")
     return redirect(url_for("shop.my_reviews"))
 
 
@@ -299,5 +291,5 @@ def delete_review(review_id: int) -> ResponseReturnValue:
 @login_required
 def my_reviews() -> ResponseReturnValue:
     """The user's reviews in every status."""
-    page = api().reviews_of(token(), _username(), page=_page_number())
+    page = api().reviews_of(token(), _username(), page=page_number())
     return render_template("shop/reviews.html", page=page, delete_form=ActionForm())
