@@ -111,8 +111,6 @@ ENVIRONMENT_MEANINGS = {
     "tokens) and CSRF tokens; a development default is used, and warned about, when unset.",
     "STOREFRONT_SECURE_COOKIES": "``1``: the storefront's session cookie is sent over HTTPS "
     "only (set it behind TLS).",
-    "SE_OFFLINE": "Browser tests: set to ``true`` so Selenium never downloads a browser or "
-    "driver (Debian's ``chromium`` and ``chromium-driver`` are used).",
 }
 
 

@@ -9,7 +9,6 @@ them) and nothing is downloaded. Screenshots of the main pages go to
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -83,12 +82,12 @@ def browser() -> Iterator[WebDriver]:
     assert Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists(), (
         "Chromium is missing: apt-get install chromium chromium-driver (.ci/run does)"
     )
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never download a browser
     profile = tempfile.mkdtemp(prefix="shop-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
         options.add_argument(flag)
+    # With the driver's path given, Selenium Manager is skipped: nothing is downloaded.
     driver = webdriver.Chrome(options=options, service=ChromeService(executable_path=CHROMEDRIVER))
     driver.set_page_load_timeout(30)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
