@@ -29,7 +29,16 @@ GATEWAY_DIR = PROJECT_ROOT / "deploy" / "gateway"
 #: The files used unchanged everywhere; ``site.conf`` is per environment.
 SHARED_FILES = ("nginx.conf", "http.conf", "locations.conf")
 DEFAULT_PORT = 8000
-INSTALL_HINT = "install nginx (e.g. `apt-get install nginx`) to get the gateway on :8000"
+INSTALL_HINT = "install nginx (e.g. `apt-get install nginx`) to get the gateway"
+
+
+def local_port() -> int:
+    """The gateway's port for ``make run``: ``SHOP_GATEWAY_PORT``, default 8000."""
+    raw = os.environ.get("SHOP_GATEWAY_PORT", "")
+    try:
+        return int(raw) if raw else DEFAULT_PORT
+    except ValueError as exc:
+        raise ValueError(f"SHOP_GATEWAY_PORT must be an integer, got {raw!r}") from exc
 
 
 def nginx_binary() -> str | None:
@@ -123,3 +132,20 @@ class Gateway:
             except ProcessLookupError:
                 pass
         shutil.rmtree(self.prefix, ignore_errors=True)
+
+
+def start_local(upstreams: Mapping[str, str], log: IO[bytes] | int | None) -> tuple[Gateway | None, str]:
+    """``make run``'s gateway on :func:`local_port`, or ``None`` and why not.
+
+    A missing nginx or a port in use is not an error: the services are still
+    served on their own ports, and the message says what to do.
+    """
+    if nginx_binary() is None:
+        return None, f"no gateway: nginx is not installed; {INSTALL_HINT}"
+    gateway = Gateway(local_port(), dict(upstreams), log=log).start()
+    try:
+        gateway.wait_ready()
+    except (RuntimeError, TimeoutError) as exc:
+        gateway.stop()
+        return None, f"no gateway: nginx did not start on port {gateway.port} ({exc})"
+    return gateway, f"gateway   ready at {gateway.url} (the public API, /internal/* closed)"

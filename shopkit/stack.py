@@ -17,11 +17,14 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import requests
 
 from shopkit.config import PROJECT_ROOT, Settings
+
+if TYPE_CHECKING:
+    from shopkit.gateway import Gateway
 
 PACKAGES = {
     "customers": "customers_service",
@@ -217,6 +220,7 @@ def run_local(services: list[str] | None = None) -> int:
     env = {"DATABASE_URL": url}
     processes: list[ServiceProcess] = []
     seeder: subprocess.Popen[bytes] | None = None
+    gateway = None
     stopping = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
@@ -228,6 +232,7 @@ def run_local(services: list[str] | None = None) -> int:
         for process in processes:
             process.wait_ready(60)
             print(f"launcher | {process.service:<9} ready at {process.url}/docs", flush=True)
+        gateway = _start_gateway(processes)
         if os.environ.get("SHOP_DEMO", "1") != "0":
             seeder = _start_seeder(env)
         print("launcher | press Ctrl-C to stop", flush=True)
@@ -238,9 +243,25 @@ def run_local(services: list[str] | None = None) -> int:
         return 0
     finally:
         _stop(seeder, processes)
+        if gateway is not None:
+            gateway.stop()
         if server is not None:
             server.cleanup()  # type: ignore[attr-defined]
         print("launcher | stopped", flush=True)
+
+
+def _start_gateway(processes: list[ServiceProcess]) -> Gateway | None:
+    """Start the nginx gateway in front of ``processes`` when nginx is installed (else say so)."""
+    from shopkit.gateway import start_local  # noqa: PLC0415
+
+    upstreams = {p.service: f"127.0.0.1:{p.port}" for p in processes}
+    gateway, message = start_local(upstreams, subprocess.PIPE)
+    if gateway is not None and gateway.process is not None and gateway.process.stdout is not None:
+        threading.Thread(
+            target=_pump, args=("gateway  ", gateway.process.stdout), daemon=True
+        ).start()
+    print(f"launcher | {message}", flush=True)
+    return gateway
 
 
 def _start_seeder(env: dict[str, str]) -> subprocess.Popen[bytes]:

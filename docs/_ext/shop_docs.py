@@ -102,6 +102,8 @@ ENVIRONMENT_MEANINGS = {
     "SHOP_PROFILE_NAME": "Benchmarks: the name prefix of those dumps.",
     "SHOP_PROFILE_CLOCK": "Benchmarks: ``cpu`` times the profiled functions by thread CPU time "
     "instead of the wall clock (``wall``).",
+    "SHOP_GATEWAY_PORT": "``make run``: the port of the nginx gateway in front of the services "
+    "(default 8000); started only when nginx is installed.",
     "TEST_DATABASE_URL": "Test suite: PostgreSQL server on which a fresh database is created "
     "(and dropped afterwards); unset, an embedded server in a temporary directory.",
     "SHOP_TEST_SERVICES": "Test suite: comma-separated services to migrate and test "
