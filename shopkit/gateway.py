@@ -134,7 +134,9 @@ class Gateway:
         shutil.rmtree(self.prefix, ignore_errors=True)
 
 
-def start_local(upstreams: Mapping[str, str], log: IO[bytes] | int | None) -> tuple[Gateway | None, str]:
+def start_local(
+    upstreams: Mapping[str, str], log: IO[bytes] | int | None
+) -> tuple[Gateway | None, str]:
     """``make run``'s gateway on :func:`local_port`, or ``None`` and why not.
 
     A missing nginx or a port in use is not an error: the services are still
