@@ -1,7 +1,7 @@
 """One database server per service, for real: four embedded PostgreSQL servers, each
 service migrated onto its own and given only its URL, a shopper's journey through the
-gateway (a purchase, a refusal, a review, a purchase caught by an outage and settled by
-recovery), and then the seeder's audit, which reads only the services' APIs, passes.
+gateway (a purchase, a refusal, a review, a purchase caught by an inventory outage and a
+cancellation caught by a customers outage, both settled by recovery), and then the seeder's audit, which reads only the services' APIs, passes.
 That no service ever needs another's database is the point: each server holds one schema.
 """
 
@@ -99,9 +99,9 @@ def test_journey_and_audit_across_four_database_servers(
     services = Services(config)
     report = Auditor(services, admin_login(services), pending_after_s=0).run()
     assert report.ok, [(c.name, c.violations) for c in report.checks if not c.ok]
-    assert report.sales == {"completed": 2, "failed": 1}
-    assert str(report.money_in_sales) == str(report.money_debited) == "198.30"
-    assert report.units_sold == 3
+    assert report.sales == {"completed": 1, "failed": 1, "cancelled": 1}
+    assert str(report.money_in_sales) == str(report.money_debited) == "179.80"
+    assert report.units_sold == 2
 
 
 def journey(base: str, stack: LiveStack, urls: dict[str, str]) -> None:
@@ -165,14 +165,32 @@ def journey(base: str, stack: LiveStack, urls: dict[str, str]) -> None:
     pending = api.get(base + "/customers/split_sam/sales", headers=sam).json()["items"]
     assert next(s["status"] for s in pending) == "pending"
     stack.start("inventory", extra_env=own_env("inventory", urls))
-    recovered = subprocess.run(
-        [os.path.join(os.path.dirname(sys.executable), "flask"), "--app", "sales_service", "recover", "--older-than", "0"],
-        env={**os.environ, **stack.env(), **own_env("sales", urls)},
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
-    assert "1 completed" in recovered.stdout, recovered.stdout
+    assert "1 completed" in recover(stack, urls)
     history = api.get(base + "/customers/split_sam/sales", headers=sam).json()["items"]
     assert sorted(s["status"] for s in history) == ["completed", "completed", "failed"]
     assert api.get(base + "/customers/split_sam/wallet", headers=sam).json()["balance"] == "1.70"
     assert api.get(base + f"/products/{ids['food']}").json()["stock"] == 39
+
+    # Cancellation: customers is down when sales refunds; the order stays cancelling, then
+    # recovery refunds the money (customers' server) and returns the stock (inventory's).
+    beans = caught.json()["sale_id"]
+    stack.kill("customers")
+    cancel = api.post(base + f"/sales/{beans}/cancellation", headers=sam)
+    assert (cancel.status_code, cancel.json()["code"]) == (503, "dependency_unavailable")
+    assert api.get(base + f"/sales/{beans}", headers=sam).json()["status"] == "cancelling"
+    stack.start("customers", extra_env=own_env("customers", urls))
+    assert "1 cancelled" in recover(stack, urls)
+    assert api.get(base + f"/sales/{beans}", headers=sam).json()["status"] == "cancelled"
+    assert api.get(base + "/customers/split_sam/wallet", headers=sam).json()["balance"] == "20.20"
+    assert api.get(base + f"/products/{ids['food']}").json()["stock"] == 40
+
+
+def recover(stack: LiveStack, urls: dict[str, str]) -> str:
+    """``flask --app sales_service recover`` on the sales server; its report line."""
+    done = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "flask"), "--app", "sales_service", "recover", "--older-than", "0"],
+        env={**os.environ, **stack.env(), **own_env("sales", urls)},
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
