@@ -88,6 +88,9 @@ ENVIRONMENT_MEANINGS = {
     "SALES_RECOVERY_INTERVAL": "Seconds between two recovery passes of the sales service "
     "(0 turns the periodic pass off).",
     "SALES_RECOVERY_AFTER": "Seconds a sale must have been pending before recovery settles it.",
+    "TRUSTED_PROXIES": "Comma-separated addresses or networks (``10.0.0.0/8``) whose "
+    "``X-Forwarded-For`` a service believes, i.e. the gateway's; from any other peer the "
+    "header is ignored (:mod:`shopkit.proxy`). Empty: trust nobody.",
     "WEB_CONCURRENCY": "Gunicorn worker processes per service.",
     "GUNICORN_THREADS": "Threads per gunicorn worker (``gthread``).",
     "GUNICORN_TIMEOUT": "Seconds before gunicorn restarts a silent worker.",
