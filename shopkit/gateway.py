@@ -15,15 +15,13 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-import requests
-
 from shopkit.config import PROJECT_ROOT
+from shopkit.stack import stop_group, wait_until_ok
 
 GATEWAY_DIR = PROJECT_ROOT / "deploy" / "gateway"
 #: The files used unchanged everywhere; ``site.conf`` is per environment.
@@ -108,29 +106,12 @@ class Gateway:
 
     def wait_ready(self, timeout_s: float = 15.0) -> Gateway:
         """Block until the gateway's ``/healthz`` answers 200."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"nginx exited with {self.process.returncode}")
-            try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"the gateway is not ready on {self.url} after {timeout_s}s")
+        wait_until_ok(self.url + "/healthz", self.process, timeout_s, "the gateway (nginx)")
+        return self
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop nginx (SIGQUIT: finish requests, then exit; SIGKILL if it lingers)."""
-        if self.process is not None and self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGQUIT)
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
-            except ProcessLookupError:
-                pass
+        stop_group(self.process, signal.SIGQUIT, timeout_s)
         shutil.rmtree(self.prefix, ignore_errors=True)
 
 

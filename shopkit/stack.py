@@ -106,17 +106,8 @@ class ServiceProcess:
 
     def wait_ready(self, timeout_s: float = 30.0) -> ServiceProcess:
         """Block until ``/readyz`` answers 200 (raise if the process dies or time runs out)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"{self.service} exited with {self.process.returncode}")
-            try:
-                if requests.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"{self.service} not ready on {self.url} after {timeout_s}s")
+        wait_until_ok(self.url + "/readyz", self.process, timeout_s, self.service)
+        return self
 
     def kill(self) -> None:
         """SIGKILL the whole process group (a crash, for fault-injection tests)."""
@@ -126,16 +117,38 @@ class ServiceProcess:
 
     def stop(self, timeout_s: float = 10.0, *, graceful: bool = True) -> None:
         """Stop gunicorn: SIGTERM (graceful) or SIGQUIT (quick); SIGKILL the group if it lingers."""
-        if self.process is None or self.process.poll() is not None:
-            return
+        stop_group(self.process, signal.SIGTERM if graceful else signal.SIGQUIT, timeout_s)
+
+
+def wait_until_ok(
+    url: str, process: subprocess.Popen[bytes] | None, timeout_s: float, name: str
+) -> None:
+    """Poll ``url`` until it answers 200; raise if ``process`` dies or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}")
         try:
-            os.killpg(self.process.pid, signal.SIGTERM if graceful else signal.SIGQUIT)
-            self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=5)
-        except ProcessLookupError:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
             pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{name} not ready at {url} after {timeout_s}s")
+
+
+def stop_group(process: subprocess.Popen[bytes] | None, sig: int, timeout_s: float) -> None:
+    """Send ``sig`` to ``process``'s group and wait; SIGKILL the group if it lingers."""
+    if process is None or process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, sig)
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
+    except ProcessLookupError:
+        pass
 
 
 def present_services() -> list[str]:

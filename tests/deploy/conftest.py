@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from shopkit.gateway import Gateway
 from shopkit.stack import PACKAGES, free_port
@@ -36,6 +37,29 @@ class GatewayUnderTest(Gateway):
         """Stop nginx and drop its log."""
         super().stop(timeout_s)
         self.log_path.unlink(missing_ok=True)
+
+
+def login(session: requests.Session, base: str, username: str, password: str) -> dict[str, str]:
+    """Log in through ``base`` (the gateway); the Authorization header of the access token."""
+    reply = session.post(base + "/auth/login", json={"username": username, "password": password})
+    assert reply.status_code == 200, reply.text
+    return {"Authorization": f"Bearer {reply.json()['access_token']}"}
+
+
+def funded_shopper(
+    session: requests.Session, base: str, username: str, amount: str
+) -> dict[str, str]:
+    """Register ``username`` through ``base``, log in, top the wallet up; the auth header."""
+    from tests.conftest import customer_payload
+
+    body = customer_payload(username)
+    assert session.post(base + "/customers", json=body).status_code == 201
+    headers = login(session, base, username, body["password"])
+    charged = session.post(
+        base + f"/customers/{username}/wallet/charge", headers=headers, json={"amount": amount}
+    )
+    assert charged.json()["balance"] == amount, charged.text
+    return headers
 
 
 @pytest.fixture(scope="session")

@@ -24,8 +24,8 @@ from shopkit.config import PROJECT_ROOT
 from shopkit.embedded_pg import throwaway_server
 from shopkit.migrations import upgrade
 from shopkit.stack import PACKAGES
-from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET, customer_payload
-from tests.deploy.conftest import GatewayUnderTest
+from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET
+from tests.deploy.conftest import GatewayUnderTest, funded_shopper, login
 from tests.support.live import LiveStack
 
 pytestmark = pytest.mark.processes
@@ -107,12 +107,7 @@ def test_journey_and_audit_across_four_database_servers(
 def journey(base: str, stack: LiveStack, urls: dict[str, str]) -> None:
     api = requests.Session()
 
-    def login(username: str, password: str) -> dict[str, str]:
-        reply = api.post(base + "/auth/login", json={"username": username, "password": password})
-        assert reply.status_code == 200, reply.text
-        return {"Authorization": f"Bearer {reply.json()['access_token']}"}
-
-    admin = login(ADMIN_USERNAME, ADMIN_PASSWORD)
+    admin = login(api, base, ADMIN_USERNAME, ADMIN_PASSWORD)
     created = api.post(
         base + "/products/batch", headers=admin,
         json={"products": [
@@ -122,13 +117,7 @@ def journey(base: str, stack: LiveStack, urls: dict[str, str]) -> None:
     )  # fmt: skip
     assert created.status_code == 201, created.text
     ids = {p["category"]: p["id"] for p in created.json()["items"]}
-    body = customer_payload("split_sam")
-    assert api.post(base + "/customers", json=body).status_code == 201
-    sam = login("split_sam", body["password"])
-    topped = api.post(
-        base + "/customers/split_sam/wallet/charge", headers=sam, json={"amount": "200.00"}
-    )
-    assert topped.json()["balance"] == "200.00"
+    sam = funded_shopper(api, base, "split_sam", "200.00")
 
     # A purchase: sales (its server) reserves in inventory (its server), debits customers (its server).
     sale = api.post(

@@ -21,8 +21,8 @@ import requests
 from shopkit.app import MAX_BODY_BYTES
 from shopkit.gateway import GATEWAY_DIR
 from shopkit.stack import PACKAGES, free_port
-from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, customer_payload
-from tests.deploy.conftest import GatewayUnderTest
+from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME
+from tests.deploy.conftest import GatewayUnderTest, funded_shopper, login
 
 pytestmark = pytest.mark.processes
 
@@ -134,12 +134,7 @@ def test_a_purchase_journey_through_the_gateway(services: Any, gateway: GatewayU
     api = requests.Session()
     base = gateway.url
 
-    def login(username: str, password: str) -> dict[str, str]:
-        reply = api.post(base + "/auth/login", json={"username": username, "password": password})
-        assert reply.status_code == 200, reply.text
-        return {"Authorization": f"Bearer {reply.json()['access_token']}"}
-
-    admin = login(ADMIN_USERNAME, ADMIN_PASSWORD)
+    admin = login(api, base, ADMIN_USERNAME, ADMIN_PASSWORD)
     product = api.post(
         base + "/products",
         headers=admin,
@@ -153,13 +148,7 @@ def test_a_purchase_journey_through_the_gateway(services: Any, gateway: GatewayU
     )
     assert product.status_code == 201, product.text
     product_id = product.json()["id"]
-    body = customer_payload("gw_jo")
-    assert api.post(base + "/customers", json=body).status_code == 201
-    jo = login("gw_jo", body["password"])
-    charged = api.post(
-        base + "/customers/gw_jo/wallet/charge", headers=jo, json={"amount": "30.00"}
-    )
-    assert charged.json()["balance"] == "30.00"
+    jo = funded_shopper(api, base, "gw_jo", "30.00")
 
     sale = api.post(base + "/sales", headers=jo, json={"product_id": product_id, "quantity": 2})
     assert sale.status_code == 201, sale.text
