@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, text
 
 from tests.inventory.conftest import new_sale_id
 
@@ -29,23 +28,6 @@ def reserve_items(
         json={"sale_id": sale, "items": [{"product_id": p, "quantity": q} for p, q in items]},
         headers={**headers, "Idempotency-Key": key or f"{sale}:reserve"},
     )
-
-
-@pytest.fixture
-def stocks(db_engine: Engine) -> Callable[[list[int]], list[int]]:
-    """The stock of each product, read straight from the database."""
-
-    def read(product_ids: list[int]) -> list[int]:
-        with db_engine.connect() as conn:
-            rows = dict(
-                conn.execute(
-                    text("SELECT id, stock FROM inventory.products WHERE id = ANY(:ids)"),
-                    {"ids": product_ids},
-                ).all()
-            )
-        return [rows[product_id] for product_id in product_ids]
-
-    return read
 
 
 def test_every_line_is_reserved_with_its_own_price(

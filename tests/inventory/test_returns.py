@@ -31,21 +31,6 @@ def order(
     return {"sale_id": response.get_json()["sale_id"], "a": a, "b": b}
 
 
-@pytest.fixture
-def stock_of(db_engine: Engine) -> Callable[[int], int]:
-    """A product's stock, read straight from the database."""
-
-    def read(product_id: int) -> int:
-        with db_engine.connect() as conn:
-            return int(
-                conn.execute(
-                    text("SELECT stock FROM inventory.products WHERE id = :id"), {"id": product_id}
-                ).scalar_one()
-            )
-
-    return read
-
-
 def post(
     client: FlaskClient, headers: dict[str, str], sale_id: str, action: str, key: str | None = ""
 ) -> Any:
@@ -58,17 +43,17 @@ def test_release_of_an_unpaid_order_puts_every_line_back(
     inventory: FlaskClient,
     service: dict[str, str],
     order: dict[str, Any],
-    stock_of: Callable[[int], int],
+    stocks: Callable[[list[int]], list[int]],
 ) -> None:
-    assert (stock_of(order["a"]), stock_of(order["b"])) == (3, 4)
+    assert stocks([order["a"], order["b"]]) == [3, 4]
     released = post(inventory, service, order["sale_id"], "release")
     assert released.status_code == 200
     assert released.get_json()["status"] == "released"
-    assert (stock_of(order["a"]), stock_of(order["b"])) == (5, 7)
+    assert stocks([order["a"], order["b"]]) == [5, 7]
     again = post(inventory, service, order["sale_id"], "release", key=None)
     assert again.status_code == 200
     assert again.get_json()["released_at"] == released.get_json()["released_at"]
-    assert (stock_of(order["a"]), stock_of(order["b"])) == (5, 7)
+    assert stocks([order["a"], order["b"]]) == [5, 7]
 
 
 def test_release_is_refused_for_a_paid_sale(
@@ -76,7 +61,7 @@ def test_release_is_refused_for_a_paid_sale(
     service: dict[str, str],
     order: dict[str, Any],
     wallets: Wallets,
-    stock_of: Callable[[int], int],
+    stocks: Callable[[list[int]], list[int]],
 ) -> None:
     wallets.debit(order["sale_id"])
     for key in (f"{order['sale_id']}:release", None):
@@ -86,7 +71,7 @@ def test_release_is_refused_for_a_paid_sale(
         assert refused.get_json()["code"] == "reservation_sold"
     stored = inventory.get(f"/internal/reservations/{order['sale_id']}", headers=service)
     assert stored.get_json()["status"] == "reserved"
-    assert (stock_of(order["a"]), stock_of(order["b"])) == (3, 4)
+    assert stocks([order["a"], order["b"]]) == [3, 4]
 
 
 def test_return_waits_for_the_refund_then_puts_every_line_back_once(
@@ -94,7 +79,7 @@ def test_return_waits_for_the_refund_then_puts_every_line_back_once(
     service: dict[str, str],
     order: dict[str, Any],
     wallets: Wallets,
-    stock_of: Callable[[int], int],
+    stocks: Callable[[list[int]], list[int]],
     count_rows: Callable[[str], int],
 ) -> None:
     sale_id = order["sale_id"]
@@ -104,7 +89,7 @@ def test_return_waits_for_the_refund_then_puts_every_line_back_once(
     wallets.debit(sale_id)
     paid = post(inventory, service, sale_id, "return")
     assert paid.get_json()["code"] == "not_refunded"  # paid, but not refunded yet
-    assert (stock_of(order["a"]), stock_of(order["b"])) == (3, 4)
+    assert stocks([order["a"], order["b"]]) == [3, 4]
     keys_before = count_rows("idempotency_keys")
 
     wallets.refund(sale_id)
@@ -115,7 +100,7 @@ def test_return_waits_for_the_refund_then_puts_every_line_back_once(
     assert body["status"] == "returned"
     assert body["returned_at"]
     assert body["released_at"] is None
-    assert (stock_of(order["a"]), stock_of(order["b"])) == (5, 7)
+    assert stocks([order["a"], order["b"]]) == [5, 7]
     assert count_rows("idempotency_keys") == keys_before + 1
 
     replay = post(inventory, service, sale_id, "return")
@@ -123,7 +108,7 @@ def test_return_waits_for_the_refund_then_puts_every_line_back_once(
     other_key = post(inventory, service, sale_id, "return", key="another-key")
     assert other_key.status_code == 200
     assert other_key.get_json()["returned_at"] == body["returned_at"]
-    assert (stock_of(order["a"]), stock_of(order["b"])) == (5, 7)
+    assert stocks([order["a"], order["b"]]) == [5, 7]
     listed = inventory.get("/internal/reservations?status=returned", headers=service).get_json()
     assert [r["sale_id"] for r in listed["items"]] == [sale_id]
 
@@ -146,7 +131,7 @@ def test_released_and_returned_exclude_each_other(
     service: dict[str, str],
     make_product: Callable[..., dict[str, Any]],
     wallets: Wallets,
-    stock_of: Callable[[int], int],
+    stocks: Callable[[list[int]], list[int]],
 ) -> None:
     product = make_product(stock=10)["id"]
     released = reserve_items(inventory, service, [(product, 1)]).get_json()["sale_id"]
@@ -155,7 +140,7 @@ def test_released_and_returned_exclude_each_other(
     wallets.debit(returned)
     wallets.refund(returned)
     assert post(inventory, service, returned, "return").status_code == 200
-    assert stock_of(product) == 10
+    assert stocks([product]) == [10]
 
     not_returned = post(inventory, service, released, "return")
     assert not_returned.status_code == 409
@@ -163,7 +148,7 @@ def test_released_and_returned_exclude_each_other(
     not_released = post(inventory, service, returned, "release")
     assert not_released.status_code == 409
     assert not_released.get_json()["code"] == "reservation_returned"
-    assert stock_of(product) == 10
+    assert stocks([product]) == [10]
 
 
 def test_unknown_sales_and_missing_keys(
@@ -209,7 +194,7 @@ def test_customers_unreachable_is_503_not_stored_and_retried(
     service: dict[str, str],
     order: dict[str, Any],
     wallets: Wallets,
-    stock_of: Callable[[int], int],
+    stocks: Callable[[list[int]], list[int]],
     customers_down: Callable[[], None],
     action: str,
 ) -> None:
@@ -221,7 +206,7 @@ def test_customers_unreachable_is_503_not_stored_and_retried(
     assert down.headers["Retry-After"]
     stored = inventory.get(f"/internal/reservations/{sale_id}", headers=service).get_json()
     assert stored["status"] == "reserved"
-    assert (stock_of(order["a"]), stock_of(order["b"])) == (3, 4)
+    assert stocks([order["a"], order["b"]]) == [3, 4]
 
     if action == "return":
         wallets.debit(sale_id)
@@ -230,7 +215,7 @@ def test_customers_unreachable_is_503_not_stored_and_retried(
     retried = post(inventory, service, sale_id, action)
     assert retried.status_code == 200
     assert "Idempotent-Replayed" not in retried.headers
-    assert (stock_of(order["a"]), stock_of(order["b"])) == (5, 7)
+    assert stocks([order["a"], order["b"]]) == [5, 7]
 
 
 def test_return_past_the_stock_limit_is_503_and_retried_later(
@@ -239,7 +224,7 @@ def test_return_past_the_stock_limit_is_503_and_retried_later(
     order: dict[str, Any],
     wallets: Wallets,
     db_engine: Engine,
-    stock_of: Callable[[int], int],
+    stocks: Callable[[list[int]], list[int]],
 ) -> None:
     from inventory_service.models import MAX_STOCK
 
@@ -258,8 +243,8 @@ def test_return_past_the_stock_limit_is_503_and_retried_later(
     full = post(inventory, service, sale_id, "return")
     assert full.status_code == 503
     assert full.get_json()["code"] == "stock_limit"
-    assert stock_of(order["a"]) == 3  # the other line was not put back either
+    assert stocks([order["a"]]) == [3]  # the other line was not put back either
     set_stock(order["b"], 0)
     retried = post(inventory, service, sale_id, "return")
     assert retried.status_code == 200
-    assert (stock_of(order["a"]), stock_of(order["b"])) == (5, 3)
+    assert stocks([order["a"], order["b"]]) == [5, 3]
