@@ -28,7 +28,7 @@ def test_compose_storefront_command_becomes_healthy(live_stack: Any) -> None:
         live_stack.start(service)
     services = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())["services"]
     storefront = services["storefront"]
-    assert storefront["ports"] == ["8080:8080"]
+    assert storefront["ports"] == ["127.0.0.1:8080:8080"]
     assert all(storefront["depends_on"][s] == {"condition": "service_healthy"}
                for s in ("customers", "inventory", "sales", "reviews"))  # fmt: skip
     assert "/readyz" in " ".join(storefront["healthcheck"]["test"])
