@@ -31,7 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 from seeder import EXIT_FAILURE, EXIT_OK
-from seeder.audit import EXAMPLES, Auditor, AuditReport
+from seeder.audit import EXAMPLES, STATUSES, Auditor, AuditReport
 from seeder.client import Login, SeederError, Services, ServiceUnreachable, admin_login
 from seeder.config import Config
 from seeder.data import CustomerFactory
@@ -602,15 +602,21 @@ def print_audit(report: AuditReport, console: Console) -> None:
     totals.add_column(style="bold")
     totals.add_column()
     sales = report.sales
+    by_status = ", ".join(
+        f"{sales.get(status, 0):,} {status}"
+        for status in STATUSES
+        if sales.get(status) or status in ("completed", "failed", "pending")
+    )
+    unknown = sum(count for status, count in sales.items() if status not in STATUSES)
     totals.add_row(
-        "sales",
-        f"{sum(sales.values()):,}: {sales.get('completed', 0):,} completed, "
-        f"{sales.get('failed', 0):,} failed, {sales.get('pending', 0):,} pending",
+        "orders",
+        f"{sum(sales.values()):,}: {by_status}" + (f", {unknown:,} unknown" if unknown else ""),
     )
     totals.add_row("in flight (not judged)", f"{report.in_flight:,}")
-    totals.add_row("units sold", f"{report.units_sold:,}")
-    totals.add_row("money in completed sales", f"{report.money_in_sales:,.2f}")
+    totals.add_row("units sold", f"{report.units_sold:,} ({report.units_reserved:,} reserved)")
+    totals.add_row("money in paid orders", f"{report.money_in_sales:,.2f}")
     totals.add_row("money debited (net of refunds)", f"{report.money_debited:,.2f}")
+    totals.add_row("money refunded", f"{report.money_refunded:,.2f}")
     totals.add_row("sale ledger entries", f"{report.ledger_entries:,}")
     totals.add_row("reservations", f"{report.reservations:,}")
     totals.add_row("wallets", f"{report.wallets_checked:,} holding {report.total_balance:,.2f}")
@@ -631,12 +637,17 @@ def print_audit(report: AuditReport, console: Console) -> None:
     type=click.FloatRange(0),
     default=60.0,
     show_default=True,
-    help="A sale pending longer than this many seconds is a violation.",
+    help="An order pending (or cancelling) longer than this many seconds is a violation.",
 )
 @connection_options
 @reports_errors
 def audit(pending_after: float, **kwargs: Any) -> None:
-    """Check the invariants of a sale across services; exit 1 on any violation."""
+    """Check the invariants of every order across services; exit 1 on any violation.
+
+    Paid orders (completed, shipped, delivered): one debit of the total and a reserved
+    reservation of exactly their lines. Cancelled: a debit and a refund that cancel out,
+    stock returned. Failed: nothing kept. Nothing pending or cancelling for too long.
+    """
     services, admin, console = _connect(kwargs, ("customers", "inventory", "sales"))
     report = Auditor(services, admin, pending_after).run()
     print_audit(report, console)
