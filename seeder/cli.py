@@ -36,7 +36,16 @@ from seeder.client import Login, SeederError, Services, ServiceUnreachable, admi
 from seeder.config import Config
 from seeder.data import CustomerFactory
 from seeder.populate import PopulateResult, Populator
-from seeder.replay import Replay, ReplayOptions, Stats, discover_customers, load_catalog
+from seeder.replay import (
+    CANCEL_SHARE,
+    DELIVER_SHARE,
+    SHIP_SHARE,
+    Replay,
+    ReplayOptions,
+    Stats,
+    discover_customers,
+    load_catalog,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -327,11 +336,20 @@ def stats_table(replay: Replay, title: str) -> Table:
         attempts, completed = stats.attempts, stats.completed
         top_ups, money_topped_up = stats.top_ups, stats.money_topped_up
         spent, units, restocks = stats.money_spent, stats.units_bought, stats.restocks
+        refunded, after, baskets = stats.money_refunded, dict(stats.after), dict(stats.baskets)
     table = Table(title=title, title_justify="left", show_header=False)
     table.add_column(style="bold")
     table.add_column()
     table.add_row("attempts", f"{attempts:,}")
-    table.add_row("completed", f"{completed:,} ({units:,} units, {spent:,.2f} spent)")
+    table.add_row(
+        "completed",
+        f"{completed:,} orders ({units:,} units, {spent:,.2f} spent, {refunded:,.2f} refunded)",
+    )
+    table.add_row(
+        "lines per order",
+        ", ".join(f"{lines}: {count:,}" for lines, count in sorted(baskets.items())) or "-",
+    )
+    table.add_row("after", _counter_text(after))
     table.add_row("failed", f"{sum(failed.values()):,}  {_counter_text(failed)}")
     table.add_row("skipped", f"{sum(skipped.values()):,}  {_counter_text(skipped)}")
     table.add_row("top-ups", f"{top_ups:,} ({money_topped_up:,.2f})")
@@ -355,8 +373,11 @@ def _status_line(replay: Replay) -> str:
     with stats.lock:
         failed = sum(stats.failed.values())
         attempts, completed = stats.attempts, stats.completed
+        cancelled, shipped = stats.after["cancelled"], stats.after["shipped"]
+        delivered = stats.after["delivered"]
     return (
-        f"replay: {attempts:,} attempts, {completed:,} completed, {failed:,} failed, "
+        f"replay: {attempts:,} attempts, {completed:,} completed ({cancelled:,} cancelled, "
+        f"{shipped + delivered:,} shipped, {delivered:,} delivered), {failed:,} failed, "
         f"{stats.rate():.1f}/s, p50 {_ms(stats.percentile('purchase', 50))}, "
         f"p99 {_ms(stats.percentile('purchase', 99))}"
     )
@@ -495,7 +516,7 @@ def run_replay(
     type=click.FloatRange(0),
     default=0.0,
     show_default=True,
-    help="Attempts per second (0: as fast as the concurrency allows).",
+    help="Attempts (baskets checked out) per second (0: as fast as the concurrency allows).",
 )
 @click.option("--concurrency", type=click.IntRange(1, 256), default=4, show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True, help="The populate seed.")
@@ -511,6 +532,27 @@ def run_replay(
     default=0.3,
     show_default=True,
     help="Share of completed purchases that get reviewed.",
+)
+@click.option(
+    "--cancel-share",
+    type=click.FloatRange(0, 1),
+    default=CANCEL_SHARE,
+    show_default=True,
+    help="Share of completed orders their buyer cancels (refunded, stock returned).",
+)
+@click.option(
+    "--ship-share",
+    type=click.FloatRange(0, 1),
+    default=SHIP_SHARE,
+    show_default=True,
+    help="Share of the other completed orders the admin ships.",
+)
+@click.option(
+    "--deliver-share",
+    type=click.FloatRange(0, 1),
+    default=DELIVER_SHARE,
+    show_default=True,
+    help="Share of shipped orders the admin then delivers.",
 )
 @click.option(
     "--outcomes",
@@ -535,14 +577,21 @@ def replay(
     seed: int,
     customer_count: int | None,
     review_share: float,
+    cancel_share: float,
+    ship_share: float,
+    deliver_share: float,
     outcomes_path: Path | None,
     report_every: float,
     **kwargs: Any,
 ) -> None:
-    """Simulated shoppers buy, top up and review; an admin moderates. Ctrl-C stops cleanly.
+    """Simulated shoppers fill carts, check out, top up, cancel and review; an admin ships,
+    delivers, restocks and moderates. Ctrl-C stops cleanly.
 
+    Each attempt is one basket of 1-4 products checked out as one order. Every result is
+    checked: a completed order's lines and total, the buyer's history and balance; a refused
+    order took nothing and kept the cart; a cancellation gave the exact total back once.
     Give either --purchases or --duration. With --concurrency 1 the same seed on the
-    same data gives the same sequence of purchases and outcomes.
+    same data gives the same sequence of orders and outcomes.
     """
     if (purchases is None) == (duration is None):
         raise click.UsageError("Give exactly one of --purchases N or --duration SECONDS.")
@@ -557,6 +606,9 @@ def replay(
         concurrency=concurrency,
         customers=customer_count,
         review_share=review_share,
+        cancel_share=cancel_share,
+        ship_share=ship_share,
+        deliver_share=deliver_share,
         keep_outcomes=purchases is not None or outcomes_path is not None,
     )
     result = run_replay(
