@@ -21,6 +21,8 @@ from tests.seeder.conftest import Run, ShopReader
 
 pytestmark = pytest.mark.processes
 
+PAID = ("completed", "shipped", "delivered")
+
 
 def ok(result: Any) -> str:
     assert result.exit_code == 0, result.output
@@ -40,14 +42,53 @@ def test_populate_replay_audit(run_seeder: Run, shop_reader: ShopReader, seeder_
     assert seeder_stack.token(expected[0].username, data.derive_password(7, expected[0].username))
 
     output = ok(run_seeder("replay", "--purchases", "40", "--concurrency", "4", "--seed", "7"))
-    assert "replay summary" in output and "attempts" in output
+    assert "replay summary" in output and "attempts" in output and "lines per order" in output
     assert "Result checks failed" not in output
     sales = shop_reader.sales()
     assert 0 < len(sales) <= 40
-    assert any(s["status"] == "completed" for s in sales)
+    assert any(s["status"] in ("completed", "shipped", "delivered") for s in sales)
+    assert any(len(s["items"]) > 1 for s in sales)  # carts of several lines
+    assert all(1 <= len(s["items"]) <= 4 for s in sales)
 
     output = ok(run_seeder("audit"))
     assert "Audit passed" in output
+
+
+def test_replay_with_cancellations_shipments_and_deliveries_then_audit(
+    run_seeder: Run, shop_reader: ShopReader, reset_shop: Callable[[], None], tmp_path: Path
+) -> None:
+    reset_shop()
+    ok(run_seeder("populate", "--customers", "12", "--products", "15", "--seed", "8"))
+    before = shop_reader.balance_total()
+    path = tmp_path / "outcomes.jsonl"
+    output = ok(
+        run_seeder(
+            "replay",
+            *("--purchases", "40", "--concurrency", "3", "--seed", "8"),
+            *("--cancel-share", "0.3", "--ship-share", "0.6", "--deliver-share", "0.5"),
+            *("--outcomes", str(path)),
+        )
+    )
+    assert "Result checks failed" not in output
+    outcomes = [json.loads(line) for line in path.read_text().splitlines()]
+    completed = [o for o in outcomes if o["outcome"] == "completed"]
+    after = {o["after"] for o in completed}
+    assert {"cancelled", "shipped", "delivered"} <= after, after
+    sales = {s["id"]: s for s in shop_reader.sales()}
+    statuses = {s["status"] for s in sales.values()}
+    assert {"cancelled", "shipped", "delivered"} <= statuses, statuses
+    assert not statuses & {"pending", "cancelling"}
+    shipped = [s for s in sales.values() if s["status"] in ("shipped", "delivered")]
+    assert all(s["carrier"] and s["tracking_number"] for s in shipped)
+    # Money: what left the wallets is exactly what the kept orders cost, net of top-ups.
+    topped_up = sum((Decimal(o["topped_up"] or 0) for o in outcomes), Decimal(0))
+    kept = sum((Decimal(s["total"]) for s in sales.values() if s["status"] in PAID), Decimal(0))
+    assert shop_reader.balance_total() == before + topped_up - kept
+
+    output = ok(run_seeder("audit"))
+    assert "Audit passed" in output
+    cancelled = sum(s["status"] == "cancelled" for s in sales.values())
+    assert f"{cancelled:,} cancelled" in output
 
 
 def test_populate_twice_creates_nothing_twice(run_seeder: Run, shop_reader: ShopReader) -> None:
