@@ -86,9 +86,7 @@ def test_replay_with_cancellations_shipments_and_deliveries_then_audit(
     assert shop_reader.balance_total() == before + topped_up - kept
 
     output = ok(run_seeder("audit"))
-    assert "Audit passed" in output
-    cancelled = sum(s["status"] == "cancelled" for s in sales.values())
-    assert f"{cancelled:,} cancelled" in output
+    assert "Audit passed" in output and "money refunded" in output
 
 
 def test_populate_twice_creates_nothing_twice(run_seeder: Run, shop_reader: ShopReader) -> None:
