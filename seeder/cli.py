@@ -39,6 +39,7 @@ from seeder.populate import PopulateResult, Populator
 from seeder.replay import (
     CANCEL_SHARE,
     DELIVER_SHARE,
+    REVIEW_SHARE,
     SHIP_SHARE,
     Replay,
     ReplayOptions,
@@ -317,6 +318,13 @@ def populate(
 # --- replay -----------------------------------------------------------------------------------
 
 
+def share_option(flag: str, default: float, help_text: str) -> Callable[[F], F]:
+    """A ``--<what>-share`` option: a share between 0 and 1."""
+    return click.option(
+        flag, type=click.FloatRange(0, 1), default=default, show_default=True, help=help_text
+    )
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:,.0f} ms"
 
@@ -526,34 +534,14 @@ def run_replay(
     type=click.IntRange(1),
     help="Shop as the seed's first N customers (default: all of them that exist).",
 )
-@click.option(
-    "--review-share",
-    type=click.FloatRange(0, 1),
-    default=0.3,
-    show_default=True,
-    help="Share of completed purchases that get reviewed.",
-)
-@click.option(
+@share_option("--review-share", REVIEW_SHARE, "Share of completed orders the buyer reviews.")
+@share_option(
     "--cancel-share",
-    type=click.FloatRange(0, 1),
-    default=CANCEL_SHARE,
-    show_default=True,
-    help="Share of completed orders their buyer cancels (refunded, stock returned).",
+    CANCEL_SHARE,
+    "Share of completed orders their buyer cancels (refunded, stock returned).",
 )
-@click.option(
-    "--ship-share",
-    type=click.FloatRange(0, 1),
-    default=SHIP_SHARE,
-    show_default=True,
-    help="Share of the other completed orders the admin ships.",
-)
-@click.option(
-    "--deliver-share",
-    type=click.FloatRange(0, 1),
-    default=DELIVER_SHARE,
-    show_default=True,
-    help="Share of shipped orders the admin then delivers.",
-)
+@share_option("--ship-share", SHIP_SHARE, "Share of the other completed orders the admin ships.")
+@share_option("--deliver-share", DELIVER_SHARE, "Share of shipped orders the admin delivers.")
 @click.option(
     "--outcomes",
     "outcomes_path",
