@@ -36,6 +36,7 @@ from customers_service.schemas import (
     RegisterSchema,
     SaleMoneyResultSchema,
     SaleMoneySchema,
+    SalePaymentsSchema,
     ServiceTokenRequestSchema,
     TokenSchema,
     WalletChangeSchema,
@@ -65,7 +66,8 @@ internal_blp = Blueprint(
     "internal",
     __name__,
     url_prefix="/internal",
-    description="Wallet debits and refunds for sales (service tokens only).",
+    description="Wallet debits and refunds for sales (service tokens); a sale's payments "
+    "(service tokens and admins).",
 )
 
 IDEMPOTENCY_HEADER_DOC = {
@@ -378,3 +380,11 @@ def wallet_debit(data: dict[str, Any]) -> ResponseReturnValue:
 def wallet_credit(data: dict[str, Any]) -> ResponseReturnValue:
     """Refund a sale's debit to the wallet, exactly once."""
     return _sale_money_call(wallet.credit_refund, data)
+
+
+@internal_blp.route("/sale-payments/<uuid:sale_id>", methods=["GET"])
+@internal_blp.response(200, SalePaymentsSchema)
+@requires(ROLE_SERVICE, ROLE_ADMIN)
+def sale_payments(sale_id: uuid.UUID) -> ResponseReturnValue:
+    """What a sale was debited and refunded (nulls for an unknown sale, never 404)."""
+    return wallet.sale_payments(get_session(), sale_id)
