@@ -168,7 +168,8 @@ def test_replay_with_one_shopper_at_a_time_repeats_exactly(
 
 def test_audit_detects_injected_violations(run_seeder: Run, sql: Callable[..., list[Any]]) -> None:
     ok(run_seeder("populate", "--customers", "10", "--products", "8", "--seed", "9"))
-    ok(run_seeder("replay", "--purchases", "12", "--concurrency", "2", "--seed", "9"))
+    replay = ("replay", "--purchases", "12", "--concurrency", "2", "--seed", "9")
+    ok(run_seeder(*replay, "--cancel-share", "0.4"))
     ok(run_seeder("audit"))
 
     # A debit with no sale behind it (and a ledger that no longer matches the balance).
@@ -200,6 +201,21 @@ def test_audit_detects_injected_violations(run_seeder: Run, sql: Callable[..., l
     result = run_seeder("audit")
     assert result.exit_code == 1, result.output
     assert f"sale {sale_id}: reservation released" in result.output
+
+    # A cancelled order refunded while its stock is still held.
+    sql("UPDATE inventory.reservations SET status = 'reserved', released_at = NULL "
+        "WHERE sale_id = :s", s=sale_id)  # fmt: skip
+    ok(run_seeder("audit"))
+    (sale_id,) = sql(
+        "UPDATE inventory.reservations SET status = 'reserved', returned_at = NULL "
+        "WHERE sale_id = (SELECT id FROM sales.sales WHERE status = 'cancelled' LIMIT 1) "
+        "RETURNING sale_id"
+    )[0]
+    sql("UPDATE sales.sales SET updated_at = now() - interval '1 minute' WHERE id = :s", s=sale_id)
+    result = run_seeder("audit")
+    assert result.exit_code == 1, result.output
+    assert f"sale {sale_id}: reservation reserved" in result.output
+    assert "units in paid orders" in result.output
 
 
 @pytest.mark.parametrize(
