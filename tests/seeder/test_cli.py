@@ -191,27 +191,32 @@ def test_audit_detects_injected_violations(run_seeder: Run, sql: Callable[..., l
     sql("DELETE FROM customers.ledger_entries WHERE actor = 'test'")
     ok(run_seeder("audit"))
 
+    def hold(sale_status: str, status: str) -> str:
+        """Set the first ``sale_status`` order's reservation to ``status``, its order aged."""
+        stamps = "released_at = now()" if status == "released" else "released_at = NULL"
+        (sale_id,) = sql(
+            f"UPDATE inventory.reservations SET status = :status, {stamps}, returned_at = NULL "
+            "WHERE sale_id = (SELECT id FROM sales.sales WHERE status = :sale_status "
+            "ORDER BY id LIMIT 1) RETURNING sale_id",
+            status=status,
+            sale_status=sale_status,
+        )[0]
+        sql(
+            "UPDATE sales.sales SET updated_at = now() - interval '1 minute' WHERE id = :s",
+            s=sale_id,
+        )
+        return str(sale_id)
+
     # Stock given back for a completed sale while its money is kept.
-    (sale_id,) = sql(
-        "UPDATE inventory.reservations SET status = 'released', released_at = now() "
-        "WHERE sale_id = (SELECT id FROM sales.sales WHERE status = 'completed' LIMIT 1) "
-        "RETURNING sale_id"
-    )[0]
-    sql("UPDATE sales.sales SET updated_at = now() - interval '1 minute' WHERE id = :s", s=sale_id)
+    sale_id = hold("completed", "released")
     result = run_seeder("audit")
     assert result.exit_code == 1, result.output
     assert f"sale {sale_id}: reservation released" in result.output
+    hold("completed", "reserved")
+    ok(run_seeder("audit"))
 
     # A cancelled order refunded while its stock is still held.
-    sql("UPDATE inventory.reservations SET status = 'reserved', released_at = NULL "
-        "WHERE sale_id = :s", s=sale_id)  # fmt: skip
-    ok(run_seeder("audit"))
-    (sale_id,) = sql(
-        "UPDATE inventory.reservations SET status = 'reserved', returned_at = NULL "
-        "WHERE sale_id = (SELECT id FROM sales.sales WHERE status = 'cancelled' LIMIT 1) "
-        "RETURNING sale_id"
-    )[0]
-    sql("UPDATE sales.sales SET updated_at = now() - interval '1 minute' WHERE id = :s", s=sale_id)
+    sale_id = hold("cancelled", "reserved")
     result = run_seeder("audit")
     assert result.exit_code == 1, result.output
     assert f"sale {sale_id}: reservation reserved" in result.output
