@@ -26,7 +26,8 @@ from shopkit.config import PROJECT_ROOT, Settings
 #: Lines of output kept for the page.
 KEEP_LINES = 400
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-_REPLAY_STATUS = re.compile(r"replay: ([\d,]+) attempts, ([\d,]+) completed, ([\d,]+) failed")
+#: The start of the replay's status line (``replay: 1,234 attempts, ...``).
+_REPLAY_STATUS = re.compile(r"replay: ([\d,]+) attempts")
 
 
 class JobBusy(Exception):

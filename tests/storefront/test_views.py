@@ -521,7 +521,7 @@ def test_job_runner_runs_one_at_a_time_and_reads_progress(tmp_path: Path) -> Non
         import sys, time
         print("args", *sys.argv[1:], flush=True)
         for n in (2, 5):
-            print(f"replay: {{n}} attempts, {{n}} completed, 0 failed, 1.0/s", flush=True)
+            print(f"replay: {{n}} attempts, {{n}} completed (0 cancelled), 0 failed", flush=True)
             time.sleep(0.3)
         """)
     )
