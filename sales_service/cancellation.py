@@ -48,12 +48,12 @@ _START = (
     .where(
         _sales.c.id == bindparam("sale_id"),
         _sales.c.status == COMPLETED,
-        or_(bindparam("is_admin", type_=Boolean), _sales.c.customer_id == bindparam("customer_id")),
+        or_(bindparam("is_admin", type_=Boolean), _sales.c.customer_id == bindparam("caller_id")),
     )
     .values(
         status=CANCELLING,
-        cancel_key=bindparam("cancel_key"),
-        updated_at=bindparam("now"),
+        cancel_key=bindparam("new_cancel_key"),
+        updated_at=bindparam("new_updated_at"),
         history=_sales.c.history.op("||")(bindparam("entry", type_=JSONB)),
     )
     .returning(_sales.c.id)
@@ -81,9 +81,9 @@ def cancel(
         {
             "sale_id": sale_id,
             "is_admin": principal.is_admin,
-            "customer_id": principal.customer_id,
-            "cancel_key": idempotency_key,
-            "now": now,
+            "caller_id": principal.customer_id,
+            "new_cancel_key": idempotency_key,
+            "new_updated_at": now,
             "entry": [history_entry(CANCELLING, now)],
         },
     ).first()

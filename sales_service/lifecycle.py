@@ -28,8 +28,8 @@ def invalid_transition(sale: Sale, wanted: str) -> Conflict:
     return Conflict(
         "invalid_transition",
         f"Order {sale.id} is {sale.status}; it cannot become {wanted} from there.",
-        status=sale.status,
         sale_id=str(sale.id),
+        sale_status=sale.status,
     )
 
 

@@ -18,11 +18,14 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import requests
 
 from shopkit.config import PROJECT_ROOT, WARNED_ENV, Settings
+
+if TYPE_CHECKING:
+    from shopkit.gateway import Gateway
 
 PACKAGES = {
     "customers": "customers_service",
@@ -30,6 +33,10 @@ PACKAGES = {
     "sales": "sales_service",
     "reviews": "reviews_service",
 }
+#: Web front ends: no database or migrations; started once the services are ready.
+FRONTENDS = {"storefront": "storefront"}
+APPS = {**PACKAGES, **FRONTENDS}
+STOREFRONT_PORT = 8080
 
 
 def free_port() -> int:
@@ -80,7 +87,7 @@ class ServiceProcess:
             "python:shopkit.gunicorn_conf",
             "-b",
             f"127.0.0.1:{self.port}",
-            f"{PACKAGES[self.service]}:create_app()",
+            f"{APPS[self.service]}:create_app()",
         ]
 
     def start(self) -> ServiceProcess:
@@ -104,17 +111,8 @@ class ServiceProcess:
 
     def wait_ready(self, timeout_s: float = 30.0) -> ServiceProcess:
         """Block until ``/readyz`` answers 200 (raise if the process dies or time runs out)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"{self.service} exited with {self.process.returncode}")
-            try:
-                if requests.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"{self.service} not ready on {self.url} after {timeout_s}s")
+        wait_until_ok(self.url + "/readyz", self.process, timeout_s, self.service)
+        return self
 
     def kill(self) -> None:
         """SIGKILL the whole process group (a crash, for fault-injection tests)."""
@@ -124,16 +122,38 @@ class ServiceProcess:
 
     def stop(self, timeout_s: float = 10.0, *, graceful: bool = True) -> None:
         """Stop gunicorn: SIGTERM (graceful) or SIGQUIT (quick); SIGKILL the group if it lingers."""
-        if self.process is None or self.process.poll() is not None:
-            return
+        stop_group(self.process, signal.SIGTERM if graceful else signal.SIGQUIT, timeout_s)
+
+
+def wait_until_ok(
+    url: str, process: subprocess.Popen[bytes] | None, timeout_s: float, name: str
+) -> None:
+    """Poll ``url`` until it answers 200; raise if ``process`` dies or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}")
         try:
-            os.killpg(self.process.pid, signal.SIGTERM if graceful else signal.SIGQUIT)
-            self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=5)
-        except ProcessLookupError:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
             pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{name} not ready at {url} after {timeout_s}s")
+
+
+def stop_group(process: subprocess.Popen[bytes] | None, sig: int, timeout_s: float) -> None:
+    """Send ``sig`` to ``process``'s group and wait; SIGKILL the group if it lingers."""
+    if process is None or process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, sig)
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
+    except ProcessLookupError:
+        pass
 
 
 def present_services() -> list[str]:
@@ -146,6 +166,13 @@ def present_services() -> list[str]:
         if spec is not None and spec.origin and (Path(spec.origin).parent / "migrations").is_dir():
             found.append(name)
     return found
+
+
+def present_frontends() -> list[str]:
+    """The front ends whose packages exist in this checkout."""
+    import importlib.util  # noqa: PLC0415
+
+    return [name for name, package in FRONTENDS.items() if importlib.util.find_spec(package)]
 
 
 def _pump(prefix: str, stream: IO[bytes]) -> None:
@@ -166,9 +193,12 @@ def _start_services(
     """Start each service under gunicorn on its configured port, output prefixed with its name."""
     processes = []
     for service in services:
-        process = ServiceProcess(
-            service, _service_port(getattr(settings, f"{service}_url")), env=env
-        )
+        if service in FRONTENDS:  # one worker: the console's seeder runs live in the process
+            port = int(os.environ.get("STOREFRONT_PORT") or STOREFRONT_PORT)
+            process = ServiceProcess(service, port, env=env, workers=1, threads=8)
+        else:
+            port = _service_port(getattr(settings, f"{service}_url"))
+            process = ServiceProcess(service, port, env=env)
         process.log = subprocess.PIPE
         process.start()
         assert process.process is not None and process.process.stdout is not None
@@ -203,7 +233,8 @@ def run_local(services: list[str] | None = None) -> int:
 
     Uses ``DATABASE_URL`` if set, else the embedded PostgreSQL under ``.data/``
     (stopped again on exit). Ports come from ``CUSTOMERS_URL`` ... ``REVIEWS_URL``
-    (default 5000-5003). Returns the exit status.
+    (default 5000-5003); the storefront listens on ``STOREFRONT_PORT`` (8080).
+    Returns the exit status.
     """
     from shopkit import embedded_pg  # noqa: PLC0415
     from shopkit.db import normalise_url  # noqa: PLC0415
@@ -220,6 +251,7 @@ def run_local(services: list[str] | None = None) -> int:
     processes: list[ServiceProcess] = []
     seeder: subprocess.Popen[bytes] | None = None
     prometheus: ServiceProcess | None = None
+    gateway = None
     stopping = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
@@ -232,6 +264,11 @@ def run_local(services: list[str] | None = None) -> int:
             process.wait_ready(60)
             print(f"launcher | {process.service:<9} ready at {process.url}/docs", flush=True)
         prometheus = _start_prometheus(processes, Path(settings.data_dir))
+        gateway = _start_gateway(processes)
+        for process in _start_services(present_frontends(), env, settings):
+            processes.append(process)
+            process.wait_ready(60)
+            print(f"launcher | storefront ready: open {process.url} in a browser", flush=True)
         if os.environ.get("SHOP_DEMO", "1") != "0":
             seeder = _start_seeder(env)
         print("launcher | press Ctrl-C to stop", flush=True)
@@ -244,6 +281,8 @@ def run_local(services: list[str] | None = None) -> int:
         if prometheus is not None:
             prometheus.stop()
         _stop(seeder, processes)
+        if gateway is not None:
+            gateway.stop()
         if server is not None:
             server.cleanup()  # type: ignore[attr-defined]
         print("launcher | stopped", flush=True)
@@ -303,6 +342,18 @@ def _start_prometheus(services: list[ServiceProcess], data_dir: Path) -> Service
     )
     print(f"launcher | prometheus at http://{PROMETHEUS_ADDRESS} (alerts: /alerts)", flush=True)
     return process
+def _start_gateway(processes: list[ServiceProcess]) -> Gateway | None:
+    """Start the nginx gateway in front of ``processes`` when nginx is installed (else say so)."""
+    from shopkit.gateway import start_local  # noqa: PLC0415
+
+    upstreams = {p.service: f"127.0.0.1:{p.port}" for p in processes}
+    gateway, message = start_local(upstreams, subprocess.PIPE)
+    if gateway is not None and gateway.process is not None and gateway.process.stdout is not None:
+        threading.Thread(
+            target=_pump, args=("gateway  ", gateway.process.stdout), daemon=True
+        ).start()
+    print(f"launcher | {message}", flush=True)
+    return gateway
 
 
 def _start_seeder(env: dict[str, str]) -> subprocess.Popen[bytes]:

@@ -345,7 +345,7 @@ def test_an_order_is_shipped_then_delivered(
         403
     )
     early = sales.post(f"/sales/{sale_id}/delivery", headers=admin)
-    assert (early.status_code, early.get_json()["code"], early.get_json()["status"]) == (
+    assert (early.status_code, early.get_json()["code"], early.get_json()["sale_status"]) == (
         409,
         "invalid_transition",
         "completed",
@@ -364,12 +364,12 @@ def test_an_order_is_shipped_then_delivered(
     )
     assert body["shipped_at"] is not None
     again = sales.post(f"/sales/{sale_id}/shipment", json={}, headers=admin)
-    assert (again.status_code, again.get_json()["status"]) == (409, "shipped")
+    assert (again.status_code, again.get_json()["sale_status"]) == (409, "shipped")
     delivered = sales.post(f"/sales/{sale_id}/delivery", headers=admin).get_json()
     assert delivered["status"] == "delivered"
     assert statuses(delivered) == ["pending", "completed", "shipped", "delivered"]
     late = sales.post(f"/sales/{sale_id}/cancellation", headers=bearer(token))
-    assert (late.status_code, late.get_json()["status"]) == (409, "delivered")
+    assert (late.status_code, late.get_json()["sale_status"]) == (409, "delivered")
     bad = sales.post(f"/sales/{sale_id}/shipment", json={"carrier": ""}, headers=admin)
     assert bad.status_code == 422
     missing = sales.post(
@@ -401,7 +401,7 @@ def test_cancelling_refunds_the_total_and_returns_each_line_once(
     assert (replay.status_code, replay.headers["Idempotent-Replayed"]) == (200, "true")
     assert replay.get_json()["status"] == "cancelled"
     again = sales.post(f"/sales/{sale['id']}/cancellation", headers=bearer(token))
-    assert (again.status_code, again.get_json()["code"], again.get_json()["status"]) == (
+    assert (again.status_code, again.get_json()["code"], again.get_json()["sale_status"]) == (
         409,
         "invalid_transition",
         "cancelled",
@@ -443,11 +443,11 @@ def test_who_may_cancel_and_what(sales: FlaskClient, shop: Shop, identity: Ident
     assert sales.post(f"/sales/{first}/cancellation", headers=admin).status_code == 200
     failed = place(sales, token, (lamp, 100)).get_json()["sale_id"]
     refused = sales.post(f"/sales/{failed}/cancellation", headers=bearer(token))
-    assert (refused.status_code, refused.get_json()["status"]) == (409, "failed")
+    assert (refused.status_code, refused.get_json()["sale_status"]) == (409, "failed")
     shipped = sales.post(f"/sales/{second}/shipment", json={}, headers=admin)
     assert shipped.status_code == 200
     too_late = sales.post(f"/sales/{second}/cancellation", headers=bearer(token))
-    assert (too_late.status_code, too_late.get_json()["status"]) == (409, "shipped")
+    assert (too_late.status_code, too_late.get_json()["sale_status"]) == (409, "shipped")
     assert shop.balance(buyer["username"]) == Decimal("95.00")
     bad = sales.post("/sales/not-a-uuid/cancellation", headers=bearer(token))
     assert bad.status_code == 404
