@@ -342,6 +342,8 @@ def _start_prometheus(services: list[ServiceProcess], data_dir: Path) -> Service
     )
     print(f"launcher | prometheus at http://{PROMETHEUS_ADDRESS} (alerts: /alerts)", flush=True)
     return process
+
+
 def _start_gateway(processes: list[ServiceProcess]) -> Gateway | None:
     """Start the nginx gateway in front of ``processes`` when nginx is installed (else say so)."""
     from shopkit.gateway import start_local  # noqa: PLC0415
