@@ -30,7 +30,7 @@ from inventory_service.schemas import (
 )
 from shopkit.auth import ROLE_ADMIN, ROLE_SERVICE, current_principal, require_principal, requires
 from shopkit.db import get_session
-from shopkit.idempotency import respond_idempotently
+from shopkit.idempotency import idempotency_key_from_request, respond_idempotently
 
 products_blp = Blueprint(
     "products", __name__, description="The catalogue: search, details, admin management, stock."
@@ -239,6 +239,7 @@ def release(sale_id: uuid.UUID) -> ResponseReturnValue:
 def return_stock(sale_id: uuid.UUID) -> ResponseReturnValue:
     """Give a cancelled, refunded order's stock back, exactly once; again changes nothing."""
     session = get_session()
+    idempotency_key_from_request(required=True)  # a missing key is 400 before customers is asked
     reservations.require_refund(session, sale_id, _payments())
 
     def operation() -> tuple[int, dict[str, Any]]:

@@ -86,6 +86,7 @@ class Settings:
     password_hash_parallelism: int = 1
     recovery_interval_s: float = 15.0
     recovery_after_s: float = 30.0
+    trusted_proxies: str = ""
 
     @classmethod
     def from_env(cls, service_name: str, **overrides: Any) -> Settings:
@@ -138,4 +139,5 @@ _FROM_ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "password_hash_parallelism": ("PASSWORD_HASH_PARALLELISM", _number(int)),
     "recovery_interval_s": ("SALES_RECOVERY_INTERVAL", _number(float)),
     "recovery_after_s": ("SALES_RECOVERY_AFTER", _number(float)),
+    "trusted_proxies": ("TRUSTED_PROXIES", _text),
 }

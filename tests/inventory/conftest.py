@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import Engine, text
 
 from shopkit.config import Settings
 from shopkit.service_client import ServiceResponse
@@ -153,6 +154,23 @@ def count_rows(count_rows: Callable[[str], int]) -> Callable[[str], int]:
         return count_rows(f"inventory.{table}")
 
     return count
+
+
+@pytest.fixture
+def stocks(db_engine: Engine) -> Callable[[list[int]], list[int]]:
+    """The stock of each product, read straight from the database."""
+
+    def read(product_ids: list[int]) -> list[int]:
+        with db_engine.connect() as conn:
+            rows = dict(
+                conn.execute(
+                    text("SELECT id, stock FROM inventory.products WHERE id = ANY(:ids)"),
+                    {"ids": product_ids},
+                ).all()
+            )
+        return [rows[product_id] for product_id in product_ids]
+
+    return read
 
 
 def product_payload(**overrides: Any) -> dict[str, Any]:
