@@ -96,7 +96,7 @@ def cancel(
         return _not_started(session, clients, principal, sale_id, idempotency_key), True
     with database_kept(sale_id, CANCELLING):
         # Leased to us (``lease_until``): recovery cannot take it before this lock.
-        locked = lock_sale(session, sale_id, CANCELLING)
+        locked = lock_sale(session, sale_id, CANCELLING, leased=True)
         if locked is None:  # someone drives it (only possible once the lease ran out)
             session.rollback()
             raise _in_progress(sale_id)

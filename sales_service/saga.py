@@ -186,6 +186,13 @@ _LOCK_SALE = (
     .where(_sales.c.id == bindparam("sale_id"), _sales.c.status == bindparam("status"))
     .with_for_update(skip_locked=True)
 )
+#: The same, waiting for a lock someone holds for a moment (a competing conditional UPDATE
+#: re-checking the row): for an order leased to the caller, whom nobody else may drive.
+_LOCK_LEASED_SALE = (
+    select(_sales)
+    .where(_sales.c.id == bindparam("sale_id"), _sales.c.status == bindparam("status"))
+    .with_for_update()
+)
 _LINES_OF = (
     select(_lines).where(_lines.c.sale_id == bindparam("sale_id")).order_by(_lines.c.position)
 )
@@ -409,14 +416,21 @@ def lock_sale(
     sale_id: uuid.UUID,
     status: str = PENDING,
     lines: list[SaleLine] | None = None,
+    *,
+    leased: bool = False,
 ) -> Sale | None:
     """Lock a sale in ``status`` to drive it; ``None`` if it moved on or someone else drives it.
+
+    ``leased``: the caller just recorded the sale (or started its cancellation) and
+    holds its lease, so it waits for the lock (bounded by ``lock_timeout``) instead
+    of skipping a row that another statement holds for an instant.
 
     The sale comes back detached with its lines (``lines`` when the caller
     has them already): :func:`drive` changes it in memory and writes it back
     with one ``UPDATE`` (cheaper than the ORM's unit of work).
     """
-    row = session.connection().execute(_LOCK_SALE, {"sale_id": sale_id, "status": status}).first()
+    statement = _LOCK_LEASED_SALE if leased else _LOCK_SALE
+    row = session.connection().execute(statement, {"sale_id": sale_id, "status": status}).first()
     if row is None:
         return None
     return _sale_from(row, lines if lines is not None else load_lines(session, sale_id))
@@ -533,6 +547,7 @@ def purchase(
     A replayed client key returns the existing sale as it stands, driving it
     first if it is still pending and nobody else is driving it.
     """
+    clients.check_available()
     sale_id = uuid.uuid4()
     try:
         session.connection()  # a database that cannot be reached: nothing is recorded
@@ -552,7 +567,7 @@ def purchase(
     if not created and sale.status != PENDING:
         return sale, True
     with database_kept(sale.id, PENDING):
-        locked = lock_sale(session, sale.id, lines=sale.lines)
+        locked = lock_sale(session, sale.id, lines=sale.lines, leased=created)
         if locked is None:
             session.rollback()
             current = session.get(Sale, sale.id, populate_existing=True)

@@ -38,7 +38,9 @@ def _describe(fault: dict[str, Any]) -> str:
     target = next(
         f"{name}={fault[name]}" for name in ("route", "dependency", "after_step") if name in fault
     )
-    extra = {k: v for k, v in fault.items() if k not in ("kind", "route", "dependency", "after_step")}
+    extra = {
+        k: v for k, v in fault.items() if k not in ("kind", "route", "dependency", "after_step")
+    }
     return f"{fault['kind']} on {target} " + " ".join(f"{k}={v}" for k, v in extra.items())
 
 
