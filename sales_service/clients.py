@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from shopkit.breaker import OPEN
 from shopkit.config import Settings
 from shopkit.fields import format_money
-from shopkit.breaker import OPEN
 from shopkit.service_client import (
     DependencyUnavailable,
     ServiceClient,
@@ -134,7 +134,7 @@ class SaleClients:
             if client.guard.breaker.state == OPEN:
                 raise DependencyUnavailable(
                     client.name,
-                    f"The {client.name} service is down; this request changed nothing. Retry shortly.",
+                    f"The {client.name} service is down; this request changed nothing.",
                 )
 
 
