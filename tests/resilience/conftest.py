@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 
 from shopkit.embedded_pg import throwaway_server
+from shopkit.migrations import upgrade
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET
 from tests.resilience.harness import FINDINGS
-from tests.support.database import fresh_database
+from tests.support.database import present_packages
 from tests.support.live import LiveStack
 
 #: Sales settles stalled orders by itself quickly during the suite.
@@ -40,10 +41,10 @@ def own_database() -> Iterator[tuple[Any, str]]:
 
     Yields ``(server, database_url)``; the server is pgserver's handle.
     """
-    with (
-        throwaway_server("shop-fault-pg-", durable=False) as (server, admin_url),
-        fresh_database(admin_url) as url,
-    ):
+    with throwaway_server("shop-fault-pg-", durable=False) as (server, url):
+        # Its ``shop`` database, thrown away with the server (no drop over a killed pool).
+        for package in present_packages().values():
+            upgrade(package, url)
         yield server, url
 
 

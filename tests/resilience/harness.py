@@ -174,11 +174,13 @@ def probe_health(url: str, until: float, worst: list[float]) -> None:
         time.sleep(0.2)
 
 
-def check_answers(answers: list[Answer], bound_s: float = PURCHASE_BOUND_S) -> float:
+def check_answers(
+    answers: list[Answer], bound_s: float = PURCHASE_BOUND_S, *, some_answered: bool = True
+) -> float:
     """Every answer within ``bound_s``, every error a 409/503 problem; returns the worst."""
     answered = [a for a in answers if a.status]
-    assert answered, "no purchase was answered at all"
-    worst = max(a.seconds for a in answered)
+    assert answered or not some_answered, "no purchase was answered at all"
+    worst = max((a.seconds for a in answers), default=0.0)
     assert worst <= bound_s, f"an answer took {worst:.2f} s (bound {bound_s} s)"
     statuses = {a.status for a in answered}
     assert statuses <= ALLOWED, statuses
