@@ -73,6 +73,22 @@ def thaw(frozen: list[psutil.Process], *, group: bool) -> None:
             pass
 
 
+def frozen_for(
+    seconds: float, pid: int, *, group: bool, sales_url: str, health: list[float]
+) -> None:
+    """Keep ``pid`` stopped for ``seconds`` while timing sales' health checks into ``health``."""
+    frozen = freeze(pid, group=group)
+    probe = threading.Thread(
+        target=probe_health,
+        args=(sales_url, time.monotonic() + seconds - 0.5, health),
+        daemon=True,
+    )
+    probe.start()
+    time.sleep(seconds)
+    thaw(frozen, group=group)
+    probe.join()
+
+
 def running(process: psutil.Process) -> bool:
     """Alive and not a zombie waiting to be reaped."""
     try:
@@ -145,16 +161,7 @@ def test_frozen_dependencies_keep_answers_and_health_bounded(
     for victim in ("inventory", "customers"):
         time.sleep(1.0)
         pid = stack.processes[victim].process.pid  # type: ignore[union-attr]
-        frozen = freeze(pid, group=True)
-        probe = threading.Thread(
-            target=probe_health,
-            args=(stack.url("sales"), time.monotonic() + 7.5, health),
-            daemon=True,
-        )
-        probe.start()
-        time.sleep(8.0)
-        thaw(frozen, group=True)
-        probe.join()
+        frozen_for(8.0, pid, group=True, sales_url=stack.url("sales"), health=health)
     time.sleep(2.0)
     answers = load.stop()
     worst = check_answers(answers)
@@ -184,16 +191,7 @@ def test_postgres_frozen_then_killed_and_restarted(
         load = shoppers(stack, shop, tokens)
         health: list[float] = []
         time.sleep(1.0)
-        frozen = freeze(server.get_pid(), group=False)
-        probe = threading.Thread(
-            target=probe_health,
-            args=(stack.url("sales"), time.monotonic() + 7.5, health),
-            daemon=True,
-        )
-        probe.start()
-        time.sleep(8.0)
-        thaw(frozen, group=False)
-        probe.join()
+        frozen_for(8.0, server.get_pid(), group=False, sales_url=stack.url("sales"), health=health)
         time.sleep(2.0)
 
         postmaster = psutil.Process(server.get_pid())
