@@ -58,6 +58,8 @@ class _Call:
     params: dict[str, Any] | None
     idempotency_key: str | None
     token: str | None
+    #: The token is this client's service token (renewed once on a 401), not a caller's.
+    renewable: bool
 
 
 @dataclass(frozen=True)
@@ -306,8 +308,12 @@ class ServiceClient:
         params: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         auth: bool = True,
+        bearer: str | None = None,
     ) -> ServiceResponse:
         """Send one logical call, retrying transient failures until the deadline.
+
+        ``bearer`` sends that token (a user's, for a front end acting for them)
+        instead of this client's service token.
 
         Returns the callee's final answer (any status below 500, or a 5xx that
         is not retryable). Raises :class:`DependencyUnavailable` when the callee
@@ -319,9 +325,15 @@ class ServiceClient:
             raise DependencyUnavailable(
                 self.name, f"No time was left to call the {self.name} service."
             )
-        use_token = auth and self.tokens is not None
-        token = self.tokens.token() if use_token else None  # type: ignore[union-attr]
-        call = _Call(method, self.base_url + path, json, params, idempotency_key, token)
+        renewable = bearer is None and auth and self.tokens is not None
+        token = (
+            bearer
+            if bearer is not None
+            else (
+                self.tokens.token() if renewable else None  # type: ignore[union-attr]
+            )
+        )
+        call = _Call(method, self.base_url + path, json, params, idempotency_key, token, renewable)
         try:
             with self.guard.bulkhead.slot():
                 trial = self.guard.breaker.before_call()
@@ -368,7 +380,7 @@ class ServiceClient:
             except urllib3.exceptions.HTTPError as exc:
                 log.warning("call to %s %s failed: %s", self.name, path, type(exc).__name__)
             else:
-                if result.status == 401 and call.token is not None and not renewed:
+                if result.status == 401 and call.renewable and not renewed:
                     assert self.tokens is not None
                     call.token = self.tokens.token(force_renew=True)
                     renewed = True
