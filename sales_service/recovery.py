@@ -7,6 +7,11 @@ steps with the same idempotency keys (see :mod:`sales_service.saga` and
 :mod:`sales_service.cancellation`), so what already happened is replayed,
 not redone.
 
+An order just recorded (or just moved to ``cancelling``) is leased to the
+request that is about to drive it (``lease_until``, see
+:data:`sales_service.saga.LEASE_S`): recovery skips it until it has been
+driven once or the lease ran out, even with ``--older-than 0``.
+
 It is safe to run everywhere at once (every gunicorn worker of every sales
 instance runs it periodically, plus ``flask --app sales_service recover``):
 each sale is taken with ``FOR UPDATE SKIP LOCKED``, so a sale being driven
@@ -21,7 +26,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 
 from sales_service import observe
 from sales_service.cancellation import drive_cancellation
@@ -57,7 +62,12 @@ def recover_pending(
         candidates = list(
             session.execute(
                 select(Sale.id, Sale.status)
-                .where(Sale.status.in_(UNSETTLED_STATUSES), Sale.updated_at <= cutoff)
+                .where(
+                    Sale.status.in_(UNSETTLED_STATUSES),
+                    Sale.updated_at <= cutoff,
+                    # Still leased to the request that recorded it: it is about to be driven.
+                    or_(Sale.lease_until.is_(None), Sale.lease_until <= func.now()),
+                )
                 .order_by(Sale.created_at)
                 .limit(limit)
             )

@@ -22,7 +22,9 @@ from marshmallow import Schema, fields
 from shopkit.auth import JwksKeyResolver, KeyResolver, TokenVerifier, init_auth
 from shopkit.config import Settings
 from shopkit.db import Database, init_db, resolve_database_url
+from shopkit.deadline import init_deadline
 from shopkit.errors import register_error_handlers
+from shopkit.faults import faults_blp, init_faults
 from shopkit.fields import Money
 from shopkit.health import init_health
 from shopkit.input_guard import init_input_guard
@@ -121,6 +123,7 @@ def create_service_app(
     )
     instrument_app(app, database.engine)  # first, so its span covers the other request hooks
     init_request_id(app)
+    init_deadline(app, settings.request_deadline_s)
     init_access_log(app)
     init_input_guard(app)
     init_db(app, database)
@@ -136,13 +139,14 @@ def create_service_app(
 
     api = ShopApi(app)
     api.register_field(Money, "string", None)
-    for blueprint in blueprints:
+    for blueprint in (*blueprints, faults_blp):
         api.register_blueprint(blueprint)
     document_problem_responses(api)
     app.extensions["shop_api"] = api
 
     _serve_swagger_assets(app)
     register_error_handlers(app)
+    init_faults(app, service)
     init_health(app, service=service, package=package, schema=schema)
     init_metrics(app, service)
     app.cli.add_command(db_cli(package))

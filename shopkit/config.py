@@ -80,7 +80,8 @@ class Settings:
     http_retries: int = 2
     jwks_cache_ttl_s: int = 300
     db_pool_size: int = 5
-    db_statement_timeout_ms: int = 10_000
+    db_statement_timeout_ms: int = 5_000
+    request_deadline_s: float = 8.0
     password_hash_time_cost: int = 2
     password_hash_memory_kib: int = 19_456
     password_hash_parallelism: int = 1
@@ -154,6 +155,7 @@ _FROM_ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "jwks_cache_ttl_s": ("JWKS_CACHE_TTL", _number(int)),
     "db_pool_size": ("DB_POOL_SIZE", _number(int)),
     "db_statement_timeout_ms": ("DB_STATEMENT_TIMEOUT_MS", _number(int)),
+    "request_deadline_s": ("REQUEST_DEADLINE", _number(float)),
     "password_hash_time_cost": ("PASSWORD_HASH_TIME_COST", _number(int)),
     "password_hash_memory_kib": ("PASSWORD_HASH_MEMORY_KIB", _number(int)),
     "password_hash_parallelism": ("PASSWORD_HASH_PARALLELISM", _number(int)),
