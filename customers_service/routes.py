@@ -7,12 +7,12 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from flask import current_app
+from flask import current_app, request
 from flask.typing import ResponseReturnValue
 from flask_smorest import Blueprint
 from sqlalchemy.orm import Session
 
-from customers_service import accounts, tokens, wallet
+from customers_service import accounts, throttle, tokens, wallet
 from customers_service.keys import KeyStore, public_jwks
 from customers_service.models import Customer, IdempotencyKey, LedgerEntry
 from customers_service.passwords import Passwords
@@ -25,11 +25,13 @@ from customers_service.schemas import (
     ConsistencySchema,
     CustomerPageSchema,
     CustomerSearchArgsSchema,
+    DeactivatedAccountsSchema,
     DeductSchema,
     JwksSchema,
     LedgerPageSchema,
     LedgerQuerySchema,
     LoginSchema,
+    PasswordChangeSchema,
     ProfilePatchSchema,
     ProfileSchema,
     RefreshSchema,
@@ -44,12 +46,13 @@ from customers_service.schemas import (
 from shopkit.auth import (
     ROLE_ADMIN,
     ROLE_CUSTOMER,
-    ROLE_SERVICE,
+    SERVICES,
     Principal,
     TokenVerifier,
     ensure_self_or_admin,
     require_principal,
     requires,
+    requires_caller,
 )
 from shopkit.config import Settings
 from shopkit.db import get_session
@@ -65,8 +68,9 @@ internal_blp = Blueprint(
     "internal",
     __name__,
     url_prefix="/internal",
-    description="Wallet debits and refunds for sales (service tokens only).",
+    description="Wallet debits and refunds for sales; deactivated accounts for every service.",
 )
+THROTTLED = "`too_many_attempts`: too many failures for this account or address; see Retry-After."
 
 IDEMPOTENCY_HEADER_DOC = {
     "in": "header",
@@ -97,6 +101,10 @@ def _verifier() -> TokenVerifier:
     return current_app.extensions["shop_auth"]  # type: ignore[no-any-return]
 
 
+def _client_address() -> str:
+    return request.remote_addr or "unknown"
+
+
 def _account_for(principal: Principal, username: str, *, for_update: bool = False) -> Customer:
     """The account ``username`` if the caller may act on it (self or admin)."""
     ensure_self_or_admin(principal, username)
@@ -113,11 +121,22 @@ def _account_for(principal: Principal, username: str, *, for_update: bool = Fals
 @auth_blp.arguments(LoginSchema())
 @auth_blp.response(200, TokenSchema)
 @auth_blp.alt_response(401, description="Wrong username or password, or account deactivated.")
+@auth_blp.alt_response(429, description=THROTTLED)
 def login(credentials: dict[str, str]) -> ResponseReturnValue:
-    """Exchange username and password for an access token (15 min) and a refresh token (7 days)."""
+    """Exchange username and password for an access token (15 min) and a refresh token (7 days).
+
+    Throttled per account and per client address (429 with ``Retry-After``).
+    """
     session = get_session()
-    customer = accounts.authenticate(
-        session, _passwords(), credentials["username"], credentials["password"]
+    checks = throttle.credential_checks(
+        _settings(), "login", credentials["username"], _client_address()
+    )
+    customer = throttle.guarded(
+        session,
+        checks,
+        lambda: accounts.authenticate(
+            session, _passwords(), credentials["username"], credentials["password"]
+        ),
     )
     issued = tokens.issue_tokens(session, customer, _keys(), _settings())
     session.commit()
@@ -142,9 +161,37 @@ def refresh(body: dict[str, str]) -> ResponseReturnValue:
 @auth_blp.arguments(ServiceTokenRequestSchema())
 @auth_blp.response(200, TokenSchema)
 @auth_blp.alt_response(401, description="Unknown client or wrong secret.")
+@auth_blp.alt_response(429, description=THROTTLED)
 def service_token(body: dict[str, str]) -> ResponseReturnValue:
-    """Client-credentials grant: a ``service`` token for another Shop service."""
-    return tokens.service_token(body["client_id"], body["client_secret"], _keys(), _settings())
+    """Client-credentials grant: a ``service`` token naming the Shop service that asked.
+
+    Each service presents its own secret. Throttled per client and per address.
+    """
+    session = get_session()
+    checks = throttle.credential_checks(
+        _settings(), "service-token", body["client_id"], _client_address()
+    )
+    issued = throttle.guarded(
+        session,
+        checks,
+        lambda: tokens.service_token(
+            body["client_id"], body["client_secret"], _keys(), _settings()
+        ),
+    )
+    session.commit()
+    return issued
+
+
+@auth_blp.route("/auth/logout", methods=["POST"])
+@auth_blp.arguments(RefreshSchema())
+@auth_blp.response(204)
+@auth_blp.alt_response(401, description="Refresh token invalid or expired.")
+def logout(body: dict[str, str]) -> ResponseReturnValue:
+    """Log out: revoke the refresh token and every token rotated from the same login."""
+    session = get_session()
+    tokens.logout(session, body["refresh_token"], _verifier())
+    session.commit()
+    return "", 204
 
 
 @auth_blp.route("/.well-known/jwks.json", methods=["GET"])
@@ -160,10 +207,15 @@ def jwks() -> ResponseReturnValue:
 @customers_blp.route("/customers", methods=["POST"])
 @customers_blp.arguments(RegisterSchema())
 @customers_blp.response(201, ProfileSchema)
-@customers_blp.alt_response(409, description="Username or email already taken (`already_exists`).")
+@customers_blp.alt_response(409, description="Username already taken (`already_exists`).")
+@customers_blp.alt_response(429, description="`too_many_attempts`: too many registrations here.")
 def register(data: dict[str, Any]) -> ResponseReturnValue:
-    """Register a new customer (balance starts at 0.00)."""
+    """Register a new customer (balance starts at 0.00); throttled per client address.
+
+    Emails need not be unique: the answer never says whether an email is in use.
+    """
     session = get_session()
+    throttle.count_attempt(session, throttle.registration_check(_settings(), _client_address()))
     customer = accounts.register(session, _passwords(), data)
     session.commit()
     return customer
@@ -226,6 +278,43 @@ def delete_customer(username: str) -> ResponseReturnValue:
     accounts.deactivate(session, customer)
     session.commit()
     return "", 204
+
+
+@customers_blp.route("/customers/<string:username>/password", methods=["POST"])
+@customers_blp.response(204)
+@customers_blp.alt_response(
+    401, description="`invalid_credentials`: the current password is wrong."
+)
+@customers_blp.alt_response(429, description=THROTTLED)
+@requires(ROLE_CUSTOMER)
+@customers_blp.arguments(PasswordChangeSchema())
+def change_password(data: dict[str, str], username: str) -> ResponseReturnValue:
+    """Change one's own password; every refresh token of the account is revoked."""
+    principal = require_principal()
+    customer = _account_for(principal, username, for_update=True)
+    session = get_session()
+    checks = throttle.credential_checks(_settings(), "login", username, _client_address())
+    throttle.guarded(
+        session,
+        checks,
+        lambda: accounts.change_password(
+            session, _passwords(), customer, data["current_password"], data["new_password"]
+        ),
+    )
+    session.commit()
+    return "", 204
+
+
+@customers_blp.route("/customers/<string:username>/reactivation", methods=["POST"])
+@customers_blp.response(200, ProfileSchema)
+@requires(ROLE_ADMIN)
+def reactivate_customer(username: str) -> ResponseReturnValue:
+    """Let a deactivated account log in again (admin)."""
+    session = get_session()
+    customer = accounts.get_by_username(session, username, for_update=True)
+    accounts.reactivate(session, customer)
+    session.commit()
+    return customer
 
 
 # --- wallet -----------------------------------------------------------------------------------
@@ -360,7 +449,7 @@ def _sale_money_call(
     description="`insufficient_funds`, `customer_inactive`, `already_recorded`, "
     "`idempotency_key_in_use`.",
 )
-@requires(ROLE_SERVICE)
+@requires_caller("sales")
 @internal_blp.arguments(SaleMoneySchema())
 def wallet_debit(data: dict[str, Any]) -> ResponseReturnValue:
     """Debit a sale's total from a wallet, exactly once per ``Idempotency-Key`` and sale."""
@@ -373,8 +462,16 @@ def wallet_debit(data: dict[str, Any]) -> ResponseReturnValue:
 @internal_blp.alt_response(
     409, description="`no_matching_debit`, `amount_mismatch`, `already_recorded`."
 )
-@requires(ROLE_SERVICE)
+@requires_caller("sales")
 @internal_blp.arguments(SaleMoneySchema())
 def wallet_credit(data: dict[str, Any]) -> ResponseReturnValue:
     """Refund a sale's debit to the wallet, exactly once."""
     return _sale_money_call(wallet.credit_refund, data)
+
+
+@internal_blp.route("/deactivated-accounts", methods=["GET"])
+@internal_blp.response(200, DeactivatedAccountsSchema)
+@requires_caller(*SERVICES, admins=True)
+def deactivated_accounts() -> ResponseReturnValue:
+    """Ids of every deactivated account: services refuse their tokens within seconds."""
+    return {"customer_ids": accounts.deactivated_ids(get_session())}

@@ -26,7 +26,7 @@ from inventory_service.schemas import (
     ReservationSchema,
     dump_product,
 )
-from shopkit.auth import ROLE_ADMIN, ROLE_SERVICE, current_principal, require_principal, requires
+from shopkit.auth import ROLE_ADMIN, current_principal, require_principal, requires, requires_caller
 from shopkit.db import get_session
 from shopkit.idempotency import respond_idempotently
 
@@ -176,7 +176,7 @@ def deduct(data: dict[str, Any], product_id: int) -> ResponseReturnValue:
     description="`insufficient_stock`, `already_reserved` (this sale holds a reservation), "
     "`idempotency_key_in_use`.",
 )
-@requires(ROLE_SERVICE)
+@requires_caller("sales")
 @internal_blp.arguments(ReservationRequestSchema())
 def reserve(data: dict[str, Any]) -> ResponseReturnValue:
     """Take stock for a sale, once per ``Idempotency-Key`` and sale; returns price and name."""
@@ -201,7 +201,7 @@ def reserve(data: dict[str, Any]) -> ResponseReturnValue:
     description="`stock_limit`: the stock has no room to take it back now; not stored under "
     "the key, so retry later.",
 )
-@requires(ROLE_SERVICE)
+@requires_caller("sales")
 def release(sale_id: uuid.UUID) -> ResponseReturnValue:
     """Put a sale's reserved stock back, exactly once; releasing again changes nothing."""
     session = get_session()
@@ -214,7 +214,7 @@ def release(sale_id: uuid.UUID) -> ResponseReturnValue:
 
 @internal_blp.route("/reservations/<uuid:sale_id>", methods=["GET"])
 @internal_blp.response(200, ReservationSchema)
-@requires(ROLE_SERVICE, ROLE_ADMIN)
+@requires_caller("sales", admins=True)
 def get_reservation(sale_id: uuid.UUID) -> ResponseReturnValue:
     """A sale's reservation and its status (services and admins, for recovery and audits)."""
     return stock.get_reservation(get_session(), sale_id)
@@ -222,7 +222,7 @@ def get_reservation(sale_id: uuid.UUID) -> ResponseReturnValue:
 
 @internal_blp.route("/reservations", methods=["GET"])
 @internal_blp.response(200, ReservationPageSchema)
-@requires(ROLE_SERVICE, ROLE_ADMIN)
+@requires_caller("sales", admins=True)
 @internal_blp.arguments(ReservationListArgsSchema(), location="query")
 def list_reservations(args: dict[str, Any]) -> ResponseReturnValue:
     """Reservations, newest first, filtered by ``status`` and ``product_id`` (audits)."""
