@@ -19,7 +19,7 @@ def test_healthz_and_readyz(customers: FlaskClient) -> None:
     assert customers.get("/healthz").get_json() == {"status": "ok", "service": "customers"}
     ready = customers.get("/readyz")
     assert ready.status_code == 200
-    assert ready.get_json()["schema_revision"] == "0001"
+    assert ready.get_json()["schema_revision"] == "0002"
 
 
 def test_readyz_is_503_when_schema_is_behind(
