@@ -46,7 +46,6 @@ from customers_service.schemas import (
 from shopkit.auth import (
     ROLE_ADMIN,
     ROLE_CUSTOMER,
-    SERVICES,
     Principal,
     TokenVerifier,
     ensure_self_or_admin,
@@ -471,7 +470,7 @@ def wallet_credit(data: dict[str, Any]) -> ResponseReturnValue:
 
 @internal_blp.route("/deactivated-accounts", methods=["GET"])
 @internal_blp.response(200, DeactivatedAccountsSchema)
-@requires_caller(*SERVICES, admins=True)
+@requires_caller("inventory", "sales", "reviews", admins=True)
 def deactivated_accounts() -> ResponseReturnValue:
     """Ids of every deactivated account: services refuse their tokens within seconds."""
     return {"customer_ids": accounts.deactivated_ids(get_session())}
