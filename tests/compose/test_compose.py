@@ -80,7 +80,7 @@ def test_compose_wires_health_and_dependencies() -> None:
     for port, name in enumerate(APP_SERVICES, start=5000):
         service = services[name]
         assert service["build"] == "."
-        assert f"{port}:{port}" in service["ports"]
+        assert f"${{SHOP_BIND_ADDRESS:-127.0.0.1}}:{port}:{port}" in service["ports"]
         assert service["environment"]["PORT"] == str(port)
         assert "/readyz" in " ".join(service["healthcheck"]["test"])
         assert service["depends_on"]["postgres"] == {"condition": "service_healthy"}
