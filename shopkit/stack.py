@@ -160,13 +160,13 @@ def _service_port(url: str) -> int:
 
 
 def _start_services(
-    services: list[str], env: dict[str, str], settings: Settings
+    services: list[str], envs: dict[str, dict[str, str]], settings: Settings
 ) -> list[ServiceProcess]:
     """Start each service under gunicorn on its configured port, output prefixed with its name."""
     processes = []
     for service in services:
         process = ServiceProcess(
-            service, _service_port(getattr(settings, f"{service}_url")), env=env
+            service, _service_port(getattr(settings, f"{service}_url")), env=envs[service]
         )
         process.log = subprocess.PIPE
         process.start()
@@ -206,6 +206,7 @@ def run_local(services: list[str] | None = None) -> int:
     """
     from shopkit import embedded_pg  # noqa: PLC0415
     from shopkit.db import normalise_url  # noqa: PLC0415
+    from shopkit.embedded_pg import service_role_url  # noqa: PLC0415
 
     services = services or present_services()
     settings = Settings.from_env("launcher")
@@ -214,7 +215,11 @@ def run_local(services: list[str] | None = None) -> int:
         url = normalise_url(settings.database_url)
     else:
         server, url = embedded_pg.start(Path(settings.data_dir) / "pg", cleanup_mode="stop")
-    env = {"DATABASE_URL": url}
+    # Each service connects as its own role on the embedded server (as in Compose).
+    envs = {
+        service: {"DATABASE_URL": url if settings.database_url else service_role_url(url, service)}
+        for service in services
+    }
     processes: list[ServiceProcess] = []
     seeder: subprocess.Popen[bytes] | None = None
     stopping = threading.Event()
@@ -223,13 +228,13 @@ def run_local(services: list[str] | None = None) -> int:
     try:
         for service in services:
             print(f"launcher | migrating {service}", flush=True)
-            migrate(service, env)
-        processes = _start_services(services, env, settings)
+            migrate(service, envs[service])
+        processes = _start_services(services, envs, settings)
         for process in processes:
             process.wait_ready(60)
             print(f"launcher | {process.service:<9} ready at {process.url}/docs", flush=True)
         if os.environ.get("SHOP_DEMO", "1") != "0":
-            seeder = _start_seeder(env)
+            seeder = _start_seeder()
         print("launcher | press Ctrl-C to stop", flush=True)
         while not stopping.wait(0.5):
             if any(p.process is not None and p.process.poll() is not None for p in processes):
@@ -243,7 +248,7 @@ def run_local(services: list[str] | None = None) -> int:
         print("launcher | stopped", flush=True)
 
 
-def _start_seeder(env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _start_seeder() -> subprocess.Popen[bytes]:
     """Run ``seeder demo``: populate, then replay shoppers gently until stopped.
 
     The populate is idempotent, so on a restart it skips the customers and
@@ -263,7 +268,7 @@ def _start_seeder(env: dict[str, str]) -> subprocess.Popen[bytes]:
     ]
     process = subprocess.Popen(  # noqa: S603
         command,
-        env={**os.environ, **env},
+        env=dict(os.environ),  # the seeder only talks HTTP: no database URL
         cwd=PROJECT_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
