@@ -10,13 +10,17 @@ once with 429 ``too_many_attempts`` and ``Retry-After``, *before* any password
 hash is computed: a flood against one account costs one indexed read per
 request and cannot crowd out other accounts' logins.
 
-Wrong credentials count against the account and the address; a success clears
-the account's bucket. Every registration counts against its address. Unknown
-usernames count like real ones, so a 429 tells nothing about which exist.
+Each process also remembers the blocks it has seen until they end, so a flood's
+requests are refused without even that read. Wrong credentials count against
+the account and the address; a success clears the account's bucket. Every
+registration counts against its address. Unknown usernames count like real
+ones, so a 429 tells nothing about which exist.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -33,6 +37,19 @@ from shopkit.errors import ProblemError, Unauthorized
 T = TypeVar("T")
 #: Bucket names are cut to the column's width (an address or username is far shorter).
 MAX_BUCKET = 200
+#: Blocks this process has seen: bucket -> ``time.monotonic()`` when the block ends.
+_known_blocks: dict[str, float] = {}
+_known_lock = threading.Lock()
+#: At most this many remembered blocks (the oldest are forgotten first).
+MAX_KNOWN_BLOCKS = 10_000
+
+
+def _remember(bucket: str, seconds: float) -> None:
+    with _known_lock:
+        _known_blocks.pop(bucket, None)
+        while len(_known_blocks) >= MAX_KNOWN_BLOCKS:
+            del _known_blocks[next(iter(_known_blocks))]
+        _known_blocks[bucket] = time.monotonic() + seconds
 
 
 @dataclass(frozen=True)
@@ -80,16 +97,30 @@ class TooManyAttempts(ProblemError):
         )
 
 
+def forget_known_blocks() -> None:
+    """Forget the blocks this process remembers (after the table was emptied, in tests)."""
+    with _known_lock:
+        _known_blocks.clear()
+
+
 def ensure_not_blocked(session: Session, checks: Sequence[Check]) -> None:
     """Raise :class:`TooManyAttempts` while any of the buckets is blocked."""
-    remaining = session.execute(
-        select(func.max(ThrottleBucket.blocked_until) - func.now()).where(
+    now = time.monotonic()
+    for check in checks:
+        ends = _known_blocks.get(check.bucket)
+        if ends is not None and ends > now:
+            raise TooManyAttempts(max(1, int(ends - now + 0.999)))
+    rows = session.execute(
+        select(ThrottleBucket.bucket, ThrottleBucket.blocked_until - func.now()).where(
             ThrottleBucket.bucket.in_([c.bucket for c in checks]),
             ThrottleBucket.blocked_until > func.now(),
         )
-    ).scalar_one_or_none()
-    if remaining is not None:
-        raise TooManyAttempts(max(1, int(remaining.total_seconds() + 0.999)))
+    ).all()
+    for bucket, remaining in rows:
+        _remember(bucket, remaining.total_seconds())
+    if rows:
+        longest = max(remaining.total_seconds() for _, remaining in rows)
+        raise TooManyAttempts(max(1, int(longest + 0.999)))
 
 
 def record(session: Session, check: Check) -> int:
@@ -117,6 +148,7 @@ def record(session: Session, check: Check) -> int:
             .where(ThrottleBucket.bucket == check.bucket)
             .values(blocked_until=func.now() + timedelta(seconds=block_s))
         )
+        _remember(check.bucket, block_s)  # once committed by the caller; a rollback is rare
     return attempts
 
 

@@ -107,9 +107,11 @@ def customers_app(make_settings: Callable[..., Settings]) -> Flask:
 
 @pytest.fixture(autouse=True)
 def bootstrap_admin(clean_tables: None, customers_app: Flask) -> None:
-    """Recreate the bootstrap admin after the tables were emptied."""
+    """Recreate the bootstrap admin after the tables were emptied (and forget old blocks)."""
     from customers_service import bootstrap
+    from customers_service.throttle import forget_known_blocks
 
+    forget_known_blocks()
     bootstrap(customers_app)
 
 
