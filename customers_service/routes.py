@@ -38,6 +38,7 @@ from customers_service.schemas import (
     RegisterSchema,
     SaleMoneyResultSchema,
     SaleMoneySchema,
+    SalePaymentsSchema,
     ServiceTokenRequestSchema,
     TokenSchema,
     WalletChangeSchema,
@@ -67,7 +68,8 @@ internal_blp = Blueprint(
     "internal",
     __name__,
     url_prefix="/internal",
-    description="Wallet debits and refunds for sales; deactivated accounts for every service.",
+    description="Wallet debits and refunds for sales; a sale's payments for inventory and "
+    "sales; deactivated accounts for every service (each operation names its callers).",
 )
 THROTTLED = "`too_many_attempts`: too many failures for this account or address; see Retry-After."
 
@@ -466,6 +468,14 @@ def wallet_debit(data: dict[str, Any]) -> ResponseReturnValue:
 def wallet_credit(data: dict[str, Any]) -> ResponseReturnValue:
     """Refund a sale's debit to the wallet, exactly once."""
     return _sale_money_call(wallet.credit_refund, data)
+
+
+@internal_blp.route("/sale-payments/<uuid:sale_id>", methods=["GET"])
+@internal_blp.response(200, SalePaymentsSchema)
+@requires_caller("inventory", "sales", admins=True)
+def sale_payments(sale_id: uuid.UUID) -> ResponseReturnValue:
+    """What a sale was debited and refunded (nulls for an unknown sale, never 404)."""
+    return wallet.sale_payments(get_session(), sale_id)
 
 
 @internal_blp.route("/deactivated-accounts", methods=["GET"])

@@ -215,6 +215,15 @@ class SaleMoneyResultSchema(Schema):
     kind = fields.String()
 
 
+class SalePaymentsSchema(Schema):
+    """A sale's debit and refund in the wallet ledger (null when there is none)."""
+
+    sale_id = fields.UUID()
+    customer_id = fields.Integer(allow_none=True)
+    debited = Money(allow_none=True, digits=SALE_TOTAL_DIGITS)
+    refunded = Money(allow_none=True, digits=SALE_TOTAL_DIGITS)
+
+
 class LedgerQuerySchema(PageArgsSchema):
     """Query of ``GET /ledger`` (admin audit)."""
 

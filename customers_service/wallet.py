@@ -257,6 +257,25 @@ def credit_refund(
     return _record(session, customer_id, "refund_credit", amount, balance, actor, sale_id=sale_id)
 
 
+def sale_payments(session: Session, sale_id: uuid.UUID) -> dict[str, Any]:
+    """A sale's money in the ledger: its debit and refund as positive amounts, or ``None``.
+
+    An unknown sale is not an error: it simply has neither (and no customer).
+    """
+    rows = session.execute(
+        select(LedgerEntry.kind, LedgerEntry.amount, LedgerEntry.customer_id).where(
+            LedgerEntry.sale_id == sale_id
+        )
+    ).all()
+    amounts = {row.kind: abs(row.amount) for row in rows}
+    return {
+        "sale_id": sale_id,
+        "customer_id": rows[0].customer_id if rows else None,
+        "debited": amounts.get("sale_debit"),
+        "refunded": amounts.get("refund_credit"),
+    }
+
+
 def ledger_page(session: Session, customer: Customer, page: int, page_size: int) -> dict[str, Any]:
     """The wallet: balance plus a page of ledger entries, newest first."""
     statement = (

@@ -21,12 +21,23 @@ Decisions where the contract is silent:
 - ``DELETE`` archives: the product is hidden (404) from everyone but admins,
   cannot be reserved, and keeps its reservations. Admins may still restock or
   deduct it, and releasing a reservation puts stock back on it.
-- A reservation is one row per sale (``sale_id`` is its key), kept forever as
-  ``reserved`` or ``released``. A second reservation for a sale is 409
-  ``already_reserved``, even after its release. Releasing is idempotent by
-  itself (an ``Idempotency-Key`` is optional); an unknown sale is 404.
-  ``GET /internal/reservations[/{sale_id}]`` (service or admin) serve
-  recovery and audits.
+- ``GET /products?ids=1,2,3`` reads up to 100 products at once (the cart's
+  prices and stock in one call); unknown or archived ids are simply absent.
+- A reservation is a header per sale (``sale_id`` is its key) with 1 to 50
+  lines of distinct products, taken all or none (see
+  :mod:`inventory_service.reservations`), kept forever as ``reserved``,
+  ``released`` or ``returned``. A second reservation for a sale is 409
+  ``already_reserved``, even after its release. A line's quantity is 1 to
+  1000; the older one-line body (``product_id``, ``quantity``) keeps its
+  former range of 1 to 1,000,000.
+- Releasing (an unpaid sale) and returning (a cancelled, refunded order) ask
+  the customers service first: a paid sale cannot be released (409
+  ``reservation_sold``), stock is returned only once the refund exists (409
+  ``not_refunded``). These two refusals are not stored under the
+  ``Idempotency-Key`` (they reflect the money at the time of each call), nor
+  is a 503. Releasing is idempotent by itself (a key is optional); returning
+  requires a key. ``GET /internal/reservations[/{sale_id}]`` (service or
+  admin) serve recovery and audits.
 """
 
 from __future__ import annotations
@@ -35,14 +46,24 @@ from typing import Any
 
 from flask import Flask
 
+from inventory_service.clients import build_payments_client
 from inventory_service.models import SCHEMA
 from inventory_service.routes import internal_blp, products_blp
 from shopkit.app import create_service_app
+from shopkit.config import Settings
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
-    """Build the inventory service app (see :func:`shopkit.app.create_service_app`)."""
-    return create_service_app(
+    """Build the inventory service app (see :func:`shopkit.app.create_service_app`).
+
+    Config ``INVENTORY_PAYMENTS`` replaces the client that asks customers about
+    a sale's payments (unit tests: a fake at the HTTP boundary).
+    """
+    config = dict(config or {})
+    settings: Settings = config.get("SETTINGS") or Settings.from_env("inventory")
+    config["SETTINGS"] = settings
+    payments = config.pop("INVENTORY_PAYMENTS", None) or build_payments_client(settings)
+    app = create_service_app(
         service="inventory",
         import_name=__name__,
         package=__name__,
@@ -52,3 +73,5 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         blueprints=[products_blp, internal_blp],
         config=config,
     )
+    app.extensions["inventory_payments"] = payments
+    return app

@@ -7,6 +7,7 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     ColumnElement,
     Integer,
@@ -14,7 +15,9 @@ from sqlalchemy import (
     Row,
     Select,
     String,
+    any_,
     bindparam,
+    cast,
     func,
     insert,
     literal,
@@ -22,6 +25,7 @@ from sqlalchemy import (
     select,
     true,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from inventory_service.models import Product
@@ -70,6 +74,8 @@ def _conditions(args: dict[str, Any]) -> list[ColumnElement[bool]]:
         conditions.append(Product.price <= args["max_price"])
     if args.get("in_stock") is not None:
         conditions.append(Product.stock > 0 if args["in_stock"] else Product.stock == 0)
+    if args.get("ids") is not None:
+        conditions.append(Product.id.in_(args["ids"]))
     if args.get("q"):
         conditions.append(text_match(args["q"]))
     return conditions
@@ -98,12 +104,14 @@ def _text_search_template(sort: str) -> Select[Any]:
     min_price = bindparam("min_price", type_=Numeric(12, 2))
     max_price = bindparam("max_price", type_=Numeric(12, 2))
     in_stock = bindparam("in_stock", type_=Boolean)
+    ids = cast(bindparam("ids", type_=ARRAY(BigInteger)), ARRAY(BigInteger))
     conditions = [
         c.archived.is_(False),
         or_(category.is_(None), c.category == category),
         or_(min_price.is_(None), c.price >= min_price),
         or_(max_price.is_(None), c.price <= max_price),
         or_(in_stock.is_(None), (c.stock > 0) == in_stock),
+        or_(ids.is_(None), c.id == any_(ids)),
         c.search_vector.op("@@", is_comparison=True)(
             func.inventory.search_query(bindparam("q", type_=String))
         ),
@@ -143,6 +151,7 @@ def _text_search_values(args: dict[str, Any]) -> dict[str, Any]:
         "min_price": args.get("min_price"),
         "max_price": args.get("max_price"),
         "in_stock": args.get("in_stock"),
+        "ids": args.get("ids"),
         "q": args["q"],
         "limit": args["page_size"],
         "offset": (args["page"] - 1) * args["page_size"],

@@ -1,4 +1,5 @@
-"""Tables of the ``inventory`` schema: products with their stock, and stock reservations.
+"""Tables of the ``inventory`` schema: products with their stock, and stock reservations
+(a header per sale and its lines).
 
 Stock only ever changes through conditional ``UPDATE`` statements (see
 :mod:`inventory_service.stock`), backed by ``CHECK (stock >= 0)`` and an upper
@@ -41,7 +42,7 @@ from sqlalchemy import (
     func,
 )
 from sqlalchemy.dialects.postgresql import TSVECTOR, UUID
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from shopkit.db import make_metadata
 from shopkit.idempotency import IdempotencyKeyMixin
@@ -49,7 +50,7 @@ from shopkit.idempotency import IdempotencyKeyMixin
 SCHEMA = "inventory"
 
 CATEGORIES = ("food", "clothes", "accessories", "electronics")
-RESERVATION_STATUSES = ("reserved", "released")
+RESERVATION_STATUSES = ("reserved", "released", "returned")
 
 #: Largest stock a product may hold (well inside PostgreSQL's ``integer``).
 MAX_STOCK = 2_000_000_000
@@ -108,33 +109,52 @@ class Product(Base):
 
 
 class Reservation(Base):
-    """Stock taken for one sale (``reserved``) and possibly put back (``released``).
+    """Stock taken for one sale: the header of its lines (:class:`ReservationLine`).
 
-    One row per sale (the sale id is the key), kept after release, so every
-    stock movement made for sales can be audited.
+    One row per sale (the sale id is the key), kept forever: ``reserved``, then
+    possibly ``released`` (the sale failed) or ``returned`` (the paid order was
+    cancelled and refunded), so every stock movement made for sales can be audited.
     """
 
     __tablename__ = "reservations"
     __table_args__ = (
-        CheckConstraint("quantity > 0", name="quantity_positive"),
-        CheckConstraint("unit_price > 0", name="unit_price_positive"),
         CheckConstraint(_in("status", RESERVATION_STATUSES), name="status_known"),
         CheckConstraint(
             "(status = 'released') = (released_at IS NOT NULL)", name="released_at_when_released"
         ),
+        CheckConstraint(
+            "(status = 'returned') = (returned_at IS NOT NULL)", name="returned_at_when_returned"
+        ),
         Index("ix_reservations_status_created_at", "status", "created_at"),
-        Index("ix_reservations_product_id_created_at", "product_id", "created_at"),
     )
 
     sale_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
-    product_id: Mapped[int] = mapped_column(ForeignKey(Product.id))
-    quantity: Mapped[int] = mapped_column(Integer)
-    unit_price: Mapped[Decimal] = mapped_column(Numeric(12, 2))
-    name: Mapped[str] = mapped_column(String(NAME_MAX))
     status: Mapped[str] = mapped_column(String(16), server_default="reserved")
     reserved_by: Mapped[str] = mapped_column(String(120))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    returned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Its lines by product id (loaded on first use, or with ``selectinload`` for lists).
+    lines: Mapped[list[ReservationLine]] = relationship(
+        order_by="ReservationLine.product_id", viewonly=True
+    )
+
+
+class ReservationLine(Base):
+    """One product of a reservation, with the price and name it had when it was reserved."""
+
+    __tablename__ = "reservation_lines"
+    __table_args__ = (
+        CheckConstraint("quantity > 0", name="quantity_positive"),
+        CheckConstraint("unit_price > 0", name="unit_price_positive"),
+        Index("ix_reservation_lines_product_id_sale_id", "product_id", "sale_id"),
+    )
+
+    sale_id: Mapped[uuid.UUID] = mapped_column(ForeignKey(Reservation.sale_id), primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey(Product.id), primary_key=True)
+    quantity: Mapped[int] = mapped_column(Integer)
+    unit_price: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    name: Mapped[str] = mapped_column(String(NAME_MAX))
 
 
 class IdempotencyKey(IdempotencyKeyMixin, Base):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from flask import jsonify
+from flask import current_app, jsonify
 from flask.typing import ResponseReturnValue
 from flask_smorest import Blueprint
 
-from inventory_service import catalogue, stock
-from inventory_service.models import IdempotencyKey, Product, Reservation
+from inventory_service import catalogue, reservations, stock
+from inventory_service.clients import PaymentsClient
+from inventory_service.models import IdempotencyKey, Product
 from inventory_service.schemas import (
     BatchCreateSchema,
     BatchResultSchema,
@@ -25,10 +26,11 @@ from inventory_service.schemas import (
     ReservationRequestSchema,
     ReservationSchema,
     dump_product,
+    dump_reservation,
 )
 from shopkit.auth import ROLE_ADMIN, current_principal, require_principal, requires, requires_caller
 from shopkit.db import get_session
-from shopkit.idempotency import respond_idempotently
+from shopkit.idempotency import idempotency_key_from_request, respond_idempotently
 
 products_blp = Blueprint(
     "products", __name__, description="The catalogue: search, details, admin management, stock."
@@ -49,15 +51,14 @@ IDEMPOTENCY_HEADER_DOC = {
 
 # Schemas used to build bodies by hand: made once, as marshmallow schemas are reusable.
 _PRODUCT = ProductSchema()
-_RESERVATION = ReservationSchema()
 
 
 def _product_json(product: Product) -> dict[str, Any]:
     return _PRODUCT.dump(product)  # type: ignore[no-any-return]
 
 
-def _reservation_json(reservation: Reservation) -> dict[str, Any]:
-    return _RESERVATION.dump(reservation)  # type: ignore[no-any-return]
+def _payments() -> PaymentsClient:
+    return current_app.extensions["inventory_payments"]  # type: ignore[no-any-return]
 
 
 # --- catalogue (anyone) -----------------------------------------------------------------------
@@ -170,24 +171,26 @@ def deduct(data: dict[str, Any], product_id: int) -> ResponseReturnValue:
 @internal_blp.route("/reservations", methods=["POST"])
 @internal_blp.response(201, ReservationSchema)
 @internal_blp.doc(parameters=[{**IDEMPOTENCY_HEADER_DOC, "required": True}])
-@internal_blp.alt_response(404, description="Unknown or archived product.")
+@internal_blp.alt_response(
+    404, description="`not_found`: unknown or archived products, listed in `product_ids`."
+)
 @internal_blp.alt_response(
     409,
-    description="`insufficient_stock`, `already_reserved` (this sale holds a reservation), "
-    "`idempotency_key_in_use`.",
+    description="`insufficient_stock` (every short line in `products`), `already_reserved` "
+    "(this sale holds a reservation), `idempotency_key_in_use`.",
 )
 @requires_caller("sales")
 @internal_blp.arguments(ReservationRequestSchema())
 def reserve(data: dict[str, Any]) -> ResponseReturnValue:
-    """Take stock for a sale, once per ``Idempotency-Key`` and sale; returns price and name."""
+    """Take every line's stock for a sale, all or none, once per ``Idempotency-Key`` and sale."""
     principal = require_principal()
     session = get_session()
 
     def operation() -> tuple[int, dict[str, Any]]:
-        reservation = stock.reserve(
-            session, data["sale_id"], data["product_id"], data["quantity"], principal.subject
+        reservation = reservations.reserve(
+            session, data["sale_id"], data["lines"], principal.subject
         )
-        return 201, _reservation_json(reservation)
+        return 201, dump_reservation(reservation)
 
     return respond_idempotently(IdempotencyKey, operation, key_required=True)
 
@@ -197,27 +200,60 @@ def reserve(data: dict[str, Any]) -> ResponseReturnValue:
 @internal_blp.doc(parameters=[IDEMPOTENCY_HEADER_DOC])
 @internal_blp.alt_response(404, description="The sale has no reservation.")
 @internal_blp.alt_response(
+    409,
+    description="`reservation_sold`: the sale was paid (only its cancellation returns the "
+    "stock); `reservation_returned`.",
+)
+@internal_blp.alt_response(
     503,
-    description="`stock_limit`: the stock has no room to take it back now; not stored under "
-    "the key, so retry later.",
+    description="`dependency_unavailable` (customers cannot say whether the sale was paid), "
+    "`stock_limit` (no room to take the stock back now): not stored under the key, retry.",
 )
 @requires_caller("sales")
 def release(sale_id: uuid.UUID) -> ResponseReturnValue:
-    """Put a sale's reserved stock back, exactly once; releasing again changes nothing."""
+    """Put an unpaid sale's stock back, exactly once; releasing again changes nothing."""
     session = get_session()
+    reservations.require_unpaid(session, sale_id, _payments())
 
     def operation() -> tuple[int, dict[str, Any]]:
-        return 200, _reservation_json(stock.release(session, sale_id))
+        return 200, dump_reservation(reservations.release(session, sale_id))
 
     return respond_idempotently(IdempotencyKey, operation, key_required=False)
+
+
+@internal_blp.route("/reservations/<uuid:sale_id>/return", methods=["POST"])
+@internal_blp.response(200, ReservationSchema)
+@internal_blp.doc(parameters=[{**IDEMPOTENCY_HEADER_DOC, "required": True}])
+@internal_blp.alt_response(404, description="The sale has no reservation.")
+@internal_blp.alt_response(
+    409,
+    description="`not_refunded`: customers holds no refund of the sale yet (not stored under "
+    "the key); `reservation_released`.",
+)
+@internal_blp.alt_response(
+    503,
+    description="`dependency_unavailable` (customers cannot be asked), `stock_limit`: not "
+    "stored under the key, retry.",
+)
+@requires_caller("sales")
+def return_stock(sale_id: uuid.UUID) -> ResponseReturnValue:
+    """Give a cancelled, refunded order's stock back, exactly once; again changes nothing."""
+    session = get_session()
+    idempotency_key_from_request(required=True)  # a missing key is 400 before customers is asked
+    reservations.require_refund(session, sale_id, _payments())
+
+    def operation() -> tuple[int, dict[str, Any]]:
+        return 200, dump_reservation(reservations.return_stock(session, sale_id))
+
+    return respond_idempotently(IdempotencyKey, operation, key_required=True)
 
 
 @internal_blp.route("/reservations/<uuid:sale_id>", methods=["GET"])
 @internal_blp.response(200, ReservationSchema)
 @requires_caller("sales", admins=True)
 def get_reservation(sale_id: uuid.UUID) -> ResponseReturnValue:
-    """A sale's reservation and its status (services and admins, for recovery and audits)."""
-    return stock.get_reservation(get_session(), sale_id)
+    """A sale's reservation with its lines (services and admins, for recovery and audits)."""
+    return jsonify(dump_reservation(reservations.get_reservation(get_session(), sale_id)))
 
 
 @internal_blp.route("/reservations", methods=["GET"])
@@ -225,5 +261,6 @@ def get_reservation(sale_id: uuid.UUID) -> ResponseReturnValue:
 @requires_caller("sales", admins=True)
 @internal_blp.arguments(ReservationListArgsSchema(), location="query")
 def list_reservations(args: dict[str, Any]) -> ResponseReturnValue:
-    """Reservations, newest first, filtered by ``status`` and ``product_id`` (audits)."""
-    return stock.list_reservations(get_session(), args)
+    """Reservations with their lines, newest first, by ``status`` and ``product_id`` (audits)."""
+    page = reservations.list_reservations(get_session(), args)
+    return jsonify({**page, "items": [dump_reservation(item) for item in page["items"]]})

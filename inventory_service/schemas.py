@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from inventory_service.models import (
     CATEGORIES,
@@ -13,8 +15,10 @@ from inventory_service.models import (
     NAME_MAX,
     RESERVATION_STATUSES,
 )
+from inventory_service.reservations import MAX_LINES
 from shopkit.fields import (
     MAX_ID,
+    SALE_TOTAL_DIGITS,
     Money,
     PositiveMoney,
     StrictInteger,
@@ -23,8 +27,12 @@ from shopkit.fields import (
 )
 from shopkit.pagination import PageArgsSchema, page_schema
 
-#: Largest quantity one stock change (restock, deduct, reservation) may move.
+#: Largest quantity one stock change (restock, deduct, one-line reservation) may move.
 MAX_QUANTITY = 1_000_000
+#: Largest quantity of one line of a reservation given as ``items``.
+MAX_LINE_QUANTITY = 1000
+#: Most product ids one ``GET /products?ids=`` may name.
+MAX_IDS = 100
 #: Largest stock a product may be created with.
 MAX_INITIAL_STOCK = 1_000_000
 MAX_BATCH = 1000
@@ -119,6 +127,22 @@ def dump_product(product: Any) -> dict[str, Any]:
     }
 
 
+class ProductIds(fields.String):
+    """``1,2,3``: 1 to :data:`MAX_IDS` product ids, comma-separated; loads as a sorted id list."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[int]:
+        text = str(super()._deserialize(value, attr, data, **kwargs))
+        parts = [part.strip() for part in text.split(",")]
+        if len(parts) > MAX_IDS:
+            raise ValidationError(f"At most {MAX_IDS} ids.")
+        if not all(part.isascii() and part.isdigit() and len(part) <= 19 for part in parts):
+            raise ValidationError("Give comma-separated product ids, e.g. 1,2,3.")
+        ids = {int(part) for part in parts}
+        if not all(1 <= product_id <= MAX_ID for product_id in ids):
+            raise ValidationError(f"Product ids are 1 to {MAX_ID}.")
+        return sorted(ids)
+
+
 class ProductSearchArgsSchema(PageArgsSchema):
     """Query of ``GET /products``."""
 
@@ -134,6 +158,13 @@ class ProductSearchArgsSchema(PageArgsSchema):
     max_price = Money(metadata={"description": "Highest price, inclusive."})
     in_stock = fields.Boolean(
         metadata={"description": "true: only products with stock; false: only sold out."}
+    )
+    ids = ProductIds(
+        metadata={
+            "description": f"Only these products: up to {MAX_IDS} comma-separated ids "
+            "(unknown or archived ones are absent from the page).",
+            "example": "1,2,3",
+        }
     )
     sort = fields.String(
         load_default="newest",
@@ -178,25 +209,127 @@ class QuantitySchema(Schema):
     )
 
 
+class ReservationLineRequestSchema(Schema):
+    """One line to reserve."""
+
+    product_id = StrictInteger(required=True, validate=validate.Range(min=1, max=MAX_ID))
+    quantity = StrictInteger(required=True, validate=validate.Range(min=1, max=MAX_LINE_QUANTITY))
+
+
 class ReservationRequestSchema(Schema):
-    """Stock to take for one sale."""
+    """Stock to take for one sale: ``items`` (1 to 50 distinct products), or one line.
+
+    The one-line form ``{"sale_id", "product_id", "quantity"}`` is the older
+    body; it is read as one line. Either way the result is ``lines``: a list
+    of ``(product_id, quantity)``.
+    """
 
     sale_id = fields.UUID(required=True)
-    product_id = StrictInteger(required=True, validate=validate.Range(min=1, max=MAX_ID))
-    quantity = StrictInteger(required=True, validate=validate.Range(min=1, max=MAX_QUANTITY))
+    items = fields.List(
+        fields.Nested(ReservationLineRequestSchema),
+        validate=validate.Length(min=1, max=MAX_LINES),
+        metadata={"description": f"1 to {MAX_LINES} lines of distinct products."},
+    )
+    product_id = StrictInteger(
+        validate=validate.Range(min=1, max=MAX_ID),
+        metadata={"description": "One-line form (with quantity), instead of items."},
+    )
+    quantity = StrictInteger(
+        validate=validate.Range(min=1, max=MAX_QUANTITY),
+        metadata={"description": "One-line form (with product_id), instead of items."},
+    )
+
+    @validates_schema
+    def _one_form(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        one_line = [name for name in ("product_id", "quantity") if name in data]
+        if "items" in data:
+            if one_line:
+                raise ValidationError("Give items, or product_id and quantity, not both.", "items")
+            products = [line["product_id"] for line in data["items"]]
+            if len(set(products)) != len(products):
+                raise ValidationError("Each product may appear on one line only.", "items")
+        elif len(one_line) != 2:
+            raise ValidationError("Give items, or product_id and quantity.", "items")
+
+    @post_load
+    def _lines(self, data: dict[str, Any], **_kwargs: Any) -> dict[str, Any]:
+        if "items" in data:
+            lines = [(line["product_id"], line["quantity"]) for line in data["items"]]
+        else:
+            lines = [(data["product_id"], data["quantity"])]
+        return {"sale_id": data["sale_id"], "lines": lines}
+
+
+class ReservationItemSchema(Schema):
+    """A reserved line, with the price and name of its product when it was reserved."""
+
+    product_id = fields.Integer()
+    name = fields.String()
+    quantity = fields.Integer()
+    unit_price = Money()
+    line_total = Money(digits=SALE_TOTAL_DIGITS)
 
 
 class ReservationSchema(Schema):
-    """Stock taken for a sale, with the price and name at the time of the reservation."""
+    """Stock taken for a sale, line by line (see :func:`dump_reservation`).
+
+    ``product_id``, ``quantity``, ``unit_price`` and ``name`` are the single
+    line's values for a one-line reservation, and null for several lines.
+    """
 
     sale_id = fields.UUID()
-    product_id = fields.Integer()
-    quantity = fields.Integer()
-    unit_price = Money()
-    name = fields.String()
     status = fields.String(metadata={"enum": list(RESERVATION_STATUSES)})
+    items = fields.List(fields.Nested(ReservationItemSchema))
+    total = Money(digits=SALE_TOTAL_DIGITS)
+    reserved_by = fields.String()
     created_at = fields.DateTime()
     released_at = fields.DateTime(allow_none=True)
+    returned_at = fields.DateTime(allow_none=True)
+    product_id = fields.Integer(allow_none=True)
+    quantity = fields.Integer(allow_none=True)
+    unit_price = Money(allow_none=True)
+    name = fields.String(allow_none=True)
+
+
+def dump_reservation(reservation: Any) -> dict[str, Any]:
+    """A reservation (with its ``lines`` loaded) as :class:`ReservationSchema` describes it.
+
+    Built by hand, like :func:`dump_product`: a reservation is answered on
+    every purchase.
+    """
+    items = []
+    total = Decimal(0)
+    for line in reservation.lines:
+        line_total = line.unit_price * line.quantity
+        total += line_total
+        items.append(
+            {
+                "product_id": line.product_id,
+                "name": line.name,
+                "quantity": line.quantity,
+                "unit_price": format_money(line.unit_price),
+                "line_total": format_money(line_total),
+            }
+        )
+    single = items[0] if len(items) == 1 else None
+    return {
+        "sale_id": str(reservation.sale_id),
+        "status": reservation.status,
+        "items": items,
+        "total": format_money(total),
+        "reserved_by": reservation.reserved_by,
+        "created_at": reservation.created_at.isoformat(),
+        "released_at": _isoformat(reservation.released_at),
+        "returned_at": _isoformat(reservation.returned_at),
+        "product_id": single and single["product_id"],
+        "quantity": single and single["quantity"],
+        "unit_price": single and single["unit_price"],
+        "name": single and single["name"],
+    }
+
+
+def _isoformat(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
 
 
 ReservationPageSchema = page_schema(ReservationSchema, "ReservationPage")
@@ -206,4 +339,7 @@ class ReservationListArgsSchema(PageArgsSchema):
     """Query of ``GET /internal/reservations``."""
 
     status = fields.String(validate=validate.OneOf(RESERVATION_STATUSES))
-    product_id = fields.Integer(validate=validate.Range(min=1, max=MAX_ID))
+    product_id = fields.Integer(
+        validate=validate.Range(min=1, max=MAX_ID),
+        metadata={"description": "Reservations with a line of this product."},
+    )

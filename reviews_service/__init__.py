@@ -1,7 +1,8 @@
 """The reviews service (:5003): verified-buyer reviews with moderation.
 
-A customer may review a product once, and only after a completed purchase of
-it: inventory confirms the product exists and sales confirms the purchase
+A customer may review a product once, and only after a paid order of it
+(completed, shipped or delivered; not failed or cancelled): inventory confirms
+the product exists and sales confirms the purchase
 (see :mod:`reviews_service.clients`). New and edited reviews wait as
 ``pending`` until an admin approves them; only approved reviews are public.
 Each product's approved reviews come with a summary (count, average,

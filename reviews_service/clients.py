@@ -2,8 +2,9 @@
 
 * :class:`CatalogClient` asks inventory whether a product exists:
   ``GET /products/{id}`` (anonymous) answers 200 or 404 ``not_found``.
-* :class:`PurchasesClient` asks sales whether a customer completed a purchase
-  of a product: ``GET /internal/purchases?customer_id=&product_id=`` with a
+* :class:`PurchasesClient` asks sales whether a customer has a paid order
+  (completed, shipped or delivered) of a product:
+  ``GET /internal/purchases?customer_id=&product_id=`` with a
   ``service`` token obtained from the customers service.
 
 Both speak through :class:`shopkit.service_client.ServiceClient` (timeouts,
@@ -37,7 +38,7 @@ class Purchases(Protocol):
     """What reviews needs to know about sales."""
 
     def has_purchased(self, customer_id: int, product_id: int) -> bool:
-        """True if the customer has at least one completed purchase of the product."""
+        """True if the customer has at least one paid order of the product."""
 
 
 @dataclass(frozen=True)

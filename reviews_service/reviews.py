@@ -7,7 +7,7 @@ exist (404), so its existence is never revealed.
 Submitting checks, in this order and before anything is written: the caller
 has not reviewed the product yet (409 ``already_reviewed``), the product
 exists in inventory (422 ``unknown_product``: the request names a product
-that is not there), and sales has a completed purchase of it by the caller
+that is not there), and sales has a paid order of it by the caller
 (403 ``not_a_buyer``). No transaction is held open while the other services
 are asked; a dependency that cannot answer is a 503 and nothing is written.
 The unique ``(customer_id, product_id)`` constraint turns a concurrent

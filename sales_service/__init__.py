@@ -1,11 +1,13 @@
-"""The sales service (:5002): purchases as an orchestrated saga, exactly once.
+"""The sales service (:5002): orders as orchestrated sagas, exactly once.
 
-``POST /sales`` records the sale as pending, reserves stock in inventory,
-debits the wallet in customers and completes it; a refused debit releases the
-stock. Every step carries an idempotency key derived from the sale id, so a
-retry, a timeout or a crash never charges twice or oversells; a recovery pass
-(periodic, and ``flask --app sales_service recover``) settles sales left
-pending.
+``POST /sales`` (or ``POST /cart/checkout``) records the order as pending,
+reserves every line's stock in inventory at once, debits the wallet in
+customers and completes it; a refused debit releases the stock. A completed
+order is shipped and delivered, or cancelled: a second saga refunds its
+total and returns its stock. Every step carries an idempotency key derived
+from the sale id, so a retry, a timeout or a crash never charges, refunds or
+moves stock twice; a recovery pass (periodic, and ``flask --app sales_service
+recover``) settles orders left pending or cancelling.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from flask import Flask, current_app
 from sales_service.clients import build_clients
 from sales_service.models import SCHEMA
 from sales_service.recovery import PeriodicRecovery, recover_pending
-from sales_service.routes import catalog_blp, internal_blp, sales_blp
+from sales_service.routes import cart_blp, catalog_blp, internal_blp, sales_blp
 from shopkit.app import create_service_app
 from shopkit.config import Settings
 
@@ -45,7 +47,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         schema=SCHEMA,
         title="Shop sales service",
         description="Purchases run as a saga over inventory and customers, exactly once.",
-        blueprints=[sales_blp, catalog_blp, internal_blp],
+        blueprints=[sales_blp, cart_blp, catalog_blp, internal_blp],
         config=config,
     )
     app.extensions["sales_clients"] = clients
@@ -78,7 +80,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     help="Seconds a sale must have been pending (default: SALES_RECOVERY_AFTER).",
 )
 def recover_command(older_than: float | None) -> None:
-    """Drive every stale pending sale to completed or failed."""
+    """Drive every stale pending order to completed or failed, and cancelling to cancelled."""
     settings: Settings = current_app.config["SHOP_SETTINGS"]
     report = recover_pending(
         current_app.extensions["shop_db"],
@@ -87,7 +89,8 @@ def recover_command(older_than: float | None) -> None:
     )
     click.echo(
         f"examined {report.examined}: {report.completed} completed, {report.failed} failed, "
-        f"{report.still_pending} still pending, {report.skipped} skipped"
+        f"{report.cancelled} cancelled, {report.still_pending} still unsettled, "
+        f"{report.skipped} skipped"
     )
     for error in report.errors:
         click.echo(f"  {error}", err=True)

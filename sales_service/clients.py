@@ -1,13 +1,15 @@
-"""Typed HTTP clients for the services a sale talks to (inventory and customers).
+"""Typed HTTP clients for the services an order talks to (inventory and customers).
 
 Every state-changing call carries the deterministic idempotency key of its
-saga step (``{sale_id}:reserve``, ``{sale_id}:debit``, ``{sale_id}:release``),
-so repeating a step after a timeout or a crash can never act twice.
+saga step (``{sale_id}:reserve``, ``{sale_id}:debit``, ``{sale_id}:release``,
+and for a cancellation ``{sale_id}:refund`` and ``{sale_id}:return``), so
+repeating a step after a timeout or a crash can never act twice.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -17,7 +19,8 @@ from shopkit.fields import format_money
 from shopkit.service_client import ServiceClient, ServiceResponse, ServiceTokenProvider
 
 #: Each call's whole budget, retries included: two calls (reserve, debit) plus a
-#: release fit in the 10 seconds within which a purchase must answer.
+#: release (or a refund and a return) fit in the 10 seconds within which a purchase
+#: or a cancellation must answer.
 CALL_DEADLINE_S = 3.0
 
 
@@ -32,24 +35,44 @@ class InventoryClient:
     def __init__(self, client: ServiceClient) -> None:
         self.client = client
 
-    def reserve(self, sale_id: uuid.UUID, product_id: int, quantity: int) -> ServiceResponse:
-        """Take ``quantity`` units of ``product_id`` for the sale (201, 404 or 409)."""
+    def reserve(self, sale_id: uuid.UUID, lines: Sequence[tuple[int, int]]) -> ServiceResponse:
+        """Take every ``(product_id, quantity)`` line for the order, all or none (201, 404, 409).
+
+        A one-line order is sent in the original one-line shape, which every
+        inventory version understands (a rolling upgrade can run either first).
+        """
+        body: dict[str, Any] = {"sale_id": str(sale_id)}
+        if len(lines) == 1:
+            body["product_id"], body["quantity"] = lines[0]
+        else:
+            body["items"] = [{"product_id": p, "quantity": q} for p, q in lines]
         return self.client.post(
-            "/internal/reservations",
-            json={"sale_id": str(sale_id), "product_id": product_id, "quantity": quantity},
-            idempotency_key=step_key(sale_id, "reserve"),
+            "/internal/reservations", json=body, idempotency_key=step_key(sale_id, "reserve")
         )
 
     def release(self, sale_id: uuid.UUID) -> ServiceResponse:
-        """Put the sale's reserved stock back (200; repeating it changes nothing)."""
+        """Put an unpaid order's reserved stock back (200; repeating it changes nothing)."""
         return self.client.post(
             f"/internal/reservations/{sale_id}/release",
             json={},
             idempotency_key=step_key(sale_id, "release"),
         )
 
+    def return_stock(self, sale_id: uuid.UUID) -> ServiceResponse:
+        """Give a cancelled order's stock back, once its money went back (200)."""
+        return self.client.post(
+            f"/internal/reservations/{sale_id}/return",
+            json={},
+            idempotency_key=step_key(sale_id, "return"),
+        )
+
     def products(self, params: dict[str, Any]) -> ServiceResponse:
         """A page of the public product list."""
+        return self.client.get("/products", params=params, auth=False)
+
+    def products_by_id(self, product_ids: Sequence[int]) -> ServiceResponse:
+        """The listable products among ``product_ids`` (at most 100), in one call."""
+        params = {"ids": ",".join(str(i) for i in product_ids), "page_size": 100}
         return self.client.get("/products", params=params, auth=False)
 
     def product(self, product_id: int) -> ServiceResponse:
@@ -58,7 +81,7 @@ class InventoryClient:
 
 
 class CustomersClient:
-    """Wallet debits in the customers service."""
+    """Wallet debits and refunds in the customers service."""
 
     def __init__(self, client: ServiceClient) -> None:
         self.client = client
@@ -73,6 +96,18 @@ class CustomersClient:
                 "sale_id": str(sale_id),
             },
             idempotency_key=step_key(sale_id, "debit"),
+        )
+
+    def refund(self, sale_id: uuid.UUID, customer_id: int, amount: Decimal) -> ServiceResponse:
+        """Give a cancelled order's total back to the wallet, once (201)."""
+        return self.client.post(
+            "/internal/wallet-credits",
+            json={
+                "customer_id": customer_id,
+                "amount": format_money(amount),
+                "sale_id": str(sale_id),
+            },
+            idempotency_key=step_key(sale_id, "refund"),
         )
 
 

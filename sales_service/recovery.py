@@ -1,9 +1,11 @@
-"""Recovery: drive every stale ``pending`` sale to ``completed`` or ``failed``.
+"""Recovery: drive every stale ``pending`` order to ``completed`` or ``failed``, and every
+stale ``cancelling`` one to ``cancelled``.
 
-A sale is stale when it has been pending for longer than ``older_than_s``
+An order is stale when it has been unsettled for longer than ``older_than_s``
 (its driver crashed, or a dependency was down). Recovery repeats the saga's
-steps with the same idempotency keys (see :mod:`sales_service.saga`), so what
-already happened is replayed, not redone.
+steps with the same idempotency keys (see :mod:`sales_service.saga` and
+:mod:`sales_service.cancellation`), so what already happened is replayed,
+not redone.
 
 It is safe to run everywhere at once (every gunicorn worker of every sales
 instance runs it periodically, plus ``flask --app sales_service recover``):
@@ -21,8 +23,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
+from sales_service.cancellation import drive_cancellation
 from sales_service.clients import SaleClients
-from sales_service.models import COMPLETED, PENDING, Sale
+from sales_service.models import CANCELLED, COMPLETED, PENDING, UNSETTLED_STATUSES, Sale
 from sales_service.saga import SagaIncomplete, drive, lock_sale
 from shopkit.db import Database
 
@@ -36,6 +39,7 @@ class RecoveryReport:
     examined: int = 0
     completed: int = 0
     failed: int = 0
+    cancelled: int = 0
     still_pending: int = 0
     skipped: int = 0
     errors: list[str] = field(default_factory=list)
@@ -44,27 +48,30 @@ class RecoveryReport:
 def recover_pending(
     database: Database, clients: SaleClients, *, older_than_s: float = 30.0, limit: int = 500
 ) -> RecoveryReport:
-    """Drive up to ``limit`` sales pending for more than ``older_than_s`` seconds."""
+    """Drive up to ``limit`` orders unsettled for more than ``older_than_s`` seconds."""
     report = RecoveryReport()
     cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
     with database.session() as session:
         candidates = list(
             session.execute(
-                select(Sale.id)
-                .where(Sale.status == PENDING, Sale.updated_at <= cutoff)
+                select(Sale.id, Sale.status)
+                .where(Sale.status.in_(UNSETTLED_STATUSES), Sale.updated_at <= cutoff)
                 .order_by(Sale.created_at)
                 .limit(limit)
-            ).scalars()
+            )
         )
-    for sale_id in candidates:
+    for sale_id, status in candidates:
         report.examined += 1
         with database.session() as session:
-            sale = lock_sale(session, sale_id)
+            sale = lock_sale(session, sale_id, status)
             if sale is None:  # settled meanwhile, or someone else is driving it
                 report.skipped += 1
                 continue
             try:
-                drive(session, clients, sale)
+                if status == PENDING:
+                    drive(session, clients, sale)
+                else:
+                    drive_cancellation(session, clients, sale)
             except SagaIncomplete as exc:
                 report.still_pending += 1
                 report.errors.append(f"{sale_id}: {exc.detail}")
@@ -78,14 +85,18 @@ def recover_pending(
             # A drive that returns has settled the sale (otherwise it raised).
             if sale.status == COMPLETED:
                 report.completed += 1
+            elif sale.status == CANCELLED:
+                report.cancelled += 1
             else:
                 report.failed += 1
     if report.examined:
         log.info(
-            "recovery pass: %d examined, %d completed, %d failed, %d still pending, %d skipped",
+            "recovery pass: %d examined, %d completed, %d failed, %d cancelled, "
+            "%d still unsettled, %d skipped",
             report.examined,
             report.completed,
             report.failed,
+            report.cancelled,
             report.still_pending,
             report.skipped,
         )

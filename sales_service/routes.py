@@ -1,4 +1,4 @@
-"""HTTP routes of the sales service: parse, call the saga or a query, respond."""
+"""HTTP routes of the sales service: parse, call the saga, the cart or a query, respond."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ from flask import Response, current_app, json
 from flask.typing import ResponseReturnValue
 from flask_smorest import Blueprint
 
-from sales_service import catalog, queries
+from sales_service import cart, catalog, lifecycle, queries
+from sales_service.cancellation import cancel
 from sales_service.clients import SaleClients
 from sales_service.models import COMPLETED, FAILED, Sale
-from sales_service.saga import NewSale, purchase
+from sales_service.saga import NewSale, find_by_key, purchase
 from sales_service.schemas import (
+    CartQuantitySchema,
+    CartSchema,
     CatalogArgsSchema,
     CatalogDetailSchema,
     CatalogPageSchema,
@@ -25,6 +28,7 @@ from sales_service.schemas import (
     SalePageSchema,
     SaleSchema,
     SalesQuerySchema,
+    ShipmentSchema,
 )
 from shopkit.auth import (
     ROLE_ADMIN,
@@ -42,7 +46,12 @@ from shopkit.idempotency import (
     request_fingerprint,
 )
 
-sales_blp = Blueprint("sales", __name__, description="Purchases (the saga) and sales history.")
+sales_blp = Blueprint(
+    "sales",
+    __name__,
+    description="Orders (the saga), their life after payment, and purchase history.",
+)
+cart_blp = Blueprint("cart", __name__, description="The signed-in customer's cart and checkout.")
 catalog_blp = Blueprint("catalog", __name__, description="Goods available for sale.")
 internal_blp = Blueprint(
     "internal", __name__, url_prefix="/internal", description="For other services."
@@ -57,7 +66,7 @@ FAILURE_STATUS = {
     "product_not_found": 404,
 }
 FAILURE_DETAIL = {
-    "insufficient_stock": "Not enough stock for this quantity.",
+    "insufficient_stock": "Not enough stock for this order.",
     "insufficient_funds": "The wallet balance does not cover the total.",
     "customer_inactive": "The customer account is deactivated.",
     "customer_not_found": "The customer account does not exist.",
@@ -73,8 +82,15 @@ def _clients() -> SaleClients:
     return current_app.extensions["sales_clients"]  # type: ignore[no-any-return]
 
 
+def _json(sale: Sale, status: int, *, replayed: bool) -> Response:
+    response = Response(json.dumps(_SALE.dump(sale)), status=status, mimetype="application/json")
+    if replayed:
+        response.headers[REPLAYED_HEADER] = "true"
+    return response
+
+
 def _sale_response(sale: Sale, *, replayed: bool) -> Response:
-    """201 with the completed sale, or the problem that explains a failed one."""
+    """201 with the completed order, or the problem that explains a failed one."""
     headers = {REPLAYED_HEADER: "true"} if replayed else {}
     if sale.status == FAILED:
         code = sale.failure_code or "failed"
@@ -84,51 +100,195 @@ def _sale_response(sale: Sale, *, replayed: bool) -> Response:
             FAILURE_DETAIL.get(code, "The purchase failed."),
             sale_id=str(sale.id),
             sale_status=FAILED,
+            **(sale.failure_detail or {}),
         )
         return problem_response(body, headers)
-    status = 201 if sale.status == COMPLETED else 202
-    response = Response(json.dumps(_SALE.dump(sale)), status=status, mimetype="application/json")
-    response.headers.update(headers)
+    response = _json(sale, 201 if sale.status == COMPLETED else 202, replayed=replayed)
     response.headers["Location"] = f"/sales/{sale.id}"
     return response
 
 
+IDEMPOTENCY_KEY_DOC = {
+    "in": "header",
+    "name": "Idempotency-Key",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+    "description": "Retrying with the same key never buys twice.",
+}
+PURCHASE_ANSWERS = (
+    (404, "Unknown or archived product (the order is kept as failed; `product_ids` names them)."),
+    (
+        409,
+        "`insufficient_stock` (`products` names every short line) or `insufficient_funds` "
+        "(kept as failed), `sale_in_progress`.",
+    ),
+    (503, "`dependency_unavailable`: the order stays pending and is settled by recovery."),
+)
+
+
+def _purchase_doc(blueprint: Blueprint) -> Any:
+    """The documentation every way of placing an order shares."""
+
+    def decorate(view: Any) -> Any:
+        for status, description in PURCHASE_ANSWERS:
+            view = blueprint.alt_response(status, description=description)(view)
+        return blueprint.doc(parameters=[IDEMPOTENCY_KEY_DOC])(view)
+
+    return decorate
+
+
+def _place(lines: tuple[tuple[int, int], ...], path: str, *, from_cart: bool) -> Response:
+    principal = require_principal()
+    key = idempotency_key_from_request(required=False)
+    fingerprint = request_fingerprint("POST", path, [list(line) for line in lines]) if key else None
+    sale, replayed = purchase(
+        get_session(),
+        _clients(),
+        principal,
+        NewSale(lines, idempotency_key=key, fingerprint=fingerprint, from_cart=from_cart),
+    )
+    return _sale_response(sale, replayed=replayed)
+
+
 @sales_blp.route("/sales", methods=["POST"])
 @sales_blp.response(201, SaleSchema)
-@sales_blp.doc(
-    parameters=[
-        {
-            "in": "header",
-            "name": "Idempotency-Key",
-            "schema": {"type": "string", "minLength": 1, "maxLength": 200},
-            "description": "Retrying with the same key never buys twice.",
-        }
-    ]
-)
-@sales_blp.alt_response(404, description="Unknown product (the sale is kept as failed).")
-@sales_blp.alt_response(
-    409,
-    description="`insufficient_stock` or `insufficient_funds` (kept as failed), "
-    "`sale_in_progress`.",
-)
-@sales_blp.alt_response(
-    503, description="`dependency_unavailable`: the sale stays pending and is settled by recovery."
-)
+@_purchase_doc(sales_blp)
 @requires(ROLE_CUSTOMER)
 @sales_blp.arguments(PurchaseSchema())
 def create_sale(data: dict[str, Any]) -> ResponseReturnValue:
-    """Buy ``quantity`` units of a product: reserve stock, debit the wallet, complete."""
-    principal = require_principal()
+    """Place an order of one product or of 1-50 lines: reserve all stock, debit, complete."""
+    return _place(data["lines"], "/sales", from_cart=False)
+
+
+@sales_blp.route("/sales/<uuid:sale_id>/cancellation", methods=["POST"])
+@sales_blp.response(200, SaleSchema)
+@sales_blp.doc(parameters=[{**IDEMPOTENCY_KEY_DOC, "description": "A retry replays."}])
+@sales_blp.alt_response(404, description="No such order, or not the caller's.")
+@sales_blp.alt_response(
+    409,
+    description="`invalid_transition` (only a completed order can be cancelled; `status` names "
+    "the current one), `cancellation_in_progress`.",
+)
+@sales_blp.alt_response(
+    503,
+    description="`dependency_unavailable`: the order stays `cancelling` and recovery refunds "
+    "and restocks it.",
+)
+@requires(ROLE_CUSTOMER, ROLE_ADMIN)
+def cancel_sale(sale_id: uuid.UUID) -> ResponseReturnValue:
+    """Cancel a completed, unshipped order: refund its total and return its stock, once."""
     key = idempotency_key_from_request(required=False)
-    fingerprint = request_fingerprint("POST", "/sales", data) if key else None
+    sale, replayed = cancel(get_session(), _clients(), require_principal(), sale_id, key)
+    return _json(sale, 200, replayed=replayed)
+
+
+@sales_blp.route("/sales/<uuid:sale_id>/shipment", methods=["POST"])
+@sales_blp.response(200, SaleSchema)
+@sales_blp.alt_response(404, description="No such order.")
+@sales_blp.alt_response(409, description="`invalid_transition`: only a completed order ships.")
+@requires(ROLE_ADMIN)
+@sales_blp.arguments(ShipmentSchema())
+def ship_sale(data: dict[str, Any], sale_id: uuid.UUID) -> ResponseReturnValue:
+    """Mark a completed order shipped, with an optional carrier and tracking number (admin)."""
     session = get_session()
-    sale, replayed = purchase(
-        session,
-        _clients(),
-        principal,
-        NewSale(data["product_id"], data["quantity"], idempotency_key=key, fingerprint=fingerprint),
-    )
-    return _sale_response(sale, replayed=replayed)
+    sale = lifecycle.ship(session, sale_id, data["carrier"], data["tracking_number"])
+    session.commit()
+    return queries.get_sale(session, sale.id, require_principal())
+
+
+@sales_blp.route("/sales/<uuid:sale_id>/delivery", methods=["POST"])
+@sales_blp.response(200, SaleSchema)
+@sales_blp.alt_response(404, description="No such order.")
+@sales_blp.alt_response(409, description="`invalid_transition`: only a shipped order arrives.")
+@requires(ROLE_ADMIN)
+def deliver_sale(sale_id: uuid.UUID) -> ResponseReturnValue:
+    """Mark a shipped order delivered (admin)."""
+    session = get_session()
+    lifecycle.deliver(session, sale_id)
+    session.commit()
+    return queries.get_sale(session, sale_id, require_principal())
+
+
+# --- the cart (the signed-in customer's own) ---------------------------------------------------
+
+
+def _customer_id() -> int:
+    customer_id = require_principal().customer_id
+    assert customer_id is not None  # a customer token always names its account
+    return customer_id
+
+
+def _cart() -> dict[str, Any]:
+    return cart.view(get_session(), _clients().inventory, _customer_id())
+
+
+@cart_blp.route("/cart", methods=["GET"])
+@cart_blp.response(200, CartSchema)
+@requires(ROLE_CUSTOMER)
+def get_cart() -> ResponseReturnValue:
+    """The caller's cart with current names, prices and availability (one inventory call)."""
+    return _cart()
+
+
+@cart_blp.route("/cart/items/<int:product_id>", methods=["PUT"])
+@cart_blp.response(200, CartSchema)
+@cart_blp.alt_response(404, description="Unknown or archived product.")
+@cart_blp.alt_response(409, description="`cart_full`: the cart holds 50 other products.")
+@requires(ROLE_CUSTOMER)
+@cart_blp.arguments(CartQuantitySchema())
+def put_cart_item(data: dict[str, Any], product_id: int) -> ResponseReturnValue:
+    """Set how many units of a product the cart holds (1-100); answers the whole cart."""
+    session = get_session()
+    cart.set_item(session, _clients().inventory, _customer_id(), product_id, data["quantity"])
+    session.commit()
+    return _cart()
+
+
+@cart_blp.route("/cart/items/<int:product_id>", methods=["DELETE"])
+@cart_blp.response(204)
+@requires(ROLE_CUSTOMER)
+def delete_cart_item(product_id: int) -> ResponseReturnValue:
+    """Take a product out of the cart."""
+    session = get_session()
+    cart.remove_item(session, _customer_id(), product_id)
+    session.commit()
+    return "", 204
+
+
+@cart_blp.route("/cart", methods=["DELETE"])
+@cart_blp.response(204)
+@requires(ROLE_CUSTOMER)
+def delete_cart() -> ResponseReturnValue:
+    """Empty the cart."""
+    session = get_session()
+    cart.clear(session, _customer_id())
+    session.commit()
+    return "", 204
+
+
+@cart_blp.route("/cart/checkout", methods=["POST"])
+@cart_blp.response(201, SaleSchema)
+@_purchase_doc(cart_blp)
+@cart_blp.alt_response(409, description="`cart_empty`, or as for `POST /sales`.")
+@requires(ROLE_CUSTOMER)
+def checkout() -> ResponseReturnValue:
+    """Place the cart as one order; its lines leave the cart when the order completes.
+
+    Same answers as ``POST /sales``. A retry with the same ``Idempotency-Key``
+    replays the first order even though the cart has been emptied since.
+    """
+    key = idempotency_key_from_request(required=False)
+    session = get_session()
+    if key is not None:
+        placed = find_by_key(session, _customer_id(), key)
+        session.rollback()
+        if placed is not None:
+            return _place(placed_lines(placed), "/cart/checkout", from_cart=True)
+    return _place(cart.checkout_lines(session, _customer_id()), "/cart/checkout", from_cart=True)
+
+
+def placed_lines(sale: Sale) -> tuple[tuple[int, int], ...]:
+    """An order's lines as ``(product_id, quantity)`` pairs."""
+    return tuple((line.product_id, line.quantity) for line in sale.lines)
 
 
 @sales_blp.route("/sales/<uuid:sale_id>", methods=["GET"])
@@ -144,7 +304,7 @@ def get_sale(sale_id: uuid.UUID) -> ResponseReturnValue:
 @requires(ROLE_CUSTOMER, ROLE_ADMIN)
 @sales_blp.arguments(HistoryArgsSchema(), location="query")
 def customer_history(args: dict[str, Any], username: str) -> ResponseReturnValue:
-    """A customer's purchase history, newest first (the customer or an admin)."""
+    """A customer's orders, newest first, optionally of one status (the customer or an admin)."""
     ensure_self_or_admin(require_principal(), username)
     return queries.history(
         get_session(), username, args.get("status"), args["page"], args["page_size"]
@@ -156,7 +316,7 @@ def customer_history(args: dict[str, Any], username: str) -> ResponseReturnValue
 @requires(ROLE_ADMIN)
 @sales_blp.arguments(SalesQuerySchema(), location="query")
 def list_sales(args: dict[str, Any]) -> ResponseReturnValue:
-    """All sales, newest first, filtered by status, customer and product (admin)."""
+    """All orders, newest first, filtered by status, customer and product (admin)."""
     return queries.list_sales(get_session(), args)
 
 
@@ -180,5 +340,5 @@ def catalog_item(product_id: int) -> ResponseReturnValue:
 @requires_caller("reviews", admins=True)
 @internal_blp.arguments(PurchasesQuerySchema(), location="query")
 def purchases(args: dict[str, int]) -> ResponseReturnValue:
-    """Whether a customer has a completed purchase of a product (for reviews)."""
+    """Whether a customer has a paid (completed, shipped, delivered) order of a product."""
     return queries.purchases(get_session(), args["customer_id"], args["product_id"])

@@ -1,19 +1,25 @@
 """The purchase saga (ARCHITECTURE §7): record pending → reserve stock → debit wallet → completed.
 
+An order has 1 to 50 lines; inventory reserves all of them in one
+all-or-nothing call and the wallet is debited the order's total once.
+
 A sale is driven by exactly one worker at a time: the driver holds the sale's
 row lock (``SELECT ... FOR UPDATE``) in one transaction for the whole drive,
 and recovery skips locked rows. Every remote step carries a deterministic
 idempotency key, so driving a sale again (after a timeout, a crash or a
 restart) replays what already happened instead of doing it twice:
 
-* reserve refused (``insufficient_stock``, unknown product) → ``failed``, nothing to undo;
+* reserve refused (``insufficient_stock`` naming every short line, unknown
+  product) → ``failed``, nothing to undo;
 * debit refused (``insufficient_funds``, inactive customer) → release the
   reservation, then ``failed``;
 * debit accepted → ``completed``;
 * a dependency unreachable, or an answer we cannot interpret → the sale stays
   ``pending`` and :mod:`sales_service.recovery` finishes it later.
 
-The debit is the pivot: once it succeeded the sale can only complete.
+The debit is the pivot: once it succeeded the sale can only complete. A
+completed order's stock and money come back only through its cancellation
+(:mod:`sales_service.cancellation`), a second saga built from the same parts.
 """
 
 from __future__ import annotations
@@ -21,17 +27,26 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import bindparam, insert, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from sales_service.clients import SaleClients
-from sales_service.models import COMPLETED, FAILED, PENDING, SagaStep, Sale
+from sales_service.models import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    PENDING,
+    SagaStep,
+    Sale,
+    SaleLine,
+)
 from shopkit.auth import Principal
 from shopkit.errors import Conflict, ProblemError
 from shopkit.service_client import DependencyUnavailable, ServiceResponse
@@ -53,85 +68,140 @@ CRASH_AFTER_ENV = "SALES_CRASH_AFTER"
 
 
 class SagaIncomplete(ProblemError):
-    """503: the outcome is not known yet; the sale stays pending until recovery settles it."""
+    """503: the outcome is not known yet; the order stays pending (or cancelling) until
+    recovery settles it."""
 
-    def __init__(self, sale_id: uuid.UUID, detail: str, dependency: str | None = None) -> None:
+    def __init__(
+        self,
+        sale_id: uuid.UUID,
+        detail: str,
+        dependency: str | None = None,
+        sale_status: str = PENDING,
+    ) -> None:
         super().__init__(
             503,
             "dependency_unavailable",
             detail,
             headers={"Retry-After": "5"},
             sale_id=str(sale_id),
+            sale_status=sale_status,
             dependency=dependency,
         )
 
 
 @dataclass(frozen=True)
 class NewSale:
-    """What a customer asked to buy, with the optional client idempotency key."""
+    """What a customer asked to buy: ``(product_id, quantity)`` lines, distinct products.
 
-    product_id: int
-    quantity: int
+    ``idempotency_key`` is the client's optional key; ``from_cart`` marks an
+    order placed from the cart, whose lines leave the cart when it completes.
+    """
+
+    lines: tuple[tuple[int, int], ...]
     idempotency_key: str | None = None
     fingerprint: str | None = None
+    from_cart: bool = False
 
 
 _sales = Sale.__table__
+_lines = SaleLine.__table__
 _steps = SagaStep.__table__
 
-#: What :func:`record_sale` writes.
-_RECORDED_COLUMNS = (
-    "id",
-    "customer_id",
-    "username",
-    "product_id",
-    "quantity",
-    "status",
-    "idempotency_key",
-    "request_fingerprint",
-)
 #: The sale's columns a drive may change; written back in one ``UPDATE`` at its end.
 _DRIVEN_COLUMNS = (
     "status",
     "failure_code",
+    "failure_detail",
     "product_name",
     "unit_price",
     "total",
     "attempts",
     "updated_at",
     "completed_at",
+    "cancelled_at",
 )
 
 
 # Statements built once, with parameters bound by name.
-_RECORD_SALE = (
-    pg_insert(_sales)
-    .values({name: bindparam(name) for name in _RECORDED_COLUMNS})
-    .on_conflict_do_nothing(
-        index_elements=["customer_id", "idempotency_key"],
-        index_where=_sales.c.idempotency_key.is_not(None),
+#: Records the order and its lines in one statement; nothing at all when the customer
+#: already used this idempotency key (the lines' insert reads the sale's, which is empty).
+_RECORD_SALE = text(
+    """
+    WITH sale AS (
+        INSERT INTO sales.sales (id, customer_id, username, product_id, quantity, line_count,
+                                 status, idempotency_key, request_fingerprint, from_cart,
+                                 history)
+        VALUES (:id, :customer_id, :username, :product_id, :quantity, :line_count,
+                'pending', :idempotency_key, :request_fingerprint, :from_cart,
+                jsonb_build_array(jsonb_build_object('status', 'pending', 'at', now())))
+        ON CONFLICT (customer_id, idempotency_key) WHERE idempotency_key IS NOT NULL
+        DO NOTHING
+        RETURNING *
+    ), lines AS (
+        INSERT INTO sales.sale_lines (sale_id, product_id, position, quantity)
+        SELECT sale.id, line.product_id, line.position - 1, line.quantity
+        FROM sale, unnest(CAST(:product_ids AS bigint[]), CAST(:quantities AS integer[]))
+             WITH ORDINALITY AS line(product_id, quantity, position)
     )
-    .returning(*_sales.c)
+    SELECT * FROM sale
+    """
 )
 _SALE_FOR_KEY = select(_sales).where(
     _sales.c.customer_id == bindparam("customer_id"),
     _sales.c.idempotency_key == bindparam("idempotency_key"),
 )
-_LOCK_PENDING_SALE = (
+_LOCK_SALE = (
     select(_sales)
-    .where(_sales.c.id == bindparam("sale_id"), _sales.c.status == PENDING)
+    .where(_sales.c.id == bindparam("sale_id"), _sales.c.status == bindparam("status"))
     .with_for_update(skip_locked=True)
+)
+_LINES_OF = (
+    select(_lines).where(_lines.c.sale_id == bindparam("sale_id")).order_by(_lines.c.position)
 )
 _SAVE_SALE = (
     update(_sales)
     .where(_sales.c.id == bindparam("sale_id"))
-    .values({name: bindparam(f"new_{name}") for name in _DRIVEN_COLUMNS})
+    .values(
+        {
+            **{name: bindparam(f"new_{name}") for name in _DRIVEN_COLUMNS},
+            "history": _sales.c.history.op("||")(bindparam("new_history", type_=JSONB)),
+        }
+    )
+)
+#: Writes the reserved price and name onto every line in one statement.
+_PRICE_LINES = text(
+    """
+    UPDATE sales.sale_lines AS line
+    SET unit_price = priced.unit_price, product_name = priced.product_name
+    FROM unnest(CAST(:product_ids AS bigint[]), CAST(:unit_prices AS numeric[]),
+                CAST(:product_names AS varchar[])) AS priced(product_id, unit_price, product_name)
+    WHERE line.sale_id = :sale_id AND line.product_id = priced.product_id
+    """
+)
+#: Takes a completed cart order's lines out of the cart, unless the customer changed them.
+_CLEAR_CART_LINES = text(
+    """
+    DELETE FROM sales.cart_items AS item
+    USING unnest(CAST(:product_ids AS bigint[]), CAST(:quantities AS integer[]))
+          AS ordered(product_id, quantity)
+    WHERE item.customer_id = :customer_id AND item.product_id = ordered.product_id
+      AND item.quantity = ordered.quantity
+    """
 )
 _LOG_STEPS = insert(_steps)
 
 
+#: The step logged when a sale settles in each status.
+_FINAL_STEP = {COMPLETED: "complete", FAILED: "fail", CANCELLED: "cancel"}
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def history_entry(status: str, at: datetime) -> dict[str, str]:
+    """One entry of an order's ``history``."""
+    return {"status": status, "at": at.isoformat()}
 
 
 def _maybe_crash(step: str) -> None:
@@ -141,11 +211,13 @@ def _maybe_crash(step: str) -> None:
 
 
 @dataclass
-class _Drive:
+class SagaRun:
     """One drive of a sale: the sale as it evolves, and the steps to log with it."""
 
     sale: Sale
     steps: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, str]] = field(default_factory=list)
+    priced: bool = False
 
     def log(self, step: str, outcome: str, **detail: Any) -> None:
         """Note a step; it is written with the sale's new state when the drive ends."""
@@ -154,33 +226,84 @@ class _Drive:
         )
 
     def finish(self, status: str, failure_code: str | None = None) -> None:
-        """Settle the sale as ``completed`` or ``failed``."""
+        """Settle the sale in ``status`` (``completed``, ``failed`` or ``cancelled``)."""
         sale = self.sale
         sale.status = status
         sale.failure_code = failure_code
         sale.updated_at = _now()
         if status == COMPLETED:
             sale.completed_at = sale.updated_at
-        self.log("complete" if status == COMPLETED else "fail", "ok", code=failure_code)
+        elif status == CANCELLED:
+            sale.cancelled_at = sale.updated_at
+        self.history.append(history_entry(status, sale.updated_at))
+        sale.history = [*(sale.history or []), self.history[-1]]
+        self.log(_FINAL_STEP[status], "ok", code=failure_code)
+
+    def price(self, reserved: dict[str, Any]) -> None:
+        """Take each line's unit price and name from the reservation's answer."""
+        sale = self.sale
+        items = reserved.get("items") or [reserved]
+        by_product = {int(item["product_id"]): item for item in items}
+        for line in sale.lines:
+            item = by_product[line.product_id]
+            line.unit_price = Decimal(str(item["unit_price"]))
+            line.product_name = str(item["name"])
+        sale.total = sum((line.line_total for line in sale.lines), Decimal("0.00"))  # type: ignore[misc]
+        if len(sale.lines) == 1:
+            sale.product_name = sale.lines[0].product_name
+            sale.unit_price = sale.lines[0].unit_price
+        self.priced = True
 
     def save(self, session: Session) -> None:
-        """Write the sale's new state and its steps, and commit (which releases the lock)."""
+        """Write the sale's new state, its lines' prices and its steps, and commit.
+
+        Committing releases the sale's lock. A cart order that completed takes
+        its lines out of the cart in the same transaction.
+        """
         connection = session.connection()
         sale = self.sale
         state = {f"new_{name}": getattr(sale, name) for name in _DRIVEN_COLUMNS}
-        connection.execute(_SAVE_SALE, {"sale_id": sale.id, **state})
+        connection.execute(_SAVE_SALE, {"sale_id": sale.id, "new_history": self.history, **state})
+        if self.priced:
+            connection.execute(
+                _PRICE_LINES,
+                {
+                    "sale_id": sale.id,
+                    "product_ids": [line.product_id for line in sale.lines],
+                    "unit_prices": [line.unit_price for line in sale.lines],
+                    "product_names": [line.product_name for line in sale.lines],
+                },
+            )
+        if sale.from_cart and sale.status == COMPLETED:
+            connection.execute(
+                _CLEAR_CART_LINES,
+                {
+                    "customer_id": sale.customer_id,
+                    "product_ids": [line.product_id for line in sale.lines],
+                    "quantities": [line.quantity for line in sale.lines],
+                },
+            )
         if self.steps:
             connection.execute(_LOG_STEPS, self.steps)
         session.commit()
 
 
-def _sale_from(row: Any) -> Sale:
-    """A detached :class:`Sale` holding ``row``: changed freely, written back explicitly."""
-    return Sale(**row._mapping)
+def _sale_from(row: Any, lines: list[SaleLine]) -> Sale:
+    """A detached :class:`Sale` holding ``row`` and its lines: changed freely, written back
+    explicitly."""
+    sale = Sale(**row._mapping)
+    sale.lines = lines
+    return sale
+
+
+def load_lines(session: Session, sale_id: uuid.UUID) -> list[SaleLine]:
+    """The lines of a sale, in the customer's order, as detached objects."""
+    rows = session.connection().execute(_LINES_OF, {"sale_id": sale_id})
+    return [SaleLine(**row._mapping) for row in rows]
 
 
 def record_sale(session: Session, principal: Principal, request: NewSale) -> tuple[Sale, bool]:
-    """Step 1: commit the sale as ``pending``. Returns ``(sale, created)``.
+    """Step 1: commit the order and its lines as ``pending``. Returns ``(sale, created)``.
 
     With a client idempotency key that this customer already used, the
     existing sale is returned (``created`` false); a different request under
@@ -189,25 +312,46 @@ def record_sale(session: Session, principal: Principal, request: NewSale) -> tup
     commit and then finds its sale.
     """
     assert principal.customer_id is not None
+    single = request.lines[0] if len(request.lines) == 1 else (None, None)
     recorded = {
         "id": uuid.uuid4(),
         "customer_id": principal.customer_id,
         "username": principal.subject,
-        "product_id": request.product_id,
-        "quantity": request.quantity,
-        "status": PENDING,
+        "product_id": single[0],
+        "quantity": single[1],
+        "line_count": len(request.lines),
         "idempotency_key": request.idempotency_key,
         "request_fingerprint": request.fingerprint,
+        "from_cart": request.from_cart,
+        "product_ids": [product_id for product_id, _ in request.lines],
+        "quantities": [quantity for _, quantity in request.lines],
     }
     row = session.connection().execute(_RECORD_SALE, recorded).first()
     if row is not None:
         session.commit()
-        return _sale_from(row), True
+        lines = [
+            SaleLine(sale_id=row.id, product_id=product_id, position=position, quantity=quantity)
+            for position, (product_id, quantity) in enumerate(request.lines)
+        ]
+        return _sale_from(row, lines), True
     session.rollback()
     assert request.idempotency_key is not None  # only a key can conflict
     existing = session.connection().execute(_SALE_FOR_KEY, recorded).one()
+    sale = _sale_from(existing, load_lines(session, existing.id))
     session.rollback()
-    return _check_same_request(_sale_from(existing), request), False
+    return _check_same_request(sale, request), False
+
+
+def find_by_key(session: Session, customer_id: int, idempotency_key: str) -> Sale | None:
+    """The sale this customer placed under ``idempotency_key``, if any (with its lines)."""
+    row = (
+        session.connection()
+        .execute(_SALE_FOR_KEY, {"customer_id": customer_id, "idempotency_key": idempotency_key})
+        .first()
+    )
+    if row is None:
+        return None
+    return _sale_from(row, load_lines(session, row.id))
 
 
 def _check_same_request(sale: Sale, request: NewSale) -> Sale:
@@ -221,27 +365,35 @@ def _check_same_request(sale: Sale, request: NewSale) -> Sale:
     return sale
 
 
-def lock_sale(session: Session, sale_id: uuid.UUID) -> Sale | None:
-    """Lock a pending sale to drive it; ``None`` if it is settled or someone else drives it.
+def lock_sale(
+    session: Session,
+    sale_id: uuid.UUID,
+    status: str = PENDING,
+    lines: list[SaleLine] | None = None,
+) -> Sale | None:
+    """Lock a sale in ``status`` to drive it; ``None`` if it moved on or someone else drives it.
 
-    The sale comes back detached: :func:`drive` changes it in memory and
-    writes it back with one ``UPDATE`` (cheaper than the ORM's unit of work).
+    The sale comes back detached with its lines (``lines`` when the caller
+    has them already): :func:`drive` changes it in memory and writes it back
+    with one ``UPDATE`` (cheaper than the ORM's unit of work).
     """
-    row = session.connection().execute(_LOCK_PENDING_SALE, {"sale_id": sale_id}).first()
-    return None if row is None else _sale_from(row)
+    row = session.connection().execute(_LOCK_SALE, {"sale_id": sale_id, "status": status}).first()
+    if row is None:
+        return None
+    return _sale_from(row, lines if lines is not None else load_lines(session, sale_id))
 
 
-def drive(session: Session, clients: SaleClients, sale: Sale) -> Sale:
-    """Run (or resume) the saga of a sale locked by :func:`lock_sale`, and commit its outcome.
+def run_drive(session: Session, sale: Sale, steps: Callable[[SagaRun], None]) -> Sale:
+    """Run ``steps`` on a sale locked by :func:`lock_sale` and commit what they did.
 
     Raises :class:`SagaIncomplete` (after committing the attempt) when the
-    outcome cannot be decided now; the sale then stays ``pending``.
+    outcome cannot be decided now; the sale then keeps its status.
     """
-    run = _Drive(sale)
+    run = SagaRun(sale)
     sale.attempts += 1
     sale.updated_at = _now()
     try:
-        _run_steps(run, clients)
+        steps(run)
     except SagaIncomplete:
         run.save(session)
         raise
@@ -249,47 +401,67 @@ def drive(session: Session, clients: SaleClients, sale: Sale) -> Sale:
     return sale
 
 
-def _unknown(run: _Drive, step: str, answer: ServiceResponse) -> SagaIncomplete:
+def drive(session: Session, clients: SaleClients, sale: Sale) -> Sale:
+    """Run (or resume) the purchase saga of a pending sale locked by :func:`lock_sale`."""
+    return run_drive(session, sale, lambda run: _run_steps(run, clients))
+
+
+def unknown_answer(run: SagaRun, step: str, answer: ServiceResponse) -> SagaIncomplete:
+    """Log an answer the saga cannot interpret; the sale keeps its status and is retried."""
     run.log(step, "unexpected", status=answer.status, code=answer.code)
     log.error("sale %s: unexpected %s answer %s %s", run.sale.id, step, answer.status, answer.code)
-    return SagaIncomplete(run.sale.id, f"The {step} step got an unexpected answer; will retry.")
+    return SagaIncomplete(
+        run.sale.id,
+        f"The {step} step got an unexpected answer; will retry.",
+        sale_status=run.sale.status,
+    )
 
 
-def _call(run: _Drive, step: str, call: Any) -> ServiceResponse:
+def call_step(run: SagaRun, step: str, call: Callable[[], ServiceResponse]) -> ServiceResponse:
+    """Make one remote step's call; a dependency that cannot be reached leaves the sale as is."""
     try:
-        answer: ServiceResponse = call()
+        answer = call()
     except DependencyUnavailable as exc:
         run.log(step, "unavailable")
         dependency = exc.extra.get("dependency")
+        settled = "cancellation" if run.sale.status != PENDING else "purchase"
         raise SagaIncomplete(
             run.sale.id,
-            f"The {dependency} service is unavailable; the purchase is pending and will be "
-            "settled automatically.",
+            f"The {dependency} service is unavailable; the {settled} is {run.sale.status} "
+            "and will be settled automatically.",
             dependency=dependency,
+            sale_status=run.sale.status,
         ) from exc
     _maybe_crash(step)
     return answer
 
 
-def _run_steps(run: _Drive, clients: SaleClients) -> None:
+def _refusal_detail(answer: ServiceResponse) -> dict[str, Any] | None:
+    """What a refused reservation named: the short products, or the unknown ones."""
+    body = answer.body if isinstance(answer.body, dict) else {}
+    for name in ("products", "product_ids"):
+        if isinstance(body.get(name), list):
+            return {name: body[name]}
+    return None
+
+
+def _run_steps(run: SagaRun, clients: SaleClients) -> None:
     sale = run.sale
-    # Step 2: reserve stock (compensatable).
-    reserved = _call(
-        run, "reserve", lambda: clients.inventory.reserve(sale.id, sale.product_id, sale.quantity)
-    )
+    # Step 2: reserve every line's stock at once (compensatable).
+    lines = [(line.product_id, line.quantity) for line in sale.lines]
+    reserved = call_step(run, "reserve", lambda: clients.inventory.reserve(sale.id, lines))
     if reserved.status in (409, 404) and reserved.code in RESERVE_REFUSALS:
         run.log("reserve", "refused", code=reserved.code)
+        sale.failure_detail = _refusal_detail(reserved)
         run.finish(FAILED, RESERVE_REFUSALS[reserved.code])
         return
     if reserved.status != 201:
-        raise _unknown(run, "reserve", reserved)
-    sale.product_name = str(reserved.body["name"])
-    sale.unit_price = Decimal(str(reserved.body["unit_price"]))
-    sale.total = (sale.unit_price * sale.quantity).quantize(Decimal("0.01"))
-    run.log("reserve", "ok", unit_price=str(sale.unit_price))
+        raise unknown_answer(run, "reserve", reserved)
+    run.price(reserved.body)
+    run.log("reserve", "ok", total=str(sale.total))
 
     # Step 3: debit the wallet (the pivot).
-    debited = _call(
+    debited = call_step(
         run,
         "debit",
         lambda: clients.customers.debit(sale.id, sale.customer_id, sale.total),  # type: ignore[arg-type]
@@ -302,14 +474,14 @@ def _run_steps(run: _Drive, clients: SaleClients) -> None:
         run.log("debit", "refused", code=debited.code)
         _compensate(run, clients, DEBIT_REFUSALS[debited.code])
         return
-    raise _unknown(run, "debit", debited)
+    raise unknown_answer(run, "debit", debited)
 
 
-def _compensate(run: _Drive, clients: SaleClients, failure_code: str) -> None:
+def _compensate(run: SagaRun, clients: SaleClients, failure_code: str) -> None:
     """Release the reservation, then fail the sale (it stays pending if inventory is away)."""
-    released = _call(run, "release", lambda: clients.inventory.release(run.sale.id))
+    released = call_step(run, "release", lambda: clients.inventory.release(run.sale.id))
     if released.status not in (200, 201):
-        raise _unknown(run, "release", released)
+        raise unknown_answer(run, "release", released)
     run.log("release", "ok")
     run.finish(FAILED, failure_code)
 
@@ -325,7 +497,7 @@ def purchase(
     sale, created = record_sale(session, principal, request)
     if not created and sale.status != PENDING:
         return sale, True
-    locked = lock_sale(session, sale.id)
+    locked = lock_sale(session, sale.id, lines=sale.lines)
     if locked is None:
         session.rollback()
         current = session.get(Sale, sale.id, populate_existing=True)

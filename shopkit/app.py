@@ -17,7 +17,6 @@ from flask import Flask, send_from_directory
 from flask.typing import ResponseReturnValue
 from flask_smorest import Api, Blueprint
 from marshmallow import Schema, fields
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shopkit.auth import (
     DeactivatedAccounts,
@@ -100,8 +99,6 @@ def create_service_app(
     configure_logging(service, settings.log_level)
 
     app = Flask(import_name)
-    if settings.trusted_proxy_hops > 0:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops)  # type: ignore[method-assign]
     app.config.update(
         API_TITLE=title,
         API_VERSION="1.0.0",

@@ -149,11 +149,9 @@ class Settings:
     throttle_registrations: int = 30
     throttle_window_s: int = 900
     throttle_block_s: int = 30
-    #: Proxies in front of the service whose ``X-Forwarded-For`` is trusted (0: none), so
-    #: throttling counts the real client address behind a gateway.
-    trusted_proxy_hops: int = 0
     #: How often services re-read the list of deactivated accounts (seconds).
     deactivation_refresh_s: float = 10.0
+    trusted_proxies: str = ""
 
     @classmethod
     def from_env(cls, service_name: str, **overrides: Any) -> Settings:
@@ -265,5 +263,5 @@ _FROM_ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "throttle_window_s": ("THROTTLE_WINDOW", _number(int)),
     "throttle_block_s": ("THROTTLE_BLOCK", _number(int)),
     "deactivation_refresh_s": ("DEACTIVATION_REFRESH", _number(float)),
-    "trusted_proxy_hops": ("TRUSTED_PROXY_HOPS", _number(int)),
+    "trusted_proxies": ("TRUSTED_PROXIES", _text),
 }

@@ -18,9 +18,9 @@ def money_pattern(digits: int) -> str:
 
 
 MONEY_PATTERN = money_pattern(MONEY_DIGITS)
-#: Digits before the point of a sale's total: up to 1,000 units (the sales service's
-#: ``MAX_QUANTITY``) at the largest price.
-SALE_TOTAL_DIGITS = MONEY_DIGITS + 3
+#: Digits before the point of a sale's total: up to 50 lines of 1,000 units (the sales
+#: service's ``MAX_LINES`` and ``MAX_QUANTITY``) at the largest price.
+SALE_TOTAL_DIGITS = MONEY_DIGITS + 5
 TWO_PLACES = Decimal("0.01")
 #: The largest id a PostgreSQL ``bigint`` holds; larger ids in requests are 422, never 500.
 MAX_ID = 2**63 - 1

@@ -119,6 +119,9 @@ ENVIRONMENT_MEANINGS = {
     "SALES_RECOVERY_INTERVAL": "Seconds between two recovery passes of the sales service "
     "(0 turns the periodic pass off).",
     "SALES_RECOVERY_AFTER": "Seconds a sale must have been pending before recovery settles it.",
+    "TRUSTED_PROXIES": "Comma-separated addresses or networks (``10.0.0.0/8``) whose "
+    "``X-Forwarded-For`` a service believes, i.e. the gateway's; from any other peer the "
+    "header is ignored (:mod:`shopkit.proxy`). Empty: trust nobody.",
     "WEB_CONCURRENCY": "Gunicorn worker processes per service.",
     "GUNICORN_THREADS": "Threads per gunicorn worker (``gthread``).",
     "GUNICORN_TIMEOUT": "Seconds before gunicorn restarts a silent worker.",
@@ -133,6 +136,8 @@ ENVIRONMENT_MEANINGS = {
     "SHOP_PROFILE_NAME": "Benchmarks: the name prefix of those dumps.",
     "SHOP_PROFILE_CLOCK": "Benchmarks: ``cpu`` times the profiled functions by thread CPU time "
     "instead of the wall clock (``wall``).",
+    "SHOP_GATEWAY_PORT": "``make run``: the port of the nginx gateway in front of the services "
+    "(default 8000); started only when nginx is installed.",
     "TEST_DATABASE_URL": "Test suite: PostgreSQL server on which a fresh database is created "
     "(and dropped afterwards); unset, an embedded server in a temporary directory.",
     "SHOP_TEST_SERVICES": "Test suite: comma-separated services to migrate and test "

@@ -7,7 +7,11 @@
    127.0.0.1 and the test database) and becomes healthy by its own
    healthcheck command. So compose commands and variable names cannot drift
    from the code.
-3. The per-service database roles created by the postgres init step really
+3. The gateway's exact command runs the real nginx on the mounted
+   ``deploy/gateway`` directory (the service names mapped to 127.0.0.1 and
+   free ports, as above), becomes healthy by its own healthcheck and routes
+   the public API while refusing ``/internal/*``.
+4. The per-service database roles created by the postgres init step really
    isolate the schemas.
 """
 
@@ -17,6 +21,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,6 +40,7 @@ from sqlalchemy.exc import ProgrammingError
 
 from shopkit.config import PROJECT_ROOT
 from shopkit.embedded_pg import psql_command, scratch_database
+from shopkit.gateway import GATEWAY_DIR, nginx_binary
 from shopkit.stack import free_port
 
 pytestmark = pytest.mark.processes
@@ -80,13 +86,31 @@ def test_compose_wires_health_and_dependencies() -> None:
     for port, name in enumerate(APP_SERVICES, start=5000):
         service = services[name]
         assert service["build"] == "."
-        assert f"${{SHOP_BIND_ADDRESS:-127.0.0.1}}:{port}:{port}" in service["ports"]
+        # never on every interface unless SHOP_BIND_ADDRESS says so
+        assert service["ports"] == [f"${{SHOP_BIND_ADDRESS:-127.0.0.1}}:{port}:{port}"]
         assert service["environment"]["PORT"] == str(port)
         assert "/readyz" in " ".join(service["healthcheck"]["test"])
         assert service["depends_on"]["postgres"] == {"condition": "service_healthy"}
         assert f"{name}_svc" in service["environment"]["DATABASE_URL"]
     assert services["sales"]["depends_on"]["inventory"] == {"condition": "service_healthy"}
     assert services["sales"]["depends_on"]["customers"] == {"condition": "service_healthy"}
+
+
+def test_compose_gateway_is_the_public_entry() -> None:
+    gateway = compose()["services"]["gateway"]
+    assert gateway["image"].startswith("nginx:")
+    assert gateway["volumes"] == ["./deploy/gateway:/etc/nginx/shop:ro"]
+    assert gateway["command"][gateway["command"].index("-c") + 1] == "/etc/nginx/shop/nginx.conf"
+    assert interpolate(gateway["ports"][0], {}) == "127.0.0.1:8000:8000"
+    assert interpolate(gateway["ports"][0], {"GATEWAY_PUBLISH": "8000"}) == "8000:8000"
+    assert "/healthz" in " ".join(gateway["healthcheck"]["test"])
+    assert gateway["user"] != "0" and not gateway["user"].startswith("0:")
+    assert gateway["depends_on"] == {n: {"condition": "service_healthy"} for n in APP_SERVICES}
+    # The committed site.conf points at the Compose service names and ports.
+    site = (GATEWAY_DIR / "site.conf").read_text()
+    for port, name in enumerate(APP_SERVICES, start=5000):
+        assert f"server {name}:{port};" in site
+    assert "listen 8000;" in site
 
 
 def test_dockerfile_is_slim_non_root_and_caches_dependencies() -> None:
@@ -156,7 +180,59 @@ def service_env(
     return env
 
 
-def test_every_compose_service_command_becomes_healthy(role_database: URL) -> None:
+def run_gateway(
+    gateway: dict[str, Any], ports: dict[str, int], tmp_path: Path
+) -> subprocess.Popen[bytes]:
+    """Run the gateway's compose command on the mounted directory; check health and routes.
+
+    The container's ``/etc/nginx/shop`` (the bind mount) and private ``/tmp`` are
+    directories here; in ``site.conf`` the service names become 127.0.0.1 and their
+    ports, and the gateway's port 8000 a free one.
+    """
+    mount = tmp_path / "etc-nginx-shop"
+    private_tmp = tmp_path / "tmp"
+    shutil.copytree(GATEWAY_DIR, mount)
+    private_tmp.mkdir()
+    private_tmp.chmod(0o777)  # like a container's /tmp (nginx's workers may run as nobody)
+    tmp_path.chmod(0o755)
+    gateway_port = free_port()
+    site = (mount / "site.conf").read_text()
+    for name, port in ports.items():
+        site = site.replace(
+            f"server {name}:{5000 + APP_SERVICES.index(name)};", f"server 127.0.0.1:{port};"
+        )
+    site = site.replace("listen 8000;", f"listen 127.0.0.1:{gateway_port};")
+    (mount / "site.conf").write_text(site)
+
+    def mapped(part: str) -> str:
+        if part == "/tmp/":
+            return f"{private_tmp}/"
+        part = part.replace("/etc/nginx/shop", str(mount))
+        return part.replace("127.0.0.1:8000", f"127.0.0.1:{gateway_port}")
+
+    command = [mapped(part) for part in gateway["command"]]
+    assert command[0] == "nginx"
+    binary = nginx_binary()
+    assert binary, "nginx is needed (.ci/run installs it)"
+    process = subprocess.Popen(
+        [binary, *command[1:]], start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=(tmp_path / "gateway.log").open("wb"),
+    )  # fmt: skip
+    health = [mapped(part) for part in gateway["healthcheck"]["test"]]
+    assert health[0] == "CMD"
+    deadline = time.monotonic() + 30
+    while subprocess.run(health[1:], capture_output=True, timeout=10, check=False).returncode:
+        assert process.poll() is None, (tmp_path / "gateway.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "the gateway never became healthy"
+        time.sleep(0.2)
+    url = f"http://127.0.0.1:{gateway_port}"
+    assert requests.get(url + "/products", timeout=5).json()["total"] >= 100
+    assert requests.get(url + "/catalog", timeout=5).status_code == 200
+    assert requests.get(url + "/internal/reservations", timeout=5).status_code == 404
+    return process
+
+
+def test_every_compose_service_command_becomes_healthy(role_database: URL, tmp_path: Path) -> None:
     services = compose()["services"]
     ports = {name: free_port() for name in APP_SERVICES}
     started: list[subprocess.Popen[bytes]] = []
@@ -212,6 +288,7 @@ def test_every_compose_service_command_becomes_healthy(role_database: URL) -> No
             assert started[-1].poll() is None, logs["seeder"].read_text()[-3000:]
             assert time.monotonic() < deadline, "the seeder never populated the catalogue"
             time.sleep(0.5)
+        started.append(run_gateway(services["gateway"], ports, tmp_path))
     finally:
         for process in started:
             if process.poll() is None:

@@ -341,7 +341,8 @@ def test_a_sale_total_wider_than_any_balance_is_insufficient_funds(
         {"customer_id": 1, "amount": "1.00"},
         {"customer_id": 0, "amount": "1.00", "sale_id": "00000000-0000-0000-0000-000000000001"},
         {"customer_id": 2**63, "amount": "1.00", "sale_id": "00000000-0000-0000-0000-000000000001"},
-        {"customer_id": 1, "amount": "1" * 14, "sale_id": "00000000-0000-0000-0000-000000000001"},
+        # Wider than the widest order total (50 lines of 1,000 units at the largest price).
+        {"customer_id": 1, "amount": "1" * 16, "sale_id": "00000000-0000-0000-0000-000000000001"},
     ],
 )
 def test_bad_debit_bodies_are_422(

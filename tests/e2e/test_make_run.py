@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from shopkit.config import PROJECT_ROOT
+from shopkit.gateway import nginx_binary
 from shopkit.stack import free_port
 
 pytestmark = pytest.mark.processes
@@ -46,6 +47,7 @@ def wait_ready(url: str, deadline: float) -> None:
 
 def test_make_run_starts_seeds_and_stops_on_ctrl_c() -> None:
     ports = {name: free_port() for name in SERVICES}
+    gateway_port = free_port()
     data_dir = Path(tempfile.mkdtemp(prefix="shop-make-run-"))
     env = {
         **os.environ,
@@ -55,6 +57,7 @@ def test_make_run_starts_seeds_and_stops_on_ctrl_c() -> None:
         "SERVICE_CLIENT_SECRET": "make-run-secret",
         "SHOP_SEED_CUSTOMERS": "20",
         "SHOP_SEED_PRODUCTS": "15",
+        "SHOP_GATEWAY_PORT": str(gateway_port),
         **{f"{name.upper()}_URL": f"http://127.0.0.1:{port}" for name, port in ports.items()},
     }
     env.pop("DATABASE_URL", None)
@@ -80,6 +83,14 @@ def test_make_run_starts_seeds_and_stops_on_ctrl_c() -> None:
         assert total >= 15, (data_dir / "make-run.log").read_text()[-3000:]
         catalog = requests.get(f"http://127.0.0.1:{ports['sales']}/catalog", timeout=5).json()
         assert catalog["items"]
+        output = (data_dir / "make-run.log").read_text()
+        if nginx_binary() is not None:  # .ci/run installs it; without it, make run says so
+            gateway = f"http://127.0.0.1:{gateway_port}"
+            assert f"ready at {gateway}" in output, output[-3000:]
+            assert requests.get(gateway + "/catalog", timeout=5).json() == catalog
+            assert requests.get(gateway + "/metrics", timeout=5).status_code == 404
+        else:
+            assert "nginx is not installed" in output and "apt-get install nginx" in output
         descendants = psutil.Process(make.pid).children(recursive=True)
         assert len(descendants) >= 8  # launcher, 4 gunicorn masters and their workers, ...
     finally:
@@ -94,7 +105,7 @@ def test_make_run_starts_seeds_and_stops_on_ctrl_c() -> None:
     time.sleep(0.5)
     alive = [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not alive, [p.cmdline() for p in alive]
-    assert all(port_is_free(port) for port in ports.values())
+    assert all(port_is_free(port) for port in [*ports.values(), gateway_port])
     postgres = [
         p for p in psutil.process_iter(["cmdline"])
         if p.info["cmdline"] and str(data_dir) in " ".join(p.info["cmdline"])

@@ -310,6 +310,7 @@ def test_openapi_documents_the_endpoints(inventory: FlaskClient) -> None:
         "/internal/reservations",
         "/internal/reservations/{sale_id}",
         "/internal/reservations/{sale_id}/release",
+        "/internal/reservations/{sale_id}/return",
     ):
         assert path in paths, path
     assert paths["/products"]["post"]["security"] == [{"bearerAuth": []}]
@@ -321,7 +322,7 @@ def test_health_endpoints(inventory: FlaskClient) -> None:
     assert inventory.get("/healthz").get_json()["service"] == "inventory"
     ready = inventory.get("/readyz")
     assert ready.status_code == 200
-    assert ready.get_json()["schema_revision"] == "0001"
+    assert ready.get_json()["schema_revision"] == "0002"
 
 
 def test_collections_render_products_exactly_like_the_schema(

@@ -31,6 +31,7 @@ OPERATIONS = [
     ("GET", "/internal/reservations"),
     ("GET", "/internal/reservations/{sale_id}"),
     ("POST", "/internal/reservations/{sale_id}/release"),
+    ("POST", "/internal/reservations/{sale_id}/return"),
 ]
 
 

@@ -56,6 +56,18 @@ def test_reservation_takes_stock_and_returns_price_and_name(
     }
     assert body["status"] == "reserved"
     assert body["released_at"] is None
+    assert body["returned_at"] is None
+    assert body["reserved_by"] == "sales"
+    assert body["items"] == [
+        {
+            "product_id": product["id"],
+            "name": "Headphones",
+            "quantity": 2,
+            "unit_price": "79.90",
+            "line_total": "159.80",
+        }
+    ]
+    assert body["total"] == "159.80"
     assert stock_of(inventory, product["id"], admin) == 3
 
 
@@ -83,7 +95,10 @@ def test_insufficient_stock_is_409_and_takes_nothing(
     response = reserve(inventory, service, product["id"], 3)
     assert response.status_code == 409
     assert response.mimetype == "application/problem+json"
-    assert response.get_json()["code"] == "insufficient_stock"
+    problem = response.get_json()
+    assert problem["code"] == "insufficient_stock"
+    assert problem["products"] == [{"product_id": product["id"], "available": 2, "requested": 3}]
+    assert (problem["available"], problem["requested"]) == (2, 3)  # the one-line members stay
     assert stock_of(inventory, product["id"], admin) == 2
     assert count_rows("reservations") == 0
     assert count_rows("idempotency_keys") == 1  # the refusal is the key's stored answer
@@ -99,6 +114,7 @@ def test_unknown_or_archived_product_is_404(
     unknown = reserve(inventory, service, 987654)
     assert unknown.status_code == 404
     assert unknown.get_json()["code"] == "not_found"
+    assert unknown.get_json()["product_ids"] == [987654]
     product = make_product(stock=5)
     inventory.delete(f"/products/{product['id']}", headers=admin)
     archived = reserve(inventory, service, product["id"])
@@ -182,7 +198,7 @@ def test_reservation_race_on_the_sale_id_is_caught_by_the_key(
     The second transaction takes the stock before it meets the first one's
     row, as it would had both run at once; rolling back gives the stock back.
     """
-    from inventory_service import stock
+    from inventory_service import reservations
     from shopkit.db import get_database
     from shopkit.errors import Conflict
 
@@ -191,10 +207,10 @@ def test_reservation_race_on_the_sale_id_is_caught_by_the_key(
     with inventory_app.app_context():
         database = get_database()
         with database.session() as first, database.session() as second:
-            stock.reserve(first, sale_id, product["id"], 1, "sales")
+            reservations.reserve(first, sale_id, [(product["id"], 1)], "sales")
             first.commit()
             with pytest.raises(Conflict) as caught:
-                stock.reserve(second, sale_id, product["id"], 1, "sales")
+                reservations.reserve(second, sale_id, [(product["id"], 1)], "sales")
             second.rollback()
     assert caught.value.code == "already_reserved"
     with db_engine.connect() as conn:
@@ -373,6 +389,7 @@ def test_internal_endpoints_refuse_other_roles(
     writes = [
         ("/internal/reservations", body),
         (f"/internal/reservations/{sale_id}/release", None),
+        (f"/internal/reservations/{sale_id}/return", None),
     ]
     for path, json in writes:
         assert inventory.post(path, json=json).status_code == 401

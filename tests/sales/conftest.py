@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +16,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from shopkit.config import Settings
-from tests.conftest import Identity, bearer
+from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET, Identity, bearer
+from tests.support.live import LiveStack
 
 
 @pytest.fixture(scope="session")
@@ -106,3 +111,32 @@ class Shop:
 def shop(sales_deps: Any, identity: Identity) -> Shop:
     """Arranges products and buyers."""
     return Shop(sales_deps, identity)
+
+
+def lines(*pairs: tuple[int, int]) -> dict[str, Any]:
+    """An order body of ``(product_id, quantity)`` lines."""
+    return {"items": [{"product_id": p, "quantity": q} for p, q in pairs]}
+
+
+def place(sales: FlaskClient, token: str, *pairs: tuple[int, int], **headers: str) -> Any:
+    """``POST /sales`` with several lines, in-process."""
+    return sales.post("/sales", json=lines(*pairs), headers={**bearer(token), **headers})
+
+
+@pytest.fixture
+def fault_stack(database_url: str, identity: Identity) -> Iterator[LiveStack]:
+    """A private set of processes on their own ports, so killing them harms no other test."""
+    stack = LiveStack(database_url, (ADMIN_USERNAME, ADMIN_PASSWORD), SERVICE_SECRET)
+    try:
+        yield stack
+    finally:
+        stack.stop_all()
+
+
+def recover(stack: LiveStack) -> subprocess.CompletedProcess[str]:
+    """``flask --app sales_service recover --older-than 0`` with the stack's environment."""
+    flask = str(Path(sys.executable).parent / "flask")
+    return subprocess.run(
+        [flask, "--app", "sales_service", "recover", "--older-than", "0"],
+        env={**os.environ, **stack.env("sales")}, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip

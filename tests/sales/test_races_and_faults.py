@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET, Identity
-from tests.sales.conftest import Shop
+from tests.conftest import Identity
+from tests.sales.conftest import Shop, recover
 from tests.support.invariants import check_invariants
 from tests.support.live import LiveStack
 
@@ -133,25 +128,6 @@ def test_retry_storm_with_one_key_buys_once(sales_deps: Any, shop: Shop, databas
     report = check_invariants(database_url)
     assert report.ok, report.violations
     assert report.completed == 1
-
-
-@pytest.fixture
-def fault_stack(database_url: str, identity: Identity) -> Iterator[LiveStack]:
-    """A private set of processes on their own ports, so killing them harms no other test."""
-    stack = LiveStack(database_url, (ADMIN_USERNAME, ADMIN_PASSWORD), SERVICE_SECRET)
-    try:
-        yield stack
-    finally:
-        stack.stop_all()
-
-
-def recover(stack: LiveStack) -> subprocess.CompletedProcess[str]:
-    """``flask --app sales_service recover --older-than 0`` with the stack's environment."""
-    flask = str(Path(sys.executable).parent / "flask")
-    return subprocess.run(
-        [flask, "--app", "sales_service", "recover", "--older-than", "0"],
-        env={**os.environ, **stack.env("sales")}, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
 
 
 def arrange(

@@ -1,0 +1,154 @@
+"""The cancellation saga: ``completed → cancelling → cancelled``, refunded and restocked once.
+
+Cancelling is a second saga built from the purchase saga's parts
+(:mod:`sales_service.saga`), with the same rules:
+
+1. ``completed → cancelling`` is one conditional ``UPDATE`` committed before
+   anything else (a shipment racing it loses, or wins, as a whole); the
+   client's ``Idempotency-Key``, if any, is stored with it.
+2. Credit the order's total back to the wallet (``{sale_id}:refund``).
+3. Return every line's stock to inventory (``{sale_id}:return``); inventory
+   accepts it only once the refund is recorded.
+4. ``cancelled``.
+
+A dependency that cannot be reached leaves the order ``cancelling`` (503);
+recovery drives it on with the same keys, so nothing is refunded or returned
+twice however often it is driven.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import Boolean, bindparam, or_, update
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Session
+
+from sales_service.clients import SaleClients
+from sales_service.lifecycle import invalid_transition
+from sales_service.models import CANCELLED, CANCELLING, COMPLETED, Sale
+from sales_service.saga import (
+    SagaRun,
+    call_step,
+    history_entry,
+    load_lines,
+    lock_sale,
+    run_drive,
+    unknown_answer,
+)
+from shopkit.auth import Principal
+from shopkit.errors import Conflict, NotFound
+
+_sales = Sale.__table__
+
+#: ``completed → cancelling`` for the buyer (or anyone, for an admin), as one statement.
+_START = (
+    update(_sales)
+    .where(
+        _sales.c.id == bindparam("sale_id"),
+        _sales.c.status == COMPLETED,
+        or_(bindparam("is_admin", type_=Boolean), _sales.c.customer_id == bindparam("caller_id")),
+    )
+    .values(
+        status=CANCELLING,
+        cancel_key=bindparam("new_cancel_key"),
+        updated_at=bindparam("new_updated_at"),
+        history=_sales.c.history.op("||")(bindparam("entry", type_=JSONB)),
+    )
+    .returning(_sales.c.id)
+)
+
+
+def cancel(
+    session: Session,
+    clients: SaleClients,
+    principal: Principal,
+    sale_id: uuid.UUID,
+    idempotency_key: str | None,
+) -> tuple[Sale, bool]:
+    """Cancel a completed order for its buyer or an admin. Returns ``(sale, replayed)``.
+
+    404 when the order does not exist or is someone else's; 409
+    ``invalid_transition`` (naming the current status) from any status but
+    ``completed``, except that a retry under the first cancellation's
+    ``Idempotency-Key`` replays it (driving it on if it is still
+    ``cancelling`` and nobody else is); 503 when a dependency is away.
+    """
+    now = datetime.now(UTC)
+    started = session.execute(
+        _START,
+        {
+            "sale_id": sale_id,
+            "is_admin": principal.is_admin,
+            "caller_id": principal.customer_id,
+            "new_cancel_key": idempotency_key,
+            "new_updated_at": now,
+            "entry": [history_entry(CANCELLING, now)],
+        },
+    ).first()
+    session.commit()
+    if started is None:
+        return _not_started(session, clients, principal, sale_id, idempotency_key), True
+    locked = lock_sale(session, sale_id, CANCELLING)
+    if locked is None:  # recovery took it between our commit and our lock
+        session.rollback()
+        raise _in_progress(sale_id)
+    return drive_cancellation(session, clients, locked), False
+
+
+def _not_started(
+    session: Session,
+    clients: SaleClients,
+    principal: Principal,
+    sale_id: uuid.UUID,
+    idempotency_key: str | None,
+) -> Sale:
+    """Why the order did not move to ``cancelling``: a replay, or a refusal."""
+    sale = session.get(Sale, sale_id)
+    if sale is None or not (principal.is_admin or sale.customer_id == principal.customer_id):
+        raise NotFound(f"No sale {sale_id}.")
+    replay = idempotency_key is not None and sale.cancel_key == idempotency_key
+    if not replay or sale.status not in (CANCELLING, CANCELLED):
+        raise invalid_transition(sale, "cancelled")
+    if sale.status == CANCELLED:
+        return sale
+    session.rollback()
+    locked = lock_sale(session, sale_id, CANCELLING)
+    if locked is None:
+        session.rollback()
+        raise _in_progress(sale_id)
+    return drive_cancellation(session, clients, locked)
+
+
+def _in_progress(sale_id: uuid.UUID) -> Conflict:
+    return Conflict(
+        "cancellation_in_progress",
+        "This order's cancellation is being processed right now; retry shortly.",
+        sale_id=str(sale_id),
+    )
+
+
+def drive_cancellation(session: Session, clients: SaleClients, sale: Sale) -> Sale:
+    """Run (or resume) the refund saga of a ``cancelling`` order locked by ``lock_sale``."""
+    if not sale.lines:
+        sale.lines = load_lines(session, sale.id)
+    return run_drive(session, sale, lambda run: _refund_steps(run, clients))
+
+
+def _refund_steps(run: SagaRun, clients: SaleClients) -> None:
+    sale = run.sale
+    assert sale.total is not None  # a paid order always has its total
+    refunded = call_step(
+        run, "refund", lambda: clients.customers.refund(sale.id, sale.customer_id, sale.total)
+    )
+    if not (
+        refunded.status == 201 or (refunded.status == 409 and refunded.code == "already_recorded")
+    ):
+        raise unknown_answer(run, "refund", refunded)
+    run.log("refund", "ok", amount=str(sale.total))
+    returned = call_step(run, "return", lambda: clients.inventory.return_stock(sale.id))
+    if returned.status != 200:
+        raise unknown_answer(run, "return", returned)
+    run.log("return", "ok")
+    run.finish(CANCELLED)

@@ -1,0 +1,298 @@
+"""The gateway: the repository's nginx configuration, run by the real nginx, in front of the
+four services running as real gunicorn processes.
+
+Every operation of every service's OpenAPI document is sent through the gateway and the
+gateway's own access log says which upstream served it: it must be the service whose
+document has the path, and no ``/internal/*`` path (nor ``/metrics``) may reach anyone.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import requests
+
+from shopkit.app import MAX_BODY_BYTES
+from shopkit.gateway import GATEWAY_DIR
+from shopkit.stack import PACKAGES, free_port
+from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME
+from tests.deploy.conftest import GatewayUnderTest, funded_shopper, login
+
+pytestmark = pytest.mark.processes
+
+PROBLEM = "application/problem+json"
+PROBLEM_MEMBERS = {"type", "title", "status", "detail", "code"}
+METHODS = ("get", "put", "post", "patch", "delete")
+
+
+def documents(stack: Any) -> dict[str, dict[str, Any]]:
+    """Each running service's own ``/openapi.json``."""
+    return {
+        name: requests.get(stack.url(name) + "/openapi.json", timeout=10).json()
+        for name in PACKAGES
+    }
+
+
+def sample_path(template: str, parameters: list[dict[str, Any]]) -> str:
+    """``/products/{product_id}/reviews`` → ``/products/1/reviews`` (a value of each type)."""
+    kinds = {p["name"]: p.get("schema", {}) for p in parameters if p.get("in") == "path"}
+
+    def value(match: re.Match[str]) -> str:
+        schema = kinds.get(match.group(1), {})
+        if schema.get("type") == "integer":
+            return "1"
+        if schema.get("format") == "uuid":
+            return str(uuid.uuid4())
+        return "gw_user"
+
+    return re.sub(r"\{([^}]+)\}", value, template)
+
+
+def operations(docs: dict[str, dict[str, Any]]) -> Iterator[tuple[str, str, str, str]]:
+    """``(owner, method, template, concrete path)`` of every documented operation."""
+    for owner, doc in docs.items():
+        for template, item in doc["paths"].items():
+            for method in METHODS:
+                if method in item:
+                    parameters = [*item.get("parameters", []), *item[method].get("parameters", [])]
+                    yield owner, method, template, sample_path(template, parameters)
+
+
+def assert_problem(response: requests.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith(PROBLEM)
+    body = response.json()
+    assert set(body) >= PROBLEM_MEMBERS
+    assert (body["status"], body["code"]) == (status, code)
+    assert body["type"].endswith("/" + code)
+    return body
+
+
+def test_every_documented_operation_reaches_its_owner(
+    services: Any, gateway: GatewayUnderTest
+) -> None:
+    docs = documents(services)
+    by_port = {f"127.0.0.1:{port}": name for name, port in services.ports.items()}
+    public = internal = 0
+    for owner, method, template, path in operations(docs):
+        request_id = f"route-{uuid.uuid4().hex}"
+        response = requests.request(
+            method, gateway.url + path, headers={"X-Request-ID": request_id}, timeout=10
+        )
+        entry = gateway.access(request_id)
+        if template.startswith("/internal/"):
+            internal += 1
+            assert entry["upstream"] == "", f"{method} {path} reached {entry['upstream']}"
+            assert_problem(response, 404, "not_found")
+        else:
+            public += 1
+            served_by = by_port.get(entry["upstream"])
+            assert served_by == owner, f"{method.upper()} {template} → {served_by}, owner {owner}"
+            assert response.status_code != 502, response.text
+        assert response.headers["X-Request-ID"] == request_id
+    assert public >= 30 and internal >= 4  # every service's document was walked
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/metrics",
+        "/metrics/",
+        "/internal",
+        "/internal/",
+        "//internal/reservations",
+        "/internal/../internal/wallet-debits",
+        "/products/1/../../internal/reservations",
+        "/products/1/%2e%2e/%2e%2e/internal/reservations",
+        "/products/1%2F..%2F..%2Finternal%2Freservations",
+        "/%69nternal/reservations",
+        "/",
+        "/openapi.json",
+        "/no/such/route",
+    ],
+)
+def test_internal_and_unknown_paths_are_a_404_problem_that_reaches_no_service(
+    gateway: GatewayUnderTest, path: str
+) -> None:
+    for method in ("GET", "POST"):
+        request_id = f"deny-{uuid.uuid4().hex}"
+        response = requests.request(
+            method, gateway.url + path, headers={"X-Request-ID": request_id}, timeout=10
+        )
+        body = assert_problem(response, 404, "not_found")
+        assert body["request_id"] == request_id
+        assert gateway.access(request_id)["upstream"] == ""
+
+
+def test_a_purchase_journey_through_the_gateway(services: Any, gateway: GatewayUnderTest) -> None:
+    api = requests.Session()
+    base = gateway.url
+
+    admin = login(api, base, ADMIN_USERNAME, ADMIN_PASSWORD)
+    product = api.post(
+        base + "/products",
+        headers=admin,
+        json={
+            "name": "Gateway Mug",
+            "category": "accessories",
+            "price": "12.50",
+            "description": "Blue.",
+            "stock": 3,
+        },
+    )
+    assert product.status_code == 201, product.text
+    product_id = product.json()["id"]
+    jo = funded_shopper(api, base, "gw_jo", "30.00")
+
+    sale = api.post(base + "/sales", headers=jo, json={"product_id": product_id, "quantity": 2})
+    assert sale.status_code == 201, sale.text
+    assert sale.json()["total"] == "25.00"
+    # The shared prefixes, answered by their owners with real data.
+    assert api.get(base + "/customers/gw_jo", headers=jo).json()["username"] == "gw_jo"
+    history = api.get(base + "/customers/gw_jo/sales", headers=jo).json()
+    assert [s["id"] for s in history["items"]] == [sale.json()["id"]]
+    assert api.get(base + f"/products/{product_id}").json()["stock"] == 1
+    review = api.post(
+        base + "/reviews",
+        headers=jo,
+        json={"product_id": product_id, "rating": 5, "comment": "Holds tea."},
+    )
+    assert review.status_code == 201, review.text
+    mine = api.get(base + "/customers/gw_jo/reviews", headers=jo).json()
+    assert [r["id"] for r in mine["items"]] == [review.json()["id"]]
+    summary = api.get(base + f"/products/{product_id}/reviews").json()["summary"]
+    assert summary["count"] == 0  # pending moderation: the reviews service's own rule
+    assert api.get(base + "/customers/gw_jo/wallet", headers=jo).json()["balance"] == "5.00"
+
+
+def test_bodies_over_the_limit_are_refused_before_any_service(gateway: GatewayUnderTest) -> None:
+    assert (
+        GATEWAY_DIR.joinpath("http.conf")
+        .read_text()
+        .count(f"client_max_body_size {MAX_BODY_BYTES // (1024 * 1024)}m;")
+        == 1
+    )  # the services' own limit
+    request_id = f"big-{uuid.uuid4().hex}"
+    response = requests.post(
+        gateway.url + "/customers",
+        data=b"x" * (MAX_BODY_BYTES + 1),
+        headers={"Content-Type": "application/json", "X-Request-ID": request_id},
+        timeout=30,
+    )
+    assert_problem(response, 413, "payload_too_large")
+    assert gateway.access(request_id)["upstream"] == ""
+    # Just under the limit, the body reaches customers (which refuses it as JSON).
+    request_id = f"fits-{uuid.uuid4().hex}"
+    response = requests.post(
+        gateway.url + "/customers",
+        data=b"x" * (MAX_BODY_BYTES - 1024),
+        headers={"Content-Type": "application/json", "X-Request-ID": request_id},
+        timeout=30,
+    )
+    assert response.status_code == 400, response.text
+    assert gateway.access(request_id)["upstream"] != ""
+
+
+def test_auth_is_rate_limited_per_client_with_a_problem_and_retry_after(services: Any) -> None:
+    upstreams = {name: f"127.0.0.1:{services.ports[name]}" for name in PACKAGES}
+    gateway = GatewayUnderTest(upstreams).start()
+    try:
+        gateway.wait_ready()
+        session = requests.Session()
+        answers = [
+            session.post(gateway.url + "/auth/refresh", json={"refresh_token": "nope"}, timeout=10)
+            for _ in range(30)
+        ]
+        statuses = [a.status_code for a in answers]
+        assert statuses[:10] == [401] * 10, statuses  # the burst reaches customers
+        limited = [a for a in answers if a.status_code == 429]
+        assert len(limited) >= 10, statuses
+        assert_problem(limited[0], 429, "too_many_requests")
+        assert limited[0].headers["Retry-After"] == "1"
+        # Other paths are not limited.
+        assert all(
+            session.get(gateway.url + "/products", timeout=10).status_code == 200 for _ in range(20)
+        )
+    finally:
+        gateway.stop()
+
+
+class _Echo(BaseHTTPRequestHandler):
+    """An upstream that answers every request with the headers it received."""
+
+    seen: list[dict[str, str]] = []
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        _Echo.seen.append({k.lower(): v for k, v in self.headers.items()})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def echo_gateway() -> Iterator[GatewayUnderTest]:
+    """The gateway in front of a header-echoing upstream (customers' upstream: a closed port)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    echo = f"127.0.0.1:{server.server_address[1]}"
+    gateway = GatewayUnderTest(
+        {"customers": f"127.0.0.1:{free_port()}", "inventory": echo, "sales": echo, "reviews": echo}
+    ).start()
+    try:
+        gateway.wait_ready()
+        _Echo.seen.clear()
+        yield gateway
+    finally:
+        gateway.stop()
+        server.shutdown()
+
+
+def test_forwarded_headers(echo_gateway: GatewayUnderTest) -> None:
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    sent = requests.get(
+        echo_gateway.url + "/products",
+        headers={
+            "X-Request-ID": "client-chosen-id",
+            "traceparent": traceparent,
+            "tracestate": "shop=1",
+            "X-Forwarded-For": "203.0.113.9",  # a client's claim: replaced, not trusted
+        },
+        timeout=10,
+    )
+    assert sent.status_code == 200
+    upstream = _Echo.seen[-1]
+    assert upstream["x-request-id"] == "client-chosen-id"
+    assert sent.headers["X-Request-ID"] == "client-chosen-id"
+    assert upstream["traceparent"] == traceparent
+    assert upstream["tracestate"] == "shop=1"
+    assert upstream["x-forwarded-for"] == "127.0.0.1"
+    assert upstream["x-forwarded-proto"] == "http"
+    assert upstream["host"] == "127.0.0.1"  # the name the client asked for, without the port
+
+    # No id, or one the services would not accept: the gateway makes one, sends it on and back.
+    for headers in ({}, {"X-Request-ID": "bad id with spaces"}):
+        reply = requests.get(echo_gateway.url + "/reviews", headers=headers, timeout=10)
+        made = _Echo.seen[-1]["x-request-id"]
+        assert re.fullmatch(r"[0-9a-f]{32}", made)
+        assert reply.headers["X-Request-ID"] == made  # once: requests joins repeats with ","
+
+
+def test_a_service_that_does_not_answer_is_a_502_problem(echo_gateway: GatewayUnderTest) -> None:
+    assert_problem(
+        requests.get(echo_gateway.url + "/customers/anyone", timeout=10), 502, "bad_gateway"
+    )

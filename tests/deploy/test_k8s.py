@@ -1,0 +1,322 @@
+"""deploy/k8s: both overlays render with ``kubectl kustomize``, every object validates against
+the Kubernetes schemas offline (``kubernetes-validate``), and what the manifests say about
+the services (command, port, probes, variables, secrets, image) is derived from the code, so
+the manifests cannot drift from it. The network policies are evaluated here as a cluster
+would evaluate them: who can open a connection to whom.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from shopkit import config
+from shopkit.config import PROJECT_ROOT, SERVICE_PORTS
+from shopkit.gateway import GATEWAY_DIR, SHARED_FILES
+from shopkit.stack import PACKAGES, ServiceProcess
+
+K8S = PROJECT_ROOT / "deploy" / "k8s"
+OVERLAYS = ("dev", "production")
+KUBERNETES_VERSION = "1.32.0"
+CNPG_SCHEMA = json.loads((Path(__file__).parent / "cnpg_cluster.schema.json").read_text())
+#: Who calls whom (shopkit.service_client users): the edges the network policies must allow.
+CALLS = {
+    "customers": set(),
+    "inventory": {"customers"},
+    "sales": {"customers", "inventory"},
+    "reviews": {"customers", "inventory", "sales"},
+}
+
+
+def render(overlay: str) -> list[dict[str, Any]]:
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl is needed (.ci/run installs it)"
+    done = subprocess.run(
+        [kubectl, "kustomize", str(K8S / "overlays" / overlay)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def rendered(request: pytest.FixtureRequest) -> tuple[str, list[dict[str, Any]]]:
+    return request.param, render(request.param)
+
+
+def of_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for doc in docs:
+        if doc["kind"] in {"Deployment", "StatefulSet", "Job"}:
+            yield doc["metadata"]["name"], doc["spec"]["template"]["spec"]
+
+
+def env_names_read_by_the_code() -> set[str]:
+    """Every variable a service process reads: Settings, the service URLs, gunicorn's."""
+    names = {variable for variable, _parse in config._FROM_ENVIRONMENT.values()}
+    names |= {f"{service.upper()}_URL" for service in SERVICE_PORTS}
+    gunicorn_conf = (PROJECT_ROOT / "shopkit" / "gunicorn_conf.py").read_text()
+    names |= set(re.findall(r'os\.environ\.get\("([A-Z_]+)"', gunicorn_conf))
+    return names
+
+
+# --- render and validate ---------------------------------------------------------------------
+
+
+def test_every_rendered_object_validates_offline(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    overlay, docs = rendered
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler",
+            "NetworkPolicy", "ConfigMap", "Namespace"} <= kinds  # fmt: skip
+    for doc in docs:
+        where = f"{overlay}: {doc['kind']}/{doc['metadata']['name']}"
+        if doc["kind"] == "Cluster":
+            errors = list(jsonschema.Draft7Validator(CNPG_SCHEMA).iter_errors(doc))
+            assert not errors, (where, [e.message for e in errors])
+            continue
+        try:  # the schemas ship inside the package: no network is used
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{where}: {exc.message} at {list(exc.path)}")
+        assert doc["metadata"].get("namespace", "") in {"", f"shop-{overlay}", "shop"}
+    names = {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"}
+    assert names == {"shop-dev" if overlay == "dev" else "shop"}
+
+
+def test_a_bad_manifest_is_refused_by_the_validator() -> None:
+    deployment = of_kind(render("dev"), "Deployment")["sales"]
+    deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "5002"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
+    deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0] = {"containerPortt": 5002}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
+
+
+# --- derived from the code -------------------------------------------------------------------
+
+
+def test_services_match_the_code(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    _overlay, docs = rendered
+    deployments = of_kind(docs, "Deployment")
+    services = of_kind(docs, "Service")
+    known = env_names_read_by_the_code()
+    shop_config = next(
+        c for n, c in of_kind(docs, "ConfigMap").items() if n.startswith("shop-config")
+    )
+    assert set(shop_config["data"]) <= known, set(shop_config["data"]) - known
+    for name, port in SERVICE_PORTS.items():
+        assert shop_config["data"][f"{name.upper()}_URL"] == f"http://{name}:{port}"
+        pod = deployments[name]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        # The command make run and the tests run (shopkit.stack), bound to every interface.
+        local = ServiceProcess(name, port).command()
+        expected = [Path(local[0]).name, *local[1:]]
+        expected[expected.index("-b") + 1] = f"0.0.0.0:{port}"
+        assert container["command"] == expected
+        assert container["ports"] == [{"name": "http", "containerPort": port}]
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+        assert services[name]["spec"]["ports"] == [
+            {"name": "http", "port": port, "targetPort": "http"}
+        ]
+        env = {e["name"]: e for e in container["env"]}
+        assert set(env) <= known, set(env) - known
+        secret_names = {"DATABASE_URL", "SERVICE_CLIENT_SECRET"} | (
+            {"ADMIN_PASSWORD"} if name == "customers" else set()
+        )
+        for variable in secret_names:
+            assert "secretKeyRef" in env[variable]["valueFrom"], (name, variable)
+        assert not any(
+            "value" in e and re.search(r"PASSWORD|SECRET", e["name"]) for e in container["env"]
+        )
+        # Migrations: once per rollout, before the app, on the same database, under the lock.
+        (migrate,) = pod["initContainers"]
+        assert migrate["command"] == ["flask", "--app", PACKAGES[name], "db", "upgrade"]
+        assert {e["name"]: e for e in migrate["env"]}["DATABASE_URL"] == env["DATABASE_URL"]
+        assert migrate["image"] == container["image"]
+
+
+def test_probe_paths_are_served_by_every_app() -> None:
+    import sys
+
+    sys.path.insert(0, str(PROJECT_ROOT / "docs"))
+    from export_openapi import build_app  # type: ignore[import-not-found]
+
+    for name, package in PACKAGES.items():
+        rules = {rule.rule for rule in build_app(name, package).url_map.iter_rules()}
+        assert {"/readyz", "/healthz"} <= rules
+
+
+def test_secrets_images_and_security(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    overlay, docs = rendered
+    secrets = {n: s for n, s in of_kind(docs, "Secret").items()}
+    clusters = of_kind(docs, "Cluster")
+    images = set()
+    for name, pod in pod_specs(docs):
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["automountServiceAccountToken"] is False, name
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False
+            assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+            assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+            if container["image"].split(":")[0].endswith("shop"):
+                images.add(container["image"])
+            for env in container.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref is None:
+                    continue
+                if overlay == "dev":
+                    assert ref["key"] in secrets[ref["name"]]["data"], ref
+                elif ref["name"] != "shop-secrets":  # created by hand: docs/deploying.rst
+                    cluster = ref["name"].removesuffix("-app")
+                    assert cluster in clusters and ref["key"] == "uri", ref
+    compose = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())["services"]
+    assert images == (
+        {compose["customers"]["image"]}
+        if overlay == "dev"
+        else {"registry.example.com/shop/shop:0.1.0"}
+    )
+    if overlay == "production":
+        assert not secrets, "the production overlay must not carry any secret"
+        for name, cluster in clusters.items():
+            service = name.removesuffix("-db")
+            assert service in SERVICE_PORTS
+            assert cluster["spec"]["bootstrap"]["initdb"]["owner"] == f"{service}_svc"
+            assert cluster["spec"]["instances"] >= 3
+            env = of_kind(docs, "Deployment")[service]["spec"]["template"]["spec"]["containers"][0][
+                "env"
+            ]
+            assert {e["name"]: e for e in env}["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+                "name": f"{name}-app",
+                "key": "uri",
+            }
+        assert set(clusters) == {f"{s}-db" for s in SERVICE_PORTS}
+        guide = (PROJECT_ROOT / "docs" / "deploying.rst").read_text()
+        for key in ("admin-password", "service-client-secret"):
+            assert f"--from-literal={key}=" in guide
+
+
+def test_every_deployment_has_a_budget_and_an_autoscaler(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    _overlay, docs = rendered
+    budgets = of_kind(docs, "PodDisruptionBudget")
+    scalers = of_kind(docs, "HorizontalPodAutoscaler")
+    for name, deployment in of_kind(docs, "Deployment").items():
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert budgets[name]["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        assert budgets[name]["spec"]["minAvailable"] < scalers[name]["spec"]["minReplicas"]
+        assert scalers[name]["spec"]["scaleTargetRef"]["name"] == name
+
+
+def test_gateway_runs_the_repository_configuration(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    _overlay, docs = rendered
+    gateway = of_kind(docs, "Deployment")["gateway"]["spec"]["template"]["spec"]
+    (container,) = gateway["containers"]
+    compose = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())["services"][
+        "gateway"
+    ]
+    assert container["image"] == compose["image"]
+    assert container["command"] == compose["command"]
+    volume = next(v for v in gateway["volumes"] if v["name"] == "config")
+    configmap = of_kind(docs, "ConfigMap")[volume["configMap"]["name"]]
+    for name in (*SHARED_FILES, "site.conf"):
+        assert configmap["data"][name] == (GATEWAY_DIR / name).read_text()
+
+
+# --- network policies, evaluated ---------------------------------------------------------------
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    assert set(selector) <= {"matchLabels", "matchExpressions"}, selector
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In", expression
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+def _peer_matches(peers: list[dict[str, Any]] | None, labels: dict[str, str]) -> bool:
+    if peers is None:
+        return True  # no from/to: anyone
+    return any("podSelector" in p and _selects(p["podSelector"], labels) for p in peers)
+
+
+def _port_matches(ports: list[dict[str, Any]] | None, port: int) -> bool:
+    return ports is None or any(p["port"] == port for p in ports)
+
+
+def allowed(
+    policies: list[dict[str, Any]], src: dict[str, str], dst: dict[str, str], port: int
+) -> bool:
+    """Whether a pod labelled ``src`` may connect to a pod labelled ``dst`` on ``port``."""
+    for direction, me, other, key in (("Egress", src, dst, "to"), ("Ingress", dst, src, "from")):
+        mine = [
+            p["spec"]
+            for p in policies
+            if direction in p["spec"]["policyTypes"] and _selects(p["spec"]["podSelector"], me)
+        ]
+        if mine and not any(
+            _peer_matches(rule.get(key), other) and _port_matches(rule.get("ports"), port)
+            for spec in mine
+            for rule in spec.get(direction.lower(), [])
+        ):
+            return False
+    return True
+
+
+def test_network_policies(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    overlay, docs = rendered
+    policies = list(of_kind(docs, "NetworkPolicy").values())
+    pods = {n: d["spec"]["template"]["metadata"]["labels"] for n, d in
+            {**of_kind(docs, "Deployment"), **of_kind(docs, "StatefulSet"), **of_kind(docs, "Job")}.items()}  # fmt: skip
+    for name, cluster in of_kind(docs, "Cluster").items():
+        pods[name] = {"cnpg.io/cluster": name, **cluster["spec"]["inheritedMetadata"]["labels"]}
+    outsider = {"app.kubernetes.io/name": "intruder"}
+
+    assert allowed(policies, outsider, pods["gateway"], 8000)
+    for target, port in SERVICE_PORTS.items():
+        assert not allowed(policies, outsider, pods[target], port), target
+        assert allowed(policies, pods["gateway"], pods[target], port)
+        for caller in SERVICE_PORTS:
+            if caller != target:
+                expected = caller in {c for c, callees in CALLS.items() if target in callees}
+                assert allowed(policies, pods[caller], pods[target], port) == expected, (
+                    caller,
+                    target,
+                )
+        assert not allowed(policies, pods[target], pods["gateway"], 8000)
+    databases = {n: p for n, p in pods.items() if n == "postgres" or n.endswith("-db")}
+    assert databases
+    for service in SERVICE_PORTS:
+        reachable = {
+            n for n, labels in databases.items() if allowed(policies, pods[service], labels, 5432)
+        }
+        expected = {"postgres"} if overlay == "dev" else {f"{service}-db"}
+        assert reachable == expected, (service, reachable)
+        assert not allowed(policies, pods["gateway"], next(iter(databases.values())), 5432)
+    if "seeder" in pods:  # dev: demo data through the gateway only
+        assert allowed(policies, pods["seeder"], pods["gateway"], 8000)
+        assert not any(
+            allowed(policies, pods["seeder"], pods[s], p) for s, p in SERVICE_PORTS.items()
+        )
