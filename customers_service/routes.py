@@ -7,7 +7,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from flask import current_app, request
+from flask import current_app
 from flask.typing import ResponseReturnValue
 from flask_smorest import Blueprint
 from sqlalchemy.orm import Session
@@ -59,6 +59,7 @@ from shopkit.db import get_session
 from shopkit.errors import Unauthorized
 from shopkit.idempotency import respond_idempotently
 from shopkit.pagination import PageArgsSchema
+from shopkit.proxy import current_client_address
 
 auth_blp = Blueprint(
     "auth", __name__, description="Log in, refresh, service tokens and public keys."
@@ -103,7 +104,7 @@ def _verifier() -> TokenVerifier:
 
 
 def _client_address() -> str:
-    return request.remote_addr or "unknown"
+    return current_client_address() or "unknown"
 
 
 def _account_for(principal: Principal, username: str, *, for_update: bool = False) -> Customer:

@@ -97,8 +97,6 @@ ENVIRONMENT_MEANINGS = {
     "THROTTLE_WINDOW": "Seconds over which throttled attempts are counted.",
     "THROTTLE_BLOCK": "Seconds of the first block; each further counted attempt doubles it "
     "(at most ``THROTTLE_WINDOW``).",
-    "TRUSTED_PROXY_HOPS": "Proxies in front of a service whose ``X-Forwarded-For`` is trusted "
-    "for the client address (0: none, the default; 1 behind the gateway).",
     "DEACTIVATION_REFRESH": "Seconds between two reads of the list of deactivated accounts by "
     "a service other than customers (a deactivated customer is refused within this time).",
     "SECURITY_BENCH_FLOOD_S": "Benchmarks: seconds of the wrong-password flood in "
