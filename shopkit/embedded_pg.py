@@ -147,10 +147,6 @@ def start(
     if "(1 row)" not in exists:
         server.psql(f"CREATE DATABASE {DATABASE_NAME};")
     url = _sqlalchemy_url(server, DATABASE_NAME)
-    roles = ", ".join(f"'{role_name(s)}'" for s in SERVICE_SCHEMAS)
-    found = server.psql(f"SELECT rolname FROM pg_roles WHERE rolname IN ({roles});")  # noqa: S608
-    if f"({len(SERVICE_SCHEMAS)} rows)" not in found:
-        create_service_roles(url)
     log.info("embedded PostgreSQL ready in %s", data_dir)
     return server, url
 
@@ -163,13 +159,25 @@ def normalise_url(url: str) -> str:
     return url
 
 
+def ensure_service_roles(server: object, url: str) -> None:
+    """Create the service roles and schemas in the embedded server's database unless they exist."""
+    roles = ", ".join(f"'{role_name(s)}'" for s in SERVICE_SCHEMAS)
+    found = server.psql(f"SELECT rolname FROM pg_roles WHERE rolname IN ({roles});")  # type: ignore[attr-defined]  # noqa: S608
+    if f"({len(SERVICE_SCHEMAS)} rows)" not in found:
+        create_service_roles(url)
+
+
 def database_url(data_dir: Path, service: str | None = None) -> str:
     """The URL of the embedded database in ``data_dir`` (starting it if needed).
 
-    For one of the four services it connects as that service's own role.
+    For one of the four services it connects as that service's own role (created,
+    with every service's schema, on first use).
     """
-    url = start(data_dir)[1]
-    return service_role_url(url, service) if service in SERVICE_SCHEMAS else url
+    server, url = start(data_dir)
+    if service not in SERVICE_SCHEMAS:
+        return url
+    ensure_service_roles(server, url)
+    return service_role_url(url, service)
 
 
 @contextmanager

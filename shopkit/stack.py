@@ -231,6 +231,7 @@ def run_local(services: list[str] | None = None) -> int:
         url = normalise_url(settings.database_url)
     else:
         server, url = embedded_pg.start(Path(settings.data_dir) / "pg", cleanup_mode="stop")
+        embedded_pg.ensure_service_roles(server, url)
     # Each service connects as its own role on the embedded server (as in Compose).
     envs = {
         service: {"DATABASE_URL": url if settings.database_url else service_role_url(url, service)}

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import requests
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ProgrammingError
 
 from shopkit.embedded_pg import service_role_url
@@ -99,3 +100,24 @@ def test_a_deactivated_customer_is_refused_by_reviews_and_sales(
                 refused[name] = response.status_code
         time.sleep(0.5)
     assert refused == {"sales": 401, "reviews": 401}
+
+
+def test_the_embedded_database_gives_each_service_its_own_role(tmp_path: Path) -> None:
+    from shopkit import embedded_pg
+    from shopkit.migrations import upgrade
+
+    server, _admin_url = embedded_pg.start(tmp_path / "pg")
+    try:
+        urls = {s: embedded_pg.database_url(tmp_path / "pg", s) for s in ("customers", "sales")}
+        assert make_url(urls["sales"]).username == "sales_svc"
+        upgrade("customers_service", urls["customers"])  # as the customers role, as make run does
+        sales = create_engine(urls["sales"])
+        try:
+            with sales.connect() as conn, pytest.raises(ProgrammingError, match="permission"):
+                conn.execute(text("SELECT private_pem FROM customers.signing_keys"))
+        finally:
+            sales.dispose()
+    finally:
+        from pgserver._commands import pg_ctl
+
+        pg_ctl(["-w", "stop"], pgdata=server.pgdata, user=server.system_user, timeout=30)  # type: ignore[attr-defined]
