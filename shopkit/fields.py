@@ -29,9 +29,10 @@ MAX_ID = 2**63 - 1
 class FullMatch(validate.Regexp):
     """A ``Regexp`` validator that must match the *whole* value.
 
-    ``re.match`` with a pattern ending in ``$`` also accepts a trailing newline
-    (``"ada\n"``); ``fullmatch`` does not. The pattern keeps its ``^...$`` for the
-    OpenAPI document, where it means the same as here.
+    ``re.match`` with a pattern ending in ``$`` also accepts a value followed by
+    one newline (a look-alike of an existing username); ``fullmatch`` does not.
+    The pattern keeps its ``^...$`` for the OpenAPI document, where it means the
+    same as here.
     """
 
     def __call__(self, value: Any) -> Any:
