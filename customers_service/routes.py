@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import current_app
 from flask.typing import ResponseReturnValue
@@ -81,6 +81,8 @@ IDEMPOTENCY_HEADER_DOC = {
 }
 
 
+T = TypeVar("T")
+
 # Schemas used to build bodies by hand: made once, as marshmallow schemas are reusable.
 _WALLET_CHANGE = WalletChangeSchema()
 _BATCH_CHARGE_RESULT = BatchChargeResultSchema()
@@ -107,6 +109,12 @@ def _client_address() -> str:
     return current_client_address() or "unknown"
 
 
+def _throttled(kind: str, subject: str, attempt: Callable[[], T]) -> T:
+    """Run a credential check under the account's and the client address's throttling."""
+    checks = throttle.credential_checks(_settings(), kind, subject, _client_address())
+    return throttle.guarded(get_session(), checks, attempt)
+
+
 def _account_for(principal: Principal, username: str, *, for_update: bool = False) -> Customer:
     """The account ``username`` if the caller may act on it (self or admin)."""
     ensure_self_or_admin(principal, username)
@@ -130,15 +138,11 @@ def login(credentials: dict[str, str]) -> ResponseReturnValue:
     Throttled per account and per client address (429 with ``Retry-After``).
     """
     session = get_session()
-    checks = throttle.credential_checks(
-        _settings(), "login", credentials["username"], _client_address()
-    )
-    customer = throttle.guarded(
-        session,
-        checks,
-        lambda: accounts.authenticate(
-            session, _passwords(), credentials["username"], credentials["password"]
-        ),
+    username = credentials["username"]
+    customer = _throttled(
+        "login",
+        username,
+        lambda: accounts.authenticate(session, _passwords(), username, credentials["password"]),
     )
     issued = tokens.issue_tokens(session, customer, _keys(), _settings())
     session.commit()
@@ -169,18 +173,13 @@ def service_token(body: dict[str, str]) -> ResponseReturnValue:
 
     Each service presents its own secret. Throttled per client and per address.
     """
-    session = get_session()
-    checks = throttle.credential_checks(
-        _settings(), "service-token", body["client_id"], _client_address()
+    client_id = body["client_id"]
+    issued = _throttled(
+        "service-token",
+        client_id,
+        lambda: tokens.service_token(client_id, body["client_secret"], _keys(), _settings()),
     )
-    issued = throttle.guarded(
-        session,
-        checks,
-        lambda: tokens.service_token(
-            body["client_id"], body["client_secret"], _keys(), _settings()
-        ),
-    )
-    session.commit()
+    get_session().commit()
     return issued
 
 
@@ -295,10 +294,9 @@ def change_password(data: dict[str, str], username: str) -> ResponseReturnValue:
     principal = require_principal()
     customer = _account_for(principal, username, for_update=True)
     session = get_session()
-    checks = throttle.credential_checks(_settings(), "login", username, _client_address())
-    throttle.guarded(
-        session,
-        checks,
+    _throttled(
+        "login",
+        username,
         lambda: accounts.change_password(
             session, _passwords(), customer, data["current_password"], data["new_password"]
         ),
