@@ -2,11 +2,12 @@
 
 Each buyer is a thread with its own ``requests.Session`` (kept-alive
 connection) and its own bearer token. It sends ``POST <url>`` with
-``{"product_id": <random>, "quantity": 1}`` and, as soon as the answer
-arrives, the next one: no think time, so throughput is what the server
-sustains with ``buyers`` requests in flight and latency includes the time a
-request waits for a free server thread (Little's law: mean latency ≈
-buyers / throughput).
+``{"product_id": <random>, "quantity": 1}`` (or, for orders of ``lines > 1``,
+``{"items": [{"product_id": <random>, "quantity": 1}, ...]}`` with that many
+distinct products) and, as soon as the answer arrives, the next one: no think
+time, so throughput is what the server sustains with ``buyers`` requests in
+flight and latency includes the time a request waits for a free server thread
+(Little's law: mean latency ≈ buyers / throughput).
 
 A warm-up (not counted) precedes the measured window; requests still in
 flight when the window closes are not counted either.
@@ -102,6 +103,13 @@ def _error_kind(response: requests.Response) -> str:
     return f"{response.status_code} {code}" if code else str(response.status_code)
 
 
+def order_body(rng: random.Random, product_ids: list[int], lines: int) -> dict[str, Any]:
+    """``POST /sales`` body: one unit of ``lines`` distinct random products."""
+    if lines == 1:
+        return {"product_id": rng.choice(product_ids), "quantity": 1}
+    return {"items": [{"product_id": p, "quantity": 1} for p in rng.sample(product_ids, lines)]}
+
+
 def run_load(
     name: str,
     url: str,
@@ -114,8 +122,12 @@ def run_load(
     seed: int = 42,
     timeout_s: float = 30.0,
     on_window: tuple[Callable[[], object], Callable[[], object]] | None = None,
+    lines: int = 1,
 ) -> LoadResult:
     """Run ``len(buyers)`` buyers against ``url`` for ``warmup_s`` + ``duration_s`` seconds.
+
+    Each request is an order of ``lines`` distinct products, one unit each (a
+    one-line order in the one-product body, as before orders had lines).
 
     ``on_window`` is called (start, end) when the measured window opens and closes,
     e.g. to read CPU counters over exactly the window the figures cover.
@@ -135,7 +147,7 @@ def run_load(
         time.sleep(max(0.0, start_at - time.monotonic()))
         try:
             while True:
-                body = {"product_id": rng.choice(product_ids), "quantity": 1}
+                body = order_body(rng, product_ids, lines)
                 began = time.monotonic()
                 if began >= window_end:
                     break

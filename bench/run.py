@@ -14,8 +14,11 @@ What it does, on free ports, with every knob an environment variable
    ``shopkit.gunicorn_conf`` plus cProfile hooks that stay off until switched on);
 2. seeds a fixed dataset through the bulk endpoints (buyers with ample funds,
    products with ample stock) and logs every buyer in once;
-3. **saga**: ``BENCH_BUYERS`` closed-loop buyers ``POST /sales`` for
-   ``BENCH_DURATION_S`` after a warm-up, then one buyer alone (latency unloaded);
+3. **saga**: ``BENCH_BUYERS`` closed-loop buyers ``POST /sales`` (one-line orders)
+   for ``BENCH_DURATION_S`` after a warm-up, then one buyer alone (latency
+   unloaded); then the same with orders of ``BENCH_ORDER_LINES`` (3) lines for
+   ``BENCH_LINES_S``: CPU per 3-line order against CPU per 1-line order is what
+   reserving every line in one inventory call saves;
 4. **single app** (:mod:`bench.monolith`): the same buyers, tokens and load
    generator against one Flask route doing the sale in one transaction, then the
    same transaction behind the services' own stack; same gunicorn settings;
@@ -93,6 +96,7 @@ TARGETS = {
     "saga_p99_ms": 100.0,
     "peak_rss_mib": 100.0,
     "rss_growth_pct": 10.0,
+    "cpu_lines_vs_one_line": 1.5,  # CPU per 3-line order <= 1.5 x CPU per 1-line order
 }
 
 
@@ -115,6 +119,8 @@ class Knobs:
     monolith_s: float = field(default_factory=lambda: _env_float("BENCH_MONOLITH_S", 20))
     monolith_full_s: float = field(default_factory=lambda: _env_float("BENCH_MONOLITH_FULL_S", 15))
     latency_s: float = field(default_factory=lambda: _env_float("BENCH_LATENCY_S", 8))
+    lines_s: float = field(default_factory=lambda: _env_float("BENCH_LINES_S", 20))
+    order_lines: int = field(default_factory=lambda: _env_int("BENCH_ORDER_LINES", 3))
     pgbench_s: float = field(default_factory=lambda: _env_float("BENCH_PGBENCH_S", 15))
     profile_s: float = field(default_factory=lambda: _env_float("BENCH_PROFILE_S", 10))
     replay_s: float = field(default_factory=lambda: _env_float("BENCH_REPLAY_S", 60))
@@ -562,9 +568,12 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         ]
 
     buyers = summary["saga"]["buyers"]
+    lines = (summary.get("saga_lines") or {}).get("lines", 3)
     rows = [
         *load_rows(f"saga, {buyers} buyers", summary["saga"]),
         *load_rows("saga, 1 buyer", summary.get("saga_unloaded")),
+        *load_rows(f"saga {lines}-line orders, {buyers} buyers", summary.get("saga_lines")),
+        *load_rows(f"saga {lines}-line orders, 1 buyer", summary.get("saga_lines_unloaded")),
         *load_rows(f"single app, {buyers} buyers", summary.get("monolith")),
         *load_rows("single app, 1 buyer", summary.get("monolith_unloaded")),
         *load_rows(f"single app on the services' stack, {buyers}", summary.get("monolith_full")),
@@ -583,6 +592,7 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     ]
     for name, key in (
         ("saga", "saga"),
+        (f"saga, {lines}-line order", "saga_lines"),
         ("single app", "monolith"),
         ("single app, stack", "monolith_full"),
         ("pgbench", "pgbench"),
@@ -591,6 +601,13 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         if cpu:
             parts = ", ".join(f"{k} {v:.1f}" for k, v in cpu.items() if k != "total" and v >= 0.05)
             rows.append((f"CPU ms per sale, {name}", f"{cpu['total']:.1f} ({parts})"))
+    if ratios.get("cpu_lines_vs_one_line") is not None:
+        rows.append(
+            (
+                f"CPU per {lines}-line order / per 1-line order",
+                _fmt(ratios["cpu_lines_vs_one_line"], digits=2),
+            )
+        )
     for service, peak in summary["peak_rss_mib"].items():
         rows.append((f"peak RSS {service} (MiB, worst worker)", _fmt(peak)))
     rows += [
@@ -625,7 +642,14 @@ def _targets(summary: dict[str, Any]) -> dict[str, Any]:
             return None
         return value >= goal if at_least else value <= goal
 
+    lines_ratio = summary["ratios"].get("cpu_lines_vs_one_line")
+    lines = (summary.get("saga_lines") or {}).get("lines", 3)
     return {
+        "cpu_lines_vs_one_line": {
+            "goal": f"<= 1.5 (CPU per {lines}-line order / per 1-line order)",
+            "value": lines_ratio,
+            "met": check(lines_ratio, TARGETS["cpu_lines_vs_one_line"], at_least=False),
+        },
         "saga_vs_monolith": {
             "goal": ">= 0.5",
             "value": ratio,
@@ -750,6 +774,31 @@ class Bench:
             self.cpu.results["saga"], result.completed
         )
 
+    def saga_lines(self) -> None:
+        """Orders of ``BENCH_ORDER_LINES`` lines: the same buyers and window, then one buyer."""
+        assert self.dataset is not None
+        knobs = self.knobs
+        if knobs.lines_s <= 0:
+            return
+        lines = min(knobs.order_lines, len(self.dataset.product_ids))
+        url = self.stack.urls["sales"] + "/sales"
+        result = self._load(
+            "saga-lines",
+            url,
+            self.dataset.product_ids,
+            duration_s=knobs.lines_s,
+            warmup_s=knobs.warmup_s,
+            seed=knobs.seed + 4,
+            lines=lines,
+        )
+        figures = result.summary()
+        figures["lines"] = lines
+        figures["cpu_ms_per_sale"] = CpuMeter.per_sale(
+            self.cpu.results["saga-lines"], result.completed
+        )
+        self.summary["saga_lines"] = figures
+        self.unloaded("saga-lines-unloaded", url, self.dataset.product_ids, lines=lines)
+
     def saga_profiled(self) -> None:
         """The same load for a shorter window with cProfile on in sales, inventory, customers."""
         assert self.dataset is not None
@@ -776,7 +825,7 @@ class Bench:
             "files": self._merge_profiles("saga", SAGA_SERVICES),
         }
 
-    def unloaded(self, name: str, url: str, product_ids: list[int]) -> None:
+    def unloaded(self, name: str, url: str, product_ids: list[int], lines: int = 1) -> None:
         """One buyer alone: the latency of a purchase without queueing."""
         assert self.dataset is not None
         if self.knobs.latency_s <= 0:
@@ -789,6 +838,7 @@ class Bench:
             duration_s=self.knobs.latency_s,
             warmup_s=1.0,
             seed=self.knobs.seed + 3,
+            lines=lines,
         )
         s = result.summary()
         self.summary[name.replace("-", "_")] = s
@@ -1041,6 +1091,10 @@ class Bench:
                 summary["monolith_full_sales_per_s"], summary["monolith_sales_per_s"]
             ),
             "saga_vs_pgbench": _ratio(saga["per_s"], summary["pgbench_sales_per_s"]),
+            "cpu_lines_vs_one_line": _ratio(
+                (summary.get("saga_lines") or {}).get("cpu_ms_per_sale", {}).get("total"),
+                (saga.get("cpu_ms_per_sale") or {}).get("total"),
+            ),
             "monolith_vs_pgbench": _ratio(
                 summary["monolith_sales_per_s"], summary["pgbench_sales_per_s"]
             ),
@@ -1100,6 +1154,7 @@ def main() -> int:
             bench.unloaded(
                 "saga-unloaded", bench.stack.urls["sales"] + "/sales", bench.dataset.product_ids
             )
+            bench.saga_lines()
             bench.monolith()
             bench.pgbench()
             bench.replay()

@@ -12,13 +12,16 @@ Commands (``python -m seeder --help``):
     Re-running it with the same seed creates nothing twice and says what
     already exists.
 ``replay``
-    Simulated shoppers log in, browse, buy with skewed popularity, top up when
-    short and review what they bought; an admin moderates most reviews and
-    restocks sold-out products. Every outcome is checked against the services
-    (history, balance), not only the status code.
+    Simulated shoppers log in, browse, fill carts of 1-4 products with skewed
+    popularity, top up when short, check out, cancel about 5 % of their orders
+    and review what they kept; an admin ships and delivers a share of the
+    orders, moderates most reviews and restocks sold-out products. Every
+    outcome is checked against the services (lines, totals, history, balance,
+    cart, refund), not only the status code.
 ``audit``
-    The invariants of ARCHITECTURE §7 across services, read through the admin
-    endpoints: exit 1 on any violation.
+    The invariants of ARCHITECTURE §7 across services for every order state
+    (paid, cancelled, failed, in progress), read through the admin endpoints:
+    exit 1 on any violation.
 ``demo``
     What ``make run`` and ``docker compose`` use: wait for the services,
     run ``populate`` again (it is idempotent: existing customers and products

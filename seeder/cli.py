@@ -31,12 +31,22 @@ from rich.table import Table
 from rich.text import Text
 
 from seeder import EXIT_FAILURE, EXIT_OK
-from seeder.audit import EXAMPLES, Auditor, AuditReport
+from seeder.audit import EXAMPLES, STATUSES, Auditor, AuditReport
 from seeder.client import Login, SeederError, Services, ServiceUnreachable, admin_login
 from seeder.config import Config
 from seeder.data import CustomerFactory
 from seeder.populate import PopulateResult, Populator
-from seeder.replay import Replay, ReplayOptions, Stats, discover_customers, load_catalog
+from seeder.replay import (
+    CANCEL_SHARE,
+    DELIVER_SHARE,
+    REVIEW_SHARE,
+    SHIP_SHARE,
+    Replay,
+    ReplayOptions,
+    Stats,
+    discover_customers,
+    load_catalog,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -308,6 +318,13 @@ def populate(
 # --- replay -----------------------------------------------------------------------------------
 
 
+def share_option(flag: str, default: float, help_text: str) -> Callable[[F], F]:
+    """A ``--<what>-share`` option: a share between 0 and 1."""
+    return click.option(
+        flag, type=click.FloatRange(0, 1), default=default, show_default=True, help=help_text
+    )
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:,.0f} ms"
 
@@ -327,11 +344,20 @@ def stats_table(replay: Replay, title: str) -> Table:
         attempts, completed = stats.attempts, stats.completed
         top_ups, money_topped_up = stats.top_ups, stats.money_topped_up
         spent, units, restocks = stats.money_spent, stats.units_bought, stats.restocks
+        refunded, after, baskets = stats.money_refunded, dict(stats.after), dict(stats.baskets)
     table = Table(title=title, title_justify="left", show_header=False)
     table.add_column(style="bold")
     table.add_column()
     table.add_row("attempts", f"{attempts:,}")
-    table.add_row("completed", f"{completed:,} ({units:,} units, {spent:,.2f} spent)")
+    table.add_row(
+        "completed",
+        f"{completed:,} orders ({units:,} units, {spent:,.2f} spent, {refunded:,.2f} refunded)",
+    )
+    table.add_row(
+        "lines per order",
+        ", ".join(f"{lines}: {count:,}" for lines, count in sorted(baskets.items())) or "-",
+    )
+    table.add_row("after", _counter_text(after))
     table.add_row("failed", f"{sum(failed.values()):,}  {_counter_text(failed)}")
     table.add_row("skipped", f"{sum(skipped.values()):,}  {_counter_text(skipped)}")
     table.add_row("top-ups", f"{top_ups:,} ({money_topped_up:,.2f})")
@@ -355,8 +381,11 @@ def _status_line(replay: Replay) -> str:
     with stats.lock:
         failed = sum(stats.failed.values())
         attempts, completed = stats.attempts, stats.completed
+        cancelled, shipped = stats.after["cancelled"], stats.after["shipped"]
+        delivered = stats.after["delivered"]
     return (
-        f"replay: {attempts:,} attempts, {completed:,} completed, {failed:,} failed, "
+        f"replay: {attempts:,} attempts, {completed:,} completed ({cancelled:,} cancelled, "
+        f"{shipped + delivered:,} shipped, {delivered:,} delivered), {failed:,} failed, "
         f"{stats.rate():.1f}/s, p50 {_ms(stats.percentile('purchase', 50))}, "
         f"p99 {_ms(stats.percentile('purchase', 99))}"
     )
@@ -495,7 +524,7 @@ def run_replay(
     type=click.FloatRange(0),
     default=0.0,
     show_default=True,
-    help="Attempts per second (0: as fast as the concurrency allows).",
+    help="Attempts (baskets checked out) per second (0: as fast as the concurrency allows).",
 )
 @click.option("--concurrency", type=click.IntRange(1, 256), default=4, show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True, help="The populate seed.")
@@ -505,13 +534,14 @@ def run_replay(
     type=click.IntRange(1),
     help="Shop as the seed's first N customers (default: all of them that exist).",
 )
-@click.option(
-    "--review-share",
-    type=click.FloatRange(0, 1),
-    default=0.3,
-    show_default=True,
-    help="Share of completed purchases that get reviewed.",
+@share_option("--review-share", REVIEW_SHARE, "Share of completed orders the buyer reviews.")
+@share_option(
+    "--cancel-share",
+    CANCEL_SHARE,
+    "Share of completed orders their buyer cancels (refunded, stock returned).",
 )
+@share_option("--ship-share", SHIP_SHARE, "Share of the other completed orders the admin ships.")
+@share_option("--deliver-share", DELIVER_SHARE, "Share of shipped orders the admin delivers.")
 @click.option(
     "--outcomes",
     "outcomes_path",
@@ -535,14 +565,21 @@ def replay(
     seed: int,
     customer_count: int | None,
     review_share: float,
+    cancel_share: float,
+    ship_share: float,
+    deliver_share: float,
     outcomes_path: Path | None,
     report_every: float,
     **kwargs: Any,
 ) -> None:
-    """Simulated shoppers buy, top up and review; an admin moderates. Ctrl-C stops cleanly.
+    """Simulated shoppers fill carts, check out, top up, cancel and review; an admin ships,
+    delivers, restocks and moderates. Ctrl-C stops cleanly.
 
+    Each attempt is one basket of 1-4 products checked out as one order. Every result is
+    checked: a completed order's lines and total, the buyer's history and balance; a refused
+    order took nothing and kept the cart; a cancellation gave the exact total back once.
     Give either --purchases or --duration. With --concurrency 1 the same seed on the
-    same data gives the same sequence of purchases and outcomes.
+    same data gives the same sequence of orders and outcomes.
     """
     if (purchases is None) == (duration is None):
         raise click.UsageError("Give exactly one of --purchases N or --duration SECONDS.")
@@ -557,6 +594,9 @@ def replay(
         concurrency=concurrency,
         customers=customer_count,
         review_share=review_share,
+        cancel_share=cancel_share,
+        ship_share=ship_share,
+        deliver_share=deliver_share,
         keep_outcomes=purchases is not None or outcomes_path is not None,
     )
     result = run_replay(
@@ -602,15 +642,21 @@ def print_audit(report: AuditReport, console: Console) -> None:
     totals.add_column(style="bold")
     totals.add_column()
     sales = report.sales
+    by_status = ", ".join(
+        f"{sales.get(status, 0):,} {status}"
+        for status in STATUSES
+        if sales.get(status) or status in ("completed", "failed", "pending")
+    )
+    unknown = sum(count for status, count in sales.items() if status not in STATUSES)
     totals.add_row(
-        "sales",
-        f"{sum(sales.values()):,}: {sales.get('completed', 0):,} completed, "
-        f"{sales.get('failed', 0):,} failed, {sales.get('pending', 0):,} pending",
+        "orders",
+        f"{sum(sales.values()):,}: {by_status}" + (f", {unknown:,} unknown" if unknown else ""),
     )
     totals.add_row("in flight (not judged)", f"{report.in_flight:,}")
-    totals.add_row("units sold", f"{report.units_sold:,}")
-    totals.add_row("money in completed sales", f"{report.money_in_sales:,.2f}")
+    totals.add_row("units sold", f"{report.units_sold:,} ({report.units_reserved:,} reserved)")
+    totals.add_row("money in paid orders", f"{report.money_in_sales:,.2f}")
     totals.add_row("money debited (net of refunds)", f"{report.money_debited:,.2f}")
+    totals.add_row("money refunded", f"{report.money_refunded:,.2f}")
     totals.add_row("sale ledger entries", f"{report.ledger_entries:,}")
     totals.add_row("reservations", f"{report.reservations:,}")
     totals.add_row("wallets", f"{report.wallets_checked:,} holding {report.total_balance:,.2f}")
@@ -631,12 +677,17 @@ def print_audit(report: AuditReport, console: Console) -> None:
     type=click.FloatRange(0),
     default=60.0,
     show_default=True,
-    help="A sale pending longer than this many seconds is a violation.",
+    help="An order pending (or cancelling) longer than this many seconds is a violation.",
 )
 @connection_options
 @reports_errors
 def audit(pending_after: float, **kwargs: Any) -> None:
-    """Check the invariants of a sale across services; exit 1 on any violation."""
+    """Check the invariants of every order across services; exit 1 on any violation.
+
+    Paid orders (completed, shipped, delivered): one debit of the total and a reserved
+    reservation of exactly their lines. Cancelled: a debit and a refund that cancel out,
+    stock returned. Failed: nothing kept. Nothing pending or cancelling for too long.
+    """
     services, admin, console = _connect(kwargs, ("customers", "inventory", "sales"))
     report = Auditor(services, admin, pending_after).run()
     print_audit(report, console)

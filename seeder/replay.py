@@ -1,19 +1,36 @@
-"""``replay``: simulated shoppers buying, topping up and reviewing; an admin moderating.
+"""``replay``: simulated shoppers filling carts, checking out, topping up, cancelling and
+reviewing; an admin shipping, delivering, restocking and moderating.
 
-Each purchase attempt *i* draws everything it will do from its own
-``random.Random`` seeded by ``(seed, i)`` before it starts: which shopper
-(mildly skewed: some people shop more), which product (Zipf-like popularity
-over a seeded ranking of the catalogue), 1-3 units, whether the shopper tops
-up when short, whether and how they review. What an attempt *does* therefore
-never depends on thread timing; what *happens* depends on the shop's state,
-so with ``--concurrency 1`` the same seed on the same data gives the same
-sequence of outcomes.
+Each attempt *i* draws everything it will do from its own ``random.Random``
+seeded by ``(seed, i)`` before it starts: which shopper (mildly skewed: some
+people shop more), a basket of 1-4 distinct products (small baskets are the
+most common; Zipf-like popularity over a seeded ranking of the catalogue) with
+1-3 units each, whether the shopper tops up when short, whether they cancel
+the order (about 5 %), whether the admin ships it and then delivers it,
+which carrier and tracking number, and whether and how the shopper reviews a
+product of the order. What an attempt *does* therefore never depends on thread
+timing; what *happens* depends on the shop's state, so with ``--concurrency 1``
+the same seed on the same data gives the same sequence of outcomes.
+
+An attempt: the shopper empties a cart left over from before, looks at each
+product's page (a product gone or sold out is left out, and the admin
+restocks a sold-out one), puts each line in the cart with
+``PUT /cart/items/{id}``, tops up if short and checks out with
+``POST /cart/checkout`` and an ``Idempotency-Key``.
 
 A shopper acts on one thing at a time (a lock per shopper) and knows their
-balance, so every result is checked, not only its status code: a completed
-sale must come back with ``total = unit_price * quantity``, must be in the
-buyer's history with that total, and must have taken exactly that from the
-balance; a refused sale must be ``failed`` and must have taken nothing.
+balance, so every result is checked, not only its status code:
+
+* a completed order has exactly the cart's lines, each ``line_total =
+  unit_price * quantity``, a total equal to the sum of its lines; it is in the
+  buyer's history with that total; the balance moved by exactly that total;
+  and its lines left the cart;
+* a refused order is ``failed``, took nothing from the balance, and the cart
+  is kept as it was;
+* a cancellation answers ``cancelled`` and gives back exactly the total, once:
+  the same request again (same key) replays the answer and moves nothing;
+* a shipment answers ``shipped`` with its carrier and tracking number, a
+  delivery ``delivered``.
 
 Every ``replay`` run has its own ``run_id`` in its idempotency keys, so a
 second run on the same data makes new purchases instead of replaying the
@@ -57,6 +74,9 @@ from seeder.data import (
     stream_seed,
 )
 
+#: Lines per basket: small baskets are the most common.
+LINE_COUNTS = (1, 2, 3, 4)
+LINE_COUNT_WEIGHTS = (0.5, 0.27, 0.15, 0.08)
 QUANTITIES = (1, 2, 3)
 QUANTITY_WEIGHTS = (0.7, 0.2, 0.1)
 #: Zipf exponents: products (strongly skewed) and shoppers (mildly skewed).
@@ -67,6 +87,12 @@ TOP_UP_WHEN_SHORT = 0.85
 TOP_UP_EXTRAS = (0, 10, 20, 50, 100, 200)
 BROWSE_SHARE = 0.3
 REVIEW_SHARE = 0.3
+#: The order's life: share of completed orders the buyer cancels; of the others, the share
+#: the admin ships; of those, the share the admin then delivers.
+CANCEL_SHARE = 0.05
+SHIP_SHARE = 0.5
+DELIVER_SHARE = 0.6
+CARRIERS = ("DHL", "UPS", "FedEx", "GLS", "La Poste", "Royal Mail")
 #: Moderation: share of reviews left pending, then the weights of the decisions.
 LEAVE_PENDING = 0.1
 MODERATION_ACTIONS = ("approve", "flag", "reject")
@@ -95,51 +121,75 @@ class Product:
 
 @dataclass
 class Shopper:
-    """A seeded customer being simulated: credentials, token, known balance, reviews."""
+    """A seeded customer being simulated: credentials, token, known balance, cart, reviews."""
 
     username: str
     login: Login
     lock: threading.Lock = field(default_factory=threading.Lock)
     balance: Decimal | None = None
+    #: False when the cart may hold something (a refused order's lines, an earlier run's).
+    cart_empty: bool = False
     reviewed: set[int] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
 class Plan:
-    """Everything purchase attempt *i* will do, drawn up front from its own RNG."""
+    """Everything attempt *i* will do, drawn up front from its own RNG."""
 
     attempt: int
     shopper: int
-    product: int
-    quantity: int
+    #: The basket: ``(index in the ranked catalogue, quantity)``, distinct products.
+    lines: tuple[tuple[int, int], ...]
     browse_page: int | None
     top_up_when_short: bool
     top_up_extra: int
+    cancel: bool
+    ship: bool
+    deliver: bool
+    carrier: str
+    tracking_number: str
     review: bool
+    #: Which line's product gets reviewed (modulo the lines actually bought).
+    review_line: int
     rating: int
     comment_seed: int
 
 
 @dataclass
+class Line:
+    """One line of a basket: the product, how many, and its category (for restocks)."""
+
+    product: Product
+    quantity: int
+    category: str
+
+
+@dataclass
 class Outcome:
-    """What one purchase attempt did; ``outcome`` is ``completed`` or the reason it was not."""
+    """What one attempt did; ``outcome`` is ``completed`` or the reason it was not.
+
+    ``lines`` are the ``[product_id, quantity]`` pairs that went into the cart;
+    ``after`` is what became of a completed order: ``cancelled``, ``shipped``,
+    ``delivered``, or ``cancelling`` (a refund left to recovery).
+    """
 
     attempt: int
     shopper: str
-    product_id: int
-    product_name: str
-    quantity: int
+    lines: list[list[int]]
     outcome: str
     total: str | None = None
     topped_up: str | None = None
+    after: str | None = None
     review: str | None = None
-    restocked: int | None = None
+    restocked: list[int] = field(default_factory=list)
+    sale_id: str | None = None
     latency_s: float = 0.0
 
     def record(self) -> dict[str, Any]:
-        """The outcome without timings (what must repeat for the same seed)."""
+        """The outcome without timings and ids (what must repeat for the same seed)."""
         data = asdict(self)
         data.pop("latency_s")
+        data.pop("sale_id")
         return data
 
 
@@ -151,7 +201,7 @@ SETTLED_OUTCOMES = {"completed", "insufficient_funds", "insufficient_stock", *SK
 
 @dataclass
 class ReplayOptions:
-    """How long, how fast and how wide a replay runs."""
+    """How long, how fast and how wide a replay runs, and what becomes of the orders."""
 
     seed: int
     purchases: int | None = None
@@ -160,6 +210,9 @@ class ReplayOptions:
     concurrency: int = 4
     customers: int | None = None
     review_share: float = REVIEW_SHARE
+    cancel_share: float = CANCEL_SHARE
+    ship_share: float = SHIP_SHARE
+    deliver_share: float = DELIVER_SHARE
     moderate_every: int = 10
     keep_outcomes: bool = True
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
@@ -180,7 +233,12 @@ class Stats:
         self.top_ups = 0
         self.money_topped_up = Decimal("0.00")
         self.money_spent = Decimal("0.00")
+        self.money_refunded = Decimal("0.00")
         self.units_bought = 0
+        #: Completed orders by their number of lines.
+        self.baskets: Counter[int] = Counter()
+        #: What became of completed orders: cancelled, shipped, delivered, cancelling.
+        self.after: Counter[str] = Counter()
         self.reviews: Counter[str] = Counter()
         self.moderation: Counter[str] = Counter()
         self.restocks = 0
@@ -226,8 +284,13 @@ class Stats:
                 self.purchase_latency.append(purchase_latency)
             if outcome.outcome == "completed":
                 self.completed += 1
-                self.units_bought += outcome.quantity
+                self.units_bought += sum(quantity for _, quantity in outcome.lines)
+                self.baskets[len(outcome.lines)] += 1
                 self.money_spent += Decimal(outcome.total or "0")
+                if outcome.after:
+                    self.after[outcome.after] += 1
+                if outcome.after == "cancelled":
+                    self.money_refunded += Decimal(outcome.total or "0")
             elif outcome.outcome in SKIPS:
                 self.skipped[outcome.outcome] += 1
             else:
@@ -240,8 +303,54 @@ class Stats:
                 self.last_reachable = time.monotonic()
 
 
-class _Unreachable(Exception):
-    """Ends an attempt whose service could not be reached."""
+def _quantities(record: dict[str, Any]) -> dict[int, int]:
+    """``{product_id: quantity}`` of a cart or an order."""
+    return {int(item["product_id"]): int(item["quantity"]) for item in record.get("items") or []}
+
+
+def _lines_problem(record: dict[str, Any], wanted: dict[int, int], what: str) -> str | None:
+    """Why a cart's or an order's lines are not ``wanted`` or do not add up (or None)."""
+    items = record.get("items") or []
+    if len(items) != len(wanted) or _quantities(record) != wanted:
+        return f"the {what} has lines {_quantities(record)}, expected {wanted}"
+    for item in items:
+        price, quantity = Decimal(str(item.get("unit_price"))), int(item["quantity"])
+        if Decimal(str(item.get("line_total"))) != price * quantity:
+            return (
+                f"{what} line of product {item['product_id']}: "
+                f"{item.get('line_total')} != {quantity} x {price}"
+            )
+    total = Decimal(str(record.get("total")))
+    lines_sum = sum((Decimal(str(item["line_total"])) for item in items), Decimal(0))
+    if total != lines_sum:
+        return f"{what} total {total} != the sum of its lines {lines_sum}"
+    return None
+
+
+def _cart_problem(cart: dict[str, Any], wanted: dict[int, int]) -> str | None:
+    """Why the cart does not hold exactly the basket ``wanted``, priced line by line."""
+    return _lines_problem(cart, wanted, "cart")
+
+
+def _order_problem(sale: dict[str, Any], wanted: dict[int, int]) -> str | None:
+    """Why a completed order's answer is not right for the basket ``wanted`` (or None).
+
+    Its status is ``completed``, its lines are the basket's, each line's total is
+    ``unit_price * quantity`` and the order's total is the sum of its lines; a
+    one-line order also carries that line's product and quantity at the top level.
+    """
+    if sale.get("status") != "completed":
+        return f"status {sale.get('status')!r} in a 201 answer"
+    problem = _lines_problem(sale, wanted, "order")
+    if problem is not None:
+        return problem
+    items = sale["items"]
+    if len(items) == 1 and (sale.get("product_id"), sale.get("quantity")) != (
+        items[0]["product_id"],
+        items[0]["quantity"],
+    ):
+        return "a one-line order without its product and quantity at the top level"
+    return None
 
 
 def _zipf_cumulative(count: int, exponent: float) -> list[float]:
@@ -334,25 +443,42 @@ class Replay:
     # --- planning -----------------------------------------------------------------------------
 
     def plan(self, attempt: int) -> Plan:
-        """Purchase attempt ``attempt``: a pure function of the seed and ``attempt``."""
-        rng = seeded(stream_seed(self.options.seed, f"attempt:{attempt}"))
+        """Attempt ``attempt``: a pure function of the seed and ``attempt``."""
+        options = self.options
+        rng = seeded(stream_seed(options.seed, f"attempt:{attempt}"))
         shopper = _pick(rng, self.shopper_weights)
-        product = _pick(rng, self.product_weights)
-        quantity = rng.choices(QUANTITIES, QUANTITY_WEIGHTS)[0]
+        count = min(rng.choices(LINE_COUNTS, LINE_COUNT_WEIGHTS)[0], len(self.catalog))
+        products: list[int] = []
+        while len(products) < count:  # distinct products, each by popularity
+            product = _pick(rng, self.product_weights)
+            if product not in products:
+                products.append(product)
+        lines = tuple((p, rng.choices(QUANTITIES, QUANTITY_WEIGHTS)[0]) for p in products)
         browse_page = rng.randint(1, 5) if rng.random() < BROWSE_SHARE else None
         top_up_when_short = rng.random() < TOP_UP_WHEN_SHORT
         top_up_extra = rng.choice(TOP_UP_EXTRAS)
-        review = rng.random() < self.options.review_share
+        cancel = rng.random() < options.cancel_share
+        ship = rng.random() < options.ship_share
+        deliver = rng.random() < options.deliver_share
+        carrier = rng.choice(CARRIERS)
+        tracking_number = f"{carrier[:2].upper()}{rng.randrange(10**11):011d}"
+        review = rng.random() < options.review_share
+        review_line = rng.randrange(4)
         rating = rng.choices(RATINGS, RATING_WEIGHTS)[0]
         return Plan(
             attempt,
             shopper,
-            product,
-            quantity,
+            lines,
             browse_page,
             top_up_when_short,
             top_up_extra,
+            cancel,
+            ship and not cancel,
+            ship and deliver and not cancel,
+            carrier,
+            tracking_number,
             review,
+            review_line,
             rating,
             rng.getrandbits(32),
         )
@@ -367,36 +493,43 @@ class Replay:
         """Call ``service`` with the shopper's token (logging in again once after a 401)."""
         return shopper.login.call(self.services.api(service), method, path, **kwargs)
 
+    def _expect(
+        self, shopper: Shopper, method: str, service: str, path: str, status: int, **kwargs: Any
+    ) -> Reply:
+        """Call as the shopper; raise :class:`ApiError` unless the answer is ``status``."""
+        reply = self._as(shopper, method, service, path, **kwargs)
+        if reply.status != status:
+            raise ApiError(service, method, path, reply.status, reply.body)
+        return reply
+
     def _balance(self, shopper: Shopper) -> Decimal:
-        reply = self._as(shopper, "GET", "customers", f"/customers/{shopper.username}")
-        if reply.status != 200:
-            raise ApiError(
-                "customers", "GET", f"/customers/{shopper.username}", reply.status, reply.body
-            )
-        return Decimal(str(reply.body["balance"]))
+        path = f"/customers/{shopper.username}"
+        return Decimal(str(self._expect(shopper, "GET", "customers", path, 200).body["balance"]))
+
+    def _cart(self, shopper: Shopper) -> dict[str, Any]:
+        return dict(self._expect(shopper, "GET", "sales", "/cart", 200).body)
 
     def _verify(self, outcome: Outcome, what: str) -> None:
         outcome.outcome = "verification_failed"
+        sale = f", sale {outcome.sale_id}" if outcome.sale_id else ""
         with self.stats.lock:
             if len(self.stats.verification_failures) < 50:
                 self.stats.verification_failures.append(
-                    f"attempt {outcome.attempt} ({outcome.shopper}, product {outcome.product_id})"
-                    f": {what}"
+                    f"attempt {outcome.attempt} ({outcome.shopper}{sale}): {what}"
                 )
 
-    # --- one purchase attempt -----------------------------------------------------------------
+    # --- one attempt --------------------------------------------------------------------------
 
     def attempt(self, index: int) -> Outcome:
-        """Run purchase attempt ``index`` and check its result."""
+        """Run attempt ``index`` and check its results."""
         plan = self.plan(index)
         shopper = self.shoppers[plan.shopper]
-        product = self.catalog[plan.product]
-        outcome = Outcome(index, shopper.username, product.id, product.name, plan.quantity, "")
+        outcome = Outcome(index, shopper.username, [], "")
         started = time.perf_counter()
         purchase_latency: float | None = None
         with shopper.lock:
             try:
-                purchase_latency = self._shop(plan, shopper, product, outcome)
+                purchase_latency = self._shop(plan, shopper, outcome)
             except ServiceUnreachable as exc:
                 outcome.outcome = f"unreachable:{exc.service}"
             except LoginFailed:
@@ -408,6 +541,7 @@ class Replay:
                 self.stats.note_error(f"attempt {index}: {type(exc).__name__}: {exc}")
             if outcome.outcome not in SETTLED_OUTCOMES:
                 shopper.balance = None  # read it again before this shopper's next purchase
+                shopper.cart_empty = False
         outcome.latency_s = time.perf_counter() - started
         self.stats.add_outcome(outcome, purchase_latency)
         if self.options.keep_outcomes:
@@ -415,56 +549,90 @@ class Replay:
                 self.outcomes.append(outcome)
         return outcome
 
-    def _shop(
-        self, plan: Plan, shopper: Shopper, product: Product, outcome: Outcome
-    ) -> float | None:
+    def _shop(self, plan: Plan, shopper: Shopper, outcome: Outcome) -> float | None:
         if shopper.balance is None:
             shopper.balance = self._balance(shopper)
+        if not shopper.cart_empty:  # a new basket: drop what an earlier attempt left
+            self._expect(shopper, "DELETE", "sales", "/cart", 204)
+            shopper.cart_empty = True
         if plan.browse_page is not None:
             self.services.sales.get(
                 "/catalog", params={"page": plan.browse_page, "page_size": 20}, expect=None
             )
-        detail = self.services.sales.get(f"/catalog/{product.id}", expect=None)
-        if detail.status == 404:
-            outcome.outcome = "product_gone"
+        lines, skipped = self._look(plan, outcome)
+        cart = self._fill_cart(shopper, lines, outcome) if lines else None
+        if cart is None:
+            outcome.outcome = "sold_out" if "sold_out" in skipped else "product_gone"
             return None
-        if detail.status != 200:
-            raise ApiError("sales", "GET", f"/catalog/{product.id}", detail.status, detail.body)
-        category = str(detail.body.get("category") or "")
-        price = Decimal(str(detail.body["price"]))
-        if not detail.body.get("stock"):
-            outcome.outcome = "sold_out"
-            outcome.restocked = self._restock(plan.attempt, product.id, category)
+        problem = _cart_problem(cart, {line.product.id: line.quantity for line in lines})
+        if problem is not None:
+            self._verify(outcome, problem)
             return None
-        cost = price * plan.quantity
+        cost = Decimal(str(cart["total"]))
         if shopper.balance < cost and plan.top_up_when_short:
             outcome.topped_up = self._top_up(plan, shopper, cost - shopper.balance)
-        sale, latency = self._buy(plan, shopper, product)
-        self._settle(plan, shopper, product, category, sale, outcome)
+        reply, latency = self._checkout(plan, shopper)
+        self._settle(plan, shopper, lines, cart, reply, outcome)
         return latency
+
+    def _look(self, plan: Plan, outcome: Outcome) -> tuple[list[Line], set[str]]:
+        """Look at each planned product's page: the lines to buy, and why others were left."""
+        lines: list[Line] = []
+        skipped: set[str] = set()
+        for index, quantity in plan.lines:
+            product = self.catalog[index]
+            detail = self.services.sales.get(f"/catalog/{product.id}", expect=None)
+            if detail.status == 404:
+                skipped.add("product_gone")
+                continue
+            if detail.status != 200:
+                raise ApiError("sales", "GET", f"/catalog/{product.id}", detail.status, detail.body)
+            category = str(detail.body.get("category") or "")
+            if not detail.body.get("stock"):
+                skipped.add("sold_out")
+                self._restock(plan.attempt, product.id, category, outcome)
+                continue
+            lines.append(Line(product, quantity, category))
+        return lines, skipped
+
+    def _fill_cart(
+        self, shopper: Shopper, lines: list[Line], outcome: Outcome
+    ) -> dict[str, Any] | None:
+        """Put each line in the cart (``PUT /cart/items/{id}``); the cart, or None if empty."""
+        cart: dict[str, Any] | None = None
+        for line in list(lines):
+            path = f"/cart/items/{line.product.id}"
+            reply = self._as(shopper, "PUT", "sales", path, json={"quantity": line.quantity})
+            if reply.status == 404:  # archived since its page was read
+                lines.remove(line)
+                continue
+            if reply.status != 200:
+                raise ApiError("sales", "PUT", path, reply.status, reply.body)
+            shopper.cart_empty = False
+            cart = reply.body
+        outcome.lines = [[line.product.id, line.quantity] for line in lines]
+        return cart
 
     def _top_up(self, plan: Plan, shopper: Shopper, shortfall: Decimal) -> str:
         tens = (shortfall / 10).to_integral_value(rounding=ROUND_CEILING)
         amount = Decimal(int(tens) * 10 + plan.top_up_extra).quantize(Decimal("0.01"))
-        reply = self._as(
+        reply = self._expect(
             shopper,
             "POST",
             "customers",
             f"/customers/{shopper.username}/wallet/charge",
+            200,
             json={"amount": f"{amount:.2f}"},
             headers={"Idempotency-Key": self.key(plan.attempt, "top-up")},
         )
-        if reply.status != 200:
-            path = f"/customers/{shopper.username}/wallet/charge"
-            raise ApiError("customers", "POST", path, reply.status, reply.body)
         shopper.balance = Decimal(str(reply.body["balance"]))
         with self.stats.lock:
             self.stats.top_ups += 1
             self.stats.money_topped_up += amount
         return f"{amount:.2f}"
 
-    def _buy(self, plan: Plan, shopper: Shopper, product: Product) -> tuple[Reply, float]:
-        """``POST /sales``, retried with the same key while the answer is not final."""
+    def _checkout(self, plan: Plan, shopper: Shopper) -> tuple[Reply, float]:
+        """``POST /cart/checkout``, retried with the same key while the answer is not final."""
         started = time.perf_counter()
         reply: Reply | None = None
         unreachable: ServiceUnreachable | None = None
@@ -477,9 +645,8 @@ class Replay:
                     shopper,
                     "POST",
                     "sales",
-                    "/sales",
-                    json={"product_id": product.id, "quantity": plan.quantity},
-                    headers={"Idempotency-Key": self.key(plan.attempt, "sale")},
+                    "/cart/checkout",
+                    headers={"Idempotency-Key": self.key(plan.attempt, "checkout")},
                 )
             except ServiceUnreachable as exc:
                 reply, unreachable = None, exc
@@ -496,56 +663,67 @@ class Replay:
         self,
         plan: Plan,
         shopper: Shopper,
-        product: Product,
-        category: str,
+        lines: list[Line],
+        cart: dict[str, Any],
         reply: Reply,
         outcome: Outcome,
     ) -> None:
-        """Classify the answer to ``POST /sales`` and check it against the services."""
+        """Classify the answer to the checkout, check it, then live the order's life."""
         body = reply.body if isinstance(reply.body, dict) else {}
         if reply.status == 201:
-            self._check_completed(plan, shopper, product, body, outcome)
-            if outcome.outcome == "completed" and plan.review:
-                outcome.review = self._review(plan, shopper, product, category)
+            outcome.sale_id = str(body.get("id"))
+            self._check_completed(shopper, lines, body, outcome)
+            if outcome.outcome == "completed":
+                self._after(plan, shopper, lines, body, outcome)
             return
-        if reply.status == 409 and reply.code in ("insufficient_stock", "insufficient_funds"):
-            outcome.outcome = str(reply.code)
-            self._check_failed(shopper, body, outcome)
-            if reply.code == "insufficient_stock":
-                outcome.restocked = self._restock(plan.attempt, product.id, category)
+        refusal = {
+            (409, "insufficient_stock"): "insufficient_stock",
+            (409, "insufficient_funds"): "insufficient_funds",
+            (404, "not_found"): "product_gone",
+        }.get((reply.status, reply.code or ""))
+        if refusal is not None:
+            outcome.outcome = refusal
+            outcome.sale_id = str(body["sale_id"]) if body.get("sale_id") else None
+            self._check_refused(shopper, cart, body, outcome)
+            if refusal == "insufficient_stock":  # the admin restocks every short line
+                categories = {line.product.id: line.category for line in lines}
+                for short in body.get("products") or []:
+                    product = int(short["product_id"])
+                    self._restock(plan.attempt, product, categories.get(product, ""), outcome)
             return
         if reply.status in {202, 503}:
             outcome.outcome = "pending" if reply.status == 202 else "dependency_unavailable"
-            shopper.balance = None  # the sale may still complete: read the balance again
+            shopper.balance = None  # the order may still complete: read the balance again
             return
         outcome.outcome = f"error:{reply.status}:{reply.code or ''}".rstrip(":")
         shopper.balance = None
 
     def _check_completed(
-        self, plan: Plan, shopper: Shopper, product: Product, sale: dict[str, Any], outcome: Outcome
+        self, shopper: Shopper, lines: list[Line], sale: dict[str, Any], outcome: Outcome
     ) -> None:
         outcome.outcome = "completed"
         total = Decimal(str(sale.get("total")))
         outcome.total = f"{total:.2f}"
         expected_balance = (shopper.balance or Decimal(0)) - total
-        problem = None
-        if sale.get("status") != "completed":
-            problem = f"status {sale.get('status')!r} in a 201 answer"
-        elif sale.get("product_id") != product.id or sale.get("quantity") != plan.quantity:
-            problem = "the sale is for another product or quantity"
-        elif Decimal(str(sale.get("unit_price"))) * plan.quantity != total:
-            problem = f"total {total} != unit price * {plan.quantity}"
-        else:
-            problem = self._check_history(shopper, str(sale.get("id")), total)
+        problem = _order_problem(sale, {line.product.id: line.quantity for line in lines})
+        if problem is None:
+            problem = self._check_history(shopper, str(sale["id"]), "completed", total)
         if problem is None:
             shopper.balance = self._balance(shopper)
             if shopper.balance != expected_balance:
-                problem = f"balance {shopper.balance} after the sale, expected {expected_balance}"
+                problem = f"balance {shopper.balance} after the order, expected {expected_balance}"
+        if problem is None:
+            left = set(_quantities(self._cart(shopper))) & {line.product.id for line in lines}
+            shopper.cart_empty = not left
+            if left:
+                problem = f"products {sorted(left)} still in the cart after the order completed"
         if problem is not None:
             self._verify(outcome, problem)
 
-    def _check_history(self, shopper: Shopper, sale_id: str, total: Decimal) -> str | None:
-        """Why the buyer's history does not show ``sale_id`` completed for ``total`` (or None)."""
+    def _check_history(
+        self, shopper: Shopper, sale_id: str, status: str, total: Decimal
+    ) -> str | None:
+        """Why the buyer's history does not show ``sale_id`` in ``status`` for ``total``."""
         history = self._as(
             shopper,
             "GET",
@@ -556,29 +734,123 @@ class Replay:
         items = (history.body or {}).get("items", []) if history.status == 200 else []
         match = [item for item in items if item.get("id") == sale_id]
         if not match:
-            return "the sale is missing from the buyer's history"
-        if match[0].get("status") != "completed" or Decimal(str(match[0].get("total"))) != total:
-            return "the history shows another status or total"
+            return "the order is missing from the buyer's history"
+        if match[0].get("status") != status or Decimal(str(match[0].get("total"))) != total:
+            return (
+                f"the history shows {match[0].get('status')} for {match[0].get('total')}, "
+                f"expected {status} for {total}"
+            )
         return None
 
-    def _check_failed(self, shopper: Shopper, problem: dict[str, Any], outcome: Outcome) -> None:
+    def _check_refused(
+        self, shopper: Shopper, cart: dict[str, Any], problem: dict[str, Any], outcome: Outcome
+    ) -> None:
+        """A refused order is ``failed``, took nothing, and left the cart as it was."""
         sale_id = problem.get("sale_id")
         if not sale_id:
-            return self._verify(outcome, "a refused sale without its sale_id")
+            return self._verify(outcome, "a refused order without its sale_id")
         reply = self._as(shopper, "GET", "sales", f"/sales/{sale_id}")
         if reply.status != 200 or reply.body.get("status") != "failed":
-            return self._verify(outcome, f"refused sale {sale_id} is not 'failed'")
+            return self._verify(outcome, "the refused order is not 'failed'")
         before = shopper.balance
         shopper.balance = self._balance(shopper)
         if before is not None and shopper.balance != before:
             change = shopper.balance - before
-            return self._verify(outcome, f"a refused sale changed the balance by {change}")
+            return self._verify(outcome, f"a refused order changed the balance by {change}")
+        kept = _quantities(self._cart(shopper))
+        if kept != _quantities(cart):
+            return self._verify(outcome, f"the cart was not kept: {kept} after the refusal")
+        return None
+
+    # --- the order's life ---------------------------------------------------------------------
+
+    def _after(
+        self,
+        plan: Plan,
+        shopper: Shopper,
+        lines: list[Line],
+        sale: dict[str, Any],
+        outcome: Outcome,
+    ) -> None:
+        """What becomes of a completed order: cancelled by its buyer, or shipped (and
+        delivered) by the admin; then, if kept, maybe reviewed."""
+        sale_id, total = str(sale["id"]), Decimal(str(sale["total"]))
+        if plan.cancel:
+            self._cancel(plan, shopper, sale_id, total, outcome)
+        elif plan.ship:
+            self._ship(plan, sale_id, outcome)
+        if outcome.outcome == "completed" and plan.review and outcome.after != "cancelled":
+            line = lines[plan.review_line % len(lines)]
+            outcome.review = self._review(plan, shopper, line)
+
+    def _cancel(
+        self, plan: Plan, shopper: Shopper, sale_id: str, total: Decimal, outcome: Outcome
+    ) -> None:
+        """The buyer cancels: the exact total comes back, once (the same request again
+        replays the answer and moves nothing)."""
+        before = shopper.balance or Decimal(0)
+        path = f"/sales/{sale_id}/cancellation"
+        headers = {"Idempotency-Key": self.key(plan.attempt, "cancel")}
+        reply = self._as(shopper, "POST", "sales", path, headers=headers)
+        if reply.status == 503:  # left cancelling: recovery refunds it
+            outcome.after = "cancelling"
+            shopper.balance = None
+            return
+        if reply.status != 200 or reply.body.get("status") != "cancelled":
+            return self._verify(outcome, f"cancellation answered {reply.status} {reply.code or ''}")
+        outcome.after = "cancelled"
+        problem = None
+        shopper.balance = self._balance(shopper)
+        if shopper.balance != before + total:
+            problem = f"balance {shopper.balance} after the cancellation, expected {before + total}"
+        else:
+            again = self._as(shopper, "POST", "sales", path, headers=headers)
+            if again.status != 200 or again.body.get("id") != sale_id:
+                problem = f"the cancellation repeated answered {again.status} {again.code or ''}"
+            elif self._balance(shopper) != shopper.balance:
+                problem = "the cancellation repeated moved the balance again"
+            else:
+                problem = self._check_history(shopper, sale_id, "cancelled", total)
+        if problem is not None:
+            self._verify(outcome, problem)
+
+    def _ship(self, plan: Plan, sale_id: str, outcome: Outcome) -> None:
+        """The admin ships the order with a carrier and tracking number, maybe delivers it."""
+        steps: list[tuple[str, dict[str, str] | None, str]] = [
+            (
+                "shipment",
+                {"carrier": plan.carrier, "tracking_number": plan.tracking_number},
+                "shipped",
+            )
+        ]
+        if plan.deliver:
+            steps.append(("delivery", None, "delivered"))
+        for step, body, status in steps:
+            reply = self.services.sales.post(
+                f"/sales/{sale_id}/{step}",
+                json=body,
+                token=self.admin.token(),
+                headers={"Idempotency-Key": self.key(plan.attempt, step)},
+                expect=None,
+            )
+            answered = reply.body if isinstance(reply.body, dict) else {}
+            if reply.status != 200 or answered.get("status") != status:
+                return self._verify(
+                    outcome, f"{step} answered {reply.status} {reply.code or ''}".rstrip()
+                )
+            if step == "shipment" and (
+                answered.get("carrier"),
+                answered.get("tracking_number"),
+            ) != (plan.carrier, plan.tracking_number):
+                return self._verify(outcome, "the shipment lost its carrier or tracking number")
+            outcome.after = status
         return None
 
     # --- reviews, moderation, restocking ------------------------------------------------------
 
-    def _review(self, plan: Plan, shopper: Shopper, product: Product, category: str) -> str:
-        """Review the product just bought; returns ``"<rating>*"`` or why there is no review."""
+    def _review(self, plan: Plan, shopper: Shopper, line: Line) -> str:
+        """Review a product just bought; returns ``"<rating>*"`` or why there is no review."""
+        product, category = line.product, line.category
         if not self.reviews_enabled:
             self.stats_count("reviews", "skipped: reviews unavailable")
             return "skipped:reviews_unavailable"
@@ -656,21 +928,21 @@ class Replay:
             if fresh or len(items) < 100:
                 return
 
-    def _restock(self, attempt: int, product_id: int, category: str) -> int | None:
-        """The admin restocks a product a shopper found sold out; returns the units added."""
+    def _restock(self, attempt: int, product_id: int, category: str, outcome: Outcome) -> None:
+        """The admin restocks a product a shopper found sold out (noted in ``outcome``)."""
         quantity = RESTOCK.get(category, 50)
         reply = self.services.inventory.post(
             f"/products/{product_id}/restock",
             json={"quantity": quantity},
             token=self.admin.token(),
-            headers={"Idempotency-Key": self.key(attempt, "restock")},
+            headers={"Idempotency-Key": self.key(attempt, f"restock:{product_id}")},
             expect=None,
         )
         if reply.status != 200:
-            return None
+            return
+        outcome.restocked.append(product_id)
         with self.stats.lock:
             self.stats.restocks += 1
-        return quantity
 
     # --- the run ------------------------------------------------------------------------------
 

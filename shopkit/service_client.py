@@ -193,14 +193,18 @@ class ServiceClient:
         self.backoff_s = backoff_s
         self._http = JsonHttp(pool_size)
 
-    def _headers(self, idempotency_key: str | None, auth: bool) -> dict[str, str]:
+    def _headers(
+        self, idempotency_key: str | None, auth: bool, bearer: str | None = None
+    ) -> dict[str, str]:
         headers = {"Accept": "application/json"}
         request_id = current_request_id()
         if request_id:
             headers[REQUEST_ID_HEADER] = request_id
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
-        if auth and self.tokens is not None:
+        if bearer is not None:
+            headers["Authorization"] = f"Bearer {bearer}"
+        elif auth and self.tokens is not None:
             headers["Authorization"] = f"Bearer {self.tokens.token()}"
         return headers
 
@@ -213,8 +217,12 @@ class ServiceClient:
         params: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         auth: bool = True,
+        bearer: str | None = None,
     ) -> ServiceResponse:
         """Send one logical call, retrying transient failures until the deadline.
+
+        ``bearer`` sends that token (a user's, for a front end acting for them)
+        instead of this client's service token.
 
         Returns the callee's final answer (any status below 500, or a 5xx that
         is not retryable). Raises :class:`DependencyUnavailable` when the callee
@@ -238,13 +246,19 @@ class ServiceClient:
                     url,
                     json_body=json,
                     params=params,
-                    headers=self._headers(idempotency_key, auth),
+                    headers=self._headers(idempotency_key, auth, bearer),
                     timeout=timeout,
                 )
             except urllib3.exceptions.HTTPError as exc:
                 log.warning("call to %s %s failed: %s", self.name, path, type(exc).__name__)
             else:
-                if result.status == 401 and auth and self.tokens is not None and not renewed:
+                if (
+                    result.status == 401
+                    and auth
+                    and bearer is None
+                    and self.tokens is not None
+                    and not renewed
+                ):
                     self.tokens.token(force_renew=True)
                     renewed = True
                     continue

@@ -32,6 +32,10 @@ PACKAGES = {
     "sales": "sales_service",
     "reviews": "reviews_service",
 }
+#: Web front ends: no database or migrations; started once the services are ready.
+FRONTENDS = {"storefront": "storefront"}
+APPS = {**PACKAGES, **FRONTENDS}
+STOREFRONT_PORT = 8080
 
 
 def free_port() -> int:
@@ -82,7 +86,7 @@ class ServiceProcess:
             "python:shopkit.gunicorn_conf",
             "-b",
             f"127.0.0.1:{self.port}",
-            f"{PACKAGES[self.service]}:create_app()",
+            f"{APPS[self.service]}:create_app()",
         ]
 
     def start(self) -> ServiceProcess:
@@ -163,6 +167,13 @@ def present_services() -> list[str]:
     return found
 
 
+def present_frontends() -> list[str]:
+    """The front ends whose packages exist in this checkout."""
+    import importlib.util  # noqa: PLC0415
+
+    return [name for name, package in FRONTENDS.items() if importlib.util.find_spec(package)]
+
+
 def _pump(prefix: str, stream: IO[bytes]) -> None:
     """Copy a child's output to ours, each line prefixed with its service name."""
     for raw in iter(stream.readline, b""):
@@ -181,9 +192,13 @@ def _start_services(
     """Start each service under gunicorn on its configured port, output prefixed with its name."""
     processes = []
     for service in services:
-        process = ServiceProcess(
-            service, _service_port(getattr(settings, f"{service}_url")), env=envs[service]
-        )
+        env = envs.get(service, {})  # the storefront has no database: it only talks HTTP
+        if service in FRONTENDS:  # one worker: the console's seeder runs live in the process
+            port = int(os.environ.get("STOREFRONT_PORT") or STOREFRONT_PORT)
+            process = ServiceProcess(service, port, env=env, workers=1, threads=8)
+        else:
+            port = _service_port(getattr(settings, f"{service}_url"))
+            process = ServiceProcess(service, port, env=env)
         process.log = subprocess.PIPE
         process.start()
         assert process.process is not None and process.process.stdout is not None
@@ -218,7 +233,8 @@ def run_local(services: list[str] | None = None) -> int:
 
     Uses ``DATABASE_URL`` if set, else the embedded PostgreSQL under ``.data/``
     (stopped again on exit). Ports come from ``CUSTOMERS_URL`` ... ``REVIEWS_URL``
-    (default 5000-5003). Returns the exit status.
+    (default 5000-5003); the storefront listens on ``STOREFRONT_PORT`` (8080).
+    Returns the exit status.
     """
     from shopkit import embedded_pg  # noqa: PLC0415
     from shopkit.db import normalise_url  # noqa: PLC0415
@@ -252,6 +268,10 @@ def run_local(services: list[str] | None = None) -> int:
             process.wait_ready(60)
             print(f"launcher | {process.service:<9} ready at {process.url}/docs", flush=True)
         gateway = _start_gateway(processes)
+        for process in _start_services(present_frontends(), envs, settings):
+            processes.append(process)
+            process.wait_ready(60)
+            print(f"launcher | storefront ready: open {process.url} in a browser", flush=True)
         if os.environ.get("SHOP_DEMO", "1") != "0":
             seeder = _start_seeder()
         print("launcher | press Ctrl-C to stop", flush=True)

@@ -140,6 +140,11 @@ ENVIRONMENT_MEANINGS = {
     "(and dropped afterwards); unset, an embedded server in a temporary directory.",
     "SHOP_TEST_SERVICES": "Test suite: comma-separated services to migrate and test "
     "(e.g. ``customers,sales`` while a service is half-built); unset, all present ones.",
+    "STOREFRONT_PORT": "``make run``: the port of the storefront (the web shop and console).",
+    "STOREFRONT_SECRET_KEY": "The storefront's key that signs its session cookie (the user's "
+    "tokens) and CSRF tokens; a development default is used, and warned about, when unset.",
+    "STOREFRONT_SECURE_COOKIES": "``1``: the storefront's session cookie is sent over HTTPS "
+    "only (set it behind TLS).",
 }
 
 

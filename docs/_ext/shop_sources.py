@@ -33,7 +33,7 @@ SERVICES = {
     "reviews": "reviews_service",
 }
 #: Packages whose code runs in (or next to) the services.
-CODE_PACKAGES = ["shopkit", *SERVICES.values(), "seeder"]
+CODE_PACKAGES = ["shopkit", *SERVICES.values(), "seeder", "storefront"]
 #: Where environment variables may also be read: tools, benchmarks, the test harness.
 TOOL_PATHS = ["bench", "tests"]
 SKIPPED_PARTS = {"migrations", "__pycache__", "_build", "_generated"}

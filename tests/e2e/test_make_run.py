@@ -47,6 +47,7 @@ def wait_ready(url: str, deadline: float) -> None:
 
 def test_make_run_starts_seeds_and_stops_on_ctrl_c() -> None:
     ports = {name: free_port() for name in SERVICES}
+    storefront_port = free_port()
     gateway_port = free_port()
     data_dir = Path(tempfile.mkdtemp(prefix="shop-make-run-"))
     env = {
@@ -57,6 +58,7 @@ def test_make_run_starts_seeds_and_stops_on_ctrl_c() -> None:
         "SERVICE_CLIENT_SECRET": "make-run-secret",
         "SHOP_SEED_CUSTOMERS": "20",
         "SHOP_SEED_PRODUCTS": "15",
+        "STOREFRONT_PORT": str(storefront_port),
         "SHOP_GATEWAY_PORT": str(gateway_port),
         **{f"{name.upper()}_URL": f"http://127.0.0.1:{port}" for name, port in ports.items()},
     }
@@ -72,6 +74,7 @@ def test_make_run_starts_seeds_and_stops_on_ctrl_c() -> None:
         deadline = time.monotonic() + 120
         for name in SERVICES:
             wait_ready(f"http://127.0.0.1:{ports[name]}", deadline)
+        wait_ready(f"http://127.0.0.1:{storefront_port}", deadline)  # the storefront, too
         # Demo data is seeded once the services are up.
         while time.monotonic() < deadline:
             total = requests.get(
@@ -83,6 +86,8 @@ def test_make_run_starts_seeds_and_stops_on_ctrl_c() -> None:
         assert total >= 15, (data_dir / "make-run.log").read_text()[-3000:]
         catalog = requests.get(f"http://127.0.0.1:{ports['sales']}/catalog", timeout=5).json()
         assert catalog["items"]
+        shop_page = requests.get(f"http://127.0.0.1:{storefront_port}/", timeout=5)
+        assert shop_page.status_code == 200 and "Catalogue" in shop_page.text
         output = (data_dir / "make-run.log").read_text()
         if nginx_binary() is not None:  # .ci/run installs it; without it, make run says so
             gateway = f"http://127.0.0.1:{gateway_port}"
@@ -105,7 +110,7 @@ def test_make_run_starts_seeds_and_stops_on_ctrl_c() -> None:
     time.sleep(0.5)
     alive = [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not alive, [p.cmdline() for p in alive]
-    assert all(port_is_free(port) for port in [*ports.values(), gateway_port])
+    assert all(port_is_free(port) for port in [*ports.values(), storefront_port, gateway_port])
     postgres = [
         p for p in psutil.process_iter(["cmdline"])
         if p.info["cmdline"] and str(data_dir) in " ".join(p.info["cmdline"])

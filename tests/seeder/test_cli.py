@@ -21,6 +21,8 @@ from tests.seeder.conftest import Run, ShopReader
 
 pytestmark = pytest.mark.processes
 
+PAID = ("completed", "shipped", "delivered")
+
 
 def ok(result: Any) -> str:
     assert result.exit_code == 0, result.output
@@ -40,14 +42,51 @@ def test_populate_replay_audit(run_seeder: Run, shop_reader: ShopReader, seeder_
     assert seeder_stack.token(expected[0].username, data.derive_password(7, expected[0].username))
 
     output = ok(run_seeder("replay", "--purchases", "40", "--concurrency", "4", "--seed", "7"))
-    assert "replay summary" in output and "attempts" in output
+    assert "replay summary" in output and "attempts" in output and "lines per order" in output
     assert "Result checks failed" not in output
     sales = shop_reader.sales()
     assert 0 < len(sales) <= 40
-    assert any(s["status"] == "completed" for s in sales)
+    assert any(s["status"] in ("completed", "shipped", "delivered") for s in sales)
+    assert any(len(s["items"]) > 1 for s in sales)  # carts of several lines
+    assert all(1 <= len(s["items"]) <= 4 for s in sales)
 
     output = ok(run_seeder("audit"))
     assert "Audit passed" in output
+
+
+def test_replay_with_cancellations_shipments_and_deliveries_then_audit(
+    run_seeder: Run, shop_reader: ShopReader, reset_shop: Callable[[], None], tmp_path: Path
+) -> None:
+    reset_shop()
+    ok(run_seeder("populate", "--customers", "12", "--products", "15", "--seed", "8"))
+    before = shop_reader.balance_total()
+    path = tmp_path / "outcomes.jsonl"
+    output = ok(
+        run_seeder(
+            "replay",
+            *("--purchases", "40", "--concurrency", "3", "--seed", "8"),
+            *("--cancel-share", "0.3", "--ship-share", "0.6", "--deliver-share", "0.5"),
+            *("--outcomes", str(path)),
+        )
+    )
+    assert "Result checks failed" not in output
+    outcomes = [json.loads(line) for line in path.read_text().splitlines()]
+    completed = [o for o in outcomes if o["outcome"] == "completed"]
+    after = {o["after"] for o in completed}
+    assert {"cancelled", "shipped", "delivered"} <= after, after
+    sales = {s["id"]: s for s in shop_reader.sales()}
+    statuses = {s["status"] for s in sales.values()}
+    assert {"cancelled", "shipped", "delivered"} <= statuses, statuses
+    assert not statuses & {"pending", "cancelling"}
+    shipped = [s for s in sales.values() if s["status"] in ("shipped", "delivered")]
+    assert all(s["carrier"] and s["tracking_number"] for s in shipped)
+    # Money: what left the wallets is exactly what the kept orders cost, net of top-ups.
+    topped_up = sum((Decimal(o["topped_up"] or 0) for o in outcomes), Decimal(0))
+    kept = sum((Decimal(s["total"]) for s in sales.values() if s["status"] in PAID), Decimal(0))
+    assert shop_reader.balance_total() == before + topped_up - kept
+
+    output = ok(run_seeder("audit"))
+    assert "Audit passed" in output and "money refunded" in output
 
 
 def test_populate_twice_creates_nothing_twice(run_seeder: Run, shop_reader: ShopReader) -> None:
@@ -129,7 +168,8 @@ def test_replay_with_one_shopper_at_a_time_repeats_exactly(
 
 def test_audit_detects_injected_violations(run_seeder: Run, sql: Callable[..., list[Any]]) -> None:
     ok(run_seeder("populate", "--customers", "10", "--products", "8", "--seed", "9"))
-    ok(run_seeder("replay", "--purchases", "12", "--concurrency", "2", "--seed", "9"))
+    replay = ("replay", "--purchases", "12", "--concurrency", "2", "--seed", "9")
+    ok(run_seeder(*replay, "--cancel-share", "0.4"))
     ok(run_seeder("audit"))
 
     # A debit with no sale behind it (and a ledger that no longer matches the balance).
@@ -151,16 +191,36 @@ def test_audit_detects_injected_violations(run_seeder: Run, sql: Callable[..., l
     sql("DELETE FROM customers.ledger_entries WHERE actor = 'test'")
     ok(run_seeder("audit"))
 
+    def hold(sale_status: str, status: str) -> str:
+        """Set the first ``sale_status`` order's reservation to ``status``, its order aged."""
+        stamps = "released_at = now()" if status == "released" else "released_at = NULL"
+        (sale_id,) = sql(
+            f"UPDATE inventory.reservations SET status = :status, {stamps}, returned_at = NULL "
+            "WHERE sale_id = (SELECT id FROM sales.sales WHERE status = :sale_status "
+            "ORDER BY id LIMIT 1) RETURNING sale_id",
+            status=status,
+            sale_status=sale_status,
+        )[0]
+        sql(
+            "UPDATE sales.sales SET updated_at = now() - interval '1 minute' WHERE id = :s",
+            s=sale_id,
+        )
+        return str(sale_id)
+
     # Stock given back for a completed sale while its money is kept.
-    (sale_id,) = sql(
-        "UPDATE inventory.reservations SET status = 'released', released_at = now() "
-        "WHERE sale_id = (SELECT id FROM sales.sales WHERE status = 'completed' LIMIT 1) "
-        "RETURNING sale_id"
-    )[0]
-    sql("UPDATE sales.sales SET updated_at = now() - interval '1 minute' WHERE id = :s", s=sale_id)
+    sale_id = hold("completed", "released")
     result = run_seeder("audit")
     assert result.exit_code == 1, result.output
     assert f"sale {sale_id}: reservation released" in result.output
+    hold("completed", "reserved")
+    ok(run_seeder("audit"))
+
+    # A cancelled order refunded while its stock is still held.
+    sale_id = hold("cancelled", "reserved")
+    result = run_seeder("audit")
+    assert result.exit_code == 1, result.output
+    assert f"sale {sale_id}: reservation reserved" in result.output
+    assert "units in paid orders" in result.output
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,191 @@
+"""The storefront: a shop and an operations console in the browser (port 8080).
+
+A backend-for-frontend: server-rendered Jinja2 pages over the four services'
+public HTTP APIs. It holds no shop data and never touches a database. The
+user's tokens stay in the signed, HttpOnly, SameSite session cookie; every
+form carries a CSRF token (Flask-WTF). htmx (vendored under ``static/``)
+only enhances pages that work without JavaScript.
+
+``gunicorn 'storefront:create_app()'`` serves it, with one worker (the data
+page's seeder runs belong to the process; threads give the concurrency).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from flask import Flask, jsonify, render_template
+from flask.typing import ResponseReturnValue
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException
+
+from shopkit.config import Settings
+from shopkit.logs import configure_logging, init_access_log
+from shopkit.metrics import init_metrics
+from shopkit.request_id import current_request_id, init_request_id
+from shopkit.service_client import DependencyUnavailable
+from storefront import account, admin, shop
+from storefront.clients import ApiProblem, HttpTransport, ShopApi
+from storefront.jobs import JobRunner
+from storefront.session import LoginRequired, current_user, forget, to_login
+from storefront.system import RateTracker
+
+log = logging.getLogger(__name__)
+
+SERVICE = "storefront"
+#: Development fallback of ``STOREFRONT_SECRET_KEY`` (warned about, like the other dev secrets).
+DEV_SECRET_KEY = "dev-storefront-secret-change-me"  # noqa: S105 (documented dev default)
+SESSION_DAYS = 7
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the storefront app.
+
+    ``config`` may hold Flask settings, a ``SETTINGS`` object
+    (:class:`~shopkit.config.Settings`: the service URLs, the admin
+    credentials the data page's seeder uses, timeouts) and a ``TRANSPORT``
+    (a :class:`~storefront.clients.Transport`; tests give a fake).
+    """
+    config = dict(config or {})
+    settings: Settings = config.pop("SETTINGS", None) or Settings.from_env(SERVICE)
+    transport = config.pop("TRANSPORT", None) or HttpTransport(
+        {
+            "customers": settings.customers_url,
+            "inventory": settings.inventory_url,
+            "sales": settings.sales_url,
+            "reviews": settings.reviews_url,
+        },
+        connect_timeout_s=settings.http_connect_timeout_s,
+        read_timeout_s=settings.http_read_timeout_s,
+        retries=settings.http_retries,
+    )
+    configure_logging(SERVICE, settings.log_level)
+
+    app = Flask(__name__)
+    secret = os.environ.get("STOREFRONT_SECRET_KEY") or DEV_SECRET_KEY
+    if secret == DEV_SECRET_KEY and "SECRET_KEY" not in config:
+        log.warning("STOREFRONT_SECRET_KEY is not set: using the development default")
+    app.config.update(
+        SECRET_KEY=secret,
+        SESSION_COOKIE_NAME="shop_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=os.environ.get("STOREFRONT_SECURE_COOKIES", "0") == "1",
+        PERMANENT_SESSION_LIFETIME=timedelta(days=SESSION_DAYS),
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
+        SHOP_SETTINGS=settings,
+    )
+    app.config.update(config)
+
+    app.extensions["shop_client"] = ShopApi(transport)
+    app.extensions["shop_jobs"] = JobRunner(settings)
+    app.extensions["shop_rates"] = RateTracker()
+    CSRFProtect(app)
+    init_request_id(app)
+    init_access_log(app)
+    init_metrics(app, SERVICE)
+    for blueprint in (shop.bp, account.bp, admin.bp):
+        app.register_blueprint(blueprint)
+    _init_health(app)
+    _init_templates(app)
+    _init_errors(app)
+    return app
+
+
+def _init_health(app: Flask) -> None:
+    @app.get("/healthz")
+    def healthz() -> ResponseReturnValue:
+        """Liveness: the process answers."""
+        return jsonify(status="ok", service=SERVICE)
+
+    @app.get("/readyz")
+    def readyz() -> ResponseReturnValue:
+        """Ready when the customers service (log in, accounts) answers its ``/readyz``.
+
+        The other services are reported too; one of them down leaves the
+        storefront up, showing a clear message on the pages that need it.
+        """
+        client: ShopApi = app.extensions["shop_client"]
+        found: dict[str, str] = {}
+        for name in ("customers", "inventory", "sales", "reviews"):
+            try:
+                status, _ = client.readiness(name)
+            except DependencyUnavailable:
+                status = 0
+            found[name] = "ready" if status == 200 else "unavailable"
+        ready = found["customers"] == "ready"
+        body = {"status": "ready" if ready else "not_ready", "service": SERVICE, "services": found}
+        return jsonify(body), 200 if ready else 503
+
+
+def _init_templates(app: Flask) -> None:
+    @app.template_filter("money")
+    def money(value: Any) -> str:
+        """``"1234.5"`` → ``"1,234.50"`` (money is a decimal string; never a float)."""
+        try:
+            return f"{Decimal(str(value)):,.2f}"
+        except (InvalidOperation, ValueError):
+            return "" if value is None else str(value)
+
+    @app.template_filter("when")
+    def when(value: Any) -> str:
+        """An ISO timestamp as ``2025-01-31 14:05:09``."""
+        if not value:
+            return ""
+        try:
+            return datetime.fromisoformat(str(value)).strftime("%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            return str(value)
+
+    @app.context_processor
+    def _globals() -> dict[str, Any]:
+        return {"user": current_user(), "request_id": current_request_id()}
+
+
+def _init_errors(app: Flask) -> None:
+    """Every failure is a page that says what happened: never a stack trace."""
+
+    def page(status: int, title: str, message: str) -> ResponseReturnValue:
+        return render_template("error.html", status=status, title=title, message=message), status
+
+    @app.errorhandler(LoginRequired)
+    def _login(_error: LoginRequired) -> ResponseReturnValue:
+        return to_login("Your session has ended; please log in again.")
+
+    @app.errorhandler(DependencyUnavailable)
+    def _unavailable(error: DependencyUnavailable) -> ResponseReturnValue:
+        return page(503, "A service is unavailable", error.detail)
+
+    @app.errorhandler(ApiProblem)
+    def _problem(error: ApiProblem) -> ResponseReturnValue:
+        if error.status == 401:
+            forget()
+            return to_login("Your session has ended; please log in again.")
+        if error.status == 404:
+            return page(404, "Not found", error.detail)
+        if error.status == 403:
+            return page(403, "Not allowed", error.detail)
+        if error.status >= 500:
+            log.error("%s answered %s: %s", error.service, error.status, error.detail)
+            return page(502, "Something went wrong", f"The {error.service} service failed.")
+        return page(error.status, "That did not work", error.message())
+
+    @app.errorhandler(CSRFError)
+    def _csrf(_error: CSRFError) -> ResponseReturnValue:
+        return page(400, "The form expired", "Reload the page and try again.")
+
+    @app.errorhandler(HTTPException)
+    def _http(error: HTTPException) -> ResponseReturnValue:
+        status = error.code or 500
+        if status == 403:
+            return page(403, "Not allowed", "This page is for administrators only.")
+        return page(status, error.name, error.description or "")
+
+    @app.errorhandler(Exception)
+    def _unexpected(_error: Exception) -> ResponseReturnValue:
+        log.exception("unhandled error")
+        return page(500, "Something went wrong", "An unexpected error occurred.")

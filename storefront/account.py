@@ -1,0 +1,106 @@
+"""Register, log in, log out and the profile."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+
+from storefront.clients import ApiProblem
+from storefront.forms import ActionForm, LoginForm, ProfileForm, RegisterForm
+from storefront.session import api, current_user, forget, login_required, remember, token
+
+bp = Blueprint("account", __name__)
+
+PROFILE_FIELDS = ("full_name", "email", "age", "address", "gender", "marital_status")
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path on this site (never another host) to go back to after logging in."""
+    if not target:
+        return url_for("shop.catalogue")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return url_for("shop.catalogue")
+    return target
+
+
+@bp.route("/register", methods=["GET", "POST"])
+def register() -> ResponseReturnValue:
+    """A new account; logs the new customer in."""
+    form = RegisterForm()
+    problem = None
+    if form.validate_on_submit():
+        fields = {name: form[name].data for name in ("username", "password", *PROFILE_FIELDS)}
+        try:
+            api().register(fields)
+            user = remember(api().login(str(form.username.data), str(form.password.data)))
+        except ApiProblem as exc:
+            problem = exc.message()
+        else:
+            flash(f"Welcome, {user.username}! Top up your wallet to start shopping.", "success")
+            return redirect(url_for("shop.wallet"))
+    elif request.method == "POST":
+        problem = "Please correct the fields marked below."
+    status = 422 if problem else 200
+    return render_template("account/register.html", form=form, problem=problem), status
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> ResponseReturnValue:
+    """Log in; the tokens go into the session cookie only."""
+    form = LoginForm()
+    problem = None
+    if form.validate_on_submit():
+        try:
+            user = remember(api().login(str(form.username.data), str(form.password.data)))
+        except ApiProblem as exc:
+            problem = exc.message()
+        else:
+            flash(f"Logged in as {user.username}.", "success")
+            default = url_for("admin.index") if user.is_admin else None
+            return redirect(_safe_next(request.args.get("next") or default))
+    elif request.method == "POST":
+        problem = "Enter your username and password."
+    status = 401 if problem else 200
+    return render_template("account/login.html", form=form, problem=problem), status
+
+
+@bp.post("/logout")
+def logout() -> ResponseReturnValue:
+    """Log out (a POST with a CSRF token, so no other site can log anyone out)."""
+    forget()
+    flash("You are logged out.", "success")
+    return redirect(url_for("shop.catalogue"))
+
+
+@bp.route("/profile", methods=["GET", "POST"])
+@login_required
+def profile() -> ResponseReturnValue:
+    """See and edit the profile."""
+    user = current_user()
+    assert user is not None
+    form = ProfileForm()
+    problem = None
+    if form.validate_on_submit():
+        fields = {name: form[name].data for name in PROFILE_FIELDS}
+        try:
+            api().update_profile(token(), user.username, fields)
+        except ApiProblem as exc:
+            problem = exc.message()
+        else:
+            flash("Your profile is saved.", "success")
+            return redirect(url_for("account.profile"))
+    elif request.method == "POST":
+        problem = "Please correct the fields marked below."
+    data = api().profile(token(), user.username)
+    if request.method == "GET":
+        form = ProfileForm(data=data)
+    return render_template(
+        "account/profile.html",
+        form=form,
+        profile=data,
+        problem=problem,
+        logout_form=ActionForm(),
+    ), 422 if problem else 200

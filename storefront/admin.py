@@ -1,0 +1,389 @@
+"""The operations console (admins only): moderation, products, customers, orders, system, data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+
+from storefront.clients import SERVICES, ApiProblem
+from storefront.forms import (
+    CATEGORIES,
+    SORTS,
+    ActionForm,
+    KeyedForm,
+    ModerationForm,
+    PopulateForm,
+    ProductForm,
+    QuantityForm,
+    ReplayForm,
+    ShipForm,
+)
+from storefront.jobs import JobBusy, JobRunner
+from storefront.session import admin_required, api, attempt, page_number, token
+from storefront.shop import CATALOGUE_FILTERS, ORDER_STATUSES
+from storefront.system import RateTracker, collect
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+REVIEW_STATUSES = ("pending", "flagged", "approved", "rejected")
+
+
+@bp.before_request
+@admin_required
+def _only_admins() -> None:
+    """Every console page refuses non-admins (and sends visitors to log in)."""
+
+
+def _jobs() -> JobRunner:
+    return current_app.extensions["shop_jobs"]  # type: ignore[no-any-return]
+
+
+@bp.get("/")
+def index() -> ResponseReturnValue:
+    """The console's front page: what waits for an admin."""
+    queue = api().review_queue(token(), "pending")
+    pending_orders = api().orders(token(), status="pending").total
+    to_ship = api().orders(token(), status="completed").total
+    return render_template(
+        "admin/index.html", queue=queue.total, pending_orders=pending_orders, to_ship=to_ship
+    )
+
+
+# --- moderation -------------------------------------------------------------------------------
+
+
+@bp.get("/moderation")
+def moderation() -> ResponseReturnValue:
+    """The moderation queue (pending by default, oldest first)."""
+    status = request.args.get("status", "pending")
+    if status not in REVIEW_STATUSES:
+        status = "pending"
+    page = api().review_queue(token(), status, page_number())
+    return render_template(
+        "admin/moderation.html",
+        page=page,
+        status=status,
+        statuses=REVIEW_STATUSES,
+        form=ModerationForm(formdata=None),
+    )
+
+
+@bp.post("/reviews/<int:review_id>/moderation")
+def moderate(review_id: int) -> ResponseReturnValue:
+    """Approve, flag or reject a review, with a note."""
+    form = ModerationForm()
+    if form.validate():
+        action, note = str(form.action.data), form.note.data or ""
+        attempt(lambda: api().moderate(token(), review_id, action, note),
+                f"Review {review_id}: {action} done.")  # fmt: skip
+    else:
+        flash("Choose approve, flag or reject.", "error")
+    return redirect(url_for("admin.moderation", status=request.args.get("status", "pending")))
+
+
+# --- products ---------------------------------------------------------------------------------
+
+
+@bp.get("/products")
+def products() -> ResponseReturnValue:
+    """Products with the catalogue's filters, to edit, restock and archive."""
+    filters = {name: request.args.get(name, "").strip() for name in CATALOGUE_FILTERS}
+    problem, page = None, None
+    try:
+        page = api().products(filters, page=page_number(), page_size=25)
+    except ApiProblem as exc:
+        problem = exc.message()
+    return render_template(
+        "admin/products.html",
+        page=page,
+        problem=problem,
+        filters=filters,
+        categories=CATEGORIES,
+        sorts=SORTS,
+    )
+
+
+@bp.route("/products/new", methods=["GET", "POST"])
+def new_product() -> ResponseReturnValue:
+    """Create a product."""
+    form = ProductForm()
+    problem = None
+    if form.validate_on_submit():
+        try:
+            created = api().create_product(token(), _product_fields(form, with_stock=True))
+        except ApiProblem as exc:
+            problem = exc.message()
+        else:
+            flash(f"Product {created['id']} created.", "success")
+            return redirect(url_for("admin.product", product_id=created["id"]))
+    elif request.method == "POST":
+        problem = "Please correct the fields marked below."
+    return render_template(
+        "admin/product_form.html", form=form, product=None, problem=problem
+    ), 422 if problem else 200
+
+
+def _product_fields(form: ProductForm, *, with_stock: bool) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "name": form.name.data,
+        "category": form.category.data,
+        "price": f"{form.price.data:.2f}",
+        "description": form.description.data or "",
+    }
+    if with_stock:
+        fields["stock"] = int(form.stock.data or 0)
+    return fields
+
+
+@bp.route("/products/<int:product_id>", methods=["GET", "POST"])
+def product(product_id: int) -> ResponseReturnValue:
+    """Edit a product; restock, archive or restore it."""
+    item = api().product(product_id, token())
+    form = ProductForm() if request.method == "POST" else ProductForm(data=item)
+    problem = None
+    if request.method == "POST":
+        if form.validate():
+            try:
+                api().update_product(token(), product_id, _product_fields(form, with_stock=False))
+            except ApiProblem as exc:
+                problem = exc.message()
+            else:
+                flash("Product saved.", "success")
+                return redirect(url_for("admin.product", product_id=product_id))
+        else:
+            problem = "Please correct the fields marked below."
+    return render_template(
+        "admin/product_form.html",
+        form=form,
+        product=item,
+        problem=problem,
+        restock_form=QuantityForm(formdata=None),
+        action_form=ActionForm(),
+    ), 422 if problem else 200
+
+
+@bp.post("/products/<int:product_id>/restock")
+def restock(product_id: int) -> ResponseReturnValue:
+    """Add stock."""
+    form = QuantityForm()
+    if form.validate():
+        quantity = int(form.quantity.data or 0)
+        attempt(lambda: api().restock(token(), product_id, quantity), f"Restocked {quantity}.")
+    else:
+        flash("A restock needs a quantity of at least 1.", "error")
+    return redirect(url_for("admin.product", product_id=product_id))
+
+
+@bp.post("/products/<int:product_id>/archive")
+def archive(product_id: int) -> ResponseReturnValue:
+    """Archive a product (it leaves the catalogue; its history stays)."""
+    attempt(lambda: api().archive(token(), product_id), "Product archived.")
+    return redirect(url_for("admin.product", product_id=product_id))
+
+
+@bp.post("/products/<int:product_id>/restore")
+def restore(product_id: int) -> ResponseReturnValue:
+    """Bring an archived product back."""
+    attempt(
+        lambda: api().update_product(token(), product_id, {"archived": False}), "Product restored."
+    )
+    return redirect(url_for("admin.product", product_id=product_id))
+
+
+# --- customers --------------------------------------------------------------------------------
+
+
+@bp.get("/customers")
+def customers() -> ResponseReturnValue:
+    """Search customers; deactivate an account."""
+    q = request.args.get("q", "").strip()
+    active_arg = request.args.get("active", "true")
+    active = {"true": True, "false": False}.get(active_arg)
+    problem, page = None, None
+    try:
+        page = api().customers(token(), q or None, active, page_number())
+    except ApiProblem as exc:
+        problem = exc.message()
+    return render_template(
+        "admin/customers.html",
+        page=page,
+        q=q,
+        active=active_arg,
+        problem=problem,
+        form=ActionForm(),
+    )
+
+
+@bp.post("/customers/<username>/deactivate")
+def deactivate(username: str) -> ResponseReturnValue:
+    """Deactivate an account (its history is kept; its tokens stop working)."""
+    attempt(lambda: api().deactivate(token(), username), f"{username} is deactivated.")
+    return redirect(url_for("admin.customers", q=username, active="all"))
+
+
+# --- orders -----------------------------------------------------------------------------------
+
+
+@bp.get("/orders")
+def orders() -> ResponseReturnValue:
+    """Every order, by status and buyer."""
+    status = request.args.get("status") or None
+    if status not in (None, *ORDER_STATUSES):
+        status = None
+    customer = request.args.get("customer", "").strip() or None
+    page = api().orders(token(), status=status, customer=customer, page=page_number())
+    return render_template(
+        "admin/orders.html", page=page, status=status, customer=customer or "",
+        statuses=ORDER_STATUSES,
+    )  # fmt: skip
+
+
+@bp.get("/orders/<uuid:sale_id>")
+def order(sale_id: Any) -> ResponseReturnValue:
+    """One order with its saga steps as a timeline; ship, deliver or cancel it."""
+    sale = api().order(token(), str(sale_id))
+    return render_template(
+        "admin/order.html",
+        sale=sale,
+        ship_form=ShipForm(formdata=None),
+        action_form=ActionForm(),
+        cancel_form=KeyedForm(),
+    )
+
+
+@bp.post("/orders/<uuid:sale_id>/ship")
+def ship(sale_id: Any) -> ResponseReturnValue:
+    """Mark the order shipped (carrier and tracking number optional)."""
+    form = ShipForm()
+    form.validate()
+    carrier, tracking = form.carrier.data or "", form.tracking_number.data or ""
+    attempt(lambda: api().ship(token(), str(sale_id), carrier, tracking), "Order shipped.")
+    return redirect(url_for("admin.order", sale_id=sale_id))
+
+
+@bp.post("/orders/<uuid:sale_id>/deliver")
+def deliver(sale_id: Any) -> ResponseReturnValue:
+    """Mark the order delivered."""
+    attempt(lambda: api().deliver(token(), str(sale_id)), "Order delivered.")
+    return redirect(url_for("admin.order", sale_id=sale_id))
+
+
+@bp.post("/orders/<uuid:sale_id>/cancel")
+def cancel(sale_id: Any) -> ResponseReturnValue:
+    """Cancel the order for the buyer: the refund saga."""
+    form = KeyedForm()
+    if not form.validate():
+        flash("The form expired; please try again.", "error")
+    else:
+        key = str(form.key.data)
+        attempt(lambda: api().cancel(token(), str(sale_id), key),
+                "Order cancelled; the buyer is refunded.")  # fmt: skip
+    return redirect(url_for("admin.order", sale_id=sale_id))
+
+
+# --- system, audit and data -------------------------------------------------------------------
+
+
+@bp.get("/system")
+def system() -> ResponseReturnValue:
+    """Readiness, traffic, sales by outcome, pending sales, recoveries and fault switches."""
+    tracker: RateTracker = current_app.extensions["shop_rates"]
+    view = collect(api(), token(), tracker)
+    template = "admin/_system.html" if request.headers.get("HX-Request") else "admin/system.html"
+    return render_template(template, view=view, form=ActionForm())
+
+
+@bp.post("/system/<service>/faults/clear")
+def clear_faults(service: str) -> ResponseReturnValue:
+    """Switch off every live fault of a service."""
+    if service not in SERVICES:
+        flash("Unknown service.", "error")
+    else:
+        attempt(lambda: api().clear_faults(token(), service), f"Faults of {service} switched off.")
+    return redirect(url_for("admin.system"))
+
+
+@bp.route("/audit", methods=["GET", "POST"])
+def audit() -> ResponseReturnValue:
+    """Run ``seeder audit`` (the cross-service invariants) and show what it found."""
+    form = ActionForm()
+    if request.method == "POST" and form.validate():
+        _start("audit", [])
+        return redirect(url_for("admin.audit"))
+    job = _jobs().current
+    return render_template("admin/audit.html", job=job if job and job.kind == "audit" else None,
+                           form=form)  # fmt: skip
+
+
+@bp.get("/data")
+def data() -> ResponseReturnValue:
+    """Start ``populate`` or ``replay`` and watch it run."""
+    return render_template(
+        "admin/data.html",
+        job=_jobs().current,
+        populate_form=PopulateForm(formdata=None),
+        replay_form=ReplayForm(formdata=None),
+        stop_form=ActionForm(),
+    )
+
+
+@bp.get("/data/progress")
+def progress() -> ResponseReturnValue:
+    """The current run's progress (the fragment the data and audit pages poll)."""
+    return render_template("admin/_job.html", job=_jobs().current, stop_form=ActionForm())
+
+
+@bp.post("/data/populate")
+def populate() -> ResponseReturnValue:
+    """``python -m seeder populate --customers N --products M --seed S``."""
+    form = PopulateForm()
+    if form.validate():
+        _start(
+            "populate",
+            ["--customers", str(form.customers.data), "--products", str(form.products.data),
+             "--seed", str(form.seed.data)],
+        )  # fmt: skip
+    else:
+        flash(_form_errors(form), "error")
+    return redirect(url_for("admin.data"))
+
+
+@bp.post("/data/replay")
+def replay() -> ResponseReturnValue:
+    """``python -m seeder replay --purchases N --concurrency C --rate R --seed S``."""
+    form = ReplayForm()
+    if form.validate():
+        _start(
+            "replay",
+            ["--purchases", str(form.purchases.data), "--concurrency", str(form.concurrency.data),
+             "--rate", f"{form.rate.data:g}", "--seed", str(form.seed.data),
+             "--report-every", "1"],
+            target=int(form.purchases.data or 0),
+        )  # fmt: skip
+    else:
+        flash(_form_errors(form), "error")
+    return redirect(url_for("admin.data"))
+
+
+@bp.post("/data/stop")
+def stop() -> ResponseReturnValue:
+    """Stop the current run (a replay prints its summary first)."""
+    _jobs().stop()
+    flash("Asked the run to stop.", "success")
+    return redirect(url_for("admin.data"))
+
+
+def _start(kind: str, args: list[str], target: int | None = None) -> None:
+    try:
+        _jobs().start(kind, args, target)
+    except JobBusy as exc:
+        flash(f"Another run is still going ({exc}); wait for it or stop it.", "error")
+    else:
+        flash(f"Started {kind}.", "success")
+
+
+def _form_errors(form: Any) -> str:
+    return " ".join(
+        f"{form[name].label.text}: {'; '.join(errors)}" for name, errors in form.errors.items()
+    )

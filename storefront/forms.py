@@ -1,0 +1,141 @@
+"""The storefront's forms (Flask-WTF: every one carries a CSRF token).
+
+Validation here is only what a browser user needs to hear at once; the
+services validate everything again and their problem ``detail``s are shown
+as they are. Forms that change money or orders carry a fresh
+``Idempotency-Key`` in a hidden field, so submitting the same form twice
+(a double click, a reload) replays the first answer instead of acting twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from flask_wtf import FlaskForm
+from wtforms import (
+    DecimalField,
+    EmailField,
+    HiddenField,
+    IntegerField,
+    PasswordField,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import InputRequired, Length, NumberRange, Optional
+
+GENDERS = [SelectChoice("female"), SelectChoice("male"), SelectChoice("non_binary", "non-binary"),
+           SelectChoice("prefer_not_to_say", "prefer not to say")]  # fmt: skip
+MARITAL = [SelectChoice(s) for s in ("single", "married", "divorced", "widowed")]
+CATEGORIES = ["food", "clothes", "accessories", "electronics"]
+SORTS = [("newest", "Newest"), ("price", "Price: low to high"), ("-price", "Price: high to low"),
+         ("name", "Name A-Z"), ("-name", "Name Z-A")]  # fmt: skip
+
+
+def new_key() -> str:
+    """A fresh idempotency key for one form submission."""
+    return uuid.uuid4().hex
+
+
+class ActionForm(FlaskForm):
+    """A button that changes something: only the CSRF token."""
+
+
+class KeyedForm(FlaskForm):
+    """A button whose action must not happen twice: CSRF token plus an idempotency key."""
+
+    key = HiddenField(default=new_key, validators=[InputRequired(), Length(max=64)])
+
+
+class LoginForm(FlaskForm):
+    """Log in."""
+
+    username = StringField("Username", validators=[InputRequired(), Length(max=64)])
+    password = PasswordField("Password", validators=[InputRequired(), Length(max=128)])
+
+
+class ProfileForm(FlaskForm):
+    """The profile fields a customer may change."""
+
+    full_name = StringField("Full name", validators=[InputRequired(), Length(max=200)])
+    email = EmailField("Email", validators=[InputRequired(), Length(max=254)])
+    age = IntegerField("Age", validators=[InputRequired(), NumberRange(18, 120)])
+    address = StringField("Address", validators=[InputRequired(), Length(max=500)])
+    gender = SelectField("Gender", choices=GENDERS)
+    marital_status = SelectField("Marital status", choices=MARITAL)
+
+
+class RegisterForm(ProfileForm):
+    """A new account: the profile plus a username and password."""
+
+    username = StringField("Username", validators=[InputRequired(), Length(min=3, max=32)])
+    password = PasswordField("Password (8 or more characters)",
+                             validators=[InputRequired(), Length(min=8, max=128)])  # fmt: skip
+
+
+class TopUpForm(KeyedForm):
+    """Add money to the wallet."""
+
+    amount = DecimalField("Amount", places=2, validators=[InputRequired(), NumberRange(min=0.01)])
+
+
+class QuantityForm(FlaskForm):
+    """A quantity for the cart (or a restock)."""
+
+    quantity = IntegerField("Quantity", default=1, validators=[InputRequired(), NumberRange(1)])
+
+
+class ReviewForm(FlaskForm):
+    """Write or edit a review."""
+
+    rating = SelectField(
+        "Rating", choices=[SelectChoice(str(n), f"{n} ★") for n in range(5, 0, -1)]
+    )
+    comment = TextAreaField("Comment", validators=[Optional(), Length(max=2000)])
+
+
+class ModerationForm(FlaskForm):
+    """Approve, flag or reject a review, with a note."""
+
+    action = SelectField(choices=[SelectChoice(a) for a in ("approve", "flag", "reject")])
+    note = StringField("Note", validators=[Optional(), Length(max=1000)])
+
+
+class ProductForm(FlaskForm):
+    """Create or edit a product."""
+
+    name = StringField("Name", validators=[InputRequired(), Length(max=200)])
+    category = SelectField("Category", choices=[SelectChoice(c) for c in CATEGORIES])
+    price = DecimalField("Price", places=2, validators=[InputRequired(), NumberRange(min=0.01)])
+    description = TextAreaField("Description", validators=[Optional(), Length(max=5000)])
+    stock = IntegerField("Initial stock", default=0, validators=[Optional(), NumberRange(0)])
+
+
+class ShipForm(FlaskForm):
+    """Mark an order shipped."""
+
+    carrier = StringField("Carrier", validators=[Optional(), Length(max=100)])
+    tracking_number = StringField("Tracking number", validators=[Optional(), Length(max=100)])
+
+
+class PopulateForm(FlaskForm):
+    """``python -m seeder populate`` sizes and seed."""
+
+    customers = IntegerField("Customers", default=200, validators=[InputRequired(),
+                             NumberRange(0, 100_000)])  # fmt: skip
+    products = IntegerField("Products", default=100, validators=[InputRequired(),
+                            NumberRange(0, 100_000)])  # fmt: skip
+    seed = IntegerField("Seed", default=42, validators=[InputRequired()])
+
+
+class ReplayForm(FlaskForm):
+    """``python -m seeder replay`` size, pace and seed."""
+
+    purchases = IntegerField("Purchases", default=100, validators=[InputRequired(),
+                             NumberRange(1, 100_000)])  # fmt: skip
+    concurrency = IntegerField("Concurrency", default=4, validators=[InputRequired(),
+                               NumberRange(1, 64)])  # fmt: skip
+    rate = DecimalField("Rate (per second, 0: as fast as possible)", default=0, places=1,
+                        validators=[InputRequired(), NumberRange(0, 1000)])  # fmt: skip
+    seed = IntegerField("Seed", default=42, validators=[InputRequired()])

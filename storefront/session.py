@@ -1,0 +1,150 @@
+"""Who is logged in: the user's tokens live only in the signed, HttpOnly, SameSite session cookie.
+
+Page JavaScript never sees a token. The access token is renewed with the
+refresh token shortly before it expires; when that fails (expired, revoked,
+account deactivated) the session ends and the user is asked to log in
+again. The role shown in the menu comes from the token's claims; the
+services check every call themselves, so the claims are read without
+verifying the signature here.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import jwt
+from flask import abort, current_app, flash, redirect, request, session, url_for
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+from storefront.clients import ApiProblem, ShopApi, Tokens
+
+F = TypeVar("F", bound=Callable[..., Any])
+#: Renew the access token when it has fewer seconds than this left.
+RENEW_BEFORE_S = 60
+
+
+class LoginRequired(Exception):
+    """The page needs a logged-in user (or the session just ended)."""
+
+
+@dataclass(frozen=True)
+class User:
+    """The logged-in user as the pages need them."""
+
+    username: str
+    role: str
+
+    @property
+    def is_admin(self) -> bool:
+        """True for the ``admin`` role."""
+        return self.role == "admin"
+
+
+def api() -> ShopApi:
+    """The app's client of the services."""
+    return current_app.extensions["shop_client"]  # type: ignore[no-any-return]
+
+
+def remember(tokens: Tokens) -> User:
+    """Start the session for these tokens; returns who it is."""
+    claims = jwt.decode(tokens.access_token, options={"verify_signature": False})
+    user = User(username=str(claims.get("sub", "")), role=str(claims.get("role", "customer")))
+    session.clear()
+    session.permanent = True
+    session["user"] = {"username": user.username, "role": user.role}
+    session["tokens"] = {
+        "access": tokens.access_token,
+        "refresh": tokens.refresh_token,
+        "expires_at": float(claims.get("exp") or time.time() + tokens.expires_in),
+    }
+    return user
+
+
+def forget() -> None:
+    """End the session (log out)."""
+    session.clear()
+
+
+def current_user() -> User | None:
+    """The logged-in user, or ``None``."""
+    data = session.get("user")
+    if not isinstance(data, dict):
+        return None
+    return User(username=str(data.get("username", "")), role=str(data.get("role", "customer")))
+
+
+def token() -> str:
+    """A valid access token of the logged-in user, renewed when it is about to expire."""
+    stored = session.get("tokens")
+    if not isinstance(stored, dict) or not stored.get("access"):
+        raise LoginRequired
+    if time.time() < float(stored.get("expires_at", 0)) - RENEW_BEFORE_S:
+        return str(stored["access"])
+    if not stored.get("refresh"):
+        forget()
+        raise LoginRequired
+    try:
+        renewed = api().refresh(str(stored["refresh"]))
+    except ApiProblem:
+        forget()
+        raise LoginRequired from None
+    remember(renewed)
+    return renewed.access_token
+
+
+def login_required(view: F) -> F:
+    """Send an anonymous visitor to the login page (and back here afterwards)."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if current_user() is None:
+            return to_login()
+        return view(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def admin_required(view: F) -> F:
+    """Refuse (403) anyone but an admin; anonymous visitors go to the login page."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        user = current_user()
+        if user is None:
+            return to_login()
+        if not user.is_admin:
+            abort(403)
+        return view(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def attempt(call: Callable[[], object], success: str) -> bool:
+    """Make one call for a form: flash ``success``, or the service's refusal; True if it worked."""
+    try:
+        call()
+    except ApiProblem as exc:
+        flash(exc.message(), "error")
+        return False
+    flash(success, "success")
+    return True
+
+
+def page_number() -> int:
+    """The ``page`` query parameter (1 when absent or nonsense)."""
+    raw = request.args.get("page", "1")
+    return int(raw) if raw.isdigit() and 0 < int(raw) < 100_000 else 1
+
+
+def to_login(message: str | None = None) -> WerkzeugResponse:
+    """Redirect to the login page, coming back to this page (a GET) afterwards."""
+    if message:
+        flash(message, "warning")
+    target = request.full_path if request.method == "GET" else None
+    if target and target.endswith("?"):
+        target = target[:-1]
+    return redirect(url_for("account.login", next=target))

@@ -1,0 +1,295 @@
+"""Shopper pages: catalogue, product, cart and checkout, orders, wallet and reviews.
+
+Each view reads the request, makes the calls through :func:`storefront.session.api`
+and renders a template; a service's refusal is shown with its own ``detail``.
+Everything works with plain forms and links (no JavaScript needed); htmx
+only makes some forms update in place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+
+from storefront.clients import ApiProblem, Page
+from storefront.forms import (
+    CATEGORIES,
+    SORTS,
+    ActionForm,
+    KeyedForm,
+    QuantityForm,
+    ReviewForm,
+    TopUpForm,
+    new_key,
+)
+from storefront.session import (
+    api,
+    attempt,
+    current_user,
+    login_required,
+    page_number,
+    token,
+)
+
+bp = Blueprint("shop", __name__)
+
+#: The catalogue's query parameters, passed to ``GET /products`` as they are.
+CATALOGUE_FILTERS = ("q", "category", "min_price", "max_price", "in_stock", "sort")
+ORDER_STATUSES = ("pending", "completed", "failed", "shipped", "delivered", "cancelling",
+                  "cancelled")  # fmt: skip
+
+
+def _username() -> str:
+    user = current_user()
+    assert user is not None  # every caller is behind login_required
+    return user.username
+
+
+@bp.get("/")
+def catalogue() -> ResponseReturnValue:
+    """The catalogue: text search, category, price range, in stock, sort, pages."""
+    filters = {name: request.args.get(name, "").strip() for name in CATALOGUE_FILTERS}
+    page = None
+    problem = None
+    try:
+        page = api().products(filters, page=page_number())
+    except ApiProblem as exc:
+        problem = exc.message()
+    return render_template(
+        "shop/catalogue.html",
+        page=page,
+        problem=problem,
+        filters=filters,
+        categories=CATEGORIES,
+        sorts=SORTS,
+        add_form=QuantityForm(),
+    )
+
+
+@bp.get("/products/<int:product_id>")
+def product(product_id: int) -> ResponseReturnValue:
+    """One product: stock, approved reviews with average and histogram, add to cart, review."""
+    item = api().product(product_id)
+    reviews = api().product_reviews(product_id, page=page_number())
+    mine = None
+    user = current_user()
+    if user is not None and not user.is_admin:
+        own = api().reviews_of(token(), user.username).items
+        mine = next((r for r in own if r.get("product_id") == product_id), None)
+    review_form = ReviewForm()
+    if mine is not None:
+        review_form.rating.data = str(mine.get("rating"))
+        review_form.comment.data = mine.get("comment") or ""
+    summary = reviews.get("summary") or {}
+    histogram = {str(n): int((summary.get("histogram") or {}).get(str(n), 0)) for n in range(1, 6)}
+    return render_template(
+        "shop/product.html",
+        product=item,
+        reviews=reviews.get("items") or [],
+        summary=summary,
+        histogram=histogram,
+        mine=mine,
+        add_form=QuantityForm(),
+        review_form=review_form,
+        delete_form=ActionForm(),
+    )
+
+
+# --- cart and checkout ------------------------------------------------------------------------
+
+
+def _render_cart(problem: str | None = None, status: int = 200) -> ResponseReturnValue:
+    cart = api().cart(token())
+    return (
+        render_template(
+            "shop/cart.html",
+            cart=cart,
+            problem=problem,
+            line_form=QuantityForm(),
+            remove_form=ActionForm(),
+            checkout_form=KeyedForm(formdata=None, key=new_key()),
+        ),
+        status,
+    )
+
+
+@bp.get("/cart")
+@login_required
+def cart() -> ResponseReturnValue:
+    """The cart: lines with availability, quantities to edit, the total, checkout."""
+    return _render_cart()
+
+
+@bp.post("/cart/items/<int:product_id>")
+@login_required
+def add_to_cart(product_id: int) -> ResponseReturnValue:
+    """Add a quantity of a product to the cart (on top of what is there)."""
+    form = QuantityForm()
+    if not form.validate():
+        flash("Choose a quantity of at least 1.", "error")
+        return redirect(url_for("shop.product", product_id=product_id))
+    current = api().cart(token())
+    have = next(
+        (int(i["quantity"]) for i in current.get("items", []) if i["product_id"] == product_id), 0
+    )
+    try:
+        api().set_cart_item(token(), product_id, have + int(form.quantity.data or 1))
+    except ApiProblem as exc:
+        flash(exc.message(), "error")
+        return redirect(url_for("shop.product", product_id=product_id))
+    flash("Added to your cart.", "success")
+    return redirect(url_for("shop.cart"))
+
+
+@bp.post("/cart/items/<int:product_id>/quantity")
+@login_required
+def set_quantity(product_id: int) -> ResponseReturnValue:
+    """Change a line's quantity."""
+    form = QuantityForm()
+    if not form.validate():
+        return _render_cart("A quantity must be a whole number of at least 1.", 422)
+    try:
+        api().set_cart_item(token(), product_id, int(form.quantity.data or 1))
+    except ApiProblem as exc:
+        return _render_cart(exc.message(), 422 if exc.status < 500 else 502)
+    return redirect(url_for("shop.cart"))
+
+
+@bp.post("/cart/items/<int:product_id>/remove")
+@login_required
+def remove_from_cart(product_id: int) -> ResponseReturnValue:
+    """Remove a line."""
+    api().remove_cart_item(token(), product_id)
+    flash("Removed from your cart.", "success")
+    return redirect(url_for("shop.cart"))
+
+
+@bp.post("/cart/checkout")
+@login_required
+def checkout() -> ResponseReturnValue:
+    """Place the cart as one order; a refusal keeps the cart and says why."""
+    form = KeyedForm()
+    if not form.validate():
+        return _render_cart("The form expired; please try again.", 400)
+    try:
+        order = api().checkout(token(), str(form.key.data))
+    except ApiProblem as exc:
+        return _render_cart(_checkout_message(exc), 409 if exc.status == 409 else 422)
+    flash("Thank you: your order is placed.", "success")
+    return redirect(url_for("shop.order", sale_id=order["id"]))
+
+
+def _checkout_message(exc: ApiProblem) -> str:
+    """The problem's detail, plus what to do about it."""
+    hints = {
+        "insufficient_funds": "Top up your wallet, then check out again: your cart is kept.",
+        "insufficient_stock": "Lower the quantities marked short, then check out again.",
+        "dependency_unavailable": "The order will be settled shortly; see your orders.",
+    }
+    hint = hints.get(exc.code)
+    return f"{exc.message()} {hint}" if hint else exc.message()
+
+
+# --- orders -----------------------------------------------------------------------------------
+
+
+@bp.get("/orders")
+@login_required
+def orders() -> ResponseReturnValue:
+    """The user's orders, newest first, filtered by status."""
+    status = request.args.get("status") or None
+    if status not in (None, *ORDER_STATUSES):
+        status = None
+    page = api().orders_of(token(), _username(), status, page_number())
+    return render_template("shop/orders.html", page=page, status=status, statuses=ORDER_STATUSES)
+
+
+@bp.get("/orders/<uuid:sale_id>")
+@login_required
+def order(sale_id: Any) -> ResponseReturnValue:
+    """One order: lines, status history, tracking, and cancel while allowed."""
+    sale = api().order(token(), str(sale_id))
+    return render_template("shop/order.html", sale=sale, cancel_form=KeyedForm())
+
+
+@bp.post("/orders/<uuid:sale_id>/cancel")
+@login_required
+def cancel_order(sale_id: Any) -> ResponseReturnValue:
+    """Cancel an order: the refund saga in sales."""
+    form = KeyedForm()
+    if not form.validate():
+        flash("The form expired; please try again.", "error")
+        return redirect(url_for("shop.order", sale_id=sale_id))
+    key = str(form.key.data)
+    attempt(lambda: api().cancel(token(), str(sale_id), key),
+            "Your order is cancelled and the money is back in your wallet.")  # fmt: skip
+    return redirect(url_for("shop.order", sale_id=sale_id))
+
+
+# --- wallet -----------------------------------------------------------------------------------
+
+
+@bp.route("/wallet", methods=["GET", "POST"])
+@login_required
+def wallet() -> ResponseReturnValue:
+    """The wallet: balance, top-up and the ledger."""
+    form = TopUpForm()
+    problem = None
+    if request.method == "POST":
+        if form.validate():
+            try:
+                api().top_up(token(), _username(), f"{form.amount.data:.2f}", str(form.key.data))
+            except ApiProblem as exc:
+                problem = exc.message()
+            else:
+                flash(f"Added {form.amount.data:.2f} to your wallet.", "success")
+                return redirect(url_for("shop.wallet"))
+        else:
+            problem = "Enter an amount of at least 0.01."
+    data = api().wallet(token(), _username(), page=page_number())
+    fresh = TopUpForm(formdata=None, key=new_key(), amount=form.amount.data)
+    return render_template(
+        "shop/wallet.html", wallet=data, ledger=Page.of(data), form=fresh, problem=problem
+    ), 422 if problem else 200
+
+
+# --- reviews ----------------------------------------------------------------------------------
+
+
+@bp.post("/products/<int:product_id>/review")
+@login_required
+def review(product_id: int) -> ResponseReturnValue:
+    """Write (or edit) the user's review of a product; it waits for moderation."""
+    form = ReviewForm()
+    if not form.validate():
+        flash("Choose a rating from 1 to 5 and keep the comment under 2000 characters.", "error")
+        return redirect(url_for("shop.product", product_id=product_id))
+    rating, comment = int(form.rating.data or 5), form.comment.data or ""
+    own = api().reviews_of(token(), _username()).items
+    mine = next((r for r in own if r.get("product_id") == product_id), None)
+
+    def send() -> object:
+        if mine is None:
+            return api().write_review(token(), product_id, rating, comment)
+        return api().edit_review(token(), int(mine["id"]), rating, comment)
+
+    attempt(send, "Thanks! Your review will appear once a moderator approves it.")
+    return redirect(url_for("shop.product", product_id=product_id))
+
+
+@bp.post("/reviews/<int:review_id>/delete")
+@login_required
+def delete_review(review_id: int) -> ResponseReturnValue:
+    """Delete one of the user's reviews."""
+    attempt(lambda: api().delete_review(token(), review_id), "Your review is deleted.")
+    return redirect(url_for("shop.my_reviews"))
+
+
+@bp.get("/reviews")
+@login_required
+def my_reviews() -> ResponseReturnValue:
+    """The user's reviews in every status."""
+    page = api().reviews_of(token(), _username(), page=page_number())
+    return render_template("shop/reviews.html", page=page, delete_form=ActionForm())

@@ -1,0 +1,120 @@
+"""The replay's plans and answer checks, without services: pure functions of their input."""
+
+from __future__ import annotations
+
+from collections import Counter
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from seeder.client import Login, Services
+from seeder.config import Config
+from seeder.replay import Product, Replay, ReplayOptions, _cart_problem, _order_problem
+
+CATALOG = [Product(i, f"Product {i}", Decimal("2.50") + i) for i in range(1, 41)]
+SHOPPERS = [f"shopper_{i}" for i in range(25)]
+
+
+def replay(seed: int = 5, catalog: list[Product] = CATALOG, **options: Any) -> Replay:
+    """A replay that is never run: nothing here opens a connection."""
+    services = Services(Config(customers_url="http://127.0.0.1:9"))
+    admin = Login(services.customers, "admin", "unused")
+    return Replay(services, admin, ReplayOptions(seed=seed, **options), SHOPPERS, catalog)
+
+
+def test_the_same_seed_gives_the_same_plans_whatever_the_run() -> None:
+    first, second = replay(run_id="a"), replay(run_id="b")
+    assert [first.plan(i) for i in range(300)] == [second.plan(i) for i in range(300)]
+    assert first.catalog == second.catalog  # the same popularity ranking
+    assert first.plan(7) != replay(seed=6).plan(7)
+
+
+def test_baskets_have_one_to_four_distinct_lines_mostly_small() -> None:
+    plans = [replay().plan(i) for i in range(3000)]
+    sizes = Counter(len(plan.lines) for plan in plans)
+    assert set(sizes) == {1, 2, 3, 4}
+    assert sizes[1] > sizes[2] > sizes[3] > sizes[4] > 0
+    assert 0.4 < sizes[1] / len(plans) < 0.6
+    for plan in plans:
+        products = [index for index, _ in plan.lines]
+        assert len(set(products)) == len(products)
+        assert all(1 <= quantity <= 3 for _, quantity in plan.lines)
+
+
+def test_a_small_catalogue_caps_the_basket() -> None:
+    tiny = replay(catalog=CATALOG[:2])
+    assert {len(tiny.plan(i).lines) for i in range(500)} == {1, 2}
+
+
+def test_the_orders_fates_follow_the_shares() -> None:
+    plans = [replay().plan(i) for i in range(4000)]
+    cancelled = sum(plan.cancel for plan in plans)
+    assert 0.035 < cancelled / len(plans) < 0.065  # about 5 %
+    assert not any(plan.cancel and plan.ship for plan in plans)
+    assert all(plan.ship for plan in plans if plan.deliver)
+    shipped = sum(plan.ship for plan in plans)
+    assert 0.4 < shipped / (len(plans) - cancelled) < 0.6
+    assert 0.5 < sum(plan.deliver for plan in plans) / shipped < 0.7
+    assert all(plan.tracking_number[:2] == plan.carrier[:2].upper() for plan in plans)
+
+    none = [replay(cancel_share=0, ship_share=0).plan(i) for i in range(500)]
+    assert not any(plan.cancel or plan.ship or plan.deliver for plan in none)
+    every = [replay(cancel_share=1).plan(i) for i in range(200)]
+    assert all(plan.cancel and not plan.ship for plan in every)
+
+
+def order(*lines: tuple[int, int, str], **changes: Any) -> dict[str, Any]:
+    items = [
+        {
+            "product_id": product,
+            "quantity": quantity,
+            "unit_price": price,
+            "line_total": f"{Decimal(price) * quantity:.2f}",
+        }
+        for product, quantity, price in lines
+    ]
+    single = items[0] if len(items) == 1 else {"product_id": None, "quantity": None}
+    return {
+        "id": "s1",
+        "status": "completed",
+        "items": items,
+        "total": f"{sum(Decimal(i['line_total']) for i in items):.2f}",
+        "product_id": single["product_id"],
+        "quantity": single["quantity"],
+        **changes,
+    }
+
+
+def test_a_right_order_passes() -> None:
+    assert _order_problem(order((1, 2, "3.50"), (2, 1, "1.25")), {1: 2, 2: 1}) is None
+    assert _order_problem(order((1, 3, "0.10")), {1: 3}) is None
+    assert _cart_problem(order((1, 2, "3.50"), (2, 1, "1.25")), {2: 1, 1: 2}) is None
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (order((1, 2, "3.50"), (2, 1, "1.25"), status="pending"), "status 'pending'"),
+        (order((1, 2, "3.50")), "the order has lines {1: 2}, expected {1: 2, 2: 1}"),
+        (order((1, 1, "3.50"), (2, 1, "1.25")), "the order has lines"),
+        (order((1, 2, "3.50"), (3, 1, "1.25")), "the order has lines"),
+        (order((1, 2, "3.50"), (2, 1, "1.25"), total="8.00"), "!= the sum of its lines 8.25"),
+    ],
+)
+def test_each_wrong_order_is_named(answer: dict[str, Any], expected: str) -> None:
+    assert expected in (_order_problem(answer, {1: 2, 2: 1}) or "")
+
+
+def test_a_line_total_that_is_not_price_times_quantity_is_named() -> None:
+    answer = order((1, 2, "3.50"), (2, 1, "1.25"))
+    answer["items"][0]["line_total"] = "7.50"
+    answer["total"] = "8.75"
+    assert _order_problem(answer, {1: 2, 2: 1}) == "order line of product 1: 7.50 != 2 x 3.50"
+
+
+def test_a_one_line_order_keeps_its_top_level_fields() -> None:
+    answer = order((4, 2, "1.00"), product_id=None, quantity=None)
+    assert _order_problem(answer, {4: 2}) == (
+        "a one-line order without its product and quantity at the top level"
+    )

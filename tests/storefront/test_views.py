@@ -1,0 +1,545 @@
+"""The storefront's pages against a fake of the services' HTTP boundary."""
+
+from __future__ import annotations
+
+import re
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from flask.testing import FlaskClient
+
+from shopkit.config import Settings
+from storefront.jobs import JobRunner
+from tests.storefront.conftest import FakeServices, access_token, log_in
+
+PRODUCT = {"id": 7, "name": "Trail Shoes", "category": "clothes", "price": "89.90",
+           "description": "Light and grippy.", "stock": 4, "archived": False}  # fmt: skip
+CART = {"items": [{"product_id": 7, "product_name": "Trail Shoes", "quantity": 2,
+                   "unit_price": "89.90", "line_total": "179.80", "available": True}],
+        "total": "179.80"}  # fmt: skip
+SALE_ID = "3f1b2c4d-0000-4000-8000-000000000001"
+SALE = {"id": SALE_ID, "status": "completed", "failure_code": None, "username": "ada",
+        "items": [{"product_id": 7, "product_name": "Trail Shoes", "quantity": 2,
+                   "unit_price": "89.90", "line_total": "179.80"}],
+        "total": "179.80", "history": [{"status": "pending", "at": "2025-01-01T10:00:00+00:00"},
+                                       {"status": "completed", "at": "2025-01-01T10:00:01+00:00"}],
+        "created_at": "2025-01-01T10:00:00+00:00", "updated_at": "2025-01-01T10:00:01+00:00",
+        "steps": [{"step": "reserve", "outcome": "ok", "detail": {}, "created_at": "2025-01-01T10:00:00+00:00"}]}  # fmt: skip
+
+
+def page_of(*items: dict) -> dict:
+    return {"items": list(items), "page": 1, "page_size": 20, "total": len(items)}
+
+
+# --- catalogue and product ----------------------------------------------------------------------
+
+
+def test_catalogue_passes_the_filters_to_the_inventory_query(
+    client: FlaskClient, fake: FakeServices
+) -> None:
+    fake.on("inventory", "GET", "/products", 200, page_of(PRODUCT))
+    response = client.get(
+        "/?q=shoes&category=clothes&min_price=10&max_price=100&in_stock=true&sort=-price&page=2"
+    )
+    assert response.status_code == 200
+    assert "Trail Shoes" in response.text and "89.90" in response.text
+    (call,) = fake.made("inventory", "GET", "/products")
+    assert call.params == {
+        "q": "shoes",
+        "category": "clothes",
+        "min_price": "10",
+        "max_price": "100",
+        "in_stock": "true",
+        "sort": "-price",
+        "page": 2,
+        "page_size": 12,
+    }
+
+
+def test_catalogue_shows_the_services_validation_message(
+    client: FlaskClient, fake: FakeServices
+) -> None:
+    fake.on("inventory", "GET", "/products", 422, {
+        "code": "validation_error", "detail": "The request is not valid: see errors.",
+        "errors": {"min_price": ["min_price must not exceed max_price."]}})  # fmt: skip
+    response = client.get("/?min_price=50&max_price=10")
+    assert response.status_code == 200
+    assert "min_price must not exceed max_price." in response.text
+
+
+def test_product_page_shows_stock_average_histogram_and_reviews(
+    client: FlaskClient, fake: FakeServices
+) -> None:
+    fake.on("inventory", "GET", "/products/7", 200, PRODUCT)
+    fake.on("reviews", "GET", "/products/7/reviews", 200, {
+        **page_of({"id": 1, "username": "bob", "rating": 5, "comment": "Superb grip", "created_at": None}),
+        "summary": {"count": 4, "average": "4.25", "histogram": {"5": 2, "4": 1, "3": 1}}})  # fmt: skip
+    response = client.get("/products/7")
+    assert response.status_code == 200
+    assert "4 in stock" in response.text and "Superb grip" in response.text
+    assert re.search(r'id="average">4.25<', response.text)
+    assert 'style="width: 50%"' in response.text  # two of four reviews gave five stars
+
+
+def test_unknown_product_is_a_404_page(client: FlaskClient, fake: FakeServices) -> None:
+    fake.on(
+        "inventory", "GET", "/products/99", 404, {"code": "not_found", "detail": "No product 99."}
+    )
+    response = client.get("/products/99")
+    assert response.status_code == 404 and "No product 99." in response.text
+
+
+# --- sessions and access ------------------------------------------------------------------------
+
+
+def test_pages_that_need_a_login_send_visitors_to_it(client: FlaskClient) -> None:
+    for path in ("/cart", "/orders", "/wallet", "/profile", "/admin/", "/admin/system"):
+        response = client.get(path)
+        assert response.status_code == 302, path
+        assert response.headers["Location"] == f"/login?next={path}"
+
+
+def test_admin_pages_refuse_customers(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    for path in ("/admin/", "/admin/moderation", "/admin/products", "/admin/data", "/admin/system"):
+        response = client.get(path)
+        assert response.status_code == 403, path
+        assert "administrators only" in response.text
+    assert (
+        client.post(
+            "/admin/data/populate", data={"customers": 1, "products": 1, "seed": 1}
+        ).status_code
+        == 403
+    )
+    assert not [c for c in fake.calls if c.path not in ("/auth/login",)]
+
+
+def test_login_keeps_tokens_in_an_httponly_samesite_cookie_only(
+    client: FlaskClient, fake: FakeServices
+) -> None:
+    token = access_token("ada")
+    fake.on("customers", "POST", "/auth/login", 200,
+            {"access_token": token, "refresh_token": "r-1", "expires_in": 900})  # fmt: skip
+    response = client.post("/login", data={"username": "ada", "password": "pw-123456"})
+    assert response.status_code == 302
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    fake.on("customers", "GET", "/customers/ada/wallet", 200, {"balance": "5.00", **page_of()})
+    page = client.get("/wallet")
+    assert page.status_code == 200 and "5.00" in page.text
+    assert token not in page.text and "r-1" not in page.text
+    (call,) = fake.made("customers", "GET", "/customers/ada/wallet")
+    assert call.token == token
+
+
+def test_a_refused_login_shows_the_services_detail(client: FlaskClient, fake: FakeServices) -> None:
+    fake.on("customers", "POST", "/auth/login", 401,
+            {"code": "invalid_credentials", "detail": "Wrong username or password."})  # fmt: skip
+    response = client.post("/login", data={"username": "ada", "password": "nope-nope"})
+    assert response.status_code == 401 and "Wrong username or password." in response.text
+
+
+def test_an_expiring_token_is_renewed_with_the_refresh_token(
+    client: FlaskClient, fake: FakeServices
+) -> None:
+    log_in(client, fake, "ada", ttl_s=30)  # within the renewal margin
+    fresh = access_token("ada")
+    fake.on("customers", "POST", "/auth/refresh", 200,
+            {"access_token": fresh, "refresh_token": "refresh-2", "expires_in": 900})  # fmt: skip
+    fake.on("sales", "GET", "/cart", 200, {"items": [], "total": "0.00"})
+    assert client.get("/cart").status_code == 200
+    (refresh,) = fake.made("customers", "POST", "/auth/refresh")
+    assert refresh.json == {"refresh_token": "refresh-1"}
+    assert fake.made("sales", "GET", "/cart")[0].token == fresh
+
+
+def test_a_refused_refresh_ends_the_session(client: FlaskClient, fake: FakeServices) -> None:
+    log_in(client, fake, "ada", ttl_s=30)
+    fake.on(
+        "customers", "POST", "/auth/refresh", 401, {"code": "invalid_token", "detail": "Revoked."}
+    )
+    response = client.get("/cart")
+    assert response.status_code == 302 and response.headers["Location"].startswith("/login")
+    assert client.get("/wallet").status_code == 302  # logged out for good
+
+
+def test_a_401_from_a_service_logs_the_user_out(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    fake.on("sales", "GET", "/cart", 401, {"code": "unauthorized", "detail": "Token revoked."})
+    response = client.get("/cart")
+    assert response.status_code == 302 and response.headers["Location"].startswith("/login")
+
+
+def test_login_never_redirects_to_another_site(client: FlaskClient, fake: FakeServices) -> None:
+    fake.on(
+        "customers",
+        "POST",
+        "/auth/login",
+        200,
+        {"access_token": access_token("ada"), "refresh_token": "r"},
+    )
+    response = client.post(
+        "/login?next=//evil.example/x", data={"username": "ada", "password": "pw-123456"}
+    )
+    assert response.headers["Location"] == "/"
+
+
+def test_every_form_needs_a_csrf_token(make_app, fake: FakeServices) -> None:
+    client = make_app(WTF_CSRF_ENABLED=True).test_client()
+    form = client.get("/login")
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', form.text).group(1)
+    refused = client.post("/login", data={"username": "ada", "password": "pw-123456"})
+    assert refused.status_code == 400 and "The form expired" in refused.text
+    assert not fake.made("customers", "POST", "/auth/login")
+    fake.on(
+        "customers",
+        "POST",
+        "/auth/login",
+        200,
+        {"access_token": access_token("ada"), "refresh_token": "r"},
+    )
+    accepted = client.post(
+        "/login", data={"username": "ada", "password": "pw-123456", "csrf_token": token}
+    )
+    assert accepted.status_code == 302
+    assert client.post("/logout").status_code == 400  # logging out is a form too
+
+
+def test_register_creates_the_account_and_logs_in(client: FlaskClient, fake: FakeServices) -> None:
+    fake.on("customers", "POST", "/customers", 201, {"username": "newbie", "balance": "0.00"})
+    fake.on(
+        "customers",
+        "POST",
+        "/auth/login",
+        200,
+        {"access_token": access_token("newbie"), "refresh_token": "r"},
+    )
+    form = {
+        "username": "newbie",
+        "password": "long-enough",
+        "full_name": "New Bie",
+        "email": "n@example.com",
+        "age": "30",
+        "address": "1 Road",
+        "gender": "female",
+        "marital_status": "single",
+    }
+    response = client.post("/register", data=form)
+    assert response.status_code == 302 and response.headers["Location"] == "/wallet"
+    (created,) = fake.made("customers", "POST", "/customers")
+    assert created.json == {**form, "age": 30}
+
+
+def test_register_shows_why_the_service_refused(client: FlaskClient, fake: FakeServices) -> None:
+    fake.on(
+        "customers",
+        "POST",
+        "/customers",
+        409,
+        {"code": "already_exists", "detail": "The username is taken."},
+    )
+    form = {
+        "username": "taken",
+        "password": "long-enough",
+        "full_name": "T",
+        "email": "t@example.com",
+        "age": "30",
+        "address": "1 Road",
+        "gender": "female",
+        "marital_status": "single",
+    }
+    response = client.post("/register", data=form)
+    assert response.status_code == 422 and "The username is taken." in response.text
+
+
+# --- cart, checkout, orders, wallet --------------------------------------------------------------
+
+
+def test_add_to_cart_adds_to_the_quantity_already_there(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    fake.on("sales", "GET", "/cart", 200, CART)
+    fake.on("sales", "PUT", "/cart/items/7", 200, CART)
+    response = client.post("/cart/items/7", data={"quantity": "3"})
+    assert response.status_code == 302 and response.headers["Location"] == "/cart"
+    (put,) = fake.made("sales", "PUT", "/cart/items/7")
+    assert put.json == {"quantity": 5} and put.token == shopper
+
+
+def test_checkout_sends_the_forms_idempotency_key_and_shows_the_order(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    fake.on("sales", "POST", "/cart/checkout", 201, SALE)
+    response = client.post("/cart/checkout", data={"key": "k-123"})
+    assert response.status_code == 302 and response.headers["Location"] == f"/orders/{SALE_ID}"
+    assert fake.made("sales", "POST", "/cart/checkout")[0].idempotency_key == "k-123"
+
+
+def test_checkout_with_too_little_money_shows_the_problem_and_keeps_the_cart(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    fake.on("sales", "POST", "/cart/checkout", 409, {
+        "code": "insufficient_funds", "detail": "The wallet balance does not cover the total.",
+        "sale_id": SALE_ID, "sale_status": "failed"})  # fmt: skip
+    fake.on("sales", "GET", "/cart", 200, CART)
+    response = client.post("/cart/checkout", data={"key": "k-1"})
+    assert response.status_code == 409
+    assert "The wallet balance does not cover the total." in response.text
+    assert "Top up your wallet" in response.text
+    assert "Trail Shoes" in response.text and 'id="cart-total">179.80<' in response.text
+    key = re.search(r'name="key" type="hidden" value="([^"]+)"', response.text).group(1)
+    assert key != "k-1"  # a retry after topping up is a new attempt, not a replay of the refusal
+
+
+def test_insufficient_stock_names_the_short_lines(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    fake.on("sales", "POST", "/cart/checkout", 409, {
+        "code": "insufficient_stock", "detail": "Not enough stock of Trail Shoes (2 wanted, 1 left).",
+        "products": [{"product_id": 7, "available": 1, "requested": 2}]})  # fmt: skip
+    fake.on(
+        "sales", "GET", "/cart", 200, {**CART, "items": [{**CART["items"][0], "available": False}]}
+    )
+    response = client.post("/cart/checkout", data={"key": "k-2"})
+    assert response.status_code == 409
+    assert "Not enough stock of Trail Shoes (2 wanted, 1 left)." in response.text
+    assert "not enough in stock" in response.text
+
+
+def test_order_page_shows_lines_history_steps_hidden_and_cancel(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    fake.on("sales", "GET", f"/sales/{SALE_ID}", 200, SALE)
+    response = client.get(f"/orders/{SALE_ID}")
+    assert response.status_code == 200
+    assert "Trail Shoes" in response.text and "179.80" in response.text
+    assert 'id="cancel-order"' in response.text and "2025-01-01 10:00:01" in response.text
+    assert "saga-steps" not in response.text  # the saga's steps are for the console
+
+
+def test_cancel_sends_a_key_and_shows_a_refusal(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    fake.on("sales", "POST", f"/sales/{SALE_ID}/cancellation", 409,
+            {"code": "invalid_transition", "detail": "A shipped order cannot be cancelled.", "status": "shipped"})  # fmt: skip
+    fake.on("sales", "GET", f"/sales/{SALE_ID}", 200, {**SALE, "status": "shipped"})
+    response = client.post(f"/orders/{SALE_ID}/cancel", data={"key": "c-1"}, follow_redirects=True)
+    assert "A shipped order cannot be cancelled." in response.text
+    assert 'id="cancel-order"' not in response.text
+    assert fake.made("sales", "POST", f"/sales/{SALE_ID}/cancellation")[0].idempotency_key == "c-1"
+
+
+def test_top_up_charges_the_wallet_once_per_form(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    fake.on("customers", "POST", "/customers/ada/wallet/charge", 200, {"balance": "25.50"})
+    response = client.post("/wallet", data={"amount": "25.5", "key": "t-1"})
+    assert response.status_code == 302
+    (charge,) = fake.made("customers", "POST", "/customers/ada/wallet/charge")
+    assert charge.json == {"amount": "25.50"} and charge.idempotency_key == "t-1"
+
+
+def test_a_service_that_is_down_is_a_clear_503_page(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    fake.down.add("sales")
+    response = client.get("/cart")
+    assert response.status_code == 503
+    assert "The sales service is unavailable" in response.text
+    assert "Traceback" not in response.text
+
+
+def test_a_service_error_is_a_502_page_without_details(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    fake.on(
+        "sales",
+        "GET",
+        "/cart",
+        500,
+        {"code": "internal_error", "detail": "psycopg2 said something"},
+    )
+    response = client.get("/cart")
+    assert response.status_code == 502
+    assert "The sales service failed." in response.text and "psycopg2" not in response.text
+
+
+def test_review_is_written_then_edited(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    fake.on("reviews", "GET", "/customers/ada/reviews", 200, page_of())
+    fake.on(
+        "reviews",
+        "POST",
+        "/reviews",
+        403,
+        {"code": "not_a_buyer", "detail": "Only buyers may review."},
+    )
+    response = client.post(
+        "/products/7/review", data={"rating": "4", "comment": "Nice"}, follow_redirects=False
+    )
+    assert response.status_code == 302
+    assert fake.made("reviews", "POST", "/reviews")[0].json == {
+        "product_id": 7,
+        "rating": 4,
+        "comment": "Nice",
+    }
+    fake.on(
+        "reviews",
+        "GET",
+        "/customers/ada/reviews",
+        200,
+        page_of({"id": 3, "product_id": 7, "rating": 4}),
+    )
+    fake.on("reviews", "PATCH", "/reviews/3", 200, {"id": 3})
+    client.post("/products/7/review", data={"rating": "2", "comment": "Worse"})
+    assert fake.made("reviews", "PATCH", "/reviews/3")[0].json == {"rating": 2, "comment": "Worse"}
+
+
+# --- the console ---------------------------------------------------------------------------------
+
+
+def test_moderation_sends_the_action_and_note(
+    client: FlaskClient, fake: FakeServices, admin: str
+) -> None:
+    fake.on("reviews", "GET", "/reviews", 200, page_of({"id": 3, "product_id": 7, "rating": 4,
+            "username": "ada", "comment": "Comfy", "status": "pending"}))  # fmt: skip
+    page = client.get("/admin/moderation")
+    assert page.status_code == 200 and "Comfy" in page.text
+    fake.on("reviews", "POST", "/reviews/3/moderation", 200, {"id": 3, "status": "approved"})
+    client.post("/admin/reviews/3/moderation", data={"action": "approve", "note": "fine"})
+    (call,) = fake.made("reviews", "POST", "/reviews/3/moderation")
+    assert call.json == {"action": "approve", "note": "fine"} and call.token == admin
+
+
+def test_console_order_shows_the_saga_timeline_and_ships(
+    client: FlaskClient, fake: FakeServices, admin: str
+) -> None:
+    fake.on("sales", "GET", f"/sales/{SALE_ID}", 200, SALE)
+    page = client.get(f"/admin/orders/{SALE_ID}")
+    assert 'id="saga-steps"' in page.text and "reserve" in page.text
+    fake.on("sales", "POST", f"/sales/{SALE_ID}/shipment", 200, {**SALE, "status": "shipped"})
+    client.post(f"/admin/orders/{SALE_ID}/ship", data={"carrier": "DHL", "tracking_number": ""})
+    assert fake.made("sales", "POST", f"/sales/{SALE_ID}/shipment")[0].json == {"carrier": "DHL"}
+
+
+def test_restock_is_never_retried(client: FlaskClient, fake: FakeServices, admin: str) -> None:
+    fake.on("inventory", "POST", "/products/7/restock", 200, PRODUCT)
+    client.post("/admin/products/7/restock", data={"quantity": "5"})
+    (call,) = fake.made("inventory", "POST", "/products/7/restock")
+    assert call.json == {"quantity": 5} and call.idempotency_key is None
+
+
+METRICS = """# HELP shop_sales_total Sales by outcome.
+# TYPE shop_sales_total counter
+shop_sales_total{status="completed",failure_code=""} %d
+shop_sales_total{status="failed",failure_code="insufficient_funds"} 3
+# HELP shop_sales_pending Pending sales.
+# TYPE shop_sales_pending gauge
+shop_sales_pending{status="pending"} 2
+"""
+
+
+def test_system_page_reads_readiness_metrics_and_degrades(
+    client: FlaskClient, fake: FakeServices, admin: str
+) -> None:
+    fake.texts[("sales", "/metrics")] = (200, METRICS % 10)
+    fake.on(
+        "reviews",
+        "GET",
+        "/readyz",
+        503,
+        {"code": "not_ready", "detail": "The database is not reachable."},
+    )
+    fake.down.add("inventory")
+    first = client.get("/admin/system")
+    assert first.status_code == 200
+    assert "The database is not reachable." in first.text
+    assert re.search(
+        r'data-service="inventory">\s*<td>inventory</td>\s*<td><span[^>]*>unreachable', first.text
+    )
+    assert re.search(r'id="pending">2 ', first.text)
+    assert "no fault switches on this service yet" in first.text  # /admin/faults is 404 here
+    time.sleep(0.6)
+    fake.texts[("sales", "/metrics")] = (200, METRICS % 16)
+    second = client.get("/admin/system", headers={"HX-Request": "true"})
+    assert "<html" not in second.text  # htmx gets the fragment only
+    rate = re.search(r"completed (\d+\.\d+)", second.text)
+    assert rate and 4 < float(rate.group(1)) < 11  # 6 more in 0.6-1.5 s
+
+
+def test_system_page_without_business_metrics_uses_the_sales_api(
+    client: FlaskClient, fake: FakeServices, admin: str
+) -> None:
+    fake.texts[("sales", "/metrics")] = (200, "# TYPE flask_http_request_total counter\n"
+        'flask_http_request_total{method="POST",status="201",endpoint="sales.create_sale"} 4\n')  # fmt: skip
+    fake.on("sales", "GET", "/sales", 200, {**page_of(), "total": 5})
+    page = client.get("/admin/system")
+    assert re.search(r'id="pending">5 ', page.text)
+    assert "does not export shop_* business metrics yet" in page.text
+    assert fake.made("sales", "GET", "/sales")[0].params["status"] == "pending"
+
+
+def test_health_ready_and_metrics(client: FlaskClient, fake: FakeServices) -> None:
+    assert client.get("/healthz").json == {"status": "ok", "service": "storefront"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json["services"]["sales"] == "ready"
+    assert client.get("/", headers={"X-Request-ID": "abc-123"}).headers["X-Request-ID"] == "abc-123"
+    assert "flask_http_request_total" in client.get("/metrics").text
+    fake.down.add("customers")
+    assert client.get("/readyz").status_code == 503
+
+
+def test_request_id_is_passed_to_the_services(client: FlaskClient, fake: FakeServices) -> None:
+    seen: list[str | None] = []
+
+    def products(call):  # the transport reads the id from the context, as ServiceClient does
+        from shopkit.request_id import current_request_id
+
+        seen.append(current_request_id())
+        from shopkit.service_client import ServiceResponse
+
+        return ServiceResponse(200, page_of())
+
+    fake.handle("inventory", "GET", "/products", products)
+    client.get("/", headers={"X-Request-ID": "req-42"})
+    assert seen == ["req-42"]
+
+
+# --- the data page's runs ------------------------------------------------------------------------
+
+
+def test_job_runner_runs_one_at_a_time_and_reads_progress(tmp_path: Path) -> None:
+    fake_python = tmp_path / "python"
+    fake_python.write_text(
+        textwrap.dedent(f"""\
+        #!{sys.executable}
+        import sys, time
+        print("args", *sys.argv[1:], flush=True)
+        for n in (2, 5):
+            print(f"replay: {{n}} attempts, {{n}} completed (0 cancelled), 0 failed", flush=True)
+            time.sleep(0.3)
+        """)
+    )
+    fake_python.chmod(0o755)
+    runner = JobRunner(
+        Settings.from_env("storefront", log_level="WARNING"), python=str(fake_python)
+    )
+    job = runner.start("replay", ["--purchases", "5"], target=5)
+    try:
+        runner.start("populate", [])
+    except Exception as exc:
+        assert type(exc).__name__ == "JobBusy"
+    else:
+        raise AssertionError("a second run started while the first was going")
+    deadline = time.monotonic() + 10
+    while job.running and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert job.exit_code == 0
+    assert job.lines[0] == "args -m seeder replay --purchases 5"
+    assert job.progress() == (5, 5)
+    assert runner.start("populate", ["--customers", "1"]) is runner.current
