@@ -36,6 +36,7 @@ DEV_SECRETS = frozenset(
         DEV_SERVICE_CLIENT_SECRET,
         DEV_ADMIN_PASSWORD,
         "change-me-in-production",
+        "dev-storefront-secret-change-me",
         "admin",
         "password",
         "postgres",

@@ -250,7 +250,7 @@ def test_a_trailing_newline_never_passes_a_pattern(
 
 def test_every_shipped_default_is_recognised() -> None:
     compose = (PROJECT_ROOT / "docker-compose.yml").read_text()
-    defaults = re.findall(r"_(?:SECRET|PASSWORD):-([^}]+)\}", compose)
+    defaults = re.findall(r"_(?:SECRET|PASSWORD|SECRET_KEY):-([^}]+)\}", compose)
     assert "change-me-in-production" not in compose  # one development default, recognised
     assert {"dev-service-secret-change-me", "admin-password"} <= set(defaults)
     assert set(defaults) <= DEV_SECRETS
