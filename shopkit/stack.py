@@ -260,11 +260,13 @@ def run_local(services: list[str] | None = None) -> int:
         for process in processes:
             process.wait_ready(60)
             print(f"launcher | {process.service:<9} ready at {process.url}/docs", flush=True)
-        gateway = _start_gateway(processes)
-        for process in _start_services(present_frontends(), env, settings):
-            processes.append(process)
+        frontends = _start_services(present_frontends(), env, settings)
+        processes.extend(frontends)
+        for process in frontends:
             process.wait_ready(60)
-            print(f"launcher | storefront ready: open {process.url} in a browser", flush=True)
+        gateway = _start_gateway(processes)  # after the storefront: it needs its port
+        for process in frontends:
+            print(f"launcher | {_storefront_ready(process, gateway)}", flush=True)
         if os.environ.get("SHOP_DEMO", "1") != "0":
             seeder = _start_seeder(env)
         print("launcher | press Ctrl-C to stop", flush=True)
@@ -294,6 +296,18 @@ def _start_gateway(processes: list[ServiceProcess]) -> Gateway | None:
         ).start()
     print(f"launcher | {message}", flush=True)
     return gateway
+
+
+def _storefront_ready(process: ServiceProcess, gateway: Gateway | None) -> str:
+    """Where to open the storefront: through the gateway when it runs, and directly."""
+    if gateway is None:
+        return f"storefront ready: open {process.url} in a browser"
+    from shopkit.gateway import STOREFRONT_PATH  # noqa: PLC0415
+
+    return (
+        f"storefront ready: open {gateway.url}{STOREFRONT_PATH} in a browser"
+        f" (directly: {process.url})"
+    )
 
 
 def _start_seeder(env: dict[str, str]) -> subprocess.Popen[bytes]:
