@@ -7,7 +7,7 @@ from pathlib import Path
 
 import requests
 
-from shopkit.stack import PACKAGES, ServiceProcess, free_port
+from shopkit.stack import APPS, PACKAGES, ServiceProcess, free_port
 
 
 class LiveStack:
@@ -17,7 +17,7 @@ class LiveStack:
         self.database_url = database_url
         self.admin = admin
         self.service_secret = service_secret
-        self.ports = {name: free_port() for name in PACKAGES}
+        self.ports = {name: free_port() for name in APPS}  # the services and the storefront
         self.processes: dict[str, ServiceProcess] = {}
         self.log_dir = Path(tempfile.mkdtemp(prefix="shop-test-logs-"))
 
