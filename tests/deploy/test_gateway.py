@@ -18,7 +18,7 @@ import requests
 
 from shopkit.app import MAX_BODY_BYTES
 from shopkit.gateway import GATEWAY_DIR
-from shopkit.stack import PACKAGES, free_port
+from shopkit.stack import PACKAGES
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME
 from tests.deploy.conftest import Echo, GatewayUnderTest, funded_shopper, login
 
