@@ -109,8 +109,13 @@ class Settings:
         return settings
 
     def warn_about_dev_secrets(self) -> None:
-        """Log (without the values) when development secrets are in use."""
-        if self.service_client_secret == DEV_SERVICE_CLIENT_SECRET:
+        """Log (without the values) when development secrets are in use.
+
+        Only where they are used: the service secret by the four services (the
+        storefront, the seeder and the launcher never ask for a service token).
+        """
+        uses_service_secret = self.service_name in SERVICE_PORTS
+        if uses_service_secret and self.service_client_secret == DEV_SERVICE_CLIENT_SECRET:
             log.warning("SERVICE_CLIENT_SECRET is not set: using the development default")
         if self.service_name == "customers" and self.admin_password == DEV_ADMIN_PASSWORD:
             log.warning("ADMIN_PASSWORD is not set: using the development default")
