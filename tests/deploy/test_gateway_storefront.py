@@ -15,7 +15,15 @@ from typing import Any
 import pytest
 import requests
 
-from shopkit.gateway import STOREFRONT_PATH
+from shopkit.config import SERVICE_PORTS
+from shopkit.gateway import (
+    CLOSED_ADDRESS,
+    GATEWAY_DIR,
+    STOREFRONT_PATH,
+    site_config,
+    upstream_names,
+)
+from shopkit.stack import STOREFRONT_PORT
 from tests.conftest import customer_payload
 from tests.deploy.conftest import GatewayUnderTest, funded_shopper
 from tests.deploy.test_gateway import assert_problem
@@ -126,3 +134,19 @@ def test_with_the_storefront_down_its_paths_are_a_502_problem(
     # echo_gateway gives no storefront address: the gateway points it at a closed port.
     for path in (STOREFRONT_PATH, "/shop/cart"):
         assert_problem(requests.get(echo_gateway.url + path, timeout=10), 502, "bad_gateway")
+
+
+def test_every_site_conf_defines_every_upstream_the_routes_use() -> None:
+    names = upstream_names()
+    assert set(names) == {*SERVICE_PORTS, "storefront"}
+    upstream = re.compile(r"^upstream (\w+) \{\n    server ([^;]+);", re.M)
+    committed = dict(upstream.findall((GATEWAY_DIR / "site.conf").read_text()))
+    assert committed == {
+        **{name: f"{name}:{port}" for name, port in SERVICE_PORTS.items()},
+        "storefront": f"storefront:{STOREFRONT_PORT}",
+    }  # Compose's and Kubernetes' service names and ports
+    # make run and the tests: an app that is not running gets a closed port, not a hole.
+    local = dict(upstream.findall(site_config("127.0.0.1:8000", {"sales": "127.0.0.1:5002"})))
+    assert local == {**dict.fromkeys(names, CLOSED_ADDRESS), "sales": "127.0.0.1:5002"}
+    with pytest.raises(ValueError, match="storefrnt"):
+        site_config("127.0.0.1:8000", {"storefrnt": "127.0.0.1:8080"})
