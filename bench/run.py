@@ -1131,7 +1131,14 @@ def _prepare_results(results: Path) -> None:
 
 
 def main() -> int:
-    """Run every phase and write ``summary.json``; 0 if the run completed and the audit passed."""
+    """Run every phase and write ``summary.json``; 0 if the run completed and the audit passed.
+
+    ``BENCH_TRACING=1`` runs only the tracing on/off comparison (bench/tracing_bench.py).
+    """
+    if os.environ.get("BENCH_TRACING") == "1":
+        from bench import tracing_bench  # noqa: PLC0415
+
+        return tracing_bench.main()
     knobs = Knobs()
     console = Console(highlight=False, width=110)
     _prepare_results(knobs.results)

@@ -56,6 +56,7 @@ from shopkit.config import Settings
 from shopkit.db import get_session
 from shopkit.errors import Unauthorized
 from shopkit.idempotency import respond_idempotently
+from shopkit.metrics import LOGINS, WALLET_DEBITS, counts_outcomes
 from shopkit.pagination import PageArgsSchema
 
 auth_blp = Blueprint(
@@ -115,6 +116,7 @@ def _account_for(principal: Principal, username: str, *, for_update: bool = Fals
 @auth_blp.arguments(LoginSchema())
 @auth_blp.response(200, TokenSchema)
 @auth_blp.alt_response(401, description="Wrong username or password, or account deactivated.")
+@counts_outcomes(LOGINS)
 def login(credentials: dict[str, str]) -> ResponseReturnValue:
     """Exchange username and password for an access token (15 min) and a refresh token (7 days)."""
     session = get_session()
@@ -364,6 +366,7 @@ def _sale_money_call(
 )
 @requires(ROLE_SERVICE)
 @internal_blp.arguments(SaleMoneySchema())
+@counts_outcomes(WALLET_DEBITS)
 def wallet_debit(data: dict[str, Any]) -> ResponseReturnValue:
     """Debit a sale's total from a wallet, exactly once per ``Idempotency-Key`` and sale."""
     return _sale_money_call(wallet.debit_for_sale, data)

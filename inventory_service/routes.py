@@ -31,6 +31,7 @@ from inventory_service.schemas import (
 from shopkit.auth import ROLE_ADMIN, ROLE_SERVICE, current_principal, require_principal, requires
 from shopkit.db import get_session
 from shopkit.idempotency import idempotency_key_from_request, respond_idempotently
+from shopkit.metrics import STOCK_RESERVATIONS, counts_outcomes
 
 products_blp = Blueprint(
     "products", __name__, description="The catalogue: search, details, admin management, stock."
@@ -181,6 +182,7 @@ def deduct(data: dict[str, Any], product_id: int) -> ResponseReturnValue:
 )
 @requires(ROLE_SERVICE)
 @internal_blp.arguments(ReservationRequestSchema())
+@counts_outcomes(STOCK_RESERVATIONS)
 def reserve(data: dict[str, Any]) -> ResponseReturnValue:
     """Take every line's stock for a sale, all or none, once per ``Idempotency-Key`` and sale."""
     principal = require_principal()

@@ -19,12 +19,14 @@ from typing import Any
 import click
 from flask import Flask, current_app
 
+from sales_service import observe
 from sales_service.clients import build_clients
 from sales_service.models import SCHEMA
 from sales_service.recovery import PeriodicRecovery, recover_pending
 from sales_service.routes import cart_blp, catalog_blp, internal_blp, sales_blp
 from shopkit.app import create_service_app
 from shopkit.config import Settings
+from shopkit.metrics import before_scrape
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         config=config,
     )
     app.extensions["sales_clients"] = clients
+    before_scrape(app, lambda: observe.refresh_unsettled(app.extensions["shop_db"]))
     app.cli.add_command(recover_command)
     if periodic and settings.recovery_interval_s > 0:
         recovery = PeriodicRecovery(

@@ -19,7 +19,7 @@ twice however often it is driven.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Boolean, bindparam, or_, update
 from sqlalchemy.dialects.postgresql import JSONB
@@ -29,8 +29,10 @@ from sales_service.clients import SaleClients
 from sales_service.lifecycle import invalid_transition
 from sales_service.models import CANCELLED, CANCELLING, COMPLETED, Sale
 from sales_service.saga import (
+    LEASE_S,
     SagaRun,
     call_step,
+    database_kept,
     history_entry,
     load_lines,
     lock_sale,
@@ -54,6 +56,7 @@ _START = (
         status=CANCELLING,
         cancel_key=bindparam("new_cancel_key"),
         updated_at=bindparam("new_updated_at"),
+        lease_until=bindparam("new_lease_until"),
         history=_sales.c.history.op("||")(bindparam("entry", type_=JSONB)),
     )
     .returning(_sales.c.id)
@@ -84,17 +87,20 @@ def cancel(
             "caller_id": principal.customer_id,
             "new_cancel_key": idempotency_key,
             "new_updated_at": now,
+            "new_lease_until": now + timedelta(seconds=LEASE_S),
             "entry": [history_entry(CANCELLING, now)],
         },
     ).first()
     session.commit()
     if started is None:
         return _not_started(session, clients, principal, sale_id, idempotency_key), True
-    locked = lock_sale(session, sale_id, CANCELLING)
-    if locked is None:  # recovery took it between our commit and our lock
-        session.rollback()
-        raise _in_progress(sale_id)
-    return drive_cancellation(session, clients, locked), False
+    with database_kept(sale_id, CANCELLING):
+        # Leased to us (``lease_until``): recovery cannot take it before this lock.
+        locked = lock_sale(session, sale_id, CANCELLING, leased=True)
+        if locked is None:  # someone drives it (only possible once the lease ran out)
+            session.rollback()
+            raise _in_progress(sale_id)
+        return drive_cancellation(session, clients, locked), False
 
 
 def _not_started(

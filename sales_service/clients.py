@@ -14,9 +14,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from shopkit.breaker import OPEN
 from shopkit.config import Settings
 from shopkit.fields import format_money
-from shopkit.service_client import ServiceClient, ServiceResponse, ServiceTokenProvider
+from shopkit.service_client import (
+    DependencyUnavailable,
+    ServiceClient,
+    ServiceResponse,
+    ServiceTokenProvider,
+)
 
 #: Each call's whole budget, retries included: two calls (reserve, debit) plus a
 #: release (or a refund and a return) fit in the 10 seconds within which a purchase
@@ -117,6 +123,19 @@ class SaleClients:
 
     inventory: InventoryClient
     customers: CustomersClient
+
+    def check_available(self) -> None:
+        """Raise 503 ``dependency_unavailable`` (nothing recorded) while a circuit is open.
+
+        Checked before an order is recorded: recording it would only tie up its stock
+        in a reservation until recovery could settle it.
+        """
+        for client in (self.inventory.client, self.customers.client):
+            if client.guard.breaker.state == OPEN:
+                raise DependencyUnavailable(
+                    client.name,
+                    f"The {client.name} service is down; this request changed nothing.",
+                )
 
 
 def build_clients(settings: Settings) -> SaleClients:

@@ -121,6 +121,9 @@ class Sale(Base):
     tracking_number: Mapped[str | None] = mapped_column(String(100))
     #: The ``Idempotency-Key`` of the cancellation, so that a retry of it replays.
     cancel_key: Mapped[str | None] = mapped_column(String(200))
+    #: Set when an order is recorded or starts cancelling, cleared by its first drive:
+    #: until then recovery leaves it to the request that is about to drive it.
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -7,6 +7,11 @@ steps with the same idempotency keys (see :mod:`sales_service.saga` and
 :mod:`sales_service.cancellation`), so what already happened is replayed,
 not redone.
 
+An order just recorded (or just moved to ``cancelling``) is leased to the
+request that is about to drive it (``lease_until``, see
+:data:`sales_service.saga.LEASE_S`): recovery skips it until it has been
+driven once or the lease ran out, even with ``--older-than 0``.
+
 It is safe to run everywhere at once (every gunicorn worker of every sales
 instance runs it periodically, plus ``flask --app sales_service recover``):
 each sale is taken with ``FOR UPDATE SKIP LOCKED``, so a sale being driven
@@ -21,13 +26,15 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 
+from sales_service import observe
 from sales_service.cancellation import drive_cancellation
 from sales_service.clients import SaleClients
 from sales_service.models import CANCELLED, COMPLETED, PENDING, UNSETTLED_STATUSES, Sale
 from sales_service.saga import SagaIncomplete, drive, lock_sale
 from shopkit.db import Database
+from shopkit.telemetry import untraced
 
 log = logging.getLogger(__name__)
 
@@ -51,44 +58,50 @@ def recover_pending(
     """Drive up to ``limit`` orders unsettled for more than ``older_than_s`` seconds."""
     report = RecoveryReport()
     cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
-    with database.session() as session:
+    with untraced(), database.session() as session:  # an idle poll is no trace
         candidates = list(
             session.execute(
                 select(Sale.id, Sale.status)
-                .where(Sale.status.in_(UNSETTLED_STATUSES), Sale.updated_at <= cutoff)
+                .where(
+                    Sale.status.in_(UNSETTLED_STATUSES),
+                    Sale.updated_at <= cutoff,
+                    # Still leased to the request that recorded it: it is about to be driven.
+                    or_(Sale.lease_until.is_(None), Sale.lease_until <= func.now()),
+                )
                 .order_by(Sale.created_at)
                 .limit(limit)
             )
         )
-    for sale_id, status in candidates:
-        report.examined += 1
-        with database.session() as session:
-            sale = lock_sale(session, sale_id, status)
-            if sale is None:  # settled meanwhile, or someone else is driving it
-                report.skipped += 1
-                continue
-            try:
-                if status == PENDING:
-                    drive(session, clients, sale)
+    with observe.recovery_pass(len(candidates), report):
+        for sale_id, status in candidates:
+            report.examined += 1
+            with database.session() as session:
+                sale = lock_sale(session, sale_id, status)
+                if sale is None:  # settled meanwhile, or someone else is driving it
+                    report.skipped += 1
+                    continue
+                try:
+                    if status == PENDING:
+                        drive(session, clients, sale)
+                    else:
+                        drive_cancellation(session, clients, sale)
+                except SagaIncomplete as exc:
+                    report.still_pending += 1
+                    report.errors.append(f"{sale_id}: {exc.detail}")
+                    continue
+                except Exception as exc:  # one bad sale must not stop the pass
+                    log.exception("recovery of sale %s failed", sale_id)
+                    session.rollback()
+                    report.still_pending += 1
+                    report.errors.append(f"{sale_id}: {type(exc).__name__}")
+                    continue
+                # A drive that returns has settled the sale (otherwise it raised).
+                if sale.status == COMPLETED:
+                    report.completed += 1
+                elif sale.status == CANCELLED:
+                    report.cancelled += 1
                 else:
-                    drive_cancellation(session, clients, sale)
-            except SagaIncomplete as exc:
-                report.still_pending += 1
-                report.errors.append(f"{sale_id}: {exc.detail}")
-                continue
-            except Exception as exc:  # one bad sale must not stop the pass
-                log.exception("recovery of sale %s failed", sale_id)
-                session.rollback()
-                report.still_pending += 1
-                report.errors.append(f"{sale_id}: {type(exc).__name__}")
-                continue
-            # A drive that returns has settled the sale (otherwise it raised).
-            if sale.status == COMPLETED:
-                report.completed += 1
-            elif sale.status == CANCELLED:
-                report.cancelled += 1
-            else:
-                report.failed += 1
+                    report.failed += 1
     if report.examined:
         log.info(
             "recovery pass: %d examined, %d completed, %d failed, %d cancelled, "

@@ -121,7 +121,14 @@ PURCHASE_ANSWERS = (
         "`insufficient_stock` (`products` names every short line) or `insufficient_funds` "
         "(kept as failed), `sale_in_progress`.",
     ),
-    (503, "`dependency_unavailable`: the order stays pending and is settled by recovery."),
+    (
+        503,
+        "`sale_pending` (with `sale_id`, `sale_status` and `reason`): the order is recorded, "
+        "stays pending and is settled by recovery. Any other 503 code "
+        "(`dependency_unavailable`, `database_unavailable`, `auth_unavailable`): nothing was "
+        "recorded, retry (`database_unavailable` with `sale_status: unknown` names the order "
+        "that may have been recorded).",
+    ),
 )
 
 
@@ -170,7 +177,7 @@ def create_sale(data: dict[str, Any]) -> ResponseReturnValue:
 )
 @sales_blp.alt_response(
     503,
-    description="`dependency_unavailable`: the order stays `cancelling` and recovery refunds "
+    description="`sale_pending`: the order stays `cancelling` and recovery refunds "
     "and restocks it.",
 )
 @requires(ROLE_CUSTOMER, ROLE_ADMIN)

@@ -27,7 +27,8 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -37,6 +38,7 @@ from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
+from sales_service import observe
 from sales_service.clients import SaleClients
 from sales_service.models import (
     CANCELLED,
@@ -47,8 +49,9 @@ from sales_service.models import (
     Sale,
     SaleLine,
 )
+from shopkit import faults
 from shopkit.auth import Principal
-from shopkit.errors import Conflict, ProblemError
+from shopkit.errors import DATABASE_DOWN_ERRORS, Conflict, DatabaseUnavailable, ProblemError
 from shopkit.service_client import DependencyUnavailable, ServiceResponse
 
 log = logging.getLogger(__name__)
@@ -68,8 +71,12 @@ CRASH_AFTER_ENV = "SALES_CRASH_AFTER"
 
 
 class SagaIncomplete(ProblemError):
-    """503: the outcome is not known yet; the order stays pending (or cancelling) until
-    recovery settles it."""
+    """503 ``sale_pending``: the order is recorded but its outcome is not known yet; it stays
+    pending (or cancelling) until recovery settles it.
+
+    ``reason`` says why: ``dependency_unavailable`` (``dependency`` names it) or
+    ``database_unavailable``. A 503 with any other code means nothing was recorded.
+    """
 
     def __init__(
         self,
@@ -77,16 +84,40 @@ class SagaIncomplete(ProblemError):
         detail: str,
         dependency: str | None = None,
         sale_status: str = PENDING,
+        reason: str = "dependency_unavailable",
     ) -> None:
         super().__init__(
             503,
-            "dependency_unavailable",
+            "sale_pending",
             detail,
             headers={"Retry-After": "5"},
             sale_id=str(sale_id),
             sale_status=sale_status,
+            reason=reason,
             dependency=dependency,
         )
+
+
+#: How long a freshly recorded (or freshly cancelling) order belongs to the request that
+#: recorded it: recovery leaves it alone meanwhile, even with ``--older-than 0``. Longer
+#: than any request's deadline, so only an order whose request died is ever taken early.
+LEASE_S = 15
+
+
+@contextmanager
+def database_kept(sale_id: uuid.UUID, sale_status: str) -> Iterator[None]:
+    """Turn the database failing under a recorded order into 503 ``sale_pending``."""
+    try:
+        yield
+    except DATABASE_DOWN_ERRORS as exc:
+        log.warning("sale %s: the database failed mid-drive (%s)", sale_id, type(exc).__name__)
+        raise SagaIncomplete(
+            sale_id,
+            f"The database became unavailable; the order is {sale_status} and will be "
+            "settled automatically.",
+            sale_status=sale_status,
+            reason="database_unavailable",
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -130,10 +161,11 @@ _RECORD_SALE = text(
     WITH sale AS (
         INSERT INTO sales.sales (id, customer_id, username, product_id, quantity, line_count,
                                  status, idempotency_key, request_fingerprint, from_cart,
-                                 history)
+                                 history, lease_until)
         VALUES (:id, :customer_id, :username, :product_id, :quantity, :line_count,
                 'pending', :idempotency_key, :request_fingerprint, :from_cart,
-                jsonb_build_array(jsonb_build_object('status', 'pending', 'at', now())))
+                jsonb_build_array(jsonb_build_object('status', 'pending', 'at', now())),
+                now() + make_interval(secs => :lease_s))
         ON CONFLICT (customer_id, idempotency_key) WHERE idempotency_key IS NOT NULL
         DO NOTHING
         RETURNING *
@@ -155,6 +187,13 @@ _LOCK_SALE = (
     .where(_sales.c.id == bindparam("sale_id"), _sales.c.status == bindparam("status"))
     .with_for_update(skip_locked=True)
 )
+#: The same, waiting for a lock someone holds for a moment (a competing conditional UPDATE
+#: re-checking the row): for an order leased to the caller, whom nobody else may drive.
+_LOCK_LEASED_SALE = (
+    select(_sales)
+    .where(_sales.c.id == bindparam("sale_id"), _sales.c.status == bindparam("status"))
+    .with_for_update()
+)
 _LINES_OF = (
     select(_lines).where(_lines.c.sale_id == bindparam("sale_id")).order_by(_lines.c.position)
 )
@@ -164,6 +203,7 @@ _SAVE_SALE = (
     .values(
         {
             **{name: bindparam(f"new_{name}") for name in _DRIVEN_COLUMNS},
+            "lease_until": None,  # driven once: from now on recovery may take it
             "history": _sales.c.history.op("||")(bindparam("new_history", type_=JSONB)),
         }
     )
@@ -205,8 +245,8 @@ def history_entry(status: str, at: datetime) -> dict[str, str]:
 
 
 def _maybe_crash(step: str) -> None:
-    if os.environ.get(CRASH_AFTER_ENV) == step:
-        log.critical("chaos: exiting after %s as %s asks", step, CRASH_AFTER_ENV)
+    if os.environ.get(CRASH_AFTER_ENV) == step or faults.crash_after(step):
+        log.critical("chaos: exiting after %s as %s or a live fault asks", step, CRASH_AFTER_ENV)
         os._exit(70)
 
 
@@ -218,12 +258,14 @@ class SagaRun:
     steps: list[dict[str, Any]] = field(default_factory=list)
     history: list[dict[str, str]] = field(default_factory=list)
     priced: bool = False
+    open_steps: dict[str, observe.OpenStep] = field(default_factory=dict)
 
     def log(self, step: str, outcome: str, **detail: Any) -> None:
         """Note a step; it is written with the sale's new state when the drive ends."""
         self.steps.append(
             {"sale_id": self.sale.id, "step": step, "outcome": outcome, "detail": detail}
         )
+        observe.close_step(self.open_steps.pop(step, None), outcome)
 
     def finish(self, status: str, failure_code: str | None = None) -> None:
         """Settle the sale in ``status`` (``completed``, ``failed`` or ``cancelled``)."""
@@ -286,6 +328,8 @@ class SagaRun:
         if self.steps:
             connection.execute(_LOG_STEPS, self.steps)
         session.commit()
+        if self.history:  # finish() settled it
+            observe.settled(sale.status, sale.failure_code)
 
 
 def _sale_from(row: Any, lines: list[SaleLine]) -> Sale:
@@ -302,8 +346,14 @@ def load_lines(session: Session, sale_id: uuid.UUID) -> list[SaleLine]:
     return [SaleLine(**row._mapping) for row in rows]
 
 
-def record_sale(session: Session, principal: Principal, request: NewSale) -> tuple[Sale, bool]:
+def record_sale(
+    session: Session, principal: Principal, request: NewSale, sale_id: uuid.UUID | None = None
+) -> tuple[Sale, bool]:
     """Step 1: commit the order and its lines as ``pending``. Returns ``(sale, created)``.
+
+    The new sale is leased to this request for :data:`LEASE_S` seconds (recovery
+    leaves it alone until it has been driven once or the lease ran out), so
+    recovery can never take it between this commit and the driver's lock.
 
     With a client idempotency key that this customer already used, the
     existing sale is returned (``created`` false); a different request under
@@ -314,7 +364,8 @@ def record_sale(session: Session, principal: Principal, request: NewSale) -> tup
     assert principal.customer_id is not None
     single = request.lines[0] if len(request.lines) == 1 else (None, None)
     recorded = {
-        "id": uuid.uuid4(),
+        "id": sale_id or uuid.uuid4(),
+        "lease_s": LEASE_S,
         "customer_id": principal.customer_id,
         "username": principal.subject,
         "product_id": single[0],
@@ -370,14 +421,21 @@ def lock_sale(
     sale_id: uuid.UUID,
     status: str = PENDING,
     lines: list[SaleLine] | None = None,
+    *,
+    leased: bool = False,
 ) -> Sale | None:
     """Lock a sale in ``status`` to drive it; ``None`` if it moved on or someone else drives it.
+
+    ``leased``: the caller just recorded the sale (or started its cancellation) and
+    holds its lease, so it waits for the lock (bounded by ``lock_timeout``) instead
+    of skipping a row that another statement holds for an instant.
 
     The sale comes back detached with its lines (``lines`` when the caller
     has them already): :func:`drive` changes it in memory and writes it back
     with one ``UPDATE`` (cheaper than the ORM's unit of work).
     """
-    row = session.connection().execute(_LOCK_SALE, {"sale_id": sale_id, "status": status}).first()
+    statement = _LOCK_LEASED_SALE if leased else _LOCK_SALE
+    row = session.connection().execute(statement, {"sale_id": sale_id, "status": status}).first()
     if row is None:
         return None
     return _sale_from(row, lines if lines is not None else load_lines(session, sale_id))
@@ -420,7 +478,10 @@ def unknown_answer(run: SagaRun, step: str, answer: ServiceResponse) -> SagaInco
 def call_step(run: SagaRun, step: str, call: Callable[[], ServiceResponse]) -> ServiceResponse:
     """Make one remote step's call; a dependency that cannot be reached leaves the sale as is."""
     try:
-        answer = call()
+        with observe.open_step(run.sale.id, step, run.sale.attempts) as opened:
+            run.open_steps[step] = opened  # closed when the step's outcome is logged
+            answer = call()
+            opened.answered(answer)
     except DependencyUnavailable as exc:
         run.log(step, "unavailable")
         dependency = exc.extra.get("dependency")
@@ -494,19 +555,36 @@ def purchase(
     A replayed client key returns the existing sale as it stands, driving it
     first if it is still pending and nobody else is driving it.
     """
-    sale, created = record_sale(session, principal, request)
+    clients.check_available()
+    sale_id = uuid.uuid4()
+    try:
+        session.connection()  # a database that cannot be reached: nothing is recorded
+    except DATABASE_DOWN_ERRORS as exc:
+        raise DatabaseUnavailable() from exc
+    try:
+        sale, created = record_sale(session, principal, request, sale_id)
+    except DATABASE_DOWN_ERRORS as exc:
+        # The commit may have reached the server: say which order it would be.
+        raise DatabaseUnavailable(
+            "The database failed while the order was being recorded; it may have been "
+            "recorded (then it is pending and will be settled): look it up or retry with "
+            "the same Idempotency-Key.",
+            sale_id=str(sale_id),
+            sale_status="unknown",
+        ) from exc
     if not created and sale.status != PENDING:
         return sale, True
-    locked = lock_sale(session, sale.id, lines=sale.lines)
-    if locked is None:
-        session.rollback()
-        current = session.get(Sale, sale.id, populate_existing=True)
-        assert current is not None
-        if current.status == PENDING:
-            raise Conflict(
-                "sale_in_progress",
-                "This purchase is being processed right now; retry shortly.",
-                sale_id=str(sale.id),
-            )
-        return current, not created
-    return drive(session, clients, locked), not created
+    with database_kept(sale.id, PENDING):
+        locked = lock_sale(session, sale.id, lines=sale.lines, leased=created)
+        if locked is None:
+            session.rollback()
+            current = session.get(Sale, sale.id, populate_existing=True)
+            assert current is not None
+            if current.status == PENDING:
+                raise Conflict(
+                    "sale_in_progress",
+                    "This purchase is being processed right now; retry shortly.",
+                    sale_id=str(sale.id),
+                )
+            return current, not created
+        return drive(session, clients, locked), not created

@@ -750,4 +750,12 @@ def demo(
     sys.exit(EXIT_FAILURE if result.stats.verification_failures else EXIT_OK)
 
 
+def _register_faults() -> None:
+    from seeder.faults import faults  # noqa: PLC0415 (it builds on this module's options)
+
+    cli.add_command(faults)
+
+
+_register_faults()
+
 __all__ = ["cli", "main"]

@@ -6,22 +6,32 @@ naming the service and its URL; an unexpected status raises :class:`ApiError`
 with the problem's ``code`` and ``detail``. Each thread gets its own
 ``requests.Session`` (connection pools are per thread), so one
 :class:`ServiceApi` can be shared by a pool of simulated shoppers.
+
+With tracing on (the standard ``OTEL_*`` variables, see :mod:`shopkit.telemetry`)
+every call is a client span carrying ``traceparent``, and each shopper action
+decorated with :func:`shopper_action` is a trace of its own.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import requests
+from opentelemetry.context import Context
 from requests.adapters import HTTPAdapter
 
 from seeder import EXIT_FAILURE, EXIT_UNREACHABLE
 from seeder.config import Config
+from shopkit.telemetry import init_tracing, tracer
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 #: Items per page when reading a collection: the services' largest page size.
 PAGE_SIZE = 100
@@ -221,10 +231,25 @@ class ServiceApi:
             raise ServiceNotReady(self.name, self.base_url, reason)
 
 
+def shopper_action(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Run the decorated function as a trace of its own: a root span ``name``, its calls beneath."""
+
+    def decorate(function: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(function)
+        def traced(*args: P.args, **kwargs: P.kwargs) -> R:
+            with tracer("shop.seeder").start_as_current_span(name, context=Context()):
+                return function(*args, **kwargs)
+
+        return traced
+
+    return decorate
+
+
 class Services:
     """The four services of one configuration."""
 
     def __init__(self, config: Config, pool_size: int = 16) -> None:
+        init_tracing("seeder", clients=("requests",))  # once per process; off unless OTEL_* say
         self.config = config
         self.customers = ServiceApi("customers", config.customers_url, config, pool_size)
         self.inventory = ServiceApi("inventory", config.inventory_url, config, pool_size)

@@ -63,6 +63,7 @@ from seeder.client import (
     SeederError,
     Services,
     ServiceUnreachable,
+    shopper_action,
 )
 from seeder.data import (
     RATING_WEIGHTS,
@@ -130,6 +131,13 @@ class Shopper:
     #: False when the cart may hold something (a refused order's lines, an earlier run's).
     cart_empty: bool = False
     reviewed: set[int] = field(default_factory=set)
+    #: Orders of this shopper left pending/cancelling by a 503: recovery may still charge
+    #: or refund them, so the balance cannot be predicted until they are settled.
+    unsettled: set[str] = field(default_factory=set)
+
+
+class Unverifiable(Exception):
+    """A check could not read what it needed (an outage): neither passed nor failed."""
 
 
 @dataclass(frozen=True)
@@ -353,6 +361,16 @@ def _order_problem(sale: dict[str, Any], wanted: dict[int, int]) -> str | None:
     return None
 
 
+def _backoff(retry: int, reply: Reply | None) -> float:
+    """Seconds before retry ``retry`` of a purchase: exponential with jitter, and at least
+    the answer's ``Retry-After`` (capped at 2 s)."""
+    pause = 0.25 * 2**retry * random.uniform(0.5, 1.5)  # noqa: S311
+    retry_after = (reply.headers or {}).get("Retry-After", "") if reply is not None else ""
+    if retry_after.isdigit():
+        pause = max(pause, min(2.0, float(retry_after)))
+    return pause
+
+
 def _zipf_cumulative(count: int, exponent: float) -> list[float]:
     return list(itertools.accumulate(1.0 / (rank + 1) ** exponent for rank in range(count)))
 
@@ -439,6 +457,7 @@ class Replay:
         self._moderation_lock = threading.Lock()
         self._moderation_passes = 0
         self._outcome_lock = threading.Lock()
+        self._failure_streak = 0
 
     # --- planning -----------------------------------------------------------------------------
 
@@ -509,6 +528,20 @@ class Replay:
     def _cart(self, shopper: Shopper) -> dict[str, Any]:
         return dict(self._expect(shopper, "GET", "sales", "/cart", 200).body)
 
+    def _balance_may_have_moved(self, shopper: Shopper) -> bool:
+        """Whether an earlier order of the shopper, left pending by a 503, may have been
+        settled by recovery since the balance was last read (then it is read, not predicted).
+
+        Settled orders are forgotten, so the next check predicts again.
+        """
+        if not shopper.unsettled:
+            return False
+        for sale_id in list(shopper.unsettled):
+            reply = self._as(shopper, "GET", "sales", f"/sales/{sale_id}")
+            if reply.status == 200 and reply.body.get("status") not in ("pending", "cancelling"):
+                shopper.unsettled.discard(sale_id)
+        return True
+
     def _verify(self, outcome: Outcome, what: str) -> None:
         outcome.outcome = "verification_failed"
         sale = f", sale {outcome.sale_id}" if outcome.sale_id else ""
@@ -520,6 +553,7 @@ class Replay:
 
     # --- one attempt --------------------------------------------------------------------------
 
+    @shopper_action("shopper purchase")
     def attempt(self, index: int) -> Outcome:
         """Run attempt ``index`` and check its results."""
         plan = self.plan(index)
@@ -527,6 +561,7 @@ class Replay:
         outcome = Outcome(index, shopper.username, [], "")
         started = time.perf_counter()
         purchase_latency: float | None = None
+        self._pause_while_failing()
         with shopper.lock:
             try:
                 purchase_latency = self._shop(plan, shopper, outcome)
@@ -534,6 +569,9 @@ class Replay:
                 outcome.outcome = f"unreachable:{exc.service}"
             except LoginFailed:
                 outcome.outcome = "login_failed"
+            except Unverifiable as exc:
+                outcome.outcome = "unverified"
+                self.stats.note_error(f"attempt {index}: not verified: {exc}")
             except ApiError as exc:
                 outcome.outcome = f"error:{exc.status}:{exc.code or ''}".rstrip(":")
             except Exception as exc:  # an answer the seeder cannot read: count it, keep going
@@ -543,6 +581,7 @@ class Replay:
                 shopper.balance = None  # read it again before this shopper's next purchase
                 shopper.cart_empty = False
         outcome.latency_s = time.perf_counter() - started
+        self._note_failure(outcome)
         self.stats.add_outcome(outcome, purchase_latency)
         if self.options.keep_outcomes:
             with self._outcome_lock:
@@ -638,7 +677,7 @@ class Replay:
         unreachable: ServiceUnreachable | None = None
         for retry in range(SALE_RETRIES + 1):
             # Back off before a retry; once the replay is stopping, do not retry at all.
-            if retry and self.stop_event.wait(0.25 * 2**retry):
+            if retry and self.stop_event.wait(_backoff(retry, reply)):
                 break
             try:
                 reply = self._as(
@@ -692,7 +731,13 @@ class Replay:
                     self._restock(plan.attempt, product, categories.get(product, ""), outcome)
             return
         if reply.status in {202, 503}:
-            outcome.outcome = "pending" if reply.status == 202 else "dependency_unavailable"
+            # 202 or 503 ``sale_pending``: recorded, recovery settles it; any other 503:
+            # nothing was recorded.
+            recorded = reply.status == 202 or reply.code == "sale_pending"
+            outcome.outcome = "pending" if recorded else "unavailable"
+            if recorded and body.get("sale_id"):
+                outcome.sale_id = str(body["sale_id"])
+                shopper.unsettled.add(outcome.sale_id)
             shopper.balance = None  # the order may still complete: read the balance again
             return
         outcome.outcome = f"error:{reply.status}:{reply.code or ''}".rstrip(":")
@@ -704,13 +749,14 @@ class Replay:
         outcome.outcome = "completed"
         total = Decimal(str(sale.get("total")))
         outcome.total = f"{total:.2f}"
+        predictable = shopper.balance is not None and not self._balance_may_have_moved(shopper)
         expected_balance = (shopper.balance or Decimal(0)) - total
         problem = _order_problem(sale, {line.product.id: line.quantity for line in lines})
         if problem is None:
             problem = self._check_history(shopper, str(sale["id"]), "completed", total)
         if problem is None:
             shopper.balance = self._balance(shopper)
-            if shopper.balance != expected_balance:
+            if predictable and shopper.balance != expected_balance:
                 problem = f"balance {shopper.balance} after the order, expected {expected_balance}"
         if problem is None:
             left = set(_quantities(self._cart(shopper))) & {line.product.id for line in lines}
@@ -731,6 +777,8 @@ class Replay:
             f"/customers/{shopper.username}/sales",
             params={"page_size": 10},
         )
+        if history.status >= 500:
+            raise Unverifiable(f"the buyer's history answered {history.status}")
         items = (history.body or {}).get("items", []) if history.status == 200 else []
         match = [item for item in items if item.get("id") == sale_id]
         if not match:
@@ -750,9 +798,11 @@ class Replay:
         if not sale_id:
             return self._verify(outcome, "a refused order without its sale_id")
         reply = self._as(shopper, "GET", "sales", f"/sales/{sale_id}")
+        if reply.status >= 500:
+            raise Unverifiable(f"the refused order could not be read ({reply.status})")
         if reply.status != 200 or reply.body.get("status") != "failed":
             return self._verify(outcome, "the refused order is not 'failed'")
-        before = shopper.balance
+        before = None if self._balance_may_have_moved(shopper) else shopper.balance
         shopper.balance = self._balance(shopper)
         if before is not None and shopper.balance != before:
             change = shopper.balance - before
@@ -788,12 +838,15 @@ class Replay:
     ) -> None:
         """The buyer cancels: the exact total comes back, once (the same request again
         replays the answer and moves nothing)."""
+        predictable = shopper.balance is not None and not self._balance_may_have_moved(shopper)
         before = shopper.balance or Decimal(0)
         path = f"/sales/{sale_id}/cancellation"
         headers = {"Idempotency-Key": self.key(plan.attempt, "cancel")}
         reply = self._as(shopper, "POST", "sales", path, headers=headers)
-        if reply.status == 503:  # left cancelling: recovery refunds it
+        if reply.status == 503:  # left cancelling (``sale_pending``): recovery refunds it
             outcome.after = "cancelling"
+            if reply.code == "sale_pending":
+                shopper.unsettled.add(sale_id)
             shopper.balance = None
             return
         if reply.status != 200 or reply.body.get("status") != "cancelled":
@@ -801,7 +854,7 @@ class Replay:
         outcome.after = "cancelled"
         problem = None
         shopper.balance = self._balance(shopper)
-        if shopper.balance != before + total:
+        if predictable and shopper.balance != before + total:
             problem = f"balance {shopper.balance} after the cancellation, expected {before + total}"
         else:
             again = self._as(shopper, "POST", "sales", path, headers=headers)
@@ -943,6 +996,24 @@ class Replay:
         outcome.restocked.append(product_id)
         with self.stats.lock:
             self.stats.restocks += 1
+
+    # --- backing off while the services fail ------------------------------------------------
+
+    def _note_failure(self, outcome: Outcome) -> None:
+        """Count attempts in a row that met an outage (5xx, unreachable); reset on anything else."""
+        failed = outcome.outcome.startswith(("unreachable:", "error:5")) or outcome.outcome in (
+            "pending",
+            "unavailable",
+            "unverified",
+        )
+        with self._outcome_lock:
+            self._failure_streak = self._failure_streak + 1 if failed else 0
+
+    def _pause_while_failing(self) -> None:
+        """Back off (exponential, with jitter) while attempts keep meeting an outage."""
+        streak = self._failure_streak
+        if streak:
+            self.stop_event.wait(min(5.0, 0.1 * 2 ** min(streak, 6)) * random.uniform(0.5, 1.5))  # noqa: S311
 
     # --- the run ------------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """The common app factory every service builds on.
 
 :func:`create_service_app` wires everything a Shop service has in common:
-settings, JSON logs with request ids, the database, problem+json errors,
+settings, JSON logs with request and trace ids, tracing (when ``OTEL_*`` asks
+for it), the database, problem+json errors,
 health, metrics, OpenAPI with an offline Swagger UI, token verification and
 the ``db`` CLI. The service then registers its own blueprints.
 """
@@ -21,7 +22,9 @@ from marshmallow import Schema, fields
 from shopkit.auth import JwksKeyResolver, KeyResolver, TokenVerifier, init_auth
 from shopkit.config import Settings
 from shopkit.db import Database, init_db, resolve_database_url
+from shopkit.deadline import init_deadline
 from shopkit.errors import register_error_handlers
+from shopkit.faults import faults_blp, init_faults
 from shopkit.fields import Money
 from shopkit.health import init_health
 from shopkit.input_guard import init_input_guard
@@ -29,6 +32,7 @@ from shopkit.logs import configure_logging, init_access_log
 from shopkit.metrics import init_metrics
 from shopkit.migrations import db_cli
 from shopkit.request_id import init_request_id
+from shopkit.telemetry import init_tracing, instrument_app
 
 SWAGGER_STATIC = "/docs/static/"
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -85,7 +89,8 @@ def create_service_app(
     config = dict(config or {})
     settings: Settings = config.pop("SETTINGS", None) or Settings.from_env(service)
     key_resolver = config.pop("KEY_RESOLVER", None) or key_resolver
-    configure_logging(service, settings.log_level)
+    configure_logging(service, settings.log_level, access_log=settings.access_log)
+    init_tracing(service)  # once per process, only if OTEL_* variables ask for it
 
     app = Flask(import_name)
     app.config.update(
@@ -110,15 +115,17 @@ def create_service_app(
     app.config.update(config)
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
-    init_request_id(app)
-    init_access_log(app)
-    init_input_guard(app)
     database = Database(
         resolve_database_url(settings),
         application_name=service,
         pool_size=settings.db_pool_size,
         statement_timeout_ms=settings.db_statement_timeout_ms,
     )
+    instrument_app(app, database.engine)  # first, so its span covers the other request hooks
+    init_request_id(app)
+    init_deadline(app, settings.request_deadline_s)
+    init_access_log(app)
+    init_input_guard(app)
     init_db(app, database)
     init_auth(
         app,
@@ -132,13 +139,14 @@ def create_service_app(
 
     api = ShopApi(app)
     api.register_field(Money, "string", None)
-    for blueprint in blueprints:
+    for blueprint in (*blueprints, faults_blp):
         api.register_blueprint(blueprint)
     document_problem_responses(api)
     app.extensions["shop_api"] = api
 
     _serve_swagger_assets(app)
     register_error_handlers(app)
+    init_faults(app, service)
     init_health(app, service=service, package=package, schema=schema)
     init_metrics(app, service)
     app.cli.add_command(db_cli(package))

@@ -144,8 +144,12 @@ class JwksKeyResolver:
 
 
 def _keys_unavailable() -> ProblemError:
+    # Its own code: nothing was done (no sale recorded), unlike 503 ``sale_pending``.
     return ProblemError(
-        503, "dependency_unavailable", "The token signing keys could not be fetched."
+        503,
+        "auth_unavailable",
+        "The token signing keys could not be fetched; nothing was done. Try again shortly.",
+        headers={"Retry-After": "2"},
     )
 
 

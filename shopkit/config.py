@@ -72,6 +72,7 @@ class Settings:
     admin_password: str = DEV_ADMIN_PASSWORD
     service_client_secret: str = DEV_SERVICE_CLIENT_SECRET
     log_level: str = "INFO"
+    access_log: str = "quiet"
     access_token_ttl_s: int = 15 * 60
     refresh_token_ttl_s: int = 7 * 24 * 3600
     http_connect_timeout_s: float = 2.0
@@ -79,7 +80,8 @@ class Settings:
     http_retries: int = 2
     jwks_cache_ttl_s: int = 300
     db_pool_size: int = 5
-    db_statement_timeout_ms: int = 10_000
+    db_statement_timeout_ms: int = 5_000
+    request_deadline_s: float = 8.0
     password_hash_time_cost: int = 2
     password_hash_memory_kib: int = 19_456
     password_hash_parallelism: int = 1
@@ -109,16 +111,34 @@ class Settings:
         return settings
 
     def warn_about_dev_secrets(self) -> None:
-        """Log (without the values) when development secrets are in use.
+        """Log (without the values) when development secrets are in use, each warning once.
 
-        Only where they are used: the service secret by the four services (the
-        storefront, the seeder and the launcher never ask for a service token).
+        Once per process, and not at all in a process whose parent already
+        warned about the environment it passed on (:data:`WARNED_ENV`): the
+        ``make run`` launcher, or a gunicorn worker after the first. The service
+        secret only where it is used: by the four services (the storefront, the
+        seeder and the launcher never ask for a service token).
         """
         uses_service_secret = self.service_name in SERVICE_PORTS
         if uses_service_secret and self.service_client_secret == DEV_SERVICE_CLIENT_SECRET:
-            log.warning("SERVICE_CLIENT_SECRET is not set: using the development default")
-        if self.service_name == "customers" and self.admin_password == DEV_ADMIN_PASSWORD:
-            log.warning("ADMIN_PASSWORD is not set: using the development default")
+            _warn_once("SERVICE_CLIENT_SECRET is not set: using the development default")
+        if (
+            self.service_name in ("customers", "launcher")
+            and self.admin_password == DEV_ADMIN_PASSWORD
+        ):
+            _warn_once("ADMIN_PASSWORD is not set: using the development default")
+
+
+#: Set (to 1) in the environment of processes whose parent already warned about it.
+WARNED_ENV = "SHOP_CONFIG_WARNED"
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message in _warned or os.environ.get(WARNED_ENV):
+        return
+    _warned.add(message)
+    log.warning(message)
 
 
 #: The environment variable of each setting that has one, and how to read it.
@@ -129,6 +149,7 @@ _FROM_ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "admin_password": ("ADMIN_PASSWORD", _text),
     "service_client_secret": ("SERVICE_CLIENT_SECRET", _text),
     "log_level": ("LOG_LEVEL", lambda _name, raw: raw.upper()),
+    "access_log": ("ACCESS_LOG", lambda _name, raw: raw.lower()),
     "access_token_ttl_s": ("ACCESS_TOKEN_TTL", _number(int)),
     "refresh_token_ttl_s": ("REFRESH_TOKEN_TTL", _number(int)),
     "http_connect_timeout_s": ("HTTP_CONNECT_TIMEOUT", _number(float)),
@@ -137,6 +158,7 @@ _FROM_ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "jwks_cache_ttl_s": ("JWKS_CACHE_TTL", _number(int)),
     "db_pool_size": ("DB_POOL_SIZE", _number(int)),
     "db_statement_timeout_ms": ("DB_STATEMENT_TIMEOUT_MS", _number(int)),
+    "request_deadline_s": ("REQUEST_DEADLINE", _number(float)),
     "password_hash_time_cost": ("PASSWORD_HASH_TIME_COST", _number(int)),
     "password_hash_memory_kib": ("PASSWORD_HASH_MEMORY_KIB", _number(int)),
     "password_hash_parallelism": ("PASSWORD_HASH_PARALLELISM", _number(int)),

@@ -19,7 +19,7 @@ from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from shopkit import embedded_pg
+from shopkit import db_guard, embedded_pg
 from shopkit.config import Settings
 
 NAMING_CONVENTION = {
@@ -76,6 +76,40 @@ def ping_when_idle(engine: Engine, idle_s: float) -> None:
             raise DisconnectionError("the pooled connection was dropped while idle")
 
 
+#: Client-side bounds on every connection (seconds unless named otherwise).
+CONNECT_TIMEOUT_S = 2  # libpq's smallest useful value
+POOL_TIMEOUT_S = 2.0
+LOCK_TIMEOUT_MS = 3_000
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
+TCP_USER_TIMEOUT_MS = 10_000
+
+
+def connect_args(application_name: str, statement_timeout_ms: int) -> dict[str, Any]:
+    """libpq parameters that bound every wait on the server, and the guarded connection class.
+
+    The server cancels a statement after ``statement_timeout`` and a lock wait
+    after ``lock_timeout``; TCP keepalives and ``tcp_user_timeout`` notice a
+    peer that vanished (ignored on a unix socket); the round-trip guard
+    (:mod:`shopkit.db_guard`) cuts a call the server never answers, a little
+    after the statement timeout.
+    """
+    options = (
+        f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={LOCK_TIMEOUT_MS} "
+        f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}"
+    )
+    return {
+        "application_name": application_name,
+        "connect_timeout": CONNECT_TIMEOUT_S,
+        "options": options,
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 3,
+        "keepalives_count": 3,
+        "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
+        "connection_factory": db_guard.connection_factory(statement_timeout_ms / 1000 + 1.0),
+    }
+
+
 class Database:
     """An engine and its session factory for one service."""
 
@@ -85,7 +119,7 @@ class Database:
         *,
         application_name: str = "shop",
         pool_size: int = 5,
-        statement_timeout_ms: int = 10_000,
+        statement_timeout_ms: int = 5_000,
     ) -> None:
         self.url = url
         self.engine: Engine = create_engine(
@@ -93,14 +127,11 @@ class Database:
             pool_size=pool_size,
             max_overflow=pool_size,
             pool_recycle=1800,
+            pool_timeout=POOL_TIMEOUT_S,
             # Error messages (which reach the logs) must not carry bound values:
             # password hashes, token digests, personal data.
             hide_parameters=True,
-            connect_args={
-                "application_name": application_name,
-                "connect_timeout": 5,
-                "options": f"-c statement_timeout={statement_timeout_ms}",
-            },
+            connect_args=connect_args(application_name, statement_timeout_ms),
         )
         ping_when_idle(self.engine, IDLE_PING_AFTER_S)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)

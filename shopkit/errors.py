@@ -15,6 +15,7 @@ from http import HTTPStatus
 from typing import Any
 
 from flask import Flask, Response, has_request_context, json, request
+from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
 from shopkit.request_id import current_request_id
@@ -75,6 +76,33 @@ class ProblemError(Exception):
         """Return the problem document (without request-specific members)."""
         return problem_body(
             self.status, self.code, self.detail, title=self.title, errors=self.errors, **self.extra
+        )
+
+
+#: What a client should wait before retrying after a 503.
+RETRY_AFTER_S = 2
+
+#: SQLAlchemy errors that mean the database could not be used right now (unreachable,
+#: restarting, frozen past a bound, a statement or lock wait timed out, the pool empty).
+DATABASE_DOWN_ERRORS: tuple[type[Exception], ...] = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+)
+
+
+class DatabaseUnavailable(ProblemError):
+    """503 ``database_unavailable``: the database could not be reached in time; retry."""
+
+    def __init__(
+        self, detail: str = "The database is unavailable; try again shortly.", **extra: Any
+    ) -> None:
+        super().__init__(
+            503,
+            "database_unavailable",
+            detail,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+            **extra,
         )
 
 
@@ -200,6 +228,14 @@ def register_error_handlers(app: Flask) -> None:
             log.error("server error: %s", error, exc_info=error.__cause__ or error)
         body, headers = http_exception_to_problem(error)
         return problem_response(body, headers)
+
+    @app.errorhandler(sa_exc.SQLAlchemyError)
+    def _database(error: sa_exc.SQLAlchemyError) -> Response:
+        if not isinstance(error, DATABASE_DOWN_ERRORS):
+            return _unexpected(error)
+        log.warning("database unavailable: %s", type(error.__cause__ or error).__name__)
+        problem = DatabaseUnavailable()
+        return problem_response(problem.to_body(), problem.headers)
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:

@@ -1,7 +1,10 @@
 """Gunicorn settings shared by the four services (``gunicorn -c python:shopkit.gunicorn_conf``).
 
-``gthread`` workers; the worker and thread counts come from
-``WEB_CONCURRENCY`` and ``GUNICORN_THREADS``. Gunicorn's own access log is
+``gthread`` workers that answer health checks on threads of their own
+(:mod:`shopkit.gunicorn_worker`); the worker and thread counts come from
+``WEB_CONCURRENCY`` and ``GUNICORN_THREADS``. A worker dies with its master
+(no orphan keeps serving), and each master start gets a fresh, empty
+directory for the live faults (:mod:`shopkit.faults`). Gunicorn's own access log is
 off: each service logs one JSON line per request itself, with its request id.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import signal
 import tempfile
 from typing import Any
 
@@ -17,6 +21,9 @@ from typing import Any
 # imports prometheus_client, which is why it lives in the config module.
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="shop-metrics-")
+
+# Live faults are shared by this master's workers and forgotten when it restarts.
+os.environ["SHOP_FAULTS_DIR"] = tempfile.mkdtemp(prefix="shop-faults-")
 
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter number
 MMAP_THRESHOLD_BYTES = 128 * 1024
@@ -45,7 +52,7 @@ def _pin_mmap_threshold() -> None:
 
 _pin_mmap_threshold()
 
-worker_class = "gthread"
+worker_class = "shopkit.gunicorn_worker.HealthFirstWorker"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
@@ -54,6 +61,31 @@ keepalive = 5
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+
+_PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def post_fork(_server: Any, worker: Any) -> None:
+    """Set up a new worker: it dies with its master, and only the first one warns.
+
+    The kernel SIGKILLs the worker the moment its master dies (Linux):
+    without it an orphaned gthread worker notices only on its next loop turn
+    and then drains its requests for up to ``graceful_timeout``, serving
+    meanwhile; its in-flight sales are settled by recovery like any crash.
+    Every worker shares the configuration, so only the first warns about it.
+    """
+    from shopkit.config import WARNED_ENV  # noqa: PLC0415
+
+    if worker.age > 1:
+        os.environ[WARNED_ENV] = "1"
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: gunicorn's own parent check remains
+        return
+    if os.getppid() != worker.ppid:  # the master died before prctl took effect
+        os._exit(1)
 
 
 def child_exit(_server: Any, worker: Any) -> None:

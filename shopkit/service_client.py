@@ -5,8 +5,11 @@ bounded number of retries with jittered backoff on connection errors,
 timeouts, 502/503/504 and ``409 idempotency_key_in_use``. Retrying a POST
 is safe because every state-changing call carries an ``Idempotency-Key``:
 the callee replays its stored answer instead of acting twice. The current
-``X-Request-ID`` is passed on, and a ``service`` token is obtained by the
-client-credentials grant and renewed before it expires (or on a 401).
+``X-Request-ID`` is passed on (and, while tracing is on, the W3C
+``traceparent`` by the urllib3 instrumentation), and a ``service`` token is
+obtained by the client-credentials grant and renewed before it expires (or on
+a 401). Every attempt that got no answer or a 502/503/504 counts in
+``shop_dependency_errors_total``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ from urllib.parse import urlencode
 import jwt
 import urllib3
 
+from shopkit import deadline, faults
+from shopkit.breaker import DependencyGuard, Rejected
 from shopkit.errors import ProblemError
+from shopkit.metrics import DEPENDENCY_ERRORS
 from shopkit.request_id import HEADER as REQUEST_ID_HEADER
 from shopkit.request_id import current_request_id
 
@@ -46,12 +52,28 @@ class DependencyUnavailable(ProblemError):
         )
 
 
+@dataclass
+class _Call:
+    """One logical call's fixed parts (the token may be renewed once, on a 401)."""
+
+    method: str
+    url: str
+    json: Any
+    params: dict[str, Any] | None
+    idempotency_key: str | None
+    token: str | None
+    #: The token is this client's service token (renewed once on a 401), not a caller's.
+    renewable: bool
+
+
 @dataclass(frozen=True)
 class ServiceResponse:
-    """A callee's answer: status code and decoded JSON body (``{}`` if none)."""
+    """A callee's answer: status code, decoded JSON body (``{}`` if none), and whether
+    the callee replayed it from its idempotency store (``Idempotent-Replayed: true``)."""
 
     status: int
     body: dict[str, Any]
+    replayed: bool = False
 
     @property
     def ok(self) -> bool:
@@ -99,11 +121,28 @@ class JsonHttp:
         response = self._pools.request(
             method, url, body=body, headers=headers, timeout=timeout, redirect=False
         )
-        return ServiceResponse(response.status, _json_body(response.data))
+        return ServiceResponse(
+            response.status,
+            _json_body(response.data),
+            replayed=response.headers.get("Idempotent-Replayed") == "true",
+        )
 
 
 class ServiceTokenProvider:
-    """Obtains and caches a ``service`` access token from the customers service."""
+    """Obtains and caches a ``service`` access token from the customers service.
+
+    The token is renewed ahead of time: once it is within ``renew_before_s``
+    of expiring, one background thread fetches a new one while callers keep
+    using the current token, which stays in use if the renewal fails. Only
+    when there is no usable token at all (at start, or after a 401) does a
+    caller fetch one itself; concurrent callers then wait for that one fetch.
+    No lock is ever held across the network.
+    """
+
+    #: A token this close to its expiry is no longer sent.
+    EXPIRY_MARGIN_S = 5.0
+    #: Background renewals are tried at most this often while they fail.
+    RETRY_RENEWAL_S = 2.0
 
     def __init__(
         self,
@@ -117,9 +156,13 @@ class ServiceTokenProvider:
         self.client_id = client_id
         self.client_secret = client_secret
         self.renew_before_s = renew_before_s
+        self.timeout_s = timeout_s
         self._token: str | None = None
         self._expires_at = 0.0
         self._lock = threading.Lock()
+        self._fetching: threading.Event | None = None  # set when the running fetch ends
+        self._renewal_tried_at = 0.0
+        self._error: DependencyUnavailable | None = None
         # The same timeouts and bounded retries as any call, within ``timeout_s``.
         self._customers = ServiceClient(
             "customers",
@@ -131,44 +174,104 @@ class ServiceTokenProvider:
         )
 
     def token(self, *, force_renew: bool = False) -> str:
-        """A valid service token, renewed when it is about to expire or when forced."""
+        """A valid service token: the cached one (renewed in the background when it gets old),
+        or, when there is none or ``force_renew`` (the callee refused it), a new one."""
+        now = time.time()
         with self._lock:
-            if (
-                not force_renew
-                and self._token
-                and time.time() < self._expires_at - self.renew_before_s
-            ):
+            token = self._token
+            usable = token is not None and now < self._expires_at - self.EXPIRY_MARGIN_S
+            if usable and not force_renew:
+                if (
+                    now >= self._expires_at - self.renew_before_s
+                    and self._fetching is None
+                    and time.monotonic() - self._renewal_tried_at >= self.RETRY_RENEWAL_S
+                ):
+                    self._start_fetch_locked(background=True)
+                assert token is not None
+                return token
+            waiter = self._fetching
+            if waiter is None:
+                waiter = self._start_fetch_locked(background=False)
+        if not waiter.wait(timeout=deadline.bounded(self.timeout_s + 1.0)):
+            raise DependencyUnavailable("customers", "No service token could be obtained in time.")
+        with self._lock:
+            fresh = self._token is not None and (not force_renew or self._token != token)
+            if fresh and time.time() < self._expires_at - self.EXPIRY_MARGIN_S:
+                assert self._token is not None
                 return self._token
-            response = self._customers.post(
-                "/auth/service-token",
-                json={"client_id": self.client_id, "client_secret": self.client_secret},
-                auth=False,
+            error = self._error
+        raise error or DependencyUnavailable("customers")
+
+    def _start_fetch_locked(self, *, background: bool) -> threading.Event:
+        """Start one fetch (the lock is held by the caller); it runs in its own thread."""
+        done = threading.Event()
+        self._fetching = done
+        self._renewal_tried_at = time.monotonic()
+        thread = threading.Thread(
+            target=self._fetch, args=(done,), name="service-token", daemon=True
+        )
+        thread.start()
+        if background:
+            log.info("renewing the service token ahead of its expiry")
+        return done
+
+    def _fetch(self, done: threading.Event) -> None:
+        """Fetch a token from customers (no lock held) and publish the outcome."""
+        token: str | None = None
+        error: DependencyUnavailable | None = None
+        try:
+            token, expires_at = self._request_token()
+        except DependencyUnavailable as exc:
+            error = exc
+            log.warning("service token renewal failed: %s", exc.detail)
+        except Exception:
+            log.exception("service token renewal failed")
+            error = DependencyUnavailable("customers")
+        with self._lock:
+            if token is not None:
+                self._token, self._expires_at, self._error = token, expires_at, None
+            else:
+                self._error = error
+            self._fetching = None
+        done.set()
+
+    def _request_token(self) -> tuple[str, float]:
+        """One client-credentials grant: ``(token, expires_at)`` or DependencyUnavailable."""
+        response = self._customers.post(
+            "/auth/service-token",
+            json={"client_id": self.client_id, "client_secret": self.client_secret},
+            auth=False,
+        )
+        if response.status != 200:
+            if response.status >= 500:
+                raise DependencyUnavailable("customers")
+            # A refused secret is a deployment fault, not the caller's: answer
+            # 503 like any other unusable dependency, and say why in the logs.
+            log.error("customers refused our service credentials (%s)", response.status)
+            raise DependencyUnavailable(
+                "customers", "This service could not authenticate to the customers service."
             )
-            if response.status != 200:
-                if response.status >= 500:
-                    raise DependencyUnavailable("customers")
-                # A refused secret is a deployment fault, not the caller's: answer
-                # 503 like any other unusable dependency, and say why in the logs.
-                log.error("customers refused our service credentials (%s)", response.status)
-                raise DependencyUnavailable(
-                    "customers", "This service could not authenticate to the customers service."
-                )
-            token = response.body.get("access_token")
-            try:
-                if not isinstance(token, str):
-                    raise jwt.DecodeError("no access_token")
-                claims = jwt.decode(token, options={"verify_signature": False})
-            except jwt.PyJWTError as exc:
-                raise DependencyUnavailable(
-                    "customers", "The customers service sent no usable token."
-                ) from exc
-            self._token = token
-            self._expires_at = float(claims.get("exp", time.time() + 60))
-            return token
+        token = response.body.get("access_token")
+        try:
+            if not isinstance(token, str):
+                raise jwt.DecodeError("no access_token")
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise DependencyUnavailable(
+                "customers", "The customers service sent no usable token."
+            ) from exc
+        return token, float(claims.get("exp", time.time() + 60))
 
 
 class ServiceClient:
-    """Calls one other service (``name`` at ``base_url``) with retries and a deadline."""
+    """Calls one other service (``name`` at ``base_url``) with retries and a deadline.
+
+    A logical call never outlives ``deadline_s`` nor the current request's
+    deadline (:mod:`shopkit.deadline`), whose remainder it passes on. Calls go
+    through the dependency's bulkhead and circuit breaker
+    (:mod:`shopkit.breaker`), and through any live fault switched on for the
+    dependency (:mod:`shopkit.faults`).
+    """
 
     def __init__(
         self,
@@ -182,6 +285,7 @@ class ServiceClient:
         deadline_s: float = 8.0,
         backoff_s: float = 0.1,
         pool_size: int = 16,
+        max_concurrent: int = 3,
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
@@ -191,21 +295,18 @@ class ServiceClient:
         self.retries = retries
         self.deadline_s = deadline_s
         self.backoff_s = backoff_s
+        self.guard = DependencyGuard(name, max_concurrent=max_concurrent)
         self._http = JsonHttp(pool_size)
 
-    def _headers(
-        self, idempotency_key: str | None, auth: bool, bearer: str | None = None
-    ) -> dict[str, str]:
+    def _headers(self, idempotency_key: str | None, token: str | None) -> dict[str, str]:
         headers = {"Accept": "application/json"}
         request_id = current_request_id()
         if request_id:
             headers[REQUEST_ID_HEADER] = request_id
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
-        if bearer is not None:
-            headers["Authorization"] = f"Bearer {bearer}"
-        elif auth and self.tokens is not None:
-            headers["Authorization"] = f"Bearer {self.tokens.token()}"
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
         return headers
 
     def request(
@@ -226,50 +327,85 @@ class ServiceClient:
 
         Returns the callee's final answer (any status below 500, or a 5xx that
         is not retryable). Raises :class:`DependencyUnavailable` when the callee
-        cannot be reached or keeps failing until retries or the deadline run out.
+        cannot be reached or keeps failing until retries or the deadline run
+        out, and at once while its circuit is open or its bulkhead full.
         """
-        deadline = time.monotonic() + self.deadline_s
-        url = self.base_url + path
+        budget = deadline.bounded(self.deadline_s)
+        if budget <= 0:
+            raise DependencyUnavailable(
+                self.name, f"No time was left to call the {self.name} service."
+            )
+        renewable = bearer is None and auth and self.tokens is not None
+        token = (
+            bearer
+            if bearer is not None
+            else (
+                self.tokens.token() if renewable else None  # type: ignore[union-attr]
+            )
+        )
+        call = _Call(method, self.base_url + path, json, params, idempotency_key, token, renewable)
+        try:
+            with self.guard.bulkhead.slot():
+                trial = self.guard.breaker.before_call()
+                try:
+                    result = self._attempts(call, path, time.monotonic() + budget)
+                except BaseException:
+                    self.guard.breaker.failed(trial)
+                    raise
+                if result.status >= 500:
+                    self.guard.breaker.failed(trial)
+                else:
+                    self.guard.breaker.succeeded(trial)
+                return result
+        except Rejected as exc:
+            raise DependencyUnavailable(
+                self.name, f"The {self.name} service is unavailable ({exc}); try again shortly."
+            ) from exc
+
+    def _attempts(self, call: _Call, path: str, call_deadline: float) -> ServiceResponse:
         renewed = False
         attempt = 0
         while True:
-            remaining = deadline - time.monotonic()
+            remaining = call_deadline - time.monotonic()
             if remaining <= 0:
                 raise DependencyUnavailable(self.name)
             timeout = urllib3.Timeout(
                 connect=min(self.connect_timeout_s, remaining),
                 read=min(self.read_timeout_s, remaining),
             )
+            headers = self._headers(call.idempotency_key, call.token)
+            headers[deadline.HEADER] = str(max(1, int(remaining * 1000)))
             try:
+                faults.before_outgoing(
+                    self.name, call.method, path, min(self.read_timeout_s, remaining)
+                )
                 result = self._http.request(
-                    method,
-                    url,
-                    json_body=json,
-                    params=params,
-                    headers=self._headers(idempotency_key, auth, bearer),
+                    call.method,
+                    call.url,
+                    json_body=call.json,
+                    params=call.params,
+                    headers=headers,
                     timeout=timeout,
                 )
             except urllib3.exceptions.HTTPError as exc:
+                DEPENDENCY_ERRORS.labels(dependency=self.name).inc()
                 log.warning("call to %s %s failed: %s", self.name, path, type(exc).__name__)
             else:
-                if (
-                    result.status == 401
-                    and auth
-                    and bearer is None
-                    and self.tokens is not None
-                    and not renewed
-                ):
-                    self.tokens.token(force_renew=True)
+                if result.status == 401 and call.renewable and not renewed:
+                    assert self.tokens is not None
+                    call.token = self.tokens.token(force_renew=True)
                     renewed = True
                     continue
-                if result.status not in RETRY_STATUSES and result.code != "idempotency_key_in_use":
+                if result.status in RETRY_STATUSES:
+                    DEPENDENCY_ERRORS.labels(dependency=self.name).inc()
+                elif result.code != "idempotency_key_in_use":
                     return result
             # Here the call failed in a way worth retrying.
             attempt += 1
             if attempt > self.retries:
                 raise DependencyUnavailable(self.name)
             pause = self.backoff_s * (2 ** (attempt - 1)) * (0.5 + random.random())  # noqa: S311
-            if time.monotonic() + pause >= deadline:
+            if time.monotonic() + pause >= call_deadline:
                 raise DependencyUnavailable(self.name)
             time.sleep(pause)
 

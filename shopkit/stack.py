@@ -7,6 +7,7 @@ stops the whole process group on :meth:`ServiceProcess.stop`.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -21,7 +22,7 @@ from typing import IO, TYPE_CHECKING
 
 import requests
 
-from shopkit.config import PROJECT_ROOT, Settings
+from shopkit.config import PROJECT_ROOT, WARNED_ENV, Settings
 
 if TYPE_CHECKING:
     from shopkit.gateway import Gateway
@@ -245,9 +246,11 @@ def run_local(services: list[str] | None = None) -> int:
         url = normalise_url(settings.database_url)
     else:
         server, url = embedded_pg.start(Path(settings.data_dir) / "pg", cleanup_mode="stop")
-    env = {"DATABASE_URL": url}
+    # The launcher warned about the configuration (above); its children need not repeat it.
+    env = {"DATABASE_URL": url, WARNED_ENV: "1"}
     processes: list[ServiceProcess] = []
     seeder: subprocess.Popen[bytes] | None = None
+    prometheus: ServiceProcess | None = None
     gateway = None
     stopping = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
@@ -260,6 +263,7 @@ def run_local(services: list[str] | None = None) -> int:
         for process in processes:
             process.wait_ready(60)
             print(f"launcher | {process.service:<9} ready at {process.url}/docs", flush=True)
+        prometheus = _start_prometheus(processes, Path(settings.data_dir))
         frontends = _start_services(present_frontends(), env, settings)
         processes.extend(frontends)
         for process in frontends:
@@ -276,12 +280,70 @@ def run_local(services: list[str] | None = None) -> int:
                 return 1
         return 0
     finally:
+        if prometheus is not None:
+            prometheus.stop()
         _stop(seeder, processes)
         if gateway is not None:
             gateway.stop()
         if server is not None:
             server.cleanup()  # type: ignore[attr-defined]
         print("launcher | stopped", flush=True)
+
+
+#: Where ``make run``'s Prometheus listens, when there is a ``prometheus`` binary.
+PROMETHEUS_ADDRESS = "127.0.0.1:9090"
+
+
+def _start_prometheus(services: list[ServiceProcess], data_dir: Path) -> ServiceProcess | None:
+    """Start Prometheus on the repo's config and rules, scraping these services (if installed).
+
+    The config is ``deploy/observability/prometheus.yml``'s with the local
+    ports as targets; data goes to ``<data dir>/prometheus``. Without a
+    ``prometheus`` binary (or with ``SHOP_PROMETHEUS=0``), say how to get one.
+    """
+    import shutil  # noqa: PLC0415
+
+    binary = shutil.which("prometheus")
+    if binary is None or os.environ.get("SHOP_PROMETHEUS") == "0":
+        print(
+            "launcher | metrics: each service's /metrics; for Prometheus and the alert rules, "
+            "apt-get install prometheus (make run then starts it) or docker compose up",
+            flush=True,
+        )
+        return None
+    # deploy/observability/prometheus.yml with local targets (JSON is YAML too).
+    config = {
+        "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
+        "rule_files": [str(PROJECT_ROOT / "deploy" / "observability" / "alerts.yml")],
+        "scrape_configs": [
+            {
+                "job_name": "shop",
+                "honor_labels": True,
+                "static_configs": [
+                    {"targets": [f"127.0.0.1:{p.port}"], "labels": {"service": p.service}}
+                    for p in services
+                ],
+            }
+        ],
+    }
+    (data_dir / "prometheus").mkdir(parents=True, exist_ok=True)
+    config_path = data_dir / "prometheus" / "prometheus.yml"
+    config_path.write_text(json.dumps(config, indent=2))
+    process = ServiceProcess("prometheus", int(PROMETHEUS_ADDRESS.rsplit(":", 1)[1]))
+    process.process = subprocess.Popen(  # noqa: S603
+        [
+            binary,
+            f"--config.file={config_path}",
+            f"--storage.tsdb.path={data_dir / 'prometheus' / 'data'}",
+            f"--web.listen-address={PROMETHEUS_ADDRESS}",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    print(f"launcher | prometheus at http://{PROMETHEUS_ADDRESS} (alerts: /alerts)", flush=True)
+    return process
 
 
 def _start_gateway(processes: list[ServiceProcess]) -> Gateway | None:

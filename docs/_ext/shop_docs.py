@@ -74,6 +74,27 @@ ENVIRONMENT_MEANINGS = {
     "SERVICE_CLIENT_SECRET": "Shared secret of the client-credentials grant that gives "
     "services their ``service`` token (development default, warned about, when unset).",
     "LOG_LEVEL": "Level of the JSON log lines on stdout (and of gunicorn's error log).",
+    "ACCESS_LOG": "``quiet`` (default): an access line only for 5xx answers and slow requests; "
+    "``all``: one line per request (``LOG_LEVEL=DEBUG`` shows them too).",
+    "SHOP_CONFIG_WARNED": "Set by ``make run`` and by gunicorn for its second and later "
+    "workers: the configuration warnings were already printed once, do not repeat them.",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "Tracing: the OTLP/HTTP collector (e.g. "
+    "``http://jaeger:4318``). Setting it turns tracing on; nothing set, tracing is off.",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "Tracing: the full traces URL, instead of "
+    "``OTEL_EXPORTER_OTLP_ENDPOINT`` + ``/v1/traces``.",
+    "OTEL_EXPORTER_OTLP_PROTOCOL": "Tracing: ``http/protobuf`` (the only one installed).",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "Tracing: as ``OTEL_EXPORTER_OTLP_PROTOCOL``, for "
+    "traces only.",
+    "OTEL_TRACES_EXPORTER": "Tracing: ``otlp`` (default when an endpoint is set), ``console`` "
+    "or ``none`` (off).",
+    "OTEL_SDK_DISABLED": "Tracing: ``true`` turns it off whatever else is set.",
+    "OTEL_PYTHON_FLASK_EXCLUDED_URLS": "Tracing: paths not traced (default: probes, "
+    "``/metrics`` and the API docs).",
+    "SHOP_PROMETHEUS": "``make run``: ``0`` does not start Prometheus even if it is installed.",
+    "BENCH_TRACING": "Benchmarks: ``1`` makes ``make bench`` measure the CPU cost of tracing "
+    "(off vs on) instead of the full run.",
+    "BENCH_TRACING_S": "Benchmarks: seconds of each tracing off/on window (15).",
+    "BENCH_TRACING_ROUNDS": "Benchmarks: rounds of one off and one on window (1).",
     "ACCESS_TOKEN_TTL": "Lifetime of an access token, in seconds.",
     "REFRESH_TOKEN_TTL": "Lifetime of a refresh token, in seconds.",
     "HTTP_CONNECT_TIMEOUT": "Connect timeout of calls between services, in seconds.",

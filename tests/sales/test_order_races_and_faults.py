@@ -220,7 +220,7 @@ def test_a_dependency_down_leaves_the_order_cancelling_then_recovery_finishes_it
     assert answer.status_code == 503, answer.text
     problem = answer.json()
     assert (problem["code"], problem["sale_status"], problem["sale_id"]) == (
-        "dependency_unavailable",
+        "sale_pending",
         "cancelling",
         sale_id,
     )

@@ -271,3 +271,46 @@ def test_catalog_lists_goods_in_stock(sales: FlaskClient, shop: Shop) -> None:
     )
     assert sales.get("/catalog/99999999").status_code == 404
     assert sales.get("/catalog?page_size=500").status_code == 422
+
+
+def test_a_tight_recovery_loop_never_takes_a_new_sale(
+    sales_app: Any, sales: Any, shop: Any, database_url: str
+) -> None:
+    """Issue 15, defect 5: ``recover --older-than 0`` in a loop beside the buyer. A new sale is
+    leased to its request, so every first attempt completes (never ``sale_in_progress``)."""
+    import threading
+
+    from sales_service.recovery import recover_pending
+
+    product = shop.product(price="1.00", stock=50)
+    _, token = shop.buyer("100.00")
+    stop = threading.Event()
+    passes = []
+
+    def loop() -> None:
+        while not stop.is_set():
+            passes.append(
+                recover_pending(
+                    sales_app.extensions["shop_db"],
+                    sales_app.extensions["sales_clients"],
+                    older_than_s=0,
+                )
+            )
+
+    recovering = threading.Thread(target=loop, daemon=True)
+    recovering.start()
+    try:
+        statuses = [
+            sales.post(
+                "/sales",
+                json={"product_id": product, "quantity": 1},
+                headers={"Authorization": f"Bearer {token}"},
+            ).status_code
+            for _ in range(20)
+        ]
+    finally:
+        stop.set()
+        recovering.join(timeout=30)
+    assert statuses == [201] * 20
+    assert len(passes) > 20  # recovery really ran alongside
+    assert all(report.completed == 0 for report in passes)  # it never drove one of them

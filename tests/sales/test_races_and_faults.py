@@ -159,7 +159,8 @@ def test_dependency_killed_mid_purchases(
         elapsed = time.monotonic() - started
         assert 500 <= response.status_code < 600, response.text
         assert response.headers["Content-Type"].startswith("application/problem+json")
-        assert response.json()["code"] == "dependency_unavailable"
+        assert response.json()["code"] == "sale_pending"
+        assert response.json()["reason"] == "dependency_unavailable"
         assert elapsed < 10, elapsed
     stalled = check_invariants(database_url, allow_pending=True)
     assert stalled.ok, stalled.violations

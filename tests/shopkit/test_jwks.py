@@ -72,5 +72,5 @@ def test_while_keys_cannot_be_fetched_checks_fail_fast_with_503(jwks: tuple[str,
     for _ in range(3):
         with pytest.raises(ProblemError) as raised:
             resolver.public_key("k1")
-        assert (raised.value.status, raised.value.code) == (503, "dependency_unavailable")
+        assert (raised.value.status, raised.value.code) == (503, "auth_unavailable")
     assert published.fetches == 1  # one attempt, not one per request

@@ -162,3 +162,93 @@ def test_an_unusable_service_token_answer_is_dependency_unavailable(
     with pytest.raises(DependencyUnavailable) as raised:
         ServiceTokenProvider(url, "sales", "secret", timeout_s=3.0).token()
     assert (raised.value.status, raised.value.code) == (503, "dependency_unavailable")
+
+
+def _jwt(seconds: int) -> str:
+    import jwt
+
+    return jwt.encode(
+        {"sub": "sales", "exp": int(time.time()) + seconds}, "k" * 32, algorithm="HS256"
+    )
+
+
+def test_an_old_token_is_renewed_in_the_background_and_kept_when_renewal_fails(
+    callee: tuple[str, Script],
+) -> None:
+    """Within renew_before_s of expiry the caller gets the current token at once (no wait on
+    the network, even with customers slow); a failed renewal keeps it in use."""
+    url, script = callee
+    old = _jwt(30)  # inside the 60 s renewal window, still valid
+    script.answers = [(200, {"access_token": old}, 0.0), (503, {}, 1.0), (503, {}, 0.0)]
+    provider = ServiceTokenProvider(url, "sales", "secret", timeout_s=1.5)
+    provider.RETRY_RENEWAL_S = 0.0  # renew on the very next call
+    assert provider.token() == old
+    started = time.monotonic()
+    assert provider.token() == old  # starts a renewal in the background
+    assert time.monotonic() - started < 0.2
+    time.sleep(2.0)  # the renewal failed meanwhile
+    assert provider.token() == old
+    assert len(script.seen) >= 2
+
+
+def test_the_deadline_header_carries_what_is_left(callee: tuple[str, Script]) -> None:
+    from shopkit.deadline import HEADER, deadline_scope
+
+    url, script = callee
+    with deadline_scope(0.5):
+        client(url, deadline_s=5.0).get("/x")
+    assert 0 < int(script.seen[0]["headers"][HEADER]) <= 500
+
+
+def test_no_call_is_made_past_the_request_deadline(callee: tuple[str, Script]) -> None:
+    from shopkit.deadline import deadline_scope
+
+    url, script = callee
+    script.answers = [(200, {}, 2.0)]
+    started = time.monotonic()
+    with deadline_scope(0.3), pytest.raises(DependencyUnavailable):
+        client(url, deadline_s=5.0, read_timeout_s=5.0).get("/slow")
+    assert time.monotonic() - started < 1.0
+
+
+def test_the_circuit_opens_after_failures_and_fails_fast(callee: tuple[str, Script]) -> None:
+    url, script = callee
+    script.answers = [(503, {}, 0.0)] * 20
+    fake = client(url, retries=0)
+    for _ in range(5):
+        with pytest.raises(DependencyUnavailable):
+            fake.get("/x")
+    assert fake.guard.breaker.state == "open"
+    seen = len(script.seen)
+    with pytest.raises(DependencyUnavailable) as raised:
+        fake.get("/x")
+    assert "open" in raised.value.detail
+    assert len(script.seen) == seen  # not even tried
+
+
+def test_a_half_open_circuit_lets_one_trial_through_and_closes_on_success() -> None:
+    from shopkit.breaker import CircuitBreaker, Rejected
+
+    breaker = CircuitBreaker("x", fail_max=2, reset_s=0.1)
+    breaker.failed(breaker.before_call())
+    breaker.failed(breaker.before_call())
+    with pytest.raises(Rejected):
+        breaker.before_call()
+    time.sleep(0.15)
+    trial = breaker.before_call()
+    assert trial
+    with pytest.raises(Rejected):  # only one trial at a time
+        breaker.before_call()
+    breaker.succeeded(trial)
+    assert breaker.state == "closed"
+    assert breaker.before_call() is False
+
+
+def test_the_bulkhead_bounds_calls_in_flight() -> None:
+    from shopkit.breaker import Bulkhead, Rejected
+
+    bulkhead = Bulkhead("x", limit=1, wait_s=0.05)
+    with bulkhead.slot(), pytest.raises(Rejected), bulkhead.slot():
+        pass
+    with bulkhead.slot():  # freed again
+        pass

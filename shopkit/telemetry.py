@@ -1,0 +1,237 @@
+"""OpenTelemetry tracing, configured only by the standard ``OTEL_*`` environment variables.
+
+Tracing is off unless one of them asks for it: ``OTEL_EXPORTER_OTLP_ENDPOINT``
+(or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) names a collector, or
+``OTEL_TRACES_EXPORTER`` names an exporter other than ``none``. Off means the
+SDK is not even imported: no provider, no instrumentation, no export attempt;
+the spans the code asks for are the API's no-op spans.
+
+On, each process gets one tracer provider (``service.name`` from
+``OTEL_SERVICE_NAME``, else the service's own name; sampler from
+``OTEL_TRACES_SAMPLER``/``_ARG``; batching from ``OTEL_BSP_*``) exporting
+OTLP over HTTP/protobuf (``OTEL_EXPORTER_OTLP_PROTOCOL``; ``grpc`` is not
+installed) or to the console, and the Flask app, SQLAlchemy engine and the
+urllib3 (services) or requests (seeder) client are instrumented. W3C
+``traceparent`` (``OTEL_PROPAGATORS``, default ``tracecontext,baggage``)
+carries the trace between services.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import trace
+
+log = logging.getLogger(__name__)
+
+#: The ``Idempotent-Replayed`` header a callee sets on a replayed answer (shopkit.idempotency).
+REPLAYED_HEADER = "Idempotent-Replayed"
+#: Span attribute: the callee answered from its idempotency store instead of acting.
+REPLAYED_ATTRIBUTE = "shop.idempotent_replayed"
+#: Paths never traced (probes, scrapes, API docs) unless OTEL_PYTHON_FLASK_EXCLUDED_URLS says.
+EXCLUDED_URLS = "/healthz,/readyz,/metrics,/docs,/openapi.json"
+SUPPORTED_PROTOCOLS = ("http/protobuf",)
+
+_lock = threading.Lock()
+_enabled: bool | None = None
+
+
+def tracing_requested(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the ``OTEL_*`` variables in ``environ`` (default: the process's) turn tracing on."""
+    env = os.environ if environ is None else environ
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporters = _exporter_names(env)
+    if exporters is not None:
+        return bool(exporters)
+    return any(
+        env.get(name, "").strip()
+        for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+
+
+def _exporter_names(env: Mapping[str, str]) -> list[str] | None:
+    """``OTEL_TRACES_EXPORTER`` as a list (``none`` → empty), or ``None`` when unset."""
+    raw = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if not raw:
+        return None
+    return [name for name in (part.strip() for part in raw.split(",")) if name and name != "none"]
+
+
+def tracing_enabled() -> bool:
+    """Whether :func:`init_tracing` turned tracing on in this process."""
+    return bool(_enabled)
+
+
+def init_tracing(service: str, *, clients: Iterable[str] = ("urllib3",)) -> bool:
+    """Set up this process's tracer provider once, from ``OTEL_*``; returns whether tracing is on.
+
+    ``clients`` names the HTTP client libraries to instrument (``urllib3`` for
+    the services' :mod:`shopkit.service_client`, ``requests`` for the seeder).
+    Later calls (several apps in one process, as in tests) change nothing.
+    """
+    global _enabled  # noqa: PLW0603 (one provider per process, set once)
+    with _lock:
+        if _enabled is not None:
+            return _enabled
+        _enabled = tracing_requested() and _install_provider(service)
+        if _enabled:
+            _instrument_clients(clients)
+        return _enabled
+
+
+def _install_provider(service: str) -> bool:
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource  # noqa: PLC0415
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
+
+    exporters = [_exporter(name) for name in (_exporter_names(os.environ) or ["otlp"])]
+    exporters = [exporter for exporter in exporters if exporter is not None]
+    if not exporters:
+        return False
+    resource = Resource.create()  # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        resource = Resource.create({SERVICE_NAME: service})
+    provider = TracerProvider(resource=resource)  # the sampler comes from OTEL_TRACES_SAMPLER
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    log.info(
+        "tracing on: %s as %s",
+        ", ".join(type(e).__name__ for e in exporters),
+        resource.attributes.get(SERVICE_NAME),
+    )
+    return True
+
+
+def _exporter(name: str) -> Any:
+    """The span exporter called ``name`` in ``OTEL_TRACES_EXPORTER`` (``None``: unsupported)."""
+    if name == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter  # noqa: PLC0415
+
+        return ConsoleSpanExporter()
+    if name != "otlp":
+        log.error("OTEL_TRACES_EXPORTER=%s is not supported (otlp, console, none)", name)
+        return None
+    protocol = (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    ).strip()
+    if protocol not in SUPPORTED_PROTOCOLS:
+        log.error("OTLP protocol %r is not supported here; use http/protobuf", protocol)
+        return None
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+        OTLPSpanExporter,
+    )
+
+    return OTLPSpanExporter()  # endpoint, headers and timeout from OTEL_EXPORTER_OTLP_*
+
+
+def _instrument_clients(clients: Iterable[str]) -> None:
+    for client in clients:
+        if client == "urllib3":
+            from opentelemetry.instrumentation.urllib3 import URLLib3Instrumentor  # noqa: PLC0415
+
+            URLLib3Instrumentor().instrument(response_hook=_mark_replayed_urllib3)
+        elif client == "requests":
+            from opentelemetry.instrumentation.requests import (  # noqa: PLC0415
+                RequestsInstrumentor,
+            )
+
+            RequestsInstrumentor().instrument(response_hook=_mark_replayed_requests)
+        else:
+            raise ValueError(f"no instrumentation for HTTP client {client!r}")
+
+
+def _mark_replayed_urllib3(span: Any, _pool: Any, response: Any) -> None:
+    if response is not None and response.headers.get(REPLAYED_HEADER) == "true":
+        span.set_attribute(REPLAYED_ATTRIBUTE, True)
+
+
+def _mark_replayed_requests(span: Any, _request: Any, response: Any) -> None:
+    if response is not None and response.headers.get(REPLAYED_HEADER) == "true":
+        span.set_attribute(REPLAYED_ATTRIBUTE, True)
+
+
+def instrument_app(app: Any, engine: Any) -> None:
+    """Trace ``app``'s requests and ``engine``'s SQL (when tracing is on; else nothing).
+
+    Each server span is marked ``shop.idempotent_replayed`` when the answer was
+    a replay from the idempotency store.
+    """
+    if not tracing_enabled():
+        return
+    from flask import Response  # noqa: PLC0415
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor  # noqa: PLC0415
+
+    excluded = os.environ.get("OTEL_PYTHON_FLASK_EXCLUDED_URLS") or EXCLUDED_URLS
+    FlaskInstrumentor().instrument_app(app, excluded_urls=excluded)
+    _trace_sql(engine)
+    _untraced_paths(app, tuple(p.strip() for p in excluded.split(",") if p.strip()))
+
+    @app.after_request
+    def _mark_replayed(response: Response) -> Response:
+        if response.headers.get(REPLAYED_HEADER) == "true":
+            trace.get_current_span().set_attribute(REPLAYED_ATTRIBUTE, True)
+        return response
+
+
+def _trace_sql(engine: Any) -> None:
+    """A span per SQL statement run on ``engine`` (the SQLAlchemy instrumentation's engine hooks).
+
+    ``SQLAlchemyInstrumentor().instrument(engine=...)`` would also wrap
+    ``Engine.connect`` process-wide (a ``connect`` span for every session, a
+    sixth of a sale's spans), import ``sqlalchemy.ext.asyncio`` (greenlet) and
+    refuse SQLAlchemy 2.1 by its declared range; its :class:`EngineTracer`
+    alone hooks the engine's statement events, which is all the trace needs
+    (tests/observability checks the SQL spans beneath each request).
+    """
+    from opentelemetry.instrumentation.sqlalchemy import __version__  # noqa: PLC0415
+    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer  # noqa: PLC0415
+    from opentelemetry.metrics import get_meter  # noqa: PLC0415
+
+    name = "opentelemetry.instrumentation.sqlalchemy"
+    in_use = get_meter(name, __version__).create_up_down_counter("db.client.connections.usage")
+    EngineTracer(trace.get_tracer(name, __version__), engine, in_use, enable_commenter=False)
+
+
+def _untraced_paths(app: Any, prefixes: tuple[str, ...]) -> None:
+    """No spans at all (not even root SQL spans) while serving an excluded path such as /readyz."""
+    inner = app.wsgi_app
+
+    def wsgi_app(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO", "").startswith(prefixes):
+            with untraced():
+                return inner(environ, start_response)
+        return inner(environ, start_response)
+
+    app.wsgi_app = wsgi_app
+
+
+@contextmanager
+def untraced() -> Iterator[None]:
+    """Make no spans inside: housekeeping (probes, idle polls) would litter the traces."""
+    if not tracing_enabled():
+        yield
+        return
+    from opentelemetry.instrumentation.utils import suppress_instrumentation  # noqa: PLC0415
+
+    with suppress_instrumentation():
+        yield
+
+
+def current_trace_id() -> str | None:
+    """The current span's trace id as 32 hex digits, or ``None`` outside a (sampled) trace."""
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
+
+
+def tracer(name: str) -> trace.Tracer:
+    """A tracer for hand-made spans (a no-op one while tracing is off)."""
+    return trace.get_tracer(name)

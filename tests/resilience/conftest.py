@@ -1,0 +1,56 @@
+"""The fault suite's fixtures: private service processes, and a PostgreSQL of its own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from shopkit.embedded_pg import throwaway_server
+from shopkit.migrations import upgrade
+from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET
+from tests.resilience.harness import FINDINGS
+from tests.support.database import present_packages
+from tests.support.live import LiveStack
+
+#: Sales settles stalled orders by itself quickly during the suite.
+SALES_ENV = {"SALES_RECOVERY_INTERVAL": "1", "SALES_RECOVERY_AFTER": "2"}
+
+
+def start_shop(stack: LiveStack, *, sales_workers: int = 2) -> None:
+    """Customers, inventory and sales, with quick periodic recovery."""
+    stack.start("customers")
+    stack.start("inventory")
+    stack.start("sales", workers=sales_workers, extra_env=SALES_ENV)
+
+
+@pytest.fixture
+def stack(database_url: str) -> Iterator[LiveStack]:
+    """Processes on ports of their own against the session's test database."""
+    live = LiveStack(database_url, (ADMIN_USERNAME, ADMIN_PASSWORD), SERVICE_SECRET)
+    try:
+        yield live
+    finally:
+        live.stop_all()
+
+
+@pytest.fixture
+def own_database() -> Iterator[tuple[Any, str]]:
+    """A PostgreSQL server of this test's own (it gets killed and frozen), migrated.
+
+    Yields ``(server, database_url)``; the server is pgserver's handle.
+    """
+    with throwaway_server("shop-fault-pg-", durable=False) as (server, url):
+        # Its ``shop`` database, thrown away with the server (no drop over a killed pool).
+        for package in present_packages().values():
+            upgrade(package, url)
+        yield server, url
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print each fault's worst latency and audit result."""
+    if FINDINGS:
+        terminalreporter.section("fault suite: worst latency and audit per fault")
+        for line in FINDINGS:
+            terminalreporter.write_line(line)
