@@ -264,13 +264,7 @@ def run_local(services: list[str] | None = None) -> int:
             process.wait_ready(60)
             print(f"launcher | {process.service:<9} ready at {process.url}/docs", flush=True)
         prometheus = _start_prometheus(processes, Path(settings.data_dir))
-        frontends = _start_services(present_frontends(), env, settings)
-        processes.extend(frontends)
-        for process in frontends:
-            process.wait_ready(60)
-        gateway = _start_gateway(processes)  # after the storefront: it needs its port
-        for process in frontends:
-            print(f"launcher | {_storefront_ready(process, gateway)}", flush=True)
+        gateway = _start_frontends_and_gateway(processes, env, settings)
         if os.environ.get("SHOP_DEMO", "1") != "0":
             seeder = _start_seeder(env)
         print("launcher | press Ctrl-C to stop", flush=True)
@@ -360,16 +354,28 @@ def _start_gateway(processes: list[ServiceProcess]) -> Gateway | None:
     return gateway
 
 
-def _storefront_ready(process: ServiceProcess, gateway: Gateway | None) -> str:
-    """Where to open the storefront: through the gateway when it runs, and directly."""
-    if gateway is None:
-        return f"storefront ready: open {process.url} in a browser"
+def _start_frontends_and_gateway(
+    processes: list[ServiceProcess], env: dict[str, str], settings: Settings
+) -> Gateway | None:
+    """Start the storefront, then the gateway in front of it all (it needs every port).
+
+    The front ends are appended to ``processes``; says where to open the storefront:
+    through the gateway when it runs, and directly.
+    """
     from shopkit.gateway import STOREFRONT_PATH  # noqa: PLC0415
 
-    return (
-        f"storefront ready: open {gateway.url}{STOREFRONT_PATH} in a browser"
-        f" (directly: {process.url})"
-    )
+    frontends = _start_services(present_frontends(), env, settings)
+    processes.extend(frontends)
+    for process in frontends:
+        process.wait_ready(60)
+    gateway = _start_gateway(processes)
+    for process in frontends:
+        if gateway is None:
+            where = f"{process.url} in a browser"
+        else:
+            where = f"{gateway.url}{STOREFRONT_PATH} in a browser (directly: {process.url})"
+        print(f"launcher | storefront ready: open {where}", flush=True)
+    return gateway
 
 
 def _start_seeder(env: dict[str, str]) -> subprocess.Popen[bytes]:
