@@ -36,6 +36,7 @@ docs: install
 
 bench: install
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/security_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis docs/_build docs/_generated

@@ -1,4 +1,9 @@
-"""Account operations: register, bulk create, look up, search, update, deactivate, log in."""
+"""Account operations: register, bulk create, look up, search, update, deactivate, log in.
+
+Emails are contact data, not identities: several accounts may share one, so a
+registration never reveals whether an email is in use (only a taken username
+is 409 ``already_exists``).
+"""
 
 from __future__ import annotations
 
@@ -32,29 +37,19 @@ def _normalise(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _existing(session: Session, usernames: list[str], emails: list[str]) -> dict[str, list[str]]:
-    rows = session.execute(
-        select(Customer.username, Customer.email).where(
-            or_(Customer.username.in_(usernames), Customer.email.in_(emails))
-        )
-    ).all()
-    return {
-        "usernames": sorted({u for u, _ in rows if u in set(usernames)}),
-        "emails": sorted({e for _, e in rows if e in set(emails)}),
-    }
+def _taken_usernames(session: Session, usernames: list[str]) -> list[str]:
+    rows = session.scalars(select(Customer.username).where(Customer.username.in_(usernames)))
+    return sorted(set(rows))
 
 
-def _duplicate_conflict(taken: dict[str, list[str]]) -> Conflict:
+def _duplicate_conflict(usernames: list[str]) -> Conflict:
     return Conflict(
-        "already_exists",
-        "An account with this username or email already exists.",
-        usernames=taken["usernames"],
-        emails=taken["emails"],
+        "already_exists", "An account with this username already exists.", usernames=usernames
     )
 
 
 def register(session: Session, passwords: Passwords, data: dict[str, Any]) -> Customer:
-    """Create a customer (role ``customer``, balance 0); 409 if username or email is taken."""
+    """Create a customer (role ``customer``, balance 0); 409 if the username is taken."""
     data = _normalise(data)
     password = data.pop("password")
     customer = Customer(**data, password_hash=passwords.hash(password), role="customer")
@@ -63,7 +58,7 @@ def register(session: Session, passwords: Passwords, data: dict[str, Any]) -> Cu
         session.flush()
     except IntegrityError:
         session.rollback()
-        raise _duplicate_conflict(_existing(session, [data["username"]], [data["email"]])) from None
+        raise _duplicate_conflict([data["username"]]) from None
     return customer
 
 
@@ -73,18 +68,15 @@ def register_batch(
     """Create many customers in one transaction: all or none (409 naming the clashes)."""
     rows = [_normalise(item) for item in items]
     usernames = [r["username"] for r in rows]
-    emails = [r["email"] for r in rows]
     dup_usernames = sorted(u for u, n in Counter(usernames).items() if n > 1)
-    dup_emails = sorted(e for e, n in Counter(emails).items() if n > 1)
-    if dup_usernames or dup_emails:
+    if dup_usernames:
         raise Conflict(
             "duplicate_in_batch",
-            "The batch names the same username or email more than once.",
+            "The batch names the same username more than once.",
             usernames=dup_usernames,
-            emails=dup_emails,
         )
-    taken = _existing(session, usernames, emails)
-    if taken["usernames"] or taken["emails"]:
+    taken = _taken_usernames(session, usernames)
+    if taken:
         raise _duplicate_conflict(taken)
     # argon2 releases the GIL, so both cores hash at once.
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -100,7 +92,7 @@ def register_batch(
         ).all()
     except IntegrityError:  # lost a race with a concurrent registration
         session.rollback()
-        raise _duplicate_conflict(_existing(session, usernames, emails)) from None
+        raise _duplicate_conflict(_taken_usernames(session, usernames)) from None
     return list(created)
 
 
@@ -137,18 +129,14 @@ def search(
 
 
 def update_profile(session: Session, customer: Customer, changes: dict[str, Any]) -> Customer:
-    """Change profile fields (never balance, role or username); 409 if the email is taken.
+    """Change profile fields (never balance, role or username).
 
     ``customer`` should be loaded ``for_update``, so concurrent changes queue.
     """
     for name, value in _normalise(changes).items():
         if name in PROFILE_FIELDS:
             setattr(customer, name, value)
-    try:
-        session.flush()
-    except IntegrityError:
-        session.rollback()
-        raise Conflict("already_exists", "Another account uses this email.") from None
+    session.flush()
     return customer
 
 
@@ -162,6 +150,34 @@ def deactivate(session: Session, customer: Customer) -> None:
     if customer.is_active:
         customer.is_active = False
         customer.deactivated_at = datetime.now(UTC)
+    revoke_refresh_tokens(session, customer.id)
+
+
+def reactivate(session: Session, customer: Customer) -> None:
+    """Let a deactivated account log in again (admin); idempotent."""
+    customer.is_active = True
+    customer.deactivated_at = None
+
+
+def deactivated_ids(session: Session) -> list[int]:
+    """The ids of every deactivated account (other services refuse their tokens)."""
+    return list(
+        session.scalars(
+            select(Customer.id).where(Customer.is_active.is_(False)).order_by(Customer.id)
+        )
+    )
+
+
+def change_password(
+    session: Session, passwords: Passwords, customer: Customer, current: str, new: str
+) -> None:
+    """Replace the password after checking the current one (401 if wrong).
+
+    Every refresh token of the account is revoked: other sessions must log in again.
+    """
+    if not passwords.verify(customer.password_hash, current):
+        raise Unauthorized("The current password is wrong.", code="invalid_credentials")
+    customer.password_hash = passwords.hash(new)
     revoke_refresh_tokens(session, customer.id)
 
 

@@ -1,4 +1,4 @@
-"""Tables of the ``customers`` schema: accounts, wallet ledger, signing keys, refresh tokens."""
+"""Tables of the ``customers`` schema: accounts, ledger, keys, refresh tokens, throttling."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Index,
+    Integer,
     Numeric,
     SmallInteger,
     String,
@@ -67,7 +68,7 @@ class Customer(Base):
     username: Mapped[str] = mapped_column(String(32), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     full_name: Mapped[str] = mapped_column(String(200))
-    email: Mapped[str] = mapped_column(String(254), unique=True)
+    email: Mapped[str] = mapped_column(String(254), index=True)  # not unique: contact data
     age: Mapped[int] = mapped_column(SmallInteger)
     address: Mapped[str] = mapped_column(String(500))
     gender: Mapped[str] = mapped_column(String(20))
@@ -137,10 +138,26 @@ class RefreshToken(Base):
     __tablename__ = "refresh_tokens"
 
     jti: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    #: The login this token descends from by rotation; logout revokes the whole family.
+    family_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), index=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey(Customer.id), index=True)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ThrottleBucket(Base):
+    """Counted attempts of one account or client address, shared by every worker and process.
+
+    ``bucket`` is e.g. ``login:account:ada`` or ``login:address:10.0.0.7``.
+    """
+
+    __tablename__ = "throttle_buckets"
+
+    bucket: Mapped[str] = mapped_column(String(200), primary_key=True)
+    attempts: Mapped[int] = mapped_column(Integer)
+    window_started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    blocked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class IdempotencyKey(IdempotencyKeyMixin, Base):

@@ -4,6 +4,13 @@ The default cost follows OWASP's Argon2id baseline (19 MiB, 2 passes).
 Accounts created in bulk by ``POST /customers/batch`` are hashed with a
 cheaper profile so seeding thousands of demo accounts stays fast; such a hash
 is upgraded to the full cost on the account's first successful login.
+
+Every verification costs one full-cost verification, whatever is stored: an
+unknown username is checked against a dummy full-cost hash, and a cheap bulk
+hash is followed by a dummy full-cost verification. So a wrong password takes
+the same time for an unknown user, a normal account and a bulk-created one
+(``bench/security_bench.py`` measures the medians), and the timing tells an
+attacker nothing about which usernames exist or how they were created.
 """
 
 from __future__ import annotations
@@ -52,14 +59,24 @@ class Passwords:
         return self.bulk_hasher.hash(password)
 
     def verify(self, password_hash: str | None, password: str) -> bool:
-        """True if ``password`` matches; always spends the time of one verification."""
+        """True if ``password`` matches; always spends the time of one full-cost verification."""
+        stored = password_hash or self._dummy_hash
+        with self._full_cost:
+            matches = self._verify(self.hasher, stored, password)
+            if self.needs_rehash(stored):  # a cheap (bulk) hash: spend the rest of the cost
+                self._verify(self.hasher, self._dummy_hash, password)
+        return matches and password_hash is not None
+
+    @staticmethod
+    def _verify(hasher: PasswordHasher, password_hash: str, password: str) -> bool:
         try:
-            with self._full_cost:  # the stored hash's own cost applies: bulk ones are cheap
-                matches = self.hasher.verify(password_hash or self._dummy_hash, password)
-            return matches and password_hash is not None
+            return hasher.verify(password_hash, password)  # the stored hash's own cost applies
         except (VerificationError, InvalidHashError):
             return False
 
     def needs_rehash(self, password_hash: str) -> bool:
-        """True when ``password_hash`` was made with other (e.g. bulk) parameters."""
-        return self.hasher.check_needs_rehash(password_hash)
+        """True when ``password_hash`` was made with other (e.g. bulk) parameters, or is no hash."""
+        try:
+            return self.hasher.check_needs_rehash(password_hash)
+        except InvalidHashError:
+            return True

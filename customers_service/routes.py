@@ -5,14 +5,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import current_app
 from flask.typing import ResponseReturnValue
 from flask_smorest import Blueprint
 from sqlalchemy.orm import Session
 
-from customers_service import accounts, tokens, wallet
+from customers_service import accounts, throttle, tokens, wallet
 from customers_service.keys import KeyStore, public_jwks
 from customers_service.models import Customer, IdempotencyKey, LedgerEntry
 from customers_service.passwords import Passwords
@@ -25,11 +25,13 @@ from customers_service.schemas import (
     ConsistencySchema,
     CustomerPageSchema,
     CustomerSearchArgsSchema,
+    DeactivatedAccountsSchema,
     DeductSchema,
     JwksSchema,
     LedgerPageSchema,
     LedgerQuerySchema,
     LoginSchema,
+    PasswordChangeSchema,
     ProfilePatchSchema,
     ProfileSchema,
     RefreshSchema,
@@ -45,12 +47,12 @@ from customers_service.schemas import (
 from shopkit.auth import (
     ROLE_ADMIN,
     ROLE_CUSTOMER,
-    ROLE_SERVICE,
     Principal,
     TokenVerifier,
     ensure_self_or_admin,
     require_principal,
     requires,
+    requires_caller,
 )
 from shopkit.config import Settings
 from shopkit.db import get_session
@@ -58,6 +60,7 @@ from shopkit.errors import Unauthorized
 from shopkit.idempotency import respond_idempotently
 from shopkit.metrics import LOGINS, WALLET_DEBITS, counts_outcomes
 from shopkit.pagination import PageArgsSchema
+from shopkit.proxy import current_client_address
 
 auth_blp = Blueprint(
     "auth", __name__, description="Log in, refresh, service tokens and public keys."
@@ -67,9 +70,10 @@ internal_blp = Blueprint(
     "internal",
     __name__,
     url_prefix="/internal",
-    description="Wallet debits and refunds for sales (service tokens); a sale's payments "
-    "(service tokens and admins).",
+    description="Wallet debits and refunds for sales; a sale's payments for inventory and "
+    "sales; deactivated accounts for every service (each operation names its callers).",
 )
+THROTTLED = "`too_many_attempts`: too many failures for this account or address; see Retry-After."
 
 IDEMPOTENCY_HEADER_DOC = {
     "in": "header",
@@ -77,6 +81,8 @@ IDEMPOTENCY_HEADER_DOC = {
     "schema": {"type": "string", "minLength": 1, "maxLength": 200},
 }
 
+
+T = TypeVar("T")
 
 # Schemas used to build bodies by hand: made once, as marshmallow schemas are reusable.
 _WALLET_CHANGE = WalletChangeSchema()
@@ -100,6 +106,16 @@ def _verifier() -> TokenVerifier:
     return current_app.extensions["shop_auth"]  # type: ignore[no-any-return]
 
 
+def _client_address() -> str:
+    return current_client_address() or "unknown"
+
+
+def _throttled(kind: str, subject: str, attempt: Callable[[], T]) -> T:
+    """Run a credential check under the account's and the client address's throttling."""
+    checks = throttle.credential_checks(_settings(), kind, subject, _client_address())
+    return throttle.guarded(get_session(), checks, attempt)
+
+
 def _account_for(principal: Principal, username: str, *, for_update: bool = False) -> Customer:
     """The account ``username`` if the caller may act on it (self or admin)."""
     ensure_self_or_admin(principal, username)
@@ -116,12 +132,19 @@ def _account_for(principal: Principal, username: str, *, for_update: bool = Fals
 @auth_blp.arguments(LoginSchema())
 @auth_blp.response(200, TokenSchema)
 @auth_blp.alt_response(401, description="Wrong username or password, or account deactivated.")
+@auth_blp.alt_response(429, description=THROTTLED)
 @counts_outcomes(LOGINS)
 def login(credentials: dict[str, str]) -> ResponseReturnValue:
-    """Exchange username and password for an access token (15 min) and a refresh token (7 days)."""
+    """Exchange username and password for an access token (15 min) and a refresh token (7 days).
+
+    Throttled per account and per client address (429 with ``Retry-After``).
+    """
     session = get_session()
-    customer = accounts.authenticate(
-        session, _passwords(), credentials["username"], credentials["password"]
+    username = credentials["username"]
+    customer = _throttled(
+        "login",
+        username,
+        lambda: accounts.authenticate(session, _passwords(), username, credentials["password"]),
     )
     issued = tokens.issue_tokens(session, customer, _keys(), _settings())
     session.commit()
@@ -146,9 +169,32 @@ def refresh(body: dict[str, str]) -> ResponseReturnValue:
 @auth_blp.arguments(ServiceTokenRequestSchema())
 @auth_blp.response(200, TokenSchema)
 @auth_blp.alt_response(401, description="Unknown client or wrong secret.")
+@auth_blp.alt_response(429, description=THROTTLED)
 def service_token(body: dict[str, str]) -> ResponseReturnValue:
-    """Client-credentials grant: a ``service`` token for another Shop service."""
-    return tokens.service_token(body["client_id"], body["client_secret"], _keys(), _settings())
+    """Client-credentials grant: a ``service`` token naming the Shop service that asked.
+
+    Each service presents its own secret. Throttled per client and per address.
+    """
+    client_id = body["client_id"]
+    issued = _throttled(
+        "service-token",
+        client_id,
+        lambda: tokens.service_token(client_id, body["client_secret"], _keys(), _settings()),
+    )
+    get_session().commit()
+    return issued
+
+
+@auth_blp.route("/auth/logout", methods=["POST"])
+@auth_blp.arguments(RefreshSchema())
+@auth_blp.response(204)
+@auth_blp.alt_response(401, description="Refresh token invalid or expired.")
+def logout(body: dict[str, str]) -> ResponseReturnValue:
+    """Log out: revoke the refresh token and every token rotated from the same login."""
+    session = get_session()
+    tokens.logout(session, body["refresh_token"], _verifier())
+    session.commit()
+    return "", 204
 
 
 @auth_blp.route("/.well-known/jwks.json", methods=["GET"])
@@ -164,10 +210,15 @@ def jwks() -> ResponseReturnValue:
 @customers_blp.route("/customers", methods=["POST"])
 @customers_blp.arguments(RegisterSchema())
 @customers_blp.response(201, ProfileSchema)
-@customers_blp.alt_response(409, description="Username or email already taken (`already_exists`).")
+@customers_blp.alt_response(409, description="Username already taken (`already_exists`).")
+@customers_blp.alt_response(429, description="`too_many_attempts`: too many registrations here.")
 def register(data: dict[str, Any]) -> ResponseReturnValue:
-    """Register a new customer (balance starts at 0.00)."""
+    """Register a new customer (balance starts at 0.00); throttled per client address.
+
+    Emails need not be unique: the answer never says whether an email is in use.
+    """
     session = get_session()
+    throttle.count_attempt(session, throttle.registration_check(_settings(), _client_address()))
     customer = accounts.register(session, _passwords(), data)
     session.commit()
     return customer
@@ -230,6 +281,42 @@ def delete_customer(username: str) -> ResponseReturnValue:
     accounts.deactivate(session, customer)
     session.commit()
     return "", 204
+
+
+@customers_blp.route("/customers/<string:username>/password", methods=["POST"])
+@customers_blp.response(204)
+@customers_blp.alt_response(
+    401, description="`invalid_credentials`: the current password is wrong."
+)
+@customers_blp.alt_response(429, description=THROTTLED)
+@requires(ROLE_CUSTOMER)
+@customers_blp.arguments(PasswordChangeSchema())
+def change_password(data: dict[str, str], username: str) -> ResponseReturnValue:
+    """Change one's own password; every refresh token of the account is revoked."""
+    principal = require_principal()
+    customer = _account_for(principal, username, for_update=True)
+    session = get_session()
+    _throttled(
+        "login",
+        username,
+        lambda: accounts.change_password(
+            session, _passwords(), customer, data["current_password"], data["new_password"]
+        ),
+    )
+    session.commit()
+    return "", 204
+
+
+@customers_blp.route("/customers/<string:username>/reactivation", methods=["POST"])
+@customers_blp.response(200, ProfileSchema)
+@requires(ROLE_ADMIN)
+def reactivate_customer(username: str) -> ResponseReturnValue:
+    """Let a deactivated account log in again (admin)."""
+    session = get_session()
+    customer = accounts.get_by_username(session, username, for_update=True)
+    accounts.reactivate(session, customer)
+    session.commit()
+    return customer
 
 
 # --- wallet -----------------------------------------------------------------------------------
@@ -364,7 +451,7 @@ def _sale_money_call(
     description="`insufficient_funds`, `customer_inactive`, `already_recorded`, "
     "`idempotency_key_in_use`.",
 )
-@requires(ROLE_SERVICE)
+@requires_caller("sales")
 @internal_blp.arguments(SaleMoneySchema())
 @counts_outcomes(WALLET_DEBITS)
 def wallet_debit(data: dict[str, Any]) -> ResponseReturnValue:
@@ -378,7 +465,7 @@ def wallet_debit(data: dict[str, Any]) -> ResponseReturnValue:
 @internal_blp.alt_response(
     409, description="`no_matching_debit`, `amount_mismatch`, `already_recorded`."
 )
-@requires(ROLE_SERVICE)
+@requires_caller("sales")
 @internal_blp.arguments(SaleMoneySchema())
 def wallet_credit(data: dict[str, Any]) -> ResponseReturnValue:
     """Refund a sale's debit to the wallet, exactly once."""
@@ -387,7 +474,15 @@ def wallet_credit(data: dict[str, Any]) -> ResponseReturnValue:
 
 @internal_blp.route("/sale-payments/<uuid:sale_id>", methods=["GET"])
 @internal_blp.response(200, SalePaymentsSchema)
-@requires(ROLE_SERVICE, ROLE_ADMIN)
+@requires_caller("inventory", "sales", admins=True)
 def sale_payments(sale_id: uuid.UUID) -> ResponseReturnValue:
     """What a sale was debited and refunded (nulls for an unknown sale, never 404)."""
     return wallet.sale_payments(get_session(), sale_id)
+
+
+@internal_blp.route("/deactivated-accounts", methods=["GET"])
+@internal_blp.response(200, DeactivatedAccountsSchema)
+@requires_caller("inventory", "sales", "reviews", admins=True)
+def deactivated_accounts() -> ResponseReturnValue:
+    """Ids of every deactivated account: services refuse their tokens within seconds."""
+    return {"customer_ids": accounts.deactivated_ids(get_session())}

@@ -10,6 +10,7 @@ from customers_service.models import GENDERS, LEDGER_KINDS, MARITAL_STATUSES
 from shopkit.fields import (
     MAX_ID,
     SALE_TOTAL_DIGITS,
+    FullMatch,
     Money,
     PositiveMoney,
     StrictInteger,
@@ -17,9 +18,7 @@ from shopkit.fields import (
 )
 from shopkit.pagination import PageArgsSchema, PageMetaSchema, page_schema
 
-USERNAME = validate.Regexp(
-    r"^[A-Za-z0-9_.\-]{3,32}$", error="3 to 32 letters, digits, '_', '.' or '-'."
-)
+USERNAME = FullMatch(r"^[A-Za-z0-9_.\-]{3,32}$", error="3 to 32 letters, digits, '_', '.' or '-'.")
 MAX_CHARGE = Decimal("100000.00")
 
 
@@ -61,6 +60,8 @@ class ProfileSchema(Schema):
     gender = fields.String()
     marital_status = fields.String()
     balance = Money()
+    is_active = fields.Boolean(metadata={"description": "False once the account is deactivated."})
+    deactivated_at = fields.DateTime(allow_none=True)
     created_at = fields.DateTime()
 
 
@@ -105,6 +106,23 @@ class RefreshSchema(Schema):
     """Body of ``POST /auth/refresh``."""
 
     refresh_token = fields.String(required=True, validate=validate.Length(min=1, max=4096))
+
+
+class PasswordChangeSchema(Schema):
+    """Body of ``POST /customers/{username}/password``."""
+
+    current_password = fields.String(
+        required=True, load_only=True, validate=validate.Length(min=1, max=128)
+    )
+    new_password = fields.String(
+        required=True, load_only=True, validate=validate.Length(min=8, max=128)
+    )
+
+
+class DeactivatedAccountsSchema(Schema):
+    """The ids of every deactivated account (services refuse their tokens)."""
+
+    customer_ids = fields.List(fields.Integer())
 
 
 class ServiceTokenRequestSchema(Schema):

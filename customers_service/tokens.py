@@ -13,12 +13,13 @@ from sqlalchemy.orm import Session
 
 from customers_service.keys import KeyStore
 from customers_service.models import Customer, RefreshToken
-from shopkit.auth import ALGORITHM, AUDIENCE, ISSUER, ROLE_SERVICE, TokenVerifier
+from shopkit.auth import ALGORITHM, AUDIENCE, ISSUER, ROLE_SERVICE, SERVICES, TokenVerifier
 from shopkit.config import Settings
 from shopkit.errors import Unauthorized
 
-#: Names that may ask for a ``service`` token (with ``SERVICE_CLIENT_SECRET``).
-SERVICE_CLIENTS = ("customers", "inventory", "sales", "reviews")
+#: Names that may ask for a ``service`` token, each with its own secret
+#: (``<NAME>_CLIENT_SECRET``, falling back to ``SERVICE_CLIENT_SECRET`` in development).
+SERVICE_CLIENTS = SERVICES
 
 
 def _encode(keys: KeyStore, claims: dict[str, Any]) -> str:
@@ -42,9 +43,16 @@ def _claims(subject: str, role: str, token_type: str, ttl_s: int, **extra: Any) 
 
 
 def issue_tokens(
-    session: Session, customer: Customer, keys: KeyStore, settings: Settings
+    session: Session,
+    customer: Customer,
+    keys: KeyStore,
+    settings: Settings,
+    family_id: uuid.UUID | None = None,
 ) -> dict[str, Any]:
-    """A new access token and refresh token for ``customer`` (the refresh token is recorded)."""
+    """A new access token and refresh token for ``customer`` (the refresh token is recorded).
+
+    A login starts a new refresh-token family; a refresh passes its family on.
+    """
     access = _encode(
         keys,
         _claims(
@@ -57,6 +65,7 @@ def issue_tokens(
     session.add(
         RefreshToken(
             jti=uuid.UUID(refresh_claims["jti"]),
+            family_id=family_id or uuid.UUID(refresh_claims["jti"]),
             customer_id=customer.id,
             expires_at=refresh_claims["exp"],
         )
@@ -81,16 +90,7 @@ def refresh_tokens(
     A refresh token works once. Presenting one that was already used revokes
     every refresh token of that account (it was probably stolen).
     """
-    claims = verifier.decode(refresh_token, expected_type="refresh")
-    try:
-        jti = uuid.UUID(str(claims.get("jti")))
-    except ValueError:
-        raise Unauthorized("The refresh token is not valid.", code="invalid_token") from None
-    record = session.execute(
-        select(RefreshToken).where(RefreshToken.jti == jti).with_for_update()
-    ).scalar_one_or_none()
-    if record is None:
-        raise Unauthorized("The refresh token is not valid.", code="invalid_token")
+    record = _refresh_record(session, refresh_token, verifier)
     now = datetime.now(UTC)
     if record.revoked_at is not None:
         session.execute(
@@ -106,14 +106,48 @@ def refresh_tokens(
     if customer is None or not customer.is_active:
         raise Unauthorized("The account is not active.", code="invalid_token")
     record.revoked_at = now
-    return issue_tokens(session, customer, keys, settings)
+    return issue_tokens(session, customer, keys, settings, record.family_id)
+
+
+def _refresh_record(session: Session, refresh_token: str, verifier: TokenVerifier) -> RefreshToken:
+    """The stored record of a verified refresh token (locked), or 401."""
+    claims = verifier.decode(refresh_token, expected_type="refresh")
+    try:
+        jti = uuid.UUID(str(claims.get("jti")))
+    except ValueError:
+        raise Unauthorized("The refresh token is not valid.", code="invalid_token") from None
+    record = session.execute(
+        select(RefreshToken).where(RefreshToken.jti == jti).with_for_update()
+    ).scalar_one_or_none()
+    if record is None:
+        raise Unauthorized("The refresh token is not valid.", code="invalid_token")
+    return record
+
+
+def logout(session: Session, refresh_token: str, verifier: TokenVerifier) -> None:
+    """Revoke the refresh token's whole family (this login on every device it rotated to).
+
+    Idempotent: logging out again with a revoked token changes nothing. Access
+    tokens already issued stay valid until they expire (at most ``ACCESS_TOKEN_TTL``).
+    """
+    record = _refresh_record(session, refresh_token, verifier)
+    session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family_id == record.family_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC))
+    )
 
 
 def service_token(
     client_id: str, client_secret: str, keys: KeyStore, settings: Settings
 ) -> dict[str, Any]:
-    """A ``service`` access token for a Shop service presenting the shared client secret."""
-    secret_ok = hmac.compare_digest(client_secret.encode(), settings.service_client_secret.encode())
+    """A ``service`` access token for a Shop service presenting its own client secret.
+
+    The token's subject is ``client_id``: the endpoints it calls check that name.
+    """
+    expected = settings.client_secret(client_id) if client_id in SERVICE_CLIENTS else ""
+    # Compared even for unknown clients, so the answer takes the same time.
+    secret_ok = hmac.compare_digest(client_secret.encode(), (expected or "\0").encode())
     if client_id not in SERVICE_CLIENTS or not secret_ok:
         raise Unauthorized("Unknown client or wrong secret.", code="invalid_client")
     access = _encode(keys, _claims(client_id, ROLE_SERVICE, "access", settings.access_token_ttl_s))

@@ -78,7 +78,10 @@ def _amount(value: Any) -> Decimal | None:
 def build_payments_client(settings: Settings) -> PaymentsClient:
     """The payments client with inventory's service token, from ``settings``."""
     tokens = ServiceTokenProvider(
-        settings.customers_url, CLIENT_ID, settings.service_client_secret, timeout_s=CALL_DEADLINE_S
+        settings.customers_url,
+        CLIENT_ID,
+        settings.client_secret(CLIENT_ID),
+        timeout_s=CALL_DEADLINE_S,
     )
     return PaymentsClient(
         ServiceClient(

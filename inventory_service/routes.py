@@ -28,7 +28,7 @@ from inventory_service.schemas import (
     dump_product,
     dump_reservation,
 )
-from shopkit.auth import ROLE_ADMIN, ROLE_SERVICE, current_principal, require_principal, requires
+from shopkit.auth import ROLE_ADMIN, current_principal, require_principal, requires, requires_caller
 from shopkit.db import get_session
 from shopkit.idempotency import idempotency_key_from_request, respond_idempotently
 from shopkit.metrics import STOCK_RESERVATIONS, counts_outcomes
@@ -180,7 +180,7 @@ def deduct(data: dict[str, Any], product_id: int) -> ResponseReturnValue:
     description="`insufficient_stock` (every short line in `products`), `already_reserved` "
     "(this sale holds a reservation), `idempotency_key_in_use`.",
 )
-@requires(ROLE_SERVICE)
+@requires_caller("sales")
 @internal_blp.arguments(ReservationRequestSchema())
 @counts_outcomes(STOCK_RESERVATIONS)
 def reserve(data: dict[str, Any]) -> ResponseReturnValue:
@@ -211,7 +211,7 @@ def reserve(data: dict[str, Any]) -> ResponseReturnValue:
     description="`dependency_unavailable` (customers cannot say whether the sale was paid), "
     "`stock_limit` (no room to take the stock back now): not stored under the key, retry.",
 )
-@requires(ROLE_SERVICE)
+@requires_caller("sales")
 def release(sale_id: uuid.UUID) -> ResponseReturnValue:
     """Put an unpaid sale's stock back, exactly once; releasing again changes nothing."""
     session = get_session()
@@ -237,7 +237,7 @@ def release(sale_id: uuid.UUID) -> ResponseReturnValue:
     description="`dependency_unavailable` (customers cannot be asked), `stock_limit`: not "
     "stored under the key, retry.",
 )
-@requires(ROLE_SERVICE)
+@requires_caller("sales")
 def return_stock(sale_id: uuid.UUID) -> ResponseReturnValue:
     """Give a cancelled, refunded order's stock back, exactly once; again changes nothing."""
     session = get_session()
@@ -252,7 +252,7 @@ def return_stock(sale_id: uuid.UUID) -> ResponseReturnValue:
 
 @internal_blp.route("/reservations/<uuid:sale_id>", methods=["GET"])
 @internal_blp.response(200, ReservationSchema)
-@requires(ROLE_SERVICE, ROLE_ADMIN)
+@requires_caller("sales", admins=True)
 def get_reservation(sale_id: uuid.UUID) -> ResponseReturnValue:
     """A sale's reservation with its lines (services and admins, for recovery and audits)."""
     return jsonify(dump_reservation(reservations.get_reservation(get_session(), sale_id)))
@@ -260,7 +260,7 @@ def get_reservation(sale_id: uuid.UUID) -> ResponseReturnValue:
 
 @internal_blp.route("/reservations", methods=["GET"])
 @internal_blp.response(200, ReservationPageSchema)
-@requires(ROLE_SERVICE, ROLE_ADMIN)
+@requires_caller("sales", admins=True)
 @internal_blp.arguments(ReservationListArgsSchema(), location="query")
 def list_reservations(args: dict[str, Any]) -> ResponseReturnValue:
     """Reservations with their lines, newest first, by ``status`` and ``product_id`` (audits)."""

@@ -94,7 +94,7 @@ def build_clients(settings: Settings) -> ReviewsClients:
     tokens = ServiceTokenProvider(
         settings.customers_url,
         CLIENT_ID,
-        settings.service_client_secret,
+        settings.client_secret(CLIENT_ID),
         timeout_s=settings.http_read_timeout_s,
     )
 

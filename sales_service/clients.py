@@ -141,7 +141,7 @@ class SaleClients:
 def build_clients(settings: Settings) -> SaleClients:
     """Clients with service-token authentication, timeouts and bounded retries from ``settings``."""
     tokens = ServiceTokenProvider(
-        settings.customers_url, "sales", settings.service_client_secret, timeout_s=3.0
+        settings.customers_url, "sales", settings.client_secret("sales"), timeout_s=3.0
     )
     common: dict[str, Any] = {
         "tokens": tokens,

@@ -33,10 +33,10 @@ from sales_service.schemas import (
 from shopkit.auth import (
     ROLE_ADMIN,
     ROLE_CUSTOMER,
-    ROLE_SERVICE,
     ensure_self_or_admin,
     require_principal,
     requires,
+    requires_caller,
 )
 from shopkit.db import get_session
 from shopkit.errors import problem_body, problem_response
@@ -344,7 +344,7 @@ def catalog_item(product_id: int) -> ResponseReturnValue:
 
 @internal_blp.route("/purchases", methods=["GET"])
 @internal_blp.response(200, PurchasesSchema)
-@requires(ROLE_SERVICE, ROLE_ADMIN)
+@requires_caller("reviews", admins=True)
 @internal_blp.arguments(PurchasesQuerySchema(), location="query")
 def purchases(args: dict[str, int]) -> ResponseReturnValue:
     """Whether a customer has a paid (completed, shipped, delivered) order of a product."""

@@ -19,7 +19,13 @@ from flask.typing import ResponseReturnValue
 from flask_smorest import Api, Blueprint
 from marshmallow import Schema, fields
 
-from shopkit.auth import JwksKeyResolver, KeyResolver, TokenVerifier, init_auth
+from shopkit.auth import (
+    DeactivatedAccounts,
+    JwksKeyResolver,
+    KeyResolver,
+    TokenVerifier,
+    init_auth,
+)
 from shopkit.config import Settings
 from shopkit.db import Database, init_db, resolve_database_url
 from shopkit.deadline import init_deadline
@@ -32,6 +38,7 @@ from shopkit.logs import configure_logging, init_access_log
 from shopkit.metrics import init_metrics
 from shopkit.migrations import db_cli
 from shopkit.request_id import init_request_id
+from shopkit.security_headers import init_security_headers
 from shopkit.telemetry import init_tracing, instrument_app
 
 SWAGGER_STATIC = "/docs/static/"
@@ -83,12 +90,16 @@ def create_service_app(
     :class:`~shopkit.config.Settings`) to use instead of the environment;
     tests pass the database URL that way. ``key_resolver`` (or a
     ``KEY_RESOLVER`` config entry) verifies tokens (default: the customers
-    service's JWKS). ``bootstrap`` runs after
+    service's JWKS). A ``DEACTIVATED_ACCOUNTS`` config entry (anything with
+    ``contains(customer_id)``) replaces the list of deactivated accounts read
+    from the customers service (the customers service itself checks its
+    database instead). ``bootstrap`` runs after
     ``db upgrade`` and at start when the schema is current.
     """
     config = dict(config or {})
     settings: Settings = config.pop("SETTINGS", None) or Settings.from_env(service)
     key_resolver = config.pop("KEY_RESOLVER", None) or key_resolver
+    deactivated = config.pop("DEACTIVATED_ACCOUNTS", None)
     configure_logging(service, settings.log_level, access_log=settings.access_log)
     init_tracing(service)  # once per process, only if OTEL_* variables ask for it
 
@@ -126,14 +137,22 @@ def create_service_app(
     init_deadline(app, settings.request_deadline_s)
     init_access_log(app)
     init_input_guard(app)
+    init_security_headers(app)
     init_db(app, database)
+    if deactivated is None and service != "customers":
+        deactivated = _deactivated_accounts(service, settings)
     init_auth(
         app,
         TokenVerifier(
             key_resolver
             or JwksKeyResolver(
                 settings.customers_url + "/.well-known/jwks.json", ttl_s=settings.jwks_cache_ttl_s
-            )
+            ),
+            max_lifetime_s={
+                "access": settings.access_token_ttl_s,
+                "refresh": settings.refresh_token_ttl_s,
+            },
+            deactivated=deactivated,
         ),
     )
 
@@ -153,6 +172,26 @@ def create_service_app(
     if bootstrap is not None:
         app.extensions["shop_bootstrap"] = lambda: bootstrap(app)
     return app
+
+
+def _deactivated_accounts(service: str, settings: Settings) -> DeactivatedAccounts:
+    """The list of deactivated accounts, read from customers with this service's own token."""
+    from shopkit.service_client import ServiceClient, ServiceTokenProvider  # noqa: PLC0415
+
+    tokens = ServiceTokenProvider(
+        settings.customers_url, service, settings.client_secret(service), timeout_s=2.0
+    )
+    client = ServiceClient(
+        "customers",
+        settings.customers_url,
+        tokens=tokens,
+        connect_timeout_s=1.0,
+        read_timeout_s=2.0,
+        retries=0,
+        deadline_s=2.0,
+        pool_size=2,
+    )
+    return DeactivatedAccounts(client, refresh_s=settings.deactivation_refresh_s)
 
 
 PROBLEM_CONTENT = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}

@@ -9,13 +9,22 @@ Token claims: ``iss`` (:data:`ISSUER`), ``aud`` (:data:`AUDIENCE`), ``sub``
 (username or service name), ``role`` (``customer``, ``admin`` or
 ``service``), ``cid`` (customer id, absent for services), ``typ``
 (``access`` or ``refresh``), ``iat``, ``exp`` and ``jti``.
+
+Every service is its own identity: a ``service`` token's subject names the
+service that asked for it (``POST /auth/service-token`` with that service's
+own secret), and every internal endpoint names the services it accepts
+(:func:`requires_caller`); any other service gets 403 ``forbidden_caller``.
+A customer's token is refused everywhere (401 ``account_inactive``) once the
+account is deactivated: services re-read the list of deactivated accounts
+from the customers service every few seconds (:class:`DeactivatedAccounts`).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from functools import wraps
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -27,7 +36,9 @@ from flask_smorest import Blueprint
 from shopkit.errors import Forbidden, ProblemError, Unauthorized
 
 if TYPE_CHECKING:
-    from shopkit.service_client import JsonHttp
+    from shopkit.service_client import JsonHttp, ServiceClient
+
+log = logging.getLogger(__name__)
 
 ISSUER = "shop-customers"
 AUDIENCE = "shop"
@@ -37,6 +48,8 @@ ROLE_CUSTOMER = "customer"
 ROLE_ADMIN = "admin"
 ROLE_SERVICE = "service"
 ROLES = (ROLE_CUSTOMER, ROLE_ADMIN, ROLE_SERVICE)
+#: The service identities (``client_id`` of the client-credentials grant).
+SERVICES = ("customers", "inventory", "sales", "reviews")
 
 #: The OpenAPI security requirement added to every protected operation.
 BEARER_SECURITY = [{"bearerAuth": []}]
@@ -190,8 +203,13 @@ class TokenVerifier:
         leeway_s: int = 10,
         cache_size: int = 1024,
         cache_ttl_s: float = 60.0,
+        max_lifetime_s: dict[str, int] | None = None,
+        deactivated: DeactivatedAccounts | None = None,
     ) -> None:
         self.resolver = resolver
+        #: The longest lifetime (``exp - iat``) accepted per token type: the configured TTLs.
+        self.max_lifetime_s = max_lifetime_s or {"access": 15 * 60, "refresh": 7 * 24 * 3600}
+        self.deactivated = deactivated
         self.leeway_s = leeway_s
         self.cache_size = cache_size
         self.cache_ttl_s = cache_ttl_s
@@ -225,6 +243,13 @@ class TokenVerifier:
             raise Unauthorized("The token is not valid.", code="invalid_token") from None
         if claims.get("typ") != expected_type or claims.get("role") not in ROLES:
             raise Unauthorized("The token is not valid here.", code="invalid_token")
+        lifetime = claims["exp"] - claims["iat"]
+        if not isinstance(lifetime, int | float) or lifetime > self.max_lifetime_s.get(
+            expected_type, 0
+        ):
+            raise Unauthorized(
+                "The token lives longer than this service issues tokens for.", code="invalid_token"
+            )
         return claims
 
     def principal(self, token: str) -> Principal:
@@ -235,7 +260,7 @@ class TokenVerifier:
             principal, expires_at, _verified_at = remembered
             if now >= expires_at + self.leeway_s:
                 raise Unauthorized("The token has expired.", code="token_expired")
-            return principal
+            return self._still_active(principal)
         claims = self.decode(token)
         customer_id = claims.get("cid")
         principal = Principal(
@@ -249,7 +274,58 @@ class TokenVerifier:
                 while len(self._verified) >= self.cache_size:
                     del self._verified[next(iter(self._verified))]
                 self._verified[token] = (principal, float(claims["exp"]), now)
+        return self._still_active(principal)
+
+    def _still_active(self, principal: Principal) -> Principal:
+        """Refuse a customer whose account was deactivated after the token was issued."""
+        if (
+            self.deactivated is not None
+            and principal.customer_id is not None
+            and self.deactivated.contains(principal.customer_id)
+        ):
+            raise Unauthorized("The account is deactivated.", code="account_inactive")
         return principal
+
+
+class DeactivatedAccounts:
+    """The ids of deactivated customer accounts, re-read from the customers service.
+
+    ``GET /internal/deactivated-accounts`` is fetched at most every ``refresh_s``
+    seconds, lazily, by whichever request needs it first (the others use the
+    list they have meanwhile). If the customers service cannot answer, the last
+    list stays in use: a short outage does not lock everyone out.
+    """
+
+    def __init__(self, client: ServiceClient, *, refresh_s: float = 10.0) -> None:
+        self.client = client
+        self.refresh_s = refresh_s
+        self._ids: frozenset[int] = frozenset()
+        self._attempted_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def contains(self, customer_id: int) -> bool:
+        """True if the account ``customer_id`` was deactivated (as of the last refresh)."""
+        if time.monotonic() - self._attempted_at >= self.refresh_s and self._lock.acquire(
+            blocking=False
+        ):
+            try:
+                self._attempted_at = time.monotonic()
+                self._refresh()
+            finally:
+                self._lock.release()
+        return customer_id in self._ids
+
+    def _refresh(self) -> None:
+        try:
+            response = self.client.get("/internal/deactivated-accounts")
+        except ProblemError as exc:  # DependencyUnavailable: keep the last list
+            log.warning("deactivated accounts not refreshed: %s", exc.detail)
+            return
+        ids = response.body.get("customer_ids")
+        if response.status != 200 or not isinstance(ids, list):
+            log.warning("deactivated accounts not refreshed: status %s", response.status)
+            return
+        self._ids = frozenset(int(i) for i in ids)
 
 
 def init_auth(app: Flask, verifier: TokenVerifier) -> None:
@@ -309,18 +385,52 @@ def ensure_self_or_admin(principal: Principal, username: str) -> None:
         raise Forbidden("You may only act on your own account.")
 
 
-def requires(*roles: str) -> Callable[[F], F]:
+def ensure_caller(principal: Principal, callers: Collection[str]) -> None:
+    """Refuse a ``service`` principal that is not one of ``callers`` (403 ``forbidden_caller``)."""
+    if principal.is_service and principal.subject not in callers:
+        raise ProblemError(
+            403,
+            "forbidden_caller",
+            f"The {principal.subject} service may not call this; it accepts "
+            f"{', '.join(sorted(callers))}.",
+        )
+
+
+def requires(*roles: str, callers: Collection[str] | None = None) -> Callable[[F], F]:
     """View decorator: the caller must hold one of ``roles`` (any role if none given).
 
-    It also documents the bearer security requirement in the OpenAPI spec.
+    When ``roles`` admits services, ``callers`` must name the services accepted:
+    least privilege is declared per endpoint, never implied. It also documents the
+    bearer security requirement (and the accepted services) in the OpenAPI spec.
     """
+    if callers is not None:
+        unknown = set(callers) - set(SERVICES)
+        if unknown or not callers:
+            raise TypeError(f"callers must name known services, got {sorted(callers)}")
+    elif ROLE_SERVICE in roles or not roles:
+        raise TypeError("an endpoint open to service tokens must name its callers")
 
     def decorator(view: F) -> F:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            require_principal(*roles)
+            principal = require_principal(*roles)
+            if callers is not None:
+                ensure_caller(principal, callers)
             return view(*args, **kwargs)
 
-        return Blueprint.doc(security=BEARER_SECURITY)(wrapper)  # type: ignore[no-any-return]
+        doc: dict[str, Any] = {"security": BEARER_SECURITY}
+        if callers is not None:
+            doc["x-shop-callers"] = sorted(callers)
+        return Blueprint.doc(**doc)(wrapper)  # type: ignore[no-any-return]
 
     return decorator
+
+
+def requires_caller(*services: str, admins: bool = False) -> Callable[[F], F]:
+    """View decorator of an internal endpoint: only ``services`` (and admins if ``admins``).
+
+    ``@requires_caller("sales")`` admits the sales service's token alone; any
+    other service gets 403 ``forbidden_caller``, customers 403 ``forbidden``.
+    """
+    roles = (ROLE_SERVICE, ROLE_ADMIN) if admins else (ROLE_SERVICE,)
+    return requires(*roles, callers=services)

@@ -3,7 +3,13 @@
 Every setting has a default that makes the local run work with nothing set:
 the database falls back to the embedded PostgreSQL under ``.data/``, the
 service URLs to ``127.0.0.1`` on the standard ports, and the secrets to
-development values (a warning is logged when those are in use).
+development values (a warning is logged once per service when those are in use).
+
+Each service has its own client secret, ``<NAME>_CLIENT_SECRET`` (e.g.
+``SALES_CLIENT_SECRET``); ``SERVICE_CLIENT_SECRET`` is only the shared
+development fallback. With ``SHOP_ENV=production`` a service refuses to start
+(:class:`InsecureConfiguration`) while any development default, a shared
+service secret or a missing secret is in use.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +29,29 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 DEV_SERVICE_CLIENT_SECRET = "dev-service-secret-change-me"  # noqa: S105 (documented dev default)
 DEV_ADMIN_PASSWORD = "admin-password"  # noqa: S105 (documented dev default)
+#: Every secret that ships in this repository (code, Compose, docs): never good enough for
+#: production. The database role passwords are Compose's defaults.
+DEV_SECRETS = frozenset(
+    {
+        DEV_SERVICE_CLIENT_SECRET,
+        DEV_ADMIN_PASSWORD,
+        "change-me-in-production",
+        "dev-storefront-secret-change-me",
+        "admin",
+        "password",
+        "postgres",
+        "customers",
+        "inventory",
+        "sales",
+        "reviews",
+    }
+)
+#: The shortest client secret or admin password production mode accepts.
+MIN_SECRET_LENGTH = 16
+PRODUCTION = "production"
+#: Set by the gunicorn master once it has checked the settings and logged the warnings,
+#: so its workers do not repeat them.
+CHECKED_MARKER = "SHOP_SETTINGS_CHECKED"
 
 SERVICE_PORTS = {"customers": 5000, "inventory": 5001, "sales": 5002, "reviews": 5003}
 
@@ -48,6 +78,28 @@ def _text(_name: str, raw: str) -> str:
     return raw
 
 
+class InsecureConfiguration(RuntimeError):
+    """Production mode found a development default, a shared or a missing secret."""
+
+
+def client_secret_variable(client_id: str) -> str:
+    """The environment variable holding ``client_id``'s own secret, e.g. ``SALES_CLIENT_SECRET``."""
+    return f"{client_id.upper()}_CLIENT_SECRET"
+
+
+def _client_secrets() -> dict[str, str]:
+    """The per-service secrets that are set (``<NAME>_CLIENT_SECRET``), by service name."""
+    found = {}
+    for name in SERVICE_PORTS:
+        value = os.environ.get(client_secret_variable(name))
+        if value:
+            found[name] = value
+    return found
+
+
+_warned: set[str] = set()
+
+
 def service_url(service: str) -> str:
     """``<SERVICE>_URL`` from the environment, else ``http://127.0.0.1:<its port>``."""
     return _env(f"{service.upper()}_URL", f"http://127.0.0.1:{SERVICE_PORTS[service]}").rstrip("/")
@@ -71,6 +123,11 @@ class Settings:
     admin_username: str = "admin"
     admin_password: str = DEV_ADMIN_PASSWORD
     service_client_secret: str = DEV_SERVICE_CLIENT_SECRET
+    #: Per-service secrets (``<NAME>_CLIENT_SECRET``) that are set; the others fall back
+    #: to ``service_client_secret``.
+    client_secrets: dict[str, str] = field(default_factory=_client_secrets)
+    #: ``SHOP_ENV``: ``production`` refuses development defaults and shared secrets.
+    environment: str = "development"
     log_level: str = "INFO"
     access_log: str = "quiet"
     access_token_ttl_s: int = 15 * 60
@@ -87,6 +144,16 @@ class Settings:
     password_hash_parallelism: int = 1
     recovery_interval_s: float = 15.0
     recovery_after_s: float = 30.0
+    #: Login throttling (per account, per client address): failures within the window
+    #: before a block, the first block's length (doubling with each further failure, at
+    #: most the window), and registrations per address per window.
+    throttle_account_failures: int = 5
+    throttle_address_failures: int = 50
+    throttle_registrations: int = 30
+    throttle_window_s: int = 900
+    throttle_block_s: int = 30
+    #: How often services re-read the list of deactivated accounts (seconds).
+    deactivation_refresh_s: float = 10.0
     trusted_proxies: str = ""
 
     @classmethod
@@ -107,38 +174,68 @@ class Settings:
             raise TypeError(f"unknown settings: {sorted(unknown)}")
         values.update(overrides)
         settings = cls(**values)
-        settings.warn_about_dev_secrets()
+        settings.check_secrets()
         return settings
 
-    def warn_about_dev_secrets(self) -> None:
-        """Log (without the values) when development secrets are in use, each warning once.
+    @property
+    def is_production(self) -> bool:
+        """True with ``SHOP_ENV=production``."""
+        return self.environment == PRODUCTION
 
-        Once per process, and not at all in a process whose parent already
-        warned about the environment it passed on (:data:`WARNED_ENV`): the
-        ``make run`` launcher, or a gunicorn worker after the first. The service
-        secret only where it is used: by the four services (the storefront, the
-        seeder and the launcher never ask for a service token).
+    def client_secret(self, client_id: str) -> str:
+        """The secret ``client_id`` authenticates with: its own, else the shared fallback."""
+        return self.client_secrets.get(client_id) or self.service_client_secret
+
+    def secret_problems(self) -> list[str]:
+        """What makes these settings unfit for production (no secret values in the text)."""
+        if self.service_name not in SERVICE_PORTS:
+            return []
+        problems = []
+        # customers checks every service's secret; a service only needs its own.
+        clients = list(SERVICE_PORTS) if self.service_name == "customers" else [self.service_name]
+        for client in clients:
+            variable = client_secret_variable(client)
+            own = self.client_secrets.get(client)
+            if not own:
+                problems.append(f"{variable} is not set (the shared SERVICE_CLIENT_SECRET is used)")
+            elif own in DEV_SECRETS or len(own) < MIN_SECRET_LENGTH:
+                problems.append(
+                    f"{variable} is a development default or shorter than {MIN_SECRET_LENGTH}"
+                )
+        if self.service_name == "customers":
+            own_secrets = list(self.client_secrets.values())
+            if len(set(own_secrets)) < len(own_secrets):
+                problems.append("two or more services share one client secret")
+            if self.admin_password in DEV_SECRETS or len(self.admin_password) < MIN_SECRET_LENGTH:
+                problems.append(
+                    f"ADMIN_PASSWORD is a development default or shorter than {MIN_SECRET_LENGTH}"
+                )
+        if self.service_client_secret != DEV_SERVICE_CLIENT_SECRET:
+            problems.append("SERVICE_CLIENT_SECRET (one secret for every service) is set")
+        password = urlsplit(self.database_url).password if self.database_url else None
+        if password is not None and password in DEV_SECRETS:
+            problems.append("DATABASE_URL uses a development default password")
+        return problems
+
+    def check_secrets(self) -> None:
+        """Refuse insecure production settings; otherwise warn once about development defaults.
+
+        Raises :class:`InsecureConfiguration` in production mode. Warnings are logged once
+        per process, and not at all in a gunicorn worker whose master already logged them.
         """
-        uses_service_secret = self.service_name in SERVICE_PORTS
-        if uses_service_secret and self.service_client_secret == DEV_SERVICE_CLIENT_SECRET:
-            _warn_once("SERVICE_CLIENT_SECRET is not set: using the development default")
-        if (
-            self.service_name in ("customers", "launcher")
-            and self.admin_password == DEV_ADMIN_PASSWORD
-        ):
-            _warn_once("ADMIN_PASSWORD is not set: using the development default")
-
-
-#: Set (to 1) in the environment of processes whose parent already warned about it.
-WARNED_ENV = "SHOP_CONFIG_WARNED"
-_warned: set[str] = set()
-
-
-def _warn_once(message: str) -> None:
-    if message in _warned or os.environ.get(WARNED_ENV):
-        return
-    _warned.add(message)
-    log.warning(message)
+        problems = self.secret_problems()
+        if self.is_production and problems:
+            raise InsecureConfiguration(
+                f"SHOP_ENV=production: {self.service_name} refuses to start: " + "; ".join(problems)
+            )
+        if os.environ.get(CHECKED_MARKER) or self.service_name in _warned:
+            return
+        _warned.add(self.service_name)
+        if problems:
+            log.warning(
+                "development settings in use (refused with SHOP_ENV=production): %s",
+                "; ".join(problems),
+            )
 
 
 #: The environment variable of each setting that has one, and how to read it.
@@ -148,6 +245,7 @@ _FROM_ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "admin_username": ("ADMIN_USERNAME", _text),
     "admin_password": ("ADMIN_PASSWORD", _text),
     "service_client_secret": ("SERVICE_CLIENT_SECRET", _text),
+    "environment": ("SHOP_ENV", lambda _name, raw: raw.lower()),
     "log_level": ("LOG_LEVEL", lambda _name, raw: raw.upper()),
     "access_log": ("ACCESS_LOG", lambda _name, raw: raw.lower()),
     "access_token_ttl_s": ("ACCESS_TOKEN_TTL", _number(int)),
@@ -164,5 +262,11 @@ _FROM_ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "password_hash_parallelism": ("PASSWORD_HASH_PARALLELISM", _number(int)),
     "recovery_interval_s": ("SALES_RECOVERY_INTERVAL", _number(float)),
     "recovery_after_s": ("SALES_RECOVERY_AFTER", _number(float)),
+    "throttle_account_failures": ("THROTTLE_ACCOUNT_FAILURES", _number(int)),
+    "throttle_address_failures": ("THROTTLE_ADDRESS_FAILURES", _number(int)),
+    "throttle_registrations": ("THROTTLE_REGISTRATIONS", _number(int)),
+    "throttle_window_s": ("THROTTLE_WINDOW", _number(int)),
+    "throttle_block_s": ("THROTTLE_BLOCK", _number(int)),
+    "deactivation_refresh_s": ("DEACTIVATION_REFRESH", _number(float)),
     "trusted_proxies": ("TRUSTED_PROXIES", _text),
 }

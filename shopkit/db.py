@@ -37,10 +37,13 @@ def make_metadata(schema: str) -> MetaData:
 
 
 def resolve_database_url(settings: Settings) -> str:
-    """``DATABASE_URL`` if set, else the embedded PostgreSQL under ``settings.data_dir``."""
+    """``DATABASE_URL`` if set, else the embedded PostgreSQL under ``settings.data_dir``.
+
+    On the embedded server a service connects as its own role (``<service>_svc``).
+    """
     if settings.database_url:
         return normalise_url(settings.database_url)
-    return embedded_pg.database_url(Path(settings.data_dir) / "pg")
+    return embedded_pg.database_url(Path(settings.data_dir) / "pg", settings.service_name)
 
 
 normalise_url = embedded_pg.normalise_url

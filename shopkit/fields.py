@@ -6,7 +6,7 @@ import re
 from decimal import Decimal
 from typing import Any
 
-from marshmallow import ValidationError, fields
+from marshmallow import ValidationError, fields, validate
 
 #: Digits before the point of an ordinary amount: prices, balances, top-ups.
 MONEY_DIGITS = 10
@@ -24,6 +24,22 @@ SALE_TOTAL_DIGITS = MONEY_DIGITS + 5
 TWO_PLACES = Decimal("0.01")
 #: The largest id a PostgreSQL ``bigint`` holds; larger ids in requests are 422, never 500.
 MAX_ID = 2**63 - 1
+
+
+class FullMatch(validate.Regexp):
+    """A ``Regexp`` validator that must match the *whole* value.
+
+    ``re.match`` with a pattern ending in ``$`` also accepts a value followed by
+    one newline (a look-alike of an existing username); ``fullmatch`` does not.
+    The pattern keeps its ``^...$`` for the OpenAPI document, where it means the
+    same as here.
+    """
+
+    def __call__(self, value: Any) -> Any:
+        """Return ``value`` if the whole of it matches, else raise ``ValidationError``."""
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
 
 
 def format_money(value: Decimal) -> str:
@@ -57,7 +73,7 @@ class Money(fields.Field):
         return format_money(Decimal(value))
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Decimal:
-        if not isinstance(value, str) or not self._pattern.match(value):
+        if not isinstance(value, str) or not self._pattern.fullmatch(value):
             raise self.make_error("invalid")
         return Decimal(value)
 

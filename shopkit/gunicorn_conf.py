@@ -6,16 +6,27 @@
 (no orphan keeps serving), and each master start gets a fresh, empty
 directory for the live faults (:mod:`shopkit.faults`). Gunicorn's own access log is
 off: each service logs one JSON line per request itself, with its request id.
+
+The master checks the service's settings before any worker starts: production
+mode with insecure secrets stops it with one clear message, and development
+warnings are logged once here instead of once per worker. Gunicorn's control
+socket is off (every master would bind the same ``~/.gunicorn/gunicorn.ctl``),
+the ``Server`` header names no software or version, and the errors gunicorn
+answers itself (a malformed request line or header) are problem+json too.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import json
 import os
 import signal
 import tempfile
 from typing import Any
+
+import gunicorn.http.wsgi
+from gunicorn import util
 
 # Metrics from every worker are pooled here; it must be set before any worker
 # imports prometheus_client, which is why it lives in the config module.
@@ -61,24 +72,58 @@ keepalive = 5
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+control_socket_disable = True
+
+gunicorn.http.wsgi.SERVER = "shop"  # read by each response; default "gunicorn"
+
+
+def _problem_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """Gunicorn's own error answers (bad request line or header) as problem+json, not HTML."""
+    code = {400: "bad_request", 403: "forbidden", 414: "uri_too_long", 431: "headers_too_large"}
+    body = json.dumps(
+        {
+            "type": "https://shop.example/problems/" + code.get(status_int, "http_error"),
+            "title": reason,
+            "status": status_int,
+            "detail": mesg or reason,
+            "code": code.get(status_int, "http_error"),
+        }
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/problem+json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin1") + body)
+
+
+util.write_error = _problem_error
+
+
+def on_starting(server: Any) -> None:
+    """Check the service's settings once, in the master, before any worker starts.
+
+    Production mode with insecure secrets raises :class:`~shopkit.config.InsecureConfiguration`,
+    a ``RuntimeError``, which gunicorn prints as one ``Error:`` line before exiting 1.
+    """
+    from shopkit.config import CHECKED_MARKER, Settings  # noqa: PLC0415
+
+    app_uri = str(getattr(server.app, "app_uri", "") or "")
+    service = app_uri.split(":", 1)[0].removesuffix("_service")
+    if service:
+        Settings.from_env(service)
+        os.environ[CHECKED_MARKER] = "1"  # the workers inherit it and stay quiet
 
 
 _PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 def post_fork(_server: Any, worker: Any) -> None:
-    """Set up a new worker: it dies with its master, and only the first one warns.
+    """Have the kernel SIGKILL this worker the moment its master dies (Linux).
 
-    The kernel SIGKILLs the worker the moment its master dies (Linux):
-    without it an orphaned gthread worker notices only on its next loop turn
+    Without it an orphaned gthread worker notices only on its next loop turn
     and then drains its requests for up to ``graceful_timeout``, serving
     meanwhile; its in-flight sales are settled by recovery like any crash.
-    Every worker shares the configuration, so only the first warns about it.
     """
-    from shopkit.config import WARNED_ENV  # noqa: PLC0415
-
-    if worker.age > 1:
-        os.environ[WARNED_ENV] = "1"
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

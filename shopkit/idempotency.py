@@ -107,9 +107,13 @@ def request_fingerprint(method: str, path: str, payload: Any) -> str:
 
 
 def idempotency_key_from_request(*, required: bool) -> str | None:
-    """Read and check the ``Idempotency-Key`` header (400 if missing when ``required``)."""
+    """Read and check the ``Idempotency-Key`` header (400 if missing when ``required``).
+
+    A header that is present must hold a valid key, even where the key is optional:
+    an empty one is 400, not silently "no key".
+    """
     key = request.headers.get(HEADER)
-    if key is None or key == "":
+    if key is None or (key == "" and required):
         if required:
             raise ProblemError(
                 400,
@@ -117,7 +121,7 @@ def idempotency_key_from_request(*, required: bool) -> str | None:
                 f"This call changes state: send an {HEADER} header.",
             )
         return None
-    if not _KEY_RE.match(key):
+    if not _KEY_RE.fullmatch(key):
         raise ProblemError(
             400,
             "invalid_idempotency_key",

@@ -1,17 +1,29 @@
-"""Refuse text PostgreSQL cannot store, anywhere in a request, before it reaches a view.
+"""Refuse requests no view should see, before they reach one.
 
-PostgreSQL text cannot hold ``\\x00``, and UTF-8 cannot encode a lone UTF-16
-surrogate (JSON ``"\\ud800"``). Without this guard either would surface as a
-database or encoding error (a 500) instead of a clear 422.
+* Text PostgreSQL cannot store: ``\\x00``, or a lone UTF-16 surrogate (JSON
+  ``"\\ud800"``), anywhere in the path, query or JSON body: 422.
+* JSON nested deeper than :data:`MAX_JSON_DEPTH` (no Shop body needs more than
+  a few levels): 400 ``too_deeply_nested``. Walking it is iterative, so no
+  nesting can exhaust the stack.
+* A JSON body Python cannot read, e.g. an integer of thousands of digits
+  (beyond ``sys.get_int_max_str_digits``): 400 ``malformed_json``.
+* ``PATCH`` without a JSON object holding at least one field: 422 (a partial
+  update that changes nothing is a client's mistake, not a success).
+
+Each is a 4xx problem with a one-line access log, never a 500 with a traceback.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import Flask, request
 
-from shopkit.errors import ValidationFailed
+from shopkit.errors import ProblemError, ValidationFailed
+
+#: The deepest JSON body accepted (objects and arrays count one level each).
+MAX_JSON_DEPTH = 32
 
 
 def _unstorable(text: str) -> bool:
@@ -24,21 +36,53 @@ def _unstorable(text: str) -> bool:
     return False
 
 
-def _has_unstorable(value: Any) -> bool:
-    if isinstance(value, str):
-        return _unstorable(value)
-    if isinstance(value, dict):
-        return any(_has_unstorable(k) or _has_unstorable(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_unstorable(v) for v in value)
-    return False
+def _check_body(body: Any) -> bool:
+    """Walk ``body`` without recursion: 400 if too deep; True if it holds unstorable text."""
+    unstorable = False
+    pending: list[tuple[Any, int]] = [(body, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, str):
+            unstorable = unstorable or _unstorable(value)
+            continue
+        if not isinstance(value, dict | list):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise ProblemError(
+                400,
+                "too_deeply_nested",
+                f"The JSON body is nested deeper than {MAX_JSON_DEPTH} levels.",
+            )
+        if isinstance(value, dict):
+            unstorable = unstorable or any(_unstorable(k) for k in value)
+            pending.extend((v, depth + 1) for v in value.values())
+        else:
+            pending.extend((v, depth + 1) for v in value)
+    return unstorable
+
+
+def _json_body() -> Any:
+    """The request's JSON body (``None`` if it has none); 400 if Python cannot read it."""
+    if not request.is_json:  # with or without Content-Length (chunked bodies too)
+        return None
+    data = request.get_data(cache=True)
+    if not data:
+        return None
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ProblemError(
+            400, "too_deeply_nested", "The JSON body is nested too deeply."
+        ) from None
+    except ValueError:  # not JSON, not UTF-8, or an integer too long to convert
+        raise ProblemError(400, "malformed_json", "The request body is not valid JSON.") from None
 
 
 def init_input_guard(app: Flask) -> None:
-    """Answer 422 ``validation_error`` when the path, query or JSON holds unstorable text."""
+    """Refuse unstorable text, deep or unreadable JSON and empty PATCHes (see the module)."""
 
     @app.before_request
-    def _refuse_nul() -> None:
+    def _guard() -> None:
         errors: dict[str, list[str]] = {}
         message = ["NUL characters and lone surrogates are not allowed."]
         if _unstorable(request.path):
@@ -46,9 +90,13 @@ def init_input_guard(app: Flask) -> None:
         for name, value in request.args.items(multi=True):
             if _unstorable(name) or _unstorable(value):
                 errors["_query"] = message
-        if request.is_json:  # with or without Content-Length (chunked bodies too)
-            body = request.get_json(silent=True)
-            if _has_unstorable(body):
-                errors["_body"] = message
+        body = _json_body()
+        if _check_body(body):
+            errors["_body"] = message
         if errors:
             raise ValidationFailed(errors)
+        if request.method == "PATCH" and not (isinstance(body, dict) and body):
+            raise ValidationFailed(
+                {"_schema": ["Send a JSON object with at least one field to change."]},
+                detail="Nothing to change.",
+            )

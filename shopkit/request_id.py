@@ -38,7 +38,7 @@ def init_request_id(app: Flask) -> None:
     @app.before_request
     def _bind() -> None:
         incoming = request.headers.get(HEADER, "")
-        _request_id.set(incoming if _VALID.match(incoming) else new_request_id())
+        _request_id.set(incoming if _VALID.fullmatch(incoming) else new_request_id())
 
     @app.after_request
     def _echo(response: Response) -> Response:

@@ -22,7 +22,7 @@ from typing import IO, TYPE_CHECKING
 
 import requests
 
-from shopkit.config import PROJECT_ROOT, WARNED_ENV, Settings
+from shopkit.config import PROJECT_ROOT, Settings
 
 if TYPE_CHECKING:
     from shopkit.gateway import Gateway
@@ -188,11 +188,12 @@ def _service_port(url: str) -> int:
 
 
 def _start_services(
-    services: list[str], env: dict[str, str], settings: Settings
+    services: list[str], envs: dict[str, dict[str, str]], settings: Settings
 ) -> list[ServiceProcess]:
     """Start each service under gunicorn on its configured port, output prefixed with its name."""
     processes = []
     for service in services:
+        env = envs.get(service, {})  # the storefront has no database: it only talks HTTP
         if service in FRONTENDS:  # one worker: the console's seeder runs live in the process
             port = int(os.environ.get("STOREFRONT_PORT") or STOREFRONT_PORT)
             process = ServiceProcess(service, port, env=env, workers=1, threads=8)
@@ -238,6 +239,7 @@ def run_local(services: list[str] | None = None) -> int:
     """
     from shopkit import embedded_pg  # noqa: PLC0415
     from shopkit.db import normalise_url  # noqa: PLC0415
+    from shopkit.embedded_pg import service_role_url  # noqa: PLC0415
 
     services = services or present_services()
     settings = Settings.from_env("launcher")
@@ -246,8 +248,12 @@ def run_local(services: list[str] | None = None) -> int:
         url = normalise_url(settings.database_url)
     else:
         server, url = embedded_pg.start(Path(settings.data_dir) / "pg", cleanup_mode="stop")
-    # The launcher warned about the configuration (above); its children need not repeat it.
-    env = {"DATABASE_URL": url, WARNED_ENV: "1"}
+        embedded_pg.ensure_service_roles(server, url)
+    # Each service connects as its own role on the embedded server (as in Compose).
+    envs = {
+        service: {"DATABASE_URL": url if settings.database_url else service_role_url(url, service)}
+        for service in services
+    }
     processes: list[ServiceProcess] = []
     seeder: subprocess.Popen[bytes] | None = None
     prometheus: ServiceProcess | None = None
@@ -258,15 +264,15 @@ def run_local(services: list[str] | None = None) -> int:
     try:
         for service in services:
             print(f"launcher | migrating {service}", flush=True)
-            migrate(service, env)
-        processes = _start_services(services, env, settings)
+            migrate(service, envs[service])
+        processes = _start_services(services, envs, settings)
         for process in processes:
             process.wait_ready(60)
             print(f"launcher | {process.service:<9} ready at {process.url}/docs", flush=True)
         prometheus = _start_prometheus(processes, Path(settings.data_dir))
-        gateway = _start_frontends_and_gateway(processes, env, settings)
+        gateway = _start_frontends_and_gateway(processes, envs, settings)
         if os.environ.get("SHOP_DEMO", "1") != "0":
-            seeder = _start_seeder(env)
+            seeder = _start_seeder()
         print("launcher | press Ctrl-C to stop", flush=True)
         while not stopping.wait(0.5):
             if any(p.process is not None and p.process.poll() is not None for p in processes):
@@ -355,7 +361,7 @@ def _start_gateway(processes: list[ServiceProcess]) -> Gateway | None:
 
 
 def _start_frontends_and_gateway(
-    processes: list[ServiceProcess], env: dict[str, str], settings: Settings
+    processes: list[ServiceProcess], envs: dict[str, dict[str, str]], settings: Settings
 ) -> Gateway | None:
     """Start the storefront, then the gateway in front of it all (it needs every port).
 
@@ -364,7 +370,7 @@ def _start_frontends_and_gateway(
     """
     from shopkit.gateway import STOREFRONT_PATH  # noqa: PLC0415
 
-    frontends = _start_services(present_frontends(), env, settings)
+    frontends = _start_services(present_frontends(), envs, settings)
     processes.extend(frontends)
     for process in frontends:
         process.wait_ready(60)
@@ -398,7 +404,7 @@ def _start_seeder(env: dict[str, str]) -> subprocess.Popen[bytes]:
     ]
     process = subprocess.Popen(  # noqa: S603
         command,
-        env={**os.environ, **env},
+        env=dict(os.environ),  # the seeder only talks HTTP: no database URL
         cwd=PROJECT_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -176,7 +176,7 @@ def checkout() -> ResponseReturnValue:
     try:
         order = api().checkout(token(), str(form.key.data))
     except ApiProblem as exc:
-        return _render_cart(_checkout_message(exc), 409 if exc.status == 409 else 422)
+        return _render_cart(_checkout_message(exc), exc.status if exc.status in (409, 503) else 422)
     flash("Thank you: your order is placed.", "success")
     return redirect(url_for("shop.order", sale_id=order["id"]))
 
@@ -186,7 +186,9 @@ def _checkout_message(exc: ApiProblem) -> str:
     hints = {
         "insufficient_funds": "Top up your wallet, then check out again: your cart is kept.",
         "insufficient_stock": "Lower the quantities marked short, then check out again.",
-        "dependency_unavailable": "The order will be settled shortly; see your orders.",
+        "sale_pending": "The order is recorded and will be settled shortly; see your orders.",
+        "dependency_unavailable": "Nothing was ordered: please try again in a moment.",
+        "database_unavailable": "Nothing was ordered: please try again in a moment.",
     }
     hint = hints.get(exc.code)
     return f"{exc.message()} {hint}" if hint else exc.message()

@@ -19,6 +19,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, create_engine, text
 
 from shopkit.config import Settings
+from shopkit.embedded_pg import service_role_url
+from shopkit.stack import PACKAGES
 from tests.support.database import fresh_database, present_packages, server_url, truncate_all
 
 ADMIN_USERNAME = "admin"
@@ -43,7 +45,10 @@ def make_settings(database_url: str) -> Callable[..., Settings]:
 
     def factory(service: str, **overrides: Any) -> Settings:
         values: dict[str, Any] = {
-            "database_url": database_url,
+            # A service connects as its own role, which reaches its own schema only.
+            "database_url": service_role_url(database_url, service)
+            if service in PACKAGES
+            else database_url,
             "admin_username": ADMIN_USERNAME,
             "admin_password": ADMIN_PASSWORD,
             "service_client_secret": SERVICE_SECRET,
@@ -102,9 +107,11 @@ def customers_app(make_settings: Callable[..., Settings]) -> Flask:
 
 @pytest.fixture(autouse=True)
 def bootstrap_admin(clean_tables: None, customers_app: Flask) -> None:
-    """Recreate the bootstrap admin after the tables were emptied."""
+    """Recreate the bootstrap admin after the tables were emptied (and forget old blocks)."""
     from customers_service import bootstrap
+    from customers_service.throttle import forget_known_blocks
 
+    forget_known_blocks()
     bootstrap(customers_app)
 
 

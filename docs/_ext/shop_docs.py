@@ -71,8 +71,37 @@ ENVIRONMENT_MEANINGS = {
     "ADMIN_USERNAME": "The bootstrap admin, created once by the customers service.",
     "ADMIN_PASSWORD": "The bootstrap admin's password (a development default is used, and "
     "warned about, when unset).",
-    "SERVICE_CLIENT_SECRET": "Shared secret of the client-credentials grant that gives "
-    "services their ``service`` token (development default, warned about, when unset).",
+    "SERVICE_CLIENT_SECRET": "Development fallback secret of the client-credentials grant, "
+    "used by every service whose own ``<NAME>_CLIENT_SECRET`` is unset (a development default, "
+    "warned about, when unset). Refused in production mode.",
+    "CUSTOMERS_CLIENT_SECRET": "The customers service's own client secret (the customers "
+    "service checks every service's secret, so it needs all four).",
+    "INVENTORY_CLIENT_SECRET": "The inventory service's own client secret "
+    "(``POST /auth/service-token`` as ``inventory``).",
+    "SALES_CLIENT_SECRET": "The sales service's own client secret (its token alone may debit "
+    "wallets and take stock).",
+    "REVIEWS_CLIENT_SECRET": "The reviews service's own client secret (its token alone may ask "
+    "sales about purchases).",
+    "SHOP_ENV": "``production`` refuses to start while a development default, a shared "
+    "``SERVICE_CLIENT_SECRET`` or a missing ``<NAME>_CLIENT_SECRET`` is in use; anything else "
+    "(default ``development``) only warns, once per service.",
+    "SHOP_SETTINGS_CHECKED": "Set by the gunicorn master once it checked the settings, so its "
+    "workers do not repeat the warnings. Not for users.",
+    "SHOP_BIND_ADDRESS": "Compose: the host address the services' ports are published on "
+    "(default ``127.0.0.1``; ``0.0.0.0`` exposes them to the network).",
+    "THROTTLE_ACCOUNT_FAILURES": "Wrong passwords (or service secrets) for one account within "
+    "``THROTTLE_WINDOW`` before it is blocked (429).",
+    "THROTTLE_ADDRESS_FAILURES": "Wrong credentials from one client address within "
+    "``THROTTLE_WINDOW`` before the address is blocked.",
+    "THROTTLE_REGISTRATIONS": "Registrations from one client address within ``THROTTLE_WINDOW``.",
+    "THROTTLE_WINDOW": "Seconds over which throttled attempts are counted.",
+    "THROTTLE_BLOCK": "Seconds of the first block; each further counted attempt doubles it "
+    "(at most ``THROTTLE_WINDOW``).",
+    "DEACTIVATION_REFRESH": "Seconds between two reads of the list of deactivated accounts by "
+    "a service other than customers (a deactivated customer is refused within this time).",
+    "SECURITY_BENCH_FLOOD_S": "Benchmarks: seconds of the wrong-password flood in "
+    "``bench/security_bench.py``.",
+    "SECURITY_BENCH_FLOODERS": "Benchmarks: threads sending that flood.",
     "LOG_LEVEL": "Level of the JSON log lines on stdout (and of gunicorn's error log).",
     "ACCESS_LOG": "``quiet`` (default): an access line only for 5xx answers and slow requests; "
     "``all``: one line per request (``LOG_LEVEL=DEBUG`` shows them too).",

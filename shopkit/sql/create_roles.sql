@@ -3,6 +3,8 @@
 -- sales_password, reviews_password. Used by the postgres container's init step
 -- (shopkit/sql/init-roles.sh) and by the tests that check the isolation.
 \set ON_ERROR_STOP on
+-- Several processes may run this at once (gunicorn workers joining the embedded server).
+SELECT pg_advisory_lock(hashtext('shop-create-roles'));
 
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 REVOKE ALL ON DATABASE :"DBNAME" FROM PUBLIC;
@@ -26,3 +28,23 @@ CREATE SCHEMA IF NOT EXISTS reviews AUTHORIZATION reviews_svc;
 
 -- Nobody else may even look inside a service's schema.
 REVOKE ALL ON SCHEMA customers, inventory, sales, reviews FROM PUBLIC;
+
+-- A database made before these roles existed (an old `make run` data directory): hand each
+-- service's schema and tables to its role.
+DO $$
+DECLARE
+    svc text;
+    tbl record;
+BEGIN
+    FOREACH svc IN ARRAY ARRAY['customers', 'inventory', 'sales', 'reviews'] LOOP
+        IF (SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = svc)
+                <> svc || '_svc' THEN
+            EXECUTE format('ALTER SCHEMA %I OWNER TO %I', svc, svc || '_svc');
+            FOR tbl IN SELECT c.oid::regclass AS name FROM pg_class c
+                    JOIN pg_namespace n ON n.oid = c.relnamespace
+                    WHERE n.nspname = svc AND c.relkind IN ('r', 'p', 'v', 'm') LOOP
+                EXECUTE format('ALTER TABLE %s OWNER TO %I', tbl.name, svc || '_svc');
+            END LOOP;
+        END IF;
+    END LOOP;
+END $$;

@@ -39,7 +39,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ProgrammingError
 
 from shopkit.config import PROJECT_ROOT
-from shopkit.embedded_pg import scratch_database
+from shopkit.embedded_pg import psql_command, scratch_database
 from shopkit.gateway import CLOSED_ADDRESS, GATEWAY_DIR, nginx_binary
 from shopkit.stack import STOREFRONT_PORT, free_port
 
@@ -86,7 +86,8 @@ def test_compose_wires_health_and_dependencies() -> None:
     for port, name in enumerate(APP_SERVICES, start=5000):
         service = services[name]
         assert service["build"] == "."
-        assert service["ports"] == [f"127.0.0.1:{port}:{port}"]  # never on every interface
+        # never on every interface unless SHOP_BIND_ADDRESS says so
+        assert service["ports"] == [f"${{SHOP_BIND_ADDRESS:-127.0.0.1}}:{port}:{port}"]
         assert service["environment"]["PORT"] == str(port)
         assert "/readyz" in " ".join(service["healthcheck"]["test"])
         assert service["depends_on"]["postgres"] == {"condition": "service_healthy"}
@@ -140,30 +141,12 @@ def interpolate(value: str, env: dict[str, str]) -> str:
     return value.replace("\x00", "$")
 
 
-def psql_args(url: URL) -> tuple[list[str], dict[str, str]]:
-    from pgserver._commands import POSTGRES_BIN_PATH
-
-    host = url.query.get("host") or url.host or "localhost"
-    args = [
-        str(POSTGRES_BIN_PATH / "psql"),
-        "-h",
-        str(host),
-        "-U",
-        url.username or "postgres",
-        "-d",
-        url.database or "",
-    ]
-    if url.port:
-        args += ["-p", str(url.port)]
-    return args, {"PGPASSWORD": url.password or ""}
-
-
 @pytest.fixture
 def role_database(database_url: str) -> Iterator[URL]:
     """A fresh database prepared exactly as the postgres container's init step does."""
     with scratch_database(database_url, "shop_compose") as raw:
         url = make_url(raw)
-        args, pgenv = psql_args(url)
+        args, pgenv = psql_command(url)
         variables = [f"-v{svc}_password={pw}" for svc, pw in ROLE_PASSWORDS.items()]
         script = str(PROJECT_ROOT / "shopkit/sql/create_roles.sql")
         done = subprocess.run(

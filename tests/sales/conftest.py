@@ -138,5 +138,5 @@ def recover(stack: LiveStack) -> subprocess.CompletedProcess[str]:
     flask = str(Path(sys.executable).parent / "flask")
     return subprocess.run(
         [flask, "--app", "sales_service", "recover", "--older-than", "0"],
-        env={**os.environ, **stack.env()}, capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, **stack.env("sales")}, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip

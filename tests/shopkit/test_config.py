@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from shopkit import config
 from shopkit.config import Settings
 
 
@@ -35,16 +34,3 @@ def test_bad_values_and_unknown_overrides_are_refused(monkeypatch: pytest.Monkey
     monkeypatch.delenv("HTTP_READ_TIMEOUT")
     with pytest.raises(TypeError, match="unknown settings"):
         Settings.from_env("sales", no_such_setting=1)
-
-
-def test_dev_secrets_are_warned_about_only_where_they_are_used(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.delenv("SERVICE_CLIENT_SECRET", raising=False)
-    monkeypatch.delenv(config.WARNED_ENV, raising=False)
-    monkeypatch.setattr(config, "_warned", set())  # each warning is given once per process
-    with caplog.at_level("WARNING", logger="shopkit.config"):
-        Settings.from_env("storefront")  # never asks for a service token
-        assert "SERVICE_CLIENT_SECRET" not in caplog.text
-        Settings.from_env("sales")
-        assert "SERVICE_CLIENT_SECRET is not set" in caplog.text

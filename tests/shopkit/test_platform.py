@@ -19,7 +19,7 @@ def test_healthz_and_readyz(customers: FlaskClient) -> None:
     assert customers.get("/healthz").get_json() == {"status": "ok", "service": "customers"}
     ready = customers.get("/readyz")
     assert ready.status_code == 200
-    assert ready.get_json()["schema_revision"] == "0001"
+    assert ready.get_json()["schema_revision"] == "0002"
 
 
 def test_readyz_is_503_when_schema_is_behind(
@@ -29,6 +29,7 @@ def test_readyz_is_503_when_schema_is_behind(
 
     engine = create_engine(database_url)
     with engine.begin() as conn:
+        head = conn.execute(text("SELECT version_num FROM customers.alembic_version")).scalar_one()
         conn.execute(text("UPDATE customers.alembic_version SET version_num = 'old'"))
     try:
         response = customers.get("/readyz")
@@ -36,7 +37,9 @@ def test_readyz_is_503_when_schema_is_behind(
         assert response.get_json()["code"] == "not_ready"
     finally:
         with engine.begin() as conn:
-            conn.execute(text("UPDATE customers.alembic_version SET version_num = '0001'"))
+            conn.execute(
+                text("UPDATE customers.alembic_version SET version_num = :head"), {"head": head}
+            )
         engine.dispose()
 
 

@@ -8,6 +8,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 from flask.testing import FlaskClient
 
 from shopkit.config import Settings
@@ -320,6 +321,27 @@ def test_checkout_with_too_little_money_shows_the_problem_and_keeps_the_cart(
     assert "Trail Shoes" in response.text and 'id="cart-total">179.80<' in response.text
     key = re.search(r'name="key" type="hidden" value="([^"]+)"', response.text).group(1)
     assert key != "k-1"  # a retry after topping up is a new attempt, not a replay of the refusal
+
+
+@pytest.mark.parametrize(
+    ("code", "hint"),
+    [
+        ("sale_pending", "The order is recorded and will be settled shortly"),
+        ("dependency_unavailable", "Nothing was ordered: please try again"),
+        ("database_unavailable", "Nothing was ordered: please try again"),
+    ],
+)
+def test_a_503_checkout_says_whether_an_order_was_recorded(
+    client: FlaskClient, fake: FakeServices, shopper: str, code: str, hint: str
+) -> None:
+    fake.on("sales", "POST", "/cart/checkout", 503, {
+        "code": code, "detail": "A dependency is unavailable.", "sale_id": SALE_ID})  # fmt: skip
+    fake.on("sales", "GET", "/cart", 200, CART)
+    response = client.post("/cart/checkout", data={"key": "k-3"})
+    assert response.status_code == 503
+    assert "A dependency is unavailable." in response.text
+    assert hint in response.text
+    assert "Trail Shoes" in response.text
 
 
 def test_insufficient_stock_names_the_short_lines(

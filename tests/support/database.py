@@ -10,7 +10,12 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from shopkit.embedded_pg import scratch_database, throwaway_server
+from shopkit.embedded_pg import (
+    create_service_roles,
+    scratch_database,
+    service_role_url,
+    throwaway_server,
+)
 from shopkit.migrations import upgrade
 from shopkit.stack import PACKAGES
 
@@ -44,10 +49,15 @@ def server_url(env_url: str | None) -> Iterator[str]:
 
 @contextmanager
 def fresh_database(admin_url: str) -> Iterator[str]:
-    """Create a uniquely named database on the server, migrate every service, drop it after."""
+    """Create a uniquely named database on the server, migrate every service, drop it after.
+
+    As in Compose and ``make run``, each service's schema belongs to its own role, and
+    each service is migrated (and, in the tests, connects) as that role.
+    """
     with scratch_database(admin_url, "shop_test") as url:
-        for package in present_packages().values():
-            upgrade(package, url)
+        create_service_roles(url)
+        for service, package in present_packages().items():
+            upgrade(package, service_role_url(url, service))
         yield url
 
 

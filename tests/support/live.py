@@ -7,6 +7,7 @@ from pathlib import Path
 
 import requests
 
+from shopkit.embedded_pg import service_role_url
 from shopkit.stack import APPS, PACKAGES, ServiceProcess, free_port
 
 
@@ -25,10 +26,13 @@ class LiveStack:
         """Base URL of ``service`` (running or not)."""
         return f"http://127.0.0.1:{self.ports[service]}"
 
-    def env(self) -> dict[str, str]:
-        """The environment every service process gets."""
+    def env(self, service: str | None = None) -> dict[str, str]:
+        """The environment a service process gets (connecting as the service's own role)."""
         return {
-            "DATABASE_URL": self.database_url,
+            "DATABASE_URL": service_role_url(self.database_url, service)
+            if service in PACKAGES  # the storefront has no database of its own
+            else self.database_url,
+            "DEACTIVATION_REFRESH": "2",
             "ADMIN_USERNAME": self.admin[0],
             "ADMIN_PASSWORD": self.admin[1],
             "SERVICE_CLIENT_SECRET": self.service_secret,
@@ -56,7 +60,7 @@ class LiveStack:
         process = ServiceProcess(
             service,
             self.ports[service],
-            env={**self.env(), **(extra_env or {})},
+            env={**self.env(service), **(extra_env or {})},
             workers=workers,
             threads=threads,
             log=log,

@@ -1,0 +1,203 @@
+"""Login flood and password-timing figures (issue 14, findings 2 and 3).
+
+Run from the repository root (``make bench`` runs it after ``bench/run.py``)::
+
+    .venv/bin/python bench/security_bench.py
+    SECURITY_BENCH_FLOOD_S=20 .venv/bin/python bench/security_bench.py
+
+It starts the customers service under gunicorn (2 workers x 4 threads, the
+production Argon2id cost) on a throwaway PostgreSQL, then measures:
+
+1. **flood**: the median login latency of a bystander account alone, then
+   while ``SECURITY_BENCH_FLOODERS`` threads send wrong passwords for another
+   account for ``SECURITY_BENCH_FLOOD_S`` seconds. The per-account throttle
+   answers the flood with 429 before any hash is computed; the ratio must stay
+   below 2. (All traffic comes from 127.0.0.1 here, so the per-address limit is
+   raised for this run; in production it would block the flooding address too.)
+2. **timing**: the median of 40 wrong-password answers for unknown usernames,
+   normal accounts and bulk-created accounts (never logged in: cheap hashes),
+   one attempt per account, and the spread between the three (must be < 10%).
+
+Prints a table and writes ``bench/results/security.json``. Exit status 1 when a
+target is missed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import requests  # noqa: E402
+
+from shopkit.embedded_pg import (  # noqa: E402
+    create_service_roles,
+    scratch_database,
+    service_role_url,
+    throwaway_server,
+)
+from shopkit.migrations import upgrade  # noqa: E402
+from shopkit.stack import ServiceProcess, free_port  # noqa: E402
+
+FLOOD_S = float(os.environ.get("SECURITY_BENCH_FLOOD_S", "10"))
+FLOODERS = int(os.environ.get("SECURITY_BENCH_FLOODERS", "8"))
+SAMPLES = 40
+ADMIN_PASSWORD = "bench-admin-password"
+PASSWORD = "correct-horse-battery"
+
+
+def person(name: str) -> dict[str, Any]:
+    """A registration body."""
+    return {
+        "username": name,
+        "password": PASSWORD,
+        "full_name": "Bench Person",
+        "email": f"{name}@example.com",
+        "age": 30,
+        "address": "1 Bench Street",
+        "gender": "female",
+        "marital_status": "single",
+    }
+
+
+def login_ms(url: str, username: str, password: str) -> tuple[float, int]:
+    """One login's latency in milliseconds and its status."""
+    started = time.perf_counter()
+    response = requests.post(
+        url + "/auth/login", json={"username": username, "password": password}, timeout=30
+    )
+    return (time.perf_counter() - started) * 1000, response.status_code
+
+
+def flood(url: str) -> dict[str, Any]:
+    """Bystander login latency alone and during a wrong-password flood on another account."""
+    alone = [login_ms(url, "bystander", PASSWORD)[0] for _ in range(15)]
+    stop = threading.Event()
+    statuses: Counter[int] = Counter()
+    lock = threading.Lock()
+
+    def flooder() -> None:
+        session = requests.Session()
+        while not stop.is_set():
+            status = session.post(
+                url + "/auth/login", json={"username": "victim", "password": "wrong"}, timeout=30
+            ).status_code
+            with lock:
+                statuses[status] += 1
+
+    threads = [threading.Thread(target=flooder, daemon=True) for _ in range(FLOODERS)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)  # the flood is under way (and the account blocked) before measuring
+    during = []
+    deadline = time.monotonic() + FLOOD_S
+    while time.monotonic() < deadline:
+        elapsed, status = login_ms(url, "bystander", PASSWORD)
+        assert status == 200, status
+        during.append(elapsed)
+        time.sleep(0.2)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    total = sum(statuses.values())
+    alone_ms, during_ms = statistics.median(alone), statistics.median(during)
+    return {
+        "bystander_login_alone_ms": round(alone_ms, 1),
+        "bystander_login_during_flood_ms": round(during_ms, 1),
+        "slowdown": round(during_ms / alone_ms, 2),
+        "flood_requests": total,
+        "flood_requests_per_s": round(total / (FLOOD_S + 1.0), 1),
+        "flood_statuses": dict(statuses),
+    }
+
+
+def timing(url: str, admin: dict[str, str]) -> dict[str, Any]:
+    """Median wrong-password latency for unknown, normal and bulk-created accounts."""
+    tag = uuid.uuid4().hex[:6]
+    normal = [f"normal_{tag}_{i}" for i in range(SAMPLES)]
+    for name in normal:
+        assert requests.post(url + "/customers", json=person(name), timeout=30).status_code == 201
+    bulk = [f"bulk_{tag}_{i}" for i in range(SAMPLES)]
+    created = requests.post(
+        url + "/customers/batch",
+        json={"customers": [person(n) for n in bulk]},
+        headers=admin,
+        timeout=60,
+    )
+    assert created.status_code == 201, created.text
+    groups = {
+        "unknown": [f"nobody_{tag}_{i}" for i in range(SAMPLES)],
+        "normal": normal,
+        "bulk": bulk,
+    }
+    samples: dict[str, list[float]] = {name: [] for name in groups}
+    for i in range(SAMPLES):  # interleaved, so drift affects the three alike
+        for name, usernames in groups.items():
+            elapsed, status = login_ms(url, usernames[i], "wrong-password")
+            assert status == 401, status
+            samples[name].append(elapsed)
+    medians = {name: round(statistics.median(values), 1) for name, values in samples.items()}
+    spread = max(medians.values()) / min(medians.values()) - 1
+    return {"wrong_password_median_ms": medians, "spread": round(spread, 3)}
+
+
+def main() -> int:
+    """Run both measurements; 0 when the flood slowdown < 2 and the timing spread < 10%."""
+    with (
+        throwaway_server("shop-security-bench-", database_url=os.environ.get("DATABASE_URL")) as (
+            _,
+            admin_url,
+        ),
+        scratch_database(admin_url, "shop_security") as url,
+    ):
+        create_service_roles(url)
+        customers_url = service_role_url(url, "customers")
+        upgrade("customers_service", customers_url)
+        port = free_port()
+        env = {
+            "DATABASE_URL": customers_url,
+            "ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "SERVICE_CLIENT_SECRET": "bench-service-secret",
+            "LOG_LEVEL": "WARNING",
+            "THROTTLE_ADDRESS_FAILURES": "1000000",
+            "THROTTLE_REGISTRATIONS": "1000000",
+        }
+        process = ServiceProcess("customers", port, env=env).start()
+        try:
+            process.wait_ready(60)
+            base = process.url
+            for name in ("bystander", "victim"):
+                requests.post(base + "/customers", json=person(name), timeout=30)
+            token = requests.post(
+                base + "/auth/login",
+                json={"username": "admin", "password": ADMIN_PASSWORD},
+                timeout=30,
+            ).json()["access_token"]
+            results = {
+                "flood": flood(base),
+                "timing": timing(base, {"Authorization": f"Bearer {token}"}),
+            }
+        finally:
+            process.stop()
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "security.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+    ok = results["flood"]["slowdown"] < 2 and results["timing"]["spread"] < 0.10
+    print("security targets met" if ok else "security targets MISSED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
