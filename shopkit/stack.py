@@ -384,7 +384,7 @@ def _start_frontends_and_gateway(
     return gateway
 
 
-def _start_seeder(env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _start_seeder() -> subprocess.Popen[bytes]:
     """Run ``seeder demo``: populate, then replay shoppers gently until stopped.
 
     The populate is idempotent, so on a restart it skips the customers and
