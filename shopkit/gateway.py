@@ -11,6 +11,7 @@ system service.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -27,6 +28,11 @@ GATEWAY_DIR = PROJECT_ROOT / "deploy" / "gateway"
 #: The files used unchanged everywhere; ``site.conf`` is per environment.
 SHARED_FILES = ("nginx.conf", "http.conf", "locations.conf")
 DEFAULT_PORT = 8000
+#: Where the gateway serves the storefront (``locations.conf``).
+STOREFRONT_PATH = "/shop/"
+#: An address nothing listens on (port 1 needs root to listen on): the upstream of an app
+#: that is not running, so nginx still starts and answers its paths with the 502 problem.
+CLOSED_ADDRESS = "127.0.0.1:1"
 INSTALL_HINT = "install nginx (e.g. `apt-get install nginx`) to get the gateway"
 
 
@@ -48,11 +54,27 @@ def nginx_binary() -> str | None:
     return str(sbin) if os.access(sbin, os.X_OK) else None
 
 
+def upstream_names() -> list[str]:
+    """The upstreams ``locations.conf`` proxies to, in order of first use."""
+    text = (GATEWAY_DIR / "locations.conf").read_text()
+    return list(dict.fromkeys(re.findall(r"^\s*proxy_pass http://([a-z_]+)", text, re.M)))
+
+
 def site_config(listen: str, upstreams: Mapping[str, str]) -> str:
-    """A ``site.conf``: one upstream per service (``name → host:port``) and the server."""
+    """A ``site.conf``: every upstream ``locations.conf`` uses, and the server.
+
+    ``upstreams`` maps the running apps to ``host:port``; one not given (the
+    storefront when only the services run) points at :data:`CLOSED_ADDRESS`,
+    since nginx refuses to start with an undefined upstream.
+    """
+    names = upstream_names()
+    unknown = set(upstreams) - set(names)
+    if unknown:
+        raise ValueError(f"no route of locations.conf uses {sorted(unknown)}")
     blocks = [
-        f"upstream {name} {{\n    server {address};\n    keepalive 16;\n}}\n"
-        for name, address in upstreams.items()
+        f"upstream {name} {{\n    server {upstreams.get(name, CLOSED_ADDRESS)};\n"
+        "    keepalive 16;\n}\n"
+        for name in names
     ]
     server = f"server {{\n    listen {listen};\n    include locations.conf;\n}}\n"
     return "".join(blocks) + server

@@ -270,11 +270,7 @@ def run_local(services: list[str] | None = None) -> int:
             process.wait_ready(60)
             print(f"launcher | {process.service:<9} ready at {process.url}/docs", flush=True)
         prometheus = _start_prometheus(processes, Path(settings.data_dir))
-        gateway = _start_gateway(processes)
-        for process in _start_services(present_frontends(), envs, settings):
-            processes.append(process)
-            process.wait_ready(60)
-            print(f"launcher | storefront ready: open {process.url} in a browser", flush=True)
+        gateway = _start_frontends_and_gateway(processes, envs, settings)
         if os.environ.get("SHOP_DEMO", "1") != "0":
             seeder = _start_seeder()
         print("launcher | press Ctrl-C to stop", flush=True)
@@ -361,6 +357,30 @@ def _start_gateway(processes: list[ServiceProcess]) -> Gateway | None:
             target=_pump, args=("gateway  ", gateway.process.stdout), daemon=True
         ).start()
     print(f"launcher | {message}", flush=True)
+    return gateway
+
+
+def _start_frontends_and_gateway(
+    processes: list[ServiceProcess], envs: dict[str, dict[str, str]], settings: Settings
+) -> Gateway | None:
+    """Start the storefront, then the gateway in front of it all (it needs every port).
+
+    The front ends are appended to ``processes``; says where to open the storefront:
+    through the gateway when it runs, and directly.
+    """
+    from shopkit.gateway import STOREFRONT_PATH  # noqa: PLC0415
+
+    frontends = _start_services(present_frontends(), envs, settings)
+    processes.extend(frontends)
+    for process in frontends:
+        process.wait_ready(60)
+    gateway = _start_gateway(processes)
+    for process in frontends:
+        if gateway is None:
+            where = f"{process.url} in a browser"
+        else:
+            where = f"{gateway.url}{STOREFRONT_PATH} in a browser (directly: {process.url})"
+        print(f"launcher | storefront ready: open {where}", flush=True)
     return gateway
 
 

@@ -22,6 +22,7 @@ from flask import Flask, jsonify, render_template
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shopkit.config import Settings
 from shopkit.logs import configure_logging, init_access_log
@@ -67,6 +68,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     configure_logging(SERVICE, settings.log_level)
 
     app = Flask(__name__)
+    # The gateway serves the storefront under /shop/ and says so in X-Forwarded-Prefix
+    # (deploy/gateway): it becomes SCRIPT_NAME, so url_for puts it in every link, form
+    # action, redirect, static and htmx URL. Only the prefix is taken, from anyone: a
+    # client who sends its own changes only the links of the page it gets itself (no
+    # shared cache sits in front, a browser sends no such header cross-site without a
+    # CORS preflight that nothing grants, and the session cookie's path does not follow
+    # it). The gateway replaces any client's value with its own.
+    app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+        app.wsgi_app, x_for=0, x_proto=0, x_host=0, x_port=0, x_prefix=1
+    )
     secret = os.environ.get("STOREFRONT_SECRET_KEY") or DEV_SECRET_KEY
     if secret == DEV_SECRET_KEY and "SECRET_KEY" not in config:
         log.warning("STOREFRONT_SECRET_KEY is not set: using the development default")

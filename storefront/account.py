@@ -18,11 +18,15 @@ PROFILE_FIELDS = ("full_name", "email", "age", "address", "gender", "marital_sta
 
 
 def _safe_next(target: str | None) -> str:
-    """Only a path on this site (never another host) to go back to after logging in."""
+    """Only a path of the storefront to go back to after logging in.
+
+    Never another host, nor (under the gateway's /shop/ prefix) a path outside the prefix.
+    """
     if not target:
         return url_for("shop.catalogue")
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+    root = request.script_root + "/"
+    if parts.scheme or parts.netloc or not target.startswith(root) or target.startswith("//"):
         return url_for("shop.catalogue")
     return target
 

@@ -149,7 +149,7 @@ def to_login(message: str | None = None) -> WerkzeugResponse:
     """Redirect to the login page, coming back to this page (a GET) afterwards."""
     if message:
         flash(message, "warning")
-    target = request.full_path if request.method == "GET" else None
+    target = request.script_root + request.full_path if request.method == "GET" else None
     if target and target.endswith("?"):
         target = target[:-1]
     return redirect(url_for("account.login", next=target))

@@ -40,8 +40,8 @@ from sqlalchemy.exc import ProgrammingError
 
 from shopkit.config import PROJECT_ROOT
 from shopkit.embedded_pg import psql_command, scratch_database
-from shopkit.gateway import GATEWAY_DIR, nginx_binary
-from shopkit.stack import free_port
+from shopkit.gateway import CLOSED_ADDRESS, GATEWAY_DIR, nginx_binary
+from shopkit.stack import STOREFRONT_PORT, free_port
 
 pytestmark = pytest.mark.processes
 
@@ -105,7 +105,9 @@ def test_compose_gateway_is_the_public_entry() -> None:
     assert interpolate(gateway["ports"][0], {"GATEWAY_PUBLISH": "8000"}) == "8000:8000"
     assert "/healthz" in " ".join(gateway["healthcheck"]["test"])
     assert gateway["user"] != "0" and not gateway["user"].startswith("0:")
-    assert gateway["depends_on"] == {n: {"condition": "service_healthy"} for n in APP_SERVICES}
+    assert gateway["depends_on"] == {
+        n: {"condition": "service_healthy"} for n in [*APP_SERVICES, "storefront"]
+    }  # nginx resolves every upstream's name when it starts
     # The committed site.conf points at the Compose service names and ports.
     site = (GATEWAY_DIR / "site.conf").read_text()
     for port, name in enumerate(APP_SERVICES, start=5000):
@@ -201,6 +203,8 @@ def run_gateway(
         site = site.replace(
             f"server {name}:{5000 + APP_SERVICES.index(name)};", f"server 127.0.0.1:{port};"
         )
+    # The storefront is not started here: a name nginx cannot resolve would stop it.
+    site = site.replace(f"server storefront:{STOREFRONT_PORT};", f"server {CLOSED_ADDRESS};")
     site = site.replace("listen 8000;", f"listen 127.0.0.1:{gateway_port};")
     (mount / "site.conf").write_text(site)
 
@@ -229,6 +233,7 @@ def run_gateway(
     assert requests.get(url + "/products", timeout=5).json()["total"] >= 100
     assert requests.get(url + "/catalog", timeout=5).status_code == 200
     assert requests.get(url + "/internal/reservations", timeout=5).status_code == 404
+    assert requests.get(url + "/shop/", timeout=5).status_code == 502  # not started here
     return process
 
 

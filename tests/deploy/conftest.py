@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -71,12 +73,62 @@ def services(live_stack: Any) -> Any:
 
 
 @pytest.fixture(scope="session")
-def gateway(services: Any) -> Iterator[GatewayUnderTest]:
-    """The repository's nginx configuration in front of the four live services."""
-    upstreams = {name: f"127.0.0.1:{services.ports[name]}" for name in PACKAGES}
+def storefront(services: Any) -> Any:
+    """The storefront as a real gunicorn process (one worker, like everywhere) on the services."""
+    secret = {"STOREFRONT_SECRET_KEY": "deploy-test-secret"}
+    return services.start("storefront", workers=1, extra_env=secret)
+
+
+@pytest.fixture(scope="session")
+def gateway(services: Any, storefront: Any) -> Iterator[GatewayUnderTest]:
+    """The repository's nginx configuration in front of the four live services and the storefront."""
+    upstreams = {name: f"127.0.0.1:{port}" for name, port in services.ports.items()}
     gateway = GatewayUnderTest(upstreams).start()
     try:
         gateway.wait_ready()
         yield gateway
     finally:
         gateway.stop()
+
+
+class Echo(BaseHTTPRequestHandler):
+    """An upstream that answers every request with the headers it received."""
+
+    seen: list[dict[str, str]] = []
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        Echo.seen.append({k.lower(): v for k, v in self.headers.items()})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def echo_gateway() -> Iterator[GatewayUnderTest]:
+    """The gateway in front of a header-echoing upstream.
+
+    Customers' upstream is a closed port; the storefront's is not given at all (the
+    gateway then points it at a closed port too).
+    """
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    echo = f"127.0.0.1:{server.server_address[1]}"
+    gateway = GatewayUnderTest(
+        {"customers": f"127.0.0.1:{free_port()}", "inventory": echo, "sales": echo, "reviews": echo}
+    ).start()
+    try:
+        gateway.wait_ready()
+        Echo.seen.clear()
+        yield gateway
+    finally:
+        gateway.stop()
+        server.shutdown()

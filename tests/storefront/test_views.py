@@ -189,6 +189,33 @@ def test_login_never_redirects_to_another_site(client: FlaskClient, fake: FakeSe
     assert response.headers["Location"] == "/"
 
 
+def test_under_the_gateways_prefix_every_link_form_and_redirect_carries_it(
+    client: FlaskClient, fake: FakeServices
+) -> None:
+    shop = {"X-Forwarded-Prefix": "/shop"}  # what the gateway sends for /shop/...
+    fake.on("inventory", "GET", "/products", 200, page_of(PRODUCT))
+    fake.on("inventory", "GET", "/products/7", 200, PRODUCT)
+    fake.on("reviews", "GET", "/products/7/reviews", 200,
+            {**page_of(), "summary": {"count": 0, "average": None, "histogram": {}}})  # fmt: skip
+    for path in ("/", "/products/7", "/login"):
+        page = client.get(path, headers=shop)
+        assert page.status_code == 200, path
+        urls = re.findall(r'(?:href|src|action|hx-get|hx-post)="(/[^"]*)"', page.text)
+        assert urls and all(u.startswith("/shop/") for u in urls), (path, urls)
+    assert "/shop/login?next=/shop/products/7" in client.get("/products/7", headers=shop).text
+    # Sent to log in and back, all under the prefix; never to a path outside it.
+    assert client.get("/cart", headers=shop).headers["Location"] == "/shop/login?next=/shop/cart"
+    fake.on("customers", "POST", "/auth/login", 200,
+            {"access_token": access_token("ada"), "refresh_token": "r"})  # fmt: skip
+    form = {"username": "ada", "password": "pw-123456"}
+    for target, landed in (("/shop/cart", "/shop/cart"), ("/cart", "/shop/")):
+        response = client.post(f"/login?next={target}", data=form, headers=shop)
+        assert response.headers["Location"] == landed
+    # Without the header (directly on :8080) nothing changes.
+    visitor = client.application.test_client()
+    assert visitor.get("/orders").headers["Location"] == "/login?next=/orders"
+
+
 def test_every_form_needs_a_csrf_token(make_app, fake: FakeServices) -> None:
     client = make_app(WTF_CSRF_ENABLED=True).test_client()
     form = client.get("/login")

@@ -8,7 +8,7 @@ from pathlib import Path
 import requests
 
 from shopkit.embedded_pg import service_role_url
-from shopkit.stack import PACKAGES, ServiceProcess, free_port
+from shopkit.stack import APPS, PACKAGES, ServiceProcess, free_port
 
 
 class LiveStack:
@@ -18,7 +18,7 @@ class LiveStack:
         self.database_url = database_url
         self.admin = admin
         self.service_secret = service_secret
-        self.ports = {name: free_port() for name in PACKAGES}
+        self.ports = {name: free_port() for name in APPS}  # the services and the storefront
         self.processes: dict[str, ServiceProcess] = {}
         self.log_dir = Path(tempfile.mkdtemp(prefix="shop-test-logs-"))
 
@@ -30,7 +30,7 @@ class LiveStack:
         """The environment a service process gets (connecting as the service's own role)."""
         return {
             "DATABASE_URL": service_role_url(self.database_url, service)
-            if service
+            if service in PACKAGES  # the storefront has no database of its own
             else self.database_url,
             "DEACTIVATION_REFRESH": "2",
             "ADMIN_USERNAME": self.admin[0],
