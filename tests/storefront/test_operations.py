@@ -305,3 +305,20 @@ def test_without_business_metrics_pending_and_cancelling_come_from_the_sales_api
     assert re.search(r'id="pending">5 ', page) and re.search(r'id="cancelling">2 ', page)
     assert "Recoveries appear once sales exports shop_recovered_sales_total." in page
     assert re.search(r'id="recoveries">—', page)
+
+
+def test_under_the_gateways_prefix_the_console_forms_and_redirects_carry_it(
+    client: FlaskClient, fake: FakeServices, admin: str
+) -> None:
+    shop = {"X-Forwarded-Prefix": "/shop"}
+    faults_of(fake, "sales", [LATENCY])
+    fake.on("customers", "GET", "/customers", 200, page_of(ADA, BOB))
+    for path in ("/admin/system", "/admin/customers?active=all"):
+        page = client.get(path, headers=shop).text
+        actions = re.findall(r'action="([^"]*)"', page)
+        assert all(a.startswith("/shop/") for a in actions), (path, actions)
+        assert sum(a.startswith("/shop/admin/") for a in actions) >= 2, (path, actions)
+    switched = client.post("/admin/system/sales/faults", headers=shop, data={
+        "fault-sales-kind": "error", "fault-sales-target": "route", "fault-sales-route": "/x",
+        "fault-sales-rate": "1"})  # fmt: skip
+    assert switched.headers["Location"] == "/shop/admin/system#faults-sales"
