@@ -32,6 +32,7 @@ from shopkit.service_client import DependencyUnavailable
 from storefront import account, admin, shop
 from storefront.clients import ApiProblem, HttpTransport, ShopApi
 from storefront.jobs import JobRunner
+from storefront.problems import describe, is_unavailable
 from storefront.session import LoginRequired, current_user, forget, to_login
 from storefront.system import RateTracker
 
@@ -180,6 +181,8 @@ def _init_errors(app: Flask) -> None:
             return page(404, "Not found", error.detail)
         if error.status == 403:
             return page(403, "Not allowed", error.detail)
+        if is_unavailable(error):
+            return page(503, "A service is unavailable", describe(error))
         if error.status >= 500:
             log.error("%s answered %s: %s", error.service, error.status, error.detail)
             return page(502, "Something went wrong", f"The {error.service} service failed.")

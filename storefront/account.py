@@ -9,6 +9,7 @@ from flask.typing import ResponseReturnValue
 
 from storefront.clients import ApiProblem
 from storefront.forms import ActionForm, LoginForm, ProfileForm, RegisterForm
+from storefront.problems import describe
 from storefront.session import api, current_user, forget, login_required, remember, token
 
 bp = Blueprint("account", __name__)
@@ -41,7 +42,7 @@ def register() -> ResponseReturnValue:
             api().register(fields)
             user = remember(api().login(str(form.username.data), str(form.password.data)))
         except ApiProblem as exc:
-            problem = exc.message()
+            problem = describe(exc)
         else:
             flash(f"Welcome, {user.username}! Top up your wallet to start shopping.", "success")
             return redirect(url_for("shop.wallet"))
@@ -60,7 +61,7 @@ def login() -> ResponseReturnValue:
         try:
             user = remember(api().login(str(form.username.data), str(form.password.data)))
         except ApiProblem as exc:
-            problem = exc.message()
+            problem = describe(exc)
         else:
             flash(f"Logged in as {user.username}.", "success")
             default = url_for("admin.index") if user.is_admin else None
@@ -92,7 +93,7 @@ def profile() -> ResponseReturnValue:
         try:
             api().update_profile(token(), user.username, fields)
         except ApiProblem as exc:
-            problem = exc.message()
+            problem = describe(exc)
         else:
             flash("Your profile is saved.", "success")
             return redirect(url_for("account.profile"))

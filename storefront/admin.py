@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 
 from storefront.clients import SERVICES, ApiProblem
+from storefront.faults import (
+    FaultInputError,
+    describe_fault,
+    fault_form,
+    fault_from_form,
+    fingerprint,
+    without,
+)
 from storefront.forms import (
     CATEGORIES,
     SORTS,
@@ -17,6 +35,7 @@ from storefront.forms import (
     PopulateForm,
     ProductForm,
     QuantityForm,
+    RemoveFaultForm,
     ReplayForm,
     ShipForm,
 )
@@ -27,6 +46,8 @@ from storefront.system import RateTracker, collect
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 REVIEW_STATUSES = ("pending", "flagged", "approved", "rejected")
+bp.add_app_template_filter(describe_fault, "fault")
+bp.add_app_template_filter(fingerprint, "fingerprint")
 
 
 @bp.before_request
@@ -196,7 +217,7 @@ def restore(product_id: int) -> ResponseReturnValue:
 
 @bp.get("/customers")
 def customers() -> ResponseReturnValue:
-    """Search customers; deactivate an account."""
+    """Search customers, active, deactivated or all; deactivate or reactivate an account."""
     q = request.args.get("q", "").strip()
     active_arg = request.args.get("active", "true")
     active = {"true": True, "false": False}.get(active_arg)
@@ -219,6 +240,14 @@ def customers() -> ResponseReturnValue:
 def deactivate(username: str) -> ResponseReturnValue:
     """Deactivate an account (its history is kept; its tokens stop working)."""
     attempt(lambda: api().deactivate(token(), username), f"{username} is deactivated.")
+    return redirect(url_for("admin.customers", q=username, active="all"))
+
+
+@bp.post("/customers/<username>/reactivate")
+def reactivate(username: str) -> ResponseReturnValue:
+    """Let a deactivated account log in again (``POST /customers/{username}/reactivation``)."""
+    attempt(lambda: api().reactivate(token(), username),
+            f"{username} is active again and can log in.")  # fmt: skip
     return redirect(url_for("admin.customers", q=username, active="all"))
 
 
@@ -278,7 +307,7 @@ def cancel(sale_id: Any) -> ResponseReturnValue:
     else:
         key = str(form.key.data)
         attempt(lambda: api().cancel(token(), str(sale_id), key),
-                "Order cancelled; the buyer is refunded.")  # fmt: skip
+                "Order cancelled; the buyer is refunded.", "cancel")  # fmt: skip
     return redirect(url_for("admin.order", sale_id=sale_id))
 
 
@@ -290,8 +319,72 @@ def system() -> ResponseReturnValue:
     """Readiness, traffic, sales by outcome, pending sales, recoveries and fault switches."""
     tracker: RateTracker = current_app.extensions["shop_rates"]
     view = collect(api(), token(), tracker)
-    template = "admin/_system.html" if request.headers.get("HX-Request") else "admin/system.html"
-    return render_template(template, view=view, form=ActionForm())
+    if request.headers.get("HX-Request"):
+        return render_template("admin/_system.html", view=view)
+    return render_template(
+        "admin/system.html",
+        view=view,
+        form=ActionForm(),
+        fault_forms={s.name: fault_form(s.name) for s in view.services if s.faults_available},
+    )
+
+
+def _to_faults(service: str) -> ResponseReturnValue:
+    return redirect(url_for("admin.system", _anchor=f"faults-{service}"))
+
+
+@bp.post("/system/<service>/faults")
+def switch_fault_on(service: str) -> ResponseReturnValue:
+    """Add one fault to the service's set (``GET`` the set, ``PUT`` it back with the new one)."""
+    if service not in SERVICES:
+        abort(404)
+    form = fault_form(service, submitted=True)
+    if not form.validate():
+        flash(_form_errors(form), "error")
+        return _to_faults(service)
+    try:
+        fault = fault_from_form(form)
+    except FaultInputError as exc:
+        flash(str(exc), "error")
+        return _to_faults(service)
+
+    def add() -> None:
+        current = api().faults(token(), service)
+        if current is None:
+            raise ApiProblem(service, 404, {"detail": f"{service} has no /admin/faults."})
+        api().set_faults(token(), service, [*current.get("faults", []), fault])
+
+    attempt(add, f"{service}: switched on {describe_fault(fault)}.")
+    return _to_faults(service)
+
+
+@bp.post("/system/<service>/faults/off")
+def switch_fault_off(service: str) -> ResponseReturnValue:
+    """Switch one fault off: ``PUT`` the set back without it."""
+    if service not in SERVICES:
+        abort(404)
+    form = RemoveFaultForm()
+    if not form.validate():
+        flash("Choose a fault to switch off.", "error")
+        return _to_faults(service)
+    shown = str(form.fault.data)
+    try:
+        fault = json.loads(shown)
+    except ValueError:
+        fault = None
+    if not isinstance(fault, dict):
+        flash("Choose a fault to switch off.", "error")
+        return _to_faults(service)
+
+    def remove() -> None:
+        current = api().faults(token(), service) or {}
+        rest = without(list(current.get("faults") or []), shown)
+        if rest is None:
+            raise ApiProblem(service, 409, {"detail": "That fault is no longer switched on."})
+        api().set_faults(token(), service, rest)
+
+    attempt(remove, f"{service}: switched off {describe_fault(fault)}.")
+    return _to_faults(service)
 
 
 @bp.post("/system/<service>/faults/clear")
@@ -301,7 +394,7 @@ def clear_faults(service: str) -> ResponseReturnValue:
         flash("Unknown service.", "error")
     else:
         attempt(lambda: api().clear_faults(token(), service), f"Faults of {service} switched off.")
-    return redirect(url_for("admin.system"))
+    return _to_faults(service)
 
 
 @bp.route("/audit", methods=["GET", "POST"])

@@ -48,10 +48,23 @@ class ApiProblem(Exception):
     def message(self) -> str:
         """The detail, followed by the per-field messages when there are any."""
         parts = [self.detail]
-        for name, messages in self.field_errors.items():
-            text = "; ".join(str(m) for m in messages) if isinstance(messages, list) else messages
+        for name, text in _field_messages(self.field_errors):
             parts.append(f"{name}: {text}")
         return " ".join(parts)
+
+
+def _field_messages(errors: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """``{field: [messages]}``, nested for lists of objects (``faults.0.latency_ms``), flat."""
+    found: list[tuple[str, str]] = []
+    for name, messages in errors.items():
+        where = f"{prefix}{name}"
+        if isinstance(messages, Mapping):
+            found.extend(_field_messages(messages, f"{where}."))
+        elif isinstance(messages, list):
+            found.append((where, "; ".join(str(m) for m in messages)))
+        else:
+            found.append((where, str(messages)))
+    return found
 
 
 class Transport(Protocol):
@@ -276,6 +289,10 @@ class ShopApi:
         """``DELETE /customers/{username}``: deactivate (204)."""
         self._call("customers", "DELETE", f"/customers/{username}", token=token, expect=(204,))
 
+    def reactivate(self, token: str, username: str) -> JSON:
+        """``POST /customers/{username}/reactivation`` (admin): the account may log in again."""
+        return self._call("customers", "POST", f"/customers/{username}/reactivation", token=token)
+
     # --- inventory -------------------------------------------------------------------------
 
     def products(self, filters: Mapping[str, Any], page: int = 1, page_size: int = 12) -> Page:
@@ -450,6 +467,11 @@ class ShopApi:
         if not response.ok:
             raise ApiProblem(service, response.status, response.body)
         return response.body
+
+    def set_faults(self, token: str, service: str, faults: list[JSON]) -> list[JSON]:
+        """``PUT /admin/faults`` of ``service``: replace its fault set; returns the new set."""
+        body = self._call(service, "PUT", "/admin/faults", token=token, json={"faults": faults})
+        return list(body.get("faults") or [])
 
     def clear_faults(self, token: str, service: str) -> None:
         """``DELETE /admin/faults`` of ``service``: every fault off."""

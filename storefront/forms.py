@@ -139,3 +139,23 @@ class ReplayForm(FlaskForm):
     rate = DecimalField("Rate (per second, 0: as fast as possible)", default=0, places=1,
                         validators=[InputRequired(), NumberRange(0, 1000)])  # fmt: skip
     seed = IntegerField("Seed", default=42, validators=[InputRequired()])
+
+
+class FaultForm(FlaskForm):
+    """Switch a fault on in one service (its kinds and targets are set per service)."""
+
+    kind = SelectField("Fault")
+    target = SelectField("On")
+    route = StringField("Route (METHOD /path, or a path prefix)", validators=[Optional(),
+                        Length(max=200)], render_kw={"placeholder": "POST /sales"})  # fmt: skip
+    latency_ms = IntegerField("Latency (ms)", validators=[Optional(), NumberRange(1, 60_000)])
+    hang_s = DecimalField("Hang (s)", places=1, validators=[Optional(), NumberRange(0.1, 120)])
+    status = IntegerField("Error status", validators=[Optional(), NumberRange(500, 599)])
+    rate = DecimalField("Share of requests hit (0-1)", default=1, places=2,
+                        validators=[InputRequired(), NumberRange(0, 1)])  # fmt: skip
+
+
+class RemoveFaultForm(FlaskForm):
+    """Switch one fault off: the fault itself, as the page showed it."""
+
+    fault = HiddenField(validators=[InputRequired(), Length(max=2000)])

@@ -21,6 +21,7 @@ from flask import abort, current_app, flash, redirect, request, session, url_for
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from storefront.clients import ApiProblem, ShopApi, Tokens
+from storefront.problems import describe, recorded
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: Renew the access token when it has fewer seconds than this left.
@@ -123,12 +124,16 @@ def admin_required(view: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def attempt(call: Callable[[], object], success: str) -> bool:
-    """Make one call for a form: flash ``success``, or the service's refusal; True if it worked."""
+def attempt(call: Callable[[], object], success: str, action: str | None = None) -> bool:
+    """Make one call for a form: flash ``success``, or the service's refusal; True if it worked.
+
+    A refusal is shown with what to do about it (:func:`storefront.problems.describe`
+    for ``action``); one that still left the order recorded is a warning, not an error.
+    """
     try:
         call()
     except ApiProblem as exc:
-        flash(exc.message(), "error")
+        flash(describe(exc, action), "warning" if recorded(exc) else "error")
         return False
     flash(success, "success")
     return True

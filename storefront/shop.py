@@ -24,6 +24,7 @@ from storefront.forms import (
     TopUpForm,
     new_key,
 )
+from storefront.problems import describe
 from storefront.session import (
     api,
     attempt,
@@ -137,7 +138,7 @@ def add_to_cart(product_id: int) -> ResponseReturnValue:
     try:
         api().set_cart_item(token(), product_id, have + int(form.quantity.data or 1))
     except ApiProblem as exc:
-        flash(exc.message(), "error")
+        flash(describe(exc), "error")
         return redirect(url_for("shop.product", product_id=product_id))
     flash("Added to your cart.", "success")
     return redirect(url_for("shop.cart"))
@@ -153,7 +154,7 @@ def set_quantity(product_id: int) -> ResponseReturnValue:
     try:
         api().set_cart_item(token(), product_id, int(form.quantity.data or 1))
     except ApiProblem as exc:
-        return _render_cart(exc.message(), 422 if exc.status < 500 else 502)
+        return _render_cart(describe(exc), _refusal_status(exc))
     return redirect(url_for("shop.cart"))
 
 
@@ -176,9 +177,16 @@ def checkout() -> ResponseReturnValue:
     try:
         order = api().checkout(token(), str(form.key.data))
     except ApiProblem as exc:
-        return _render_cart(_checkout_message(exc), exc.status if exc.status in (409, 503) else 422)
+        return _render_cart(_checkout_message(exc), _refusal_status(exc))
     flash("Thank you: your order is placed.", "success")
     return redirect(url_for("shop.order", sale_id=order["id"]))
+
+
+def _refusal_status(exc: ApiProblem) -> int:
+    """The page's status for a refused form: the service's 409 or 503, else 422 (5xx: 502)."""
+    if exc.status in (409, 503):
+        return exc.status
+    return 422 if exc.status < 500 else 502
 
 
 def _checkout_message(exc: ApiProblem) -> str:
@@ -186,12 +194,8 @@ def _checkout_message(exc: ApiProblem) -> str:
     hints = {
         "insufficient_funds": "Top up your wallet, then check out again: your cart is kept.",
         "insufficient_stock": "Lower the quantities marked short, then check out again.",
-        "sale_pending": "The order is recorded and will be settled shortly; see your orders.",
-        "dependency_unavailable": "Nothing was ordered: please try again in a moment.",
-        "database_unavailable": "Nothing was ordered: please try again in a moment.",
     }
-    hint = hints.get(exc.code)
-    return f"{exc.message()} {hint}" if hint else exc.message()
+    return describe(exc, "order", hints)
 
 
 # --- orders -----------------------------------------------------------------------------------
@@ -226,7 +230,7 @@ def cancel_order(sale_id: Any) -> ResponseReturnValue:
         return redirect(url_for("shop.order", sale_id=sale_id))
     key = str(form.key.data)
     attempt(lambda: api().cancel(token(), str(sale_id), key),
-            "Your order is cancelled and the money is back in your wallet.")  # fmt: skip
+            "Your order is cancelled and the money is back in your wallet.", "cancel")  # fmt: skip
     return redirect(url_for("shop.order", sale_id=sale_id))
 
 
@@ -238,13 +242,14 @@ def cancel_order(sale_id: Any) -> ResponseReturnValue:
 def wallet() -> ResponseReturnValue:
     """The wallet: balance, top-up and the ledger."""
     form = TopUpForm()
-    problem = None
+    problem, status = None, 200
     if request.method == "POST":
+        status = 422
         if form.validate():
             try:
                 api().top_up(token(), _username(), f"{form.amount.data:.2f}", str(form.key.data))
             except ApiProblem as exc:
-                problem = exc.message()
+                problem, status = describe(exc), _refusal_status(exc)
             else:
                 flash(f"Added {form.amount.data:.2f} to your wallet.", "success")
                 return redirect(url_for("shop.wallet"))
@@ -254,7 +259,7 @@ def wallet() -> ResponseReturnValue:
     fresh = TopUpForm(formdata=None, key=new_key(), amount=form.amount.data)
     return render_template(
         "shop/wallet.html", wallet=data, ledger=Page.of(data), form=fresh, problem=problem
-    ), 422 if problem else 200
+    ), status if problem else 200
 
 
 # --- reviews ----------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ from shopkit.service_client import DependencyUnavailable
 from storefront.clients import SERVICES, ApiProblem, ShopApi
 
 Sample = tuple[str, tuple[tuple[str, str], ...]]
+#: Samples that show sales exports the business metrics (shopkit.metrics, sales_service.observe).
+BUSINESS_PREFIXES = ("shop_sales", "shop_recover")
 
 
 @dataclass
@@ -33,8 +35,11 @@ class ServiceStatus:
     detail: str
     requests_per_s: float | None = None
     errors_per_s: float | None = None
-    faults: dict[str, Any] | None = None
+    #: The live faults (``None``: not read, or the service has no ``/admin/faults``).
+    faults: list[dict[str, Any]] | None = None
     faults_available: bool = False
+    #: Why the faults could not be read (e.g. 403 ``faults_disabled`` in production mode).
+    faults_problem: str | None = None
 
 
 @dataclass
@@ -45,8 +50,12 @@ class SystemView:
     sales_per_s: dict[str, float] | None = None
     sales_source: str = ""
     pending: int | None = None
+    cancelling: int | None = None
+    #: Age in seconds of the oldest unsettled sale, by status (``{}`` when unknown).
+    oldest_s: dict[str, float] = field(default_factory=dict)
     pending_source: str = ""
     recoveries: dict[str, float] | None = None
+    recovery_runs: int | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -123,14 +132,22 @@ def collect(api: ShopApi, admin_token: str, tracker: RateTracker) -> SystemView:
             if name == "sales":
                 sales_values, sales_rates = values, rates
         if status.ready:
-            try:
-                status.faults = api.faults(admin_token, name)
-                status.faults_available = status.faults is not None
-            except (ApiProblem, DependencyUnavailable):
-                status.faults = None
+            _read_faults(api, admin_token, status)
         view.services.append(status)
     _sales_figures(api, admin_token, view, sales_values, sales_rates)
     return view
+
+
+def _read_faults(api: ShopApi, admin_token: str, status: ServiceStatus) -> None:
+    try:
+        found = api.faults(admin_token, status.name)
+    except ApiProblem as exc:
+        status.faults_problem = exc.message()
+    except DependencyUnavailable as exc:
+        status.faults_problem = exc.detail
+    else:
+        status.faults_available = found is not None
+        status.faults = list(found.get("faults") or []) if found is not None else None
 
 
 def _readiness(api: ShopApi, name: str) -> ServiceStatus:
@@ -150,30 +167,61 @@ def _sales_figures(
     values: dict[Sample, float] | None,
     rates: dict[Sample, float] | None,
 ) -> None:
-    """Sales per second by outcome, pending sales and recoveries (metrics first, then the API)."""
+    """Sales per second by outcome, unsettled sales and recoveries (metrics first, then the API).
+
+    The ``shop_*`` counters appear in ``/metrics`` only once something counted
+    (several workers pool their samples), so any ``shop_sales*`` or
+    ``shop_recovery*`` sample means the business metrics are exported and a
+    missing counter means zero, not "fall back".
+    """
     names = {sample for sample, _ in (values or {})}
-    if "shop_sales_total" in names:
+    business = any(name.startswith(BUSINESS_PREFIXES) for name in names)
+    if business:
         view.sales_source = "shop_sales_total"
         if rates is not None:
-            view.sales_per_s = total_by(rates, "shop_sales_total", "status")
+            view.sales_per_s = _outcome_rates(rates)
     elif values is not None:
         view.sales_source = "HTTP answers of POST /sales and checkout (no shop_sales_total yet)"
         if rates is not None:
             view.sales_per_s = _purchase_rates(rates)
         view.notes.append("sales does not export shop_* business metrics yet.")
     if "shop_sales_pending" in names:
-        view.pending = int(sum(total_by(values or {}, "shop_sales_pending", "status").values()))
+        found = total_by(values or {}, "shop_sales_pending", "status")
+        view.pending = int(found.get("pending", 0))
+        view.cancelling = int(found.get("cancelling", 0))
+        view.oldest_s = total_by(values or {}, "shop_sales_oldest_pending_age_seconds", "status")
         view.pending_source = "shop_sales_pending"
     else:
-        try:
-            view.pending = api.orders(admin_token, status="pending").total
-            view.pending_source = "GET /sales?status=pending"
-        except (ApiProblem, DependencyUnavailable):
-            view.pending = None
-    if "shop_recovered_sales_total" in names:
+        view.pending_source = "GET /sales?status=…"
+        view.pending = _count_orders(api, admin_token, "pending")
+        view.cancelling = _count_orders(api, admin_token, "cancelling")
+    if business:
         view.recoveries = total_by(values or {}, "shop_recovered_sales_total", "outcome")
+        if "shop_recovery_runs_total" in names:
+            view.recovery_runs = int(_sum(values or {}, "shop_recovery_runs_total"))
     else:
         view.notes.append("Recoveries appear once sales exports shop_recovered_sales_total.")
+
+
+def _count_orders(api: ShopApi, admin_token: str, status: str) -> int | None:
+    try:
+        return api.orders(admin_token, status=status).total
+    except (ApiProblem, DependencyUnavailable):
+        return None
+
+
+def _outcome_rates(rates: dict[Sample, float]) -> dict[str, float]:
+    """Settled sales per second by outcome: the status, with the failure code of a failed one."""
+    outcomes: dict[str, float] = {}
+    for (sample, labels), value in rates.items():
+        if sample != "shop_sales_total":
+            continue
+        found = dict(labels)
+        outcome = found.get("status", "")
+        if found.get("failure_code"):
+            outcome = f"{outcome} ({found['failure_code']})"
+        outcomes[outcome] = outcomes.get(outcome, 0.0) + value
+    return outcomes
 
 
 def _purchase_rates(rates: dict[Sample, float]) -> dict[str, float]:

@@ -170,6 +170,13 @@ def balance_of(live_stack: Any, username: str, password: str) -> str:
     return str(wallet.json()["balance"])
 
 
+def login_status(live_stack: Any, username: str, password: str) -> int:
+    """The status of ``POST /auth/login`` with these credentials."""
+    answer = requests.post(live_stack.url("customers") + "/auth/login",
+                           json={"username": username, "password": password}, timeout=30)  # fmt: skip
+    return answer.status_code
+
+
 def test_shopper_buys_cancels_is_refunded_reviews_and_the_admin_approves(
     storefront: str, browser: WebDriver, live_stack: Any
 ) -> None:
@@ -264,6 +271,27 @@ def test_shopper_buys_cancels_is_refunded_reviews_and_the_admin_approves(
     WebDriverWait(browser, 15).until(lambda d: "measuring" not in shop.text("#sales-rate"))
     assert shop.text('tr[data-service="sales"] td:nth-child(3)') != "…"
     shop.shot("system")
+
+    # A latency fault is switched on in sales from its form, shown, and switched off again.
+    shop.fill({"fault-sales-kind": "latency", "fault-sales-target": "route",
+               "fault-sales-route": "POST /cart/checkout", "fault-sales-latency_ms": "50"})  # fmt: skip
+    shop.submit("#faults-sales .switch-on")
+    assert "switched on latency 50 ms on requests to POST /cart/checkout" in shop.flash()
+    assert "latency 50 ms" in shop.text('tr[data-service="sales"] .live-faults')
+    shop.submit("#faults-sales .switch-off")
+    assert "switched off latency 50 ms" in shop.flash()
+    assert "No fault is on." in shop.text("#faults-sales")
+
+    # The admin deactivates the shopper (who can no longer log in), then reactivates her.
+    shop.go("/admin/customers?q=browser_bea&active=all")
+    shop.submit('tr[data-username="browser_bea"] .deactivate')
+    assert "browser_bea is deactivated" in shop.flash()
+    assert "deactivated" in shop.text('tr[data-username="browser_bea"] .account-status')
+    assert login_status(live_stack, "browser_bea", account["password"]) == 401
+    shop.submit('tr[data-username="browser_bea"] .reactivate')
+    assert "browser_bea is active again" in shop.flash()
+    assert shop.text('tr[data-username="browser_bea"] .account-status') == "active"
+    assert login_status(live_stack, "browser_bea", account["password"]) == 200
 
     # The data page runs a small populate and follows it to the end.
     shop.go("/admin/data")

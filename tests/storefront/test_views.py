@@ -382,6 +382,70 @@ def test_cancel_sends_a_key_and_shows_a_refusal(
     assert fake.made("sales", "POST", f"/sales/{SALE_ID}/cancellation")[0].idempotency_key == "c-1"
 
 
+@pytest.mark.parametrize(
+    ("body", "category", "hint"),
+    [
+        ({"code": "sale_pending", "sale_status": "cancelling", "reason": "dependency_unavailable",
+          "detail": "The customers service is unavailable; the order is cancelling."},
+         "warning", "The cancellation is recorded: the order stays cancelling"),
+        ({"code": "dependency_unavailable", "detail": "The inventory service is unavailable."},
+         "error", "Nothing was cancelled (the order is as it was)"),
+        ({"code": "database_unavailable", "detail": "The database is unavailable."},
+         "error", "Nothing was cancelled (the order is as it was)"),
+        ({"code": "auth_unavailable", "detail": "Signing keys are unavailable."},
+         "error", "Nothing was cancelled (the order is as it was)"),
+    ],
+)  # fmt: skip
+def test_a_503_cancellation_says_whether_it_was_recorded(
+    client: FlaskClient, fake: FakeServices, shopper: str, body: dict, category: str, hint: str
+) -> None:
+    fake.on("sales", "POST", f"/sales/{SALE_ID}/cancellation", 503, {**body, "sale_id": SALE_ID})
+    status = "cancelling" if body["code"] == "sale_pending" else "completed"
+    fake.on("sales", "GET", f"/sales/{SALE_ID}", 200, {**SALE, "status": status})
+    page = client.post(f"/orders/{SALE_ID}/cancel", data={"key": "c-2"}, follow_redirects=True)
+    category_found, flashed = re.findall(r'<p class="flash (\w+)" role="status">([^<]*)</p>',
+                                         page.text)[-1]  # fmt: skip
+    assert category_found == category
+    assert body["detail"] in flashed and hint in flashed
+    assert ('id="cancel-order"' in page.text) == (status == "completed")
+    assert ("being cancelled" in page.text) == (status == "cancelling")
+
+
+def test_the_console_words_a_503_cancellation_the_same_way(
+    client: FlaskClient, fake: FakeServices, admin: str
+) -> None:
+    fake.on("sales", "POST", f"/sales/{SALE_ID}/cancellation", 503, {
+        "code": "sale_pending", "sale_status": "cancelling", "sale_id": SALE_ID,
+        "detail": "The inventory service is unavailable."})  # fmt: skip
+    fake.on("sales", "GET", f"/sales/{SALE_ID}", 200, {**SALE, "status": "cancelling"})
+    page = client.post(f"/admin/orders/{SALE_ID}/cancel", data={"key": "c-3"},
+                       follow_redirects=True)  # fmt: skip
+    assert "The cancellation is recorded" in page.text and "flash warning" in page.text
+
+
+def test_a_503_read_is_a_503_page_with_the_detail_and_what_to_do(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    fake.on("sales", "GET", "/cart", 503, {
+        "code": "database_unavailable", "detail": "The sales database is unavailable."})  # fmt: skip
+    response = client.get("/cart")
+    assert response.status_code == 503
+    assert "The sales database is unavailable." in response.text
+    assert "Nothing was changed: please try again in a moment." in response.text
+
+
+def test_a_503_top_up_says_nothing_was_charged(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    fake.on("customers", "POST", "/customers/ada/wallet/charge", 503, {
+        "code": "database_unavailable", "detail": "The database is unavailable."})  # fmt: skip
+    fake.on("customers", "GET", "/customers/ada/wallet", 200,
+            {"balance": "0.00", **page_of()})  # fmt: skip
+    response = client.post("/wallet", data={"amount": "5", "key": "t-2"})
+    assert response.status_code == 503
+    assert "The database is unavailable. Nothing was changed" in response.text
+
+
 def test_top_up_charges_the_wallet_once_per_form(
     client: FlaskClient, fake: FakeServices, shopper: str
 ) -> None:
