@@ -33,6 +33,10 @@ OPERATIONS = [
     ("POST", "/internal/reservations/{sale_id}/release"),
     ("POST", "/internal/reservations/{sale_id}/return"),
 ]
+#: The live fault switches (shopkit.faults) are documented but not fuzzed: a generated
+#: body would switch real faults (a hang, a crash) on in this test process. Their
+#: validation is tested in tests/shopkit/test_faults_and_bounds.py.
+NOT_FUZZED = {("GET", "/admin/faults"), ("PUT", "/admin/faults"), ("DELETE", "/admin/faults")}
 
 
 @pytest.fixture
@@ -46,7 +50,7 @@ def test_every_operation_is_fuzzed(inventory_schema: Any) -> None:
         (operation.method.upper(), operation.path)
         for operation in (result.ok() for result in inventory_schema.get_all_operations())
     }
-    assert documented == set(OPERATIONS)
+    assert documented == set(OPERATIONS) | NOT_FUZZED
 
 
 @pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
