@@ -13,6 +13,8 @@
    the public API while refusing ``/internal/*``.
 4. The per-service database roles created by the postgres init step really
    isolate the schemas.
+5. Each secret goes only to the apps whose code reads it, and the file's environment,
+   given production values, passes production mode (``SHOP_ENV=production``).
 """
 
 from __future__ import annotations
@@ -38,10 +40,24 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ProgrammingError
 
-from shopkit.config import PROJECT_ROOT
+from shopkit.config import (
+    DEV_SERVICE_CLIENT_SECRET,
+    PRODUCTION,
+    PROJECT_ROOT,
+    InsecureConfiguration,
+    Settings,
+)
 from shopkit.embedded_pg import psql_command, scratch_database
 from shopkit.gateway import CLOSED_ADDRESS, GATEWAY_DIR, nginx_binary
 from shopkit.stack import STOREFRONT_PORT, free_port
+from tests.support.secrets import (
+    ADMIN_PASSWORD,
+    SHARED_SECRET,
+    SHOP_ENV,
+    only_these_settings,
+    placeholder,
+    production_secret_variables,
+)
 
 pytestmark = pytest.mark.processes
 
@@ -124,6 +140,48 @@ def test_dockerfile_is_slim_non_root_and_caches_dependencies() -> None:
     assert dockerfile.index("pip install .") < dockerfile.index("COPY shopkit")
     ignored = (PROJECT_ROOT / ".dockerignore").read_text().split()
     assert {".venv", ".git", ".data"} <= set(ignored)
+
+
+def test_compose_secrets_go_where_the_code_reads_them() -> None:
+    services = compose()["services"]
+    for name in APP_SERVICES:
+        env = services[name]["environment"]
+        # Its own client secret (customers: every service's, and the admin's password), as
+        # production mode asks of it; the shared one only as the development fallback.
+        secrets = {v for v in env if v.endswith("_CLIENT_SECRET") or v == ADMIN_PASSWORD}
+        assert secrets - {SHARED_SECRET} == production_secret_variables(name), name
+        assert interpolate(env[SHARED_SECRET], {}) == DEV_SERVICE_CLIENT_SECRET
+    for name in ("storefront", "seeder"):  # an admin login each, no service identity
+        env = services[name]["environment"]
+        assert ADMIN_PASSWORD in env
+        assert not [v for v in env if v.endswith("_CLIENT_SECRET")], name
+
+
+def test_compose_production_environment_passes_production_mode() -> None:
+    """``SHOP_ENV=production`` with every secret the file interpolates set to a production
+    value: every app starts; with Compose's development defaults, no service does."""
+    services = compose()["services"]
+    apps = [*APP_SERVICES, "storefront"]
+    referenced = {
+        variable
+        for name in apps
+        for raw in services[name]["environment"].values()
+        for variable in re.findall(r"\$\{(\w+)", str(raw))
+    }
+    secret = re.compile(r"_CLIENT_SECRET$|_PASSWORD$|_SECRET_KEY$")
+    host = {v: placeholder(v) for v in referenced if secret.search(v) and v != SHARED_SECRET}
+    assert {f"{s.upper()}_DB_PASSWORD" for s in APP_SERVICES} <= set(host)
+    for name in apps:
+        env = {k: interpolate(str(v), {**host, SHOP_ENV: PRODUCTION})
+               for k, v in services[name]["environment"].items()}  # fmt: skip
+        with only_these_settings(env):
+            settings = Settings.from_env(name)
+        assert settings.is_production and settings.secret_problems() == [], name
+        if name in APP_SERVICES:
+            defaults = {k: interpolate(str(v), {SHOP_ENV: PRODUCTION})
+                        for k, v in services[name]["environment"].items()}  # fmt: skip
+            with only_these_settings(defaults), pytest.raises(InsecureConfiguration):
+                Settings.from_env(name)
 
 
 # --- running the compose commands ---------------------------------------------------------

@@ -7,6 +7,7 @@ would evaluate them: who can open a connection to whom.
 
 from __future__ import annotations
 
+import base64
 import importlib
 import json
 import re
@@ -21,10 +22,17 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from shopkit import config
-from shopkit.config import PROJECT_ROOT, SERVICE_PORTS
+from shopkit.config import PRODUCTION, PROJECT_ROOT, SERVICE_PORTS, InsecureConfiguration, Settings
 from shopkit.gateway import GATEWAY_DIR, SHARED_FILES
 from shopkit.stack import FRONTENDS, PACKAGES, STOREFRONT_PORT, ServiceProcess
+from tests.support.secrets import (
+    SHARED_SECRET,
+    SHOP_ENV,
+    only_these_settings,
+    placeholder,
+    production_secret_variables,
+    settings_variables,
+)
 
 K8S = PROJECT_ROOT / "deploy" / "k8s"
 OVERLAYS = ("dev", "production")
@@ -40,10 +48,11 @@ CALLS = {
 }
 #: Every app's port: the services' and the front ends' (served one worker each, see below).
 APP_PORTS = {**SERVICE_PORTS, **dict.fromkeys(FRONTENDS, STOREFRONT_PORT)}
-#: The variables each app gets from a Secret.
+#: The variables each app gets from a Secret: a service its own database and what production
+#: mode asks of it (its own <NAME>_CLIENT_SECRET; customers every service's, which it
+#: verifies, and ADMIN_PASSWORD), found by asking shopkit.config. Never the shared fallback.
 SECRET_VARIABLES = {
-    **{name: {"DATABASE_URL", "SERVICE_CLIENT_SECRET"} for name in SERVICE_PORTS},
-    "customers": {"DATABASE_URL", "SERVICE_CLIENT_SECRET", "ADMIN_PASSWORD"},
+    **{name: {"DATABASE_URL", *production_secret_variables(name)} for name in SERVICE_PORTS},
     "storefront": {"STOREFRONT_SECRET_KEY", "ADMIN_PASSWORD"},  # the console's seeder runs
 }
 
@@ -74,11 +83,53 @@ def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]
             yield doc["metadata"]["name"], doc["spec"]["template"]["spec"]
 
 
+def secret_key(variable: str) -> str:
+    """The key of ``shop-secrets`` holding ``variable``: ``SALES_CLIENT_SECRET`` → ``sales-client-secret``."""
+    return variable.lower().replace("_", "-")
+
+
+def app_containers(
+    docs: list[dict[str, Any]],
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each app's containers that run its code: the app and its migration init container."""
+    for name, deployment in of_kind(docs, "Deployment").items():
+        if name in APP_PORTS:
+            pod = deployment["spec"]["template"]["spec"]
+            for container in [*pod.get("initContainers", []), *pod["containers"]]:
+                yield name, container
+
+
+def container_env(
+    docs: list[dict[str, Any]], container: dict[str, Any], secret: Any
+) -> dict[str, str]:
+    """The environment a container starts with: its ConfigMaps, then its own ``env``; each
+    ``secretKeyRef`` resolved by ``secret(ref)``."""
+    configmaps = of_kind(docs, "ConfigMap")
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env.update(configmaps[source["configMapRef"]["name"]]["data"])
+    for entry in container.get("env", []):
+        if "value" in entry:
+            env[entry["name"]] = entry["value"]
+        else:
+            env[entry["name"]] = secret(entry["valueFrom"]["secretKeyRef"])
+    return env
+
+
+def production_secret(ref: dict[str, str]) -> str:
+    """A stand-in for a production secret: a CloudNativePG ``uri`` as the operator writes it
+    (a generated password), else an acceptable value of its own."""
+    if ref["key"] == "uri":
+        cluster = ref["name"].removesuffix("-app")
+        role = f"{cluster.removesuffix('-db')}_svc"
+        return f"postgresql://{role}:{placeholder(cluster)}@{cluster}-rw.shop:5432/shop"
+    return placeholder(f"{ref['name']}-{ref['key']}")
+
+
 def env_names_read_by_the_code() -> set[str]:
     """Every variable an app process reads: Settings, the service URLs, gunicorn's, the
     front ends' own."""
-    names = {variable for variable, _parse in config._FROM_ENVIRONMENT.values()}
-    names |= {f"{service.upper()}_URL" for service in SERVICE_PORTS}
+    names = settings_variables() | {f"{service.upper()}_URL" for service in SERVICE_PORTS}
     sources = [PROJECT_ROOT / "shopkit" / "gunicorn_conf.py"]
     sources += [
         path for package in FRONTENDS.values() for path in (PROJECT_ROOT / package).glob("*.py")
@@ -162,10 +213,13 @@ def test_services_match_the_code(rendered: tuple[str, list[dict[str, Any]]]) -> 
             assert "initContainers" not in pod
             assert env["WEB_CONCURRENCY"]["value"] == "1"
             continue
-        # Migrations: once per rollout, before the app, on the same database, under the lock.
+        # Migrations: once per rollout, before the app, on the same database, under the lock,
+        # with the app's own settings: the run builds the app, which checks them in production
+        # mode, and customers' creates the bootstrap admin with ADMIN_PASSWORD.
         (migrate,) = pod["initContainers"]
         assert migrate["command"] == ["flask", "--app", PACKAGES[name], "db", "upgrade"]
-        assert {e["name"]: e for e in migrate["env"]}["DATABASE_URL"] == env["DATABASE_URL"]
+        assert migrate["envFrom"] == container["envFrom"]
+        assert migrate["env"] == container["env"]
         assert migrate["image"] == container["image"]
 
 
@@ -201,6 +255,8 @@ def test_secrets_images_and_security(rendered: tuple[str, list[dict[str, Any]]])
                 ref = env.get("valueFrom", {}).get("secretKeyRef")
                 if ref is None:
                     continue
+                if ref["name"].startswith("shop-secrets"):
+                    assert ref["key"] == secret_key(env["name"]), (name, env)
                 if overlay == "dev":
                     assert ref["key"] in secrets[ref["name"]]["data"], ref
                 elif ref["name"] != "shop-secrets":  # created by hand: docs/deploying.rst
@@ -235,9 +291,72 @@ def test_secrets_images_and_security(rendered: tuple[str, list[dict[str, Any]]])
             for env in container.get("env", [])
             if env.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == "shop-secrets"
         }
-        assert keys >= {"admin-password", "service-client-secret", "storefront-secret-key"}
-        for key in keys:
-            assert f"--from-literal={key}=" in guide, key
+        expected = {
+            secret_key(variable)
+            for variables in SECRET_VARIABLES.values()
+            for variable in variables
+        } - {"database-url"}
+        assert keys == expected
+        documented = set(re.findall(r"--from-literal=([a-z-]+)=", guide))
+        assert documented == keys, documented ^ keys  # every key, and none that is not read
+
+
+def test_no_shared_secret_and_production_mode(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    overlay, docs = rendered
+    (shop_config,) = (
+        c for n, c in of_kind(docs, "ConfigMap").items() if n.startswith("shop-config")
+    )
+    assert SHARED_SECRET not in shop_config["data"]
+    assert (shop_config["data"].get(SHOP_ENV) == PRODUCTION) == (overlay == "production")
+    for name, container in app_containers(docs):
+        assert container["envFrom"] == [{"configMapRef": {"name": shop_config["metadata"]["name"]}}]
+        names = {e["name"] for e in container.get("env", [])}
+        assert SHARED_SECRET not in names and SHOP_ENV not in names, name
+    for secret in of_kind(docs, "Secret").values():
+        assert secret_key(SHARED_SECRET) not in secret.get("data", {})
+
+
+def test_production_env_passes_production_mode() -> None:
+    """Each app container and migration of the production overlay, started with its rendered
+    environment (a stand-in value for each secret it references), is in production mode and
+    has nothing :meth:`Settings.secret_problems` objects to; a service without any one of the
+    secrets production mode asks of it refuses to start."""
+    docs = render("production")
+    checked = set()
+    for name, container in app_containers(docs):
+        env = container_env(docs, container, production_secret)
+        with only_these_settings(env):
+            settings = Settings.from_env(name)  # raises InsecureConfiguration on a problem
+        assert settings.is_production and settings.secret_problems() == [], name
+        assert settings.database_url == env.get("DATABASE_URL", ""), name
+        checked.add(name)
+        for variable in production_secret_variables(name) if name in SERVICE_PORTS else ():
+            without = {k: v for k, v in env.items() if k != variable}
+            with only_these_settings(without), pytest.raises(InsecureConfiguration):
+                Settings.from_env(name)
+    assert checked == set(APP_PORTS)
+
+
+def test_dev_secrets_are_refused_in_production_mode() -> None:
+    """The dev overlay starts (development mode), but its generated values never pass
+    production mode: every service's would be refused."""
+    docs = render("dev")
+    secrets = of_kind(docs, "Secret")
+
+    def generated(ref: dict[str, str]) -> str:
+        return base64.b64decode(secrets[ref["name"]]["data"][ref["key"]]).decode()
+
+    for name, container in app_containers(docs):
+        env = container_env(docs, container, generated)
+        with only_these_settings(env):
+            assert not Settings.from_env(name).is_production
+        if name in SERVICE_PORTS:
+            production = {**env, SHOP_ENV: PRODUCTION}
+            with only_these_settings(production), pytest.raises(InsecureConfiguration):
+                Settings.from_env(name)
+    values = [generated({"name": n, "key": k}) for n, s in secrets.items()
+              if n.startswith("shop-secrets") for k in s["data"] if k.endswith("-client-secret")]  # fmt: skip
+    assert len(values) == len(set(values)) == len(SERVICE_PORTS)  # one identity per service
 
 
 def test_every_deployment_has_a_budget_and_an_autoscaler(
