@@ -29,6 +29,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 DEV_SERVICE_CLIENT_SECRET = "dev-service-secret-change-me"  # noqa: S105 (documented dev default)
 DEV_ADMIN_PASSWORD = "admin-password"  # noqa: S105 (documented dev default)
+DEV_STOREFRONT_SECRET_KEY = "dev-storefront-secret-change-me"  # noqa: S105 (documented dev default)
 #: Every secret that ships in this repository (code, Compose, docs): never good enough for
 #: production. The database role passwords are Compose's defaults.
 DEV_SECRETS = frozenset(
@@ -36,7 +37,7 @@ DEV_SECRETS = frozenset(
         DEV_SERVICE_CLIENT_SECRET,
         DEV_ADMIN_PASSWORD,
         "change-me-in-production",
-        "dev-storefront-secret-change-me",
+        DEV_STOREFRONT_SECRET_KEY,
         "admin",
         "password",
         "postgres",
@@ -123,6 +124,8 @@ class Settings:
     admin_username: str = "admin"
     admin_password: str = DEV_ADMIN_PASSWORD
     service_client_secret: str = DEV_SERVICE_CLIENT_SECRET
+    #: The storefront's session-signing key (``STOREFRONT_SECRET_KEY``).
+    storefront_secret_key: str = DEV_STOREFRONT_SECRET_KEY
     #: Per-service secrets (``<NAME>_CLIENT_SECRET``) that are set; the others fall back
     #: to ``service_client_secret``.
     client_secrets: dict[str, str] = field(default_factory=_client_secrets)
@@ -188,9 +191,13 @@ class Settings:
 
     def secret_problems(self) -> list[str]:
         """What makes these settings unfit for production (no secret values in the text)."""
+        if self.service_name == "storefront":
+            return self._storefront_problems()
         if self.service_name not in SERVICE_PORTS:
             return []
         problems = []
+        if not self.database_url:
+            problems.append("DATABASE_URL is not set (the embedded development database is used)")
         # customers checks every service's secret; a service only needs its own.
         clients = list(SERVICE_PORTS) if self.service_name == "customers" else [self.service_name]
         for client in clients:
@@ -215,6 +222,19 @@ class Settings:
         password = urlsplit(self.database_url).password if self.database_url else None
         if password is not None and password in DEV_SECRETS:
             problems.append("DATABASE_URL uses a development default password")
+        return problems
+
+    def _storefront_problems(self) -> list[str]:
+        """The storefront signs sessions with its key and runs the seeder as the admin."""
+        problems = []
+        for variable, value in (
+            ("STOREFRONT_SECRET_KEY", self.storefront_secret_key),
+            ("ADMIN_PASSWORD", self.admin_password),
+        ):
+            if value in DEV_SECRETS or len(value) < MIN_SECRET_LENGTH:
+                problems.append(
+                    f"{variable} is a development default or shorter than {MIN_SECRET_LENGTH}"
+                )
         return problems
 
     def check_secrets(self) -> None:
@@ -245,6 +265,7 @@ _FROM_ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "admin_username": ("ADMIN_USERNAME", _text),
     "admin_password": ("ADMIN_PASSWORD", _text),
     "service_client_secret": ("SERVICE_CLIENT_SECRET", _text),
+    "storefront_secret_key": ("STOREFRONT_SECRET_KEY", _text),
     "environment": ("SHOP_ENV", lambda _name, raw: raw.lower()),
     "log_level": ("LOG_LEVEL", lambda _name, raw: raw.upper()),
     "access_log": ("ACCESS_LOG", lambda _name, raw: raw.lower()),

@@ -24,7 +24,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from shopkit.config import Settings
+from shopkit.config import DEV_STOREFRONT_SECRET_KEY, Settings
 from shopkit.logs import configure_logging, init_access_log
 from shopkit.metrics import init_metrics
 from shopkit.request_id import current_request_id, init_request_id
@@ -39,8 +39,9 @@ from storefront.system import RateTracker
 log = logging.getLogger(__name__)
 
 SERVICE = "storefront"
-#: Development fallback of ``STOREFRONT_SECRET_KEY`` (warned about, like the other dev secrets).
-DEV_SECRET_KEY = "dev-storefront-secret-change-me"  # noqa: S105 (documented dev default)
+#: Development fallback of ``STOREFRONT_SECRET_KEY`` (warned about, and refused with
+#: ``SHOP_ENV=production``, by :meth:`shopkit.config.Settings.check_secrets`).
+DEV_SECRET_KEY = DEV_STOREFRONT_SECRET_KEY
 SESSION_DAYS = 7
 
 
@@ -78,11 +79,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
         app.wsgi_app, x_for=0, x_proto=0, x_host=0, x_port=0, x_prefix=1
     )
-    secret = os.environ.get("STOREFRONT_SECRET_KEY") or DEV_SECRET_KEY
-    if secret == DEV_SECRET_KEY and "SECRET_KEY" not in config:
-        log.warning("STOREFRONT_SECRET_KEY is not set: using the development default")
     app.config.update(
-        SECRET_KEY=secret,
+        SECRET_KEY=settings.storefront_secret_key,
         SESSION_COOKIE_NAME="shop_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",

@@ -48,13 +48,11 @@ CALLS = {
 }
 #: Every app's port: the services' and the front ends' (served one worker each, see below).
 APP_PORTS = {**SERVICE_PORTS, **dict.fromkeys(FRONTENDS, STOREFRONT_PORT)}
-#: The variables each app gets from a Secret: a service its own database and what production
-#: mode asks of it (its own <NAME>_CLIENT_SECRET; customers every service's, which it
-#: verifies, and ADMIN_PASSWORD), found by asking shopkit.config. Never the shared fallback.
-SECRET_VARIABLES = {
-    **{name: {"DATABASE_URL", *production_secret_variables(name)} for name in SERVICE_PORTS},
-    "storefront": {"STOREFRONT_SECRET_KEY", "ADMIN_PASSWORD"},  # the console's seeder runs
-}
+#: The variables each app gets from a Secret: what production mode asks of it, found by
+#: asking shopkit.config (a service: its database and its own <NAME>_CLIENT_SECRET;
+#: customers every service's, which it verifies, and ADMIN_PASSWORD; the storefront its
+#: session key and ADMIN_PASSWORD, for the console's seeder). Never the shared fallback.
+SECRET_VARIABLES = {name: production_secret_variables(name) for name in APP_PORTS}
 
 
 def render(overlay: str) -> list[dict[str, Any]]:

@@ -8,10 +8,9 @@ from typing import Any
 import pytest
 
 from shopkit.embedded_pg import throwaway_server
-from shopkit.migrations import upgrade
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET
 from tests.resilience.harness import FINDINGS
-from tests.support.database import present_packages
+from tests.support.database import migrate_as_service_roles
 from tests.support.live import LiveStack
 
 #: Sales settles stalled orders by itself quickly during the suite.
@@ -42,9 +41,9 @@ def own_database() -> Iterator[tuple[Any, str]]:
     Yields ``(server, database_url)``; the server is pgserver's handle.
     """
     with throwaway_server("shop-fault-pg-", durable=False) as (server, url):
-        # Its ``shop`` database, thrown away with the server (no drop over a killed pool).
-        for package in present_packages().values():
-            upgrade(package, url)
+        # Its ``shop`` database, thrown away with the server (no drop over a killed pool),
+        # with the services' own roles, as the stack connects with them.
+        migrate_as_service_roles(url)
         yield server, url
 
 

@@ -269,6 +269,7 @@ def _production(monkeypatch: pytest.MonkeyPatch, **env: str) -> None:
         "SERVICE_CLIENT_SECRET",
         "ADMIN_PASSWORD",
         "DATABASE_URL",
+        "STOREFRONT_SECRET_KEY",
         *(f"{s}_CLIENT_SECRET" for s in ("CUSTOMERS", "INVENTORY", "SALES", "REVIEWS")),
     ):
         monkeypatch.delenv(name, raising=False)
@@ -283,6 +284,8 @@ GOOD = {
     "SALES_CLIENT_SECRET": "s" * 32,
     "REVIEWS_CLIENT_SECRET": "r" * 32,
     "ADMIN_PASSWORD": "a-long-admin-password",
+    "DATABASE_URL": "postgresql://sales_svc:a-long-database-password@db/shop",
+    "STOREFRONT_SECRET_KEY": "k" * 32,
 }
 
 
@@ -299,6 +302,14 @@ GOOD = {
             {**GOOD, "DATABASE_URL": "postgresql://sales_svc:sales@db/shop"},
             "DATABASE_URL",
         ),
+        ("sales", {**GOOD, "DATABASE_URL": ""}, "DATABASE_URL is not set"),
+        ("storefront", {**GOOD, "STOREFRONT_SECRET_KEY": ""}, "STOREFRONT_SECRET_KEY"),
+        (
+            "storefront",
+            {**GOOD, "STOREFRONT_SECRET_KEY": "dev-storefront-secret-change-me"},
+            "STOREFRONT_SECRET_KEY",
+        ),
+        ("storefront", {**GOOD, "ADMIN_PASSWORD": "admin-password"}, "ADMIN_PASSWORD"),
     ],
 )
 def test_production_mode_refuses_insecure_settings(
@@ -311,7 +322,7 @@ def test_production_mode_refuses_insecure_settings(
 
 def test_production_mode_accepts_own_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     _production(monkeypatch, **GOOD)
-    for service in ("customers", "inventory", "sales", "reviews"):
+    for service in ("customers", "inventory", "sales", "reviews", "storefront"):
         assert Settings.from_env(service).is_production
 
 

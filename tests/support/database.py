@@ -55,10 +55,15 @@ def fresh_database(admin_url: str) -> Iterator[str]:
     each service is migrated (and, in the tests, connects) as that role.
     """
     with scratch_database(admin_url, "shop_test") as url:
-        create_service_roles(url)
-        for service, package in present_packages().items():
-            upgrade(package, service_role_url(url, service))
+        migrate_as_service_roles(url)
         yield url
+
+
+def migrate_as_service_roles(url: str) -> None:
+    """Create the service roles in ``url``'s database and migrate each service as its role."""
+    create_service_roles(url)
+    for service, package in present_packages().items():
+        upgrade(package, service_role_url(url, service))
 
 
 def truncate_all(url: str, schemas: list[str]) -> None:

@@ -45,6 +45,8 @@ def production_secret_variables(service: str) -> set[str]:
         environment=PRODUCTION,
         client_secrets=secrets,
         admin_password=placeholder("admin"),
+        database_url=f"postgresql://app:{placeholder('database')}@db/shop",
+        storefront_secret_key=placeholder("storefront"),
     )
     assert complete.secret_problems() == [], complete.secret_problems()
     needed = set()
@@ -52,8 +54,13 @@ def production_secret_variables(service: str) -> set[str]:
         without = {name: value for name, value in secrets.items() if name != client}
         if replace(complete, client_secrets=without).secret_problems():
             needed.add(client_secret_variable(client))
-    if replace(complete, admin_password=DEV_ADMIN_PASSWORD).secret_problems():
-        needed.add(ADMIN_PASSWORD)
+    for setting, weak in (
+        ("admin_password", DEV_ADMIN_PASSWORD),
+        ("database_url", ""),
+        ("storefront_secret_key", ""),
+    ):
+        if replace(complete, **{setting: weak}).secret_problems():
+            needed.add(config._FROM_ENVIRONMENT[setting][0])
     return needed
 
 
