@@ -24,6 +24,7 @@ completed order's stock and money come back only through its cancellation
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import uuid
@@ -34,8 +35,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, text, update
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
 from sales_service import observe
@@ -45,7 +45,6 @@ from sales_service.models import (
     COMPLETED,
     FAILED,
     PENDING,
-    SagaStep,
     Sale,
     SaleLine,
 )
@@ -136,7 +135,6 @@ class NewSale:
 
 _sales = Sale.__table__
 _lines = SaleLine.__table__
-_steps = SagaStep.__table__
 
 #: The sale's columns a drive may change; written back in one ``UPDATE`` at its end.
 _DRIVEN_COLUMNS = (
@@ -197,25 +195,30 @@ _LOCK_LEASED_SALE = (
 _LINES_OF = (
     select(_lines).where(_lines.c.sale_id == bindparam("sale_id")).order_by(_lines.c.position)
 )
-_SAVE_SALE = (
-    update(_sales)
-    .where(_sales.c.id == bindparam("sale_id"))
-    .values(
-        {
-            **{name: bindparam(f"new_{name}") for name in _DRIVEN_COLUMNS},
-            "lease_until": None,  # driven once: from now on recovery may take it
-            "history": _sales.c.history.op("||")(bindparam("new_history", type_=JSONB)),
-        }
-    )
-)
-#: Writes the reserved price and name onto every line in one statement.
-_PRICE_LINES = text(
+#: Writes a drive's outcome in one round trip: each line's reserved price and name (none
+#: when nothing was reserved), the steps it took (in order), and the sale's new state.
+_SAVE = text(
     """
-    UPDATE sales.sale_lines AS line
-    SET unit_price = priced.unit_price, product_name = priced.product_name
-    FROM unnest(CAST(:product_ids AS bigint[]), CAST(:unit_prices AS numeric[]),
-                CAST(:product_names AS varchar[])) AS priced(product_id, unit_price, product_name)
-    WHERE line.sale_id = :sale_id AND line.product_id = priced.product_id
+    WITH priced AS (
+        UPDATE sales.sale_lines AS line
+        SET unit_price = priced.unit_price, product_name = priced.product_name
+        FROM unnest(CAST(:product_ids AS bigint[]), CAST(:unit_prices AS numeric[]),
+                    CAST(:product_names AS varchar[]))
+             AS priced(product_id, unit_price, product_name)
+        WHERE line.sale_id = :sale_id AND line.product_id = priced.product_id
+    ), logged AS (
+        INSERT INTO sales.saga_steps (sale_id, step, outcome, detail)
+        SELECT :sale_id, taken.step ->> 'step', taken.step ->> 'outcome', taken.step -> 'detail'
+        FROM jsonb_array_elements(CAST(:steps AS jsonb)) WITH ORDINALITY AS taken(step, position)
+        ORDER BY taken.position
+    )
+    UPDATE sales.sales
+    SET status = :status, failure_code = :failure_code,
+        failure_detail = CAST(:failure_detail AS jsonb), product_name = :product_name,
+        unit_price = :unit_price, total = :total, attempts = :attempts,
+        updated_at = :updated_at, completed_at = :completed_at, cancelled_at = :cancelled_at,
+        lease_until = NULL, history = history || CAST(:history AS jsonb)
+    WHERE id = :sale_id
     """
 )
 #: Takes a completed cart order's lines out of the cart, unless the customer changed them.
@@ -228,7 +231,10 @@ _CLEAR_CART_LINES = text(
       AND item.quantity = ordered.quantity
     """
 )
-_LOG_STEPS = insert(_steps)
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
 
 
 #: The step logged when a sale settles in each status.
@@ -262,9 +268,7 @@ class SagaRun:
 
     def log(self, step: str, outcome: str, **detail: Any) -> None:
         """Note a step; it is written with the sale's new state when the drive ends."""
-        self.steps.append(
-            {"sale_id": self.sale.id, "step": step, "outcome": outcome, "detail": detail}
-        )
+        self.steps.append({"step": step, "outcome": outcome, "detail": detail})
         observe.close_step(self.open_steps.pop(step, None), outcome)
 
     def finish(self, status: str, failure_code: str | None = None) -> None:
@@ -304,18 +308,20 @@ class SagaRun:
         """
         connection = session.connection()
         sale = self.sale
-        state = {f"new_{name}": getattr(sale, name) for name in _DRIVEN_COLUMNS}
-        connection.execute(_SAVE_SALE, {"sale_id": sale.id, "new_history": self.history, **state})
-        if self.priced:
-            connection.execute(
-                _PRICE_LINES,
-                {
-                    "sale_id": sale.id,
-                    "product_ids": [line.product_id for line in sale.lines],
-                    "unit_prices": [line.unit_price for line in sale.lines],
-                    "product_names": [line.product_name for line in sale.lines],
-                },
-            )
+        priced = sale.lines if self.priced else []
+        connection.execute(
+            _SAVE,
+            {
+                **{name: getattr(sale, name) for name in _DRIVEN_COLUMNS},
+                "sale_id": sale.id,
+                "failure_detail": _json(sale.failure_detail),
+                "history": json.dumps(self.history),
+                "steps": json.dumps(self.steps),
+                "product_ids": [line.product_id for line in priced],
+                "unit_prices": [line.unit_price for line in priced],
+                "product_names": [line.product_name for line in priced],
+            },
+        )
         if sale.from_cart and sale.status == COMPLETED:
             connection.execute(
                 _CLEAR_CART_LINES,
@@ -325,8 +331,6 @@ class SagaRun:
                     "quantities": [line.quantity for line in sale.lines],
                 },
             )
-        if self.steps:
-            connection.execute(_LOG_STEPS, self.steps)
         session.commit()
         if self.history:  # finish() settled it
             observe.settled(sale.status, sale.failure_code)
