@@ -35,9 +35,13 @@ def receiver() -> Iterator[OtlpReceiver]:
     receiver.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def traced(database_url: str, receiver: OtlpReceiver) -> Iterator[LiveStack]:
-    """Customers, inventory and sales (one worker each), all tracing to ``receiver``."""
+    """Customers, inventory and sales (one worker each), all tracing to ``receiver``.
+
+    Package-scoped: its sales runs recovery every half second on the shared test
+    database, so it must be gone before other packages' tests leave orders pending.
+    """
     stack = LiveStack(database_url, (ADMIN_USERNAME, ADMIN_PASSWORD), SERVICE_SECRET)
     try:
         for service in ("customers", "inventory", "sales"):
