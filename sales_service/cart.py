@@ -21,21 +21,12 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
+from sales_service.catalog import unexpected_answer
 from sales_service.clients import InventoryClient
 from sales_service.models import MAX_LINES, CartItem
 from shopkit.db import advisory_xact_lock
-from shopkit.errors import Conflict, NotFound, ProblemError
+from shopkit.errors import Conflict, NotFound
 from shopkit.fields import TWO_PLACES
-
-
-def _unexpected() -> ProblemError:
-    return ProblemError(
-        503,
-        "dependency_unavailable",
-        "The inventory service gave an unexpected answer.",
-        headers={"Retry-After": "5"},
-        dependency="inventory",
-    )
 
 
 def _items(session: Session, customer_id: int) -> list[CartItem]:
@@ -60,7 +51,7 @@ def view(session: Session, inventory: InventoryClient, customer_id: int) -> dict
     if items:
         answer = inventory.products_by_id([item.product_id for item in items])
         if answer.status != 200:
-            raise _unexpected()
+            raise unexpected_answer()
         products = {int(p["id"]): p for p in answer.body.get("items", [])}
     lines = []
     total = Decimal("0.00")
@@ -95,7 +86,7 @@ def set_item(
     if answer.status == 404:
         raise NotFound(f"No product {product_id}.")
     if answer.status != 200:
-        raise _unexpected()
+        raise unexpected_answer()
     advisory_xact_lock(session, "cart", str(customer_id))
     others = session.scalar(
         select(func.count()).where(

@@ -8,9 +8,14 @@ from sales_service.clients import InventoryClient
 from shopkit.errors import NotFound, ProblemError
 
 
-def _unexpected() -> ProblemError:
+def unexpected_answer() -> ProblemError:
+    """503: inventory answered something the catalog or the cart cannot read (nothing changed)."""
     return ProblemError(
-        503, "dependency_unavailable", "The inventory service gave an unexpected answer."
+        503,
+        "dependency_unavailable",
+        "The inventory service gave an unexpected answer.",
+        headers={"Retry-After": "5"},
+        dependency="inventory",
     )
 
 
@@ -20,7 +25,7 @@ def catalog_page(inventory: InventoryClient, args: dict[str, Any]) -> dict[str, 
     params["in_stock"] = "true"
     answer = inventory.products(params)
     if answer.status != 200:
-        raise _unexpected()
+        raise unexpected_answer()
     body = answer.body
     return {
         "items": [
@@ -38,7 +43,7 @@ def catalog_item(inventory: InventoryClient, product_id: int) -> dict[str, Any]:
     if answer.status == 404:
         raise NotFound(f"No product {product_id}.")
     if answer.status != 200:
-        raise _unexpected()
+        raise unexpected_answer()
     product = answer.body
     return {
         "id": product["id"],

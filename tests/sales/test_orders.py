@@ -5,6 +5,7 @@ The sales app runs in-process; customers and inventory are real processes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -128,16 +129,6 @@ def test_funds_for_some_lines_only_refuse_the_order_and_release_all(
     assert check_invariants(database_url).ok
 
 
-def count_sales(database_url: str) -> int:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(database_url)
-    with engine.connect() as conn:
-        n = conn.execute(text("SELECT count(*) FROM sales.sales")).scalar_one()
-    engine.dispose()
-    return int(n)
-
-
 @pytest.mark.parametrize(
     "body",
     [
@@ -158,7 +149,7 @@ def count_sales(database_url: str) -> int:
     ],
 )
 def test_bad_orders_are_422_and_change_nothing(
-    sales: FlaskClient, shop: Shop, database_url: str, body: dict[str, Any]
+    sales: FlaskClient, shop: Shop, count_rows: Callable[[str], int], body: dict[str, Any]
 ) -> None:
     product = shop.product(stock=5)
     buyer, token = shop.buyer("100.00")
@@ -167,7 +158,7 @@ def test_bad_orders_are_422_and_change_nothing(
     assert response.status_code == 422, response.get_json()
     assert response.mimetype == "application/problem+json"
     assert response.get_json()["code"] == "validation_error"
-    assert count_sales(database_url) == 0
+    assert count_rows("sales.sales") == 0
     assert shop.stock(product) == 5
     assert shop.balance(buyer["username"]) == Decimal("100.00")
 

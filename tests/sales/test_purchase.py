@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, text
 
 from tests.conftest import Identity, bearer
 from tests.sales.conftest import Shop
@@ -172,14 +172,6 @@ def test_unknown_product_is_404_and_kept_as_failed(sales: FlaskClient, shop: Sho
     assert sale["failure_code"] == "product_not_found"
 
 
-def count_sales(database_url: str) -> int:
-    engine = create_engine(database_url)
-    with engine.connect() as conn:
-        n = conn.execute(text("SELECT count(*) FROM sales.sales")).scalar_one()
-    engine.dispose()
-    return int(n)
-
-
 @pytest.mark.parametrize(
     "body",
     [
@@ -197,7 +189,7 @@ def count_sales(database_url: str) -> int:
     ],
 )
 def test_bad_input_is_422_and_nothing_happens(
-    sales: FlaskClient, shop: Shop, database_url: str, body: dict[str, Any]
+    sales: FlaskClient, shop: Shop, count_rows: Callable[[str], int], body: dict[str, Any]
 ) -> None:
     product = shop.product(stock=5)
     buyer, token = shop.buyer("100.00")
@@ -205,7 +197,7 @@ def test_bad_input_is_422_and_nothing_happens(
     response = sales.post("/sales", json=body, headers=bearer(token))
     assert response.status_code == 422
     assert response.get_json()["code"] == "validation_error"
-    assert count_sales(database_url) == 0
+    assert count_rows("sales.sales") == 0
     assert shop.stock(product) == 5
     assert shop.balance(buyer["username"]) == Decimal("100.00")
 
