@@ -36,6 +36,7 @@ from customers_service.schemas import (
     ProfileSchema,
     RefreshSchema,
     RegisterSchema,
+    SaleDebitBatchSchema,
     SaleMoneyResultSchema,
     SaleMoneySchema,
     SalePaymentsSchema,
@@ -54,6 +55,7 @@ from shopkit.auth import (
     requires,
     requires_caller,
 )
+from shopkit.batch import BatchAnswersSchema, respond_batch
 from shopkit.config import Settings
 from shopkit.db import get_session
 from shopkit.errors import Unauthorized
@@ -457,6 +459,35 @@ def _sale_money_call(
 def wallet_debit(data: dict[str, Any]) -> ResponseReturnValue:
     """Debit a sale's total from a wallet, exactly once per ``Idempotency-Key`` and sale."""
     return _sale_money_call(wallet.debit_for_sale, data)
+
+
+@internal_blp.route("/wallet-debits/batch", methods=["POST"])
+@internal_blp.response(200, BatchAnswersSchema)
+@requires_caller("sales")
+@internal_blp.arguments(SaleDebitBatchSchema())
+def wallet_debit_batch(data: dict[str, Any]) -> ResponseReturnValue:
+    """Debit up to 100 sales in one transaction; each answers as ``POST /internal/wallet-debits``
+    would, under its own key (a refusal never fails its neighbours)."""
+    principal = require_principal()
+    session = get_session()
+
+    def operation(money: dict[str, Any]) -> Callable[[], tuple[int, dict[str, Any]]]:
+        def debit_one() -> tuple[int, dict[str, Any]]:
+            entry = wallet.debit_for_sale(
+                session, money["customer_id"], money["amount"], money["sale_id"], principal.subject
+            )
+            return 201, _sale_money(entry)
+
+        return debit_one
+
+    return respond_batch(
+        IdempotencyKey,
+        data["items"],
+        single_path="/internal/wallet-debits",
+        order=lambda money: money["customer_id"],  # wallets locked in ascending id order
+        operation=operation,
+        outcomes=WALLET_DEBITS,
+    )
 
 
 @internal_blp.route("/wallet-credits", methods=["POST"])

@@ -7,6 +7,7 @@ from decimal import Decimal
 from marshmallow import Schema, fields, validate
 
 from customers_service.models import GENDERS, LEDGER_KINDS, MARITAL_STATUSES
+from shopkit.batch import BatchSchemaMixin, idempotency_key_field, items_field
 from shopkit.fields import (
     MAX_ID,
     SALE_TOTAL_DIGITS,
@@ -202,6 +203,19 @@ class SaleMoneySchema(Schema):
     # insufficient_funds (409), which the saga settles, not as a malformed body.
     amount = PositiveMoney(required=True, digits=SALE_TOTAL_DIGITS)
     sale_id = fields.UUID(required=True)
+
+
+class SaleDebitBatchItemSchema(Schema):
+    """One sale's debit in a batch: its key and the body of its single call."""
+
+    idempotency_key = idempotency_key_field()
+    request = fields.Nested(SaleMoneySchema, required=True)
+
+
+class SaleDebitBatchSchema(BatchSchemaMixin, Schema):
+    """Debits of several sales (``POST /internal/wallet-debits/batch``)."""
+
+    items = items_field(SaleDebitBatchItemSchema)
 
 
 class SaleMoneyResultSchema(Schema):

@@ -21,6 +21,7 @@ from inventory_service.schemas import (
     ProductSchema,
     ProductSearchArgsSchema,
     QuantitySchema,
+    ReservationBatchSchema,
     ReservationListArgsSchema,
     ReservationPageSchema,
     ReservationRequestSchema,
@@ -29,6 +30,7 @@ from inventory_service.schemas import (
     dump_reservation,
 )
 from shopkit.auth import ROLE_ADMIN, current_principal, require_principal, requires, requires_caller
+from shopkit.batch import BatchAnswersSchema, respond_batch
 from shopkit.db import get_session
 from shopkit.idempotency import idempotency_key_from_request, respond_idempotently
 from shopkit.metrics import STOCK_RESERVATIONS, counts_outcomes
@@ -195,6 +197,36 @@ def reserve(data: dict[str, Any]) -> ResponseReturnValue:
         return 201, dump_reservation(reservation)
 
     return respond_idempotently(IdempotencyKey, operation, key_required=True)
+
+
+@internal_blp.route("/reservations/batch", methods=["POST"])
+@internal_blp.response(200, BatchAnswersSchema)
+@requires_caller("sales")
+@internal_blp.arguments(ReservationBatchSchema())
+def reserve_batch(data: dict[str, Any]) -> ResponseReturnValue:
+    """Reserve for up to 100 sales in one transaction, each answered as by
+    ``POST /internal/reservations`` under its own key (a refusal never fails its neighbours)."""
+    principal = require_principal()
+    session = get_session()
+
+    def operation(wanted: dict[str, Any]) -> Any:
+        def reserve_one() -> tuple[int, dict[str, Any]]:
+            reservation = reservations.reserve(
+                session, wanted["sale_id"], wanted["lines"], principal.subject
+            )
+            return 201, dump_reservation(reservation)
+
+        return reserve_one
+
+    return respond_batch(
+        IdempotencyKey,
+        data["items"],
+        single_path="/internal/reservations",
+        # Rows are locked in ascending product order, as one reservation locks them.
+        order=lambda wanted: sorted(product_id for product_id, _ in wanted["lines"]),
+        operation=operation,
+        outcomes=STOCK_RESERVATIONS,
+    )
 
 
 @internal_blp.route("/reservations/<uuid:sale_id>/release", methods=["POST"])

@@ -16,6 +16,7 @@ from inventory_service.models import (
     RESERVATION_STATUSES,
 )
 from inventory_service.reservations import MAX_LINES
+from shopkit.batch import BatchSchemaMixin, idempotency_key_field, items_field
 from shopkit.fields import (
     MAX_ID,
     SALE_TOTAL_DIGITS,
@@ -258,6 +259,19 @@ class ReservationRequestSchema(Schema):
         else:
             lines = [(data["product_id"], data["quantity"])]
         return {"sale_id": data["sale_id"], "lines": lines}
+
+
+class ReservationBatchItemSchema(Schema):
+    """One sale's reservation in a batch: its key and the body of its single call."""
+
+    idempotency_key = idempotency_key_field()
+    request = fields.Nested(ReservationRequestSchema, required=True)
+
+
+class ReservationBatchSchema(BatchSchemaMixin, Schema):
+    """Reservations of several sales (``POST /internal/reservations/batch``)."""
+
+    items = items_field(ReservationBatchItemSchema)
 
 
 class ReservationItemSchema(Schema):

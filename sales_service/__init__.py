@@ -20,6 +20,7 @@ import click
 from flask import Flask, current_app
 
 from sales_service import observe
+from sales_service.batching import Batcher
 from sales_service.clients import build_clients
 from sales_service.models import SCHEMA
 from sales_service.recovery import PeriodicRecovery, recover_pending
@@ -53,6 +54,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         config=config,
     )
     app.extensions["sales_clients"] = clients
+    app.extensions["sales_batcher"] = Batcher(
+        clients,
+        window_s=settings.sales_batch_window_ms / 1000,
+        max_size=settings.sales_batch_max,
+        max_flights=settings.sales_batch_flights,
+    )
     before_scrape(app, lambda: observe.refresh_unsettled(app.extensions["shop_db"]))
     app.cli.add_command(recover_command)
     if periodic and settings.recovery_interval_s > 0:

@@ -42,18 +42,33 @@ class InventoryClient:
         self.client = client
 
     def reserve(self, sale_id: uuid.UUID, lines: Sequence[tuple[int, int]]) -> ServiceResponse:
-        """Take every ``(product_id, quantity)`` line for the order, all or none (201, 404, 409).
-
-        A one-line order is sent in the original one-line shape, which every
-        inventory version understands (a rolling upgrade can run either first).
-        """
-        body: dict[str, Any] = {"sale_id": str(sale_id)}
-        if len(lines) == 1:
-            body["product_id"], body["quantity"] = lines[0]
-        else:
-            body["items"] = [{"product_id": p, "quantity": q} for p, q in lines]
+        """Take every ``(product_id, quantity)`` line for the order, all or none (201, 404, 409)."""
         return self.client.post(
-            "/internal/reservations", json=body, idempotency_key=step_key(sale_id, "reserve")
+            "/internal/reservations",
+            json=_reservation(sale_id, lines),
+            idempotency_key=step_key(sale_id, "reserve"),
+        )
+
+    def reserve_batch(
+        self, reservations: Sequence[tuple[uuid.UUID, Sequence[tuple[int, int]]]]
+    ) -> ServiceResponse:
+        """Reserve for several sales in one call (200 with one answer per sale, in order).
+
+        Each sale is sent with the body and key of its own :meth:`reserve`, so its
+        answer is stored (and replayed, by a batch or alone) exactly as if it had
+        been reserved alone.
+        """
+        return self.client.post(
+            "/internal/reservations/batch",
+            json={
+                "items": [
+                    {
+                        "idempotency_key": step_key(sale_id, "reserve"),
+                        "request": _reservation(sale_id, lines),
+                    }
+                    for sale_id, lines in reservations
+                ]
+            },
         )
 
     def release(self, sale_id: uuid.UUID) -> ServiceResponse:
@@ -86,6 +101,24 @@ class InventoryClient:
         return self.client.get(f"/products/{product_id}", auth=False)
 
 
+def _reservation(sale_id: uuid.UUID, lines: Sequence[tuple[int, int]]) -> dict[str, Any]:
+    """The body reserving ``lines`` for a sale.
+
+    A one-line order is sent in the original one-line shape, which every
+    inventory version understands (a rolling upgrade can run either first).
+    """
+    body: dict[str, Any] = {"sale_id": str(sale_id)}
+    if len(lines) == 1:
+        body["product_id"], body["quantity"] = lines[0]
+    else:
+        body["items"] = [{"product_id": p, "quantity": q} for p, q in lines]
+    return body
+
+
+def _sale_money(sale_id: uuid.UUID, customer_id: int, amount: Decimal) -> dict[str, Any]:
+    return {"customer_id": customer_id, "amount": format_money(amount), "sale_id": str(sale_id)}
+
+
 class CustomersClient:
     """Wallet debits and refunds in the customers service."""
 
@@ -96,23 +129,31 @@ class CustomersClient:
         """Take the sale's total from the wallet (201, or 409 ``insufficient_funds``)."""
         return self.client.post(
             "/internal/wallet-debits",
-            json={
-                "customer_id": customer_id,
-                "amount": format_money(amount),
-                "sale_id": str(sale_id),
-            },
+            json=_sale_money(sale_id, customer_id, amount),
             idempotency_key=step_key(sale_id, "debit"),
+        )
+
+    def debit_batch(self, debits: Sequence[tuple[uuid.UUID, int, Decimal]]) -> ServiceResponse:
+        """Debit several sales in one call (200 with one answer per sale, in order), each
+        under the body and key of its own :meth:`debit`."""
+        return self.client.post(
+            "/internal/wallet-debits/batch",
+            json={
+                "items": [
+                    {
+                        "idempotency_key": step_key(sale_id, "debit"),
+                        "request": _sale_money(sale_id, customer_id, amount),
+                    }
+                    for sale_id, customer_id, amount in debits
+                ]
+            },
         )
 
     def refund(self, sale_id: uuid.UUID, customer_id: int, amount: Decimal) -> ServiceResponse:
         """Give a cancelled order's total back to the wallet, once (201)."""
         return self.client.post(
             "/internal/wallet-credits",
-            json={
-                "customer_id": customer_id,
-                "amount": format_money(amount),
-                "sale_id": str(sale_id),
-            },
+            json=_sale_money(sale_id, customer_id, amount),
             idempotency_key=step_key(sale_id, "refund"),
         )
 

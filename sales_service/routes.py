@@ -10,6 +10,7 @@ from flask.typing import ResponseReturnValue
 from flask_smorest import Blueprint
 
 from sales_service import cart, catalog, lifecycle, queries
+from sales_service.batching import Batcher
 from sales_service.cancellation import cancel
 from sales_service.clients import SaleClients
 from sales_service.models import COMPLETED, FAILED, Sale
@@ -82,6 +83,10 @@ def _clients() -> SaleClients:
     return current_app.extensions["sales_clients"]  # type: ignore[no-any-return]
 
 
+def _batcher() -> Batcher:
+    return current_app.extensions["sales_batcher"]  # type: ignore[no-any-return]
+
+
 def _json(sale: Sale, status: int, *, replayed: bool) -> Response:
     response = Response(json.dumps(_SALE.dump(sale)), status=status, mimetype="application/json")
     if replayed:
@@ -152,6 +157,7 @@ def _place(lines: tuple[tuple[int, int], ...], path: str, *, from_cart: bool) ->
         _clients(),
         principal,
         NewSale(lines, idempotency_key=key, fingerprint=fingerprint, from_cart=from_cart),
+        batcher=_batcher(),
     )
     return _sale_response(sale, replayed=replayed)
 

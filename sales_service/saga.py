@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
@@ -52,6 +52,9 @@ from shopkit import faults
 from shopkit.auth import Principal
 from shopkit.errors import DATABASE_DOWN_ERRORS, Conflict, DatabaseUnavailable, ProblemError
 from shopkit.service_client import DependencyUnavailable, ServiceResponse
+
+if TYPE_CHECKING:
+    from sales_service.batching import Batcher
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +199,8 @@ _LINES_OF = (
     select(_lines).where(_lines.c.sale_id == bindparam("sale_id")).order_by(_lines.c.position)
 )
 #: Writes a drive's outcome in one round trip: each line's reserved price and name (none
-#: when nothing was reserved), the steps it took (in order), and the sale's new state.
+#: when nothing was reserved), the steps it took (in order, each at the moment it was
+#: taken), and the sale's new state.
 _SAVE = text(
     """
     WITH priced AS (
@@ -207,8 +211,9 @@ _SAVE = text(
              AS priced(product_id, unit_price, product_name)
         WHERE line.sale_id = :sale_id AND line.product_id = priced.product_id
     ), logged AS (
-        INSERT INTO sales.saga_steps (sale_id, step, outcome, detail)
-        SELECT :sale_id, taken.step ->> 'step', taken.step ->> 'outcome', taken.step -> 'detail'
+        INSERT INTO sales.saga_steps (sale_id, step, outcome, detail, created_at)
+        SELECT :sale_id, taken.step ->> 'step', taken.step ->> 'outcome', taken.step -> 'detail',
+               CAST(taken.step ->> 'at' AS timestamptz)
         FROM jsonb_array_elements(CAST(:steps AS jsonb)) WITH ORDINALITY AS taken(step, position)
         ORDER BY taken.position
     )
@@ -267,8 +272,11 @@ class SagaRun:
     open_steps: dict[str, observe.OpenStep] = field(default_factory=dict)
 
     def log(self, step: str, outcome: str, **detail: Any) -> None:
-        """Note a step; it is written with the sale's new state when the drive ends."""
-        self.steps.append({"step": step, "outcome": outcome, "detail": detail})
+        """Note a step; it is written with the sale's new state when the drive ends, with the
+        moment it happened (now) as its ``created_at``."""
+        self.steps.append(
+            {"step": step, "outcome": outcome, "detail": detail, "at": _now().isoformat()}
+        )
         observe.close_step(self.open_steps.pop(step, None), outcome)
 
     def finish(self, status: str, failure_code: str | None = None) -> None:
@@ -552,14 +560,34 @@ def _compensate(run: SagaRun, clients: SaleClients, failure_code: str) -> None:
 
 
 def purchase(
-    session: Session, clients: SaleClients, principal: Principal, request: NewSale
+    session: Session,
+    clients: SaleClients,
+    principal: Principal,
+    request: NewSale,
+    *,
+    batcher: Batcher | None = None,
 ) -> tuple[Sale, bool]:
     """Record and drive a purchase. Returns ``(sale, replayed)``.
 
     A replayed client key returns the existing sale as it stands, driving it
-    first if it is still pending and nobody else is driving it.
+    first if it is still pending and nobody else is driving it. With a
+    ``batcher`` (batching on), the reservation and the debit go out in batches
+    with the purchases running at the same moment in this process
+    (:mod:`sales_service.batching`); everything else is unchanged.
     """
     clients.check_available()
+    if batcher is None or not batcher.enabled:
+        return _purchase(session, clients, principal, request)
+    batched = batcher.for_sale()
+    try:
+        return _purchase(session, batched, principal, request)
+    finally:
+        batched.close()
+
+
+def _purchase(
+    session: Session, clients: SaleClients, principal: Principal, request: NewSale
+) -> tuple[Sale, bool]:
     sale_id = uuid.uuid4()
     try:
         session.connection()  # a database that cannot be reached: nothing is recorded

@@ -147,6 +147,12 @@ class Settings:
     password_hash_parallelism: int = 1
     recovery_interval_s: float = 15.0
     recovery_after_s: float = 30.0
+    #: Group commit in sales (:mod:`sales_service.batching`): how long a batch's leader
+    #: waits for purchases it expects, the most calls in one batch (1: batching off),
+    #: and how many batches of one saga step may be in the air at once.
+    sales_batch_window_ms: float = 2.0
+    sales_batch_max: int = 32
+    sales_batch_flights: int = 2
     #: Login throttling (per account, per client address): failures within the window
     #: before a block, the first block's length (doubling with each further failure, at
     #: most the window), and registrations per address per window.
@@ -283,6 +289,9 @@ _FROM_ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "password_hash_parallelism": ("PASSWORD_HASH_PARALLELISM", _number(int)),
     "recovery_interval_s": ("SALES_RECOVERY_INTERVAL", _number(float)),
     "recovery_after_s": ("SALES_RECOVERY_AFTER", _number(float)),
+    "sales_batch_window_ms": ("SALES_BATCH_WINDOW_MS", _number(float)),
+    "sales_batch_max": ("SALES_BATCH_MAX", _number(int)),
+    "sales_batch_flights": ("SALES_BATCH_FLIGHTS", _number(int)),
     "throttle_account_failures": ("THROTTLE_ACCOUNT_FAILURES", _number(int)),
     "throttle_address_failures": ("THROTTLE_ADDRESS_FAILURES", _number(int)),
     "throttle_registrations": ("THROTTLE_REGISTRATIONS", _number(int)),

@@ -28,7 +28,7 @@ import functools
 import hashlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -45,12 +45,14 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    column,
     func,
     literal,
     select,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from shopkit.auth import require_principal
@@ -229,10 +231,120 @@ def _store(
 
 
 @dataclass(frozen=True)
+class BatchItem:
+    """One call inside a batch: its own key, the fingerprint its single call would have,
+    and its operation (as for :func:`run_idempotent`)."""
+
+    key: str
+    fingerprint: str
+    operation: Callable[[], tuple[int, dict[str, Any]]]
+
+
+#: PostgreSQL's ``deadlock_detected`` and ``serialization_failure``.
+_RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def run_idempotent_batch(
+    session: Session,
+    model: type[IdempotencyKeyMixin],
+    *,
+    scope: str,
+    caller: str,
+    items: Sequence[BatchItem],
+) -> list[IdempotentResult]:
+    """Run many idempotent calls in ONE transaction, each exactly as :func:`run_idempotent`
+    would run it alone; one answer per item, in order.
+
+    Each item keeps its own key, lock, stored answer and fingerprint, so a batch
+    retried after the callee committed replays item by item, and an item's key
+    replays the same way through the single endpoint (recovery) as through a
+    batch. One statement takes every key's advisory lock and looks every key up.
+    Each item then runs inside a savepoint with its key's claim: a refusal (4xx)
+    rolls back that item's effect only and is stored like a success; a key held
+    by a concurrent call answers 409 ``idempotency_key_in_use`` for that item
+    (nothing stored, the caller retries it); a 5xx refusal is answered and not
+    stored. Every other item commits with the batch. A deadlock with another
+    transaction (two batches touching the same rows in different orders) is 503
+    ``batch_conflict``: nothing was written, the whole batch may be retried.
+    """
+    table = model.__table__  # type: ignore[attr-defined]
+    statements = _statements(table)
+    keys = [item.key for item in items]
+    locks = [advisory_key("idempotency", scope, caller, key) for key in keys]
+    try:
+        found = session.execute(
+            statements.lock_and_find_many, {"caller": caller, "keys": keys, "locks": locks}
+        ).all()
+        results: list[IdempotentResult | None] = [None] * len(items)
+        for position, (item, row) in enumerate(zip(items, found, strict=True)):
+            if not row.locked:
+                results[position] = _problem_result(_in_use())
+            elif row.response_status is not None:
+                results[position] = _stored_or_reused(row, item.fingerprint)
+            else:
+                results[position] = _run_in_savepoint(session, statements, caller, item)
+        session.commit()
+    except DBAPIError as exc:
+        session.rollback()
+        if getattr(exc.orig, "pgcode", None) in _RETRYABLE_SQLSTATES:
+            raise ProblemError(
+                503,
+                "batch_conflict",
+                "The batch met a concurrent one; nothing was written, retry it.",
+                headers={"Retry-After": "0"},
+            ) from None
+        raise
+    except Exception:
+        session.rollback()
+        raise
+    return [result for result in results if result is not None]
+
+
+def _run_in_savepoint(
+    session: Session, statements: _KeyStatements, caller: str, item: BatchItem
+) -> IdempotentResult:
+    """One item of :func:`run_idempotent_batch`: its effect and its key, or neither."""
+    names = {"caller": caller, "key": item.key}
+    savepoint = session.begin_nested()
+    try:
+        status, body = item.operation()
+    except ProblemError as problem:
+        savepoint.rollback()
+        if problem.status >= 500:
+            return _problem_result(problem)
+        status, body = problem.status, problem.to_body()
+        savepoint = session.begin_nested()
+    row = {**names, "fingerprint": item.fingerprint, "status": status, "body": body}
+    if session.execute(statements.claim, row).first() is not None:
+        savepoint.commit()
+        return IdempotentResult(status, body, replayed=False)
+    # A duplicate committed the key between the lookup and the claim: its answer wins.
+    savepoint.rollback()
+    stored = session.execute(statements.find, names).first()
+    return (
+        _problem_result(_in_use())
+        if stored is None
+        else _stored_or_reused(stored, item.fingerprint)
+    )
+
+
+def _stored_or_reused(row: Any, fingerprint: str) -> IdempotentResult:
+    try:
+        return _stored(row, fingerprint)
+    except ProblemError as problem:
+        return _problem_result(problem)
+
+
+def _problem_result(problem: ProblemError) -> IdempotentResult:
+    return IdempotentResult(problem.status, problem.to_body(), replayed=False)
+
+
+@dataclass(frozen=True)
 class _KeyStatements:
     """The statements on one ``idempotency_keys`` table, built once (bound by name)."""
 
     lock_and_find: Select[Any]
+    lock_and_find_many: Select[Any]
     find: Select[Any]
     claim: Insert
 
@@ -242,11 +354,27 @@ def _statements(table: Table) -> _KeyStatements:
     answer = (table.c.fingerprint, table.c.response_status, table.c.response_body)
     this_key = and_(table.c.caller == bindparam("caller"), table.c.key == bindparam("key"))
     one_row = select(literal(1).label("one")).subquery("one")
+    wanted = (
+        func.unnest(
+            bindparam("keys", type_=ARRAY(String)), bindparam("locks", type_=ARRAY(BigInteger))
+        )
+        .table_valued(column("key", String), column("lock", BigInteger), with_ordinality="position")
+        .render_derived(name="wanted")
+    )
     return _KeyStatements(
         lock_and_find=select(
             func.pg_try_advisory_xact_lock(bindparam("lock", type_=BigInteger)).label("locked"),
             *answer,
         ).select_from(one_row.outerjoin(table, this_key)),
+        lock_and_find_many=select(
+            func.pg_try_advisory_xact_lock(wanted.c.lock).label("locked"), *answer
+        )
+        .select_from(
+            wanted.outerjoin(
+                table, and_(table.c.caller == bindparam("caller"), table.c.key == wanted.c.key)
+            )
+        )
+        .order_by(wanted.c.position),
         find=select(*answer).where(this_key),
         claim=pg_insert(table)
         .values(

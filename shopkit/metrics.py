@@ -126,6 +126,13 @@ DEPENDENCY_ERRORS = BusinessMetric(
     "Failed attempts to call another service (no answer, timeout, 502/503/504), retried or not.",
     ("dependency",),
 )
+SALES_BATCH_SIZE = BusinessMetric(
+    Histogram,
+    "shop_sales_batch_size",
+    "Calls a sales process sent together in one batch, by saga step (reserve, debit).",
+    ("step",),
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 WALLET_DEBITS = BusinessMetric(
     Counter, "shop_wallet_debits_total", "Wallet debits of sales made (replays not counted)."
 )
@@ -154,6 +161,7 @@ SERVICE_METRICS: dict[str, tuple[BusinessMetric, ...]] = {
         OLDEST_PENDING_AGE,
         RECOVERY_RUNS,
         RECOVERED_SALES,
+        SALES_BATCH_SIZE,
     ),
 }
 
@@ -196,6 +204,14 @@ def before_scrape(app: Flask, refresh: Callable[[], None]) -> None:
             refresh()
 
 
+def count_outcome(metric: BusinessMetric, outcome: str | None) -> None:
+    """Count one answer in ``metric``: ``ok`` or the refusal's code (as :func:`counts_outcomes`)."""
+    if metric.labelnames:
+        metric.labels(outcome=outcome or "error").inc()
+    elif outcome == "ok":
+        metric.inc()
+
+
 def counts_outcomes(metric: BusinessMetric) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Count each answer of a view in ``metric``, replays excepted.
 
@@ -205,10 +221,7 @@ def counts_outcomes(metric: BusinessMetric) -> Callable[[Callable[P, R]], Callab
     """
 
     def count(outcome: str) -> None:
-        if metric.labelnames:
-            metric.labels(outcome=outcome).inc()
-        elif outcome == "ok":
-            metric.inc()
+        count_outcome(metric, outcome)
 
     def decorate(view: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(view)

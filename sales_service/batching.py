@@ -1,0 +1,274 @@
+"""Group commit for the saga: concurrent purchases in one process share their remote steps.
+
+Under load many purchases are in flight in one sales process at once. Instead
+of each paying its own request to inventory and to customers (a request, a
+transaction and a commit on each side), their reservations go to inventory as
+one ``POST /internal/reservations/batch`` and their debits to customers as one
+``POST /internal/wallet-debits/batch``; each batch is one transaction on the
+callee with one answer per sale (see :func:`shopkit.idempotency.run_idempotent_batch`).
+
+A :class:`Coalescer` gathers the calls of one step. The first caller that finds
+no batch forming leads one: it waits at most ``window_s`` for the purchases the
+process *expects* at this step (announced, not yet arrived), never when none is
+expected, and at most until ``max_size`` calls joined. So a lone sale goes at
+once. Up to ``max_flights`` batches of one step are in the air at a time;
+meanwhile the next one fills up (the classic group commit).
+
+Everything else is the saga as it was: each sale keeps its own row lock, its own
+idempotency keys (``{sale_id}:reserve``, ``{sale_id}:debit``) and its own
+outcome, logged by its own request thread. A batch of one is sent to the
+single endpoint. A whole batch that gets no answer is, for each of its sales, a
+step that got no answer (the sale stays pending for recovery, which drives it
+alone through the single endpoints). Batching is off with ``SALES_BATCH_MAX=1``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Generic, TypeVar
+
+from sales_service.clients import CustomersClient, InventoryClient, SaleClients
+from shopkit.metrics import SALES_BATCH_SIZE
+from shopkit.service_client import ServiceResponse
+
+Item = TypeVar("Item")
+
+
+@dataclass
+class _Slot(Generic[Item]):
+    item: Item
+    done: threading.Event = field(default_factory=threading.Event)
+    answer: ServiceResponse | None = None
+    error: BaseException | None = None
+
+
+class Coalescer(Generic[Item]):
+    """Gathers concurrent calls of one saga step into batches (see the module docstring).
+
+    ``send`` takes the gathered items and returns one answer per item, in order;
+    an exception it raises is raised to every caller of the batch.
+    """
+
+    def __init__(
+        self,
+        step: str,
+        send: Callable[[Sequence[Item]], list[ServiceResponse]],
+        *,
+        window_s: float,
+        max_size: int,
+        max_flights: int = 1,
+    ) -> None:
+        self.step = step
+        self.send = send
+        self.window_s = window_s
+        self.max_size = max(1, max_size)
+        self.max_flights = max(1, max_flights)
+        self._cond = threading.Condition()
+        self._queue: list[_Slot[Item]] = []
+        self._flights = 0
+        self._leading = False
+        self._expected = 0
+        #: Batches sent and calls in them (the bench reads the mean batch size).
+        self.batches = 0
+        self.calls = 0
+
+    def announce(self, count: int = 1) -> None:
+        """Say that ``count`` calls are on their way: a leader may wait for them."""
+        with self._cond:
+            self._expected += count
+
+    def withdraw(self, count: int = 1) -> None:
+        """Take back an announcement whose call will not come (the sale ended earlier)."""
+        with self._cond:
+            self._expected = max(0, self._expected - count)
+            self._cond.notify_all()
+
+    def call(self, item: Item, *, announced: bool) -> ServiceResponse:
+        """Make one call as part of a batch; returns this call's own answer."""
+        slot: _Slot[Item] = _Slot(item)
+        with self._cond:
+            if announced:
+                self._expected = max(0, self._expected - 1)
+            self._queue.append(slot)
+            self._cond.notify_all()
+            while not slot.done.is_set():
+                if not self._leading and self._flights < self.max_flights:
+                    batch = self._lead()
+                    break
+                self._cond.wait()
+            else:
+                batch = []
+        if batch:
+            self._fly(batch)
+        slot.done.wait()
+        if slot.error is not None:
+            raise slot.error
+        assert slot.answer is not None
+        return slot.answer
+
+    def _lead(self) -> list[_Slot[Item]]:
+        """Form the next batch (the lock is held): wait for expected calls, within the window."""
+        self._leading = True
+        try:
+            ends = time.monotonic() + self.window_s
+            while len(self._queue) < self.max_size and self._expected > 0:
+                remaining = ends - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            batch, self._queue = self._queue[: self.max_size], self._queue[self.max_size :]
+            self._flights += 1
+            return batch
+        finally:
+            self._leading = False
+            self._cond.notify_all()
+
+    def _fly(self, batch: list[_Slot[Item]]) -> None:
+        """Send one batch (no lock held) and hand each caller its answer."""
+        try:
+            answers = self.send([slot.item for slot in batch])
+            for slot, answer in zip(batch, answers, strict=True):
+                slot.answer = answer
+        except BaseException as exc:  # every caller of the batch sees what went wrong
+            for slot in batch:
+                slot.error = exc
+        finally:
+            SALES_BATCH_SIZE.labels(step=self.step).observe(len(batch))
+            with self._cond:
+                self._flights -= 1
+                self.batches += 1
+                self.calls += len(batch)
+                self._cond.notify_all()
+            for slot in batch:
+                slot.done.set()
+
+
+#: A reservation to make: ``(sale_id, lines)``.
+Reservation = tuple[uuid.UUID, Sequence[tuple[int, int]]]
+#: A debit to make: ``(sale_id, customer_id, amount)``.
+Debit = tuple[uuid.UUID, int, Decimal]
+
+
+def _per_item(answer: ServiceResponse, count: int) -> list[ServiceResponse]:
+    """The per-sale answers of a batch call; a batch refused as a whole is each sale's answer
+    (an answer the saga cannot interpret: the sale stays pending for recovery)."""
+    results = answer.body.get("results") if answer.status == 200 else None
+    if not isinstance(results, list) or len(results) != count:
+        return [answer] * count
+    return [
+        ServiceResponse(
+            int(result.get("status", 500)),
+            result.get("body") if isinstance(result.get("body"), dict) else {},
+            replayed=bool(result.get("replayed")),
+        )
+        for result in results
+    ]
+
+
+class Batcher:
+    """The coalescers of one sales process: reservations and debits."""
+
+    def __init__(
+        self, clients: SaleClients, *, window_s: float, max_size: int, max_flights: int = 1
+    ) -> None:
+        self.clients = clients
+        self.enabled = max_size > 1
+        self.reserve: Coalescer[Reservation] = Coalescer(
+            "reserve", self._reserve, window_s=window_s, max_size=max_size, max_flights=max_flights
+        )
+        self.debit: Coalescer[Debit] = Coalescer(
+            "debit", self._debit, window_s=window_s, max_size=max_size, max_flights=max_flights
+        )
+
+    def _reserve(self, items: Sequence[Reservation]) -> list[ServiceResponse]:
+        inventory = self.clients.inventory
+        if len(items) == 1:
+            answers = [inventory.reserve(*items[0])]
+        else:
+            answers = _per_item(inventory.reserve_batch(items), len(items))
+            answers = self._single_retries(answers, items, inventory.reserve)
+        # Every sale whose stock was taken goes on to its debit: announce them all before any
+        # of them learns its answer, so the debit batch's leader waits for the others.
+        self.debit.announce(sum(1 for answer in answers if answer.status == 201))
+        return answers
+
+    def _debit(self, items: Sequence[Debit]) -> list[ServiceResponse]:
+        customers = self.clients.customers
+        if len(items) == 1:
+            return [customers.debit(*items[0])]
+        answers = _per_item(customers.debit_batch(items), len(items))
+        return self._single_retries(answers, items, customers.debit)
+
+    @staticmethod
+    def _single_retries(
+        answers: list[ServiceResponse], items: Sequence[Any], single: Callable[..., ServiceResponse]
+    ) -> list[ServiceResponse]:
+        """A sale whose key was busy in the batch (a retry of it still running) is asked again
+        alone, under the same key: the single call waits and retries as any call does."""
+        return [
+            single(*item) if answer.code == "idempotency_key_in_use" else answer
+            for answer, item in zip(answers, items, strict=True)
+        ]
+
+    def for_sale(self) -> BatchedSale:
+        """Clients for one purchase, its reservation and debit going through the batches."""
+        return BatchedSale(self)
+
+    @property
+    def mean_size(self) -> float | None:
+        """Calls per batch so far, over both steps."""
+        batches = self.reserve.batches + self.debit.batches
+        return (self.reserve.calls + self.debit.calls) / batches if batches else None
+
+
+class _BatchedInventory(InventoryClient):
+    def __init__(self, sale: BatchedSale) -> None:
+        super().__init__(sale.batcher.clients.inventory.client)
+        self.sale = sale
+
+    def reserve(self, sale_id: uuid.UUID, lines: Sequence[tuple[int, int]]) -> ServiceResponse:
+        """Reserve through the batch of reservations."""
+        announced, self.sale.reserve_expected = self.sale.reserve_expected, False
+        answer = self.sale.batcher.reserve.call((sale_id, lines), announced=announced)
+        self.sale.debit_expected = answer.status == 201  # announced by the batch (_reserve)
+        return answer
+
+
+class _BatchedCustomers(CustomersClient):
+    def __init__(self, sale: BatchedSale) -> None:
+        super().__init__(sale.batcher.clients.customers.client)
+        self.sale = sale
+
+    def debit(self, sale_id: uuid.UUID, customer_id: int, amount: Decimal) -> ServiceResponse:
+        """Debit through the batch of debits."""
+        announced, self.sale.debit_expected = self.sale.debit_expected, False
+        return self.sale.batcher.debit.call((sale_id, customer_id, amount), announced=announced)
+
+
+class BatchedSale(SaleClients):
+    """The clients one purchase drives its saga with (a :class:`SaleClients`).
+
+    Made when the purchase starts, which announces its reservation; :meth:`close`
+    withdraws whatever the sale announced and did not send (it failed earlier).
+    """
+
+    def __init__(self, batcher: Batcher) -> None:
+        self.batcher = batcher
+        self.reserve_expected = True
+        self.debit_expected = False
+        batcher.reserve.announce()
+        super().__init__(inventory=_BatchedInventory(self), customers=_BatchedCustomers(self))
+
+    def close(self) -> None:
+        """Withdraw the announcements this sale did not use."""
+        if self.reserve_expected:
+            self.batcher.reserve.withdraw()
+            self.reserve_expected = False
+        if self.debit_expected:
+            self.batcher.debit.withdraw()
+            self.debit_expected = False

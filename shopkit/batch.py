@@ -1,0 +1,143 @@
+"""Batched internal calls: many idempotent calls of one kind in one request and one transaction.
+
+A batch endpoint (``POST /internal/reservations/batch``, ``POST
+/internal/wallet-debits/batch``) takes ``{"items": [{"idempotency_key", "request"}]}``:
+each ``request`` is exactly the body its single endpoint takes, and each key is
+the key it would carry there. The answer is 200 ``{"results": [{"idempotency_key",
+"status", "body", "replayed"}]}``, one per item in the request's order, each the
+status and body the single endpoint would have answered. Since an item's key is
+stored under the single endpoint's fingerprint, a sale done in a batch replays
+the same through its single endpoint (recovery) and through another batch.
+
+The items run in an order the service chooses (the rows they lock, ascending),
+in one transaction (see :func:`shopkit.idempotency.run_idempotent_batch`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from flask import request
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from shopkit.auth import require_principal
+from shopkit.db import get_session
+from shopkit.errors import ProblemError
+from shopkit.idempotency import (
+    BatchItem,
+    IdempotencyKeyMixin,
+    IdempotentResult,
+    request_fingerprint,
+    run_idempotent_batch,
+)
+from shopkit.metrics import IDEMPOTENT_REPLAYS, BusinessMetric, count_outcome
+
+#: Most items one batch may hold.
+MAX_BATCH_ITEMS = 100
+
+
+def idempotency_key_field() -> fields.String:
+    """A batch item's ``idempotency_key`` (the rules of the ``Idempotency-Key`` header)."""
+    return fields.String(
+        required=True,
+        validate=validate.Regexp(
+            r"^[\x21-\x7e]{1,200}$", error="1 to 200 printable ASCII characters."
+        ),
+        metadata={"description": "The key this item's single call would carry."},
+    )
+
+
+def items_field(item_schema: type[Schema]) -> fields.List:
+    """A batch's ``items``: 1 to :data:`MAX_BATCH_ITEMS` of ``item_schema``."""
+    return fields.List(
+        fields.Nested(item_schema),
+        required=True,
+        validate=validate.Length(min=1, max=MAX_BATCH_ITEMS),
+        metadata={"description": f"1 to {MAX_BATCH_ITEMS} calls, each with its own key."},
+    )
+
+
+class BatchSchemaMixin:
+    """A batch's ``items`` name each idempotency key once and each sale once."""
+
+    @validates_schema
+    def _distinct(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        items = data.get("items", [])
+        keys = [item["idempotency_key"] for item in items]
+        if len(set(keys)) != len(keys):
+            raise ValidationError("Each idempotency_key may appear once in a batch.", "items")
+        sales = [item["request"]["sale_id"] for item in items]
+        if len(set(sales)) != len(sales):
+            raise ValidationError("Each sale may appear once in a batch.", "items")
+
+
+class BatchAnswerSchema(Schema):
+    """One item's answer: what its single endpoint would have answered."""
+
+    idempotency_key = fields.String()
+    status = fields.Integer()
+    body = fields.Dict(metadata={"description": "The answer's body (a problem for a refusal)."})
+    replayed = fields.Boolean(metadata={"description": "Replayed from the idempotency store."})
+
+
+class BatchAnswersSchema(Schema):
+    """A batch's answers, in the order of its items."""
+
+    results = fields.List(fields.Nested(BatchAnswerSchema))
+
+
+def respond_batch(
+    model: type[IdempotencyKeyMixin],
+    items: Sequence[dict[str, Any]],
+    *,
+    single_path: str,
+    order: Callable[[dict[str, Any]], Any],
+    operation: Callable[[dict[str, Any]], Callable[[], tuple[int, dict[str, Any]]]],
+    outcomes: BusinessMetric | None = None,
+) -> dict[str, Any]:
+    """Run a validated batch: each item's ``operation(request)`` once per its key, all in one
+    transaction, in the order ``order(request)`` sorts them; the answers in request order.
+
+    ``single_path`` is the single endpoint's path, whose fingerprint each item's key
+    is stored under. ``outcomes`` counts each item's answer as that endpoint's
+    ``counts_outcomes`` would (replays not counted).
+    """
+    raw = request.get_json(silent=True)
+    if not isinstance(raw, dict) or len(raw.get("items") or []) != len(items):
+        raise ProblemError(400, "bad_request", "The batch could not be read.")
+    principal = require_principal()
+    schema = str(model.__table__.schema)  # type: ignore[attr-defined]
+    ranked = sorted(range(len(items)), key=lambda i: order(items[i]["request"]))
+    answers = run_idempotent_batch(
+        get_session(),
+        model,
+        scope=schema,
+        caller=f"{principal.role}:{principal.subject}",
+        items=[
+            BatchItem(
+                key=items[i]["idempotency_key"],
+                fingerprint=request_fingerprint("POST", single_path, raw["items"][i]["request"]),
+                operation=operation(items[i]["request"]),
+            )
+            for i in ranked
+        ],
+    )
+    results: list[IdempotentResult] = [answers[0]] * len(items)
+    for answer, position in zip(answers, ranked, strict=True):
+        results[position] = answer
+        if answer.replayed:
+            IDEMPOTENT_REPLAYS.labels(endpoint=f"POST {single_path}").inc()
+        elif outcomes is not None:
+            count_outcome(outcomes, "ok" if answer.status < 400 else answer.body.get("code"))
+    return {
+        "results": [
+            {
+                "idempotency_key": item["idempotency_key"],
+                "status": result.status,
+                "body": result.body,
+                "replayed": result.replayed,
+            }
+            for item, result in zip(items, results, strict=True)
+        ]
+    }
