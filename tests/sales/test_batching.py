@@ -1,0 +1,162 @@
+"""Group commit over real processes: concurrent purchases share batched reservations and
+debits, each sale keeps its own outcome, and a crash between the batched steps is settled."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import create_engine, text
+
+from tests.conftest import Identity
+from tests.sales.conftest import Shop, recover
+from tests.sales.test_races_and_faults import post_sale
+from tests.support.invariants import check_invariants
+from tests.support.live import LiveStack
+
+pytestmark = pytest.mark.processes
+
+#: A window long enough that purchases sent together surely meet in one batch.
+GATHER = {"SALES_BATCH_WINDOW_MS": "300", "SALES_BATCH_MAX": "32", "SALES_RECOVERY_INTERVAL": "0"}
+
+
+def counted(stack: LiveStack, service: str, name: str, **labels: str) -> float:
+    """The sum of a metric's samples (in ``service``'s /metrics) whose labels include ``labels``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    body = requests.get(stack.url(service) + "/metrics", timeout=10).text
+    wanted = set(labels.items())
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+        if sample.name == name and wanted <= set(sample.labels.items())
+    )
+
+
+def all_at_once(calls: list[Callable[[], Any]]) -> list[Any]:
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        return list(pool.map(lambda f: f(), calls))
+
+
+def test_concurrent_purchases_share_batches_and_each_keeps_its_own_outcome(
+    fault_stack: LiveStack, identity: Identity, database_url: str
+) -> None:
+    """16 purchases at once: 12 buyers for 8 units of one product, and 4 buyers who cannot
+    pay for another. The batches hold refusals of both kinds beside successes, and every
+    sale settles on its own."""
+    for service in ("customers", "inventory"):
+        fault_stack.start(service)
+    sales = fault_stack.start("sales", workers=1, threads=16, extra_env=GATHER)
+    shop = Shop(fault_stack, identity)
+    scarce = shop.product(price="10.00", stock=8)
+    plenty = shop.product(price="10.00", stock=100, name="Plenty")
+    rich = [shop.buyer("50.00") for _ in range(12)]
+    poor = [shop.buyer("5.00") for _ in range(4)]
+    answers = all_at_once(
+        [lambda t=token: post_sale(sales.url, t, scarce, 1) for _, token in rich]
+        + [lambda t=token: post_sale(sales.url, t, plenty, 1) for _, token in poor]
+    )
+    codes = [a.json().get("code") if a.status_code == 409 else a.status_code for a in answers]
+    assert sorted(map(str, codes[:12])) == ["201"] * 8 + ["insufficient_stock"] * 4, codes
+    assert codes[12:] == ["insufficient_funds"] * 4, codes
+    assert shop.stock(scarce) == 0
+    assert shop.stock(plenty) == 100  # the refused debits' reservations were released
+    assert all(shop.balance(b["username"]) == Decimal("5.00") for b, _ in poor)
+    spent = sum(Decimal("50.00") - shop.balance(b["username"]) for b, _ in rich)
+    assert spent == Decimal("80.00")
+    # They went out together: fewer batches than purchases, and the callees used the batch
+    # endpoints.
+    calls = counted(fault_stack, "sales", "shop_sales_batch_size_sum", step="reserve")
+    batches = counted(fault_stack, "sales", "shop_sales_batch_size_count", step="reserve")
+    assert calls == 16 and batches < 16, (calls, batches)
+    assert counted(
+        fault_stack, "inventory", "flask_http_request_duration_seconds_count",
+        endpoint="internal.reserve_batch",
+    ) >= 1  # fmt: skip
+    assert counted(
+        fault_stack, "customers", "flask_http_request_duration_seconds_count",
+        endpoint="internal.wallet_debit_batch",
+    ) >= 1  # fmt: skip
+    report = check_invariants(database_url)
+    assert report.ok, report.violations
+    assert (report.completed, report.failed, report.units_sold) == (8, 8, 8)
+
+
+def test_batching_off_sends_every_sale_alone(
+    fault_stack: LiveStack, identity: Identity, database_url: str
+) -> None:
+    for service in ("customers", "inventory"):
+        fault_stack.start(service)
+    sales = fault_stack.start(
+        "sales", workers=1, threads=8, extra_env={**GATHER, "SALES_BATCH_MAX": "1"}
+    )
+    shop = Shop(fault_stack, identity)
+    product = shop.product(price="1.00", stock=20)
+    buyers = [shop.buyer("5.00") for _ in range(6)]
+    answers = all_at_once(
+        [lambda t=token: post_sale(sales.url, t, product, 1) for _, token in buyers]
+    )
+    assert [a.status_code for a in answers] == [201] * 6
+    assert counted(fault_stack, "sales", "shop_sales_batch_size_count") == 0
+    assert counted(
+        fault_stack, "inventory", "flask_http_request_duration_seconds_count",
+        endpoint="internal.reserve_batch",
+    ) == 0  # fmt: skip
+    assert check_invariants(database_url).ok
+
+
+def test_a_worker_killed_between_the_batched_reserve_and_debit_is_settled_by_recovery(
+    fault_stack: LiveStack, identity: Identity, database_url: str
+) -> None:
+    """Six purchases reserved in one batch; the worker dies before any debit. Recovery
+    drives each sale alone with the single endpoints: the batch's stored answers replay."""
+    for service in ("customers", "inventory"):
+        fault_stack.start(service)
+    sales = fault_stack.start(
+        "sales", workers=1, threads=8, extra_env={**GATHER, "SALES_CRASH_AFTER": "reserve"}
+    )
+    shop = Shop(fault_stack, identity)
+    product = shop.product(price="4.00", stock=12)
+    buyers = [shop.buyer("10.00") for _ in range(5)] + [shop.buyer("3.00")]
+
+    def attempt(token: str) -> str:
+        try:
+            return str(post_sale(sales.url, token, product, 2).status_code)
+        except requests.ConnectionError:
+            return "dropped"
+
+    outcomes = all_at_once([lambda t=token: attempt(t) for _, token in buyers])
+    assert outcomes == ["dropped"] * 6
+    assert counted(
+        fault_stack, "inventory", "flask_http_request_duration_seconds_count",
+        endpoint="internal.reserve_batch",
+    ) >= 1  # fmt: skip
+    fault_stack.kill("sales")
+    # A request that had not recorded its order when the worker died left nothing at all.
+    stranded = check_invariants(database_url, allow_pending=True)
+    assert stranded.ok, stranded.violations
+    assert 2 <= stranded.pending <= 6
+    assert (stranded.completed, stranded.failed) == (0, 0)
+    # At least one batch of two or more was reserved (and nothing debited) before the crash.
+    assert 12 - 2 * stranded.pending <= shop.stock(product) <= 12 - 2 * 2
+    # The dead requests' leases (LEASE_S) run out: here at once rather than in 15 s.
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE sales.sales SET lease_until = now() WHERE status = 'pending'"))
+    engine.dispose()
+    settled = recover(fault_stack)
+    assert f"examined {stranded.pending}:" in settled.stdout, settled.stdout + settled.stderr
+    report = check_invariants(database_url)
+    assert report.ok, report.violations
+    assert report.completed + report.failed == stranded.pending
+    assert report.units_sold == 2 * report.completed
+    balances = [shop.balance(b["username"]) for b, _ in buyers]
+    assert set(balances[:5]) <= {Decimal("2.00"), Decimal("10.00")}  # charged once, or never
+    assert balances[:5].count(Decimal("2.00")) == report.completed
+    assert balances[5] == Decimal("3.00")  # the poor buyer's debit was refused, if it came
+    assert shop.stock(product) == 12 - report.units_sold  # refused or lost: stock back
