@@ -72,7 +72,7 @@ from rich.table import Table  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from bench import monolith, profiling  # noqa: E402
+from bench import batching_bench, monolith, profiling  # noqa: E402
 from bench.cpu import CpuMeter, tree  # noqa: E402
 from bench.loadgen import Buyer, LoadResult, run_load  # noqa: E402
 from bench.memory import RssSampler, floor  # noqa: E402
@@ -256,26 +256,41 @@ class Stack:
         self._logs.append(handle)
         return handle
 
+    def _process(
+        self, name: str, extra_env: dict[str, str] | None, threads: int | None
+    ) -> BenchProcess:
+        env = {
+            **self.env,
+            "SHOP_PROFILE_DIR": str(profiling.directory(self.profile_root, name)),
+            "SHOP_PROFILE_NAME": name,
+            "SHOP_PROFILE_CLOCK": self.knobs.profile_clock,
+            **(extra_env or {}),
+        }
+        process = BenchProcess(
+            name,
+            self.ports[name],
+            env=env,
+            workers=self.knobs.workers,
+            threads=threads or self.knobs.threads,
+            log=self._open_log(name),
+        )
+        self.processes[name] = process.start()  # type: ignore[assignment]
+        return process
+
     def start(self) -> None:
         """Start every service and wait until each is ready."""
         for name in SERVICES:
-            env = {
-                **self.env,
-                "SHOP_PROFILE_DIR": str(profiling.directory(self.profile_root, name)),
-                "SHOP_PROFILE_NAME": name,
-                "SHOP_PROFILE_CLOCK": self.knobs.profile_clock,
-            }
-            process = BenchProcess(
-                name,
-                self.ports[name],
-                env=env,
-                workers=self.knobs.workers,
-                threads=self.knobs.threads,
-                log=self._open_log(name),
-            )
-            self.processes[name] = process.start()  # type: ignore[assignment]
+            self._process(name, None, None)
         for process in self.processes.values():
             process.wait_ready(90)
+
+    def start_service(
+        self, name: str, *, extra_env: dict[str, str] | None = None, threads: int | None = None
+    ) -> BenchProcess:
+        """(Re)start one service with ``extra_env`` and ``threads``; wait until it is ready."""
+        process = self._process(name, extra_env, threads)
+        process.wait_ready(90)
+        return process
 
     def start_monolith(self, app: str, log_name: str) -> BenchProcess:
         """A single-app baseline (``app``, a gunicorn app spec) under the same settings."""
@@ -1162,6 +1177,7 @@ def main() -> int:
                 "saga-unloaded", bench.stack.urls["sales"] + "/sales", bench.dataset.product_ids
             )
             bench.saga_lines()
+            batching_bench.run(bench)
             bench.monolith()
             bench.pgbench()
             bench.replay()
@@ -1181,6 +1197,7 @@ def main() -> int:
     summary["targets"] = _targets(summary)
     (knobs.results / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     print_summary(summary, console)
+    batching_bench.print_table(summary, console)
     console.print(
         f"results in {knobs.results} ({summary['elapsed_s']:.0f} s); load average "
         f"{summary['machine']['load_average_start']} -> {summary['machine']['load_average_end']}"

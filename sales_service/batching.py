@@ -42,6 +42,7 @@ Item = TypeVar("Item")
 @dataclass
 class _Slot(Generic[Item]):
     item: Item
+    taken: bool = False  # by a batch (under the coalescer's lock)
     done: threading.Event = field(default_factory=threading.Event)
     answer: ServiceResponse | None = None
     error: BaseException | None = None
@@ -89,21 +90,24 @@ class Coalescer(Generic[Item]):
             self._cond.notify_all()
 
     def call(self, item: Item, *, announced: bool) -> ServiceResponse:
-        """Make one call as part of a batch; returns this call's own answer."""
+        """Make one call as part of a batch; returns this call's own answer.
+
+        The caller either waits for a batch to take its call, or (when no batch is
+        forming and a flight is free) forms and sends the next batch itself.
+        """
         slot: _Slot[Item] = _Slot(item)
         with self._cond:
             if announced:
                 self._expected = max(0, self._expected - 1)
             self._queue.append(slot)
             self._cond.notify_all()
-            while not slot.done.is_set():
-                if not self._leading and self._flights < self.max_flights:
-                    batch = self._lead()
+        while True:
+            with self._cond:
+                while not slot.taken and (self._leading or self._flights >= self.max_flights):
+                    self._cond.wait()
+                if slot.taken:
                     break
-                self._cond.wait()
-            else:
-                batch = []
-        if batch:
+                batch = self._lead()  # holds this call (or, past max_size, earlier ones)
             self._fly(batch)
         slot.done.wait()
         if slot.error is not None:
@@ -122,6 +126,8 @@ class Coalescer(Generic[Item]):
                     break
                 self._cond.wait(remaining)
             batch, self._queue = self._queue[: self.max_size], self._queue[self.max_size :]
+            for slot in batch:
+                slot.taken = True
             self._flights += 1
             return batch
         finally:
