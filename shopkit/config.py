@@ -150,9 +150,9 @@ class Settings:
     #: Group commit in sales (:mod:`sales_service.batching`): how long a batch's leader
     #: waits for purchases it expects, the most calls in one batch (1: batching off),
     #: and how many batches of one saga step may be in the air at once.
-    sales_batch_window_ms: float = 2.0
+    sales_batch_window_ms: float = 5.0
     sales_batch_max: int = 32
-    sales_batch_flights: int = 2
+    sales_batch_flights: int = 1
     #: Login throttling (per account, per client address): failures within the window
     #: before a block, the first block's length (doubling with each further failure, at
     #: most the window), and registrations per address per window.
