@@ -69,7 +69,11 @@ class Coalescer(Generic[Item]):
         self.window_s = window_s
         self.max_size = max(1, max_size)
         self.max_flights = max(1, max_flights)
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        #: Signalled when a call arrives or is withdrawn (the forming batch's leader waits).
+        self._arrived = threading.Condition(lock)
+        #: Signalled when a batch was formed or came back (callers waiting for their turn).
+        self._turn = threading.Condition(lock)
         self._queue: list[_Slot[Item]] = []
         self._flights = 0
         self._leading = False
@@ -80,14 +84,14 @@ class Coalescer(Generic[Item]):
 
     def announce(self, count: int = 1) -> None:
         """Say that ``count`` calls are on their way: a leader may wait for them."""
-        with self._cond:
+        with self._arrived:
             self._expected += count
 
     def withdraw(self, count: int = 1) -> None:
         """Take back an announcement whose call will not come (the sale ended earlier)."""
-        with self._cond:
+        with self._arrived:
             self._expected = max(0, self._expected - count)
-            self._cond.notify_all()
+            self._arrived.notify()
 
     def call(self, item: Item, *, announced: bool) -> ServiceResponse:
         """Make one call as part of a batch; returns this call's own answer.
@@ -96,15 +100,15 @@ class Coalescer(Generic[Item]):
         forming and a flight is free) forms and sends the next batch itself.
         """
         slot: _Slot[Item] = _Slot(item)
-        with self._cond:
+        with self._arrived:
             if announced:
                 self._expected = max(0, self._expected - 1)
             self._queue.append(slot)
-            self._cond.notify_all()
+            self._arrived.notify()
         while True:
-            with self._cond:
+            with self._turn:
                 while not slot.taken and (self._leading or self._flights >= self.max_flights):
-                    self._cond.wait()
+                    self._turn.wait()
                 if slot.taken:
                     break
                 batch = self._lead()  # holds this call (or, past max_size, earlier ones)
@@ -124,7 +128,7 @@ class Coalescer(Generic[Item]):
                 remaining = ends - time.monotonic()
                 if remaining <= 0:
                     break
-                self._cond.wait(remaining)
+                self._arrived.wait(remaining)
             batch, self._queue = self._queue[: self.max_size], self._queue[self.max_size :]
             for slot in batch:
                 slot.taken = True
@@ -132,7 +136,7 @@ class Coalescer(Generic[Item]):
             return batch
         finally:
             self._leading = False
-            self._cond.notify_all()
+            self._turn.notify_all()
 
     def _fly(self, batch: list[_Slot[Item]]) -> None:
         """Send one batch (no lock held) and hand each caller its answer."""
@@ -145,11 +149,11 @@ class Coalescer(Generic[Item]):
                 slot.error = exc
         finally:
             SALES_BATCH_SIZE.labels(step=self.step).observe(len(batch))
-            with self._cond:
+            with self._turn:
                 self._flights -= 1
                 self.batches += 1
                 self.calls += len(batch)
-                self._cond.notify_all()
+                self._turn.notify_all()
             for slot in batch:
                 slot.done.set()
 
