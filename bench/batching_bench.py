@@ -49,11 +49,13 @@ def _batch_totals(url: str) -> tuple[float, float]:
     return calls, batches
 
 
-def _restart_sales(bench: Bench, extra_env: dict[str, str], threads: int) -> str:
-    """Restart sales with ``extra_env`` and ``threads``; watch its new processes."""
+def _restart_sales(
+    bench: Bench, extra_env: dict[str, str], threads: int, workers: int | None = None
+) -> str:
+    """Restart sales with ``extra_env``, ``threads`` and ``workers``; watch its new processes."""
     stack = bench.stack
     stack.processes["sales"].stop(timeout_s=10)
-    process = stack.start_service("sales", extra_env=extra_env, threads=threads)
+    process = stack.start_service("sales", extra_env=extra_env, threads=threads, workers=workers)
     pid = process.process.pid if process.process is not None else 0
     bench.rss.watch("sales", pid)
     bench.cpu.watch("sales", lambda: tree(pid))
@@ -67,11 +69,14 @@ def run(bench: Bench) -> None:
     if seconds <= 0 or bench.dataset is None:
         return
     threads = int(os.environ.get("BENCH_SALES_THREADS", "16"))
+    workers = int(os.environ.get("BENCH_SALES_WORKERS", str(knobs.workers)))
     dataset = bench.dataset
     table: dict[str, dict[str, Any]] = {}
-    bench.console.print(f"[bold]batching on vs off[/], sales with {threads} threads per worker")
+    bench.console.print(
+        f"[bold]batching on vs off[/], sales with {workers} workers x {threads} threads"
+    )
     for mode, env in MODES.items():
-        url = _restart_sales(bench, {**env, "DB_POOL_SIZE": str(threads)}, threads)
+        url = _restart_sales(bench, {**env, "DB_POOL_SIZE": str(threads)}, threads, workers)
         table[mode] = {}
         for buyers in _buyer_counts():
             phase = f"batch-{mode}-{buyers}"
@@ -112,7 +117,12 @@ def run(bench: Bench) -> None:
                 f"CPU {cpu.get('total', 0):.1f} ms/sale, mean batch {figures['mean_batch_size']}"
             )
     _restart_sales(bench, {}, knobs.threads)  # the later phases run as before
-    bench.summary["batching"] = {"threads": threads, "seconds": seconds, "cells": table}
+    bench.summary["batching"] = {
+        "threads": threads,
+        "workers": workers,
+        "seconds": seconds,
+        "cells": table,
+    }
     ratios: dict[str, Any] = {}
     for buyers, on in table["on"].items():
         off = table["off"].get(buyers) or {}
@@ -133,7 +143,8 @@ def print_table(summary: dict[str, Any], console: Console) -> None:
     if not batching:
         return
     table = Table(
-        title=f"batching on vs off (sales {batching['threads']} threads per worker)",
+        title=f"batching on vs off (sales: {batching.get('workers')} workers x "
+        f"{batching['threads']} threads)",
         title_justify="left",
     )
     for column in ("mode", "buyers", "sales/s", "p50 / p99 ms", "CPU ms per sale", "mean batch"):

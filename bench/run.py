@@ -257,7 +257,11 @@ class Stack:
         return handle
 
     def _process(
-        self, name: str, extra_env: dict[str, str] | None, threads: int | None
+        self,
+        name: str,
+        extra_env: dict[str, str] | None,
+        threads: int | None,
+        workers: int | None = None,
     ) -> BenchProcess:
         env = {
             **self.env,
@@ -270,7 +274,7 @@ class Stack:
             name,
             self.ports[name],
             env=env,
-            workers=self.knobs.workers,
+            workers=workers or self.knobs.workers,
             threads=threads or self.knobs.threads,
             log=self._open_log(name),
         )
@@ -285,10 +289,16 @@ class Stack:
             process.wait_ready(90)
 
     def start_service(
-        self, name: str, *, extra_env: dict[str, str] | None = None, threads: int | None = None
+        self,
+        name: str,
+        *,
+        extra_env: dict[str, str] | None = None,
+        threads: int | None = None,
+        workers: int | None = None,
     ) -> BenchProcess:
-        """(Re)start one service with ``extra_env`` and ``threads``; wait until it is ready."""
-        process = self._process(name, extra_env, threads)
+        """(Re)start one service with ``extra_env``, ``threads`` and ``workers``; wait until it
+        is ready."""
+        process = self._process(name, extra_env, threads, workers)
         process.wait_ready(90)
         return process
 

@@ -12,7 +12,11 @@ from flask import Flask
 from tests.conftest import Identity, bearer
 from tests.support.fuzz import fuzz_operations
 
-INTERNAL = ("POST /internal/wallet-debits", "POST /internal/wallet-credits")
+INTERNAL = (
+    "POST /internal/wallet-debits",
+    "POST /internal/wallet-debits/batch",
+    "POST /internal/wallet-credits",
+)
 
 
 def test_no_input_causes_a_server_error(customers_app: Flask, identity: Identity) -> None:

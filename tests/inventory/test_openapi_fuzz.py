@@ -28,6 +28,7 @@ OPERATIONS = [
     ("POST", "/products/{product_id}/restock"),
     ("POST", "/products/{product_id}/deduct"),
     ("POST", "/internal/reservations"),
+    ("POST", "/internal/reservations/batch"),
     ("GET", "/internal/reservations"),
     ("GET", "/internal/reservations/{sale_id}"),
     ("POST", "/internal/reservations/{sale_id}/release"),
