@@ -271,12 +271,11 @@ class SagaRun:
     priced: bool = False
     open_steps: dict[str, observe.OpenStep] = field(default_factory=dict)
 
-    def log(self, step: str, outcome: str, **detail: Any) -> None:
+    def log(self, step: str, outcome: str, *, at: datetime | None = None, **detail: Any) -> None:
         """Note a step; it is written with the sale's new state when the drive ends, with the
-        moment it happened (now) as its ``created_at``."""
-        self.steps.append(
-            {"step": step, "outcome": outcome, "detail": detail, "at": _now().isoformat()}
-        )
+        moment it happened (``at``, by default now) as its ``created_at``."""
+        moment = (at or _now()).isoformat()
+        self.steps.append({"step": step, "outcome": outcome, "detail": detail, "at": moment})
         observe.close_step(self.open_steps.pop(step, None), outcome)
 
     def finish(self, status: str, failure_code: str | None = None) -> None:
@@ -291,7 +290,7 @@ class SagaRun:
             sale.cancelled_at = sale.updated_at
         self.history.append(history_entry(status, sale.updated_at))
         sale.history = [*(sale.history or []), self.history[-1]]
-        self.log(_FINAL_STEP[status], "ok", code=failure_code)
+        self.log(_FINAL_STEP[status], "ok", at=sale.updated_at, code=failure_code)
 
     def price(self, reserved: dict[str, Any]) -> None:
         """Take each line's unit price and name from the reservation's answer."""
