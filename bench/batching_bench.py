@@ -68,8 +68,8 @@ def run(bench: Bench) -> None:
     seconds = float(os.environ.get("BENCH_BATCH_S", "10"))
     if seconds <= 0 or bench.dataset is None:
         return
-    threads = int(os.environ.get("BENCH_SALES_THREADS", "16"))
-    workers = int(os.environ.get("BENCH_SALES_WORKERS", str(knobs.workers)))
+    threads = int(os.environ.get("BENCH_SALES_THREADS", "32"))
+    workers = int(os.environ.get("BENCH_SALES_WORKERS", "1"))
     dataset = bench.dataset
     table: dict[str, dict[str, Any]] = {}
     bench.console.print(
