@@ -38,6 +38,18 @@ def counted(stack: LiveStack, service: str, name: str, **labels: str) -> float:
     )
 
 
+def handled(stack: LiveStack, service: str, endpoint: str) -> float:
+    """How many requests ``service`` answered at ``endpoint`` (its Flask endpoint name)."""
+    return counted(stack, service, "flask_http_request_duration_seconds_count", endpoint=endpoint)
+
+
+def start_stack(stack: LiveStack, threads: int, **env: str) -> str:
+    """Customers and inventory, and one sales worker with ``threads`` threads; sales' URL."""
+    for service in ("customers", "inventory"):
+        stack.start(service)
+    return stack.start("sales", workers=1, threads=threads, extra_env={**GATHER, **env}).url
+
+
 def all_at_once(calls: list[Callable[[], Any]]) -> list[Any]:
     with ThreadPoolExecutor(max_workers=len(calls)) as pool:
         return list(pool.map(lambda f: f(), calls))
@@ -49,17 +61,15 @@ def test_concurrent_purchases_share_batches_and_each_keeps_its_own_outcome(
     """16 purchases at once: 12 buyers for 8 units of one product, and 4 buyers who cannot
     pay for another. The batches hold refusals of both kinds beside successes, and every
     sale settles on its own."""
-    for service in ("customers", "inventory"):
-        fault_stack.start(service)
-    sales = fault_stack.start("sales", workers=1, threads=16, extra_env=GATHER)
+    sales = start_stack(fault_stack, 16)
     shop = Shop(fault_stack, identity)
     scarce = shop.product(price="10.00", stock=8)
     plenty = shop.product(price="10.00", stock=100, name="Plenty")
     rich = [shop.buyer("50.00") for _ in range(12)]
     poor = [shop.buyer("5.00") for _ in range(4)]
     answers = all_at_once(
-        [lambda t=token: post_sale(sales.url, t, scarce, 1) for _, token in rich]
-        + [lambda t=token: post_sale(sales.url, t, plenty, 1) for _, token in poor]
+        [lambda t=token: post_sale(sales, t, scarce, 1) for _, token in rich]
+        + [lambda t=token: post_sale(sales, t, plenty, 1) for _, token in poor]
     )
     codes = [a.json().get("code") if a.status_code == 409 else a.status_code for a in answers]
     assert sorted(map(str, codes[:12])) == ["201"] * 8 + ["insufficient_stock"] * 4, codes
@@ -74,14 +84,8 @@ def test_concurrent_purchases_share_batches_and_each_keeps_its_own_outcome(
     calls = counted(fault_stack, "sales", "shop_sales_batch_size_sum", step="reserve")
     batches = counted(fault_stack, "sales", "shop_sales_batch_size_count", step="reserve")
     assert calls == 16 and batches < 16, (calls, batches)
-    assert counted(
-        fault_stack, "inventory", "flask_http_request_duration_seconds_count",
-        endpoint="internal.reserve_batch",
-    ) >= 1  # fmt: skip
-    assert counted(
-        fault_stack, "customers", "flask_http_request_duration_seconds_count",
-        endpoint="internal.wallet_debit_batch",
-    ) >= 1  # fmt: skip
+    assert handled(fault_stack, "inventory", "internal.reserve_batch") >= 1
+    assert handled(fault_stack, "customers", "internal.wallet_debit_batch") >= 1
     report = check_invariants(database_url)
     assert report.ok, report.violations
     assert (report.completed, report.failed, report.units_sold) == (8, 8, 8)
@@ -90,23 +94,14 @@ def test_concurrent_purchases_share_batches_and_each_keeps_its_own_outcome(
 def test_batching_off_sends_every_sale_alone(
     fault_stack: LiveStack, identity: Identity, database_url: str
 ) -> None:
-    for service in ("customers", "inventory"):
-        fault_stack.start(service)
-    sales = fault_stack.start(
-        "sales", workers=1, threads=8, extra_env={**GATHER, "SALES_BATCH_MAX": "1"}
-    )
+    sales = start_stack(fault_stack, 8, SALES_BATCH_MAX="1")
     shop = Shop(fault_stack, identity)
     product = shop.product(price="1.00", stock=20)
     buyers = [shop.buyer("5.00") for _ in range(6)]
-    answers = all_at_once(
-        [lambda t=token: post_sale(sales.url, t, product, 1) for _, token in buyers]
-    )
+    answers = all_at_once([lambda t=token: post_sale(sales, t, product, 1) for _, token in buyers])
     assert [a.status_code for a in answers] == [201] * 6
     assert counted(fault_stack, "sales", "shop_sales_batch_size_count") == 0
-    assert counted(
-        fault_stack, "inventory", "flask_http_request_duration_seconds_count",
-        endpoint="internal.reserve_batch",
-    ) == 0  # fmt: skip
+    assert handled(fault_stack, "inventory", "internal.reserve_batch") == 0
     assert check_invariants(database_url).ok
 
 
@@ -115,27 +110,20 @@ def test_a_worker_killed_between_the_batched_reserve_and_debit_is_settled_by_rec
 ) -> None:
     """Six purchases reserved in one batch; the worker dies before any debit. Recovery
     drives each sale alone with the single endpoints: the batch's stored answers replay."""
-    for service in ("customers", "inventory"):
-        fault_stack.start(service)
-    sales = fault_stack.start(
-        "sales", workers=1, threads=8, extra_env={**GATHER, "SALES_CRASH_AFTER": "reserve"}
-    )
+    sales = start_stack(fault_stack, 8, SALES_CRASH_AFTER="reserve")
     shop = Shop(fault_stack, identity)
     product = shop.product(price="4.00", stock=12)
     buyers = [shop.buyer("10.00") for _ in range(5)] + [shop.buyer("3.00")]
 
     def attempt(token: str) -> str:
         try:
-            return str(post_sale(sales.url, token, product, 2).status_code)
+            return str(post_sale(sales, token, product, 2).status_code)
         except requests.ConnectionError:
             return "dropped"
 
     outcomes = all_at_once([lambda t=token: attempt(t) for _, token in buyers])
     assert outcomes == ["dropped"] * 6
-    assert counted(
-        fault_stack, "inventory", "flask_http_request_duration_seconds_count",
-        endpoint="internal.reserve_batch",
-    ) >= 1  # fmt: skip
+    assert handled(fault_stack, "inventory", "internal.reserve_batch") >= 1
     fault_stack.kill("sales")
     # A request that had not recorded its order when the worker died left nothing at all.
     stranded = check_invariants(database_url, allow_pending=True)
