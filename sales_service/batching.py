@@ -78,7 +78,7 @@ class Coalescer(Generic[Item]):
         self._flights = 0
         self._leading = False
         self._expected = 0
-        #: Batches sent and calls in them (the bench reads the mean batch size).
+        #: Batches sent and the calls in them.
         self.batches = 0
         self.calls = 0
 
@@ -228,12 +228,6 @@ class Batcher:
     def for_sale(self) -> BatchedSale:
         """Clients for one purchase, its reservation and debit going through the batches."""
         return BatchedSale(self)
-
-    @property
-    def mean_size(self) -> float | None:
-        """Calls per batch so far, over both steps."""
-        batches = self.reserve.batches + self.debit.batches
-        return (self.reserve.calls + self.debit.calls) / batches if batches else None
 
 
 class _BatchedInventory(InventoryClient):
