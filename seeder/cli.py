@@ -430,9 +430,11 @@ def _status_line(replay: Replay) -> str:
         attempts, completed = stats.attempts, stats.completed
         cancelled, shipped = stats.after["cancelled"], stats.after["shipped"]
         delivered = stats.after["delivered"]
-    count, eta = _progress(replay, attempts)
+    # "replay: <n> attempts" first: the storefront's console reads the count from it.
+    _count, eta = _progress(replay, attempts)
+    of = f" of {replay.options.purchases:,}" if replay.options.purchases is not None else ""
     return (
-        f"replay: {count} attempts, {completed:,} completed ({cancelled:,} cancelled, "
+        f"replay: {attempts:,} attempts{of}, {completed:,} completed ({cancelled:,} cancelled, "
         f"{shipped + delivered:,} shipped, {delivered:,} delivered), {failed:,} failed, "
         f"{stats.rate():.1f}/s, purchase latency p50 {_ms(stats.percentile('purchase', 50))}, "
         f"p99 {_ms(stats.percentile('purchase', 99))}" + (f", ETA {eta}" if eta else "")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from seeder.cli import _progress, plural
+from seeder.cli import _progress, _status_line, plural
 from seeder.client import Login, Services
 from seeder.config import Config
 from seeder.replay import (
@@ -210,3 +210,16 @@ def test_the_live_count_shows_x_of_n_and_an_eta() -> None:
     assert count == "7" and eta in ("0:00:45", "0:00:44")
     counted.stop()  # once stopping (or finished) there is no ETA
     assert _progress(counted, 100) == ("100/500", None)
+
+
+def test_the_status_line_counts_of_n_and_keeps_the_storefronts_format() -> None:
+    from storefront.jobs import _REPLAY_STATUS
+
+    counted = replay(purchases=500)
+    counted.stats.started -= 10
+    counted.stats.attempts = 1234
+    line = _status_line(counted)
+    assert line.startswith("replay: 1,234 attempts of 500, ")
+    assert "purchase latency p50" in line and line.endswith(", ETA 0:00:00")
+    match = _REPLAY_STATUS.search(line)
+    assert match is not None and match.group(1) == "1,234"
