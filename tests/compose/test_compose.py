@@ -175,10 +175,18 @@ def test_dockerfile_is_slim_non_root_and_caches_dependencies() -> None:
         assert "pip install --no-deps ." in stages[image]
     # The services' image: base dependencies only, no seeder code.
     assert "pip install . " in stages["service-dependencies"]
-    assert "[" not in stages["service-dependencies"]
-    assert "COPY seeder" not in stages["service"]
+    assert ".[" not in stages["service-dependencies"]  # no extra
     assert 'pip install ".[seeder]"' in stages["seeder-dependencies"]
-    assert "COPY seeder" in stages["seeder"] and "COPY storefront" in stages["seeder"]
+    # The code is sorted once: the seeder and the storefront go only to the seeder image.
+    copies = dict(re.findall(r"^COPY (\w+) (/src/\w+)/\1$", stages["source"], re.M))
+    assert copies == {
+        **dict.fromkeys(["shopkit", *(f"{n}_service" for n in APP_SERVICES)], "/src/service"),
+        "seeder": "/src/seeder",
+        "storefront": "/src/seeder",
+    }
+    assert "COPY --from=source /src/service/ ./" in stages["service"]
+    assert "/src/seeder" not in stages["service"]
+    assert "COPY --from=source /src/service/ /src/seeder/ ./" in stages["seeder"]
     services = compose()["services"]
     for name, service in services.items():
         if "build" in service:
