@@ -687,8 +687,13 @@ def print_audit(report: AuditReport, console: Console) -> None:
     for check in report.checks:
         if check.ok:
             continue
+        title = f"violations: {check.name}"
         detail = Table(
-            title=f"violations: {check.name}", title_justify="left", style="red", show_header=False
+            title=title,
+            title_justify="left",
+            style="red",
+            show_header=False,
+            min_width=len(title),  # the title on one line, however short the examples
         )
         detail.add_column()
         for line in check.violations[:EXAMPLES]:

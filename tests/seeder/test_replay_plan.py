@@ -223,3 +223,28 @@ def test_the_status_line_counts_of_n_and_keeps_the_storefronts_format() -> None:
     assert "purchase latency p50" in line and line.endswith(", ETA 0:00:00")
     match = _REPLAY_STATUS.search(line)
     assert match is not None and match.group(1) == "1,234"
+
+
+def test_the_audit_table_agrees_in_number_and_has_no_empty_rows() -> None:
+    from rich.console import Console
+
+    from seeder.audit import AuditReport, Check
+    from seeder.cli import print_audit
+
+    report = AuditReport(
+        checks=[
+            Check("one debit per paid order", 10, ["sale s-1: charged twice"]),
+            Check("no negative stock", 4, ["product 3: -1", "product 4: -2"]),
+            Check("no negative balance", 7),
+        ]
+    )
+    console = Console(record=True, width=100, color_system=None)
+    print_audit(report, console)
+    text = console.export_text()
+    assert "1 violation " in text and "2 violations" in text and "1 violations" not in text
+    assert "Audit FAILED: 3 violations in 2 checks." in text
+    rows = [line for line in text.splitlines() if line.strip()]
+    empty = [line for line in rows if line.strip().strip("│┃|").strip() == ""]
+    assert not empty, text
+    detail = text[text.index("violations: one debit per paid order") :]
+    assert detail.splitlines()[1].startswith("┌") and "sale s-1" in detail.splitlines()[2]
