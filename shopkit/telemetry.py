@@ -126,9 +126,7 @@ def _exporter(name: str) -> Any:
     if protocol not in SUPPORTED_PROTOCOLS:
         log.error("OTLP protocol %r is not supported here; use http/protobuf", protocol)
         return None
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
-        OTLPSpanExporter,
-    )
+    from shopkit.span_export import OTLPSpanExporter  # noqa: PLC0415
 
     return OTLPSpanExporter()  # endpoint, headers and timeout from OTEL_EXPORTER_OTLP_*
 
@@ -171,7 +169,9 @@ def instrument_app(app: Any, engine: Any) -> None:
     from opentelemetry.instrumentation.flask import FlaskInstrumentor  # noqa: PLC0415
 
     excluded = os.environ.get("OTEL_PYTHON_FLASK_EXCLUDED_URLS") or EXCLUDED_URLS
-    FlaskInstrumentor().instrument_app(app, excluded_urls=excluded)
+    # No sqlcommenter context: nothing reads it (SQL spans carry no comments) and it costs
+    # a context attach per request.
+    FlaskInstrumentor().instrument_app(app, excluded_urls=excluded, enable_commenter=False)
     _trace_sql(engine)
     _untraced_paths(app, tuple(p.strip() for p in excluded.split(",") if p.strip()))
 
