@@ -601,6 +601,17 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         if cpu:
             parts = ", ".join(f"{k} {v:.1f}" for k, v in cpu.items() if k != "total" and v >= 0.05)
             rows.append((f"CPU ms per sale, {name}", f"{cpu['total']:.1f} ({parts})"))
+    tracing = summary.get("tracing") or {}
+    per_sale = tracing.get("cpu_ms_per_sale") or {}
+    for mode, label in (("on", "every span"), ("sampled", "sampled")):
+        if f"overhead_{mode}_pct" in tracing:
+            rows.append(
+                (
+                    f"tracing {label}: CPU per sale vs off",
+                    f"{tracing[f'overhead_{mode}_pct']:+.1f}% ({per_sale[mode]:.1f} / "
+                    f"{per_sale['off']:.1f} ms)",
+                )
+            )
     if ratios.get("cpu_lines_vs_one_line") is not None:
         rows.append(
             (
@@ -644,6 +655,7 @@ def _targets(summary: dict[str, Any]) -> dict[str, Any]:
 
     lines_ratio = summary["ratios"].get("cpu_lines_vs_one_line")
     lines = (summary.get("saga_lines") or {}).get("lines", 3)
+    tracing = summary.get("tracing") or {}
     return {
         "cpu_lines_vs_one_line": {
             "goal": f"<= 1.5 (CPU per {lines}-line order / per 1-line order)",
@@ -669,6 +681,11 @@ def _targets(summary: dict[str, Any]) -> dict[str, Any]:
             "goal": "< 10 over the replay",
             "value": growth,
             "met": None if growth is None else growth < TARGETS["rss_growth_pct"],
+        },
+        "tracing_overhead_pct": {
+            "goal": "< 15 (CPU per sale, every span exported, against tracing off)",
+            "value": tracing.get("overhead_on_pct"),
+            "met": tracing.get("met"),
         },
         "audit": {"goal": "OK", "value": None, "met": summary["audit_ok"]},
     }
@@ -757,6 +774,18 @@ class Bench:
             f"{s['error_kinds'] or ''}\n    CPU ms per sale: {s['cpu_ms_per_sale']}"
         )
         return result
+
+    def tracing(self) -> None:
+        """CPU per sale with tracing off, on and sampled (bench/tracing_bench.py), if asked."""
+        if _env_float("BENCH_TRACING_S", 10) <= 0:
+            return
+        from bench import tracing_bench  # noqa: PLC0415 (it imports this module)
+
+        summary = tracing_bench.compare(
+            self.stack, self.knobs, self.dataset, self.cpu, self.console
+        )
+        tracing_bench.report(summary, self.console)
+        self.summary["tracing"] = summary
 
     def saga(self) -> None:
         """The measured saga window (no profiler)."""
@@ -1170,6 +1199,7 @@ def main() -> int:
             bench.rss.freeze_peaks()
             bench.saga_profiled()
             bench.replay_profiled()
+            bench.tracing()
             bench.audit()
         finally:
             bench.stop()
