@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/run.py            # what `make bench` runs (<= 5 minutes)
+    .venv/bin/python bench/run.py            # what `make bench` runs (~6.5 minutes)
     BENCH_DURATION_S=60 BENCH_REPLAY_S=120 .venv/bin/python bench/run.py
 
 What it does, on free ports, with every knob an environment variable
@@ -28,11 +28,13 @@ What it does, on free ports, with every knob an environment variable
    for ``BENCH_REPLAY_S`` while RSS is sampled;
 7. the peaks are frozen, then the **profiled windows** (the saga, then a short
    replay) with cProfile on, so that the profiler's own memory is never counted;
-8. **audit**: ``python -m seeder audit`` and the invariant queries of
+8. **tracing** (bench/tracing_bench.py): CPU per sale with tracing off, every span
+   exported, and sampled, in interleaved windows (``BENCH_TRACING_S=0`` skips it);
+9. **audit**: ``python -m seeder audit`` and the invariant queries of
    ``tests/support/invariants.py``;
-9. writes ``bench/results/summary.json`` (+ ``.prof`` files, top-25 listings,
-   ``memory-replay.png``, ``memory-run.png``, ``memory-samples.csv``, service
-   logs) and prints a table.
+10. writes ``bench/results/summary.json`` (+ ``.prof`` files, top-25 listings,
+    ``memory-replay.png``, ``memory-run.png``, ``memory-samples.csv``, service
+    logs) and prints a table.
 
 CPU time per sale is measured for every process group (each service, the
 database, the client) over exactly the measured windows: on a shared or small
