@@ -439,6 +439,42 @@ def test_an_empty_idempotency_key_is_refused(customers: FlaskClient, identity: I
     assert balance.get_json()["balance"] == "0.00"
 
 
+@pytest.mark.parametrize(
+    ("service", "who", "path", "body"),
+    [
+        (
+            "customers",
+            "admin",
+            "/customers/{customer}/wallet/deduct",
+            {"amount": "1.00", "reason": "x"},
+        ),
+        ("inventory", "admin", "/products/1/restock", {"quantity": 1}),
+        ("inventory", "admin", "/products/1/deduct", {"quantity": 1}),
+        ("inventory", "sales", f"/internal/reservations/{uuid.uuid4()}/release", None),
+    ],
+    ids=["wallet-deduct", "restock", "stock-deduct", "release"],
+)
+def test_an_empty_idempotency_key_is_refused_everywhere(
+    service_apps: dict[str, Flask],
+    callers: Any,
+    service: str,
+    who: str,
+    path: str,
+    body: dict[str, Any] | None,
+) -> None:
+    response = (
+        service_apps[service]
+        .test_client()
+        .post(
+            path.format(customer=callers.customer),
+            json=body,
+            headers={**callers.headers[who], "Idempotency-Key": ""},
+        )
+    )
+    assert response.status_code == 400, response.get_json()
+    assert response.get_json()["code"] == "invalid_idempotency_key"
+
+
 # --- Also: logout, password change, reactivation --------------------------------------------
 
 
