@@ -126,7 +126,9 @@ def _exporter(name: str) -> Any:
     if protocol not in SUPPORTED_PROTOCOLS:
         log.error("OTLP protocol %r is not supported here; use http/protobuf", protocol)
         return None
-    from shopkit.span_export import OTLPSpanExporter  # noqa: PLC0415
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+        OTLPSpanExporter,
+    )
 
     return OTLPSpanExporter()  # endpoint, headers and timeout from OTEL_EXPORTER_OTLP_*
 
