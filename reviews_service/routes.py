@@ -63,6 +63,7 @@ def _detail(review: Review, principal: Principal | None) -> dict[str, Any] | Rev
 @reviews_blp.route("/reviews", methods=["POST"])
 @reviews_blp.response(201, ReviewSchema)
 @reviews_blp.alt_response(403, description="Not a customer, or not a buyer (`not_a_buyer`).")
+@reviews_blp.alt_response(404, description="No such product (`product_ids` names it).")
 @reviews_blp.alt_response(409, description="Already reviewed (`already_reviewed`).")
 @reviews_blp.alt_response(503, description="Inventory or sales unavailable: nothing was written.")
 @requires(ROLE_CUSTOMER)
@@ -70,7 +71,7 @@ def _detail(review: Review, principal: Principal | None) -> dict[str, Any] | Rev
 def create_review(data: dict[str, Any]) -> ResponseReturnValue:
     """Review a product you bought; it stays ``pending`` (hidden) until a moderator approves it.
 
-    An unknown product is 422 ``unknown_product``.
+    An unknown product is 404 `not_found` naming it in `product_ids`.
     """
     session = get_session()
     review = reviews.submit(session, _clients(), require_principal(), data)

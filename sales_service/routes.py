@@ -93,7 +93,7 @@ def _sale_response(sale: Sale, *, replayed: bool) -> Response:
     """201 with the completed order, or the problem that explains a failed one."""
     headers = {REPLAYED_HEADER: "true"} if replayed else {}
     if sale.status == FAILED:
-        code = sale.failure_code or "failed"
+        code = sale.failure_code or "conflict"
         body = problem_body(
             FAILURE_STATUS.get(code, 409),
             "not_found" if code == "product_not_found" else code,
