@@ -418,7 +418,7 @@ def requires(*roles: str, callers: Collection[str] | None = None) -> Callable[[F
                 ensure_caller(principal, callers)
             return view(*args, **kwargs)
 
-        doc: dict[str, Any] = {"security": BEARER_SECURITY}
+        doc: dict[str, Any] = {"security": BEARER_SECURITY, "x-roles": list(roles)}
         if callers is not None:
             doc["x-shop-callers"] = sorted(callers)
         return Blueprint.doc(**doc)(wrapper)  # type: ignore[no-any-return]

@@ -40,6 +40,7 @@ def test_buyer_submits_a_pending_review(
     assert body["username"] == buyer.username
     assert (body["rating"], body["comment"], body["status"]) == (4, "Rich and smooth.", "pending")
     assert body["created_at"] and body["updated_at"]
+    assert response.headers["Location"] == f"/reviews/{body['id']}"
     row = stored(body["id"])
     assert row is not None
     assert (row["customer_id"], row["product_id"], row["status"]) == (buyer.id, 7, "pending")
