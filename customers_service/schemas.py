@@ -13,6 +13,7 @@ from shopkit.fields import (
     FullMatch,
     Money,
     PositiveMoney,
+    SignedMoney,
     StrictInteger,
     TrimmedString,
 )
@@ -171,7 +172,7 @@ class LedgerEntrySchema(Schema):
 
     id = fields.Integer()
     kind = fields.String(metadata={"enum": list(LEDGER_KINDS)})
-    amount = Money()
+    amount = SignedMoney(metadata={"description": "Negative for money leaving the wallet."})
     balance_after = Money()
     sale_id = fields.UUID(allow_none=True)
     reason = fields.String(allow_none=True)
@@ -210,7 +211,7 @@ class SaleMoneyResultSchema(Schema):
     entry_id = fields.Integer()
     customer_id = fields.Integer()
     sale_id = fields.UUID()
-    amount = Money()
+    amount = Money(digits=SALE_TOTAL_DIGITS)
     balance = Money()
     kind = fields.String()
 

@@ -4,7 +4,8 @@
     Every environment variable, from :data:`shopkit.environment.ENVIRONMENT`
     (the list :class:`shopkit.config.Settings` reads), one table per scope.
 ``shop-error-codes``
-    Every problem ``code``, from the services' error-code registry.
+    Every problem ``code``, from the registry :data:`shopkit.problems.PROBLEMS`
+    (a service cannot answer a code that is not in it).
 """
 
 from __future__ import annotations
@@ -72,7 +73,27 @@ class EnvironmentDirective(TableDirective):
         return out
 
 
+class ErrorCodesDirective(TableDirective):
+    """``.. shop-error-codes::``: the registered problem codes."""
+
+    def lines(self) -> list[str]:
+        """One table: code, statuses, meaning, extension members."""
+        from shopkit.problems import PROBLEMS  # noqa: PLC0415
+
+        rows = [
+            [
+                f"``{spec.code}``",
+                ", ".join(str(status) for status in spec.statuses),
+                spec.title,
+                ", ".join(f"``{member}``" for member in spec.members),
+            ]
+            for spec in PROBLEMS.values()
+        ]
+        return list_table("Problem codes", ["code", "status", "meaning", "members"], rows)
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     """Register the directives."""
     app.add_directive("shop-environment", EnvironmentDirective)
+    app.add_directive("shop-error-codes", ErrorCodesDirective)
     return {"version": "2", "parallel_read_safe": True, "parallel_write_safe": True}
