@@ -182,14 +182,22 @@ ENVIRONMENT: tuple[Variable, ...] = (
         _float,
     ),
     _service(
-        "HTTP_READ_TIMEOUT", "http_read_timeout_s", "Read timeout of calls between services (s).", _float
+        "HTTP_READ_TIMEOUT",
+        "http_read_timeout_s",
+        "Read timeout of calls between services (s).",
+        _float,
     ),
-    _service("HTTP_RETRIES", "http_retries", "Retries of an idempotent call between services.", _int),
+    _service(
+        "HTTP_RETRIES", "http_retries", "Retries of an idempotent call between services.", _int
+    ),
     _service(
         "JWKS_CACHE_TTL", "jwks_cache_ttl_s", "How long the public keys are cached (s).", _int
     ),
     _service(
-        "DB_POOL_SIZE", "db_pool_size", "Connection pool size per process (as many may overflow).", _int
+        "DB_POOL_SIZE",
+        "db_pool_size",
+        "Connection pool size per process (as many may overflow).",
+        _int,
     ),
     _service(
         "DB_STATEMENT_TIMEOUT_MS",
@@ -203,9 +211,7 @@ ENVIRONMENT: tuple[Variable, ...] = (
         "One request's whole budget (s), shared by its calls and statements.",
         _float,
     ),
-    _service(
-        "PASSWORD_HASH_TIME_COST", "password_hash_time_cost", "Argon2id time cost.", _int
-    ),
+    _service("PASSWORD_HASH_TIME_COST", "password_hash_time_cost", "Argon2id time cost.", _int),
     _service(
         "PASSWORD_HASH_MEMORY_KIB", "password_hash_memory_kib", "Argon2id memory cost (KiB).", _int
     ),
@@ -265,7 +271,9 @@ ENVIRONMENT: tuple[Variable, ...] = (
     ),
     _other("process", "WEB_CONCURRENCY", "2", "Gunicorn worker processes per service."),
     _other("process", "GUNICORN_THREADS", "4", "Threads per gunicorn worker (``gthread``)."),
-    _other("process", "GUNICORN_TIMEOUT", "30", "Seconds before gunicorn restarts a silent worker."),
+    _other(
+        "process", "GUNICORN_TIMEOUT", "30", "Seconds before gunicorn restarts a silent worker."
+    ),
     _other(
         "process",
         "GUNICORN_GRACEFUL_TIMEOUT",
@@ -355,9 +363,7 @@ ENVIRONMENT: tuple[Variable, ...] = (
         "",
         "The full traces URL, instead of the endpoint + ``/v1/traces``.",
     ),
-    _other(
-        "tracing", "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf", "The only one installed."
-    ),
+    _other("tracing", "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf", "The only one installed."),
     _other(
         "tracing",
         "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",

@@ -16,7 +16,7 @@ BUILD_TIMEOUT_S = 480
 def built_docs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The HTML docs, built once per session exactly as ``make docs`` builds them."""
     out = tmp_path_factory.mktemp("docs") / "html"
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [sys.executable, str(ROOT / "docs" / "build.py"), "--quiet", "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
