@@ -397,6 +397,13 @@ ENVIRONMENT: tuple[Variable, ...] = (
         "",
         "Comma-separated services to migrate and test (e.g. ``customers,sales``); unset: all.",
     ),
+    _other(
+        "tests",
+        "SHOP_FUZZ_IDENTITIES",
+        "",
+        "Set by the contract test for its Schemathesis hooks: a JSON object of identity name "
+        "to bearer token. Not for users.",
+    ),
 )
 
 #: Variable name → declaration.
