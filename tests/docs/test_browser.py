@@ -9,24 +9,15 @@ Screenshots go to the test's temporary directory (never committed).
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.remote.webdriver import WebDriver
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--hide-scrollbars",
-)  # fmt: skip
+from tests.support.chromium import headless_chromium
+
 WIDTHS = (1400, 1920)
 PAGES = ("api/customers.html", "api/inventory.html", "api/sales.html", "api/reviews.html")
 LABELS = ("Request JSON Object:", "Response JSON Object:", "Status Codes:", "Query Parameters:")
@@ -48,22 +39,8 @@ return {labels: labels, article: article.getBoundingClientRect().width,
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
     """Headless Chromium from the distribution, with a fresh profile."""
-    assert Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists(), (
-        "Chromium is missing: apt-get install chromium chromium-driver (.ci/run does)"
-    )
-    profile = tempfile.mkdtemp(prefix="shop-docs-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    # With the driver's path given, Selenium Manager is skipped: nothing is downloaded.
-    driver = webdriver.Chrome(options=options, service=ChromeService(executable_path=CHROMEDRIVER))
-    driver.set_page_load_timeout(30)
-    try:
+    with headless_chromium("--hide-scrollbars") as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.mark.parametrize("width", WIDTHS)
