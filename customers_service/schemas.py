@@ -156,7 +156,11 @@ class AmountSchema(Schema):
     amount = PositiveMoney(
         required=True,
         validate=validate.Range(max=MAX_CHARGE, error="At most {max} per top-up."),
-        metadata={"description": f"At most {MAX_CHARGE} per top-up."},
+        metadata={
+            "description": f"Greater than zero, at most {MAX_CHARGE} per top-up.",
+            # What the server accepts, said so a generated client never sends more.
+            "pattern": r"^(?!0+(\.0{1,2})?$)([0-9]{1,5}(\.[0-9]{1,2})?|100000(\.00?)?)$",
+        },
     )
 
 

@@ -55,7 +55,8 @@ def test_every_operation_is_fuzzed(inventory_schema: Any) -> None:
         (operation.method.upper(), operation.path)
         for operation in (result.ok() for result in inventory_schema.get_all_operations())
     }
-    assert documented == set(OPERATIONS) | NOT_FUZZED
+    # (Schemathesis may leave out the document's own route, /openapi.json.)
+    assert set(OPERATIONS) <= documented <= set(OPERATIONS) | NOT_FUZZED
 
 
 @pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
