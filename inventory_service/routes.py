@@ -218,6 +218,7 @@ def reserve(data: dict[str, Any]) -> ResponseReturnValue:
 def release(sale_id: uuid.UUID) -> ResponseReturnValue:
     """Put an unpaid sale's stock back, exactly once; releasing again changes nothing."""
     session = get_session()
+    idempotency_key_from_request(required=False)  # a bad key is 400 before customers is asked
     reservations.require_unpaid(session, sale_id, _payments())
 
     def operation() -> tuple[int, dict[str, Any]]:

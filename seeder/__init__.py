@@ -15,9 +15,11 @@ Commands (``python -m seeder --help``):
     Simulated shoppers log in, browse, fill carts of 1-4 products with skewed
     popularity, top up when short, check out, cancel about 5 % of their orders
     and review what they kept; an admin ships and delivers a share of the
-    orders, moderates most reviews and restocks sold-out products. Every
-    outcome is checked against the services (lines, totals, history, balance,
-    cart, refund), not only the status code.
+    orders, moderates most of the reviews its own shoppers wrote (never
+    anyone else's) and restocks sold-out products. Every outcome is checked
+    against the order itself and its own ledger entries (lines, totals,
+    history, one debit, one refund), not only the status code, and not against
+    a balance another actor can move.
 ``audit``
     The invariants of ARCHITECTURE §7 across services for every order state
     (paid, cancelled, failed, in progress), read through the admin endpoints:

@@ -229,7 +229,8 @@ def run_populate(
     )
     tasks = {
         "customers": progress.add_task("customers", total=customers),
-        "wallets": progress.add_task("wallets", total=None, visible=False),
+        # Every customer's wallet is settled: topped up now, needing none, or already there.
+        "wallets": progress.add_task("wallets", total=customers, visible=False),
         "products": progress.add_task("products", total=products),
     }
 
@@ -333,6 +334,40 @@ def _counter_text(counter: dict[str, int]) -> str:
     return ", ".join(f"{name} {count:,}" for name, count in sorted(counter.items())) or "-"
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 violation``, ``2 violations``: the count and the noun, agreed."""
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
+
+
+def _clock(seconds: float) -> str:
+    """``0:01:05``: a duration for an ETA."""
+    whole = round(seconds)
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
+#: What the two latencies measure (the tables' caption and the docs).
+LATENCY_LEGEND = (
+    "purchase latency: the checkout call alone (POST /cart/checkout, retries included); "
+    "attempt latency: the whole attempt (product pages, cart, top-up, checkout, "
+    "the result checks, then cancel, ship or review)."
+)
+
+
+def _progress(replay: Replay, attempts: int) -> tuple[str, str | None]:
+    """The attempt count (``120/500`` for a counted run) and, while running, the ETA."""
+    options, stats = replay.options, replay.stats
+    running = stats.finished is None and not replay.stop_event.is_set()
+    eta: float | None = None
+    if options.purchases is not None:
+        count = f"{attempts:,}/{options.purchases:,}"
+        eta = stats.eta(options.purchases)
+    else:
+        count = f"{attempts:,}"
+        if options.duration_s:
+            eta = max(0.0, options.duration_s - stats.elapsed())
+    return count, (_clock(eta) if running and eta is not None else None)
+
+
 def stats_table(replay: Replay, title: str) -> Table:
     """The replay's counters as a two-column table."""
     stats: Stats = replay.stats
@@ -345,10 +380,18 @@ def stats_table(replay: Replay, title: str) -> Table:
         top_ups, money_topped_up = stats.top_ups, stats.money_topped_up
         spent, units, restocks = stats.money_spent, stats.units_bought, stats.restocks
         refunded, after, baskets = stats.money_refunded, dict(stats.after), dict(stats.baskets)
-    table = Table(title=title, title_justify="left", show_header=False)
+        cart_changed = stats.cart_changed
+    table = Table(
+        title=title,
+        title_justify="left",
+        show_header=False,
+        caption=LATENCY_LEGEND,
+        caption_justify="left",
+    )
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("attempts", f"{attempts:,}")
+    count, eta = _progress(replay, attempts)
+    table.add_row("attempts", count + (f"  ETA {eta}" if eta else ""))
     table.add_row(
         "completed",
         f"{completed:,} orders ({units:,} units, {spent:,.2f} spent, {refunded:,.2f} refunded)",
@@ -360,6 +403,10 @@ def stats_table(replay: Replay, title: str) -> Table:
     table.add_row("after", _counter_text(after))
     table.add_row("failed", f"{sum(failed.values()):,}  {_counter_text(failed)}")
     table.add_row("skipped", f"{sum(skipped.values()):,}  {_counter_text(skipped)}")
+    table.add_row(
+        "cart changed",
+        f"{cart_changed:,} (by another actor on the same account: counted, not a failure)",
+    )
     table.add_row("top-ups", f"{top_ups:,} ({money_topped_up:,.2f})")
     table.add_row("reviews", _counter_text(reviews))
     table.add_row("moderation", _counter_text(moderation))
@@ -383,11 +430,14 @@ def _status_line(replay: Replay) -> str:
         attempts, completed = stats.attempts, stats.completed
         cancelled, shipped = stats.after["cancelled"], stats.after["shipped"]
         delivered = stats.after["delivered"]
+    # "replay: <n> attempts" first: the storefront's console reads the count from it.
+    _count, eta = _progress(replay, attempts)
+    of = f" of {replay.options.purchases:,}" if replay.options.purchases is not None else ""
     return (
-        f"replay: {attempts:,} attempts, {completed:,} completed ({cancelled:,} cancelled, "
+        f"replay: {attempts:,} attempts{of}, {completed:,} completed ({cancelled:,} cancelled, "
         f"{shipped + delivered:,} shipped, {delivered:,} delivered), {failed:,} failed, "
-        f"{stats.rate():.1f}/s, p50 {_ms(stats.percentile('purchase', 50))}, "
-        f"p99 {_ms(stats.percentile('purchase', 99))}"
+        f"{stats.rate():.1f}/s, purchase latency p50 {_ms(stats.percentile('purchase', 50))}, "
+        f"p99 {_ms(stats.percentile('purchase', 99))}" + (f", ETA {eta}" if eta else "")
     )
 
 
@@ -498,6 +548,10 @@ def run_replay(
         console.print("[bold red]Result checks failed:[/]")
         for line in replay.stats.verification_failures:
             console.print(f"  {line}")
+    if replay.stats.cart_changes:
+        console.print("[yellow]Carts changed by another actor (not failures):[/]")
+        for line in replay.stats.cart_changes:
+            console.print(f"  {line}")
     if replay.stats.errors:
         console.print("[yellow]Unexpected answers (counted as failures):[/]")
         for line in replay.stats.errors:
@@ -576,8 +630,10 @@ def replay(
     delivers, restocks and moderates. Ctrl-C stops cleanly.
 
     Each attempt is one basket of 1-4 products checked out as one order. Every result is
-    checked: a completed order's lines and total, the buyer's history and balance; a refused
-    order took nothing and kept the cart; a cancellation gave the exact total back once.
+    checked against the order itself and its own ledger entries, never against a balance
+    someone else can move: a completed order's lines and total, the buyer's history, one
+    debit of its total; a refused order took nothing; a cancellation gave the exact total
+    back once. The admin moderates only the reviews this run's shoppers wrote.
     Give either --purchases or --duration. With --concurrency 1 the same seed on the
     same data gives the same sequence of orders and outcomes.
     """
@@ -624,15 +680,22 @@ def print_audit(report: AuditReport, console: Console) -> None:
         result = (
             Text("ok", style="green")
             if check.ok
-            else Text(f"{len(check.violations):,} violations", style="bold red")
+            else Text(plural(len(check.violations), "violation"), style="bold red")
         )
         table.add_row(check.name, f"{check.checked:,}", result)
     console.print(table)
     for check in report.checks:
         if check.ok:
             continue
-        detail = Table(title=f"violations: {check.name}", title_justify="left", style="red")
-        detail.add_column("")
+        title = f"violations: {check.name}"
+        detail = Table(
+            title=title,
+            title_justify="left",
+            style="red",
+            show_header=False,
+            min_width=len(title),  # the title on one line, however short the examples
+        )
+        detail.add_column()
         for line in check.violations[:EXAMPLES]:
             detail.add_row(line)
         if len(check.violations) > EXAMPLES:
@@ -666,8 +729,8 @@ def print_audit(report: AuditReport, console: Console) -> None:
         console.print(f"[bold green]Audit passed[/] in {report.elapsed_s:.2f} s.")
     else:
         console.print(
-            f"[bold red]Audit FAILED:[/] {report.violations:,} violations "
-            f"in {sum(not c.ok for c in report.checks)} checks."
+            f"[bold red]Audit FAILED:[/] {plural(report.violations, 'violation')} "
+            f"in {plural(sum(not c.ok for c in report.checks), 'check')}."
         )
 
 

@@ -39,7 +39,8 @@ from seeder.data import CustomerFactory, CustomerSpec, ProductFactory, ProductSp
 
 MAX_BATCH = 1000
 T = TypeVar("T")
-#: ``on_progress(kind, count)``: ``kind`` is ``customers``, ``wallets`` or ``products``.
+#: ``on_progress(kind, count)``: ``kind`` is ``customers``, ``wallets`` (customers whose wallet
+#: is settled: topped up, needing no top-up, or existing before) or ``products``.
 ProgressCallback = Callable[[str, int], None]
 
 
@@ -147,13 +148,14 @@ class Populator:
             wallets_topped_up=int(reply.body["charged"]),
             money_topped_up=Decimal(str(reply.body["total"])),
         )
-        self.on_progress("wallets", len(charges))
 
     def _customer_batch(self, batch: list[CustomerSpec]) -> None:
         created = self._post_customers(batch)
         self.result.add(customers_created=len(created))
         self.on_progress("customers", len(created))
         self._top_up(created)
+        # Wallets settle a batch at a time: topped up now, needing none, or existing before.
+        self.on_progress("wallets", len(batch))
 
     # --- products -----------------------------------------------------------------------------
 

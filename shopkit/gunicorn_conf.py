@@ -12,7 +12,9 @@ mode with insecure secrets stops it with one clear message, and development
 warnings are logged once here instead of once per worker. Gunicorn's control
 socket is off (every master would bind the same ``~/.gunicorn/gunicorn.ctl``),
 the ``Server`` header names no software or version, and the errors gunicorn
-answers itself (a malformed request line or header) are problem+json too.
+answers itself (a malformed request line or header) are problem+json too. A
+worker that has drained its requests exits without the interpreter's slow
+teardown (:func:`worker_exit`), so stopping a service takes well under a second.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
+import logging
 import os
 import signal
+import sys
 import tempfile
 from typing import Any
 
@@ -131,6 +135,30 @@ def post_fork(_server: Any, worker: Any) -> None:
         return
     if os.getppid() != worker.ppid:  # the master died before prctl took effect
         os._exit(1)
+
+
+def worker_exit(_server: Any, worker: Any) -> None:
+    """A worker that finished serving normally leaves at once, skipping interpreter teardown.
+
+    Once gunicorn has drained a worker's requests, tearing down the interpreter
+    (every module, every object, one by one) is seconds of CPU per worker; with
+    ten workers on two busy cores it made Ctrl-C on ``make run`` take up to ten
+    seconds. So the log handlers and any pending trace spans are flushed and the
+    worker exits with status 0 right away. A worker leaving with an error (it
+    could not boot, or crashed) keeps gunicorn's usual exit and its status.
+    """
+    leaving = sys.exc_info()[1]  # the SystemExit on its way out of gunicorn's spawn_worker
+    if not (worker.booted and isinstance(leaving, SystemExit) and leaving.code in (0, None)):
+        return
+    from opentelemetry import trace  # noqa: PLC0415
+
+    flush = getattr(trace.get_tracer_provider(), "force_flush", None)
+    if flush is not None:  # the SDK's provider, when tracing is on
+        flush(2000)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def child_exit(_server: Any, worker: Any) -> None:

@@ -210,23 +210,102 @@ def _start_services(
     return processes
 
 
-def _stop(seeder: subprocess.Popen[bytes] | None, processes: list[ServiceProcess]) -> None:
-    """Stop the seeder and every service at once (gracefully), killing stragglers after 8 s."""
+#: Seconds the launcher gives every child to stop on its own before SIGKILL.
+STOP_GRACE_S = 8.0
+
+
+def _stop(
+    seeder: subprocess.Popen[bytes] | None,
+    processes: list[ServiceProcess],
+    prometheus: ServiceProcess | None,
+    gateway: Gateway | None,
+) -> None:
+    """Stop everything at once: signal every child first, then wait for them together.
+
+    The seeder gets SIGINT (the replay prints its summary and exits), gunicorn
+    SIGTERM (it drains its requests), nginx SIGQUIT, Prometheus SIGTERM; each
+    process group still there after :data:`STOP_GRACE_S` is killed.
+    """
     print("launcher | stopping", flush=True)
-    deadline = time.monotonic() + 8
-    children: list[subprocess.Popen[bytes]] = [p.process for p in processes if p.process]
-    if seeder is not None and seeder.poll() is None:
-        seeder.send_signal(signal.SIGINT)  # the replay prints its summary and exits
-        children.append(seeder)
-    for process in processes:
-        if process.process is not None and process.process.poll() is None:
-            os.killpg(process.process.pid, signal.SIGTERM)
-    for child in children:
+    deadline = time.monotonic() + STOP_GRACE_S
+    signals: list[tuple[subprocess.Popen[bytes], int]] = []
+    if seeder is not None:
+        signals.append((seeder, signal.SIGINT))
+    signals += [(p.process, signal.SIGTERM) for p in processes if p.process is not None]
+    if prometheus is not None and prometheus.process is not None:
+        signals.append((prometheus.process, signal.SIGTERM))
+    if gateway is not None and gateway.process is not None:
+        signals.append((gateway.process, signal.SIGQUIT))
+    running = [(child, sig) for child, sig in signals if child.poll() is None]
+    for child, sig in running:
+        try:
+            if sig == signal.SIGINT:
+                child.send_signal(sig)
+            else:
+                os.killpg(child.pid, sig)
+        except ProcessLookupError:
+            pass
+    for child, _sig in running:
         try:
             child.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             os.killpg(child.pid, signal.SIGKILL)
             child.wait(timeout=5)
+
+
+#: Signals that mean "stop" when the process that started the launcher is handling one.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _blocked_signals(pid: int) -> int | None:
+    """The signal mask of process ``pid`` (Linux ``/proc``), or None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("SigBlk:"):
+                    return int(line.split()[1], 16)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _process_name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8") as comm:
+            return comm.read().strip()
+    except OSError:
+        return ""
+
+
+class ParentWatch:
+    """Notices when ``make``, which started the launcher, is being stopped by a signal.
+
+    SIGINT sent to ``make`` alone (not to its process group, as a script or a
+    supervisor may do) is not passed on: GNU make blocks it while it waits for
+    its children to end, so ``make run`` would wait for ever with every service
+    still up. The launcher watches its parent instead: once ``make`` blocks a
+    stop signal it did not block at the start, or ``make`` is gone (the
+    launcher was orphaned), the launcher stops everything, and make then
+    exits. Any other parent (a shell, a test) is left alone.
+    """
+
+    def __init__(self) -> None:
+        self.parent = os.getppid()
+        name = _process_name(self.parent)
+        self.watching = name in ("make", "gmake")
+        self.blocked_at_start = _blocked_signals(self.parent) if self.watching else None
+
+    def stopping(self) -> bool:
+        """Whether make is handling a stop signal or has gone away."""
+        if not self.watching:
+            return False
+        if os.getppid() != self.parent:
+            return True
+        blocked = _blocked_signals(self.parent)
+        if blocked is None or self.blocked_at_start is None:
+            return False
+        newly = blocked & ~self.blocked_at_start
+        return any(newly & (1 << (sig - 1)) for sig in _STOP_SIGNALS)
 
 
 def run_local(services: list[str] | None = None) -> int:
@@ -261,6 +340,7 @@ def run_local(services: list[str] | None = None) -> int:
     stopping = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    parent = ParentWatch()
     try:
         for service in services:
             print(f"launcher | migrating {service}", flush=True)
@@ -274,20 +354,47 @@ def run_local(services: list[str] | None = None) -> int:
         if os.environ.get("SHOP_DEMO", "1") != "0":
             seeder = _start_seeder()
         print("launcher | press Ctrl-C to stop", flush=True)
-        while not stopping.wait(0.5):
+        while not stopping.wait(0.25):
             if any(p.process is not None and p.process.poll() is not None for p in processes):
                 print("launcher | a service exited; stopping", flush=True)
                 return 1
+            if parent.stopping():
+                print("launcher | make was interrupted; stopping", flush=True)
+                return 0
         return 0
     finally:
-        if prometheus is not None:
-            prometheus.stop()
-        _stop(seeder, processes)
-        if gateway is not None:
-            gateway.stop()
+        stop_started = time.monotonic()
+        # The embedded server checkpoints while the children stop, so that stopping it
+        # (a shutdown checkpoint, waited for) has little left to write.
+        checkpoint = _checkpoint_in_background(url) if server is not None else None
+        _stop(seeder, processes, prometheus, gateway)
+        if checkpoint is not None:
+            checkpoint.join(STOP_GRACE_S)
         if server is not None:
             server.cleanup()  # type: ignore[attr-defined]
-        print("launcher | stopped", flush=True)
+        print(f"launcher | stopped in {time.monotonic() - stop_started:.1f} s", flush=True)
+
+
+def _checkpoint_in_background(url: str) -> threading.Thread:
+    """Start a ``CHECKPOINT`` while the services drain, so the server's own shutdown
+    checkpoint, which stopping it waits for, has little left to write."""
+
+    def run() -> None:
+        from sqlalchemy import create_engine, text  # noqa: PLC0415
+        from sqlalchemy.pool import NullPool  # noqa: PLC0415
+
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("CHECKPOINT"))
+        except Exception as exc:  # only a head start: stopping works without it
+            print(f"launcher | checkpoint skipped: {exc}", flush=True)
+        finally:
+            engine.dispose()
+
+    thread = threading.Thread(target=run, name="checkpoint", daemon=True)
+    thread.start()
+    return thread
 
 
 #: Where ``make run``'s Prometheus listens, when there is a ``prometheus`` binary.
@@ -416,5 +523,12 @@ def _start_seeder() -> subprocess.Popen[bytes]:
 
 
 def main() -> None:
-    """Console entry point of ``shop-run`` (what ``make run`` calls)."""
-    sys.exit(run_local())
+    """Console entry point of ``shop-run`` (what ``make run`` calls).
+
+    Once everything is stopped the launcher leaves at once: tearing its interpreter
+    down (pgserver, SQLAlchemy, requests...) would only add a second to Ctrl-C.
+    """
+    code = run_local()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -247,8 +247,8 @@ def test_secrets_images_and_security(rendered: tuple[str, list[dict[str, Any]]])
             assert container["securityContext"]["allowPrivilegeEscalation"] is False
             assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
             assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
-            if container["image"].split(":")[0].endswith("shop"):
-                images.add(container["image"])
+            if container["image"].split(":")[0].endswith(("shop", "shop-seeder")):
+                images.add((name, container["image"]))
             for env in container.get("env", []):
                 ref = env.get("valueFrom", {}).get("secretKeyRef")
                 if ref is None:
@@ -261,11 +261,17 @@ def test_secrets_images_and_security(rendered: tuple[str, list[dict[str, Any]]])
                     cluster = ref["name"].removesuffix("-app")
                     assert cluster in clusters and ref["key"] == "uri", ref
     compose = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())["services"]
-    assert images == (
-        {compose["customers"]["image"]}
-        if overlay == "dev"
-        else {"registry.example.com/shop/shop:0.1.0"}
-    )
+    # The services run the service image; the storefront and the seeder (its console runs
+    # the seeder) the image with the [seeder] extra, as in Compose.
+    with_seeder = {"storefront", "seeder"}
+    registry = "registry.example.com/shop/"
+    for name, image in images:
+        if overlay == "dev":
+            assert image == compose[name if name in compose else "customers"]["image"], name
+        else:
+            wanted = "shop-seeder" if name in with_seeder else "shop"
+            assert image == f"{registry}{wanted}:0.1.0", name
+    assert {name for name, _ in images} >= {"storefront", *SERVICE_PORTS}
     if overlay == "production":
         assert not secrets, "the production overlay must not carry any secret"
         for name, cluster in clusters.items():

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from seeder import data
 from shopkit.stack import free_port
+from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, customer_payload
 from tests.seeder.conftest import Run, ShopReader
 
 pytestmark = pytest.mark.processes
@@ -321,3 +323,140 @@ def test_demo_populates_once_then_replays(run_seeder: Run, shop_reader: ShopRead
     assert "Seed 6 was already populated" in output
     assert len(shop_reader.customers()) == 10 and len(shop_reader.products()) == 8
     assert shop_reader.sales()
+
+
+# --- the demo beside other actors ---------------------------------------------------------------
+
+
+def call(stack: Any, method: str, service: str, path: str, token: str, **kwargs: Any) -> Any:
+    """One request to a service of the stack with a bearer token; the response."""
+    return requests.request(
+        method,
+        stack.url(service) + path,
+        headers={"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})},
+        timeout=10,
+        **kwargs,
+    )
+
+
+def test_the_replay_moderates_only_the_reviews_its_shoppers_wrote(
+    run_seeder: Run, seeder_stack: Any, reset_shop: Callable[[], None]
+) -> None:
+    reset_shop()
+    ok(run_seeder("populate", "--customers", "6", "--products", "5", "--seed", "12"))
+    # A real user registers, tops up, buys and reviews by hand, as in the storefront.
+    person = customer_payload()
+    assert requests.post(seeder_stack.url("customers") + "/customers", json=person, timeout=10).ok
+    token = seeder_stack.token(person["username"], person["password"])
+    path = f"/customers/{person['username']}/wallet/charge"
+    assert call(seeder_stack, "POST", "customers", path, token, json={"amount": "500.00"}).ok
+    product = requests.get(seeder_stack.url("sales") + "/catalog", timeout=10).json()["items"][0]
+    bought = call(
+        seeder_stack,
+        "POST",
+        "sales",
+        "/sales",
+        token,
+        json={"product_id": product["id"], "quantity": 1},
+    )
+    assert bought.status_code == 201, bought.text
+    review = {"product_id": product["id"], "rating": 4, "comment": "Written by a person."}
+    written = call(seeder_stack, "POST", "reviews", "/reviews", token, json=review)
+    assert written.status_code == 201, written.text
+
+    output = ok(run_seeder("replay", "--purchases", "20", "--review-share", "1", "--seed", "12"))
+    assert "approved" in output  # the replay's own reviews were moderated
+
+    admin = seeder_stack.token(ADMIN_USERNAME, ADMIN_PASSWORD)
+    mine = call(seeder_stack, "GET", "reviews", f"/reviews/{written.json()['id']}", admin).json()
+    assert mine["status"] == "pending"  # the person's review waits for a human moderator
+    moderated = call(
+        seeder_stack, "GET", "reviews", "/reviews", admin, params={"status": "approved"}
+    )
+    assert moderated.json()["total"] >= 1
+
+
+def test_two_replays_on_the_same_shoppers_raise_no_false_alarm(
+    run_seeder: Run, seeder_env: dict[str, str], reset_shop: Callable[[], None]
+) -> None:
+    """Two replays of one seed shop as the same three customers at once (as ``make run``'s
+    demo and a replay run beside it do): each moves the other's balances and carts, and
+    neither reports a failed check; the audit passes."""
+    reset_shop()
+    ok(run_seeder("populate", "--customers", "3", "--products", "6", "--seed", "14"))
+    command = [
+        sys.executable, "-m", "seeder", "replay", "--purchases", "30", "--concurrency", "3",
+        "--seed", "14", "--cancel-share", "0.3", "--review-share", "0.3",
+    ]  # fmt: skip
+    replays = [
+        subprocess.Popen(
+            command,
+            env={**os.environ, **seeder_env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [process.communicate(timeout=240)[0] for process in replays]
+    for process, output in zip(replays, outputs, strict=True):
+        assert process.returncode == 0, output
+        assert "Result checks failed" not in output and "Traceback" not in output
+        assert "completed" in output
+    assert "Audit passed" in ok(run_seeder("audit"))
+
+
+def test_a_real_double_charge_is_still_caught(
+    run_seeder: Run,
+    seeder_stack: Any,
+    sql: Callable[..., list[Any]],
+    reset_shop: Callable[[], None],
+) -> None:
+    """The wallet charged twice for one order (a second debit naming the same sale, with
+    the money taken again) fails the replay's check of that order's own ledger entries."""
+    reset_shop()
+    ok(run_seeder("populate", "--customers", "2", "--products", "4", "--seed", "13"))
+    admin = seeder_stack.token(ADMIN_USERNAME, ADMIN_PASSWORD)
+    for spec in data.customers(13, 2):  # deep enough to pay every order twice
+        path = f"/customers/{spec.username}/wallet/charge"
+        assert call(seeder_stack, "POST", "customers", path, admin, json={"amount": "5000.00"}).ok
+    (index,) = sql(
+        "SELECT indexdef FROM pg_indexes WHERE schemaname = 'customers' "
+        "AND indexname = 'uq_ledger_entries_sale_kind'"
+    )[0]
+    sql("DROP INDEX customers.uq_ledger_entries_sale_kind")
+    sql(
+        """
+        CREATE FUNCTION customers.charge_twice() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF pg_trigger_depth() = 1 THEN
+                UPDATE customers.customers SET balance = balance + NEW.amount
+                    WHERE id = NEW.customer_id;
+                INSERT INTO customers.ledger_entries
+                    (customer_id, kind, amount, balance_after, actor, sale_id)
+                    VALUES (NEW.customer_id, 'sale_debit', NEW.amount,
+                            NEW.balance_after + NEW.amount, 'double-charge', NEW.sale_id);
+            END IF;
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER charge_twice AFTER INSERT ON customers.ledger_entries
+            FOR EACH ROW WHEN (NEW.kind = 'sale_debit') EXECUTE FUNCTION customers.charge_twice();
+        """
+    )
+    try:
+        result = run_seeder(
+            "replay", "--purchases", "3", "--concurrency", "1", "--seed", "13",
+            "--cancel-share", "0", "--review-share", "0",
+        )  # fmt: skip
+        assert (
+            sql("SELECT count(*) FROM customers.ledger_entries WHERE actor = 'double-charge'")[0][0]
+            >= 1
+        )
+        assert result.exit_code == 1, result.output
+        assert "Result checks failed" in result.output
+        assert "charged 2 times for the order" in result.output
+    finally:
+        sql("DROP TRIGGER charge_twice ON customers.ledger_entries")
+        sql("DROP FUNCTION customers.charge_twice()")
+        reset_shop()
+        sql(index)
