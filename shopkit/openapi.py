@@ -324,7 +324,7 @@ def finalize(doc: dict[str, Any], app: Flask) -> dict[str, Any]:
     _add_common_operations(doc, app)
     for path, operations in doc.get("paths", {}).items():
         for method, operation in operations.items():
-            if method in METHODS and OPERATIONS_TAG not in operation.get("tags", []):
+            if method in METHODS:
                 _document_errors(path, operation)
     _to_markdown(doc)
     return doc
