@@ -21,8 +21,6 @@ sys.path[:0] = [str(ROOT), str(DOCS), str(DOCS / "_ext")]
 
 import export_openapi  # noqa: E402 (needs the path above)
 
-import seeder.cli  # noqa: E402, F401 (seeder.faults imports only after it: it registers there)
-
 project = "Shop"
 author = "The Shop contributors"
 copyright = "the Shop contributors, MIT licence"
