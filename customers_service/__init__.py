@@ -19,6 +19,7 @@ from customers_service.keys import KeyStore, ensure_signing_key
 from customers_service.models import SCHEMA
 from customers_service.passwords import Passwords
 from customers_service.routes import auth_blp, customers_blp, internal_blp
+from customers_service.throttle_gate import ThrottleGate
 from shopkit.app import create_service_app
 from shopkit.config import Settings
 from shopkit.db import get_database
@@ -64,6 +65,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         keys_holder["keys"] = KeyStore(get_database())
     app.extensions["customers_keys"] = keys_holder["keys"]
     app.extensions["customers_passwords"] = Passwords(settings)
+    app.wsgi_app = ThrottleGate(app.wsgi_app, settings)  # type: ignore[method-assign]
     try:
         bootstrap(app)
     except SQLAlchemyError:

@@ -59,8 +59,9 @@ from shopkit.batch import BatchAnswersSchema, respond_batch
 from shopkit.config import Settings
 from shopkit.db import get_session
 from shopkit.errors import Unauthorized
-from shopkit.idempotency import respond_idempotently
+from shopkit.idempotency import idempotency_key_doc, respond_idempotently
 from shopkit.metrics import LOGINS, WALLET_DEBITS, counts_outcomes
+from shopkit.openapi import LOCATION_HEADER
 from shopkit.pagination import PageArgsSchema
 from shopkit.proxy import current_client_address
 
@@ -76,13 +77,6 @@ internal_blp = Blueprint(
     "sales; deactivated accounts for every service (each operation names its callers).",
 )
 THROTTLED = "`too_many_attempts`: too many failures for this account or address; see Retry-After."
-
-IDEMPOTENCY_HEADER_DOC = {
-    "in": "header",
-    "name": "Idempotency-Key",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
-}
-
 
 T = TypeVar("T")
 
@@ -211,7 +205,7 @@ def jwks() -> ResponseReturnValue:
 
 @customers_blp.route("/customers", methods=["POST"])
 @customers_blp.arguments(RegisterSchema())
-@customers_blp.response(201, ProfileSchema)
+@customers_blp.response(201, ProfileSchema, headers=LOCATION_HEADER)
 @customers_blp.alt_response(409, description="Username already taken (`already_exists`).")
 @customers_blp.alt_response(429, description="`too_many_attempts`: too many registrations here.")
 def register(data: dict[str, Any]) -> ResponseReturnValue:
@@ -223,7 +217,7 @@ def register(data: dict[str, Any]) -> ResponseReturnValue:
     throttle.count_attempt(session, throttle.registration_check(_settings(), _client_address()))
     customer = accounts.register(session, _passwords(), data)
     session.commit()
-    return customer
+    return customer, 201, {"Location": f"/customers/{customer.username}"}
 
 
 @customers_blp.route("/customers", methods=["GET"])
@@ -342,7 +336,7 @@ def _wallet_change(customer: Customer, entry: LedgerEntry) -> dict[str, Any]:
 
 @customers_blp.route("/customers/<string:username>/wallet/charge", methods=["POST"])
 @customers_blp.response(200, WalletChangeSchema)
-@customers_blp.doc(parameters=[IDEMPOTENCY_HEADER_DOC])
+@customers_blp.doc(parameters=[idempotency_key_doc()])
 @requires(ROLE_CUSTOMER, ROLE_ADMIN)
 @customers_blp.arguments(AmountSchema())
 def charge_wallet(data: dict[str, Any], username: str) -> ResponseReturnValue:
@@ -360,7 +354,7 @@ def charge_wallet(data: dict[str, Any], username: str) -> ResponseReturnValue:
 
 @customers_blp.route("/customers/<string:username>/wallet/deduct", methods=["POST"])
 @customers_blp.response(200, WalletChangeSchema)
-@customers_blp.doc(parameters=[IDEMPOTENCY_HEADER_DOC])
+@customers_blp.doc(parameters=[idempotency_key_doc()])
 @customers_blp.alt_response(409, description="`insufficient_funds`.")
 @requires(ROLE_ADMIN)
 @customers_blp.arguments(DeductSchema())
@@ -379,7 +373,7 @@ def deduct_wallet(data: dict[str, Any], username: str) -> ResponseReturnValue:
 
 @customers_blp.route("/wallets/charges/batch", methods=["POST"])
 @customers_blp.response(200, BatchChargeResultSchema)
-@customers_blp.doc(parameters=[IDEMPOTENCY_HEADER_DOC])
+@customers_blp.doc(parameters=[idempotency_key_doc()])
 @customers_blp.alt_response(404, description="Unknown usernames: nothing was charged.")
 @requires(ROLE_ADMIN)
 @customers_blp.arguments(BatchChargeSchema())
@@ -442,12 +436,17 @@ def _sale_money_call(
         )
         return 201, _sale_money(entry)
 
-    return respond_idempotently(IdempotencyKey, operation, key_required=True)
+    return respond_idempotently(
+        IdempotencyKey,
+        operation,
+        key_required=True,
+        location=lambda body: f"/internal/sale-payments/{body['sale_id']}",
+    )
 
 
 @internal_blp.route("/wallet-debits", methods=["POST"])
-@internal_blp.response(201, SaleMoneyResultSchema)
-@internal_blp.doc(parameters=[{**IDEMPOTENCY_HEADER_DOC, "required": True}])
+@internal_blp.response(201, SaleMoneyResultSchema, headers=LOCATION_HEADER)
+@internal_blp.doc(parameters=[idempotency_key_doc(required=True)])
 @internal_blp.alt_response(
     409,
     description="`insufficient_funds`, `customer_inactive`, `already_recorded`, "
@@ -491,8 +490,8 @@ def wallet_debit_batch(data: dict[str, Any]) -> ResponseReturnValue:
 
 
 @internal_blp.route("/wallet-credits", methods=["POST"])
-@internal_blp.response(201, SaleMoneyResultSchema)
-@internal_blp.doc(parameters=[{**IDEMPOTENCY_HEADER_DOC, "required": True}])
+@internal_blp.response(201, SaleMoneyResultSchema, headers=LOCATION_HEADER)
+@internal_blp.doc(parameters=[idempotency_key_doc(required=True)])
 @internal_blp.alt_response(
     409, description="`no_matching_debit`, `amount_mismatch`, `already_recorded`."
 )

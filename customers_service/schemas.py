@@ -14,6 +14,7 @@ from shopkit.fields import (
     FullMatch,
     Money,
     PositiveMoney,
+    SignedMoney,
     StrictInteger,
     TrimmedString,
 )
@@ -156,7 +157,11 @@ class AmountSchema(Schema):
     amount = PositiveMoney(
         required=True,
         validate=validate.Range(max=MAX_CHARGE, error="At most {max} per top-up."),
-        metadata={"description": f"At most {MAX_CHARGE} per top-up."},
+        metadata={
+            "description": f"Greater than zero, at most {MAX_CHARGE} per top-up.",
+            # What the server accepts, said so a generated client never sends more.
+            "pattern": r"^(?!0+(\.0{1,2})?$)([0-9]{1,5}(\.[0-9]{1,2})?|100000(\.00?)?)$",
+        },
     )
 
 
@@ -172,7 +177,7 @@ class LedgerEntrySchema(Schema):
 
     id = fields.Integer()
     kind = fields.String(metadata={"enum": list(LEDGER_KINDS)})
-    amount = Money()
+    amount = SignedMoney(metadata={"description": "Negative for money leaving the wallet."})
     balance_after = Money()
     sale_id = fields.UUID(allow_none=True)
     reason = fields.String(allow_none=True)
@@ -224,7 +229,7 @@ class SaleMoneyResultSchema(Schema):
     entry_id = fields.Integer()
     customer_id = fields.Integer()
     sale_id = fields.UUID()
-    amount = Money()
+    amount = Money(digits=SALE_TOTAL_DIGITS)
     balance = Money()
     kind = fields.String()
 

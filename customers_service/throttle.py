@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
@@ -103,13 +103,27 @@ def forget_known_blocks() -> None:
         _known_blocks.clear()
 
 
+def has_known_blocks() -> bool:
+    """False when this process remembers no block at all (then none is known here)."""
+    return bool(_known_blocks)
+
+
+def known_block(buckets: Iterable[str]) -> int | None:
+    """Seconds until the last of ``buckets`` this process knows blocked is free, or ``None``.
+
+    Only this process's memory is consulted (no database): cheap enough to run
+    before a request is even parsed (:mod:`customers_service.throttle_gate`).
+    """
+    now = time.monotonic()
+    longest = max((_known_blocks.get(bucket, 0.0) - now for bucket in buckets), default=0.0)
+    return max(1, int(longest + 0.999)) if longest > 0 else None
+
+
 def ensure_not_blocked(session: Session, checks: Sequence[Check]) -> None:
     """Raise :class:`TooManyAttempts` while any of the buckets is blocked."""
-    now = time.monotonic()
-    for check in checks:
-        ends = _known_blocks.get(check.bucket)
-        if ends is not None and ends > now:
-            raise TooManyAttempts(max(1, int(ends - now + 0.999)))
+    known = known_block(c.bucket for c in checks)
+    if known is not None:
+        raise TooManyAttempts(known)
     rows = session.execute(
         select(ThrottleBucket.bucket, ThrottleBucket.blocked_until - func.now()).where(
             ThrottleBucket.bucket.in_([c.bucket for c in checks]),

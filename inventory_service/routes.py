@@ -32,8 +32,13 @@ from inventory_service.schemas import (
 from shopkit.auth import ROLE_ADMIN, current_principal, require_principal, requires, requires_caller
 from shopkit.batch import BatchAnswersSchema, respond_batch
 from shopkit.db import get_session
-from shopkit.idempotency import idempotency_key_from_request, respond_idempotently
+from shopkit.idempotency import (
+    idempotency_key_doc,
+    idempotency_key_from_request,
+    respond_idempotently,
+)
 from shopkit.metrics import STOCK_RESERVATIONS, counts_outcomes
+from shopkit.openapi import LOCATION_HEADER
 
 products_blp = Blueprint(
     "products", __name__, description="The catalogue: search, details, admin management, stock."
@@ -44,13 +49,6 @@ internal_blp = Blueprint(
     url_prefix="/internal",
     description="Stock reservations for sales (service tokens; admins may read them).",
 )
-
-IDEMPOTENCY_HEADER_DOC = {
-    "in": "header",
-    "name": "Idempotency-Key",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
-}
-
 
 # Schemas used to build bodies by hand: made once, as marshmallow schemas are reusable.
 _PRODUCT = ProductSchema()
@@ -89,7 +87,7 @@ def get_product(product_id: int) -> ResponseReturnValue:
 
 
 @products_blp.route("/products", methods=["POST"])
-@products_blp.response(201, ProductSchema)
+@products_blp.response(201, ProductSchema, headers=LOCATION_HEADER)
 @requires(ROLE_ADMIN)
 @products_blp.arguments(ProductCreateSchema())
 def create_product(data: dict[str, Any]) -> ResponseReturnValue:
@@ -97,7 +95,7 @@ def create_product(data: dict[str, Any]) -> ResponseReturnValue:
     session = get_session()
     product = catalogue.create(session, data)
     session.commit()
-    return product
+    return product, 201, {"Location": f"/products/{product.id}"}
 
 
 @products_blp.route("/products/batch", methods=["POST"])
@@ -138,7 +136,7 @@ def delete_product(product_id: int) -> ResponseReturnValue:
 
 @products_blp.route("/products/<int:product_id>/restock", methods=["POST"])
 @products_blp.response(200, ProductSchema)
-@products_blp.doc(parameters=[IDEMPOTENCY_HEADER_DOC])
+@products_blp.doc(parameters=[idempotency_key_doc()])
 @products_blp.alt_response(409, description="`stock_limit`: the stock would exceed its limit.")
 @requires(ROLE_ADMIN)
 @products_blp.arguments(QuantitySchema())
@@ -154,7 +152,7 @@ def restock(data: dict[str, Any], product_id: int) -> ResponseReturnValue:
 
 @products_blp.route("/products/<int:product_id>/deduct", methods=["POST"])
 @products_blp.response(200, ProductSchema)
-@products_blp.doc(parameters=[IDEMPOTENCY_HEADER_DOC])
+@products_blp.doc(parameters=[idempotency_key_doc()])
 @products_blp.alt_response(409, description="`insufficient_stock`: stock never goes negative.")
 @requires(ROLE_ADMIN)
 @products_blp.arguments(QuantitySchema())
@@ -172,8 +170,8 @@ def deduct(data: dict[str, Any], product_id: int) -> ResponseReturnValue:
 
 
 @internal_blp.route("/reservations", methods=["POST"])
-@internal_blp.response(201, ReservationSchema)
-@internal_blp.doc(parameters=[{**IDEMPOTENCY_HEADER_DOC, "required": True}])
+@internal_blp.response(201, ReservationSchema, headers=LOCATION_HEADER)
+@internal_blp.doc(parameters=[idempotency_key_doc(required=True)])
 @internal_blp.alt_response(
     404, description="`not_found`: unknown or archived products, listed in `product_ids`."
 )
@@ -196,7 +194,12 @@ def reserve(data: dict[str, Any]) -> ResponseReturnValue:
         )
         return 201, dump_reservation(reservation)
 
-    return respond_idempotently(IdempotencyKey, operation, key_required=True)
+    return respond_idempotently(
+        IdempotencyKey,
+        operation,
+        key_required=True,
+        location=lambda body: f"/internal/reservations/{body['sale_id']}",
+    )
 
 
 @internal_blp.route("/reservations/batch", methods=["POST"])
@@ -231,7 +234,7 @@ def reserve_batch(data: dict[str, Any]) -> ResponseReturnValue:
 
 @internal_blp.route("/reservations/<uuid:sale_id>/release", methods=["POST"])
 @internal_blp.response(200, ReservationSchema)
-@internal_blp.doc(parameters=[IDEMPOTENCY_HEADER_DOC])
+@internal_blp.doc(parameters=[idempotency_key_doc()])
 @internal_blp.alt_response(404, description="The sale has no reservation.")
 @internal_blp.alt_response(
     409,
@@ -247,6 +250,7 @@ def reserve_batch(data: dict[str, Any]) -> ResponseReturnValue:
 def release(sale_id: uuid.UUID) -> ResponseReturnValue:
     """Put an unpaid sale's stock back, exactly once; releasing again changes nothing."""
     session = get_session()
+    idempotency_key_from_request(required=False)  # a bad key is 400 before customers is asked
     reservations.require_unpaid(session, sale_id, _payments())
 
     def operation() -> tuple[int, dict[str, Any]]:
@@ -257,7 +261,7 @@ def release(sale_id: uuid.UUID) -> ResponseReturnValue:
 
 @internal_blp.route("/reservations/<uuid:sale_id>/return", methods=["POST"])
 @internal_blp.response(200, ReservationSchema)
-@internal_blp.doc(parameters=[{**IDEMPOTENCY_HEADER_DOC, "required": True}])
+@internal_blp.doc(parameters=[idempotency_key_doc(required=True)])
 @internal_blp.alt_response(404, description="The sale has no reservation.")
 @internal_blp.alt_response(
     409,

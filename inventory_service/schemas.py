@@ -17,6 +17,7 @@ from inventory_service.models import (
 )
 from inventory_service.reservations import MAX_LINES
 from shopkit.batch import BatchSchemaMixin, idempotency_key_field, items_field
+from shopkit.catalog_query import ProductQuerySchema
 from shopkit.fields import (
     MAX_ID,
     SALE_TOTAL_DIGITS,
@@ -37,7 +38,6 @@ MAX_IDS = 100
 #: Largest stock a product may be created with.
 MAX_INITIAL_STOCK = 1_000_000
 MAX_BATCH = 1000
-SORTS = ("newest", "price", "-price", "name", "-name")
 
 
 class ProductName(TrimmedString):
@@ -144,19 +144,9 @@ class ProductIds(fields.String):
         return sorted(ids)
 
 
-class ProductSearchArgsSchema(PageArgsSchema):
-    """Query of ``GET /products``."""
+class ProductSearchArgsSchema(ProductQuerySchema):
+    """Query of ``GET /products``: the shared product query, plus stock and ids."""
 
-    category = _category()
-    q = fields.String(
-        validate=validate.Length(min=1, max=100),
-        metadata={
-            "description": "Words to find, case-insensitive: every word must begin a word "
-            "of the name or description (full-text index)."
-        },
-    )
-    min_price = Money(metadata={"description": "Lowest price, inclusive."})
-    max_price = Money(metadata={"description": "Highest price, inclusive."})
     in_stock = fields.Boolean(
         metadata={"description": "true: only products with stock; false: only sold out."}
     )
@@ -167,20 +157,6 @@ class ProductSearchArgsSchema(PageArgsSchema):
             "example": "1,2,3",
         }
     )
-    sort = fields.String(
-        load_default="newest",
-        validate=validate.OneOf(SORTS),
-        metadata={
-            "description": "newest (default, newest first), price / -price (ascending / "
-            "descending), name / -name."
-        },
-    )
-
-    @validates_schema
-    def _price_range(self, data: dict[str, Any], **_kwargs: Any) -> None:
-        low, high = data.get("min_price"), data.get("max_price")
-        if low is not None and high is not None and low > high:
-            raise ValidationError("min_price must not exceed max_price.", "min_price")
 
 
 class BatchCreateSchema(Schema):

@@ -6,8 +6,9 @@ exist (404), so its existence is never revealed.
 
 Submitting checks, in this order and before anything is written: the caller
 has not reviewed the product yet (409 ``already_reviewed``), the product
-exists in inventory (422 ``unknown_product``: the request names a product
-that is not there), and sales has a paid order of it by the caller
+exists in inventory (404 ``not_found`` with ``product_ids``: the Shop's one
+rule for a reference to something that does not exist, in the path or in the
+body), and sales has a paid order of it by the caller
 (403 ``not_a_buyer``). No transaction is held open while the other services
 are asked; a dependency that cannot answer is a 503 and nothing is written.
 The unique ``(customer_id, product_id)`` constraint turns a concurrent
@@ -105,12 +106,7 @@ def submit(
     if existing is not None:
         raise _already_reviewed()
     if not clients.catalog.product_exists(product_id):
-        raise ProblemError(
-            422,
-            "unknown_product",
-            f"There is no product with id {product_id}.",
-            errors={"product_id": ["No such product."]},
-        )
+        raise NotFound(f"No product with id {product_id}.", product_ids=[product_id])
     if not clients.purchases.has_purchased(customer_id, product_id):
         raise ProblemError(
             403, "not_a_buyer", "Only customers who bought this product may review it."

@@ -32,6 +32,7 @@ from shopkit.auth import (
 )
 from shopkit.db import get_session
 from shopkit.errors import Forbidden
+from shopkit.openapi import LOCATION_HEADER
 from shopkit.pagination import PageArgsSchema
 
 reviews_blp = Blueprint(
@@ -61,8 +62,9 @@ def _detail(review: Review, principal: Principal | None) -> dict[str, Any] | Rev
 
 
 @reviews_blp.route("/reviews", methods=["POST"])
-@reviews_blp.response(201, ReviewSchema)
+@reviews_blp.response(201, ReviewSchema, headers=LOCATION_HEADER)
 @reviews_blp.alt_response(403, description="Not a customer, or not a buyer (`not_a_buyer`).")
+@reviews_blp.alt_response(404, description="No such product (`product_ids` names it).")
 @reviews_blp.alt_response(409, description="Already reviewed (`already_reviewed`).")
 @reviews_blp.alt_response(503, description="Inventory or sales unavailable: nothing was written.")
 @requires(ROLE_CUSTOMER)
@@ -70,12 +72,12 @@ def _detail(review: Review, principal: Principal | None) -> dict[str, Any] | Rev
 def create_review(data: dict[str, Any]) -> ResponseReturnValue:
     """Review a product you bought; it stays ``pending`` (hidden) until a moderator approves it.
 
-    An unknown product is 422 ``unknown_product``.
+    An unknown product is 404 `not_found` naming it in `product_ids`.
     """
     session = get_session()
     review = reviews.submit(session, _clients(), require_principal(), data)
     session.commit()
-    return review, 201
+    return review, 201, {"Location": f"/reviews/{review.id}"}
 
 
 @reviews_blp.route("/reviews", methods=["GET"])

@@ -43,9 +43,11 @@ from shopkit.db import get_session
 from shopkit.errors import problem_body, problem_response
 from shopkit.idempotency import (
     REPLAYED_HEADER,
+    idempotency_key_doc,
     idempotency_key_from_request,
     request_fingerprint,
 )
+from shopkit.openapi import LOCATION_HEADER
 
 sales_blp = Blueprint(
     "sales",
@@ -98,7 +100,7 @@ def _sale_response(sale: Sale, *, replayed: bool) -> Response:
     """201 with the completed order, or the problem that explains a failed one."""
     headers = {REPLAYED_HEADER: "true"} if replayed else {}
     if sale.status == FAILED:
-        code = sale.failure_code or "failed"
+        code = sale.failure_code or "conflict"
         body = problem_body(
             FAILURE_STATUS.get(code, 409),
             "not_found" if code == "product_not_found" else code,
@@ -113,12 +115,6 @@ def _sale_response(sale: Sale, *, replayed: bool) -> Response:
     return response
 
 
-IDEMPOTENCY_KEY_DOC = {
-    "in": "header",
-    "name": "Idempotency-Key",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
-    "description": "Retrying with the same key never buys twice.",
-}
 PURCHASE_ANSWERS = (
     (404, "Unknown or archived product (the order is kept as failed; `product_ids` names them)."),
     (
@@ -143,7 +139,11 @@ def _purchase_doc(blueprint: Blueprint) -> Any:
     def decorate(view: Any) -> Any:
         for status, description in PURCHASE_ANSWERS:
             view = blueprint.alt_response(status, description=description)(view)
-        return blueprint.doc(parameters=[IDEMPOTENCY_KEY_DOC])(view)
+        return blueprint.doc(
+            parameters=[
+                idempotency_key_doc(description="Retrying with the same key never buys twice.")
+            ]
+        )(view)
 
     return decorate
 
@@ -163,7 +163,7 @@ def _place(lines: tuple[tuple[int, int], ...], path: str, *, from_cart: bool) ->
 
 
 @sales_blp.route("/sales", methods=["POST"])
-@sales_blp.response(201, SaleSchema)
+@sales_blp.response(201, SaleSchema, headers=LOCATION_HEADER)
 @_purchase_doc(sales_blp)
 @requires(ROLE_CUSTOMER)
 @sales_blp.arguments(PurchaseSchema())
@@ -174,7 +174,7 @@ def create_sale(data: dict[str, Any]) -> ResponseReturnValue:
 
 @sales_blp.route("/sales/<uuid:sale_id>/cancellation", methods=["POST"])
 @sales_blp.response(200, SaleSchema)
-@sales_blp.doc(parameters=[{**IDEMPOTENCY_KEY_DOC, "description": "A retry replays."}])
+@sales_blp.doc(parameters=[idempotency_key_doc(description="A retry replays the first answer.")])
 @sales_blp.alt_response(404, description="No such order, or not the caller's.")
 @sales_blp.alt_response(
     409,
@@ -279,7 +279,7 @@ def delete_cart() -> ResponseReturnValue:
 
 
 @cart_blp.route("/cart/checkout", methods=["POST"])
-@cart_blp.response(201, SaleSchema)
+@cart_blp.response(201, SaleSchema, headers=LOCATION_HEADER)
 @_purchase_doc(cart_blp)
 @cart_blp.alt_response(409, description="`cart_empty`, or as for `POST /sales`.")
 @requires(ROLE_CUSTOMER)

@@ -7,6 +7,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from sales_service.models import MAX_CART_QUANTITY, MAX_LINES, STATUSES
+from shopkit.catalog_query import ProductQuerySchema
 from shopkit.fields import MAX_ID, SALE_TOTAL_DIGITS, Money, StrictInteger, TrimmedString
 from shopkit.pagination import PageArgsSchema, page_schema
 
@@ -216,11 +217,8 @@ class PurchasesSchema(Schema):
     last_purchased_at = fields.DateTime(allow_none=True)
 
 
-class CatalogArgsSchema(PageArgsSchema):
-    """Query of ``GET /catalog``."""
-
-    q = fields.String(validate=validate.Length(min=1, max=100))
-    category = fields.String(validate=validate.OneOf(CATEGORIES))
+class CatalogArgsSchema(ProductQuerySchema):
+    """Query of ``GET /catalog``: the same product query as inventory's ``GET /products``."""
 
 
 class CatalogItemSchema(Schema):

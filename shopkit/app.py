@@ -9,16 +9,16 @@ the ``db`` CLI. The service then registers its own blueprints.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import swagger_ui_bundle
-from flask import Flask, send_from_directory
+from flask import Flask, redirect, send_from_directory
 from flask.typing import ResponseReturnValue
 from flask_smorest import Api, Blueprint
 from marshmallow import Schema, fields
 
+from shopkit import openapi
 from shopkit.auth import (
     DeactivatedAccounts,
     JwksKeyResolver,
@@ -34,6 +34,7 @@ from shopkit.faults import faults_blp, init_faults
 from shopkit.fields import Money
 from shopkit.health import init_health
 from shopkit.input_guard import init_input_guard
+from shopkit.json_provider import ShopJSONProvider
 from shopkit.logs import configure_logging, init_access_log
 from shopkit.metrics import init_metrics
 from shopkit.migrations import db_cli
@@ -104,6 +105,7 @@ def create_service_app(
     init_tracing(service)  # once per process, only if OTEL_* variables ask for it
 
     app = Flask(import_name)
+    app.json = ShopJSONProvider(app)
     app.config.update(
         API_TITLE=title,
         API_VERSION="1.0.0",
@@ -124,7 +126,6 @@ def create_service_app(
         SHOP_SETTINGS=settings,
     )
     app.config.update(config)
-    app.json.sort_keys = False  # type: ignore[attr-defined]
 
     database = Database(
         resolve_database_url(settings),
@@ -160,7 +161,7 @@ def create_service_app(
     api.register_field(Money, "string", None)
     for blueprint in (*blueprints, faults_blp):
         api.register_blueprint(blueprint)
-    document_problem_responses(api)
+    openapi.install(api, app)
     app.extensions["shop_api"] = api
 
     _serve_swagger_assets(app)
@@ -194,38 +195,16 @@ def _deactivated_accounts(service: str, settings: Settings) -> DeactivatedAccoun
     return DeactivatedAccounts(client, refresh_s=settings.deactivation_refresh_s)
 
 
-PROBLEM_CONTENT = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
-
-
-def document_problem_responses(api: Api) -> None:
-    """Make the OpenAPI document say what errors really look like.
-
-    Every 4xx/5xx response gets the problem+json body, and every protected
-    operation documents its 401 and 403. (flask-smorest documents error
-    responses declared with ``alt_response`` without a body.)
-    """
-    spec = api.spec
-    for path_item in spec._paths.values():  # apispec keeps the registered paths here
-        for operation in path_item.values():
-            if not isinstance(operation, dict) or "responses" not in operation:
-                continue
-            responses = operation["responses"]
-            if operation.get("security"):
-                responses.setdefault("401", {"description": "No valid bearer token."})
-                responses.setdefault("403", {"description": "This role or caller may not do this."})
-            for code, response in responses.items():
-                if str(code) == "default" or int(code) < 400:
-                    continue
-                if "$ref" not in response and "content" not in response:
-                    response["content"] = copy.deepcopy(PROBLEM_CONTENT)
-    for response in spec.components.responses.values():
-        content = response.get("content", {})
-        if "application/json" in content:
-            content["application/problem+json"] = content.pop("application/json")
-
-
 def _serve_swagger_assets(app: Flask) -> None:
-    """Serve the Swagger UI files from the installed wheel, so ``/docs`` works offline."""
+    """Serve the Swagger UI files from the installed wheel, so ``/docs`` works offline.
+
+    ``/docs/`` (with the slash) leads to ``/docs`` too.
+    """
+
+    @app.get("/docs/")
+    def docs_slash() -> ResponseReturnValue:
+        """Swagger UI lives at ``/docs``."""
+        return redirect("/docs", 308)
 
     @app.get(SWAGGER_STATIC + "<path:filename>")
     def swagger_static(filename: str) -> ResponseReturnValue:

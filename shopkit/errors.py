@@ -18,6 +18,7 @@ from flask import Flask, Response, has_request_context, json, request
 from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
+from shopkit.problems import problem_spec
 from shopkit.request_id import current_request_id
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,9 @@ class ProblemError(Exception):
 
     Raise it from business code with the HTTP status, a machine-readable
     ``code`` and a human ``detail``; ``extra`` members are added to the body.
+    The code must be declared in :data:`shopkit.problems.PROBLEMS` for that
+    status (:class:`~shopkit.problems.UnregisteredProblem` otherwise), so the
+    published documents name every code a service answers.
     """
 
     def __init__(
@@ -63,6 +67,7 @@ class ProblemError(Exception):
         headers: dict[str, str] | None = None,
         **extra: Any,
     ) -> None:
+        problem_spec(code, status)
         super().__init__(detail)
         self.status = status
         self.code = code

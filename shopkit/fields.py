@@ -17,6 +17,16 @@ def money_pattern(digits: int) -> str:
     return rf"^[0-9]{{1,{digits}}}(\.[0-9]{{1,2}})?$"
 
 
+def signed_money_pattern(digits: int) -> str:
+    """Like :func:`money_pattern`, with an optional minus sign (ledger amounts)."""
+    return "^-" + money_pattern(digits)[1:].replace("[0-9]{1", "?[0-9]{1", 1)
+
+
+def positive_money_pattern(digits: int) -> str:
+    """Like :func:`money_pattern`, but not zero (``0``, ``0.0``, ``000.00``...)."""
+    return r"^(?!0+(\.0{1,2})?$)" + money_pattern(digits)[1:]
+
+
 MONEY_PATTERN = money_pattern(MONEY_DIGITS)
 #: Digits before the point of a sale's total: up to 50 lines of 1,000 units (the sales
 #: service's ``MAX_LINES`` and ``MAX_QUANTITY``) at the largest price.
@@ -61,11 +71,14 @@ class Money(fields.Field):
     }
 
     def __init__(self, *, digits: int = MONEY_DIGITS, **kwargs: Any) -> None:
-        pattern = money_pattern(digits)
-        self._pattern = re.compile(pattern)
+        self._pattern = re.compile(money_pattern(digits))
         metadata = kwargs.pop("metadata", {})
-        metadata = {"pattern": pattern, "example": "19.99", **metadata}
+        metadata = {"pattern": self._documented_pattern(digits), "example": "19.99", **metadata}
         super().__init__(metadata=metadata, **kwargs)
+
+    def _documented_pattern(self, digits: int) -> str:
+        """The pattern the OpenAPI document gives (what this field accepts or answers)."""
+        return money_pattern(digits)
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
         if value is None:
@@ -78,13 +91,36 @@ class Money(fields.Field):
         return Decimal(value)
 
 
+class SignedMoney(Money):
+    """A :class:`Money` amount that may be negative: ledger entries (a debit is negative).
+
+    Only ever answered, never read from a request.
+    """
+
+    def _documented_pattern(self, digits: int) -> str:
+        return signed_money_pattern(digits)
+
+
+NOT_POSITIVE = "The amount must be greater than zero."
+
+
 class PositiveMoney(Money):
-    """A :class:`Money` amount that must be greater than zero."""
+    """A :class:`Money` amount that must be greater than zero.
+
+    A negative or zero amount (``"-5.00"``, ``"0"``) is refused with "must be
+    greater than zero", not as a malformed amount; the documented pattern
+    excludes zero and the minus sign, so a generated client never sends one.
+    """
+
+    def _documented_pattern(self, digits: int) -> str:
+        return positive_money_pattern(digits)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Decimal:
+        if isinstance(value, str) and value.startswith("-") and self._pattern.fullmatch(value[1:]):
+            raise ValidationError(NOT_POSITIVE)
         amount = super()._deserialize(value, attr, data, **kwargs)
         if amount <= 0:
-            raise ValidationError("The amount must be greater than zero.")
+            raise ValidationError(NOT_POSITIVE)
         return amount
 
 
@@ -101,7 +137,19 @@ class StrictInteger(fields.Integer):
 
 
 class TrimmedString(fields.String):
-    """A string with surrounding whitespace removed; blank strings are refused."""
+    """A string with surrounding whitespace removed; blank strings are refused.
+
+    The OpenAPI document says so: at least one character, one of them not
+    whitespace (``pattern: \\S``, which JSON Schema searches anywhere in the value).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        validators = kwargs.get("validate") or []
+        validators = validators if isinstance(validators, list | tuple) else [validators]
+        metadata = kwargs.pop("metadata", {})
+        if not any(isinstance(v, validate.Regexp) for v in validators):  # its own pattern rules
+            metadata = {"pattern": r"\S", **metadata}
+        super().__init__(metadata=metadata, **kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs).strip()

@@ -65,6 +65,21 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 _KEY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 
+def idempotency_key_doc(*, required: bool = False, description: str = "") -> dict[str, Any]:
+    """The OpenAPI parameter of the ``Idempotency-Key`` header, as the server checks it."""
+    return {
+        "in": "header",
+        "name": HEADER,
+        "required": required,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[!-~]+$"},
+        "description": (description + " " if description else "")
+        + "1 to 200 printable ASCII characters, no spaces. A retry with the same key replays "
+        "the first answer (with `Idempotent-Replayed: true`); the same key with a different "
+        "request is 422 `idempotency_key_reused`; a key still in flight is 409 "
+        "`idempotency_key_in_use`.",
+    }
+
+
 class IdempotencyKeyMixin:
     """Columns of a service's ``idempotency_keys`` table (mix into its declarative base)."""
 
@@ -410,8 +425,12 @@ def respond_idempotently(
     operation: Callable[[], tuple[int, dict[str, Any]]],
     *,
     key_required: bool,
+    location: Callable[[dict[str, Any]], str] | None = None,
 ) -> Response:
     """Run a state-changing view body under the request's ``Idempotency-Key``.
+
+    ``location`` makes the ``Location`` header of a 201 (first answer and
+    replay alike) from its body.
 
     The key belongs to the authenticated caller (role and subject) and is stored in ``model``'s
     table (in the service's own schema). With a key, the effect happens at
@@ -424,7 +443,7 @@ def respond_idempotently(
     if key is None:
         status, body = operation()
         session.commit()
-        return IdempotentResult(status, body, replayed=False).to_response()
+        return _located(IdempotentResult(status, body, replayed=False), location)
     fingerprint = request_fingerprint(request.method, request.path, request.get_json(silent=True))
     principal = require_principal()
     result = run_idempotent(
@@ -438,4 +457,13 @@ def respond_idempotently(
         fingerprint=fingerprint,
         operation=operation,
     )
-    return result.to_response()
+    return _located(result, location)
+
+
+def _located(
+    result: IdempotentResult, location: Callable[[dict[str, Any]], str] | None
+) -> Response:
+    response = result.to_response()
+    if location is not None and result.status == 201:
+        response.headers["Location"] = location(result.body)
+    return response

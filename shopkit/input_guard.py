@@ -9,6 +9,10 @@
   (beyond ``sys.get_int_max_str_digits``): 400 ``malformed_json``.
 * ``PATCH`` without a JSON object holding at least one field: 422 (a partial
   update that changes nothing is a client's mistake, not a success).
+* A ``POST``, ``PUT`` or ``PATCH`` with a body that is not declared JSON
+  (``Content-Type: application/json`` or ``application/*+json``): 415
+  ``unsupported_media_type``, rather than "missing field" errors about a
+  body the service never read.
 
 Each is a 4xx problem with a one-line access log, never a 500 with a traceback.
 """
@@ -78,11 +82,28 @@ def _json_body() -> Any:
         raise ProblemError(400, "malformed_json", "The request body is not valid JSON.") from None
 
 
+#: Methods whose body the services read as JSON.
+BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+def _has_body() -> bool:
+    """Whether the request carries a body (a length above zero, or a chunked one)."""
+    if request.content_length:
+        return True
+    return "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+
+
 def init_input_guard(app: Flask) -> None:
     """Refuse unstorable text, deep or unreadable JSON and empty PATCHes (see the module)."""
 
     @app.before_request
     def _guard() -> None:
+        if _has_body() and not request.is_json and request.method in BODY_METHODS:
+            raise ProblemError(
+                415,
+                "unsupported_media_type",
+                "Send the request body as JSON, with Content-Type: application/json.",
+            )
         errors: dict[str, list[str]] = {}
         message = ["NUL characters and lone surrogates are not allowed."]
         if _unstorable(request.path):

@@ -27,6 +27,11 @@ def bind_request_id(value: str | None) -> None:
     _request_id.set(value)
 
 
+def valid_request_id(value: str) -> bool:
+    """True if a client's ``X-Request-ID`` may be used as is (1-128 safe characters)."""
+    return _VALID.fullmatch(value) is not None
+
+
 def new_request_id() -> str:
     """Return a fresh random request id."""
     return uuid.uuid4().hex
@@ -38,7 +43,7 @@ def init_request_id(app: Flask) -> None:
     @app.before_request
     def _bind() -> None:
         incoming = request.headers.get(HEADER, "")
-        _request_id.set(incoming if _VALID.fullmatch(incoming) else new_request_id())
+        _request_id.set(incoming if valid_request_id(incoming) else new_request_id())
 
     @app.after_request
     def _echo(response: Response) -> Response:

@@ -17,6 +17,13 @@ from flask import Flask, Response
 
 _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
 API_POLICY = "default-src 'none'; frame-ancestors 'none'"
+#: The headers of every answer that is not a page or a static file.
+API_HEADERS: tuple[tuple[str, str], ...] = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Content-Security-Policy", API_POLICY),
+)
 
 
 def page_policy(html: bytes) -> str:
@@ -38,9 +45,8 @@ def init_security_headers(app: Flask) -> None:
     @app.after_request
     def _harden(response: Response) -> Response:
         headers = response.headers
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        headers.setdefault("X-Frame-Options", "DENY")
-        headers.setdefault("Referrer-Policy", "no-referrer")
+        for name, value in API_HEADERS[:-1]:
+            headers.setdefault(name, value)
         if response.mimetype == "text/html" and not response.direct_passthrough:
             headers.setdefault("Content-Security-Policy", page_policy(response.get_data()))
         elif response.mimetype in ("text/css", "text/javascript", "application/javascript"):

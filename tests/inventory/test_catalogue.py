@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,23 @@ def test_create_returns_the_product(inventory: FlaskClient, admin: dict[str, str
     assert body["stock"] == 10
     assert body["archived"] is False
     assert isinstance(body["id"], int)
+    assert response.headers["Location"] == f"/products/{body['id']}"
+
+
+def test_a_reservation_answers_with_its_location_first_time_and_on_replay(
+    inventory: FlaskClient, make_product: Any, service: dict[str, str]
+) -> None:
+    product = make_product(stock=5)
+    sale_id = str(uuid.uuid4())
+    body = {"sale_id": sale_id, "product_id": product["id"], "quantity": 1}
+    headers = {**service, "Idempotency-Key": f"{sale_id}:reserve"}
+    first = inventory.post("/internal/reservations", json=body, headers=headers)
+    again = inventory.post("/internal/reservations", json=body, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert first.headers["Location"] == again.headers["Location"]
+    assert first.headers["Location"] == f"/internal/reservations/{sale_id}"
+    assert again.get_data() == first.get_data()
+    assert inventory.get(first.headers["Location"], headers=service).status_code == 200
 
 
 def test_description_and_stock_are_optional(inventory: FlaskClient, admin: dict[str, str]) -> None:

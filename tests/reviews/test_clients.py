@@ -255,8 +255,8 @@ def test_reviews_app_with_real_clients(
 
     assert_problem(
         client.post("/reviews", json={**body, "product_id": 9}, headers=bearer(token)),
-        422,
-        "unknown_product",
+        404,
+        "not_found",
     )
     assert_problem(
         client.post("/reviews", json={**body, "product_id": 8}, headers=bearer(token)),

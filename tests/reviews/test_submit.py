@@ -40,6 +40,7 @@ def test_buyer_submits_a_pending_review(
     assert body["username"] == buyer.username
     assert (body["rating"], body["comment"], body["status"]) == (4, "Rich and smooth.", "pending")
     assert body["created_at"] and body["updated_at"]
+    assert response.headers["Location"] == f"/reviews/{body['id']}"
     row = stored(body["id"])
     assert row is not None
     assert (row["customer_id"], row["product_id"], row["status"]) == (buyer.id, 7, "pending")
@@ -67,13 +68,13 @@ def test_non_buyer_is_refused_and_nothing_written(
     assert world.submit(someone_else, 7).status_code == 201
 
 
-def test_unknown_product_is_422_without_asking_sales(
+def test_unknown_product_is_404_naming_it_without_asking_sales(
     world: World, shop: FakeShop, count_rows: Callable[[str], int]
 ) -> None:
     buyer = world.customer()
     shop.purchases.add((buyer.id, 404))  # even a purchase record does not make it exist
-    body = assert_problem(world.submit(buyer, 404), 422, "unknown_product")
-    assert "product_id" in body["errors"]
+    body = assert_problem(world.submit(buyer, 404), 404, "not_found")
+    assert body["product_ids"] == [404]
     assert count_rows("reviews") == 0
     assert shop.calls == [("inventory", 404)]
 

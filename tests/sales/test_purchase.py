@@ -265,6 +265,23 @@ def test_catalog_lists_goods_in_stock(sales: FlaskClient, shop: Shop) -> None:
     assert sales.get("/catalog?page_size=500").status_code == 422
 
 
+def test_catalog_reads_and_validates_the_query_like_products(
+    sales: FlaskClient, shop: Shop
+) -> None:
+    cheap = shop.product(price="2.00", stock=3, name="Cheap Pear")
+    dear = shop.product(price="9.00", stock=3, name="Dear Pear")
+    by_price = sales.get("/catalog?q=pear&sort=-price").get_json()
+    assert [p["id"] for p in by_price["items"]] == [dear, cheap]
+    above = sales.get("/catalog?q=pear&min_price=5.00").get_json()
+    assert [p["id"] for p in above["items"]] == [dear]
+    one = sales.get("/catalog?q=pear&page_size=1&sort=price").get_json()
+    assert ([p["id"] for p in one["items"]], one["page_size"], one["total"]) == ([cheap], 1, 2)
+    for query in ("sort=bogus", "min_price=-1", "page_size=0", "min_price=5&max_price=1"):
+        refused = sales.get(f"/catalog?{query}")
+        assert refused.status_code == 422, query
+        assert refused.get_json()["code"] == "validation_error"
+
+
 def test_a_tight_recovery_loop_never_takes_a_new_sale(
     sales_app: Any, sales: Any, shop: Any, database_url: str
 ) -> None:

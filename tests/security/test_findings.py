@@ -18,6 +18,7 @@ import yaml
 from argon2 import PasswordHasher
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import event
 
 from customers_service.passwords import Passwords
 from shopkit.auth import ALGORITHM, AUDIENCE, ISSUER
@@ -104,6 +105,45 @@ def test_wrong_passwords_block_the_account_in_every_process(
     # Other accounts are not affected.
     second = identity.register()
     assert _login(other, second["username"], second["password"]).status_code == 200
+
+
+def test_a_known_block_is_refused_before_the_app(
+    customers_app: Flask, customers: FlaskClient, identity: Identity
+) -> None:
+    """A flood's requests cost no parsing, session, SQL or hash once this process saw the block."""
+    profile = identity.register()
+    for _ in range(5):
+        assert _login(customers, profile["username"], "wrong-password").status_code == 401
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    engine = customers_app.extensions["shop_db"].engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        blocked = customers.post(
+            "/auth/login",
+            json={"username": profile["username"].upper(), "password": profile["password"]},
+            headers={"X-Request-ID": "flood-1"},
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert statements == []
+    assert blocked.status_code == 429
+    assert blocked.mimetype == "application/problem+json"
+    body = blocked.get_json()
+    assert body["code"] == "too_many_attempts" and body["request_id"] == "flood-1"
+    assert body["retry_after"] == int(blocked.headers["Retry-After"]) >= 1
+    assert blocked.headers["X-Request-ID"] == "flood-1"
+    assert blocked.headers["X-Content-Type-Options"] == "nosniff"
+    # Requests the gate does not refuse reach the app with their body intact.
+    second = identity.register()
+    assert _login(customers, second["username"], second["password"]).status_code == 200
+    broken = customers.post(
+        "/auth/login", data='{"username": "' + profile["username"], content_type="application/json"
+    )
+    assert broken.status_code == 400 and broken.get_json()["code"] == "malformed_json"
 
 
 def test_unknown_usernames_are_throttled_like_real_ones(customers: FlaskClient) -> None:
@@ -397,6 +437,42 @@ def test_an_empty_idempotency_key_is_refused(customers: FlaskClient, identity: I
     assert response.get_json()["code"] == "invalid_idempotency_key"
     balance = customers.get(f"/customers/{profile['username']}", headers=bearer(token))
     assert balance.get_json()["balance"] == "0.00"
+
+
+@pytest.mark.parametrize(
+    ("service", "who", "path", "body"),
+    [
+        (
+            "customers",
+            "admin",
+            "/customers/{customer}/wallet/deduct",
+            {"amount": "1.00", "reason": "x"},
+        ),
+        ("inventory", "admin", "/products/1/restock", {"quantity": 1}),
+        ("inventory", "admin", "/products/1/deduct", {"quantity": 1}),
+        ("inventory", "sales", f"/internal/reservations/{uuid.uuid4()}/release", None),
+    ],
+    ids=["wallet-deduct", "restock", "stock-deduct", "release"],
+)
+def test_an_empty_idempotency_key_is_refused_everywhere(
+    service_apps: dict[str, Flask],
+    callers: Any,
+    service: str,
+    who: str,
+    path: str,
+    body: dict[str, Any] | None,
+) -> None:
+    response = (
+        service_apps[service]
+        .test_client()
+        .post(
+            path.format(customer=callers.customer),
+            json=body,
+            headers={**callers.headers[who], "Idempotency-Key": ""},
+        )
+    )
+    assert response.status_code == 400, response.get_json()
+    assert response.get_json()["code"] == "invalid_idempotency_key"
 
 
 # --- Also: logout, password change, reactivation --------------------------------------------

@@ -100,6 +100,16 @@ def test_a_deactivated_customer_is_refused_by_reviews_and_sales(
                 refused[name] = response.status_code
         time.sleep(0.5)
     assert refused == {"sales": 401, "reviews": 401}
+    time.sleep(2.5)  # every worker now re-reads the list first (DEACTIVATION_REFRESH=2 here)
+    for _ in range(4):  # posting is refused too, whichever worker answers
+        posted = requests.post(
+            live_stack.url("reviews") + "/reviews",
+            json={"product_id": 1, "rating": 1, "comment": "still here?"},
+            headers=auth,
+            timeout=10,
+        )
+        assert posted.status_code == 401, posted.json()
+        assert posted.json()["code"] == "account_inactive"
 
 
 def test_the_embedded_database_gives_each_service_its_own_role(tmp_path: Path) -> None:
