@@ -214,6 +214,9 @@ _SPECS = (
     ProblemSpec(
         "database_unavailable", 503, "The database could not be used right now: retry.", _SALE
     ),
+    ProblemSpec(
+        "batch_conflict", 503, "A batch met a concurrent one; nothing was written: retry it."
+    ),
     ProblemSpec("auth_unavailable", 503, "The token signing keys could not be fetched."),
     ProblemSpec("not_ready", 503, "The database is unreachable or its schema is not current."),
     ProblemSpec(
