@@ -42,6 +42,7 @@ from typing import Any
 
 from shopkit.gunicorn_conf import *  # noqa: F403 (every shared setting, unchanged)
 from shopkit.gunicorn_conf import child_exit  # noqa: F401 (re-exported hook)
+from shopkit.gunicorn_conf import worker_exit as _shared_worker_exit
 
 PROFILE_DIR_ENV = "SHOP_PROFILE_DIR"
 PROFILE_NAME_ENV = "SHOP_PROFILE_NAME"
@@ -147,7 +148,8 @@ def post_worker_init(worker: Any) -> None:
     threading.Thread(target=_profiler.watch, name="bench-profiler", daemon=True).start()
 
 
-def worker_exit(_server: Any, _worker: Any) -> None:
-    """Dump what a worker profiled if it exits while profiling is still on."""
+def worker_exit(server: Any, worker: Any) -> None:
+    """Dump what a worker profiled if it exits while profiling is still on, then exit as usual."""
     if _profiler is not None and _profiler.enabled:
         _profiler.dump()
+    _shared_worker_exit(server, worker)

@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/run.py            # what `make bench` runs (<= 5 minutes)
+    .venv/bin/python bench/run.py            # what `make bench` runs (~6.5 minutes)
     BENCH_DURATION_S=60 BENCH_REPLAY_S=120 .venv/bin/python bench/run.py
 
 What it does, on free ports, with every knob an environment variable
@@ -28,11 +28,13 @@ What it does, on free ports, with every knob an environment variable
    for ``BENCH_REPLAY_S`` while RSS is sampled;
 7. the peaks are frozen, then the **profiled windows** (the saga, then a short
    replay) with cProfile on, so that the profiler's own memory is never counted;
-8. **audit**: ``python -m seeder audit`` and the invariant queries of
+8. **tracing** (bench/tracing_bench.py): CPU per sale with tracing off, every span
+   exported, and sampled, in interleaved windows (``BENCH_TRACING_S=0`` skips it);
+9. **audit**: ``python -m seeder audit`` and the invariant queries of
    ``tests/support/invariants.py``;
-9. writes ``bench/results/summary.json`` (+ ``.prof`` files, top-25 listings,
-   ``memory-replay.png``, ``memory-run.png``, ``memory-samples.csv``, service
-   logs) and prints a table.
+10. writes ``bench/results/summary.json`` (+ ``.prof`` files, top-25 listings,
+    ``memory-replay.png``, ``memory-run.png``, ``memory-samples.csv``, service
+    logs) and prints a table.
 
 CPU time per sale is measured for every process group (each service, the
 database, the client) over exactly the measured windows: on a shared or small
@@ -601,6 +603,17 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         if cpu:
             parts = ", ".join(f"{k} {v:.1f}" for k, v in cpu.items() if k != "total" and v >= 0.05)
             rows.append((f"CPU ms per sale, {name}", f"{cpu['total']:.1f} ({parts})"))
+    tracing = summary.get("tracing") or {}
+    per_sale = tracing.get("cpu_ms_per_sale") or {}
+    for mode, label in (("on", "every span"), ("sampled", "sampled")):
+        if f"overhead_{mode}_pct" in tracing:
+            rows.append(
+                (
+                    f"tracing {label}: CPU per sale vs off",
+                    f"{tracing[f'overhead_{mode}_pct']:+.1f}% ({per_sale[mode]:.1f} / "
+                    f"{per_sale['off']:.1f} ms)",
+                )
+            )
     if ratios.get("cpu_lines_vs_one_line") is not None:
         rows.append(
             (
@@ -644,6 +657,7 @@ def _targets(summary: dict[str, Any]) -> dict[str, Any]:
 
     lines_ratio = summary["ratios"].get("cpu_lines_vs_one_line")
     lines = (summary.get("saga_lines") or {}).get("lines", 3)
+    tracing = summary.get("tracing") or {}
     return {
         "cpu_lines_vs_one_line": {
             "goal": f"<= 1.5 (CPU per {lines}-line order / per 1-line order)",
@@ -669,6 +683,11 @@ def _targets(summary: dict[str, Any]) -> dict[str, Any]:
             "goal": "< 10 over the replay",
             "value": growth,
             "met": None if growth is None else growth < TARGETS["rss_growth_pct"],
+        },
+        "tracing_overhead_pct": {
+            "goal": "< 15 (CPU per sale, every span exported, against tracing off)",
+            "value": tracing.get("overhead_on_pct"),
+            "met": tracing.get("met"),
         },
         "audit": {"goal": "OK", "value": None, "met": summary["audit_ok"]},
     }
@@ -757,6 +776,18 @@ class Bench:
             f"{s['error_kinds'] or ''}\n    CPU ms per sale: {s['cpu_ms_per_sale']}"
         )
         return result
+
+    def tracing(self) -> None:
+        """CPU per sale with tracing off, on and sampled (bench/tracing_bench.py), if asked."""
+        if _env_float("BENCH_TRACING_S", 10) <= 0:
+            return
+        from bench import tracing_bench  # noqa: PLC0415 (it imports this module)
+
+        summary = tracing_bench.compare(
+            self.stack, self.knobs, self.dataset, self.cpu, self.console
+        )
+        tracing_bench.report(summary, self.console)
+        self.summary["tracing"] = summary
 
     def saga(self) -> None:
         """The measured saga window (no profiler)."""
@@ -1170,6 +1201,7 @@ def main() -> int:
             bench.rss.freeze_peaks()
             bench.saga_profiled()
             bench.replay_profiled()
+            bench.tracing()
             bench.audit()
         finally:
             bench.stop()

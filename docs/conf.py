@@ -1,14 +1,25 @@
-"""Sphinx configuration of the Shop documentation (build it with ``python docs/build.py``)."""
+"""Sphinx configuration of the Shop documentation (``make docs``).
+
+The reference pages come from stock extensions: sphinxcontrib-openapi renders
+each app's OpenAPI document (exported to ``_generated/`` when the build
+starts), sphinx-click the seeder's commands, autosummary and autodoc the
+Python packages, myst-parser the README's sections. The two tables of our own
+(:mod:`shop_docs`) read the registries the services use.
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+from sphinx.application import Sphinx
+
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 # The project root first: the service packages and the seeder import from a checkout.
-sys.path[:0] = [str(ROOT), str(DOCS / "_ext")]
+sys.path[:0] = [str(ROOT), str(DOCS), str(DOCS / "_ext")]
+
+import export_openapi  # noqa: E402 (needs the path above)
 
 project = "Shop"
 author = "The Shop contributors"
@@ -17,37 +28,51 @@ release = version = "0.1.0"
 
 extensions = [
     "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
     "sphinx.ext.viewcode",
-    "shop_docs",  # loads sphinxcontrib.openapi (+ httpdomain) and sphinx_click
+    "sphinxcontrib.openapi",
+    "sphinx_click",
+    "myst_parser",
+    "shop_docs",
 ]
 
 root_doc = "index"
-exclude_patterns = ["_build", "_generated", "Thumbs.db", ".DS_Store"]
-templates_path: list[str] = []
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+templates_path = ["_templates"]
 html_static_path = ["_static"]
 html_css_files = ["shop.css"]
-html_theme = "alabaster"
-html_theme_options = {
-    "description": "Four Flask services, one saga, no lost money.",
-    "fixed_sidebar": True,
-    "page_width": "1180px",
-    "sidebar_width": "240px",
-}
+html_theme = "furo"
 html_title = "Shop documentation"
 html_show_sourcelink = False
-
 # Everything renders offline: no intersphinx, no CDN, no network at build or view time.
-nitpicky = False
-pygments_style = "sphinx"
 
+# OpenAPI 3 descriptions are Markdown: the new renderer converts them (CommonMark).
+openapi_default_renderer = "httpdomain"
+# OpenAPI's "default" response is not an HTTP status: httpdomain lists it as it is.
+http_strict_mode = False
+
+autosummary_generate = True
+# Importing these would run Alembic or gunicorn's configuration: mocked, autosummary skips them.
+autosummary_mock_imports = [
+    *(f"{package}.migrations" for package in export_openapi.SERVICES.values()),
+    "shopkit.gunicorn_conf",
+]
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_default_options = {"members": True, "show-inheritance": True}
-autoclass_content = "class"
 # Only our docstrings: members inherited from libraries (SQLAlchemy's
 # DeclarativeBase.metadata, ...) would bring their docs' cross-references along.
 autodoc_inherit_docstrings = False
 
-#: ``python docs/build.py --strict`` sets this: a present package that cannot be
-#: imported then fails the build instead of being noted on its page.
-shop_docs_strict = 0
+myst_heading_anchors = 3
+
+
+def _export_openapi(app: Sphinx) -> None:
+    """Write every service's OpenAPI document where the API pages read it."""
+    export_openapi.export(Path(app.srcdir) / "_generated")
+
+
+def setup(app: Sphinx) -> None:
+    """Export the OpenAPI documents before any page is read."""
+    app.connect("builder-inited", _export_openapi)

@@ -813,12 +813,8 @@ def demo(
     sys.exit(EXIT_FAILURE if result.stats.verification_failures else EXIT_OK)
 
 
-def _register_faults() -> None:
-    from seeder.faults import faults  # noqa: PLC0415 (it builds on this module's options)
-
-    cli.add_command(faults)
-
-
-_register_faults()
+# ``seeder faults`` builds on this module's options and adds itself to ``cli``; importing
+# it here, at the end, registers it whichever of the two modules is imported first.
+import seeder.faults  # noqa: E402, F401
 
 __all__ = ["cli", "main"]

@@ -20,7 +20,7 @@ import click
 from rich.table import Table
 
 from seeder import EXIT_FAILURE, EXIT_OK
-from seeder.cli import _connect, connection_options, reports_errors
+from seeder.cli import _connect, cli, connection_options, reports_errors
 from seeder.client import Login, Services
 
 SERVICES = ("customers", "inventory", "sales", "reviews")
@@ -128,3 +128,6 @@ def clear(names: tuple[str, ...], **kwargs: Any) -> None:
     for name in names:
         _answer(name, admin.call(services.api(name), "DELETE", PATH))
     console.print(f"Faults cleared in {', '.join(names)}.")
+
+
+cli.add_command(faults)

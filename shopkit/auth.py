@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import jwt
 from flask import Flask, current_app, g, request
 from flask_smorest import Blueprint
+from flask_smorest.utils import load_info_from_docstring
 
 from shopkit.errors import Forbidden, ProblemError, Unauthorized
 
@@ -396,6 +397,15 @@ def ensure_caller(principal: Principal, callers: Collection[str]) -> None:
         )
 
 
+def access_text(roles: Collection[str], callers: Collection[str] | None = None) -> str:
+    """Who may call an operation, as Markdown for its OpenAPI description."""
+    who = " or ".join(f"`{role}`" for role in roles) if roles else "any role"
+    text = f"**Access:** a bearer token with role {who}"
+    if callers:
+        text += "; services: " + ", ".join(f"`{caller}`" for caller in sorted(callers))
+    return text + "."
+
+
 def requires(*roles: str, callers: Collection[str] | None = None) -> Callable[[F], F]:
     """View decorator: the caller must hold one of ``roles`` (any role if none given).
 
@@ -418,7 +428,13 @@ def requires(*roles: str, callers: Collection[str] | None = None) -> Callable[[F
                 ensure_caller(principal, callers)
             return view(*args, **kwargs)
 
-        doc: dict[str, Any] = {"security": BEARER_SECURITY, "x-roles": list(roles)}
+        docstring = load_info_from_docstring(view.__doc__ or "").get("description", "")
+        description = "\n\n".join(filter(None, [docstring, access_text(roles, callers)]))
+        doc: dict[str, Any] = {
+            "security": BEARER_SECURITY,
+            "x-roles": list(roles),
+            "description": description,
+        }
         if callers is not None:
             doc["x-shop-callers"] = sorted(callers)
         return Blueprint.doc(**doc)(wrapper)  # type: ignore[no-any-return]

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from shopkit.environment import ENVIRONMENT, Variable
 
 log = logging.getLogger(__name__)
 
@@ -60,23 +61,6 @@ SERVICE_PORTS = {"customers": 5000, "inventory": 5001, "sales": 5002, "reviews":
 def _env(name: str, default: str) -> str:
     value = os.environ.get(name)
     return value if value not in (None, "") else default
-
-
-def _number(kind: type[int] | type[float]) -> Callable[[str, str], Any]:
-    """A parser of ``kind`` whose error names the variable."""
-
-    def parse(name: str, raw: str) -> Any:
-        try:
-            return kind(raw)
-        except ValueError as exc:
-            article = "an integer" if kind is int else "a number"
-            raise ValueError(f"{name} must be {article}, got {raw!r}") from exc
-
-    return parse
-
-
-def _text(_name: str, raw: str) -> str:
-    return raw
 
 
 class InsecureConfiguration(RuntimeError):
@@ -163,14 +147,14 @@ class Settings:
     def from_env(cls, service_name: str, **overrides: Any) -> Settings:
         """Read every setting from the environment; ``overrides`` win over it.
 
-        What is not set takes the field's default above (the service URLs read
-        ``<SERVICE>_URL`` themselves, through :func:`service_url`).
+        The variables are declared in :data:`shopkit.environment.ENVIRONMENT`;
+        what is not set takes the field's default above.
         """
         values: dict[str, Any] = {"service_name": service_name}
-        for name, (variable, parse) in _FROM_ENVIRONMENT.items():
-            raw = os.environ.get(variable)
+        for name, variable in SETTING_VARIABLES.items():
+            raw = os.environ.get(variable.name)
             if raw not in (None, ""):  # unset or empty: the field's default
-                values[name] = parse(variable, raw)
+                values[name] = variable.parse(variable.name, raw)
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
         if unknown:
@@ -258,36 +242,5 @@ class Settings:
             )
 
 
-#: The environment variable of each setting that has one, and how to read it.
-_FROM_ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
-    "database_url": ("DATABASE_URL", _text),
-    "data_dir": ("SHOP_DATA_DIR", lambda _name, raw: Path(raw)),
-    "admin_username": ("ADMIN_USERNAME", _text),
-    "admin_password": ("ADMIN_PASSWORD", _text),
-    "service_client_secret": ("SERVICE_CLIENT_SECRET", _text),
-    "storefront_secret_key": ("STOREFRONT_SECRET_KEY", _text),
-    "environment": ("SHOP_ENV", lambda _name, raw: raw.lower()),
-    "log_level": ("LOG_LEVEL", lambda _name, raw: raw.upper()),
-    "access_log": ("ACCESS_LOG", lambda _name, raw: raw.lower()),
-    "access_token_ttl_s": ("ACCESS_TOKEN_TTL", _number(int)),
-    "refresh_token_ttl_s": ("REFRESH_TOKEN_TTL", _number(int)),
-    "http_connect_timeout_s": ("HTTP_CONNECT_TIMEOUT", _number(float)),
-    "http_read_timeout_s": ("HTTP_READ_TIMEOUT", _number(float)),
-    "http_retries": ("HTTP_RETRIES", _number(int)),
-    "jwks_cache_ttl_s": ("JWKS_CACHE_TTL", _number(int)),
-    "db_pool_size": ("DB_POOL_SIZE", _number(int)),
-    "db_statement_timeout_ms": ("DB_STATEMENT_TIMEOUT_MS", _number(int)),
-    "request_deadline_s": ("REQUEST_DEADLINE", _number(float)),
-    "password_hash_time_cost": ("PASSWORD_HASH_TIME_COST", _number(int)),
-    "password_hash_memory_kib": ("PASSWORD_HASH_MEMORY_KIB", _number(int)),
-    "password_hash_parallelism": ("PASSWORD_HASH_PARALLELISM", _number(int)),
-    "recovery_interval_s": ("SALES_RECOVERY_INTERVAL", _number(float)),
-    "recovery_after_s": ("SALES_RECOVERY_AFTER", _number(float)),
-    "throttle_account_failures": ("THROTTLE_ACCOUNT_FAILURES", _number(int)),
-    "throttle_address_failures": ("THROTTLE_ADDRESS_FAILURES", _number(int)),
-    "throttle_registrations": ("THROTTLE_REGISTRATIONS", _number(int)),
-    "throttle_window_s": ("THROTTLE_WINDOW", _number(int)),
-    "throttle_block_s": ("THROTTLE_BLOCK", _number(int)),
-    "deactivation_refresh_s": ("DEACTIVATION_REFRESH", _number(float)),
-    "trusted_proxies": ("TRUSTED_PROXIES", _text),
-}
+#: The declared variable of each setting that has one (:mod:`shopkit.environment`).
+SETTING_VARIABLES: dict[str, Variable] = {v.setting: v for v in ENVIRONMENT if v.setting}

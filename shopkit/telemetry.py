@@ -171,7 +171,9 @@ def instrument_app(app: Any, engine: Any) -> None:
     from opentelemetry.instrumentation.flask import FlaskInstrumentor  # noqa: PLC0415
 
     excluded = os.environ.get("OTEL_PYTHON_FLASK_EXCLUDED_URLS") or EXCLUDED_URLS
-    FlaskInstrumentor().instrument_app(app, excluded_urls=excluded)
+    # No sqlcommenter context: nothing reads it (SQL spans carry no comments) and it costs
+    # a context attach per request.
+    FlaskInstrumentor().instrument_app(app, excluded_urls=excluded, enable_commenter=False)
     _trace_sql(engine)
     _untraced_paths(app, tuple(p.strip() for p in excluded.split(",") if p.strip()))
 

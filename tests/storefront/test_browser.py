@@ -9,16 +9,11 @@ them) and nothing is downloaded. Screenshots of the main pages go to
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
@@ -27,16 +22,10 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from shopkit.config import PROJECT_ROOT
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, customer_payload
+from tests.support.chromium import headless_chromium
 
 pytestmark = pytest.mark.processes
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--window-size=1280,1000",
-)  # fmt: skip
 SCREENSHOTS = PROJECT_ROOT / "results" / "storefront"
 WAIT_S = 20
 
@@ -64,23 +53,9 @@ def storefront(live_stack: Any) -> str:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
     """Headless Chromium from the distribution, with a fresh profile."""
-    assert Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists(), (
-        "Chromium is missing: apt-get install chromium chromium-driver (.ci/run does)"
-    )
-    profile = tempfile.mkdtemp(prefix="shop-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    # With the driver's path given, Selenium Manager is skipped: nothing is downloaded.
-    driver = webdriver.Chrome(options=options, service=ChromeService(executable_path=CHROMEDRIVER))
-    driver.set_page_load_timeout(30)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    try:
+    with headless_chromium("--window-size=1280,1000") as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 class Shop:

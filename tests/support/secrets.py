@@ -22,9 +22,9 @@ from shopkit.config import (
 )
 
 #: The variable behind a setting, as :meth:`Settings.from_env` reads it.
-ADMIN_PASSWORD = config._FROM_ENVIRONMENT["admin_password"][0]
-SHOP_ENV = config._FROM_ENVIRONMENT["environment"][0]
-SHARED_SECRET = config._FROM_ENVIRONMENT["service_client_secret"][0]
+ADMIN_PASSWORD = config.SETTING_VARIABLES["admin_password"].name
+SHOP_ENV = config.SETTING_VARIABLES["environment"].name
+SHARED_SECRET = config.SETTING_VARIABLES["service_client_secret"].name
 
 
 def placeholder(name: str) -> str:
@@ -60,13 +60,13 @@ def production_secret_variables(service: str) -> set[str]:
         ("storefront_secret_key", ""),
     ):
         if replace(complete, **{setting: weak}).secret_problems():
-            needed.add(config._FROM_ENVIRONMENT[setting][0])
+            needed.add(config.SETTING_VARIABLES[setting].name)
     return needed
 
 
 def settings_variables() -> set[str]:
     """Every variable :meth:`Settings.from_env` reads, the per-service secrets included."""
-    names = {variable for variable, _parse in config._FROM_ENVIRONMENT.values()}
+    names = {variable.name for variable in config.SETTING_VARIABLES.values()}
     return names | {client_secret_variable(name) for name in SERVICE_PORTS}
 
 
