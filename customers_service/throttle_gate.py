@@ -33,6 +33,7 @@ from typing import Any
 from customers_service import throttle
 from shopkit.config import Settings
 from shopkit.errors import PROBLEM_MEDIA_TYPE, problem_body
+from shopkit.json_provider import encode
 from shopkit.metrics import LOGINS
 from shopkit.proxy import client_address, trusted_networks
 from shopkit.request_id import HEADER as REQUEST_ID_HEADER
@@ -97,7 +98,7 @@ class ThrottleGate:
         """The 429 ``too_many_attempts`` problem, as the app would answer it."""
         incoming = environ.get("HTTP_X_REQUEST_ID", "")
         request_id = incoming if valid_request_id(incoming) else new_request_id()
-        body = json.dumps(
+        body = encode(
             problem_body(
                 429,
                 "too_many_attempts",

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import json
 import logging
 import os
 import signal
@@ -31,6 +30,8 @@ from typing import Any
 
 import gunicorn.http.wsgi
 from gunicorn import util
+
+from shopkit.json_provider import encode
 
 # Metrics from every worker are pooled here; it must be set before any worker
 # imports prometheus_client, which is why it lives in the config module.
@@ -84,7 +85,7 @@ gunicorn.http.wsgi.SERVER = "shop"  # read by each response; default "gunicorn"
 def _problem_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
     """Gunicorn's own error answers (bad request line or header) as problem+json, not HTML."""
     code = {400: "bad_request", 403: "forbidden", 414: "uri_too_long", 431: "headers_too_large"}
-    body = json.dumps(
+    body = encode(
         {
             "type": "https://shop.example/problems/" + code.get(status_int, "http_error"),
             "title": reason,

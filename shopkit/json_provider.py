@@ -10,11 +10,17 @@ with sorted keys the replay is byte for byte the first answer.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask.json.provider import DefaultJSONProvider
 
 SEPARATORS = (",", ":")
+
+
+def encode(obj: Any) -> str:
+    """Plain JSON written as every answer is, for the few written outside Flask."""
+    return json.dumps(obj, separators=SEPARATORS, sort_keys=True)
 
 
 class ShopJSONProvider(DefaultJSONProvider):
