@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from pathlib import Path
@@ -35,7 +36,9 @@ def test_gunicorn_answers_problem_json_and_names_no_software(live_stack: Any) ->
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400")
     assert b"Content-Type: application/problem+json" in head
-    assert b'"status": 400' in body and b"<html>" not in body
+    assert b"<html>" not in body
+    problem = json.loads(body)
+    assert (problem["status"], problem["code"]) == (400, "bad_request")
     normal = requests.get(customers.url + "/healthz", timeout=5)
     assert "gunicorn" not in normal.headers.get("Server", "").lower()
 
