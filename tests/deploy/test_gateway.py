@@ -56,9 +56,16 @@ def sample_path(template: str, parameters: list[dict[str, Any]]) -> str:
 
 
 def operations(docs: dict[str, dict[str, Any]]) -> Iterator[tuple[str, str, str, str]]:
-    """``(owner, method, template, concrete path)`` of every documented operation."""
+    """``(owner, method, template, concrete path)`` of every documented operation.
+
+    The routes every service has (health, metrics, its own API document and
+    Swagger UI) have no single owner behind the gateway and are left out.
+    """
+    every_service = set.intersection(*(set(doc["paths"]) for doc in docs.values()))
     for owner, doc in docs.items():
         for template, item in doc["paths"].items():
+            if template in every_service:
+                continue
             for method in METHODS:
                 if method in item:
                     parameters = [*item.get("parameters", []), *item[method].get("parameters", [])]

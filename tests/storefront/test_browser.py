@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 import requests
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from shopkit.config import PROJECT_ROOT
@@ -58,6 +58,27 @@ def browser() -> Iterator[WebDriver]:
         yield driver
 
 
+def wait_for_next_page(driver: WebDriver, page: WebElement) -> None:
+    """Wait until ``page`` (the old document's ``<html>``) has been replaced by the next one.
+
+    Mid-navigation chromedriver may report the old node as "not belonging to the
+    document" rather than as stale; both mean the old page is gone.
+    """
+
+    def replaced(_driver: WebDriver) -> bool:
+        try:
+            page.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as error:
+            if "does not belong to the document" in str(error):
+                return True
+            raise
+        return False
+
+    WebDriverWait(driver, WAIT_S).until(replaced)
+
+
 class Shop:
     """The browser on the storefront, with the few moves the journeys need."""
 
@@ -91,7 +112,7 @@ class Shop:
         """Click a submit button and wait until the next page has loaded."""
         page = self.find("html")
         self.find(css).click()
-        WebDriverWait(self.driver, WAIT_S).until(ec.staleness_of(page))
+        wait_for_next_page(self.driver, page)
 
     def flash(self) -> str:
         return " ".join(e.text for e in self.find_all(".flash"))
@@ -118,7 +139,7 @@ class Shop:
         assert len(cards) == 1, self.text()
         page = self.find("html")
         cards[0].find_element(By.CSS_SELECTOR, ".add-to-cart").click()
-        WebDriverWait(self.driver, WAIT_S).until(ec.staleness_of(page))
+        wait_for_next_page(self.driver, page)
         assert "Added to your cart" in self.flash()
 
 
@@ -184,7 +205,7 @@ def test_shopper_buys_cancels_is_refunded_reviews_and_the_admin_approves(
     quantity.send_keys("2")
     page = shop.find("html")
     lamp_line.find_element(By.CSS_SELECTOR, "button").click()
-    WebDriverWait(browser, WAIT_S).until(ec.staleness_of(page))
+    wait_for_next_page(browser, page)
     assert shop.text("#cart-total") == "135.50"
     shop.shot("cart")
 
