@@ -140,9 +140,14 @@ def _positive_int(body: dict[str, Any], name: str, limit: int) -> int:
 
 
 def create_app() -> Flask:
-    """The baseline app: ``DATABASE_URL`` for the database, ``CUSTOMERS_URL`` for the JWKS."""
+    """The baseline app: ``DATABASE_URL``, ``CUSTOMERS_URL`` for the JWKS, ``ACCESS_TOKEN_TTL``."""
     customers_url = os.environ.get("CUSTOMERS_URL", "http://127.0.0.1:5000").rstrip("/")
-    verifier = TokenVerifier(JwksKeyResolver(customers_url + "/.well-known/jwks.json"))
+    # Tokens living longer than the configured access TTL are refused, as in the services.
+    access_ttl_s = int(os.environ.get("ACCESS_TOKEN_TTL", str(15 * 60)))
+    verifier = TokenVerifier(
+        JwksKeyResolver(customers_url + "/.well-known/jwks.json"),
+        max_lifetime_s={"access": access_ttl_s},
+    )
     database = Database(
         os.environ["DATABASE_URL"],
         application_name="bench-monolith",
@@ -219,7 +224,7 @@ def create_full_app() -> Flask:
     from shopkit.app import create_service_app  # noqa: PLC0415
     from shopkit.auth import ROLE_CUSTOMER, require_principal, requires  # noqa: PLC0415
     from shopkit.db import get_session  # noqa: PLC0415
-    from shopkit.errors import Conflict  # noqa: PLC0415
+    from shopkit.errors import Conflict, ValidationFailed  # noqa: PLC0415
 
     blueprint = Blueprint("bench_sales", __name__, description="One-transaction purchases.")
 
@@ -231,7 +236,9 @@ def create_full_app() -> Flask:
         """Take stock, debit the wallet and record the sale in one transaction."""
         principal = require_principal()
         session = get_session()
-        product_id, quantity = data["product_id"], data["quantity"]
+        if len(data["lines"]) != 1:
+            raise ValidationFailed({"items": ["The baseline sells one product per sale."]})
+        ((product_id, quantity),) = data["lines"]
         taken = session.execute(TAKE_STOCK, {"q": quantity, "p": product_id}).first()
         if taken is None:
             raise Conflict("insufficient_stock", "Not enough stock for this quantity.")

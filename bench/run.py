@@ -312,6 +312,7 @@ class Stack:
             env={
                 "DATABASE_URL": self.url,
                 "CUSTOMERS_URL": self.urls["customers"],
+                "ACCESS_TOKEN_TTL": self.env["ACCESS_TOKEN_TTL"],  # accept the buyers' tokens
                 "LOG_LEVEL": self.knobs.log_level,
             },
             workers=self.knobs.workers,
