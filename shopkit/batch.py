@@ -26,6 +26,7 @@ from shopkit.auth import require_principal
 from shopkit.db import get_session
 from shopkit.errors import ProblemError
 from shopkit.idempotency import (
+    KEY_PATTERN,
     BatchItem,
     IdempotencyKeyMixin,
     IdempotentResult,
@@ -42,9 +43,7 @@ def idempotency_key_field() -> fields.String:
     """A batch item's ``idempotency_key`` (the rules of the ``Idempotency-Key`` header)."""
     return fields.String(
         required=True,
-        validate=validate.Regexp(
-            r"^[\x21-\x7e]{1,200}$", error="1 to 200 printable ASCII characters."
-        ),
+        validate=validate.Regexp(KEY_PATTERN, error="1 to 200 printable ASCII characters."),
         metadata={"description": "The key this item's single call would carry."},
     )
 

@@ -62,7 +62,8 @@ from shopkit.errors import ProblemError, problem_response
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
-_KEY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
+#: What a key may be: 1 to 200 printable ASCII characters, no spaces (header or batch item).
+KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 
 def idempotency_key_doc(*, required: bool = False, description: str = "") -> dict[str, Any]:
@@ -139,7 +140,7 @@ def idempotency_key_from_request(*, required: bool) -> str | None:
                 f"This call changes state: send an {HEADER} header.",
             )
         return None
-    if not _KEY_RE.fullmatch(key):
+    if not KEY_PATTERN.fullmatch(key):
         raise ProblemError(
             400,
             "invalid_idempotency_key",
