@@ -56,6 +56,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["sales_clients"] = clients
     app.extensions["sales_batcher"] = Batcher(
         clients,
+        app.extensions["shop_db"],
         window_s=settings.sales_batch_window_ms / 1000,
         max_size=settings.sales_batch_max,
         max_flights=settings.sales_batch_flights,

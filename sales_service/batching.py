@@ -33,22 +33,27 @@ from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
 from sales_service.clients import CustomersClient, InventoryClient, SaleClients
+from sales_service.models import Sale
+from sales_service.saga import Recording, SagaRun, record_sales, save_leased
+from shopkit.db import Database
 from shopkit.metrics import SALES_BATCH_SIZE
 from shopkit.service_client import ServiceResponse
 
 Item = TypeVar("Item")
+Answer = TypeVar("Answer")
 
 
 @dataclass
-class _Slot(Generic[Item]):
+class _Slot(Generic[Item, Answer]):
     item: Item
     taken: bool = False  # by a batch (under the coalescer's lock)
     done: threading.Event = field(default_factory=threading.Event)
-    answer: ServiceResponse | None = None
+    answered: bool = False
+    answer: Answer | None = None
     error: BaseException | None = None
 
 
-class Coalescer(Generic[Item]):
+class Coalescer(Generic[Item, Answer]):
     """Gathers concurrent calls of one saga step into batches (see the module docstring).
 
     ``send`` takes the gathered items and returns one answer per item, in order;
@@ -58,7 +63,7 @@ class Coalescer(Generic[Item]):
     def __init__(
         self,
         step: str,
-        send: Callable[[Sequence[Item]], list[ServiceResponse]],
+        send: Callable[[Sequence[Item]], list[Answer]],
         *,
         window_s: float,
         max_size: int,
@@ -74,7 +79,7 @@ class Coalescer(Generic[Item]):
         self._arrived = threading.Condition(lock)
         #: Signalled when a batch was formed or came back (callers waiting for their turn).
         self._turn = threading.Condition(lock)
-        self._queue: list[_Slot[Item]] = []
+        self._queue: list[_Slot[Item, Answer]] = []
         self._flights = 0
         self._leading = False
         self._expected = 0
@@ -93,13 +98,13 @@ class Coalescer(Generic[Item]):
             self._expected = max(0, self._expected - count)
             self._arrived.notify()
 
-    def call(self, item: Item, *, announced: bool) -> ServiceResponse:
+    def call(self, item: Item, *, announced: bool) -> Answer:
         """Make one call as part of a batch; returns this call's own answer.
 
         The caller either waits for a batch to take its call, or (when no batch is
         forming and a flight is free) forms and sends the next batch itself.
         """
-        slot: _Slot[Item] = _Slot(item)
+        slot: _Slot[Item, Answer] = _Slot(item)
         with self._arrived:
             if announced:
                 self._expected = max(0, self._expected - 1)
@@ -116,10 +121,10 @@ class Coalescer(Generic[Item]):
         slot.done.wait()
         if slot.error is not None:
             raise slot.error
-        assert slot.answer is not None
-        return slot.answer
+        assert slot.answered
+        return slot.answer  # type: ignore[return-value]  # Answer may include None
 
-    def _lead(self) -> list[_Slot[Item]]:
+    def _lead(self) -> list[_Slot[Item, Answer]]:
         """Form the next batch (the lock is held): wait for expected calls, within the window."""
         self._leading = True
         try:
@@ -138,12 +143,12 @@ class Coalescer(Generic[Item]):
             self._leading = False
             self._turn.notify_all()
 
-    def _fly(self, batch: list[_Slot[Item]]) -> None:
+    def _fly(self, batch: list[_Slot[Item, Answer]]) -> None:
         """Send one batch (no lock held) and hand each caller its answer."""
         try:
             answers = self.send([slot.item for slot in batch])
             for slot, answer in zip(batch, answers, strict=True):
-                slot.answer = answer
+                slot.answer, slot.answered = answer, True
         except BaseException as exc:  # every caller of the batch sees what went wrong
             for slot in batch:
                 slot.error = exc
@@ -181,38 +186,68 @@ def _per_item(answer: ServiceResponse, count: int) -> list[ServiceResponse]:
 
 
 class Batcher:
-    """The coalescers of one sales process: reservations and debits."""
+    """The coalescers of one sales process: records, reservations, debits and saves."""
 
     def __init__(
-        self, clients: SaleClients, *, window_s: float, max_size: int, max_flights: int = 1
+        self,
+        clients: SaleClients,
+        database: Database,
+        *,
+        window_s: float,
+        max_size: int,
+        max_flights: int = 1,
     ) -> None:
         self.clients = clients
+        self.database = database
         self.enabled = max_size > 1
-        self.reserve: Coalescer[Reservation] = Coalescer(
-            "reserve", self._reserve, window_s=window_s, max_size=max_size, max_flights=max_flights
+        knobs: dict[str, Any] = {
+            "window_s": window_s,
+            "max_size": max_size,
+            "max_flights": max_flights,
+        }
+        self.record: Coalescer[Recording, Sale | None] = Coalescer("record", self._record, **knobs)
+        self.reserve: Coalescer[Reservation, ServiceResponse] = Coalescer(
+            "reserve", self._reserve, **knobs
         )
-        self.debit: Coalescer[Debit] = Coalescer(
-            "debit", self._debit, window_s=window_s, max_size=max_size, max_flights=max_flights
-        )
+        self.debit: Coalescer[Debit, ServiceResponse] = Coalescer("debit", self._debit, **knobs)
+        self.save: Coalescer[SagaRun, bool] = Coalescer("save", self._save, **knobs)
+
+    def _record(self, orders: Sequence[Recording]) -> list[Sale | None]:
+        with self.database.session() as session:
+            return record_sales(session, orders)
+
+    def _save(self, runs: Sequence[SagaRun]) -> list[bool]:
+        with self.database.session() as session:
+            return save_leased(session, runs)
 
     def _reserve(self, items: Sequence[Reservation]) -> list[ServiceResponse]:
         inventory = self.clients.inventory
-        if len(items) == 1:
-            answers = [inventory.reserve(*items[0])]
-        else:
-            answers = _per_item(inventory.reserve_batch(items), len(items))
-            answers = self._single_retries(answers, items, inventory.reserve)
-        # Every sale whose stock was taken goes on to its debit: announce them all before any
-        # of them learns its answer, so the debit batch's leader waits for the others.
-        self.debit.announce(sum(1 for answer in answers if answer.status == 201))
+        try:
+            if len(items) == 1:
+                answers = [inventory.reserve(*items[0])]
+            else:
+                answers = _per_item(inventory.reserve_batch(items), len(items))
+                answers = self._single_retries(answers, items, inventory.reserve)
+        except BaseException:
+            self.save.announce(len(items))  # each one's attempt is saved next
+            raise
+        # Every sale whose stock was taken goes on to its debit, every other one to its
+        # save: announce them all before any of them learns its answer, so the next
+        # batch's leader waits for the others.
+        taken = sum(1 for answer in answers if answer.status == 201)
+        self.debit.announce(taken)
+        self.save.announce(len(items) - taken)
         return answers
 
     def _debit(self, items: Sequence[Debit]) -> list[ServiceResponse]:
         customers = self.clients.customers
-        if len(items) == 1:
-            return [customers.debit(*items[0])]
-        answers = _per_item(customers.debit_batch(items), len(items))
-        return self._single_retries(answers, items, customers.debit)
+        try:
+            if len(items) == 1:
+                return [customers.debit(*items[0])]
+            answers = _per_item(customers.debit_batch(items), len(items))
+            return self._single_retries(answers, items, customers.debit)
+        finally:
+            self.save.announce(len(items))  # each one's outcome is known (or not) next
 
     @staticmethod
     def _single_retries(
@@ -226,7 +261,7 @@ class Batcher:
         ]
 
     def for_sale(self) -> BatchedSale:
-        """Clients for one purchase, its reservation and debit going through the batches."""
+        """Clients for one purchase, its steps going through the batches."""
         return BatchedSale(self)
 
 
@@ -237,9 +272,15 @@ class _BatchedInventory(InventoryClient):
 
     def reserve(self, sale_id: uuid.UUID, lines: Sequence[tuple[int, int]]) -> ServiceResponse:
         """Reserve through the batch of reservations."""
-        announced, self.sale.reserve_expected = self.sale.reserve_expected, False
-        answer = self.sale.batcher.reserve.call((sale_id, lines), announced=announced)
-        self.sale.debit_expected = answer.status == 201  # announced by the batch (_reserve)
+        sale = self.sale
+        announced, sale.reserve_expected = sale.reserve_expected, False
+        try:
+            answer = sale.batcher.reserve.call((sale_id, lines), announced=announced)
+        except BaseException:
+            sale.save_expected = True  # announced by the batch (Batcher._reserve)
+            raise
+        sale.debit_expected = answer.status == 201
+        sale.save_expected = not sale.debit_expected
         return answer
 
 
@@ -250,29 +291,47 @@ class _BatchedCustomers(CustomersClient):
 
     def debit(self, sale_id: uuid.UUID, customer_id: int, amount: Decimal) -> ServiceResponse:
         """Debit through the batch of debits."""
-        announced, self.sale.debit_expected = self.sale.debit_expected, False
-        return self.sale.batcher.debit.call((sale_id, customer_id, amount), announced=announced)
+        sale = self.sale
+        announced, sale.debit_expected = sale.debit_expected, False
+        try:
+            return sale.batcher.debit.call((sale_id, customer_id, amount), announced=announced)
+        finally:
+            sale.save_expected = True  # announced by the batch (Batcher._debit)
 
 
 class BatchedSale(SaleClients):
-    """The clients one purchase drives its saga with (a :class:`SaleClients`).
+    """The clients one purchase drives its saga with (a :class:`SaleClients`), and its
+    batched writes: :meth:`record` and :meth:`save`.
 
     Made when the purchase starts, which announces its reservation; :meth:`close`
-    withdraws whatever the sale announced and did not send (it failed earlier).
+    withdraws whatever the sale announced and did not send (it failed earlier, or it
+    was a replay driven under its row lock and saved alone).
     """
 
     def __init__(self, batcher: Batcher) -> None:
         self.batcher = batcher
         self.reserve_expected = True
         self.debit_expected = False
+        self.save_expected = False
         batcher.reserve.announce()
         super().__init__(inventory=_BatchedInventory(self), customers=_BatchedCustomers(self))
 
+    def record(self, order: Recording) -> Sale | None:
+        """Record the order in the batch of records (see :func:`saga.record_sales`)."""
+        return self.batcher.record.call(order, announced=False)
+
+    def save(self, run: SagaRun) -> bool:
+        """Write the drive's outcome in the batch of saves (see :func:`saga.save_leased`)."""
+        announced, self.save_expected = self.save_expected, False
+        return self.batcher.save.call(run, announced=announced)
+
     def close(self) -> None:
         """Withdraw the announcements this sale did not use."""
-        if self.reserve_expected:
-            self.batcher.reserve.withdraw()
-            self.reserve_expected = False
-        if self.debit_expected:
-            self.batcher.debit.withdraw()
-            self.debit_expected = False
+        for expected, coalescer in (
+            ("reserve_expected", self.batcher.reserve),
+            ("debit_expected", self.batcher.debit),
+            ("save_expected", self.batcher.save),
+        ):
+            if getattr(self, expected):
+                coalescer.withdraw()
+                setattr(self, expected, False)

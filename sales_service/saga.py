@@ -28,14 +28,14 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from sales_service import observe
@@ -54,7 +54,7 @@ from shopkit.errors import DATABASE_DOWN_ERRORS, Conflict, DatabaseUnavailable, 
 from shopkit.service_client import DependencyUnavailable, ServiceResponse
 
 if TYPE_CHECKING:
-    from sales_service.batching import Batcher
+    from sales_service.batching import BatchedSale, Batcher
 
 log = logging.getLogger(__name__)
 
@@ -183,9 +183,15 @@ _SALE_FOR_KEY = select(_sales).where(
     _sales.c.customer_id == bindparam("customer_id"),
     _sales.c.idempotency_key == bindparam("idempotency_key"),
 )
+#: Takes a sale nobody drives: not locked, and not leased to the request that recorded it
+#: (a batched drive holds its sale by the lease alone, see :func:`drive_leased`).
 _LOCK_SALE = (
     select(_sales)
-    .where(_sales.c.id == bindparam("sale_id"), _sales.c.status == bindparam("status"))
+    .where(
+        _sales.c.id == bindparam("sale_id"),
+        _sales.c.status == bindparam("status"),
+        or_(_sales.c.lease_until.is_(None), _sales.c.lease_until <= func.now()),
+    )
     .with_for_update(skip_locked=True)
 )
 #: The same, waiting for a lock someone holds for a moment (a competing conditional UPDATE
@@ -234,6 +240,80 @@ _CLEAR_CART_LINES = text(
           AS ordered(product_id, quantity)
     WHERE item.customer_id = :customer_id AND item.product_id = ordered.product_id
       AND item.quantity = ordered.quantity
+    """
+)
+
+
+#: Records many orders and their lines in one statement (the batched path's step 1): an
+#: order whose customer already used its idempotency key is left out (also when the key
+#: comes twice in the batch: the first one is recorded). Rows go in key order, so two
+#: batches claiming the same keys wait for each other instead of deadlocking.
+_RECORD_SALES = text(
+    """
+    WITH new AS (
+        SELECT * FROM jsonb_to_recordset(CAST(:sales AS jsonb)) AS new(
+            id uuid, customer_id bigint, username varchar, product_id bigint, quantity integer,
+            line_count integer, idempotency_key varchar, request_fingerprint varchar,
+            from_cart boolean, lines jsonb)
+    ), sale AS (
+        INSERT INTO sales.sales (id, customer_id, username, product_id, quantity, line_count,
+                                 status, idempotency_key, request_fingerprint, from_cart,
+                                 history, lease_until)
+        SELECT id, customer_id, username, product_id, quantity, line_count,
+               'pending', idempotency_key, request_fingerprint, from_cart,
+               jsonb_build_array(jsonb_build_object('status', 'pending', 'at', now())),
+               now() + make_interval(secs => :lease_s)
+        FROM new
+        ORDER BY customer_id, idempotency_key
+        ON CONFLICT (customer_id, idempotency_key) WHERE idempotency_key IS NOT NULL
+        DO NOTHING
+        RETURNING *
+    ), lines AS (
+        INSERT INTO sales.sale_lines (sale_id, product_id, position, quantity)
+        SELECT sale.id, line.product_id, line.position, line.quantity
+        FROM sale JOIN new ON new.id = sale.id,
+             jsonb_to_recordset(new.lines) AS line(product_id bigint, position integer,
+                                                   quantity integer)
+    )
+    SELECT * FROM sale
+    """
+)
+#: Writes many drives' outcomes in one statement (the batched path's end), each only if
+#: its sale is still ``pending`` under the lease its driver got when recording it: a sale
+#: whose lease ran out and that someone else took (recovery, a replay) is left as they
+#: wrote it. Returns the ids written.
+_SAVE_LEASED = text(
+    """
+    WITH saved AS (
+        UPDATE sales.sales AS sale
+        SET status = run.status, failure_code = run.failure_code,
+            failure_detail = run.failure_detail, product_name = run.product_name,
+            unit_price = run.unit_price, total = run.total, attempts = run.attempts,
+            updated_at = run.updated_at, completed_at = run.completed_at,
+            cancelled_at = run.cancelled_at, lease_until = NULL,
+            history = sale.history || run.history
+        FROM jsonb_to_recordset(CAST(:runs AS jsonb)) AS run(
+            sale_id uuid, lease_until timestamptz, status varchar, failure_code varchar,
+            failure_detail jsonb, product_name varchar, unit_price numeric, total numeric,
+            attempts integer, updated_at timestamptz, completed_at timestamptz,
+            cancelled_at timestamptz, history jsonb, steps jsonb, priced jsonb)
+        WHERE sale.id = run.sale_id AND sale.status = 'pending'
+          AND sale.lease_until = run.lease_until
+        RETURNING sale.id, run.steps, run.priced
+    ), priced AS (
+        UPDATE sales.sale_lines AS line
+        SET unit_price = priced.unit_price, product_name = priced.product_name
+        FROM saved, jsonb_to_recordset(saved.priced)
+             AS priced(product_id bigint, unit_price numeric, product_name varchar)
+        WHERE line.sale_id = saved.id AND line.product_id = priced.product_id
+    ), logged AS (
+        INSERT INTO sales.saga_steps (sale_id, step, outcome, detail, created_at)
+        SELECT saved.id, taken.step ->> 'step', taken.step ->> 'outcome', taken.step -> 'detail',
+               CAST(taken.step ->> 'at' AS timestamptz)
+        FROM saved, jsonb_array_elements(saved.steps) WITH ORDINALITY AS taken(step, position)
+        ORDER BY saved.id, taken.position
+    )
+    SELECT id FROM saved
     """
 )
 
@@ -329,8 +409,15 @@ class SagaRun:
                 "product_names": [line.product_name for line in priced],
             },
         )
+        self.clear_cart(session)
+        session.commit()
+        self.count_settled()
+
+    def clear_cart(self, session: Session) -> None:
+        """Take a completed cart order's lines out of the cart (in the caller's transaction)."""
+        sale = self.sale
         if sale.from_cart and sale.status == COMPLETED:
-            connection.execute(
+            session.connection().execute(
                 _CLEAR_CART_LINES,
                 {
                     "customer_id": sale.customer_id,
@@ -338,9 +425,32 @@ class SagaRun:
                     "quantities": [line.quantity for line in sale.lines],
                 },
             )
-        session.commit()
+
+    def count_settled(self) -> None:
+        """Count the sale's outcome once its new state is committed (if the drive settled it)."""
         if self.history:  # finish() settled it
-            observe.settled(sale.status, sale.failure_code)
+            observe.settled(self.sale.status, self.sale.failure_code)
+
+    def outcome(self) -> dict[str, Any]:
+        """The drive's result as one row of :data:`_SAVE_LEASED` (JSON-ready but for scalars
+        that ``str`` renders as PostgreSQL reads them: datetimes, decimals, ids)."""
+        sale = self.sale
+        return {
+            **{name: getattr(sale, name) for name in _DRIVEN_COLUMNS},
+            "sale_id": sale.id,
+            "lease_until": sale.lease_until,
+            "failure_detail": sale.failure_detail,
+            "history": self.history,
+            "steps": self.steps,
+            "priced": [
+                {
+                    "product_id": line.product_id,
+                    "unit_price": line.unit_price,
+                    "product_name": line.product_name,
+                }
+                for line in (sale.lines if self.priced else [])
+            ],
+        }
 
 
 def _sale_from(row: Any, lines: list[SaleLine]) -> Sale:
@@ -391,17 +501,114 @@ def record_sale(
     row = session.connection().execute(_RECORD_SALE, recorded).first()
     if row is not None:
         session.commit()
-        lines = [
-            SaleLine(sale_id=row.id, product_id=product_id, position=position, quantity=quantity)
-            for position, (product_id, quantity) in enumerate(request.lines)
-        ]
-        return _sale_from(row, lines), True
+        return _recorded(row, request), True
     session.rollback()
+    return existing_sale(session, principal.customer_id, request), False
+
+
+def _recorded(row: Any, request: NewSale) -> Sale:
+    lines = [
+        SaleLine(sale_id=row.id, product_id=product_id, position=position, quantity=quantity)
+        for position, (product_id, quantity) in enumerate(request.lines)
+    ]
+    return _sale_from(row, lines)
+
+
+def existing_sale(session: Session, customer_id: int, request: NewSale) -> Sale:
+    """The sale this customer recorded earlier under ``request``'s idempotency key (which
+    just conflicted); 422 ``idempotency_key_reused`` if it was a different request."""
     assert request.idempotency_key is not None  # only a key can conflict
-    existing = session.connection().execute(_SALE_FOR_KEY, recorded).one()
+    found = {"customer_id": customer_id, "idempotency_key": request.idempotency_key}
+    existing = session.connection().execute(_SALE_FOR_KEY, found).one()
     sale = _sale_from(existing, load_lines(session, existing.id))
     session.rollback()
-    return _check_same_request(sale, request), False
+    return _check_same_request(sale, request)
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One order of a batch to record: who placed it, what, and the id it is to get."""
+
+    principal: Principal
+    request: NewSale
+    sale_id: uuid.UUID
+
+
+class NothingRecorded(Exception):
+    """The database could not be reached before a batch was sent: none of it was recorded."""
+
+
+def record_sales(session: Session, orders: Sequence[Recording]) -> list[Sale | None]:
+    """Step 1 for many orders at once: one statement records them all, one commit.
+
+    Each order gets its new sale (``pending``, leased for :data:`LEASE_S` seconds to
+    the request that placed it, as :func:`record_sale` does), or ``None`` when its
+    customer already used its idempotency key (earlier, or in this same batch): that
+    request looks the sale up with :func:`existing_sale`. Raises
+    :class:`NothingRecorded` if no connection could be had.
+    """
+    try:
+        connection = session.connection()
+    except DATABASE_DOWN_ERRORS as exc:
+        raise NothingRecorded() from exc
+    rows = connection.execute(
+        _RECORD_SALES,
+        {
+            "lease_s": LEASE_S,
+            "sales": json.dumps([_new_sale(order) for order in orders]),
+        },
+    ).all()
+    session.commit()
+    by_id = {row.id: row for row in rows}
+    return [
+        _recorded(row, order.request) if (row := by_id.get(order.sale_id)) is not None else None
+        for order in orders
+    ]
+
+
+def _new_sale(order: Recording) -> dict[str, Any]:
+    """One row of :data:`_RECORD_SALES`."""
+    request, principal = order.request, order.principal
+    single = request.lines[0] if len(request.lines) == 1 else (None, None)
+    return {
+        "id": str(order.sale_id),
+        "customer_id": principal.customer_id,
+        "username": principal.subject,
+        "product_id": single[0],
+        "quantity": single[1],
+        "line_count": len(request.lines),
+        "idempotency_key": request.idempotency_key,
+        "request_fingerprint": request.fingerprint,
+        "from_cart": request.from_cart,
+        "lines": [
+            {"product_id": product_id, "position": position, "quantity": quantity}
+            for position, (product_id, quantity) in enumerate(request.lines)
+        ],
+    }
+
+
+def save_leased(session: Session, runs: Sequence[SagaRun]) -> list[bool]:
+    """Write many drives' outcomes at once (one statement, one commit); which were written.
+
+    A drive is written only if its sale is still ``pending`` under the lease its
+    request got when recording it (:func:`drive_leased`); otherwise someone else
+    took the sale after the lease ran out and their outcome stands.
+    """
+    connection = session.connection()
+    written = set(
+        connection.execute(
+            _SAVE_LEASED, {"runs": json.dumps([run.outcome() for run in runs], default=str)}
+        ).scalars()
+    )
+    saved = [run.sale.id in written for run in runs]
+    for run, ok in zip(runs, saved, strict=True):
+        if ok:
+            run.clear_cart(session)
+    session.commit()
+    for run, ok in zip(runs, saved, strict=True):
+        if ok:
+            run.count_settled()
+    return saved
 
 
 def find_by_key(session: Session, customer_id: int, idempotency_key: str) -> Sale | None:
@@ -558,6 +765,45 @@ def _compensate(run: SagaRun, clients: SaleClients, failure_code: str) -> None:
     run.finish(FAILED, failure_code)
 
 
+def drive_leased(
+    session: Session, clients: SaleClients, sale: Sale, save: Callable[[SagaRun], bool]
+) -> Sale:
+    """Run the purchase saga of a sale this request just recorded in a batch, owning it by
+    its lease (``lease_until``) instead of its row lock; ``save`` writes the outcome
+    (in a batch, :func:`save_leased`) and says whether it was written.
+
+    Nobody else drives a leased sale (recovery and replays skip it), so nothing is
+    locked while the remote steps run. Should the lease run out first and someone
+    take the sale, their outcome stands: the sale as they left it is returned (409
+    ``sale_in_progress`` while they still drive it). Raises :class:`SagaIncomplete`
+    (after saving the attempt) when the outcome cannot be decided now.
+    """
+    run = SagaRun(sale)
+    sale.attempts += 1
+    sale.updated_at = _now()
+    try:
+        _run_steps(run, clients)
+    except SagaIncomplete:
+        save(run)
+        raise
+    if save(run):
+        return sale
+    current = session.get(Sale, sale.id, populate_existing=True)
+    assert current is not None
+    log.warning("sale %s: its lease ran out and %s was kept", sale.id, current.status)
+    if current.status == PENDING:
+        raise _in_progress(sale.id)
+    return current
+
+
+def _in_progress(sale_id: uuid.UUID) -> Conflict:
+    return Conflict(
+        "sale_in_progress",
+        "This purchase is being processed right now; retry shortly.",
+        sale_id=str(sale_id),
+    )
+
+
 def purchase(
     session: Session,
     clients: SaleClients,
@@ -570,30 +816,44 @@ def purchase(
 
     A replayed client key returns the existing sale as it stands, driving it
     first if it is still pending and nobody else is driving it. With a
-    ``batcher`` (batching on), the reservation and the debit go out in batches
-    with the purchases running at the same moment in this process
-    (:mod:`sales_service.batching`); everything else is unchanged.
+    ``batcher`` (batching on), the purchases running at the same moment in this
+    process share their steps (:mod:`sales_service.batching`): one statement
+    records their orders, one call reserves, one debits, one statement writes
+    their outcomes, and each new sale is owned by its lease, not a row lock,
+    while it is driven (:func:`drive_leased`).
     """
     clients.check_available()
     if batcher is None or not batcher.enabled:
         return _purchase(session, clients, principal, request)
     batched = batcher.for_sale()
     try:
-        return _purchase(session, batched, principal, request)
+        return _purchase(session, batched, principal, request, batched=batched)
     finally:
         batched.close()
 
 
-def _purchase(
-    session: Session, clients: SaleClients, principal: Principal, request: NewSale
+def _record(
+    session: Session,
+    principal: Principal,
+    request: NewSale,
+    sale_id: uuid.UUID,
+    batched: BatchedSale | None,
 ) -> tuple[Sale, bool]:
-    sale_id = uuid.uuid4()
+    """Step 1, alone or in a batch: ``(sale, created)``; 503 if the database fails."""
     try:
-        session.connection()  # a database that cannot be reached: nothing is recorded
-    except DATABASE_DOWN_ERRORS as exc:
+        if batched is None:
+            try:
+                session.connection()  # a database that cannot be reached: nothing is recorded
+            except DATABASE_DOWN_ERRORS as exc:
+                raise NothingRecorded() from exc
+            return record_sale(session, principal, request, sale_id)
+        assert principal.customer_id is not None
+        sale = batched.record(Recording(principal, request, sale_id))
+        if sale is not None:
+            return sale, True
+        return existing_sale(session, principal.customer_id, request), False
+    except NothingRecorded as exc:
         raise DatabaseUnavailable() from exc
-    try:
-        sale, created = record_sale(session, principal, request, sale_id)
     except DATABASE_DOWN_ERRORS as exc:
         # The commit may have reached the server: say which order it would be.
         raise DatabaseUnavailable(
@@ -603,19 +863,28 @@ def _purchase(
             sale_id=str(sale_id),
             sale_status="unknown",
         ) from exc
+
+
+def _purchase(
+    session: Session,
+    clients: SaleClients,
+    principal: Principal,
+    request: NewSale,
+    *,
+    batched: BatchedSale | None = None,
+) -> tuple[Sale, bool]:
+    sale, created = _record(session, principal, request, uuid.uuid4(), batched)
     if not created and sale.status != PENDING:
         return sale, True
     with database_kept(sale.id, PENDING):
+        if created and batched is not None:
+            return drive_leased(session, clients, sale, batched.save), False
         locked = lock_sale(session, sale.id, lines=sale.lines, leased=created)
         if locked is None:
             session.rollback()
             current = session.get(Sale, sale.id, populate_existing=True)
             assert current is not None
             if current.status == PENDING:
-                raise Conflict(
-                    "sale_in_progress",
-                    "This purchase is being processed right now; retry shortly.",
-                    sale_id=str(sale.id),
-                )
+                raise _in_progress(sale.id)
             return current, not created
         return drive(session, clients, locked), not created

@@ -129,7 +129,7 @@ DEPENDENCY_ERRORS = BusinessMetric(
 SALES_BATCH_SIZE = BusinessMetric(
     Histogram,
     "shop_sales_batch_size",
-    "Calls a sales process sent together in one batch, by saga step (reserve, debit).",
+    "Calls a sales process sent together in one batch, by step (record, reserve, debit, save).",
     ("step",),
     buckets=(1, 2, 4, 8, 16, 32, 64),
 )
