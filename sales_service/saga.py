@@ -874,6 +874,8 @@ def _purchase(
     batched: BatchedSale | None = None,
 ) -> tuple[Sale, bool]:
     sale, created = _record(session, principal, request, uuid.uuid4(), batched)
+    if created:
+        _maybe_crash("record")
     if not created and sale.status != PENDING:
         return sale, True
     with database_kept(sale.id, PENDING):
