@@ -36,17 +36,39 @@ def _buyer_counts() -> list[int]:
     return [int(part) for part in raw.split(",") if part.strip()]
 
 
-def _batch_totals(url: str) -> tuple[float, float]:
-    """``(calls, batches)`` so far in the sales service's batch-size histogram."""
-    calls = batches = 0.0
+#: The steps whose batches the table's mean batch size counts (the remote calls); the
+#: sales database's batched writes (``record``, ``save``) are reported beside it.
+REMOTE_STEPS = ("reserve", "debit")
+
+
+def _batch_totals(url: str) -> dict[str, tuple[float, float]]:
+    """``{step: (calls, batches)}`` so far in the sales service's batch-size histogram."""
+    totals: dict[str, tuple[float, float]] = {}
     body = requests.get(url + "/metrics", timeout=10).text
     for family in text_string_to_metric_families(body):
         for sample in family.samples:
+            step = sample.labels.get("step", "")
+            calls, batches = totals.get(step, (0.0, 0.0))
             if sample.name == "shop_sales_batch_size_sum":
-                calls += sample.value
+                totals[step] = (calls + sample.value, batches)
             elif sample.name == "shop_sales_batch_size_count":
-                batches += sample.value
-    return calls, batches
+                totals[step] = (calls, batches + sample.value)
+    return totals
+
+
+def _mean_batches(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+) -> tuple[float | None, dict[str, float]]:
+    """The mean batch of the remote steps together, and each step's own, over a window."""
+    sent = {
+        step: (calls - before.get(step, (0, 0))[0], batches - before.get(step, (0, 0))[1])
+        for step, (calls, batches) in after.items()
+    }
+    by_step = {step: round(c / b, 2) for step, (c, b) in sent.items() if b}
+    remote = [sent[step] for step in REMOTE_STEPS if step in sent]
+    batches = sum(b for _, b in remote)
+    mean = round(sum(c for c, _ in remote) / batches, 2) if batches else None
+    return mean, by_step
 
 
 def _restart_sales(
@@ -104,17 +126,15 @@ def run(bench: Bench) -> None:
             figures["cpu_ms_per_sale"] = CpuMeter.per_sale(
                 bench.cpu.results.get(phase, {}), result.completed
             )
-            batches = after[1] - before[1]
-            figures["mean_batch_size"] = (
-                round((after[0] - before[0]) / batches, 2) if batches else None
-            )
+            figures["mean_batch_size"], figures["mean_batch_by_step"] = _mean_batches(before, after)
             figures["load_average"] = [round(x, 2) for x in os.getloadavg()]
             table[mode][str(buyers)] = figures
             cpu = figures["cpu_ms_per_sale"]
             bench.console.print(
                 f"  {phase}: [bold]{figures['per_s']:.1f}/s[/], p50 {figures['p50_ms']} ms, "
                 f"p99 {figures['p99_ms']} ms, {figures['errors']} errors, "
-                f"CPU {cpu.get('total', 0):.1f} ms/sale, mean batch {figures['mean_batch_size']}"
+                f"CPU {cpu.get('total', 0):.1f} ms/sale, mean batch {figures['mean_batch_size']} "
+                f"{figures['mean_batch_by_step']}"
             )
     _restart_sales(bench, {}, knobs.threads)  # the later phases run as before
     bench.summary["batching"] = {
@@ -135,6 +155,16 @@ def run(bench: Bench) -> None:
             "cpu_per_sale_on_vs_off": round(on_cpu / off_cpu, 2) if on_cpu and off_cpu else None,
         }
     bench.summary["batching"]["ratios"] = ratios
+
+
+def _batch_cell(cell: dict[str, Any]) -> str:
+    """The mean batch of the remote steps, then the sales database's (record, save)."""
+    mean = cell.get("mean_batch_size")
+    if not mean:
+        return "—"
+    by_step = cell.get("mean_batch_by_step") or {}
+    writes = ", ".join(f"{step} {by_step[step]}" for step in ("record", "save") if step in by_step)
+    return f"{mean} ({writes})" if writes else str(mean)
 
 
 def print_table(summary: dict[str, Any], console: Console) -> None:
@@ -159,7 +189,7 @@ def print_table(summary: dict[str, Any], console: Console) -> None:
                 f"{cell['per_s']:.1f}",
                 f"{cell['p50_ms']} / {cell['p99_ms']}",
                 f"{cpu.get('total', 0):.1f} ({parts})",
-                str(cell.get("mean_batch_size") or "—"),
+                _batch_cell(cell),
             )
     for buyers, ratio in batching.get("ratios", {}).items():
         table.add_row(

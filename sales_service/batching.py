@@ -12,11 +12,19 @@ no batch forming leads one: it waits at most ``window_s`` for the purchases the
 process *expects* at this step (announced, not yet arrived), never when none is
 expected, and at most until ``max_size`` calls joined. So a lone sale goes at
 once. Up to ``max_flights`` batches of one step are in the air at a time;
-meanwhile the next one fills up (the classic group commit).
+meanwhile the next one fills up (the classic group commit). Records are never
+announced (a purchase records as soon as it starts); a save is announced by the
+reservation or debit batch that decided the sale's next move.
 
-Everything else is the saga as it was: each sale keeps its own row lock, its own
+Sales' own writes are batched the same way, on the sales database: the new
+orders of concurrent purchases are recorded by one statement and one commit
+(``record``, :func:`sales_service.saga.record_sales`), and their outcomes written
+by one more (``save``, :func:`sales_service.saga.save_leased`). A sale recorded
+in a batch is owned by its lease (``lease_until``), not a row lock, while it is
+driven: recovery and replays leave a leased sale alone, and the save writes a
+sale only if it is still pending under that lease. Each sale keeps its own
 idempotency keys (``{sale_id}:reserve``, ``{sale_id}:debit``) and its own
-outcome, logged by its own request thread. A batch of one is sent to the
+outcome, logged by its own request thread. A remote batch of one is sent to the
 single endpoint. A whole batch that gets no answer is, for each of its sales, a
 step that got no answer (the sale stays pending for recovery, which drives it
 alone through the single endpoints). Batching is off with ``SALES_BATCH_MAX=1``.

@@ -3,9 +3,15 @@
 An order has 1 to 50 lines; inventory reserves all of them in one
 all-or-nothing call and the wallet is debited the order's total once.
 
-A sale is driven by exactly one worker at a time: the driver holds the sale's
-row lock (``SELECT ... FOR UPDATE``) in one transaction for the whole drive,
-and recovery skips locked rows. Every remote step carries a deterministic
+A sale is driven by exactly one worker at a time. A new order is leased to the
+request that recorded it (``lease_until``, :data:`LEASE_S`); recovery and replays
+take an order only when it is neither leased nor locked. Alone (batching off),
+the driver also holds the sale's row lock (``SELECT ... FOR UPDATE``) in one
+transaction for the whole drive. In a batch (:mod:`sales_service.batching`) the
+order is recorded by one statement with its neighbours' (:func:`record_sales`),
+owned by its lease alone while it is driven (:func:`drive_leased`), and its
+outcome written with theirs only if it is still pending under that lease
+(:func:`save_leased`). Every remote step carries a deterministic
 idempotency key, so driving a sale again (after a timeout, a crash or a
 restart) replays what already happened instead of doing it twice:
 
