@@ -489,18 +489,10 @@ def record_sale(
     commit and then finds its sale.
     """
     assert principal.customer_id is not None
-    single = request.lines[0] if len(request.lines) == 1 else (None, None)
     recorded = {
+        **_sale_columns(principal, request),
         "id": sale_id or uuid.uuid4(),
         "lease_s": LEASE_S,
-        "customer_id": principal.customer_id,
-        "username": principal.subject,
-        "product_id": single[0],
-        "quantity": single[1],
-        "line_count": len(request.lines),
-        "idempotency_key": request.idempotency_key,
-        "request_fingerprint": request.fingerprint,
-        "from_cart": request.from_cart,
         "product_ids": [product_id for product_id, _ in request.lines],
         "quantities": [quantity for _, quantity in request.lines],
     }
@@ -510,6 +502,21 @@ def record_sale(
         return _recorded(row, request), True
     session.rollback()
     return existing_sale(session, principal.customer_id, request), False
+
+
+def _sale_columns(principal: Principal, request: NewSale) -> dict[str, Any]:
+    """The columns a new order is recorded with, alone or in a batch (but its id)."""
+    single = request.lines[0] if len(request.lines) == 1 else (None, None)
+    return {
+        "customer_id": principal.customer_id,
+        "username": principal.subject,
+        "product_id": single[0],
+        "quantity": single[1],
+        "line_count": len(request.lines),
+        "idempotency_key": request.idempotency_key,
+        "request_fingerprint": request.fingerprint,
+        "from_cart": request.from_cart,
+    }
 
 
 def _recorded(row: Any, request: NewSale) -> Sale:
@@ -574,18 +581,10 @@ def record_sales(session: Session, orders: Sequence[Recording]) -> list[Sale | N
 
 def _new_sale(order: Recording) -> dict[str, Any]:
     """One row of :data:`_RECORD_SALES`."""
-    request, principal = order.request, order.principal
-    single = request.lines[0] if len(request.lines) == 1 else (None, None)
+    request = order.request
     return {
+        **_sale_columns(order.principal, request),
         "id": str(order.sale_id),
-        "customer_id": principal.customer_id,
-        "username": principal.subject,
-        "product_id": single[0],
-        "quantity": single[1],
-        "line_count": len(request.lines),
-        "idempotency_key": request.idempotency_key,
-        "request_fingerprint": request.fingerprint,
-        "from_cart": request.from_cart,
         "lines": [
             {"product_id": product_id, "position": position, "quantity": quantity}
             for position, (product_id, quantity) in enumerate(request.lines)

@@ -236,6 +236,25 @@ def _buy(batcher: Batcher, app: Flask, principal: Principal, product: int) -> Ca
     return call
 
 
+def _buying_while_locked(
+    app: Flask, database_url: str, table: str, buyers: list[Principal], product: int
+) -> list[Any]:
+    """Each buyer buys one unit at once, through batches on a database whose statements
+    time out after 300 ms, while ``table`` stays locked: what each purchase answered."""
+    slow = Database(
+        service_role_url(database_url, "sales"), application_name="test", statement_timeout_ms=300
+    )
+    batcher = Batcher(app.extensions["sales_clients"], slow, window_s=0.2, max_size=8)
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn, conn.begin():
+            conn.execute(text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+            return _concurrently(app, slow, [_buy(batcher, app, b, product) for b in buyers])
+    finally:
+        engine.dispose()
+        slow.dispose()
+
+
 def test_the_database_failing_under_a_batched_record_answers_each_sale_alone(
     sales_app: Flask, shop: Shop, database_url: str
 ) -> None:
@@ -245,20 +264,7 @@ def test_the_database_failing_under_a_batched_record_answers_each_sale_alone(
     A database that cannot be reached at all is the same 503 without an order."""
     product = shop.product(price="1.00", stock=10)
     buyers = _buyers(shop, 4)
-    slow = Database(
-        service_role_url(database_url, "sales"), application_name="test", statement_timeout_ms=300
-    )
-    batcher = Batcher(sales_app.extensions["sales_clients"], slow, window_s=0.2, max_size=8)
-    engine = create_engine(database_url)
-    try:
-        with engine.connect() as conn, conn.begin():
-            conn.execute(text("LOCK TABLE sales.sale_lines IN ACCESS EXCLUSIVE MODE"))
-            answers = _concurrently(
-                sales_app, slow, [_buy(batcher, sales_app, b, product) for b in buyers]
-            )
-    finally:
-        engine.dispose()
-        slow.dispose()
+    answers = _buying_while_locked(sales_app, database_url, "sales.sale_lines", buyers, product)
     assert all(isinstance(a, DatabaseUnavailable) for a in answers), answers
     assert all(a.extra["sale_status"] == "unknown" for a in answers)
     assert len({a.extra["sale_id"] for a in answers}) == 4
@@ -282,19 +288,7 @@ def test_the_database_failing_under_a_batched_save_leaves_each_sale_pending(
     (recovery leaves it alone), and is completed by recovery once the lease ran out."""
     product = shop.product(price="2.00", stock=10)
     buyers = _buyers(shop, 3, balance="10.00")
-    slow = Database(
-        service_role_url(database_url, "sales"), application_name="test", statement_timeout_ms=300
-    )
-    batcher = Batcher(sales_app.extensions["sales_clients"], slow, window_s=0.2, max_size=8)
-    engine = create_engine(database_url)
-    try:
-        with engine.connect() as conn, conn.begin():
-            conn.execute(text("LOCK TABLE sales.saga_steps IN ACCESS EXCLUSIVE MODE"))
-            answers = _concurrently(
-                sales_app, slow, [_buy(batcher, sales_app, b, product) for b in buyers]
-            )
-    finally:
-        slow.dispose()
+    answers = _buying_while_locked(sales_app, database_url, "sales.saga_steps", buyers, product)
     assert all(isinstance(a, SagaIncomplete) for a in answers), answers
     assert {(a.extra["reason"], a.extra["sale_status"]) for a in answers} == {
         ("database_unavailable", PENDING)
@@ -302,6 +296,7 @@ def test_the_database_failing_under_a_batched_save_leaves_each_sale_pending(
     assert shop.stock(product) == 7  # the remote steps were taken
     early = recover(sales_deps)
     assert "examined 0:" in early.stdout, early.stdout + early.stderr  # still leased
+    engine = create_engine(database_url)
     with engine.begin() as conn:
         conn.execute(text("UPDATE sales.sales SET lease_until = now() WHERE status = 'pending'"))
     engine.dispose()
