@@ -14,8 +14,9 @@ driven once or the lease ran out, even with ``--older-than 0``.
 
 It is safe to run everywhere at once (every gunicorn worker of every sales
 instance runs it periodically, plus ``flask --app sales_service recover``):
-each sale is taken with ``FOR UPDATE SKIP LOCKED``, so a sale being driven
-by someone else is skipped, never driven twice.
+each sale is taken with ``FOR UPDATE SKIP LOCKED`` and only while it is not
+leased, so a sale being driven by someone else (under its row lock, or, in a
+batch, under its lease alone) is skipped, never driven twice.
 """
 
 from __future__ import annotations

@@ -647,7 +647,8 @@ def lock_sale(
     *,
     leased: bool = False,
 ) -> Sale | None:
-    """Lock a sale in ``status`` to drive it; ``None`` if it moved on or someone else drives it.
+    """Lock a sale in ``status`` to drive it; ``None`` if it moved on or someone else drives it
+    (it is locked, or still leased to the request that recorded it).
 
     ``leased``: the caller just recorded the sale (or started its cancellation) and
     holds its lease, so it waits for the lock (bounded by ``lock_timeout``) instead
