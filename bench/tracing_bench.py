@@ -33,6 +33,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from rich.console import Console
 
 from bench.cpu import CpuMeter, tree
@@ -53,18 +55,28 @@ GOAL_PCT = 15.0
 
 
 class SpanSink:
-    """Accepts OTLP/HTTP exports on 127.0.0.1 and counts them (bodies are read, not decoded)."""
+    """Accepts OTLP/HTTP exports on 127.0.0.1 and counts their spans by mode.
+
+    The driver decodes the bodies (its CPU is not counted): spans per sale is the
+    number of spans over the number of ``POST /sales`` server spans, so it needs
+    no guess at how many sales the warm-up traced. Spans a window left in a
+    service's export queue arrive when the next window restarts the stack, still
+    counted under the mode that made them (:attr:`mode` changes after the restart).
+    """
 
     def __init__(self) -> None:
         self.exports = 0
         self.bytes = 0
+        self.mode = ""
+        #: Per mode: ``{"spans": n, "sales": n, "by_service": {service: n}}``.
+        self.spans: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                sink.exports += 1
-                sink.bytes += len(body)
+                sink.count(body)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", "0")
@@ -75,6 +87,41 @@ class SpanSink:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def count(self, body: bytes) -> None:
+        """Count one export's spans under the current mode."""
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        with self._lock:
+            self.exports += 1
+            self.bytes += len(body)
+            tally = self.spans.setdefault(self.mode, {"spans": 0, "sales": 0, "by_service": {}})
+            for resource_spans in request.resource_spans:
+                service = next(
+                    (a.value.string_value for a in resource_spans.resource.attributes
+                     if a.key == "service.name"),
+                    "?",
+                )  # fmt: skip
+                for scope_spans in resource_spans.scope_spans:
+                    spans = scope_spans.spans
+                    tally["spans"] += len(spans)
+                    tally["by_service"][service] = tally["by_service"].get(service, 0) + len(spans)
+                    if service == "sales":
+                        tally["sales"] += sum(
+                            1 for span in spans
+                            if span.name == "POST /sales" and span.kind == Span.SPAN_KIND_SERVER
+                        )  # fmt: skip
+
+    def per_sale(self, mode: str) -> dict[str, float] | None:
+        """Spans per sale in ``mode``, in all and per service (``None``: no sale was traced)."""
+        tally = self.spans.get(mode)
+        if not tally or not tally["sales"]:
+            return None
+        sales = tally["sales"]
+        return {
+            "all": round(tally["spans"] / sales, 2),
+            **{name: round(n / sales, 2) for name, n in sorted(tally["by_service"].items())},
+        }
 
     @property
     def endpoint(self) -> str:
@@ -135,7 +182,7 @@ def compare(
     """Interleaved windows of every mode (off, on, sampled) for ``BENCH_TRACING_ROUNDS`` rounds.
 
     Restarts ``stack`` before each window with that mode's ``OTEL_*`` variables
-    (and leaves it running, traced as in the last mode). Returns the figures.
+    (and leaves it running untraced). Returns the figures.
     """
     seconds = _env_float("BENCH_TRACING_S", 10)
     rounds = _env_int("BENCH_TRACING_ROUNDS", 2)
@@ -150,13 +197,15 @@ def compare(
     try:
         for index in range(rounds):
             for mode, env in chosen.items():
-                run_stack(stack, cpu, env)
+                run_stack(stack, cpu, env)  # flushes the last window's spans under its mode
+                sink.mode = mode
                 exports = sink.exports
                 figures = window(stack, knobs, dataset, cpu, f"tracing-{mode}-{index}", seconds)
                 figures["exports"] = sink.exports - exports
                 figures["load_average_1m"] = round(os.getloadavg()[0], 2)
                 windows[mode].append(figures)
                 console.print(f"  tracing {mode}: {figures}")
+        run_stack(stack, cpu, chosen["off"])  # flushes the last window's spans
     finally:
         sink.server.shutdown()
 
@@ -171,6 +220,7 @@ def compare(
         "goal_pct": GOAL_PCT,
         "sampled_ratio": ratio if "sampled" in chosen else None,
         "spans_exported": {"requests": sink.exports, "bytes": sink.bytes},
+        "spans_per_sale": {mode: sink.per_sale(mode) for mode in chosen if mode != "off"},
         "load_average": {"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]},
     }
     for mode in chosen:
@@ -193,6 +243,9 @@ def report(summary: dict[str, Any], console: Console) -> None:
             f"  {per_sale['sampled']:.2f} ms with parentbased_traceidratio "
             f"{summary['sampled_ratio']:g}: {summary['overhead_sampled_pct']:+.1f}%"
         )
+    for mode, spans in summary.get("spans_per_sale", {}).items():
+        if spans is not None:
+            console.print(f"  spans per sale ({mode}): {spans}")
     load = summary["load_average"]
     console.print(
         f"  {summary['spans_exported']['requests']} exports, "

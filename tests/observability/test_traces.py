@@ -12,12 +12,14 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 import requests
 
 from shopkit.config import PROJECT_ROOT
 from shopkit.telemetry import tracing_requested
+from tests.conftest import bearer
 from tests.observability.conftest import Arrange, otel_env
 from tests.observability.receiver import OtlpReceiver, Span
 from tests.support.live import LiveStack
@@ -235,3 +237,35 @@ def test_otel_traces_exporter_none_sends_nothing(database_url: str, traced: Live
     finally:
         traced.processes["reviews"].stop()
         silent.stop()
+
+
+def test_a_batch_traces_each_sales_sql_but_not_its_savepoints(
+    traced: LiveStack, receiver: OtlpReceiver, arrange: Arrange
+) -> None:
+    """A batch's per-sale savepoints are transaction control, untraced like BEGIN and COMMIT."""
+    scarce, plenty = arrange.product(stock=1), arrange.product(stock=10)
+    sales = [str(uuid.uuid4()) for _ in range(3)]
+    wanted = [(plenty, 2), (scarce, 1), (scarce, 1)]  # the third is refused: rolled back
+    items = [
+        {"idempotency_key": f"{sale}:reserve",
+         "request": {"sale_id": sale, "product_id": product, "quantity": quantity}}
+        for sale, (product, quantity) in zip(sales, wanted, strict=True)
+    ]  # fmt: skip
+    answer = arrange.call(
+        "inventory",
+        "POST",
+        "/internal/reservations/batch",
+        json={"items": items},
+        headers=bearer(traced.service_token("sales")),
+    )
+    assert answer.status_code == 200, answer.text
+    assert [r["status"] for r in answer.json()["results"]] == [201, 201, 409]
+
+    spans = trace_of(receiver, ("inventory", "POST /internal/reservations/batch"))
+    server = one(spans, "inventory", "POST /internal/reservations/batch")
+    sql = [s for s in spans if s.parent_id == server.span_id and "db.system" in s.attributes]
+    statements = [str(s.attributes.get("db.statement", s.name)).lstrip() for s in sql]
+    # The keys' lookup, then each sale's reservation and the claims of its key (the
+    # refused one's too: a refusal is stored like a success).
+    assert len(statements) >= 1 + len(items) * 2, statements
+    assert not [s for s in statements if s.upper().startswith(("SAVEPOINT", "RELEASE", "ROLLBACK"))]
