@@ -100,7 +100,8 @@ def recover_command(older_than: float | None) -> None:
     )
     click.echo(
         f"examined {report.examined}: {report.completed} completed, {report.failed} failed, "
-        f"{report.cancelled} cancelled, {report.still_pending} still unsettled, "
+        f"{report.cancelled} cancelled, {report.cancellation_refused} cancellations refused, "
+        f"{report.still_pending} still unsettled, "
         f"{report.skipped} skipped"
     )
     for error in report.errors:

@@ -6,10 +6,16 @@ Cancelling is a second saga built from the purchase saga's parts
 1. ``completed → cancelling`` is one conditional ``UPDATE`` committed before
    anything else (a shipment racing it loses, or wins, as a whole); the
    client's ``Idempotency-Key``, if any, is stored with it.
-2. Credit the order's total back to the wallet (``{sale_id}:refund``).
+2. Credit the order's total back to the wallet (``{sale_id}:refund``; for a
+   second cancellation after a refused refund, ``{sale_id}:refund-2``...).
 3. Return every line's stock to inventory (``{sale_id}:return``); inventory
    accepts it only once the refund is recorded.
 4. ``cancelled``.
+
+A refund the wallet refuses for good (``balance_limit``: it would go over its
+maximum) ends the cancellation before anything was refunded or returned: the
+order is ``completed`` again and the caller gets 409 ``refund_refused``; it may
+cancel again once the wallet has room.
 
 A dependency that cannot be reached leaves the order ``cancelling`` (503);
 recovery drives it on with the same keys, so nothing is refunded or returned
@@ -40,9 +46,12 @@ from sales_service.saga import (
     unknown_answer,
 )
 from shopkit.auth import Principal
-from shopkit.errors import Conflict, NotFound
+from shopkit.errors import Conflict, NotFound, ProblemError
 
 _sales = Sale.__table__
+
+#: Refusals of the refund that end the cancellation (nothing was refunded or returned).
+REFUND_REFUSALS = frozenset({"balance_limit"})
 
 #: ``completed → cancelling`` for the buyer (or anyone, for an admin), as one statement.
 _START = (
@@ -100,7 +109,22 @@ def cancel(
         if locked is None:  # someone drives it (only possible once the lease ran out)
             session.rollback()
             raise _in_progress(sale_id)
-        return drive_cancellation(session, clients, locked), False
+        return _refused_or(drive_cancellation(session, clients, locked)), False
+
+
+def _refused_or(sale: Sale) -> Sale:
+    """``sale`` as its cancellation left it; a cancellation refused for good is 409."""
+    if sale.status != COMPLETED:
+        return sale
+    raise ProblemError(
+        409,
+        "refund_refused",
+        "The wallet cannot take this order's refund back: it would go over its balance "
+        "limit. The order stays completed; cancel it again once the wallet has room.",
+        sale_id=str(sale.id),
+        sale_status=sale.status,
+        reason="balance_limit",
+    )
 
 
 def _not_started(
@@ -124,7 +148,7 @@ def _not_started(
     if locked is None:
         session.rollback()
         raise _in_progress(sale_id)
-    return drive_cancellation(session, clients, locked)
+    return _refused_or(drive_cancellation(session, clients, locked))
 
 
 def _in_progress(sale_id: uuid.UUID) -> Conflict:
@@ -145,9 +169,18 @@ def drive_cancellation(session: Session, clients: SaleClients, sale: Sale) -> Sa
 def _refund_steps(run: SagaRun, clients: SaleClients) -> None:
     sale = run.sale
     assert sale.total is not None  # a paid order always has its total
+    # A new cancellation after a refused refund asks again under a new key (the refusal is
+    # stored under the first); the ledger's one refund per sale still holds.
+    attempt = sum(1 for entry in sale.history or [] if entry.get("status") == CANCELLING)
     refunded = call_step(
-        run, "refund", lambda: clients.customers.refund(sale.id, sale.customer_id, sale.total)
+        run,
+        "refund",
+        lambda: clients.customers.refund(sale.id, sale.customer_id, sale.total, attempt),
     )
+    if refunded.status == 409 and refunded.code in REFUND_REFUSALS:
+        run.log("refund", "refused", code=refunded.code)
+        run.reopen(COMPLETED)
+        return
     if not (
         refunded.status == 201 or (refunded.status == 409 and refunded.code == "already_recorded")
     ):

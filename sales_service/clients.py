@@ -2,7 +2,8 @@
 
 Every state-changing call carries the deterministic idempotency key of its
 saga step (``{sale_id}:reserve``, ``{sale_id}:debit``, ``{sale_id}:release``,
-and for a cancellation ``{sale_id}:refund`` and ``{sale_id}:return``), so
+and for a cancellation ``{sale_id}:refund`` and ``{sale_id}:return``; a second
+cancellation after a refused refund asks under ``{sale_id}:refund-2``...), so
 repeating a step after a timeout or a crash can never act twice.
 """
 
@@ -149,12 +150,20 @@ class CustomersClient:
             },
         )
 
-    def refund(self, sale_id: uuid.UUID, customer_id: int, amount: Decimal) -> ServiceResponse:
-        """Give a cancelled order's total back to the wallet, once (201)."""
+    def refund(
+        self, sale_id: uuid.UUID, customer_id: int, amount: Decimal, attempt: int = 1
+    ) -> ServiceResponse:
+        """Give a cancelled order's total back to the wallet, once (201).
+
+        ``attempt`` numbers the order's cancellations: a refund the wallet refused
+        (its answer is stored under its key) is asked again under a new key when the
+        order is cancelled again. The ledger takes one refund per sale whatever the key.
+        """
+        step = "refund" if attempt <= 1 else f"refund-{attempt}"
         return self.client.post(
             "/internal/wallet-credits",
             json=_sale_money(sale_id, customer_id, amount),
-            idempotency_key=step_key(sale_id, "refund"),
+            idempotency_key=step_key(sale_id, step),
         )
 
 

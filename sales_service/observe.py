@@ -117,7 +117,9 @@ def recovery_pass(candidates: int, report: Any) -> Iterator[None]:
         "recovery pass", context=Context(), attributes={"shop.recovery.candidates": candidates}
     ) as span:
         yield
-        for outcome in ("completed", "failed", "cancelled", "still_pending", "skipped"):
+        outcomes = ("completed", "failed", "cancelled", "cancellation_refused", "still_pending",
+                    "skipped")  # fmt: skip
+        for outcome in outcomes:
             count = getattr(report, outcome)
             span.set_attribute(f"shop.recovery.{outcome}", count)
             if count:

@@ -48,6 +48,8 @@ class RecoveryReport:
     completed: int = 0
     failed: int = 0
     cancelled: int = 0
+    #: Cancellations whose refund the wallet refused for good: completed again.
+    cancellation_refused: int = 0
     still_pending: int = 0
     skipped: int = 0
     errors: list[str] = field(default_factory=list)
@@ -97,7 +99,9 @@ def recover_pending(
                     report.errors.append(f"{sale_id}: {type(exc).__name__}")
                     continue
                 # A drive that returns has settled the sale (otherwise it raised).
-                if sale.status == COMPLETED:
+                if status != PENDING and sale.status == COMPLETED:
+                    report.cancellation_refused += 1
+                elif sale.status == COMPLETED:
                     report.completed += 1
                 elif sale.status == CANCELLED:
                     report.cancelled += 1
@@ -106,11 +110,12 @@ def recover_pending(
     if report.examined:
         log.info(
             "recovery pass: %d examined, %d completed, %d failed, %d cancelled, "
-            "%d still unsettled, %d skipped",
+            "%d cancellations refused, %d still unsettled, %d skipped",
             report.examined,
             report.completed,
             report.failed,
             report.cancelled,
+            report.cancellation_refused,
             report.still_pending,
             report.skipped,
         )

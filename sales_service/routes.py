@@ -179,7 +179,8 @@ def create_sale(data: dict[str, Any]) -> ResponseReturnValue:
 @sales_blp.alt_response(
     409,
     description="`invalid_transition` (only a completed order can be cancelled; `status` names "
-    "the current one), `cancellation_in_progress`.",
+    "the current one), `cancellation_in_progress`, `refund_refused` (the wallet would go over "
+    "its limit: the order stays completed).",
 )
 @sales_blp.alt_response(
     503,

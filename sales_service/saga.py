@@ -356,6 +356,7 @@ class SagaRun:
     history: list[dict[str, str]] = field(default_factory=list)
     priced: bool = False
     open_steps: dict[str, observe.OpenStep] = field(default_factory=dict)
+    settled: bool = False
 
     def log(self, step: str, outcome: str, *, at: datetime | None = None, **detail: Any) -> None:
         """Note a step; it is written with the sale's new state when the drive ends, with the
@@ -377,6 +378,17 @@ class SagaRun:
         self.history.append(history_entry(status, sale.updated_at))
         sale.history = [*(sale.history or []), self.history[-1]]
         self.log(_FINAL_STEP[status], "ok", at=sale.updated_at, code=failure_code)
+        self.settled = True
+
+    def reopen(self, status: str) -> None:
+        """Put the sale back in ``status``: a cancellation refused for good (nothing was
+        refunded or returned) leaves the order as it was. ``history`` shows the way back; it
+        settles no sale, so nothing is counted."""
+        sale = self.sale
+        sale.status = status
+        sale.updated_at = _now()
+        self.history.append(history_entry(status, sale.updated_at))
+        sale.history = [*(sale.history or []), self.history[-1]]
 
     def price(self, reserved: dict[str, Any]) -> None:
         """Take each line's unit price and name from the reservation's answer."""
@@ -434,7 +446,7 @@ class SagaRun:
 
     def count_settled(self) -> None:
         """Count the sale's outcome once its new state is committed (if the drive settled it)."""
-        if self.history:  # finish() settled it
+        if self.settled:
             observe.settled(self.sale.status, self.sale.failure_code)
 
     def outcome(self) -> dict[str, Any]:

@@ -194,6 +194,12 @@ _SPECS = (
         "cancellation_in_progress", 409, "This cancellation is being processed.", ("sale_id",)
     ),
     ProblemSpec("invalid_transition", 409, "The order cannot move to that status.", _SALE),
+    ProblemSpec(
+        "refund_refused",
+        409,
+        "The wallet cannot take the refund back; the order stays completed.",
+        (*_SALE, "reason"),
+    ),
     ProblemSpec("already_reviewed", 409, "The customer already reviewed this product."),
     ProblemSpec(
         "idempotency_key_in_use", 409, "A request with this `Idempotency-Key` is still running."

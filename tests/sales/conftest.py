@@ -14,7 +14,9 @@ import pytest
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text
 
+from customers_service.models import MAX_BALANCE
 from shopkit.config import Settings
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET, Identity, bearer
 from tests.support.live import LiveStack
@@ -140,3 +142,33 @@ def recover(stack: LiveStack) -> subprocess.CompletedProcess[str]:
         [flask, "--app", "sales_service", "recover", "--older-than", "0"],
         env={**os.environ, **stack.env("sales")}, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
+
+
+def fill_wallet(database_url: str, username: str, room: Decimal) -> None:
+    """Top a wallet up to ``room`` under its maximum, with the ledger entry a top-up writes.
+
+    Straight in the database: a top-up takes at most 100,000.00, and the maximum is
+    9,999,999,999.99.
+    """
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    """
+                    WITH wallet AS (
+                        SELECT id, balance FROM customers.customers WHERE username = :username
+                        FOR UPDATE
+                    ), topped AS (
+                        UPDATE customers.customers AS c SET balance = :target
+                        FROM wallet WHERE c.id = wallet.id
+                    )
+                    INSERT INTO customers.ledger_entries
+                        (customer_id, kind, amount, balance_after, actor)
+                    SELECT id, 'charge', :target - balance, :target, 'test' FROM wallet
+                    """
+                ),
+                {"username": username, "target": MAX_BALANCE - room},
+            )
+    finally:
+        engine.dispose()

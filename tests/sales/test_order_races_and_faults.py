@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 import requests
 
+from customers_service.models import MAX_BALANCE
 from tests.conftest import Identity
-from tests.sales.conftest import Shop, lines, recover
+from tests.sales.conftest import Shop, fill_wallet, lines, recover
 from tests.support.invariants import check_invariants
 from tests.support.live import LiveStack
 
@@ -232,6 +233,36 @@ def test_a_dependency_down_leaves_the_order_cancelling_then_recovery_finishes_it
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 cancelled" in done.stdout
     _assert_cancelled_once(fault_stack, identity, database_url, username, products)
+
+
+def test_recovery_gives_back_a_cancellation_whose_refund_the_wallet_refuses(
+    fault_stack: LiveStack, identity: Identity, database_url: str
+) -> None:
+    """Left cancelling while customers was down, then the wallet filled up: recovery ends
+    the cancellation (completed again, nothing refunded or returned) instead of retrying
+    it forever."""
+    for service in ("customers", "inventory"):
+        fault_stack.start(service)
+    sales = fault_stack.start("sales", workers=1, extra_env={"SALES_RECOVERY_INTERVAL": "0"})
+    sale_id, token, username, products = _paid_order(fault_stack, identity)
+    fault_stack.kill("customers")
+    stuck = call(sales.url, "POST", f"/sales/{sale_id}/cancellation", token)
+    assert (stuck.status_code, stuck.json()["sale_status"]) == (503, "cancelling"), stuck.text
+    fill_wallet(database_url, username, Decimal("0.01"))
+    fault_stack.start("customers")
+    done = recover(fault_stack)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 cancelled, 1 cancellations refused, 0 still unsettled" in done.stdout
+    sale = call(sales.url, "GET", f"/sales/{sale_id}", token).json()
+    assert [entry["status"] for entry in sale["history"]][-2:] == ["cancelling", "completed"]
+    report = check_invariants(database_url)
+    assert report.ok, report.violations
+    assert (report.completed, report.cancelled, report.unsettled) == (1, 0, 0)
+    shop = Shop(fault_stack, identity)
+    assert [shop.stock(p) for p in products] == [9, 8, 7]
+    full = shop.balance(username)
+    assert full == MAX_BALANCE - Decimal("0.01")
+    assert recover(fault_stack).stdout.startswith("examined 0")  # nothing left to retry
 
 
 @pytest.mark.parametrize("crash_after", ["refund", "return"])

@@ -14,7 +14,7 @@ import requests
 from flask.testing import FlaskClient
 
 from tests.conftest import Identity, bearer
-from tests.sales.conftest import Shop, lines, place
+from tests.sales.conftest import Shop, fill_wallet, lines, place
 from tests.support.invariants import check_invariants
 
 
@@ -507,5 +507,54 @@ def test_an_order_of_many_lines_with_a_big_total(
     kept = sales.get(f"/sales/{response.get_json()['sale_id']}", headers=bearer(token)).get_json()
     assert kept["total"] == "499999999999500.00"
     assert all(shop.stock(p) == 1000 for p in products[:3])
+    report = check_invariants(database_url)
+    assert report.ok, report.violations
+
+
+def test_a_refund_the_wallet_cannot_take_leaves_the_order_completed(
+    sales: FlaskClient, shop: Shop, identity: Identity, database_url: str
+) -> None:
+    """A wallet too near its maximum to take the refund back: the cancellation is refused as
+    a whole (nothing refunded, nothing returned), the order is completed again, and it can be
+    cancelled once the wallet has room."""
+    lamp = shop.product(price="10.00", stock=5)
+    buyer, token = shop.buyer("100.00")
+    sale = place(sales, token, (lamp, 2)).get_json()
+    fill_wallet(database_url, buyer["username"], Decimal("5.00"))  # the refund is 20.00
+    full = shop.balance(buyer["username"])
+
+    refused = sales.post(
+        f"/sales/{sale['id']}/cancellation", headers={**bearer(token), "Idempotency-Key": "c-1"}
+    )
+    problem = refused.get_json()
+    assert refused.status_code == 409, problem
+    assert (problem["code"], problem["sale_status"], problem["reason"]) == (
+        "refund_refused",
+        "completed",
+        "balance_limit",
+    )
+    order = sales.get(f"/sales/{sale['id']}", headers=bearer(token)).get_json()
+    assert order["status"] == "completed" and order["cancelled_at"] is None
+    assert order["completed_at"] == sale["completed_at"]
+    assert statuses(order) == ["pending", "completed", "cancelling", "completed"]
+    assert [(s["step"], s["outcome"]) for s in order["steps"]][-1] == ("refund", "refused")
+    assert shop.balance(buyer["username"]) == full
+    assert shop.stock(lamp) == 3
+    assert check_invariants(database_url).ok
+
+    admin = bearer(identity.admin_token())
+    made_room = identity.client.post(
+        f"/customers/{buyer['username']}/wallet/deduct",
+        json={"amount": "50.00", "reason": "room for a refund"},
+        headers=admin,
+    )
+    assert made_room.status_code == 200, made_room.get_json()
+    again = sales.post(
+        f"/sales/{sale['id']}/cancellation", headers={**bearer(token), "Idempotency-Key": "c-1"}
+    )
+    assert again.status_code == 200, again.get_json()
+    assert statuses(again.get_json())[-2:] == ["cancelling", "cancelled"]
+    assert shop.balance(buyer["username"]) == full - Decimal("50.00") + Decimal("20.00")
+    assert shop.stock(lamp) == 5
     report = check_invariants(database_url)
     assert report.ok, report.violations
