@@ -126,8 +126,8 @@ class Settings:
     db_pool_size: int = 5
     db_statement_timeout_ms: int = 5_000
     request_deadline_s: float = 8.0
-    password_hash_time_cost: int = 2
-    password_hash_memory_kib: int = 19_456
+    password_hash_time_cost: int = 3
+    password_hash_memory_kib: int = 12_288
     password_hash_parallelism: int = 1
     recovery_interval_s: float = 15.0
     recovery_after_s: float = 30.0
