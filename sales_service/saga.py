@@ -161,30 +161,6 @@ _DRIVEN_COLUMNS = (
 
 
 # Statements built once, with parameters bound by name.
-#: Records the order and its lines in one statement; nothing at all when the customer
-#: already used this idempotency key (the lines' insert reads the sale's, which is empty).
-_RECORD_SALE = text(
-    """
-    WITH sale AS (
-        INSERT INTO sales.sales (id, customer_id, username, product_id, quantity, line_count,
-                                 status, idempotency_key, request_fingerprint, from_cart,
-                                 history, lease_until)
-        VALUES (:id, :customer_id, :username, :product_id, :quantity, :line_count,
-                'pending', :idempotency_key, :request_fingerprint, :from_cart,
-                jsonb_build_array(jsonb_build_object('status', 'pending', 'at', now())),
-                now() + make_interval(secs => :lease_s))
-        ON CONFLICT (customer_id, idempotency_key) WHERE idempotency_key IS NOT NULL
-        DO NOTHING
-        RETURNING *
-    ), lines AS (
-        INSERT INTO sales.sale_lines (sale_id, product_id, position, quantity)
-        SELECT sale.id, line.product_id, line.position - 1, line.quantity
-        FROM sale, unnest(CAST(:product_ids AS bigint[]), CAST(:quantities AS integer[]))
-             WITH ORDINALITY AS line(product_id, quantity, position)
-    )
-    SELECT * FROM sale
-    """
-)
 _SALE_FOR_KEY = select(_sales).where(
     _sales.c.customer_id == bindparam("customer_id"),
     _sales.c.idempotency_key == bindparam("idempotency_key"),
@@ -250,7 +226,7 @@ _CLEAR_CART_LINES = text(
 )
 
 
-#: Records many orders and their lines in one statement (the batched path's step 1): an
+#: Records orders and their lines in one statement (step 1; alone, a batch of one): an
 #: order whose customer already used its idempotency key is left out (also when the key
 #: comes twice in the batch: the first one is recorded). Rows go in key order, so two
 #: batches claiming the same keys wait for each other instead of deadlocking.
@@ -485,37 +461,6 @@ def load_lines(session: Session, sale_id: uuid.UUID) -> list[SaleLine]:
     return [SaleLine(**row._mapping) for row in rows]
 
 
-def record_sale(
-    session: Session, principal: Principal, request: NewSale, sale_id: uuid.UUID | None = None
-) -> tuple[Sale, bool]:
-    """Step 1: commit the order and its lines as ``pending``. Returns ``(sale, created)``.
-
-    The new sale is leased to this request for :data:`LEASE_S` seconds (recovery
-    leaves it alone until it has been driven once or the lease ran out), so
-    recovery can never take it between this commit and the driver's lock.
-
-    With a client idempotency key that this customer already used, the
-    existing sale is returned (``created`` false); a different request under
-    the same key is 422 ``idempotency_key_reused``. Two requests racing with
-    one key meet on the unique index: the second waits for the first to
-    commit and then finds its sale.
-    """
-    assert principal.customer_id is not None
-    recorded = {
-        **_sale_columns(principal, request),
-        "id": sale_id or uuid.uuid4(),
-        "lease_s": LEASE_S,
-        "product_ids": [product_id for product_id, _ in request.lines],
-        "quantities": [quantity for _, quantity in request.lines],
-    }
-    row = session.connection().execute(_RECORD_SALE, recorded).first()
-    if row is not None:
-        session.commit()
-        return _recorded(row, request), True
-    session.rollback()
-    return existing_sale(session, principal.customer_id, request), False
-
-
 def _sale_columns(principal: Principal, request: NewSale) -> dict[str, Any]:
     """The columns a new order is recorded with, alone or in a batch (but its id)."""
     single = request.lines[0] if len(request.lines) == 1 else (None, None)
@@ -564,12 +509,15 @@ class NothingRecorded(Exception):
 
 
 def record_sales(session: Session, orders: Sequence[Recording]) -> list[Sale | None]:
-    """Step 1 for many orders at once: one statement records them all, one commit.
+    """Step 1: commit orders and their lines as ``pending``, in one statement and one commit
+    (a purchase alone is a batch of one).
 
-    Each order gets its new sale (``pending``, leased for :data:`LEASE_S` seconds to
-    the request that placed it, as :func:`record_sale` does), or ``None`` when its
+    Each order gets its new sale, leased for :data:`LEASE_S` seconds to the request
+    that placed it (recovery leaves it alone until it has been driven once or the
+    lease ran out, so it can never take it before its driver), or ``None`` when its
     customer already used its idempotency key (earlier, or in this same batch): that
-    request looks the sale up with :func:`existing_sale`. Raises
+    request looks the sale up with :func:`existing_sale`. Two requests racing with one
+    key meet on the unique index: the second waits for the first to commit. Raises
     :class:`NothingRecorded` if no connection could be had.
     """
     try:
@@ -857,16 +805,19 @@ def _record(
     sale_id: uuid.UUID,
     batched: BatchedSale | None,
 ) -> tuple[Sale, bool]:
-    """Step 1, alone or in a batch: ``(sale, created)``; 503 if the database fails."""
+    """Step 1, alone or in a batch: ``(sale, created)``; 503 if the database fails.
+
+    With a client idempotency key this customer already used, the existing sale is
+    returned (``created`` false); a different request under the same key is 422
+    ``idempotency_key_reused``.
+    """
+    assert principal.customer_id is not None
+    order = Recording(principal, request, sale_id)
     try:
         if batched is None:
-            try:
-                session.connection()  # a database that cannot be reached: nothing is recorded
-            except DATABASE_DOWN_ERRORS as exc:
-                raise NothingRecorded() from exc
-            return record_sale(session, principal, request, sale_id)
-        assert principal.customer_id is not None
-        sale = batched.record(Recording(principal, request, sale_id))
+            [sale] = record_sales(session, [order])
+        else:
+            sale = batched.record(order)
         if sale is not None:
             return sale, True
         return existing_sale(session, principal.customer_id, request), False
