@@ -316,6 +316,17 @@ class DeactivatedAccounts:
                 self._lock.release()
         return customer_id in self._ids
 
+    def assume(self, ids: frozenset[int]) -> None:
+        """Take ``ids`` as the list as of now; the next refresh is ``refresh_s`` away.
+
+        For a process that outlives its database's contents (a test app while the
+        tables are emptied and ids start again at 1): a list read earlier would name
+        the new accounts that reuse old ids.
+        """
+        with self._lock:
+            self._ids = ids
+            self._attempted_at = time.monotonic()
+
     def _refresh(self) -> None:
         try:
             response = self.client.get("/internal/deactivated-accounts")

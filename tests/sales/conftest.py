@@ -53,7 +53,13 @@ def sales_app(sales_deps: Any, make_settings: Callable[..., Settings], key_resol
 
 @pytest.fixture
 def sales(sales_app: Flask) -> FlaskClient:
-    """A test client of the sales app."""
+    """A test client of the sales app.
+
+    The app lives for the session while each test empties the tables (ids start again
+    at 1): its list of deactivated accounts starts empty for each test, or an account
+    an earlier test deactivated would lock out this test's customer with the same id.
+    """
+    sales_app.extensions["shop_auth"].deactivated.assume(frozenset())
     return sales_app.test_client()
 
 
