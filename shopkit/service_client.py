@@ -14,14 +14,12 @@ a 401). Every attempt that got no answer or a 502/503/504 counts in
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 import jwt
 import urllib3
@@ -29,6 +27,7 @@ import urllib3
 from shopkit import deadline, faults
 from shopkit.breaker import DependencyGuard, Rejected
 from shopkit.errors import ProblemError
+from shopkit.json_http import JsonHttp, ServiceResponse
 from shopkit.metrics import DEPENDENCY_ERRORS
 from shopkit.request_id import HEADER as REQUEST_ID_HEADER
 from shopkit.request_id import current_request_id
@@ -36,7 +35,6 @@ from shopkit.request_id import current_request_id
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({502, 503, 504})
-USER_AGENT = "shop-service-client"
 
 
 class DependencyUnavailable(ProblemError):
@@ -64,68 +62,6 @@ class _Call:
     token: str | None
     #: The token is this client's service token (renewed once on a 401), not a caller's.
     renewable: bool
-
-
-@dataclass(frozen=True)
-class ServiceResponse:
-    """A callee's answer: status code, decoded JSON body (``{}`` if none), and whether
-    the callee replayed it from its idempotency store (``Idempotent-Replayed: true``)."""
-
-    status: int
-    body: dict[str, Any]
-    replayed: bool = False
-
-    @property
-    def ok(self) -> bool:
-        """True for 2xx."""
-        return 200 <= self.status < 300
-
-    @property
-    def code(self) -> str | None:
-        """The problem ``code`` of an error answer."""
-        value = self.body.get("code")
-        return value if isinstance(value, str) else None
-
-
-class JsonHttp:
-    """A thin JSON-over-HTTP transport on urllib3's connection pools.
-
-    It never retries or follows redirects by itself (:class:`ServiceClient`
-    decides what to retry), and never goes through a proxy named in the
-    environment: calls go to the configured service URLs. ``requests`` did the
-    same job for about twice the CPU (0.9 ms more per call, bench/README.md).
-    """
-
-    def __init__(self, pool_size: int) -> None:
-        self._pools = urllib3.PoolManager(
-            num_pools=4, maxsize=pool_size, retries=False, headers={"User-Agent": USER_AGENT}
-        )
-
-    def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        json_body: Any = None,
-        params: dict[str, Any] | None = None,
-        headers: dict[str, str],
-        timeout: urllib3.Timeout,
-    ) -> ServiceResponse:
-        """Send one request; raises ``urllib3.exceptions.HTTPError`` if no answer came."""
-        if params:
-            url = f"{url}?{urlencode(params, doseq=True)}"
-        body = None
-        if json_body is not None:
-            body = json.dumps(json_body).encode()
-            headers = {**headers, "Content-Type": "application/json"}
-        response = self._pools.request(
-            method, url, body=body, headers=headers, timeout=timeout, redirect=False
-        )
-        return ServiceResponse(
-            response.status,
-            _json_body(response.data),
-            replayed=response.headers.get("Idempotent-Replayed") == "true",
-        )
 
 
 class ServiceTokenProvider:
@@ -416,13 +352,3 @@ class ServiceClient:
     def post(self, path: str, **kwargs: Any) -> ServiceResponse:
         """``POST`` ``path``."""
         return self.request("POST", path, **kwargs)
-
-
-def _json_body(data: bytes) -> dict[str, Any]:
-    if not data:
-        return {}
-    try:
-        body = json.loads(data)
-    except ValueError:
-        return {"detail": data[:200].decode(errors="replace")}
-    return body if isinstance(body, dict) else {"items": body}
