@@ -92,9 +92,7 @@ def get_product(product_id: int) -> ResponseReturnValue:
 @products_blp.arguments(ProductCreateSchema())
 def create_product(data: dict[str, Any]) -> ResponseReturnValue:
     """Add a product to the catalogue (admin)."""
-    session = get_session()
-    product = catalogue.create(session, data)
-    session.commit()
+    product = catalogue.create(get_session(), data)
     return product, 201, {"Location": f"/products/{product.id}"}
 
 
@@ -104,9 +102,7 @@ def create_product(data: dict[str, Any]) -> ResponseReturnValue:
 @products_blp.arguments(BatchCreateSchema())
 def create_products(data: dict[str, Any]) -> ResponseReturnValue:
     """Create up to 1000 products in one transaction, all or none (admin, for the seeder)."""
-    session = get_session()
-    created = catalogue.create_batch(session, data["products"])
-    session.commit()
+    created = catalogue.create_batch(get_session(), data["products"])
     items = [dump_product(row) for row in created]
     return jsonify({"created": len(items), "items": items}), 201
 
@@ -117,10 +113,7 @@ def create_products(data: dict[str, Any]) -> ResponseReturnValue:
 @products_blp.arguments(ProductPatchSchema())
 def patch_product(changes: dict[str, Any], product_id: int) -> ResponseReturnValue:
     """Change name, category, price, description or archived (admin); not stock."""
-    session = get_session()
-    product = catalogue.update(session, product_id, changes)
-    session.commit()
-    return product
+    return catalogue.update(get_session(), product_id, changes)
 
 
 @products_blp.route("/products/<int:product_id>", methods=["DELETE"])
@@ -128,9 +121,7 @@ def patch_product(changes: dict[str, Any], product_id: int) -> ResponseReturnVal
 @requires(ROLE_ADMIN)
 def delete_product(product_id: int) -> ResponseReturnValue:
     """Archive a product (admin): no longer listed or sold; reservations and history stay."""
-    session = get_session()
-    catalogue.archive(session, product_id)
-    session.commit()
+    catalogue.archive(get_session(), product_id)
     return "", 204
 
 
