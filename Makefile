@@ -26,11 +26,11 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# exec: the launcher is make's own child (no shell in between). Ctrl-C reaches it with the
-# terminal's process group; SIGINT to make alone, which make does not pass on, the
-# launcher notices by watching make (shopkit.stack.ParentWatch).
+# exec: the launcher (devstack.launcher) is make's own child (no shell in between). Ctrl-C
+# reaches it with the terminal's process group; SIGINT to make alone, which make does not
+# pass on, the launcher notices by watching make (devstack.parent_watch.ParentWatch).
 run: install
-	exec $(BIN)/shop-run
+	exec $(BIN)/python -m devstack
 
 docs: install
 	$(BIN)/python docs/build.py

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from customers_service import accounts, throttle, tokens, wallet
 from customers_service.keys import KeyStore, public_jwks
+from customers_service.metrics import LOGINS, WALLET_DEBITS
 from customers_service.models import Customer, IdempotencyKey, LedgerEntry
 from customers_service.passwords import Passwords
 from customers_service.schemas import (
@@ -60,7 +61,7 @@ from shopkit.config import Settings
 from shopkit.db import get_session
 from shopkit.errors import Unauthorized
 from shopkit.idempotency import idempotency_key_doc, respond_idempotently
-from shopkit.metrics import LOGINS, WALLET_DEBITS, counts_outcomes
+from shopkit.metrics import counts_outcomes
 from shopkit.openapi import LOCATION_HEADER
 from shopkit.pagination import PageArgsSchema
 from shopkit.proxy import current_client_address

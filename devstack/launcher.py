@@ -1,178 +1,52 @@
-"""Start Shop services as real gunicorn processes (used by ``make run``, tests and benchmarks).
+"""``make run`` (``shop-run``, ``python -m devstack``): the whole shop on this machine.
 
-A :class:`ServiceProcess` runs one service under gunicorn with the shared
-settings in :mod:`shopkit.gunicorn_conf`, waits until ``/readyz`` answers and
-stops the whole process group on :meth:`ServiceProcess.stop`.
+It starts PostgreSQL (the embedded one unless ``DATABASE_URL`` is set), applies
+every service's migrations, starts the apps of :mod:`shopkit.registry` under
+gunicorn, Prometheus and the nginx gateway when installed, and the seeder's
+demo; Ctrl-C stops everything. Every child dies with the launcher, even when
+the launcher is killed with SIGKILL (:mod:`devstack.watchdog`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
-import requests
-
+from devstack import postgres, roles
+from devstack.gateway import STOREFRONT_PATH, Gateway, start_local
+from devstack.parent_watch import ParentWatch
+from devstack.processes import ServiceProcess, migrate, spawn
+from devstack.prometheus import start_prometheus
+from devstack.watchdog import Watchdog
 from shopkit.config import PROJECT_ROOT, Settings
-
-if TYPE_CHECKING:
-    from shopkit.gateway import Gateway
-
-PACKAGES = {
-    "customers": "customers_service",
-    "inventory": "inventory_service",
-    "sales": "sales_service",
-    "reviews": "reviews_service",
-}
-#: Web front ends: no database or migrations; started once the services are ready.
-FRONTENDS = {"storefront": "storefront"}
-APPS = {**PACKAGES, **FRONTENDS}
-STOREFRONT_PORT = 8080
-
-
-def free_port() -> int:
-    """An unused TCP port on the loopback interface."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _bin(name: str) -> str:
-    candidate = Path(sys.executable).parent / name
-    return str(candidate) if candidate.exists() else name
-
-
-def migrate(service: str, env: Mapping[str, str]) -> None:
-    """Run ``flask --app <package> db upgrade`` for ``service`` with ``env``."""
-    subprocess.run(  # noqa: S603
-        [_bin("flask"), "--app", PACKAGES[service], "db", "upgrade"],
-        env={**os.environ, **env},
-        check=True,
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.DEVNULL,
-    )
-
-
-@dataclass
-class ServiceProcess:
-    """One service running under gunicorn on ``port``."""
-
-    service: str
-    port: int
-    env: dict[str, str] = field(default_factory=dict)
-    workers: int = 2
-    threads: int = 4
-    log: IO[bytes] | int | None = subprocess.DEVNULL
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        """Base URL of the running service."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def command(self) -> list[str]:
-        """The gunicorn command line that serves this service."""
-        return [
-            _bin("gunicorn"),
-            "-c",
-            "python:shopkit.gunicorn_conf",
-            "-b",
-            f"127.0.0.1:{self.port}",
-            f"{APPS[self.service]}:create_app()",
-        ]
-
-    def start(self) -> ServiceProcess:
-        """Start gunicorn in its own process group."""
-        env = {
-            **os.environ,
-            "WEB_CONCURRENCY": str(self.workers),
-            "GUNICORN_THREADS": str(self.threads),
-            **self.env,
-        }
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # each gunicorn master makes its own
-        self.process = subprocess.Popen(  # noqa: S603
-            self.command(),
-            env=env,
-            cwd=PROJECT_ROOT,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        return self
-
-    def wait_ready(self, timeout_s: float = 30.0) -> ServiceProcess:
-        """Block until ``/readyz`` answers 200 (raise if the process dies or time runs out)."""
-        wait_until_ok(self.url + "/readyz", self.process, timeout_s, self.service)
-        return self
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group (a crash, for fault-injection tests)."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def stop(self, timeout_s: float = 10.0, *, graceful: bool = True) -> None:
-        """Stop gunicorn: SIGTERM (graceful) or SIGQUIT (quick); SIGKILL the group if it lingers."""
-        stop_group(self.process, signal.SIGTERM if graceful else signal.SIGQUIT, timeout_s)
-
-
-def wait_until_ok(
-    url: str, process: subprocess.Popen[bytes] | None, timeout_s: float, name: str
-) -> None:
-    """Poll ``url`` until it answers 200; raise if ``process`` dies or time runs out."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"{name} exited with {process.returncode}")
-        try:
-            if requests.get(url, timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{name} not ready at {url} after {timeout_s}s")
-
-
-def stop_group(process: subprocess.Popen[bytes] | None, sig: int, timeout_s: float) -> None:
-    """Send ``sig`` to ``process``'s group and wait; SIGKILL the group if it lingers."""
-    if process is None or process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, sig)
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=5)
-    except ProcessLookupError:
-        pass
+from shopkit.db import normalise_url
+from shopkit.registry import FRONTENDS, SERVICES, app
 
 
 def present_services() -> list[str]:
     """The services whose packages exist in this checkout, in start order."""
-    import importlib.util  # noqa: PLC0415
-
-    found = []
-    for name, package in PACKAGES.items():
-        spec = importlib.util.find_spec(package)
-        if spec is not None and spec.origin and (Path(spec.origin).parent / "migrations").is_dir():
-            found.append(name)
-    return found
+    return [s.name for s in SERVICES if _present(s.package, migrations=True)]
 
 
 def present_frontends() -> list[str]:
     """The front ends whose packages exist in this checkout."""
+    return [f.name for f in FRONTENDS if _present(f.package, migrations=False)]
+
+
+def _present(package: str, *, migrations: bool) -> bool:
+    """Whether ``package`` is a regular package here (with its migrations, if asked)."""
     import importlib.util  # noqa: PLC0415
 
-    return [name for name, package in FRONTENDS.items() if importlib.util.find_spec(package)]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.origin:
+        return False
+    return not migrations or (Path(spec.origin).parent / "migrations").is_dir()
 
 
 def _pump(prefix: str, stream: IO[bytes]) -> None:
@@ -190,16 +64,18 @@ def _service_port(url: str) -> int:
 def _start_services(
     services: list[str], envs: dict[str, dict[str, str]], settings: Settings
 ) -> list[ServiceProcess]:
-    """Start each service under gunicorn on its configured port, output prefixed with its name."""
+    """Start each app under gunicorn on its configured port, output prefixed with its name."""
     processes = []
     for service in services:
-        env = envs.get(service, {})  # the storefront has no database: it only talks HTTP
-        if service in FRONTENDS:  # one worker: the console's seeder runs live in the process
-            port = int(os.environ.get("STOREFRONT_PORT") or STOREFRONT_PORT)
-            process = ServiceProcess(service, port, env=env, workers=1, threads=8)
-        else:
+        entry = app(service)
+        env = envs.get(service, {})  # a front end has no database: it only talks HTTP
+        if entry.has_database:
             port = _service_port(getattr(settings, f"{service}_url"))
-            process = ServiceProcess(service, port, env=env)
+        else:
+            port = int(os.environ.get(f"{service.upper()}_PORT") or entry.port)
+        process = ServiceProcess(
+            service, port, env=env, workers=entry.workers, threads=entry.threads
+        )
         process.log = subprocess.PIPE
         process.start()
         assert process.process is not None and process.process.stdout is not None
@@ -253,61 +129,6 @@ def _stop(
             child.wait(timeout=5)
 
 
-#: Signals that mean "stop" when the process that started the launcher is handling one.
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-def _blocked_signals(pid: int) -> int | None:
-    """The signal mask of process ``pid`` (Linux ``/proc``), or None where it cannot be read."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("SigBlk:"):
-                    return int(line.split()[1], 16)
-    except (OSError, ValueError):
-        return None
-    return None
-
-
-def _process_name(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm", encoding="utf-8") as comm:
-            return comm.read().strip()
-    except OSError:
-        return ""
-
-
-class ParentWatch:
-    """Notices when ``make``, which started the launcher, is being stopped by a signal.
-
-    SIGINT sent to ``make`` alone (not to its process group, as a script or a
-    supervisor may do) is not passed on: GNU make blocks it while it waits for
-    its children to end, so ``make run`` would wait for ever with every service
-    still up. The launcher watches its parent instead: once ``make`` blocks a
-    stop signal it did not block at the start, or ``make`` is gone (the
-    launcher was orphaned), the launcher stops everything, and make then
-    exits. Any other parent (a shell, a test) is left alone.
-    """
-
-    def __init__(self) -> None:
-        self.parent = os.getppid()
-        name = _process_name(self.parent)
-        self.watching = name in ("make", "gmake")
-        self.blocked_at_start = _blocked_signals(self.parent) if self.watching else None
-
-    def stopping(self) -> bool:
-        """Whether make is handling a stop signal or has gone away."""
-        if not self.watching:
-            return False
-        if os.getppid() != self.parent:
-            return True
-        blocked = _blocked_signals(self.parent)
-        if blocked is None or self.blocked_at_start is None:
-            return False
-        newly = blocked & ~self.blocked_at_start
-        return any(newly & (1 << (sig - 1)) for sig in _STOP_SIGNALS)
-
-
 def run_local(services: list[str] | None = None) -> int:
     """``make run``: database, migrations, services under gunicorn, demo data; Ctrl-C stops all.
 
@@ -316,21 +137,13 @@ def run_local(services: list[str] | None = None) -> int:
     (default 5000-5003); the storefront listens on ``STOREFRONT_PORT`` (8080).
     Returns the exit status.
     """
-    from shopkit import embedded_pg  # noqa: PLC0415
-    from shopkit.db import normalise_url  # noqa: PLC0415
-    from shopkit.embedded_pg import service_role_url  # noqa: PLC0415
-
     services = services or present_services()
     settings = Settings.from_env("launcher")
-    server = None
-    if settings.database_url:
-        url = normalise_url(settings.database_url)
-    else:
-        server, url = embedded_pg.start(Path(settings.data_dir) / "pg", cleanup_mode="stop")
-        embedded_pg.ensure_service_roles(server, url)
+    watchdog = Watchdog()
+    server, url = _database(settings, watchdog)
     # Each service connects as its own role on the embedded server (as in Compose).
     envs = {
-        service: {"DATABASE_URL": url if settings.database_url else service_role_url(url, service)}
+        service: {"DATABASE_URL": roles.service_role_url(url, service) if server else url}
         for service in services
     }
     processes: list[ServiceProcess] = []
@@ -346,13 +159,16 @@ def run_local(services: list[str] | None = None) -> int:
             print(f"launcher | migrating {service}", flush=True)
             migrate(service, envs[service])
         processes = _start_services(services, envs, settings)
+        _guard(watchdog, *(p.process for p in processes))
         for process in processes:
             process.wait_ready(60)
             print(f"launcher | {process.service:<9} ready at {process.url}/docs", flush=True)
-        prometheus = _start_prometheus(processes, Path(settings.data_dir))
-        gateway = _start_frontends_and_gateway(processes, envs, settings)
+        prometheus = start_prometheus(processes, Path(settings.data_dir))
+        _guard(watchdog, prometheus.process if prometheus else None)
+        gateway = _start_frontends_and_gateway(processes, envs, settings, watchdog)
         if os.environ.get("SHOP_DEMO", "1") != "0":
             seeder = _start_seeder()
+            _guard(watchdog, seeder)
         print("launcher | press Ctrl-C to stop", flush=True)
         while not stopping.wait(0.25):
             if any(p.process is not None and p.process.poll() is not None for p in processes):
@@ -372,7 +188,29 @@ def run_local(services: list[str] | None = None) -> int:
             checkpoint.join(STOP_GRACE_S)
         if server is not None:
             server.cleanup()  # type: ignore[attr-defined]
+        watchdog.release()
         print(f"launcher | stopped in {time.monotonic() - stop_started:.1f} s", flush=True)
+
+
+def _database(settings: Settings, watchdog: Watchdog) -> tuple[object | None, str]:
+    """``DATABASE_URL``'s server, or the embedded one (guarded by ``watchdog``) with its roles.
+
+    Returns the embedded server (``None`` for ``DATABASE_URL``) and the admin URL.
+    """
+    if settings.database_url:
+        return None, normalise_url(settings.database_url)
+    pg_dir = Path(settings.data_dir) / "pg"
+    server, url = postgres.start(pg_dir, cleanup_mode="stop")
+    watchdog.guard_postgres(pg_dir)
+    roles.ensure_service_roles(server, url)
+    return server, url
+
+
+def _guard(watchdog: Watchdog, *children: subprocess.Popen[bytes] | None) -> None:
+    """Have the watchdog kill these children's process groups should the launcher die."""
+    for child in children:
+        if child is not None:
+            watchdog.guard_group(child.pid)  # each child leads a session of its own
 
 
 def _checkpoint_in_background(url: str) -> threading.Thread:
@@ -397,66 +235,8 @@ def _checkpoint_in_background(url: str) -> threading.Thread:
     return thread
 
 
-#: Where ``make run``'s Prometheus listens, when there is a ``prometheus`` binary.
-PROMETHEUS_ADDRESS = "127.0.0.1:9090"
-
-
-def _start_prometheus(services: list[ServiceProcess], data_dir: Path) -> ServiceProcess | None:
-    """Start Prometheus on the repo's config and rules, scraping these services (if installed).
-
-    The config is ``deploy/observability/prometheus.yml``'s with the local
-    ports as targets; data goes to ``<data dir>/prometheus``. Without a
-    ``prometheus`` binary (or with ``SHOP_PROMETHEUS=0``), say how to get one.
-    """
-    import shutil  # noqa: PLC0415
-
-    binary = shutil.which("prometheus")
-    if binary is None or os.environ.get("SHOP_PROMETHEUS") == "0":
-        print(
-            "launcher | metrics: each service's /metrics; for Prometheus and the alert rules, "
-            "apt-get install prometheus (make run then starts it) or docker compose up",
-            flush=True,
-        )
-        return None
-    # deploy/observability/prometheus.yml with local targets (JSON is YAML too).
-    config = {
-        "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
-        "rule_files": [str(PROJECT_ROOT / "deploy" / "observability" / "alerts.yml")],
-        "scrape_configs": [
-            {
-                "job_name": "shop",
-                "honor_labels": True,
-                "static_configs": [
-                    {"targets": [f"127.0.0.1:{p.port}"], "labels": {"service": p.service}}
-                    for p in services
-                ],
-            }
-        ],
-    }
-    (data_dir / "prometheus").mkdir(parents=True, exist_ok=True)
-    config_path = data_dir / "prometheus" / "prometheus.yml"
-    config_path.write_text(json.dumps(config, indent=2))
-    process = ServiceProcess("prometheus", int(PROMETHEUS_ADDRESS.rsplit(":", 1)[1]))
-    process.process = subprocess.Popen(  # noqa: S603
-        [
-            binary,
-            f"--config.file={config_path}",
-            f"--storage.tsdb.path={data_dir / 'prometheus' / 'data'}",
-            f"--web.listen-address={PROMETHEUS_ADDRESS}",
-            "--log.level=warn",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    print(f"launcher | prometheus at http://{PROMETHEUS_ADDRESS} (alerts: /alerts)", flush=True)
-    return process
-
-
 def _start_gateway(processes: list[ServiceProcess]) -> Gateway | None:
     """Start the nginx gateway in front of ``processes`` when nginx is installed (else say so)."""
-    from shopkit.gateway import start_local  # noqa: PLC0415
-
     upstreams = {p.service: f"127.0.0.1:{p.port}" for p in processes}
     gateway, message = start_local(upstreams, subprocess.PIPE)
     if gateway is not None and gateway.process is not None and gateway.process.stdout is not None:
@@ -468,20 +248,23 @@ def _start_gateway(processes: list[ServiceProcess]) -> Gateway | None:
 
 
 def _start_frontends_and_gateway(
-    processes: list[ServiceProcess], envs: dict[str, dict[str, str]], settings: Settings
+    processes: list[ServiceProcess],
+    envs: dict[str, dict[str, str]],
+    settings: Settings,
+    watchdog: Watchdog,
 ) -> Gateway | None:
     """Start the storefront, then the gateway in front of it all (it needs every port).
 
     The front ends are appended to ``processes``; says where to open the storefront:
     through the gateway when it runs, and directly.
     """
-    from shopkit.gateway import STOREFRONT_PATH  # noqa: PLC0415
-
     frontends = _start_services(present_frontends(), envs, settings)
+    _guard(watchdog, *(p.process for p in frontends))
     processes.extend(frontends)
     for process in frontends:
         process.wait_ready(60)
     gateway = _start_gateway(processes)
+    _guard(watchdog, gateway.process if gateway else None)
     for process in frontends:
         if gateway is None:
             where = f"{process.url} in a browser"
@@ -509,13 +292,12 @@ def _start_seeder() -> subprocess.Popen[bytes]:
         "--products",
         os.environ.get("SHOP_SEED_PRODUCTS", "100"),
     ]
-    process = subprocess.Popen(  # noqa: S603
+    process = spawn(
         command,
         env=dict(os.environ),  # the seeder only talks HTTP: no database URL
         cwd=PROJECT_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        start_new_session=True,
     )
     assert process.stdout is not None
     threading.Thread(target=_pump, args=("seeder   ", process.stdout), daemon=True).start()

@@ -11,6 +11,7 @@ from flask_smorest import Blueprint
 
 from inventory_service import catalogue, reservations, stock
 from inventory_service.clients import PaymentsClient
+from inventory_service.metrics import STOCK_RESERVATIONS
 from inventory_service.models import IdempotencyKey, Product
 from inventory_service.schemas import (
     BatchCreateSchema,
@@ -37,7 +38,7 @@ from shopkit.idempotency import (
     idempotency_key_from_request,
     respond_idempotently,
 )
-from shopkit.metrics import STOCK_RESERVATIONS, counts_outcomes
+from shopkit.metrics import counts_outcomes
 from shopkit.openapi import LOCATION_HEADER
 
 products_blp = Blueprint(

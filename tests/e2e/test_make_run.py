@@ -19,9 +19,9 @@ import psutil
 import pytest
 import requests
 
+from devstack.gateway import STOREFRONT_PATH, nginx_binary
+from devstack.processes import free_port
 from shopkit.config import PROJECT_ROOT
-from shopkit.gateway import STOREFRONT_PATH, nginx_binary
-from shopkit.stack import free_port
 
 pytestmark = pytest.mark.processes
 
