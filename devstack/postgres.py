@@ -67,7 +67,7 @@ def _tune(server, *, durable: bool) -> None:  # type: ignore[no-untyped-def]
         ]
     server.psql("\n".join(settings))
     if current < MAX_CONNECTIONS:
-        from pgserver._commands import pg_ctl  # noqa: PLC0415
+        from pgserver._commands import pg_ctl  # type: ignore[attr-defined]  # noqa: PLC0415
         from pgserver.utils import PostmasterInfo  # noqa: PLC0415
 
         # pg_ctl restart reuses the options the server was started with (socket dir).

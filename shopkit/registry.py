@@ -20,6 +20,8 @@ class App:
     name: str
     package: str
     port: int
+    #: What it owns, in a few words (the table in the docs).
+    owns: str
     #: The services whose HTTP APIs this app calls (Compose's ``depends_on``, the
     #: Kubernetes network policies, the launcher's start order).
     calls: tuple[str, ...] = ()
@@ -50,10 +52,38 @@ class App:
 
 #: The services, in start order (each after the services it calls).
 SERVICES: tuple[App, ...] = (
-    App("customers", "customers_service", 5000, schema="customers"),
-    App("inventory", "inventory_service", 5001, ("customers",), schema="inventory"),
-    App("sales", "sales_service", 5002, ("customers", "inventory"), schema="sales"),
-    App("reviews", "reviews_service", 5003, ("customers", "inventory", "sales"), schema="reviews"),
+    App(
+        "customers",
+        "customers_service",
+        5000,
+        "accounts, passwords, roles, wallets and their ledger, refresh tokens, signing keys, "
+        "throttling",
+        schema="customers",
+    ),
+    App(
+        "inventory",
+        "inventory_service",
+        5001,
+        "products, stock, reservations and their lines",
+        ("customers",),
+        schema="inventory",
+    ),
+    App(
+        "sales",
+        "sales_service",
+        5002,
+        "orders with their lines, history and saga steps; carts",
+        ("customers", "inventory"),
+        schema="sales",
+    ),
+    App(
+        "reviews",
+        "reviews_service",
+        5003,
+        "reviews and their moderation history",
+        ("customers", "inventory", "sales"),
+        schema="reviews",
+    ),
 )
 #: The web front ends: no database, started once every service is ready.
 FRONTENDS: tuple[App, ...] = (
@@ -61,6 +91,7 @@ FRONTENDS: tuple[App, ...] = (
         "storefront",
         "storefront",
         8080,
+        "nothing: server-rendered pages over the public APIs",
         tuple(s.name for s in SERVICES),
         workers=1,
         threads=8,
