@@ -1,8 +1,8 @@
 """Configuration from the environment (12-factor), with local defaults.
 
-Every setting but the database has a default that makes the local run work
-with nothing set (``make run`` sets ``DATABASE_URL`` to its embedded
-PostgreSQL): the service URLs default to ``127.0.0.1`` on the standard ports
+Every setting has a default that makes the local run work with nothing set
+(without ``DATABASE_URL`` a service uses the embedded PostgreSQL the dev stack
+offers, see :func:`shopkit.db.resolve_database_url`): the service URLs default to ``127.0.0.1`` on the standard ports
 (:mod:`shopkit.registry`), and the secrets to development values (a warning is
 logged once per service when those are in use).
 
@@ -98,8 +98,8 @@ class Settings:
     """All runtime settings of a service, read once from the environment.
 
     ``database_url`` is empty when ``DATABASE_URL`` is unset: a service then
-    refuses to start (:func:`shopkit.db.resolve_database_url`); the dev stack's
-    embedded PostgreSQL lives in ``data_dir``.
+    uses the dev stack's embedded PostgreSQL in ``data_dir``, or refuses to start
+    where no dev stack is installed (:func:`shopkit.db.resolve_database_url`).
     """
 
     service_name: str

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import time
+from importlib.metadata import entry_points
+from pathlib import Path
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -36,22 +38,36 @@ def make_metadata(schema: str) -> MetaData:
 
 
 class MissingDatabaseURL(RuntimeError):
-    """A service was started without ``DATABASE_URL``."""
+    """A service was started without ``DATABASE_URL`` and no development database exists."""
+
+
+#: Entry-point group through which a development stack offers a database when
+#: ``DATABASE_URL`` is unset (the dev stack's ``devstack.roles:database_url``). The runtime
+#: never imports the dev stack: a service image, which does not install it, requires
+#: ``DATABASE_URL`` instead.
+DEV_DATABASE_GROUP = "shop.dev_database"
 
 
 def resolve_database_url(settings: Settings) -> str:
-    """``DATABASE_URL``, normalised; :class:`MissingDatabaseURL` if it is not set.
+    """``DATABASE_URL``, normalised; else the development database the dev stack offers.
 
-    The runtime never starts a database of its own: ``make run`` (the dev stack,
-    :mod:`devstack`) sets ``DATABASE_URL`` for every service it starts, and
-    ``python -m devstack database-url <service>`` prints the embedded one.
+    Without ``DATABASE_URL`` a service asks whatever is registered under
+    :data:`DEV_DATABASE_GROUP` (installed with the project's dev stack, it starts or
+    joins the embedded PostgreSQL under ``settings.data_dir``), so one service starts
+    with no configuration at all on a development machine.
+    :class:`MissingDatabaseURL` where neither exists.
     """
     if settings.database_url:
         return normalise_url(settings.database_url)
+    for entry in entry_points(group=DEV_DATABASE_GROUP):
+        try:
+            offer = entry.load()
+        except ImportError:  # the dev stack is listed but its extras are not installed
+            continue
+        return normalise_url(str(offer(Path(settings.data_dir) / "pg", settings.service_name)))
     raise MissingDatabaseURL(
-        f"DATABASE_URL is not set for {settings.service_name}. On a development machine, "
-        f"`make run` starts everything; for one service by hand: export DATABASE_URL="
-        f'"$(.venv/bin/python -m devstack database-url {settings.service_name})"'
+        f"DATABASE_URL is not set for {settings.service_name}, and no development stack "
+        "is installed to provide one (`make run` starts everything on a development machine)"
     )
 
 

@@ -95,3 +95,27 @@ def test_system_tools_does_nothing_when_everything_is_there() -> None:
         pytest.fail("make test installs the system tools first (devstack/system_tools.sh)")
     done = subprocess.run([str(SCRIPT)], capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 0 and not done.stdout and not done.stderr
+
+
+def test_a_service_without_database_url_gets_the_dev_stacks_database(tmp_path: Path) -> None:
+    """No configuration at all: the runtime asks the dev stack's entry point, never imports it."""
+    from importlib.metadata import entry_points
+
+    from shopkit.config import Settings
+    from shopkit.db import DEV_DATABASE_GROUP, resolve_database_url
+
+    offered = [e.value for e in entry_points(group=DEV_DATABASE_GROUP)]
+    assert offered == ["devstack.roles:database_url"]
+    configured = Settings.from_env("customers", database_url="postgres://u:p@db:5432/shop")
+    assert resolve_database_url(configured) == "postgresql+psycopg2://u:p@db:5432/shop"
+    url = resolve_database_url(Settings.from_env("customers", database_url="", data_dir=tmp_path))
+    try:
+        # The embedded server under data_dir, as the service's own role.
+        assert url.startswith("postgresql+psycopg2://customers_svc")
+        assert (tmp_path / "pg").is_dir()
+    finally:
+        import pgserver
+        from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
+
+        server = pgserver.get_server(tmp_path / "pg")  # the running one, joined
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
