@@ -2,7 +2,8 @@
 
 Every setting has a default that makes the local run work with nothing set
 (without ``DATABASE_URL`` a service uses the embedded PostgreSQL the dev stack
-offers, see :func:`shopkit.db.resolve_database_url`): the service URLs default to ``127.0.0.1`` on the standard ports
+offers, see :func:`shopkit.db.resolve_database_url`): the service URLs default
+to ``127.0.0.1`` on the standard ports
 (:mod:`shopkit.registry`), and the secrets to development values (a warning is
 logged once per service when those are in use).
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import time
-from importlib.metadata import entry_points
-from pathlib import Path
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, current_app, g
