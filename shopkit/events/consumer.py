@@ -45,6 +45,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from sqlalchemy import Column, DateTime, MetaData, String, Table, func, text
@@ -174,7 +175,7 @@ class Consumer:
         return len(entries)
 
     def _read_new(self) -> list[Entry]:
-        replies = self.broker.xreadgroup(
+        replies: Any = self.broker.xreadgroup(
             self.group,
             self.name,
             dict.fromkeys(self.streams, ">"),
@@ -197,7 +198,7 @@ class Consumer:
         """
         claimed: list[Entry] = []
         for stream in self.streams:
-            pending = self.broker.xpending_range(
+            pending: Any = self.broker.xpending_range(
                 stream,
                 self.group,
                 min="-",
@@ -205,7 +206,7 @@ class Consumer:
                 count=self.settings.batch_size,
                 idle=self.settings.retry_base_ms,
             )
-            due = []
+            due: list[Any] = []
             for item in pending:
                 entry_id = as_text(item["message_id"])
                 deliveries = int(item["times_delivered"])
@@ -219,7 +220,7 @@ class Consumer:
                 else:
                     due.append(entry_id)
             if due:
-                messages = self.broker.xclaim(
+                messages: Any = self.broker.xclaim(
                     stream, self.group, self.name, self.settings.retry_base_ms, due
                 )
                 claimed += [Entry(stream, as_text(entry_id), (fields or {}).get(FIELD.encode()))
@@ -319,9 +320,9 @@ class Consumer:
 
     def dead_letter(self, entry: Entry, deliveries: int, *, error: str | None = None) -> None:
         """Move ``entry`` to the group's dead letters with its last error, and acknowledge it."""
-        raw = entry.raw
+        raw: Any = entry.raw
         if raw is None:
-            found = self.broker.xrange(entry.stream, entry.entry_id, entry.entry_id, count=1)
+            found: Any = self.broker.xrange(entry.stream, entry.entry_id, entry.entry_id, count=1)
             raw = found[0][1].get(FIELD.encode(), b"") if found else b""
         reason = error or as_text(self.broker.hget(errors_key(self.group), entry.key) or b"")
         if not reason:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -72,7 +73,7 @@ def list_dead_letters(
 ) -> list[DeadLetter]:
     """Up to ``count`` of ``group``'s dead letters, oldest first, after id ``after``."""
     start = after if after == "-" else f"({after}"
-    entries = broker.xrange(dead_letter_stream(group), start, "+", count=count)
+    entries: Any = broker.xrange(dead_letter_stream(group), start, "+", count=count)
     return [_parse(group, entry_id, fields) for entry_id, fields in entries]
 
 
@@ -82,7 +83,7 @@ def count_dead_letters(broker: redis.Redis, group: str) -> int:
 
 
 def _take(broker: redis.Redis, group: str, dead_id: str) -> DeadLetter:
-    found = broker.xrange(dead_letter_stream(group), dead_id, dead_id, count=1)
+    found: Any = broker.xrange(dead_letter_stream(group), dead_id, dead_id, count=1)
     if not found:
         raise DeadLetterNotFound(f"group {group!r} has no dead letter {dead_id!r}")
     return _parse(group, found[0][0], found[0][1])

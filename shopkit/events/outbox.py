@@ -168,7 +168,7 @@ def emit_many(session: Session, table: Table, events: Sequence[NewEvent]) -> lis
     )
     if len(inserted.all()) != len(rows):  # pragma: no cover (the INSERT writes every row or fails)
         raise RuntimeError("the outbox insert wrote fewer rows than it was given")
-    return [uuid.UUID(row["event_id"]) for row in rows]
+    return [uuid.UUID(str(row["event_id"])) for row in rows]
 
 
 def backlog(session: Session, table: Table) -> int:

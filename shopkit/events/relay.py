@@ -191,9 +191,9 @@ class Relay:
         for stream in streams[:published]:
             EVENTS_PUBLISHED.labels(stream=stream).inc()
         if published < len(rows):
-            error = results[published]
-            self._count_attempt([row.id for row in rows[published:]], error)
-            raise error
+            failure: Exception = results[published]
+            self._count_attempt([row.id for row in rows[published:]], failure)
+            raise failure
         return published
 
     def _unpublished(self) -> list:  # type: ignore[type-arg]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -66,7 +67,8 @@ def _group_lag(broker: redis.Redis, stream: str, info: dict) -> GroupLag:  # typ
         candidates.append(_ms(as_text(undelivered[0][0])))
     lag = info.get("lag")
     if lag is None:  # the broker cannot tell after deletions; count (bounded)
-        lag = len(broker.xrange(stream, f"({last}", "+", count=MAX_COUNTED_LAG))
+        counted: Any = broker.xrange(stream, f"({last}", "+", count=MAX_COUNTED_LAG)
+        lag = len(counted)
     age = max(0.0, time.time() - min(candidates) / 1000) if candidates else 0.0
     return GroupLag(group, stream, int(info["consumers"]), int(info["pending"]), int(lag), age)
 
