@@ -50,18 +50,27 @@ from typing import Any
 import redis
 from sqlalchemy import Column, DateTime, MetaData, String, Table, func, text
 from sqlalchemy.dialects.postgresql import UUID
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shopkit.events.catalog import dead_letter_stream, replay_stream
-from shopkit.events.envelope import FIELD, Event, MalformedEvent, consumer_span, decode
+from shopkit.events.envelope import (
+    FIELD,
+    Event,
+    MalformedEvent,
+    consumer_batch_span,
+    consumer_span,
+    decode,
+)
 from shopkit.events.metrics import EVENTS_CONSUMED
+from shopkit.events.outbox import qualified
 from shopkit.events.streams import as_text, observe_group
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Session, Event], None]
+#: Applies a batch's new events at once (one statement for many), in stream order.
+BatchHandler = Callable[[Session, list[Event]], None]
 DEFAULT_INBOX = "inbox"
 MAX_ERROR_CHARS = 2000
 
@@ -123,7 +132,13 @@ def default_consumer_name() -> str:
 
 
 class Consumer:
-    """One member of consumer group ``group`` applying ``handler`` to ``streams``' events."""
+    """One member of consumer group ``group`` applying its handler to ``streams``' events.
+
+    ``handler(session, event)`` is called once per new event; ``batch_handler(session,
+    events)`` once per batch with all of its new events, for handlers that write
+    many rows in one statement. Either runs inside the batch's transaction and
+    must not commit.
+    """
 
     def __init__(
         self,
@@ -133,7 +148,8 @@ class Consumer:
         *,
         group: str,
         streams: Sequence[str],
-        handler: Handler,
+        handler: Handler | None = None,
+        batch_handler: BatchHandler | None = None,
         name: str | None = None,
         settings: ConsumerSettings | None = None,
     ) -> None:
@@ -142,7 +158,10 @@ class Consumer:
         self.inbox = inbox
         self.group = group
         self.streams = [*streams, replay_stream(group)]
+        if (handler is None) == (batch_handler is None):
+            raise ValueError("give a consumer either a handler or a batch_handler")
         self.handler = handler
+        self.batch_handler = batch_handler
         self.name = name or default_consumer_name()
         self.settings = settings or ConsumerSettings()
         self._reclaimed_at = 0.0
@@ -265,39 +284,50 @@ class Consumer:
             self._ack([pair[0]], outcomes)
 
     def _apply(self, pairs: Sequence[tuple[Entry, Event]]) -> dict[str, int]:
-        outcomes = {"applied": 0, "duplicate": 0}
         with self.sessions() as session, session.begin():
             session.execute(
                 text(f"SET LOCAL statement_timeout = {int(self.settings.db_timeout_ms)}")
             )
-            rows = [
-                {
-                    "consumer_group": self.group,
-                    "event_id": event.id,
-                    "type": event.type,
-                    "stream": entry.stream,
-                    "entry_id": entry.entry_id,
-                }
-                for entry, event in pairs
-            ]
-            fresh = {
-                str(event_id)
-                for event_id in session.execute(
-                    pg_insert(self.inbox)
-                    .values(rows)
-                    .on_conflict_do_nothing()
-                    .returning(self.inbox.c.event_id)
-                ).scalars()
-            }
+            fresh = self._record_in_inbox(session, pairs)
+            todo = []
             for _entry, event in pairs:
-                if event.id not in fresh:
-                    outcomes["duplicate"] += 1
-                    continue
-                fresh.discard(event.id)  # the same event twice in one batch applies once
-                with consumer_span(event, self.group):
-                    self.handler(session, event)
-                outcomes["applied"] += 1
-        return outcomes
+                if event.id in fresh:
+                    fresh.discard(event.id)  # the same event twice in one batch applies once
+                    todo.append(event)
+            if self.batch_handler is not None:
+                if todo:
+                    with consumer_batch_span(todo, self.group):
+                        self.batch_handler(session, todo)
+            else:
+                for event in todo:
+                    with consumer_span(event, self.group):
+                        self.handler(session, event)  # type: ignore[misc]
+        return {"applied": len(todo), "duplicate": len(pairs) - len(todo)}
+
+    def _record_in_inbox(self, session: Session, pairs: Sequence[tuple[Entry, Event]]) -> set[str]:
+        """Insert the events' inbox rows; the ids that were not there yet."""
+        inserted = session.execute(
+            text(
+                f"""
+                INSERT INTO {qualified(session, self.inbox)}
+                    (consumer_group, event_id, type, stream, entry_id)
+                SELECT :group, e.id, e.type, e.stream, e.entry_id
+                FROM unnest(CAST(:ids AS uuid[]), CAST(:types AS text[]),
+                            CAST(:streams AS text[]), CAST(:entries AS text[]))
+                     AS e(id, type, stream, entry_id)
+                ON CONFLICT DO NOTHING
+                RETURNING event_id
+                """  # noqa: S608 (the table name is ours, quoted)
+            ),
+            {
+                "group": self.group,
+                "ids": [event.id for _, event in pairs],
+                "types": [event.type for _, event in pairs],
+                "streams": [entry.stream for entry, _ in pairs],
+                "entries": [entry.entry_id for entry, _ in pairs],
+            },
+        )
+        return {str(event_id) for event_id in inserted.scalars()}
 
     def _ack(self, entries: Iterable[Entry], outcomes: dict[str, int]) -> None:
         by_stream: dict[str, list[str]] = {}

@@ -127,6 +127,34 @@ def decode(raw: bytes | str) -> Event:
         raise MalformedEvent(f"invalid sequence: {sequence!r}") from error
 
 
+def _link(event: Event) -> trace.Link | None:
+    parent = propagate.extract({"traceparent": event.traceparent} if event.traceparent else {})
+    context = trace.get_current_span(parent).get_span_context()
+    return trace.Link(context) if context.is_valid else None
+
+
+@contextmanager
+def consumer_batch_span(events: list[Event], group: str) -> Iterator[None]:
+    """One span for a batch of events, linked to each producer's trace (tracing on)."""
+    if not tracing_enabled():
+        yield
+        return
+    links = [link for link in map(_link, events) if link is not None]
+    tracer = trace.get_tracer("shopkit.events")
+    with tracer.start_as_current_span(
+        f"{group} process",
+        kind=trace.SpanKind.CONSUMER,
+        links=links,
+        attributes={
+            "messaging.system": "valkey",
+            "messaging.operation.type": "process",
+            "messaging.consumer.group.name": group,
+            "messaging.batch.message_count": len(events),
+        },
+    ):
+        yield
+
+
 @contextmanager
 def consumer_span(event: Event, group: str) -> Iterator[None]:
     """A consumer span for handling ``event``, continuing the producer's trace if it has one."""

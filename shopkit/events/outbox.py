@@ -143,7 +143,7 @@ def emit_many(session: Session, table: Table, events: Sequence[NewEvent]) -> lis
         text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS bigint[])) AS k"),
         {"keys": sorted(keys)},
     )
-    name = _qualified(session, table)
+    name = qualified(session, table)
     # The subquery sees every row committed before the locks were granted (READ COMMITTED).
     inserted = session.execute(
         text(
@@ -173,7 +173,7 @@ def emit_many(session: Session, table: Table, events: Sequence[NewEvent]) -> lis
 
 def backlog(session: Session, table: Table) -> int:
     """How many committed rows of ``table`` are not published yet."""
-    name = _qualified(session, table)
+    name = qualified(session, table)
     count = session.execute(text(f"SELECT count(*) FROM {name} WHERE published_at IS NULL"))  # noqa: S608
     return int(count.scalar_one())
 
@@ -184,7 +184,7 @@ def prune(session: Session, table: Table, older_than_s: float) -> int:
     Published rows are kept for a while so that the audit can compare the
     outbox with what consumers applied; after that they are only history.
     """
-    name = _qualified(session, table)
+    name = qualified(session, table)
     deleted = session.execute(
         text(
             f"DELETE FROM {name} WHERE published_at IS NOT NULL "  # noqa: S608
@@ -195,6 +195,7 @@ def prune(session: Session, table: Table, older_than_s: float) -> int:
     return int(deleted.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def _qualified(session: Session, table: Table) -> str:
+def qualified(session: Session, table: Table) -> str:
+    """``table``'s schema-qualified, quoted name for hand-written SQL."""
     preparer = session.get_bind().dialect.identifier_preparer
     return preparer.format_table(table)
