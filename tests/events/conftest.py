@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from devstack import broker as embedded_broker
 from shopkit.config import PROJECT_ROOT
-from shopkit.events.consumer import Consumer, ConsumerSettings, Handler
+from shopkit.events.consumer import BatchHandler, Consumer, ConsumerSettings, Handler
 from shopkit.events.outbox import emit
 from shopkit.events.relay import Relay, RelaySettings, broker_client
 from tests.events import tables
@@ -95,6 +95,7 @@ def make_consumer(valkey: redis.Redis, sessions: sessionmaker[Session]) -> Calla
         streams: list[str],
         handler: Handler | None = None,
         name: str = "tester",
+        batch_handler: BatchHandler | None = None,
         **settings: Any,
     ) -> Consumer:
         chosen = ConsumerSettings(**{**FAST.__dict__, **settings})
@@ -104,7 +105,8 @@ def make_consumer(valkey: redis.Redis, sessions: sessionmaker[Session]) -> Calla
             tables.inbox,
             group=group,
             streams=streams,
-            handler=handler or tables.record_effect(group),
+            handler=None if batch_handler else handler or tables.record_effect(group),
+            batch_handler=batch_handler,
             name=name,
             settings=chosen,
         )

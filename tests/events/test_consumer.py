@@ -183,3 +183,29 @@ def test_lag_in_entries_and_seconds(relay, emit_orders, make_consumer, valkey) -
     assert info.groups[0].lag_seconds == 0.0
     observe_group(valkey, "slow", [ORDERS])
     assert sample(DEAD_LETTERS, "shop_dead_letters", group="slow") == 0
+
+
+def test_a_batch_handler_applies_each_new_event_once_and_survives_a_poison_one(
+    relay, emit_orders, make_consumer, effects, valkey
+) -> None:
+    emitted = emit_orders(6, [str(uuid.uuid4()) for _ in range(6)])
+    relay.publish_once()
+    [(_, fields), *_] = valkey.xrange(ORDERS)
+    valkey.xadd(ORDERS, fields)  # the first event a second time, in the same batch
+    record = tables.record_effect("batched")
+    batches: list[int] = []
+
+    def apply(session, events: list[Event]) -> None:
+        if any(event.id == emitted[2] for event in events):
+            raise ValueError("poison")
+        batches.append(len(events))
+        for event in events:
+            record(session, event)
+
+    consumer = make_consumer("batched", [ORDERS], batch_handler=apply)
+    drain(consumer, until=lambda: valkey.xlen(dead_letter_stream("batched")) == 1)
+    assert effects("batched") == {e: 1 for e in emitted if e != emitted[2]}
+    # The whole batch failed once, then each entry went alone.
+    assert batches and max(batches) == 1
+    [letter] = deadletters.list_dead_letters(valkey, "batched")
+    assert letter.event_id == emitted[2] and "poison" in letter.error
