@@ -32,7 +32,8 @@ import time
 from dataclasses import dataclass
 
 import redis
-from sqlalchemy import Connection, Engine, Table, select, text
+from sqlalchemy import BigInteger, Connection, Engine, Table, bindparam, func, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import SQLAlchemyError
 
 from shopkit.events.catalog import stream_for
@@ -216,10 +217,12 @@ class Relay:
             return
         with self.engine.begin() as conn:
             self._set_timeout(conn)
+            # One array parameter: the statement is the same whatever the batch's size.
             conn.execute(
                 self.table.update()
-                .where(self.table.c.id.in_(ids))
-                .values(published_at=text("now()"), attempts=self.table.c.attempts + 1)
+                .where(self.table.c.id == func.any(bindparam("ids", type_=ARRAY(BigInteger))))
+                .values(published_at=func.now(), attempts=self.table.c.attempts + 1),
+                {"ids": ids},
             )
 
     def _count_attempt(self, ids: list[int], error: Exception) -> None:
