@@ -73,6 +73,8 @@ Handler = Callable[[Session, Event], None]
 BatchHandler = Callable[[Session, list[Event]], None]
 DEFAULT_INBOX = "inbox"
 MAX_ERROR_CHARS = 2000
+#: Pages of the pending list one reclaim round reads per stream, at most.
+MAX_PENDING_PAGES = 10
 
 
 def inbox_table(metadata: MetaData, name: str = DEFAULT_INBOX) -> Table:
@@ -217,15 +219,33 @@ class Consumer:
         """
         claimed: list[Entry] = []
         for stream in self.streams:
+            due = self._due(stream)
+            if due:
+                messages: Any = self.broker.xclaim(
+                    stream, self.group, self.name, self.settings.retry_base_ms, due
+                )
+                claimed += [Entry(stream, as_text(entry_id), (fields or {}).get(FIELD.encode()))
+                            for entry_id, fields in messages]  # fmt: skip
+        return claimed
+
+    def _due(self, stream: str) -> list[Any]:
+        """Up to a batch of ``stream``'s pending entries due for a retry (dead-lettering some).
+
+        Pages through the pending list, so entries another live consumer is still
+        working on cannot hide this consumer's due ones behind them (bounded by
+        :data:`MAX_PENDING_PAGES` pages per round).
+        """
+        due: list[Any] = []  # entry ids (redis-py types them loosely)
+        start = "-"
+        for _ in range(MAX_PENDING_PAGES):
             pending: Any = self.broker.xpending_range(
                 stream,
                 self.group,
-                min="-",
+                min=start,
                 max="+",
                 count=self.settings.batch_size,
                 idle=self.settings.retry_base_ms,
             )
-            due: list[Any] = []
             for item in pending:
                 entry_id = as_text(item["message_id"])
                 deliveries = int(item["times_delivered"])
@@ -238,13 +258,10 @@ class Consumer:
                     self.dead_letter(Entry(stream, entry_id, None), deliveries)
                 else:
                     due.append(entry_id)
-            if due:
-                messages: Any = self.broker.xclaim(
-                    stream, self.group, self.name, self.settings.retry_base_ms, due
-                )
-                claimed += [Entry(stream, as_text(entry_id), (fields or {}).get(FIELD.encode()))
-                            for entry_id, fields in messages]  # fmt: skip
-        return claimed
+            if len(pending) < self.settings.batch_size or len(due) >= self.settings.batch_size:
+                break
+            start = f"({as_text(pending[-1]['message_id'])}"
+        return due[: self.settings.batch_size]
 
     def _backoff_ms(self, deliveries: int) -> int:
         exponent = max(deliveries - 1, 0)
@@ -393,6 +410,10 @@ class Consumer:
                 backoff = 0.1
             except (redis.RedisError, SQLAlchemyError) as error:
                 log.warning("group %s: %s; retrying in %.1fs", self.group, error, backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, self.settings.backoff_max_s)
+            except Exception:  # a bug must not silently end the thread that consumes
+                log.exception("group %s: unexpected error; retrying in %.1fs", self.group, backoff)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, self.settings.backoff_max_s)
 

@@ -90,6 +90,7 @@ class Relay:
         self.source = f"/{service}"
         self.settings = settings or RelaySettings()
         self._lease: Connection | None = None
+        self._lease_checked_at = 0.0
         self._lease_key = advisory_key(f"outbox-relay\x00{table.fullname}")
         self._backlog_at = 0.0
 
@@ -101,11 +102,20 @@ class Relay:
         return self._lease is not None
 
     def try_lease(self) -> bool:
-        """Take the lease if it is free, or check that this relay still holds it."""
+        """Take the lease if it is free, or check that this relay still holds it.
+
+        The check of a held lease (a round trip on its connection) happens at
+        most every ``lease_retry_s``; in between the lease is assumed held. A
+        relay that lost it without noticing can only publish duplicates, which
+        consumers absorb.
+        """
         if self._lease is not None:
+            if time.monotonic() - self._lease_checked_at < self.settings.lease_retry_s:
+                return True
             try:
                 self._lease.execute(text("SELECT 1"))
                 self._lease.commit()
+                self._lease_checked_at = time.monotonic()
                 return True
             except SQLAlchemyError:
                 log.warning("the relay's lease connection broke; the lease is lost")
@@ -128,6 +138,7 @@ class Relay:
             conn.close()
             return False
         self._lease = conn
+        self._lease_checked_at = time.monotonic()
         log.info("relay for %s holds the lease", self.table.fullname)
         return True
 
@@ -274,6 +285,11 @@ class Relay:
                         self.refresh_backlog()
                 except (redis.RedisError, SQLAlchemyError) as error:
                     log.warning("relay for %s: %s; retrying in %.1fs", self.service, error, backoff)
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, self.settings.backoff_max_s)
+                    continue
+                except Exception:  # a bug must not silently end the thread that publishes
+                    log.exception("relay for %s: unexpected error", self.service)
                     stop.wait(backoff)
                     backoff = min(backoff * 2, self.settings.backoff_max_s)
                     continue

@@ -193,3 +193,9 @@ def sample(metric: Any, name: str, **labels: str) -> float | None:
             if found.name == name and found.labels == labels:
                 return float(found.value)
     return None
+
+
+def pending_by(valkey: redis.Redis, group: str, stream: str = "events:order") -> dict[str, int]:
+    """How many entries of ``stream`` each consumer of ``group`` holds unacknowledged."""
+    summary: Any = valkey.xpending(stream, group)
+    return {c["name"].decode(): int(c["pending"]) for c in summary["consumers"]}

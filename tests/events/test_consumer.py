@@ -14,7 +14,7 @@ from shopkit.events.envelope import FIELD, Event
 from shopkit.events.metrics import CONSUMER_LAG, DEAD_LETTERS, EVENTS_CONSUMED
 from shopkit.events.streams import describe, observe_group
 from tests.events import tables
-from tests.events.conftest import drain, sample
+from tests.events.conftest import drain, pending_by, sample
 
 ORDERS = stream_for("order")
 
@@ -209,3 +209,31 @@ def test_a_batch_handler_applies_each_new_event_once_and_survives_a_poison_one(
     assert batches and max(batches) == 1
     [letter] = deadletters.list_dead_letters(valkey, "batched")
     assert letter.event_id == emitted[2] and "poison" in letter.error
+
+
+def test_own_due_retries_are_found_behind_another_consumers_in_flight_entries(
+    relay, emit_orders, make_consumer, effects, valkey
+) -> None:
+    """A live consumer's long batch fills the first pages of the pending list."""
+    emit_orders(12)
+    relay.publish_once()
+    failing = True
+    record = tables.record_effect("paged")
+
+    def handler(session, event: Event) -> None:
+        if failing:
+            raise ValueError("not yet")
+        record(session, event)
+
+    mine = make_consumer("paged", [ORDERS], handler=handler, batch_size=5, claim_after_ms=60_000)
+    # Another member takes the first ten entries and keeps working on them.
+    valkey.xreadgroup("paged", "busy", {ORDERS: ">"}, count=10)
+    mine.poll()  # reads the last two; their handler fails, they stay pending
+    assert pending_by(valkey, "paged") == {"busy": 10, "tester": 2}
+    failing = False
+    time.sleep(0.25)  # past the first back-off (100 ms)
+    claimed = mine.reclaim()
+    assert len(claimed) == 2, "the due retries behind the busy consumer's entries were missed"
+    mine.process(claimed)
+    assert len(effects("paged")) == 2
+    assert pending_by(valkey, "paged") == {"busy": 10}

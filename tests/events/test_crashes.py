@@ -8,16 +8,11 @@ from shopkit.events.catalog import stream_for
 from shopkit.events.metrics import EVENTS_CONSUMED
 from shopkit.events.outbox import backlog
 from tests.events import tables
-from tests.events.conftest import drain, sample
+from tests.events.conftest import drain, pending_by, sample
 
 ORDERS = stream_for("order")
 
 pytestmark = pytest.mark.processes
-
-
-def _pending_by_consumer(valkey, group: str) -> dict[str, int]:
-    summary = valkey.xpending(ORDERS, group)
-    return {c["name"].decode(): int(c["pending"]) for c in summary["consumers"]}
 
 
 def test_relay_killed_after_publishing_before_marking(
@@ -32,7 +27,7 @@ def test_relay_killed_after_publishing_before_marking(
     assert valkey.xlen(ORDERS) == 10
     consumer = make_consumer("audit", [ORDERS])
     drain(consumer, until=lambda: valkey.xinfo_groups(ORDERS)[0]["lag"] == 0
-          and not _pending_by_consumer(valkey, "audit"))  # fmt: skip
+          and not pending_by(valkey, "audit"))  # fmt: skip
     assert effects("audit") == dict.fromkeys(emitted, 1)
     with sessions() as session:
         assert backlog(session, tables.outbox) == 0
@@ -54,11 +49,11 @@ def crash_consumer(run_worker, relay, emit_orders):  # type: ignore[no-untyped-d
 def test_consumer_killed_before_its_commit(crash_consumer, make_consumer, effects, valkey) -> None:
     emitted = crash_consumer("before-commit", "audit")
     assert effects("audit") == {}, "the dead consumer's transaction was rolled back"
-    assert _pending_by_consumer(valkey, "audit") == {"doomed": 5}
+    assert pending_by(valkey, "audit") == {"doomed": 5}
     survivor = make_consumer("audit", [ORDERS], name="survivor")
     drain(
         survivor,
-        until=lambda: len(effects("audit")) == 5 and not _pending_by_consumer(valkey, "audit"),
+        until=lambda: len(effects("audit")) == 5 and not pending_by(valkey, "audit"),
     )
     assert effects("audit") == dict.fromkeys(emitted, 1)
 
@@ -68,13 +63,13 @@ def test_consumer_killed_after_its_commit_before_its_ack(
 ) -> None:
     emitted = crash_consumer("after-commit", "after")
     assert effects("after") == dict.fromkeys(emitted, 1), "the effects were committed"
-    assert _pending_by_consumer(valkey, "after") == {"doomed": 5}, "...and never acknowledged"
+    assert pending_by(valkey, "after") == {"doomed": 5}, "...and never acknowledged"
     before = (
         sample(EVENTS_CONSUMED, "shop_events_consumed_total", group="after", outcome="duplicate")
         or 0
     )
     survivor = make_consumer("after", [ORDERS], name="survivor")
-    drain(survivor, until=lambda: not _pending_by_consumer(valkey, "after"))
+    drain(survivor, until=lambda: not pending_by(valkey, "after"))
     assert effects("after") == dict.fromkeys(emitted, 1)
     after = sample(
         EVENTS_CONSUMED, "shop_events_consumed_total", group="after", outcome="duplicate"
