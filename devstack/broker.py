@@ -69,11 +69,14 @@ def free_port(host: str = HOST) -> int:
         return int(sock.getsockname()[1])
 
 
+# Looked up in the parent: between fork and exec the child only calls this C function
+# (no imports, no allocation, no lock another thread might hold).
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
 def _die_with_parent() -> None:  # pragma: no cover (runs in the child before exec)
     """Ask the kernel to send ``SIGTERM`` to this process when its parent exits."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    os.setpgrp()  # a Ctrl-C in the terminal reaches the launcher, which stops us cleanly
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 @dataclass
@@ -184,7 +187,10 @@ def start(
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 (no threads run between fork and exec)
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 (only a C call, see _prctl)
+            # Its own process group: a Ctrl-C in the terminal reaches the launcher,
+            # which then stops the server cleanly.
+            process_group=0,
         )
         broker = Broker(process=process, port=chosen, data_dir=data_dir, durable=durable)
         try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import threading
 import time
 import uuid
@@ -202,3 +204,23 @@ def _placed(order_id: str) -> dict:
         "total": "3.00",
         "lines": [{"product_id": 1, "quantity": 1, "unit_price": "3.00"}],
     }
+
+
+def test_a_frozen_broker_does_not_hold_the_relay(sessions, db_engine: Engine, emit_orders) -> None:
+    with embedded_broker.throwaway_broker() as own:
+        client = broker_client(own.url, timeout_s=0.5)
+        relay = Relay(db_engine, tables.outbox, client, service="test")
+        emitted = emit_orders(2)
+        os.kill(own.process.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(redis.RedisError):
+                relay.publish_once()
+            assert time.monotonic() - started < 5, "the relay waited on a frozen broker"
+        finally:
+            os.kill(own.process.pid, signal.SIGCONT)
+        assert relay.publish_once() == 2
+        with sessions() as session:
+            assert backlog(session, tables.outbox) == 0
+        # The frozen server may still have run the first pipeline once thawed: at least once.
+        assert {event.id for event in _stream_events(client)} == set(emitted)
