@@ -104,7 +104,7 @@ class Broker:
     def client(self, **options: object) -> redis.Redis:
         """A redis-py client on this server (short timeouts: it is local)."""
         defaults: dict[str, object] = {"socket_timeout": 5.0, "socket_connect_timeout": 2.0}
-        return redis.Redis.from_url(self.url, **{**defaults, **options})  # type: ignore[arg-type]
+        return redis.Redis.from_url(self.url, **{**defaults, **options})
 
     def stop(self) -> None:
         """Shut the server down cleanly (AOF flushed), killing it after a timeout."""

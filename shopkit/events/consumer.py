@@ -265,7 +265,9 @@ class Consumer:
 
     def _backoff_ms(self, deliveries: int) -> int:
         exponent = max(deliveries - 1, 0)
-        return min(self.settings.retry_base_ms * 2 ** min(exponent, 30), self.settings.retry_max_ms)
+        return int(
+            min(self.settings.retry_base_ms * 2 ** min(exponent, 30), self.settings.retry_max_ms)
+        )
 
     # -- applying ------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from sqlalchemy import BigInteger, Connection, Engine, Table, bindparam, func, select, text
@@ -208,7 +209,7 @@ class Relay:
             raise failure
         return published
 
-    def _unpublished(self) -> list:  # type: ignore[type-arg]
+    def _unpublished(self) -> list[Any]:
         t = self.table.c
         query = (
             select(

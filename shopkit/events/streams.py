@@ -55,7 +55,7 @@ def _ms(entry_id: str) -> int:
     return int(entry_id.split("-", 1)[0])
 
 
-def _group_lag(broker: redis.Redis, stream: str, info: dict) -> GroupLag:  # type: ignore[type-arg]
+def _group_lag(broker: redis.Redis, stream: str, info: dict[str, Any]) -> GroupLag:
     group = as_text(info["name"])
     last = as_text(info["last-delivered-id"])
     candidates: list[int] = []
