@@ -49,9 +49,15 @@ from shopkit.config import (
     InsecureConfiguration,
     Settings,
 )
-from shopkit.embedded_pg import psql_command, scratch_database
-from shopkit.gateway import CLOSED_ADDRESS, GATEWAY_DIR, nginx_binary
-from shopkit.stack import STOREFRONT_PORT, free_port
+from tests.support.database import (
+    CLOSED_ADDRESS,
+    GATEWAY_DIR,
+    STOREFRONT_PORT,
+    free_port,
+    nginx_binary,
+    psql_command,
+    scratch_database,
+)
 from tests.support.secrets import (
     ADMIN_PASSWORD,
     SHARED_SECRET,

@@ -21,11 +21,10 @@ from seeder.audit import Auditor
 from seeder.client import Services, admin_login
 from seeder.config import Config
 from shopkit.config import PROJECT_ROOT
-from shopkit.embedded_pg import throwaway_server
 from shopkit.migrations import upgrade
-from shopkit.stack import PACKAGES
-from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET
-from tests.deploy.conftest import GatewayUnderTest, funded_shopper, login
+from tests.support.database import PACKAGES, throwaway_server
+from tests.support.gateway import GatewayUnderTest, funded_shopper, login
+from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET
 from tests.support.live import LiveStack
 
 pytestmark = pytest.mark.processes

@@ -17,10 +17,9 @@ import pytest
 import requests
 
 from shopkit.app import MAX_BODY_BYTES
-from shopkit.gateway import GATEWAY_DIR
-from shopkit.stack import PACKAGES
-from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME
-from tests.deploy.conftest import Echo, GatewayUnderTest, funded_shopper, login
+from tests.support.database import GATEWAY_DIR, PACKAGES
+from tests.support.gateway import Echo, GatewayUnderTest, funded_shopper, login
+from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME
 
 pytestmark = pytest.mark.processes
 

@@ -16,17 +16,17 @@ import pytest
 import requests
 
 from shopkit.config import SERVICE_PORTS
-from shopkit.gateway import (
+from tests.deploy.test_gateway import assert_problem
+from tests.support.database import (
     CLOSED_ADDRESS,
     GATEWAY_DIR,
     STOREFRONT_PATH,
+    STOREFRONT_PORT,
     site_config,
     upstream_names,
 )
-from shopkit.stack import STOREFRONT_PORT
-from tests.conftest import customer_payload
-from tests.deploy.conftest import GatewayUnderTest, funded_shopper
-from tests.deploy.test_gateway import assert_problem
+from tests.support.gateway import GatewayUnderTest, funded_shopper
+from tests.support.identity import customer_payload
 
 pytestmark = pytest.mark.processes
 

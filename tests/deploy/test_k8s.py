@@ -23,8 +23,14 @@ import pytest
 import yaml
 
 from shopkit.config import PRODUCTION, PROJECT_ROOT, SERVICE_PORTS, InsecureConfiguration, Settings
-from shopkit.gateway import GATEWAY_DIR, SHARED_FILES
-from shopkit.stack import FRONTENDS, PACKAGES, STOREFRONT_PORT, ServiceProcess
+from tests.support.database import (
+    FRONTENDS,
+    GATEWAY_DIR,
+    PACKAGES,
+    SHARED_FILES,
+    STOREFRONT_PORT,
+    ServiceProcess,
+)
 from tests.support.secrets import (
     SHARED_SECRET,
     SHOP_ENV,

@@ -20,8 +20,7 @@ import pytest
 import requests
 
 from shopkit.config import PROJECT_ROOT
-from shopkit.gateway import STOREFRONT_PATH, nginx_binary
-from shopkit.stack import free_port
+from tests.support.database import STOREFRONT_PATH, free_port, nginx_binary
 
 pytestmark = pytest.mark.processes
 

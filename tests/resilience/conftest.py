@@ -7,21 +7,10 @@ from typing import Any
 
 import pytest
 
-from shopkit.embedded_pg import throwaway_server
-from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET
 from tests.resilience.harness import FINDINGS
-from tests.support.database import migrate_as_service_roles
+from tests.support.database import migrate_as_service_roles, throwaway_server
+from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET
 from tests.support.live import LiveStack
-
-#: Sales settles stalled orders by itself quickly during the suite.
-SALES_ENV = {"SALES_RECOVERY_INTERVAL": "1", "SALES_RECOVERY_AFTER": "2"}
-
-
-def start_shop(stack: LiveStack, *, sales_workers: int = 2) -> None:
-    """Customers, inventory and sales, with quick periodic recovery."""
-    stack.start("customers")
-    stack.start("inventory")
-    stack.start("sales", workers=sales_workers, extra_env=SALES_ENV)
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from tests.resilience.conftest import SALES_ENV, start_shop
 from tests.resilience.harness import (
     HEALTH_BOUND_S,
     Shop,
@@ -34,6 +33,7 @@ from tests.resilience.harness import (
     probe_health,
     settle_and_audit,
 )
+from tests.support.faults import SALES_ENV, start_shop
 from tests.support.live import LiveStack
 
 pytestmark = pytest.mark.processes
@@ -182,7 +182,7 @@ def test_postgres_frozen_then_killed_and_restarted(
 ) -> None:
     """SIGSTOP every PostgreSQL process for 8 s; later kill -9 the postmaster and restart it."""
     server, url = own_database
-    from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET
+    from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET
 
     stack = LiveStack(url, (ADMIN_USERNAME, ADMIN_PASSWORD), SERVICE_SECRET)
     try:

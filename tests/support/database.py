@@ -1,4 +1,7 @@
-"""The test database: a real PostgreSQL, one fresh database per test session."""
+"""The test database: a real PostgreSQL, one fresh database per test session.
+
+It also hands the tests the dev stack's pieces (launcher, embedded PostgreSQL, gateway).
+"""
 
 from __future__ import annotations
 
@@ -10,14 +13,57 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
+# The dev stack's pieces the tests use are imported here and only here: tests import them
+# from this module, so moving the dev stack is a change of these lines alone.
+from shopkit import embedded_pg
 from shopkit.embedded_pg import (
     create_service_roles,
+    psql_command,
     scratch_database,
     service_role_url,
     throwaway_server,
 )
+from shopkit.gateway import (
+    CLOSED_ADDRESS,
+    GATEWAY_DIR,
+    SHARED_FILES,
+    STOREFRONT_PATH,
+    Gateway,
+    nginx_binary,
+    site_config,
+    upstream_names,
+)
 from shopkit.migrations import upgrade
-from shopkit.stack import PACKAGES
+from shopkit.stack import APPS, FRONTENDS, PACKAGES, STOREFRONT_PORT, ServiceProcess, free_port
+
+__all__ = [
+    "APPS",
+    "CLOSED_ADDRESS",
+    "FRONTENDS",
+    "GATEWAY_DIR",
+    "KEEP_TABLES",
+    "PACKAGES",
+    "SCHEMAS",
+    "SHARED_FILES",
+    "STOREFRONT_PATH",
+    "STOREFRONT_PORT",
+    "Gateway",
+    "ServiceProcess",
+    "embedded_pg",
+    "free_port",
+    "fresh_database",
+    "migrate_as_service_roles",
+    "nginx_binary",
+    "present_packages",
+    "psql_command",
+    "scratch_database",
+    "server_url",
+    "service_role_url",
+    "site_config",
+    "throwaway_server",
+    "truncate_all",
+    "upstream_names",
+]
 
 #: Tables kept between tests (migration state and the token signing keys).
 KEEP_TABLES = {"alembic_version", "signing_keys"}
@@ -64,6 +110,10 @@ def migrate_as_service_roles(url: str) -> None:
     create_service_roles(url)
     for service, package in present_packages().items():
         upgrade(package, service_role_url(url, service))
+
+
+#: Every service's schema (each is named after its service).
+SCHEMAS = list(present_packages())
 
 
 def truncate_all(url: str, schemas: list[str]) -> None:

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import requests
 
-from shopkit.embedded_pg import service_role_url
-from shopkit.stack import APPS, PACKAGES, ServiceProcess, free_port
+from tests.support.database import APPS, PACKAGES, ServiceProcess, free_port, service_role_url
 
 
 class LiveStack:
