@@ -36,10 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.cpu import CpuMeter, tree
 from seeder.audit import Auditor
-from seeder.cli import _watch, prepare_replay, print_audit, run_populate, stats_table
+from seeder.cli import prepare_replay, print_audit, run_populate
 from seeder.client import Services, admin_login
 from seeder.config import Config
 from seeder.replay import ReplayOptions
+from seeder.replay.progress import stats_table, watch
 from shopkit.embedded_pg import scratch_database, throwaway_server
 from shopkit.migrations import upgrade
 from shopkit.stack import PACKAGES, ServiceProcess, free_port
@@ -154,7 +155,7 @@ def main() -> int:
         )
         replay = prepare_replay(services, admin, console, options)
         meter.begin("replay")
-        _watch(replay, console, report_every_s=5.0)
+        watch(replay, console, report_every_s=5.0)
         replay_cpu = meter.end("replay")
         meter.stop()
         console.print(stats_table(replay, "replay"))
