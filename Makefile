@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# make test runs test files in parallel on this many pytest-xdist workers (0: in-process).
+PYTEST_WORKERS ?= 2
 
 .PHONY: install test lint format run clean docs bench
 
@@ -15,8 +17,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,docs,seeder,embedded]'
 	touch $(STAMP)
 
+# One xdist group per test file (the docs pages and their browser checks share one group,
+# hence one docs build); tests/conftest.py assigns them, the slowest first.
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff format --check .

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +29,35 @@ from tests.support.database import (
     truncate_all,
 )
 from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET, Identity
+
+TESTS = Path(__file__).resolve().parent
+#: Directories whose files share one costly session fixture: one xdist group each
+#: (the docs pages and their browser checks share one docs build).
+SHARED_GROUPS = ("docs",)
+#: The groups that take longest, slowest first: ``make test`` hands them out first, so
+#: the two workers finish together instead of one waiting on a long file started last.
+SLOWEST_FIRST: tuple[str, ...] = ()
+
+
+def xdist_group(item: pytest.Item) -> str:
+    """The item's xdist group: its test file, or its directory if in :data:`SHARED_GROUPS`."""
+    path = item.path.relative_to(TESTS)
+    return f"tests/{path.parts[0]}" if path.parts[0] in SHARED_GROUPS else f"tests/{path}"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the node ids
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Group the tests for ``pytest -n N --dist loadgroup`` (``make test``), slowest first.
+
+    A group runs on one worker, so a file's module- and session-scoped stacks start
+    once per worker that runs it. Under xdist the groups are reordered (each staying
+    in one piece and in its own order) so that the slowest are handed out first.
+    """
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        rank = {group: index for index, group in enumerate(SLOWEST_FIRST)}
+        items.sort(key=lambda item: rank.get(xdist_group(item), len(rank)))
 
 
 @pytest.fixture(scope="session")
