@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,docs,seeder,embedded]'
 	touch $(STAMP)
 
-# One xdist group per test file (the docs pages and their browser checks share one group,
-# hence one docs build); tests/conftest.py assigns them, the slowest first.
+# Each test file runs whole on one worker (tests/docs as one: one docs build), the slowest
+# first (tests/conftest.py).
 test: install
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff format --check .

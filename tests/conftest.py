@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,34 +29,46 @@ from tests.support.database import (
 )
 from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET, Identity
 
-TESTS = Path(__file__).resolve().parent
-#: Directories whose files share one costly session fixture: one xdist group each
-#: (the docs pages and their browser checks share one docs build).
-SHARED_GROUPS = ("docs",)
-#: The groups that take longest, slowest first: ``make test`` hands them out first, so
-#: the two workers finish together instead of one waiting on a long file started last.
+#: Directories whose files share one costly session fixture: each runs whole on one
+#: xdist worker (the docs pages and their browser checks share one docs build).
+SHARED_DIRECTORIES = ("tests/docs/",)
+#: The work units that take longest, slowest first: ``make test`` hands them out first,
+#: so the workers finish together instead of one waiting on a long file started last.
 SLOWEST_FIRST: tuple[str, ...] = ()
 
 
-def xdist_group(item: pytest.Item) -> str:
-    """The item's xdist group: its test file, or its directory if in :data:`SHARED_GROUPS`."""
-    path = item.path.relative_to(TESTS)
-    return f"tests/{path.parts[0]}" if path.parts[0] in SHARED_GROUPS else f"tests/{path}"
+def work_unit(nodeid: str) -> str:
+    """What runs whole on one xdist worker: the test's file, or its shared directory."""
+    path = nodeid.split("::", 1)[0]
+    return next((d.rstrip("/") for d in SHARED_DIRECTORIES if path.startswith(d)), path)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the node ids
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Group the tests for ``pytest -n N --dist loadgroup`` (``make test``), slowest first.
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile`` (``make test``), with each shared directory as one unit.
 
-    A group runs on one worker, so a file's module- and session-scoped stacks start
-    once per worker that runs it. Under xdist the groups are reordered (each staying
-    in one piece and in its own order) so that the slowest are handed out first.
+    A file runs whole on one worker, so its module- and session-scoped stacks start
+    once per worker that runs it (a session's database is one per worker).
     """
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        rank = {group: index for index, group in enumerate(SLOWEST_FIRST)}
-        items.sort(key=lambda item: rank.get(xdist_group(item), len(rank)))
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class FilesAndSharedDirectories(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return FilesAndSharedDirectories(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On an xdist worker, order the work units slowest first (each kept in one piece).
+
+    The scheduler hands the units out in collection order.
+    """
+    if hasattr(config, "workerinput"):
+        rank = {unit: index for index, unit in enumerate(SLOWEST_FIRST)}
+        items.sort(key=lambda item: rank.get(work_unit(item.nodeid), len(rank)))
 
 
 @pytest.fixture(scope="session")

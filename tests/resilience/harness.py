@@ -28,7 +28,7 @@ from tests.support.live import LiveStack
 from tests.support.products import create_product
 from tests.support.sales import recover
 
-#: A purchase answers within this many seconds, whatever fails (README "Failure behaviour").
+#: A purchase answers within this many seconds, whatever fails (docs/errors.rst, "Failure behaviour").
 PURCHASE_BOUND_S = 10.0
 #: ``/healthz`` and ``/readyz`` answer within this many seconds.
 HEALTH_BOUND_S = 1.0
