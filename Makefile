@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# make test runs test files in parallel on this many pytest-xdist workers (0: in-process).
+PYTEST_WORKERS ?= 2
 
 .PHONY: install system-tools test check lint format run clean docs bench
 
@@ -20,8 +22,10 @@ $(STAMP): pyproject.toml
 system-tools:
 	devstack/system_tools.sh
 
+# Each test file runs whole on one worker (tests/docs as one: one docs build), the slowest
+# first (tests/conftest.py).
 test: install system-tools
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Formatting, lint, types (mypy) and the architecture contracts (import-linter); the
 # configuration of each is in pyproject.toml.

@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bench.cpu import CpuMeter, tree
 from devstack.broker import throwaway_broker
-from shopkit.embedded_pg import scratch_database, throwaway_server
+from devstack.postgres import scratch_database, throwaway_server
 from shopkit.events.catalog import stream_for
 from shopkit.events.consumer import Consumer, ConsumerSettings, inbox_table
 from shopkit.events.envelope import Event

@@ -38,10 +38,11 @@ from bench.cpu import CpuMeter, tree
 from devstack.postgres import scratch_database, throwaway_server
 from devstack.processes import ServiceProcess, free_port
 from seeder.audit import Auditor
-from seeder.cli import _watch, prepare_replay, print_audit, run_populate, stats_table
+from seeder.cli import prepare_replay, print_audit, run_populate
 from seeder.client import Services, admin_login
 from seeder.config import Config
 from seeder.replay import ReplayOptions
+from seeder.replay.progress import stats_table, watch
 from shopkit.migrations import upgrade
 from shopkit.registry import packages
 
@@ -155,7 +156,7 @@ def main() -> int:
         )
         replay = prepare_replay(services, admin, console, options)
         meter.begin("replay")
-        _watch(replay, console, report_every_s=5.0)
+        watch(replay, console, report_every_s=5.0)
         replay_cpu = meter.end("replay")
         meter.stop()
         console.print(stats_table(replay, "replay"))

@@ -2,7 +2,8 @@
 
 Anyone may search and read the catalogue; admins manage products and stock;
 sales take stock through ``/internal/reservations`` (service tokens,
-idempotent per ARCHITECTURE §7) and put it back by releasing the reservation.
+idempotent: docs/architecture.rst, "Idempotency") and put it back by releasing
+the reservation.
 Stock changes only by conditional updates, so it never goes negative.
 
 Decisions where the contract is silent:

@@ -138,8 +138,8 @@ def text_search_statement(args: dict[str, Any]) -> Select[Any]:
     sorted page both read that set. Compared with a count query plus a page
     query this halves the text matching, saves a round trip, and can never
     turn into a walk along a sorted index that tests every row until a page is
-    full (with a rare or absent word that walk reads the whole table: 175 ms
-    instead of 0.04 ms measured at 200,000 products). The page is outer-joined
+    full (with a rare or absent word that walk reads the whole table; figures in
+    bench/README.md). The page is outer-joined
     to a one-row table, so the total comes back even when the page is empty.
     """
     return _text_search_template(args.get("sort") or "newest").params(_text_search_values(args))

@@ -14,8 +14,8 @@ Text search (``q``) is PostgreSQL full-text search, built in and indexed:
 ``q`` must begin a word of the name or description, in any order, ignoring
 case: ``"wire spea"`` finds "Wireless speaker"). ``pg_trgm`` (substring
 search) was the first choice, but the embedded PostgreSQL ships without it,
-and a trigram index built without the extension made batch creation ten
-times slower than the 5,000 products/s the service must sustain. The vector
+and a trigram index built without the extension made batch creation far
+slower than the rate the service must sustain (bench/README.md). The vector
 is stored rather than only indexed so that a plan which filters candidate
 rows by category or price first stays cheap (no ``to_tsvector`` per row).
 """

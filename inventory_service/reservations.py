@@ -87,7 +87,7 @@ def _reserve_statement(*, one_line: bool) -> Select[Any]:
     taken; ``line`` is written from ``taken``'s prices and names. The result
     is one row per line: the header's columns, then the line's. The one-line
     form binds plain values (``product_id``, ``quantity``), which PostgreSQL
-    plans faster than ``unnest`` and a count: it runs on every purchase.
+    plans more cheaply than ``unnest`` and a count: it runs on every purchase.
     """
     if one_line:
         quantity = bindparam("quantity", type_=Integer)

@@ -17,15 +17,15 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from devstack.postgres import throwaway_server
 from seeder.audit import Auditor
 from seeder.client import Services, admin_login
 from seeder.config import Config
 from shopkit.config import PROJECT_ROOT
 from shopkit.migrations import upgrade
 from shopkit.registry import SERVICE_NAMES, packages
-from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET
-from tests.deploy.conftest import GatewayUnderTest, funded_shopper, login
+from tests.support.database import throwaway_server
+from tests.support.gateway import GatewayUnderTest, funded_shopper, login
+from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET
 from tests.support.live import LiveStack
 
 pytestmark = pytest.mark.processes

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 import requests
 
-from devstack.gateway import GATEWAY_DIR
 from shopkit.app import MAX_BODY_BYTES
 from shopkit.registry import SERVICE_NAMES
-from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME
-from tests.deploy.conftest import Echo, GatewayUnderTest, funded_shopper, login
+from tests.support.database import GATEWAY_DIR
+from tests.support.gateway import Echo, GatewayUnderTest, funded_shopper, login
+from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME
 
 pytestmark = pytest.mark.processes
 

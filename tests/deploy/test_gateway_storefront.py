@@ -15,18 +15,18 @@ from typing import Any
 import pytest
 import requests
 
-from devstack.gateway import (
+from shopkit.config import SERVICE_PORTS
+from shopkit.registry import app
+from tests.deploy.test_gateway import assert_problem
+from tests.support.database import (
     CLOSED_ADDRESS,
     GATEWAY_DIR,
     STOREFRONT_PATH,
     site_config,
     upstream_names,
 )
-from shopkit.config import SERVICE_PORTS
-from shopkit.registry import app
-from tests.conftest import customer_payload
-from tests.deploy.conftest import GatewayUnderTest, funded_shopper
-from tests.deploy.test_gateway import assert_problem
+from tests.support.gateway import GatewayUnderTest, funded_shopper
+from tests.support.identity import customer_payload
 
 pytestmark = pytest.mark.processes
 

@@ -22,10 +22,14 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from devstack.gateway import GATEWAY_DIR, SHARED_FILES
-from devstack.processes import ServiceProcess
 from shopkit.config import PRODUCTION, PROJECT_ROOT, SERVICE_PORTS, InsecureConfiguration, Settings
-from shopkit.registry import APPS, FRONTENDS, app, packages
+from shopkit.registry import APPS, app, packages
+from tests.support.database import (
+    FRONTENDS,
+    GATEWAY_DIR,
+    SHARED_FILES,
+    ServiceProcess,
+)
 from tests.support.secrets import (
     SHARED_SECRET,
     SHOP_ENV,

@@ -226,3 +226,15 @@ def test_readme_and_architecture_are_in_the_docs(built_docs: Path) -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "../shared" not in readme
     assert "docs/architecture.rst" in readme
+
+
+def test_readme_is_short_and_draws_the_docs_picture() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 200
+    picture = re.search(r"```mermaid\n(.*?)```", readme, re.S)
+    assert picture is not None
+    overview = (ROOT / "docs" / "overview.rst").read_text(encoding="utf-8")
+    block = re.search(r":class: mermaid-source\n\n(.*?)\n\n(?=\S)", overview, re.S)
+    assert block is not None
+    source = "\n".join(line.removeprefix("   ") for line in block.group(1).splitlines())
+    assert source == picture.group(1).rstrip("\n")

@@ -28,10 +28,9 @@ import psutil
 import pytest
 import requests
 
-from devstack.gateway import STOREFRONT_PATH, nginx_binary
-from devstack.processes import free_port
 from shopkit.config import PROJECT_ROOT
 from shopkit.registry import SERVICE_NAMES
+from tests.support.database import STOREFRONT_PATH, free_port, nginx_binary
 
 pytestmark = pytest.mark.processes
 

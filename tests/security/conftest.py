@@ -7,43 +7,20 @@ call what, not about what happens next.
 
 from __future__ import annotations
 
-import csv
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from devstack.processes import free_port
 from shopkit.auth import SERVICES
-from shopkit.config import PROJECT_ROOT, Settings
+from shopkit.config import Settings
 from shopkit.registry import app
-from tests.conftest import Identity, bearer, customer_payload
-
-#: The documented access matrix (docs/auth.rst renders the same file).
-MATRIX = PROJECT_ROOT / "docs" / "access-matrix.csv"
-PEOPLE = ("anonymous", "customer", "other_customer", "admin")
-IDENTITIES = PEOPLE + SERVICES
-
-
-def read_matrix(path: Path = MATRIX) -> dict[tuple[str, str, str], dict[str, str]]:
-    """``{(service, METHOD, path): {identity: "yes" | "no" | "own"}}`` from the CSV."""
-    with path.open(newline="") as handle:
-        return {
-            (row["service"], row["method"], row["path"]): {i: row[i] for i in IDENTITIES}
-            for row in csv.DictReader(handle)
-        }
-
-
-class NobodyDeactivated:
-    """Stands in for the customers service's list of deactivated accounts: empty."""
-
-    def contains(self, customer_id: int) -> bool:
-        return False
+from tests.support.access import Callers, NobodyDeactivated
+from tests.support.database import free_port
+from tests.support.identity import Identity, bearer, customer_payload
 
 
 @pytest.fixture(scope="session")
@@ -73,15 +50,6 @@ def service_apps(
             }
         )
     return apps
-
-
-@dataclass
-class Callers:
-    """An ``Authorization`` header per identity, and the two customers' usernames."""
-
-    headers: dict[str, dict[str, str]]
-    customer: str
-    other_customer: str
 
 
 @pytest.fixture

@@ -14,9 +14,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ProgrammingError
 
-from devstack.processes import ServiceProcess, free_port
-from devstack.roles import service_role_url
-from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME
+from tests.support.database import ServiceProcess, free_port, service_role_url
+from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME
 
 
 def raw_request(port: int, request: bytes) -> bytes:
@@ -116,8 +115,8 @@ def test_a_deactivated_customer_is_refused_by_reviews_and_sales(
 
 
 def test_the_embedded_database_gives_each_service_its_own_role(tmp_path: Path) -> None:
-    from devstack import postgres, roles
     from shopkit.migrations import upgrade
+    from tests.support.database import postgres, roles
 
     server, _admin_url = postgres.start(tmp_path / "pg")
     try:

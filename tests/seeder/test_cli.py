@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import requests
 
-from devstack.processes import free_port
 from seeder import data
-from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, customer_payload
-from tests.seeder.conftest import Run, ShopReader
+from tests.support.database import free_port
+from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, customer_payload
+from tests.support.seeder import Run, ShopReader
 
 pytestmark = pytest.mark.processes
 

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
-from devstack.processes import free_port
 from shopkit.config import PROJECT_ROOT
 from tests.compose.test_compose import interpolate
+from tests.support.database import free_port
 
 pytestmark = pytest.mark.processes
 

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import requests
 
-from devstack.processes import ServiceProcess, free_port
-from devstack.roles import service_role_url
-from shopkit.registry import APPS, SERVICE_NAMES
+from shopkit.registry import SERVICE_NAMES
+from tests.support.database import APPS, ServiceProcess, free_port, service_role_url
 
 
 class LiveStack:
