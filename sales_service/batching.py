@@ -41,11 +41,11 @@ from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
 from sales_service.clients import CustomersClient, InventoryClient, SaleClients
+from sales_service.metrics import SALES_BATCH_SIZE
 from sales_service.models import Sale
 from sales_service.saga_run import SagaRun
 from sales_service.saga_store import Recording, record_sales, save_leased
 from shopkit.db import Database
-from shopkit.metrics import SALES_BATCH_SIZE
 from shopkit.service_client import ServiceResponse
 
 Item = TypeVar("Item")

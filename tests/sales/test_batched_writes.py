@@ -23,14 +23,14 @@ from sales_service.saga_run import NewSale, SagaRun
 from sales_service.saga_store import Recording, existing_sale, record_sales, save_leased
 from shopkit.auth import ROLE_CUSTOMER, Principal
 from shopkit.db import Database
-from shopkit.embedded_pg import service_role_url
 from shopkit.errors import DatabaseUnavailable, ProblemError
-from tests.conftest import Identity
-from tests.sales.conftest import Shop, recover
 from tests.sales.test_batching import GATHER, all_at_once, counted, start_stack
 from tests.sales.test_races_and_faults import post_sale
+from tests.support.database import service_role_url
+from tests.support.identity import Identity
 from tests.support.invariants import check_invariants
 from tests.support.live import LiveStack
+from tests.support.sales import Shop, recover
 
 
 @pytest.fixture
