@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 
 from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired, FileSize
 from wtforms import (
     DecimalField,
     EmailField,
@@ -23,7 +24,7 @@ from wtforms import (
     TextAreaField,
 )
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import InputRequired, Length, NumberRange, Optional
+from wtforms.validators import AnyOf, InputRequired, Length, NumberRange, Optional
 
 GENDERS = [SelectChoice("female"), SelectChoice("male"), SelectChoice("non_binary", "non-binary"),
            SelectChoice("prefer_not_to_say", "prefer not to say")]  # fmt: skip
@@ -159,3 +160,24 @@ class RemoveFaultForm(FlaskForm):
     """Switch one fault off: the fault itself, as the page showed it."""
 
     fault = HiddenField(validators=[InputRequired(), Length(max=2000)])
+
+
+#: The largest image the console uploads (the inventory's own limit: 1 MiB).
+IMAGE_MAX_BYTES = 1024 * 1024
+
+
+class ImageForm(FlaskForm):
+    """Upload a product's image (the inventory checks its type by its content)."""
+
+    image = FileField(
+        "Image (PNG, JPEG, WebP or SVG, at most 1 MiB)",
+        validators=[FileRequired("Choose an image file."),
+                    FileSize(IMAGE_MAX_BYTES, message="The image is larger than 1 MiB.")],
+        render_kw={"accept": "image/png,image/jpeg,image/webp,image/svg+xml"},
+    )  # fmt: skip
+
+
+class ConfirmForm(FlaskForm):
+    """The second step of an action that is hard to undo: the admin confirms it."""
+
+    confirm = HiddenField(validators=[InputRequired(), AnyOf(["yes"])])
