@@ -206,10 +206,11 @@ def put_image(product_id: int) -> ResponseReturnValue:
 
 
 @products_blp.route("/products/<int:product_id>/image", methods=["GET"])
-@products_blp.response(200, description="The image, with its `ETag`.")
+@products_blp.response(200)
 @products_blp.doc(
     responses={
         "200": {
+            "description": "The image, with its `ETag`.",
             "content": {media_type: _BINARY for media_type in IMAGE_MEDIA_TYPES},
             "headers": {
                 "ETag": {"schema": {"type": "string"}, "description": "The image's SHA-256."},

@@ -165,6 +165,8 @@ def test_the_pages_show_the_image_through_the_storefront(
             {**page_of(), "summary": {"count": 0, "average": None, "histogram": {}}})  # fmt: skip
     assert 'src="/products/7/image"' in client.get("/").text
     assert 'id="product-image" src="/products/7/image"' in client.get("/products/7").text
+    shop = {"X-Forwarded-Prefix": "/shop"}  # behind the gateway: its own path, prefixed
+    assert 'src="/shop/products/7/image"' in client.get("/", headers=shop).text
 
 
 def test_an_admin_uploads_an_image_as_its_bytes(
