@@ -19,7 +19,7 @@ from xml.etree import ElementTree
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session, undefer
+from sqlalchemy.orm import Session
 
 from inventory_service.catalogue import get_product
 from inventory_service.models import IMAGE_MAX_BYTES, ProductImage
@@ -114,15 +114,13 @@ def store(session: Session, product_id: int, content: bytes) -> ProductImage:
 def image_of(
     session: Session, product_id: int, *, include_archived: bool
 ) -> tuple[ProductImage, bool]:
-    """The product's image with its bytes, and whether the product is archived.
+    """The product's image (its bytes load on first use), and whether the product is archived.
 
     404 when the product (or its image) is not there.
     """
     archived = get_product(session, product_id, include_archived=include_archived).archived
     image = session.execute(
-        select(ProductImage)
-        .options(undefer(ProductImage.content))
-        .where(ProductImage.product_id == product_id)
+        select(ProductImage).where(ProductImage.product_id == product_id)
     ).scalar_one_or_none()
     if image is None:
         raise NotFound(f"Product {product_id} has no image.")

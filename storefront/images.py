@@ -41,7 +41,8 @@ def product_image(product_id: int) -> ResponseReturnValue:
     except DependencyUnavailable:
         return placeholder("no-store")
     if answer.status not in (200, 304):
-        return placeholder("public, max-age=60" if answer.status == 404 else "no-store")
+        # No image yet: ask again next time, so an upload shows at once.
+        return placeholder("no-cache" if answer.status == 404 else "no-store")
     response = Response(
         answer.content if answer.status == 200 else b"",
         status=answer.status,

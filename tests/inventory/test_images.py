@@ -54,7 +54,7 @@ def test_an_admin_uploads_an_image_and_anyone_reads_it_with_its_type_and_etag(
     assert served.get_data() == body
     assert served.mimetype == media_type
     assert served.headers["ETag"] == etag
-    assert served.headers["Cache-Control"] == "public, max-age=300"
+    assert served.headers["Cache-Control"] == "public, no-cache"  # revalidated: see the 304
     policy = served.headers["Content-Security-Policy"]
     assert "default-src 'none'" in policy and "sandbox" in policy
     assert served.headers["X-Content-Type-Options"] == "nosniff"

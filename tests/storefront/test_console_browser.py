@@ -29,6 +29,8 @@ from tests.support.chromium import headless_chromium
 pytestmark = pytest.mark.processes
 
 WIDTHS = {"desktop": 1400, "phone": 390}
+#: The uploaded picture's colour (its background) and the placeholder's.
+UPLOADED, PLACEHOLDER = [0x2A, 0x6F, 0x97], [0xEE, 0xF1, 0xF4]
 IMAGE = (
     b'<svg xmlns="http://www.w3.org/2000/svg" width="240" height="180" viewBox="0 0 240 180">'
     b'<rect width="240" height="180" fill="#2a6f97"/><circle cx="120" cy="90" r="50" '
@@ -88,6 +90,15 @@ class Console(Shop):
         )
         assert viewport == self.width, (what, viewport)
         assert page_width <= self.width, (what, page_width)
+
+    def shown_colour(self, css: str) -> list[int]:
+        """The colour the ``<img>`` at ``css`` shows near its top-left corner (RGB)."""
+        return list(self.driver.execute_script(
+            "const i = document.querySelector(arguments[0]); "
+            "const c = document.createElement('canvas'); "
+            "c.width = i.naturalWidth; c.height = i.naturalHeight; "
+            "const g = c.getContext('2d'); g.drawImage(i, 0, 0); "
+            "return Array.from(g.getImageData(4, 4, 1, 1).data).slice(0, 3)", css))  # fmt: skip
 
     def image_loaded(self, css: str) -> bool:
         """Whether the ``<img>`` at ``css`` has loaded a picture."""
@@ -202,12 +213,16 @@ def test_every_console_page_renders_and_a_product_is_created_edited_and_archived
         .get_attribute("src")
         .endswith(f"/products/{product_id}/image")
     )
+    WebDriverWait(driver, 20).until(lambda _d: console.image_loaded("#admin-product-image"))
+    assert console.shown_colour("#admin-product-image") == PLACEHOLDER  # none yet
     picture = tmp_path / "clock.svg"
     picture.write_bytes(IMAGE)
     console.find("#image").send_keys(str(picture))
     console.submit("#upload-image")
     assert "Image uploaded." in console.flash()
     WebDriverWait(driver, 20).until(lambda _d: console.image_loaded("#admin-product-image"))
+    # The new picture shows at once (the placeholder seen before is not kept by the browser).
+    assert console.shown_colour("#admin-product-image") == UPLOADED
     served = requests.get(console_url + f"/products/{product_id}/image", timeout=30)
     assert served.content == IMAGE and "X-Image-Placeholder" not in served.headers
     console.shot(f"console-product-{size}")
@@ -227,8 +242,10 @@ def test_every_console_page_renders_and_a_product_is_created_edited_and_archived
     console.go(f"/?q=tide+clock+{size}")
     card = f'.product-card[data-product-id="{product_id}"] .product-image'
     WebDriverWait(driver, 20).until(lambda _d: console.image_loaded(card))
+    assert console.shown_colour(card) == UPLOADED
     console.go(f"/products/{lantern['id']}")
     WebDriverWait(driver, 20).until(lambda _d: console.image_loaded("#product-image"))
+    assert console.shown_colour("#product-image") == PLACEHOLDER  # the lantern has none
     placeholder = requests.get(console_url + f"/products/{lantern['id']}/image", timeout=30)
     assert placeholder.headers["X-Image-Placeholder"] == "1"
 
