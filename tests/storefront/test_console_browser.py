@@ -22,9 +22,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, customer_payload
 from tests.storefront.test_browser import SCREENSHOTS, Shop
 from tests.support.chromium import headless_chromium
+from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, customer_payload
 
 pytestmark = pytest.mark.processes
 
