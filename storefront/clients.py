@@ -347,9 +347,10 @@ class ShopApi:
         self._call("sales", "DELETE", f"/cart/items/{product_id}", token=token, expect=(204,))
 
     def checkout(self, token: str, key: str) -> JSON:
-        """``POST /cart/checkout``: the whole cart as one order (201 completed)."""
+        """``POST /cart/checkout``: the whole cart as one order (201 completed, 202 still
+        pending: the cart's earlier checkout, which sales answers any checkout with)."""
         return self._call(
-            "sales", "POST", "/cart/checkout", token=token, idempotency_key=key, expect=(201,)
+            "sales", "POST", "/cart/checkout", token=token, idempotency_key=key, expect=(201, 202)
         )
 
     def orders_of(

@@ -13,6 +13,8 @@ from typing import Any
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
+from shopkit.service_client import DependencyUnavailable
+from storefront import checkout
 from storefront.clients import ApiProblem, Page
 from storefront.forms import (
     CATEGORIES,
@@ -101,19 +103,33 @@ def product(product_id: int) -> ResponseReturnValue:
 # --- cart and checkout ------------------------------------------------------------------------
 
 
-def _render_cart(problem: str | None = None, status: int = 200) -> ResponseReturnValue:
+def _render_cart(
+    problem: str | None = None, status: int = 200, recorded: str | None = None
+) -> ResponseReturnValue:
+    """The cart page; ``recorded`` names an order the last checkout recorded (still pending)."""
     cart = api().cart(token())
     return (
         render_template(
             "shop/cart.html",
             cart=cart,
             problem=problem,
+            pending=recorded or _pending_order(),
             line_form=QuantityForm(),
             remove_form=ActionForm(),
-            checkout_form=KeyedForm(formdata=None, key=new_key()),
+            checkout_form=KeyedForm(formdata=None, key=checkout.key_for(_username(), cart)),
         ),
         status,
     )
+
+
+def _pending_order() -> str | None:
+    """The id of the shopper's newest order still ``pending`` (its lines stay in the cart
+    until it completes), or ``None``; a sales service that does not answer hides it."""
+    try:
+        page = api().orders_of(token(), _username(), "pending")
+    except (ApiProblem, DependencyUnavailable):
+        return None
+    return str(page.items[0]["id"]) if page.items else None
 
 
 @bp.get("/cart")
@@ -169,16 +185,31 @@ def remove_from_cart(product_id: int) -> ResponseReturnValue:
 
 @bp.post("/cart/checkout")
 @login_required
-def checkout() -> ResponseReturnValue:
-    """Place the cart as one order; a refusal keeps the cart and says why."""
+def checkout_cart() -> ResponseReturnValue:
+    """Place the cart as one order; a refusal keeps the cart and says why.
+
+    An order that is recorded but not settled yet is shown as such, never as
+    "try again": checking out again sends the same key (:mod:`storefront.checkout`)
+    and sales answers with that same order.
+    """
     form = KeyedForm()
     if not form.validate():
         return _render_cart("The form expired; please try again.", 400)
     try:
         order = api().checkout(token(), str(form.key.data))
+    except DependencyUnavailable as exc:
+        return _render_cart(f"{exc.detail} {checkout.NO_ANSWER}", 503)
     except ApiProblem as exc:
+        if checkout.settled(exc):
+            checkout.rotate()
+        sale_id = checkout.recorded_sale(exc)
+        if sale_id is not None:
+            return _render_cart(status=202, recorded=sale_id)
         return _render_cart(_checkout_message(exc), _refusal_status(exc))
-    flash("Thank you: your order is placed.", "success")
+    if order.get("status") == "pending":  # recorded; a checkout answers with it (202)
+        return _render_cart(status=202, recorded=str(order["id"]))
+    checkout.rotate()
+    flash("Thank you: your order is paid.", "success")
     return redirect(url_for("shop.order", sale_id=order["id"]))
 
 

@@ -12,6 +12,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from shopkit.config import Settings
+from shopkit.service_client import DependencyUnavailable
 from storefront.jobs import JobRunner
 from tests.storefront.conftest import FakeServices, access_token, log_in
 
@@ -326,22 +327,100 @@ def test_checkout_with_too_little_money_shows_the_problem_and_keeps_the_cart(
 @pytest.mark.parametrize(
     ("code", "hint"),
     [
-        ("sale_pending", "The order is recorded and will be settled shortly"),
         ("dependency_unavailable", "Nothing was ordered: please try again"),
         ("database_unavailable", "Nothing was ordered: please try again"),
     ],
 )
-def test_a_503_checkout_says_whether_an_order_was_recorded(
+def test_a_503_checkout_that_recorded_nothing_says_so(
     client: FlaskClient, fake: FakeServices, shopper: str, code: str, hint: str
 ) -> None:
     fake.on("sales", "POST", "/cart/checkout", 503, {
-        "code": code, "detail": "A dependency is unavailable.", "sale_id": SALE_ID})  # fmt: skip
+        "code": code, "detail": "A dependency is unavailable."})  # fmt: skip
     fake.on("sales", "GET", "/cart", 200, CART)
     response = client.post("/cart/checkout", data={"key": "k-3"})
     assert response.status_code == 503
     assert "A dependency is unavailable." in response.text
     assert hint in response.text
     assert "Trail Shoes" in response.text
+
+
+def _cart_key(page: str) -> str:
+    found = re.search(r'name="key" type="hidden" value="([^"]+)"', page)
+    assert found is not None
+    return found.group(1)
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (503, {"code": "sale_pending", "detail": "The inventory service is unavailable; the "
+               "purchase is pending and will be settled automatically.", "sale_id": SALE_ID,
+               "sale_status": "pending", "dependency": "inventory"}),
+        (409, {"code": "sale_in_progress", "detail": "This purchase is being processed right "
+               "now; retry shortly.", "sale_id": SALE_ID}),
+        (202, {**SALE, "status": "pending", "total": None}),
+    ],
+)  # fmt: skip
+def test_a_recorded_checkout_says_recorded_with_a_link_never_try_again(
+    client: FlaskClient, fake: FakeServices, shopper: str, status: int, body: dict
+) -> None:
+    fake.on("sales", "POST", "/cart/checkout", status, body)
+    fake.on("sales", "GET", "/cart", 200, CART)
+    before = _cart_key(client.get("/cart").text)
+    response = client.post("/cart/checkout", data={"key": before})
+    assert response.status_code == 202
+    assert "Your order is recorded and is being" in response.text
+    assert f'href="/orders/{SALE_ID}" id="recorded-order"' in response.text
+    assert "try again" not in response.text.lower()
+    # Checking out again sends the same key: sales answers with the same order.
+    assert _cart_key(response.text) == before
+    client.post("/cart/checkout", data={"key": before})
+    assert {c.idempotency_key for c in fake.made("sales", "POST", "/cart/checkout")} == {before}
+
+
+def test_the_cart_says_when_an_earlier_checkout_is_still_pending(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    fake.on("sales", "GET", "/cart", 200, CART)
+    fake.on("sales", "GET", "/customers/ada/sales", 200, page_of({**SALE, "status": "pending"}))
+    page = client.get("/cart").text
+    assert f'href="/orders/{SALE_ID}" id="recorded-order"' in page
+    (call,) = fake.made("sales", "GET", "/customers/ada/sales")
+    assert call.params["status"] == "pending"
+
+
+def test_the_checkout_key_is_stable_for_the_carts_contents_until_it_is_paid(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    fake.on("sales", "GET", "/cart", 200, CART)
+    first = _cart_key(client.get("/cart").text)
+    assert _cart_key(client.get("/cart").text) == first  # a reload, another tab
+    fake.on("sales", "GET", "/cart", 200, {**CART, "items": [{**CART["items"][0], "quantity": 3}]})
+    changed = _cart_key(client.get("/cart").text)
+    assert changed != first
+    fake.on("sales", "GET", "/cart", 200, CART)
+    assert _cart_key(client.get("/cart").text) == first
+    fake.on("sales", "POST", "/cart/checkout", 201, SALE)
+    assert client.post("/cart/checkout", data={"key": first}).status_code == 302
+    # Paid: the same contents bought again later are a new order.
+    assert _cart_key(client.get("/cart").text) not in (first, changed)
+
+
+def test_a_checkout_without_an_answer_says_the_order_may_exist(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    fake.on("sales", "GET", "/cart", 200, CART)
+    key = _cart_key(client.get("/cart").text)
+
+    def no_answer(_call: object) -> None:
+        raise DependencyUnavailable("sales")
+
+    fake.handle("sales", "POST", "/cart/checkout", no_answer)  # type: ignore[arg-type]
+    response = client.post("/cart/checkout", data={"key": key})
+    assert response.status_code == 503
+    assert "We cannot tell whether your order was placed" in response.text
+    assert "Nothing was ordered" not in response.text
+    assert _cart_key(response.text) == key
 
 
 def test_insufficient_stock_names_the_short_lines(
