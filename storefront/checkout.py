@@ -27,7 +27,8 @@ _NONCE = "checkout_nonce"
 IN_PROGRESS_CODES = frozenset({"sale_pending", "sale_in_progress"})
 #: What to do when sales gave no answer at all: the order may or may not exist.
 NO_ANSWER = (
-    "We cannot tell whether your order was placed: look at your orders before checking "
+    "The sales service did not answer in time, so we cannot tell whether your order was "
+    "placed: look at your orders before checking "
     "out again. Checking out this cart again never orders it twice."
 )
 

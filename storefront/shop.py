@@ -197,8 +197,8 @@ def checkout_cart() -> ResponseReturnValue:
         return _render_cart("The form expired; please try again.", 400)
     try:
         order = api().checkout(token(), str(form.key.data))
-    except DependencyUnavailable as exc:
-        return _render_cart(f"{exc.detail} {checkout.NO_ANSWER}", 503)
+    except DependencyUnavailable:
+        return _render_cart(checkout.NO_ANSWER, 503)
     except ApiProblem as exc:
         if checkout.settled(exc):
             checkout.rotate()

@@ -211,7 +211,7 @@ def test_shopper_buys_cancels_is_refunded_reviews_and_the_admin_approves(
 
     # Checks out and sees the order.
     shop.submit("#checkout")
-    assert "your order is placed" in shop.flash()
+    assert "your order is paid" in shop.flash()
     assert "completed" in shop.text("#order-status")
     assert len(shop.find_all(".order-line")) == 3
     assert shop.text("#order-total") == "135.50"

@@ -418,7 +418,7 @@ def test_a_checkout_without_an_answer_says_the_order_may_exist(
     fake.handle("sales", "POST", "/cart/checkout", no_answer)  # type: ignore[arg-type]
     response = client.post("/cart/checkout", data={"key": key})
     assert response.status_code == 503
-    assert "We cannot tell whether your order was placed" in response.text
+    assert "we cannot tell whether your order was placed" in response.text
     assert "Nothing was ordered" not in response.text
     assert _cart_key(response.text) == key
 
