@@ -342,8 +342,9 @@ ENVIRONMENT: tuple[Variable, ...] = (
     _other(
         "process",
         "STOREFRONT_SECURE_COOKIES",
-        "0",
-        "``1``: the storefront's session cookie is sent over HTTPS only.",
+        "",
+        "``1``: the storefront's session cookie is sent over HTTPS only; ``0``: also over "
+        "HTTP. Unset: ``1`` in production mode (``SHOP_ENV=production``), else ``0``.",
     ),
     _other(
         "process",

@@ -2,7 +2,7 @@
 
 A backend-for-frontend: server-rendered Jinja2 pages over the four services'
 public HTTP APIs. It holds no shop data and never touches a database. The
-user's tokens stay in the signed, HttpOnly, SameSite session cookie; every
+user's tokens stay in the encrypted, HttpOnly, SameSite session cookie; every
 form carries a CSRF token (Flask-WTF). htmx (vendored under ``static/``)
 only enhances pages that work without JavaScript.
 
@@ -31,6 +31,7 @@ from shopkit.request_id import current_request_id, init_request_id
 from shopkit.service_client import DependencyUnavailable
 from storefront import account, admin, shop
 from storefront.clients import ApiProblem, HttpTransport, ShopApi
+from storefront.cookie import init_cookie_sessions
 from storefront.jobs import JobRunner
 from storefront.problems import describe, is_unavailable
 from storefront.session import LoginRequired, current_user, forget, to_login
@@ -43,6 +44,16 @@ SERVICE = "storefront"
 #: ``SHOP_ENV=production``, by :meth:`shopkit.config.Settings.check_secrets`).
 DEV_SECRET_KEY = DEV_STOREFRONT_SECRET_KEY
 SESSION_DAYS = 7
+PERMANENT_SESSION = timedelta(days=SESSION_DAYS)
+
+
+def _secure_cookies(settings: Settings) -> bool:
+    """``Secure`` cookies: ``STOREFRONT_SECURE_COOKIES`` (1 or 0) when set, else in
+    production mode (``SHOP_ENV=production``) only."""
+    configured = os.environ.get("STOREFRONT_SECURE_COOKIES", "").strip()
+    if configured:
+        return configured == "1"
+    return settings.is_production
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -84,8 +95,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         SESSION_COOKIE_NAME="shop_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=os.environ.get("STOREFRONT_SECURE_COOKIES", "0") == "1",
-        PERMANENT_SESSION_LIFETIME=timedelta(days=SESSION_DAYS),
+        SESSION_COOKIE_SECURE=_secure_cookies(settings),
+        PERMANENT_SESSION_LIFETIME=PERMANENT_SESSION,
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
         SHOP_SETTINGS=settings,
     )
@@ -94,6 +105,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["shop_client"] = ShopApi(transport)
     app.extensions["shop_jobs"] = JobRunner(settings)
     app.extensions["shop_rates"] = RateTracker()
+    init_cookie_sessions(app, keep_s=PERMANENT_SESSION.total_seconds())
     CSRFProtect(app)
     init_request_id(app)
     init_access_log(app)

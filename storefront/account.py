@@ -10,7 +10,7 @@ from flask.typing import ResponseReturnValue
 from storefront.clients import ApiProblem
 from storefront.forms import ActionForm, LoginForm, ProfileForm, RegisterForm
 from storefront.problems import describe
-from storefront.session import api, current_user, forget, login_required, remember, token
+from storefront.session import api, current_user, log_out, login_required, remember, token
 
 bp = Blueprint("account", __name__)
 
@@ -74,8 +74,9 @@ def login() -> ResponseReturnValue:
 
 @bp.post("/logout")
 def logout() -> ResponseReturnValue:
-    """Log out (a POST with a CSRF token, so no other site can log anyone out)."""
-    forget()
+    """Log out (a POST with a CSRF token, so no other site can log anyone out): the
+    session ends here and at the customers service (its refresh token is revoked)."""
+    log_out()
     flash("You are logged out.", "success")
     return redirect(url_for("shop.catalogue"))
 

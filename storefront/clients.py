@@ -244,6 +244,16 @@ class ShopApi:
         )
         return _tokens(body)
 
+    def logout(self, refresh_token: str) -> None:
+        """``POST /auth/logout``: revoke the refresh token and its whole login (204)."""
+        self._call(
+            "customers",
+            "POST",
+            "/auth/logout",
+            json={"refresh_token": refresh_token},
+            expect=(204,),
+        )
+
     def profile(self, token: str, username: str) -> JSON:
         """``GET /customers/{username}``: profile with balance."""
         return self._call("customers", "GET", f"/customers/{username}", token=token)

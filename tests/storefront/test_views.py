@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 import textwrap
@@ -135,6 +136,67 @@ def test_login_keeps_tokens_in_an_httponly_samesite_cookie_only(
     assert token not in page.text and "r-1" not in page.text
     (call,) = fake.made("customers", "GET", "/customers/ada/wallet")
     assert call.token == token
+
+
+def test_the_session_cookie_is_encrypted_so_no_token_can_be_read_from_it(
+    client: FlaskClient, fake: FakeServices
+) -> None:
+    import base64
+    import zlib
+
+    token = log_in(client, fake, "ada")
+    value = client.get_cookie("shop_session").value
+    readable = value
+    for part in value.replace("-", "+").replace("_", "/").split("."):
+        try:
+            raw = base64.b64decode(part + "=" * (-len(part) % 4))
+            readable += raw.decode(errors="ignore") + zlib.decompress(raw).decode(errors="ignore")
+        except (ValueError, zlib.error):
+            continue
+    for secret in (token, token.split(".")[1], "refresh-1", "ada"):
+        assert secret not in readable
+
+
+def test_logout_revokes_the_refresh_token_and_a_copied_cookie_opens_nothing(
+    client: FlaskClient, fake: FakeServices, app
+) -> None:
+    log_in(client, fake, "ada")
+    fake.on("customers", "POST", "/auth/logout", 204)
+    fake.on("customers", "GET", "/customers/ada/wallet", 200, {"balance": "5.00", **page_of()})
+    assert client.get("/wallet").status_code == 200
+    copied = client.get_cookie("shop_session").value
+
+    response = client.post("/logout")
+    assert response.status_code == 302
+    (revoke,) = fake.made("customers", "POST", "/auth/logout")
+    assert revoke.json == {"refresh_token": "refresh-1"}
+
+    thief = app.test_client()
+    thief.set_cookie("shop_session", copied)
+    stolen = thief.get("/wallet")
+    assert stolen.status_code == 302 and stolen.headers["Location"].startswith("/login")
+    assert len(fake.made("customers", "GET", "/customers/ada/wallet")) == 1
+
+
+def test_logout_ends_the_session_even_when_customers_cannot_revoke(
+    client: FlaskClient, fake: FakeServices
+) -> None:
+    log_in(client, fake, "ada")
+    fake.down.add("customers")
+    assert client.post("/logout").status_code == 302
+    assert client.get("/wallet").status_code == 302
+
+
+def test_secure_cookies_are_the_default_in_production_mode(
+    make_app, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("STOREFRONT_SECURE_COOKIES", raising=False)
+    development = Settings.from_env("storefront", log_level="WARNING")
+    assert make_app(SETTINGS=development).config["SESSION_COOKIE_SECURE"] is False
+    production = dataclasses.replace(development, environment="production")
+    assert make_app(SETTINGS=production).config["SESSION_COOKIE_SECURE"] is True
+    monkeypatch.setenv("STOREFRONT_SECURE_COOKIES", "0")
+    assert make_app(SETTINGS=production).config["SESSION_COOKIE_SECURE"] is False
 
 
 def test_a_refused_login_shows_the_services_detail(client: FlaskClient, fake: FakeServices) -> None:
