@@ -25,10 +25,15 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shopkit.config import DEV_STOREFRONT_SECRET_KEY, Settings
+from shopkit.deadline import init_deadline
+from shopkit.errors import ProblemError
+from shopkit.input_guard import init_input_guard
 from shopkit.logs import configure_logging, init_access_log
 from shopkit.metrics import init_metrics
 from shopkit.request_id import current_request_id, init_request_id
+from shopkit.security_headers import init_security_headers
 from shopkit.service_client import DependencyUnavailable
+from shopkit.telemetry import init_tracing, instrument_app
 from storefront import account, admin, shop
 from storefront.clients import ApiProblem, HttpTransport, ShopApi
 from storefront.cookie import init_cookie_sessions
@@ -44,6 +49,13 @@ SERVICE = "storefront"
 #: ``SHOP_ENV=production``, by :meth:`shopkit.config.Settings.check_secrets`).
 DEV_SECRET_KEY = DEV_STOREFRONT_SECRET_KEY
 SESSION_DAYS = 7
+#: The CSP of every page: its own scripts (the vendored htmx), styles and images only,
+#: forms posted only to itself, never framed. No page has inline script or style.
+PAGE_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
 PERMANENT_SESSION = timedelta(days=SESSION_DAYS)
 
 
@@ -78,6 +90,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         retries=settings.http_retries,
     )
     configure_logging(SERVICE, settings.log_level)
+    init_tracing(SERVICE)  # once per process, only if OTEL_* variables ask for it
 
     app = Flask(__name__)
     # The gateway serves the storefront under /shop/ and says so in X-Forwarded-Prefix
@@ -107,8 +120,14 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["shop_rates"] = RateTracker()
     init_cookie_sessions(app, keep_s=PERMANENT_SESSION.total_seconds())
     CSRFProtect(app)
+    # The same pieces as every service's (shopkit.app), tracing first so its span covers
+    # the other hooks; no database, and forms rather than JSON bodies.
+    instrument_app(app)
     init_request_id(app)
+    init_deadline(app, settings.request_deadline_s)
     init_access_log(app)
+    init_input_guard(app, forms=True)
+    init_security_headers(app, policy=lambda _page: PAGE_POLICY)
     init_metrics(app, SERVICE)
     for blueprint in (shop.bp, account.bp, admin.bp):
         app.register_blueprint(blueprint)
@@ -181,6 +200,11 @@ def _init_errors(app: Flask) -> None:
     @app.errorhandler(DependencyUnavailable)
     def _unavailable(error: DependencyUnavailable) -> ResponseReturnValue:
         return page(503, "A service is unavailable", error.detail)
+
+    @app.errorhandler(ProblemError)
+    def _refused(error: ProblemError) -> ResponseReturnValue:
+        """A request refused before any view (the input guard, the deadline)."""
+        return page(error.status, "That did not work", error.detail)
 
     @app.errorhandler(ApiProblem)
     def _problem(error: ApiProblem) -> ResponseReturnValue:

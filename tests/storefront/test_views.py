@@ -83,7 +83,7 @@ def test_product_page_shows_stock_average_histogram_and_reviews(
     assert response.status_code == 200
     assert "4 in stock" in response.text and "Superb grip" in response.text
     assert re.search(r'id="average">4.25<', response.text)
-    assert 'style="width: 50%"' in response.text  # two of four reviews gave five stars
+    assert 'max="4" value="2" aria-label="2 of 4 reviews gave 5 stars"' in response.text
 
 
 def test_unknown_product_is_a_404_page(client: FlaskClient, fake: FakeServices) -> None:
