@@ -387,6 +387,13 @@ ENVIRONMENT: tuple[Variable, ...] = (
     _other("tracing", "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf", "The only one installed."),
     _other(
         "tracing",
+        "JAEGER_UI_URL",
+        "",
+        "The storefront: Jaeger's UI (e.g. ``http://127.0.0.1:16686``); while tracing is on, "
+        "an order's page links to its traces there.",
+    ),
+    _other(
+        "tracing",
         "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
         "",
         "As ``OTEL_EXPORTER_OTLP_PROTOCOL``, for traces only.",

@@ -310,6 +310,16 @@ class ShopApi:
         params = {**filters, "page": page, "page_size": page_size}
         return Page.of(self._call("inventory", "GET", "/products", params=params))
 
+    def product_names(self, product_ids: Iterable[int]) -> dict[int, str]:
+        """``GET /products?ids=``: the names of the listed products among ``product_ids``
+        (at most 100; archived and unknown ones are left out)."""
+        ids = sorted(set(product_ids))[:100]
+        if not ids:
+            return {}
+        params = {"ids": ",".join(str(i) for i in ids), "page_size": 100}
+        body = self._call("inventory", "GET", "/products", params=params)
+        return {int(p["id"]): str(p["name"]) for p in body.get("items") or []}
+
     def product(self, product_id: int, token: str | None = None) -> JSON:
         """``GET /products/{id}``."""
         return self._call("inventory", "GET", f"/products/{product_id}", token=token)

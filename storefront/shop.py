@@ -8,12 +8,16 @@ only makes some forms update in place.
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
+from urllib.parse import urlencode
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from shopkit.service_client import DependencyUnavailable
+from shopkit.telemetry import tracing_requested
 from storefront import checkout
 from storefront.clients import ApiProblem, Page
 from storefront.forms import (
@@ -240,7 +244,28 @@ def orders() -> ResponseReturnValue:
     if status not in (None, *ORDER_STATUSES):
         status = None
     page = api().orders_of(token(), _username(), status, page_number())
-    return render_template("shop/orders.html", page=page, status=status, statuses=ORDER_STATUSES)
+    unnamed = [
+        int(line["product_id"])
+        for order in page.items
+        for line in order.get("items") or []
+        if not line.get("product_name")
+    ]
+    return render_template(
+        "shop/orders.html",
+        page=page,
+        status=status,
+        statuses=ORDER_STATUSES,
+        names=_product_names(unnamed),
+    )
+
+
+def _product_names(product_ids: list[int]) -> dict[int, str]:
+    """Names of products an answer named by id only; ``{}`` when inventory does not answer
+    (the pages then say "product 7")."""
+    try:
+        return api().product_names(product_ids)
+    except (ApiProblem, DependencyUnavailable):
+        return {}
 
 
 @bp.get("/orders/<uuid:sale_id>")
@@ -248,7 +273,32 @@ def orders() -> ResponseReturnValue:
 def order(sale_id: Any) -> ResponseReturnValue:
     """One order: lines, status history, tracking, and cancel while allowed."""
     sale = api().order(token(), str(sale_id))
-    return render_template("shop/order.html", sale=sale, cancel_form=KeyedForm())
+    return render_template(
+        "shop/order.html",
+        sale=sale,
+        shopper=True,
+        address=_delivery_address(),
+        trace_url=trace_search_url(str(sale_id)),
+        cancel_form=KeyedForm(),
+    )
+
+
+def _delivery_address() -> str | None:
+    """The shopper's address from the profile (``None`` if customers does not answer)."""
+    try:
+        return api().profile(token(), _username()).get("address")
+    except (ApiProblem, DependencyUnavailable):
+        return None
+
+
+def trace_search_url(sale_id: str) -> str | None:
+    """Jaeger's search for the order's saga spans (tagged ``shop.sale_id``), while tracing is
+    on and ``JAEGER_UI_URL`` names Jaeger's UI; else ``None``."""
+    base = os.environ.get("JAEGER_UI_URL", "").strip().rstrip("/")
+    if not base or not tracing_requested():
+        return None
+    tags = json.dumps({"shop.sale_id": sale_id})
+    return f"{base}/search?{urlencode({'service': 'sales', 'tags': tags})}"
 
 
 @bp.post("/orders/<uuid:sale_id>/cancel")
@@ -258,6 +308,9 @@ def cancel_order(sale_id: Any) -> ResponseReturnValue:
     form = KeyedForm()
     if not form.validate():
         flash("The form expired; please try again.", "error")
+        return redirect(url_for("shop.order", sale_id=sale_id))
+    if request.form.get("confirm") != "yes":
+        flash("Tick the box to confirm that you want to cancel this order.", "error")
         return redirect(url_for("shop.order", sale_id=sale_id))
     key = str(form.key.data)
     attempt(lambda: api().cancel(token(), str(sale_id), key),
@@ -330,4 +383,5 @@ def delete_review(review_id: int) -> ResponseReturnValue:
 def my_reviews() -> ResponseReturnValue:
     """The user's reviews in every status."""
     page = api().reviews_of(token(), _username(), page=page_number())
-    return render_template("shop/reviews.html", page=page, delete_form=ActionForm())
+    names = _product_names([int(r["product_id"]) for r in page.items])
+    return render_template("shop/reviews.html", page=page, names=names, delete_form=ActionForm())

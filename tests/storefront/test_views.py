@@ -511,13 +511,77 @@ def test_order_page_shows_lines_history_steps_hidden_and_cancel(
     assert "saga-steps" not in response.text  # the saga's steps are for the console
 
 
+def test_cancelling_needs_the_confirmation_ticked(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    fake.on("sales", "GET", f"/sales/{SALE_ID}", 200, SALE)
+    page = client.get(f"/orders/{SALE_ID}").text
+    assert 'id="confirm-cancel" required' in page
+    response = client.post(f"/orders/{SALE_ID}/cancel", data={"key": "c-9"}, follow_redirects=True)
+    assert "Tick the box to confirm" in response.text
+    assert not fake.made("sales", "POST", f"/sales/{SALE_ID}/cancellation")
+
+
+def test_orders_without_priced_lines_show_names_and_no_none(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    unpriced = {"product_id": 9, "product_name": None, "quantity": 1, "unit_price": None,
+                "line_total": None}  # fmt: skip
+    pending = {**SALE, "id": "p" + SALE_ID[1:], "status": "pending", "total": None,
+               "items": [{**unpriced}]}  # fmt: skip
+    failed = {**SALE, "id": "f" + SALE_ID[1:], "status": "failed", "total": None,
+              "failure_code": "insufficient_stock", "items": [{**unpriced, "product_id": 8}]}  # fmt: skip
+    fake.on("sales", "GET", "/customers/ada/sales", 200, page_of(SALE, pending, failed))
+    fake.on("inventory", "GET", "/products", 200, page_of({**PRODUCT, "id": 9, "name": "Kettle"}))
+    page = client.get("/orders").text
+    assert "None" not in page
+    times = "\N{MULTIPLICATION SIGN}"
+    assert f"2 {times} Trail Shoes" in page and f"1 {times} Kettle" in page
+    assert f"1 {times} product 8" in page
+    assert "not charged yet" in page and "nothing charged" in page
+    assert '<span class="status status-completed">paid</span>' in page
+    (names,) = fake.made("inventory", "GET", "/products")
+    assert names.params["ids"] == "8,9"
+
+
+def test_your_reviews_name_the_products(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    review = {"id": 3, "product_id": 7, "rating": 4, "status": "pending", "comment": "Good.",
+              "updated_at": "2025-01-01T10:00:00+00:00"}  # fmt: skip
+    fake.on("reviews", "GET", "/customers/ada/reviews", 200, page_of(review))
+    fake.on("inventory", "GET", "/products", 200, page_of(PRODUCT))
+    page = client.get("/reviews").text
+    assert ">Trail Shoes</a>" in page and "product 7" not in page
+
+
+def test_the_order_page_shows_the_address_paid_and_the_trace_link(
+    client: FlaskClient, fake: FakeServices, shopper: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake.on("sales", "GET", f"/sales/{SALE_ID}", 200, SALE)
+    fake.on("customers", "GET", "/customers/ada", 200, {"username": "ada", "address": "1 Elm Row"})
+    page = client.get(f"/orders/{SALE_ID}").text
+    assert '<span id="delivery-address">1 Elm Row</span>' in page
+    assert 'id="order-status"><span class="status status-completed">paid</span>' in page
+    assert 'id="order-trace"' not in page  # tracing is off
+    monkeypatch.setenv("JAEGER_UI_URL", "http://jaeger.example:16686/")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://jaeger.example:4318")
+    page = client.get(f"/orders/{SALE_ID}").text
+    link = re.search(r'href="([^"]+)" id="order-trace"', page)
+    assert link is not None
+    assert link.group(1).startswith("http://jaeger.example:16686/search?service=sales&amp;tags=")
+    assert SALE_ID in link.group(1)
+
+
 def test_cancel_sends_a_key_and_shows_a_refusal(
     client: FlaskClient, fake: FakeServices, shopper: str
 ) -> None:
     fake.on("sales", "POST", f"/sales/{SALE_ID}/cancellation", 409,
             {"code": "invalid_transition", "detail": "A shipped order cannot be cancelled.", "status": "shipped"})  # fmt: skip
     fake.on("sales", "GET", f"/sales/{SALE_ID}", 200, {**SALE, "status": "shipped"})
-    response = client.post(f"/orders/{SALE_ID}/cancel", data={"key": "c-1"}, follow_redirects=True)
+    response = client.post(
+        f"/orders/{SALE_ID}/cancel", data={"key": "c-1", "confirm": "yes"}, follow_redirects=True
+    )
     assert "A shipped order cannot be cancelled." in response.text
     assert 'id="cancel-order"' not in response.text
     assert fake.made("sales", "POST", f"/sales/{SALE_ID}/cancellation")[0].idempotency_key == "c-1"
@@ -543,7 +607,9 @@ def test_a_503_cancellation_says_whether_it_was_recorded(
     fake.on("sales", "POST", f"/sales/{SALE_ID}/cancellation", 503, {**body, "sale_id": SALE_ID})
     status = "cancelling" if body["code"] == "sale_pending" else "completed"
     fake.on("sales", "GET", f"/sales/{SALE_ID}", 200, {**SALE, "status": status})
-    page = client.post(f"/orders/{SALE_ID}/cancel", data={"key": "c-2"}, follow_redirects=True)
+    page = client.post(
+        f"/orders/{SALE_ID}/cancel", data={"key": "c-2", "confirm": "yes"}, follow_redirects=True
+    )
     category_found, flashed = re.findall(r'<p class="flash (\w+)" role="status">([^<]*)</p>',
                                          page.text)[-1]  # fmt: skip
     assert category_found == category
