@@ -348,6 +348,18 @@ ENVIRONMENT: tuple[Variable, ...] = (
     ),
     _other(
         "process",
+        "SHOP_CURRENCY",
+        "USD",
+        "The storefront: the shop's currency (ISO 4217), shown with every amount.",
+    ),
+    _other(
+        "process",
+        "SHOP_LOCALE",
+        "en_US",
+        "The storefront: how amounts are written (``de_DE``: ``1.234,50 €``).",
+    ),
+    _other(
+        "process",
         "SHOP_DEMO",
         "1",
         "``make run``: ``0`` turns the demo seeding and replay off.",

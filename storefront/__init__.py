@@ -15,10 +15,10 @@ from __future__ import annotations
 import logging
 import os
 from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from flask import Flask, jsonify, render_template
+from flask import session as flask_session  # storefront.session is the package's module
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
@@ -38,6 +38,7 @@ from storefront import account, admin, shop
 from storefront.clients import ApiProblem, HttpTransport, ShopApi
 from storefront.cookie import init_cookie_sessions
 from storefront.jobs import JobRunner
+from storefront.money import LEDGER_KINDS, Money
 from storefront.problems import describe, is_unavailable
 from storefront.session import LoginRequired, current_user, forget, to_login
 from storefront.system import RateTracker
@@ -164,13 +165,14 @@ def _init_health(app: Flask) -> None:
 
 
 def _init_templates(app: Flask) -> None:
-    @app.template_filter("money")
-    def money(value: Any) -> str:
-        """``"1234.5"`` → ``"1,234.50"`` (money is a decimal string; never a float)."""
-        try:
-            return f"{Decimal(str(value)):,.2f}"
-        except (InvalidOperation, ValueError):
-            return "" if value is None else str(value)
+    money = Money.from_env()
+    app.extensions["shop_money"] = money
+    app.add_template_filter(money.format, "money")
+
+    @app.template_filter("ledger_kind")
+    def ledger_kind(kind: Any) -> str:
+        """A ledger entry's kind in the shopper's words (``charge`` is a top-up)."""
+        return LEDGER_KINDS.get(str(kind), str(kind).replace("_", " "))
 
     @app.template_filter("when")
     def when(value: Any) -> str:
@@ -184,7 +186,11 @@ def _init_templates(app: Flask) -> None:
 
     @app.context_processor
     def _globals() -> dict[str, Any]:
-        return {"user": current_user(), "request_id": current_request_id()}
+        return {
+            "user": current_user(),
+            "request_id": current_request_id(),
+            "cart_count": flask_session.get(shop.CART_COUNT),
+        }
 
 
 def _init_errors(app: Flask) -> None:

@@ -254,6 +254,18 @@ class ShopApi:
             expect=(204,),
         )
 
+    def change_password(self, token: str, username: str, current: str, new: str) -> None:
+        """``POST /customers/{username}/password`` (204; 401 ``invalid_credentials``)."""
+        body = {"current_password": current, "new_password": new}
+        self._call(
+            "customers",
+            "POST",
+            f"/customers/{username}/password",
+            token=token,
+            json=body,
+            expect=(204,),
+        )
+
     def profile(self, token: str, username: str) -> JSON:
         """``GET /customers/{username}``: profile with balance."""
         return self._call("customers", "GET", f"/customers/{username}", token=token)
@@ -310,15 +322,15 @@ class ShopApi:
         params = {**filters, "page": page, "page_size": page_size}
         return Page.of(self._call("inventory", "GET", "/products", params=params))
 
-    def product_names(self, product_ids: Iterable[int]) -> dict[int, str]:
-        """``GET /products?ids=``: the names of the listed products among ``product_ids``
-        (at most 100; archived and unknown ones are left out)."""
+    def products_by_id(self, product_ids: Iterable[int]) -> dict[int, JSON]:
+        """``GET /products?ids=``: the listed products among ``product_ids`` by id (at most
+        100; archived and unknown ones are left out)."""
         ids = sorted(set(product_ids))[:100]
         if not ids:
             return {}
         params = {"ids": ",".join(str(i) for i in ids), "page_size": 100}
         body = self._call("inventory", "GET", "/products", params=params)
-        return {int(p["id"]): str(p["name"]) for p in body.get("items") or []}
+        return {int(p["id"]): p for p in body.get("items") or []}
 
     def product(self, product_id: int, token: str | None = None) -> JSON:
         """``GET /products/{id}``."""

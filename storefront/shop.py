@@ -13,7 +13,16 @@ import os
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 
 from shopkit.service_client import DependencyUnavailable
@@ -22,6 +31,7 @@ from storefront import checkout
 from storefront.clients import ApiProblem, Page
 from storefront.forms import (
     CATEGORIES,
+    MAX_TOP_UP,
     SORTS,
     ActionForm,
     KeyedForm,
@@ -30,6 +40,7 @@ from storefront.forms import (
     TopUpForm,
     new_key,
 )
+from storefront.money import Money
 from storefront.problems import describe
 from storefront.session import (
     api,
@@ -41,6 +52,8 @@ from storefront.session import (
 )
 
 bp = Blueprint("shop", __name__)
+#: The session's count of units in the cart, shown in the menu.
+CART_COUNT = "cart_count"
 
 #: The catalogue's query parameters, passed to ``GET /products`` as they are.
 CATALOGUE_FILTERS = ("q", "category", "min_price", "max_price", "in_stock", "sort")
@@ -64,6 +77,8 @@ def catalogue() -> ResponseReturnValue:
         page = api().products(filters, page=page_number())
     except ApiProblem as exc:
         problem = exc.message()
+    if page is not None and (last := _past_the_end(page)) is not None:
+        return redirect(url_for("shop.catalogue", **{**_set(filters), "page": last}))
     return render_template(
         "shop/catalogue.html",
         page=page,
@@ -112,10 +127,18 @@ def _render_cart(
 ) -> ResponseReturnValue:
     """The cart page; ``recorded`` names an order the last checkout recorded (still pending)."""
     cart = api().cart(token())
+    _count_cart(cart)
+    short = [
+        int(line["product_id"])
+        for line in cart.get("items") or []
+        if not line.get("available") and line.get("unit_price") is not None
+    ]
+    stock = {pid: int(p.get("stock") or 0) for pid, p in _products(short).items()}
     return (
         render_template(
             "shop/cart.html",
             cart=cart,
+            stock=stock,
             problem=problem,
             pending=recorded or _pending_order(),
             line_form=QuantityForm(),
@@ -124,6 +147,11 @@ def _render_cart(
         ),
         status,
     )
+
+
+def _count_cart(cart: dict[str, Any]) -> None:
+    """Remember how many units the cart holds, for the menu (as of the last cart seen)."""
+    session[CART_COUNT] = sum(int(line.get("quantity") or 0) for line in cart.get("items") or [])
 
 
 def _pending_order() -> str | None:
@@ -156,10 +184,11 @@ def add_to_cart(product_id: int) -> ResponseReturnValue:
         (int(i["quantity"]) for i in current.get("items", []) if i["product_id"] == product_id), 0
     )
     try:
-        api().set_cart_item(token(), product_id, have + int(form.quantity.data or 1))
+        updated = api().set_cart_item(token(), product_id, have + int(form.quantity.data or 1))
     except ApiProblem as exc:
         flash(describe(exc), "error")
         return redirect(url_for("shop.product", product_id=product_id))
+    _count_cart(updated)
     flash("Added to your cart.", "success")
     return redirect(url_for("shop.cart"))
 
@@ -213,6 +242,7 @@ def checkout_cart() -> ResponseReturnValue:
     if order.get("status") == "pending":  # recorded; a checkout answers with it (202)
         return _render_cart(status=202, recorded=str(order["id"]))
     checkout.rotate()
+    session.pop(CART_COUNT, None)  # its lines left the cart (unless changed meanwhile)
     flash("Thank you: your order is paid.", "success")
     return redirect(url_for("shop.order", sale_id=order["id"]))
 
@@ -244,6 +274,8 @@ def orders() -> ResponseReturnValue:
     if status not in (None, *ORDER_STATUSES):
         status = None
     page = api().orders_of(token(), _username(), status, page_number())
+    if (last := _past_the_end(page)) is not None:
+        return redirect(url_for("shop.orders", **_set({"status": status, "page": last})))
     unnamed = [
         int(line["product_id"])
         for order in page.items
@@ -262,8 +294,16 @@ def orders() -> ResponseReturnValue:
 def _product_names(product_ids: list[int]) -> dict[int, str]:
     """Names of products an answer named by id only; ``{}`` when inventory does not answer
     (the pages then say "product 7")."""
+    found = _products(product_ids)
+    return {product_id: str(product["name"]) for product_id, product in found.items()}
+
+
+def _products(product_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """The listed products among ``product_ids``; ``{}`` when inventory does not answer."""
+    if not product_ids:
+        return {}
     try:
-        return api().product_names(product_ids)
+        return api().products_by_id(product_ids)
     except (ApiProblem, DependencyUnavailable):
         return {}
 
@@ -324,26 +364,51 @@ def cancel_order(sale_id: Any) -> ResponseReturnValue:
 @bp.route("/wallet", methods=["GET", "POST"])
 @login_required
 def wallet() -> ResponseReturnValue:
-    """The wallet: balance, top-up and the ledger."""
+    """The wallet: balance, top-up (its limit stated) and the ledger."""
     form = TopUpForm()
     problem, status = None, 200
     if request.method == "POST":
         status = 422
         if form.validate():
+            amount = f"{form.amount.data:.2f}"
             try:
-                api().top_up(token(), _username(), f"{form.amount.data:.2f}", str(form.key.data))
+                api().top_up(token(), _username(), amount, str(form.key.data))
             except ApiProblem as exc:
                 problem, status = describe(exc), _refusal_status(exc)
             else:
-                flash(f"Added {form.amount.data:.2f} to your wallet.", "success")
+                flash(f"Added {money().format(amount)} to your wallet.", "success")
                 return redirect(url_for("shop.wallet"))
         else:
-            problem = "Enter an amount of at least 0.01."
+            problem = " ".join(form.amount.errors) or "Enter an amount."
     data = api().wallet(token(), _username(), page=page_number())
-    fresh = TopUpForm(formdata=None, key=new_key(), amount=form.amount.data)
+    ledger = Page.of(data)
+    if (last := _past_the_end(ledger)) is not None:
+        return redirect(url_for("shop.wallet", page=last))
+    fresh = TopUpForm(formdata=None, key=new_key())
+    fresh.amount.raw_data = form.amount.raw_data  # what was typed stays in the box
     return render_template(
-        "shop/wallet.html", wallet=data, ledger=Page.of(data), form=fresh, problem=problem
+        "shop/wallet.html",
+        wallet=data,
+        ledger=ledger,
+        form=fresh,
+        problem=problem,
+        max_top_up=MAX_TOP_UP,
     ), status if problem else 200
+
+
+def money() -> Money:
+    """The shop's currency and how it is written."""
+    return current_app.extensions["shop_money"]  # type: ignore[no-any-return]
+
+
+def _set(args: dict[str, Any]) -> dict[str, Any]:
+    """Only the query arguments that have a value."""
+    return {name: value for name, value in args.items() if value not in (None, "")}
+
+
+def _past_the_end(page: Page) -> int | None:
+    """The last page's number when the one asked for lies past it (``?page=999``)."""
+    return page.pages if page.page > page.pages else None
 
 
 # --- reviews ----------------------------------------------------------------------------------
@@ -383,5 +448,7 @@ def delete_review(review_id: int) -> ResponseReturnValue:
 def my_reviews() -> ResponseReturnValue:
     """The user's reviews in every status."""
     page = api().reviews_of(token(), _username(), page=page_number())
+    if (last := _past_the_end(page)) is not None:
+        return redirect(url_for("shop.my_reviews", page=last))
     names = _product_names([int(r["product_id"]) for r in page.items])
     return render_template("shop/reviews.html", page=page, names=names, delete_form=ActionForm())

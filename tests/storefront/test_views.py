@@ -344,7 +344,59 @@ def test_register_shows_why_the_service_refused(client: FlaskClient, fake: FakeS
         "marital_status": "single",
     }
     response = client.post("/register", data=form)
-    assert response.status_code == 422 and "The username is taken." in response.text
+    assert response.status_code == 422
+    assert re.search(
+        r'id="username"[^>]*>\s*<span class="field-error">This username is taken; choose another.',
+        response.text,
+    )
+    fake.on("customers", "POST", "/customers", 422, {
+        "code": "validation_error", "detail": "The request is not valid.",
+        "errors": {"email": ["Not a valid email address."], "age": ["Must be 18 or more."]}})  # fmt: skip
+    response = client.post("/register", data={**form, "username": "fresh"})
+    assert response.status_code == 422
+    assert "Please correct the fields marked below." in response.text
+    assert re.search(
+        r'id="email"[^>]*>\s*<span class="field-error">Not a valid email', response.text
+    )
+    assert re.search(
+        r'id="age"[^>]*>\s*<span class="field-error">Must be 18 or more.', response.text
+    )
+
+
+def test_the_register_form_states_its_rules_and_presets_nothing(client: FlaskClient) -> None:
+    page = client.get("/register").text
+    assert "3 to 32 letters, digits, &#39;_&#39;, &#39;.&#39; or &#39;-&#39;" in page
+    assert "Age (18 or older)" in page
+    for name in ("gender", "marital_status"):
+        select = re.search(rf'<select[^>]*id="{name}"[^>]*>(.*?)</select>', page, re.S)
+        assert select is not None
+        assert select.group(1).startswith('<option value="">Choose'), select.group(1)
+        assert "selected" not in select.group(1)
+    response = client.post("/register", data={"username": "ab", "password": "long-enough"})
+    assert response.status_code == 422
+    assert "Use 3 to 32 letters" in response.text and "Choose one." in response.text
+
+
+def test_password_change_in_the_account_page(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    fake.on("customers", "GET", "/customers/ada", 200, {"username": "ada", "full_name": "Ada",
+            "email": "a@example.com", "age": 30, "address": "1 Elm Row", "gender": "female",
+            "marital_status": "single", "balance": "0.00"})  # fmt: skip
+    assert 'id="password-form"' in client.get("/profile").text
+    fake.on("customers", "POST", "/customers/ada/password", 401,
+            {"code": "invalid_credentials", "detail": "Wrong password."})  # fmt: skip
+    wrong = {"current_password": "nope", "new_password": "a-new-secret"}
+    response = client.post("/profile/password", data=wrong)
+    assert response.status_code == 422 and "This is not your current password." in response.text
+    assert client.get("/wallet").status_code != 302  # still logged in
+    fake.on("customers", "POST", "/customers/ada/password", 204)
+    response = client.post("/profile/password", data={**wrong, "current_password": "secret-pass"})
+    assert response.status_code == 302
+    changed = fake.made("customers", "POST", "/customers/ada/password")[-1]
+    assert changed.json == {"current_password": "secret-pass", "new_password": "a-new-secret"}
+    relogin = fake.made("customers", "POST", "/auth/login")[-1]
+    assert relogin.json == {"username": "ada", "password": "a-new-secret"}
 
 
 # --- cart, checkout, orders, wallet --------------------------------------------------------------
@@ -381,7 +433,7 @@ def test_checkout_with_too_little_money_shows_the_problem_and_keeps_the_cart(
     assert response.status_code == 409
     assert "The wallet balance does not cover the total." in response.text
     assert "Top up your wallet" in response.text
-    assert "Trail Shoes" in response.text and 'id="cart-total">179.80<' in response.text
+    assert "Trail Shoes" in response.text and 'id="cart-total">$179.80<' in response.text
     key = re.search(r'name="key" type="hidden" value="([^"]+)"', response.text).group(1)
     assert key != "k-1"  # a retry after topping up is a new attempt, not a replay of the refusal
 
@@ -661,6 +713,71 @@ def test_top_up_charges_the_wallet_once_per_form(
     assert response.status_code == 302
     (charge,) = fake.made("customers", "POST", "/customers/ada/wallet/charge")
     assert charge.json == {"amount": "25.50"} and charge.idempotency_key == "t-1"
+
+
+WALLET = {"username": "ada", "balance": "1234.50", "items": [
+    {"kind": "charge", "amount": "1000.00", "created_at": "2025-01-01T10:00:00+00:00"},
+    {"kind": "refund_credit", "amount": "5.00", "sale_id": SALE_ID,
+     "created_at": "2025-01-01T11:00:00+00:00"}], "page": 1, "page_size": 20, "total": 2}  # fmt: skip
+
+
+@pytest.mark.parametrize("typed", ["1e3", "-5", "0", "100000.01", "12.345", "ten"])
+def test_a_top_up_takes_only_a_plain_amount_within_the_stated_limit(
+    client: FlaskClient, fake: FakeServices, shopper: str, typed: str
+) -> None:
+    fake.on("customers", "GET", "/customers/ada/wallet", 200, WALLET)
+    page = client.get("/wallet").text
+    assert "From $0.01 to $100,000.00 per top-up." in page
+    response = client.post("/wallet", data={"amount": typed, "key": "t-2"})
+    assert response.status_code == 422
+    assert "Enter an amount like 25 or 25.50." in response.text or (
+        "Top up from 0.01 to 100,000.00 at a time." in response.text
+    )
+    assert f'value="{typed}"' in response.text  # what was typed stays
+    assert not fake.made("customers", "POST", "/customers/ada/wallet/charge")
+
+
+def test_money_shows_the_currency_and_a_top_up_reads_top_up(
+    make_app, fake: FakeServices, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake.on("customers", "GET", "/customers/ada/wallet", 200, WALLET)
+    client = make_app().test_client()
+    log_in(client, fake, "ada")
+    page = client.get("/wallet").text
+    assert '<strong id="balance">$1,234.50</strong>' in page
+    assert ">top-up</td>" in page and ">refund</td>" in page and ">charge" not in page
+    monkeypatch.setenv("SHOP_CURRENCY", "EUR")
+    monkeypatch.setenv("SHOP_LOCALE", "de_DE")
+    client = make_app().test_client()
+    log_in(client, fake, "ada")
+    assert '<strong id="balance">1.234,50\xa0€</strong>' in client.get("/wallet").text
+    monkeypatch.setenv("SHOP_CURRENCY", "XYZ")
+    with pytest.raises(ValueError, match="SHOP_CURRENCY"):
+        make_app()
+
+
+def test_a_page_past_the_end_goes_to_the_last_and_the_count_always_shows(
+    client: FlaskClient, fake: FakeServices
+) -> None:
+    fake.on("inventory", "GET", "/products", 200,
+            {"items": [], "page": 999, "page_size": 12, "total": 30})  # fmt: skip
+    response = client.get("/?q=lamp&page=999")
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/?q=lamp&page=3"
+    fake.on("inventory", "GET", "/products", 200,
+            {"items": [PRODUCT], "page": 1, "page_size": 12, "total": 1})  # fmt: skip
+    assert '<p class="result-count" id="result-count">1 product</p>' in client.get("/").text
+
+
+def test_the_menu_counts_the_cart_and_a_short_line_says_how_many_are_left(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    short = {**CART, "items": [{**CART["items"][0], "quantity": 5, "available": False}]}
+    fake.on("sales", "GET", "/cart", 200, short)
+    fake.on("inventory", "GET", "/products", 200, page_of(PRODUCT))
+    page = client.get("/cart").text
+    assert '<span class="count" id="cart-count" aria-label="5 items">5</span>' in page
+    assert "only 4 available" in page
 
 
 def test_a_service_that_is_down_is_a_clear_503_page(
