@@ -341,11 +341,10 @@ def get_sale(sale_id: uuid.UUID) -> ResponseReturnValue:
 @requires(ROLE_CUSTOMER, ROLE_ADMIN)
 @sales_blp.arguments(HistoryArgsSchema(), location="query")
 def customer_history(args: dict[str, Any], username: str) -> ResponseReturnValue:
-    """A customer's orders, newest first, optionally of one status (the customer or an admin)."""
+    """A customer's orders, newest first, optionally of one status or holding one product
+    (the customer or an admin)."""
     ensure_self_or_admin(require_principal(), username)
-    return queries.history(
-        get_session(), username, args.get("status"), args["page"], args["page_size"]
-    )
+    return queries.history(get_session(), username, args)
 
 
 @sales_blp.route("/sales", methods=["GET"])

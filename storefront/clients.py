@@ -386,15 +386,23 @@ class ShopApi:
         )
 
     def orders_of(
-        self, token: str, username: str, status: str | None = None, page: int = 1
+        self,
+        token: str,
+        username: str,
+        status: str | None = None,
+        page: int = 1,
+        *,
+        product: int | None = None,
+        page_size: int = 20,
     ) -> Page:
-        """``GET /customers/{username}/sales``: newest first."""
+        """``GET /customers/{username}/sales``: newest first (of one status, or holding one
+        product)."""
         body = self._call(
             "sales",
             "GET",
             f"/customers/{username}/sales",
             token=token,
-            params={"status": status, "page": page, "page_size": 20},
+            params={"status": status, "product": product, "page": page, "page_size": page_size},
         )
         return Page.of(body)
 

@@ -93,17 +93,30 @@ def catalogue() -> ResponseReturnValue:
 @bp.get("/products/<int:product_id>")
 def product(product_id: int) -> ResponseReturnValue:
     """One product: stock, approved reviews with average and histogram, add to cart, review."""
+    return _render_product(product_id)
+
+
+def _render_product(
+    product_id: int,
+    review_form: ReviewForm | None = None,
+    problem: str | None = None,
+    status: int = 200,
+) -> ResponseReturnValue:
+    """The product page; ``review_form`` keeps what the shopper wrote when it was refused."""
     item = api().product(product_id)
     reviews = api().product_reviews(product_id, page=page_number())
     mine = None
+    bought = False
     user = current_user()
     if user is not None and not user.is_admin:
         own = api().reviews_of(token(), user.username).items
         mine = next((r for r in own if r.get("product_id") == product_id), None)
-    review_form = ReviewForm()
-    if mine is not None:
-        review_form.rating.data = str(mine.get("rating"))
-        review_form.comment.data = mine.get("comment") or ""
+        bought = mine is not None or _bought(user.username, product_id)
+    if review_form is None:
+        review_form = ReviewForm()
+        if mine is not None:
+            review_form.rating.data = str(mine.get("rating"))
+            review_form.comment.data = mine.get("comment") or ""
     summary = reviews.get("summary") or {}
     histogram = {str(n): int((summary.get("histogram") or {}).get(str(n), 0)) for n in range(1, 6)}
     return render_template(
@@ -113,10 +126,26 @@ def product(product_id: int) -> ResponseReturnValue:
         summary=summary,
         histogram=histogram,
         mine=mine,
+        bought=bought,
+        problem=problem,
         add_form=QuantityForm(),
         review_form=review_form,
         delete_form=ActionForm(),
-    )
+    ), status
+
+
+#: The statuses of an order that was paid for (what entitles a review).
+PAID = frozenset({"completed", "shipped", "delivered"})
+
+
+def _bought(username: str, product_id: int) -> bool:
+    """Whether the shopper has a paid order of the product (the reviews service decides
+    again); ``False`` when sales does not answer."""
+    try:
+        orders = api().orders_of(token(), username, product=product_id, page_size=100)
+    except (ApiProblem, DependencyUnavailable):
+        return False
+    return any(order.get("status") in PAID for order in orders.items)
 
 
 # --- cart and checkout ------------------------------------------------------------------------
@@ -417,21 +446,23 @@ def _past_the_end(page: Page) -> int | None:
 @bp.post("/products/<int:product_id>/review")
 @login_required
 def review(product_id: int) -> ResponseReturnValue:
-    """Write (or edit) the user's review of a product; it waits for moderation."""
+    """Write (or edit) the user's review of a product; it waits for moderation. A refusal
+    shows the product page again with what was written."""
     form = ReviewForm()
     if not form.validate():
-        flash("Choose a rating from 1 to 5 and keep the comment under 2000 characters.", "error")
-        return redirect(url_for("shop.product", product_id=product_id))
+        problem = "Choose a rating from 1 to 5 and keep the comment under 2000 characters."
+        return _render_product(product_id, form, problem, 422)
     rating, comment = int(form.rating.data or 5), form.comment.data or ""
     own = api().reviews_of(token(), _username()).items
     mine = next((r for r in own if r.get("product_id") == product_id), None)
-
-    def send() -> object:
+    try:
         if mine is None:
-            return api().write_review(token(), product_id, rating, comment)
-        return api().edit_review(token(), int(mine["id"]), rating, comment)
-
-    attempt(send, "Thanks! Your review will appear once a moderator approves it.")
+            api().write_review(token(), product_id, rating, comment)
+        else:
+            api().edit_review(token(), int(mine["id"]), rating, comment)
+    except ApiProblem as exc:
+        return _render_product(product_id, form, describe(exc), _refusal_status(exc))
+    flash("Thanks! Your review will appear once a moderator approves it.", "success")
     return redirect(url_for("shop.product", product_id=product_id))
 
 

@@ -805,6 +805,22 @@ def test_a_service_error_is_a_502_page_without_details(
     assert "The sales service failed." in response.text and "psycopg2" not in response.text
 
 
+def test_the_review_form_is_only_for_buyers(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    fake.on("inventory", "GET", "/products/7", 200, PRODUCT)
+    fake.on("reviews", "GET", "/products/7/reviews", 200,
+            {**page_of(), "summary": {"count": 0, "average": None, "histogram": {}}})  # fmt: skip
+    fake.on("reviews", "GET", "/customers/ada/reviews", 200, page_of())
+    fake.on("sales", "GET", "/customers/ada/sales", 200, page_of({**SALE, "status": "cancelled"}))
+    page = client.get("/products/7").text
+    assert 'id="review-form"' not in page and "Only buyers can review" in page
+    (asked,) = fake.made("sales", "GET", "/customers/ada/sales")
+    assert asked.params["product"] == 7
+    fake.on("sales", "GET", "/customers/ada/sales", 200, page_of(SALE))
+    assert 'id="review-form"' in client.get("/products/7").text
+
+
 def test_review_is_written_then_edited(
     client: FlaskClient, fake: FakeServices, shopper: str
 ) -> None:
@@ -816,10 +832,18 @@ def test_review_is_written_then_edited(
         403,
         {"code": "not_a_buyer", "detail": "Only buyers may review."},
     )
+    fake.on("inventory", "GET", "/products/7", 200, PRODUCT)
+    fake.on("reviews", "GET", "/products/7/reviews", 200,
+            {**page_of(), "summary": {"count": 0, "average": None, "histogram": {}}})  # fmt: skip
+    fake.on("sales", "GET", "/customers/ada/sales", 200, page_of({**SALE, "status": "delivered"}))
     response = client.post(
         "/products/7/review", data={"rating": "4", "comment": "Nice"}, follow_redirects=False
     )
-    assert response.status_code == 302
+    # Refused: the page says why and keeps what was written.
+    assert response.status_code == 422
+    assert "Only buyers may review." in response.text
+    assert re.search(r">\s*Nice</textarea>", response.text)
+    assert '<option selected value="4">' in response.text
     assert fake.made("reviews", "POST", "/reviews")[0].json == {
         "product_id": 7,
         "rating": 4,
