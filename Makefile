@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test lint format run clean docs bench
+.PHONY: install system-tools test check lint format run clean docs bench
 
 install: $(STAMP)
 
@@ -15,8 +15,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,docs,seeder,embedded]'
 	touch $(STAMP)
 
-test: install
+# The system tools the tests drive (nginx, kubectl, Chromium, promtool): found, or installed
+# from Debian packages (with sudo when not root); a clear failure when that is impossible.
+system-tools:
+	devstack/system_tools.sh
+
+test: install system-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Formatting, lint, types (mypy) and the architecture contracts (import-linter); the
+# configuration of each is in pyproject.toml.
+check: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 lint: install
 	$(BIN)/ruff format --check .
@@ -26,11 +39,11 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# exec: the launcher is make's own child (no shell in between). Ctrl-C reaches it with the
-# terminal's process group; SIGINT to make alone, which make does not pass on, the
-# launcher notices by watching make (shopkit.stack.ParentWatch).
+# exec: the launcher (devstack.launcher) is make's own child (no shell in between). Ctrl-C
+# reaches it with the terminal's process group; SIGINT to make alone, which make does not
+# pass on, the launcher notices by watching make (devstack.parent_watch.ParentWatch).
 run: install
-	exec $(BIN)/shop-run
+	exec $(BIN)/python -m devstack
 
 docs: install
 	$(BIN)/python docs/build.py

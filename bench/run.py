@@ -78,9 +78,10 @@ from bench import batching_bench, monolith, profiling  # noqa: E402
 from bench.cpu import CpuMeter, tree  # noqa: E402
 from bench.loadgen import Buyer, LoadResult, run_load  # noqa: E402
 from bench.memory import RssSampler, floor  # noqa: E402
-from shopkit.embedded_pg import scratch_database, throwaway_server  # noqa: E402
+from devstack.postgres import scratch_database, throwaway_server  # noqa: E402
+from devstack.processes import ServiceProcess, free_port  # noqa: E402
 from shopkit.migrations import upgrade  # noqa: E402
-from shopkit.stack import PACKAGES, ServiceProcess, free_port  # noqa: E402
+from shopkit.registry import packages  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
 PROFILE_CONFIG = BENCH_DIR / "gunicorn_profile.py"
@@ -90,6 +91,7 @@ BUYER_PASSWORD = "bench-buyer-password"
 BUYER_FUNDS = Decimal("1000000.00")
 MAX_TOP_UP = Decimal("100000.00")
 PRODUCT_STOCK = 1_000_000
+PACKAGES = packages()  # the services of shopkit.registry: name → package
 SERVICES = tuple(PACKAGES)  # customers, inventory, sales, reviews
 SAGA_SERVICES = ("customers", "inventory", "sales")
 

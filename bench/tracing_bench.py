@@ -49,7 +49,7 @@ from bench.run import (
     seed,
 )
 from shopkit.migrations import upgrade
-from shopkit.stack import PACKAGES
+from shopkit.registry import packages
 
 GOAL_PCT = 15.0
 
@@ -264,7 +264,7 @@ def main() -> int:
         f"gunicorn {knobs.workers} x {knobs.threads}"
     )
     with database(knobs, console) as url:
-        for package in PACKAGES.values():
+        for package in packages().values():
             upgrade(package, url)
         stack = Stack(url, knobs, knobs.results / "profiles", knobs.results / "logs")
         stack.log_dir.mkdir(parents=True, exist_ok=True)

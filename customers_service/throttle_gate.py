@@ -31,10 +31,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from customers_service import throttle
+from customers_service.metrics import LOGINS
 from shopkit.config import Settings
 from shopkit.errors import PROBLEM_MEDIA_TYPE, problem_body
 from shopkit.json_provider import encode
-from shopkit.metrics import LOGINS
 from shopkit.proxy import client_address, trusted_networks
 from shopkit.request_id import HEADER as REQUEST_ID_HEADER
 from shopkit.request_id import new_request_id, valid_request_id

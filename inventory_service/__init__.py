@@ -47,6 +47,7 @@ from typing import Any
 from flask import Flask
 
 from inventory_service.clients import build_payments_client
+from inventory_service.metrics import METRICS
 from inventory_service.models import SCHEMA
 from inventory_service.routes import internal_blp, products_blp
 from shopkit.app import create_service_app
@@ -71,6 +72,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         title="Shop inventory service",
         description="Product catalogue with search, stock, and stock reservations for sales.",
         blueprints=[products_blp, internal_blp],
+        metrics=METRICS,
         config=config,
     )
     app.extensions["inventory_payments"] = payments

@@ -65,7 +65,7 @@ def text_match(query: str) -> ColumnElement[bool]:
 
 def _conditions(args: dict[str, Any]) -> list[ColumnElement[bool]]:
     """The ``WHERE`` conditions of ``GET /products`` (archived products are never listed)."""
-    conditions = [Product.archived.is_(False)]
+    conditions: list[ColumnElement[bool]] = [Product.archived.is_(False)]
     if args.get("category") is not None:
         conditions.append(Product.category == args["category"])
     if args.get("min_price") is not None:
@@ -81,7 +81,7 @@ def _conditions(args: dict[str, Any]) -> list[ColumnElement[bool]]:
     return conditions
 
 
-def search_statement(args: dict[str, Any]) -> Select[tuple[Product]]:
+def search_statement(args: dict[str, Any]) -> Select[Product]:
     """The ordered query of ``GET /products`` without a text query (see :func:`search`)."""
     return (
         select(Product)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from typing import ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -38,6 +39,7 @@ from sqlalchemy import (
     Integer,
     Numeric,
     String,
+    Table,
     Text,
     func,
 )
@@ -69,6 +71,8 @@ class Base(DeclarativeBase):
     """Declarative base of the inventory schema."""
 
     metadata = make_metadata(SCHEMA)
+    # Every model maps one table (SQLAlchemy types it as any FromClause).
+    __table__: ClassVar[Table]
 
 
 class Product(Base):

@@ -10,7 +10,6 @@ import hashlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from flask import Flask, current_app, g
@@ -19,7 +18,7 @@ from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from shopkit import db_guard, embedded_pg
+from shopkit import db_guard
 from shopkit.config import Settings
 
 NAMING_CONVENTION = {
@@ -36,17 +35,32 @@ def make_metadata(schema: str) -> MetaData:
     return MetaData(schema=schema, naming_convention=NAMING_CONVENTION)
 
 
-def resolve_database_url(settings: Settings) -> str:
-    """``DATABASE_URL`` if set, else the embedded PostgreSQL under ``settings.data_dir``.
+class MissingDatabaseURL(RuntimeError):
+    """A service was started without ``DATABASE_URL``."""
 
-    On the embedded server a service connects as its own role (``<service>_svc``).
+
+def resolve_database_url(settings: Settings) -> str:
+    """``DATABASE_URL``, normalised; :class:`MissingDatabaseURL` if it is not set.
+
+    The runtime never starts a database of its own: ``make run`` (the dev stack,
+    :mod:`devstack`) sets ``DATABASE_URL`` for every service it starts, and
+    ``python -m devstack database-url <service>`` prints the embedded one.
     """
     if settings.database_url:
         return normalise_url(settings.database_url)
-    return embedded_pg.database_url(Path(settings.data_dir) / "pg", settings.service_name)
+    raise MissingDatabaseURL(
+        f"DATABASE_URL is not set for {settings.service_name}. On a development machine, "
+        f"`make run` starts everything; for one service by hand: export DATABASE_URL="
+        f'"$(.venv/bin/python -m devstack database-url {settings.service_name})"'
+    )
 
 
-normalise_url = embedded_pg.normalise_url
+def normalise_url(url: str) -> str:
+    """Accept ``postgres://`` and ``postgresql://`` URLs and pick the psycopg2 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix) :]
+    return url
 
 
 #: A pooled connection unused for longer than this is checked before it is handed out.

@@ -18,9 +18,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, create_engine, text
 
+from devstack.roles import service_role_url
 from shopkit.config import Settings
-from shopkit.embedded_pg import service_role_url
-from shopkit.stack import PACKAGES
+from shopkit.registry import SERVICE_NAMES
 from tests.support.database import fresh_database, present_packages, server_url, truncate_all
 
 ADMIN_USERNAME = "admin"
@@ -47,7 +47,7 @@ def make_settings(database_url: str) -> Callable[..., Settings]:
         values: dict[str, Any] = {
             # A service connects as its own role, which reaches its own schema only.
             "database_url": service_role_url(database_url, service)
-            if service in PACKAGES
+            if service in SERVICE_NAMES
             else database_url,
             "admin_username": ADMIN_USERNAME,
             "admin_password": ADMIN_PASSWORD,

@@ -42,6 +42,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ProgrammingError
 
+from devstack.gateway import CLOSED_ADDRESS, GATEWAY_DIR, nginx_binary
+from devstack.postgres import psql_command, scratch_database
+from devstack.processes import free_port
 from shopkit.config import (
     DEV_SERVICE_CLIENT_SECRET,
     PRODUCTION,
@@ -49,9 +52,7 @@ from shopkit.config import (
     InsecureConfiguration,
     Settings,
 )
-from shopkit.embedded_pg import psql_command, scratch_database
-from shopkit.gateway import CLOSED_ADDRESS, GATEWAY_DIR, nginx_binary
-from shopkit.stack import STOREFRONT_PORT, free_port
+from shopkit.registry import app
 from tests.support.secrets import (
     ADMIN_PASSWORD,
     SHARED_SECRET,
@@ -314,7 +315,7 @@ def role_database(database_url: str) -> Iterator[URL]:
         url = make_url(raw)
         args, pgenv = psql_command(url)
         variables = [f"-v{svc}_password={pw}" for svc, pw in ROLE_PASSWORDS.items()]
-        script = str(PROJECT_ROOT / "shopkit/sql/create_roles.sql")
+        script = str(PROJECT_ROOT / "devstack/sql/create_roles.sql")
         done = subprocess.run(
             [*args, "-v", "ON_ERROR_STOP=1", f"-vDBNAME={url.database}", *variables, "-f", script],
             env={**os.environ, **pgenv}, capture_output=True, text=True, timeout=60, check=False,
@@ -370,7 +371,7 @@ def run_gateway(
             f"server {name}:{5000 + APP_SERVICES.index(name)};", f"server 127.0.0.1:{port};"
         )
     # The storefront is not started here: a name nginx cannot resolve would stop it.
-    site = site.replace(f"server storefront:{STOREFRONT_PORT};", f"server {CLOSED_ADDRESS};")
+    site = site.replace(f"server storefront:{app('storefront').port};", f"server {CLOSED_ADDRESS};")
     site = site.replace("listen 8000;", f"listen 127.0.0.1:{gateway_port};")
     (mount / "site.conf").write_text(site)
 

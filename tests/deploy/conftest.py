@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 import requests
 
-from shopkit.gateway import Gateway
-from shopkit.stack import PACKAGES, free_port
+from devstack.gateway import Gateway
+from devstack.processes import free_port
+from shopkit.registry import SERVICE_NAMES
 
 
 class GatewayUnderTest(Gateway):
-    """A :class:`~shopkit.gateway.Gateway` whose access log (JSON lines) the test can read."""
+    """A :class:`~devstack.gateway.Gateway` whose access log (JSON lines) the test can read."""
 
     def __init__(self, upstreams: dict[str, str]) -> None:
         self.log_path = Path(tempfile.mkstemp(prefix="shop-gateway-", suffix=".log")[1])
@@ -67,7 +68,7 @@ def funded_shopper(
 @pytest.fixture(scope="session")
 def services(live_stack: Any) -> Any:
     """The four services as real gunicorn processes."""
-    for service in PACKAGES:
+    for service in SERVICE_NAMES:
         live_stack.start(service)
     return live_stack
 

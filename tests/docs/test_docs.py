@@ -22,18 +22,14 @@ import pytest
 
 from shopkit.config import SETTING_VARIABLES, Settings
 from shopkit.environment import ENVIRONMENT
+from shopkit.registry import FRONTENDS, packages
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = {
-    "customers": "customers_service",
-    "inventory": "inventory_service",
-    "sales": "sales_service",
-    "reviews": "reviews_service",
-}
+SERVICES = packages()
 #: Routes every service serves outside its OpenAPI document (described on api/index.html).
 OPERATIONS_ROUTES = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"}
 ASSET_ENDPOINTS = {"static", "swagger_static"}
-PACKAGES = ["shopkit", *SERVICES.values(), "seeder", "storefront"]
+PACKAGES = ["shopkit", "devstack", *SERVICES.values(), "seeder", *packages(FRONTENDS).values()]
 #: Not documented as modules: Alembic environments, gunicorn's configuration file.
 UNDOCUMENTED_MODULES = re.compile(r"\.migrations(\.|$)|^shopkit\.gunicorn_conf$|\.__main__$")
 

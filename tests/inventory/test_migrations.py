@@ -7,7 +7,7 @@ import uuid
 import pytest
 from sqlalchemy import create_engine, text
 
-from shopkit.embedded_pg import scratch_database
+from devstack.postgres import scratch_database
 from shopkit.migrations import upgrade
 
 

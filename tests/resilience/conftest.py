@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from shopkit.embedded_pg import throwaway_server
+from devstack.postgres import throwaway_server
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET
 from tests.resilience.harness import FINDINGS
 from tests.support.database import migrate_as_service_roles

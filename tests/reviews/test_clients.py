@@ -20,10 +20,10 @@ import jwt
 import pytest
 from flask import Flask
 
+from devstack.processes import free_port
 from reviews_service.clients import build_clients
 from shopkit.config import Settings
 from shopkit.service_client import DependencyUnavailable
-from shopkit.stack import free_port
 from tests.conftest import SERVICE_SECRET, Identity, bearer
 from tests.reviews.conftest import assert_problem
 

@@ -16,6 +16,7 @@ import requests
 from flask import Flask
 from sqlalchemy import create_engine, text
 
+from devstack.roles import service_role_url
 from sales_service.batching import Batcher
 from sales_service.models import COMPLETED, FAILED, PENDING
 from sales_service.saga import (
@@ -30,7 +31,6 @@ from sales_service.saga import (
 )
 from shopkit.auth import ROLE_CUSTOMER, Principal
 from shopkit.db import Database
-from shopkit.embedded_pg import service_role_url
 from shopkit.errors import DatabaseUnavailable, ProblemError
 from tests.conftest import Identity
 from tests.sales.conftest import Shop, recover

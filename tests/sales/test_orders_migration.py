@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from shopkit.embedded_pg import scratch_database
+from devstack.postgres import scratch_database
 from shopkit.migrations import head_revision
 
 

@@ -18,9 +18,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from devstack.processes import free_port
 from shopkit.auth import SERVICES
 from shopkit.config import PROJECT_ROOT, Settings
-from shopkit.stack import PACKAGES, free_port
+from shopkit.registry import app
 from tests.conftest import Identity, bearer, customer_payload
 
 #: The documented access matrix (docs/auth.rst renders the same file).
@@ -61,7 +62,7 @@ def service_apps(
             http_retries=0,
             http_connect_timeout_s=0.5,
         )
-        module = importlib.import_module(PACKAGES[service])
+        module = importlib.import_module(app(service).package)
         apps[service] = module.create_app(
             {
                 "SETTINGS": settings,

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import requests
 
+from devstack.processes import free_port
 from seeder import data
-from shopkit.stack import free_port
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, customer_payload
 from tests.seeder.conftest import Run, ShopReader
 

@@ -12,9 +12,9 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from devstack.processes import free_port
 from shopkit.auth import JwksKeyResolver
 from shopkit.errors import ProblemError, Unauthorized
-from shopkit.stack import free_port
 
 
 class Jwks:

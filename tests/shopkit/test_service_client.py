@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from devstack.processes import free_port
 from shopkit.request_id import bind_request_id
 from shopkit.service_client import DependencyUnavailable, ServiceClient, ServiceTokenProvider
-from shopkit.stack import free_port
 
 
 class Script:

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
+from devstack.processes import free_port
 from shopkit.config import PROJECT_ROOT
-from shopkit.stack import free_port
 from tests.compose.test_compose import interpolate
 
 pytestmark = pytest.mark.processes

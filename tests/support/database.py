@@ -10,14 +10,10 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from shopkit.embedded_pg import (
-    create_service_roles,
-    scratch_database,
-    service_role_url,
-    throwaway_server,
-)
+from devstack.postgres import scratch_database, throwaway_server
+from devstack.roles import create_service_roles, service_role_url
 from shopkit.migrations import upgrade
-from shopkit.stack import PACKAGES
+from shopkit.registry import SERVICES
 
 #: Tables kept between tests (migration state and the token signing keys).
 KEEP_TABLES = {"alembic_version", "signing_keys"}
@@ -30,7 +26,8 @@ def present_packages() -> dict[str, str]:
     """
     found = {}
     only = {s for s in os.environ.get("SHOP_TEST_SERVICES", "").split(",") if s}
-    for name, package in PACKAGES.items():
+    for service in SERVICES:
+        name, package = service.name, service.package
         if only and name not in only:
             continue
         spec = importlib.util.find_spec(package)
