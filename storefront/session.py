@@ -58,14 +58,21 @@ def api() -> ShopApi:
 
 
 def remember(tokens: Tokens, *, renewed: bool = False) -> User:
-    """Start the session for these tokens (a new session id, unless the tokens are the
-    ``renewed`` ones of the same login); returns who it is."""
+    """Keep these tokens in the session; returns who it is.
+
+    A login starts a new session (a new id; any earlier session of this browser is
+    refused from now on, copies of its cookie included). ``renewed`` tokens of the same
+    login only replace the old ones: the rest of the session stays.
+    """
     claims = jwt.decode(tokens.access_token, options={"verify_signature": False})
     user = User(username=str(claims.get("sub", "")), role=str(claims.get("role", "customer")))
-    sid = session.get(SID) if renewed else None
-    session.clear()
+    if not renewed:
+        earlier = session.get(SID)
+        if earlier is not None:
+            revoked().revoke(str(earlier))
+        session.clear()
+        session[SID] = secrets.token_urlsafe(18)
     session.permanent = True
-    session[SID] = sid or secrets.token_urlsafe(18)
     session["user"] = {"username": user.username, "role": user.role}
     session["tokens"] = {
         "access": tokens.access_token,

@@ -178,6 +178,24 @@ def test_logout_revokes_the_refresh_token_and_a_copied_cookie_opens_nothing(
     assert len(fake.made("customers", "GET", "/customers/ada/wallet")) == 1
 
 
+def test_a_renewal_keeps_the_session_and_a_new_login_refuses_the_old_cookie(
+    client: FlaskClient, fake: FakeServices, app
+) -> None:
+    log_in(client, fake, "ada", ttl_s=30)  # within the renewal margin
+    fake.on("sales", "GET", "/cart", 200, CART)
+    fake.on("customers", "POST", "/auth/refresh", 200,
+            {"access_token": access_token("ada"), "refresh_token": "refresh-2",
+             "expires_in": 900})  # fmt: skip
+    first = _cart_key(client.get("/cart").text)  # renews the tokens
+    assert fake.made("customers", "POST", "/auth/refresh")
+    assert _cart_key(client.get("/cart").text) == first  # the checkout nonce survived
+    old = client.get_cookie("shop_session").value
+    log_in(client, fake, "ada")
+    stale = app.test_client()
+    stale.set_cookie("shop_session", old)
+    assert stale.get("/cart").status_code == 302
+
+
 def test_logout_ends_the_session_even_when_customers_cannot_revoke(
     client: FlaskClient, fake: FakeServices
 ) -> None:
