@@ -48,6 +48,7 @@ from shopkit.idempotency import (
     request_fingerprint,
 )
 from shopkit.openapi import LOCATION_HEADER
+from shopkit.service_client import DependencyUnavailable
 
 sales_blp = Blueprint(
     "sales",
@@ -308,19 +309,24 @@ def checkout() -> ResponseReturnValue:
 
 def _pending_checkout(sale: Sale) -> Response:
     """Answer a checkout with the cart's order still pending: a retry of that order (which
-    drives it if nobody else is), or the order as it stands when it was placed keyless."""
-    if sale.idempotency_key is None:
-        answer = _sale_response(sale, replayed=True)
-        get_session().rollback()
-        return answer
-    retry = NewSale(
-        placed_lines(sale),
-        idempotency_key=sale.idempotency_key,
-        fingerprint=sale.request_fingerprint,
-        from_cart=True,
-    )
+    drives it if nobody else is), or the order as it stands (202) when it was placed
+    without a key or its dependencies are known to be down right now."""
+    as_it_stands = _sale_response(sale, replayed=True)
+    retry = None
+    if sale.idempotency_key is not None:
+        retry = NewSale(
+            placed_lines(sale),
+            idempotency_key=sale.idempotency_key,
+            fingerprint=sale.request_fingerprint,
+            from_cart=True,
+        )
     get_session().rollback()
-    return _order(retry)
+    if retry is None:
+        return as_it_stands
+    try:
+        return _order(retry)
+    except DependencyUnavailable:  # an open circuit: the order is pending all the same
+        return as_it_stands
 
 
 def placed_lines(sale: Sale) -> tuple[tuple[int, int], ...]:
