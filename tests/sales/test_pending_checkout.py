@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
@@ -14,8 +14,10 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
+from tests.conftest import Identity
 from tests.sales.conftest import Shop
 from tests.support.invariants import check_invariants
+from tests.support.live import LiveStack
 
 pytestmark = pytest.mark.processes
 
@@ -45,19 +47,25 @@ def orders_of(database_url: str, username: str) -> list[tuple[str, str]]:
     return [(str(row.id), row.status) for row in rows]
 
 
-@pytest.fixture
-def inventory_faults(sales_deps: Any, shop: Shop) -> Iterator[Any]:
-    """Sets live faults on the shared inventory process; switches them all off afterwards."""
-    url = sales_deps.url("inventory") + "/admin/faults"
+def fault_switch(stack: Any, shop: Shop) -> Callable[..., None]:
+    """Replaces the live faults of ``stack``'s inventory process (none: all off)."""
+    url = stack.url("inventory") + "/admin/faults"
 
     def switch(*faults: dict[str, Any]) -> None:
         answer = requests.put(url, json={"faults": list(faults)}, headers=shop.admin, timeout=10)
         assert answer.status_code == 200, answer.text
 
+    return switch
+
+
+@pytest.fixture
+def inventory_faults(sales_deps: Any, shop: Shop) -> Iterator[Callable[..., None]]:
+    """Sets live faults on the shared inventory process; switches them all off afterwards."""
+    switch = fault_switch(sales_deps, shop)
     try:
         yield switch
     finally:
-        requests.delete(url, headers=shop.admin, timeout=10)
+        switch()
 
 
 def _cart_of(base: str, token: str, product: int, quantity: int) -> None:
@@ -71,9 +79,14 @@ def _cart_of(base: str, token: str, product: int, quantity: int) -> None:
 
 
 def test_checking_out_again_while_the_order_is_pending_answers_with_that_order(
-    sales_deps: Any, shop: Shop, inventory_faults: Any, database_url: str
+    fault_stack: LiveStack, identity: Identity, database_url: str
 ) -> None:
-    sales = sales_deps.start("sales").url
+    # Processes of its own: the retries below open sales' circuit to inventory on purpose.
+    for service in ("customers", "inventory"):
+        fault_stack.start(service)
+    sales = fault_stack.start("sales", workers=1).url
+    shop = Shop(fault_stack, identity)
+    inventory_faults = fault_switch(fault_stack, shop)
     product = shop.product(price="10.00", stock=10)
     buyer, token = shop.buyer("100.00")
     _cart_of(sales, token, product, 2)
