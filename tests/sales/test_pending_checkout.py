@@ -14,10 +14,10 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from tests.conftest import Identity
-from tests.sales.conftest import Shop
+from tests.support.identity import Identity
 from tests.support.invariants import check_invariants
 from tests.support.live import LiveStack
+from tests.support.sales import Shop
 
 pytestmark = pytest.mark.processes
 

@@ -18,8 +18,8 @@ import requests
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
-from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, customer_payload
 from tests.storefront.test_browser import Shop, balance_of, browser, stock_shop, storefront
+from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, customer_payload
 
 pytestmark = pytest.mark.processes
 __all__ = ["browser", "storefront"]  # the module's fixtures, shared with test_browser.py
@@ -81,12 +81,17 @@ def test_a_fault_on_inventory_never_turns_a_recorded_order_into_a_double_charge(
     # Inventory fails (or is slow) while the shopper checks out, twice.
     inventory_fault(FAULTS[fault])
     seen = set()
-    for _ in range(2):
+    for attempt in range(2):
         shop.go("/cart")
         shop.submit("#checkout")
         page = shop.text()
-        assert "Your order is recorded and is being completed" in page, page
         assert "try again" not in page.lower(), page
+        if attempt and "your order is paid" in page and "/orders/" in browser.current_url:
+            # Slow, not failing: the saga went on after the first answer and has completed
+            # the recorded order since; the second checkout shows that same order, paid.
+            seen.add(browser.current_url.rsplit("/", 1)[-1])
+            continue
+        assert "Your order is recorded and is being completed" in page, page
         link = shop.find("#recorded-order").get_attribute("href") or ""
         seen.add(link.rsplit("/", 1)[-1])
     shop.shot(f"checkout-recorded-{fault}")

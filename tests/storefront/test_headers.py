@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 
 from shopkit import deadline
 from storefront import PAGE_POLICY
-from tests.storefront.conftest import FakeServices
+from tests.support.storefront import FakeServices
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "storefront" / "templates"
 INLINE = re.compile(
