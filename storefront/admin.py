@@ -224,11 +224,20 @@ def product(product_id: int) -> ResponseReturnValue:
     ), 422 if problem else 200
 
 
+@bp.url_value_preprocessor
+def _bound_uploads(endpoint: str | None, _values: dict[str, Any] | None) -> None:
+    """An image upload's body may be at most twice the image limit (werkzeug answers 413).
+
+    Set here because URL value preprocessors run before every ``before_request``
+    function, the input guard's too, which reads the form.
+    """
+    if endpoint == "admin.upload_image":
+        request.max_content_length = 2 * IMAGE_MAX_BYTES
+
+
 @bp.post("/products/<int:product_id>/image")
 def upload_image(product_id: int) -> ResponseReturnValue:
     """Upload the product's image (``PUT /products/{id}/image``), replacing the one before."""
-    # Refuse a body far past the limit before it is read (werkzeug answers 413).
-    request.max_content_length = 2 * IMAGE_MAX_BYTES
     form = ImageForm()
     if form.validate():
         upload = form.image.data

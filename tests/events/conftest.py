@@ -20,12 +20,12 @@ import redis
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from devstack import broker as embedded_broker
 from shopkit.config import PROJECT_ROOT
 from shopkit.events.consumer import BatchHandler, Consumer, ConsumerSettings, Handler
 from shopkit.events.outbox import emit
 from shopkit.events.relay import Relay, RelaySettings, broker_client
 from tests.events import tables
+from tests.support.database import broker as embedded_broker
 
 #: Short timeouts so retries, claims and dead letters happen within a test.
 FAST = ConsumerSettings(
@@ -151,15 +151,6 @@ def effects(db_engine: Engine, sessions: sessionmaker[Session]) -> Callable[[str
     return count
 
 
-def drain(consumer: Consumer, *, until: Callable[[], bool], rounds: int = 200) -> None:
-    """Poll ``consumer`` until ``until()`` holds (each poll waits at most its block time)."""
-    for _ in range(rounds):
-        if until():
-            return
-        consumer.poll()
-    assert until(), "the consumer did not get there"
-
-
 @pytest.fixture
 def run_worker(database_url: str, broker: embedded_broker.Broker) -> Callable[..., int]:
     """Run ``tests.events.worker`` (a real process that kills itself -9); its exit status."""
@@ -184,18 +175,3 @@ def run_worker(database_url: str, broker: embedded_broker.Broker) -> Callable[..
         return done.returncode
 
     return run
-
-
-def sample(metric: Any, name: str, **labels: str) -> float | None:
-    """The current value of sample ``name`` with ``labels`` of a business metric (or None)."""
-    for family in metric.metric.collect():
-        for found in family.samples:
-            if found.name == name and found.labels == labels:
-                return float(found.value)
-    return None
-
-
-def pending_by(valkey: redis.Redis, group: str, stream: str = "events:order") -> dict[str, int]:
-    """How many entries of ``stream`` each consumer of ``group`` holds unacknowledged."""
-    summary: Any = valkey.xpending(stream, group)
-    return {c["name"].decode(): int(c["pending"]) for c in summary["consumers"]}

@@ -10,8 +10,8 @@ import time
 
 import psutil
 
-from devstack import broker as embedded_broker
 from shopkit.config import PROJECT_ROOT
+from tests.support.database import broker as embedded_broker
 
 
 def test_append_only_file_keeps_streams_across_a_kill(tmp_path) -> None:

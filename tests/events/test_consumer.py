@@ -14,7 +14,7 @@ from shopkit.events.envelope import FIELD, Event
 from shopkit.events.metrics import CONSUMER_LAG, DEAD_LETTERS, EVENTS_CONSUMED
 from shopkit.events.streams import describe, observe_group
 from tests.events import tables
-from tests.events.conftest import drain, pending_by, sample
+from tests.support.events import drain, pending_by, sample
 
 ORDERS = stream_for("order")
 

@@ -8,7 +8,7 @@ from shopkit.events.catalog import stream_for
 from shopkit.events.metrics import EVENTS_CONSUMED
 from shopkit.events.outbox import backlog
 from tests.events import tables
-from tests.events.conftest import drain, pending_by, sample
+from tests.support.events import drain, pending_by, sample
 
 ORDERS = stream_for("order")
 

@@ -17,7 +17,7 @@ from shopkit.events.catalog import CATALOG, EVENT_TYPES, stream_for, validate_da
 from shopkit.events.envelope import Event, MalformedEvent, decode, encode
 from shopkit.events.outbox import emit
 from tests.events import tables
-from tests.events.conftest import drain
+from tests.support.events import drain
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -65,6 +65,7 @@ def test_the_envelope_is_a_structured_cloudevent() -> None:
         ),
         json.dumps({"specversion": "1.0", "id": str(uuid.uuid4()), "type": "t", "data": {}}),
     ],
+    ids=["not-json", "id-not-a-uuid", "data-not-an-object", "no-source"],
 )
 def test_what_is_not_one_of_our_cloudevents_is_malformed(raw) -> None:
     with pytest.raises(MalformedEvent):

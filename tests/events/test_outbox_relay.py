@@ -14,12 +14,12 @@ import pytest
 import redis
 from sqlalchemy import Engine, select, text
 
-from devstack import broker as embedded_broker
 from shopkit.events.catalog import UnknownEventType, stream_for, validate_data
 from shopkit.events.envelope import FIELD, decode
 from shopkit.events.outbox import NewEvent, backlog, emit, emit_many
 from shopkit.events.relay import Relay, RelaySettings, broker_client
 from tests.events import tables
+from tests.support.database import broker as embedded_broker
 
 ORDERS = stream_for("order")
 

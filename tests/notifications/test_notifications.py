@@ -14,7 +14,7 @@ from notifications_service.notifications import STREAMS
 from notifications_service.worker import build_consumer
 from shopkit.events.catalog import stream_for, validate_data
 from shopkit.events.envelope import FIELD, Event, encode
-from tests.conftest import bearer
+from tests.support.identity import bearer
 
 
 def _publish(valkey, type_name: str, data: dict) -> str:

@@ -17,8 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shopkit.config import PROJECT_ROOT
 from shopkit.registry import SERVICES, app
-from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET
 from tests.support.database import service_role_url
+from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET
 
 #: Builds one service's app as gunicorn would and prints its first ``/metrics``.
 SCRAPE = """

@@ -214,6 +214,18 @@ def test_the_inventorys_refusal_of_an_image_is_shown(
     assert len(fake.made("inventory", "PUT", "/products/7/image")) == 1  # not the big one
 
 
+def test_an_upload_far_past_the_limit_is_refused_before_it_is_read(
+    client: FlaskClient, fake: FakeServices, admin: str
+) -> None:
+    huge = client.post(
+        "/admin/products/7/image",
+        data={"image": (io.BytesIO(PNG + bytes(3 * 1024 * 1024)), "huge.png", "image/png")},
+        content_type="multipart/form-data",
+    )
+    assert huge.status_code == 413
+    assert not fake.made("inventory", "PUT", "/products/7/image")
+
+
 def test_only_admins_upload_images(client: FlaskClient, fake: FakeServices, shopper: str) -> None:
     refused = client.post(
         "/admin/products/7/image",

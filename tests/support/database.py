@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, text
 
 # The dev stack's pieces the tests use are imported here and only here: tests import them
 # from this module, so moving the dev stack is a change of these lines alone.
-from devstack import postgres, roles
+from devstack import broker, postgres, roles
 from devstack.gateway import (
     CLOSED_ADDRESS,
     GATEWAY_DIR,
@@ -53,6 +53,7 @@ __all__ = [
     "Gateway",
     "ServiceProcess",
     "app",
+    "broker",
     "free_port",
     "fresh_database",
     "migrate_as_service_roles",
