@@ -53,6 +53,7 @@ from sales_service.saga_store import (
 )
 from shopkit import faults
 from shopkit.auth import Principal
+from shopkit.db import transaction
 from shopkit.errors import DATABASE_DOWN_ERRORS, Conflict, DatabaseUnavailable, ProblemError
 from shopkit.service_client import DependencyUnavailable, ServiceResponse
 
@@ -136,7 +137,11 @@ def _record(
     """
     assert principal.customer_id is not None
     try:
-        sale = store.record(Recording(principal, request, sale_id))
+        # One unit of work with whatever the caller's transaction holds (a checkout's lock,
+        # sales_service.cart): it ends once the order is recorded, also when a batch
+        # recorded it on a connection of its own.
+        with transaction(session):
+            sale = store.record(Recording(principal, request, sale_id))
         if sale is not None:
             return sale, True
         return existing_sale(session, principal.customer_id, request), False

@@ -4,7 +4,10 @@
   in flight, so a dependency that hangs can hold only that many of the
   worker's threads; the next caller waits a moment for a slot, then gets 503.
 * The **circuit breaker** opens after ``fail_max`` logical calls in a row
-  failed (unreachable, timed out, kept answering 5xx): for ``reset_s`` every
+  failed (unreachable, timed out, kept answering 5xx of its own): a 5xx that
+  reports a failure further down (``sale_pending``, ``dependency_unavailable``:
+  see ``service_client.DOWNSTREAM_CODES``) is an answer from a healthy
+  dependency and counts as a success. For ``reset_s`` every
   call fails at once with 503 instead of waiting for its timeouts. Then one
   trial call goes through (half-open); its success closes the circuit, its
   failure opens it again.

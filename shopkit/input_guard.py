@@ -12,7 +12,8 @@
 * A ``POST``, ``PUT`` or ``PATCH`` with a body that is not declared JSON
   (``Content-Type: application/json`` or ``application/*+json``): 415
   ``unsupported_media_type``, rather than "missing field" errors about a
-  body the service never read.
+  body the service never read. A view marked :func:`raw_body` (an image
+  upload) reads its bytes itself.
 
 Each is a 4xx problem with a one-line access log, never a 500 with a traceback.
 """
@@ -20,11 +21,14 @@ Each is a 4xx problem with a one-line access log, never a 500 with a traceback.
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from flask import Flask, request
 
 from shopkit.errors import ProblemError, ValidationFailed
+
+V = TypeVar("V", bound=Callable[..., Any])
 
 #: The deepest JSON body accepted (objects and arrays count one level each).
 MAX_JSON_DEPTH = 32
@@ -84,6 +88,30 @@ def _json_body() -> Any:
 
 #: Methods whose body the services read as JSON.
 BODY_METHODS = {"POST", "PUT", "PATCH"}
+#: The bodies of HTML forms (accepted with ``init_input_guard(forms=True)``).
+FORM_TYPES = {"application/x-www-form-urlencoded", "multipart/form-data"}
+
+
+def _check_form() -> None:
+    """422 for unstorable text in the path, the query or a form field of a form post."""
+    fields = [*request.args.items(multi=True), *request.form.items(multi=True)]
+    if _unstorable(request.path) or any(_unstorable(k) or _unstorable(v) for k, v in fields):
+        message = "NUL characters and lone surrogates are not allowed."
+        raise ValidationFailed({"_form": [message]}, detail=message)
+
+
+def raw_body(view: V) -> V:
+    """Mark a view that reads its body as bytes (an image): the JSON-only check skips it.
+
+    Put it directly under the route decorator, so the view the app registers carries it.
+    """
+    view.reads_raw_body = True  # type: ignore[attr-defined]
+    return view
+
+
+def _reads_raw_body(app: Flask) -> bool:
+    view = app.view_functions.get(request.endpoint or "")
+    return bool(getattr(view, "reads_raw_body", False))
 
 
 def _has_body() -> bool:
@@ -93,12 +121,24 @@ def _has_body() -> bool:
     return "chunked" in request.headers.get("Transfer-Encoding", "").lower()
 
 
-def init_input_guard(app: Flask) -> None:
-    """Refuse unstorable text, deep or unreadable JSON and empty PATCHes (see the module)."""
+def init_input_guard(app: Flask, *, forms: bool = False) -> None:
+    """Refuse unstorable text, deep or unreadable JSON and empty PATCHes (see the module).
+
+    ``forms``: the app takes HTML form posts (the storefront): a form body is
+    accepted, and its fields are checked for unstorable text like the query.
+    """
 
     @app.before_request
     def _guard() -> None:
-        if _has_body() and not request.is_json and request.method in BODY_METHODS:
+        if forms and request.mimetype in FORM_TYPES:
+            _check_form()
+            return
+        if (
+            _has_body()
+            and not request.is_json
+            and request.method in BODY_METHODS
+            and not _reads_raw_body(app)
+        ):
             raise ProblemError(
                 415,
                 "unsupported_media_type",

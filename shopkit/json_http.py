@@ -15,6 +15,12 @@ from urllib.parse import urlencode
 import urllib3
 
 USER_AGENT = "shop-service-client"
+#: Problem codes of a 5xx that a healthy callee answers about something further down:
+#: the order is recorded and settles by itself (``sale_pending``), or one of the
+#: callee's own dependencies could not be reached. They are answers: returned at once,
+#: never retried (a retry would only repeat the callee's own retries, or drop the news
+#: that an order exists) and never counted against the callee's circuit.
+DOWNSTREAM_CODES = frozenset({"sale_pending", "dependency_unavailable", "auth_unavailable"})
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,12 @@ class ServiceResponse:
         """The problem ``code`` of an error answer."""
         value = self.body.get("code")
         return value if isinstance(value, str) else None
+
+    @property
+    def failed(self) -> bool:
+        """True when the callee itself failed: a 5xx that does not report a failure further
+        down (:data:`DOWNSTREAM_CODES`)."""
+        return self.status >= 500 and self.code not in DOWNSTREAM_CODES
 
 
 class JsonHttp:

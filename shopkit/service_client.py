@@ -2,7 +2,9 @@
 
 Every call has a connect and read timeout, an overall deadline, and a
 bounded number of retries with jittered backoff on connection errors,
-timeouts, 502/503/504 and ``409 idempotency_key_in_use``. Retrying a POST
+timeouts, 502/503/504 and ``409 idempotency_key_in_use``; a 503 that reports a failure
+further down (``sale_pending``, the callee's own ``dependency_unavailable``) is an
+answer, returned as it is and never retried. Retrying a POST
 is safe because every state-changing call carries an ``Idempotency-Key``:
 the callee replays its stored answer instead of acting twice. The current
 ``X-Request-ID`` is passed on (and, while tracing is on, the W3C
@@ -261,10 +263,11 @@ class ServiceClient:
         ``bearer`` sends that token (a user's, for a front end acting for them)
         instead of this client's service token.
 
-        Returns the callee's final answer (any status below 500, or a 5xx that
-        is not retryable). Raises :class:`DependencyUnavailable` when the callee
-        cannot be reached or keeps failing until retries or the deadline run
-        out, and at once while its circuit is open or its bulkhead full.
+        Returns the callee's final answer (any status below 500, a 5xx that
+        is not retryable, or one that reports a failure further down). Raises
+        :class:`DependencyUnavailable` when the callee cannot be reached or keeps
+        failing until retries or the deadline run out, and at once while its
+        circuit is open or its bulkhead full.
         """
         budget = deadline.bounded(self.deadline_s)
         if budget <= 0:
@@ -288,7 +291,7 @@ class ServiceClient:
                 except BaseException:
                     self.guard.breaker.failed(trial)
                     raise
-                if result.status >= 500:
+                if result.failed:
                     self.guard.breaker.failed(trial)
                 else:
                     self.guard.breaker.succeeded(trial)
@@ -332,7 +335,7 @@ class ServiceClient:
                     call.token = self.tokens.token(force_renew=True)
                     renewed = True
                     continue
-                if result.status in RETRY_STATUSES:
+                if result.status in RETRY_STATUSES and result.failed:
                     DEPENDENCY_ERRORS.labels(dependency=self.name).inc()
                 elif result.code != "idempotency_key_in_use":
                     return result

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from json import loads as json_loads
 from typing import Any, Protocol
 
 import urllib3
 
+from shopkit.request_id import current_request_id
 from shopkit.service_client import DependencyUnavailable, ServiceClient, ServiceResponse
 
 SERVICES = ("customers", "inventory", "sales", "reviews")
@@ -88,6 +90,19 @@ class Transport(Protocol):
         """``GET`` a non-JSON document (``/metrics``): status and body text."""
         ...
 
+    def binary(
+        self,
+        service: str,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        token: str | None = None,
+    ) -> BinaryResponse:
+        """Send or fetch bytes (an image), once; raise :class:`DependencyUnavailable`."""
+        ...
+
 
 class HttpTransport:
     """The real transport: one reading and one writing ServiceClient per service."""
@@ -151,6 +166,33 @@ class HttpTransport:
         except urllib3.exceptions.HTTPError as exc:
             raise DependencyUnavailable(service) from exc
         return response.status, response.data.decode(errors="replace")
+
+    def binary(
+        self,
+        service: str,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        token: str | None = None,
+    ) -> BinaryResponse:
+        """One call with a bytes body or answer (an image), never retried, within the timeouts."""
+        sent = {**(headers or {}), "X-Request-ID": current_request_id() or ""}
+        if token:
+            sent["Authorization"] = f"Bearer {token}"
+        try:
+            response = self._raw.request(
+                method,
+                self.urls[service] + path,
+                body=body,
+                headers={name: value for name, value in sent.items() if value},
+                timeout=self._text_timeout,
+                redirect=False,
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            raise DependencyUnavailable(service) from exc
+        return BinaryResponse(response.status, dict(response.headers), response.data)
 
 
 @dataclass(frozen=True)
@@ -244,6 +286,28 @@ class ShopApi:
         )
         return _tokens(body)
 
+    def logout(self, refresh_token: str) -> None:
+        """``POST /auth/logout``: revoke the refresh token and its whole login (204)."""
+        self._call(
+            "customers",
+            "POST",
+            "/auth/logout",
+            json={"refresh_token": refresh_token},
+            expect=(204,),
+        )
+
+    def change_password(self, token: str, username: str, current: str, new: str) -> None:
+        """``POST /customers/{username}/password`` (204; 401 ``invalid_credentials``)."""
+        body = {"current_password": current, "new_password": new}
+        self._call(
+            "customers",
+            "POST",
+            f"/customers/{username}/password",
+            token=token,
+            json=body,
+            expect=(204,),
+        )
+
     def profile(self, token: str, username: str) -> JSON:
         """``GET /customers/{username}``: profile with balance."""
         return self._call("customers", "GET", f"/customers/{username}", token=token)
@@ -300,6 +364,16 @@ class ShopApi:
         params = {**filters, "page": page, "page_size": page_size}
         return Page.of(self._call("inventory", "GET", "/products", params=params))
 
+    def products_by_id(self, product_ids: Iterable[int]) -> dict[int, JSON]:
+        """``GET /products?ids=``: the listed products among ``product_ids`` by id (at most
+        100; archived and unknown ones are left out)."""
+        ids = sorted(set(product_ids))[:100]
+        if not ids:
+            return {}
+        params = {"ids": ",".join(str(i) for i in ids), "page_size": 100}
+        body = self._call("inventory", "GET", "/products", params=params)
+        return {int(p["id"]): p for p in body.get("items") or []}
+
     def product(self, product_id: int, token: str | None = None) -> JSON:
         """``GET /products/{id}``."""
         return self._call("inventory", "GET", f"/products/{product_id}", token=token)
@@ -347,21 +421,30 @@ class ShopApi:
         self._call("sales", "DELETE", f"/cart/items/{product_id}", token=token, expect=(204,))
 
     def checkout(self, token: str, key: str) -> JSON:
-        """``POST /cart/checkout``: the whole cart as one order (201 completed)."""
+        """``POST /cart/checkout``: the whole cart as one order (201 completed, 202 still
+        pending: the cart's earlier checkout, which sales answers any checkout with)."""
         return self._call(
-            "sales", "POST", "/cart/checkout", token=token, idempotency_key=key, expect=(201,)
+            "sales", "POST", "/cart/checkout", token=token, idempotency_key=key, expect=(201, 202)
         )
 
     def orders_of(
-        self, token: str, username: str, status: str | None = None, page: int = 1
+        self,
+        token: str,
+        username: str,
+        status: str | None = None,
+        page: int = 1,
+        *,
+        product: int | None = None,
+        page_size: int = 20,
     ) -> Page:
-        """``GET /customers/{username}/sales``: newest first."""
+        """``GET /customers/{username}/sales``: newest first (of one status, or holding one
+        product)."""
         body = self._call(
             "sales",
             "GET",
             f"/customers/{username}/sales",
             token=token,
-            params={"status": status, "page": page, "page_size": 20},
+            params={"status": status, "product": product, "page": page, "page_size": page_size},
         )
         return Page.of(body)
 
@@ -477,6 +560,32 @@ class ShopApi:
         """``DELETE /admin/faults`` of ``service``: every fault off."""
         self._call(service, "DELETE", "/admin/faults", token=token, expect=(200, 204))
 
+    # --- product images --------------------------------------------------------------------
+
+    def product_image(
+        self, product_id: int, if_none_match: str | None = None, token: str | None = None
+    ) -> BinaryResponse:
+        """``GET /products/{id}/image``: the bytes, or 304 for ``If-None-Match``, or a 404."""
+        headers = {"If-None-Match": if_none_match} if if_none_match else None
+        return self.transport.binary(
+            "inventory", "GET", f"/products/{product_id}/image", headers=headers, token=token
+        )
+
+    def upload_image(self, token: str, product_id: int, content: bytes, content_type: str) -> JSON:
+        """``PUT /products/{id}/image`` (admin): replace the product's image."""
+        response = self.transport.binary(
+            "inventory",
+            "PUT",
+            f"/products/{product_id}/image",
+            body=content,
+            headers={"Content-Type": content_type or "application/octet-stream"},
+            token=token,
+        )
+        body = response.json()
+        if response.status != 200:
+            raise ApiProblem("inventory", response.status, body)
+        return body
+
 
 def _tokens(body: JSON) -> Tokens:
     return Tokens(
@@ -484,3 +593,25 @@ def _tokens(body: JSON) -> Tokens:
         refresh_token=str(body.get("refresh_token") or ""),
         expires_in=int(body.get("expires_in") or 900),
     )
+
+
+@dataclass(frozen=True)
+class BinaryResponse:
+    """An answer whose body is bytes (an image), with its headers."""
+
+    status: int
+    headers: dict[str, str]
+    content: bytes
+
+    def header(self, name: str) -> str | None:
+        """The header ``name`` (any case), or ``None``."""
+        wanted = name.lower()
+        return next((v for k, v in self.headers.items() if k.lower() == wanted), None)
+
+    def json(self) -> JSON:
+        """The body read as a JSON object (``{}`` when it is not one)."""
+        try:
+            body = json_loads(self.content)
+        except ValueError:
+            return {}
+        return body if isinstance(body, dict) else {}
