@@ -51,7 +51,7 @@ from shopkit.config import (
 )
 from shopkit.embedded_pg import psql_command, scratch_database
 from shopkit.gateway import CLOSED_ADDRESS, GATEWAY_DIR, nginx_binary
-from shopkit.stack import STOREFRONT_PORT, free_port
+from shopkit.stack import LAYOUTS, STOREFRONT_PORT, free_port
 from tests.support.secrets import (
     ADMIN_PASSWORD,
     SHARED_SECRET,
@@ -126,6 +126,8 @@ def test_compose_wires_health_and_dependencies() -> None:
         assert "/readyz" in " ".join(service["healthcheck"]["test"])
         assert service["depends_on"]["postgres"] == {"condition": "service_healthy"}
         assert f"{name}_svc" in service["environment"]["DATABASE_URL"]
+        for variable, value in LAYOUTS.get(name, {}).items():  # the layout make run uses
+            assert service["environment"][variable] == value, (name, variable)
     assert services["sales"]["depends_on"]["inventory"] == {"condition": "service_healthy"}
     assert services["sales"]["depends_on"]["customers"] == {"condition": "service_healthy"}
 

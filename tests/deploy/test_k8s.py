@@ -24,7 +24,7 @@ import yaml
 
 from shopkit.config import PRODUCTION, PROJECT_ROOT, SERVICE_PORTS, InsecureConfiguration, Settings
 from shopkit.gateway import GATEWAY_DIR, SHARED_FILES
-from shopkit.stack import FRONTENDS, PACKAGES, STOREFRONT_PORT, ServiceProcess
+from shopkit.stack import FRONTENDS, LAYOUTS, PACKAGES, STOREFRONT_PORT, ServiceProcess
 from tests.support.secrets import (
     SHARED_SECRET,
     SHOP_ENV,
@@ -207,6 +207,8 @@ def test_services_match_the_code(rendered: tuple[str, list[dict[str, Any]]]) -> 
         assert not any(
             "value" in e and re.search(r"PASSWORD|SECRET", e["name"]) for e in container["env"]
         )
+        for variable, value in LAYOUTS.get(name, {}).items():  # the layout make run uses
+            assert env[variable]["value"] == value, (name, variable)
         if name in FRONTENDS:  # no data, no migrations; one worker, like make run's (stack)
             assert "initContainers" not in pod
             assert env["WEB_CONCURRENCY"]["value"] == "1"

@@ -269,3 +269,44 @@ def test_a_batch_traces_each_sales_sql_but_not_its_savepoints(
     # refused one's too: a refusal is stored like a success).
     assert len(statements) >= 1 + len(items) * 2, statements
     assert not [s for s in statements if s.upper().startswith(("SAVEPOINT", "RELEASE", "ROLLBACK"))]
+
+
+def test_a_purchase_its_caller_did_not_sample_makes_no_span_anywhere(
+    traced: LiveStack, receiver: OtlpReceiver, arrange: Arrange
+) -> None:
+    """An unsampled request runs with the instrumentation suppressed beneath its server span,
+    yet still sends ``traceparent`` on: the services it calls follow the decision instead of
+    starting sampled traces of their own."""
+    product = arrange.product(price="3.00")
+    _, token = arrange.buyer()
+    time.sleep(1.0)  # let spans of the arrangement arrive
+    before = len(receiver.snapshot())
+    trace_id = uuid.uuid4().hex
+    unsampled = {"traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-00"}
+    bought = arrange.call(
+        "sales",
+        "POST",
+        "/sales",
+        json={"product_id": product, "quantity": 1},
+        headers={**token, **unsampled, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert bought.status_code == 201, bought.text
+    time.sleep(1.5)  # fifteen export intervals
+    assert receiver.snapshot()[before:] == []
+    # The same purchase, sampled, is traced across the three services as usual.
+    sampled = {"traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"}
+    again = arrange.call(
+        "sales",
+        "POST",
+        "/sales",
+        json={"product_id": product, "quantity": 1},
+        headers={**token, **sampled, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert again.status_code == 201, again.text
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        services = {s.service for s in receiver.snapshot()[before:] if s.trace_id == trace_id}
+        if services == {"sales", "inventory", "customers"}:
+            break
+        time.sleep(0.1)
+    assert services == {"sales", "inventory", "customers"}

@@ -36,7 +36,6 @@ def one_thread_server() -> Iterator[str]:
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "REQUEST_DEADLINE": "1.0",
-        "HOLD_S": "1.5",
     }
     command = [
         sys.executable, "-m", "gunicorn",
