@@ -16,12 +16,14 @@ urllib3 (services) or requests (seeder) client are instrumented. W3C
 ``traceparent`` (``OTEL_PROPAGATORS``, default ``tracecontext,baggage``)
 carries the trace between services.
 
-A request that is not sampled costs almost nothing beyond its server span:
-once the Flask instrumentation has decided that the request's span does not
-record, the rest of the request runs with the instrumentation suppressed (no
-SQL or HTTP client spans, attributes or metric records that nobody would
-see), and only the W3C ``traceparent`` is still sent on, so the services it
-calls follow the same decision (:func:`_follow_sampling`).
+A request that is not sampled costs almost nothing: the decision is taken
+before the instrumentation runs (:mod:`shopkit.sampling`), and such a request
+runs with the instrumentation suppressed (no server, SQL or HTTP client
+spans, attributes or metric records that nobody would see); only the W3C
+``traceparent`` is still sent on, so the services it calls follow the same
+decision (:func:`_propagate_when_suppressed`). Should the instrumentation
+still meet a span that does not record, the rest of that request is
+suppressed the same way (:func:`_follow_sampling`).
 """
 
 from __future__ import annotations
@@ -108,7 +110,11 @@ def _install_provider(service: str) -> bool:
     resource = Resource.create()  # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = Resource.create({SERVICE_NAME: service})
-    provider = TracerProvider(resource=resource, sampler=_default_sampler())
+    from shopkit.sampling import PresetIdGenerator  # noqa: PLC0415
+
+    provider = TracerProvider(
+        resource=resource, sampler=_default_sampler(), id_generator=PresetIdGenerator()
+    )
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
@@ -222,10 +228,24 @@ def instrument_app(app: Any, engine: Any) -> None:
     from flask import Response  # noqa: PLC0415
     from opentelemetry.instrumentation.flask import FlaskInstrumentor  # noqa: PLC0415
 
+    from shopkit.sampling import decide_first, skip_when_unsampled  # noqa: PLC0415
+
     excluded = os.environ.get("OTEL_PYTHON_FLASK_EXCLUDED_URLS") or EXCLUDED_URLS
+    bare = app.wsgi_app
+    before = list(app.before_request_funcs.get(None, []))
+    teardown = list(app.teardown_request_funcs.get(None, []))
     # No sqlcommenter context: nothing reads it (SQL spans carry no comments) and it costs
     # a context attach per request.
     FlaskInstrumentor().instrument_app(app, excluded_urls=excluded, enable_commenter=False)
+    app.before_request_funcs[None] = [
+        hook if hook in before else skip_when_unsampled(hook)
+        for hook in app.before_request_funcs[None]
+    ]
+    app.teardown_request_funcs[None] = [
+        hook if hook in teardown else skip_when_unsampled(hook)
+        for hook in app.teardown_request_funcs[None]
+    ]
+    app.wsgi_app = decide_first(app.wsgi_app, bare)  # an unsampled request skips it all
     _follow_sampling(app)
     _trace_sql(engine)
     _untraced_paths(app, tuple(p.strip() for p in excluded.split(",") if p.strip()))
@@ -244,11 +264,15 @@ def _follow_sampling(app: Any) -> None:
     server span has been started (and sampled, or not). A span that does not
     record has children that do not either: making them would only cost CPU.
     """
-    from flask import g  # noqa: PLC0415
+    from flask import g, request  # noqa: PLC0415
     from opentelemetry.instrumentation.utils import suppress_instrumentation  # noqa: PLC0415
+
+    from shopkit.sampling import UNSAMPLED_ENVIRON  # noqa: PLC0415
 
     @app.before_request
     def _suppress_unsampled() -> None:
+        if request.environ.get(UNSAMPLED_ENVIRON):
+            return  # decided before the instrumentation, and suppressed already
         span = trace.get_current_span()
         if span.get_span_context().is_valid and not span.is_recording():
             suppressed = suppress_instrumentation()
