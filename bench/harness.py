@@ -34,8 +34,9 @@ from bench import profiling  # noqa: E402
 from bench.cpu import CpuMeter  # noqa: E402
 from bench.loadgen import Buyer  # noqa: E402
 from bench.memory import RssSampler  # noqa: E402
-from shopkit.embedded_pg import scratch_database, throwaway_server  # noqa: E402
-from shopkit.stack import LAYOUTS, PACKAGES, ServiceProcess, free_port  # noqa: E402
+from devstack.postgres import scratch_database, throwaway_server  # noqa: E402
+from devstack.processes import ServiceProcess, free_port  # noqa: E402
+from shopkit.registry import app, packages  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
 PROFILE_CONFIG = BENCH_DIR / "gunicorn_profile.py"
@@ -45,6 +46,7 @@ BUYER_PASSWORD = "bench-buyer-password"
 BUYER_FUNDS = Decimal("1000000.00")
 MAX_TOP_UP = Decimal("100000.00")
 PRODUCT_STOCK = 1_000_000
+PACKAGES = packages()  # the services of shopkit.registry: name → package
 SERVICES = tuple(PACKAGES)  # customers, inventory, sales, reviews
 SAGA_SERVICES = ("customers", "inventory", "sales")
 
@@ -83,7 +85,7 @@ class Knobs:
     seed: int = field(default_factory=lambda: env_int("BENCH_SEED", 42))
     workers: int = field(default_factory=lambda: env_int("WEB_CONCURRENCY", 2))
     threads: int = field(default_factory=lambda: env_int("GUNICORN_THREADS", 4))
-    #: The services run as deployed (``shopkit.stack.LAYOUTS``: sales 1 x 32) unless
+    #: The services run as deployed (``shopkit.registry``: sales 1 x 32) unless
     #: ``WEB_CONCURRENCY`` or ``GUNICORN_THREADS`` asks for one layout for all.
     deployed_layout: bool = field(
         default_factory=lambda: (
@@ -220,7 +222,7 @@ class Stack:
         as_deployed = self.knobs.deployed_layout and threads is None and workers is None
         env = {
             **self.env,
-            **(LAYOUTS.get(name, {}) if as_deployed else {}),
+            **(app(name).layout_env() if as_deployed else {}),
             "SHOP_PROFILE_DIR": str(profiling.directory(self.profile_root, name)),
             "SHOP_PROFILE_NAME": name,
             "SHOP_PROFILE_CLOCK": self.knobs.profile_clock,

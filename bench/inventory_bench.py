@@ -48,12 +48,12 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from devstack.postgres import scratch_database, throwaway_server
+from devstack.processes import ServiceProcess, free_port
 from inventory_service import create_app
 from shopkit.auth import AUDIENCE, ISSUER, StaticKeyResolver
 from shopkit.config import Settings
-from shopkit.embedded_pg import scratch_database, throwaway_server
 from shopkit.migrations import upgrade
-from shopkit.stack import ServiceProcess, free_port
 
 CATEGORIES = ("food", "clothes", "accessories", "electronics")
 BATCH = 1000

@@ -50,14 +50,10 @@ if str(ROOT) not in sys.path:
 import requests  # noqa: E402
 
 from bench.targets import exit_status, strict  # noqa: E402
-from shopkit.embedded_pg import (  # noqa: E402
-    create_service_roles,
-    scratch_database,
-    service_role_url,
-    throwaway_server,
-)
+from devstack.postgres import scratch_database, throwaway_server  # noqa: E402
+from devstack.processes import ServiceProcess, free_port  # noqa: E402
+from devstack.roles import create_service_roles, service_role_url  # noqa: E402
 from shopkit.migrations import upgrade  # noqa: E402
-from shopkit.stack import ServiceProcess, free_port  # noqa: E402
 
 FLOOD_S = float(os.environ.get("SECURITY_BENCH_FLOOD_S", "10"))
 FLOODERS = int(os.environ.get("SECURITY_BENCH_FLOODERS", "8"))

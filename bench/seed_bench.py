@@ -35,14 +35,16 @@ from rich.console import Console
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.cpu import CpuMeter, tree
+from devstack.postgres import scratch_database, throwaway_server
+from devstack.processes import ServiceProcess, free_port
 from seeder.audit import Auditor
-from seeder.cli import _watch, prepare_replay, print_audit, run_populate, stats_table
+from seeder.cli import prepare_replay, print_audit, run_populate
 from seeder.client import Services, admin_login
 from seeder.config import Config
 from seeder.replay import ReplayOptions
-from shopkit.embedded_pg import scratch_database, throwaway_server
+from seeder.replay.progress import stats_table, watch
 from shopkit.migrations import upgrade
-from shopkit.stack import PACKAGES, ServiceProcess, free_port
+from shopkit.registry import packages
 
 ADMIN = ("admin", "bench-admin-password")
 
@@ -76,7 +78,7 @@ def database(*, durable: bool) -> Iterator[tuple[str, int | None]]:
         ) as (server, admin_url),
         scratch_database(admin_url, "seed_bench") as url,
     ):
-        for package in PACKAGES.values():
+        for package in packages().values():
             upgrade(package, url)
         yield url, (server.get_pid() if server is not None else None)  # type: ignore[attr-defined]
 
@@ -84,7 +86,7 @@ def database(*, durable: bool) -> Iterator[tuple[str, int | None]]:
 @contextmanager
 def services_running(url: str) -> Iterator[tuple[Config, dict[str, int | None]]]:
     """The four services under gunicorn on free ports; their configuration for the seeder."""
-    ports = {name: free_port() for name in PACKAGES}
+    ports = {name: free_port() for name in packages()}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     env = {
         "DATABASE_URL": url,
@@ -94,7 +96,7 @@ def services_running(url: str) -> Iterator[tuple[Config, dict[str, int | None]]]
         "LOG_LEVEL": "WARNING",
         **{f"{name.upper()}_URL": value for name, value in urls.items()},
     }
-    processes = [ServiceProcess(name, ports[name], env=env).start() for name in PACKAGES]
+    processes = [ServiceProcess(name, ports[name], env=env).start() for name in packages()]
     try:
         for process in processes:
             process.wait_ready(60)
@@ -154,7 +156,7 @@ def main() -> int:
         )
         replay = prepare_replay(services, admin, console, options)
         meter.begin("replay")
-        _watch(replay, console, report_every_s=5.0)
+        watch(replay, console, report_every_s=5.0)
         replay_cpu = meter.end("replay")
         meter.stop()
         console.print(stats_table(replay, "replay"))

@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from customers_service.accounts import ensure_admin
 from customers_service.keys import KeyStore, ensure_signing_key
+from customers_service.metrics import METRICS
 from customers_service.models import SCHEMA
 from customers_service.passwords import Passwords
 from customers_service.routes import auth_blp, customers_blp, internal_blp
@@ -57,6 +58,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         title="Shop customers service",
         description="Accounts, authentication (RS256 JWT, JWKS) and wallets with a ledger.",
         blueprints=[auth_blp, customers_blp, internal_blp],
+        metrics=METRICS,
         config=config,
         key_resolver=_LazyKeys(),
         bootstrap=bootstrap,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -19,6 +19,7 @@ from sqlalchemy import (
     Numeric,
     SmallInteger,
     String,
+    Table,
     Text,
     func,
     text,
@@ -49,6 +50,8 @@ class Base(DeclarativeBase):
     """Declarative base of the customers schema."""
 
     metadata = make_metadata(SCHEMA)
+    # Every model maps one table (SQLAlchemy types it as any FromClause).
+    __table__: ClassVar[Table]
 
 
 class Customer(Base):

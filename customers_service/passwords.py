@@ -2,8 +2,8 @@
 
 The default cost is one of OWASP's equivalent Argon2id settings: 12 MiB and 3
 passes (OWASP lists it beside 19 MiB and 2 passes as the same strength). The
-smaller block keeps a customers worker's peak memory under 100 MiB while it
-hashes (bench/README.md); hashes made with other costs still verify and are
+smaller block keeps a customers worker's peak memory low while it hashes
+(figures in bench/README.md); hashes made with other costs still verify and are
 re-hashed at the next successful login.
 Accounts created in bulk by ``POST /customers/batch`` are hashed with a
 cheaper profile so seeding thousands of demo accounts stays fast; such a hash
@@ -31,7 +31,7 @@ BULK_MEMORY_KIB = 256
 #: Full-cost hashes or verifications (12 MiB of memory each) running at once in one
 #: process. Argon2 releases the GIL, so the cores stay busy when each worker process
 #: hashes one at a time, while a burst of logins on a worker's threads can no longer
-#: add a block per thread to its memory (four threads at 19 MiB: +76 MiB, bench/README.md).
+#: add a block per thread to its memory (bench/README.md).
 #: Cheap bulk-import hashes (1 MiB) are not limited.
 FULL_COST_SLOTS = 1
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from customers_service import accounts, throttle, tokens, wallet
 from customers_service.keys import KeyStore, public_jwks
+from customers_service.metrics import LOGINS, WALLET_DEBITS
 from customers_service.models import Customer, IdempotencyKey, LedgerEntry
 from customers_service.passwords import Passwords
 from customers_service.schemas import (
@@ -60,7 +61,7 @@ from shopkit.config import Settings
 from shopkit.db import get_session
 from shopkit.errors import Unauthorized
 from shopkit.idempotency import idempotency_key_doc, respond_idempotently
-from shopkit.metrics import LOGINS, WALLET_DEBITS, counts_outcomes
+from shopkit.metrics import counts_outcomes
 from shopkit.openapi import LOCATION_HEADER
 from shopkit.pagination import PageArgsSchema
 from shopkit.proxy import current_client_address
@@ -208,7 +209,7 @@ def jwks() -> ResponseReturnValue:
 @customers_blp.response(201, ProfileSchema, headers=LOCATION_HEADER)
 @customers_blp.alt_response(409, description="Username already taken (`already_exists`).")
 @customers_blp.alt_response(429, description="`too_many_attempts`: too many registrations here.")
-def register(data: dict[str, Any]) -> ResponseReturnValue:
+def register(data: dict[str, Any]) -> tuple[Customer, int, dict[str, str]]:
     """Register a new customer (balance starts at 0.00); throttled per client address.
 
     Emails need not be unique: the answer never says whether an email is in use.
@@ -249,7 +250,7 @@ def register_batch(data: dict[str, Any]) -> ResponseReturnValue:
 @customers_blp.route("/customers/<string:username>", methods=["GET"])
 @customers_blp.response(200, ProfileSchema)
 @requires(ROLE_CUSTOMER, ROLE_ADMIN)
-def get_customer(username: str) -> ResponseReturnValue:
+def get_customer(username: str) -> Customer:
     """A profile with its balance (the customer themself, or an admin)."""
     return _account_for(require_principal(), username)
 
@@ -258,7 +259,7 @@ def get_customer(username: str) -> ResponseReturnValue:
 @customers_blp.response(200, ProfileSchema)
 @requires(ROLE_CUSTOMER, ROLE_ADMIN)
 @customers_blp.arguments(ProfilePatchSchema())
-def patch_customer(changes: dict[str, Any], username: str) -> ResponseReturnValue:
+def patch_customer(changes: dict[str, Any], username: str) -> Customer:
     """Change profile fields; balance, role and username cannot be changed."""
     customer = _account_for(require_principal(), username, for_update=True)
     session = get_session()
@@ -306,7 +307,7 @@ def change_password(data: dict[str, str], username: str) -> ResponseReturnValue:
 @customers_blp.route("/customers/<string:username>/reactivation", methods=["POST"])
 @customers_blp.response(200, ProfileSchema)
 @requires(ROLE_ADMIN)
-def reactivate_customer(username: str) -> ResponseReturnValue:
+def reactivate_customer(username: str) -> Customer:
     """Let a deactivated account log in again (admin)."""
     session = get_session()
     customer = accounts.get_by_username(session, username, for_update=True)
@@ -329,9 +330,10 @@ def get_wallet(args: dict[str, int], username: str) -> ResponseReturnValue:
 
 
 def _wallet_change(customer: Customer, entry: LedgerEntry) -> dict[str, Any]:
-    return _WALLET_CHANGE.dump(
+    change: dict[str, Any] = _WALLET_CHANGE.dump(
         {"username": customer.username, "balance": entry.balance_after, "entry": entry}
     )
+    return change
 
 
 @customers_blp.route("/customers/<string:username>/wallet/charge", methods=["POST"])
@@ -411,7 +413,7 @@ def wallets_consistency() -> ResponseReturnValue:
 
 
 def _sale_money(entry: LedgerEntry) -> dict[str, Any]:
-    return _SALE_MONEY_RESULT.dump(
+    money: dict[str, Any] = _SALE_MONEY_RESULT.dump(
         {
             "entry_id": entry.id,
             "customer_id": entry.customer_id,
@@ -421,6 +423,7 @@ def _sale_money(entry: LedgerEntry) -> dict[str, Any]:
             "kind": entry.kind,
         }
     )
+    return money
 
 
 def _sale_money_call(

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
 
-from sqlalchemy import case, delete, func, select, update
+from sqlalchemy import Interval, case, delete, func, select, type_coerce, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -125,7 +125,9 @@ def ensure_not_blocked(session: Session, checks: Sequence[Check]) -> None:
     if known is not None:
         raise TooManyAttempts(known)
     rows = session.execute(
-        select(ThrottleBucket.bucket, ThrottleBucket.blocked_until - func.now()).where(
+        select(
+            ThrottleBucket.bucket, type_coerce(ThrottleBucket.blocked_until - func.now(), Interval)
+        ).where(
             ThrottleBucket.bucket.in_([c.bucket for c in checks]),
             ThrottleBucket.blocked_until > func.now(),
         )

@@ -3,15 +3,14 @@
 A flood against one account is answered with 429 by :mod:`customers_service.throttle`
 before any hash, but a request that reaches the Flask app still costs its
 routing, request-id, input guard, schema validation, database session, metrics
-and logging. Measured with ``bench/security_bench.py``, that work done ~500
-times a second on the flooded machine's cores slowed other accounts' logins
-2.6-fold. :class:`ThrottleGate` wraps the WSGI app and refuses such a request
+and logging. Measured with ``bench/security_bench.py``, that work done hundreds
+of times a second on the flooded machine's cores slowed other accounts' logins
+several-fold. :class:`ThrottleGate` wraps the WSGI app and refuses such a request
 from the blocks this process already knows (``throttle.known_block``: no
 database, no hash, a ~100-byte body it parses itself) with the same 429
-``too_many_attempts`` problem and ``Retry-After``. Measured per request (worker
-CPU over a 3,000-request flood), a 429 fell from ~1.6-2.0 ms to ~0.7-0.9 ms;
-what remains is gunicorn's own handling of a request (the gate is about a tenth
-of it, by py-spy).
+``too_many_attempts`` problem and ``Retry-After``: a 429 costs about half the
+worker CPU it did, and what remains is mostly gunicorn's own handling of a
+request (figures in bench/README.md, "Figures behind the code").
 
 Its answers count in ``shop_logins_total`` (outcome ``too_many_attempts``) but
 leave no access-log line and no per-endpoint HTTP metric: a flood neither fills
@@ -31,10 +30,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from customers_service import throttle
+from customers_service.metrics import LOGINS
 from shopkit.config import Settings
 from shopkit.errors import PROBLEM_MEDIA_TYPE, problem_body
 from shopkit.json_provider import encode
-from shopkit.metrics import LOGINS
 from shopkit.proxy import client_address, trusted_networks
 from shopkit.request_id import HEADER as REQUEST_ID_HEADER
 from shopkit.request_id import new_request_id, valid_request_id

@@ -3,7 +3,7 @@
 The reference pages come from stock extensions: sphinxcontrib-openapi renders
 each app's OpenAPI document (exported to ``_generated/`` when the build
 starts), sphinx-click the seeder's commands, autosummary and autodoc the
-Python packages, myst-parser the README's sections. The two tables of our own
+Python packages, myst-parser the Markdown sections in readme/. The two tables of our own
 (:mod:`shop_docs`) read the registries the services use.
 """
 
@@ -38,7 +38,8 @@ extensions = [
 
 root_doc = "index"
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+# readme/: Markdown sections included into the pages (they were the README's).
+exclude_patterns = ["_build", "readme", "Thumbs.db", ".DS_Store"]
 templates_path = ["_templates"]
 html_static_path = ["_static"]
 html_css_files = ["shop.css"]

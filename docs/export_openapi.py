@@ -21,14 +21,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from shopkit.config import Settings  # noqa: E402 (needs the path above)
+from shopkit.registry import packages  # noqa: E402
 
-#: Service name → package.
-SERVICES = {
-    "customers": "customers_service",
-    "inventory": "inventory_service",
-    "sales": "sales_service",
-    "reviews": "reviews_service",
-}
+#: Service name → package (:mod:`shopkit.registry`).
+SERVICES = packages()
 #: A URL where no database listens: building an app never connects.
 DOCS_DATABASE_URL = "postgresql+psycopg2://docs@127.0.0.1:1/docs"
 

@@ -2,7 +2,8 @@
 
 Anyone may search and read the catalogue; admins manage products and stock;
 sales take stock through ``/internal/reservations`` (service tokens,
-idempotent per ARCHITECTURE §7) and put it back by releasing the reservation.
+idempotent: docs/architecture.rst, "Idempotency") and put it back by releasing
+the reservation.
 Stock changes only by conditional updates, so it never goes negative.
 
 Decisions where the contract is silent:
@@ -47,6 +48,7 @@ from typing import Any
 from flask import Flask
 
 from inventory_service.clients import build_payments_client
+from inventory_service.metrics import METRICS
 from inventory_service.models import SCHEMA
 from inventory_service.routes import internal_blp, products_blp
 from shopkit.app import create_service_app
@@ -71,6 +73,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         title="Shop inventory service",
         description="Product catalogue with search, stock, and stock reservations for sales.",
         blueprints=[products_blp, internal_blp],
+        metrics=METRICS,
         config=config,
     )
     app.extensions["inventory_payments"] = payments

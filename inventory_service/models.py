@@ -14,8 +14,8 @@ Text search (``q``) is PostgreSQL full-text search, built in and indexed:
 ``q`` must begin a word of the name or description, in any order, ignoring
 case: ``"wire spea"`` finds "Wireless speaker"). ``pg_trgm`` (substring
 search) was the first choice, but the embedded PostgreSQL ships without it,
-and a trigram index built without the extension made batch creation ten
-times slower than the 5,000 products/s the service must sustain. The vector
+and a trigram index built without the extension made batch creation far
+slower than the rate the service must sustain (bench/README.md). The vector
 is stored rather than only indexed so that a plan which filters candidate
 rows by category or price first stays cheap (no ``to_tsvector`` per row).
 """
@@ -25,6 +25,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from typing import ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -38,6 +39,7 @@ from sqlalchemy import (
     Integer,
     Numeric,
     String,
+    Table,
     Text,
     func,
 )
@@ -69,6 +71,8 @@ class Base(DeclarativeBase):
     """Declarative base of the inventory schema."""
 
     metadata = make_metadata(SCHEMA)
+    # Every model maps one table (SQLAlchemy types it as any FromClause).
+    __table__: ClassVar[Table]
 
 
 class Product(Base):

@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
+    ColumnElement,
     Integer,
     Select,
     any_,
@@ -86,7 +87,7 @@ def _reserve_statement(*, one_line: bool) -> Select[Any]:
     taken; ``line`` is written from ``taken``'s prices and names. The result
     is one row per line: the header's columns, then the line's. The one-line
     form binds plain values (``product_id``, ``quantity``), which PostgreSQL
-    plans faster than ``unnest`` and a count: it runs on every purchase.
+    plans more cheaply than ``unnest`` and a count: it runs on every purchase.
     """
     if one_line:
         quantity = bindparam("quantity", type_=Integer)
@@ -103,7 +104,9 @@ def _reserve_statement(*, one_line: bool) -> Select[Any]:
             )
             .cte("taken")
         )
-        every_line_taken = true()  # one header per row taken, and there is at most one
+        every_line_taken: ColumnElement[bool] = (
+            true()
+        )  # one header per row taken, and there is at most one
     else:
         wanted = _wanted()
         taken = (
@@ -236,7 +239,8 @@ def reserve(session: Session, sale_id: uuid.UUID, lines: Sequence[Line], actor: 
         raise
     if not rows:
         raise _refusal(session, sale_id, lines, None)
-    return Reserved(*rows[0][: len(_reservations.c)], lines=rows)
+    header = rows[0][: len(_reservations.c)]
+    return Reserved(*header, lines=rows)  # type: ignore[misc]  # header: the other fields
 
 
 def lock_for_batch(session: Session, orders: Sequence[Sequence[Line]]) -> None:

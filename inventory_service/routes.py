@@ -11,6 +11,7 @@ from flask_smorest import Blueprint
 
 from inventory_service import catalogue, reservations, stock
 from inventory_service.clients import PaymentsClient
+from inventory_service.metrics import STOCK_RESERVATIONS
 from inventory_service.models import IdempotencyKey, Product
 from inventory_service.schemas import (
     BatchCreateSchema,
@@ -37,7 +38,7 @@ from shopkit.idempotency import (
     idempotency_key_from_request,
     respond_idempotently,
 )
-from shopkit.metrics import STOCK_RESERVATIONS, counts_outcomes
+from shopkit.metrics import counts_outcomes
 from shopkit.openapi import LOCATION_HEADER
 
 products_blp = Blueprint(
@@ -76,7 +77,7 @@ def list_products(args: dict[str, Any]) -> ResponseReturnValue:
 
 @products_blp.route("/products/<int:product_id>", methods=["GET"])
 @products_blp.response(200, ProductSchema)
-def get_product(product_id: int) -> ResponseReturnValue:
+def get_product(product_id: int) -> Product:
     """One product. Archived products are 404, except for admins."""
     principal = current_principal()
     is_admin = principal is not None and principal.is_admin
@@ -90,7 +91,7 @@ def get_product(product_id: int) -> ResponseReturnValue:
 @products_blp.response(201, ProductSchema, headers=LOCATION_HEADER)
 @requires(ROLE_ADMIN)
 @products_blp.arguments(ProductCreateSchema())
-def create_product(data: dict[str, Any]) -> ResponseReturnValue:
+def create_product(data: dict[str, Any]) -> tuple[Product, int, dict[str, str]]:
     """Add a product to the catalogue (admin)."""
     session = get_session()
     product = catalogue.create(session, data)
@@ -115,7 +116,7 @@ def create_products(data: dict[str, Any]) -> ResponseReturnValue:
 @products_blp.response(200, ProductSchema)
 @requires(ROLE_ADMIN)
 @products_blp.arguments(ProductPatchSchema())
-def patch_product(changes: dict[str, Any], product_id: int) -> ResponseReturnValue:
+def patch_product(changes: dict[str, Any], product_id: int) -> Product:
     """Change name, category, price, description or archived (admin); not stock."""
     session = get_session()
     product = catalogue.update(session, product_id, changes)

@@ -131,7 +131,10 @@ def dump_product(product: Any) -> dict[str, Any]:
 class ProductIds(fields.String):
     """``1,2,3``: 1 to :data:`MAX_IDS` product ids, comma-separated; loads as a sorted id list."""
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[int]:
+    # Loads a list, not the str of its base class: the string is only the wire format.
+    def _deserialize(  # type: ignore[override]
+        self, value: Any, attr: str | None, data: Any, **kwargs: Any
+    ) -> list[int]:
         text = str(super()._deserialize(value, attr, data, **kwargs))
         parts = [part.strip() for part in text.split(",")]
         if len(parts) > MAX_IDS:

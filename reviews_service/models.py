@@ -10,6 +10,7 @@ together with its review (``ON DELETE CASCADE``).
 from __future__ import annotations
 
 from datetime import datetime
+from typing import ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     Index,
     SmallInteger,
     String,
+    Table,
     UniqueConstraint,
     func,
 )
@@ -51,6 +53,8 @@ class Base(DeclarativeBase):
     """Declarative base of the reviews schema."""
 
     metadata = make_metadata(SCHEMA)
+    # Every model maps one table (SQLAlchemy types it as any FromClause).
+    __table__: ClassVar[Table]
 
 
 class Review(Base):

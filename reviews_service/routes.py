@@ -69,7 +69,7 @@ def _detail(review: Review, principal: Principal | None) -> dict[str, Any] | Rev
 @reviews_blp.alt_response(503, description="Inventory or sales unavailable: nothing was written.")
 @requires(ROLE_CUSTOMER)
 @reviews_blp.arguments(ReviewCreateSchema())
-def create_review(data: dict[str, Any]) -> ResponseReturnValue:
+def create_review(data: dict[str, Any]) -> tuple[Review, int, dict[str, str]]:
     """Review a product you bought; it stays ``pending`` (hidden) until a moderator approves it.
 
     An unknown product is 404 `not_found` naming it in `product_ids`.
@@ -92,7 +92,7 @@ def list_reviews(args: dict[str, Any]) -> ResponseReturnValue:
 @reviews_blp.route("/reviews/<int:review_id>", methods=["GET"])
 @reviews_blp.response(200, ReviewDetailSchema)
 @reviews_blp.doc(security=OPTIONAL_BEARER)
-def get_review(review_id: int) -> ResponseReturnValue:
+def get_review(review_id: int) -> dict[str, Any] | Review:
     """One review: anyone if approved, else only its author and admins (others get 404).
 
     Admins also get the moderation log.
@@ -105,7 +105,7 @@ def get_review(review_id: int) -> ResponseReturnValue:
 @reviews_blp.response(200, ReviewSchema)
 @requires(ROLE_CUSTOMER, ROLE_ADMIN)
 @reviews_blp.arguments(ReviewPatchSchema())
-def patch_review(changes: dict[str, Any], review_id: int) -> ResponseReturnValue:
+def patch_review(changes: dict[str, Any], review_id: int) -> Review:
     """Edit your review (author only); a change sends it back to ``pending``."""
     principal = require_principal()
     session = get_session()
@@ -162,7 +162,7 @@ def customer_reviews(args: dict[str, int], username: str) -> ResponseReturnValue
 @moderation_blp.response(200, ReviewDetailSchema)
 @requires(ROLE_ADMIN)
 @moderation_blp.arguments(ModerationSchema())
-def moderate_review(decision: dict[str, Any], review_id: int) -> ResponseReturnValue:
+def moderate_review(decision: dict[str, Any], review_id: int) -> dict[str, Any] | Review:
     """Approve, flag or reject a review (admin); the decision is logged with its note."""
     principal = require_principal()
     session = get_session()

@@ -22,6 +22,7 @@ from flask import Flask, current_app
 from sales_service import observe
 from sales_service.batching import Batcher
 from sales_service.clients import build_clients
+from sales_service.metrics import METRICS
 from sales_service.models import SCHEMA
 from sales_service.recovery import PeriodicRecovery, recover_pending
 from sales_service.routes import cart_blp, catalog_blp, internal_blp, sales_blp
@@ -51,6 +52,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         title="Shop sales service",
         description="Purchases run as a saga over inventory and customers, exactly once.",
         blueprints=[sales_blp, cart_blp, catalog_blp, internal_blp],
+        metrics=METRICS,
         config=config,
     )
     app.extensions["sales_clients"] = clients

@@ -41,10 +41,10 @@ from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
 from sales_service.clients import CustomersClient, InventoryClient, SaleClients
+from sales_service.metrics import SALES_BATCH_SIZE
 from sales_service.models import Sale
 from sales_service.saga import Recording, SagaRun, record_sales, save_leased
 from shopkit.db import Database
-from shopkit.metrics import SALES_BATCH_SIZE
 from shopkit.service_client import ServiceResponse
 
 Item = TypeVar("Item")

@@ -168,14 +168,15 @@ def drive_cancellation(session: Session, clients: SaleClients, sale: Sale) -> Sa
 
 def _refund_steps(run: SagaRun, clients: SaleClients) -> None:
     sale = run.sale
-    assert sale.total is not None  # a paid order always has its total
+    total = sale.total
+    assert total is not None  # a paid order always has its total
     # A new cancellation after a refused refund asks again under a new key (the refusal is
     # stored under the first); the ledger's one refund per sale still holds.
     attempt = sum(1 for entry in sale.history or [] if entry.get("status") == CANCELLING)
     refunded = call_step(
         run,
         "refund",
-        lambda: clients.customers.refund(sale.id, sale.customer_id, sale.total, attempt),
+        lambda: clients.customers.refund(sale.id, sale.customer_id, total, attempt),
     )
     if refunded.status == 409 and refunded.code in REFUND_REFUSALS:
         run.log("refund", "refused", code=refunded.code)

@@ -28,16 +28,17 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from sqlalchemy import text
 
-from sales_service.models import UNSETTLED_STATUSES
-from shopkit.db import Database
-from shopkit.metrics import (
+from sales_service.metrics import (
     OLDEST_PENDING_AGE,
     RECOVERED_SALES,
+    RECOVERY_OUTCOMES,
     RECOVERY_RUNS,
     SAGA_STEP_DURATION,
     SALES,
     SALES_PENDING,
 )
+from sales_service.models import UNSETTLED_STATUSES
+from shopkit.db import Database
 from shopkit.service_client import DependencyUnavailable, ServiceResponse
 from shopkit.telemetry import REPLAYED_ATTRIBUTE, tracer
 
@@ -117,9 +118,7 @@ def recovery_pass(candidates: int, report: Any) -> Iterator[None]:
         "recovery pass", context=Context(), attributes={"shop.recovery.candidates": candidates}
     ) as span:
         yield
-        outcomes = ("completed", "failed", "cancelled", "cancellation_refused", "still_pending",
-                    "skipped")  # fmt: skip
-        for outcome in outcomes:
+        for outcome in RECOVERY_OUTCOMES:
             count = getattr(report, outcome)
             span.set_attribute(f"shop.recovery.{outcome}", count)
             if count:

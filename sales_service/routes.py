@@ -201,7 +201,7 @@ def cancel_sale(sale_id: uuid.UUID) -> ResponseReturnValue:
 @sales_blp.alt_response(409, description="`invalid_transition`: only a completed order ships.")
 @requires(ROLE_ADMIN)
 @sales_blp.arguments(ShipmentSchema())
-def ship_sale(data: dict[str, Any], sale_id: uuid.UUID) -> ResponseReturnValue:
+def ship_sale(data: dict[str, Any], sale_id: uuid.UUID) -> Sale:
     """Mark a completed order shipped, with an optional carrier and tracking number (admin)."""
     session = get_session()
     sale = lifecycle.ship(session, sale_id, data["carrier"], data["tracking_number"])
@@ -214,7 +214,7 @@ def ship_sale(data: dict[str, Any], sale_id: uuid.UUID) -> ResponseReturnValue:
 @sales_blp.alt_response(404, description="No such order.")
 @sales_blp.alt_response(409, description="`invalid_transition`: only a shipped order arrives.")
 @requires(ROLE_ADMIN)
-def deliver_sale(sale_id: uuid.UUID) -> ResponseReturnValue:
+def deliver_sale(sale_id: uuid.UUID) -> Sale:
     """Mark a shipped order delivered (admin)."""
     session = get_session()
     lifecycle.deliver(session, sale_id)
@@ -308,7 +308,7 @@ def placed_lines(sale: Sale) -> tuple[tuple[int, int], ...]:
 @sales_blp.route("/sales/<uuid:sale_id>", methods=["GET"])
 @sales_blp.response(200, SaleDetailSchema)
 @requires(ROLE_CUSTOMER, ROLE_ADMIN)
-def get_sale(sale_id: uuid.UUID) -> ResponseReturnValue:
+def get_sale(sale_id: uuid.UUID) -> Sale:
     """One sale with its status and saga steps (its buyer or an admin)."""
     return queries.get_sale(get_session(), sale_id, require_principal())
 

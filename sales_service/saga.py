@@ -1,4 +1,6 @@
-"""The purchase saga (ARCHITECTURE §7): record pending → reserve stock → debit wallet → completed.
+"""The purchase saga: record pending → reserve stock → debit wallet → completed.
+
+The design is docs/architecture.rst, "The sale: one saga, exactly once".
 
 An order has 1 to 50 lines; inventory reserves all of them in one
 all-or-nothing call and the wallet is debited the order's total once.

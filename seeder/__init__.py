@@ -21,7 +21,8 @@ Commands (``python -m seeder --help``):
     history, one debit, one refund), not only the status code, and not against
     a balance another actor can move.
 ``audit``
-    The invariants of ARCHITECTURE §7 across services for every order state
+    The invariants of the sale (docs/architecture.rst, "The sale: one saga,
+    exactly once") across services for every order state
     (paid, cancelled, failed, in progress), read through the admin endpoints:
     exit 1 on any violation.
 ``demo``

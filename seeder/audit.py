@@ -1,4 +1,6 @@
-"""``audit``: the cross-service invariants of ARCHITECTURE §7, read through admin endpoints.
+"""``audit``: the cross-service invariants of the sale, read through admin endpoints.
+
+The invariants are those of docs/architecture.rst, "The sale: one saga, exactly once".
 
 The seeder never reads a service's database. It reads, page by page:
 

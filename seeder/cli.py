@@ -6,20 +6,14 @@ the services refused; 2 usage error; 3 a service unreachable or not ready.
 
 from __future__ import annotations
 
-import functools
 import json
-import signal
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from rich.console import Console
-from rich.live import Live
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -32,9 +26,10 @@ from rich.text import Text
 
 from seeder import EXIT_FAILURE, EXIT_OK
 from seeder.audit import EXAMPLES, STATUSES, Auditor, AuditReport
-from seeder.client import Login, SeederError, Services, ServiceUnreachable, admin_login
-from seeder.config import Config
+from seeder.client import Login, SeederError, Services, ServiceUnreachable
+from seeder.command import EXIT_CODES_HELP, F, connect, connection_options, reports_errors
 from seeder.data import CustomerFactory
+from seeder.faults import faults
 from seeder.populate import PopulateResult, Populator
 from seeder.replay import (
     CANCEL_SHARE,
@@ -43,117 +38,10 @@ from seeder.replay import (
     SHIP_SHARE,
     Replay,
     ReplayOptions,
-    Stats,
     discover_customers,
     load_catalog,
 )
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-EXIT_CODES_HELP = (
-    "Exit codes: 0 success; 1 audit violations, failed result checks or a refused command; "
-    "2 usage error; 3 a service unreachable or not ready."
-)
-
-
-def _console() -> Console:
-    return Console(highlight=False, soft_wrap=True)
-
-
-def _error_console() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-# --- shared options ---------------------------------------------------------------------------
-
-
-def connection_options(command: F) -> F:
-    """Service URLs, admin credentials, timeout and ``--wait`` (environment first, flags win)."""
-    options = [
-        click.option(
-            "--customers-url", envvar="CUSTOMERS_URL", show_envvar=True, help="Customers service."
-        ),
-        click.option(
-            "--inventory-url", envvar="INVENTORY_URL", show_envvar=True, help="Inventory service."
-        ),
-        click.option("--sales-url", envvar="SALES_URL", show_envvar=True, help="Sales service."),
-        click.option(
-            "--reviews-url", envvar="REVIEWS_URL", show_envvar=True, help="Reviews service."
-        ),
-        click.option("--admin-username", envvar="ADMIN_USERNAME", show_envvar=True),
-        click.option("--admin-password", envvar="ADMIN_PASSWORD", show_envvar=True),
-        click.option(
-            "--timeout",
-            type=click.FloatRange(0.1, 600),
-            default=30.0,
-            show_default=True,
-            help="Seconds to wait for one answer.",
-        ),
-        click.option(
-            "--wait",
-            "wait_s",
-            type=click.FloatRange(0, 3600),
-            default=0.0,
-            show_default=True,
-            help="Wait up to this many seconds for the services' /readyz before starting.",
-        ),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
-
-
-def _config(kwargs: dict[str, Any]) -> tuple[Config, float]:
-    """Pop the connection options out of ``kwargs``: the configuration and the wait."""
-    config = Config.from_env(
-        customers_url=kwargs.pop("customers_url"),
-        inventory_url=kwargs.pop("inventory_url"),
-        sales_url=kwargs.pop("sales_url"),
-        reviews_url=kwargs.pop("reviews_url"),
-        admin_username=kwargs.pop("admin_username"),
-        admin_password=kwargs.pop("admin_password"),
-        read_timeout_s=kwargs.pop("timeout"),
-    )
-    return config, float(kwargs.pop("wait_s"))
-
-
-def reports_errors(command: F) -> F:
-    """Turn :class:`SeederError` into one clear message and its exit code (never a traceback)."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except SeederError as exc:
-            _error_console().print(f"[bold red]error:[/] {exc}")
-            if isinstance(exc, ServiceUnreachable):
-                _error_console().print(
-                    "Is it running? Set the URL with the environment variable "
-                    f"{exc.service.upper()}_URL or the --{exc.service}-url flag."
-                    if exc.service in ("customers", "inventory", "sales", "reviews")
-                    else "Are the services running?"
-                )
-            sys.exit(exc.exit_code)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _connect(
-    kwargs: dict[str, Any], needed: tuple[str, ...], pool_size: int = 16
-) -> tuple[Services, Login, Console]:
-    """Pop the connection options, wait for the ``needed`` services, log in as admin."""
-    config, wait_s = _config(kwargs)
-    console = _console()
-    services = Services(config, pool_size=pool_size)
-    _ready(services, needed, wait_s, console)
-    return services, admin_login(services), console
-
-
-def _ready(services: Services, needed: tuple[str, ...], wait_s: float, console: Console) -> None:
-    if wait_s > 0:
-        console.print(f"Waiting up to {wait_s:g} s for {', '.join(needed)} to be ready...")
-    services.check_ready(needed, wait_s)
-
+from seeder.replay.progress import stats_table, watch
 
 # --- the group --------------------------------------------------------------------------------
 
@@ -303,7 +191,7 @@ def populate(
     Running it again with the same seed creates nothing twice and says what exists.
     Customer passwords are derived from the seed (see seeder.data.derive_password).
     """
-    services, admin, console = _connect(kwargs, ("customers", "inventory"))
+    services, admin, console = connect(kwargs, ("customers", "inventory"))
     run_populate(
         services,
         admin,
@@ -326,140 +214,9 @@ def share_option(flag: str, default: float, help_text: str) -> Callable[[F], F]:
     )
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value * 1000:,.0f} ms"
-
-
-def _counter_text(counter: dict[str, int]) -> str:
-    return ", ".join(f"{name} {count:,}" for name, count in sorted(counter.items())) or "-"
-
-
 def plural(count: int, noun: str) -> str:
     """``1 violation``, ``2 violations``: the count and the noun, agreed."""
     return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
-
-
-def _clock(seconds: float) -> str:
-    """``0:01:05``: a duration for an ETA."""
-    whole = round(seconds)
-    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
-
-
-#: What the two latencies measure (the tables' caption and the docs).
-LATENCY_LEGEND = (
-    "purchase latency: the checkout call alone (POST /cart/checkout, retries included); "
-    "attempt latency: the whole attempt (product pages, cart, top-up, checkout, "
-    "the result checks, then cancel, ship or review)."
-)
-
-
-def _progress(replay: Replay, attempts: int) -> tuple[str, str | None]:
-    """The attempt count (``120/500`` for a counted run) and, while running, the ETA."""
-    options, stats = replay.options, replay.stats
-    running = stats.finished is None and not replay.stop_event.is_set()
-    eta: float | None = None
-    if options.purchases is not None:
-        count = f"{attempts:,}/{options.purchases:,}"
-        eta = stats.eta(options.purchases)
-    else:
-        count = f"{attempts:,}"
-        if options.duration_s:
-            eta = max(0.0, options.duration_s - stats.elapsed())
-    return count, (_clock(eta) if running and eta is not None else None)
-
-
-def stats_table(replay: Replay, title: str) -> Table:
-    """The replay's counters as a two-column table."""
-    stats: Stats = replay.stats
-    with stats.lock:
-        failed = dict(stats.failed)
-        skipped = dict(stats.skipped)
-        reviews = dict(stats.reviews)
-        moderation = dict(stats.moderation)
-        attempts, completed = stats.attempts, stats.completed
-        top_ups, money_topped_up = stats.top_ups, stats.money_topped_up
-        spent, units, restocks = stats.money_spent, stats.units_bought, stats.restocks
-        refunded, after, baskets = stats.money_refunded, dict(stats.after), dict(stats.baskets)
-        cart_changed = stats.cart_changed
-    table = Table(
-        title=title,
-        title_justify="left",
-        show_header=False,
-        caption=LATENCY_LEGEND,
-        caption_justify="left",
-    )
-    table.add_column(style="bold")
-    table.add_column()
-    count, eta = _progress(replay, attempts)
-    table.add_row("attempts", count + (f"  ETA {eta}" if eta else ""))
-    table.add_row(
-        "completed",
-        f"{completed:,} orders ({units:,} units, {spent:,.2f} spent, {refunded:,.2f} refunded)",
-    )
-    table.add_row(
-        "lines per order",
-        ", ".join(f"{lines}: {count:,}" for lines, count in sorted(baskets.items())) or "-",
-    )
-    table.add_row("after", _counter_text(after))
-    table.add_row("failed", f"{sum(failed.values()):,}  {_counter_text(failed)}")
-    table.add_row("skipped", f"{sum(skipped.values()):,}  {_counter_text(skipped)}")
-    table.add_row(
-        "cart changed",
-        f"{cart_changed:,} (by another actor on the same account: counted, not a failure)",
-    )
-    table.add_row("top-ups", f"{top_ups:,} ({money_topped_up:,.2f})")
-    table.add_row("reviews", _counter_text(reviews))
-    table.add_row("moderation", _counter_text(moderation))
-    table.add_row("restocks", f"{restocks:,}")
-    table.add_row("rate", f"{stats.rate():,.1f} attempts/s over {stats.elapsed():,.1f} s")
-    table.add_row(
-        "purchase latency",
-        f"p50 {_ms(stats.percentile('purchase', 50))}, p99 {_ms(stats.percentile('purchase', 99))}",
-    )
-    table.add_row(
-        "attempt latency",
-        f"p50 {_ms(stats.percentile('attempt', 50))}, p99 {_ms(stats.percentile('attempt', 99))}",
-    )
-    return table
-
-
-def _status_line(replay: Replay) -> str:
-    stats = replay.stats
-    with stats.lock:
-        failed = sum(stats.failed.values())
-        attempts, completed = stats.attempts, stats.completed
-        cancelled, shipped = stats.after["cancelled"], stats.after["shipped"]
-        delivered = stats.after["delivered"]
-    # "replay: <n> attempts" first: the storefront's console reads the count from it.
-    _count, eta = _progress(replay, attempts)
-    of = f" of {replay.options.purchases:,}" if replay.options.purchases is not None else ""
-    return (
-        f"replay: {attempts:,} attempts{of}, {completed:,} completed ({cancelled:,} cancelled, "
-        f"{shipped + delivered:,} shipped, {delivered:,} delivered), {failed:,} failed, "
-        f"{stats.rate():.1f}/s, purchase latency p50 {_ms(stats.percentile('purchase', 50))}, "
-        f"p99 {_ms(stats.percentile('purchase', 99))}" + (f", ETA {eta}" if eta else "")
-    )
-
-
-@contextmanager
-def _stop_on_signals(replay: Replay, console: Console) -> Iterator[None]:
-    """Ctrl-C (or SIGTERM) stops the replay cleanly; a second Ctrl-C interrupts at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, _frame: object) -> None:
-        if replay.stop_event.is_set():
-            raise KeyboardInterrupt
-        console.print("Stopping: waiting for the purchases in flight (Ctrl-C again to quit)...")
-        replay.stop()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def prepare_replay(
@@ -486,39 +243,6 @@ def prepare_replay(
     return Replay(services, admin, options, shoppers, catalog, reviews_enabled=reviews_enabled)
 
 
-def _watch(replay: Replay, console: Console, report_every_s: float) -> None:
-    """Run the replay in a thread; show live progress until it ends (Ctrl-C stops it)."""
-    failure: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            replay.run()
-        except BaseException as exc:
-            failure.append(exc)
-            replay.stop()
-
-    worker = threading.Thread(target=work, name="replay", daemon=True)
-    title = "replay (Ctrl-C stops)"
-    with _stop_on_signals(replay, console):
-        worker.start()
-        if console.is_terminal:
-            with Live(
-                stats_table(replay, title), console=console, refresh_per_second=4, transient=True
-            ) as live:
-                while worker.is_alive():
-                    worker.join(0.25)
-                    live.update(stats_table(replay, title))
-        else:
-            next_report = time.monotonic() + report_every_s
-            while worker.is_alive():
-                worker.join(0.25)
-                if report_every_s > 0 and time.monotonic() >= next_report:
-                    console.print(_status_line(replay))
-                    next_report += report_every_s
-    if failure:
-        raise failure[0]
-
-
 def run_replay(
     services: Services,
     admin: Login,
@@ -542,7 +266,7 @@ def run_replay(
         f"{len(replay.catalog):,} products in stock, {what}, {pace}, "
         f"concurrency {options.concurrency}."
     )
-    _watch(replay, console, report_every_s)
+    watch(replay, console, report_every_s)
     console.print(stats_table(replay, f"replay summary, seed {options.seed}"))
     if replay.stats.verification_failures:
         console.print("[bold red]Result checks failed:[/]")
@@ -639,7 +363,7 @@ def replay(
     """
     if (purchases is None) == (duration is None):
         raise click.UsageError("Give exactly one of --purchases N or --duration SECONDS.")
-    services, admin, console = _connect(
+    services, admin, console = connect(
         kwargs, ("customers", "inventory", "sales"), pool_size=max(16, concurrency * 2)
     )
     options = ReplayOptions(
@@ -751,7 +475,7 @@ def audit(pending_after: float, **kwargs: Any) -> None:
     reservation of exactly their lines. Cancelled: a debit and a refund that cancel out,
     stock returned. Failed: nothing kept. Nothing pending or cancelling for too long.
     """
-    services, admin, console = _connect(kwargs, ("customers", "inventory", "sales"))
+    services, admin, console = connect(kwargs, ("customers", "inventory", "sales"))
     report = Auditor(services, admin, pending_after).run()
     print_audit(report, console)
     sys.exit(EXIT_OK if report.ok else EXIT_FAILURE)
@@ -791,7 +515,7 @@ def demo(
     Populating again with the same seed creates nothing, so restarts are cheap. The replay
     runs at ``--rate 1`` with ``--concurrency 2`` until Ctrl-C or SIGTERM (or ``--duration``).
     """
-    services, admin, console = _connect(
+    services, admin, console = connect(
         kwargs, ("customers", "inventory", "sales"), pool_size=max(16, concurrency * 2)
     )
     run_populate(
@@ -813,8 +537,6 @@ def demo(
     sys.exit(EXIT_FAILURE if result.stats.verification_failures else EXIT_OK)
 
 
-# ``seeder faults`` builds on this module's options and adds itself to ``cli``; importing
-# it here, at the end, registers it whichever of the two modules is imported first.
-import seeder.faults  # noqa: E402, F401
+cli.add_command(faults)
 
 __all__ = ["cli", "main"]

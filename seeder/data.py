@@ -50,7 +50,7 @@ TOP_UP_SHARE = 0.92
 
 _NOT_USERNAME = re.compile(r"[^a-z]")
 #: US address pieces from Faker's ``en_US`` data, combined with the seeded ``random.Random``
-#: (Faker's own ``address()`` templating is ~5 times slower and also makes military addresses).
+#: (Faker's own ``address()`` templating is slower, bench/README.md, and makes military addresses).
 STATES = tuple(UsAddresses.states_abbr)
 STATE_ZIPS = {state: UsAddresses.states_postcode[state] for state in STATES}
 STREET_SUFFIXES = tuple(UsAddresses.street_suffixes)

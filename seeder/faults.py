@@ -20,8 +20,8 @@ import click
 from rich.table import Table
 
 from seeder import EXIT_FAILURE, EXIT_OK
-from seeder.cli import _connect, cli, connection_options, reports_errors
 from seeder.client import Login, Services
+from seeder.command import connect, connection_options, reports_errors
 
 SERVICES = ("customers", "inventory", "sales", "reviews")
 PATH = "/admin/faults"
@@ -67,7 +67,7 @@ def faults() -> None:
 def show(names: tuple[str, ...], **kwargs: Any) -> None:
     """Show the faults switched on (in every service by default)."""
     names = names or SERVICES
-    services, admin, console = _connect(kwargs, names)
+    services, admin, console = connect(kwargs, names)
     console.print(_show(services, admin, names))
 
 
@@ -104,7 +104,7 @@ def set_fault(service: str, add: bool, **kwargs: Any) -> None:
         )
     }
     fault = {name: value for name, value in fault.items() if value is not None}
-    services, admin, console = _connect(kwargs, (service,))
+    services, admin, console = connect(kwargs, (service,))
     api = services.api(service)
     current = _answer(service, admin.call(api, "GET", PATH)).get("faults", []) if add else []
     reply = admin.call(api, "PUT", PATH, json={"faults": [*current, fault]})
@@ -124,10 +124,7 @@ def set_fault(service: str, add: bool, **kwargs: Any) -> None:
 def clear(names: tuple[str, ...], **kwargs: Any) -> None:
     """Switch every fault off (in every service by default)."""
     names = names or SERVICES
-    services, admin, console = _connect(kwargs, names)
+    services, admin, console = connect(kwargs, names)
     for name in names:
         _answer(name, admin.call(services.api(name), "DELETE", PATH))
     console.print(f"Faults cleared in {', '.join(names)}.")
-
-
-cli.add_command(faults)

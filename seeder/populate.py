@@ -3,7 +3,7 @@
 Batches of up to 1000 go to ``POST /customers/batch``, ``POST /wallets/charges/batch``
 and ``POST /products/batch`` with the admin's token; a small thread pool keeps
 two batch requests in flight by default (``--parallel``): one per worker of a
-default service, and measured faster than three or four on two cores. The
+default service (bench/README.md compares it with more). The
 next batch of customers is generated while the previous ones are on the way.
 
 Running it again with the same seed creates nothing twice:

@@ -36,7 +36,7 @@ from shopkit.health import init_health
 from shopkit.input_guard import init_input_guard
 from shopkit.json_provider import ShopJSONProvider
 from shopkit.logs import configure_logging, init_access_log
-from shopkit.metrics import init_metrics
+from shopkit.metrics import BusinessMetric, init_metrics
 from shopkit.migrations import db_cli
 from shopkit.proxy import trusted_networks
 from shopkit.request_id import init_request_id
@@ -85,6 +85,7 @@ def create_service_app(
     config: dict[str, Any] | None = None,
     key_resolver: KeyResolver | None = None,
     bootstrap: Callable[[Flask], None] | None = None,
+    metrics: Iterable[BusinessMetric] = (),
 ) -> Flask:
     """Build the Flask app of ``service``.
 
@@ -96,7 +97,8 @@ def create_service_app(
     ``contains(customer_id)``) replaces the list of deactivated accounts read
     from the customers service (the customers service itself checks its
     database instead). ``bootstrap`` runs after
-    ``db upgrade`` and at start when the schema is current.
+    ``db upgrade`` and at start when the schema is current. ``metrics`` are the
+    service's own business metrics (its ``metrics.py``).
     """
     config = dict(config or {})
     settings: Settings = config.pop("SETTINGS", None) or Settings.from_env(service)
@@ -169,7 +171,7 @@ def create_service_app(
     register_error_handlers(app)
     init_faults(app, service)
     init_health(app, service=service, package=package, schema=schema)
-    init_metrics(app, service)
+    init_metrics(app, service, metrics)
     app.cli.add_command(db_cli(package))
     if bootstrap is not None:
         app.extensions["shop_bootstrap"] = lambda: bootstrap(app)

@@ -112,7 +112,7 @@ class JwksKeyResolver:
 
     def _refresh(self) -> None:
         # Imported here: the customers service resolves keys from its own store and
-        # never loads an HTTP client (a few MiB per worker, bench/README.md).
+        # never loads an HTTP client (memory per worker, bench/README.md).
         import urllib3  # noqa: PLC0415
 
         from shopkit.service_client import JsonHttp  # noqa: PLC0415
@@ -189,8 +189,8 @@ class TokenVerifier:
     An access token that verified is remembered (at most ``cache_size`` tokens,
     each for at most ``cache_ttl_s`` seconds): callers present the same token on
     every request (a service token is reused for all its calls), and a full
-    verification (RSA signature, PyJWT's parsing and checks) costs 0.2-0.26 ms
-    of CPU, three times per sale (``bench/README.md``). A remembered token is
+    verification (RSA signature, PyJWT's parsing and checks) costs CPU three
+    times per sale (figures in ``bench/README.md``). A remembered token is
     still refused once it expires. The cache holds nothing a full verification
     could later reject except a token signed by a key retired meanwhile, which the
     JWKS cache (``ttl_s``, 300 s) already accepts for longer. Refresh tokens are

@@ -139,7 +139,7 @@ def respond_batch(
             count_outcome(outcomes, "ok" if answer.status < 400 else answer.body.get("code"))
     # Written by hand (as the single endpoints' hot answers are): a schema would walk
     # every item's body again.
-    answer = {
+    results_body = {
         "results": [
             {
                 "idempotency_key": item["idempotency_key"],
@@ -150,4 +150,4 @@ def respond_batch(
             for item, result in zip(items, results, strict=True)
         ]
     }
-    return Response(flask_json.dumps(answer), status=200, mimetype="application/json")
+    return Response(flask_json.dumps(results_body), status=200, mimetype="application/json")

@@ -1,9 +1,11 @@
 """Configuration from the environment (12-factor), with local defaults.
 
-Every setting has a default that makes the local run work with nothing set:
-the database falls back to the embedded PostgreSQL under ``.data/``, the
-service URLs to ``127.0.0.1`` on the standard ports, and the secrets to
-development values (a warning is logged once per service when those are in use).
+Every setting has a default that makes the local run work with nothing set
+(without ``DATABASE_URL`` a service uses the embedded PostgreSQL the dev stack
+offers, see :func:`shopkit.db.resolve_database_url`): the service URLs default
+to ``127.0.0.1`` on the standard ports
+(:mod:`shopkit.registry`), and the secrets to development values (a warning is
+logged once per service when those are in use).
 
 Each service has its own client secret, ``<NAME>_CLIENT_SECRET`` (e.g.
 ``SALES_CLIENT_SECRET``); ``SERVICE_CLIENT_SECRET`` is only the shared
@@ -22,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from shopkit.environment import ENVIRONMENT, Variable
+from shopkit.registry import SERVICES
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,8 @@ PRODUCTION = "production"
 #: so its workers do not repeat them.
 CHECKED_MARKER = "SHOP_SETTINGS_CHECKED"
 
-SERVICE_PORTS = {"customers": 5000, "inventory": 5001, "sales": 5002, "reviews": 5003}
+#: Each service's standard port (from :mod:`shopkit.registry`).
+SERVICE_PORTS = {service.name: service.port for service in SERVICES}
 
 
 def _env(name: str, default: str) -> str:
@@ -94,8 +98,9 @@ def service_url(service: str) -> str:
 class Settings:
     """All runtime settings of a service, read once from the environment.
 
-    ``database_url`` is empty when ``DATABASE_URL`` is unset: the database
-    layer then starts (or joins) the embedded PostgreSQL in ``data_dir``.
+    ``database_url`` is empty when ``DATABASE_URL`` is unset: a service then
+    uses the dev stack's embedded PostgreSQL in ``data_dir``, or refuses to start
+    where no dev stack is installed (:func:`shopkit.db.resolve_database_url`).
     """
 
     service_name: str
@@ -187,7 +192,7 @@ class Settings:
             return []
         problems = []
         if not self.database_url:
-            problems.append("DATABASE_URL is not set (the embedded development database is used)")
+            problems.append("DATABASE_URL is not set")
         # customers checks every service's secret; a service only needs its own.
         clients = list(SERVICE_PORTS) if self.service_name == "customers" else [self.service_name]
         for client in clients:

@@ -10,6 +10,7 @@ import hashlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from shopkit import db_guard, embedded_pg
+from shopkit import db_guard
 from shopkit.config import Settings
 
 NAMING_CONVENTION = {
@@ -36,17 +37,46 @@ def make_metadata(schema: str) -> MetaData:
     return MetaData(schema=schema, naming_convention=NAMING_CONVENTION)
 
 
-def resolve_database_url(settings: Settings) -> str:
-    """``DATABASE_URL`` if set, else the embedded PostgreSQL under ``settings.data_dir``.
+class MissingDatabaseURL(RuntimeError):
+    """A service was started without ``DATABASE_URL`` and no development database exists."""
 
-    On the embedded server a service connects as its own role (``<service>_svc``).
+
+#: Entry-point group through which a development stack offers a database when
+#: ``DATABASE_URL`` is unset (the dev stack's ``devstack.roles:database_url``). The runtime
+#: never imports the dev stack: a service image, which does not install it, requires
+#: ``DATABASE_URL`` instead.
+DEV_DATABASE_GROUP = "shop.dev_database"
+
+
+def resolve_database_url(settings: Settings) -> str:
+    """``DATABASE_URL``, normalised; else the development database the dev stack offers.
+
+    Without ``DATABASE_URL`` a service asks whatever is registered under
+    :data:`DEV_DATABASE_GROUP` (installed with the project's dev stack, it starts or
+    joins the embedded PostgreSQL under ``settings.data_dir``), so one service starts
+    with no configuration at all on a development machine.
+    :class:`MissingDatabaseURL` where neither exists.
     """
     if settings.database_url:
         return normalise_url(settings.database_url)
-    return embedded_pg.database_url(Path(settings.data_dir) / "pg", settings.service_name)
+    for entry in entry_points(group=DEV_DATABASE_GROUP):
+        try:
+            offer = entry.load()
+        except ImportError:  # the dev stack is listed but its extras are not installed
+            continue
+        return normalise_url(str(offer(Path(settings.data_dir) / "pg", settings.service_name)))
+    raise MissingDatabaseURL(
+        f"DATABASE_URL is not set for {settings.service_name}, and no development stack "
+        "is installed to provide one (`make run` starts everything on a development machine)"
+    )
 
 
-normalise_url = embedded_pg.normalise_url
+def normalise_url(url: str) -> str:
+    """Accept ``postgres://`` and ``postgresql://`` URLs and pick the psycopg2 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix) :]
+    return url
 
 
 #: A pooled connection unused for longer than this is checked before it is handed out.

@@ -125,12 +125,12 @@ class GuardedCursor(psycopg2.extensions.cursor):
     def execute(self, query: Any, vars: Any = None) -> None:
         """Run one statement under the guard."""
         with _Guard(self.connection):
-            return super().execute(query, vars)
+            super().execute(query, vars)
 
     def executemany(self, query: Any, vars_list: Any) -> None:
         """Run a statement for each parameter set under one guard."""
         with _Guard(self.connection):
-            return super().executemany(query, vars_list)
+            super().executemany(query, vars_list)
 
 
 class GuardedConnection(psycopg2.extensions.connection):

@@ -91,12 +91,13 @@ ENVIRONMENT: tuple[Variable, ...] = (
         "DATABASE_URL",
         "database_url",
         "The service's PostgreSQL database (``postgres://``, ``postgresql://`` or a SQLAlchemy "
-        "URL). Unset or empty: the embedded PostgreSQL under ``SHOP_DATA_DIR``.",
+        "URL). Required to serve; ``make run`` sets it to the embedded PostgreSQL under "
+        "``SHOP_DATA_DIR`` (one role per service) unless it is set.",
     ),
     _service(
         "SHOP_DATA_DIR",
         "data_dir",
-        "Where the embedded PostgreSQL keeps its data (in ``pg/``).",
+        "Where ``make run``'s embedded PostgreSQL keeps its data (in ``pg/``).",
         _path,
         ".data",
     ),

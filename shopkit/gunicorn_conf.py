@@ -52,7 +52,7 @@ def _pin_mmap_threshold() -> None:
     on ``free``, but by default it raises the threshold to the size of the
     biggest block freed so far. After one Argon2 hash (12 MiB, customers) every
     later one came from a thread's heap and stayed resident: a customers worker
-    kept ~76 MiB more after a burst of logins (bench/README.md). Pinning the
+    kept tens of MiB more after a burst of logins (bench/README.md). Pinning the
     threshold at its default disables that. ``MALLOC_MMAP_THRESHOLD_`` set in the
     environment wins; other C libraries are left alone.
     """

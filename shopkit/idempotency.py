@@ -1,4 +1,4 @@
-"""The idempotency-key store (ARCHITECTURE §7).
+"""The idempotency-key store (docs/architecture.rst, "Idempotency").
 
 Each service has an ``idempotency_keys`` table in its own schema (a model
 built from :class:`IdempotencyKeyMixin`). :func:`run_idempotent` performs a

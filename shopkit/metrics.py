@@ -6,16 +6,21 @@ Under gunicorn with several workers, :mod:`shopkit.gunicorn_conf` sets
 ``/metrics`` (served by any worker) adds them all up; the business metrics
 below are pooled the same way.
 
-Each business metric is created the first time its service declares it
-(:func:`init_metrics`) or uses it, so a service's ``/metrics`` shows only its
-own (customers never shows ``shop_recovery_runs_total``).
+Each service declares its own business metrics (``<service>/metrics.py``) and
+hands them to :func:`init_metrics`; this module holds the machinery and the
+two metrics every service exports. A metric is created the first time its
+service declares it or uses it, so a service's ``/metrics`` shows only its own
+(customers never shows ``shop_recovery_runs_total``). Every label set a
+dashboard or an alert rule queries exists at zero from the start (a metric's
+``initial`` label sets, each dependency the service calls, each endpoint that
+takes an ``Idempotency-Key``), so a rate over it is 0, not "no data".
 """
 
 from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
 
 from flask import Flask, Response, request
@@ -23,13 +28,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_flask_exporter import PrometheusMetrics
 
 from shopkit.errors import ProblemError
+from shopkit.registry import BY_NAME
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 REPLAYED_HEADER = "Idempotent-Replayed"
-#: Saga step latencies: a local call takes milliseconds, a retried one seconds.
-STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: :data:`shopkit.idempotency.HEADER` (importing it from there would close a cycle:
+#: idempotency -> auth -> service_client -> metrics).
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 class BusinessMetric:
@@ -43,12 +50,16 @@ class BusinessMetric:
         name: str,
         documentation: str,
         labelnames: tuple[str, ...] = (),
+        *,
+        initial: tuple[dict[str, str], ...] = (),
         **options: Any,
     ) -> None:
         self.kind = kind
         self.name = name
         self.documentation = documentation
         self.labelnames = labelnames
+        #: Label sets shown at zero from the start (those dashboards and alerts query).
+        self.initial = initial
         self.options = options
         self._metric: Any = None
 
@@ -75,45 +86,14 @@ class BusinessMetric:
         """Add ``amount`` (a metric without labels)."""
         self.metric.inc(amount)
 
+    def zero(self, label_sets: Iterable[dict[str, str]]) -> None:
+        """Make each of ``label_sets`` exist, at zero unless it was counted already."""
+        for labels in label_sets:
+            self.labels(**labels)
 
-# --- the business metrics ----------------------------------------------------------------------
 
-SALES = BusinessMetric(
-    Counter,
-    "shop_sales_total",
-    "Sales settled, by final status and failure code (empty when it completed).",
-    ("status", "failure_code"),
-)
-SAGA_STEP_DURATION = BusinessMetric(
-    Histogram,
-    "shop_saga_step_duration_seconds",
-    "Time of one saga step (reserve, debit, release, refund, return), by outcome.",
-    ("step", "outcome"),
-    buckets=STEP_BUCKETS,
-)
-SALES_PENDING = BusinessMetric(
-    Gauge,
-    "shop_sales_pending",
-    "Sales not settled right now (pending, cancelling), read from the database at scrape time.",
-    ("status",),
-    multiprocess_mode="mostrecent",
-)
-OLDEST_PENDING_AGE = BusinessMetric(
-    Gauge,
-    "shop_sales_oldest_pending_age_seconds",
-    "Age of the oldest unsettled sale (0 when none), read from the database at scrape time.",
-    ("status",),
-    multiprocess_mode="mostrecent",
-)
-RECOVERY_RUNS = BusinessMetric(
-    Counter, "shop_recovery_runs_total", "Recovery passes over stale unsettled sales."
-)
-RECOVERED_SALES = BusinessMetric(
-    Counter,
-    "shop_recovered_sales_total",
-    "Sales a recovery pass examined, by outcome (completed, failed, cancelled, still_pending...).",
-    ("outcome",),
-)
+# --- the metrics every service exports ----------------------------------------------------------
+
 IDEMPOTENT_REPLAYS = BusinessMetric(
     Counter,
     "shop_idempotent_replays_total",
@@ -126,48 +106,18 @@ DEPENDENCY_ERRORS = BusinessMetric(
     "Failed attempts to call another service (no answer, timeout, 502/503/504), retried or not.",
     ("dependency",),
 )
-SALES_BATCH_SIZE = BusinessMetric(
-    Histogram,
-    "shop_sales_batch_size",
-    "Calls a sales process sent together in one batch, by step (record, reserve, debit, save).",
-    ("step",),
-    buckets=(1, 2, 4, 8, 16, 32, 64),
-)
-WALLET_DEBITS = BusinessMetric(
-    Counter, "shop_wallet_debits_total", "Wallet debits of sales made (replays not counted)."
-)
-STOCK_RESERVATIONS = BusinessMetric(
-    Counter,
-    "shop_stock_reservations_total",
-    "Stock reservation requests by outcome: ok or the refusal's code (replays not counted).",
-    ("outcome",),
-)
-LOGINS = BusinessMetric(
-    Counter,
-    "shop_logins_total",
-    "Password logins by outcome: ok or the refusal's code.",
-    ("outcome",),
-)
-
-#: The business metrics each service exports, beside the common ones.
 COMMON_METRICS = (IDEMPOTENT_REPLAYS, DEPENDENCY_ERRORS)
-SERVICE_METRICS: dict[str, tuple[BusinessMetric, ...]] = {
-    "customers": (LOGINS, WALLET_DEBITS),
-    "inventory": (STOCK_RESERVATIONS,),
-    "sales": (
-        SALES,
-        SAGA_STEP_DURATION,
-        SALES_PENDING,
-        OLDEST_PENDING_AGE,
-        RECOVERY_RUNS,
-        RECOVERED_SALES,
-        SALES_BATCH_SIZE,
-    ),
-}
 
 
-def init_metrics(app: Flask, service: str) -> PrometheusMetrics:
-    """Export ``app``'s request metrics (grouped by endpoint, not raw path) and business ones."""
+def init_metrics(
+    app: Flask, service: str, business: Iterable[BusinessMetric] = ()
+) -> PrometheusMetrics:
+    """Export ``app``'s request metrics (grouped by endpoint, not raw path) and business ones.
+
+    ``business`` are the service's own metrics (its ``metrics.py``). Call it once
+    every route is registered: the replay counter starts at zero for each of them
+    that takes an ``Idempotency-Key``.
+    """
     # A registry per app keeps several apps in one process (tests) apart; in
     # multiprocess mode the exporter collects from PROMETHEUS_MULTIPROC_DIR instead.
     registry = CollectorRegistry(auto_describe=True)
@@ -181,8 +131,12 @@ def init_metrics(app: Flask, service: str) -> PrometheusMetrics:
     metrics.info("shop_service_info", "Shop service", service=service)
     # Multiprocess mode reads every metric a worker made from its files; a single
     # process serves the app's registry, so the service's metrics are registered there.
-    for business in COMMON_METRICS + SERVICE_METRICS.get(service, ()):
-        registry.register(business.metric)
+    for metric in (*COMMON_METRICS, *business):
+        registry.register(metric.metric)
+        metric.zero(metric.initial)
+    calls = BY_NAME[service].calls if service in BY_NAME else ()
+    DEPENDENCY_ERRORS.zero({"dependency": dependency} for dependency in calls)
+    IDEMPOTENT_REPLAYS.zero({"endpoint": endpoint} for endpoint in idempotent_endpoints(app))
     app.extensions["shop_metrics"] = metrics
 
     @app.after_request
@@ -193,6 +147,29 @@ def init_metrics(app: Flask, service: str) -> PrometheusMetrics:
         return response
 
     return metrics
+
+
+def idempotent_endpoints(app: Flask) -> list[str]:
+    """``METHOD rule`` of each route whose OpenAPI parameters include ``Idempotency-Key``.
+
+    The label :func:`init_metrics` counts replays under (``POST /sales``).
+    """
+    found = []
+    for rule in app.url_map.iter_rules():
+        view = app.view_functions[rule.endpoint]
+        view_class = getattr(view, "view_class", None)
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            handler = getattr(view_class, method.lower(), None) if view_class else view
+            if _takes_idempotency_key(handler):
+                found.append(f"{method} {rule.rule}")
+    return found
+
+
+def _takes_idempotency_key(handler: Any) -> bool:
+    """Whether flask-smorest's docs of ``handler`` declare the ``Idempotency-Key`` header."""
+    doc = getattr(handler, "_apidoc", None) or {}
+    parameters = doc.get("manual_doc", {}).get("parameters", [])
+    return any(p.get("in") == "header" and p.get("name") == IDEMPOTENCY_HEADER for p in parameters)
 
 
 def before_scrape(app: Flask, refresh: Callable[[], None]) -> None:

@@ -347,4 +347,4 @@ def install(api: Api, app: Flask) -> None:
             built.append(finalize(plain(), app))
         return copy.deepcopy(built[0])
 
-    api.spec.to_dict = to_dict  # type: ignore[method-assign]
+    api.spec.to_dict = to_dict

@@ -97,7 +97,7 @@ class JsonHttp:
     It never retries or follows redirects by itself (:class:`ServiceClient`
     decides what to retry), and never goes through a proxy named in the
     environment: calls go to the configured service URLs. ``requests`` did the
-    same job for about twice the CPU (0.9 ms more per call, bench/README.md).
+    same job for more CPU per call (bench/README.md).
     """
 
     def __init__(self, pool_size: int) -> None:

@@ -1,6 +1,6 @@
 """What a service's refusal means to the person who clicked: its ``detail`` plus what to do.
 
-A 503 says one of two different things (README, "Failure behaviour"):
+A 503 says one of two different things (docs/errors.rst, "Failure behaviour"):
 
 * ``sale_pending``: the order, or its cancellation, **was recorded**; it stays
   ``pending`` (``sale_status``) or ``cancelling`` and recovery settles it.

@@ -22,7 +22,7 @@ from shopkit.service_client import DependencyUnavailable
 from storefront.clients import SERVICES, ApiProblem, ShopApi
 
 Sample = tuple[str, tuple[tuple[str, str], ...]]
-#: Samples that show sales exports the business metrics (shopkit.metrics, sales_service.observe).
+#: Samples that show sales exports the business metrics (sales_service.metrics).
 BUSINESS_PREFIXES = ("shop_sales", "shop_recover")
 
 

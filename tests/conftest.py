@@ -2,14 +2,14 @@
 
 The database is a real PostgreSQL: ``TEST_DATABASE_URL`` if set (a fresh
 database is created on that server), otherwise the embedded one in a
-temporary directory. Every service's migrations are applied once per
-session; every test starts from empty tables.
+temporary directory. It is started, and every service's migrations applied,
+once per session, and only when a test needs it; each test that uses it
+starts from empty tables. Helpers and factories live in ``tests/support``.
 """
 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,14 +19,70 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, create_engine, text
 
 from shopkit.config import Settings
-from shopkit.embedded_pg import service_role_url
-from shopkit.stack import PACKAGES
-from tests.support.database import fresh_database, present_packages, server_url, truncate_all
+from shopkit.registry import SERVICE_NAMES
+from tests.support.database import (
+    SCHEMAS,
+    fresh_database,
+    server_url,
+    service_role_url,
+    truncate_all,
+)
+from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET, Identity
 
-ADMIN_USERNAME = "admin"
-ADMIN_PASSWORD = "test-admin-password"
-SERVICE_SECRET = "test-service-secret"
-SCHEMAS = list(present_packages())  # each service's schema is named after it
+#: Directories whose files share one costly session fixture: each runs whole on one
+#: xdist worker (the docs pages and their browser checks share one docs build).
+SHARED_DIRECTORIES = ("tests/docs/",)
+#: The work units that take longest, slowest first: ``make test`` hands them out first,
+#: so the workers finish together instead of one waiting on a long file started last.
+SLOWEST_FIRST = (
+    "tests/docs",
+    "tests/resilience/test_fault_suite.py",
+    "tests/sales/test_races_and_faults.py",
+    "tests/seeder/test_cli.py",
+    "tests/contract/test_schemathesis.py",
+    "tests/sales/test_order_races_and_faults.py",
+    "tests/customers/test_openapi_fuzz.py",
+    "tests/storefront/test_browser.py",
+    "tests/deploy/test_database_per_service.py",
+    "tests/e2e/test_make_run.py",
+    "tests/compose/test_compose.py",
+    "tests/reviews/test_openapi_fuzz.py",
+    "tests/inventory/test_openapi_fuzz.py",
+)
+
+
+def work_unit(nodeid: str) -> str:
+    """What runs whole on one xdist worker: the test's file, or its shared directory."""
+    path = nodeid.split("::", 1)[0]
+    return next((d.rstrip("/") for d in SHARED_DIRECTORIES if path.startswith(d)), path)
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile`` (``make test``), with each shared directory as one unit.
+
+    A file runs whole on one worker, so its module- and session-scoped stacks start
+    once per worker that runs it (a session's database is one per worker).
+    """
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class FilesAndSharedDirectories(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return FilesAndSharedDirectories(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On an xdist worker, order the work units slowest first (each kept in one piece).
+
+    The scheduler hands the units out in collection order.
+    """
+    if hasattr(config, "workerinput"):
+        rank = {unit: index for index, unit in enumerate(SLOWEST_FIRST)}
+        items.sort(key=lambda item: rank.get(work_unit(item.nodeid), len(rank)))
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +103,7 @@ def make_settings(database_url: str) -> Callable[..., Settings]:
         values: dict[str, Any] = {
             # A service connects as its own role, which reaches its own schema only.
             "database_url": service_role_url(database_url, service)
-            if service in PACKAGES
+            if service in SERVICE_NAMES
             else database_url,
             "admin_username": ADMIN_USERNAME,
             "admin_password": ADMIN_PASSWORD,
@@ -62,10 +118,21 @@ def make_settings(database_url: str) -> Callable[..., Settings]:
     return factory
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def clean_tables(database_url: str) -> None:
-    """Every test starts with empty service tables (migrations and signing keys kept)."""
+    """Empty service tables (migrations and signing keys kept)."""
     truncate_all(database_url, SCHEMAS)
+
+
+@pytest.fixture(autouse=True)
+def fresh_tables_if_used(request: pytest.FixtureRequest) -> None:
+    """A test that reaches the database starts with empty tables and the bootstrap admin.
+
+    Only those: a test whose fixtures do not lead to ``database_url`` starts no
+    PostgreSQL and empties nothing.
+    """
+    if "database_url" in request.fixturenames:
+        request.getfixturevalue("bootstrap_admin")
 
 
 @pytest.fixture(scope="session")
@@ -105,7 +172,7 @@ def customers_app(make_settings: Callable[..., Settings]) -> Flask:
     return app
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def bootstrap_admin(clean_tables: None, customers_app: Flask) -> None:
     """Recreate the bootstrap admin after the tables were emptied (and forget old blocks)."""
     from customers_service import bootstrap
@@ -121,74 +188,10 @@ def customers(customers_app: Flask) -> FlaskClient:
     return customers_app.test_client()
 
 
-def customer_payload(username: str | None = None, **overrides: Any) -> dict[str, Any]:
-    """A valid registration body with a unique username and email."""
-    name = username or f"user_{uuid.uuid4().hex[:8]}"
-    return {
-        "username": name,
-        "password": "correct-horse-battery",
-        "full_name": "Test Person",
-        "email": f"{name}@example.com",
-        "age": 30,
-        "address": "1 Test Street, Testville",
-        "gender": "female",
-        "marital_status": "single",
-        **overrides,
-    }
-
-
-class Identity:
-    """Registers customers and obtains tokens through the customers API."""
-
-    def __init__(self, client: FlaskClient) -> None:
-        self.client = client
-
-    def register(self, username: str | None = None, **overrides: Any) -> dict[str, Any]:
-        """Register a customer; return the profile plus its password."""
-        payload = customer_payload(username, **overrides)
-        response = self.client.post("/customers", json=payload)
-        assert response.status_code == 201, response.get_json()
-        return {**response.get_json(), "password": payload["password"]}
-
-    def login(self, username: str, password: str) -> dict[str, Any]:
-        """Log in; return the token response."""
-        response = self.client.post(
-            "/auth/login", json={"username": username, "password": password}
-        )
-        assert response.status_code == 200, response.get_json()
-        return response.get_json()  # type: ignore[no-any-return]
-
-    def token(self, username: str, password: str) -> str:
-        """An access token for the account."""
-        return str(self.login(username, password)["access_token"])
-
-    def admin_token(self) -> str:
-        """An access token of the bootstrap admin."""
-        return self.token(ADMIN_USERNAME, ADMIN_PASSWORD)
-
-    def service_token(self, client_id: str = "sales") -> str:
-        """A ``service`` token for another Shop service."""
-        response = self.client.post(
-            "/auth/service-token", json={"client_id": client_id, "client_secret": SERVICE_SECRET}
-        )
-        assert response.status_code == 200, response.get_json()
-        return str(response.get_json()["access_token"])
-
-    def new_customer(self, **overrides: Any) -> tuple[dict[str, Any], str]:
-        """Register a customer and return ``(profile, access_token)``."""
-        profile = self.register(**overrides)
-        return profile, self.token(profile["username"], profile["password"])
-
-
 @pytest.fixture
 def identity(customers: FlaskClient) -> Identity:
     """Registers customers and issues tokens."""
     return Identity(customers)
-
-
-def bearer(token: str) -> dict[str, str]:
-    """The Authorization header for ``token``."""
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture(scope="session")

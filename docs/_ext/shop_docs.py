@@ -1,4 +1,4 @@
-"""Sphinx directives for the two tables read from the project's own registries.
+"""Sphinx directives for the tables read from the project's own registries.
 
 ``shop-environment``
     Every environment variable, from :data:`shopkit.environment.ENVIRONMENT`
@@ -6,6 +6,9 @@
 ``shop-error-codes``
     Every problem ``code``, from the registry :data:`shopkit.problems.PROBLEMS`
     (a service cannot answer a code that is not in it).
+``shop-apps``
+    Every service and front end, from the registry :data:`shopkit.registry.APPS`
+    (what the launcher starts and the deploy tests check).
 """
 
 from __future__ import annotations
@@ -92,8 +95,31 @@ class ErrorCodesDirective(TableDirective):
         return list_table("Problem codes", ["code", "status", "meaning", "members"], rows)
 
 
+class AppsDirective(TableDirective):
+    """``.. shop-apps::``: the registered services and front ends."""
+
+    def lines(self) -> list[str]:
+        """One table: app, package, port, what it owns (schema and role), whom it calls."""
+        from shopkit.registry import APPS  # noqa: PLC0415
+
+        rows = [
+            [
+                app.name,
+                f"``{app.package}/``",
+                str(app.port),
+                (f"``{app.schema}`` (role ``{app.role}``): " if app.has_database else "")
+                + app.owns,
+                ", ".join(app.calls),
+            ]
+            for app in APPS
+        ]
+        headers = ["app", "package", "port", "owns (schema)", "calls"]
+        return list_table("Services and front ends", headers, rows)
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     """Register the directives."""
+    app.add_directive("shop-apps", AppsDirective)
     app.add_directive("shop-environment", EnvironmentDirective)
     app.add_directive("shop-error-codes", ErrorCodesDirective)
     return {"version": "2", "parallel_read_safe": True, "parallel_write_safe": True}

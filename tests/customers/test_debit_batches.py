@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from tests.conftest import Identity, bearer
+from tests.support.identity import Identity, bearer
 
 BATCH = "/internal/wallet-debits/batch"
 

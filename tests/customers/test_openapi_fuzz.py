@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from flask import Flask
 
-from tests.conftest import Identity, bearer
 from tests.support.fuzz import fuzz_operations
+from tests.support.identity import Identity, bearer
 
 INTERNAL = (
     "POST /internal/wallet-debits",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask.testing import FlaskClient
 
-from tests.conftest import Identity, bearer, customer_payload
+from tests.support.identity import Identity, bearer, customer_payload
 
 
 def test_profile_access_by_role(customers: FlaskClient, identity: Identity) -> None:

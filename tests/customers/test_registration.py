@@ -9,7 +9,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, func, select
 
 from customers_service.models import Customer
-from tests.conftest import customer_payload
+from tests.support.identity import customer_payload
 
 PROFILE_KEYS = {
     "id", "username", "full_name", "email", "age", "address", "gender",

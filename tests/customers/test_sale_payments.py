@@ -6,7 +6,7 @@ import uuid
 
 from flask.testing import FlaskClient
 
-from tests.conftest import Identity, bearer
+from tests.support.identity import Identity, bearer
 
 
 def _move(

@@ -12,7 +12,7 @@ import requests
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 
-from tests.conftest import Identity, bearer
+from tests.support.identity import Identity, bearer
 from tests.support.invariants import wallet_ledger_mismatches
 
 

@@ -21,11 +21,11 @@ from seeder.audit import Auditor
 from seeder.client import Services, admin_login
 from seeder.config import Config
 from shopkit.config import PROJECT_ROOT
-from shopkit.embedded_pg import throwaway_server
 from shopkit.migrations import upgrade
-from shopkit.stack import PACKAGES
-from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET
-from tests.deploy.conftest import GatewayUnderTest, funded_shopper, login
+from shopkit.registry import SERVICE_NAMES, packages
+from tests.support.database import throwaway_server
+from tests.support.gateway import GatewayUnderTest, funded_shopper, login
+from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET
 from tests.support.live import LiveStack
 
 pytestmark = pytest.mark.processes
@@ -36,7 +36,7 @@ def own_servers() -> Iterator[dict[str, str]]:
     """Service → the URL of its own PostgreSQL server (four servers, migrated)."""
     with ExitStack() as stack:
         urls = {}
-        for service, package in PACKAGES.items():
+        for service, package in packages().items():
             _server, url = stack.enter_context(
                 throwaway_server(f"shop-{service}-pg-", durable=False)
             )
@@ -50,7 +50,7 @@ def split_stack(own_servers: dict[str, str]) -> Iterator[LiveStack]:
     """The four services, each started with nothing but its own server's URL."""
     stack = LiveStack(own_servers["customers"], (ADMIN_USERNAME, ADMIN_PASSWORD), SERVICE_SECRET)
     try:
-        for service in PACKAGES:
+        for service in SERVICE_NAMES:
             stack.start(service, extra_env=own_env(service, own_servers))
         yield stack
     finally:
@@ -94,7 +94,7 @@ def test_journey_and_audit_across_four_database_servers(
     finally:
         gateway.stop()
 
-    config = Config(**{f"{s}_url": split_stack.url(s) for s in PACKAGES},  # type: ignore[arg-type]
+    config = Config(**{f"{s}_url": split_stack.url(s) for s in SERVICE_NAMES},  # type: ignore[arg-type]
                     admin_username=ADMIN_USERNAME, admin_password=ADMIN_PASSWORD)  # fmt: skip
     services = Services(config)
     report = Auditor(services, admin_login(services), pending_after_s=0).run()

@@ -18,10 +18,10 @@ import pytest
 import requests
 
 from shopkit.app import MAX_BODY_BYTES
-from shopkit.gateway import GATEWAY_DIR
-from shopkit.stack import PACKAGES
-from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME
-from tests.deploy.conftest import Echo, GatewayUnderTest, funded_shopper, login
+from shopkit.registry import SERVICE_NAMES
+from tests.support.database import GATEWAY_DIR
+from tests.support.gateway import Echo, GatewayUnderTest, funded_shopper, login
+from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME
 
 pytestmark = pytest.mark.processes
 
@@ -37,7 +37,7 @@ def documents(stack: Any) -> dict[str, dict[str, Any]]:
     """Each running service's own ``/openapi.json``."""
     return {
         name: requests.get(stack.url(name) + "/openapi.json", timeout=10).json()
-        for name in PACKAGES
+        for name in SERVICE_NAMES
     }
 
 
@@ -212,7 +212,7 @@ def test_bodies_over_the_limit_are_refused_before_any_service(gateway: GatewayUn
 
 
 def test_auth_is_rate_limited_per_client_with_a_problem_and_retry_after(services: Any) -> None:
-    upstreams = {name: f"127.0.0.1:{services.ports[name]}" for name in PACKAGES}
+    upstreams = {name: f"127.0.0.1:{services.ports[name]}" for name in SERVICE_NAMES}
     gateway = GatewayUnderTest(upstreams).start()
     try:
         gateway.wait_ready()

@@ -16,17 +16,17 @@ import pytest
 import requests
 
 from shopkit.config import SERVICE_PORTS
-from shopkit.gateway import (
+from shopkit.registry import app
+from tests.deploy.test_gateway import assert_problem
+from tests.support.database import (
     CLOSED_ADDRESS,
     GATEWAY_DIR,
     STOREFRONT_PATH,
     site_config,
     upstream_names,
 )
-from shopkit.stack import STOREFRONT_PORT
-from tests.conftest import customer_payload
-from tests.deploy.conftest import GatewayUnderTest, funded_shopper
-from tests.deploy.test_gateway import assert_problem
+from tests.support.gateway import GatewayUnderTest, funded_shopper
+from tests.support.identity import customer_payload
 
 pytestmark = pytest.mark.processes
 
@@ -143,7 +143,7 @@ def test_every_site_conf_defines_every_upstream_the_routes_use() -> None:
     committed = dict(upstream.findall((GATEWAY_DIR / "site.conf").read_text()))
     assert committed == {
         **{name: f"{name}:{port}" for name, port in SERVICE_PORTS.items()},
-        "storefront": f"storefront:{STOREFRONT_PORT}",
+        "storefront": f"storefront:{app('storefront').port}",
     }  # Compose's and Kubernetes' service names and ports
     # make run and the tests: an app that is not running gets a closed port, not a hole.
     local = dict(upstream.findall(site_config("127.0.0.1:8000", {"sales": "127.0.0.1:5002"})))

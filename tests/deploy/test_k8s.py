@@ -23,8 +23,13 @@ import pytest
 import yaml
 
 from shopkit.config import PRODUCTION, PROJECT_ROOT, SERVICE_PORTS, InsecureConfiguration, Settings
-from shopkit.gateway import GATEWAY_DIR, SHARED_FILES
-from shopkit.stack import FRONTENDS, LAYOUTS, PACKAGES, STOREFRONT_PORT, ServiceProcess
+from shopkit.registry import APPS, app, packages
+from tests.support.database import (
+    FRONTENDS,
+    GATEWAY_DIR,
+    SHARED_FILES,
+    ServiceProcess,
+)
 from tests.support.secrets import (
     SHARED_SECRET,
     SHOP_ENV,
@@ -38,16 +43,10 @@ K8S = PROJECT_ROOT / "deploy" / "k8s"
 OVERLAYS = ("dev", "production")
 KUBERNETES_VERSION = "1.32.0"
 CNPG_SCHEMA = json.loads((Path(__file__).parent / "cnpg_cluster.schema.json").read_text())
-#: Who calls whom (shopkit.service_client users): the edges the network policies must allow.
-CALLS = {
-    "customers": set(),
-    "inventory": {"customers"},
-    "sales": {"customers", "inventory"},
-    "reviews": {"customers", "inventory", "sales"},
-    "storefront": set(SERVICE_PORTS),  # a client of every service's API (storefront/clients.py)
-}
+#: Who calls whom (the registry's ``calls``): the edges the network policies must allow.
+CALLS = {a.name: set(a.calls) for a in APPS}
 #: Every app's port: the services' and the front ends' (served one worker each, see below).
-APP_PORTS = {**SERVICE_PORTS, **dict.fromkeys(FRONTENDS, STOREFRONT_PORT)}
+APP_PORTS = {a.name: a.port for a in APPS}
 #: The variables each app gets from a Secret: what production mode asks of it, found by
 #: asking shopkit.config (a service: its database and its own <NAME>_CLIENT_SECRET;
 #: customers every service's, which it verifies, and ADMIN_PASSWORD; the storefront its
@@ -130,7 +129,9 @@ def env_names_read_by_the_code() -> set[str]:
     names = settings_variables() | {f"{service.upper()}_URL" for service in SERVICE_PORTS}
     sources = [PROJECT_ROOT / "shopkit" / "gunicorn_conf.py"]
     sources += [
-        path for package in FRONTENDS.values() for path in (PROJECT_ROOT / package).glob("*.py")
+        path
+        for package in packages(FRONTENDS).values()
+        for path in (PROJECT_ROOT / package).glob("*.py")
     ]
     for source in sources:
         names |= set(re.findall(r'os\.environ\.get\("([A-Z_]+)"', source.read_text()))
@@ -189,7 +190,7 @@ def test_services_match_the_code(rendered: tuple[str, list[dict[str, Any]]]) -> 
             assert shop_config["data"][f"{name.upper()}_URL"] == f"http://{name}:{port}"
         pod = deployments[name]["spec"]["template"]["spec"]
         (container,) = pod["containers"]
-        # The command make run and the tests run (shopkit.stack), bound to every interface.
+        # The command make run and the tests run (devstack.processes), bound to every interface.
         local = ServiceProcess(name, port).command()
         expected = [Path(local[0]).name, *local[1:]]
         expected[expected.index("-b") + 1] = f"0.0.0.0:{port}"
@@ -207,9 +208,14 @@ def test_services_match_the_code(rendered: tuple[str, list[dict[str, Any]]]) -> 
         assert not any(
             "value" in e and re.search(r"PASSWORD|SECRET", e["name"]) for e in container["env"]
         )
-        for variable, value in LAYOUTS.get(name, {}).items():  # the layout make run uses
-            assert env[variable]["value"] == value, (name, variable)
-        if name in FRONTENDS:  # no data, no migrations; one worker, like make run's (stack)
+        # The layout make run uses: the shared ConfigMap's, or the container's own.
+        layout = {k: shop_config["data"][k] for k in ("WEB_CONCURRENCY", "GUNICORN_THREADS")}
+        layout.update({k: e["value"] for k, e in env.items() if "value" in e})
+        expected = app(name).layout_env()
+        assert {k: layout.get(k, "5") for k in expected} == expected, name
+        if not app(
+            name
+        ).has_database:  # no data, no migrations; one worker, like make run's (registry)
             assert "initContainers" not in pod
             assert env["WEB_CONCURRENCY"]["value"] == "1"
             continue
@@ -217,7 +223,7 @@ def test_services_match_the_code(rendered: tuple[str, list[dict[str, Any]]]) -> 
         # with the app's own settings: the run builds the app, which checks them in production
         # mode, and customers' creates the bootstrap admin with ADMIN_PASSWORD.
         (migrate,) = pod["initContainers"]
-        assert migrate["command"] == ["flask", "--app", PACKAGES[name], "db", "upgrade"]
+        assert migrate["command"] == ["flask", "--app", app(name).package, "db", "upgrade"]
         assert migrate["envFrom"] == container["envFrom"]
         assert migrate["env"] == container["env"]
         assert migrate["image"] == container["image"]
@@ -229,10 +235,10 @@ def test_probe_paths_are_served_by_every_app() -> None:
     sys.path.insert(0, str(PROJECT_ROOT / "docs"))
     from export_openapi import build_app  # type: ignore[import-not-found]
 
-    for name, package in PACKAGES.items():
+    for name, package in packages().items():
         rules = {rule.rule for rule in build_app(name, package).url_map.iter_rules()}
         assert {"/readyz", "/healthz"} <= rules
-    for package in FRONTENDS.values():
+    for package in packages(FRONTENDS).values():
         app = importlib.import_module(package).create_app()
         assert {"/readyz", "/healthz"} <= {rule.rule for rule in app.url_map.iter_rules()}
 
@@ -372,8 +378,8 @@ def test_every_deployment_has_a_budget_and_an_autoscaler(
     budgets = of_kind(docs, "PodDisruptionBudget")
     scalers = of_kind(docs, "HorizontalPodAutoscaler")
     for name, deployment in of_kind(docs, "Deployment").items():
-        if name in FRONTENDS:
-            # One process by design (the console's seeder runs live in it, shopkit.stack):
+        if name in packages(FRONTENDS):
+            # One process by design (the console's seeder runs live in it, shopkit.registry):
             # never scaled out, and no budget that would block a node drain forever.
             assert deployment["spec"]["replicas"] == 1
             assert name not in scalers and name not in budgets
@@ -473,7 +479,7 @@ def test_network_policies(rendered: tuple[str, list[dict[str, Any]]]) -> None:
         }
         expected = (
             set()
-            if service in FRONTENDS
+            if service in packages(FRONTENDS)
             else {"postgres"}
             if overlay == "dev"
             else {f"{service}-db"}

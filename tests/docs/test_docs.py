@@ -22,18 +22,14 @@ import pytest
 
 from shopkit.config import SETTING_VARIABLES, Settings
 from shopkit.environment import ENVIRONMENT
+from shopkit.registry import FRONTENDS, packages
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = {
-    "customers": "customers_service",
-    "inventory": "inventory_service",
-    "sales": "sales_service",
-    "reviews": "reviews_service",
-}
+SERVICES = packages()
 #: Routes every service serves outside its OpenAPI document (described on api/index.html).
 OPERATIONS_ROUTES = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"}
 ASSET_ENDPOINTS = {"static", "swagger_static"}
-PACKAGES = ["shopkit", *SERVICES.values(), "seeder", "storefront"]
+PACKAGES = ["shopkit", "devstack", *SERVICES.values(), "seeder", *packages(FRONTENDS).values()]
 #: Not documented as modules: Alembic environments, gunicorn's configuration file.
 UNDOCUMENTED_MODULES = re.compile(r"\.migrations(\.|$)|^shopkit\.gunicorn_conf$|\.__main__$")
 
@@ -230,3 +226,15 @@ def test_readme_and_architecture_are_in_the_docs(built_docs: Path) -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "../shared" not in readme
     assert "docs/architecture.rst" in readme
+
+
+def test_readme_is_short_and_draws_the_docs_picture() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 200
+    picture = re.search(r"```mermaid\n(.*?)```", readme, re.S)
+    assert picture is not None
+    overview = (ROOT / "docs" / "overview.rst").read_text(encoding="utf-8")
+    block = re.search(r":class: mermaid-source\n\n(.*?)\n\n(?=\S)", overview, re.S)
+    assert block is not None
+    source = "\n".join(line.removeprefix("   ") for line in block.group(1).splitlines())
+    assert source == picture.group(1).rstrip("\n")

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, customer_payload
+from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, customer_payload
 from tests.support.invariants import check_invariants
 
 pytestmark = pytest.mark.processes

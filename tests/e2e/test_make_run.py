@@ -2,7 +2,12 @@
 
 Both ways of interrupting it stop every process, quickly: Ctrl-C in a terminal (SIGINT to
 the whole process group) and SIGINT to ``make`` alone, as a script or a supervisor sends it
-(GNU make does not pass it on; the launcher notices make handling it).
+(GNU make does not pass it on; the launcher notices make handling it). A launcher killed
+with SIGKILL takes everything it started with it, too.
+
+Every process a test starts carries a marker in its environment; whatever happens, the
+test ends by killing every process still carrying it (orphans and the embedded PostgreSQL
+included), so a failing run leaves nothing holding ports.
 """
 
 from __future__ import annotations
@@ -11,8 +16,12 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import psutil
@@ -20,12 +29,14 @@ import pytest
 import requests
 
 from shopkit.config import PROJECT_ROOT
-from shopkit.gateway import STOREFRONT_PATH, nginx_binary
-from shopkit.stack import free_port
+from shopkit.registry import SERVICE_NAMES
+from tests.support.database import STOREFRONT_PATH, free_port, nginx_binary
 
 pytestmark = pytest.mark.processes
 
-SERVICES = ("customers", "inventory", "sales", "reviews")
+SERVICES = SERVICE_NAMES
+#: The environment variable that marks every process a test started (inherited by all).
+MARKER = "SHOP_MAKE_RUN_TEST"
 
 
 def port_is_free(port: int) -> bool:
@@ -50,26 +61,72 @@ def wait_ready(url: str, deadline: float) -> None:
     raise AssertionError(f"{url} not ready")
 
 
-@pytest.mark.parametrize("interrupt", ["process group", "make alone"])
-def test_make_run_starts_seeds_and_stops_on_ctrl_c(interrupt: str) -> None:
+def marked(run_id: str, ports: Iterable[int] = ()) -> list[psutil.Process]:
+    """Every live process whose environment carries ``MARKER=run_id`` or that listens on ``ports``.
+
+    nginx clears its environment, so the gateway is found by its port.
+    """
+    listening = {
+        conn.pid for conn in psutil.net_connections("tcp")
+        if conn.pid and conn.status == psutil.CONN_LISTEN and conn.laddr.port in set(ports)
+    }  # fmt: skip
+    found = [psutil.Process(pid) for pid in listening if psutil.pid_exists(pid)]
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get(MARKER) == run_id and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def kill_marked(run_id: str, ports: Iterable[int]) -> None:
+    """SIGKILL every process the test started, wherever it ended up."""
+    for process in marked(run_id, ports):
+        with suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(marked(run_id, ports), timeout=5)
+
+
+@contextmanager
+def stack_env() -> Iterator[tuple[dict[str, str], dict[str, int], Path, str]]:
+    """The environment of one ``make run``; everything it started is killed afterwards."""
+    run_id = uuid.uuid4().hex
     ports = {name: free_port() for name in SERVICES}
-    storefront_port = free_port()
-    gateway_port = free_port()
+    ports["storefront"] = free_port()
+    ports["gateway"] = free_port()
     data_dir = Path(tempfile.mkdtemp(prefix="shop-make-run-"))
     env = {
         **os.environ,
+        MARKER: run_id,
         "SHOP_DATA_DIR": str(data_dir),
         "ADMIN_USERNAME": "admin",
         "ADMIN_PASSWORD": "make-run-admin",
         "SERVICE_CLIENT_SECRET": "make-run-secret",
         "SHOP_SEED_CUSTOMERS": "20",
         "SHOP_SEED_PRODUCTS": "15",
-        "STOREFRONT_PORT": str(storefront_port),
-        "SHOP_GATEWAY_PORT": str(gateway_port),
-        **{f"{name.upper()}_URL": f"http://127.0.0.1:{port}" for name, port in ports.items()},
+        "STOREFRONT_PORT": str(ports["storefront"]),
+        "SHOP_GATEWAY_PORT": str(ports["gateway"]),
+        **{f"{name.upper()}_URL": f"http://127.0.0.1:{ports[name]}" for name in SERVICES},
     }
     env.pop("DATABASE_URL", None)
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    try:
+        yield env, ports, data_dir, run_id
+    finally:
+        kill_marked(run_id, ports.values())
+
+
+@pytest.mark.parametrize("interrupt", ["process group", "make alone"])
+def test_make_run_starts_seeds_and_stops_on_ctrl_c(interrupt: str) -> None:
+    with stack_env() as (env, ports, data_dir, run_id):
+        check_run_and_interrupt(interrupt, env, ports, data_dir, run_id)
+
+
+def check_run_and_interrupt(
+    interrupt: str, env: dict[str, str], ports: dict[str, int], data_dir: Path, run_id: str
+) -> None:
+    storefront_port, gateway_port = ports["storefront"], ports["gateway"]
     log = (data_dir / "make-run.log").open("wb")
     make = subprocess.Popen(
         ["make", "--no-print-directory", "run"], cwd=PROJECT_ROOT, env=env,
@@ -125,9 +182,41 @@ def test_make_run_starts_seeds_and_stops_on_ctrl_c(interrupt: str) -> None:
     time.sleep(0.5)
     alive = [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not alive, [p.cmdline() for p in alive]
-    assert all(port_is_free(port) for port in [*ports.values(), storefront_port, gateway_port])
+    assert all(port_is_free(port) for port in ports.values())
     postgres = [
         p for p in psutil.process_iter(["cmdline"])
         if p.info["cmdline"] and str(data_dir) in " ".join(p.info["cmdline"])
     ]  # fmt: skip
     assert not postgres, "the embedded PostgreSQL was left running"
+    left = marked(run_id, ports.values())
+    assert not left, [p.cmdline() for p in left]
+
+
+def test_a_launcher_killed_with_sigkill_takes_everything_with_it() -> None:
+    with stack_env() as (env, ports, data_dir, run_id):
+        log_path = data_dir / "launcher.log"
+        with log_path.open("wb") as log:
+            launcher = subprocess.Popen(
+                [sys.executable, "-m", "devstack"], cwd=PROJECT_ROOT, env=env,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + 120
+        for name in SERVICES:
+            wait_ready(f"http://127.0.0.1:{ports[name]}", deadline)
+        while "press Ctrl-C" not in log_path.read_text() and time.monotonic() < deadline:
+            assert launcher.poll() is None, log_path.read_text()[-3000:]
+            time.sleep(0.3)
+        started = [p for p in marked(run_id, ports.values()) if p.pid != launcher.pid]
+        names = {p.name() for p in started}
+        # gunicorn masters and workers, the seeder, the embedded PostgreSQL, the watchdog
+        assert len(started) >= 12 and "postgres" in names, sorted(names)
+        if nginx_binary() is not None:
+            assert "nginx" in names, sorted(names)
+
+        launcher.kill()
+        launcher.wait(timeout=5)
+        killed_at = time.monotonic()
+        _gone, alive = psutil.wait_procs(started, timeout=10)
+        assert not alive, [(p.pid, p.name()) for p in alive]
+        print(f"everything gone {time.monotonic() - killed_at:.2f} s after the SIGKILL")
+        assert all(port_is_free(port) for port in ports.values())

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
-from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import pytest
@@ -13,31 +12,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
 from shopkit.config import Settings
-from shopkit.service_client import ServiceResponse
-from tests.conftest import SERVICE_SECRET, Identity, bearer
-
-
-class InProcessCustomers:
-    """Inventory's HTTP boundary to customers, answered by the in-process customers app.
-
-    It stands where :class:`~shopkit.service_client.ServiceClient` would send
-    the request, with a service token of inventory's own, so the payments
-    check runs against the real customers endpoint and ledger.
-    """
-
-    def __init__(self, customers_app: Flask) -> None:
-        self.customers_app = customers_app
-        self.calls = 0
-
-    def get(self, path: str, **_kwargs: Any) -> ServiceResponse:
-        """``GET path`` on the customers app as the inventory service."""
-        self.calls += 1
-        client = self.customers_app.test_client()
-        token = client.post(
-            "/auth/service-token", json={"client_id": "inventory", "client_secret": SERVICE_SECRET}
-        ).get_json()["access_token"]
-        response = client.get(path, headers=bearer(token))
-        return ServiceResponse(response.status_code, response.get_json(silent=True) or {})
+from tests.support.identity import Identity, bearer
+from tests.support.inventory import InProcessCustomers, Wallets
+from tests.support.products import create_product
 
 
 @pytest.fixture(scope="session")
@@ -69,54 +46,10 @@ def inventory_app(
     )
 
 
-class Wallets:
-    """Debits and refunds sales through the customers app, as the sales service does."""
-
-    def __init__(self, identity: Identity) -> None:
-        self.identity = identity
-        self.headers = bearer(identity.service_token("sales"))
-        self.customer_id: int | None = None
-        self.debits: dict[str, Decimal] = {}
-
-    def _buyer(self) -> int:
-        if self.customer_id is None:
-            profile, token = self.identity.new_customer()
-            charged = self.identity.client.post(
-                f"/customers/{profile['username']}/wallet/charge",
-                json={"amount": "100000.00"},
-                headers=bearer(token),
-            )
-            assert charged.status_code == 200, charged.get_json()
-            self.customer_id = int(profile["id"])
-        return self.customer_id
-
-    def _move(self, path: str, sale_id: str, amount: Decimal, step: str) -> None:
-        response = self.identity.client.post(
-            path,
-            json={"customer_id": self._buyer(), "amount": str(amount), "sale_id": sale_id},
-            headers={**self.headers, "Idempotency-Key": f"{sale_id}:{step}"},
-        )
-        assert response.status_code == 201, response.get_json()
-
-    def debit(self, sale_id: str, amount: str = "10.00") -> None:
-        """Debit the sale (it is then paid)."""
-        self.debits[sale_id] = Decimal(amount)
-        self._move("/internal/wallet-debits", sale_id, Decimal(amount), "debit")
-
-    def refund(self, sale_id: str) -> None:
-        """Refund the sale's debit."""
-        self._move("/internal/wallet-credits", sale_id, self.debits[sale_id], "refund")
-
-
 @pytest.fixture
 def wallets(identity: Identity) -> Wallets:
     """Pays and refunds sales in the customers service."""
     return Wallets(identity)
-
-
-def new_sale_id() -> str:
-    """A fresh sale id."""
-    return str(uuid.uuid4())
 
 
 @pytest.fixture
@@ -173,25 +106,11 @@ def stocks(db_engine: Engine) -> Callable[[list[int]], list[int]]:
     return read
 
 
-def product_payload(**overrides: Any) -> dict[str, Any]:
-    """A valid product body."""
-    return {
-        "name": "Espresso beans",
-        "category": "food",
-        "price": "12.50",
-        "description": "Dark roast, 1 kg bag.",
-        "stock": 10,
-        **overrides,
-    }
-
-
 @pytest.fixture
 def make_product(inventory: FlaskClient, admin: dict[str, str]) -> Callable[..., dict[str, Any]]:
     """Create a product through the API (as admin) and return its JSON."""
 
     def make(**overrides: Any) -> dict[str, Any]:
-        response = inventory.post("/products", json=product_payload(**overrides), headers=admin)
-        assert response.status_code == 201, response.get_json()
-        return response.get_json()  # type: ignore[no-any-return]
+        return create_product(partial(inventory.post, "/products"), admin, **overrides)  # type: ignore[no-any-return]
 
     return make

@@ -10,7 +10,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
-from tests.inventory.conftest import product_payload
+from tests.support.products import product_payload
 
 PRODUCT_KEYS = {
     "id", "name", "category", "price", "description", "stock", "archived",

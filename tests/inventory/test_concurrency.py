@@ -13,8 +13,8 @@ import pytest
 import requests
 from flask.testing import FlaskClient
 
-from tests.conftest import bearer
-from tests.inventory.conftest import Wallets, new_sale_id
+from tests.support.identity import bearer
+from tests.support.inventory import Wallets, new_sale_id
 from tests.support.live import LiveStack
 
 pytestmark = pytest.mark.processes

@@ -7,8 +7,8 @@ import uuid
 import pytest
 from sqlalchemy import create_engine, text
 
-from shopkit.embedded_pg import scratch_database
 from shopkit.migrations import upgrade
+from tests.support.database import scratch_database
 
 
 def test_0002_moves_reservations_into_lines_and_back(database_url: str) -> None:

@@ -16,8 +16,8 @@ import schemathesis
 from flask import Flask
 
 from shopkit.openapi import COMMON_OPERATIONS
-from tests.conftest import Identity, bearer
 from tests.support.fuzz import fuzz_operation
+from tests.support.identity import Identity, bearer
 
 OPERATIONS = [
     ("GET", "/products"),

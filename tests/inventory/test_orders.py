@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from tests.inventory.conftest import new_sale_id
+from tests.support.inventory import new_sale_id
 
 
 def reserve_items(

@@ -12,8 +12,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.conftest import Identity, bearer
 from tests.inventory.test_reservations import reserve, stock_of
+from tests.support.identity import Identity, bearer
 
 BATCH = "/internal/reservations/batch"
 

@@ -10,7 +10,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
-from tests.conftest import Identity, bearer
+from tests.support.identity import Identity, bearer
 
 
 def reserve(

@@ -15,9 +15,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
-from shopkit.stack import free_port
-from tests.inventory.conftest import InProcessCustomers, Wallets, new_sale_id
 from tests.inventory.test_orders import reserve_items
+from tests.support.database import free_port
+from tests.support.inventory import InProcessCustomers, Wallets, new_sale_id
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from tests.inventory.conftest import product_payload
+from tests.support.products import product_payload
 
 
 def _without(field: str) -> dict[str, Any]:

@@ -16,9 +16,9 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.observability.conftest import Arrange
 from tests.observability.promql import PROMETHEUS_MADE, metric_names_used
 from tests.support.live import LiveStack
+from tests.support.tracing import Arrange
 
 pytestmark = pytest.mark.processes
 

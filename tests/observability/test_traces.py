@@ -20,10 +20,10 @@ import requests
 
 from shopkit.config import PROJECT_ROOT
 from shopkit.telemetry import tracing_requested
-from tests.conftest import bearer
-from tests.observability.conftest import Arrange, otel_env
 from tests.observability.receiver import OtlpReceiver, Span
+from tests.support.identity import bearer
 from tests.support.live import LiveStack
+from tests.support.tracing import Arrange, otel_env
 
 pytestmark = pytest.mark.processes
 

@@ -7,21 +7,13 @@ from typing import Any
 
 import pytest
 
-from shopkit.embedded_pg import throwaway_server
-from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET
 from tests.resilience.harness import FINDINGS
-from tests.support.database import migrate_as_service_roles
+from tests.support.database import migrate_as_service_roles, throwaway_server
+from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET
 from tests.support.live import LiveStack
 
-#: Sales settles stalled orders by itself quickly during the suite.
-SALES_ENV = {"SALES_RECOVERY_INTERVAL": "1", "SALES_RECOVERY_AFTER": "2"}
-
-
-def start_shop(stack: LiveStack, *, sales_workers: int = 2) -> None:
-    """Customers, inventory and sales, with quick periodic recovery."""
-    stack.start("customers")
-    stack.start("inventory")
-    stack.start("sales", workers=sales_workers, extra_env=SALES_ENV)
+#: How many of :data:`FINDINGS` the reports already carry.
+NOTED = pytest.StashKey[int]()
 
 
 @pytest.fixture
@@ -47,9 +39,27 @@ def own_database() -> Iterator[tuple[Any, str]]:
         yield server, url
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Attach what the test noted to its report: the summary gets it from every xdist worker."""
+    report = yield
+    if call.when == "call":
+        noted = item.session.stash.setdefault(NOTED, 0)
+        report.user_properties.extend(("fault finding", line) for line in FINDINGS[noted:])
+        item.session.stash[NOTED] = len(FINDINGS)
+    return report
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Print each fault's worst latency and audit result."""
-    if FINDINGS:
+    """Print each fault's worst latency and audit result (from every worker's reports)."""
+    lines = [
+        value
+        for outcome in ("passed", "failed")
+        for report in terminalreporter.stats.get(outcome, [])
+        for name, value in report.user_properties
+        if name == "fault finding"
+    ]
+    if lines:
         terminalreporter.section("fault suite: worst latency and audit per fault")
-        for line in FINDINGS:
+        for line in lines:
             terminalreporter.write_line(line)

@@ -17,16 +17,18 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import requests
 from sqlalchemy import create_engine, text
 
-from tests.sales.conftest import recover
 from tests.support.invariants import check_invariants
 from tests.support.live import LiveStack
+from tests.support.products import create_product
+from tests.support.sales import recover
 
-#: A purchase answers within this many seconds, whatever fails (README "Failure behaviour").
+#: A purchase answers within this many seconds, whatever fails (docs/errors.rst, "Failure behaviour").
 PURCHASE_BOUND_S = 10.0
 #: ``/healthz`` and ``/readyz`` answer within this many seconds.
 HEALTH_BOUND_S = 1.0
@@ -49,20 +51,11 @@ class Shop:
         return self.stack.url(service) + path
 
     def product(self, price: str = "3.00", stock: int = 500) -> int:
-        response = requests.post(
-            self._url("inventory", "/products"),
-            json={
-                "name": f"Fault {uuid.uuid4().hex[:6]}",
-                "category": "electronics",
-                "price": price,
-                "description": "Sold under faults.",
-                "stock": stock,
-            },
-            headers=self.admin,
-            timeout=10,
+        post = partial(requests.post, self._url("inventory", "/products"), timeout=10)
+        name = f"Fault {uuid.uuid4().hex[:6]}"
+        product_id = int(
+            create_product(post, self.admin, name=name, price=price, stock=stock)["id"]
         )
-        assert response.status_code == 201, response.text
-        product_id = int(response.json()["id"])
         self.products[product_id] = stock
         return product_id
 

@@ -23,7 +23,6 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from tests.resilience.conftest import SALES_ENV, start_shop
 from tests.resilience.harness import (
     HEALTH_BOUND_S,
     Shop,
@@ -34,6 +33,7 @@ from tests.resilience.harness import (
     probe_health,
     settle_and_audit,
 )
+from tests.support.faults import SALES_ENV, start_shop
 from tests.support.live import LiveStack
 
 pytestmark = pytest.mark.processes
@@ -150,7 +150,12 @@ def test_customers_then_inventory_killed_for_a_few_seconds(
     time.sleep(1.5)
     answers = load.stop()
     worst = check_answers(answers)
-    assert any(a.code == "sale_pending" for a in answers) or all(a.status for a in answers)
+    # Sales itself stayed up: every purchase got an answer, and the outages were felt as
+    # 503 problems (recorded and pending, or refused before anything was recorded).
+    assert all(a.status for a in answers), [a for a in answers if not a.status]
+    felt = [a for a in answers if a.status == 503]
+    assert felt, "no purchase noticed customers or inventory being down"
+    assert {a.code for a in felt} <= {"sale_pending", "dependency_unavailable"}, felt
     audit = settle_and_audit(stack, shop, database_url)
     note("customers, then inventory killed for 3 s", answers, worst, audit)
 
@@ -187,7 +192,7 @@ def test_postgres_frozen_then_killed_and_restarted(
 ) -> None:
     """SIGSTOP every PostgreSQL process for 15 s (16 buyers); later kill -9 and restart it."""
     server, url = own_database
-    from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET
+    from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET
 
     stack = LiveStack(url, (ADMIN_USERNAME, ADMIN_PASSWORD), SERVICE_SECRET)
     try:

@@ -23,9 +23,9 @@ from flask import Flask
 from reviews_service.clients import build_clients
 from shopkit.config import Settings
 from shopkit.service_client import DependencyUnavailable
-from shopkit.stack import free_port
-from tests.conftest import SERVICE_SECRET, Identity, bearer
-from tests.reviews.conftest import assert_problem
+from tests.support.database import free_port
+from tests.support.identity import SERVICE_SECRET, Identity, bearer
+from tests.support.reviews import assert_problem
 
 
 @dataclass

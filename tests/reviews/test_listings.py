@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.reviews.conftest import World, assert_problem
+from tests.support.reviews import World, assert_problem
 
 EMPTY_SUMMARY = {
     "count": 0,

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Identity, bearer
-from tests.reviews.conftest import World, assert_problem
+from tests.support.identity import Identity, bearer
+from tests.support.reviews import World, assert_problem
 
 
 def _ids(page: dict[str, Any]) -> list[int]:

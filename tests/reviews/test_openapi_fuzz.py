@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Flask
 
-from tests.conftest import Identity, bearer
-from tests.reviews.conftest import FakeShop, World
 from tests.support.fuzz import fuzz_operations
+from tests.support.identity import Identity, bearer
+from tests.support.reviews import FakeShop, World
 
 
 def test_no_input_causes_a_server_error(

@@ -11,8 +11,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.conftest import Identity, bearer
-from tests.reviews.conftest import FakeShop, World, assert_problem
+from tests.support.identity import Identity, bearer
+from tests.support.reviews import FakeShop, World, assert_problem
 
 REVIEW_KEYS = {
     "id",

@@ -30,14 +30,14 @@ from sales_service.saga import (
 )
 from shopkit.auth import ROLE_CUSTOMER, Principal
 from shopkit.db import Database
-from shopkit.embedded_pg import service_role_url
 from shopkit.errors import DatabaseUnavailable, ProblemError
-from tests.conftest import Identity
-from tests.sales.conftest import Shop, recover
 from tests.sales.test_batching import GATHER, all_at_once, counted, start_stack
 from tests.sales.test_races_and_faults import post_sale
+from tests.support.database import service_role_url
+from tests.support.identity import Identity
 from tests.support.invariants import check_invariants
 from tests.support.live import LiveStack
+from tests.support.sales import Shop, recover
 
 
 @pytest.fixture

@@ -12,11 +12,11 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from tests.conftest import Identity
-from tests.sales.conftest import Shop, recover
 from tests.sales.test_races_and_faults import post_sale
+from tests.support.identity import Identity
 from tests.support.invariants import check_invariants
 from tests.support.live import LiveStack
+from tests.support.sales import Shop, recover
 
 pytestmark = pytest.mark.processes
 

@@ -14,10 +14,10 @@ import pytest
 import requests
 
 from customers_service.models import MAX_BALANCE
-from tests.conftest import Identity
-from tests.sales.conftest import Shop, fill_wallet, lines, recover
+from tests.support.identity import Identity
 from tests.support.invariants import check_invariants
 from tests.support.live import LiveStack
+from tests.support.sales import Shop, fill_wallet, lines, recover
 
 pytestmark = pytest.mark.processes
 

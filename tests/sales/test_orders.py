@@ -13,9 +13,9 @@ import pytest
 import requests
 from flask.testing import FlaskClient
 
-from tests.conftest import Identity, bearer
-from tests.sales.conftest import Shop, fill_wallet, lines, place
+from tests.support.identity import Identity, bearer
 from tests.support.invariants import check_invariants
+from tests.support.sales import Shop, fill_wallet, lines, place
 
 
 def statuses(sale: dict[str, Any]) -> list[str]:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from shopkit.embedded_pg import scratch_database
 from shopkit.migrations import head_revision
+from tests.support.database import scratch_database
 
 
 def _db(url: str, *args: str) -> subprocess.CompletedProcess[str]:

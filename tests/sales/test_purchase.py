@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from tests.conftest import Identity, bearer
-from tests.sales.conftest import Shop
+from tests.support.identity import Identity, bearer
 from tests.support.invariants import check_invariants
+from tests.support.sales import Shop
 
 
 def buy(sales: FlaskClient, token: str, product_id: Any, quantity: Any, **headers: str) -> Any:

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import Identity
-from tests.sales.conftest import Shop, recover
+from tests.support.identity import Identity
 from tests.support.invariants import check_invariants
 from tests.support.live import LiveStack
+from tests.support.sales import Shop, recover
 
 pytestmark = pytest.mark.processes
 

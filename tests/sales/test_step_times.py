@@ -6,8 +6,8 @@ from datetime import datetime
 
 from flask.testing import FlaskClient
 
-from tests.conftest import bearer
-from tests.sales.conftest import Shop
+from tests.support.identity import bearer
+from tests.support.sales import Shop
 
 
 def test_each_step_is_timed_when_it_happened(sales: FlaskClient, shop: Shop) -> None:

@@ -7,11 +7,8 @@ call what, not about what happens next.
 
 from __future__ import annotations
 
-import csv
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,30 +16,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from shopkit.auth import SERVICES
-from shopkit.config import PROJECT_ROOT, Settings
-from shopkit.stack import PACKAGES, free_port
-from tests.conftest import Identity, bearer, customer_payload
-
-#: The documented access matrix (docs/auth.rst renders the same file).
-MATRIX = PROJECT_ROOT / "docs" / "access-matrix.csv"
-PEOPLE = ("anonymous", "customer", "other_customer", "admin")
-IDENTITIES = PEOPLE + SERVICES
-
-
-def read_matrix(path: Path = MATRIX) -> dict[tuple[str, str, str], dict[str, str]]:
-    """``{(service, METHOD, path): {identity: "yes" | "no" | "own"}}`` from the CSV."""
-    with path.open(newline="") as handle:
-        return {
-            (row["service"], row["method"], row["path"]): {i: row[i] for i in IDENTITIES}
-            for row in csv.DictReader(handle)
-        }
-
-
-class NobodyDeactivated:
-    """Stands in for the customers service's list of deactivated accounts: empty."""
-
-    def contains(self, customer_id: int) -> bool:
-        return False
+from shopkit.config import Settings
+from shopkit.registry import app
+from tests.support.access import Callers, NobodyDeactivated
+from tests.support.database import free_port
+from tests.support.identity import Identity, bearer, customer_payload
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +39,7 @@ def service_apps(
             http_retries=0,
             http_connect_timeout_s=0.5,
         )
-        module = importlib.import_module(PACKAGES[service])
+        module = importlib.import_module(app(service).package)
         apps[service] = module.create_app(
             {
                 "SETTINGS": settings,
@@ -72,15 +50,6 @@ def service_apps(
             }
         )
     return apps
-
-
-@dataclass
-class Callers:
-    """An ``Authorization`` header per identity, and the two customers' usernames."""
-
-    headers: dict[str, dict[str, str]]
-    customer: str
-    other_customer: str
 
 
 @pytest.fixture

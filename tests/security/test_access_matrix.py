@@ -16,8 +16,8 @@ from typing import Any
 
 from flask import Flask
 
-from tests.conftest import customer_payload
-from tests.security.conftest import IDENTITIES, Callers, read_matrix
+from tests.support.access import IDENTITIES, Callers, read_matrix
+from tests.support.identity import customer_payload
 
 METHODS = ("get", "post", "put", "patch", "delete")
 #: Valid bodies where ownership is checked after the body is read: the other customer

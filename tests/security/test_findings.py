@@ -30,7 +30,13 @@ from shopkit.config import (
     Settings,
     _warned,
 )
-from tests.conftest import ADMIN_PASSWORD, SERVICE_SECRET, Identity, bearer, customer_payload
+from tests.support.identity import (
+    ADMIN_PASSWORD,
+    SERVICE_SECRET,
+    Identity,
+    bearer,
+    customer_payload,
+)
 
 # --- 1. per-service identities ------------------------------------------------------------
 

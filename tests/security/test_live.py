@@ -14,9 +14,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ProgrammingError
 
-from shopkit.embedded_pg import service_role_url
-from shopkit.stack import ServiceProcess, free_port
-from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME
+from tests.support.database import ServiceProcess, free_port, service_role_url
+from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME
 
 
 def raw_request(port: int, request: bytes) -> bytes:
@@ -116,12 +115,12 @@ def test_a_deactivated_customer_is_refused_by_reviews_and_sales(
 
 
 def test_the_embedded_database_gives_each_service_its_own_role(tmp_path: Path) -> None:
-    from shopkit import embedded_pg
     from shopkit.migrations import upgrade
+    from tests.support.database import postgres, roles
 
-    server, _admin_url = embedded_pg.start(tmp_path / "pg")
+    server, _admin_url = postgres.start(tmp_path / "pg")
     try:
-        urls = {s: embedded_pg.database_url(tmp_path / "pg", s) for s in ("customers", "sales")}
+        urls = {s: roles.database_url(tmp_path / "pg", s) for s in ("customers", "sales")}
         assert make_url(urls["sales"]).username == "sales_svc"
         upgrade("customers_service", urls["customers"])  # as the customers role, as make run does
         sales = create_engine(urls["sales"])

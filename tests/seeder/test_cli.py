@@ -17,9 +17,9 @@ import pytest
 import requests
 
 from seeder import data
-from shopkit.stack import free_port
-from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, customer_payload
-from tests.seeder.conftest import Run, ShopReader
+from tests.support.database import free_port
+from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, customer_payload
+from tests.support.seeder import Run, ShopReader
 
 pytestmark = pytest.mark.processes
 

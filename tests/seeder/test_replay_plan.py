@@ -8,18 +8,13 @@ from typing import Any
 
 import pytest
 
-from seeder.cli import _progress, _status_line, plural
+from seeder.cli import plural
 from seeder.client import Login, Services
 from seeder.config import Config
-from seeder.replay import (
-    Product,
-    Replay,
-    ReplayOptions,
-    _basket_difference,
-    _cart_problem,
-    _money_problem,
-    _order_problem,
-)
+from seeder.replay import Replay, ReplayOptions
+from seeder.replay.checks import basket_difference, cart_problem, money_problem, order_problem
+from seeder.replay.plan import Product
+from seeder.replay.progress import _progress, _status_line
 
 CATALOG = [Product(i, f"Product {i}", Decimal("2.50") + i) for i in range(1, 41)]
 SHOPPERS = [f"shopper_{i}" for i in range(25)]
@@ -96,10 +91,10 @@ def order(*lines: tuple[int, int, str], **changes: Any) -> dict[str, Any]:
 
 
 def test_a_right_order_passes() -> None:
-    assert _order_problem(order((1, 2, "3.50"), (2, 1, "1.25"))) is None
-    assert _order_problem(order((1, 3, "0.10"))) is None
-    assert _cart_problem(order((1, 2, "3.50"), (2, 1, "1.25"))) is None
-    assert _basket_difference(order((1, 2, "3.50"), (2, 1, "1.25")), {2: 1, 1: 2}, "cart") is None
+    assert order_problem(order((1, 2, "3.50"), (2, 1, "1.25"))) is None
+    assert order_problem(order((1, 3, "0.10"))) is None
+    assert cart_problem(order((1, 2, "3.50"), (2, 1, "1.25"))) is None
+    assert basket_difference(order((1, 2, "3.50"), (2, 1, "1.25")), {2: 1, 1: 2}, "cart") is None
 
 
 @pytest.mark.parametrize(
@@ -111,7 +106,7 @@ def test_a_right_order_passes() -> None:
     ],
 )
 def test_each_wrong_order_is_named(answer: dict[str, Any], expected: str) -> None:
-    assert expected in (_order_problem(answer) or "")
+    assert expected in (order_problem(answer) or "")
 
 
 @pytest.mark.parametrize(
@@ -125,20 +120,20 @@ def test_each_wrong_order_is_named(answer: dict[str, Any], expected: str) -> Non
 def test_an_order_that_is_not_the_basket_is_named(answer: dict[str, Any]) -> None:
     """Another actor on the account can change the cart: the difference is named (and
     counted as a changed cart), while the order is still checked in itself."""
-    assert "the order has lines" in (_basket_difference(answer, {1: 2, 2: 1}, "order") or "")
-    assert _order_problem(answer) is None
+    assert "the order has lines" in (basket_difference(answer, {1: 2, 2: 1}, "order") or "")
+    assert order_problem(answer) is None
 
 
 def test_a_line_total_that_is_not_price_times_quantity_is_named() -> None:
     answer = order((1, 2, "3.50"), (2, 1, "1.25"))
     answer["items"][0]["line_total"] = "7.50"
     answer["total"] = "8.75"
-    assert _order_problem(answer) == "order line of product 1: 7.50 != 2 x 3.50"
+    assert order_problem(answer) == "order line of product 1: 7.50 != 2 x 3.50"
 
 
 def test_a_one_line_order_keeps_its_top_level_fields() -> None:
     answer = order((4, 2, "1.00"), product_id=None, quantity=None)
-    assert _order_problem(answer) == (
+    assert order_problem(answer) == (
         "a one-line order without its product and quantity at the top level"
     )
 
@@ -149,10 +144,10 @@ def entry(kind: str, amount: str) -> dict[str, Any]:
 
 def test_an_order_debited_once_by_its_total_passes() -> None:
     total = Decimal("12.50")
-    assert _money_problem([entry("sale_debit", "-12.50")], total) is None
+    assert money_problem([entry("sale_debit", "-12.50")], total) is None
     both = [entry("sale_debit", "-12.50"), entry("refund_credit", "12.50")]
-    assert _money_problem(both, total, refunded=True) is None
-    assert _money_problem([], None) is None  # a refused order: nothing names it
+    assert money_problem(both, total, refunded=True) is None
+    assert money_problem([], None) is None  # a refused order: nothing names it
 
 
 @pytest.mark.parametrize(
@@ -181,11 +176,11 @@ def test_an_order_debited_once_by_its_total_passes() -> None:
 def test_a_double_charge_or_a_wrong_refund_is_named(
     entries: list[dict[str, Any]], refunded: bool, expected: str
 ) -> None:
-    assert expected in (_money_problem(entries, Decimal("12.50"), refunded=refunded) or "")
+    assert expected in (money_problem(entries, Decimal("12.50"), refunded=refunded) or "")
 
 
 def test_a_refused_order_that_moved_money_is_named() -> None:
-    assert _money_problem([entry("sale_debit", "-3.00")], None) == (
+    assert money_problem([entry("sale_debit", "-3.00")], None) == (
         "a refused order moved money: -3.00"
     )
 

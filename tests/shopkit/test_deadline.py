@@ -23,7 +23,7 @@ from shopkit import deadline
 from shopkit.deadline import ARRIVAL_ENVIRON, START_HEADER, init_deadline
 from shopkit.errors import register_error_handlers
 from shopkit.proxy import trusted_networks
-from shopkit.stack import free_port
+from tests.support.database import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,7 +14,7 @@ from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from shopkit.db import Database
 from shopkit.deadline import deadline_scope
-from tests.conftest import Identity, bearer
+from tests.support.identity import Identity, bearer
 
 
 def test_faults_are_admin_only_validated_shared_and_cleared(

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from shopkit.auth import JwksKeyResolver
 from shopkit.errors import ProblemError, Unauthorized
-from shopkit.stack import free_port
+from tests.support.database import free_port
 
 
 class Jwks:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from shopkit.embedded_pg import scratch_database
+from tests.support.database import scratch_database
 
 
 def test_db_upgrade_cli_creates_schema_and_is_idempotent(database_url: str) -> None:

@@ -12,7 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from shopkit.logs import JsonFormatter
-from tests.conftest import Identity, bearer
+from tests.support.identity import Identity, bearer
 
 
 def test_healthz_and_readyz(customers: FlaskClient) -> None:

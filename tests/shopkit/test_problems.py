@@ -9,15 +9,10 @@ import pytest
 
 from shopkit.errors import DEFAULT_CODES, Conflict, ProblemError, Unauthorized
 from shopkit.problems import MEMBERS, PROBLEMS, UnregisteredProblem, problem_spec
+from shopkit.registry import packages
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = (
-    "shopkit",
-    "customers_service",
-    "inventory_service",
-    "sales_service",
-    "reviews_service",
-)
+PACKAGES = ("shopkit", *packages().values())
 
 
 def _literal(node: ast.AST | None) -> object:

@@ -13,7 +13,7 @@ import pytest
 
 from shopkit.request_id import bind_request_id
 from shopkit.service_client import DependencyUnavailable, ServiceClient, ServiceTokenProvider
-from shopkit.stack import free_port
+from tests.support.database import free_port
 
 
 class Script:

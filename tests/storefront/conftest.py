@@ -1,6 +1,7 @@
 """Fixtures of the storefront's tests: a fake of the services at their HTTP boundary.
 
-The unit tests build the real storefront app with a :class:`FakeServices`
+The unit tests build the real storefront app with a
+:class:`tests.support.storefront.FakeServices`
 transport instead of :class:`storefront.clients.HttpTransport`: every call
 the storefront makes to a service is recorded and answered from canned
 responses, so a test states exactly what the services say and checks what
@@ -9,80 +10,15 @@ the page does with it.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-import jwt
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 from shopkit.config import Settings
-from shopkit.service_client import DependencyUnavailable, ServiceResponse
-
-Handler = Callable[["Call"], ServiceResponse]
-
-
-@dataclass
-class Call:
-    """One call the storefront made."""
-
-    service: str
-    method: str
-    path: str
-    json: Any = None
-    params: dict[str, Any] | None = None
-    token: str | None = None
-    idempotency_key: str | None = None
-
-
-@dataclass
-class FakeServices:
-    """Answers calls from ``routes`` (``(service, method, path)`` → response or handler)."""
-
-    routes: dict[tuple[str, str, str], ServiceResponse | Handler] = field(default_factory=dict)
-    texts: dict[tuple[str, str], tuple[int, str]] = field(default_factory=dict)
-    down: set[str] = field(default_factory=set)
-    calls: list[Call] = field(default_factory=list)
-
-    def on(self, service: str, method: str, path: str, status: int = 200, body: Any = None) -> None:
-        """Answer ``method path`` of ``service`` with ``status`` and ``body``."""
-        self.routes[(service, method, path)] = ServiceResponse(status, body or {})
-
-    def handle(self, service: str, method: str, path: str, handler: Handler) -> None:
-        """Answer ``method path`` of ``service`` by calling ``handler``."""
-        self.routes[(service, method, path)] = handler
-
-    def call(self, service: str, method: str, path: str, **kwargs: Any) -> ServiceResponse:
-        """The transport's call: record it, then answer (or raise if the service is down)."""
-        call = Call(service, method, path, **kwargs)
-        self.calls.append(call)
-        if service in self.down:
-            raise DependencyUnavailable(service)
-        answer = self.routes.get((service, method, path))
-        if answer is None:
-            return ServiceResponse(
-                404, {"code": "not_found", "detail": f"fake: no {method} {path}"}
-            )
-        return answer(call) if callable(answer) else answer
-
-    def text(self, service: str, path: str) -> tuple[int, str]:
-        """The transport's text GET."""
-        if service in self.down:
-            raise DependencyUnavailable(service)
-        return self.texts.get((service, path), (404, ""))
-
-    def made(self, service: str, method: str, path: str) -> list[Call]:
-        """The calls made to ``method path`` of ``service``."""
-        return [c for c in self.calls if (c.service, c.method, c.path) == (service, method, path)]
-
-
-def access_token(username: str, role: str = "customer", ttl_s: int = 900) -> str:
-    """A token shaped like the customers service's (the storefront reads its claims only)."""
-    claims = {"sub": username, "role": role, "exp": int(time.time()) + ttl_s}
-    return jwt.encode(claims, "a-key-the-storefront-never-verifies-with", algorithm="HS256")
+from tests.support.storefront import FakeServices, log_in
 
 
 @pytest.fixture
@@ -124,17 +60,6 @@ def app(make_app: Callable[..., Flask]) -> Flask:
 def client(app: Flask) -> FlaskClient:
     """A browser without a session."""
     return app.test_client()
-
-
-def log_in(client: FlaskClient, fake: FakeServices, username: str, role: str = "customer",
-           ttl_s: int = 900) -> str:  # fmt: skip
-    """Log ``client`` in through the login form; returns the access token the fake issued."""
-    token = access_token(username, role, ttl_s)
-    fake.on("customers", "POST", "/auth/login", 200,
-            {"access_token": token, "refresh_token": "refresh-1", "expires_in": ttl_s})  # fmt: skip
-    response = client.post("/login", data={"username": username, "password": "secret-pass"})
-    assert response.status_code == 302, response.text
-    return token
 
 
 @pytest.fixture

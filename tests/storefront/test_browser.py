@@ -21,8 +21,8 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from shopkit.config import PROJECT_ROOT
-from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, customer_payload
 from tests.support.chromium import headless_chromium
+from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, customer_payload
 
 pytestmark = pytest.mark.processes
 

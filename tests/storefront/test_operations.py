@@ -9,8 +9,8 @@ from flask.testing import FlaskClient
 
 from shopkit.service_client import ServiceResponse
 from storefront.faults import fingerprint
-from tests.storefront.conftest import Call, FakeServices
 from tests.storefront.test_views import page_of
+from tests.support.storefront import Call, FakeServices
 
 ADA = {"username": "ada", "full_name": "Ada Lovelace", "email": "ada@example.com",
        "balance": "10.00", "created_at": "2025-01-01T10:00:00+00:00", "is_active": True,

@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 
 from shopkit.config import Settings
 from storefront.jobs import JobRunner
-from tests.storefront.conftest import FakeServices, access_token, log_in
+from tests.support.storefront import FakeServices, access_token, log_in
 
 PRODUCT = {"id": 7, "name": "Trail Shoes", "category": "clothes", "price": "89.90",
            "description": "Light and grippy.", "stock": 4, "archived": False}  # fmt: skip

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from shopkit.config import PROJECT_ROOT
-from shopkit.stack import free_port
 from tests.compose.test_compose import interpolate
+from tests.support.database import free_port
 
 pytestmark = pytest.mark.processes
 

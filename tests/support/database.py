@@ -1,4 +1,7 @@
-"""The test database: a real PostgreSQL, one fresh database per test session."""
+"""The test database: a real PostgreSQL, one fresh database per test session.
+
+It also hands the tests the dev stack's pieces (launcher, embedded PostgreSQL, gateway).
+"""
 
 from __future__ import annotations
 
@@ -10,14 +13,64 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from shopkit.embedded_pg import (
-    create_service_roles,
-    scratch_database,
-    service_role_url,
-    throwaway_server,
+# The dev stack's pieces the tests use are imported here and only here: tests import them
+# from this module, so moving the dev stack is a change of these lines alone.
+from devstack import broker, postgres, roles
+from devstack.gateway import (
+    CLOSED_ADDRESS,
+    GATEWAY_DIR,
+    SHARED_FILES,
+    STOREFRONT_PATH,
+    Gateway,
+    nginx_binary,
+    site_config,
+    upstream_names,
 )
+from devstack.postgres import psql_command, scratch_database, throwaway_server
+from devstack.processes import ServiceProcess, free_port
+from devstack.roles import create_service_roles, service_role_url
 from shopkit.migrations import upgrade
-from shopkit.stack import PACKAGES
+from shopkit.registry import APPS, FRONTENDS, SERVICE_NAMES, SERVICES, app, packages
+
+#: Service name -> package, of every service in the registry.
+PACKAGES = packages()
+#: The storefront's port.
+STOREFRONT_PORT = app("storefront").port
+
+__all__ = [
+    "APPS",
+    "CLOSED_ADDRESS",
+    "FRONTENDS",
+    "GATEWAY_DIR",
+    "KEEP_TABLES",
+    "PACKAGES",
+    "SCHEMAS",
+    "SERVICES",
+    "SERVICE_NAMES",
+    "SHARED_FILES",
+    "STOREFRONT_PATH",
+    "STOREFRONT_PORT",
+    "Gateway",
+    "ServiceProcess",
+    "app",
+    "broker",
+    "free_port",
+    "fresh_database",
+    "migrate_as_service_roles",
+    "nginx_binary",
+    "packages",
+    "postgres",
+    "present_packages",
+    "psql_command",
+    "roles",
+    "scratch_database",
+    "server_url",
+    "service_role_url",
+    "site_config",
+    "throwaway_server",
+    "truncate_all",
+    "upstream_names",
+]
 
 #: Tables kept between tests (migration state and the token signing keys).
 KEEP_TABLES = {"alembic_version", "signing_keys"}
@@ -30,7 +83,8 @@ def present_packages() -> dict[str, str]:
     """
     found = {}
     only = {s for s in os.environ.get("SHOP_TEST_SERVICES", "").split(",") if s}
-    for name, package in PACKAGES.items():
+    for service in SERVICES:
+        name, package = service.name, service.package
         if only and name not in only:
             continue
         spec = importlib.util.find_spec(package)
@@ -64,6 +118,10 @@ def migrate_as_service_roles(url: str) -> None:
     create_service_roles(url)
     for service, package in present_packages().items():
         upgrade(package, service_role_url(url, service))
+
+
+#: Every service's schema (each is named after its service).
+SCHEMAS = list(present_packages())
 
 
 def truncate_all(url: str, schemas: list[str]) -> None:

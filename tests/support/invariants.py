@@ -1,4 +1,6 @@
-"""The cross-service invariants of ARCHITECTURE §7, checked straight in the test database.
+"""The cross-service invariants of the sale, checked straight in the test database.
+
+They are those of docs/architecture.rst, "The sale: one saga, exactly once".
 
 Tests may read every schema (a service never does): for every paid order
 (completed, shipped, delivered) the wallet was debited its total once and

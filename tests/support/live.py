@@ -7,8 +7,8 @@ from pathlib import Path
 
 import requests
 
-from shopkit.embedded_pg import service_role_url
-from shopkit.stack import APPS, PACKAGES, ServiceProcess, free_port
+from shopkit.registry import SERVICE_NAMES
+from tests.support.database import APPS, ServiceProcess, free_port, service_role_url
 
 
 class LiveStack:
@@ -18,7 +18,7 @@ class LiveStack:
         self.database_url = database_url
         self.admin = admin
         self.service_secret = service_secret
-        self.ports = {name: free_port() for name in APPS}  # the services and the storefront
+        self.ports = {a.name: free_port() for a in APPS}  # the services and the storefront
         self.processes: dict[str, ServiceProcess] = {}
         self.log_dir = Path(tempfile.mkdtemp(prefix="shop-test-logs-"))
 
@@ -30,7 +30,7 @@ class LiveStack:
         """The environment a service process gets (connecting as the service's own role)."""
         return {
             "DATABASE_URL": service_role_url(self.database_url, service)
-            if service in PACKAGES  # the storefront has no database of its own
+            if service in SERVICE_NAMES  # the storefront has no database of its own
             else self.database_url,
             "DEACTIVATION_REFRESH": "2",
             "ADMIN_USERNAME": self.admin[0],
@@ -41,7 +41,7 @@ class LiveStack:
             "LOG_LEVEL": "WARNING",
             "HTTP_CONNECT_TIMEOUT": "1",
             "HTTP_READ_TIMEOUT": "3",
-            **{f"{name.upper()}_URL": self.url(name) for name in PACKAGES},
+            **{f"{name.upper()}_URL": self.url(name) for name in SERVICE_NAMES},
         }
 
     def start(

@@ -5,20 +5,12 @@ the project runs a real PostgreSQL 16 shipped inside the ``pgserver`` wheel.
 It listens only on a unix socket in its data directory, so it never clashes
 with another server's port.
 
-Like Compose, the embedded database gives each service its own login role
-(``customers_svc`` ...) owning only its own schema (``shopkit/sql/create_roles.sql``,
-the script the postgres container runs), so ``make run``, the tests and
-Compose share one security model: no service can read another's tables, such
-as the token signing keys in ``customers.signing_keys``. (The embedded server
-trusts connections on its private unix socket, so the role passwords are not
-checked there; the roles' privileges are.)
+Each service connects to it as its own role (:mod:`devstack.roles`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
 import tempfile
 import uuid
 import warnings
@@ -30,21 +22,14 @@ from typing import Literal
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 
+from shopkit.db import normalise_url
+
 log = logging.getLogger(__name__)
 
 DATABASE_NAME = "shop"
 MAX_CONNECTIONS = 300
 
 CleanupMode = Literal["stop", "delete"] | None
-
-ROLES_SQL = Path(__file__).parent / "sql" / "create_roles.sql"
-#: The service schemas, each owned by the role ``<service>_svc``.
-SERVICE_SCHEMAS = ("customers", "inventory", "sales", "reviews")
-
-
-def role_name(service: str) -> str:
-    """The database role of ``service`` (``customers_svc`` ...)."""
-    return f"{service}_svc"
 
 
 def psql_command(url: URL) -> tuple[list[str], dict[str, str]]:
@@ -57,34 +42,6 @@ def psql_command(url: URL) -> tuple[list[str], dict[str, str]]:
     if url.port:
         args += ["-p", str(url.port)]
     return args, {"PGPASSWORD": url.password or ""}
-
-
-def create_service_roles(admin_url: str, passwords: dict[str, str] | None = None) -> None:
-    """Run ``create_roles.sql`` on ``admin_url``'s database (idempotent, safe in parallel).
-
-    ``passwords`` default to Compose's development defaults (each role's service name).
-    """
-    url = make_url(admin_url)
-    args, env = psql_command(url)
-    chosen = {service: service for service in SERVICE_SCHEMAS} | (passwords or {})
-    variables = [f"-v{service}_password={password}" for service, password in chosen.items()]
-    done = subprocess.run(  # noqa: S603
-        [*args, "-q", "-v", "ON_ERROR_STOP=1", f"-vDBNAME={url.database}", *variables],
-        input=ROLES_SQL.read_text(),
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"creating the service roles failed: {done.stderr.strip()}")
-
-
-def service_role_url(admin_url: str, service: str) -> str:
-    """``admin_url`` as the service's own role (with Compose's development password)."""
-    url = make_url(admin_url).set(username=role_name(service), password=service)
-    return url.render_as_string(hide_password=False)
 
 
 def _server(data_dir: Path, cleanup_mode: CleanupMode):  # type: ignore[no-untyped-def]
@@ -110,7 +67,7 @@ def _tune(server, *, durable: bool) -> None:  # type: ignore[no-untyped-def]
         ]
     server.psql("\n".join(settings))
     if current < MAX_CONNECTIONS:
-        from pgserver._commands import pg_ctl  # noqa: PLC0415
+        from pgserver._commands import pg_ctl  # type: ignore[attr-defined]  # noqa: PLC0415
         from pgserver.utils import PostmasterInfo  # noqa: PLC0415
 
         # pg_ctl restart reuses the options the server was started with (socket dir).
@@ -149,35 +106,6 @@ def start(
     url = _sqlalchemy_url(server, DATABASE_NAME)
     log.info("embedded PostgreSQL ready in %s", data_dir)
     return server, url
-
-
-def normalise_url(url: str) -> str:
-    """Accept ``postgres://`` and ``postgresql://`` URLs and pick the psycopg2 driver."""
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg2://" + url[len(prefix) :]
-    return url
-
-
-def ensure_service_roles(server: object, url: str) -> None:
-    """Create the service roles and schemas in the embedded server's database unless they exist."""
-    roles = ", ".join(f"'{role_name(s)}'" for s in SERVICE_SCHEMAS)
-    found = server.psql(f"SELECT rolname FROM pg_roles WHERE rolname IN ({roles});")  # type: ignore[attr-defined]  # noqa: S608
-    if f"({len(SERVICE_SCHEMAS)} rows)" not in found:
-        create_service_roles(url)
-
-
-def database_url(data_dir: Path, service: str | None = None) -> str:
-    """The URL of the embedded database in ``data_dir`` (starting it if needed).
-
-    For one of the four services it connects as that service's own role (created,
-    with every service's schema, on first use).
-    """
-    server, url = start(data_dir)
-    if service not in SERVICE_SCHEMAS:
-        return url
-    ensure_service_roles(server, url)
-    return service_role_url(url, service)
 
 
 @contextmanager

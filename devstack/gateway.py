@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from devstack.processes import spawn, stop_group, wait_until_ok
 from shopkit.config import PROJECT_ROOT
-from shopkit.stack import stop_group, wait_until_ok
 
 GATEWAY_DIR = PROJECT_ROOT / "deploy" / "gateway"
 #: The files used unchanged everywhere; ``site.conf`` is per environment.
@@ -118,12 +118,7 @@ class Gateway:
 
     def start(self) -> Gateway:
         """Start nginx in the foreground, in its own process group."""
-        self.process = subprocess.Popen(  # noqa: S603
-            self.command(),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.process = spawn(self.command(), stdout=self.log, stderr=subprocess.STDOUT)
         return self
 
     def wait_ready(self, timeout_s: float = 15.0) -> Gateway:

@@ -1,7 +1,7 @@
 -- One login role per service, owning only its own schema (run once, as a superuser,
 -- on the shop database). psql variables: customers_password, inventory_password,
 -- sales_password, reviews_password. Used by the postgres container's init step
--- (shopkit/sql/init-roles.sh) and by the tests that check the isolation.
+-- (devstack/sql/init-roles.sh) and by the tests that check the isolation.
 \set ON_ERROR_STOP on
 -- Several processes may run this at once (gunicorn workers joining the embedded server).
 SELECT pg_advisory_lock(hashtext('shop-create-roles'));

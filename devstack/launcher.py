@@ -1,0 +1,317 @@
+"""``make run`` (``shop-run``, ``python -m devstack``): the whole shop on this machine.
+
+It starts PostgreSQL (the embedded one unless ``DATABASE_URL`` is set), applies
+every service's migrations, starts the apps of :mod:`shopkit.registry` under
+gunicorn, Prometheus and the nginx gateway when installed, and the seeder's
+demo; Ctrl-C stops everything. Every child dies with the launcher, even when
+the launcher is killed with SIGKILL (:mod:`devstack.watchdog`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+from devstack import postgres, roles
+from devstack.gateway import STOREFRONT_PATH, Gateway, start_local
+from devstack.parent_watch import ParentWatch
+from devstack.processes import ServiceProcess, migrate, spawn
+from devstack.prometheus import start_prometheus
+from devstack.watchdog import Watchdog
+from shopkit.config import PROJECT_ROOT, Settings
+from shopkit.db import normalise_url
+from shopkit.registry import FRONTENDS, SERVICES, app
+
+
+def present_services() -> list[str]:
+    """The services whose packages exist in this checkout, in start order."""
+    return [s.name for s in SERVICES if _present(s.package, migrations=True)]
+
+
+def present_frontends() -> list[str]:
+    """The front ends whose packages exist in this checkout."""
+    return [f.name for f in FRONTENDS if _present(f.package, migrations=False)]
+
+
+def _present(package: str, *, migrations: bool) -> bool:
+    """Whether ``package`` is a regular package here (with its migrations, if asked)."""
+    import importlib.util  # noqa: PLC0415
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.origin:
+        return False
+    return not migrations or (Path(spec.origin).parent / "migrations").is_dir()
+
+
+def _pump(prefix: str, stream: IO[bytes]) -> None:
+    """Copy a child's output to ours, each line prefixed with its service name."""
+    for raw in iter(stream.readline, b""):
+        sys.stdout.write(f"{prefix} | {raw.decode(errors='replace')}")
+        sys.stdout.flush()
+
+
+def _service_port(url: str) -> int:
+    """The port of a service URL such as ``http://127.0.0.1:5000``."""
+    return int(url.rsplit(":", 1)[1].split("/", maxsplit=1)[0])
+
+
+def _start_services(
+    services: list[str], envs: dict[str, dict[str, str]], settings: Settings
+) -> list[ServiceProcess]:
+    """Start each app under gunicorn on its configured port, output prefixed with its name."""
+    processes = []
+    for service in services:
+        entry = app(service)
+        # a front end has no database: it only talks HTTP
+        env = {**entry.layout_env(), **envs.get(service, {})}
+        if entry.has_database:
+            port = _service_port(getattr(settings, f"{service}_url"))
+        else:
+            port = int(os.environ.get(f"{service.upper()}_PORT") or entry.port)
+        process = ServiceProcess(
+            service, port, env=env, workers=entry.workers, threads=entry.threads
+        )
+        process.log = subprocess.PIPE
+        process.start()
+        assert process.process is not None and process.process.stdout is not None
+        threading.Thread(
+            target=_pump, args=(f"{service:<9}", process.process.stdout), daemon=True
+        ).start()
+        processes.append(process)
+    return processes
+
+
+#: Seconds the launcher gives every child to stop on its own before SIGKILL.
+STOP_GRACE_S = 8.0
+
+
+def _stop(
+    seeder: subprocess.Popen[bytes] | None,
+    processes: list[ServiceProcess],
+    prometheus: ServiceProcess | None,
+    gateway: Gateway | None,
+) -> None:
+    """Stop everything at once: signal every child first, then wait for them together.
+
+    The seeder gets SIGINT (the replay prints its summary and exits), gunicorn
+    SIGTERM (it drains its requests), nginx SIGQUIT, Prometheus SIGTERM; each
+    process group still there after :data:`STOP_GRACE_S` is killed.
+    """
+    print("launcher | stopping", flush=True)
+    deadline = time.monotonic() + STOP_GRACE_S
+    signals: list[tuple[subprocess.Popen[bytes], int]] = []
+    if seeder is not None:
+        signals.append((seeder, signal.SIGINT))
+    signals += [(p.process, signal.SIGTERM) for p in processes if p.process is not None]
+    if prometheus is not None and prometheus.process is not None:
+        signals.append((prometheus.process, signal.SIGTERM))
+    if gateway is not None and gateway.process is not None:
+        signals.append((gateway.process, signal.SIGQUIT))
+    running = [(child, sig) for child, sig in signals if child.poll() is None]
+    for child, sig in running:
+        try:
+            if sig == signal.SIGINT:
+                child.send_signal(sig)
+            else:
+                os.killpg(child.pid, sig)
+        except ProcessLookupError:
+            pass
+    for child, _sig in running:
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait(timeout=5)
+
+
+def run_local(services: list[str] | None = None) -> int:
+    """``make run``: database, migrations, services under gunicorn, demo data; Ctrl-C stops all.
+
+    Uses ``DATABASE_URL`` if set, else the embedded PostgreSQL under ``.data/``
+    (stopped again on exit). Ports come from ``CUSTOMERS_URL`` ... ``REVIEWS_URL``
+    (default 5000-5003); the storefront listens on ``STOREFRONT_PORT`` (8080).
+    Returns the exit status.
+    """
+    services = services or present_services()
+    settings = Settings.from_env("launcher")
+    watchdog = Watchdog()
+    server, url = _database(settings, watchdog)
+    # Each service connects as its own role on the embedded server (as in Compose).
+    envs = {
+        service: {"DATABASE_URL": roles.service_role_url(url, service) if server else url}
+        for service in services
+    }
+    processes: list[ServiceProcess] = []
+    seeder: subprocess.Popen[bytes] | None = None
+    prometheus: ServiceProcess | None = None
+    gateway = None
+    stopping = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    parent = ParentWatch()
+    try:
+        for service in services:
+            print(f"launcher | migrating {service}", flush=True)
+            migrate(service, envs[service])
+        processes = _start_services(services, envs, settings)
+        _guard(watchdog, *(p.process for p in processes))
+        for process in processes:
+            process.wait_ready(60)
+            print(f"launcher | {process.service:<9} ready at {process.url}/docs", flush=True)
+        prometheus = start_prometheus(processes, Path(settings.data_dir))
+        _guard(watchdog, prometheus.process if prometheus else None)
+        gateway = _start_frontends_and_gateway(processes, envs, settings, watchdog)
+        if os.environ.get("SHOP_DEMO", "1") != "0":
+            seeder = _start_seeder()
+            _guard(watchdog, seeder)
+        print("launcher | press Ctrl-C to stop", flush=True)
+        while not stopping.wait(0.25):
+            if any(p.process is not None and p.process.poll() is not None for p in processes):
+                print("launcher | a service exited; stopping", flush=True)
+                return 1
+            if parent.stopping():
+                print("launcher | make was interrupted; stopping", flush=True)
+                return 0
+        return 0
+    finally:
+        stop_started = time.monotonic()
+        # The embedded server checkpoints while the children stop, so that stopping it
+        # (a shutdown checkpoint, waited for) has little left to write.
+        checkpoint = _checkpoint_in_background(url) if server is not None else None
+        _stop(seeder, processes, prometheus, gateway)
+        if checkpoint is not None:
+            checkpoint.join(STOP_GRACE_S)
+        if server is not None:
+            server.cleanup()  # type: ignore[attr-defined]
+        watchdog.release()
+        print(f"launcher | stopped in {time.monotonic() - stop_started:.1f} s", flush=True)
+
+
+def _database(settings: Settings, watchdog: Watchdog) -> tuple[object | None, str]:
+    """``DATABASE_URL``'s server, or the embedded one (guarded by ``watchdog``) with its roles.
+
+    Returns the embedded server (``None`` for ``DATABASE_URL``) and the admin URL.
+    """
+    if settings.database_url:
+        return None, normalise_url(settings.database_url)
+    pg_dir = Path(settings.data_dir) / "pg"
+    server, url = postgres.start(pg_dir, cleanup_mode="stop")
+    watchdog.guard_postgres(pg_dir)
+    roles.ensure_service_roles(server, url)
+    return server, url
+
+
+def _guard(watchdog: Watchdog, *children: subprocess.Popen[bytes] | None) -> None:
+    """Have the watchdog kill these children's process groups should the launcher die."""
+    for child in children:
+        if child is not None:
+            watchdog.guard_group(child.pid)  # each child leads a session of its own
+
+
+def _checkpoint_in_background(url: str) -> threading.Thread:
+    """Start a ``CHECKPOINT`` while the services drain, so the server's own shutdown
+    checkpoint, which stopping it waits for, has little left to write."""
+
+    def run() -> None:
+        from sqlalchemy import create_engine, text  # noqa: PLC0415
+        from sqlalchemy.pool import NullPool  # noqa: PLC0415
+
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("CHECKPOINT"))
+        except Exception as exc:  # only a head start: stopping works without it
+            print(f"launcher | checkpoint skipped: {exc}", flush=True)
+        finally:
+            engine.dispose()
+
+    thread = threading.Thread(target=run, name="checkpoint", daemon=True)
+    thread.start()
+    return thread
+
+
+def _start_gateway(processes: list[ServiceProcess]) -> Gateway | None:
+    """Start the nginx gateway in front of ``processes`` when nginx is installed (else say so)."""
+    upstreams = {p.service: f"127.0.0.1:{p.port}" for p in processes}
+    gateway, message = start_local(upstreams, subprocess.PIPE)
+    if gateway is not None and gateway.process is not None and gateway.process.stdout is not None:
+        threading.Thread(
+            target=_pump, args=("gateway  ", gateway.process.stdout), daemon=True
+        ).start()
+    print(f"launcher | {message}", flush=True)
+    return gateway
+
+
+def _start_frontends_and_gateway(
+    processes: list[ServiceProcess],
+    envs: dict[str, dict[str, str]],
+    settings: Settings,
+    watchdog: Watchdog,
+) -> Gateway | None:
+    """Start the storefront, then the gateway in front of it all (it needs every port).
+
+    The front ends are appended to ``processes``; says where to open the storefront:
+    through the gateway when it runs, and directly.
+    """
+    frontends = _start_services(present_frontends(), envs, settings)
+    _guard(watchdog, *(p.process for p in frontends))
+    processes.extend(frontends)
+    for process in frontends:
+        process.wait_ready(60)
+    gateway = _start_gateway(processes)
+    _guard(watchdog, gateway.process if gateway else None)
+    for process in frontends:
+        if gateway is None:
+            where = f"{process.url} in a browser"
+        else:
+            where = f"{gateway.url}{STOREFRONT_PATH} in a browser (directly: {process.url})"
+        print(f"launcher | storefront ready: open {where}", flush=True)
+    return gateway
+
+
+def _start_seeder() -> subprocess.Popen[bytes]:
+    """Run ``seeder demo``: populate, then replay shoppers gently until stopped.
+
+    The populate is idempotent, so on a restart it skips the customers and
+    products that already exist and creates nothing new.
+    ``SHOP_SEED_CUSTOMERS`` / ``SHOP_SEED_PRODUCTS`` size the demo data;
+    ``SHOP_DEMO=0`` turns seeding and replay off.
+    """
+    command = [
+        sys.executable,
+        "-m",
+        "seeder",
+        "demo",
+        "--customers",
+        os.environ.get("SHOP_SEED_CUSTOMERS", "200"),
+        "--products",
+        os.environ.get("SHOP_SEED_PRODUCTS", "100"),
+    ]
+    process = spawn(
+        command,
+        env=dict(os.environ),  # the seeder only talks HTTP: no database URL
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    threading.Thread(target=_pump, args=("seeder   ", process.stdout), daemon=True).start()
+    return process
+
+
+def main() -> None:
+    """Console entry point of ``shop-run`` (what ``make run`` calls).
+
+    Once everything is stopped the launcher leaves at once: tearing its interpreter
+    down (pgserver, SQLAlchemy, requests...) would only add a second to Ctrl-C.
+    """
+    code = run_local()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

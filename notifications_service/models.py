@@ -1,0 +1,60 @@
+"""Tables of the ``notifications`` schema: each customer's notifications and the inbox.
+
+A notification is made from one event (``event_id`` is unique), for the
+customer the event concerns. ``customer_id`` and ``subject`` (the order's id)
+refer to other services' rows and are plain columns. The ``inbox`` records
+the events the consumer group applied (:mod:`shopkit.events.consumer`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import BigInteger, DateTime, Identity, Index, String, func
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shopkit.db import make_metadata
+from shopkit.events.consumer import inbox_table
+
+SCHEMA = "notifications"
+MAX_TITLE_LENGTH = 120
+MAX_BODY_LENGTH = 500
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the notifications schema."""
+
+    metadata = make_metadata(SCHEMA)
+
+
+class Notification(Base):
+    """One message for one customer, made from one event."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        # A customer's list, newest first; and their unread ones.
+        Index("ix_notifications_customer_newest", "customer_id", "id"),
+        Index(
+            "ix_notifications_customer_unread",
+            "customer_id",
+            "id",
+            postgresql_where="read_at IS NULL",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    customer_id: Mapped[int] = mapped_column(BigInteger)
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)
+    type: Mapped[str] = mapped_column(String(128))
+    subject: Mapped[str] = mapped_column(String(128))
+    title: Mapped[str] = mapped_column(String(MAX_TITLE_LENGTH))
+    body: Mapped[str] = mapped_column(String(MAX_BODY_LENGTH))
+    #: When the change happened (the event's time), not when it was noticed.
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+inbox = inbox_table(Base.metadata)

@@ -1,0 +1,143 @@
+"""Business operations of the notifications service: turn events into messages, list, mark read.
+
+:func:`apply_events` is the consumer group's batch handler: it runs inside
+the consumer's transaction, which also records the events in the inbox, so
+each event makes its notification exactly once however often it is
+delivered. Order and wallet events concern the customer in their ``data``;
+every other type is ignored (and still recorded as applied).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from notifications_service.models import MAX_BODY_LENGTH, Notification
+from shopkit.errors import NotFound
+from shopkit.events.catalog import stream_for
+from shopkit.events.envelope import Event
+from shopkit.pagination import paginate
+
+#: The consumer group, and the streams it reads.
+GROUP = "notifications"
+STREAMS = (stream_for("order"), stream_for("wallet"))
+
+
+def _short(order_id: object) -> str:
+    return str(order_id)[:8]
+
+
+def _order_text(event: str, data: Mapping[str, Any]) -> tuple[str, str] | None:
+    order = _short(data.get("order_id"))
+    texts: dict[str, Callable[[], tuple[str, str]]] = {
+        "placed": lambda: ("Order received", f"We received your order {order}."),
+        "completed": lambda: (
+            "Order confirmed",
+            f"Your order {order} is paid: {data.get('total')}.",
+        ),
+        "failed": lambda: (
+            "Order not completed",
+            f"Your order {order} could not be completed ({data.get('failure_code')}); "
+            "nothing was charged.",
+        ),
+        "cancelled": lambda: ("Order cancelled", f"Your order {order} was cancelled and refunded."),
+        "shipped": lambda: (
+            "Order shipped",
+            f"Your order {order} is on its way with {data.get('carrier')}, "
+            f"tracking number {data.get('tracking_number')}.",
+        ),
+        "delivered": lambda: ("Order delivered", f"Your order {order} was delivered."),
+    }
+    make = texts.get(event)
+    return make() if make else None
+
+
+def _wallet_text(event: str, data: Mapping[str, Any]) -> tuple[str, str] | None:
+    titles = {"credited": "Wallet credited", "debited": "Wallet debited",
+              "refunded": "Refund received"}  # fmt: skip
+    title = titles.get(event)
+    if title is None:
+        return None
+    return title, f"{data.get('amount')} ({event}); your balance is {data.get('balance')}."
+
+
+def message_for(event: Event) -> tuple[str, str] | None:
+    """The ``(title, body)`` of the notification ``event`` makes, or ``None`` for no message."""
+    parts = event.type.split(".")
+    if len(parts) != 4:
+        return None
+    _, aggregate, name, _version = parts
+    if aggregate == "order":
+        return _order_text(name, event.data)
+    if aggregate == "wallet":
+        return _wallet_text(name, event.data)
+    return None
+
+
+def apply_events(session: Session, events: list[Event]) -> None:
+    """The batch handler: one notification per order or wallet event, in one statement."""
+    rows = []
+    for event in events:
+        text = message_for(event)
+        customer_id = event.data.get("customer_id")
+        if text is None or not isinstance(customer_id, int):
+            continue
+        title, body = text
+        rows.append(
+            {
+                "customer_id": customer_id,
+                "event_id": uuid.UUID(event.id),
+                "type": event.type,
+                "subject": event.subject,
+                "title": title,
+                "body": body[:MAX_BODY_LENGTH],
+                "occurred_at": event.time,
+            }
+        )
+    if rows:
+        session.execute(insert(Notification), rows)
+
+
+def list_for(
+    session: Session, customer_id: int, page: int, page_size: int, *, unread: bool = False
+) -> dict[str, Any]:
+    """A page of ``customer_id``'s notifications, newest first (only unread ones if asked)."""
+    statement = select(Notification).where(Notification.customer_id == customer_id)
+    if unread:
+        statement = statement.where(Notification.read_at.is_(None))
+    result = paginate(session, statement.order_by(Notification.id.desc()), page, page_size)
+    result["unread"] = session.execute(
+        select(func.count())
+        .select_from(Notification)
+        .where(Notification.customer_id == customer_id, Notification.read_at.is_(None))
+    ).scalar_one()
+    return result
+
+
+def mark_read(session: Session, customer_id: int, notification_id: int) -> Notification:
+    """Mark one of ``customer_id``'s notifications read (404 if it is not theirs); it."""
+    notification = session.execute(
+        select(Notification)
+        .where(Notification.id == notification_id, Notification.customer_id == customer_id)
+        .with_for_update()
+    ).scalar_one_or_none()
+    if notification is None:
+        raise NotFound("No such notification.")
+    if notification.read_at is None:
+        notification.read_at = datetime.now(UTC)
+    return notification
+
+
+def mark_all_read(session: Session, customer_id: int) -> int:
+    """Mark every unread notification of ``customer_id`` read; how many were unread."""
+    done = session.execute(
+        update(Notification)
+        .where(Notification.customer_id == customer_id, Notification.read_at.is_(None))
+        .values(read_at=func.now())
+    )
+    return int(done.rowcount or 0)  # type: ignore[attr-defined]

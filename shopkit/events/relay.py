@@ -1,0 +1,310 @@
+"""The relay: publishes committed outbox rows to their streams, then marks them published.
+
+One relay per outbox is active at a time. It holds a lease, a session-level
+PostgreSQL advisory lock on a connection of its own: the lock goes away with
+that connection, so a killed relay's lease is free as soon as PostgreSQL
+notices the connection is gone, and several workers of one service can all
+run :meth:`Relay.run` while only one publishes.
+
+Each round reads up to ``batch_size`` unpublished rows in ``id`` order,
+which per aggregate is commit order (:mod:`shopkit.events.outbox`), sends
+them as one pipeline of ``XADD`` commands, and then marks the rows whose
+``XADD`` succeeded, in one ``UPDATE``. Publishing and marking are two steps,
+so the guarantee is at least once: a relay that dies between them publishes
+the same rows again (same event ids) and consumers deduplicate. If an
+``XADD`` fails, only the rows before it are marked; the rest count an attempt,
+keep their error, and are tried again after a back-off that doubles up to
+``backoff_max_s``.
+
+Every broker and database call is bounded: the redis client has socket
+timeouts, and each relay transaction sets a ``statement_timeout``.
+
+Each ``XADD`` also trims its stream to ``retention_s`` (``MINID ~``): entries
+older than that go, in whole internal nodes, so a stream keeps at least
+``retention_s`` of events.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from sqlalchemy import BigInteger, Connection, Engine, Table, bindparam, func, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import SQLAlchemyError
+
+from shopkit.events.catalog import stream_for
+from shopkit.events.envelope import FIELD, Event, encode
+from shopkit.events.metrics import EVENTS_PUBLISHED, OUTBOX_BACKLOG
+from shopkit.events.outbox import advisory_key
+
+log = logging.getLogger(__name__)
+
+#: Events are kept at least this long in their stream (a late consumer group can catch up).
+DEFAULT_RETENTION_S = 7 * 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    """How a relay batches, polls, backs off and bounds its calls."""
+
+    batch_size: int = 500
+    poll_interval_s: float = 0.05
+    retention_s: float = DEFAULT_RETENTION_S
+    db_timeout_ms: int = 5000
+    backoff_base_s: float = 0.1
+    backoff_max_s: float = 10.0
+    lease_retry_s: float = 1.0
+    backlog_every_s: float = 5.0
+
+
+def broker_client(url: str, *, timeout_s: float = 2.0) -> redis.Redis:
+    """A redis-py client for ``url`` whose every call is bounded by ``timeout_s``."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        health_check_interval=30,
+    )
+
+
+class Relay:
+    """Publishes one service's outbox (``table``) to the broker."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        table: Table,
+        broker: redis.Redis,
+        *,
+        service: str,
+        settings: RelaySettings | None = None,
+    ) -> None:
+        self.engine = engine
+        self.table = table
+        self.broker = broker
+        self.service = service
+        self.source = f"/{service}"
+        self.settings = settings or RelaySettings()
+        self._lease: Connection | None = None
+        self._lease_checked_at = 0.0
+        self._lease_key = advisory_key(f"outbox-relay\x00{table.fullname}")
+        self._backlog_at = 0.0
+
+    # -- the lease ---------------------------------------------------------------------------
+
+    @property
+    def holds_lease(self) -> bool:
+        """Whether this relay holds its outbox's lease (as last checked)."""
+        return self._lease is not None
+
+    def try_lease(self) -> bool:
+        """Take the lease if it is free, or check that this relay still holds it.
+
+        The check of a held lease (a round trip on its connection) happens at
+        most every ``lease_retry_s``; in between the lease is assumed held. A
+        relay that lost it without noticing can only publish duplicates, which
+        consumers absorb.
+        """
+        if self._lease is not None:
+            if time.monotonic() - self._lease_checked_at < self.settings.lease_retry_s:
+                return True
+            try:
+                self._lease.execute(text("SELECT 1"))
+                self._lease.commit()
+                self._lease_checked_at = time.monotonic()
+                return True
+            except SQLAlchemyError:
+                log.warning("the relay's lease connection broke; the lease is lost")
+                self._drop_lease()
+                return False
+        conn = self.engine.connect()
+        try:
+            self._set_timeout(conn)
+            got = bool(
+                conn.execute(
+                    text("SELECT pg_try_advisory_lock(:key)"), {"key": self._lease_key}
+                ).scalar_one()
+            )
+            conn.commit()  # the session lock outlives the transaction
+        except SQLAlchemyError:
+            conn.invalidate()
+            conn.close()
+            raise
+        if not got:
+            conn.close()
+            return False
+        self._lease = conn
+        self._lease_checked_at = time.monotonic()
+        log.info("relay for %s holds the lease", self.table.fullname)
+        return True
+
+    def release(self) -> None:
+        """Give the lease back (another worker's relay can take over at once)."""
+        if self._lease is None:
+            return
+        try:
+            self._lease.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": self._lease_key})
+            self._lease.commit()
+            self._lease.close()
+        except SQLAlchemyError:
+            self._drop_lease()
+        self._lease = None
+
+    def _drop_lease(self) -> None:
+        if self._lease is not None:
+            # Discard the connection: closing the socket is what frees a session lock.
+            self._lease.invalidate()
+            self._lease.close()
+        self._lease = None
+
+    # -- publishing --------------------------------------------------------------------------
+
+    def publish_once(self) -> int:
+        """Publish one batch of unpublished rows; how many were published and marked.
+
+        Raises ``redis.RedisError`` or ``SQLAlchemyError`` when the broker or the
+        database fails (the rows stay unpublished; :meth:`run` backs off).
+        """
+        rows = self._unpublished()
+        if not rows:
+            return 0
+        pipe = self.broker.pipeline(transaction=False)
+        minid = self._minid()
+        streams = []
+        for row in rows:
+            stream = stream_for(row.aggregate)
+            streams.append(stream)
+            event = Event(
+                id=str(row.event_id),
+                source=self.source,
+                type=row.type,
+                subject=row.aggregate_id,
+                time=row.created_at,
+                data=row.payload,
+                sequence=row.sequence,
+                traceparent=row.traceparent,
+            )
+            pipe.xadd(stream, {FIELD: encode(event)}, minid=minid, approximate=True)
+        try:
+            results = pipe.execute(raise_on_error=False)
+        except redis.RedisError as error:
+            self._count_attempt([row.id for row in rows], error)
+            raise
+        published = 0
+        for result in results:
+            if isinstance(result, Exception):
+                break
+            published += 1
+        self._mark_published([row.id for row in rows[:published]])
+        for stream in streams[:published]:
+            EVENTS_PUBLISHED.labels(stream=stream).inc()
+        if published < len(rows):
+            failure: Exception = results[published]
+            self._count_attempt([row.id for row in rows[published:]], failure)
+            raise failure
+        return published
+
+    def _unpublished(self) -> list[Any]:
+        t = self.table.c
+        query = (
+            select(
+                t.id, t.event_id, t.aggregate, t.aggregate_id, t.sequence, t.type,
+                t.payload, t.traceparent, t.created_at,
+            )
+            .where(t.published_at.is_(None))
+            .order_by(t.id)
+            .limit(self.settings.batch_size)
+        )  # fmt: skip
+        with self.engine.begin() as conn:
+            self._set_timeout(conn)
+            return list(conn.execute(query).all())
+
+    def _mark_published(self, ids: list[int]) -> None:
+        if not ids:
+            return
+        with self.engine.begin() as conn:
+            self._set_timeout(conn)
+            # One array parameter: the statement is the same whatever the batch's size.
+            conn.execute(
+                self.table.update()
+                .where(self.table.c.id == func.any(bindparam("ids", type_=ARRAY(BigInteger))))
+                .values(published_at=func.now(), attempts=self.table.c.attempts + 1),
+                {"ids": ids},
+            )
+
+    def _count_attempt(self, ids: list[int], error: Exception) -> None:
+        try:
+            with self.engine.begin() as conn:
+                self._set_timeout(conn)
+                conn.execute(
+                    self.table.update()
+                    .where(self.table.c.id.in_(ids))
+                    .values(attempts=self.table.c.attempts + 1, last_error=str(error)[:1000])
+                )
+        except SQLAlchemyError:
+            log.warning("could not record a failed publish attempt", exc_info=True)
+
+    def _minid(self) -> str:
+        oldest_ms = int((time.time() - self.settings.retention_s) * 1000)
+        return str(max(oldest_ms, 0))
+
+    def _set_timeout(self, conn: Connection) -> None:
+        # SET LOCAL takes no bind parameters; the value is our own integer.
+        conn.execute(text(f"SET LOCAL statement_timeout = {int(self.settings.db_timeout_ms)}"))
+
+    def refresh_backlog(self) -> int:
+        """Count the unpublished rows and report them as ``shop_outbox_backlog``."""
+        with self.engine.begin() as conn:
+            self._set_timeout(conn)
+            count = conn.execute(
+                select(text("count(*)"))
+                .select_from(self.table)
+                .where(self.table.c.published_at.is_(None))
+            ).scalar_one()
+        OUTBOX_BACKLOG.labels(service=self.service).set(count)
+        self._backlog_at = time.monotonic()
+        return int(count)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Publish until ``stop`` is set: lease, batches, back-off on failures."""
+        backoff = self.settings.backoff_base_s
+        try:
+            while not stop.is_set():
+                try:
+                    if not self.try_lease():
+                        stop.wait(self.settings.lease_retry_s)
+                        continue
+                    published = self.publish_once()
+                    if time.monotonic() - self._backlog_at >= self.settings.backlog_every_s:
+                        self.refresh_backlog()
+                except (redis.RedisError, SQLAlchemyError) as error:
+                    log.warning("relay for %s: %s; retrying in %.1fs", self.service, error, backoff)
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, self.settings.backoff_max_s)
+                    continue
+                except Exception:  # a bug must not silently end the thread that publishes
+                    log.exception("relay for %s: unexpected error", self.service)
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, self.settings.backoff_max_s)
+                    continue
+                backoff = self.settings.backoff_base_s
+                if published < self.settings.batch_size:
+                    stop.wait(self.settings.poll_interval_s)
+        finally:
+            self.release()
+
+    def start_thread(self) -> tuple[threading.Thread, threading.Event]:
+        """Run :meth:`run` in a daemon thread; set the returned event to stop it."""
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=self.run, args=(stop,), name=f"outbox-relay-{self.service}", daemon=True
+        )
+        thread.start()
+        return thread, stop

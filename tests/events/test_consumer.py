@@ -1,0 +1,239 @@
+"""Consumers: each event applied once, poison events dead-lettered, late groups catch up."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from shopkit.events import deadletters
+from shopkit.events.catalog import dead_letter_stream, stream_for
+from shopkit.events.consumer import errors_key
+from shopkit.events.envelope import FIELD, Event
+from shopkit.events.metrics import CONSUMER_LAG, DEAD_LETTERS, EVENTS_CONSUMED
+from shopkit.events.streams import describe, observe_group
+from tests.events import tables
+from tests.support.events import drain, pending_by, sample
+
+ORDERS = stream_for("order")
+
+
+def _pending(valkey, group: str) -> int:
+    return int(valkey.xpending(ORDERS, group)["pending"])
+
+
+def test_each_published_event_is_applied_once(
+    relay, emit_orders, make_consumer, effects, valkey
+) -> None:
+    emitted = emit_orders(30, [str(uuid.uuid4()) for _ in range(4)])
+    relay.publish_once()
+    consumer = make_consumer("audit", [ORDERS])
+    drain(consumer, until=lambda: len(effects("audit")) == 30)
+    assert effects("audit") == dict.fromkeys(emitted, 1)
+    assert _pending(valkey, "audit") == 0
+
+
+def test_the_same_event_published_twice_is_applied_once(
+    relay, emit_orders, make_consumer, effects, valkey
+) -> None:
+    [event_id] = emit_orders(1)
+    relay.publish_once()
+    [(_, fields)] = valkey.xrange(ORDERS)
+    valkey.xadd(ORDERS, fields)  # forced: the very same event a second time
+    later = emit_orders(1)
+    relay.publish_once()
+    consumer = make_consumer("audit", [ORDERS])
+    drain(
+        consumer,
+        until=lambda: valkey.xinfo_groups(ORDERS)[0]["lag"] == 0 and _pending(valkey, "audit") == 0,
+    )
+    assert effects("audit") == {event_id: 1, later[0]: 1}
+    duplicates = sample(
+        EVENTS_CONSUMED, "shop_events_consumed_total", group="audit", outcome="duplicate"
+    )
+    assert duplicates is not None and duplicates >= 1
+
+
+def test_two_groups_each_apply_every_event_once(relay, emit_orders, make_consumer, effects) -> None:
+    emitted = emit_orders(10)
+    relay.publish_once()
+    for group in ("notifications", "reviews"):
+        consumer = make_consumer(group, [ORDERS])
+        drain(consumer, until=lambda g=group: len(effects(g)) == 10)
+        assert effects(group) == dict.fromkeys(emitted, 1)
+
+
+def test_a_late_group_catches_up_from_the_start(relay, emit_orders, make_consumer, effects) -> None:
+    early = make_consumer("early", [ORDERS])
+    first = emit_orders(5)
+    relay.publish_once()
+    drain(early, until=lambda: len(effects("early")) == 5)
+    second = emit_orders(5)
+    relay.publish_once()
+    late = make_consumer("late", [ORDERS])  # created after ten events were published
+    drain(late, until=lambda: len(effects("late")) == 10)
+    assert effects("late") == dict.fromkeys(first + second, 1)
+
+
+def test_a_poison_event_is_dead_lettered_while_later_events_flow(
+    relay, emit_orders, make_consumer, effects, valkey
+) -> None:
+    orders = [str(uuid.uuid4()) for _ in range(3)]
+    poison_order = orders[0]
+    fixed = False
+    record = tables.record_effect("picky")
+
+    def handler(session, event: Event) -> None:
+        if event.subject == poison_order and not fixed:
+            raise ValueError("cannot handle this order")
+        record(session, event)
+
+    emitted = emit_orders(9, orders)  # order 0 gets events 0, 3, 6
+    poisoned = {emitted[0], emitted[3], emitted[6]}
+    relay.publish_once()
+    consumer = make_consumer("picky", [ORDERS], handler=handler)
+    drain(consumer, until=lambda: valkey.xlen(dead_letter_stream("picky")) == 3)
+    # Everything else was applied, once, while the poison was retried.
+    assert effects("picky") == {e: 1 for e in emitted if e not in poisoned}
+    assert _pending(valkey, "picky") == 0
+    assert valkey.hlen(errors_key("picky")) == 0
+    more = emit_orders(2, orders[1:])
+    relay.publish_once()
+    drain(consumer, until=lambda: len(effects("picky")) == 8)
+
+    letters = deadletters.list_dead_letters(valkey, "picky")
+    assert {letter.event_id for letter in letters} == poisoned
+    for letter in letters:
+        assert letter.attempts == 3
+        assert "ValueError: cannot handle this order" in letter.error
+        assert letter.stream == ORDERS
+        assert letter.type == "shop.order.delivered.v1"
+
+    fixed = True
+    for letter in letters:
+        deadletters.replay(valkey, "picky", letter.id)
+    assert deadletters.count_dead_letters(valkey, "picky") == 0
+    drain(consumer, until=lambda: len(effects("picky")) == 11)
+    assert effects("picky") == dict.fromkeys(emitted + more, 1)
+    with pytest.raises(deadletters.DeadLetterNotFound):
+        deadletters.replay(valkey, "picky", letters[0].id)
+
+
+def test_replaying_an_already_applied_event_changes_nothing(
+    relay, emit_orders, make_consumer, effects, valkey
+) -> None:
+    [event_id] = emit_orders(1)
+    relay.publish_once()
+    consumer = make_consumer("audit", [ORDERS])
+    drain(consumer, until=lambda: len(effects("audit")) == 1)
+    [(entry_id, fields)] = valkey.xrange(ORDERS)
+    # As if it had been dead-lettered after its effect committed (crashes before each ack).
+    valkey.xadd(dead_letter_stream("audit"), {FIELD: fields[FIELD.encode()], "stream": ORDERS,
+                                               "entry_id": entry_id, "error": "crash", "attempts": "3",
+                                               "failed_at": "0"})  # fmt: skip
+    [letter] = deadletters.list_dead_letters(valkey, "audit")
+    deadletters.replay(valkey, "audit", letter.id)
+    drain(consumer, until=lambda: valkey.xpending(stream_for("replay:audit"), "audit")["pending"] == 0
+          and valkey.xinfo_groups(stream_for("replay:audit"))[0]["lag"] == 0)  # fmt: skip
+    assert effects("audit") == {event_id: 1}
+
+
+def test_dead_letters_can_be_discarded(valkey) -> None:
+    dead_id = valkey.xadd(dead_letter_stream("g"), {FIELD: b"{}", "stream": ORDERS, "entry_id": "1-1",
+                                                    "error": "boom", "attempts": "8", "failed_at": "1"})  # fmt: skip
+    letter = deadletters.discard(valkey, "g", dead_id.decode())
+    assert letter.error == "boom"
+    assert deadletters.list_dead_letters(valkey, "g") == []
+    with pytest.raises(deadletters.DeadLetterNotFound):
+        deadletters.discard(valkey, "g", dead_id.decode())
+
+
+def test_an_unreadable_entry_goes_straight_to_the_dead_letters(
+    relay, emit_orders, make_consumer, effects, valkey
+) -> None:
+    valkey.xadd(ORDERS, {FIELD: b"not json"})
+    valkey.xadd(ORDERS, {"other": b"field"})
+    emitted = emit_orders(2)
+    relay.publish_once()
+    consumer = make_consumer("audit", [ORDERS])
+    drain(consumer, until=lambda: len(effects("audit")) == 2)
+    assert effects("audit") == dict.fromkeys(emitted, 1)
+    letters = deadletters.list_dead_letters(valkey, "audit")
+    assert len(letters) == 2
+    assert all(letter.attempts == 1 and letter.error for letter in letters)
+    assert _pending(valkey, "audit") == 0
+
+
+def test_lag_in_entries_and_seconds(relay, emit_orders, make_consumer, valkey) -> None:
+    consumer = make_consumer("slow", [ORDERS])
+    emit_orders(4)
+    relay.publish_once()
+    time.sleep(0.2)
+    [lag] = observe_group(valkey, "slow", [ORDERS])
+    assert lag.lag_entries == 4
+    assert lag.lag_seconds >= 0.2
+    assert (
+        sample(CONSUMER_LAG, "shop_consumer_lag", group="slow", stream=ORDERS, unit="entries") == 4
+    )
+    drain(consumer, until=lambda: describe(valkey, ORDERS).groups[0].pending == 0
+          and describe(valkey, ORDERS).groups[0].lag_entries == 0)  # fmt: skip
+    info = describe(valkey, ORDERS)
+    assert info.length == 4
+    assert info.groups[0].lag_seconds == 0.0
+    observe_group(valkey, "slow", [ORDERS])
+    assert sample(DEAD_LETTERS, "shop_dead_letters", group="slow") == 0
+
+
+def test_a_batch_handler_applies_each_new_event_once_and_survives_a_poison_one(
+    relay, emit_orders, make_consumer, effects, valkey
+) -> None:
+    emitted = emit_orders(6, [str(uuid.uuid4()) for _ in range(6)])
+    relay.publish_once()
+    [(_, fields), *_] = valkey.xrange(ORDERS)
+    valkey.xadd(ORDERS, fields)  # the first event a second time, in the same batch
+    record = tables.record_effect("batched")
+    batches: list[int] = []
+
+    def apply(session, events: list[Event]) -> None:
+        if any(event.id == emitted[2] for event in events):
+            raise ValueError("poison")
+        batches.append(len(events))
+        for event in events:
+            record(session, event)
+
+    consumer = make_consumer("batched", [ORDERS], batch_handler=apply)
+    drain(consumer, until=lambda: valkey.xlen(dead_letter_stream("batched")) == 1)
+    assert effects("batched") == {e: 1 for e in emitted if e != emitted[2]}
+    # The whole batch failed once, then each entry went alone.
+    assert batches and max(batches) == 1
+    [letter] = deadletters.list_dead_letters(valkey, "batched")
+    assert letter.event_id == emitted[2] and "poison" in letter.error
+
+
+def test_own_due_retries_are_found_behind_another_consumers_in_flight_entries(
+    relay, emit_orders, make_consumer, effects, valkey
+) -> None:
+    """A live consumer's long batch fills the first pages of the pending list."""
+    emit_orders(12)
+    relay.publish_once()
+    failing = True
+    record = tables.record_effect("paged")
+
+    def handler(session, event: Event) -> None:
+        if failing:
+            raise ValueError("not yet")
+        record(session, event)
+
+    mine = make_consumer("paged", [ORDERS], handler=handler, batch_size=5, claim_after_ms=60_000)
+    # Another member takes the first ten entries and keeps working on them.
+    valkey.xreadgroup("paged", "busy", {ORDERS: ">"}, count=10)
+    mine.poll()  # reads the last two; their handler fails, they stay pending
+    assert pending_by(valkey, "paged") == {"busy": 10, "tester": 2}
+    failing = False
+    time.sleep(0.25)  # past the first back-off (100 ms)
+    claimed = mine.reclaim()
+    assert len(claimed) == 2, "the due retries behind the busy consumer's entries were missed"
+    mine.process(claimed)
+    assert len(effects("paged")) == 2
+    assert pending_by(valkey, "paged") == {"busy": 10}

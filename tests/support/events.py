@@ -1,0 +1,34 @@
+"""The event tests' helpers: drive a consumer, read its metrics and its pending entries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from shopkit.events.consumer import Consumer
+
+
+def drain(consumer: Consumer, *, until: Callable[[], bool], rounds: int = 200) -> None:
+    """Poll ``consumer`` until ``until()`` holds (each poll waits at most its block time)."""
+    for _ in range(rounds):
+        if until():
+            return
+        consumer.poll()
+    assert until(), "the consumer did not get there"
+
+
+def sample(metric: Any, name: str, **labels: str) -> float | None:
+    """The current value of sample ``name`` with ``labels`` of a business metric (or None)."""
+    for family in metric.metric.collect():
+        for found in family.samples:
+            if found.name == name and found.labels == labels:
+                return float(found.value)
+    return None
+
+
+def pending_by(valkey: redis.Redis, group: str, stream: str = "events:order") -> dict[str, int]:
+    """How many entries of ``stream`` each consumer of ``group`` holds unacknowledged."""
+    summary: Any = valkey.xpending(stream, group)
+    return {c["name"].decode(): int(c["pending"]) for c in summary["consumers"]}
