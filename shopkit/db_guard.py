@@ -183,7 +183,7 @@ class DeadlinePool(QueuePool):
 
     _pool_timeout: float = 30.0
 
-    @property  # type: ignore[override]
+    @property
     def _timeout(self) -> float:
         return deadline.bounded(self._pool_timeout)
 
