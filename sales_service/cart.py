@@ -9,6 +9,11 @@ Edits of one cart are serialised by a transaction-scoped advisory lock, so
 two concurrent additions cannot take it past :data:`~sales_service.models.MAX_LINES`
 lines. Checkout reads the cart in one statement: the order is the cart as it
 stood at that moment, whatever edits come after.
+
+A cart has at most one checkout pending at a time: checkouts of one cart are
+serialised by a second advisory lock, held until the new order is recorded, and
+a checkout that finds the cart's earlier order still ``pending`` answers with
+that order instead of placing another (docs/architecture.rst, "Orders").
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from sales_service.catalog import unexpected_answer
 from sales_service.clients import InventoryClient
-from sales_service.models import MAX_LINES, CartItem
+from sales_service.models import MAX_LINES, PENDING, CartItem, Sale
 from shopkit.db import advisory_xact_lock
 from shopkit.errors import Conflict, NotFound
 from shopkit.fields import TWO_PLACES
@@ -127,10 +132,32 @@ def clear(session: Session, customer_id: int) -> None:
     session.execute(delete(CartItem).where(CartItem.customer_id == customer_id))
 
 
+def lock_checkout(session: Session, customer_id: int) -> None:
+    """Serialise the customer's checkouts until the caller's transaction ends (the saga's
+    recording of the new order commits it, so the next checkout sees that order)."""
+    advisory_xact_lock(session, "checkout", str(customer_id))
+
+
+def pending_checkout(session: Session, customer_id: int) -> Sale | None:
+    """The customer's newest order placed from the cart that is still ``pending``, if any."""
+    return session.scalars(
+        select(Sale)
+        .where(
+            Sale.customer_id == customer_id,
+            Sale.from_cart.is_(True),
+            Sale.status == PENDING,
+        )
+        .order_by(Sale.created_at.desc())
+        .limit(1)
+    ).first()
+
+
 def checkout_lines(session: Session, customer_id: int) -> tuple[tuple[int, int], ...]:
-    """The cart as order lines ``(product_id, quantity)``; 409 ``cart_empty`` if empty."""
+    """The cart as order lines ``(product_id, quantity)``; 409 ``cart_empty`` if empty.
+
+    The caller's transaction stays open (it holds :func:`lock_checkout`'s lock).
+    """
     lines = tuple((item.product_id, item.quantity) for item in _items(session, customer_id))
-    session.rollback()  # a read only: end its transaction before the saga starts its own
     if not lines:
         raise Conflict("cart_empty", "The cart is empty: add products before checking out.")
     return lines

@@ -29,15 +29,9 @@ def get_sale(session: Session, sale_id: uuid.UUID, principal: Principal) -> Sale
     return sale
 
 
-def history(
-    session: Session, username: str, status: str | None, page: int, page_size: int
-) -> dict[str, Any]:
-    """A customer's sales, newest first."""
-    statement = select(Sale).where(Sale.username == username.lower()).options(_WITH_LINES)
-    if status:
-        statement = statement.where(Sale.status == status)
-    statement = statement.order_by(Sale.created_at.desc(), Sale.id)
-    return paginate(session, statement, page, page_size)
+def history(session: Session, username: str, args: dict[str, Any]) -> dict[str, Any]:
+    """A customer's sales, newest first, filtered by ``status`` and ``product``."""
+    return list_sales(session, {**args, "customer": username})
 
 
 def list_sales(session: Session, args: dict[str, Any]) -> dict[str, Any]:

@@ -48,6 +48,7 @@ from shopkit.idempotency import (
     request_fingerprint,
 )
 from shopkit.openapi import LOCATION_HEADER
+from shopkit.service_client import DependencyUnavailable
 
 sales_blp = Blueprint(
     "sales",
@@ -149,15 +150,14 @@ def _purchase_doc(blueprint: Blueprint) -> Any:
 
 
 def _place(lines: tuple[tuple[int, int], ...], path: str, *, from_cart: bool) -> Response:
-    principal = require_principal()
     key = idempotency_key_from_request(required=False)
     fingerprint = request_fingerprint("POST", path, [list(line) for line in lines]) if key else None
+    return _order(NewSale(lines, idempotency_key=key, fingerprint=fingerprint, from_cart=from_cart))
+
+
+def _order(request: NewSale) -> Response:
     sale, replayed = purchase(
-        get_session(),
-        _clients(),
-        principal,
-        NewSale(lines, idempotency_key=key, fingerprint=fingerprint, from_cart=from_cart),
-        batcher=_batcher(),
+        get_session(), _clients(), require_principal(), request, batcher=_batcher()
     )
     return _sale_response(sale, replayed=replayed)
 
@@ -288,16 +288,45 @@ def checkout() -> ResponseReturnValue:
     """Place the cart as one order; its lines leave the cart when the order completes.
 
     Same answers as ``POST /sales``. A retry with the same ``Idempotency-Key``
-    replays the first order even though the cart has been emptied since.
+    replays the first order even though the cart has been emptied since. While
+    an earlier checkout of this cart is still ``pending``, any checkout (whatever
+    its key) answers with that order, as a retry of it would, and places no other.
     """
     key = idempotency_key_from_request(required=False)
     session = get_session()
+    customer_id = _customer_id()
     if key is not None:
-        placed = find_by_key(session, _customer_id(), key)
+        placed = find_by_key(session, customer_id, key)
         session.rollback()
         if placed is not None:
             return _place(placed_lines(placed), "/cart/checkout", from_cart=True)
-    return _place(cart.checkout_lines(session, _customer_id()), "/cart/checkout", from_cart=True)
+    cart.lock_checkout(session, customer_id)
+    pending = cart.pending_checkout(session, customer_id)
+    if pending is not None:
+        return _pending_checkout(pending)
+    return _place(cart.checkout_lines(session, customer_id), "/cart/checkout", from_cart=True)
+
+
+def _pending_checkout(sale: Sale) -> Response:
+    """Answer a checkout with the cart's order still pending: a retry of that order (which
+    drives it if nobody else is), or the order as it stands (202) when it was placed
+    without a key or its dependencies are known to be down right now."""
+    as_it_stands = _sale_response(sale, replayed=True)
+    retry = None
+    if sale.idempotency_key is not None:
+        retry = NewSale(
+            placed_lines(sale),
+            idempotency_key=sale.idempotency_key,
+            fingerprint=sale.request_fingerprint,
+            from_cart=True,
+        )
+    get_session().rollback()
+    if retry is None:
+        return as_it_stands
+    try:
+        return _order(retry)
+    except DependencyUnavailable:  # an open circuit: the order is pending all the same
+        return as_it_stands
 
 
 def placed_lines(sale: Sale) -> tuple[tuple[int, int], ...]:
@@ -318,11 +347,10 @@ def get_sale(sale_id: uuid.UUID) -> Sale:
 @requires(ROLE_CUSTOMER, ROLE_ADMIN)
 @sales_blp.arguments(HistoryArgsSchema(), location="query")
 def customer_history(args: dict[str, Any], username: str) -> ResponseReturnValue:
-    """A customer's orders, newest first, optionally of one status (the customer or an admin)."""
+    """A customer's orders, newest first, optionally of one status or holding one product
+    (the customer or an admin)."""
     ensure_self_or_admin(require_principal(), username)
-    return queries.history(
-        get_session(), username, args.get("status"), args["page"], args["page_size"]
-    )
+    return queries.history(get_session(), username, args)
 
 
 @sales_blp.route("/sales", methods=["GET"])

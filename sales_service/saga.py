@@ -820,6 +820,9 @@ def _record(
             [sale] = record_sales(session, [order])
         else:
             sale = batched.record(order)
+            # The batch committed the order on its own connection: end the caller's
+            # transaction too, which may hold the cart's checkout lock (sales_service.cart).
+            session.commit()
         if sale is not None:
             return sale, True
         return existing_sale(session, principal.customer_id, request), False

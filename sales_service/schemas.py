@@ -183,20 +183,19 @@ SalePageSchema = page_schema(SaleSchema, "SalePage")
 
 
 class HistoryArgsSchema(PageArgsSchema):
-    """Query of a customer's purchase history."""
+    """Query of a customer's purchase history: by status, and orders holding one product."""
 
     status = fields.String(validate=validate.OneOf(STATUSES))
-
-
-class SalesQuerySchema(PageArgsSchema):
-    """Query of ``GET /sales`` (admin)."""
-
-    status = fields.String(validate=validate.OneOf(STATUSES))
-    customer = fields.String(
-        validate=validate.Length(min=1, max=32), metadata={"description": "Buyer's username."}
-    )
     product = fields.Integer(
         validate=validate.Range(min=1, max=MAX_ID), metadata={"description": "Product id."}
+    )
+
+
+class SalesQuerySchema(HistoryArgsSchema):
+    """Query of ``GET /sales`` (admin)."""
+
+    customer = fields.String(
+        validate=validate.Length(min=1, max=32), metadata={"description": "Buyer's username."}
     )
 
 

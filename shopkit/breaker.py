@@ -4,10 +4,13 @@
   in flight, so a dependency that hangs can hold only that many of the
   worker's threads; the next caller waits a moment for a slot, then gets 503.
 * The **circuit breaker** opens after ``fail_max`` failures in a row: logical
-  calls that failed (unreachable, kept answering 5xx, ran out of time), and
-  each attempt that timed out, counted the moment it timed out rather than
-  when its call gives up, so a dependency that hangs opens the circuit as
-  soon as one that errors would: for ``reset_s`` every
+  calls that failed (unreachable, kept answering 5xx of its own, ran out of
+  time), and each attempt that timed out, counted the moment it timed out
+  rather than when its call gives up, so a dependency that hangs opens the
+  circuit as soon as one that errors would. A 5xx that reports a failure
+  further down (``sale_pending``, ``dependency_unavailable``: see
+  ``service_client.DOWNSTREAM_CODES``) is an answer from a healthy dependency
+  and counts as a success. For ``reset_s`` every
   call fails at once with 503 instead of waiting for its timeouts. Then one
   trial call goes through (half-open); its success closes the circuit, its
   failure opens it again.

@@ -343,8 +343,21 @@ ENVIRONMENT: tuple[Variable, ...] = (
     _other(
         "process",
         "STOREFRONT_SECURE_COOKIES",
-        "0",
-        "``1``: the storefront's session cookie is sent over HTTPS only.",
+        "",
+        "``1``: the storefront's session cookie is sent over HTTPS only; ``0``: also over "
+        "HTTP. Unset: ``1`` in production mode (``SHOP_ENV=production``), else ``0``.",
+    ),
+    _other(
+        "process",
+        "SHOP_CURRENCY",
+        "USD",
+        "The storefront: the shop's currency (ISO 4217), shown with every amount.",
+    ),
+    _other(
+        "process",
+        "SHOP_LOCALE",
+        "en_US",
+        "The storefront: how amounts are written (``de_DE``: ``1.234,50 €``).",
     ),
     _other(
         "process",
@@ -385,6 +398,13 @@ ENVIRONMENT: tuple[Variable, ...] = (
         "The full traces URL, instead of the endpoint + ``/v1/traces``.",
     ),
     _other("tracing", "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf", "The only one installed."),
+    _other(
+        "tracing",
+        "JAEGER_UI_URL",
+        "",
+        "The storefront: Jaeger's UI (e.g. ``http://127.0.0.1:16686``); while tracing is on, "
+        "an order's page links to its traces there.",
+    ),
     _other(
         "tracing",
         "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",

@@ -84,6 +84,16 @@ def _json_body() -> Any:
 
 #: Methods whose body the services read as JSON.
 BODY_METHODS = {"POST", "PUT", "PATCH"}
+#: The bodies of HTML forms (accepted with ``init_input_guard(forms=True)``).
+FORM_TYPES = {"application/x-www-form-urlencoded", "multipart/form-data"}
+
+
+def _check_form() -> None:
+    """422 for unstorable text in the path, the query or a form field of a form post."""
+    fields = [*request.args.items(multi=True), *request.form.items(multi=True)]
+    if _unstorable(request.path) or any(_unstorable(k) or _unstorable(v) for k, v in fields):
+        message = "NUL characters and lone surrogates are not allowed."
+        raise ValidationFailed({"_form": [message]}, detail=message)
 
 
 def _has_body() -> bool:
@@ -93,11 +103,18 @@ def _has_body() -> bool:
     return "chunked" in request.headers.get("Transfer-Encoding", "").lower()
 
 
-def init_input_guard(app: Flask) -> None:
-    """Refuse unstorable text, deep or unreadable JSON and empty PATCHes (see the module)."""
+def init_input_guard(app: Flask, *, forms: bool = False) -> None:
+    """Refuse unstorable text, deep or unreadable JSON and empty PATCHes (see the module).
+
+    ``forms``: the app takes HTML form posts (the storefront): a form body is
+    accepted, and its fields are checked for unstorable text like the query.
+    """
 
     @app.before_request
     def _guard() -> None:
+        if forms and request.mimetype in FORM_TYPES:
+            _check_form()
+            return
         if _has_body() and not request.is_json and request.method in BODY_METHODS:
             raise ProblemError(
                 415,

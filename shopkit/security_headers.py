@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from collections.abc import Callable
 
 from flask import Flask, Response
 
@@ -39,8 +40,9 @@ def page_policy(html: bytes) -> str:
     )
 
 
-def init_security_headers(app: Flask) -> None:
-    """Add the hardening headers to every response of ``app``."""
+def init_security_headers(app: Flask, policy: Callable[[bytes], str] = page_policy) -> None:
+    """Add the hardening headers to every response of ``app``; ``policy`` gives an HTML
+    page's CSP from its body (default :func:`page_policy`)."""
 
     @app.after_request
     def _harden(response: Response) -> Response:
@@ -48,7 +50,7 @@ def init_security_headers(app: Flask) -> None:
         for name, value in API_HEADERS[:-1]:
             headers.setdefault(name, value)
         if response.mimetype == "text/html" and not response.direct_passthrough:
-            headers.setdefault("Content-Security-Policy", page_policy(response.get_data()))
+            headers.setdefault("Content-Security-Policy", policy(response.get_data()))
         elif response.mimetype in ("text/css", "text/javascript", "application/javascript"):
             headers.setdefault("Content-Security-Policy", "frame-ancestors 'none'")
         else:

@@ -2,7 +2,9 @@
 
 Every call has a connect and read timeout, an overall deadline, and a
 bounded number of retries with jittered backoff on connection errors,
-timeouts, 502/503/504 and ``409 idempotency_key_in_use``. Retrying a POST
+timeouts, 502/503/504 and ``409 idempotency_key_in_use``; a 503 that reports a failure
+further down (``sale_pending``, the callee's own ``dependency_unavailable``) is an
+answer, returned as it is and never retried. Retrying a POST
 is safe because every state-changing call carries an ``Idempotency-Key``:
 the callee replays its stored answer instead of acting twice. The current
 ``X-Request-ID`` is passed on (and, while tracing is on, the W3C
@@ -36,6 +38,12 @@ from shopkit.request_id import current_request_id
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({502, 503, 504})
+#: Problem codes of a 5xx that a healthy callee answers about something further down:
+#: the order is recorded and settles by itself (``sale_pending``), or one of the
+#: callee's own dependencies could not be reached. They are answers: returned at once,
+#: never retried (a retry would only repeat the callee's own retries, or drop the news
+#: that an order exists) and never counted against the callee's circuit.
+DOWNSTREAM_CODES = frozenset({"sale_pending", "dependency_unavailable", "auth_unavailable"})
 USER_AGENT = "shop-service-client"
 
 
@@ -89,6 +97,12 @@ class ServiceResponse:
         """The problem ``code`` of an error answer."""
         value = self.body.get("code")
         return value if isinstance(value, str) else None
+
+    @property
+    def failed(self) -> bool:
+        """True when the callee itself failed: a 5xx that does not report a failure further
+        down (:data:`DOWNSTREAM_CODES`)."""
+        return self.status >= 500 and self.code not in DOWNSTREAM_CODES
 
 
 class JsonHttp:
@@ -329,10 +343,11 @@ class ServiceClient:
         ``bearer`` sends that token (a user's, for a front end acting for them)
         instead of this client's service token.
 
-        Returns the callee's final answer (any status below 500, or a 5xx that
-        is not retryable). Raises :class:`DependencyUnavailable` when the callee
-        cannot be reached or keeps failing until retries or the deadline run
-        out, and at once while its circuit is open or its bulkhead full.
+        Returns the callee's final answer (any status below 500, a 5xx that
+        is not retryable, or one that reports a failure further down). Raises
+        :class:`DependencyUnavailable` when the callee cannot be reached or keeps
+        failing until retries or the deadline run out, and at once while its
+        circuit is open or its bulkhead full.
         """
         budget = deadline.bounded(self.deadline_s)
         if budget <= 0:
@@ -357,7 +372,7 @@ class ServiceClient:
                     if not call.told:
                         self.guard.breaker.failed(call.trial)
                     raise
-                if result.status >= 500:
+                if result.failed:
                     self.guard.breaker.failed(call.trial)
                 else:
                     self.guard.breaker.succeeded(call.trial)
@@ -408,7 +423,7 @@ class ServiceClient:
                     call.token = self.tokens.token(force_renew=True)
                     renewed = True
                     continue
-                if result.status in RETRY_STATUSES:
+                if result.status in RETRY_STATUSES and result.failed:
                     DEPENDENCY_ERRORS.labels(dependency=self.name).inc()
                 elif result.code != "idempotency_key_in_use":
                     return result

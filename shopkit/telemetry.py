@@ -217,8 +217,9 @@ def _mark_replayed_requests(span: Any, _request: Any, response: Any) -> None:
         span.set_attribute(REPLAYED_ATTRIBUTE, True)
 
 
-def instrument_app(app: Any, engine: Any) -> None:
-    """Trace ``app``'s requests and ``engine``'s SQL (when tracing is on; else nothing).
+def instrument_app(app: Any, engine: Any = None) -> None:
+    """Trace ``app``'s requests and ``engine``'s SQL, if it has one (when tracing is on;
+    else nothing).
 
     Each server span is marked ``shop.idempotent_replayed`` when the answer was
     a replay from the idempotency store.
@@ -247,7 +248,8 @@ def instrument_app(app: Any, engine: Any) -> None:
     ]
     app.wsgi_app = decide_first(app.wsgi_app, bare)  # an unsampled request skips it all
     _follow_sampling(app)
-    _trace_sql(engine)
+    if engine is not None:
+        _trace_sql(engine)
     _untraced_paths(app, tuple(p.strip() for p in excluded.split(",") if p.strip()))
 
     @app.after_request

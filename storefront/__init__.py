@@ -2,7 +2,7 @@
 
 A backend-for-frontend: server-rendered Jinja2 pages over the four services'
 public HTTP APIs. It holds no shop data and never touches a database. The
-user's tokens stay in the signed, HttpOnly, SameSite session cookie; every
+user's tokens stay in the encrypted, HttpOnly, SameSite session cookie; every
 form carries a CSRF token (Flask-WTF). htmx (vendored under ``static/``)
 only enhances pages that work without JavaScript.
 
@@ -15,23 +15,30 @@ from __future__ import annotations
 import logging
 import os
 from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from flask import Flask, jsonify, render_template
+from flask import session as flask_session  # storefront.session is the package's module
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shopkit.config import DEV_STOREFRONT_SECRET_KEY, Settings
+from shopkit.deadline import init_deadline
+from shopkit.errors import ProblemError
+from shopkit.input_guard import init_input_guard
 from shopkit.logs import configure_logging, init_access_log
 from shopkit.metrics import init_metrics
 from shopkit.request_id import current_request_id, init_request_id
+from shopkit.security_headers import init_security_headers
 from shopkit.service_client import DependencyUnavailable
+from shopkit.telemetry import init_tracing, instrument_app
 from storefront import account, admin, shop
 from storefront.clients import ApiProblem, HttpTransport, ShopApi
+from storefront.cookie import init_cookie_sessions
 from storefront.jobs import JobRunner
+from storefront.money import LEDGER_KINDS, Money
 from storefront.problems import describe, is_unavailable
 from storefront.session import LoginRequired, current_user, forget, to_login
 from storefront.system import RateTracker
@@ -43,6 +50,23 @@ SERVICE = "storefront"
 #: ``SHOP_ENV=production``, by :meth:`shopkit.config.Settings.check_secrets`).
 DEV_SECRET_KEY = DEV_STOREFRONT_SECRET_KEY
 SESSION_DAYS = 7
+#: The CSP of every page: its own scripts (the vendored htmx), styles and images only,
+#: forms posted only to itself, never framed. No page has inline script or style.
+PAGE_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+PERMANENT_SESSION = timedelta(days=SESSION_DAYS)
+
+
+def _secure_cookies(settings: Settings) -> bool:
+    """``Secure`` cookies: ``STOREFRONT_SECURE_COOKIES`` (1 or 0) when set, else in
+    production mode (``SHOP_ENV=production``) only."""
+    configured = os.environ.get("STOREFRONT_SECURE_COOKIES", "").strip()
+    if configured:
+        return configured == "1"
+    return settings.is_production
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -67,6 +91,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         retries=settings.http_retries,
     )
     configure_logging(SERVICE, settings.log_level)
+    init_tracing(SERVICE)  # once per process, only if OTEL_* variables ask for it
 
     app = Flask(__name__)
     # The gateway serves the storefront under /shop/ and says so in X-Forwarded-Prefix
@@ -84,8 +109,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         SESSION_COOKIE_NAME="shop_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=os.environ.get("STOREFRONT_SECURE_COOKIES", "0") == "1",
-        PERMANENT_SESSION_LIFETIME=timedelta(days=SESSION_DAYS),
+        SESSION_COOKIE_SECURE=_secure_cookies(settings),
+        PERMANENT_SESSION_LIFETIME=PERMANENT_SESSION,
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
         SHOP_SETTINGS=settings,
     )
@@ -94,9 +119,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["shop_client"] = ShopApi(transport)
     app.extensions["shop_jobs"] = JobRunner(settings)
     app.extensions["shop_rates"] = RateTracker()
+    init_cookie_sessions(app, keep_s=PERMANENT_SESSION.total_seconds())
     CSRFProtect(app)
+    # The same pieces as every service's (shopkit.app), tracing first so its span covers
+    # the other hooks; no database, and forms rather than JSON bodies.
+    instrument_app(app)
     init_request_id(app)
+    init_deadline(app, settings.request_deadline_s)
     init_access_log(app)
+    init_input_guard(app, forms=True)
+    init_security_headers(app, policy=lambda _page: PAGE_POLICY)
     init_metrics(app, SERVICE)
     for blueprint in (shop.bp, account.bp, admin.bp):
         app.register_blueprint(blueprint)
@@ -133,13 +165,14 @@ def _init_health(app: Flask) -> None:
 
 
 def _init_templates(app: Flask) -> None:
-    @app.template_filter("money")
-    def money(value: Any) -> str:
-        """``"1234.5"`` → ``"1,234.50"`` (money is a decimal string; never a float)."""
-        try:
-            return f"{Decimal(str(value)):,.2f}"
-        except (InvalidOperation, ValueError):
-            return "" if value is None else str(value)
+    money = Money.from_env()
+    app.extensions["shop_money"] = money
+    app.add_template_filter(money.format, "money")
+
+    @app.template_filter("ledger_kind")
+    def ledger_kind(kind: Any) -> str:
+        """A ledger entry's kind in the shopper's words (``charge`` is a top-up)."""
+        return LEDGER_KINDS.get(str(kind), str(kind).replace("_", " "))
 
     @app.template_filter("when")
     def when(value: Any) -> str:
@@ -153,7 +186,11 @@ def _init_templates(app: Flask) -> None:
 
     @app.context_processor
     def _globals() -> dict[str, Any]:
-        return {"user": current_user(), "request_id": current_request_id()}
+        return {
+            "user": current_user(),
+            "request_id": current_request_id(),
+            "cart_count": flask_session.get(shop.CART_COUNT),
+        }
 
 
 def _init_errors(app: Flask) -> None:
@@ -169,6 +206,11 @@ def _init_errors(app: Flask) -> None:
     @app.errorhandler(DependencyUnavailable)
     def _unavailable(error: DependencyUnavailable) -> ResponseReturnValue:
         return page(503, "A service is unavailable", error.detail)
+
+    @app.errorhandler(ProblemError)
+    def _refused(error: ProblemError) -> ResponseReturnValue:
+        """A request refused before any view (the input guard, the deadline)."""
+        return page(error.status, "That did not work", error.detail)
 
     @app.errorhandler(ApiProblem)
     def _problem(error: ApiProblem) -> ResponseReturnValue:

@@ -6,11 +6,12 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from flask_wtf import FlaskForm
 
 from storefront.clients import ApiProblem
-from storefront.forms import ActionForm, LoginForm, ProfileForm, RegisterForm
+from storefront.forms import ActionForm, LoginForm, PasswordForm, ProfileForm, RegisterForm
 from storefront.problems import describe
-from storefront.session import api, current_user, forget, login_required, remember, token
+from storefront.session import api, current_user, log_out, login_required, remember, token
 
 bp = Blueprint("account", __name__)
 
@@ -42,7 +43,7 @@ def register() -> ResponseReturnValue:
             api().register(fields)
             user = remember(api().login(str(form.username.data), str(form.password.data)))
         except ApiProblem as exc:
-            problem = describe(exc)
+            problem = _refusal(form, exc)
         else:
             flash(f"Welcome, {user.username}! Top up your wallet to start shopping.", "success")
             return redirect(url_for("shop.wallet"))
@@ -74,8 +75,9 @@ def login() -> ResponseReturnValue:
 
 @bp.post("/logout")
 def logout() -> ResponseReturnValue:
-    """Log out (a POST with a CSRF token, so no other site can log anyone out)."""
-    forget()
+    """Log out (a POST with a CSRF token, so no other site can log anyone out): the
+    session ends here and at the customers service (its refresh token is revoked)."""
+    log_out()
     flash("You are logged out.", "success")
     return redirect(url_for("shop.catalogue"))
 
@@ -93,7 +95,7 @@ def profile() -> ResponseReturnValue:
         try:
             api().update_profile(token(), user.username, fields)
         except ApiProblem as exc:
-            problem = describe(exc)
+            problem = _refusal(form, exc)
         else:
             flash("Your profile is saved.", "success")
             return redirect(url_for("account.profile"))
@@ -105,7 +107,59 @@ def profile() -> ResponseReturnValue:
     return render_template(
         "account/profile.html",
         form=form,
+        password_form=PasswordForm(formdata=None),
         profile=data,
         problem=problem,
         logout_form=ActionForm(),
     ), 422 if problem else 200
+
+
+@bp.post("/profile/password")
+@login_required
+def change_password() -> ResponseReturnValue:
+    """Change the password (``POST /customers/{username}/password``); the service then
+    revokes every session of the account, so this one logs in again with the new one."""
+    user = current_user()
+    assert user is not None
+    form = PasswordForm()
+    problem = None
+    if form.validate():
+        new = str(form.new_password.data)
+        try:
+            api().change_password(token(), user.username, str(form.current_password.data), new)
+        except ApiProblem as exc:
+            if exc.code == "invalid_credentials":
+                form.current_password.errors = ["This is not your current password."]
+                problem = "The password was not changed."
+            else:
+                problem = _refusal(form, exc)
+        else:
+            remember(api().login(user.username, new))
+            flash("Your password is changed; other sessions of your account have ended.", "success")
+            return redirect(url_for("account.profile"))
+    else:
+        problem = "The password was not changed: see below."
+    data = api().profile(token(), user.username)
+    return render_template(
+        "account/profile.html",
+        form=ProfileForm(data=data),
+        password_form=form,
+        profile=data,
+        problem=problem,
+        logout_form=ActionForm(),
+    ), 422
+
+
+def _refusal(form: FlaskForm, exc: ApiProblem) -> str:
+    """Show a service's refusal: its per-field messages next to the fields, in words, and
+    a line above the form (a taken username goes next to the username)."""
+    errors = dict(exc.field_errors)
+    if exc.code == "already_exists" and "username" in form:
+        errors["username"] = ["This username is taken; choose another."]
+    placed = False
+    for name, messages in errors.items():
+        if name in form and name != "csrf_token":
+            texts = messages if isinstance(messages, list) else [messages]
+            form[name].errors = [*form[name].errors, *(str(t) for t in texts)]
+            placed = True
+    return "Please correct the fields marked below." if placed else describe(exc)

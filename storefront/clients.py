@@ -244,6 +244,28 @@ class ShopApi:
         )
         return _tokens(body)
 
+    def logout(self, refresh_token: str) -> None:
+        """``POST /auth/logout``: revoke the refresh token and its whole login (204)."""
+        self._call(
+            "customers",
+            "POST",
+            "/auth/logout",
+            json={"refresh_token": refresh_token},
+            expect=(204,),
+        )
+
+    def change_password(self, token: str, username: str, current: str, new: str) -> None:
+        """``POST /customers/{username}/password`` (204; 401 ``invalid_credentials``)."""
+        body = {"current_password": current, "new_password": new}
+        self._call(
+            "customers",
+            "POST",
+            f"/customers/{username}/password",
+            token=token,
+            json=body,
+            expect=(204,),
+        )
+
     def profile(self, token: str, username: str) -> JSON:
         """``GET /customers/{username}``: profile with balance."""
         return self._call("customers", "GET", f"/customers/{username}", token=token)
@@ -300,6 +322,16 @@ class ShopApi:
         params = {**filters, "page": page, "page_size": page_size}
         return Page.of(self._call("inventory", "GET", "/products", params=params))
 
+    def products_by_id(self, product_ids: Iterable[int]) -> dict[int, JSON]:
+        """``GET /products?ids=``: the listed products among ``product_ids`` by id (at most
+        100; archived and unknown ones are left out)."""
+        ids = sorted(set(product_ids))[:100]
+        if not ids:
+            return {}
+        params = {"ids": ",".join(str(i) for i in ids), "page_size": 100}
+        body = self._call("inventory", "GET", "/products", params=params)
+        return {int(p["id"]): p for p in body.get("items") or []}
+
     def product(self, product_id: int, token: str | None = None) -> JSON:
         """``GET /products/{id}``."""
         return self._call("inventory", "GET", f"/products/{product_id}", token=token)
@@ -347,21 +379,30 @@ class ShopApi:
         self._call("sales", "DELETE", f"/cart/items/{product_id}", token=token, expect=(204,))
 
     def checkout(self, token: str, key: str) -> JSON:
-        """``POST /cart/checkout``: the whole cart as one order (201 completed)."""
+        """``POST /cart/checkout``: the whole cart as one order (201 completed, 202 still
+        pending: the cart's earlier checkout, which sales answers any checkout with)."""
         return self._call(
-            "sales", "POST", "/cart/checkout", token=token, idempotency_key=key, expect=(201,)
+            "sales", "POST", "/cart/checkout", token=token, idempotency_key=key, expect=(201, 202)
         )
 
     def orders_of(
-        self, token: str, username: str, status: str | None = None, page: int = 1
+        self,
+        token: str,
+        username: str,
+        status: str | None = None,
+        page: int = 1,
+        *,
+        product: int | None = None,
+        page_size: int = 20,
     ) -> Page:
-        """``GET /customers/{username}/sales``: newest first."""
+        """``GET /customers/{username}/sales``: newest first (of one status, or holding one
+        product)."""
         body = self._call(
             "sales",
             "GET",
             f"/customers/{username}/sales",
             token=token,
-            params={"status": status, "page": page, "page_size": 20},
+            params={"status": status, "product": product, "page": page, "page_size": page_size},
         )
         return Page.of(body)
 

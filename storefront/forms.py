@@ -9,12 +9,15 @@ as they are. Forms that change money or orders carry a fresh
 
 from __future__ import annotations
 
+import re
 import uuid
+from decimal import Decimal
 
 from flask_wtf import FlaskForm
 from wtforms import (
     DecimalField,
     EmailField,
+    Field,
     HiddenField,
     IntegerField,
     PasswordField,
@@ -23,11 +26,28 @@ from wtforms import (
     TextAreaField,
 )
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import InputRequired, Length, NumberRange, Optional
+from wtforms.validators import (
+    InputRequired,
+    Length,
+    NumberRange,
+    Optional,
+    Regexp,
+    StopValidation,
+)
 
+#: The blank first choice of a select the user must pick themselves (nothing pre-set).
+CHOOSE = SelectChoice("", "Choose…")
 GENDERS = [SelectChoice("female"), SelectChoice("male"), SelectChoice("non_binary", "non-binary"),
            SelectChoice("prefer_not_to_say", "prefer not to say")]  # fmt: skip
 MARITAL = [SelectChoice(s) for s in ("single", "married", "divorced", "widowed")]
+#: The customers service's rules, stated on the forms (it checks them again).
+USERNAME_RULE = "3 to 32 letters, digits, '_', '.' or '-'"
+USERNAME = r"^[A-Za-z0-9_.\-]{3,32}$"
+MIN_AGE = 18
+#: The most one top-up may add (the customers service's limit).
+MAX_TOP_UP = Decimal("100000.00")
+#: An amount as people type it: digits, at most two decimals (no ``1e3``, no sign).
+AMOUNT = r"^\d{1,9}(\.\d{1,2})?$"
 CATEGORIES = ["food", "clothes", "accessories", "electronics"]
 SORTS = [("newest", "Newest"), ("price", "Price: low to high"), ("-price", "Price: high to low"),
          ("name", "Name A-Z"), ("-name", "Name Z-A")]  # fmt: skip
@@ -60,24 +80,58 @@ class ProfileForm(FlaskForm):
 
     full_name = StringField("Full name", validators=[InputRequired(), Length(max=200)])
     email = EmailField("Email", validators=[InputRequired(), Length(max=254)])
-    age = IntegerField("Age", validators=[InputRequired(), NumberRange(18, 120)])
+    age = IntegerField(
+        f"Age ({MIN_AGE} or older)",
+        validators=[InputRequired(), NumberRange(MIN_AGE, 120, f"You must be {MIN_AGE} or older.")],
+    )
     address = StringField("Address", validators=[InputRequired(), Length(max=500)])
-    gender = SelectField("Gender", choices=GENDERS)
-    marital_status = SelectField("Marital status", choices=MARITAL)
+    gender = SelectField("Gender", choices=[CHOOSE, *GENDERS],
+                         validators=[InputRequired("Choose one.")])  # fmt: skip
+    marital_status = SelectField("Marital status", choices=[CHOOSE, *MARITAL],
+                                 validators=[InputRequired("Choose one.")])  # fmt: skip
 
 
 class RegisterForm(ProfileForm):
     """A new account: the profile plus a username and password."""
 
-    username = StringField("Username", validators=[InputRequired(), Length(min=3, max=32)])
+    username = StringField(
+        f"Username ({USERNAME_RULE})",
+        validators=[InputRequired(), Regexp(USERNAME, message=f"Use {USERNAME_RULE}.")],
+    )
     password = PasswordField("Password (8 or more characters)",
                              validators=[InputRequired(), Length(min=8, max=128)])  # fmt: skip
 
 
-class TopUpForm(KeyedForm):
-    """Add money to the wallet."""
+class PasswordForm(FlaskForm):
+    """Change one's password."""
 
-    amount = DecimalField("Amount", places=2, validators=[InputRequired(), NumberRange(min=0.01)])
+    current_password = PasswordField("Current password",
+                                     validators=[InputRequired(), Length(max=128)])  # fmt: skip
+    new_password = PasswordField("New password (8 or more characters)",
+                                 validators=[InputRequired(), Length(min=8, max=128)])  # fmt: skip
+
+
+def plain_amount(_form: FlaskForm, field: Field) -> None:
+    """The amount as typed must be plain digits with at most two decimals (``1e3`` is not)."""
+    typed = (field.raw_data or [""])[0] or ""
+    if not re.fullmatch(AMOUNT, typed.strip()):
+        raise StopValidation("Enter an amount like 25 or 25.50.")
+
+
+class TopUpForm(KeyedForm):
+    """Add money to the wallet: 0.01 to :data:`MAX_TOP_UP` at a time, typed as digits."""
+
+    amount = DecimalField(
+        "Amount",
+        places=2,
+        validators=[
+            InputRequired("Enter an amount."),
+            plain_amount,
+            NumberRange(
+                Decimal("0.01"), MAX_TOP_UP, f"Top up from 0.01 to {MAX_TOP_UP:,.2f} at a time."
+            ),
+        ],
+    )
 
 
 class QuantityForm(FlaskForm):

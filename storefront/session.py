@@ -1,4 +1,5 @@
-"""Who is logged in: the user's tokens live only in the signed, HttpOnly, SameSite session cookie.
+"""Who is logged in: the user's tokens live only in the encrypted, HttpOnly, SameSite session
+cookie (:mod:`storefront.cookie`).
 
 Page JavaScript never sees a token. The access token is renewed with the
 refresh token shortly before it expires; when that fails (expired, revoked,
@@ -11,6 +12,8 @@ verifying the signature here.
 from __future__ import annotations
 
 import functools
+import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,8 +23,12 @@ import jwt
 from flask import abort, current_app, flash, redirect, request, session, url_for
 from werkzeug.wrappers import Response as WerkzeugResponse
 
+from shopkit.service_client import DependencyUnavailable
 from storefront.clients import ApiProblem, ShopApi, Tokens
+from storefront.cookie import SID, revoked
 from storefront.problems import describe, recorded
+
+log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: Renew the access token when it has fewer seconds than this left.
@@ -50,11 +57,21 @@ def api() -> ShopApi:
     return current_app.extensions["shop_client"]  # type: ignore[no-any-return]
 
 
-def remember(tokens: Tokens) -> User:
-    """Start the session for these tokens; returns who it is."""
+def remember(tokens: Tokens, *, renewed: bool = False) -> User:
+    """Keep these tokens in the session; returns who it is.
+
+    A login starts a new session (a new id; any earlier session of this browser is
+    refused from now on, copies of its cookie included). ``renewed`` tokens of the same
+    login only replace the old ones: the rest of the session stays.
+    """
     claims = jwt.decode(tokens.access_token, options={"verify_signature": False})
     user = User(username=str(claims.get("sub", "")), role=str(claims.get("role", "customer")))
-    session.clear()
+    if not renewed:
+        earlier = session.get(SID)
+        if earlier is not None:
+            revoked().revoke(str(earlier))
+        session.clear()
+        session[SID] = secrets.token_urlsafe(18)
     session.permanent = True
     session["user"] = {"username": user.username, "role": user.role}
     session["tokens"] = {
@@ -66,8 +83,25 @@ def remember(tokens: Tokens) -> User:
 
 
 def forget() -> None:
-    """End the session (log out)."""
+    """End the session here (the cookie is emptied)."""
     session.clear()
+
+
+def log_out() -> None:
+    """End the session everywhere: the refresh token is revoked at the customers service
+    and every copy of this session's cookie is refused from now on."""
+    stored = session.get("tokens")
+    refresh = stored.get("refresh") if isinstance(stored, dict) else None
+    sid = session.get(SID)
+    if sid is not None:
+        revoked().revoke(str(sid))
+    forget()
+    if refresh:
+        try:
+            api().logout(str(refresh))
+        except (ApiProblem, DependencyUnavailable) as exc:
+            # The session is over here either way; the refresh token then expires by itself.
+            log.warning("logout could not revoke the refresh token: %s", exc)
 
 
 def current_user() -> User | None:
@@ -93,7 +127,7 @@ def token() -> str:
     except ApiProblem:
         forget()
         raise LoginRequired from None
-    remember(renewed)
+    remember(renewed, renewed=True)
     return renewed.access_token
 
 

@@ -461,6 +461,11 @@ def test_histories_filter_by_status(sales: FlaskClient, shop: Shop, identity: Id
     assert shipped["items"][0]["items"][1]["product_id"] == pen
     by_product = sales.get(f"/sales?product={pen}", headers=admin).get_json()
     assert [s["id"] for s in by_product["items"]] == [kept]
+    # A buyer's own history by product (the storefront offers reviews to buyers only).
+    mine_of_pen = sales.get(f"{mine}?product={pen}", headers=bearer(token)).get_json()
+    assert [s["id"] for s in mine_of_pen["items"]] == [kept]
+    mine_of_lamp = sales.get(f"{mine}?product={lamp}", headers=bearer(token)).get_json()
+    assert {s["id"] for s in mine_of_lamp["items"]} == {kept, gone}
 
 
 def test_only_paid_orders_count_as_purchases_for_reviews(

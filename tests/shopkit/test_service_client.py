@@ -270,3 +270,36 @@ def test_the_bulkhead_bounds_calls_in_flight() -> None:
         pass
     with bulkhead.slot():  # freed again
         pass
+
+
+@pytest.mark.parametrize(
+    "problem",
+    [
+        {"code": "sale_pending", "sale_id": "s-1", "dependency": "inventory"},
+        {"code": "dependency_unavailable", "dependency": "inventory"},
+    ],
+)
+def test_a_503_reporting_a_failure_further_down_is_an_answer(
+    callee: tuple[str, Script], problem: dict[str, Any]
+) -> None:
+    """It is returned at once (not retried, not dropped) and never opens the circuit."""
+    url, script = callee
+    script.answers = [(503, problem, 0.0)] * 20
+    fake = client(url, retries=2)
+    for _ in range(8):
+        result = fake.post("/cart/checkout", idempotency_key="k")
+        assert (result.status, result.body) == (503, problem)
+    assert len(script.seen) == 8
+    assert fake.guard.breaker.state == "closed"
+    script.answers = [(200, {"items": []}, 0.0)]
+    assert fake.get("/cart").status == 200
+
+
+def test_the_callees_own_503s_still_open_the_circuit(callee: tuple[str, Script]) -> None:
+    url, script = callee
+    script.answers = [(503, {"code": "database_unavailable"}, 0.0)] * 20
+    fake = client(url, retries=0)
+    for _ in range(5):
+        with pytest.raises(DependencyUnavailable):
+            fake.get("/x")
+    assert fake.guard.breaker.state == "open"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 import textwrap
@@ -12,6 +13,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from shopkit.config import Settings
+from shopkit.service_client import DependencyUnavailable
 from storefront.jobs import JobRunner
 from tests.support.storefront import FakeServices, access_token, log_in
 
@@ -81,7 +83,7 @@ def test_product_page_shows_stock_average_histogram_and_reviews(
     assert response.status_code == 200
     assert "4 in stock" in response.text and "Superb grip" in response.text
     assert re.search(r'id="average">4.25<', response.text)
-    assert 'style="width: 50%"' in response.text  # two of four reviews gave five stars
+    assert 'max="4" value="2" aria-label="2 of 4 reviews gave 5 stars"' in response.text
 
 
 def test_unknown_product_is_a_404_page(client: FlaskClient, fake: FakeServices) -> None:
@@ -134,6 +136,85 @@ def test_login_keeps_tokens_in_an_httponly_samesite_cookie_only(
     assert token not in page.text and "r-1" not in page.text
     (call,) = fake.made("customers", "GET", "/customers/ada/wallet")
     assert call.token == token
+
+
+def test_the_session_cookie_is_encrypted_so_no_token_can_be_read_from_it(
+    client: FlaskClient, fake: FakeServices
+) -> None:
+    import base64
+    import zlib
+
+    token = log_in(client, fake, "ada")
+    value = client.get_cookie("shop_session").value
+    readable = value
+    for part in value.replace("-", "+").replace("_", "/").split("."):
+        try:
+            raw = base64.b64decode(part + "=" * (-len(part) % 4))
+            readable += raw.decode(errors="ignore") + zlib.decompress(raw).decode(errors="ignore")
+        except (ValueError, zlib.error):
+            continue
+    for secret in (token, token.split(".")[1], "refresh-1", "ada"):
+        assert secret not in readable
+
+
+def test_logout_revokes_the_refresh_token_and_a_copied_cookie_opens_nothing(
+    client: FlaskClient, fake: FakeServices, app
+) -> None:
+    log_in(client, fake, "ada")
+    fake.on("customers", "POST", "/auth/logout", 204)
+    fake.on("customers", "GET", "/customers/ada/wallet", 200, {"balance": "5.00", **page_of()})
+    assert client.get("/wallet").status_code == 200
+    copied = client.get_cookie("shop_session").value
+
+    response = client.post("/logout")
+    assert response.status_code == 302
+    (revoke,) = fake.made("customers", "POST", "/auth/logout")
+    assert revoke.json == {"refresh_token": "refresh-1"}
+
+    thief = app.test_client()
+    thief.set_cookie("shop_session", copied)
+    stolen = thief.get("/wallet")
+    assert stolen.status_code == 302 and stolen.headers["Location"].startswith("/login")
+    assert len(fake.made("customers", "GET", "/customers/ada/wallet")) == 1
+
+
+def test_a_renewal_keeps_the_session_and_a_new_login_refuses_the_old_cookie(
+    client: FlaskClient, fake: FakeServices, app
+) -> None:
+    log_in(client, fake, "ada", ttl_s=30)  # within the renewal margin
+    fake.on("sales", "GET", "/cart", 200, CART)
+    fake.on("customers", "POST", "/auth/refresh", 200,
+            {"access_token": access_token("ada"), "refresh_token": "refresh-2",
+             "expires_in": 900})  # fmt: skip
+    first = _cart_key(client.get("/cart").text)  # renews the tokens
+    assert fake.made("customers", "POST", "/auth/refresh")
+    assert _cart_key(client.get("/cart").text) == first  # the checkout nonce survived
+    old = client.get_cookie("shop_session").value
+    log_in(client, fake, "ada")
+    stale = app.test_client()
+    stale.set_cookie("shop_session", old)
+    assert stale.get("/cart").status_code == 302
+
+
+def test_logout_ends_the_session_even_when_customers_cannot_revoke(
+    client: FlaskClient, fake: FakeServices
+) -> None:
+    log_in(client, fake, "ada")
+    fake.down.add("customers")
+    assert client.post("/logout").status_code == 302
+    assert client.get("/wallet").status_code == 302
+
+
+def test_secure_cookies_are_the_default_in_production_mode(
+    make_app, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("STOREFRONT_SECURE_COOKIES", raising=False)
+    development = Settings.from_env("storefront", log_level="WARNING")
+    assert make_app(SETTINGS=development).config["SESSION_COOKIE_SECURE"] is False
+    production = dataclasses.replace(development, environment="production")
+    assert make_app(SETTINGS=production).config["SESSION_COOKIE_SECURE"] is True
+    monkeypatch.setenv("STOREFRONT_SECURE_COOKIES", "0")
+    assert make_app(SETTINGS=production).config["SESSION_COOKIE_SECURE"] is False
 
 
 def test_a_refused_login_shows_the_services_detail(client: FlaskClient, fake: FakeServices) -> None:
@@ -281,7 +362,59 @@ def test_register_shows_why_the_service_refused(client: FlaskClient, fake: FakeS
         "marital_status": "single",
     }
     response = client.post("/register", data=form)
-    assert response.status_code == 422 and "The username is taken." in response.text
+    assert response.status_code == 422
+    assert re.search(
+        r'id="username"[^>]*>\s*<span class="field-error">This username is taken; choose another.',
+        response.text,
+    )
+    fake.on("customers", "POST", "/customers", 422, {
+        "code": "validation_error", "detail": "The request is not valid.",
+        "errors": {"email": ["Not a valid email address."], "age": ["Must be 18 or more."]}})  # fmt: skip
+    response = client.post("/register", data={**form, "username": "fresh"})
+    assert response.status_code == 422
+    assert "Please correct the fields marked below." in response.text
+    assert re.search(
+        r'id="email"[^>]*>\s*<span class="field-error">Not a valid email', response.text
+    )
+    assert re.search(
+        r'id="age"[^>]*>\s*<span class="field-error">Must be 18 or more.', response.text
+    )
+
+
+def test_the_register_form_states_its_rules_and_presets_nothing(client: FlaskClient) -> None:
+    page = client.get("/register").text
+    assert "3 to 32 letters, digits, &#39;_&#39;, &#39;.&#39; or &#39;-&#39;" in page
+    assert "Age (18 or older)" in page
+    for name in ("gender", "marital_status"):
+        select = re.search(rf'<select[^>]*id="{name}"[^>]*>(.*?)</select>', page, re.S)
+        assert select is not None
+        assert select.group(1).startswith('<option value="">Choose'), select.group(1)
+        assert "selected" not in select.group(1)
+    response = client.post("/register", data={"username": "ab", "password": "long-enough"})
+    assert response.status_code == 422
+    assert "Use 3 to 32 letters" in response.text and "Choose one." in response.text
+
+
+def test_password_change_in_the_account_page(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    fake.on("customers", "GET", "/customers/ada", 200, {"username": "ada", "full_name": "Ada",
+            "email": "a@example.com", "age": 30, "address": "1 Elm Row", "gender": "female",
+            "marital_status": "single", "balance": "0.00"})  # fmt: skip
+    assert 'id="password-form"' in client.get("/profile").text
+    fake.on("customers", "POST", "/customers/ada/password", 401,
+            {"code": "invalid_credentials", "detail": "Wrong password."})  # fmt: skip
+    wrong = {"current_password": "nope", "new_password": "a-new-secret"}
+    response = client.post("/profile/password", data=wrong)
+    assert response.status_code == 422 and "This is not your current password." in response.text
+    assert client.get("/wallet").status_code != 302  # still logged in
+    fake.on("customers", "POST", "/customers/ada/password", 204)
+    response = client.post("/profile/password", data={**wrong, "current_password": "secret-pass"})
+    assert response.status_code == 302
+    changed = fake.made("customers", "POST", "/customers/ada/password")[-1]
+    assert changed.json == {"current_password": "secret-pass", "new_password": "a-new-secret"}
+    relogin = fake.made("customers", "POST", "/auth/login")[-1]
+    assert relogin.json == {"username": "ada", "password": "a-new-secret"}
 
 
 # --- cart, checkout, orders, wallet --------------------------------------------------------------
@@ -318,7 +451,7 @@ def test_checkout_with_too_little_money_shows_the_problem_and_keeps_the_cart(
     assert response.status_code == 409
     assert "The wallet balance does not cover the total." in response.text
     assert "Top up your wallet" in response.text
-    assert "Trail Shoes" in response.text and 'id="cart-total">179.80<' in response.text
+    assert "Trail Shoes" in response.text and 'id="cart-total">$179.80<' in response.text
     key = re.search(r'name="key" type="hidden" value="([^"]+)"', response.text).group(1)
     assert key != "k-1"  # a retry after topping up is a new attempt, not a replay of the refusal
 
@@ -326,22 +459,100 @@ def test_checkout_with_too_little_money_shows_the_problem_and_keeps_the_cart(
 @pytest.mark.parametrize(
     ("code", "hint"),
     [
-        ("sale_pending", "The order is recorded and will be settled shortly"),
         ("dependency_unavailable", "Nothing was ordered: please try again"),
         ("database_unavailable", "Nothing was ordered: please try again"),
     ],
 )
-def test_a_503_checkout_says_whether_an_order_was_recorded(
+def test_a_503_checkout_that_recorded_nothing_says_so(
     client: FlaskClient, fake: FakeServices, shopper: str, code: str, hint: str
 ) -> None:
     fake.on("sales", "POST", "/cart/checkout", 503, {
-        "code": code, "detail": "A dependency is unavailable.", "sale_id": SALE_ID})  # fmt: skip
+        "code": code, "detail": "A dependency is unavailable."})  # fmt: skip
     fake.on("sales", "GET", "/cart", 200, CART)
     response = client.post("/cart/checkout", data={"key": "k-3"})
     assert response.status_code == 503
     assert "A dependency is unavailable." in response.text
     assert hint in response.text
     assert "Trail Shoes" in response.text
+
+
+def _cart_key(page: str) -> str:
+    found = re.search(r'name="key" type="hidden" value="([^"]+)"', page)
+    assert found is not None
+    return found.group(1)
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (503, {"code": "sale_pending", "detail": "The inventory service is unavailable; the "
+               "purchase is pending and will be settled automatically.", "sale_id": SALE_ID,
+               "sale_status": "pending", "dependency": "inventory"}),
+        (409, {"code": "sale_in_progress", "detail": "This purchase is being processed right "
+               "now; retry shortly.", "sale_id": SALE_ID}),
+        (202, {**SALE, "status": "pending", "total": None}),
+    ],
+)  # fmt: skip
+def test_a_recorded_checkout_says_recorded_with_a_link_never_try_again(
+    client: FlaskClient, fake: FakeServices, shopper: str, status: int, body: dict
+) -> None:
+    fake.on("sales", "POST", "/cart/checkout", status, body)
+    fake.on("sales", "GET", "/cart", 200, CART)
+    before = _cart_key(client.get("/cart").text)
+    response = client.post("/cart/checkout", data={"key": before})
+    assert response.status_code == 202
+    assert "Your order is recorded and is being" in response.text
+    assert f'href="/orders/{SALE_ID}" id="recorded-order"' in response.text
+    assert "try again" not in response.text.lower()
+    # Checking out again sends the same key: sales answers with the same order.
+    assert _cart_key(response.text) == before
+    client.post("/cart/checkout", data={"key": before})
+    assert {c.idempotency_key for c in fake.made("sales", "POST", "/cart/checkout")} == {before}
+
+
+def test_the_cart_says_when_an_earlier_checkout_is_still_pending(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    fake.on("sales", "GET", "/cart", 200, CART)
+    fake.on("sales", "GET", "/customers/ada/sales", 200, page_of({**SALE, "status": "pending"}))
+    page = client.get("/cart").text
+    assert f'href="/orders/{SALE_ID}" id="recorded-order"' in page
+    (call,) = fake.made("sales", "GET", "/customers/ada/sales")
+    assert call.params["status"] == "pending"
+
+
+def test_the_checkout_key_is_stable_for_the_carts_contents_until_it_is_paid(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    fake.on("sales", "GET", "/cart", 200, CART)
+    first = _cart_key(client.get("/cart").text)
+    assert _cart_key(client.get("/cart").text) == first  # a reload, another tab
+    fake.on("sales", "GET", "/cart", 200, {**CART, "items": [{**CART["items"][0], "quantity": 3}]})
+    changed = _cart_key(client.get("/cart").text)
+    assert changed != first
+    fake.on("sales", "GET", "/cart", 200, CART)
+    assert _cart_key(client.get("/cart").text) == first
+    fake.on("sales", "POST", "/cart/checkout", 201, SALE)
+    assert client.post("/cart/checkout", data={"key": first}).status_code == 302
+    # Paid: the same contents bought again later are a new order.
+    assert _cart_key(client.get("/cart").text) not in (first, changed)
+
+
+def test_a_checkout_without_an_answer_says_the_order_may_exist(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    fake.on("sales", "GET", "/cart", 200, CART)
+    key = _cart_key(client.get("/cart").text)
+
+    def no_answer(_call: object) -> None:
+        raise DependencyUnavailable("sales")
+
+    fake.handle("sales", "POST", "/cart/checkout", no_answer)  # type: ignore[arg-type]
+    response = client.post("/cart/checkout", data={"key": key})
+    assert response.status_code == 503
+    assert "we cannot tell whether your order was placed" in response.text
+    assert "Nothing was ordered" not in response.text
+    assert _cart_key(response.text) == key
 
 
 def test_insufficient_stock_names_the_short_lines(
@@ -370,13 +581,77 @@ def test_order_page_shows_lines_history_steps_hidden_and_cancel(
     assert "saga-steps" not in response.text  # the saga's steps are for the console
 
 
+def test_cancelling_needs_the_confirmation_ticked(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    fake.on("sales", "GET", f"/sales/{SALE_ID}", 200, SALE)
+    page = client.get(f"/orders/{SALE_ID}").text
+    assert 'id="confirm-cancel" required' in page
+    response = client.post(f"/orders/{SALE_ID}/cancel", data={"key": "c-9"}, follow_redirects=True)
+    assert "Tick the box to confirm" in response.text
+    assert not fake.made("sales", "POST", f"/sales/{SALE_ID}/cancellation")
+
+
+def test_orders_without_priced_lines_show_names_and_no_none(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    unpriced = {"product_id": 9, "product_name": None, "quantity": 1, "unit_price": None,
+                "line_total": None}  # fmt: skip
+    pending = {**SALE, "id": "p" + SALE_ID[1:], "status": "pending", "total": None,
+               "items": [{**unpriced}]}  # fmt: skip
+    failed = {**SALE, "id": "f" + SALE_ID[1:], "status": "failed", "total": None,
+              "failure_code": "insufficient_stock", "items": [{**unpriced, "product_id": 8}]}  # fmt: skip
+    fake.on("sales", "GET", "/customers/ada/sales", 200, page_of(SALE, pending, failed))
+    fake.on("inventory", "GET", "/products", 200, page_of({**PRODUCT, "id": 9, "name": "Kettle"}))
+    page = client.get("/orders").text
+    assert "None" not in page
+    times = "\N{MULTIPLICATION SIGN}"
+    assert f"2 {times} Trail Shoes" in page and f"1 {times} Kettle" in page
+    assert f"1 {times} product 8" in page
+    assert "not charged yet" in page and "nothing charged" in page
+    assert '<span class="status status-completed">paid</span>' in page
+    (names,) = fake.made("inventory", "GET", "/products")
+    assert names.params["ids"] == "8,9"
+
+
+def test_your_reviews_name_the_products(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    review = {"id": 3, "product_id": 7, "rating": 4, "status": "pending", "comment": "Good.",
+              "updated_at": "2025-01-01T10:00:00+00:00"}  # fmt: skip
+    fake.on("reviews", "GET", "/customers/ada/reviews", 200, page_of(review))
+    fake.on("inventory", "GET", "/products", 200, page_of(PRODUCT))
+    page = client.get("/reviews").text
+    assert ">Trail Shoes</a>" in page and "product 7" not in page
+
+
+def test_the_order_page_shows_the_address_paid_and_the_trace_link(
+    client: FlaskClient, fake: FakeServices, shopper: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake.on("sales", "GET", f"/sales/{SALE_ID}", 200, SALE)
+    fake.on("customers", "GET", "/customers/ada", 200, {"username": "ada", "address": "1 Elm Row"})
+    page = client.get(f"/orders/{SALE_ID}").text
+    assert '<span id="delivery-address">1 Elm Row</span>' in page
+    assert 'id="order-status"><span class="status status-completed">paid</span>' in page
+    assert 'id="order-trace"' not in page  # tracing is off
+    monkeypatch.setenv("JAEGER_UI_URL", "http://jaeger.example:16686/")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://jaeger.example:4318")
+    page = client.get(f"/orders/{SALE_ID}").text
+    link = re.search(r'href="([^"]+)" id="order-trace"', page)
+    assert link is not None
+    assert link.group(1).startswith("http://jaeger.example:16686/search?service=sales&amp;tags=")
+    assert SALE_ID in link.group(1)
+
+
 def test_cancel_sends_a_key_and_shows_a_refusal(
     client: FlaskClient, fake: FakeServices, shopper: str
 ) -> None:
     fake.on("sales", "POST", f"/sales/{SALE_ID}/cancellation", 409,
             {"code": "invalid_transition", "detail": "A shipped order cannot be cancelled.", "status": "shipped"})  # fmt: skip
     fake.on("sales", "GET", f"/sales/{SALE_ID}", 200, {**SALE, "status": "shipped"})
-    response = client.post(f"/orders/{SALE_ID}/cancel", data={"key": "c-1"}, follow_redirects=True)
+    response = client.post(
+        f"/orders/{SALE_ID}/cancel", data={"key": "c-1", "confirm": "yes"}, follow_redirects=True
+    )
     assert "A shipped order cannot be cancelled." in response.text
     assert 'id="cancel-order"' not in response.text
     assert fake.made("sales", "POST", f"/sales/{SALE_ID}/cancellation")[0].idempotency_key == "c-1"
@@ -402,7 +677,9 @@ def test_a_503_cancellation_says_whether_it_was_recorded(
     fake.on("sales", "POST", f"/sales/{SALE_ID}/cancellation", 503, {**body, "sale_id": SALE_ID})
     status = "cancelling" if body["code"] == "sale_pending" else "completed"
     fake.on("sales", "GET", f"/sales/{SALE_ID}", 200, {**SALE, "status": status})
-    page = client.post(f"/orders/{SALE_ID}/cancel", data={"key": "c-2"}, follow_redirects=True)
+    page = client.post(
+        f"/orders/{SALE_ID}/cancel", data={"key": "c-2", "confirm": "yes"}, follow_redirects=True
+    )
     category_found, flashed = re.findall(r'<p class="flash (\w+)" role="status">([^<]*)</p>',
                                          page.text)[-1]  # fmt: skip
     assert category_found == category
@@ -456,6 +733,71 @@ def test_top_up_charges_the_wallet_once_per_form(
     assert charge.json == {"amount": "25.50"} and charge.idempotency_key == "t-1"
 
 
+WALLET = {"username": "ada", "balance": "1234.50", "items": [
+    {"kind": "charge", "amount": "1000.00", "created_at": "2025-01-01T10:00:00+00:00"},
+    {"kind": "refund_credit", "amount": "5.00", "sale_id": SALE_ID,
+     "created_at": "2025-01-01T11:00:00+00:00"}], "page": 1, "page_size": 20, "total": 2}  # fmt: skip
+
+
+@pytest.mark.parametrize("typed", ["1e3", "-5", "0", "100000.01", "12.345", "ten"])
+def test_a_top_up_takes_only_a_plain_amount_within_the_stated_limit(
+    client: FlaskClient, fake: FakeServices, shopper: str, typed: str
+) -> None:
+    fake.on("customers", "GET", "/customers/ada/wallet", 200, WALLET)
+    page = client.get("/wallet").text
+    assert "From $0.01 to $100,000.00 per top-up." in page
+    response = client.post("/wallet", data={"amount": typed, "key": "t-2"})
+    assert response.status_code == 422
+    assert "Enter an amount like 25 or 25.50." in response.text or (
+        "Top up from 0.01 to 100,000.00 at a time." in response.text
+    )
+    assert f'value="{typed}"' in response.text  # what was typed stays
+    assert not fake.made("customers", "POST", "/customers/ada/wallet/charge")
+
+
+def test_money_shows_the_currency_and_a_top_up_reads_top_up(
+    make_app, fake: FakeServices, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake.on("customers", "GET", "/customers/ada/wallet", 200, WALLET)
+    client = make_app().test_client()
+    log_in(client, fake, "ada")
+    page = client.get("/wallet").text
+    assert '<strong id="balance">$1,234.50</strong>' in page
+    assert ">top-up</td>" in page and ">refund</td>" in page and ">charge" not in page
+    monkeypatch.setenv("SHOP_CURRENCY", "EUR")
+    monkeypatch.setenv("SHOP_LOCALE", "de_DE")
+    client = make_app().test_client()
+    log_in(client, fake, "ada")
+    assert '<strong id="balance">1.234,50\xa0€</strong>' in client.get("/wallet").text
+    monkeypatch.setenv("SHOP_CURRENCY", "XYZ")
+    with pytest.raises(ValueError, match="SHOP_CURRENCY"):
+        make_app()
+
+
+def test_a_page_past_the_end_goes_to_the_last_and_the_count_always_shows(
+    client: FlaskClient, fake: FakeServices
+) -> None:
+    fake.on("inventory", "GET", "/products", 200,
+            {"items": [], "page": 999, "page_size": 12, "total": 30})  # fmt: skip
+    response = client.get("/?q=lamp&page=999")
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/?q=lamp&page=3"
+    fake.on("inventory", "GET", "/products", 200,
+            {"items": [PRODUCT], "page": 1, "page_size": 12, "total": 1})  # fmt: skip
+    assert '<p class="result-count" id="result-count">1 product</p>' in client.get("/").text
+
+
+def test_the_menu_counts_the_cart_and_a_short_line_says_how_many_are_left(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    short = {**CART, "items": [{**CART["items"][0], "quantity": 5, "available": False}]}
+    fake.on("sales", "GET", "/cart", 200, short)
+    fake.on("inventory", "GET", "/products", 200, page_of(PRODUCT))
+    page = client.get("/cart").text
+    assert '<span class="count" id="cart-count" aria-label="5 items">5</span>' in page
+    assert "only 4 available" in page
+
+
 def test_a_service_that_is_down_is_a_clear_503_page(
     client: FlaskClient, fake: FakeServices, shopper: str
 ) -> None:
@@ -481,6 +823,22 @@ def test_a_service_error_is_a_502_page_without_details(
     assert "The sales service failed." in response.text and "psycopg2" not in response.text
 
 
+def test_the_review_form_is_only_for_buyers(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    fake.on("inventory", "GET", "/products/7", 200, PRODUCT)
+    fake.on("reviews", "GET", "/products/7/reviews", 200,
+            {**page_of(), "summary": {"count": 0, "average": None, "histogram": {}}})  # fmt: skip
+    fake.on("reviews", "GET", "/customers/ada/reviews", 200, page_of())
+    fake.on("sales", "GET", "/customers/ada/sales", 200, page_of({**SALE, "status": "cancelled"}))
+    page = client.get("/products/7").text
+    assert 'id="review-form"' not in page and "Only buyers can review" in page
+    (asked,) = fake.made("sales", "GET", "/customers/ada/sales")
+    assert asked.params["product"] == 7
+    fake.on("sales", "GET", "/customers/ada/sales", 200, page_of(SALE))
+    assert 'id="review-form"' in client.get("/products/7").text
+
+
 def test_review_is_written_then_edited(
     client: FlaskClient, fake: FakeServices, shopper: str
 ) -> None:
@@ -492,10 +850,18 @@ def test_review_is_written_then_edited(
         403,
         {"code": "not_a_buyer", "detail": "Only buyers may review."},
     )
+    fake.on("inventory", "GET", "/products/7", 200, PRODUCT)
+    fake.on("reviews", "GET", "/products/7/reviews", 200,
+            {**page_of(), "summary": {"count": 0, "average": None, "histogram": {}}})  # fmt: skip
+    fake.on("sales", "GET", "/customers/ada/sales", 200, page_of({**SALE, "status": "delivered"}))
     response = client.post(
         "/products/7/review", data={"rating": "4", "comment": "Nice"}, follow_redirects=False
     )
-    assert response.status_code == 302
+    # Refused: the page says why and keeps what was written.
+    assert response.status_code == 422
+    assert "Only buyers may review." in response.text
+    assert re.search(r">\s*Nice</textarea>", response.text)
+    assert '<option selected value="4">' in response.text
     assert fake.made("reviews", "POST", "/reviews")[0].json == {
         "product_id": 7,
         "rating": 4,
