@@ -22,6 +22,12 @@ Decisions where the contract is silent:
 - ``DELETE`` archives: the product is hidden (404) from everyone but admins,
   cannot be reserved, and keeps its reservations. Admins may still restock or
   deduct it, and releasing a reservation puts stock back on it.
+- A product has at most one image (``PUT /products/{id}/image``, admins; the
+  bytes as the body, at most 1 MiB; PNG, JPEG, WebP or a script-free SVG, told
+  by the content). ``GET /products/{id}/image`` serves it to anyone with an
+  ``ETag`` (304 for ``If-None-Match``), ``Cache-Control`` and a sandboxing CSP;
+  an archived product's image is hidden like the product. See
+  :mod:`inventory_service.images`.
 - ``GET /products?ids=1,2,3`` reads up to 100 products at once (the cart's
   prices and stock in one call); unknown or archived ids are simply absent.
 - A reservation is a header per sale (``sale_id`` is its key) with 1 to 50

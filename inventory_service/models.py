@@ -1,5 +1,5 @@
-"""Tables of the ``inventory`` schema: products with their stock, and stock reservations
-(a header per sale and its lines).
+"""Tables of the ``inventory`` schema: products with their stock and image, and stock
+reservations (a header per sale and its lines).
 
 Stock only ever changes through conditional ``UPDATE`` statements (see
 :mod:`inventory_service.stock`), backed by ``CHECK (stock >= 0)`` and an upper
@@ -37,6 +37,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     Numeric,
     String,
     Table,
@@ -53,6 +54,9 @@ SCHEMA = "inventory"
 
 CATEGORIES = ("food", "clothes", "accessories", "electronics")
 RESERVATION_STATUSES = ("reserved", "released", "returned")
+IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", "image/svg+xml")
+#: Largest product image (1 MiB).
+IMAGE_MAX_BYTES = 1024 * 1024
 
 #: Largest stock a product may hold (well inside PostgreSQL's ``integer``).
 MAX_STOCK = 2_000_000_000
@@ -163,3 +167,24 @@ class ReservationLine(Base):
 
 class IdempotencyKey(IdempotencyKeyMixin, Base):
     """Idempotency keys of state-changing calls to the inventory service."""
+
+
+class ProductImage(Base):
+    """A product's one image (PNG, JPEG, WebP or SVG, checked by content; see
+    :mod:`inventory_service.images`), replaced whole by each upload."""
+
+    __tablename__ = "product_images"
+    __table_args__ = (
+        CheckConstraint(_in("media_type", IMAGE_MEDIA_TYPES), name="media_type_known"),
+        CheckConstraint(f"octet_length(content) <= {IMAGE_MAX_BYTES}", name="size_limit"),
+    )
+
+    product_id: Mapped[int] = mapped_column(ForeignKey(Product.id), primary_key=True)
+    media_type: Mapped[str] = mapped_column(String(40))
+    content: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    #: SHA-256 of ``content`` in hex: the image's ETag.
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )

@@ -5,18 +5,19 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from flask import current_app, jsonify
+from flask import Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from flask_smorest import Blueprint
 
-from inventory_service import catalogue, reservations, stock
+from inventory_service import catalogue, images, reservations, stock
 from inventory_service.clients import PaymentsClient
 from inventory_service.metrics import STOCK_RESERVATIONS
-from inventory_service.models import IdempotencyKey, Product
+from inventory_service.models import IMAGE_MAX_BYTES, IMAGE_MEDIA_TYPES, IdempotencyKey, Product
 from inventory_service.schemas import (
     BatchCreateSchema,
     BatchResultSchema,
     ProductCreateSchema,
+    ProductImageSchema,
     ProductPageSchema,
     ProductPatchSchema,
     ProductSchema,
@@ -27,6 +28,7 @@ from inventory_service.schemas import (
     ReservationPageSchema,
     ReservationRequestSchema,
     ReservationSchema,
+    dump_image,
     dump_product,
     dump_reservation,
 )
@@ -38,6 +40,7 @@ from shopkit.idempotency import (
     idempotency_key_from_request,
     respond_idempotently,
 )
+from shopkit.input_guard import raw_body
 from shopkit.metrics import counts_outcomes
 from shopkit.openapi import LOCATION_HEADER
 
@@ -165,6 +168,84 @@ def deduct(data: dict[str, Any], product_id: int) -> ResponseReturnValue:
         return 200, _product_json(stock.deduct(session, product_id, data["quantity"]))
 
     return respond_idempotently(IdempotencyKey, operation, key_required=False)
+
+
+# --- product images ---------------------------------------------------------------------------
+
+#: Caches keep an image but ask again each time (a 304 while its ETag holds), so a new
+#: upload shows at once.
+IMAGE_CACHE_CONTROL = "public, no-cache"
+#: Even opened on its own, an image (an SVG above all) runs and loads nothing.
+IMAGE_POLICY = "default-src 'none'; style-src 'unsafe-inline'; sandbox; frame-ancestors 'none'"
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+
+
+@products_blp.route("/products/<int:product_id>/image", methods=["PUT"])
+@raw_body
+@products_blp.response(200, ProductImageSchema)
+@products_blp.alt_response(413, description="`image_too_large`: more than 1 MiB.")
+@products_blp.alt_response(
+    415,
+    description="`unsupported_image`: not a PNG, JPEG, WebP or SVG (an SVG with scripts, "
+    "event handlers or external links is refused too).",
+)
+@products_blp.doc(
+    requestBody={
+        "required": True,
+        "description": f"The image's bytes, at most {IMAGE_MAX_BYTES} (1 MiB). The type is "
+        "read from the bytes, not from `Content-Type`.",
+        "content": {media_type: _BINARY for media_type in IMAGE_MEDIA_TYPES},
+    }
+)
+@requires(ROLE_ADMIN)
+def put_image(product_id: int) -> ResponseReturnValue:
+    """Set the product's one image, replacing any before it (admin; archived products too)."""
+    session = get_session()
+    image = images.store(session, product_id, request.get_data(cache=False))
+    session.commit()
+    return jsonify(dump_image(image))
+
+
+@products_blp.route("/products/<int:product_id>/image", methods=["GET"])
+@products_blp.response(200)
+@products_blp.doc(
+    responses={
+        "200": {
+            "description": "The image, with its `ETag`.",
+            "content": {media_type: _BINARY for media_type in IMAGE_MEDIA_TYPES},
+            "headers": {
+                "ETag": {"schema": {"type": "string"}, "description": "The image's SHA-256."},
+                "Cache-Control": {"schema": {"type": "string"}},
+            },
+        },
+        "304": {"description": "Not modified: `If-None-Match` names the current ETag."},
+    },
+    parameters=[
+        {
+            "name": "If-None-Match",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "An ETag from an earlier answer: 304 while the image is unchanged.",
+        }
+    ],
+)
+def get_image(product_id: int) -> ResponseReturnValue:
+    """The product's image (404 when it has none; archived products only for admins)."""
+    principal = current_principal()
+    is_admin = principal is not None and principal.is_admin
+    image, archived = images.image_of(get_session(), product_id, include_archived=is_admin)
+    unchanged = request.if_none_match.contains(image.sha256)
+    # The bytes are read only when they are sent.
+    response = Response(b"" if unchanged else image.content, mimetype=image.media_type)
+    response.set_etag(image.sha256)
+    # What an admin sees of an archived product is not for shared caches.
+    response.headers["Cache-Control"] = "private, no-cache" if archived else IMAGE_CACHE_CONTROL
+    response.headers["Content-Security-Policy"] = IMAGE_POLICY
+    response.headers["Content-Disposition"] = f'inline; filename="product-{product_id}"'
+    if unchanged:
+        response.status_code = 304
+    return response
 
 
 # --- reservations (service tokens) ------------------------------------------------------------

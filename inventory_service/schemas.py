@@ -11,6 +11,7 @@ from marshmallow import Schema, ValidationError, fields, post_load, validate, va
 from inventory_service.models import (
     CATEGORIES,
     DESCRIPTION_MAX,
+    IMAGE_MEDIA_TYPES,
     MAX_STOCK,
     NAME_MAX,
     RESERVATION_STATUSES,
@@ -107,6 +108,27 @@ class ProductSchema(Schema):
 
 
 ProductPageSchema = page_schema(ProductSchema, "ProductPage")
+
+
+class ProductImageSchema(Schema):
+    """What an upload stored: the image's type (read from its bytes), size and ETag."""
+
+    product_id = fields.Integer()
+    media_type = fields.String(metadata={"enum": list(IMAGE_MEDIA_TYPES)})
+    size = fields.Integer(metadata={"description": "Bytes."})
+    etag = fields.String(metadata={"description": "The `ETag` `GET` answers with."})
+    updated_at = fields.DateTime()
+
+
+def dump_image(image: Any) -> dict[str, Any]:
+    """A stored image as :class:`ProductImageSchema` describes it."""
+    return {
+        "product_id": image.product_id,
+        "media_type": image.media_type,
+        "size": image.size,
+        "etag": f'"{image.sha256}"',
+        "updated_at": image.updated_at.isoformat(),
+    }
 
 
 def dump_product(product: Any) -> dict[str, Any]:

@@ -88,6 +88,7 @@ def _populate_table(result: PopulateResult) -> Table:
         f"{result.products_created:,}",
         f"{result.products_existing:,}",
     )
+    table.add_row("product pictures", "", f"{result.images_uploaded:,}", "")
     return table
 
 
@@ -101,6 +102,7 @@ def run_populate(
     seed: int,
     batch_size: int = 1000,
     parallel: int = 2,
+    images: bool = True,
 ) -> PopulateResult:
     """Populate with a progress display and a summary; returns what was done."""
     console.print(
@@ -125,9 +127,8 @@ def run_populate(
     def advance(kind: str, count: int) -> None:
         progress.update(tasks[kind], advance=count, visible=True)
 
-    populator = Populator(
-        services, admin, seed, batch_size=batch_size, parallel=parallel, on_progress=advance
-    )
+    populator = Populator(services, admin, seed, batch_size=batch_size, parallel=parallel,
+                          images=images, on_progress=advance)  # fmt: skip
     with progress:
         result = populator.run(customers, products)
     console.print(_populate_table(result))
@@ -176,6 +177,12 @@ def run_populate(
     show_default=True,
     help="Batch requests in flight at once.",
 )
+@click.option(
+    "--images/--no-images",
+    default=True,
+    show_default=True,
+    help="Give each new product its picture (an SVG drawn from its category and name).",
+)
 @connection_options
 @reports_errors
 def populate(
@@ -184,6 +191,7 @@ def populate(
     seed: int,
     batch_size: int,
     parallel: int,
+    images: bool,
     **kwargs: Any,
 ) -> None:
     """Create the seed's customers (wallets topped up) and products through the bulk APIs.
@@ -201,6 +209,7 @@ def populate(
         seed=seed,
         batch_size=batch_size,
         parallel=parallel,
+        images=images,
     )
 
 

@@ -154,6 +154,7 @@ class ServiceApi:
         path: str,
         *,
         json: Any = None,
+        data: bytes | None = None,
         params: Mapping[str, Any] | None = None,
         token: str | None = None,
         headers: Mapping[str, str] | None = None,
@@ -162,8 +163,9 @@ class ServiceApi:
     ) -> Reply:
         """Send one request; raise :class:`ApiError` unless the status is in ``expect``.
 
-        ``expect=None`` accepts any status. Connection failures and timeouts
-        raise :class:`ServiceUnreachable`.
+        ``expect=None`` accepts any status. ``data`` is a body of bytes (an image)
+        instead of ``json``. Connection failures and timeouts raise
+        :class:`ServiceUnreachable`.
         """
         sent = {"X-Request-ID": f"seeder-{uuid.uuid4().hex[:16]}", **(headers or {})}
         if token:
@@ -174,6 +176,7 @@ class ServiceApi:
                 method,
                 self.base_url + path,
                 json=json,
+                data=data,
                 params=params,
                 headers=sent,
                 timeout=timeout or self.timeout,

@@ -20,6 +20,10 @@ Running it again with the same seed creates nothing twice:
   are found by ``GET /products?q=`` already exists, a batch whose first one
   exists but not its last was partly created by a smaller earlier run, and the
   missing tail is found by a binary search and created.
+
+Each product this run creates gets its picture (:func:`seeder.pictures.product_svg`,
+drawn from its category and name) with ``PUT /products/{id}/image``, unless
+``images`` is off; a picture replaces the one before, so sending it again is harmless.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from typing import TypeVar
 
 from seeder.client import ApiError, Login, Services
 from seeder.data import CustomerFactory, CustomerSpec, ProductFactory, ProductSpec
+from seeder.pictures import product_svg
 
 MAX_BATCH = 1000
 T = TypeVar("T")
@@ -58,6 +63,7 @@ class PopulateResult:
     products_requested: int = 0
     products_created: int = 0
     products_existing: int = 0
+    images_uploaded: int = 0
     elapsed_s: float = 0.0
     notes: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -84,9 +90,11 @@ class Populator:
         *,
         batch_size: int = MAX_BATCH,
         parallel: int = 2,
+        images: bool = True,
         on_progress: ProgressCallback | None = None,
     ) -> None:
         self.services = services
+        self.images = images
         self.admin = admin
         self.seed = seed
         self.batch_size = max(1, min(batch_size, MAX_BATCH))
@@ -198,6 +206,19 @@ class Populator:
             raise ApiError("inventory", "POST", "/products/batch", reply.status, reply.body)
         self.result.add(products_created=len(missing))
         self.on_progress("products", len(missing))
+        if self.images:
+            ids = [int(item["id"]) for item in reply.body["items"]]  # in the order sent
+            with ThreadPoolExecutor(self.parallel, thread_name_prefix="pictures") as pool:
+                list(pool.map(self._upload_picture, missing, ids))
+
+    def _upload_picture(self, product: ProductSpec, product_id: int) -> None:
+        path = f"/products/{product_id}/image"
+        reply = self.admin.call(self.services.inventory, "PUT", path,
+                                data=product_svg(product.category, product.name),
+                                headers={"Content-Type": "image/svg+xml"})  # fmt: skip
+        if reply.status != 200:
+            raise ApiError("inventory", "PUT", path, reply.status, reply.body)
+        self.result.add(images_uploaded=1)
 
     def _product_batches(self, batches: list[list[ProductSpec]]) -> None:
         for batch in batches:

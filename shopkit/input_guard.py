@@ -12,7 +12,8 @@
 * A ``POST``, ``PUT`` or ``PATCH`` with a body that is not declared JSON
   (``Content-Type: application/json`` or ``application/*+json``): 415
   ``unsupported_media_type``, rather than "missing field" errors about a
-  body the service never read.
+  body the service never read. A view marked :func:`raw_body` (an image
+  upload) reads its bytes itself.
 
 Each is a 4xx problem with a one-line access log, never a 500 with a traceback.
 """
@@ -20,11 +21,14 @@ Each is a 4xx problem with a one-line access log, never a 500 with a traceback.
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from flask import Flask, request
 
 from shopkit.errors import ProblemError, ValidationFailed
+
+V = TypeVar("V", bound=Callable[..., Any])
 
 #: The deepest JSON body accepted (objects and arrays count one level each).
 MAX_JSON_DEPTH = 32
@@ -96,6 +100,20 @@ def _check_form() -> None:
         raise ValidationFailed({"_form": [message]}, detail=message)
 
 
+def raw_body(view: V) -> V:
+    """Mark a view that reads its body as bytes (an image): the JSON-only check skips it.
+
+    Put it directly under the route decorator, so the view the app registers carries it.
+    """
+    view.reads_raw_body = True  # type: ignore[attr-defined]
+    return view
+
+
+def _reads_raw_body(app: Flask) -> bool:
+    view = app.view_functions.get(request.endpoint or "")
+    return bool(getattr(view, "reads_raw_body", False))
+
+
 def _has_body() -> bool:
     """Whether the request carries a body (a length above zero, or a chunked one)."""
     if request.content_length:
@@ -115,7 +133,12 @@ def init_input_guard(app: Flask, *, forms: bool = False) -> None:
         if forms and request.mimetype in FORM_TYPES:
             _check_form()
             return
-        if _has_body() and not request.is_json and request.method in BODY_METHODS:
+        if (
+            _has_body()
+            and not request.is_json
+            and request.method in BODY_METHODS
+            and not _reads_raw_body(app)
+        ):
             raise ProblemError(
                 415,
                 "unsupported_media_type",

@@ -125,6 +125,8 @@ _SPECS = (
     ProblemSpec("headers_too_large", 431, "The request headers are too large (gunicorn)."),
     ProblemSpec("payload_too_large", 413, "The request body is larger than 4 MiB."),
     ProblemSpec("unsupported_media_type", 415, "A request body must be JSON (`application/json`)."),
+    ProblemSpec("image_too_large", 413, "The image is larger than 1 MiB."),
+    ProblemSpec("unsupported_image", 415, "The body is not a PNG, JPEG, WebP or safe SVG image."),
     ProblemSpec("validation_error", 422, "The request is not valid: see `errors`.", ("errors",)),
     # Identity and access.
     ProblemSpec("unauthorized", 401, "A valid bearer token is required."),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from flask import (
@@ -17,6 +18,8 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
+from shopkit.service_client import DependencyUnavailable
+from storefront import images
 from storefront.clients import SERVICES, ApiProblem
 from storefront.faults import (
     FaultInputError,
@@ -28,8 +31,11 @@ from storefront.faults import (
 )
 from storefront.forms import (
     CATEGORIES,
+    IMAGE_MAX_BYTES,
     SORTS,
     ActionForm,
+    ConfirmForm,
+    ImageForm,
     KeyedForm,
     ModerationForm,
     PopulateForm,
@@ -41,13 +47,16 @@ from storefront.forms import (
 )
 from storefront.jobs import JobBusy, JobRunner
 from storefront.session import admin_required, api, attempt, page_number, token
-from storefront.shop import CATALOGUE_FILTERS, ORDER_STATUSES
+from storefront.shop import CATALOGUE_FILTERS, ORDER_STATUSES, trace_search_url
 from storefront.system import RateTracker, collect
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 REVIEW_STATUSES = ("pending", "flagged", "approved", "rejected")
 bp.add_app_template_filter(describe_fault, "fault")
 bp.add_app_template_filter(fingerprint, "fingerprint")
+#: Whatever app has the console serves product images too (the console uploads them,
+#: the shop's pages show them): see :mod:`storefront.images`.
+bp.record_once(lambda state: state.app.register_blueprint(images.bp))
 
 
 @bp.before_request
@@ -84,10 +93,26 @@ def moderation() -> ResponseReturnValue:
     return render_template(
         "admin/moderation.html",
         page=page,
+        names=product_names({int(r["product_id"]) for r in page.items}),
         status=status,
         statuses=REVIEW_STATUSES,
         form=ModerationForm(formdata=None),
     )
+
+
+def product_names(product_ids: set[int]) -> dict[int, str]:
+    """Names of the products (one ``GET /products?ids=`` call); archived ones are absent.
+
+    The page still works without them (it shows the id): a name is a label, not the point.
+    """
+    if not product_ids:
+        return {}
+    ids = ",".join(str(i) for i in sorted(product_ids))
+    try:
+        found = api().products({"ids": ids}, page_size=len(product_ids)).items
+    except (ApiProblem, DependencyUnavailable):
+        return {}
+    return {int(p["id"]): str(p["name"]) for p in found}
 
 
 @bp.post("/reviews/<int:review_id>/moderation")
@@ -145,6 +170,20 @@ def new_product() -> ResponseReturnValue:
     ), 422 if problem else 200
 
 
+def product_form_data(item: dict[str, Any]) -> dict[str, Any]:
+    """The product as the form's fields hold it: the API's money string as a ``Decimal``.
+
+    The API sends ``price`` as a decimal string (``"12.50"``, see docs/architecture.rst);
+    WTForms' ``DecimalField`` formats its data as a number, so a string would fail there.
+    """
+    data = {name: item.get(name) for name in ("name", "category", "description")}
+    try:
+        data["price"] = Decimal(str(item.get("price")))
+    except InvalidOperation:
+        data["price"] = None  # shown empty: the form asks for a price again
+    return data
+
+
 def _product_fields(form: ProductForm, *, with_stock: bool) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "name": form.name.data,
@@ -161,7 +200,7 @@ def _product_fields(form: ProductForm, *, with_stock: bool) -> dict[str, Any]:
 def product(product_id: int) -> ResponseReturnValue:
     """Edit a product; restock, archive or restore it."""
     item = api().product(product_id, token())
-    form = ProductForm() if request.method == "POST" else ProductForm(data=item)
+    form = ProductForm() if request.method == "POST" else ProductForm(data=product_form_data(item))
     problem = None
     if request.method == "POST":
         if form.validate():
@@ -181,7 +220,33 @@ def product(product_id: int) -> ResponseReturnValue:
         problem=problem,
         restock_form=QuantityForm(formdata=None),
         action_form=ActionForm(),
+        image_form=ImageForm(formdata=None),
     ), 422 if problem else 200
+
+
+@bp.url_value_preprocessor
+def _bound_uploads(endpoint: str | None, _values: dict[str, Any] | None) -> None:
+    """An image upload's body may be at most twice the image limit (werkzeug answers 413).
+
+    Set here because URL value preprocessors run before every ``before_request``
+    function, the input guard's too, which reads the form.
+    """
+    if endpoint == "admin.upload_image":
+        request.max_content_length = 2 * IMAGE_MAX_BYTES
+
+
+@bp.post("/products/<int:product_id>/image")
+def upload_image(product_id: int) -> ResponseReturnValue:
+    """Upload the product's image (``PUT /products/{id}/image``), replacing the one before."""
+    form = ImageForm()
+    if form.validate():
+        upload = form.image.data
+        content = upload.read()
+        attempt(lambda: api().upload_image(token(), product_id, content, upload.mimetype),
+                "Image uploaded.")  # fmt: skip
+    else:
+        flash(_form_errors(form), "error")
+    return redirect(url_for("admin.product", product_id=product_id))
 
 
 @bp.post("/products/<int:product_id>/restock")
@@ -236,11 +301,19 @@ def customers() -> ResponseReturnValue:
     )
 
 
-@bp.post("/customers/<username>/deactivate")
+@bp.route("/customers/<username>/deactivate", methods=["GET", "POST"])
 def deactivate(username: str) -> ResponseReturnValue:
-    """Deactivate an account (its history is kept; its tokens stop working)."""
-    attempt(lambda: api().deactivate(token(), username), f"{username} is deactivated.")
-    return redirect(url_for("admin.customers", q=username, active="all"))
+    """Deactivate an account (its history is kept; its tokens stop working), once confirmed.
+
+    ``GET`` (the customers list links here) asks; only the confirmation's ``POST`` acts.
+    A ``POST`` without it (an old page's button) is asked again, never acted on.
+    """
+    form = ConfirmForm()
+    if request.method == "POST" and form.validate():
+        attempt(lambda: api().deactivate(token(), username), f"{username} is deactivated.")
+        return redirect(url_for("admin.customers", q=username, active="all"))
+    return render_template("admin/confirm_deactivate.html", username=username,
+                           form=ConfirmForm(formdata=None))  # fmt: skip
 
 
 @bp.post("/customers/<username>/reactivate")
@@ -275,10 +348,25 @@ def order(sale_id: Any) -> ResponseReturnValue:
     return render_template(
         "admin/order.html",
         sale=sale,
+        address=delivery_address(sale),
+        trace_url=trace_search_url(str(sale_id)),
         ship_form=ShipForm(formdata=None),
         action_form=ActionForm(),
         cancel_form=KeyedForm(),
     )
+
+
+def delivery_address(sale: dict[str, Any]) -> str | None:
+    """Where the order goes: the address the order holds, else the buyer's profile now.
+
+    ``None`` when neither can be read (the page says so instead of failing).
+    """
+    if sale.get("address"):
+        return str(sale["address"])
+    try:
+        return str(api().profile(token(), str(sale.get("username") or "")).get("address") or "")
+    except (ApiProblem, DependencyUnavailable):
+        return None
 
 
 @bp.post("/orders/<uuid:sale_id>/ship")

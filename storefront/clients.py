@@ -17,10 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from json import loads as json_loads
 from typing import Any, Protocol
 
 import urllib3
 
+from shopkit.request_id import current_request_id
 from shopkit.service_client import DependencyUnavailable, ServiceClient, ServiceResponse
 
 SERVICES = ("customers", "inventory", "sales", "reviews")
@@ -88,6 +90,19 @@ class Transport(Protocol):
         """``GET`` a non-JSON document (``/metrics``): status and body text."""
         ...
 
+    def binary(
+        self,
+        service: str,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        token: str | None = None,
+    ) -> BinaryResponse:
+        """Send or fetch bytes (an image), once; raise :class:`DependencyUnavailable`."""
+        ...
+
 
 class HttpTransport:
     """The real transport: one reading and one writing ServiceClient per service."""
@@ -151,6 +166,33 @@ class HttpTransport:
         except urllib3.exceptions.HTTPError as exc:
             raise DependencyUnavailable(service) from exc
         return response.status, response.data.decode(errors="replace")
+
+    def binary(
+        self,
+        service: str,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        token: str | None = None,
+    ) -> BinaryResponse:
+        """One call with a bytes body or answer (an image), never retried, within the timeouts."""
+        sent = {**(headers or {}), "X-Request-ID": current_request_id() or ""}
+        if token:
+            sent["Authorization"] = f"Bearer {token}"
+        try:
+            response = self._raw.request(
+                method,
+                self.urls[service] + path,
+                body=body,
+                headers={name: value for name, value in sent.items() if value},
+                timeout=self._text_timeout,
+                redirect=False,
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            raise DependencyUnavailable(service) from exc
+        return BinaryResponse(response.status, dict(response.headers), response.data)
 
 
 @dataclass(frozen=True)
@@ -518,6 +560,32 @@ class ShopApi:
         """``DELETE /admin/faults`` of ``service``: every fault off."""
         self._call(service, "DELETE", "/admin/faults", token=token, expect=(200, 204))
 
+    # --- product images --------------------------------------------------------------------
+
+    def product_image(
+        self, product_id: int, if_none_match: str | None = None, token: str | None = None
+    ) -> BinaryResponse:
+        """``GET /products/{id}/image``: the bytes, or 304 for ``If-None-Match``, or a 404."""
+        headers = {"If-None-Match": if_none_match} if if_none_match else None
+        return self.transport.binary(
+            "inventory", "GET", f"/products/{product_id}/image", headers=headers, token=token
+        )
+
+    def upload_image(self, token: str, product_id: int, content: bytes, content_type: str) -> JSON:
+        """``PUT /products/{id}/image`` (admin): replace the product's image."""
+        response = self.transport.binary(
+            "inventory",
+            "PUT",
+            f"/products/{product_id}/image",
+            body=content,
+            headers={"Content-Type": content_type or "application/octet-stream"},
+            token=token,
+        )
+        body = response.json()
+        if response.status != 200:
+            raise ApiProblem("inventory", response.status, body)
+        return body
+
 
 def _tokens(body: JSON) -> Tokens:
     return Tokens(
@@ -525,3 +593,25 @@ def _tokens(body: JSON) -> Tokens:
         refresh_token=str(body.get("refresh_token") or ""),
         expires_in=int(body.get("expires_in") or 900),
     )
+
+
+@dataclass(frozen=True)
+class BinaryResponse:
+    """An answer whose body is bytes (an image), with its headers."""
+
+    status: int
+    headers: dict[str, str]
+    content: bytes
+
+    def header(self, name: str) -> str | None:
+        """The header ``name`` (any case), or ``None``."""
+        wanted = name.lower()
+        return next((v for k, v in self.headers.items() if k.lower() == wanted), None)
+
+    def json(self) -> JSON:
+        """The body read as a JSON object (``{}`` when it is not one)."""
+        try:
+            body = json_loads(self.content)
+        except ValueError:
+            return {}
+        return body if isinstance(body, dict) else {}

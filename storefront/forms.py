@@ -14,6 +14,7 @@ import uuid
 from decimal import Decimal
 
 from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired, FileSize
 from wtforms import (
     DecimalField,
     EmailField,
@@ -27,6 +28,7 @@ from wtforms import (
 )
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import (
+    AnyOf,
     InputRequired,
     Length,
     NumberRange,
@@ -213,3 +215,24 @@ class RemoveFaultForm(FlaskForm):
     """Switch one fault off: the fault itself, as the page showed it."""
 
     fault = HiddenField(validators=[InputRequired(), Length(max=2000)])
+
+
+#: The largest image the console uploads (the inventory's own limit: 1 MiB).
+IMAGE_MAX_BYTES = 1024 * 1024
+
+
+class ImageForm(FlaskForm):
+    """Upload a product's image (the inventory checks its type by its content)."""
+
+    image = FileField(
+        "Image (PNG, JPEG, WebP or SVG, at most 1 MiB)",
+        validators=[FileRequired("Choose an image file."),
+                    FileSize(IMAGE_MAX_BYTES, message="The image is larger than 1 MiB.")],
+        render_kw={"accept": "image/png,image/jpeg,image/webp,image/svg+xml"},
+    )  # fmt: skip
+
+
+class ConfirmForm(FlaskForm):
+    """The second step of an action that is hard to undo: the admin confirms it."""
+
+    confirm = HiddenField(validators=[InputRequired(), AnyOf(["yes"])])

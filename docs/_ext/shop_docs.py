@@ -9,6 +9,10 @@
 ``shop-apps``
     Every service and front end, from the registry :data:`shopkit.registry.APPS`
     (what the launcher starts and the deploy tests check).
+
+It also ends the parameters' field list before a request body that is not JSON
+(an image upload): sphinxcontrib-openapi's renderer writes that body's example
+straight after the fields, and docutils needs a blank line between them.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from docutils.statemachine import StringList
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 from sphinx.util.nodes import nested_parse_with_titles
+from sphinxcontrib.openapi.renderers import _httpdomain
 
 
 def _cell(text: str) -> str:
@@ -117,8 +122,21 @@ class AppsDirective(TableDirective):
         return list_table("Services and front ends", headers, rows)
 
 
+_render_request_body = _httpdomain.HttpdomainRenderer.render_request_body
+
+
+def _request_body_after_the_fields(
+    self: Any, request_body: dict[str, Any], endpoint: str, method: str
+) -> Any:
+    """The renderer's request body, after a blank line when no JSON fields come first."""
+    if not any(_httpdomain._is_json_mimetype(t) for t in request_body.get("content", {})):
+        yield ""
+    yield from _render_request_body(self, request_body, endpoint, method)
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
-    """Register the directives."""
+    """Register the directives (and the renderer's fix, see the module documentation)."""
+    _httpdomain.HttpdomainRenderer.render_request_body = _request_body_after_the_fields
     app.add_directive("shop-apps", AppsDirective)
     app.add_directive("shop-environment", EnvironmentDirective)
     app.add_directive("shop-error-codes", ErrorCodesDirective)

@@ -340,7 +340,7 @@ def test_health_endpoints(inventory: FlaskClient) -> None:
     assert inventory.get("/healthz").get_json()["service"] == "inventory"
     ready = inventory.get("/readyz")
     assert ready.status_code == 200
-    assert ready.get_json()["schema_revision"] == "0002"
+    assert ready.get_json()["schema_revision"] == "0003"
 
 
 def test_collections_render_products_exactly_like_the_schema(

@@ -28,6 +28,8 @@ OPERATIONS = [
     ("DELETE", "/products/{product_id}"),
     ("POST", "/products/{product_id}/restock"),
     ("POST", "/products/{product_id}/deduct"),
+    ("PUT", "/products/{product_id}/image"),
+    ("GET", "/products/{product_id}/image"),
     ("POST", "/internal/reservations"),
     ("POST", "/internal/reservations/batch"),
     ("GET", "/internal/reservations"),

@@ -282,6 +282,7 @@ def test_shopper_buys_cancels_is_refunded_reviews_and_the_admin_approves(
     # The admin deactivates the shopper (who can no longer log in), then reactivates her.
     shop.go("/admin/customers?q=browser_bea&active=all")
     shop.submit('tr[data-username="browser_bea"] .deactivate')
+    shop.submit("#confirm-deactivation")  # the step that asks first
     assert "browser_bea is deactivated" in shop.flash()
     assert "deactivated" in shop.text('tr[data-username="browser_bea"] .account-status')
     assert login_status(live_stack, "browser_bea", account["password"]) == 401

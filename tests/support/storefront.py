@@ -11,6 +11,7 @@ import jwt
 from flask.testing import FlaskClient
 
 from shopkit.service_client import DependencyUnavailable, ServiceResponse
+from storefront.clients import BinaryResponse
 
 Handler = Callable[["Call"], ServiceResponse]
 
@@ -26,6 +27,8 @@ class Call:
     params: dict[str, Any] | None = None
     token: str | None = None
     idempotency_key: str | None = None
+    body: bytes | None = None
+    headers: dict[str, str] | None = None
 
 
 @dataclass
@@ -36,6 +39,7 @@ class FakeServices:
     texts: dict[tuple[str, str], tuple[int, str]] = field(default_factory=dict)
     down: set[str] = field(default_factory=set)
     calls: list[Call] = field(default_factory=list)
+    binaries: dict[tuple[str, str, str], Any] = field(default_factory=dict)
 
     def on(self, service: str, method: str, path: str, status: int = 200, body: Any = None) -> None:
         """Answer ``method path`` of ``service`` with ``status`` and ``body``."""
@@ -67,6 +71,20 @@ class FakeServices:
     def made(self, service: str, method: str, path: str) -> list[Call]:
         """The calls made to ``method path`` of ``service``."""
         return [c for c in self.calls if (c.service, c.method, c.path) == (service, method, path)]
+
+    def binary(self, service: str, method: str, path: str, **kwargs: Any) -> BinaryResponse:
+        """The transport's bytes call (images): recorded like the others, answered from
+        ``binaries`` (a response, or a handler given the :class:`Call`)."""
+        call = Call(service, method, path, token=kwargs.get("token"), body=kwargs.get("body"),
+                    headers=dict(kwargs.get("headers") or {}))  # fmt: skip
+        self.calls.append(call)
+        if service in self.down:
+            raise DependencyUnavailable(service)
+        answer = self.binaries.get((service, method, path))
+        if answer is None:
+            return BinaryResponse(404, {"Content-Type": "application/problem+json"},
+                                  b'{"code": "not_found", "detail": "fake: no image"}')  # fmt: skip
+        return answer(call) if callable(answer) else answer
 
 
 def access_token(username: str, role: str = "customer", ttl_s: int = 900) -> str:
