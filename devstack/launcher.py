@@ -68,7 +68,8 @@ def _start_services(
     processes = []
     for service in services:
         entry = app(service)
-        env = envs.get(service, {})  # a front end has no database: it only talks HTTP
+        # a front end has no database: it only talks HTTP
+        env = {**entry.layout_env(), **envs.get(service, {})}
         if entry.has_database:
             port = _service_port(getattr(settings, f"{service}_url"))
         else:

@@ -417,7 +417,19 @@ ENVIRONMENT: tuple[Variable, ...] = (
         "",
         "``otlp`` (when an endpoint is set), ``console`` or ``none`` (off).",
     ),
-    _other("tracing", "OTEL_TRACES_SAMPLER", "parentbased_always_on", "Which traces are kept."),
+    _other(
+        "tracing",
+        "OTEL_TRACES_SAMPLER",
+        "",
+        "Which traces are kept; unset, one trace in ten (``parentbased_traceidratio``, 0.1). "
+        "``parentbased_always_on`` keeps every one.",
+    ),
+    _other(
+        "tracing",
+        "OTEL_TRACES_SAMPLER_ARG",
+        "",
+        "The ratio for ``parentbased_traceidratio`` (0 to 1).",
+    ),
     _other("tracing", "OTEL_SDK_DISABLED", "", "``true`` turns tracing off whatever else is set."),
     _other(
         "tracing",

@@ -132,6 +132,10 @@ def test_compose_wires_health_and_dependencies() -> None:
         assert "/readyz" in " ".join(service["healthcheck"]["test"])
         assert service["depends_on"]["postgres"] == {"condition": "service_healthy"}
         assert f"{name}_svc" in service["environment"]["DATABASE_URL"]
+        # The layout make run uses (gunicorn_conf's and the settings' defaults where unset).
+        layout = {"WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "4", "DB_POOL_SIZE": "5"}
+        layout.update({k: v for k, v in service["environment"].items() if k in layout})
+        assert layout == app(name).layout_env(), name
     assert services["sales"]["depends_on"]["inventory"] == {"condition": "service_healthy"}
     assert services["sales"]["depends_on"]["customers"] == {"condition": "service_healthy"}
 

@@ -208,6 +208,11 @@ def test_services_match_the_code(rendered: tuple[str, list[dict[str, Any]]]) -> 
         assert not any(
             "value" in e and re.search(r"PASSWORD|SECRET", e["name"]) for e in container["env"]
         )
+        # The layout make run uses: the shared ConfigMap's, or the container's own.
+        layout = {k: shop_config["data"][k] for k in ("WEB_CONCURRENCY", "GUNICORN_THREADS")}
+        layout.update({k: e["value"] for k, e in env.items() if "value" in e})
+        expected = app(name).layout_env()
+        assert {k: layout.get(k, "5") for k in expected} == expected, name
         if not app(
             name
         ).has_database:  # no data, no migrations; one worker, like make run's (registry)
