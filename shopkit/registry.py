@@ -33,6 +33,9 @@ class App:
     threads: int = 4
     #: The path that answers 200 once the app can serve.
     ready_path: str = "/readyz"
+    #: Whether it has a service identity (its own ``<NAME>_CLIENT_SECRET`` for the
+    #: client-credentials grant). A service that calls no other needs none.
+    identity: bool = True
 
     @property
     def has_database(self) -> bool:
@@ -84,6 +87,14 @@ SERVICES: tuple[App, ...] = (
         ("customers", "inventory", "sales"),
         schema="reviews",
     ),
+    App(
+        "notifications",
+        "notifications_service",
+        5004,
+        "each customer's notifications and their mails, made from order and wallet events",
+        schema="notifications",
+        identity=False,
+    ),
 )
 #: The web front ends: no database, started once every service is ready.
 FRONTENDS: tuple[App, ...] = (
@@ -101,6 +112,9 @@ APPS: tuple[App, ...] = SERVICES + FRONTENDS
 BY_NAME: dict[str, App] = {app.name: app for app in APPS}
 #: The services' names, in start order.
 SERVICE_NAMES: tuple[str, ...] = tuple(s.name for s in SERVICES)
+#: The services with a service identity (the ``client_id`` values of the client-credentials
+#: grant; see :attr:`App.identity`).
+CLIENT_NAMES: tuple[str, ...] = tuple(s.name for s in SERVICES if s.identity)
 
 
 def app(name: str) -> App:
