@@ -119,3 +119,23 @@ def test_a_service_without_database_url_gets_the_dev_stacks_database(tmp_path: P
 
         server = pgserver.get_server(tmp_path / "pg")  # the running one, joined
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+
+
+def test_the_role_scripts_create_every_service_role_and_schema() -> None:
+    sql = (PROJECT_ROOT / "devstack" / "sql" / "create_roles.sql").read_text()
+    init = (PROJECT_ROOT / "devstack" / "sql" / "init-roles.sh").read_text()
+    for service in SERVICES:
+        assert f"('{service.role}', :'{service.name}_password')" in sql
+        assert f"CREATE SCHEMA IF NOT EXISTS {service.schema} AUTHORIZATION {service.role};" in sql
+        assert f"-v {service.name}_password=" in init
+
+
+def test_only_services_with_an_identity_get_a_client_secret() -> None:
+    from shopkit.auth import SERVICES as IDENTITIES
+    from shopkit.config import Settings
+
+    assert app("notifications").calls == () and not app("notifications").identity
+    assert "notifications" not in IDENTITIES
+    settings = Settings(service_name="notifications", environment="production",
+                        database_url="postgresql://n:long-enough-password-1@db/shop")  # fmt: skip
+    assert settings.secret_problems() == []  # no NOTIFICATIONS_CLIENT_SECRET asked for
