@@ -80,7 +80,7 @@ def schemas(url: str) -> set[str]:
 def test_journey_and_audit_across_four_database_servers(
     own_servers: dict[str, str], split_stack: LiveStack
 ) -> None:
-    # Four servers, one schema each.
+    # One server per service, one schema each.
     assert len(set(own_servers.values())) == len(SERVICE_NAMES)
     for service, url in own_servers.items():
         assert schemas(url) == {service}

@@ -241,6 +241,11 @@ def test_a_launcher_killed_with_sigkill_takes_everything_with_it() -> None:
             assert launcher.poll() is None, log_path.read_text()[-3000:]
             time.sleep(0.3)
         started = [p for p in marked(run_id, ports.values()) if p.pid != launcher.pid]
+        # valkey-server rewrites its process title over its environment: found as a child.
+        started += [
+            p for p in psutil.Process(launcher.pid).children(recursive=True)
+            if p.pid not in {s.pid for s in started}
+        ]  # fmt: skip
         names = {p.name() for p in started}
         # gunicorn masters and workers, the seeder, the embedded PostgreSQL and Valkey, the
         # notifications worker, the watchdog
