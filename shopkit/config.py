@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from shopkit.environment import ENVIRONMENT, Variable
-from shopkit.registry import CLIENT_NAMES, SERVICES
+from shopkit.registry import SERVICES
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def client_secret_variable(client_id: str) -> str:
 def _client_secrets() -> dict[str, str]:
     """The per-service secrets that are set (``<NAME>_CLIENT_SECRET``), by service name."""
     found = {}
-    for name in CLIENT_NAMES:
+    for name in SERVICE_PORTS:
         value = os.environ.get(client_secret_variable(name))
         if value:
             found[name] = value
@@ -228,11 +228,8 @@ class Settings:
         return problems
 
     def _clients_to_check(self) -> list[str]:
-        """customers checks every service's secret; a service only its own, if it has one
-        (a service that calls no other has no service identity)."""
-        if self.service_name == "customers":
-            return list(CLIENT_NAMES)
-        return [self.service_name] if self.service_name in CLIENT_NAMES else []
+        """customers checks every service's secret (it verifies them); a service its own."""
+        return list(SERVICE_PORTS) if self.service_name == "customers" else [self.service_name]
 
     def _storefront_problems(self) -> list[str]:
         """The storefront signs sessions with its key and runs the seeder as the admin."""

@@ -175,10 +175,10 @@ ENVIRONMENT: tuple[Variable, ...] = (
         Variable(
             f"{client.upper()}_CLIENT_SECRET",
             f"The {client} service's own secret for ``POST /auth/service-token`` with client id "
-            f"``{client}`` (customers needs all four: it checks them).",
+            f"``{client}`` (customers needs every one: it checks them).",
             default="SERVICE_CLIENT_SECRET",
         )
-        for client in ("customers", "inventory", "sales", "reviews")
+        for client in ("customers", "inventory", "sales", "reviews", "notifications")
     ),
     _service(
         "STOREFRONT_SECRET_KEY",

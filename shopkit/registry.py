@@ -33,9 +33,6 @@ class App:
     threads: int = 4
     #: The path that answers 200 once the app can serve.
     ready_path: str = "/readyz"
-    #: Whether it has a service identity (its own ``<NAME>_CLIENT_SECRET`` for the
-    #: client-credentials grant). A service that calls no other needs none.
-    identity: bool = True
 
     @property
     def has_database(self) -> bool:
@@ -92,8 +89,10 @@ SERVICES: tuple[App, ...] = (
         "notifications_service",
         5004,
         "each customer's notifications and their mails, made from order and wallet events",
+        # Only to check tokens, like every service: the signing keys and the deactivated
+        # accounts (with its own service token). Its data arrives by events.
+        ("customers",),
         schema="notifications",
-        identity=False,
     ),
 )
 #: The web front ends: no database, started once every service is ready.
@@ -112,9 +111,6 @@ APPS: tuple[App, ...] = SERVICES + FRONTENDS
 BY_NAME: dict[str, App] = {app.name: app for app in APPS}
 #: The services' names, in start order.
 SERVICE_NAMES: tuple[str, ...] = tuple(s.name for s in SERVICES)
-#: The services with a service identity (the ``client_id`` values of the client-credentials
-#: grant; see :attr:`App.identity`).
-CLIENT_NAMES: tuple[str, ...] = tuple(s.name for s in SERVICES if s.identity)
 
 
 def app(name: str) -> App:

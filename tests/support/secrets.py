@@ -20,7 +20,6 @@ from shopkit.config import (
     Settings,
     client_secret_variable,
 )
-from shopkit.registry import CLIENT_NAMES
 
 #: The variable behind a setting, as :meth:`Settings.from_env` reads it.
 ADMIN_PASSWORD = config.SETTING_VARIABLES["admin_password"].name
@@ -68,7 +67,7 @@ def production_secret_variables(service: str) -> set[str]:
 def settings_variables() -> set[str]:
     """Every variable :meth:`Settings.from_env` reads, the per-service secrets included."""
     names = {variable.name for variable in config.SETTING_VARIABLES.values()}
-    return names | {client_secret_variable(name) for name in CLIENT_NAMES}
+    return names | {client_secret_variable(name) for name in SERVICE_PORTS}
 
 
 @contextmanager
