@@ -466,6 +466,19 @@ ENVIRONMENT: tuple[Variable, ...] = (
     ),
     _other(
         "tests",
+        "SHOP_TEST_GROUP",
+        "crashy",
+        "Set by the event crash tests for their worker process: its consumer group. Not for users.",
+    ),
+    _other(
+        "tests",
+        "SHOP_TEST_STREAMS",
+        "",
+        "Set by the event crash tests for their worker process: the streams it reads "
+        "(comma-separated). Not for users.",
+    ),
+    _other(
+        "tests",
         "SHOP_FUZZ_IDENTITIES",
         "",
         "Set by the contract test for its Schemathesis hooks: a JSON object of identity name "
