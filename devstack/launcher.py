@@ -207,8 +207,10 @@ def run_local(services: list[str] | None = None) -> int:
     """``make run``: database, migrations, services under gunicorn, demo data; Ctrl-C stops all.
 
     Uses ``DATABASE_URL`` if set, else the embedded PostgreSQL under ``.data/``
-    (stopped again on exit). Ports come from ``CUSTOMERS_URL`` ... ``REVIEWS_URL``
-    (default 5000-5003); the storefront listens on ``STOREFRONT_PORT`` (8080).
+    (stopped again on exit); ``EVENTS_URL`` and ``SMTP_URL`` likewise, else the
+    embedded broker and the local mail sink. Ports come from ``CUSTOMERS_URL`` ...
+    ``NOTIFICATIONS_URL`` (default 5000-5004); the storefront listens on
+    ``STOREFRONT_PORT`` (8080).
     Returns the exit status.
     """
     services = services or present_services()
