@@ -130,7 +130,6 @@ def test_the_role_scripts_create_every_service_role_and_schema() -> None:
         assert f"-v {service.name}_password=" in init
 
 
-
 def test_every_service_has_a_service_identity() -> None:
     """Each one checks tokens against customers' list of deactivated accounts, which it reads
     with its own service token (notifications too, though its data comes by events)."""
