@@ -98,6 +98,16 @@ SERVICES: tuple[App, ...] = (
         ("customers", "inventory", "sales"),
         schema="reviews",
     ),
+    App(
+        "notifications",
+        "notifications_service",
+        5004,
+        "each customer's notifications and their mails, made from order and wallet events",
+        # Only to check tokens, like every service: the signing keys and the deactivated
+        # accounts (with its own service token). Its data arrives by events.
+        ("customers",),
+        schema="notifications",
+    ),
 )
 #: The web front ends: no database, started once every service is ready.
 FRONTENDS: tuple[App, ...] = (
