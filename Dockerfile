@@ -41,6 +41,7 @@ COPY customers_service /src/service/customers_service
 COPY inventory_service /src/service/inventory_service
 COPY sales_service /src/service/sales_service
 COPY reviews_service /src/service/reviews_service
+COPY notifications_service /src/service/notifications_service
 COPY storefront /src/seeder/storefront
 COPY seeder /src/seeder/seeder
 

@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # make test runs test files in parallel on this many pytest-xdist workers (0: in-process).
 PYTEST_WORKERS ?= 2
 
-.PHONY: install system-tools test check lint format run clean docs bench
+.PHONY: install system-tools test check lint format run clean docs bench bench-check
 
 install: $(STAMP)
 
@@ -52,9 +52,15 @@ run: install
 docs: install
 	$(BIN)/python docs/build.py
 
+# Reports every target as met or missed; fails only when a phase fails.
 bench: install
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/security_bench.py
+
+# The same run, failing when a target is missed too.
+bench-check: install
+	$(BIN)/python bench/run.py --strict
+	$(BIN)/python bench/security_bench.py --strict
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis docs/_build docs/_generated

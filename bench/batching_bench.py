@@ -26,7 +26,7 @@ from bench.cpu import CpuMeter, tree
 from bench.loadgen import run_load
 
 if TYPE_CHECKING:
-    from bench.run import Bench
+    from bench.harness import BenchRun
 
 MODES = {"off": {"SALES_BATCH_MAX": "1"}, "on": {}}
 
@@ -72,7 +72,7 @@ def _mean_batches(
 
 
 def _restart_sales(
-    bench: Bench, extra_env: dict[str, str], threads: int, workers: int | None = None
+    bench: BenchRun, extra_env: dict[str, str], threads: int, workers: int | None = None
 ) -> str:
     """Restart sales with ``extra_env``, ``threads`` and ``workers``; watch its new processes."""
     stack = bench.stack
@@ -84,7 +84,7 @@ def _restart_sales(
     return process.url
 
 
-def run(bench: Bench) -> None:
+def run(bench: BenchRun) -> None:
     """Measure every (mode, buyers) cell and put the table in ``summary["batching"]``."""
     knobs = bench.knobs
     seconds = float(os.environ.get("BENCH_BATCH_S", "10"))

@@ -508,7 +508,7 @@ def sale_payments(sale_id: uuid.UUID) -> ResponseReturnValue:
 
 @internal_blp.route("/deactivated-accounts", methods=["GET"])
 @internal_blp.response(200, DeactivatedAccountsSchema)
-@requires_caller("inventory", "sales", "reviews", admins=True)
+@requires_caller("inventory", "sales", "reviews", "notifications", admins=True)
 def deactivated_accounts() -> ResponseReturnValue:
     """Ids of every deactivated account: services refuse their tokens within seconds."""
     return {"customer_ids": accounts.deactivated_ids(get_session())}

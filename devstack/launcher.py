@@ -1,10 +1,14 @@
 """``make run`` (``shop-run``, ``python -m devstack``): the whole shop on this machine.
 
-It starts PostgreSQL (the embedded one unless ``DATABASE_URL`` is set), applies
-every service's migrations, starts the apps of :mod:`shopkit.registry` under
-gunicorn, Prometheus and the nginx gateway when installed, and the seeder's
-demo; Ctrl-C stops everything. Every child dies with the launcher, even when
-the launcher is killed with SIGKILL (:mod:`devstack.watchdog`).
+It starts PostgreSQL (the embedded one unless ``DATABASE_URL`` is set), the
+event broker (the embedded Valkey of :mod:`devstack.broker` unless
+``EVENTS_URL`` is set), a local mail sink (:mod:`devstack.mailsink`, unless
+``SMTP_URL`` is set), applies every service's migrations, starts the apps of
+:mod:`shopkit.registry` under gunicorn with the notifications worker,
+Prometheus and the nginx gateway when installed, and the seeder's demo;
+Ctrl-C stops everything. Every service gets ``EVENTS_URL`` and ``SMTP_URL``.
+Every child dies with the launcher, even when the launcher is killed with
+SIGKILL (:mod:`devstack.watchdog`).
 """
 
 from __future__ import annotations
@@ -15,13 +19,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit, urlunsplit
 
-from devstack import postgres, roles
+from devstack import broker as embedded_broker
+from devstack import mailsink, postgres, roles
 from devstack.gateway import STOREFRONT_PATH, Gateway, start_local
 from devstack.parent_watch import ParentWatch
-from devstack.processes import ServiceProcess, migrate, spawn
+from devstack.processes import ServiceProcess, WorkerProcess, migrate, spawn
 from devstack.prometheus import start_prometheus
 from devstack.watchdog import Watchdog
 from shopkit.config import PROJECT_ROOT, Settings
@@ -68,7 +75,8 @@ def _start_services(
     processes = []
     for service in services:
         entry = app(service)
-        env = envs.get(service, {})  # a front end has no database: it only talks HTTP
+        # a front end has no database: it only talks HTTP
+        env = {**entry.layout_env(), **envs.get(service, envs[SHARED])}
         if entry.has_database:
             port = _service_port(getattr(settings, f"{service}_url"))
         else:
@@ -86,13 +94,80 @@ def _start_services(
     return processes
 
 
+#: The key in the launcher's environments of what every child gets (broker, mail server).
+SHARED = ""
+#: The consumer workers: (service, module run with ``python -m``).
+WORKERS = (("notifications", "notifications_service.worker"),)
+
+
+def _start_workers(services: list[str], envs: dict[str, dict[str, str]]) -> list[WorkerProcess]:
+    """Start the event consumers of the ``services`` present, output prefixed like theirs."""
+    workers = []
+    for service, module in WORKERS:
+        if service not in services:
+            continue
+        worker = WorkerProcess(f"{service}-worker", module, env=envs[service], log=subprocess.PIPE)
+        worker.start()
+        assert worker.process is not None and worker.process.stdout is not None
+        threading.Thread(
+            target=_pump, args=(f"{service[:6]}-wk", worker.process.stdout), daemon=True
+        ).start()
+        workers.append(worker)
+    return workers
+
+
+def _events_and_mail(
+    settings: Settings, watchdog: Watchdog
+) -> tuple[embedded_broker.Broker | None, mailsink.MailSink | None, dict[str, str]]:
+    """The broker (embedded, guarded by ``watchdog``, unless ``EVENTS_URL`` is set) and the
+    mail server (a local sink unless ``SMTP_URL`` is set): the embedded ones (or ``None``)
+    and the environment every child gets (``EVENTS_URL``, ``SMTP_URL``)."""
+    broker = sink = None
+    events_url = os.environ.get("EVENTS_URL") or ""
+    if not events_url:
+        broker = embedded_broker.start(Path(settings.data_dir) / "valkey", durable=True)
+        events_url = broker.url
+        _guard(watchdog, broker.process)
+    print(f"launcher | event broker at {_without_password(events_url)}", flush=True)
+    smtp_url = os.environ.get("SMTP_URL") or ""
+    if not smtp_url:
+        sink = mailsink.start(Path(settings.data_dir) / "mail")
+        smtp_url = sink.url
+        print(f"launcher | mail sink at {smtp_url}, keeping mails in {sink.directory}", flush=True)
+    return broker, sink, {"EVENTS_URL": events_url, "SMTP_URL": smtp_url}
+
+
+def _without_password(url: str) -> str:
+    """``url`` fit for the log: a password in it replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _stop_events_and_mail(
+    broker: embedded_broker.Broker | None, sink: mailsink.MailSink | None
+) -> None:
+    """Stop the embedded broker (after the services: their last events are in) and sink."""
+    if broker is not None:
+        broker.stop()
+    if sink is not None:
+        sink.stop()
+
+
+def _any_exited(children: Sequence[ServiceProcess | WorkerProcess]) -> bool:
+    """Whether one of ``children`` has exited."""
+    return any(c.process is not None and c.process.poll() is not None for c in children)
+
+
 #: Seconds the launcher gives every child to stop on its own before SIGKILL.
 STOP_GRACE_S = 8.0
 
 
 def _stop(
     seeder: subprocess.Popen[bytes] | None,
-    processes: list[ServiceProcess],
+    processes: Sequence[ServiceProcess | WorkerProcess],
     prometheus: ServiceProcess | None,
     gateway: Gateway | None,
 ) -> None:
@@ -133,20 +208,28 @@ def run_local(services: list[str] | None = None) -> int:
     """``make run``: database, migrations, services under gunicorn, demo data; Ctrl-C stops all.
 
     Uses ``DATABASE_URL`` if set, else the embedded PostgreSQL under ``.data/``
-    (stopped again on exit). Ports come from ``CUSTOMERS_URL`` ... ``REVIEWS_URL``
-    (default 5000-5003); the storefront listens on ``STOREFRONT_PORT`` (8080).
+    (stopped again on exit); ``EVENTS_URL`` and ``SMTP_URL`` likewise, else the
+    embedded broker and the local mail sink. Ports come from ``CUSTOMERS_URL`` ...
+    ``NOTIFICATIONS_URL`` (default 5000-5004); the storefront listens on
+    ``STOREFRONT_PORT`` (8080).
     Returns the exit status.
     """
     services = services or present_services()
     settings = Settings.from_env("launcher")
     watchdog = Watchdog()
     server, url = _database(settings, watchdog)
+    broker, sink, shared = _events_and_mail(settings, watchdog)
     # Each service connects as its own role on the embedded server (as in Compose).
     envs = {
-        service: {"DATABASE_URL": roles.service_role_url(url, service) if server else url}
+        service: {
+            **shared,
+            "DATABASE_URL": roles.service_role_url(url, service) if server else url,
+        }
         for service in services
     }
+    envs[SHARED] = shared
     processes: list[ServiceProcess] = []
+    workers: list[WorkerProcess] = []
     seeder: subprocess.Popen[bytes] | None = None
     prometheus: ServiceProcess | None = None
     gateway = None
@@ -159,10 +242,13 @@ def run_local(services: list[str] | None = None) -> int:
             print(f"launcher | migrating {service}", flush=True)
             migrate(service, envs[service])
         processes = _start_services(services, envs, settings)
-        _guard(watchdog, *(p.process for p in processes))
+        workers = _start_workers(services, envs)
+        _guard(watchdog, *(p.process for p in processes), *(w.process for w in workers))
         for process in processes:
             process.wait_ready(60)
             print(f"launcher | {process.service:<9} ready at {process.url}/docs", flush=True)
+        for worker in workers:
+            print(f"launcher | {worker.name} consuming (pid {worker.pid})", flush=True)
         prometheus = start_prometheus(processes, Path(settings.data_dir))
         _guard(watchdog, prometheus.process if prometheus else None)
         gateway = _start_frontends_and_gateway(processes, envs, settings, watchdog)
@@ -171,7 +257,7 @@ def run_local(services: list[str] | None = None) -> int:
             _guard(watchdog, seeder)
         print("launcher | press Ctrl-C to stop", flush=True)
         while not stopping.wait(0.25):
-            if any(p.process is not None and p.process.poll() is not None for p in processes):
+            if _any_exited([*processes, *workers]):
                 print("launcher | a service exited; stopping", flush=True)
                 return 1
             if parent.stopping():
@@ -183,7 +269,8 @@ def run_local(services: list[str] | None = None) -> int:
         # The embedded server checkpoints while the children stop, so that stopping it
         # (a shutdown checkpoint, waited for) has little left to write.
         checkpoint = _checkpoint_in_background(url) if server is not None else None
-        _stop(seeder, processes, prometheus, gateway)
+        _stop(seeder, [*processes, *workers], prometheus, gateway)
+        _stop_events_and_mail(broker, sink)
         if checkpoint is not None:
             checkpoint.join(STOP_GRACE_S)
         if server is not None:

@@ -155,6 +155,37 @@ class ServiceProcess:
         stop_group(self.process, signal.SIGTERM if graceful else signal.SIGQUIT, timeout_s)
 
 
+@dataclass
+class WorkerProcess:
+    """A service's background worker (``python -m <module>``), such as an event consumer."""
+
+    name: str
+    module: str
+    env: dict[str, str] = field(default_factory=dict)
+    log: IO[bytes] | int | None = subprocess.DEVNULL
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        """The worker's process id (0 before it starts)."""
+        return self.process.pid if self.process is not None else 0
+
+    def start(self) -> WorkerProcess:
+        """Start the worker in a session of its own, tied to this process."""
+        self.process = spawn(
+            [sys.executable, "-m", self.module],
+            env={**os.environ, **self.env},
+            cwd=PROJECT_ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM (it finishes its batch); SIGKILL if it lingers."""
+        stop_group(self.process, signal.SIGTERM, timeout_s)
+
+
 def wait_until_ok(
     url: str, process: subprocess.Popen[bytes] | None, timeout_s: float, name: str
 ) -> None:

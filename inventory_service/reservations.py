@@ -243,6 +243,21 @@ def reserve(session: Session, sale_id: uuid.UUID, lines: Sequence[Line], actor: 
     return Reserved(*header, lines=rows)  # type: ignore[misc]  # header: the other fields
 
 
+def lock_for_batch(session: Session, orders: Sequence[Sequence[Line]]) -> None:
+    """Lock every product a batch of reservations names, in ascending id order, up front.
+
+    Each reservation locks its own products in order, but a batch runs many in
+    one transaction: two batches of several-line orders would otherwise take
+    their rows in different orders and deadlock (PostgreSQL finds it only after
+    ``deadlock_timeout``, and the whole batch is retried). When every order has
+    one line the batch's own order is already ascending, so nothing is done.
+    """
+    if all(len(lines) == 1 for lines in orders):
+        return
+    ids = sorted({product_id for lines in orders for product_id, _ in lines})
+    session.execute(_LOCK, {"product_ids": ids})
+
+
 def _ids(lines: Sequence[Line]) -> list[int]:
     return sorted(product_id for product_id, _ in lines)
 

@@ -298,6 +298,9 @@ def reserve_batch(data: dict[str, Any]) -> ResponseReturnValue:
         single_path="/internal/reservations",
         # Rows are locked in ascending product order, as one reservation locks them.
         order=lambda wanted: sorted(product_id for product_id, _ in wanted["lines"]),
+        lock=lambda requests: reservations.lock_for_batch(
+            session, [wanted["lines"] for wanted in requests]
+        ),
         operation=operation,
         outcomes=STOCK_RESERVATIONS,
     )

@@ -4,7 +4,10 @@
 the consumer's transaction, which also records the events in the inbox, so
 each event makes its notification exactly once however often it is
 delivered. Order and wallet events concern the customer in their ``data``;
-every other type is ignored (and still recorded as applied).
+every other type is ignored (and still recorded as applied). Each order event
+also records its mail (:class:`~notifications_service.models.Mail`) in that
+same transaction: the sender (:mod:`notifications_service.mailer`) sends it
+after the commit, so a redelivered event never makes a second mail.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from notifications_service.models import MAX_BODY_LENGTH, Notification
+from notifications_service.models import MAX_BODY_LENGTH, Mail, Notification
 from shopkit.db import transaction
 from shopkit.errors import NotFound
 from shopkit.events.catalog import stream_for
@@ -80,9 +83,30 @@ def message_for(event: Event) -> tuple[str, str] | None:
     return None
 
 
+#: The domain of the ``Message-ID`` of every mail.
+MESSAGE_ID_DOMAIN = "notifications.shop"
+#: Where a customer's mail goes. The events carry customer ids, not addresses (no personal
+#: data on the broker), so the mail goes to a per-customer mailbox of the mail server.
+RECIPIENT = "customer-{customer_id}@localhost"
+
+
+def message_id_for(event_id: str | uuid.UUID) -> str:
+    """The mail's ``Message-ID``, from the event id alone: the same on every (re)send."""
+    return f"<{uuid.UUID(str(event_id))}@{MESSAGE_ID_DOMAIN}>"
+
+
+def recipient_for(customer_id: int) -> str:
+    """The address of ``customer_id``'s mails (:data:`RECIPIENT`)."""
+    return RECIPIENT.format(customer_id=customer_id)
+
+
 def apply_events(session: Session, events: list[Event]) -> None:
-    """The batch handler: one notification per order or wallet event, in one statement."""
+    """The batch handler: one notification per order or wallet event, one mail per order event.
+
+    Both are inserted in one statement each, in the consumer's transaction.
+    """
     rows = []
+    mails = []
     for event in events:
         text = message_for(event)
         customer_id = event.data.get("customer_id")
@@ -100,8 +124,21 @@ def apply_events(session: Session, events: list[Event]) -> None:
                 "occurred_at": event.time,
             }
         )
+        if event.type.split(".")[1] == "order":
+            mails.append(
+                {
+                    "event_id": uuid.UUID(event.id),
+                    "message_id": message_id_for(event.id),
+                    "customer_id": customer_id,
+                    "recipient": recipient_for(customer_id),
+                    "subject": title,
+                    "body": body[:MAX_BODY_LENGTH],
+                }
+            )
     if rows:
         session.execute(insert(Notification), rows)
+    if mails:
+        session.execute(insert(Mail), mails)
 
 
 def list_for(

@@ -8,6 +8,7 @@ from flask.typing import ResponseReturnValue
 from flask_smorest import Blueprint
 
 from notifications_service import notifications
+from notifications_service.models import Notification
 from notifications_service.schemas import (
     MarkedSchema,
     NotificationListArgsSchema,
@@ -45,7 +46,7 @@ def list_notifications(args: dict[str, Any]) -> ResponseReturnValue:
 @notifications_blp.response(200, NotificationSchema)
 @notifications_blp.alt_response(404, description="Not one of your notifications.")
 @requires(ROLE_CUSTOMER)
-def read_notification(notification_id: int) -> ResponseReturnValue:
+def read_notification(notification_id: int) -> Notification:
     """Mark one of your notifications read (again is fine)."""
     return notifications.mark_read(get_session(), _customer_id(), notification_id)
 

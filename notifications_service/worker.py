@@ -1,21 +1,23 @@
-"""The notifications consumer: ``python -m notifications_service.worker``.
+"""The notifications worker: ``python -m notifications_service.worker``.
 
-Runs the ``notifications`` consumer group on the order and wallet streams
-until SIGTERM or SIGINT, against ``DATABASE_URL`` (or the embedded database)
-and ``EVENTS_URL``. Several workers may run: they share the group's entries,
-and one takes over a dead one's pending entries.
+Runs the ``notifications`` consumer group on the order and wallet streams and
+the mail sender (:mod:`notifications_service.mailer`) until SIGTERM or
+SIGINT, with the database, the broker (``EVENTS_URL``) and the mail server
+(``SMTP_URL``) of :class:`~shopkit.config.Settings`. Several workers may run:
+they share the group's entries, one takes over a dead one's pending entries,
+and the sender's row locks keep them from sending one mail twice at once.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 
 from sqlalchemy import create_engine
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
+from notifications_service import mailer
 from notifications_service.models import inbox
 from notifications_service.notifications import GROUP, STREAMS, apply_events
 from shopkit.config import Settings
@@ -26,12 +28,18 @@ from shopkit.events.relay import broker_client
 log = logging.getLogger(__name__)
 
 
-def build_consumer(database_url: str, events_url: str) -> Consumer:
+def make_sessions(database_url: str) -> sessionmaker[Session]:
+    """Sessions on ``database_url`` (a small pool: one consumer and one sender)."""
+    return sessionmaker(create_engine(database_url, pool_size=2, pool_pre_ping=True))
+
+
+def build_consumer(
+    database_url: str, events_url: str, sessions: sessionmaker[Session] | None = None
+) -> Consumer:
     """The group's consumer on ``database_url`` and the broker at ``events_url``."""
-    engine = create_engine(database_url, pool_size=2, pool_pre_ping=True)
     return Consumer(
         broker_client(events_url, timeout_s=5.0),
-        sessionmaker(engine),
+        sessions or make_sessions(database_url),
         inbox,
         group=GROUP,
         streams=STREAMS,
@@ -40,18 +48,24 @@ def build_consumer(database_url: str, events_url: str) -> Consumer:
 
 
 def main() -> None:
-    """Consume until told to stop."""
+    """Consume and send mails until told to stop."""
     settings = Settings.from_env("notifications")
     logging.basicConfig(level=settings.log_level)
-    events_url = os.environ.get("EVENTS_URL")
-    if not events_url:
-        raise SystemExit("EVENTS_URL is not set: the notifications worker needs the broker")
-    consumer = build_consumer(resolve_database_url(settings), events_url)
+    target = mailer.SmtpTarget.from_url(settings.smtp_url)
+    database_url = resolve_database_url(settings)
+    sessions = make_sessions(database_url)
+    consumer = build_consumer(database_url, settings.events_url, sessions)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     log.info("notifications consumer %s reading %s", consumer.name, ", ".join(STREAMS))
-    consumer.run(stop)
+    consuming = threading.Thread(target=consumer.run, args=(stop,), name="consumer")
+    consuming.start()
+    try:
+        mailer.run(sessions, target, settings.mail_from, stop)
+    finally:
+        stop.set()
+        consuming.join(timeout=10)
 
 
 if __name__ == "__main__":

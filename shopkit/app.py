@@ -38,6 +38,7 @@ from shopkit.json_provider import ShopJSONProvider
 from shopkit.logs import configure_logging, init_access_log
 from shopkit.metrics import BusinessMetric, init_metrics
 from shopkit.migrations import db_cli
+from shopkit.proxy import trusted_networks
 from shopkit.request_id import init_request_id
 from shopkit.security_headers import init_security_headers
 from shopkit.telemetry import init_tracing, instrument_app
@@ -137,7 +138,7 @@ def create_service_app(
     )
     instrument_app(app, database.engine)  # first, so its span covers the other request hooks
     init_request_id(app)
-    init_deadline(app, settings.request_deadline_s)
+    init_deadline(app, settings.request_deadline_s, trusted_networks(settings.trusted_proxies))
     init_access_log(app)
     init_input_guard(app)
     init_security_headers(app)

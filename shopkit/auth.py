@@ -35,6 +35,7 @@ from flask_smorest import Blueprint
 from flask_smorest.utils import load_info_from_docstring
 
 from shopkit.errors import Forbidden, ProblemError, Unauthorized
+from shopkit.registry import SERVICE_NAMES
 
 if TYPE_CHECKING:
     from shopkit.json_http import JsonHttp, ServiceResponse
@@ -50,7 +51,7 @@ ROLE_ADMIN = "admin"
 ROLE_SERVICE = "service"
 ROLES = (ROLE_CUSTOMER, ROLE_ADMIN, ROLE_SERVICE)
 #: The service identities (``client_id`` of the client-credentials grant).
-SERVICES = ("customers", "inventory", "sales", "reviews")
+SERVICES = SERVICE_NAMES
 
 #: The OpenAPI security requirement added to every protected operation.
 BEARER_SECURITY = [{"bearerAuth": []}]

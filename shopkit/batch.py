@@ -95,9 +95,14 @@ def respond_batch(
     order: Callable[[dict[str, Any]], Any],
     operation: Callable[[dict[str, Any]], Callable[[], tuple[int, dict[str, Any]]]],
     outcomes: BusinessMetric | None = None,
+    lock: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> Response:
     """Run a validated batch: each item's ``operation(request)`` once per its key, all in one
     transaction, in the order ``order(request)`` sorts them; the answers in request order.
+
+    ``lock(requests)``, if given, runs first in that transaction: it takes every
+    row the items will lock, in one global order, so that two concurrent batches
+    queue instead of deadlocking when sorting the items cannot order their rows.
 
     ``single_path`` is the single endpoint's path, whose fingerprint each item's key
     is stored under. ``outcomes`` counts each item's answer as that endpoint's
@@ -109,11 +114,13 @@ def respond_batch(
     principal = require_principal()
     schema = str(model.__table__.schema)  # type: ignore[attr-defined]
     ranked = sorted(range(len(items)), key=lambda i: order(items[i]["request"]))
+    requests = [items[i]["request"] for i in ranked]
     answers = run_idempotent_batch(
         get_session(),
         model,
         scope=schema,
         caller=f"{principal.role}:{principal.subject}",
+        before=None if lock is None else lambda: lock(requests),
         items=[
             BatchItem(
                 key=items[i]["idempotency_key"],

@@ -3,11 +3,14 @@
 * The **bulkhead** caps how many calls to one dependency a worker process has
   in flight, so a dependency that hangs can hold only that many of the
   worker's threads; the next caller waits a moment for a slot, then gets 503.
-* The **circuit breaker** opens after ``fail_max`` logical calls in a row
-  failed (unreachable, timed out, kept answering 5xx of its own): a 5xx that
-  reports a failure further down (``sale_pending``, ``dependency_unavailable``:
-  see ``service_client.DOWNSTREAM_CODES``) is an answer from a healthy
-  dependency and counts as a success. For ``reset_s`` every
+* The **circuit breaker** opens after ``fail_max`` failures in a row: logical
+  calls that failed (unreachable, kept answering 5xx of its own, ran out of
+  time), and each attempt that timed out, counted the moment it timed out
+  rather than when its call gives up, so a dependency that hangs opens the
+  circuit as soon as one that errors would. A 5xx that reports a failure
+  further down (``sale_pending``, ``dependency_unavailable``: see
+  ``service_client.DOWNSTREAM_CODES``) is an answer from a healthy dependency
+  and counts as a success. For ``reset_s`` every
   call fails at once with 503 instead of waiting for its timeouts. Then one
   trial call goes through (half-open); its success closes the circuit, its
   failure opens it again.
@@ -96,6 +99,16 @@ class CircuitBreaker:
                     log.warning("circuit to %s opened after %d failures", self.name, self._failures)
                 self._state = OPEN
                 self._opened_at = time.monotonic()
+
+    def timed_out(self, trial: bool) -> bool:
+        """Record an attempt that got no answer in time; True when the circuit is now open.
+
+        It counts as a failure at once, before any retry: the caller stops
+        retrying into a circuit that this timeout (or others) opened.
+        """
+        self.failed(trial)
+        with self._lock:
+            return self._state == OPEN
 
 
 class Bulkhead:

@@ -49,6 +49,7 @@ DEV_SECRETS = frozenset(
         "inventory",
         "sales",
         "reviews",
+        "notifications",
     }
 )
 #: The shortest client secret or admin password production mode accepts.
@@ -110,6 +111,15 @@ class Settings:
     inventory_url: str = field(default_factory=lambda: service_url("inventory"))
     sales_url: str = field(default_factory=lambda: service_url("sales"))
     reviews_url: str = field(default_factory=lambda: service_url("reviews"))
+    notifications_url: str = field(default_factory=lambda: service_url("notifications"))
+    #: The event broker (Valkey, the Redis protocol); ``make run`` starts an embedded one
+    #: and sets it. The default is a local server on the standard port.
+    events_url: str = "redis://127.0.0.1:6379/0"
+    #: Where the notifications service sends its mails (``smtp://host:port``); ``make run``
+    #: starts a local sink (:mod:`devstack.mailsink`) and sets it.
+    smtp_url: str = "smtp://127.0.0.1:1025"
+    #: The sender of those mails.
+    mail_from: str = "Shop <shop@localhost>"
     admin_username: str = "admin"
     admin_password: str = DEV_ADMIN_PASSWORD
     service_client_secret: str = DEV_SERVICE_CLIENT_SECRET
@@ -193,9 +203,7 @@ class Settings:
         problems = []
         if not self.database_url:
             problems.append("DATABASE_URL is not set")
-        # customers checks every service's secret; a service only needs its own.
-        clients = list(SERVICE_PORTS) if self.service_name == "customers" else [self.service_name]
-        for client in clients:
+        for client in self._clients_to_check():
             variable = client_secret_variable(client)
             own = self.client_secrets.get(client)
             if not own:
@@ -218,6 +226,10 @@ class Settings:
         if password is not None and password in DEV_SECRETS:
             problems.append("DATABASE_URL uses a development default password")
         return problems
+
+    def _clients_to_check(self) -> list[str]:
+        """customers checks every service's secret (it verifies them); a service its own."""
+        return list(SERVICE_PORTS) if self.service_name == "customers" else [self.service_name]
 
     def _storefront_problems(self) -> list[str]:
         """The storefront signs sessions with its key and runs the seeder as the admin."""

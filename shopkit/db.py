@@ -139,7 +139,9 @@ def connect_args(application_name: str, statement_timeout_ms: int) -> dict[str, 
         "keepalives_interval": 3,
         "keepalives_count": 3,
         "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
-        "connection_factory": db_guard.connection_factory(statement_timeout_ms / 1000 + 1.0),
+        "connection_factory": db_guard.connection_factory(
+            statement_timeout_ms / 1000 + 1.0, CONNECT_TIMEOUT_S
+        ),
     }
 
 
@@ -160,6 +162,7 @@ class Database:
             pool_size=pool_size,
             max_overflow=pool_size,
             pool_recycle=1800,
+            poolclass=db_guard.DeadlinePool,  # no wait for a connection past the deadline
             pool_timeout=POOL_TIMEOUT_S,
             # Error messages (which reach the logs) must not carry bound values:
             # password hashes, token digests, personal data.

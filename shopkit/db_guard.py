@@ -11,6 +11,11 @@ grace so the saga can still write down where it stands), the watchdog shuts
 the socket down: libpq sees the connection close, psycopg2 raises
 ``OperationalError`` and SQLAlchemy discards the connection. The request then
 answers 503 ``database_unavailable`` instead of hanging.
+
+The waits before a round trip are bounded by the request's deadline too: a
+connection is not opened with less time left than libpq's ``connect_timeout``
+(the connect would outlive the deadline), and the pool's wait for a free
+connection (:class:`DeadlinePool`) ends at the deadline.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ import threading
 import time
 from typing import Any
 
+import psycopg2
 import psycopg2.extensions
+from sqlalchemy.pool import QueuePool
 
 from shopkit import deadline
 
@@ -131,8 +138,16 @@ class GuardedConnection(psycopg2.extensions.connection):
 
     #: Seconds one round trip may take at most (set from the statement timeout).
     round_trip_bound_s = 6.0
+    #: Seconds libpq may take to connect (its ``connect_timeout``).
+    connect_bound_s = 2.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        left = deadline.remaining()
+        if left is not None and left < self.connect_bound_s:
+            # A database that does not answer would keep this request past its deadline.
+            raise psycopg2.OperationalError(
+                f"{max(left, 0.0):.1f} s of the request's time left: too little to connect"
+            )
         super().__init__(*args, **kwargs)
         self.cursor_factory = GuardedCursor
 
@@ -147,8 +162,31 @@ class GuardedConnection(psycopg2.extensions.connection):
             super().rollback()
 
 
-def connection_factory(round_trip_bound_s: float) -> type[GuardedConnection]:
-    """A :class:`GuardedConnection` class whose round trips last at most ``round_trip_bound_s``."""
+def connection_factory(
+    round_trip_bound_s: float, connect_bound_s: float
+) -> type[GuardedConnection]:
+    """A :class:`GuardedConnection` class: round trips last at most ``round_trip_bound_s``,
+    connecting at most ``connect_bound_s``."""
     return type(
-        "BoundedConnection", (GuardedConnection,), {"round_trip_bound_s": round_trip_bound_s}
+        "BoundedConnection",
+        (GuardedConnection,),
+        {"round_trip_bound_s": round_trip_bound_s, "connect_bound_s": connect_bound_s},
     )
+
+
+class DeadlinePool(QueuePool):
+    """A ``QueuePool`` whose wait for a free connection ends at the request's deadline.
+
+    ``pool_timeout`` still bounds the wait outside a request, and within one when
+    it is sooner; SQLAlchemy reads the wait from ``_timeout`` on every checkout.
+    """
+
+    _pool_timeout: float = 30.0
+
+    @property
+    def _timeout(self) -> float:
+        return deadline.bounded(self._pool_timeout)
+
+    @_timeout.setter
+    def _timeout(self, value: float) -> None:
+        self._pool_timeout = value

@@ -1,8 +1,15 @@
 """One overall deadline per request, shared by its outgoing calls and database statements.
 
-Each request gets a deadline when it starts (``REQUEST_DEADLINE``, 8 s by
-default, so that an answer comes within the documented 10 s bound). The
-deadline lives in a context variable: :class:`~shopkit.service_client.ServiceClient`
+Each request gets a deadline counted from the moment it reached the server
+(``REQUEST_DEADLINE``, 8 s by default, so that an answer comes within the
+documented 10 s bound): the gunicorn worker notes when a request arrived
+(:mod:`shopkit.gunicorn_worker`, :data:`ARRIVAL_ENVIRON`), so time spent
+queued for a free thread counts against the budget. Behind the gateway the
+start is the gateway's ``X-Request-Start`` when that is earlier; the header is
+read only from a trusted proxy (``TRUSTED_PROXIES``) and can only shorten the
+budget, never extend it. A request that has already waited past its budget is
+answered 503 ``request_expired`` with ``Retry-After`` before any work starts.
+The deadline lives in a context variable: :class:`~shopkit.service_client.ServiceClient`
 never waits past it and sends what is left to the callee in
 :data:`HEADER` (milliseconds, like gRPC's ``grpc-timeout``), and the
 database guard (:mod:`shopkit.db_guard`) cuts a statement that would outlive
@@ -16,14 +23,23 @@ per-statement bounds still apply there.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 
 from flask import Flask, request
 
+from shopkit.errors import ProblemError
+from shopkit.proxy import Network, is_trusted
+
 #: The header that carries the caller's remaining budget, in milliseconds.
 HEADER = "X-Request-Deadline-Ms"
+#: The gateway's header: when it received the request, ``t=<seconds since the epoch>``.
+START_HEADER = "X-Request-Start"
+#: The WSGI environ key where the server notes the request's arrival (``time.monotonic()``).
+ARRIVAL_ENVIRON = "shop.arrived_at"
+#: Seconds a client asked to wait before retrying a request that expired in the queue.
+RETRY_AFTER_S = 1
 #: The default budget of one request, in seconds (``REQUEST_DEADLINE``).
 DEFAULT_BUDGET_S = 8.0
 
@@ -85,13 +101,74 @@ def _caller_budget() -> float | None:
     return int(raw) / 1000
 
 
-def init_deadline(app: Flask, budget_s: float = DEFAULT_BUDGET_S) -> None:
-    """Give each request of ``app`` its deadline: ``budget_s``, or the caller's if shorter."""
+def gateway_start(raw: str, now: float, wall_now: float) -> float | None:
+    """The ``time.monotonic()`` instant an ``X-Request-Start`` value names, or ``None``.
+
+    Accepts nginx's ``t=<seconds>.<millis>`` (or the bare number). A value in
+    the future (clocks apart) or that is not a number names nothing.
+    """
+    value = raw.strip().removeprefix("t=")
+    try:
+        started = float(value)
+    except ValueError:
+        return None
+    age = wall_now - started
+    if not 0 <= age < wall_now:  # in the future, or NaN
+        return None
+    return now - age
+
+
+def request_start(now: float, trusted_proxies: Sequence[Network] = ()) -> float:
+    """When the current request reached the server (``time.monotonic()``), never after ``now``.
+
+    The worker's note of the arrival, or the gateway's ``X-Request-Start`` if
+    earlier and sent by a trusted proxy; a header can only move the start
+    earlier, so it can shorten a request's budget but never extend it.
+    """
+    start = now
+    arrived = request.environ.get(ARRIVAL_ENVIRON)
+    if isinstance(arrived, float):
+        start = min(start, arrived)
+    raw = request.headers.get(START_HEADER)
+    if raw and trusted_proxies and is_trusted(request.remote_addr or "", trusted_proxies):
+        gateway = gateway_start(raw, now, time.time())
+        if gateway is not None:
+            start = min(start, gateway)
+    return start
+
+
+class RequestExpired(ProblemError):
+    """503 ``request_expired``: the request waited its whole budget before it could start."""
+
+    def __init__(self, waited_s: float) -> None:
+        super().__init__(
+            503,
+            "request_expired",
+            f"The request waited {waited_s:.1f} s for the server and its time ran out "
+            "before it could start; nothing was done. Retry shortly.",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+
+
+def init_deadline(
+    app: Flask, budget_s: float = DEFAULT_BUDGET_S, trusted_proxies: Sequence[Network] = ()
+) -> None:
+    """Give each request of ``app`` its deadline, counted from its arrival (:func:`request_start`).
+
+    The budget is ``budget_s``, or the caller's if shorter. A request whose
+    deadline has already passed is refused with :class:`RequestExpired`
+    before any later hook or the view runs.
+    """
 
     @app.before_request
     def _start() -> None:
+        now = time.monotonic()
+        start = request_start(now, trusted_proxies)
         caller = _caller_budget()
-        set_deadline(budget_s if caller is None else min(budget_s, caller))
+        until = start + (budget_s if caller is None else min(budget_s, caller))
+        _deadline.set(until)
+        if until <= now:
+            raise RequestExpired(now - start)
 
     @app.teardown_request
     def _clear(_exc: BaseException | None) -> None:

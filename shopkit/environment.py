@@ -130,6 +130,32 @@ ENVIRONMENT: tuple[Variable, ...] = (
         "http://127.0.0.1:5003",
     ),
     _service(
+        "NOTIFICATIONS_URL",
+        "notifications_url",
+        "Base URL of the notifications service (each customer's notifications).",
+        _url,
+        "http://127.0.0.1:5004",
+    ),
+    _service(
+        "EVENTS_URL",
+        "events_url",
+        "The event broker: a Valkey (or Redis) server, ``redis://host:port/db`` "
+        "(``rediss://`` for TLS). ``make run`` starts an embedded one with its data in "
+        "``SHOP_DATA_DIR/valkey`` unless it is set.",
+        _text,
+        "redis://127.0.0.1:6379/0",
+    ),
+    _service(
+        "SMTP_URL",
+        "smtp_url",
+        "The mail server of the notifications service, ``smtp://[user:password@]host:port`` "
+        "(``smtps://`` for TLS). ``make run`` starts a local sink keeping each mail under "
+        "``SHOP_DATA_DIR/mail`` unless it is set; Compose runs Mailpit.",
+        _text,
+        "smtp://127.0.0.1:1025",
+    ),
+    _service("MAIL_FROM", "mail_from", "The sender of the notification mails."),
+    _service(
         "ADMIN_USERNAME",
         "admin_username",
         "The bootstrap admin, created once by customers.",
@@ -149,10 +175,10 @@ ENVIRONMENT: tuple[Variable, ...] = (
         Variable(
             f"{client.upper()}_CLIENT_SECRET",
             f"The {client} service's own secret for ``POST /auth/service-token`` with client id "
-            f"``{client}`` (customers needs all four: it checks them).",
+            f"``{client}`` (customers needs every one: it checks them).",
             default="SERVICE_CLIENT_SECRET",
         )
-        for client in ("customers", "inventory", "sales", "reviews")
+        for client in ("customers", "inventory", "sales", "reviews", "notifications")
     ),
     _service(
         "STOREFRONT_SECRET_KEY",
@@ -418,7 +444,19 @@ ENVIRONMENT: tuple[Variable, ...] = (
         "",
         "``otlp`` (when an endpoint is set), ``console`` or ``none`` (off).",
     ),
-    _other("tracing", "OTEL_TRACES_SAMPLER", "parentbased_always_on", "Which traces are kept."),
+    _other(
+        "tracing",
+        "OTEL_TRACES_SAMPLER",
+        "",
+        "Which traces are kept; unset, one trace in ten (``parentbased_traceidratio``, 0.1). "
+        "``parentbased_always_on`` keeps every one.",
+    ),
+    _other(
+        "tracing",
+        "OTEL_TRACES_SAMPLER_ARG",
+        "",
+        "The ratio for ``parentbased_traceidratio`` (0 to 1).",
+    ),
     _other("tracing", "OTEL_SDK_DISABLED", "", "``true`` turns tracing off whatever else is set."),
     _other(
         "tracing",
@@ -438,6 +476,19 @@ ENVIRONMENT: tuple[Variable, ...] = (
         "SHOP_TEST_SERVICES",
         "",
         "Comma-separated services to migrate and test (e.g. ``customers,sales``); unset: all.",
+    ),
+    _other(
+        "tests",
+        "SHOP_TEST_GROUP",
+        "crashy",
+        "Set by the event crash tests for their worker process: its consumer group. Not for users.",
+    ),
+    _other(
+        "tests",
+        "SHOP_TEST_STREAMS",
+        "",
+        "Set by the event crash tests for their worker process: the streams it reads "
+        "(comma-separated). Not for users.",
     ),
     _other(
         "tests",

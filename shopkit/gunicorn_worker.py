@@ -7,12 +7,18 @@ healthy process dead. :class:`HealthFirstWorker` looks at the first bytes of a
 request when its connection becomes readable (``MSG_PEEK``: nothing is
 consumed) and hands ``GET /healthz`` and ``GET /readyz`` to a small pool of
 their own; everything else goes to the usual pool.
+
+It also notes when each request arrived, that is when its bytes were there
+and it was handed to a pool, and puts that instant in the WSGI environ
+(:data:`shopkit.deadline.ARRIVAL_ENVIRON`): a request's deadline counts the
+time it then waits for a free thread.
 """
 
 from __future__ import annotations
 
 import selectors
 import socket
+import threading
 import time
 from concurrent import futures
 from functools import partial
@@ -20,8 +26,24 @@ from typing import Any
 
 from gunicorn.workers.gthread import ThreadWorker
 
+from shopkit.deadline import ARRIVAL_ENVIRON
+
 HEALTH_REQUESTS = (b"GET /healthz", b"GET /readyz")
 HEALTH_THREADS = 2
+
+_serving = threading.local()  # the arrival of the request this thread is serving
+
+
+def _with_arrival(app: Any) -> Any:
+    """Wrap a WSGI app so each environ carries the arrival noted by the serving thread."""
+
+    def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+        arrived = getattr(_serving, "arrived_at", None)
+        if arrived is not None:
+            environ[ARRIVAL_ENVIRON] = arrived
+        return app(environ, start_response)
+
+    return wsgi
 
 
 class HealthFirstWorker(ThreadWorker):
@@ -33,6 +55,19 @@ class HealthFirstWorker(ThreadWorker):
             max_workers=HEALTH_THREADS, thread_name_prefix="health"
         )
         super().init_process()
+
+    def load_wsgi(self) -> None:
+        """Load the app as gunicorn does, wrapped to receive each request's arrival."""
+        super().load_wsgi()
+        self.wsgi = _with_arrival(self.wsgi)  # type: ignore[has-type]  # gunicorn is untyped
+
+    def handle_request(self, req: Any, conn: Any) -> Any:
+        """Serve one request with its connection's arrival at hand for the app."""
+        _serving.arrived_at = getattr(conn, "arrived_at", None)
+        try:
+            return super().handle_request(req, conn)
+        finally:
+            _serving.arrived_at = None
 
     def _peek(self, conn: Any) -> bytes | None:
         """The request's first bytes, or ``None`` if none arrived yet."""
@@ -58,6 +93,9 @@ class HealthFirstWorker(ThreadWorker):
             return
         if head:
             conn.data_ready = True  # the request is there: no need to wait for it
+        # Arrived now (or on a fresh connection, now that it was accepted); a kept-alive
+        # connection comes back here with its next request.
+        conn.arrived_at = time.monotonic()
         if head is not None and head.startswith(HEALTH_REQUESTS):
             fs = self.health_pool.submit(self.handle, conn)
             fs.add_done_callback(

@@ -282,9 +282,11 @@ def run_idempotent_batch(
     scope: str,
     caller: str,
     items: Sequence[BatchItem],
+    before: Callable[[], None] | None = None,
 ) -> list[IdempotentResult]:
     """Run many idempotent calls in ONE transaction, each exactly as :func:`run_idempotent`
-    would run it alone; one answer per item, in order.
+    would run it alone; one answer per item, in order. ``before`` runs first in the
+    transaction, once the keys are looked up (a batch locking its rows up front).
 
     Each item keeps its own key, lock, stored answer and fingerprint, so a batch
     retried after the callee committed replays item by item, and an item's key
@@ -307,6 +309,8 @@ def run_idempotent_batch(
             found = session.execute(
                 statements.lock_and_find_many, {"caller": caller, "keys": keys, "locks": locks}
             ).all()
+            if before is not None:
+                before()
             results: list[IdempotentResult | None] = [None] * len(items)
             for position, (item, row) in enumerate(zip(items, found, strict=True)):
                 if not row.locked:

@@ -22,6 +22,7 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
+from shopkit.deadline import ARRIVAL_ENVIRON
 from shopkit.request_id import current_request_id
 from shopkit.telemetry import current_trace_id
 
@@ -109,17 +110,20 @@ def init_access_log(app: Flask) -> None:
     @app.before_request
     def _start_timer() -> None:
         g.request_started = time.perf_counter()
+        arrived = request.environ.get(ARRIVAL_ENVIRON)
+        g.request_queued_ms = (time.monotonic() - arrived) * 1000 if arrived else None
 
     @app.after_request
     def _log(response: Response) -> Response:
         started = g.get("request_started")
         duration_ms = (time.perf_counter() - started) * 1000 if started else None
+        queued_ms = g.get("request_queued_ms")
         if request.path in ("/healthz", "/metrics"):
             return response
         level = logging.DEBUG
         if response.status_code >= 500:
             level = logging.WARNING
-        elif duration_ms is not None and duration_ms >= SLOW_REQUEST_MS:
+        elif duration_ms is not None and duration_ms + (queued_ms or 0) >= SLOW_REQUEST_MS:
             level = logging.INFO
         if access.isEnabledFor(level):
             access.log(
@@ -133,6 +137,7 @@ def init_access_log(app: Flask) -> None:
                     "path": request.path,
                     "status": response.status_code,
                     "duration_ms": round(duration_ms, 2) if duration_ms is not None else None,
+                    "queued_ms": round(queued_ms, 2) if queued_ms is not None else None,
                 },
             )
         return response

@@ -212,6 +212,8 @@ def _implied_codes(path: str, operation: dict[str, Any]) -> dict[str, list[str]]
             implied["403"].append("forbidden_caller")
     if "{" in path:  # a path parameter that matches nothing is 404 too
         implied.setdefault("404", []).append("not_found")
+    # Any request that waited past its deadline before it could start (shopkit.deadline).
+    implied.setdefault("503", []).append("request_expired")
     return implied
 
 

@@ -226,6 +226,11 @@ _SPECS = (
         "batch_conflict", 503, "A batch met a concurrent one; nothing was written: retry it."
     ),
     ProblemSpec("auth_unavailable", 503, "The token signing keys could not be fetched."),
+    ProblemSpec(
+        "request_expired",
+        503,
+        "The request waited its whole time budget before it could start; nothing was done.",
+    ),
     ProblemSpec("not_ready", 503, "The database is unreachable or its schema is not current."),
     ProblemSpec(
         "sale_pending",

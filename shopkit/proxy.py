@@ -31,7 +31,8 @@ def trusted_networks(raw: str) -> tuple[Network, ...]:
     return tuple(networks)
 
 
-def _trusted(address: str, networks: Sequence[Network]) -> bool:
+def is_trusted(address: str, networks: Sequence[Network]) -> bool:
+    """True when ``address`` is in one of ``networks`` (a malformed address never is)."""
     try:
         ip = ipaddress.ip_address(address.strip())
     except ValueError:
@@ -48,11 +49,11 @@ def client_address(
     prepends itself are never reached while a trusted proxy's own entry is there.
     """
     peer = remote_addr or ""
-    if not forwarded_for or not _trusted(peer, networks):
+    if not forwarded_for or not is_trusted(peer, networks):
         return peer
     hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
     for hop in reversed(hops):
-        if not _trusted(hop, networks):
+        if not is_trusted(hop, networks):
             return hop
     return hops[0] if hops else peer
 

@@ -27,10 +27,14 @@ class App:
     calls: tuple[str, ...] = ()
     #: The PostgreSQL schema it owns; empty for a front end.
     schema: str = ""
-    #: gunicorn workers and threads the launcher gives it (a front end runs one worker:
-    #: the storefront's console runs the seeder live in its process).
+    #: gunicorn workers and threads, and each process's database pool (``DB_POOL_SIZE``),
+    #: as ``make run``, Compose and Kubernetes run it (a front end runs one worker: the
+    #: storefront's console runs the seeder live in its process). Sales batches
+    #: purchases: one worker with many threads gathers larger batches for less CPU per
+    #: sale (bench/README.md, "Batching on vs off").
     workers: int = 2
     threads: int = 4
+    db_pool: int = 5
     #: The path that answers 200 once the app can serve.
     ready_path: str = "/readyz"
 
@@ -43,6 +47,13 @@ class App:
     def role(self) -> str:
         """The database login role owning :attr:`schema` (``customers_svc`` ...); empty if none."""
         return f"{self.name}_svc" if self.has_database else ""
+
+    def layout_env(self) -> dict[str, str]:
+        """The layout as the variables gunicorn and the settings read (no pool without data)."""
+        env = {"WEB_CONCURRENCY": str(self.workers), "GUNICORN_THREADS": str(self.threads)}
+        if self.has_database:
+            env["DB_POOL_SIZE"] = str(self.db_pool)
+        return env
 
     @property
     def app_spec(self) -> str:
@@ -75,6 +86,9 @@ SERVICES: tuple[App, ...] = (
         "orders with their lines, history and saga steps; carts",
         ("customers", "inventory"),
         schema="sales",
+        workers=1,
+        threads=32,
+        db_pool=16,
     ),
     App(
         "reviews",
@@ -83,6 +97,16 @@ SERVICES: tuple[App, ...] = (
         "reviews and their moderation history",
         ("customers", "inventory", "sales"),
         schema="reviews",
+    ),
+    App(
+        "notifications",
+        "notifications_service",
+        5004,
+        "each customer's notifications and their mails, made from order and wallet events",
+        # Only to check tokens, like every service: the signing keys and the deactivated
+        # accounts (with its own service token). Its data arrives by events.
+        ("customers",),
+        schema="notifications",
     ),
 )
 #: The web front ends: no database, started once every service is ready.

@@ -64,6 +64,10 @@ class _Call:
     token: str | None
     #: The token is this client's service token (renewed once on a 401), not a caller's.
     renewable: bool
+    #: This call is the circuit's half-open trial.
+    trial: bool = False
+    #: The breaker already heard of the last attempt's failure (it timed out).
+    told: bool = False
 
 
 class ServiceTokenProvider:
@@ -285,16 +289,17 @@ class ServiceClient:
         call = _Call(method, self.base_url + path, json, params, idempotency_key, token, renewable)
         try:
             with self.guard.bulkhead.slot():
-                trial = self.guard.breaker.before_call()
+                call.trial = self.guard.breaker.before_call()
                 try:
                     result = self._attempts(call, path, time.monotonic() + budget)
                 except BaseException:
-                    self.guard.breaker.failed(trial)
+                    if not call.told:
+                        self.guard.breaker.failed(call.trial)
                     raise
                 if result.failed:
-                    self.guard.breaker.failed(trial)
+                    self.guard.breaker.failed(call.trial)
                 else:
-                    self.guard.breaker.succeeded(trial)
+                    self.guard.breaker.succeeded(call.trial)
                 return result
         except Rejected as exc:
             raise DependencyUnavailable(
@@ -314,6 +319,7 @@ class ServiceClient:
             )
             headers = self._headers(call.idempotency_key, call.token)
             headers[deadline.HEADER] = str(max(1, int(remaining * 1000)))
+            call.told = False
             try:
                 faults.before_outgoing(
                     self.name, call.method, path, min(self.read_timeout_s, remaining)
@@ -329,6 +335,12 @@ class ServiceClient:
             except urllib3.exceptions.HTTPError as exc:
                 DEPENDENCY_ERRORS.labels(dependency=self.name).inc()
                 log.warning("call to %s %s failed: %s", self.name, path, type(exc).__name__)
+                if isinstance(exc, urllib3.exceptions.TimeoutError):
+                    call.told = True  # a timeout counts at once (shopkit.breaker)
+                    opened = self.guard.breaker.timed_out(call.trial)
+                    call.trial = False  # a timed-out trial has reopened the circuit
+                    if opened:
+                        raise DependencyUnavailable(self.name) from exc
             else:
                 if result.status == 401 and call.renewable and not renewed:
                     assert self.tokens is not None

@@ -8,12 +8,22 @@ the spans the code asks for are the API's no-op spans.
 
 On, each process gets one tracer provider (``service.name`` from
 ``OTEL_SERVICE_NAME``, else the service's own name; sampler from
-``OTEL_TRACES_SAMPLER``/``_ARG``; batching from ``OTEL_BSP_*``) exporting
+``OTEL_TRACES_SAMPLER``/``_ARG``, by default :data:`DEFAULT_RATIO` of the
+traces, parent-based; batching from ``OTEL_BSP_*``) exporting
 OTLP over HTTP/protobuf (``OTEL_EXPORTER_OTLP_PROTOCOL``; ``grpc`` is not
 installed) or to the console, and the Flask app, SQLAlchemy engine and the
 urllib3 (services) or requests (seeder) client are instrumented. W3C
 ``traceparent`` (``OTEL_PROPAGATORS``, default ``tracecontext,baggage``)
 carries the trace between services.
+
+A request that is not sampled costs almost nothing: the decision is taken
+before the instrumentation runs (:mod:`shopkit.sampling`), and such a request
+runs with the instrumentation suppressed (no server, SQL or HTTP client
+spans, attributes or metric records that nobody would see); only the W3C
+``traceparent`` is still sent on, so the services it calls follow the same
+decision (:func:`_propagate_when_suppressed`). Should the instrumentation
+still meet a span that does not record, the rest of that request is
+suppressed the same way (:func:`_follow_sampling`).
 """
 
 from __future__ import annotations
@@ -36,6 +46,9 @@ REPLAYED_ATTRIBUTE = "shop.idempotent_replayed"
 #: Paths never traced (probes, scrapes, API docs) unless OTEL_PYTHON_FLASK_EXCLUDED_URLS says.
 EXCLUDED_URLS = "/healthz,/readyz,/metrics,/docs,/openapi.json"
 SUPPORTED_PROTOCOLS = ("http/protobuf",)
+#: Share of the traces kept when ``OTEL_TRACES_SAMPLER`` is unset (a request that starts
+#: a trace; a request inside one follows its caller's decision).
+DEFAULT_RATIO = 0.1
 
 _lock = threading.Lock()
 _enabled: bool | None = None
@@ -97,7 +110,11 @@ def _install_provider(service: str) -> bool:
     resource = Resource.create()  # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = Resource.create({SERVICE_NAME: service})
-    provider = TracerProvider(resource=resource)  # the sampler comes from OTEL_TRACES_SAMPLER
+    from shopkit.sampling import PresetIdGenerator  # noqa: PLC0415
+
+    provider = TracerProvider(
+        resource=resource, sampler=_default_sampler(), id_generator=PresetIdGenerator()
+    )
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
@@ -107,6 +124,18 @@ def _install_provider(service: str) -> bool:
         resource.attributes.get(SERVICE_NAME),
     )
     return True
+
+
+def _default_sampler() -> Any:
+    """``ParentBased(TraceIdRatioBased(DEFAULT_RATIO))`` unless ``OTEL_TRACES_SAMPLER`` names one.
+
+    ``None`` lets the SDK read ``OTEL_TRACES_SAMPLER`` (and ``_ARG``) itself.
+    """
+    if os.environ.get("OTEL_TRACES_SAMPLER", "").strip():
+        return None
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased  # noqa: PLC0415
+
+    return ParentBased(TraceIdRatioBased(DEFAULT_RATIO))
 
 
 def _exporter(name: str) -> Any:
@@ -139,6 +168,7 @@ def _instrument_clients(clients: Iterable[str]) -> None:
             from opentelemetry.instrumentation.urllib3 import URLLib3Instrumentor  # noqa: PLC0415
 
             URLLib3Instrumentor().instrument(response_hook=_mark_replayed_urllib3)
+            _propagate_when_suppressed()
         elif client == "requests":
             from opentelemetry.instrumentation.requests import (  # noqa: PLC0415
                 RequestsInstrumentor,
@@ -147,6 +177,34 @@ def _instrument_clients(clients: Iterable[str]) -> None:
             RequestsInstrumentor().instrument(response_hook=_mark_replayed_requests)
         else:
             raise ValueError(f"no instrumentation for HTTP client {client!r}")
+
+
+def _propagate_when_suppressed() -> None:
+    """Send ``traceparent`` on urllib3 calls made while the instrumentation is suppressed.
+
+    Inside a request that is not sampled (:func:`_follow_sampling`) the urllib3
+    instrumentation makes no span and so injects nothing; the callee would then
+    start a trace of its own and sample it by ratio. This wrapper, outside the
+    instrumentation's, injects the current (unsampled) context instead.
+    """
+    import urllib3.connectionpool  # noqa: PLC0415
+    import wrapt  # noqa: PLC0415
+    from opentelemetry import propagate  # noqa: PLC0415
+    from opentelemetry.instrumentation.utils import (  # noqa: PLC0415
+        is_http_instrumentation_enabled,
+    )
+
+    def urlopen(wrapped: Any, _instance: Any, args: Any, kwargs: dict[str, Any]) -> Any:
+        if (
+            not is_http_instrumentation_enabled()
+            and "headers" in kwargs
+            and trace.get_current_span().get_span_context().is_valid
+        ):
+            kwargs["headers"] = headers = dict(kwargs["headers"] or {})
+            propagate.inject(headers)
+        return wrapped(*args, **kwargs)
+
+    wrapt.wrap_function_wrapper(urllib3.connectionpool.HTTPConnectionPool, "urlopen", urlopen)
 
 
 def _mark_replayed_urllib3(span: Any, _pool: Any, response: Any) -> None:
@@ -171,10 +229,25 @@ def instrument_app(app: Any, engine: Any = None) -> None:
     from flask import Response  # noqa: PLC0415
     from opentelemetry.instrumentation.flask import FlaskInstrumentor  # noqa: PLC0415
 
+    from shopkit.sampling import decide_first, skip_when_unsampled  # noqa: PLC0415
+
     excluded = os.environ.get("OTEL_PYTHON_FLASK_EXCLUDED_URLS") or EXCLUDED_URLS
+    bare = app.wsgi_app
+    before = list(app.before_request_funcs.get(None, []))
+    teardown = list(app.teardown_request_funcs.get(None, []))
     # No sqlcommenter context: nothing reads it (SQL spans carry no comments) and it costs
     # a context attach per request.
     FlaskInstrumentor().instrument_app(app, excluded_urls=excluded, enable_commenter=False)
+    app.before_request_funcs[None] = [
+        hook if hook in before else skip_when_unsampled(hook)
+        for hook in app.before_request_funcs[None]
+    ]
+    app.teardown_request_funcs[None] = [
+        hook if hook in teardown else skip_when_unsampled(hook)
+        for hook in app.teardown_request_funcs[None]
+    ]
+    app.wsgi_app = decide_first(app.wsgi_app, bare)  # an unsampled request skips it all
+    _follow_sampling(app)
     if engine is not None:
         _trace_sql(engine)
     _untraced_paths(app, tuple(p.strip() for p in excluded.split(",") if p.strip()))
@@ -184,6 +257,35 @@ def instrument_app(app: Any, engine: Any = None) -> None:
         if response.headers.get(REPLAYED_HEADER) == "true":
             trace.get_current_span().set_attribute(REPLAYED_ATTRIBUTE, True)
         return response
+
+
+def _follow_sampling(app: Any) -> None:
+    """Suppress the instrumentation for the rest of a request whose server span does not record.
+
+    Registered right after the Flask instrumentation, so its hook runs once the
+    server span has been started (and sampled, or not). A span that does not
+    record has children that do not either: making them would only cost CPU.
+    """
+    from flask import g, request  # noqa: PLC0415
+    from opentelemetry.instrumentation.utils import suppress_instrumentation  # noqa: PLC0415
+
+    from shopkit.sampling import UNSAMPLED_ENVIRON  # noqa: PLC0415
+
+    @app.before_request
+    def _suppress_unsampled() -> None:
+        if request.environ.get(UNSAMPLED_ENVIRON):
+            return  # decided before the instrumentation, and suppressed already
+        span = trace.get_current_span()
+        if span.get_span_context().is_valid and not span.is_recording():
+            suppressed = suppress_instrumentation()
+            suppressed.__enter__()
+            g.shop_unsampled = suppressed
+
+    @app.teardown_request
+    def _restore(_exc: BaseException | None) -> None:
+        suppressed = g.pop("shop_unsampled", None)
+        if suppressed is not None:
+            suppressed.__exit__(None, None, None)
 
 
 def _trace_sql(engine: Any) -> None:

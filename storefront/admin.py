@@ -47,7 +47,7 @@ from storefront.forms import (
 )
 from storefront.jobs import JobBusy, JobRunner
 from storefront.session import admin_required, api, attempt, page_number, token
-from storefront.shop import CATALOGUE_FILTERS, ORDER_STATUSES
+from storefront.shop import CATALOGUE_FILTERS, ORDER_STATUSES, trace_search_url
 from storefront.system import RateTracker, collect
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -349,6 +349,7 @@ def order(sale_id: Any) -> ResponseReturnValue:
         "admin/order.html",
         sale=sale,
         address=delivery_address(sale),
+        trace_url=trace_search_url(str(sale_id)),
         ship_form=ShipForm(formdata=None),
         action_form=ActionForm(),
         cancel_form=KeyedForm(),

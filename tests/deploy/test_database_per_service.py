@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
+from dataclasses import fields
 
 import pytest
 import requests
@@ -80,8 +81,8 @@ def schemas(url: str) -> set[str]:
 def test_journey_and_audit_across_four_database_servers(
     own_servers: dict[str, str], split_stack: LiveStack
 ) -> None:
-    # Four servers, one schema each.
-    assert len(set(own_servers.values())) == 4
+    # One server per service, one schema each.
+    assert len(set(own_servers.values())) == len(SERVICE_NAMES)
     for service, url in own_servers.items():
         assert schemas(url) == {service}
 
@@ -94,8 +95,10 @@ def test_journey_and_audit_across_four_database_servers(
     finally:
         gateway.stop()
 
-    config = Config(**{f"{s}_url": split_stack.url(s) for s in SERVICE_NAMES},  # type: ignore[arg-type]
-                    admin_username=ADMIN_USERNAME, admin_password=ADMIN_PASSWORD)  # fmt: skip
+    # The seeder's audit reads the services it knows (notifications is fed by events).
+    known = {f.name for f in fields(Config)}
+    urls = {f"{s}_url": split_stack.url(s) for s in SERVICE_NAMES if f"{s}_url" in known}
+    config = Config(**urls, admin_username=ADMIN_USERNAME, admin_password=ADMIN_PASSWORD)  # type: ignore[arg-type]
     services = Services(config)
     report = Auditor(services, admin_login(services), pending_after_s=0).run()
     assert report.ok, [(c.name, c.violations) for c in report.checks if not c.ok]

@@ -9,6 +9,7 @@ document has the path, and no ``/internal/*`` path (nor ``/metrics``) may reach 
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -249,11 +250,14 @@ def test_forwarded_headers(echo_gateway: GatewayUnderTest) -> None:
             "tracestate": "shop=1",
             "X-Forwarded-For": "203.0.113.9",  # a client's claim: replaced, not trusted
             "X-Forwarded-Prefix": "/evil",  # the storefront's prefix: the gateway's only
+            "X-Request-Start": "t=1",  # a client's claim of when it started: replaced
         },
         timeout=10,
     )
     assert sent.status_code == 200
     upstream = Echo.seen[-1]
+    started = float(upstream["x-request-start"].removeprefix("t="))
+    assert abs(started - time.time()) < 5  # the gateway's own clock, not the client's claim
     assert upstream["x-request-id"] == "client-chosen-id"
     assert sent.headers["X-Request-ID"] == "client-chosen-id"
     assert upstream["traceparent"] == traceparent

@@ -208,6 +208,11 @@ def test_services_match_the_code(rendered: tuple[str, list[dict[str, Any]]]) -> 
         assert not any(
             "value" in e and re.search(r"PASSWORD|SECRET", e["name"]) for e in container["env"]
         )
+        # The layout make run uses: the shared ConfigMap's, or the container's own.
+        layout = {k: shop_config["data"][k] for k in ("WEB_CONCURRENCY", "GUNICORN_THREADS")}
+        layout.update({k: e["value"] for k, e in env.items() if "value" in e})
+        expected = app(name).layout_env()
+        assert {k: layout.get(k, "5") for k in expected} == expected, name
         if not app(
             name
         ).has_database:  # no data, no migrations; one worker, like make run's (registry)
@@ -385,6 +390,36 @@ def test_every_deployment_has_a_budget_and_an_autoscaler(
         assert scalers[name]["spec"]["scaleTargetRef"]["name"] == name
 
 
+def test_the_broker_is_a_durable_statefulset_and_every_service_is_pointed_at_it(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    _overlay, docs = rendered
+    valkey = of_kind(docs, "StatefulSet")["valkey"]
+    service = of_kind(docs, "Service")["valkey"]
+    assert valkey["spec"]["serviceName"] == "valkey" and service["spec"]["clusterIP"] == "None"
+    (claim,) = valkey["spec"]["volumeClaimTemplates"]
+    (container,) = valkey["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "valkey/valkey:8.1"
+    command = container["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--dir") + 1] == "/data"
+    assert {"name": claim["metadata"]["name"], "mountPath": "/data"} in container["volumeMounts"]
+    (shop_config,) = (
+        c for n, c in of_kind(docs, "ConfigMap").items() if n.startswith("shop-config")
+    )
+    assert shop_config["data"]["EVENTS_URL"] == "redis://valkey:6379/0"
+    # The worker runs the notifications' consumer with the service's own settings and database.
+    deployments = of_kind(docs, "Deployment")
+    worker = deployments["notifications-worker"]["spec"]["template"]["spec"]
+    (runner,) = worker["containers"]
+    (app_container,) = deployments["notifications"]["spec"]["template"]["spec"]["containers"]
+    assert runner["command"] == ["python", "-m", "notifications_service.worker"]
+    assert runner["envFrom"] == app_container["envFrom"]
+    database = {e["name"]: e for e in app_container["env"]}["DATABASE_URL"]
+    assert {e["name"]: e for e in runner["env"]}["DATABASE_URL"] == database
+    assert runner["image"] == app_container["image"]
+
+
 def test_gateway_runs_the_repository_configuration(
     rendered: tuple[str, list[dict[str, Any]]],
 ) -> None:
@@ -445,6 +480,11 @@ def allowed(
     return True
 
 
+def databases_of(pods: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """The database pods' labels, by name (dev: ``postgres``; production: ``<service>-db``)."""
+    return {n: p for n, p in pods.items() if n == "postgres" or n.endswith("-db")}
+
+
 def test_network_policies(rendered: tuple[str, list[dict[str, Any]]]) -> None:
     overlay, docs = rendered
     policies = list(of_kind(docs, "NetworkPolicy").values())
@@ -466,7 +506,22 @@ def test_network_policies(rendered: tuple[str, list[dict[str, Any]]]) -> None:
                     target,
                 )
         assert not allowed(policies, pods[target], pods["gateway"], 8000)
-    databases = {n: p for n, p in pods.items() if n == "postgres" or n.endswith("-db")}
+    # The notifications worker reaches its service's database, like the service.
+    worker_databases = {
+        n for n, labels in databases_of(pods).items()
+        if allowed(policies, pods["notifications-worker"], labels, 5432)
+    }  # fmt: skip
+    assert worker_databases == ({"postgres"} if overlay == "dev" else {"notifications-db"})
+    # The broker admits the services (and the notifications worker) only, on its port.
+    for name, labels in pods.items():
+        expected = name in SERVICE_PORTS or name == "notifications-worker"
+        assert allowed(policies, labels, pods["valkey"], 6379) == expected, name
+    assert not allowed(policies, outsider, pods["valkey"], 6379)
+    # The worker sends its mails: to the dev overlay's Mailpit only (a relay outside in production).
+    if overlay == "dev":
+        assert allowed(policies, pods["notifications-worker"], pods["mailpit"], 1025)
+        assert not allowed(policies, pods["notifications"], pods["mailpit"], 1025)
+    databases = databases_of(pods)
     assert databases
     for service in APP_PORTS:
         reachable = {

@@ -119,3 +119,22 @@ def test_a_service_without_database_url_gets_the_dev_stacks_database(tmp_path: P
 
         server = pgserver.get_server(tmp_path / "pg")  # the running one, joined
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+
+
+def test_the_role_scripts_create_every_service_role_and_schema() -> None:
+    sql = (PROJECT_ROOT / "devstack" / "sql" / "create_roles.sql").read_text()
+    init = (PROJECT_ROOT / "devstack" / "sql" / "init-roles.sh").read_text()
+    for service in SERVICES:
+        assert f"('{service.role}', :'{service.name}_password')" in sql
+        assert f"CREATE SCHEMA IF NOT EXISTS {service.schema} AUTHORIZATION {service.role};" in sql
+        assert f"-v {service.name}_password=" in init
+
+
+def test_every_service_has_a_service_identity() -> None:
+    """Each one checks tokens against customers' list of deactivated accounts, which it reads
+    with its own service token (notifications too, though its data comes by events)."""
+    from shopkit.auth import SERVICES as IDENTITIES
+
+    assert IDENTITIES == tuple(s.name for s in SERVICES)
+    for service in SERVICES[1:]:
+        assert "customers" in service.calls, service.name

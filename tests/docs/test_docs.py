@@ -27,7 +27,7 @@ from shopkit.registry import FRONTENDS, packages
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = packages()
 #: Routes every service serves outside its OpenAPI document (described on api/index.html).
-OPERATIONS_ROUTES = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"}
+OPERATIONS_ROUTES = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/asyncapi.json"}
 ASSET_ENDPOINTS = {"static", "swagger_static"}
 PACKAGES = ["shopkit", "devstack", *SERVICES.values(), "seeder", *packages(FRONTENDS).values()]
 #: Not documented as modules: Alembic environments, gunicorn's configuration file.

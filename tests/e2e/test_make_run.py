@@ -13,7 +13,9 @@ included), so a failing run leaves nothing holding ports.
 from __future__ import annotations
 
 import os
+import re
 import signal
+import smtplib
 import socket
 import subprocess
 import sys
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import redis
 import requests
 
 from shopkit.config import PROJECT_ROOT
@@ -163,8 +166,10 @@ def check_run_and_interrupt(
             assert through.status_code == 200 and "Catalogue" in through.text
         else:
             assert "nginx is not installed" in output and "apt-get install nginx" in output
+        check_events_and_mail(output, data_dir)
         descendants = psutil.Process(make.pid).children(recursive=True)
         assert len(descendants) >= 8  # launcher, 4 gunicorn masters and their workers, ...
+        assert "valkey-server" in {p.name() for p in descendants}
     finally:
         if interrupt == "process group":
             os.killpg(make.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
@@ -192,6 +197,35 @@ def check_run_and_interrupt(
     assert not left, [p.cmdline() for p in left]
 
 
+def check_events_and_mail(output: str, data_dir: Path) -> None:
+    """The embedded broker (AOF under the data dir), the mail sink and the notifications worker."""
+    found = re.search(r"event broker at (redis://\S+)", output)
+    assert found, output[-3000:]
+    broker = redis.Redis.from_url(found.group(1), socket_timeout=5)
+    try:
+        assert broker.ping()
+        assert broker.config_get("appendonly") == {"appendonly": "yes"}
+        assert Path(broker.config_get("dir")["dir"]) == data_dir / "valkey"
+        # The worker made its consumer group on the order stream.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if broker.exists("events:order") and any(
+                g["name"] == b"notifications" for g in broker.xinfo_groups("events:order")
+            ):
+                break
+            time.sleep(0.3)
+        else:
+            raise AssertionError(f"no notifications group on the broker:\n{output[-3000:]}")
+    finally:
+        broker.close()
+    sink = re.search(r"mail sink at smtp://127\.0\.0\.1:(\d+)", output)
+    assert sink, output[-3000:]
+    with smtplib.SMTP("127.0.0.1", int(sink.group(1)), timeout=5) as smtp:
+        assert smtp.noop()[0] == 250
+    assert (data_dir / "mail").is_dir()
+    assert "notifications-worker consuming" in output, output[-3000:]
+
+
 def test_a_launcher_killed_with_sigkill_takes_everything_with_it() -> None:
     with stack_env() as (env, ports, data_dir, run_id):
         log_path = data_dir / "launcher.log"
@@ -207,9 +241,15 @@ def test_a_launcher_killed_with_sigkill_takes_everything_with_it() -> None:
             assert launcher.poll() is None, log_path.read_text()[-3000:]
             time.sleep(0.3)
         started = [p for p in marked(run_id, ports.values()) if p.pid != launcher.pid]
+        # valkey-server rewrites its process title over its environment: found as a child.
+        started += [
+            p for p in psutil.Process(launcher.pid).children(recursive=True)
+            if p.pid not in {s.pid for s in started}
+        ]  # fmt: skip
         names = {p.name() for p in started}
-        # gunicorn masters and workers, the seeder, the embedded PostgreSQL, the watchdog
-        assert len(started) >= 12 and "postgres" in names, sorted(names)
+        # gunicorn masters and workers, the seeder, the embedded PostgreSQL and Valkey, the
+        # notifications worker, the watchdog
+        assert len(started) >= 12 and {"postgres", "valkey-server"} <= names, sorted(names)
         if nginx_binary() is not None:
             assert "nginx" in names, sorted(names)
 

@@ -40,7 +40,7 @@ def crash_consumer(run_worker, relay, emit_orders):  # type: ignore[no-untyped-d
     def crash(point: str, group: str) -> list[str]:
         emitted = emit_orders(5)
         relay.publish_once()
-        run_worker("consume", point, GROUP=group, STREAMS=ORDERS)
+        run_worker("consume", point, SHOP_TEST_GROUP=group, SHOP_TEST_STREAMS=ORDERS)
         return emitted
 
     return crash

@@ -54,7 +54,7 @@ def main() -> None:
     if role == "relay" and point == "after-publish":
         CrashingRelay(engine, tables.outbox, broker, service="test").publish_once()
         raise SystemExit("the relay published nothing")
-    group = os.environ.get("GROUP", "crashy")
+    group = os.environ.get("SHOP_TEST_GROUP", "crashy")
     handler = tables.record_effect(group)
     if point == "before-commit":
 
@@ -74,7 +74,7 @@ def main() -> None:
         sessionmaker(engine),
         tables.inbox,
         group=group,
-        streams=os.environ["STREAMS"].split(","),
+        streams=os.environ["SHOP_TEST_STREAMS"].split(","),
         handler=handle,
         name="doomed",
         settings=ConsumerSettings(block_ms=200),

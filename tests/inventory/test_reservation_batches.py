@@ -205,3 +205,34 @@ def test_only_the_sales_service_may_send_a_batch(
         assert response.status_code == status, (name, response.get_json())
         assert response.mimetype == "application/problem+json"
     assert count_rows("reservations") == 0
+
+
+def test_concurrent_batches_of_several_line_orders_queue_instead_of_deadlocking(
+    inventory_app: Flask,
+    identity: Identity,
+    make_product: Callable[..., dict[str, Any]],
+) -> None:
+    """Two batches whose orders cross (one holds p5 and wants p1, the other holds p1 and
+    wants p5) would deadlock if each order locked only its own rows: the batch locks every
+    product it names first, in ascending order, so every batch completes."""
+    p = [make_product(stock=1000)["id"] for _ in range(6)]
+
+    def order(*products: int) -> dict[str, Any]:
+        sale = str(uuid.uuid4())
+        lines = [{"product_id": product, "quantity": 1} for product in products]
+        return {"idempotency_key": f"{sale}:reserve", "request": {"sale_id": sale, "items": lines}}
+
+    headers = bearer(identity.service_token("sales"))
+
+    def run(items: list[dict[str, Any]]) -> int:
+        return int(send(inventory_app.test_client(), headers, items).status_code)
+
+    statuses = []
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for _ in range(6):
+            crossing = [
+                [order(p[0], p[5]), order(p[1], p[4])],
+                [order(p[1], p[2]), order(p[3], p[5])],
+            ]
+            statuses += list(pool.map(run, crossing))
+    assert statuses == [200] * 12, statuses

@@ -1,45 +1,27 @@
-"""Fixtures of the notifications tests: its schema migrated on the test database, its app.
+"""Fixtures of the notifications tests: its app on the test database, a real mail sink.
 
-The notifications service is not in the launcher's registry yet, so the test
-database's session setup does not migrate it; this conftest does (as the
-admin role) and drops the schema afterwards. The broker fixtures are those of
-``tests/events``.
+The session's test database migrates the notifications schema like every
+service's (it is in the registry). The broker fixtures are those of
+``tests/events``; the mail sink is the dev stack's own (:mod:`devstack.mailsink`),
+serving in this process.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, text
 
+from devstack import mailsink
 from shopkit.config import Settings
-from shopkit.migrations import upgrade
 from tests.events.conftest import broker, valkey  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(scope="session")
-def notifications_schema(database_url: str, db_engine: Engine) -> Iterator[None]:
-    """The ``notifications`` schema, migrated for the session."""
-    upgrade("notifications_service", database_url)
-    yield
-    with db_engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA IF EXISTS notifications CASCADE"))
-
-
-@pytest.fixture
-def clean_notifications(notifications_schema: None, db_engine: Engine) -> None:
-    """Empty notifications and inbox."""
-    with db_engine.begin() as conn:
-        conn.execute(text("TRUNCATE notifications.notifications, notifications.inbox"))
-
-
-@pytest.fixture(scope="session")
-def notifications_app(
-    notifications_schema: None, make_settings: Callable[..., Settings], key_resolver: object
-) -> Flask:
+def notifications_app(make_settings: Callable[..., Settings], key_resolver: object) -> Flask:
     """The notifications app on the test database."""
     from notifications_service import create_app
 
@@ -49,6 +31,14 @@ def notifications_app(
 
 
 @pytest.fixture
-def notifications(notifications_app: Flask, clean_notifications: None) -> FlaskClient:
-    """A test client of the notifications app, with empty tables."""
+def notifications(notifications_app: Flask) -> FlaskClient:
+    """A test client of the notifications app (its tables emptied by ``clean_tables``)."""
     return notifications_app.test_client()
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Iterator[mailsink.MailSink]:
+    """A real SMTP sink (aiosmtpd) on a free port, keeping mails under ``tmp_path``."""
+    running = mailsink.start(tmp_path / "mail")
+    yield running
+    running.stop()

@@ -33,7 +33,7 @@ def _count(db_engine: Engine, customer_id: int) -> int:
                                 .where(Notification.customer_id == customer_id)).scalar_one())  # fmt: skip
 
 
-def test_the_migration_matches_the_models(notifications_schema, db_engine: Engine) -> None:
+def test_the_migration_matches_the_models(db_engine: Engine) -> None:
     with db_engine.connect() as conn:
         context = MigrationContext.configure(
             conn,
@@ -50,7 +50,7 @@ def test_the_migration_matches_the_models(notifications_schema, db_engine: Engin
 
 
 def test_each_order_and_wallet_event_makes_one_notification(
-    clean_notifications, valkey, broker, database_url, db_engine
+    valkey, broker, database_url, db_engine
 ) -> None:
     order_id = str(uuid.uuid4())
     ids = [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -269,3 +270,71 @@ def test_a_batch_traces_each_sales_sql_but_not_its_savepoints(
     # refused one's too: a refusal is stored like a success).
     assert len(statements) >= 1 + len(items) * 2, statements
     assert not [s for s in statements if s.upper().startswith(("SAVEPOINT", "RELEASE", "ROLLBACK"))]
+
+
+def test_a_purchase_its_caller_did_not_sample_makes_no_span_anywhere(
+    traced: LiveStack, receiver: OtlpReceiver, arrange: Arrange
+) -> None:
+    """An unsampled request runs with the instrumentation suppressed beneath its server span,
+    yet still sends ``traceparent`` on: the services it calls follow the decision instead of
+    starting sampled traces of their own."""
+    product = arrange.product(price="3.00")
+    _, token = arrange.buyer()
+    time.sleep(1.0)  # let spans of the arrangement arrive
+    before = len(receiver.snapshot())
+    trace_id = uuid.uuid4().hex
+    unsampled = {"traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-00"}
+    bought = arrange.call(
+        "sales",
+        "POST",
+        "/sales",
+        json={"product_id": product, "quantity": 1},
+        headers={**token, **unsampled, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert bought.status_code == 201, bought.text
+    time.sleep(1.5)  # fifteen export intervals
+    assert receiver.snapshot()[before:] == []
+    # The same purchase, sampled, is traced across the three services as usual.
+    sampled = {"traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"}
+    again = arrange.call(
+        "sales",
+        "POST",
+        "/sales",
+        json={"product_id": product, "quantity": 1},
+        headers={**token, **sampled, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert again.status_code == 201, again.text
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        services = {s.service for s in receiver.snapshot()[before:] if s.trace_id == trace_id}
+        if services == {"sales", "inventory", "customers"}:
+            break
+        time.sleep(0.1)
+    assert services == {"sales", "inventory", "customers"}
+
+
+def test_a_purchase_not_sampled_where_it_starts_makes_no_span_in_any_service(
+    traced: LiveStack, receiver: OtlpReceiver, arrange: Arrange
+) -> None:
+    """Sales keeping no trace (ratio 0) decides before its instrumentation runs, and its calls
+    still carry that decision: inventory and customers, which would keep every trace they
+    start, record nothing for the purchase."""
+    product = arrange.product(price="2.00")
+    _, token = arrange.buyer()
+    never = {**otel_env(receiver), "OTEL_TRACES_SAMPLER": "parentbased_traceidratio"}
+    never["OTEL_TRACES_SAMPLER_ARG"] = "0"
+    traced.processes.pop("sales").stop()
+    try:
+        traced.start("sales", workers=1, extra_env=never)
+        time.sleep(1.0)  # let spans of the arrangement arrive
+        before = len(receiver.snapshot())
+        bought = arrange.buy(token, product, 1)
+        assert bought.status_code == 201, bought.text
+        time.sleep(1.5)  # fifteen export intervals
+        assert receiver.snapshot()[before:] == []
+        lines = [json.loads(x) for x in traced.logs("sales").splitlines() if x.startswith("{")]
+        access = [x for x in lines if x.get("path") == "/sales" and x.get("status") == 201]
+        assert access and re.fullmatch(r"[0-9a-f]{32}", access[-1]["trace_id"] or "")
+    finally:
+        traced.processes.pop("sales").stop()
+        traced.start("sales", workers=1, extra_env=otel_env(receiver))

@@ -46,6 +46,7 @@ EXPECTED = {
         ("shop_idempotent_replays_total", {"endpoint": "POST /cart/checkout"}),
     ],
     "reviews": [],
+    "notifications": [],
 }
 
 

@@ -38,6 +38,11 @@ from tests.support.live import LiveStack
 
 pytestmark = pytest.mark.processes
 
+#: Freezes last longer than a request's deadline (8 s), so queued time and timeouts show.
+FREEZE_S = 15.0
+#: Concurrent buyers while a dependency, or PostgreSQL, is frozen.
+BUYERS = 16
+
 
 def arrange(stack: LiveStack, buyers: int = 4, products: int = 3) -> tuple[Shop, list[str]]:
     shop = Shop(stack)
@@ -158,15 +163,15 @@ def test_customers_then_inventory_killed_for_a_few_seconds(
 def test_frozen_dependencies_keep_answers_and_health_bounded(
     stack: LiveStack, database_url: str
 ) -> None:
-    """SIGSTOP inventory, then customers, for 8 s each with every sales thread busy."""
+    """SIGSTOP inventory, then customers, for longer than the deadline, with 16 buyers."""
     start_shop(stack, sales_workers=1)
-    shop, tokens = arrange(stack, buyers=6)
-    load = shoppers(stack, shop, tokens, threads=6)
+    shop, tokens = arrange(stack, buyers=BUYERS)
+    load = shoppers(stack, shop, tokens, threads=BUYERS)
     health: list[float] = []
     for victim in ("inventory", "customers"):
         time.sleep(1.0)
         pid = stack.processes[victim].process.pid  # type: ignore[union-attr]
-        frozen_for(8.0, pid, group=True, sales_url=stack.url("sales"), health=health)
+        frozen_for(FREEZE_S, pid, group=True, sales_url=stack.url("sales"), health=health)
     time.sleep(2.0)
     answers = load.stop()
     worst = check_answers(answers)
@@ -174,7 +179,7 @@ def test_frozen_dependencies_keep_answers_and_health_bounded(
     assert any(a.code == "sale_pending" for a in answers)
     audit = settle_and_audit(stack, shop, database_url)
     note(
-        "inventory, then customers frozen (SIGSTOP) 8 s",
+        f"inventory, then customers frozen (SIGSTOP) {FREEZE_S:.0f} s, {BUYERS} buyers",
         answers,
         worst,
         audit,
@@ -185,18 +190,20 @@ def test_frozen_dependencies_keep_answers_and_health_bounded(
 def test_postgres_frozen_then_killed_and_restarted(
     own_database: tuple[Any, str],
 ) -> None:
-    """SIGSTOP every PostgreSQL process for 8 s; later kill -9 the postmaster and restart it."""
+    """SIGSTOP every PostgreSQL process for 15 s (16 buyers); later kill -9 and restart it."""
     server, url = own_database
     from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET
 
     stack = LiveStack(url, (ADMIN_USERNAME, ADMIN_PASSWORD), SERVICE_SECRET)
     try:
         start_shop(stack, sales_workers=1)
-        shop, tokens = arrange(stack)
-        load = shoppers(stack, shop, tokens)
+        shop, tokens = arrange(stack, buyers=BUYERS)
+        load = shoppers(stack, shop, tokens, threads=BUYERS)
         health: list[float] = []
         time.sleep(1.0)
-        frozen_for(8.0, server.get_pid(), group=False, sales_url=stack.url("sales"), health=health)
+        frozen_for(
+            FREEZE_S, server.get_pid(), group=False, sales_url=stack.url("sales"), health=health
+        )
         time.sleep(2.0)
 
         postmaster = psutil.Process(server.get_pid())
@@ -214,7 +221,7 @@ def test_postgres_frozen_then_killed_and_restarted(
         assert codes & {"database_unavailable", "sale_pending"}, codes
         audit = settle_and_audit(stack, shop, url)
         note(
-            "PostgreSQL frozen 8 s, then kill -9 and restart",
+            f"PostgreSQL frozen {FREEZE_S:.0f} s ({BUYERS} buyers), then kill -9 and restart",
             answers,
             worst,
             audit,

@@ -27,10 +27,10 @@ from tests.support.identity import Identity, bearer, customer_payload
 def service_apps(
     customers_app: Flask, make_settings: Callable[..., Settings], key_resolver: Any
 ) -> dict[str, Flask]:
-    """customers (the shared app) and the three other services, built in-process."""
+    """customers (the shared app) and the other services, built in-process."""
     nowhere = f"http://127.0.0.1:{free_port()}"
     apps = {"customers": customers_app}
-    for service in ("inventory", "sales", "reviews"):
+    for service in ("inventory", "sales", "reviews", "notifications"):
         settings = make_settings(
             service,
             customers_url=nowhere,

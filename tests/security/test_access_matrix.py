@@ -16,6 +16,7 @@ from typing import Any
 
 from flask import Flask
 
+from shopkit.auth import SERVICES
 from tests.support.access import IDENTITIES, Callers, read_matrix
 from tests.support.identity import customer_payload
 
@@ -106,7 +107,7 @@ def test_every_identity_gets_what_the_matrix_says(
             expected_refusal = rule[who] == "no"
             if refused != expected_refusal:
                 wrong.append(f"{who:>14} {method} {service}{path}: {response.status_code}")
-            elif refused and who in ("customers", "inventory", "sales", "reviews"):
+            elif refused and who in SERVICES:
                 # A service token where another service is expected is named as such.
                 expected_code = "forbidden_caller" if "/internal/" in path else "forbidden"
                 if response.get_json()["code"] != expected_code:

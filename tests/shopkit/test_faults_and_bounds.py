@@ -10,6 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from shopkit.db import Database
 from shopkit.deadline import deadline_scope
@@ -85,13 +86,34 @@ def test_a_statement_is_cut_at_the_request_deadline_even_if_the_server_never_ans
     try:
         started = time.monotonic()
         with (
-            deadline_scope(0.3),
             database.engine.connect() as conn,
+            deadline_scope(0.3),
             pytest.raises(OperationalError),
         ):
             conn.execute(text("SELECT pg_sleep(20)"))
         assert time.monotonic() - started < 3.0
         with database.engine.connect() as conn:  # the pool replaced the cut connection
+            assert conn.execute(text("SELECT 1")).scalar_one() == 1
+    finally:
+        database.dispose()
+
+
+def test_no_connection_is_opened_or_awaited_past_the_request_deadline(database_url: str) -> None:
+    """A connect that could outlive the deadline is not started, and the wait for a pooled
+    connection ends at the deadline, not at ``pool_timeout``."""
+    database = Database(database_url, pool_size=1)
+    try:
+        with deadline_scope(1.0), pytest.raises(OperationalError, match="too little to connect"):
+            database.engine.connect()
+        held = [database.engine.connect(), database.engine.connect()]  # pool and overflow
+        database.engine.pool._pool_timeout = 30.0  # type: ignore[attr-defined]
+        started = time.monotonic()
+        with deadline_scope(0.3), pytest.raises(SATimeoutError):
+            database.engine.connect()
+        assert time.monotonic() - started < 1.0
+        for conn in held:
+            conn.close()
+        with deadline_scope(5.0), database.engine.connect() as conn:  # time enough: it works
             assert conn.execute(text("SELECT 1")).scalar_one() == 1
     finally:
         database.dispose()

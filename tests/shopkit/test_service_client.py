@@ -226,6 +226,24 @@ def test_the_circuit_opens_after_failures_and_fails_fast(callee: tuple[str, Scri
     assert len(script.seen) == seen  # not even tried
 
 
+def test_timeouts_open_the_circuit_as_they_happen(callee: tuple[str, Script]) -> None:
+    """A callee that never answers in time opens the circuit within one logical call:
+    each timed-out attempt counts at once, and the call stops retrying into it."""
+    url, script = callee
+    script.answers = [(200, {}, 1.0)] * 20
+    fake = client(url, read_timeout_s=0.2, retries=10, deadline_s=8.0)
+    started = time.monotonic()
+    with pytest.raises(DependencyUnavailable):
+        fake.get("/slow")
+    assert fake.guard.breaker.state == "open"
+    assert len(script.seen) == fake.guard.breaker.fail_max  # not the 11 attempts allowed
+    assert time.monotonic() - started < 3.0
+    with pytest.raises(DependencyUnavailable) as raised:
+        fake.get("/slow")
+    assert "open" in raised.value.detail
+    assert len(script.seen) == fake.guard.breaker.fail_max  # not even tried
+
+
 def test_a_half_open_circuit_lets_one_trial_through_and_closes_on_success() -> None:
     from shopkit.breaker import CircuitBreaker, Rejected
 

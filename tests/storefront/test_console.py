@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import re
 
+import pytest
 from flask.testing import FlaskClient
 
 from storefront.clients import BinaryResponse
@@ -91,6 +92,20 @@ def test_the_order_page_shows_the_buyers_delivery_address(
     address = re.search(r'id="delivery-address">(.*?)</span></p>', page.text, re.S)
     assert address and address.group(1) == "12 Analytical Row, London"
     assert fake.made("customers", "GET", "/customers/ada")[0].token == admin
+
+
+def test_the_order_page_links_to_the_orders_traces_while_tracing_is_on(
+    client: FlaskClient, fake: FakeServices, admin: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake.on("sales", "GET", f"/sales/{SALE_ID}", 200, SALE)
+    fake.on("customers", "GET", "/customers/ada", 200, {"username": "ada", "address": "1 Elm"})
+    monkeypatch.setenv("JAEGER_UI_URL", "http://jaeger.example:16686")
+    assert 'id="order-trace"' not in client.get(f"/admin/orders/{SALE_ID}").text  # tracing off
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://jaeger.example:4318")
+    page = client.get(f"/admin/orders/{SALE_ID}").text
+    link = re.search(r'href="([^"]+)" id="order-trace"', page)
+    assert link and link.group(1).startswith("http://jaeger.example:16686/search?service=sales")
+    assert SALE_ID in link.group(1)
 
 
 def test_an_address_the_order_holds_wins_and_an_unreadable_one_is_said(

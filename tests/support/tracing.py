@@ -21,6 +21,7 @@ def otel_env(receiver: OtlpReceiver) -> dict[str, str]:
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
         "OTEL_BSP_SCHEDULE_DELAY": "100",  # ms: spans arrive quickly
+        "OTEL_TRACES_SAMPLER": "parentbased_always_on",  # every trace (the default keeps 10 %)
         "LOG_LEVEL": "INFO",
         "ACCESS_LOG": "all",
         "SALES_RECOVERY_INTERVAL": "0.5",  # recovery settles a stuck sale within seconds

@@ -1,0 +1,164 @@
+"""The mail sender: sends the recorded mails over SMTP, marks them sent, retries the others.
+
+A mail is recorded with its notification, in the consumer's transaction
+(:func:`notifications_service.notifications.apply_events`); only then is it
+sent. :func:`send_due` takes the unsent mails that are due, locked with
+``SKIP LOCKED`` so that several workers never send the same one at once,
+sends each over one SMTP connection (``smtplib`` with a timeout: nothing waits
+forever) and marks it sent in its own commit. A mail that fails is retried
+later with a growing back-off. Should the process die between sending and
+marking, the mail is sent again with the same ``Message-ID`` (derived from the
+event id), by which the receiving side recognises the duplicate.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from urllib.parse import unquote, urlsplit
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from notifications_service.models import MAX_ERROR_LENGTH, Mail
+
+log = logging.getLogger(__name__)
+
+#: Seconds of one SMTP connect or reply before the attempt counts as failed.
+SMTP_TIMEOUT_S = 10.0
+#: The most mails one pass sends.
+BATCH = 50
+#: Back-off of a failed mail: the first retry after this many seconds, doubling, at most the cap.
+RETRY_BASE_S = 2.0
+RETRY_MAX_S = 300.0
+
+
+@dataclass(frozen=True)
+class SmtpTarget:
+    """Where to send: ``smtp://[user:password@]host:port`` (``smtps://`` for implicit TLS)."""
+
+    host: str
+    port: int
+    tls: bool = False
+    username: str = ""
+    password: str = ""
+
+    @classmethod
+    def from_url(cls, url: str) -> SmtpTarget:
+        """Parse ``SMTP_URL`` (``ValueError`` on another scheme or no host)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            raise ValueError("SMTP_URL must look like smtp://host:port or smtps://host:port")
+        tls = parts.scheme == "smtps"
+        return cls(
+            host=parts.hostname,
+            port=parts.port or (465 if tls else 25),
+            tls=tls,
+            username=unquote(parts.username or ""),
+            password=unquote(parts.password or ""),
+        )
+
+    def connect(self, timeout_s: float = SMTP_TIMEOUT_S) -> smtplib.SMTP:
+        """An open, logged-in SMTP connection (every step bounded by ``timeout_s``)."""
+        client_class = smtplib.SMTP_SSL if self.tls else smtplib.SMTP
+        client = client_class(self.host, self.port, timeout=timeout_s)
+        if self.username:
+            client.login(self.username, self.password)
+        return client
+
+
+def build_message(mail: Mail, sender: str) -> EmailMessage:
+    """The mail as sent: its fixed ``Message-ID``, the notification's title and text."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = mail.recipient
+    message["Subject"] = mail.subject
+    message["Message-ID"] = mail.message_id
+    message["Date"] = mail.created_at.strftime("%a, %d %b %Y %H:%M:%S %z")
+    message.set_content(mail.body)
+    return message
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """How long a mail that failed ``attempts`` times waits before the next try."""
+    return timedelta(seconds=min(RETRY_MAX_S, RETRY_BASE_S * 2 ** max(0, attempts - 1)))
+
+
+def _next_due(session: Session) -> Mail | None:
+    """The oldest unsent due mail, locked for this transaction (others skip it)."""
+    return session.execute(
+        select(Mail)
+        .where(Mail.sent_at.is_(None), Mail.next_attempt_at <= datetime.now(UTC))
+        .order_by(Mail.next_attempt_at, Mail.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    ).scalar_one_or_none()
+
+
+def send_due(
+    sessions: sessionmaker[Session],
+    target: SmtpTarget,
+    sender: str,
+    *,
+    limit: int = BATCH,
+    timeout_s: float = SMTP_TIMEOUT_S,
+) -> int:
+    """Send up to ``limit`` due mails; how many were sent.
+
+    Each mail is locked, sent and marked in one short transaction of its own. A
+    failure (the server down, refusing, too slow) is recorded on the mail with
+    its next due time, and ends the pass: the next one tries again.
+    """
+    sent = 0
+    client: smtplib.SMTP | None = None
+    try:
+        while sent < limit:
+            with sessions() as session, session.begin():
+                mail = _next_due(session)
+                if mail is None:
+                    break
+                try:
+                    if client is None:
+                        client = target.connect(timeout_s)
+                    client.send_message(build_message(mail, sender))
+                except (OSError, smtplib.SMTPException) as exc:
+                    mail.attempts += 1
+                    mail.last_error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_LENGTH]
+                    mail.next_attempt_at = datetime.now(UTC) + retry_delay(mail.attempts)
+                    log.warning("mail %s not sent (attempt %s): %s", mail.id, mail.attempts, exc)
+                    if client is not None:  # a broken connection is not reused
+                        client.close()
+                        client = None
+                    break
+                mail.sent_at = datetime.now(UTC)
+                sent += 1
+    finally:
+        if client is not None:
+            try:
+                client.quit()
+            except (OSError, smtplib.SMTPException):
+                client.close()
+    return sent
+
+
+def run(
+    sessions: sessionmaker[Session],
+    target: SmtpTarget,
+    sender: str,
+    stop: threading.Event,
+    *,
+    interval_s: float = 0.5,
+) -> None:
+    """Send due mails every ``interval_s`` (at once again after a full batch) until ``stop``."""
+    while not stop.is_set():
+        try:
+            sent = send_due(sessions, target, sender)
+        except Exception:  # a database hiccup: log it, keep the loop alive
+            log.exception("the mail sender's pass failed")
+            sent = 0
+        if sent < BATCH:
+            stop.wait(interval_s)
