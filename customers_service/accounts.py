@@ -21,7 +21,7 @@ from customers_service.models import Customer
 from customers_service.passwords import Passwords
 from customers_service.tokens import revoke_refresh_tokens
 from shopkit.config import Settings
-from shopkit.db import advisory_xact_lock
+from shopkit.db import advisory_xact_lock, transaction
 from shopkit.errors import Conflict, NotFound, Unauthorized
 from shopkit.pagination import paginate
 
@@ -50,50 +50,52 @@ def _duplicate_conflict(usernames: list[str]) -> Conflict:
 
 def register(session: Session, passwords: Passwords, data: dict[str, Any]) -> Customer:
     """Create a customer (role ``customer``, balance 0); 409 if the username is taken."""
-    data = _normalise(data)
-    password = data.pop("password")
-    customer = Customer(**data, password_hash=passwords.hash(password), role="customer")
-    session.add(customer)
-    try:
-        session.flush()
-    except IntegrityError:
-        session.rollback()
-        raise _duplicate_conflict([data["username"]]) from None
-    return customer
+    with transaction(session):
+        data = _normalise(data)
+        password = data.pop("password")
+        customer = Customer(**data, password_hash=passwords.hash(password), role="customer")
+        session.add(customer)
+        try:
+            session.flush()
+        except IntegrityError:
+            session.rollback()
+            raise _duplicate_conflict([data["username"]]) from None
+        return customer
 
 
 def register_batch(
     session: Session, passwords: Passwords, items: list[dict[str, Any]]
 ) -> list[Customer]:
     """Create many customers in one transaction: all or none (409 naming the clashes)."""
-    rows = [_normalise(item) for item in items]
-    usernames = [r["username"] for r in rows]
-    dup_usernames = sorted(u for u, n in Counter(usernames).items() if n > 1)
-    if dup_usernames:
-        raise Conflict(
-            "duplicate_in_batch",
-            "The batch names the same username more than once.",
-            usernames=dup_usernames,
-        )
-    taken = _taken_usernames(session, usernames)
-    if taken:
-        raise _duplicate_conflict(taken)
-    # argon2 releases the GIL, so both cores hash at once.
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        hashes = list(pool.map(passwords.hash_bulk, (r.pop("password") for r in rows)))
-    values = [
-        {**r, "password_hash": h, "role": "customer"} for r, h in zip(rows, hashes, strict=True)
-    ]
-    try:
-        # ORM bulk INSERT (executemany with RETURNING, batched by SQLAlchemy): far
-        # cheaper to compile than one VALUES clause with thousands of parameters.
-        created = session.scalars(
-            insert(Customer).returning(Customer, sort_by_parameter_order=True), values
-        ).all()
-    except IntegrityError:  # lost a race with a concurrent registration
-        session.rollback()
-        raise _duplicate_conflict(_taken_usernames(session, usernames)) from None
-    return list(created)
+    with transaction(session):
+        rows = [_normalise(item) for item in items]
+        usernames = [r["username"] for r in rows]
+        dup_usernames = sorted(u for u, n in Counter(usernames).items() if n > 1)
+        if dup_usernames:
+            raise Conflict(
+                "duplicate_in_batch",
+                "The batch names the same username more than once.",
+                usernames=dup_usernames,
+            )
+        taken = _taken_usernames(session, usernames)
+        if taken:
+            raise _duplicate_conflict(taken)
+        # argon2 releases the GIL, so both cores hash at once.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            hashes = list(pool.map(passwords.hash_bulk, (r.pop("password") for r in rows)))
+        values = [
+            {**r, "password_hash": h, "role": "customer"} for r, h in zip(rows, hashes, strict=True)
+        ]
+        try:
+            # ORM bulk INSERT (executemany with RETURNING, batched by SQLAlchemy): far
+            # cheaper to compile than one VALUES clause with thousands of parameters.
+            created = session.scalars(
+                insert(Customer).returning(Customer, sort_by_parameter_order=True), values
+            ).all()
+        except IntegrityError:  # lost a race with a concurrent registration
+            session.rollback()
+            raise _duplicate_conflict(_taken_usernames(session, usernames)) from None
+        return list(created)
 
 
 def get_by_username(session: Session, username: str, *, for_update: bool = False) -> Customer:
@@ -133,11 +135,12 @@ def update_profile(session: Session, customer: Customer, changes: dict[str, Any]
 
     ``customer`` should be loaded ``for_update``, so concurrent changes queue.
     """
-    for name, value in _normalise(changes).items():
-        if name in PROFILE_FIELDS:
-            setattr(customer, name, value)
-    session.flush()
-    return customer
+    with transaction(session):
+        for name, value in _normalise(changes).items():
+            if name in PROFILE_FIELDS:
+                setattr(customer, name, value)
+        session.flush()
+        return customer
 
 
 def deactivate(session: Session, customer: Customer) -> None:
@@ -145,18 +148,20 @@ def deactivate(session: Session, customer: Customer) -> None:
 
     ``customer`` should be loaded ``for_update``, so concurrent changes queue.
     """
-    if customer.role == "admin":
-        raise Conflict("cannot_deactivate_admin", "Admin accounts cannot be deactivated here.")
-    if customer.is_active:
-        customer.is_active = False
-        customer.deactivated_at = datetime.now(UTC)
-    revoke_refresh_tokens(session, customer.id)
+    with transaction(session):
+        if customer.role == "admin":
+            raise Conflict("cannot_deactivate_admin", "Admin accounts cannot be deactivated here.")
+        if customer.is_active:
+            customer.is_active = False
+            customer.deactivated_at = datetime.now(UTC)
+        revoke_refresh_tokens(session, customer.id)
 
 
 def reactivate(session: Session, customer: Customer) -> None:
     """Let a deactivated account log in again (admin); idempotent."""
-    customer.is_active = True
-    customer.deactivated_at = None
+    with transaction(session):
+        customer.is_active = True
+        customer.deactivated_at = None
 
 
 def deactivated_ids(session: Session) -> list[int]:
@@ -196,21 +201,21 @@ def authenticate(session: Session, passwords: Passwords, username: str, password
 
 def ensure_admin(session: Session, passwords: Passwords, settings: Settings) -> None:
     """Create the bootstrap admin from ``ADMIN_USERNAME``/``ADMIN_PASSWORD`` if missing."""
-    advisory_xact_lock(session, "customers", "bootstrap-admin")
-    username = settings.admin_username.lower()
-    exists = session.execute(select(Customer.id).where(Customer.username == username)).first()
-    if exists is None:
-        session.add(
-            Customer(
-                username=username,
-                password_hash=passwords.hash(settings.admin_password),
-                full_name="Shop Administrator",
-                email=f"{username}@shop.invalid",
-                age=30,
-                address="Shop HQ",
-                gender="prefer_not_to_say",
-                marital_status="single",
-                role="admin",
+    with transaction(session):
+        advisory_xact_lock(session, "customers", "bootstrap-admin")
+        username = settings.admin_username.lower()
+        exists = session.execute(select(Customer.id).where(Customer.username == username)).first()
+        if exists is None:
+            session.add(
+                Customer(
+                    username=username,
+                    password_hash=passwords.hash(settings.admin_password),
+                    full_name="Shop Administrator",
+                    email=f"{username}@shop.invalid",
+                    age=30,
+                    address="Shop HQ",
+                    gender="prefer_not_to_say",
+                    marital_status="single",
+                    role="admin",
+                )
             )
-        )
-    session.commit()

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from customers_service.models import SigningKey
 from shopkit.auth import ALGORITHM
-from shopkit.db import Database, advisory_xact_lock
+from shopkit.db import Database, advisory_xact_lock, transaction
 from shopkit.errors import ProblemError, Unauthorized
 
 RELOAD_AFTER_S = 5.0
@@ -41,18 +41,18 @@ def _new_key() -> SigningKey:
 
 def ensure_signing_key(session: Session) -> SigningKey:
     """Return the active signing key, creating the first one (once, even under races)."""
-    advisory_xact_lock(session, "customers", "signing-key")
-    key = session.execute(
-        select(SigningKey)
-        .where(SigningKey.retired_at.is_(None))
-        .order_by(SigningKey.created_at.desc())
-        .limit(1)
-    ).scalar_one_or_none()
-    if key is None:
-        key = _new_key()
-        session.add(key)
-    session.commit()
-    return key
+    with transaction(session):
+        advisory_xact_lock(session, "customers", "signing-key")
+        key = session.execute(
+            select(SigningKey)
+            .where(SigningKey.retired_at.is_(None))
+            .order_by(SigningKey.created_at.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        if key is None:
+            key = _new_key()
+            session.add(key)
+        return key
 
 
 def public_jwks(session: Session) -> dict[str, Any]:

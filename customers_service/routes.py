@@ -138,14 +138,16 @@ def login(credentials: dict[str, str]) -> ResponseReturnValue:
     """
     session = get_session()
     username = credentials["username"]
-    customer = _throttled(
+    return _throttled(
         "login",
         username,
-        lambda: accounts.authenticate(session, _passwords(), username, credentials["password"]),
+        lambda: tokens.issue_tokens(
+            session,
+            accounts.authenticate(session, _passwords(), username, credentials["password"]),
+            _keys(),
+            _settings(),
+        ),
     )
-    issued = tokens.issue_tokens(session, customer, _keys(), _settings())
-    session.commit()
-    return issued
 
 
 @auth_blp.route("/auth/refresh", methods=["POST"])
@@ -158,7 +160,6 @@ def refresh(body: dict[str, str]) -> ResponseReturnValue:
     issued = tokens.refresh_tokens(
         session, body["refresh_token"], _verifier(), _keys(), _settings()
     )
-    session.commit()
     return issued
 
 
@@ -178,7 +179,6 @@ def service_token(body: dict[str, str]) -> ResponseReturnValue:
         client_id,
         lambda: tokens.service_token(client_id, body["client_secret"], _keys(), _settings()),
     )
-    get_session().commit()
     return issued
 
 
@@ -190,7 +190,6 @@ def logout(body: dict[str, str]) -> ResponseReturnValue:
     """Log out: revoke the refresh token and every token rotated from the same login."""
     session = get_session()
     tokens.logout(session, body["refresh_token"], _verifier())
-    session.commit()
     return "", 204
 
 
@@ -217,7 +216,6 @@ def register(data: dict[str, Any]) -> tuple[Customer, int, dict[str, str]]:
     session = get_session()
     throttle.count_attempt(session, throttle.registration_check(_settings(), _client_address()))
     customer = accounts.register(session, _passwords(), data)
-    session.commit()
     return customer, 201, {"Location": f"/customers/{customer.username}"}
 
 
@@ -243,7 +241,6 @@ def register_batch(data: dict[str, Any]) -> ResponseReturnValue:
     """Create up to 1000 customers in one transaction, all or none (admin, for the seeder)."""
     session = get_session()
     created = accounts.register_batch(session, _passwords(), data["customers"])
-    session.commit()
     return {"created": len(created), "items": created}
 
 
@@ -264,7 +261,6 @@ def patch_customer(changes: dict[str, Any], username: str) -> Customer:
     customer = _account_for(require_principal(), username, for_update=True)
     session = get_session()
     accounts.update_profile(session, customer, changes)
-    session.commit()
     return customer
 
 
@@ -276,7 +272,6 @@ def delete_customer(username: str) -> ResponseReturnValue:
     customer = _account_for(require_principal(), username, for_update=True)
     session = get_session()
     accounts.deactivate(session, customer)
-    session.commit()
     return "", 204
 
 
@@ -300,7 +295,6 @@ def change_password(data: dict[str, str], username: str) -> ResponseReturnValue:
             session, _passwords(), customer, data["current_password"], data["new_password"]
         ),
     )
-    session.commit()
     return "", 204
 
 
@@ -312,7 +306,6 @@ def reactivate_customer(username: str) -> Customer:
     session = get_session()
     customer = accounts.get_by_username(session, username, for_update=True)
     accounts.reactivate(session, customer)
-    session.commit()
     return customer
 
 

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from customers_service.models import ThrottleBucket
 from shopkit.config import Settings
+from shopkit.db import transaction
 from shopkit.errors import ProblemError, Unauthorized
 
 T = TypeVar("T")
@@ -178,24 +179,25 @@ def guarded(session: Session, checks: Sequence[Check], attempt: Callable[[], T])
 
     An :class:`~shopkit.errors.Unauthorized` from ``attempt`` (wrong credentials)
     rolls its work back, is counted in every bucket in a transaction of its own, and
-    is raised again. On success the first bucket (the account's) is cleared, in the
-    caller's transaction.
+    is raised again. On success the first bucket (the account's) is cleared and
+    committed with the attempt's work: the guarded attempt is one unit of work
+    (``attempt``'s own :func:`~shopkit.db.transaction` joins it).
     """
     ensure_not_blocked(session, checks)
     try:
-        result = attempt()
+        with transaction(session):
+            result = attempt()
+            clear(session, checks[0])
     except Unauthorized:
-        session.rollback()
-        for check in checks:
-            record(session, check)
-        session.commit()
+        with transaction(session):
+            for check in checks:
+                record(session, check)
         raise
-    clear(session, checks[0])
     return result
 
 
 def count_attempt(session: Session, check: Check) -> None:
     """Count an attempt up front (registrations), committed at once; 429 while blocked."""
-    ensure_not_blocked(session, [check])
-    record(session, check)
-    session.commit()
+    with transaction(session):
+        ensure_not_blocked(session, [check])
+        record(session, check)

@@ -15,6 +15,7 @@ from customers_service.keys import KeyStore
 from customers_service.models import Customer, RefreshToken
 from shopkit.auth import ALGORITHM, AUDIENCE, ISSUER, ROLE_SERVICE, SERVICES, TokenVerifier
 from shopkit.config import Settings
+from shopkit.db import transaction
 from shopkit.errors import Unauthorized
 
 #: Names that may ask for a ``service`` token, each with its own secret
@@ -53,29 +54,38 @@ def issue_tokens(
 
     A login starts a new refresh-token family; a refresh passes its family on.
     """
-    access = _encode(
-        keys,
-        _claims(
-            customer.username, customer.role, "access", settings.access_token_ttl_s, cid=customer.id
-        ),
-    )
-    refresh_claims = _claims(
-        customer.username, customer.role, "refresh", settings.refresh_token_ttl_s, cid=customer.id
-    )
-    session.add(
-        RefreshToken(
-            jti=uuid.UUID(refresh_claims["jti"]),
-            family_id=family_id or uuid.UUID(refresh_claims["jti"]),
-            customer_id=customer.id,
-            expires_at=refresh_claims["exp"],
+    with transaction(session):
+        access = _encode(
+            keys,
+            _claims(
+                customer.username,
+                customer.role,
+                "access",
+                settings.access_token_ttl_s,
+                cid=customer.id,
+            ),
         )
-    )
-    return {
-        "access_token": access,
-        "refresh_token": _encode(keys, refresh_claims),
-        "token_type": "Bearer",
-        "expires_in": settings.access_token_ttl_s,
-    }
+        refresh_claims = _claims(
+            customer.username,
+            customer.role,
+            "refresh",
+            settings.refresh_token_ttl_s,
+            cid=customer.id,
+        )
+        session.add(
+            RefreshToken(
+                jti=uuid.UUID(refresh_claims["jti"]),
+                family_id=family_id or uuid.UUID(refresh_claims["jti"]),
+                customer_id=customer.id,
+                expires_at=refresh_claims["exp"],
+            )
+        )
+        return {
+            "access_token": access,
+            "refresh_token": _encode(keys, refresh_claims),
+            "token_type": "Bearer",
+            "expires_in": settings.access_token_ttl_s,
+        }
 
 
 def refresh_tokens(
@@ -93,20 +103,22 @@ def refresh_tokens(
     record = _refresh_record(session, refresh_token, verifier)
     now = datetime.now(UTC)
     if record.revoked_at is not None:
-        session.execute(
-            update(RefreshToken)
-            .where(
-                RefreshToken.customer_id == record.customer_id, RefreshToken.revoked_at.is_(None)
+        with transaction(session):  # the revocation stands although the call is refused
+            session.execute(
+                update(RefreshToken)
+                .where(
+                    RefreshToken.customer_id == record.customer_id,
+                    RefreshToken.revoked_at.is_(None),
+                )
+                .values(revoked_at=now)
             )
-            .values(revoked_at=now)
-        )
-        session.commit()
         raise Unauthorized("The refresh token was already used.", code="invalid_token")
-    customer = session.get(Customer, record.customer_id)
-    if customer is None or not customer.is_active:
-        raise Unauthorized("The account is not active.", code="invalid_token")
-    record.revoked_at = now
-    return issue_tokens(session, customer, keys, settings, record.family_id)
+    with transaction(session):
+        customer = session.get(Customer, record.customer_id)
+        if customer is None or not customer.is_active:
+            raise Unauthorized("The account is not active.", code="invalid_token")
+        record.revoked_at = now
+        return issue_tokens(session, customer, keys, settings, record.family_id)
 
 
 def _refresh_record(session: Session, refresh_token: str, verifier: TokenVerifier) -> RefreshToken:
@@ -130,12 +142,13 @@ def logout(session: Session, refresh_token: str, verifier: TokenVerifier) -> Non
     Idempotent: logging out again with a revoked token changes nothing. Access
     tokens already issued stay valid until they expire (at most ``ACCESS_TOKEN_TTL``).
     """
-    record = _refresh_record(session, refresh_token, verifier)
-    session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.family_id == record.family_id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=datetime.now(UTC))
-    )
+    with transaction(session):
+        record = _refresh_record(session, refresh_token, verifier)
+        session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.family_id == record.family_id, RefreshToken.revoked_at.is_(None))
+            .values(revoked_at=datetime.now(UTC))
+        )
 
 
 def service_token(

@@ -29,6 +29,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from inventory_service.models import Product
+from shopkit.db import transaction
 from shopkit.errors import NotFound
 from shopkit.fields import MAX_ID
 from shopkit.pagination import paginate
@@ -193,10 +194,11 @@ def get_product(
 
 def create(session: Session, data: dict[str, Any]) -> Product:
     """Add a product to the catalogue."""
-    product = Product(**data)
-    session.add(product)
-    session.flush()
-    return product
+    with transaction(session):
+        product = Product(**data)
+        session.add(product)
+        session.flush()
+        return product
 
 
 def create_batch(session: Session, items: list[dict[str, Any]]) -> Sequence[Row[Any]]:
@@ -204,25 +206,28 @@ def create_batch(session: Session, items: list[dict[str, Any]]) -> Sequence[Row[
 
     Returns the created rows (product columns, as attributes) in the order given.
     """
-    table = Product.__table__
-    columns = [table.c[name] for name in PRODUCT_COLUMNS]
-    statement = insert(table).returning(*columns, sort_by_parameter_order=True)
-    return session.execute(statement, items).all()
+    with transaction(session):
+        table = Product.__table__
+        columns = [table.c[name] for name in PRODUCT_COLUMNS]
+        statement = insert(table).returning(*columns, sort_by_parameter_order=True)
+        return session.execute(statement, items).all()
 
 
 def update(session: Session, product_id: int, changes: dict[str, Any]) -> Product:
     """Change product fields (an admin may also restore an archived product)."""
-    product = get_product(session, product_id, include_archived=True, for_update=True)
-    for name, value in changes.items():
-        if name in PATCH_FIELDS:
-            setattr(product, name, value)
-    session.flush()
-    return product
+    with transaction(session):
+        product = get_product(session, product_id, include_archived=True, for_update=True)
+        for name, value in changes.items():
+            if name in PATCH_FIELDS:
+                setattr(product, name, value)
+        session.flush()
+        return product
 
 
 def archive(session: Session, product_id: int) -> None:
     """Archive a product: it is no longer listed or reservable; its history stays. Idempotent."""
-    product = get_product(session, product_id, include_archived=True, for_update=True)
-    if not product.archived:
-        product.archived = True
-        session.flush()
+    with transaction(session):
+        product = get_product(session, product_id, include_archived=True, for_update=True)
+        if not product.archived:
+            product.archived = True
+            session.flush()

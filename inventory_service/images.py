@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from inventory_service.catalogue import get_product
 from inventory_service.models import IMAGE_MAX_BYTES, ProductImage
+from shopkit.db import transaction
 from shopkit.errors import NotFound, ProblemError
 
 SVG_NAMESPACE = "http://www.w3.org/2000/svg"
@@ -89,6 +90,12 @@ def store(session: Session, product_id: int, content: bytes) -> ProductImage:
             f"The image is {len(content)} bytes; at most {IMAGE_MAX_BYTES} (1 MiB) are accepted.",
         )
     media_type = media_type_of(content)
+    with transaction(session):
+        return _replace(session, product_id, media_type, content)
+
+
+def _replace(session: Session, product_id: int, media_type: str, content: bytes) -> ProductImage:
+    """The product's image row, replaced (in the caller's transaction)."""
     get_product(session, product_id, include_archived=True, for_update=True)
     values = {
         "product_id": product_id,

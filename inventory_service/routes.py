@@ -96,9 +96,7 @@ def get_product(product_id: int) -> Product:
 @products_blp.arguments(ProductCreateSchema())
 def create_product(data: dict[str, Any]) -> tuple[Product, int, dict[str, str]]:
     """Add a product to the catalogue (admin)."""
-    session = get_session()
-    product = catalogue.create(session, data)
-    session.commit()
+    product = catalogue.create(get_session(), data)
     return product, 201, {"Location": f"/products/{product.id}"}
 
 
@@ -108,9 +106,7 @@ def create_product(data: dict[str, Any]) -> tuple[Product, int, dict[str, str]]:
 @products_blp.arguments(BatchCreateSchema())
 def create_products(data: dict[str, Any]) -> ResponseReturnValue:
     """Create up to 1000 products in one transaction, all or none (admin, for the seeder)."""
-    session = get_session()
-    created = catalogue.create_batch(session, data["products"])
-    session.commit()
+    created = catalogue.create_batch(get_session(), data["products"])
     items = [dump_product(row) for row in created]
     return jsonify({"created": len(items), "items": items}), 201
 
@@ -121,10 +117,7 @@ def create_products(data: dict[str, Any]) -> ResponseReturnValue:
 @products_blp.arguments(ProductPatchSchema())
 def patch_product(changes: dict[str, Any], product_id: int) -> Product:
     """Change name, category, price, description or archived (admin); not stock."""
-    session = get_session()
-    product = catalogue.update(session, product_id, changes)
-    session.commit()
-    return product
+    return catalogue.update(get_session(), product_id, changes)
 
 
 @products_blp.route("/products/<int:product_id>", methods=["DELETE"])
@@ -132,9 +125,7 @@ def patch_product(changes: dict[str, Any], product_id: int) -> Product:
 @requires(ROLE_ADMIN)
 def delete_product(product_id: int) -> ResponseReturnValue:
     """Archive a product (admin): no longer listed or sold; reservations and history stay."""
-    session = get_session()
-    catalogue.archive(session, product_id)
-    session.commit()
+    catalogue.archive(get_session(), product_id)
     return "", 204
 
 
@@ -200,9 +191,7 @@ _BINARY = {"schema": {"type": "string", "format": "binary"}}
 @requires(ROLE_ADMIN)
 def put_image(product_id: int) -> ResponseReturnValue:
     """Set the product's one image, replacing any before it (admin; archived products too)."""
-    session = get_session()
-    image = images.store(session, product_id, request.get_data(cache=False))
-    session.commit()
+    image = images.store(get_session(), product_id, request.get_data(cache=False))
     return jsonify(dump_image(image))
 
 

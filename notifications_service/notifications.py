@@ -21,6 +21,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from notifications_service.models import MAX_BODY_LENGTH, Mail, Notification
+from shopkit.db import transaction
 from shopkit.errors import NotFound
 from shopkit.events.catalog import stream_for
 from shopkit.events.envelope import Event
@@ -158,23 +159,25 @@ def list_for(
 
 def mark_read(session: Session, customer_id: int, notification_id: int) -> Notification:
     """Mark one of ``customer_id``'s notifications read (404 if it is not theirs); it."""
-    notification = session.execute(
-        select(Notification)
-        .where(Notification.id == notification_id, Notification.customer_id == customer_id)
-        .with_for_update()
-    ).scalar_one_or_none()
-    if notification is None:
-        raise NotFound("No such notification.")
-    if notification.read_at is None:
-        notification.read_at = datetime.now(UTC)
-    return notification
+    with transaction(session):
+        notification = session.execute(
+            select(Notification)
+            .where(Notification.id == notification_id, Notification.customer_id == customer_id)
+            .with_for_update()
+        ).scalar_one_or_none()
+        if notification is None:
+            raise NotFound("No such notification.")
+        if notification.read_at is None:
+            notification.read_at = datetime.now(UTC)
+        return notification
 
 
 def mark_all_read(session: Session, customer_id: int) -> int:
     """Mark every unread notification of ``customer_id`` read; how many were unread."""
-    done = session.execute(
-        update(Notification)
-        .where(Notification.customer_id == customer_id, Notification.read_at.is_(None))
-        .values(read_at=func.now())
-    )
-    return int(done.rowcount or 0)  # type: ignore[attr-defined]
+    with transaction(session):
+        done = session.execute(
+            update(Notification)
+            .where(Notification.customer_id == customer_id, Notification.read_at.is_(None))
+            .values(read_at=func.now())
+        )
+        return int(done.rowcount or 0)  # type: ignore[attr-defined]

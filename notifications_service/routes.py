@@ -48,10 +48,7 @@ def list_notifications(args: dict[str, Any]) -> ResponseReturnValue:
 @requires(ROLE_CUSTOMER)
 def read_notification(notification_id: int) -> Notification:
     """Mark one of your notifications read (again is fine)."""
-    session = get_session()
-    notification = notifications.mark_read(session, _customer_id(), notification_id)
-    session.commit()
-    return notification
+    return notifications.mark_read(get_session(), _customer_id(), notification_id)
 
 
 @notifications_blp.route("/notifications/read", methods=["POST"])
@@ -59,10 +56,7 @@ def read_notification(notification_id: int) -> Notification:
 @requires(ROLE_CUSTOMER)
 def read_all() -> ResponseReturnValue:
     """Mark all your notifications read."""
-    session = get_session()
-    marked = notifications.mark_all_read(session, _customer_id())
-    session.commit()
-    return {"marked": marked}
+    return {"marked": notifications.mark_all_read(get_session(), _customer_id())}
 
 
 __all__ = ["notifications_blp"]

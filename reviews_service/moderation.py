@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from reviews_service.models import ACTIONS, ModerationEntry, Review
+from shopkit.db import transaction
 from shopkit.pagination import paginate
 
 
@@ -27,18 +28,19 @@ def moderate(
     session: Session, review: Review, moderator: str, action: str, note: str | None
 ) -> ModerationEntry:
     """Apply ``action`` to ``review`` (locked by the caller) and log it."""
-    entry = ModerationEntry(
-        review_id=review.id,
-        moderator=moderator,
-        action=action,
-        note=note,
-        from_status=review.status,
-        to_status=ACTIONS[action],
-    )
-    review.status = ACTIONS[action]
-    session.add(entry)
-    session.flush()
-    return entry
+    with transaction(session):
+        entry = ModerationEntry(
+            review_id=review.id,
+            moderator=moderator,
+            action=action,
+            note=note,
+            from_status=review.status,
+            to_status=ACTIONS[action],
+        )
+        review.status = ACTIONS[action]
+        session.add(entry)
+        session.flush()
+        return entry
 
 
 def log_of(session: Session, review_id: int) -> list[ModerationEntry]:

@@ -38,6 +38,7 @@ from reviews_service.models import (
     Review,
 )
 from shopkit.auth import ROLE_CUSTOMER, Principal, is_self_or_admin
+from shopkit.db import transaction
 from shopkit.errors import Conflict, Forbidden, NotFound, ProblemError
 from shopkit.fields import MAX_ID
 from shopkit.pagination import paginate
@@ -119,32 +120,34 @@ def submit(
         comment=data["comment"],
         status=STATUS_PENDING,
     )
-    session.add(review)
-    try:
-        session.flush()
-    except IntegrityError:
-        session.rollback()
-        raise _already_reviewed() from None
+    with transaction(session):
+        session.add(review)
+        try:
+            session.flush()
+        except IntegrityError:
+            raise _already_reviewed() from None
     return review
 
 
 def edit(session: Session, review: Review, changes: dict[str, Any]) -> Review:
     """Change rating and/or comment; a real change sends the review back to ``pending``."""
-    changed = False
-    for name in ("rating", "comment"):
-        if name in changes and changes[name] != getattr(review, name):
-            setattr(review, name, changes[name])
-            changed = True
-    if changed:
-        review.status = STATUS_PENDING
-        session.flush()
-    return review
+    with transaction(session):
+        changed = False
+        for name in ("rating", "comment"):
+            if name in changes and changes[name] != getattr(review, name):
+                setattr(review, name, changes[name])
+                changed = True
+        if changed:
+            review.status = STATUS_PENDING
+            session.flush()
+        return review
 
 
 def delete(session: Session, review: Review) -> None:
     """Remove the review and its moderation log."""
-    session.delete(review)
-    session.flush()
+    with transaction(session):
+        session.delete(review)
+        session.flush()
 
 
 def summary(session: Session, product_id: int) -> dict[str, Any]:

@@ -74,9 +74,7 @@ def create_review(data: dict[str, Any]) -> tuple[Review, int, dict[str, str]]:
 
     An unknown product is 404 `not_found` naming it in `product_ids`.
     """
-    session = get_session()
-    review = reviews.submit(session, _clients(), require_principal(), data)
-    session.commit()
+    review = reviews.submit(get_session(), _clients(), require_principal(), data)
     return review, 201, {"Location": f"/reviews/{review.id}"}
 
 
@@ -113,7 +111,6 @@ def patch_review(changes: dict[str, Any], review_id: int) -> Review:
     if not reviews.is_author(review, principal):
         raise Forbidden("Only the author may edit a review.")
     reviews.edit(session, review, changes)
-    session.commit()
     return review
 
 
@@ -128,7 +125,6 @@ def delete_review(review_id: int) -> ResponseReturnValue:
     if not (principal.is_admin or reviews.is_author(review, principal)):
         raise Forbidden("Only the author or an admin may delete a review.")
     reviews.delete(session, review)
-    session.commit()
     return "", 204
 
 
@@ -170,7 +166,6 @@ def moderate_review(decision: dict[str, Any], review_id: int) -> dict[str, Any] 
     moderation.moderate(
         session, review, principal.subject, decision["action"], decision.get("note")
     )
-    session.commit()
     return _detail(review, principal)
 
 

@@ -18,8 +18,8 @@ reservation or debit batch that decided the sale's next move.
 
 Sales' own writes are batched the same way, on the sales database: the new
 orders of concurrent purchases are recorded by one statement and one commit
-(``record``, :func:`sales_service.saga.record_sales`), and their outcomes written
-by one more (``save``, :func:`sales_service.saga.save_leased`). A sale recorded
+(``record``, :func:`sales_service.saga_store.record_sales`), and their outcomes written
+by one more (``save``, :func:`sales_service.saga_store.save_leased`). A sale recorded
 in a batch is owned by its lease (``lease_until``), not a row lock, while it is
 driven: recovery and replays leave a leased sale alone, and the save writes a
 sale only if it is still pending under that lease. Each sale keeps its own
@@ -43,7 +43,8 @@ from typing import Any, Generic, TypeVar
 from sales_service.clients import CustomersClient, InventoryClient, SaleClients
 from sales_service.metrics import SALES_BATCH_SIZE
 from sales_service.models import Sale
-from sales_service.saga import Recording, SagaRun, record_sales, save_leased
+from sales_service.saga_run import SagaRun
+from sales_service.saga_store import Recording, record_sales, save_leased
 from shopkit.db import Database
 from shopkit.service_client import ServiceResponse
 
@@ -309,7 +310,8 @@ class _BatchedCustomers(CustomersClient):
 
 class BatchedSale(SaleClients):
     """The clients one purchase drives its saga with (a :class:`SaleClients`), and its
-    batched writes: :meth:`record` and :meth:`save`.
+    store (the leased :class:`~sales_service.saga_store.SaleStore`): :meth:`record`,
+    :meth:`take` and :meth:`save` in batches.
 
     Made when the purchase starts, which announces its reservation; :meth:`close`
     withdraws whatever the sale announced and did not send (it failed earlier, or it
@@ -325,11 +327,15 @@ class BatchedSale(SaleClients):
         super().__init__(inventory=_BatchedInventory(self), customers=_BatchedCustomers(self))
 
     def record(self, order: Recording) -> Sale | None:
-        """Record the order in the batch of records (see :func:`saga.record_sales`)."""
+        """Record the order in the batch of records (see :func:`saga_store.record_sales`)."""
         return self.batcher.record.call(order, announced=False)
 
+    def take(self, sale: Sale) -> Sale:
+        """The sale this purchase just recorded: owned by its lease, nothing is locked."""
+        return sale
+
     def save(self, run: SagaRun) -> bool:
-        """Write the drive's outcome in the batch of saves (see :func:`saga.save_leased`)."""
+        """Write the drive's outcome in the batch of saves (see :func:`saga_store.save_leased`)."""
         announced, self.save_expected = self.save_expected, False
         return self.batcher.save.call(run, announced=announced)
 

@@ -34,18 +34,11 @@ from sqlalchemy.orm import Session
 from sales_service.clients import SaleClients
 from sales_service.lifecycle import invalid_transition
 from sales_service.models import CANCELLED, CANCELLING, COMPLETED, Sale
-from sales_service.saga import (
-    LEASE_S,
-    SagaRun,
-    call_step,
-    database_kept,
-    history_entry,
-    load_lines,
-    lock_sale,
-    run_drive,
-    unknown_answer,
-)
+from sales_service.saga import call_step, database_kept, run_drive, unknown_answer
+from sales_service.saga_run import SagaRun, history_entry
+from sales_service.saga_store import LEASE_S, LockedStore, load_lines, lock_sale
 from shopkit.auth import Principal
+from shopkit.db import transaction
 from shopkit.errors import Conflict, NotFound, ProblemError
 
 _sales = Sale.__table__
@@ -88,19 +81,19 @@ def cancel(
     ``cancelling`` and nobody else is); 503 when a dependency is away.
     """
     now = datetime.now(UTC)
-    started = session.execute(
-        _START,
-        {
-            "sale_id": sale_id,
-            "is_admin": principal.is_admin,
-            "caller_id": principal.customer_id,
-            "new_cancel_key": idempotency_key,
-            "new_updated_at": now,
-            "new_lease_until": now + timedelta(seconds=LEASE_S),
-            "entry": [history_entry(CANCELLING, now)],
-        },
-    ).first()
-    session.commit()
+    with transaction(session):
+        started = session.execute(
+            _START,
+            {
+                "sale_id": sale_id,
+                "is_admin": principal.is_admin,
+                "caller_id": principal.customer_id,
+                "new_cancel_key": idempotency_key,
+                "new_updated_at": now,
+                "new_lease_until": now + timedelta(seconds=LEASE_S),
+                "entry": [history_entry(CANCELLING, now)],
+            },
+        ).first()
     if started is None:
         return _not_started(session, clients, principal, sale_id, idempotency_key), True
     with database_kept(sale_id, CANCELLING):
@@ -163,7 +156,7 @@ def drive_cancellation(session: Session, clients: SaleClients, sale: Sale) -> Sa
     """Run (or resume) the refund saga of a ``cancelling`` order locked by ``lock_sale``."""
     if not sale.lines:
         sale.lines = load_lines(session, sale.id)
-    return run_drive(session, sale, lambda run: _refund_steps(run, clients))
+    return run_drive(session, LockedStore(session), sale, lambda run: _refund_steps(run, clients))
 
 
 def _refund_steps(run: SagaRun, clients: SaleClients) -> None:

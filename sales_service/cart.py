@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from sales_service.catalog import unexpected_answer
 from sales_service.clients import InventoryClient
 from sales_service.models import MAX_LINES, PENDING, CartItem, Sale
-from shopkit.db import advisory_xact_lock
+from shopkit.db import advisory_xact_lock, transaction
 from shopkit.errors import Conflict, NotFound
 from shopkit.fields import TWO_PLACES
 
@@ -92,44 +92,47 @@ def set_item(
         raise NotFound(f"No product {product_id}.")
     if answer.status != 200:
         raise unexpected_answer()
-    advisory_xact_lock(session, "cart", str(customer_id))
-    others = session.scalar(
-        select(func.count()).where(
-            CartItem.customer_id == customer_id, CartItem.product_id != product_id
+    with transaction(session):
+        advisory_xact_lock(session, "cart", str(customer_id))
+        others = session.scalar(
+            select(func.count()).where(
+                CartItem.customer_id == customer_id, CartItem.product_id != product_id
+            )
         )
-    )
-    if (others or 0) >= MAX_LINES:
-        raise Conflict(
-            "cart_full",
-            f"A cart holds at most {MAX_LINES} products; remove one first.",
-            max_lines=MAX_LINES,
+        if (others or 0) >= MAX_LINES:
+            raise Conflict(
+                "cart_full",
+                f"A cart holds at most {MAX_LINES} products; remove one first.",
+                max_lines=MAX_LINES,
+            )
+        now = datetime.now(UTC)
+        upsert = pg_insert(CartItem).values(
+            customer_id=customer_id, product_id=product_id, quantity=quantity, updated_at=now
         )
-    now = datetime.now(UTC)
-    upsert = pg_insert(CartItem).values(
-        customer_id=customer_id, product_id=product_id, quantity=quantity, updated_at=now
-    )
-    session.execute(
-        upsert.on_conflict_do_update(
-            index_elements=[CartItem.customer_id, CartItem.product_id],
-            set_={"quantity": upsert.excluded.quantity, "updated_at": now},
+        session.execute(
+            upsert.on_conflict_do_update(
+                index_elements=[CartItem.customer_id, CartItem.product_id],
+                set_={"quantity": upsert.excluded.quantity, "updated_at": now},
+            )
         )
-    )
 
 
 def remove_item(session: Session, customer_id: int, product_id: int) -> None:
     """Take a product out of the cart (nothing happens if it is not there)."""
-    advisory_xact_lock(session, "cart", str(customer_id))
-    session.execute(
-        delete(CartItem).where(
-            CartItem.customer_id == customer_id, CartItem.product_id == product_id
+    with transaction(session):
+        advisory_xact_lock(session, "cart", str(customer_id))
+        session.execute(
+            delete(CartItem).where(
+                CartItem.customer_id == customer_id, CartItem.product_id == product_id
+            )
         )
-    )
 
 
 def clear(session: Session, customer_id: int) -> None:
     """Empty the cart."""
-    advisory_xact_lock(session, "cart", str(customer_id))
-    session.execute(delete(CartItem).where(CartItem.customer_id == customer_id))
+    with transaction(session):
+        advisory_xact_lock(session, "cart", str(customer_id))
+        session.execute(delete(CartItem).where(CartItem.customer_id == customer_id))
 
 
 def lock_checkout(session: Session, customer_id: int) -> None:

@@ -17,7 +17,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from sales_service.models import COMPLETED, DELIVERED, SHIPPED, Sale
-from sales_service.saga import history_entry
+from sales_service.saga_run import history_entry
+from shopkit.db import transaction
 from shopkit.errors import Conflict, NotFound
 
 _sales = Sale.__table__
@@ -62,11 +63,13 @@ def ship(
     session: Session, sale_id: uuid.UUID, carrier: str | None, tracking_number: str | None
 ) -> Sale:
     """Mark a completed order shipped, with its carrier and tracking number if known."""
-    return _transition(
-        session, sale_id, COMPLETED, SHIPPED, carrier=carrier, tracking_number=tracking_number
-    )
+    with transaction(session):
+        return _transition(
+            session, sale_id, COMPLETED, SHIPPED, carrier=carrier, tracking_number=tracking_number
+        )
 
 
 def deliver(session: Session, sale_id: uuid.UUID) -> Sale:
     """Mark a shipped order delivered."""
-    return _transition(session, sale_id, SHIPPED, DELIVERED)
+    with transaction(session):
+        return _transition(session, sale_id, SHIPPED, DELIVERED)

@@ -9,7 +9,7 @@ not redone.
 
 An order just recorded (or just moved to ``cancelling``) is leased to the
 request that is about to drive it (``lease_until``, see
-:data:`sales_service.saga.LEASE_S`): recovery skips it until it has been
+:data:`sales_service.saga_store.LEASE_S`): recovery skips it until it has been
 driven once or the lease ran out, even with ``--older-than 0``.
 
 It is safe to run everywhere at once (every gunicorn worker of every sales
@@ -33,7 +33,8 @@ from sales_service import observe
 from sales_service.cancellation import drive_cancellation
 from sales_service.clients import SaleClients
 from sales_service.models import CANCELLED, COMPLETED, PENDING, UNSETTLED_STATUSES, Sale
-from sales_service.saga import SagaIncomplete, drive, lock_sale
+from sales_service.saga import SagaIncomplete, drive
+from sales_service.saga_store import lock_sale
 from shopkit.db import Database
 from shopkit.telemetry import untraced
 

@@ -14,7 +14,9 @@ from sales_service.batching import Batcher
 from sales_service.cancellation import cancel
 from sales_service.clients import SaleClients
 from sales_service.models import COMPLETED, FAILED, Sale
-from sales_service.saga import NewSale, find_by_key, purchase
+from sales_service.saga import purchase
+from sales_service.saga_run import NewSale
+from sales_service.saga_store import find_by_key
 from sales_service.schemas import (
     CartQuantitySchema,
     CartSchema,
@@ -98,7 +100,9 @@ def _json(sale: Sale, status: int, *, replayed: bool) -> Response:
 
 
 def _sale_response(sale: Sale, *, replayed: bool) -> Response:
-    """201 with the completed order, or the problem that explains a failed one."""
+    """201 with the completed order, the problem that explains a failed one, or 202 with an
+    order a replay found still pending or moved on since it completed
+    (:data:`MOVED_ON_ANSWER`)."""
     headers = {REPLAYED_HEADER: "true"} if replayed else {}
     if sale.status == FAILED:
         code = sale.failure_code or "conflict"
@@ -134,12 +138,24 @@ PURCHASE_ANSWERS = (
 )
 
 
+#: The order as it stands, neither completed nor failed: nothing was bought again.
+MOVED_ON_ANSWER = (
+    "A retry with the `Idempotency-Key` of an order that has moved on since it completed "
+    "(`shipped`, `delivered`, `cancelling`, `cancelled`), or a checkout while the cart's "
+    "earlier order is still `pending`: the order as it stands now, with "
+    "`Idempotent-Replayed: true`. Nothing was bought again."
+)
+
+
 def _purchase_doc(blueprint: Blueprint) -> Any:
     """The documentation every way of placing an order shares."""
 
     def decorate(view: Any) -> Any:
         for status, description in PURCHASE_ANSWERS:
             view = blueprint.alt_response(status, description=description)(view)
+        view = blueprint.alt_response(
+            202, schema=SaleSchema, description=MOVED_ON_ANSWER, headers=LOCATION_HEADER
+        )(view)
         return blueprint.doc(
             parameters=[
                 idempotency_key_doc(description="Retrying with the same key never buys twice.")
@@ -205,7 +221,6 @@ def ship_sale(data: dict[str, Any], sale_id: uuid.UUID) -> Sale:
     """Mark a completed order shipped, with an optional carrier and tracking number (admin)."""
     session = get_session()
     sale = lifecycle.ship(session, sale_id, data["carrier"], data["tracking_number"])
-    session.commit()
     return queries.get_sale(session, sale.id, require_principal())
 
 
@@ -218,7 +233,6 @@ def deliver_sale(sale_id: uuid.UUID) -> Sale:
     """Mark a shipped order delivered (admin)."""
     session = get_session()
     lifecycle.deliver(session, sale_id)
-    session.commit()
     return queries.get_sale(session, sale_id, require_principal())
 
 
@@ -253,7 +267,6 @@ def put_cart_item(data: dict[str, Any], product_id: int) -> ResponseReturnValue:
     """Set how many units of a product the cart holds (1-100); answers the whole cart."""
     session = get_session()
     cart.set_item(session, _clients().inventory, _customer_id(), product_id, data["quantity"])
-    session.commit()
     return _cart()
 
 
@@ -262,9 +275,7 @@ def put_cart_item(data: dict[str, Any], product_id: int) -> ResponseReturnValue:
 @requires(ROLE_CUSTOMER)
 def delete_cart_item(product_id: int) -> ResponseReturnValue:
     """Take a product out of the cart."""
-    session = get_session()
-    cart.remove_item(session, _customer_id(), product_id)
-    session.commit()
+    cart.remove_item(get_session(), _customer_id(), product_id)
     return "", 204
 
 
@@ -273,9 +284,7 @@ def delete_cart_item(product_id: int) -> ResponseReturnValue:
 @requires(ROLE_CUSTOMER)
 def delete_cart() -> ResponseReturnValue:
     """Empty the cart."""
-    session = get_session()
-    cart.clear(session, _customer_id())
-    session.commit()
+    cart.clear(get_session(), _customer_id())
     return "", 204
 
 

@@ -30,7 +30,7 @@ from shopkit.config import Settings
 from shopkit.db import Database, init_db, resolve_database_url
 from shopkit.deadline import init_deadline
 from shopkit.errors import register_error_handlers
-from shopkit.faults import faults_blp, init_faults
+from shopkit.fault_routes import faults_blp, init_faults
 from shopkit.fields import Money
 from shopkit.health import init_health
 from shopkit.input_guard import init_input_guard

@@ -38,7 +38,7 @@ from shopkit.errors import Forbidden, ProblemError, Unauthorized
 from shopkit.registry import SERVICE_NAMES
 
 if TYPE_CHECKING:
-    from shopkit.service_client import JsonHttp, ServiceClient
+    from shopkit.json_http import JsonHttp, ServiceResponse
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class JwksKeyResolver:
         # never loads an HTTP client (memory per worker, bench/README.md).
         import urllib3  # noqa: PLC0415
 
-        from shopkit.service_client import JsonHttp  # noqa: PLC0415
+        from shopkit.json_http import JsonHttp  # noqa: PLC0415
 
         if self._http is None:
             self._http = JsonHttp(2)
@@ -289,6 +289,14 @@ class TokenVerifier:
         return principal
 
 
+class _Getter(Protocol):
+    """What :class:`DeactivatedAccounts` needs of a client: a bounded ``GET``
+    (:class:`~shopkit.service_client.ServiceClient`'s, which raises a 503 problem when the
+    service cannot be reached)."""
+
+    def get(self, path: str) -> ServiceResponse: ...
+
+
 class DeactivatedAccounts:
     """The ids of deactivated customer accounts, re-read from the customers service.
 
@@ -298,7 +306,7 @@ class DeactivatedAccounts:
     list stays in use: a short outage does not lock everyone out.
     """
 
-    def __init__(self, client: ServiceClient, *, refresh_s: float = 10.0) -> None:
+    def __init__(self, client: _Getter, *, refresh_s: float = 10.0) -> None:
         self.client = client
         self.refresh_s = refresh_s
         self._ids: frozenset[int] = frozenset()

@@ -224,3 +224,33 @@ def constraint_name(error: IntegrityError) -> str | None:
     """The name of the constraint that PostgreSQL reported violated in ``error``, if any."""
     diagnostics = getattr(error.orig, "diag", None)
     return getattr(diagnostics, "constraint_name", None)
+
+
+#: ``Session.info`` flag: a :func:`transaction` is open on the session.
+_IN_TRANSACTION = "shop_in_transaction"
+
+
+@contextmanager
+def transaction(session: Session) -> Iterator[Session]:
+    """One unit of work on ``session``: committed when the block ends, rolled back if it
+    raises (docs/architecture.rst, "Transactions").
+
+    Business operations end their writes with it; routes never commit. Inside an
+    open one (an operation run by :func:`shopkit.idempotency.run_idempotent`, which
+    stores its answer in the same transaction as its effect), a nested block joins
+    it: the outermost block alone commits or rolls back. Commit and rollback are
+    round trips bounded like any statement (the request's deadline,
+    :mod:`shopkit.db_guard`).
+    """
+    if session.info.get(_IN_TRANSACTION):
+        yield session
+        return
+    session.info[_IN_TRANSACTION] = True
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.info.pop(_IN_TRANSACTION, None)

@@ -358,7 +358,8 @@ ENVIRONMENT: tuple[Variable, ...] = (
         "SALES_CRASH_AFTER",
         "",
         "Chaos testing only: a sales worker exits right after the named saga step "
-        "(``reserve``, ``debit``, ``release``, ``refund``, ``return``) got its answer.",
+        "(``record``, ``reserve``, ``debit``, ``release``, ``refund``, ``return``) got its "
+        "answer (a crash point of :mod:`shopkit.faults`, armed at start-up).",
     ),
     _other(
         "process",

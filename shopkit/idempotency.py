@@ -14,8 +14,9 @@ state-changing operation at most once per ``(caller, key)``:
 * otherwise the operation runs and the key row with its response is written
   in the *same transaction* as the effect, so either both commit or neither
   does (a crash mid-way leaves no key and the retry simply runs again).
-  Operations roll back as a whole on a refusal (there is no savepoint), so
-  they must not commit, and a refusal is final only once stored.
+  The operation's own unit of work (:func:`shopkit.db.transaction`) joins
+  the one opened here; it rolls back as a whole on a refusal (there is no
+  savepoint), and a refusal is final only once stored.
 
 Business refusals (4xx :class:`~shopkit.errors.ProblemError`) are stored and
 replayed too: a retried debit that was refused stays refused, whatever the
@@ -59,7 +60,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from shopkit.auth import require_principal
-from shopkit.db import advisory_key, get_session
+from shopkit.db import advisory_key, get_session, transaction
 from shopkit.errors import ProblemError, problem_response
 from shopkit.telemetry import untraced
 
@@ -191,16 +192,22 @@ def run_idempotent(
         return _stored(found, fingerprint)
 
     try:
-        status, body = operation()
+        with transaction(session):
+            status, body = operation()
+            _claim(session, statements, names, fingerprint, status, body)
+    except _KeyTaken:
+        return _replay_winner(session, statements, names, fingerprint)
     except ProblemError as problem:
-        session.rollback()
         if problem.status >= 500:
             raise
-        return _store(session, statements, names, fingerprint, problem.status, problem.to_body())
-    except Exception:
-        session.rollback()
-        raise
-    return _store(session, statements, names, fingerprint, status, body)
+        # A refusal has no effect to keep: it is stored in a transaction of its own.
+        status, body = problem.status, problem.to_body()
+        try:
+            with transaction(session):
+                _claim(session, statements, names, fingerprint, status, body)
+        except _KeyTaken:
+            return _replay_winner(session, statements, names, fingerprint)
+    return IdempotentResult(status, body, replayed=False)
 
 
 def _in_use() -> ProblemError:
@@ -223,26 +230,30 @@ def _stored(row: Any, fingerprint: str) -> IdempotentResult:
     return IdempotentResult(row.response_status, row.response_body, replayed=True)
 
 
-def _store(
+class _KeyTaken(Exception):
+    """A concurrent duplicate stored the key first: this transaction must not commit."""
+
+
+def _claim(
     session: Session,
     statements: _KeyStatements,
     names: dict[str, str],
     fingerprint: str,
     status: int,
     body: dict[str, Any],
-) -> IdempotentResult:
-    """Write the key with its answer and commit; if the key is taken, replay its answer.
-
-    After a success the insert commits with the effect. After a refusal the
-    session was rolled back and this is a transaction of its own. Either way
-    a concurrent duplicate that stored the key first wins: this transaction
-    (its effect included) is rolled back and that duplicate's answer returned.
-    """
+) -> None:
+    """Write the key with its answer, in the caller's transaction (with the effect, after a
+    success; alone, after a refusal). Raises :class:`_KeyTaken` if a concurrent duplicate
+    stored it first: the transaction (its effect included) is then rolled back."""
     row = {**names, "fingerprint": fingerprint, "status": status, "body": body}
-    if session.execute(statements.claim, row).first() is not None:
-        session.commit()
-        return IdempotentResult(status, body, replayed=False)
-    session.rollback()
+    if session.execute(statements.claim, row).first() is None:
+        raise _KeyTaken()
+
+
+def _replay_winner(
+    session: Session, statements: _KeyStatements, names: dict[str, str], fingerprint: str
+) -> IdempotentResult:
+    """The answer of the duplicate that stored the key first (after this one rolled back)."""
     stored = session.execute(statements.find, names).first()
     session.rollback()
     if stored is None:  # the conflicting row was rolled back in the meantime: try again later
@@ -294,22 +305,21 @@ def run_idempotent_batch(
     keys = [item.key for item in items]
     locks = [advisory_key("idempotency", scope, caller, key) for key in keys]
     try:
-        found = session.execute(
-            statements.lock_and_find_many, {"caller": caller, "keys": keys, "locks": locks}
-        ).all()
-        if before is not None:
-            before()
-        results: list[IdempotentResult | None] = [None] * len(items)
-        for position, (item, row) in enumerate(zip(items, found, strict=True)):
-            if not row.locked:
-                results[position] = _problem_result(_in_use())
-            elif row.response_status is not None:
-                results[position] = _stored_or_reused(row, item.fingerprint)
-            else:
-                results[position] = _run_in_savepoint(session, statements, caller, item)
-        session.commit()
+        with transaction(session):
+            found = session.execute(
+                statements.lock_and_find_many, {"caller": caller, "keys": keys, "locks": locks}
+            ).all()
+            if before is not None:
+                before()
+            results: list[IdempotentResult | None] = [None] * len(items)
+            for position, (item, row) in enumerate(zip(items, found, strict=True)):
+                if not row.locked:
+                    results[position] = _problem_result(_in_use())
+                elif row.response_status is not None:
+                    results[position] = _stored_or_reused(row, item.fingerprint)
+                else:
+                    results[position] = _run_in_savepoint(session, statements, caller, item)
     except DBAPIError as exc:
-        session.rollback()
         if getattr(exc.orig, "pgcode", None) in _RETRYABLE_SQLSTATES:
             raise ProblemError(
                 503,
@@ -317,9 +327,6 @@ def run_idempotent_batch(
                 "The batch met a concurrent one; nothing was written, retry it.",
                 headers={"Retry-After": "0"},
             ) from None
-        raise
-    except Exception:
-        session.rollback()
         raise
     return [result for result in results if result is not None]
 
@@ -457,8 +464,8 @@ def respond_idempotently(
     session = get_session()
     key = idempotency_key_from_request(required=key_required)
     if key is None:
-        status, body = operation()
-        session.commit()
+        with transaction(session):
+            status, body = operation()
         return _located(IdempotentResult(status, body, replayed=False), location)
     fingerprint = request_fingerprint(request.method, request.path, request.get_json(silent=True))
     principal = require_principal()

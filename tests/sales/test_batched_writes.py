@@ -18,16 +18,9 @@ from sqlalchemy import create_engine, text
 
 from sales_service.batching import Batcher
 from sales_service.models import COMPLETED, FAILED, PENDING
-from sales_service.saga import (
-    NewSale,
-    Recording,
-    SagaIncomplete,
-    SagaRun,
-    existing_sale,
-    purchase,
-    record_sales,
-    save_leased,
-)
+from sales_service.saga import SagaIncomplete, purchase
+from sales_service.saga_run import NewSale, SagaRun
+from sales_service.saga_store import Recording, existing_sale, record_sales, save_leased
 from shopkit.auth import ROLE_CUSTOMER, Principal
 from shopkit.db import Database
 from shopkit.errors import DatabaseUnavailable, ProblemError

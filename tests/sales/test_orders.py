@@ -563,3 +563,53 @@ def test_a_refund_the_wallet_cannot_take_leaves_the_order_completed(
     assert shop.stock(lamp) == 5
     report = check_invariants(database_url)
     assert report.ok, report.violations
+
+
+# --- a purchase replayed after its order moved on ------------------------------------------------
+
+#: Every status the purchase path answers a retry under its key with.
+REPLAY_STATUSES = {"201", "202", "404", "409", "422", "503"}
+
+
+@pytest.mark.parametrize("path", ["/sales", "/cart/checkout"])
+def test_the_api_document_declares_every_answer_of_a_replayed_purchase(
+    sales: FlaskClient, path: str
+) -> None:
+    declared = sales.get("/openapi.json").get_json()["paths"][path]["post"]["responses"]
+    assert set(declared) >= REPLAY_STATUSES, sorted(declared)
+    moved_on = declared["202"]
+    assert moved_on["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Sale"
+    }
+    assert "Idempotent-Replayed" in moved_on["description"]
+
+
+@pytest.mark.parametrize("moved_on", ["shipped", "cancelled"])
+def test_a_purchase_replayed_after_its_order_moved_on_is_the_order_as_it_stands(
+    sales: FlaskClient, shop: Shop, identity: Identity, database_url: str, moved_on: str
+) -> None:
+    lamp = shop.product(price="4.00", stock=5)
+    buyer, token = shop.buyer("20.00")
+    key = {"Idempotency-Key": f"buy-{moved_on}"}
+    first = place(sales, token, (lamp, 1), **key)
+    assert first.status_code == 201, first.get_json()
+    sale_id = first.get_json()["id"]
+    if moved_on == "shipped":
+        changed = sales.post(
+            f"/sales/{sale_id}/shipment", json={}, headers=bearer(identity.admin_token())
+        )
+    else:
+        changed = sales.post(f"/sales/{sale_id}/cancellation", headers=bearer(token))
+    assert changed.status_code == 200, changed.get_json()
+    again = place(sales, token, (lamp, 1), **key)
+    assert again.status_code == 202, again.get_json()
+    assert again.mimetype == "application/json"
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.headers["Location"] == f"/sales/{sale_id}"
+    assert (again.get_json()["id"], again.get_json()["status"]) == (sale_id, moved_on)
+    # Nothing was bought again.
+    expected = (Decimal("16.00"), 4) if moved_on == "shipped" else (Decimal("20.00"), 5)
+    assert (shop.balance(buyer["username"]), shop.stock(lamp)) == expected
+    declared = sales.get("/openapi.json").get_json()["paths"]["/sales"]["post"]["responses"]
+    assert str(again.status_code) in declared
+    assert check_invariants(database_url).ok
