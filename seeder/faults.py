@@ -1,7 +1,7 @@
 """``python -m seeder faults``: switch live faults on and off in the running services.
 
 Each service keeps its own fault set (``GET``/``PUT``/``DELETE /admin/faults``,
-admin only, refused in production mode; see :mod:`shopkit.faults`). For example::
+admin only, refused in production mode; see :mod:`shopkit.fault_routes`). For example::
 
     python -m seeder faults set inventory --kind hang --route "POST /internal/reservations"
     python -m seeder faults set sales --kind latency --latency-ms 800 --dependency customers

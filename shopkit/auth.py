@@ -54,7 +54,7 @@ ROLES = (ROLE_CUSTOMER, ROLE_ADMIN, ROLE_SERVICE)
 SERVICES = SERVICE_NAMES
 
 #: The OpenAPI security requirement added to every protected operation.
-BEARER_SECURITY = [{"bearerAuth": []}]
+BEARER_SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -70,7 +70,7 @@ class FaultSetSchema(Schema):
 
 
 def _app_store() -> faults.FaultStore | None:
-    return current_app.extensions.get("shop_faults")  # type: ignore[no-any-return]
+    return current_app.extensions.get("shop_faults")
 
 
 def _apply_route_faults() -> None:

@@ -1,6 +1,6 @@
 """The system page's fault switches: a fault from the form, and a fault in words.
 
-Each service's ``/admin/faults`` (:mod:`shopkit.faults`) holds a whole set;
+Each service's ``/admin/faults`` (:mod:`shopkit.fault_routes`) holds a whole set;
 ``PUT`` replaces it. Switching one fault on reads the set, adds the new one
 and puts the set back; switching one off puts the set back without it (found
 by its content, not its position, so a set that changed since the page was

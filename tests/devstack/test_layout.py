@@ -135,6 +135,6 @@ def test_every_service_has_a_service_identity() -> None:
     with its own service token (notifications too, though its data comes by events)."""
     from shopkit.auth import SERVICES as IDENTITIES
 
-    assert IDENTITIES == tuple(s.name for s in SERVICES)
+    assert tuple(s.name for s in SERVICES) == IDENTITIES
     for service in SERVICES[1:]:
         assert "customers" in service.calls, service.name
