@@ -205,6 +205,18 @@ class ServiceTokenProvider:
         return token, float(claims.get("exp", time.time() + 60))
 
 
+def _timed_out(exc: urllib3.exceptions.HTTPError) -> bool:
+    """Whether ``exc`` is an attempt that got no answer in time.
+
+    urllib3 makes a refused connection (``NewConnectionError``) a subclass of
+    ``ConnectTimeoutError``; it was answered at once, so it counts as one failed
+    call like any other error, not as a timeout of each attempt.
+    """
+    return isinstance(exc, urllib3.exceptions.TimeoutError) and not isinstance(
+        exc, urllib3.exceptions.NewConnectionError
+    )
+
+
 class ServiceClient:
     """Calls one other service (``name`` at ``base_url``) with retries and a deadline.
 
@@ -335,7 +347,7 @@ class ServiceClient:
             except urllib3.exceptions.HTTPError as exc:
                 DEPENDENCY_ERRORS.labels(dependency=self.name).inc()
                 log.warning("call to %s %s failed: %s", self.name, path, type(exc).__name__)
-                if isinstance(exc, urllib3.exceptions.TimeoutError):
+                if _timed_out(exc):
                     call.told = True  # a timeout counts at once (shopkit.breaker)
                     opened = self.guard.breaker.timed_out(call.trial)
                     call.trial = False  # a timed-out trial has reopened the circuit

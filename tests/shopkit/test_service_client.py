@@ -244,6 +244,21 @@ def test_timeouts_open_the_circuit_as_they_happen(callee: tuple[str, Script]) ->
     assert len(script.seen) == fake.guard.breaker.fail_max  # not even tried
 
 
+def test_a_refused_connection_counts_once_per_call_not_once_per_attempt() -> None:
+    """urllib3 calls a refused connection a connect timeout; it is answered at once, so a
+    call that retried into it three times is one failure, and two such calls leave the
+    circuit closed (fail_max 5), as a killed dependency's first purchases must."""
+    fake = client(f"http://127.0.0.1:{free_port()}", retries=2)  # nothing listens there
+    for _ in range(2):
+        with pytest.raises(DependencyUnavailable):
+            fake.get("/x")
+    assert fake.guard.breaker.state == "closed"
+    for _ in range(3):
+        with pytest.raises(DependencyUnavailable):
+            fake.get("/x")
+    assert fake.guard.breaker.state == "open"  # the fifth failed call opens it
+
+
 def test_a_half_open_circuit_lets_one_trial_through_and_closes_on_success() -> None:
     from shopkit.breaker import CircuitBreaker, Rejected
 
