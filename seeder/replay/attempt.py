@@ -205,7 +205,15 @@ class Attempts:
         cost = Decimal(str(cart["total"]))
         if shopper.balance < cost and plan.top_up_when_short:
             outcome.topped_up = self._top_up(plan, shopper, cost - shopper.balance)
-        reply, latency = self._checkout(plan, shopper)
+        reply, latency, tries = self._checkout(plan, shopper)
+        if tries == 1 and reply.status == 201 and _replayed(reply):
+            # A new key answered with an order at once: an earlier checkout of this cart
+            # (another actor on the account) placed it; sales answers with it rather than
+            # place a second order. Its life is that actor's to live.
+            outcome.outcome = CART_CHANGED
+            shopper.balance = None
+            self._cart_changed(outcome, f"an earlier checkout's order {reply.body.get('id')}")
+            return latency
         self._settle(plan, shopper, lines, cart, reply, outcome)
         return latency
 
@@ -265,15 +273,18 @@ class Attempts:
             self.stats.money_topped_up += amount
         return f"{amount:.2f}"
 
-    def _checkout(self, plan: Plan, shopper: Shopper) -> tuple[Reply, float]:
-        """``POST /cart/checkout``, retried with the same key while the answer is not final."""
+    def _checkout(self, plan: Plan, shopper: Shopper) -> tuple[Reply, float, int]:
+        """``POST /cart/checkout``, retried with the same key while the answer is not final;
+        the final answer, the time taken and how many requests were sent."""
         started = time.perf_counter()
         reply: Reply | None = None
         unreachable: ServiceUnreachable | None = None
+        tries = 0
         for retry in range(SALE_RETRIES + 1):
             # Back off before a retry; once the replay is stopping, do not retry at all.
             if retry and self.stop_event.wait(_backoff(retry, reply)):
                 break
+            tries += 1
             try:
                 reply = self._as(
                     shopper,
@@ -291,7 +302,7 @@ class Attempts:
         if reply is None:
             assert unreachable is not None
             raise unreachable
-        return reply, time.perf_counter() - started
+        return reply, time.perf_counter() - started, tries
 
     def _settle(
         self,
@@ -566,3 +577,8 @@ class Attempts:
         streak = self._failure_streak
         if streak:
             self.stop_event.wait(min(5.0, 0.1 * 2 ** min(streak, 6)) * random.uniform(0.5, 1.5))  # noqa: S311
+
+
+def _replayed(reply: Reply) -> bool:
+    """Whether sales answered with an order it had already placed (``Idempotent-Replayed``)."""
+    return any(k.lower() == "idempotent-replayed" and v == "true" for k, v in reply.headers.items())

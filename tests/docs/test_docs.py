@@ -130,6 +130,7 @@ ENV_PATTERNS = [
     r'os\.environ\[\s*"([A-Z][A-Z0-9_]*)"\s*\]',
     r'os\.getenv\(\s*"([A-Z][A-Z0-9_]*)"',
     r'\b_env\w*\(\s*"([A-Z][A-Z0-9_]*)"',
+    r'\benv_\w+\(\s*"([A-Z][A-Z0-9_]*)"',
     r'(?m)^\s*[A-Z0-9_]*_ENV\s*(?::\s*str\s*)?=\s*"([A-Z][A-Z0-9_]*)"',
     r'\benvvar=\s*\[?\s*"([A-Z][A-Z0-9_]*)"',
 ]

@@ -30,6 +30,7 @@ from shopkit.config import (
     Settings,
     _warned,
 )
+from shopkit.registry import SERVICE_NAMES
 from tests.support.identity import (
     ADMIN_PASSWORD,
     SERVICE_SECRET,
@@ -329,6 +330,7 @@ GOOD = {
     "INVENTORY_CLIENT_SECRET": "i" * 32,
     "SALES_CLIENT_SECRET": "s" * 32,
     "REVIEWS_CLIENT_SECRET": "r" * 32,
+    "NOTIFICATIONS_CLIENT_SECRET": "n" * 32,
     "ADMIN_PASSWORD": "a-long-admin-password",
     "DATABASE_URL": "postgresql://sales_svc:a-long-database-password@db/shop",
     "STOREFRONT_SECRET_KEY": "k" * 32,
@@ -368,7 +370,7 @@ def test_production_mode_refuses_insecure_settings(
 
 def test_production_mode_accepts_own_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     _production(monkeypatch, **GOOD)
-    for service in ("customers", "inventory", "sales", "reviews", "storefront"):
+    for service in (*SERVICE_NAMES, "storefront"):
         assert Settings.from_env(service).is_production
 
 
