@@ -172,7 +172,8 @@ def test_settings_read_their_declared_variable(
     for other in SETTING_VARIABLES.values():
         monkeypatch.delenv(other.name, raising=False)
     baseline = getattr(Settings.from_env("docs-test"), setting)
-    raw = "7" if isinstance(baseline, int | float) else "http://x.example/7"
+    # A value the default is not: a number two above it, or another URL.
+    raw = str(int(baseline) + 2) if isinstance(baseline, int | float) else "http://x.example/7"
     monkeypatch.setenv(variable.name, raw)
     assert getattr(Settings.from_env("docs-test"), setting) != baseline, variable.name
 
