@@ -22,14 +22,14 @@ from flask import Flask, current_app
 from sales_service import observe
 from sales_service.batching import Batcher
 from sales_service.clients import build_clients
-from sales_service.events import SalesRelay
 from sales_service.metrics import METRICS
-from sales_service.models import SCHEMA
+from sales_service.models import OUTBOX, SCHEMA
 from sales_service.recovery import PeriodicRecovery, recover_pending
 from sales_service.routes import cart_blp, catalog_blp, internal_blp, sales_blp
 from shopkit.app import create_service_app
 from shopkit.config import Settings
 from shopkit.events import asyncapi
+from shopkit.events.service_relay import relay_with_first_request
 from shopkit.metrics import before_scrape
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     before_scrape(app, lambda: observe.refresh_unsettled(app.extensions["shop_db"]))
     app.cli.add_command(recover_command)
     asyncapi.serve(app, asyncapi.build_document("sales", "1.0.0", emits=["order"]))
-    if relayed and settings.events_url and not app.testing:
-        _start_relay_with_first_request(app, settings.events_url)
+    if relayed:
+        relay_with_first_request(app, OUTBOX, "sales")
     if periodic and settings.recovery_interval_s > 0:
         recovery = PeriodicRecovery(
             app.extensions["shop_db"],
@@ -91,19 +91,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                 recovery.start()
 
     return app
-
-
-def _start_relay_with_first_request(app: Flask, events_url: str) -> None:
-    """Start the outbox relay with the first request (as recovery: CLI commands such as
-    ``db upgrade`` never start it); it stops when the process exits."""
-    relay = SalesRelay(app.extensions["shop_db"].url, events_url)
-    app.extensions["sales_relay"] = relay
-    started = threading.Lock()
-
-    @app.before_request
-    def _start_relay() -> None:
-        if not relay.started and started.acquire(blocking=False):
-            relay.start()
 
 
 @click.command("recover")

@@ -8,26 +8,19 @@ Every change of an order's status writes its event into the sales outbox
 ``delivered``. A batch of purchases writes its events with one
 :func:`~shopkit.events.outbox.emit_many`, in its batched transaction.
 
-:class:`SalesRelay` runs the outbox's relay in a daemon thread of each worker;
-the relay's lease makes one of them publish at a time (docs/events.rst).
+The relay publishing them runs in each worker
+(:mod:`shopkit.events.service_relay`, docs/events.rst).
 """
 
 from __future__ import annotations
 
-import atexit
-import logging
-import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from sales_service.models import CANCELLED, COMPLETED, FAILED, OUTBOX, Sale
-from shopkit.db import Database
 from shopkit.events.outbox import NewEvent, emit, emit_many
-from shopkit.events.relay import Relay, broker_client
-
-log = logging.getLogger(__name__)
 
 PLACED = "shop.order.placed.v1"
 SHIPPED = "shop.order.shipped.v1"
@@ -38,8 +31,6 @@ SETTLED = {
     FAILED: "shop.order.failed.v1",
     CANCELLED: "shop.order.cancelled.v1",
 }
-#: How long the relay thread gets to finish its round when the process exits.
-STOP_TIMEOUT_S = 5.0
 
 
 def _base(sale: Sale) -> dict[str, Any]:
@@ -81,42 +72,6 @@ def emit_shipped(session: Session, sale: Sale) -> None:
 def emit_delivered(session: Session, sale: Sale) -> None:
     """Write ``delivered``."""
     emit(session, OUTBOX, DELIVERED, sale.id, _base(sale))
-
-
-class SalesRelay:
-    """The sales outbox's relay in a daemon thread, stopped when the process exits.
-
-    It has a pool of its own (the lease's connection and one to work with), so it
-    never takes a connection from the requests'.
-    """
-
-    def __init__(self, database_url: str, events_url: str) -> None:
-        self.database = Database(database_url, application_name="sales-relay", pool_size=1)
-        self.relay = Relay(self.database.engine, OUTBOX, broker_client(events_url), service="sales")
-        self._thread: threading.Thread | None = None
-        self._stop: threading.Event | None = None
-
-    @property
-    def started(self) -> bool:
-        """Whether the thread was started."""
-        return self._thread is not None
-
-    def start(self) -> None:
-        """Start publishing (the lease decides whether this worker's relay publishes)."""
-        self._thread, self._stop = self.relay.start_thread()
-        atexit.register(self.stop)
-
-    def stop(self) -> None:
-        """Stop the thread (it gives the lease back) and wait for it, boundedly."""
-        if self._thread is None or self._stop is None:
-            return
-        self._stop.set()
-        self._thread.join(STOP_TIMEOUT_S)
-        if self._thread.is_alive():
-            log.warning("the sales relay did not stop within %.0fs", STOP_TIMEOUT_S)
-        self.relay.broker.close()
-        self.database.dispose()
-        self._thread = None
 
 
 def recorded_only(sales: Sequence[Sale | None]) -> list[Sale]:
