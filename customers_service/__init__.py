@@ -17,13 +17,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from customers_service.accounts import ensure_admin
 from customers_service.keys import KeyStore, ensure_signing_key
 from customers_service.metrics import METRICS
-from customers_service.models import SCHEMA
+from customers_service.models import OUTBOX, SCHEMA
 from customers_service.passwords import Passwords
 from customers_service.routes import auth_blp, customers_blp, internal_blp
 from customers_service.throttle_gate import ThrottleGate
 from shopkit.app import create_service_app
 from shopkit.config import Settings
 from shopkit.db import get_database
+from shopkit.events import asyncapi
+from shopkit.events.service_relay import relay_with_first_request
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         keys_holder["keys"] = KeyStore(get_database())
     app.extensions["customers_keys"] = keys_holder["keys"]
     app.extensions["customers_passwords"] = Passwords(settings)
+    asyncapi.serve(app, asyncapi.build_document("customers", "1.0.0", emits=["wallet"]))
+    relay_with_first_request(app, OUTBOX, "customers")
     app.wsgi_app = ThrottleGate(app.wsgi_app, settings)  # type: ignore[method-assign]
     try:
         bootstrap(app)

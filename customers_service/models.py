@@ -28,6 +28,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shopkit.db import make_metadata
+from shopkit.events.outbox import outbox_table
 from shopkit.idempotency import IdempotencyKeyMixin
 
 SCHEMA = "customers"
@@ -165,3 +166,8 @@ class ThrottleBucket(Base):
 
 class IdempotencyKey(IdempotencyKeyMixin, Base):
     """Idempotency keys of state-changing calls to the customers service."""
+
+
+#: The customers outbox: each wallet event, written in the transaction of the ledger entry
+#: it tells (:mod:`customers_service.events`).
+OUTBOX = outbox_table(Base.metadata)

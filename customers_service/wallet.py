@@ -4,7 +4,8 @@ The balance moves only through ``UPDATE ... WHERE balance >= :amount`` (or
 ``<= MAX_BALANCE - :amount`` for credits) in the caller's transaction, backed
 by ``CHECK (balance >= 0)``, so no race can overdraw a wallet. The ledger
 entry carries the balance after the change; the balance always equals the
-sum of the wallet's entries.
+sum of the wallet's entries. Each entry writes its wallet event in the same
+transaction (:mod:`customers_service.events`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from customers_service.events import emit_wallet_events
 from customers_service.models import MAX_BALANCE, Customer, LedgerEntry
 from shopkit.db import constraint_name
 from shopkit.errors import Conflict, NotFound
@@ -82,6 +84,7 @@ def _written(
     parameters: dict[str, Any] | None = None,
 ) -> LedgerEntry | None:
     """Run a ledger insert (``RETURNING`` every column); the entry, or ``None`` if no row.
+    The entry's wallet event is written with it (:mod:`customers_service.events`).
 
     A second debit or refund of one sale violates :data:`ONE_PER_SALE`: that
     is 409 ``already_recorded``, and the caller's transaction is spoilt, which
@@ -93,7 +96,11 @@ def _written(
         if constraint_name(exc) == ONE_PER_SALE:
             raise _already_recorded(kind, sale_id) from None
         raise
-    return None if row is None else LedgerEntry(**row._mapping)
+    if row is None:
+        return None
+    entry = LedgerEntry(**row._mapping)
+    emit_wallet_events(session, [entry])
+    return entry
 
 
 def _record(
@@ -383,4 +390,5 @@ def charge_batch(session: Session, charges: list[dict[str, Any]], actor: str) ->
         )
     session.add_all(entries)
     session.flush()
+    emit_wallet_events(session, entries)
     return entries

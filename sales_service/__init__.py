@@ -23,11 +23,13 @@ from sales_service import observe
 from sales_service.batching import Batcher
 from sales_service.clients import build_clients
 from sales_service.metrics import METRICS
-from sales_service.models import SCHEMA
+from sales_service.models import OUTBOX, SCHEMA
 from sales_service.recovery import PeriodicRecovery, recover_pending
 from sales_service.routes import cart_blp, catalog_blp, internal_blp, sales_blp
 from shopkit.app import create_service_app
 from shopkit.config import Settings
+from shopkit.events import asyncapi
+from shopkit.events.service_relay import relay_with_first_request
 from shopkit.metrics import before_scrape
 
 log = logging.getLogger(__name__)
@@ -37,13 +39,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the sales service app (see :func:`shopkit.app.create_service_app`).
 
     Config ``SALES_CLIENTS`` replaces the inventory/customers clients (tests);
-    ``SALES_RECOVERY`` (default true) starts the periodic recovery thread.
+    ``SALES_RECOVERY`` (default true) starts the periodic recovery thread;
+    ``SALES_RELAY`` (default true) starts the outbox relay thread when the
+    broker's URL (``EVENTS_URL``) is set and the app is not ``TESTING``.
     """
     config = dict(config or {})
     settings: Settings = config.get("SETTINGS") or Settings.from_env("sales")
     config["SETTINGS"] = settings
     clients = config.pop("SALES_CLIENTS", None) or build_clients(settings)
     periodic = config.pop("SALES_RECOVERY", True)
+    relayed = config.pop("SALES_RELAY", True)
     app = create_service_app(
         service="sales",
         import_name=__name__,
@@ -65,6 +70,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     before_scrape(app, lambda: observe.refresh_unsettled(app.extensions["shop_db"]))
     app.cli.add_command(recover_command)
+    asyncapi.serve(app, asyncapi.build_document("sales", "1.0.0", emits=["order"]))
+    if relayed:
+        relay_with_first_request(app, OUTBOX, "sales")
     if periodic and settings.recovery_interval_s > 0:
         recovery = PeriodicRecovery(
             app.extensions["shop_db"],

@@ -3,7 +3,8 @@
 Each transition is one conditional ``UPDATE ... WHERE status = <from>``, so
 two racing transitions of one order (a shipment and a cancellation, say)
 can never both happen: exactly one finds the status it needs. Every
-transition is appended to the order's ``history``.
+transition is appended to the order's ``history`` and writes its event
+(:mod:`sales_service.events`) in the same transaction.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlalchemy import bindparam, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
+from sales_service import events
 from sales_service.models import COMPLETED, DELIVERED, SHIPPED, Sale
 from sales_service.saga_run import history_entry
 from shopkit.db import transaction
@@ -64,12 +66,16 @@ def ship(
 ) -> Sale:
     """Mark a completed order shipped, with its carrier and tracking number if known."""
     with transaction(session):
-        return _transition(
+        sale = _transition(
             session, sale_id, COMPLETED, SHIPPED, carrier=carrier, tracking_number=tracking_number
         )
+        events.emit_shipped(session, sale)
+        return sale
 
 
 def deliver(session: Session, sale_id: uuid.UUID) -> Sale:
     """Mark a shipped order delivered."""
     with transaction(session):
-        return _transition(session, sale_id, SHIPPED, DELIVERED)
+        sale = _transition(session, sale_id, SHIPPED, DELIVERED)
+        events.emit_delivered(session, sale)
+        return sale

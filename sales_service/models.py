@@ -32,6 +32,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from shopkit.db import make_metadata
+from shopkit.events.outbox import outbox_table
 from shopkit.fields import SALE_TOTAL_DIGITS
 from shopkit.idempotency import IdempotencyKeyMixin
 
@@ -201,3 +202,8 @@ class SagaStep(Base):
 
 class IdempotencyKey(IdempotencyKeyMixin, Base):
     """Idempotency keys of state-changing calls to the sales service (reserved for admin use)."""
+
+
+#: The sales outbox: each order event, written in the transaction of the change it tells
+#: (:mod:`shopkit.events.outbox`), published by the relay (:mod:`sales_service.events`).
+OUTBOX = outbox_table(Base.metadata)

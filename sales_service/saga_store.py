@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from sqlalchemy import bindparam, func, or_, select, text
 from sqlalchemy.orm import Session
 
+from sales_service import events
 from sales_service.models import COMPLETED, PENDING, Sale, SaleLine
 from sales_service.saga_run import NewSale, SagaRun
 from shopkit.auth import Principal
@@ -228,7 +229,8 @@ def record_sales(session: Session, orders: Sequence[Recording]) -> list[Sale | N
     lease ran out, so it can never take it before its driver), or ``None`` when its
     customer already used its idempotency key (earlier, or in this same batch): that
     request looks the sale up with :func:`existing_sale`. Two requests racing with one
-    key meet on the unique index: the second waits for the first to commit. Raises
+    key meet on the unique index: the second waits for the first to commit. Each order
+    recorded writes ``shop.order.placed.v1`` in the same transaction. Raises
     :class:`NothingRecorded` if no connection could be had.
     """
     try:
@@ -240,11 +242,13 @@ def record_sales(session: Session, orders: Sequence[Recording]) -> list[Sale | N
             _RECORD_SALES,
             {"lease_s": LEASE_S, "sales": json.dumps([_new_sale(order) for order in orders])},
         ).all()
-    by_id = {row.id: row for row in rows}
-    return [
-        _recorded(row, order.request) if (row := by_id.get(order.sale_id)) is not None else None
-        for order in orders
-    ]
+        by_id = {row.id: row for row in rows}
+        recorded = [
+            _recorded(row, order.request) if (row := by_id.get(order.sale_id)) is not None else None
+            for order in orders
+        ]
+        events.emit_placed(session, events.recorded_only(recorded))
+    return recorded
 
 
 def save_outcomes(session: Session, runs: Sequence[SagaRun], *, leased: bool) -> list[bool]:
@@ -254,7 +258,8 @@ def save_outcomes(session: Session, runs: Sequence[SagaRun], *, leased: bool) ->
     lease its request got when recording it; otherwise someone else took the sale
     after the lease ran out and their outcome stands. Without it the caller holds
     each sale's row lock (released by this commit) and every outcome is written.
-    A completed cart order takes its lines out of the cart in the same transaction.
+    A completed cart order takes its lines out of the cart in the same transaction, and
+    each sale the drive settled writes its event (:mod:`sales_service.events`) there too.
     """
     with transaction(session):
         written = set(
@@ -272,6 +277,9 @@ def save_outcomes(session: Session, runs: Sequence[SagaRun], *, leased: bool) ->
         for run, ok in zip(runs, saved, strict=True):
             if ok:
                 _clear_cart(session, run.sale)
+        events.emit_settled(
+            session, [run.sale for run, ok in zip(runs, saved, strict=True) if ok and run.settled]
+        )
     for run, ok in zip(runs, saved, strict=True):
         if ok:
             run.count_settled()

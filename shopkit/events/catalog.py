@@ -98,14 +98,16 @@ def _review(event: str, summary: str) -> EventType:
     return EventType("review", event, summary, properties, required)
 
 
+#: An ordered line: placed before its price is known (inventory prices it when it reserves
+#: the stock), so ``shop.order.placed.v1`` carries products and quantities only; the paid
+#: total comes with ``shop.order.completed.v1``.
 _LINE = {
     "type": "object",
     "properties": {
         "product_id": _ID,
         "quantity": {"type": "integer", "minimum": 1},
-        "unit_price": _MONEY,
     },
-    "required": ["product_id", "quantity", "unit_price"],
+    "required": ["product_id", "quantity"],
     "additionalProperties": False,
 }
 
@@ -113,7 +115,6 @@ EVENT_TYPES: tuple[EventType, ...] = (
     _order(
         "placed",
         "A customer placed an order; payment and stock are not settled yet.",
-        total=_MONEY,
         lines={"type": "array", "items": _LINE, "minItems": 1},
     ),
     _order("completed", "The order is paid and its stock reserved.", total=_MONEY),
@@ -126,8 +127,8 @@ EVENT_TYPES: tuple[EventType, ...] = (
     _order(
         "shipped",
         "The order left the warehouse.",
-        carrier={"type": "string"},
-        tracking_number={"type": "string"},
+        carrier={"type": ["string", "null"]},
+        tracking_number={"type": ["string", "null"]},
     ),
     _order("delivered", "The order reached the customer."),
     _wallet("credited", "Money was added to a customer's wallet."),

@@ -10,6 +10,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from shopkit.config import Settings
+from shopkit.db import Database
+from tests.events.conftest import broker, valkey  # noqa: F401 (the real broker, for event tests)
+from tests.support.database import service_role_url
 from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET, Identity
 from tests.support.live import LiveStack
 from tests.support.sales import Shop
@@ -70,3 +73,11 @@ def fault_stack(database_url: str, identity: Identity) -> Iterator[LiveStack]:
         yield stack
     finally:
         stack.stop_all()
+
+
+@pytest.fixture
+def sales_db(database_url: str) -> Iterator[Database]:
+    """The sales service's database, as the sales process opens it."""
+    database = Database(service_role_url(database_url, "sales"), application_name="test")
+    yield database
+    database.dispose()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -31,14 +31,6 @@ from tests.support.identity import Identity
 from tests.support.invariants import check_invariants
 from tests.support.live import LiveStack
 from tests.support.sales import Shop, recover
-
-
-@pytest.fixture
-def sales_db(database_url: str) -> Iterator[Database]:
-    """The sales service's database, as the sales process opens it."""
-    database = Database(service_role_url(database_url, "sales"), application_name="test")
-    yield database
-    database.dispose()
 
 
 def customer(number: int) -> Principal:

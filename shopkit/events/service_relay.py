@@ -1,0 +1,82 @@
+"""The relay inside a service's process: a daemon thread per worker, started with its first
+request, stopped when the worker exits.
+
+Every worker runs one; the relay's lease (:class:`shopkit.events.relay.Relay`) makes
+one of them publish at a time. The relay has a small pool of its own (the lease's
+connection and one to work with), so it never takes a connection from the
+requests'. Nothing a request does waits for it or for the broker.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+
+from flask import Flask
+from sqlalchemy import Table
+
+from shopkit.config import Settings
+from shopkit.db import Database
+from shopkit.events.relay import Relay, broker_client
+
+log = logging.getLogger(__name__)
+
+#: How long the relay thread gets to finish its round when the process exits.
+STOP_TIMEOUT_S = 5.0
+
+
+class ServiceRelay:
+    """One service's outbox relay in a daemon thread, stopped when the process exits."""
+
+    def __init__(self, database_url: str, table: Table, events_url: str, service: str) -> None:
+        self.database = Database(database_url, application_name=f"{service}-relay", pool_size=1)
+        self.relay = Relay(self.database.engine, table, broker_client(events_url), service=service)
+        self._thread: threading.Thread | None = None
+        self._stop: threading.Event | None = None
+
+    @property
+    def started(self) -> bool:
+        """Whether the thread was started."""
+        return self._thread is not None
+
+    def start(self) -> None:
+        """Start publishing (the lease decides whether this worker's relay publishes)."""
+        self._thread, self._stop = self.relay.start_thread()
+        atexit.register(self.stop)
+
+    def stop(self) -> None:
+        """Stop the thread (it gives the lease back) and wait for it, boundedly."""
+        if self._thread is None or self._stop is None:
+            return
+        self._stop.set()
+        self._thread.join(STOP_TIMEOUT_S)
+        if self._thread.is_alive():
+            log.warning(
+                "the %s relay did not stop within %.0fs", self.relay.service, STOP_TIMEOUT_S
+            )
+        self.relay.broker.close()
+        self.database.dispose()
+        self._thread = None
+
+
+def relay_with_first_request(app: Flask, table: Table, service: str) -> ServiceRelay | None:
+    """Run ``table``'s relay in ``app``'s workers when the broker's URL (``EVENTS_URL``) is
+    set and the app is not ``TESTING``; the relay, or ``None`` when none runs.
+
+    It starts with the first request (a readiness probe, typically), so CLI commands
+    such as ``db upgrade`` never start it.
+    """
+    settings: Settings = app.config["SHOP_SETTINGS"]
+    if not settings.events_url or app.testing:
+        return None
+    relay = ServiceRelay(app.extensions["shop_db"].url, table, settings.events_url, service)
+    app.extensions["shop_relay"] = relay
+    started = threading.Lock()
+
+    @app.before_request
+    def _start_relay() -> None:
+        if not relay.started and started.acquire(blocking=False):
+            relay.start()
+
+    return relay
