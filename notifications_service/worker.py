@@ -51,6 +51,8 @@ def main() -> None:
     """Consume and send mails until told to stop."""
     settings = Settings.from_env("notifications")
     logging.basicConfig(level=settings.log_level)
+    if not settings.events_url:
+        raise SystemExit("EVENTS_URL is not set: the notifications worker has no broker to read")
     target = mailer.SmtpTarget.from_url(settings.smtp_url)
     database_url = resolve_database_url(settings)
     sessions = make_sessions(database_url)

@@ -114,7 +114,7 @@ class Settings:
     notifications_url: str = field(default_factory=lambda: service_url("notifications"))
     #: The event broker (Valkey, the Redis protocol); ``make run`` starts an embedded one
     #: and sets it. The default is a local server on the standard port.
-    events_url: str = "redis://127.0.0.1:6379/0"
+    events_url: str = ""
     #: Where the notifications service sends its mails (``smtp://host:port``); ``make run``
     #: starts a local sink (:mod:`devstack.mailsink`) and sets it.
     smtp_url: str = "smtp://127.0.0.1:1025"

@@ -141,9 +141,10 @@ ENVIRONMENT: tuple[Variable, ...] = (
         "events_url",
         "The event broker: a Valkey (or Redis) server, ``redis://host:port/db`` "
         "(``rediss://`` for TLS). ``make run`` starts an embedded one with its data in "
-        "``SHOP_DATA_DIR/valkey`` unless it is set.",
+        "``SHOP_DATA_DIR/valkey`` unless it is set. Unset, a service publishes nothing: "
+        "its events wait in its outbox until a broker is configured.",
         _text,
-        "redis://127.0.0.1:6379/0",
+        "",
     ),
     _service(
         "SMTP_URL",
