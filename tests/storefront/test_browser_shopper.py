@@ -96,6 +96,14 @@ def test_a_fault_on_inventory_never_turns_a_recorded_order_into_a_double_charge(
         seen.add(link.rsplit("/", 1)[-1])
     shop.shot(f"checkout-recorded-{fault}")
     assert len(seen) == 1  # both times the same order
+    # The fault is on inventory only: the storefront's own pages that need sales stay up
+    # (its breaker to sales opens on sales' failures, not on answers naming inventory's),
+    # and the order list shows the recorded order without "None" for its unpriced lines.
+    shop.go("/cart")
+    assert "unavailable" not in shop.text().lower(), shop.text()
+    shop.go("/orders")
+    orders_page = shop.text()
+    assert "None" not in orders_page and next(iter(seen))[:8] in orders_page, orders_page
 
     # The fault is switched off; checking out once more completes that same order.
     inventory_fault()
