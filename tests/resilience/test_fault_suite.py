@@ -38,7 +38,7 @@ from tests.support.live import LiveStack
 
 pytestmark = pytest.mark.processes
 
-#: Freezes last longer than a request's deadline (7 s), so queued time and timeouts show.
+#: Freezes last longer than a request's deadline (6 s), so queued time and timeouts show.
 FREEZE_S = 15.0
 #: Concurrent buyers while a dependency, or PostgreSQL, is frozen.
 BUYERS = 16
