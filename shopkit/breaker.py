@@ -9,7 +9,7 @@
   rather than when its call gives up, so a dependency that hangs opens the
   circuit as soon as one that errors would. A 5xx that reports a failure
   further down (``sale_pending``, ``dependency_unavailable``: see
-  ``service_client.DOWNSTREAM_CODES``) is an answer from a healthy dependency
+  ``json_http.DOWNSTREAM_CODES``) is an answer from a healthy dependency
   and counts as a success. For ``reset_s`` every
   call fails at once with 503 instead of waiting for its timeouts. Then one
   trial call goes through (half-open); its success closes the circuit, its
@@ -88,8 +88,9 @@ class CircuitBreaker:
                     log.warning("circuit to %s closed", self.name)
                 self._state = CLOSED
 
-    def failed(self, trial: bool) -> None:
-        """Record a failed call; ``fail_max`` in a row (or a failed trial) open the circuit."""
+    def failed(self, trial: bool) -> bool:
+        """Record a failed call; ``fail_max`` in a row (or a failed trial) open the circuit.
+        Whether the circuit is open now."""
         with self._lock:
             self._failures += 1
             if trial:
@@ -99,6 +100,7 @@ class CircuitBreaker:
                     log.warning("circuit to %s opened after %d failures", self.name, self._failures)
                 self._state = OPEN
                 self._opened_at = time.monotonic()
+            return self._state == OPEN
 
     def timed_out(self, trial: bool) -> bool:
         """Record an attempt that got no answer in time; True when the circuit is now open.
@@ -106,9 +108,7 @@ class CircuitBreaker:
         It counts as a failure at once, before any retry: the caller stops
         retrying into a circuit that this timeout (or others) opened.
         """
-        self.failed(trial)
-        with self._lock:
-            return self._state == OPEN
+        return self.failed(trial)
 
 
 class Bulkhead:

@@ -21,6 +21,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from shopkit import faults
 from shopkit.auth import ROLE_ADMIN, require_principal, requires
 from shopkit.errors import ProblemError
+from shopkit.registry import SERVICE_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +39,11 @@ class FaultSchema(Schema):
         metadata={"description": 'Incoming requests starting with this "METHOD /path".'},
     )
     dependency = fields.String(
-        validate=validate.OneOf(("customers", "inventory", "sales", "reviews")),
+        validate=validate.OneOf(SERVICE_NAMES),
         metadata={"description": "Outgoing calls to this service."},
     )
     after_step = fields.String(
-        validate=validate.OneOf(("reserve", "debit", "release", "refund", "return")),
+        validate=validate.OneOf(("record", "reserve", "debit", "release", "refund", "return")),
         metadata={"description": "Sales: crash right after this saga step's answer."},
     )
     latency_ms = fields.Integer(validate=validate.Range(min=1, max=60_000))
