@@ -25,6 +25,8 @@ from storefront.clients import ApiProblem
 _NONCE = "checkout_nonce"
 #: Problem codes after which the order exists and is still being completed.
 IN_PROGRESS_CODES = frozenset({"sale_pending", "sale_in_progress"})
+#: Refusals that only say the first request with this key is still running.
+_STILL_RUNNING = IN_PROGRESS_CODES | {"idempotency_key_in_use"}
 #: What to do when sales gave no answer at all: the order may or may not exist.
 NO_ANSWER = (
     "The sales service did not answer in time, so we cannot tell whether your order was "
@@ -64,6 +66,7 @@ def recorded_sale(exc: ApiProblem) -> str | None:
 
 
 def settled(exc: ApiProblem) -> bool:
-    """True when a refused checkout is final (a 4xx other than ``sale_in_progress``): trying
-    again after fixing the cause (a top-up, fewer units) must not replay the refusal."""
-    return 400 <= exc.status < 500 and exc.code not in IN_PROGRESS_CODES
+    """True when a refused checkout is final (a 4xx other than ``sale_in_progress`` or a key
+    still in flight): trying again after fixing the cause (a top-up, fewer units) must not
+    replay the refusal, while a checkout still running keeps its key."""
+    return 400 <= exc.status < 500 and exc.code not in _STILL_RUNNING

@@ -19,6 +19,7 @@ refresh token at the customers service.
 from __future__ import annotations
 
 import base64
+import functools
 import threading
 import time
 import zlib
@@ -60,6 +61,12 @@ class FernetSerializer:
             raise BadSignature("The session cookie cannot be opened.") from exc
 
 
+@functools.lru_cache(maxsize=2)
+def _serializer(secret: str | bytes) -> FernetSerializer:
+    """One serializer per secret key: its key derivation runs once, not twice a request."""
+    return FernetSerializer(secret)
+
+
 class EncryptedSessionInterface(SecureCookieSessionInterface):
     """Flask's cookie session with :class:`FernetSerializer` instead of a signature."""
 
@@ -67,7 +74,7 @@ class EncryptedSessionInterface(SecureCookieSessionInterface):
         """The serializer of the app's secret key (``None`` without one: no session)."""
         if not app.secret_key:
             return None
-        return FernetSerializer(app.secret_key)
+        return _serializer(app.secret_key)
 
 
 class RevokedSessions:
