@@ -14,7 +14,7 @@ The relay publishing them runs in each worker
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -72,8 +72,3 @@ def emit_shipped(session: Session, sale: Sale) -> None:
 def emit_delivered(session: Session, sale: Sale) -> None:
     """Write ``delivered``."""
     emit(session, OUTBOX, DELIVERED, sale.id, _base(sale))
-
-
-def recorded_only(sales: Sequence[Sale | None]) -> list[Sale]:
-    """The sales a batch actually recorded (``None`` marks a reused idempotency key)."""
-    return [sale for sale in sales if sale is not None]

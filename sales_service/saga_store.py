@@ -247,7 +247,7 @@ def record_sales(session: Session, orders: Sequence[Recording]) -> list[Sale | N
             _recorded(row, order.request) if (row := by_id.get(order.sale_id)) is not None else None
             for order in orders
         ]
-        events.emit_placed(session, events.recorded_only(recorded))
+        events.emit_placed(session, [sale for sale in recorded if sale is not None])
     return recorded
 
 
@@ -273,17 +273,13 @@ def save_outcomes(session: Session, runs: Sequence[SagaRun], *, leased: bool) ->
             )
             .scalars()
         )
-        saved = [run.sale.id in written for run in runs]
-        for run, ok in zip(runs, saved, strict=True):
-            if ok:
-                _clear_cart(session, run.sale)
-        events.emit_settled(
-            session, [run.sale for run, ok in zip(runs, saved, strict=True) if ok and run.settled]
-        )
-    for run, ok in zip(runs, saved, strict=True):
-        if ok:
-            run.count_settled()
-    return saved
+        kept = [run for run in runs if run.sale.id in written]
+        for run in kept:
+            _clear_cart(session, run.sale)
+        events.emit_settled(session, [run.sale for run in kept if run.settled])
+    for run in kept:
+        run.count_settled()
+    return [run.sale.id in written for run in runs]
 
 
 def save_leased(session: Session, runs: Sequence[SagaRun]) -> list[bool]:
