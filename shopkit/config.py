@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from shopkit.deadline import DEFAULT_BUDGET_S
 from shopkit.environment import ENVIRONMENT, Variable
 from shopkit.registry import SERVICES
 
@@ -140,7 +141,7 @@ class Settings:
     jwks_cache_ttl_s: int = 300
     db_pool_size: int = 5
     db_statement_timeout_ms: int = 5_000
-    request_deadline_s: float = 6.0
+    request_deadline_s: float = DEFAULT_BUDGET_S
     password_hash_time_cost: int = 3
     password_hash_memory_kib: int = 12_288
     password_hash_parallelism: int = 1
