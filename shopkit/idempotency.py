@@ -60,7 +60,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from shopkit.auth import require_principal
-from shopkit.db import advisory_key, get_session, transaction
+from shopkit.db import advisory_key, get_session, transaction, undone_to_savepoint
 from shopkit.errors import ProblemError, problem_response
 from shopkit.telemetry import untraced
 
@@ -379,6 +379,7 @@ def _run_in_savepoint(
 def _undo(session: Session) -> None:
     """Roll the item back to its savepoint; objects it loaded are read again when next used."""
     _savepoint(session.connection(), _ROLLBACK_TO)
+    undone_to_savepoint(session)
     session.expire_all()
 
 
