@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from shopkit.deadline import DEFAULT_BUDGET_S
 from shopkit.environment import ENVIRONMENT, Variable
-from shopkit.registry import SERVICES
+from shopkit.registry import SERVICE_NAMES, SERVICES
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,7 @@ DEV_SECRETS = frozenset(
         "admin",
         "password",
         "postgres",
-        "customers",
-        "inventory",
-        "sales",
-        "reviews",
-        "notifications",
+        *SERVICE_NAMES,  # the services' database role passwords in Compose
     }
 )
 #: The shortest client secret or admin password production mode accepts.

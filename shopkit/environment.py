@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shopkit.registry import SERVICE_NAMES
+
 #: Who reads a variable, in the order the docs list them.
 SCOPES = {
     "service": "Service settings (shopkit.config.Settings)",
@@ -179,7 +181,7 @@ ENVIRONMENT: tuple[Variable, ...] = (
             f"``{client}`` (customers needs every one: it checks them).",
             default="SERVICE_CLIENT_SECRET",
         )
-        for client in ("customers", "inventory", "sales", "reviews", "notifications")
+        for client in SERVICE_NAMES
     ),
     _service(
         "STOREFRONT_SECRET_KEY",
