@@ -45,6 +45,13 @@ Decisions where the contract is silent:
   is a 503. Releasing is idempotent by itself (a key is optional); returning
   requires a key. ``GET /internal/reservations[/{sale_id}]`` (service or
   admin) serve recovery and audits.
+- Events (docs/events.rst): every stock change, new product and archive writes
+  its event into the outbox in the change's transaction
+  (:mod:`inventory_service.events`), published by the relay in each worker;
+  ``/asyncapi.json`` describes them. Each worker is also a member of the
+  ``inventory`` consumer group on the review stream, which keeps products'
+  ``rating`` (:mod:`inventory_service.ratings`); ``sort=rating`` lists the
+  best rated first.
 """
 
 from __future__ import annotations
@@ -55,17 +62,23 @@ from flask import Flask
 
 from inventory_service.clients import build_payments_client
 from inventory_service.metrics import METRICS
-from inventory_service.models import SCHEMA
+from inventory_service.models import INBOX, OUTBOX, SCHEMA
+from inventory_service.ratings import GROUP, STREAMS, apply_review_events
 from inventory_service.routes import internal_blp, products_blp
 from shopkit.app import create_service_app
 from shopkit.config import Settings
+from shopkit.events import asyncapi
+from shopkit.events.service_consumer import consumer_with_first_request
+from shopkit.events.service_relay import relay_with_first_request
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the inventory service app (see :func:`shopkit.app.create_service_app`).
 
     Config ``INVENTORY_PAYMENTS`` replaces the client that asks customers about
-    a sale's payments (unit tests: a fake at the HTTP boundary).
+    a sale's payments (unit tests: a fake at the HTTP boundary). The outbox
+    relay and the ratings consumer start with a worker's first request when
+    the broker's URL (``EVENTS_URL``) is set and the app is not ``TESTING``.
     """
     config = dict(config or {})
     settings: Settings = config.get("SETTINGS") or Settings.from_env("inventory")
@@ -83,4 +96,17 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         config=config,
     )
     app.extensions["inventory_payments"] = payments
+    asyncapi.serve(
+        app,
+        asyncapi.build_document("inventory", "1.0.0", emits=["product"], consumes=["review"]),
+    )
+    relay_with_first_request(app, OUTBOX, "inventory")
+    consumer_with_first_request(
+        app,
+        INBOX,
+        service="inventory",
+        group=GROUP,
+        streams=STREAMS,
+        batch_handler=apply_review_events,
+    )
     return app
