@@ -11,12 +11,13 @@ reviews. Reviews may move between states any number of times (a moderator
 approves, later rejects, approves again; an edit sends a review back to
 pending), so inventory keeps each review's last known state
 (:class:`~inventory_service.models.ReviewRating`): ``approved`` counts the
-review with the rating its event carries, ``rejected`` and ``submitted``
-(pending) do not. A state is replaced only by an event with a higher
-``sequence`` (the review's own event counter), so an old event arriving
-after a newer one (a retry, a replayed dead letter) changes nothing. The
-products touched by a batch then have their count and sum recomputed from
-those states, so nothing can be counted twice.
+review with the rating its event carries; ``submitted`` (new or edited, so
+pending), ``rejected``, ``flagged`` and ``deleted`` do not. A state is
+replaced only by an event with a higher ``sequence`` (the review's own event
+counter), so an old event arriving after a newer one (a retry, a replayed
+dead letter) changes nothing. The products touched by a batch then have
+their count and sum recomputed from those states, so nothing can be counted
+twice.
 
 Per batch: the touched products are locked in ascending id order (as
 reservations lock them, so the two never deadlock, and two workers of the
@@ -57,6 +58,8 @@ COUNTED = {
     "shop.review.submitted.v1": False,
     "shop.review.approved.v1": True,
     "shop.review.rejected.v1": False,
+    "shop.review.flagged.v1": False,
+    "shop.review.deleted.v1": False,
 }
 
 _products = Product.__table__

@@ -178,7 +178,11 @@ def test_approvals_count_and_a_rejection_after_an_approval_uncounts(
     settle({"average": "5.00", "count": 1})
     reviews.publish("approved", second, lamp, 1)  # approved with its new rating
     settle({"average": "3.00", "count": 2})
-    reviews.publish("rejected", second, lamp, 1)
+    reviews.publish("flagged", second, lamp, 1)  # hidden until decided again
+    settle({"average": "5.00", "count": 1})
+    reviews.publish("approved", second, lamp, 1)
+    settle({"average": "3.00", "count": 2})
+    reviews.publish("deleted", second, lamp, 1)
     reviews.publish("rejected", first, lamp, 5)
     settle({"average": None, "count": 0})
 
