@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -310,3 +311,39 @@ def test_asyncapi_describes_the_product_events_sent_and_the_review_events_receiv
     assert document["asyncapi"].startswith("3.")
     assert set(document["operations"]) == {"send_product_events", "receive_review_events"}
     assert {STOCK, CREATED, ARCHIVED} <= set(document["components"]["messages"])
+
+
+def test_concurrent_changes_of_one_product_number_its_events_in_commit_order(
+    inventory_app: Flask,
+    admin: dict[str, str],
+    service: dict[str, str],
+    make_product: Callable[..., dict[str, Any]],
+    db_engine: Engine,
+) -> None:
+    # No advisory lock is taken (serialized=True): the product's row lock must be enough.
+    product = make_product(stock=500)["id"]
+
+    def change(n: int) -> int:
+        client = inventory_app.test_client()
+        if n % 3 == 0:
+            path, body = f"/products/{product}/restock", {"quantity": 2}
+            return client.post(path, json=body, headers=admin).status_code
+        if n % 3 == 1:
+            return reserve(client, service, product, 3).status_code
+        several = [item(product, 1) for _ in range(3)]
+        return client.post(BATCH, json={"items": several}, headers=service).status_code
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        statuses = list(pool.map(change, range(24)))
+    assert set(statuses) <= {200, 201}
+    moves = stock_moves(db_engine, product)  # in id order, sequences gapless (checked there)
+    level = 0
+    for stock_left, delta in moves:
+        level += delta
+        assert stock_left == level  # each event follows the one committed before it
+    assert len(moves) == 1 + 8 + 8 + 8 * 3
+    with db_engine.connect() as conn:
+        final = conn.execute(
+            text("SELECT stock FROM inventory.products WHERE id = :id"), {"id": product}
+        ).scalar_one()
+    assert final == level == 500 + 8 * 2 - 8 * 3 - 8 * 3

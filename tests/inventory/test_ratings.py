@@ -20,8 +20,6 @@ from typing import Any
 
 import pytest
 import redis
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
@@ -34,6 +32,7 @@ from shopkit.events.envelope import FIELD, Event, encode
 from shopkit.events.service_consumer import ServiceConsumer
 from tests.events.conftest import FAST, broker, valkey  # noqa: F401 (the real broker's fixtures)
 from tests.support.database import broker as embedded_broker
+from tests.support.database import schema_drift
 from tests.support.events import drain
 
 REVIEW = "shop.review.{}.v1"
@@ -101,21 +100,72 @@ def reviews(valkey: redis.Redis) -> Reviews:  # noqa: F811
     return Reviews(valkey)
 
 
-@pytest.fixture
-def consumer(inventory_app: Flask, valkey: redis.Redis) -> Consumer:  # noqa: F811
-    """A member of inventory's group, as its workers run it (with short timeouts)."""
+def member(app: Flask, client: redis.Redis, name: str, **settings: Any) -> Consumer:
+    """A member of inventory's group as its workers run it (with the tests' short timeouts)."""
     made = Consumer(
-        valkey,
-        inventory_app.extensions["shop_db"].sessions,
+        client,
+        app.extensions["shop_db"].sessions,
         INBOX,
         group=GROUP,
         streams=STREAMS,
         batch_handler=apply_review_events,
-        name="inventory-test",
-        settings=FAST,
+        name=name,
+        settings=dataclasses.replace(FAST, **settings),
     )
     made.ensure_groups()
     return made
+
+
+def service_member(app: Flask, broker_url: str) -> ServiceConsumer:
+    """The group's member as :func:`inventory_service.create_app` makes it, not started."""
+    return ServiceConsumer(
+        app.extensions["shop_db"].url,
+        broker_url,
+        INBOX,
+        service="inventory",
+        group=GROUP,
+        streams=STREAMS,
+        batch_handler=apply_review_events,
+    )
+
+
+@dataclasses.dataclass
+class Ratings:
+    """What a ratings test works with: products, review events, one member, the answers."""
+
+    inventory: FlaskClient
+    admin: dict[str, str]
+    make_product: Callable[..., dict[str, Any]]
+    reviews: Reviews
+    consumer: Consumer
+    valkey: redis.Redis
+
+    def product(self, **fields: Any) -> int:
+        """A new product's id."""
+        return int(self.make_product(**fields)["id"])
+
+    def settle(self) -> None:
+        """Let the member apply every event published so far."""
+        drain(self.consumer, until=caught_up(self.valkey))
+
+    def rating(self, product_id: int) -> dict[str, Any]:
+        """The product's ``rating`` as its JSON shows it."""
+        answer = self.inventory.get(f"/products/{product_id}", headers=self.admin)
+        return answer.get_json()["rating"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def ratings(
+    inventory_app: Flask,
+    inventory: FlaskClient,
+    admin: dict[str, str],
+    make_product: Callable[..., dict[str, Any]],
+    reviews: Reviews,
+    valkey: redis.Redis,  # noqa: F811
+) -> Ratings:
+    """Products, review events and a member of the ``inventory`` group."""
+    consumer = member(inventory_app, valkey, "inventory-test")
+    return Ratings(inventory, admin, make_product, reviews, consumer, valkey)
 
 
 def caught_up(valkey: redis.Redis) -> Callable[[], bool]:  # noqa: F811
@@ -131,11 +181,6 @@ def caught_up(valkey: redis.Redis) -> Callable[[], bool]:  # noqa: F811
     return check
 
 
-def rating_of(client: FlaskClient, product_id: int, admin: dict[str, str]) -> dict[str, Any]:
-    """The product's ``rating`` as its JSON shows it."""
-    return client.get(f"/products/{product_id}", headers=admin).get_json()["rating"]  # type: ignore[no-any-return]
-
-
 def applied(db_engine: Engine) -> int:
     """How many events the ``inventory`` group recorded in its inbox."""
     with db_engine.connect() as conn:
@@ -146,168 +191,109 @@ def applied(db_engine: Engine) -> int:
         )
 
 
-def test_approvals_count_and_a_rejection_after_an_approval_uncounts(
-    inventory: FlaskClient,
-    admin: dict[str, str],
-    make_product: Callable[..., dict[str, Any]],
-    reviews: Reviews,
-    consumer: Consumer,
-    valkey: redis.Redis,  # noqa: F811
-) -> None:
-    lamp = make_product()["id"]
-    first, second = reviews.new_review(), reviews.new_review()
-
-    def settle(expected: dict[str, Any]) -> None:
-        drain(consumer, until=caught_up(valkey))
-        assert rating_of(inventory, lamp, admin) == expected
-
-    reviews.publish("submitted", first, lamp, 5)
-    settle({"average": None, "count": 0})  # pending: not counted
-    reviews.publish("approved", first, lamp, 5)
-    settle({"average": "5.00", "count": 1})
-    reviews.publish("submitted", second, lamp, 4)
-    reviews.publish("approved", second, lamp, 4)
-    settle({"average": "4.50", "count": 2})
-    reviews.publish("rejected", first, lamp, 5)  # a moderator changed their mind
-    settle({"average": "4.00", "count": 1})
-    reviews.publish("rejected", first, lamp, 5)  # rejected again: nothing changes
-    settle({"average": "4.00", "count": 1})
-    reviews.publish("approved", first, lamp, 5)  # and approved it once more
-    settle({"average": "4.50", "count": 2})
-    reviews.publish("submitted", second, lamp, 1)  # edited: pending again, hidden
-    settle({"average": "5.00", "count": 1})
-    reviews.publish("approved", second, lamp, 1)  # approved with its new rating
-    settle({"average": "3.00", "count": 2})
-    reviews.publish("flagged", second, lamp, 1)  # hidden until decided again
-    settle({"average": "5.00", "count": 1})
-    reviews.publish("approved", second, lamp, 1)
-    settle({"average": "3.00", "count": 2})
-    reviews.publish("deleted", second, lamp, 1)
-    reviews.publish("rejected", first, lamp, 5)
-    settle({"average": None, "count": 0})
+def test_approvals_count_and_a_rejection_after_an_approval_uncounts(ratings: Ratings) -> None:
+    lamp = ratings.product()
+    first, second = ratings.reviews.new_review(), ratings.reviews.new_review()
+    publish = ratings.reviews.publish
+    steps: list[tuple[str, int, int, dict[str, Any]]] = [
+        ("submitted", first, 5, {"average": None, "count": 0}),  # pending: not counted
+        ("approved", first, 5, {"average": "5.00", "count": 1}),
+        ("submitted", second, 4, {"average": "5.00", "count": 1}),
+        ("approved", second, 4, {"average": "4.50", "count": 2}),
+        ("rejected", first, 5, {"average": "4.00", "count": 1}),  # the moderator changed their mind
+        ("rejected", first, 5, {"average": "4.00", "count": 1}),  # rejected again: no change
+        ("approved", first, 5, {"average": "4.50", "count": 2}),  # approved once more
+        ("submitted", second, 1, {"average": "5.00", "count": 1}),  # edited: pending, hidden
+        ("approved", second, 1, {"average": "3.00", "count": 2}),  # with its new rating
+        ("flagged", second, 1, {"average": "5.00", "count": 1}),  # hidden until decided again
+        ("approved", second, 1, {"average": "3.00", "count": 2}),
+        ("deleted", second, 1, {"average": "5.00", "count": 1}),
+        ("rejected", first, 5, {"average": None, "count": 0}),
+    ]
+    for action, review, rating, expected in steps:
+        publish(action, review, lamp, rating)
+        ratings.settle()
+        assert ratings.rating(lamp) == expected, (action, review)
 
 
-def test_redelivered_and_duplicated_events_apply_once(
-    inventory: FlaskClient,
-    admin: dict[str, str],
-    make_product: Callable[..., dict[str, Any]],
-    reviews: Reviews,
-    consumer: Consumer,
-    valkey: redis.Redis,  # noqa: F811
-    db_engine: Engine,
-) -> None:
-    product = make_product()["id"]
-    published = []
-    for rating in (5, 4, 2):
-        review = reviews.new_review()
-        published.append(reviews.publish("approved", review, product, rating))
-    reviews.send(published[0])  # the same event published twice (a relay died before marking)
-    drain(consumer, until=caught_up(valkey))
-    assert rating_of(inventory, product, admin) == {"average": "3.67", "count": 3}
+def test_redelivered_and_duplicated_events_apply_once(ratings: Ratings, db_engine: Engine) -> None:
+    product = ratings.product()
+    published = [
+        ratings.reviews.publish("approved", ratings.reviews.new_review(), product, rating)
+        for rating in (5, 4, 2)
+    ]
+    ratings.reviews.send(published[0])  # the same event published twice (relay died unmarked)
+    ratings.settle()
+    assert ratings.rating(product) == {"average": "3.67", "count": 3}
     assert applied(db_engine) == 3
 
     # Every entry delivered once more, as after a crash between the commit and the ack.
     for stream in STREAMS:
-        valkey.xgroup_setid(stream, GROUP, id="0")
-    drain(consumer, until=caught_up(valkey))
-    assert rating_of(inventory, product, admin) == {"average": "3.67", "count": 3}
+        ratings.valkey.xgroup_setid(stream, GROUP, id="0")
+    ratings.settle()
+    assert ratings.rating(product) == {"average": "3.67", "count": 3}
     assert applied(db_engine) == 3
 
 
-def test_an_older_event_arriving_late_never_overwrites_a_newer_state(
-    inventory: FlaskClient,
-    admin: dict[str, str],
-    make_product: Callable[..., dict[str, Any]],
-    reviews: Reviews,
-    consumer: Consumer,
-    valkey: redis.Redis,  # noqa: F811
-) -> None:
-    product = make_product()["id"]
-    kept, dropped, both = reviews.new_review(), reviews.new_review(), reviews.new_review()
+def test_an_older_event_arriving_late_never_overwrites_a_newer_state(ratings: Ratings) -> None:
+    product = ratings.product()
+    publish, new_review = ratings.reviews.publish, ratings.reviews.new_review
+    kept, dropped, both = new_review(), new_review(), new_review()
     # Approved (2) arrives before its submission (1), e.g. the submission was retried.
-    reviews.publish("approved", kept, product, 4, sequence=2)
+    publish("approved", kept, product, 4, sequence=2)
     # Rejected (3) arrives before the approval (2) it follows.
-    reviews.publish("rejected", dropped, product, 1, sequence=3)
-    drain(consumer, until=caught_up(valkey))
-    reviews.publish("submitted", kept, product, 4, sequence=1)
-    reviews.publish("approved", dropped, product, 1, sequence=2)
+    publish("rejected", dropped, product, 1, sequence=3)
+    ratings.settle()
+    publish("submitted", kept, product, 4, sequence=1)
+    publish("approved", dropped, product, 1, sequence=2)
     # Within one batch too: the newest of a review's events wins whatever the order.
-    reviews.publish("rejected", both, product, 2, sequence=3)
-    reviews.publish("approved", both, product, 2, sequence=2)
-    drain(consumer, until=caught_up(valkey))
-    assert rating_of(inventory, product, admin) == {"average": "4.00", "count": 1}
+    publish("rejected", both, product, 2, sequence=3)
+    publish("approved", both, product, 2, sequence=2)
+    ratings.settle()
+    assert ratings.rating(product) == {"average": "4.00", "count": 1}
 
 
-def test_a_bad_review_event_never_holds_back_the_good_ones(
-    inventory: FlaskClient,
-    admin: dict[str, str],
-    make_product: Callable[..., dict[str, Any]],
-    reviews: Reviews,
-    consumer: Consumer,
-    valkey: redis.Redis,  # noqa: F811
-) -> None:
-    product = make_product()["id"]
+def test_a_bad_review_event_never_holds_back_the_good_ones(ratings: Ratings) -> None:
+    product = ratings.product()
+    reviews, client = ratings.reviews, ratings.valkey
     bad = reviews.event("approved", reviews.new_review(), product, 5, sequence=1)
-    poison = dataclasses.replace(bad, data={**bad.data, "rating": 9})  # out of range
-    reviews.send(poison)
+    reviews.send(dataclasses.replace(bad, data={**bad.data, "rating": 9}))  # out of range
     reviews.publish("approved", reviews.new_review(), product, 3)
     dead = f"events:dead:{GROUP}"
-    drain(consumer, until=lambda: caught_up(valkey)() and valkey.xlen(dead) == 1, rounds=400)
-    assert rating_of(inventory, product, admin) == {"average": "3.00", "count": 1}
-    [(_, fields)] = valkey.xrange(dead)
+    done = caught_up(client)
+    drain(ratings.consumer, until=lambda: done() and client.xlen(dead) == 1, rounds=400)
+    assert ratings.rating(product) == {"average": "3.00", "count": 1}
+    [(_, fields)] = client.xrange(dead)
     assert b"rating_range" in fields[b"error"]  # the check constraint refused it
 
 
 def test_two_members_applying_one_products_reviews_at_once_count_each_once(
-    inventory_app: Flask,
-    inventory: FlaskClient,
-    admin: dict[str, str],
-    make_product: Callable[..., dict[str, Any]],
-    reviews: Reviews,
-    valkey: redis.Redis,  # noqa: F811
+    inventory_app: Flask, ratings: Ratings
 ) -> None:
-    products = [make_product()["id"] for _ in range(3)]
-    ratings = {product: [] for product in products}  # type: dict[int, list[int]]
+    products = [ratings.product() for _ in range(3)]
+    given: dict[int, list[int]] = {product: [] for product in products}
     for n in range(60):
         product, rating = products[n % 3], 1 + n % 5
-        reviews.publish("approved", reviews.new_review(), product, rating)
-        ratings[product].append(rating)
-    members = [
-        Consumer(
-            valkey,
-            inventory_app.extensions["shop_db"].sessions,
-            INBOX,
-            group=GROUP,
-            streams=STREAMS,
-            batch_handler=apply_review_events,
-            name=f"member-{n}",
-            settings=dataclasses.replace(FAST, batch_size=4),
-        )
-        for n in range(2)
-    ]
-    members[0].ensure_groups()
-    done = caught_up(valkey)
-    threads = [
-        threading.Thread(target=drain, args=(member,), kwargs={"until": done}) for member in members
-    ]
+        ratings.reviews.publish("approved", ratings.reviews.new_review(), product, rating)
+        given[product].append(rating)
+    members = [member(inventory_app, ratings.valkey, f"member-{n}", batch_size=4) for n in (1, 2)]
+    done = caught_up(ratings.valkey)
+    threads = [threading.Thread(target=drain, args=(m,), kwargs={"until": done}) for m in members]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(60)
     assert done()
-    for product, given in ratings.items():
-        expected = f"{sum(given) / len(given):.2f}"
-        assert rating_of(inventory, product, admin) == {"average": expected, "count": len(given)}
+    for product, found in given.items():
+        expected = f"{sum(found) / len(found):.2f}"
+        assert ratings.rating(product) == {"average": expected, "count": len(found)}
 
 
 def test_a_batch_on_a_product_waits_for_the_uncommitted_batch_before_it(
-    inventory_app: Flask,
-    inventory: FlaskClient,
-    admin: dict[str, str],
-    make_product: Callable[..., dict[str, Any]],
-    reviews: Reviews,
+    inventory_app: Flask, ratings: Ratings
 ) -> None:
-    product = make_product()["id"]
+    product = ratings.product()
+    reviews = ratings.reviews
     sessions = inventory_app.extensions["shop_db"].sessions
     first = sessions()
     first.begin()
@@ -328,96 +314,66 @@ def test_a_batch_on_a_product_waits_for_the_uncommitted_batch_before_it(
     first.close()
     other.join(10)
     # The second batch counted the first one's review too, committed while it waited.
-    assert rating_of(inventory, product, admin) == {"average": "4.00", "count": 2}
+    assert ratings.rating(product) == {"average": "4.00", "count": 2}
 
 
 def test_the_service_consumer_applies_events_in_its_own_thread(
     inventory_app: Flask,
-    inventory: FlaskClient,
-    admin: dict[str, str],
-    make_product: Callable[..., dict[str, Any]],
-    reviews: Reviews,
+    ratings: Ratings,
     broker: embedded_broker.Broker,  # noqa: F811
 ) -> None:
-    product = make_product()["id"]
-    member = ServiceConsumer(
-        inventory_app.extensions["shop_db"].url,
-        broker.url,
-        INBOX,
-        service="inventory",
-        group=GROUP,
-        streams=STREAMS,
-        batch_handler=apply_review_events,
-    )
-    member.start()
+    product = ratings.product()
+    running = service_member(inventory_app, broker.url)
+    running.start()
     try:
-        assert member.consumer.name.endswith(f"-{os.getpid()}")
-        reviews.publish("approved", reviews.new_review(), product, 2)
+        assert running.consumer.name.endswith(f"-{os.getpid()}")
+        ratings.reviews.publish("approved", ratings.reviews.new_review(), product, 2)
         deadline = time.monotonic() + 10
-        while rating_of(inventory, product, admin)["count"] == 0 and time.monotonic() < deadline:
+        while ratings.rating(product)["count"] == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert rating_of(inventory, product, admin) == {"average": "2.00", "count": 1}
+        assert ratings.rating(product) == {"average": "2.00", "count": 1}
     finally:
-        member.stop()
-    assert not member.started
+        running.stop()
+    assert not running.started
 
 
-def _member_name(member: ServiceConsumer, names: Any) -> None:
-    member.start()
-    names.put(member.consumer.name)
-    member.stop()
+def _member_name(forked: ServiceConsumer, names: Any) -> None:
+    forked.start()
+    names.put(forked.consumer.name)
+    forked.stop()
 
 
 def test_each_forked_worker_joins_the_group_under_its_own_name(
     inventory_app: Flask,
     broker: embedded_broker.Broker,  # noqa: F811
 ) -> None:
-    # Built once before the workers fork, as under gunicorn's --preload.
-    member = ServiceConsumer(
-        inventory_app.extensions["shop_db"].url,
-        broker.url,
-        INBOX,
-        service="inventory",
-        group=GROUP,
-        streams=STREAMS,
-        batch_handler=apply_review_events,
-    )
-    forked = multiprocessing.get_context("fork")
-    names = forked.Queue()
-    workers = [forked.Process(target=_member_name, args=(member, names)) for _ in range(2)]
+    built = service_member(inventory_app, broker.url)  # before the fork, as under --preload
+    forking = multiprocessing.get_context("fork")
+    names = forking.Queue()
+    workers = [forking.Process(target=_member_name, args=(built, names)) for _ in range(2)]
     for worker in workers:
         worker.start()
     found = {names.get(timeout=30) for _ in workers}
     for worker in workers:
         worker.join(30)
-    assert found == {f"{member.consumer.name.rsplit('-', 1)[0]}-{w.pid}" for w in workers}
-    member.database.dispose()
+    host = built.consumer.name.rsplit("-", 1)[0]
+    assert found == {f"{host}-{worker.pid}" for worker in workers}
+    built.database.dispose()
 
 
-def test_sort_by_rating_lists_the_best_rated_first_and_the_unrated_last(
-    inventory: FlaskClient,
-    admin: dict[str, str],
-    make_product: Callable[..., dict[str, Any]],
-    reviews: Reviews,
-    consumer: Consumer,
-    valkey: redis.Redis,  # noqa: F811
-) -> None:
-    unrated = make_product(name="Tea unrated")["id"]
-    good = make_product(name="Tea good")["id"]
-    best = make_product(name="Tea best")["id"]
-    tied_few = make_product(name="Tea tied few")["id"]
-    tied_many = make_product(name="Tea tied many")["id"]
-    also_unrated = make_product(name="Tea also unrated")["id"]
-    for product, given in {
-        good: [4, 3],
-        best: [5],
-        tied_few: [4],
-        tied_many: [4, 4, 4],
-    }.items():
+def test_sort_by_rating_lists_the_best_rated_first_and_the_unrated_last(ratings: Ratings) -> None:
+    unrated = ratings.product(name="Tea unrated")
+    good = ratings.product(name="Tea good")
+    best = ratings.product(name="Tea best")
+    tied_few = ratings.product(name="Tea tied few")
+    tied_many = ratings.product(name="Tea tied many")
+    also_unrated = ratings.product(name="Tea also unrated")
+    for product, given in {good: [4, 3], best: [5], tied_few: [4], tied_many: [4, 4, 4]}.items():
         for rating in given:
-            reviews.publish("approved", reviews.new_review(), product, rating)
-    drain(consumer, until=caught_up(valkey))
+            ratings.reviews.publish("approved", ratings.reviews.new_review(), product, rating)
+    ratings.settle()
     expected = [best, tied_many, tied_few, good, unrated, also_unrated]
+    inventory = ratings.inventory
 
     listed = inventory.get("/products?sort=rating&page_size=100").get_json()
     assert [item["id"] for item in listed["items"]] == expected
@@ -461,14 +417,4 @@ def test_the_rating_index_serves_sort_by_rating(
 
 
 def test_the_migration_matches_the_models(db_engine: Engine) -> None:
-    with db_engine.connect() as conn:
-        context = MigrationContext.configure(
-            conn,
-            opts={
-                "include_schemas": True,
-                "include_name": lambda name, type_, _p: type_ != "schema" or name == "inventory",
-                "compare_type": True,
-                "version_table_schema": "inventory",
-            },
-        )
-        assert compare_metadata(context, Base.metadata) == []
+    assert schema_drift(db_engine, "inventory", Base.metadata) == []
