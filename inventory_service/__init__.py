@@ -9,10 +9,11 @@ Stock changes only by conditional updates, so it never goes negative.
 Decisions where the contract is silent:
 
 - ``GET /products``: ``sort`` is ``newest`` (default), ``price``, ``-price``,
-  ``name`` or ``-name``; ``in_stock=false`` lists sold-out products; archived
-  products are never listed. ``q`` is a full-text prefix search (every word of
-  ``q`` must begin a word of the name or description, in any order, ignoring
-  case; see :mod:`inventory_service.models` for why not ``pg_trgm``).
+  ``name``, ``-name`` or ``rating`` (best average first, unrated last);
+  ``in_stock=false`` lists sold-out products; archived products are never
+  listed. ``q`` is a full-text prefix search (every word of ``q`` must begin a
+  word of the name or description, in any order, ignoring case; see
+  :mod:`inventory_service.models` for why not ``pg_trgm``).
 - ``description`` is optional and may be empty (at most 5000 characters);
   names are trimmed, 1 to 200 characters. A new product's ``stock`` is 0 to
   1,000,000 (default 0); stock never exceeds 2,000,000,000 (409 ``stock_limit``).
