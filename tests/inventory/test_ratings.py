@@ -26,6 +26,7 @@ from sqlalchemy import Engine, text
 
 from inventory_service.models import INBOX, Base
 from inventory_service.ratings import GROUP, STREAMS, apply_review_events
+from shopkit.config import Settings
 from shopkit.events.catalog import stream_for, validate_data
 from shopkit.events.consumer import Consumer
 from shopkit.events.envelope import FIELD, Event, encode
@@ -34,6 +35,7 @@ from tests.events.conftest import FAST, broker, valkey  # noqa: F401 (the real b
 from tests.support.database import broker as embedded_broker
 from tests.support.database import schema_drift
 from tests.support.events import drain
+from tests.support.products import product_payload
 
 REVIEW = "shop.review.{}.v1"
 
@@ -418,3 +420,46 @@ def test_the_rating_index_serves_sort_by_rating(
 
 def test_the_migration_matches_the_models(db_engine: Engine) -> None:
     assert schema_drift(db_engine, "inventory", Base.metadata) == []
+
+
+def test_an_inventory_worker_runs_its_relay_and_its_member_from_its_first_request(
+    make_settings: Callable[..., Settings],
+    key_resolver: Any,
+    admin: dict[str, str],
+    reviews: Reviews,
+    broker: embedded_broker.Broker,  # noqa: F811
+    valkey: redis.Redis,  # noqa: F811
+) -> None:
+    from inventory_service import create_app
+
+    app = create_app(
+        {
+            "SETTINGS": make_settings("inventory", events_url=broker.url),
+            "KEY_RESOLVER": key_resolver,
+        }
+    )
+    relay, member_ = app.extensions["shop_relay"], app.extensions["shop_consumers"][GROUP]
+    assert not relay.started and not member_.started  # nothing before a request
+    client = app.test_client()
+    try:
+        created = client.post("/products", json=product_payload(stock=2), headers=admin)
+        assert created.status_code == 201
+        assert relay.started and member_.started
+        product = created.get_json()["id"]
+        reviews.publish("approved", reviews.new_review(), product, 4)
+        deadline = time.monotonic() + 15
+        published: list[Any] = []
+        while time.monotonic() < deadline:
+            published = valkey.xrange(stream_for("product"))
+            rating = client.get(f"/products/{product}").get_json()["rating"]
+            if len(published) == 2 and rating["count"] == 1:
+                break
+            time.sleep(0.05)
+        assert len(published) == 2  # created, and its initial stock
+        assert client.get(f"/products/{product}").get_json()["rating"] == {
+            "average": "4.00",
+            "count": 1,
+        }
+    finally:
+        relay.stop()
+        member_.stop()
