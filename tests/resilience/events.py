@@ -22,15 +22,12 @@ from typing import Any
 import redis
 from sqlalchemy import create_engine, text
 
-from notifications_service.notifications import GROUP, message_id_for
-from shopkit.events.catalog import stream_for
+from notifications_service.notifications import GROUP, STREAMS, message_id_for
 from tests.support.database import WorkerProcess, mailsink
 from tests.support.live import LiveStack
 
 #: The services that write an outbox (each runs its relay in its workers).
 EMITTERS = ("sales", "customers")
-#: The streams notifications reads.
-STREAMS = (stream_for("order"), stream_for("wallet"))
 #: How long the outboxes, the consumer and the mail sender get to catch up after a fault.
 CATCH_UP_S = 60.0
 

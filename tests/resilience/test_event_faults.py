@@ -33,8 +33,11 @@ import psutil
 import pytest
 import requests
 
+from shopkit import faults
 from tests.resilience.events import (
     EMITTERS,
+    GROUP,
+    STREAMS,
     Events,
     EventStack,
     audit_events,
@@ -282,4 +285,36 @@ def test_live_broker_faults_and_the_relay_killed_between_publishing_and_marking(
         audit,
         f"{len(waiting)} events held back; {order_stream - len(events.order_events)} order "
         "events published twice, applied once",
+    )
+
+
+def test_the_notifications_worker_killed_after_its_commit_before_its_ack(world: World) -> None:
+    """The crash point ``commit`` switched on at notifications' ``/admin/faults`` ends its
+    worker (a process of its own) after a batch's transaction, before its ack: restarted,
+    nothing is missing and no mail goes twice; the dead member's entries wait, pending,
+    for the claim (``claim_after_ms``), where their inbox rows make them a no-op."""
+    set_faults(world, "notifications", [{"kind": "crash", "after_step": "commit"}])
+    product = next(iter(world.shop.products))
+    bought = [buy(world.stack.url("sales"), token, product, 1) for token in world.tokens[:2]]
+    all_bought(bought)
+    crashed = world.stack.worker
+    assert crashed is not None and crashed.process is not None
+    assert crashed.process.wait(timeout=30) == faults.CRASH_EXIT_STATUS
+    client = world.broker.client()
+    try:
+        left = sum(client.xpending(stream, GROUP)["pending"] for stream in STREAMS)
+    finally:
+        client.close()
+    assert left, "the crashed worker acknowledged its batch"
+    # What a supervisor does: the worker starts again (the fault was switched off first).
+    assert requests.delete(world.stack.url("notifications") + "/admin/faults",
+                           headers=world.shop.admin, timeout=10).status_code == 204  # fmt: skip
+    world.stack.start_worker()
+    _, audit = world.audit()
+    note(
+        "notifications worker crashed after its commit, before its ack (live), restarted",
+        bought,
+        max(a.seconds for a in bought),
+        audit,
+        f"{left} entries left pending by the dead member",
     )
