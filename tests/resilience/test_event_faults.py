@@ -266,7 +266,8 @@ def test_live_broker_faults_and_the_relay_killed_between_publishing_and_marking(
         time.sleep(0.02)
     assert requests.delete(world.stack.url("sales") + "/admin/faults", headers=world.shop.admin,
                            timeout=10).status_code == 204  # fmt: skip
-    assert "exiting after publish" in world.stack.logs("sales")
+    sales_log = (world.stack.log_dir / "sales.log").read_text(errors="replace")
+    assert "injected crash: exiting after publish" in sales_log
     world.stack.processes["sales"].wait_ready()
     # A few purchases after the crash: a replaced worker's relay starts with its first request.
     after = [buy(world.stack.url("sales"), token, next(iter(world.shop.products)), 1)
