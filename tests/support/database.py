@@ -16,7 +16,7 @@ from sqlalchemy import Engine, MetaData, create_engine, text
 
 # The dev stack's pieces the tests use are imported here and only here: tests import them
 # from this module, so moving the dev stack is a change of these lines alone.
-from devstack import broker, postgres, roles
+from devstack import broker, mailsink, postgres, roles
 from devstack.gateway import (
     CLOSED_ADDRESS,
     GATEWAY_DIR,
@@ -28,7 +28,7 @@ from devstack.gateway import (
     upstream_names,
 )
 from devstack.postgres import psql_command, scratch_database, throwaway_server
-from devstack.processes import ServiceProcess, free_port
+from devstack.processes import ServiceProcess, WorkerProcess, free_port
 from devstack.roles import create_service_roles, service_role_url
 from shopkit.migrations import upgrade
 from shopkit.registry import APPS, FRONTENDS, SERVICE_NAMES, SERVICES, app, packages
@@ -53,10 +53,12 @@ __all__ = [
     "STOREFRONT_PORT",
     "Gateway",
     "ServiceProcess",
+    "WorkerProcess",
     "app",
     "broker",
     "free_port",
     "fresh_database",
+    "mailsink",
     "migrate_as_service_roles",
     "nginx_binary",
     "packages",
