@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -187,3 +189,24 @@ def assert_problem(response: TestResponse, status: int, code: str | None = None)
     if code is not None:
         assert body["code"] == code, body
     return body
+
+
+#: The answers of a review whose writer's purchase reviews does not know (yet).
+UNKNOWN_PURCHASE = {(403, "not_a_buyer"), (409, "purchase_pending")}
+
+
+def once_purchase_known(send: Callable[[], Any], timeout_s: float = 10.0) -> Any:
+    """``send()`` (a review's POST over HTTP, a ``requests`` response) again while reviews
+    does not know the writer's purchase yet; the first other answer, or the last one.
+
+    Reviews learns purchases from order events, a moment after the purchase
+    (docs/events.rst, "Reviews"): a script that reviews right after buying waits
+    for them, as this does, well within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = send()
+        code = (response.json() or {}).get("code") if response.status_code >= 400 else None
+        if (response.status_code, code) not in UNKNOWN_PURCHASE or time.monotonic() > deadline:
+            return response
+        time.sleep(0.05)
