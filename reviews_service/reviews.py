@@ -24,7 +24,7 @@ An edit that changes the rating or the comment sends the review back to
 keeps its status. Deleting removes the review for good, together with its
 moderation log (``ON DELETE CASCADE``): nothing of a deleted review is kept.
 
-Every change writes its review event in its own transaction
+Every change writes its review event in the change's own transaction
 (:mod:`reviews_service.events`): ``submitted`` for a new review and for an edit
 that changes it, ``deleted`` when it goes.
 """
