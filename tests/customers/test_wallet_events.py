@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import pytest
 import redis
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
@@ -18,8 +19,15 @@ from shopkit.events.relay import Relay
 from tests.customers.test_debit_batches import BATCH, admin, funded, item, sales  # noqa: F401
 from tests.events.conftest import broker, valkey  # noqa: F401 (the real broker's fixtures)
 from tests.support.identity import Identity
+from tests.support.live import stop_live_relays
 
 WALLET = "shop.wallet.{}.v1"
+
+
+@pytest.fixture(autouse=True)
+def _sole_relay_of_the_outbox() -> None:
+    """No live customers process relays customers' outbox while these tests relay it."""
+    stop_live_relays("customers")
 
 
 def events(db_engine: Engine, customer_id: int | None = None) -> list[Any]:

@@ -14,7 +14,7 @@ from tests.support.database import free_port
 from tests.support.gateway import Echo, GatewayUnderTest
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def services(live_stack: Any) -> Any:
     """The four services as real gunicorn processes."""
     for service in SERVICE_NAMES:
@@ -22,17 +22,23 @@ def services(live_stack: Any) -> Any:
     return live_stack
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def storefront(services: Any) -> Any:
     """The storefront as a real gunicorn process (one worker, like everywhere) on the services."""
     secret = {"STOREFRONT_SECRET_KEY": "deploy-test-secret"}
     return services.start("storefront", workers=1, extra_env=secret)
 
 
+@pytest.fixture
+def gateway(services: Any, storefront: Any, nginx: GatewayUnderTest) -> GatewayUnderTest:
+    """The repository's nginx configuration in front of the live services and the storefront."""
+    return nginx
+
+
 @pytest.fixture(scope="session")
-def gateway(services: Any, storefront: Any) -> Iterator[GatewayUnderTest]:
-    """The repository's nginx configuration in front of the four live services and the storefront."""
-    upstreams = {name: f"127.0.0.1:{port}" for name, port in services.ports.items()}
+def nginx(live_stack: Any) -> Iterator[GatewayUnderTest]:
+    """The gateway's nginx for the session, pointed at the live stack's ports."""
+    upstreams = {name: f"127.0.0.1:{port}" for name, port in live_stack.ports.items()}
     gateway = GatewayUnderTest(upstreams).start()
     try:
         gateway.wait_ready()

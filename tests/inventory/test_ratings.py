@@ -35,9 +35,16 @@ from tests.events.conftest import FAST, broker, valkey  # noqa: F401 (the real b
 from tests.support.database import broker as embedded_broker
 from tests.support.database import schema_drift
 from tests.support.events import drain
+from tests.support.live import stop_live_relays
 from tests.support.products import product_payload
 
 REVIEW = "shop.review.{}.v1"
+
+
+@pytest.fixture(autouse=True)
+def _sole_relay_of_the_outbox() -> None:
+    """No live inventory process relays inventory's outbox while this file's tests relay it themselves."""
+    stop_live_relays("inventory")
 
 
 class Reviews:

@@ -22,9 +22,16 @@ from shopkit.db import transaction
 from shopkit.events.catalog import stream_for, validate_data
 from shopkit.events.envelope import FIELD, decode
 from shopkit.events.relay import Relay
+from tests.support.live import stop_live_relays
 from tests.support.reviews import FakeShop, World, assert_problem
 
 REVIEW = "shop.review.{}.v1"
+
+
+@pytest.fixture(autouse=True)
+def _sole_relay_of_the_outbox() -> None:
+    """No live reviews process relays reviews' outbox while this file's tests relay it themselves."""
+    stop_live_relays("reviews")
 
 
 def events(db_engine: Engine, review_id: int | None = None) -> list[Any]:

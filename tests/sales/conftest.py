@@ -18,23 +18,25 @@ from tests.support.live import LiveStack
 from tests.support.sales import Shop
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def sales_deps(live_stack: Any) -> Any:
-    """Customers and inventory running as real processes for the whole session."""
+    """Customers and inventory running as real processes (started once, again if they were
+    stopped: :func:`tests.support.live.stop_live_relays`)."""
     live_stack.start("customers")
     live_stack.start("inventory")
     return live_stack
 
 
 @pytest.fixture(scope="session")
-def sales_app(sales_deps: Any, make_settings: Callable[..., Settings], key_resolver: Any) -> Flask:
-    """The sales app in-process, calling the live customers and inventory over HTTP."""
+def sales_app(live_stack: Any, make_settings: Callable[..., Settings], key_resolver: Any) -> Flask:
+    """The sales app in-process, calling the live customers and inventory over HTTP (its
+    tests get them running through :func:`sales`)."""
     from sales_service import create_app
 
     settings = make_settings(
         "sales",
-        customers_url=sales_deps.url("customers"),
-        inventory_url=sales_deps.url("inventory"),
+        customers_url=live_stack.url("customers"),
+        inventory_url=live_stack.url("inventory"),
         http_connect_timeout_s=1.0,
     )
     return create_app(
@@ -48,7 +50,7 @@ def sales_app(sales_deps: Any, make_settings: Callable[..., Settings], key_resol
 
 
 @pytest.fixture
-def sales(sales_app: Flask) -> FlaskClient:
+def sales(sales_app: Flask, sales_deps: Any) -> FlaskClient:
     """A test client of the sales app.
 
     The app lives for the session while each test empties the tables (ids start again

@@ -16,9 +16,10 @@ from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME
 from tests.support.seeder import SERVICES, Run, ShopReader
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def seeder_stack(live_stack: Any) -> Any:
-    """All four services running as gunicorn processes for the whole session."""
+    """The services running as gunicorn processes (started once, again if they were stopped:
+    :func:`tests.support.live.stop_live_relays`)."""
     for service in SERVICES:
         live_stack.start(service)
     return live_stack

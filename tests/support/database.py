@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, MetaData, create_engine, text
+from sqlalchemy.exc import OperationalError
 
 # The dev stack's pieces the tests use are imported here and only here: tests import them
 # from this module, so moving the dev stack is a change of these lines alone.
@@ -130,15 +132,34 @@ SCHEMAS = list(present_packages())
 def truncate_all(url: str, schemas: list[str]) -> None:
     """Empty every service table (but :data:`KEEP_TABLES`) so each test starts clean."""
     engine = create_engine(url)
-    with engine.begin() as conn:
-        rows = conn.execute(
-            text("SELECT schemaname, tablename FROM pg_tables WHERE schemaname = ANY(:schemas)"),
-            {"schemas": schemas},
-        ).all()
-        tables = [f'"{s}"."{t}"' for s, t in rows if t not in KEEP_TABLES]
-        if tables:
-            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-    engine.dispose()
+    try:
+        for attempt in range(TRUNCATE_ATTEMPTS):
+            try:
+                with engine.begin() as conn:
+                    rows = conn.execute(
+                        text(
+                            "SELECT schemaname, tablename FROM pg_tables "
+                            "WHERE schemaname = ANY(:schemas)"
+                        ),
+                        {"schemas": schemas},
+                    ).all()
+                    tables = [f'"{s}"."{t}"' for s, t in rows if t not in KEEP_TABLES]
+                    if tables:
+                        conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+                return
+            except OperationalError as error:
+                # A live service's relay or consumer may write two of these tables in the
+                # other order meanwhile: PostgreSQL picks one of the two to fail.
+                deadlock = getattr(error.orig, "pgcode", None) == DEADLOCK_DETECTED
+                if not deadlock or attempt == TRUNCATE_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.1)
+    finally:
+        engine.dispose()
+
+
+TRUNCATE_ATTEMPTS = 5
+DEADLOCK_DETECTED = "40P01"
 
 
 def schema_drift(engine: Engine, schema: str, metadata: MetaData) -> list[Any]:

@@ -10,6 +10,21 @@ import requests
 from shopkit.registry import SERVICE_NAMES
 from tests.support.database import APPS, ServiceProcess, free_port, service_role_url
 
+#: The stacks whose services run relays and consumers (see :func:`stop_live_relays`).
+_RELAYING: list[LiveStack] = []
+
+
+def stop_live_relays(service: str) -> None:
+    """Stop ``service`` in every stack running with a broker.
+
+    Its relay holds the service's outbox lease (an advisory lock in the worker's
+    shared test database) and publishes the outbox's rows to its own broker, so a
+    test that relays that outbox in-process must be the only relay of it. Fixtures
+    that need the service live start it again (:meth:`LiveStack.start` is idempotent).
+    """
+    for stack in _RELAYING:
+        stack.stop(service)
+
 
 class LiveStack:
     """Starts, kills and restarts services as gunicorn processes; URLs are fixed up front."""
@@ -30,6 +45,8 @@ class LiveStack:
         self.ports = {a.name: free_port() for a in APPS}  # the services and the storefront
         self.processes: dict[str, ServiceProcess] = {}
         self.log_dir = Path(tempfile.mkdtemp(prefix="shop-test-logs-"))
+        if events_url:
+            _RELAYING.append(self)
 
     def url(self, service: str) -> str:
         """Base URL of ``service`` (running or not)."""
@@ -92,10 +109,17 @@ class LiveStack:
         path = self.log_dir / f"{service}.log"
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
+    def stop(self, service: str) -> None:
+        """Stop ``service`` if this stack started it."""
+        process = self.processes.pop(service, None)
+        if process is not None:
+            process.kill()
+
     def stop_all(self) -> None:
         """Stop every process this stack started."""
         for process in self.processes.values():
             process.kill()
+        self.processes.clear()
 
     def token(self, username: str, password: str) -> str:
         """Log in through the running customers service."""
