@@ -19,6 +19,7 @@ from customers_service.passwords import Passwords
 from shopkit.db import transaction
 from shopkit.events.catalog import validate_data
 from shopkit.migrations import upgrade
+from tests.customers.outbox import outbox_rows
 from tests.support.database import scratch_database
 from tests.support.identity import Identity, bearer, customer_payload
 
@@ -27,21 +28,7 @@ CUSTOMER = "shop.customer.{}.v1"
 
 def customer_events(db_engine: Engine, customer_id: int | None = None) -> list[Any]:
     """The customers outbox's customer events (of one customer), each checked against its schema."""
-    with db_engine.connect() as conn:
-        rows = list(
-            conn.execute(
-                text(
-                    "SELECT aggregate_id, sequence, type, payload FROM customers.outbox "
-                    "WHERE aggregate = 'customer' AND (CAST(:customer AS text) IS NULL "
-                    "OR aggregate_id = :customer) ORDER BY id"
-                ),
-                {"customer": None if customer_id is None else str(customer_id)},
-            )
-        )
-    for row in rows:
-        validate_data(row.type, row.payload)
-        assert row.aggregate_id == str(row.payload["customer_id"])
-    return rows
+    return outbox_rows(db_engine, "customer", customer_id)
 
 
 def _summary(rows: list[Any]) -> list[tuple[int, str]]:
