@@ -15,14 +15,17 @@ from alembic import command
 from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from customers_service.models import OUTBOX
 from notifications_service import mailer
 from notifications_service.models import Contact
 from notifications_service.notifications import message_id_for
 from notifications_service.worker import build_consumer
+from shopkit.events.relay import Relay
 from shopkit.migrations import alembic_config, upgrade
 from tests.notifications.test_mails import SENDER, _consume, _mails
 from tests.notifications.test_notifications import _contact, _publish
 from tests.support.database import scratch_database
+from tests.support.identity import bearer
 
 
 def _contacts(db_engine: Engine) -> dict[int, Contact]:
@@ -200,3 +203,27 @@ def test_the_migration_keeps_existing_mails_and_goes_back(database_url: str) -> 
             gone = conn.execute(text("SELECT to_regclass('notifications.contacts')")).scalar()
             assert gone is None
         engine.dispose()
+
+
+def test_a_registration_reaches_the_contacts_through_the_relay_and_the_broker(
+    identity, customers, valkey, consume, db_engine
+) -> None:
+    ada = identity.register(full_name="Ada Lovelace", email="ada@example.com")
+    token = identity.token(ada["username"], ada["password"])
+    path = f"/customers/{ada['username']}"
+    headers = bearer(token)
+    assert (
+        customers.patch(path, json={"email": "ada@king.example"}, headers=headers).status_code
+        == 200
+    )
+    relay = Relay(db_engine, OUTBOX, valkey, service="customers")
+    try:
+        while relay.publish_once():
+            pass
+    finally:
+        relay.release()
+    consume(lambda: ada["id"] in _contacts(db_engine))
+    contact = _contacts(db_engine)[ada["id"]]
+    assert (contact.username, contact.full_name, contact.email, contact.active) == (
+        ada["username"], "Ada Lovelace", "ada@king.example", True)  # fmt: skip
+    assert contact.profile_sequence == 2
