@@ -87,7 +87,7 @@ def _wallet(event: str, summary: str) -> EventType:
     return EventType("wallet", event, summary, properties, ("customer_id", "amount", "balance"))
 
 
-#: A customer's contact data: personal data on the broker (see docs/events.rst, "Personal data").
+#: A customer's contact data, personal data (docs/events.rst, "Personal data on the broker").
 _CONTACT = {
     "customer_id": _ID,
     "username": {"type": "string", "minLength": 1, "maxLength": 32},
