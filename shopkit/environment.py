@@ -341,7 +341,8 @@ ENVIRONMENT: tuple[Variable, ...] = (
         "SHOP_FAULTS_DIR",
         "a new temporary directory",
         "Where a gunicorn master's workers share the live faults (set by gunicorn's "
-        "configuration; not for users).",
+        "configuration unless given; the launcher gives the notifications app and its worker "
+        "one, so the worker's consumer feels that service's faults). Not for users.",
     ),
     _other(
         "process",
