@@ -111,21 +111,20 @@ def apply_customer_events(session: Session, events: list[Event]) -> None:
 
 
 def wake(session: Session, customer_ids: list[int]) -> None:
-    """Make these customers' unsettled mails that wait for a later try due now.
+    """Make these customers' unsettled mails due now.
 
     A mail waiting for its contact is due again once the contact exists (sent, or
-    skipped if the customer is deactivated), without waiting out its back-off. A
-    sender deciding on one of these mails at this very moment (it found no contact
-    yet, and its decision commits after this statement) makes that mail wait one
-    back-off step: late by seconds at worst, never lost.
+    skipped if the customer is deactivated), without waiting out its back-off. Every
+    unsettled mail of theirs is touched, also one a sender holds at this moment: the
+    statement then waits for that sender's transaction (bounded by the SMTP timeouts
+    and, beyond the consumer's statement timeout, retried with the batch) and updates
+    the mail after it, so a sender that just found no contact cannot defer the mail
+    past the contact's arrival. A mail in a failed send's back-off is tried earlier.
     """
     session.execute(
         update(Mail)
         .where(
-            Mail.customer_id.in_(customer_ids),
-            Mail.sent_at.is_(None),
-            Mail.skipped_at.is_(None),
-            Mail.next_attempt_at > func.now(),
+            Mail.customer_id.in_(customer_ids), Mail.sent_at.is_(None), Mail.skipped_at.is_(None)
         )
         .values(next_attempt_at=func.now())
     )
