@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import smtplib
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
@@ -17,9 +19,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from customers_service.models import OUTBOX
 from notifications_service import mailer
-from notifications_service.models import Contact
+from notifications_service.contacts import apply_customer_events
+from notifications_service.models import Contact, Mail
 from notifications_service.notifications import message_id_for
 from notifications_service.worker import build_consumer
+from shopkit.events.envelope import Event
 from shopkit.events.relay import Relay
 from shopkit.migrations import alembic_config, upgrade
 from tests.notifications.test_mails import SENDER, _consume, _mails
@@ -227,3 +231,32 @@ def test_a_registration_reaches_the_contacts_through_the_relay_and_the_broker(
     assert (contact.username, contact.full_name, contact.email, contact.active) == (
         ada["username"], "Ada Lovelace", "ada@king.example", True)  # fmt: skip
     assert contact.profile_sequence == 2
+
+
+def test_a_contact_arriving_while_the_sender_defers_its_mail_still_wakes_it(
+    valkey, consume, db_engine, sessions
+) -> None:
+    _order_event(valkey, 51)
+    consume(lambda: len(_mails(db_engine)) == 1)
+    registered = Event(id=str(uuid.uuid4()), source="/customers", type="shop.customer.registered.v1",
+                       subject="51", time=datetime.now(UTC), sequence=1,
+                       data={"customer_id": 51, "username": "c51", "full_name": "Eve",
+                             "email": "eve@example.com"})  # fmt: skip
+    with sessions.begin() as sender:  # the sender: holds the mail, has found no contact
+        mail = sender.execute(select(Mail).with_for_update()).scalar_one()
+        assert sender.get(Contact, 51) is None
+        with ThreadPoolExecutor(1) as pool:
+            applying = pool.submit(lambda: _apply_in_own_transaction(sessions, [registered]))
+            time.sleep(0.3)
+            assert not applying.done()  # its wake-up waits for the sender's decision
+            mail.contact_waits += 1
+            mail.next_attempt_at = datetime.now(UTC) + mailer.retry_delay(mail.contact_waits)
+            sender.commit()
+            applying.result(timeout=10)
+    [mail] = _mails(db_engine)
+    assert mail.contact_waits == 1 and mail.next_attempt_at <= datetime.now(UTC)
+
+
+def _apply_in_own_transaction(sessions: sessionmaker[Session], events: list[Event]) -> None:
+    with sessions.begin() as session:
+        apply_customer_events(session, events)
