@@ -11,10 +11,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
 from sqlalchemy.exc import SQLAlchemyError
 
 from customers_service.accounts import ensure_admin
+from customers_service.events import backfill_customers
 from customers_service.keys import KeyStore, ensure_signing_key
 from customers_service.metrics import METRICS
 from customers_service.models import OUTBOX, SCHEMA
@@ -69,8 +72,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         keys_holder["keys"] = KeyStore(get_database())
     app.extensions["customers_keys"] = keys_holder["keys"]
     app.extensions["customers_passwords"] = Passwords(settings)
-    asyncapi.serve(app, asyncapi.build_document("customers", "1.0.0", emits=["wallet"]))
+    asyncapi.serve(app, asyncapi.build_document("customers", "1.0.0", emits=["wallet", "customer"]))
     relay_with_first_request(app, OUTBOX, "customers")
+    app.cli.add_command(events_cli)
     app.wsgi_app = ThrottleGate(app.wsgi_app, settings)  # type: ignore[method-assign]
     try:
         bootstrap(app)
@@ -79,3 +83,23 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             "customers schema not migrated yet: run 'flask --app customers_service db upgrade'"
         )
     return app
+
+
+events_cli = AppGroup("events", help="The customers service's events.")
+
+
+@events_cli.command("backfill-customers")
+@click.option(
+    "--all",
+    "every",
+    is_flag=True,
+    help="Announce every customer again (not only those with no customer event yet).",
+)
+def backfill_command(every: bool) -> None:
+    """Write a registered event (and deactivated, if so) for existing customers into the outbox.
+
+    Idempotent without ``--all``: customers that already have a customer event are skipped.
+    """
+    with current_app.extensions["shop_db"].session() as session:
+        count = backfill_customers(session, every=every)
+    click.echo(f"customers: announced {count} customer(s) in the outbox")

@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from customers_service import events
 from customers_service.models import Customer
 from customers_service.passwords import Passwords
 from customers_service.tokens import revoke_refresh_tokens
@@ -49,7 +50,10 @@ def _duplicate_conflict(usernames: list[str]) -> Conflict:
 
 
 def register(session: Session, passwords: Passwords, data: dict[str, Any]) -> Customer:
-    """Create a customer (role ``customer``, balance 0); 409 if the username is taken."""
+    """Create a customer (role ``customer``, balance 0); 409 if the username is taken.
+
+    Its ``shop.customer.registered.v1`` event is written in the same transaction.
+    """
     with transaction(session):
         data = _normalise(data)
         password = data.pop("password")
@@ -60,13 +64,17 @@ def register(session: Session, passwords: Passwords, data: dict[str, Any]) -> Cu
         except IntegrityError:
             session.rollback()
             raise _duplicate_conflict([data["username"]]) from None
+        events.emit_customer_events(session, events.REGISTERED, [customer])
         return customer
 
 
 def register_batch(
     session: Session, passwords: Passwords, items: list[dict[str, Any]]
 ) -> list[Customer]:
-    """Create many customers in one transaction: all or none (409 naming the clashes)."""
+    """Create many customers in one transaction: all or none (409 naming the clashes).
+
+    Their registered events are written with one ``emit_many``, in that transaction.
+    """
     with transaction(session):
         rows = [_normalise(item) for item in items]
         usernames = [r["username"] for r in rows]
@@ -95,6 +103,7 @@ def register_batch(
         except IntegrityError:  # lost a race with a concurrent registration
             session.rollback()
             raise _duplicate_conflict(_taken_usernames(session, usernames)) from None
+        events.emit_customer_events(session, events.REGISTERED, created)
         return list(created)
 
 
@@ -133,13 +142,17 @@ def search(
 def update_profile(session: Session, customer: Customer, changes: dict[str, Any]) -> Customer:
     """Change profile fields (never balance, role or username).
 
-    ``customer`` should be loaded ``for_update``, so concurrent changes queue.
+    ``customer`` should be loaded ``for_update``, so concurrent changes queue. A change
+    of the name or the email writes ``shop.customer.updated.v1`` in the same transaction.
     """
     with transaction(session):
+        before = [getattr(customer, name) for name in events.CONTACT_FIELDS]
         for name, value in _normalise(changes).items():
             if name in PROFILE_FIELDS:
                 setattr(customer, name, value)
         session.flush()
+        if [getattr(customer, name) for name in events.CONTACT_FIELDS] != before:
+            events.emit_customer_events(session, events.UPDATED, [customer])
         return customer
 
 
@@ -154,12 +167,15 @@ def deactivate(session: Session, customer: Customer) -> None:
         if customer.is_active:
             customer.is_active = False
             customer.deactivated_at = datetime.now(UTC)
+            events.emit_customer_events(session, events.DEACTIVATED, [customer])
         revoke_refresh_tokens(session, customer.id)
 
 
 def reactivate(session: Session, customer: Customer) -> None:
     """Let a deactivated account log in again (admin); idempotent."""
     with transaction(session):
+        if not customer.is_active:
+            events.emit_customer_events(session, events.REACTIVATED, [customer])
         customer.is_active = True
         customer.deactivated_at = None
 

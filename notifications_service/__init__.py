@@ -3,7 +3,8 @@
 A consumer group (:mod:`notifications_service.worker`) reads the order and
 wallet streams and turns each event into one notification for the customer
 it concerns (:func:`notifications_service.notifications.apply_events`),
-exactly once however often an event is delivered. The HTTP API lets a
+exactly once however often an event is delivered; from the customer stream it
+keeps each customer's contact, to which their mails go. The HTTP API lets a
 customer list their own notifications and mark them read.
 """
 

@@ -2,29 +2,43 @@
 
 A mail is recorded with its notification, in the consumer's transaction
 (:func:`notifications_service.notifications.apply_events`); only then is it
-sent. :func:`send_due` takes the unsent mails that are due, locked with
-``SKIP LOCKED`` so that several workers never send the same one at once,
-sends each over one SMTP connection (``smtplib`` with a timeout: nothing waits
-forever) and marks it sent in its own commit. A mail that fails is retried
-later with a growing back-off. Should the process die between sending and
-marking, the mail is sent again with the same ``Message-ID`` (derived from the
-event id), by which the receiving side recognises the duplicate.
+sent. :func:`send_due` takes the unsettled mails that are due, locked with
+``SKIP LOCKED`` so that several workers never send the same one at once, and
+looks up the customer's contact (:mod:`notifications_service.contacts`):
+
+- known and active: the mail goes to the contact's address, to the customer by
+  name, over one SMTP connection (``smtplib`` with a timeout: nothing waits
+  forever), and is marked sent in its own commit;
+- deactivated: the mail is marked skipped (``skipped_at``, ``skip_reason``), never sent;
+- not known yet (its customer event is not applied yet): the mail waits. It is due
+  again after the same growing back-off as a failure, counted in ``contact_waits``
+  and not in ``attempts`` (waiting is no failure), and at once when the contact
+  arrives (:func:`notifications_service.contacts.wake`). It is never sent to a
+  made-up address.
+
+A mail that fails is retried later with a growing back-off. Should the process
+die between sending and marking, the mail is sent again with the same
+``Message-ID`` (derived from the event id), by which the receiving side
+recognises the duplicate. Addresses and names are never logged: errors are
+logged and stored with any address in them replaced (:func:`describe_error`).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import smtplib
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.headerregistry import Address
 from email.message import EmailMessage
 from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from notifications_service.models import MAX_ERROR_LENGTH, Mail
+from notifications_service.models import MAX_ERROR_LENGTH, Contact, Mail
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +49,9 @@ BATCH = 50
 #: Back-off of a failed mail: the first retry after this many seconds, doubling, at most the cap.
 RETRY_BASE_S = 2.0
 RETRY_MAX_S = 300.0
+#: Why a mail was skipped.
+SKIPPED_DEACTIVATED = "customer deactivated"
+_ADDRESS = re.compile(r"[^\s<>()\[\]{}'\",:;]+@[^\s<>()\[\]{}'\",:;]+")
 
 
 @dataclass(frozen=True)
@@ -71,16 +88,25 @@ class SmtpTarget:
         return client
 
 
-def build_message(mail: Mail, sender: str) -> EmailMessage:
-    """The mail as sent: its fixed ``Message-ID``, the notification's title and text."""
+def build_message(mail: Mail, contact: Contact, sender: str) -> EmailMessage:
+    """The mail as sent to ``contact``: by name, its fixed ``Message-ID``, the notification's
+    title and text (an error if the contact's address cannot be written in a header)."""
+    assert contact.email is not None, "only a known contact is mailed"
+    name = contact.full_name or ""
     message = EmailMessage()
     message["From"] = sender
-    message["To"] = mail.recipient
+    message["To"] = Address(display_name=name, addr_spec=contact.email)
     message["Subject"] = mail.subject
     message["Message-ID"] = mail.message_id
     message["Date"] = mail.created_at.strftime("%a, %d %b %Y %H:%M:%S %z")
-    message.set_content(mail.body)
+    message.set_content(f"Hello {name},\n\n{mail.body}\n" if name else mail.body)
     return message
+
+
+def describe_error(error: Exception) -> str:
+    """``error`` as stored on the mail and logged, any mail address in it replaced."""
+    text = _ADDRESS.sub("<address>", f"{type(error).__name__}: {error}")
+    return text[:MAX_ERROR_LENGTH]
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -89,14 +115,42 @@ def retry_delay(attempts: int) -> timedelta:
 
 
 def _next_due(session: Session) -> Mail | None:
-    """The oldest unsent due mail, locked for this transaction (others skip it)."""
+    """The oldest unsettled due mail, locked for this transaction (others skip it)."""
     return session.execute(
         select(Mail)
-        .where(Mail.sent_at.is_(None), Mail.next_attempt_at <= datetime.now(UTC))
+        .where(
+            Mail.sent_at.is_(None),
+            Mail.skipped_at.is_(None),
+            Mail.next_attempt_at <= datetime.now(UTC),
+        )
         .order_by(Mail.next_attempt_at, Mail.id)
         .limit(1)
         .with_for_update(skip_locked=True)
     ).scalar_one_or_none()
+
+
+def _fail(mail: Mail, error: Exception) -> None:
+    """Count a failed try on ``mail`` and schedule the next one after the back-off."""
+    mail.attempts += 1
+    mail.last_error = describe_error(error)
+    mail.next_attempt_at = datetime.now(UTC) + retry_delay(mail.attempts)
+    log.warning("mail %s not sent (attempt %s): %s", mail.id, mail.attempts, mail.last_error)
+
+
+def _settle_without_sending(mail: Mail, contact: Contact | None) -> bool:
+    """Skip ``mail`` (deactivated customer) or make it wait (contact unknown); whether it did."""
+    now = datetime.now(UTC)
+    if contact is not None and not contact.active:
+        mail.skipped_at = now
+        mail.skip_reason = SKIPPED_DEACTIVATED
+        log.info("mail %s skipped: customer %s is deactivated", mail.id, mail.customer_id)
+        return True
+    if contact is None or contact.email is None:
+        mail.contact_waits += 1
+        mail.next_attempt_at = now + retry_delay(mail.contact_waits)
+        log.info("mail %s waits for customer %s's contact", mail.id, mail.customer_id)
+        return True
+    return False
 
 
 def send_due(
@@ -107,33 +161,46 @@ def send_due(
     limit: int = BATCH,
     timeout_s: float = SMTP_TIMEOUT_S,
 ) -> int:
-    """Send up to ``limit`` due mails; how many were sent.
+    """Send up to ``limit`` due mails (skipping or deferring those it must); how many were sent.
 
-    Each mail is locked, sent and marked in one short transaction of its own. A
-    failure (the server down, refusing, too slow) is recorded on the mail with
-    its next due time, and ends the pass: the next one tries again.
+    Each mail is locked, settled and marked in one short transaction of its own. A
+    failure of the server (down, refusing, too slow) is recorded on the mail with its
+    next due time, and ends the pass: the next one tries again. A mail that cannot be
+    written (its address is not one a header can hold) counts a failure too, and the
+    pass goes on.
     """
     sent = 0
+    handled = 0
     client: smtplib.SMTP | None = None
     try:
-        while sent < limit:
+        while handled < limit:
             with sessions() as session, session.begin():
                 mail = _next_due(session)
                 if mail is None:
                     break
+                handled += 1
+                contact = session.get(Contact, mail.customer_id)
+                if _settle_without_sending(mail, contact):
+                    continue
+                assert contact is not None and contact.email is not None
+                try:
+                    message = build_message(mail, contact, sender)
+                # The stdlib's address parser raises ValueError, IndexError or
+                # HeaderParseError for an address it cannot write: this mail's problem only.
+                except Exception as exc:
+                    _fail(mail, exc)
+                    continue
                 try:
                     if client is None:
                         client = target.connect(timeout_s)
-                    client.send_message(build_message(mail, sender))
+                    client.send_message(message)
                 except (OSError, smtplib.SMTPException) as exc:
-                    mail.attempts += 1
-                    mail.last_error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_LENGTH]
-                    mail.next_attempt_at = datetime.now(UTC) + retry_delay(mail.attempts)
-                    log.warning("mail %s not sent (attempt %s): %s", mail.id, mail.attempts, exc)
+                    _fail(mail, exc)
                     if client is not None:  # a broken connection is not reused
                         client.close()
                         client = None
                     break
+                mail.recipient = contact.email
                 mail.sent_at = datetime.now(UTC)
                 sent += 1
     finally:

@@ -4,10 +4,12 @@
 the consumer's transaction, which also records the events in the inbox, so
 each event makes its notification exactly once however often it is
 delivered. Order and wallet events concern the customer in their ``data``;
+customer events keep the customers' contacts (:mod:`notifications_service.contacts`);
 every other type is ignored (and still recorded as applied). Each order event
 also records its mail (:class:`~notifications_service.models.Mail`) in that
 same transaction: the sender (:mod:`notifications_service.mailer`) sends it
-after the commit, so a redelivered event never makes a second mail.
+after the commit to the customer's contact, so a redelivered event never makes a
+second mail.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
+from notifications_service.contacts import apply_customer_events
 from notifications_service.models import MAX_BODY_LENGTH, Mail, Notification
 from shopkit.db import transaction
 from shopkit.errors import NotFound
@@ -29,7 +32,7 @@ from shopkit.pagination import paginate
 
 #: The consumer group, and the streams it reads.
 GROUP = "notifications"
-STREAMS = (stream_for("order"), stream_for("wallet"))
+STREAMS = (stream_for("order"), stream_for("wallet"), stream_for("customer"))
 
 
 def _short(order_id: object) -> str:
@@ -85,9 +88,6 @@ def message_for(event: Event) -> tuple[str, str] | None:
 
 #: The domain of the ``Message-ID`` of every mail.
 MESSAGE_ID_DOMAIN = "notifications.shop"
-#: Where a customer's mail goes. The events carry customer ids, not addresses (no personal
-#: data on the broker), so the mail goes to a per-customer mailbox of the mail server.
-RECIPIENT = "customer-{customer_id}@localhost"
 
 
 def message_id_for(event_id: str | uuid.UUID) -> str:
@@ -95,18 +95,16 @@ def message_id_for(event_id: str | uuid.UUID) -> str:
     return f"<{uuid.UUID(str(event_id))}@{MESSAGE_ID_DOMAIN}>"
 
 
-def recipient_for(customer_id: int) -> str:
-    """The address of ``customer_id``'s mails (:data:`RECIPIENT`)."""
-    return RECIPIENT.format(customer_id=customer_id)
-
-
 def apply_events(session: Session, events: list[Event]) -> None:
-    """The batch handler: one notification per order or wallet event, one mail per order event.
+    """The batch handler: one notification per order or wallet event, one mail per order event,
+    and the contacts customer events tell.
 
-    Both are inserted in one statement each, in the consumer's transaction.
+    Each kind is written in one statement, in the consumer's transaction. A mail is
+    addressed when it is sent (the contact may arrive after the order's event).
     """
     rows = []
     mails = []
+    apply_customer_events(session, [e for e in events if e.aggregate == "customer"])
     for event in events:
         text = message_for(event)
         customer_id = event.data.get("customer_id")
@@ -130,7 +128,6 @@ def apply_events(session: Session, events: list[Event]) -> None:
                     "event_id": uuid.UUID(event.id),
                     "message_id": message_id_for(event.id),
                     "customer_id": customer_id,
-                    "recipient": recipient_for(customer_id),
                     "subject": title,
                     "body": body[:MAX_BODY_LENGTH],
                 }

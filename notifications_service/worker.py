@@ -1,6 +1,6 @@
 """The notifications worker: ``python -m notifications_service.worker``.
 
-Runs the ``notifications`` consumer group on the order and wallet streams and
+Runs the ``notifications`` consumer group on the order, wallet and customer streams and
 the mail sender (:mod:`notifications_service.mailer`) until SIGTERM or
 SIGINT, with the database, the broker (``EVENTS_URL``) and the mail server
 (``SMTP_URL``) of :class:`~shopkit.config.Settings`. Several workers may run:
@@ -32,8 +32,13 @@ log = logging.getLogger(__name__)
 
 
 def make_sessions(database_url: str) -> sessionmaker[Session]:
-    """Sessions on ``database_url`` (a small pool: one consumer and one sender)."""
-    return sessionmaker(create_engine(database_url, pool_size=2, pool_pre_ping=True))
+    """Sessions on ``database_url`` (a small pool: one consumer and one sender).
+
+    Statement parameters stay out of error messages: they hold customers' contact
+    data, and a failed event's error is logged and kept with its dead letter.
+    """
+    engine = create_engine(database_url, pool_size=2, pool_pre_ping=True, hide_parameters=True)
+    return sessionmaker(engine)
 
 
 def build_consumer(

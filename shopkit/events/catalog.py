@@ -87,6 +87,20 @@ def _wallet(event: str, summary: str) -> EventType:
     return EventType("wallet", event, summary, properties, ("customer_id", "amount", "balance"))
 
 
+#: A customer's contact data, personal data (docs/events.rst, "Personal data on the broker").
+_CONTACT = {
+    "customer_id": _ID,
+    "username": {"type": "string", "minLength": 1, "maxLength": 32},
+    "full_name": {"type": "string", "maxLength": 200},
+    "email": {"type": "string", "format": "email", "maxLength": 254},
+}
+
+
+def _customer(event: str, summary: str, *, contact: bool) -> EventType:
+    properties = _CONTACT if contact else {"customer_id": _ID}
+    return EventType("customer", event, summary, properties, tuple(properties))
+
+
 def _review(event: str, summary: str) -> EventType:
     properties = {
         "review_id": _ID,
@@ -159,6 +173,10 @@ EVENT_TYPES: tuple[EventType, ...] = (
         {"product_id": _ID},
         ("product_id",),
     ),
+    _customer("registered", "A customer account was created.", contact=True),
+    _customer("updated", "A customer's name or email changed.", contact=True),
+    _customer("deactivated", "A customer account was deactivated.", contact=False),
+    _customer("reactivated", "A deactivated customer account was reactivated.", contact=False),
     _review("submitted", "A customer wrote a review; it awaits moderation."),
     _review("approved", "A review was approved and is public."),
     _review("rejected", "A review was rejected by a moderator."),

@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 import redis
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from customers_service.models import OUTBOX
-from shopkit.events.catalog import stream_for, validate_data
+from shopkit.events.catalog import stream_for
 from shopkit.events.envelope import FIELD, decode
 from shopkit.events.relay import Relay
+from tests.customers.outbox import outbox_rows
 from tests.customers.test_debit_batches import BATCH, admin, funded, item, sales  # noqa: F401
 from tests.events.conftest import broker, valkey  # noqa: F401 (the real broker's fixtures)
 from tests.support.identity import Identity
@@ -31,22 +32,8 @@ def _sole_relay_of_the_outbox() -> None:
 
 
 def events(db_engine: Engine, customer_id: int | None = None) -> list[Any]:
-    """The customers outbox's rows (of one wallet), each checked against its schema."""
-    with db_engine.connect() as conn:
-        rows = list(
-            conn.execute(
-                text(
-                    "SELECT aggregate, aggregate_id, sequence, type, payload, published_at "
-                    "FROM customers.outbox WHERE CAST(:customer AS text) IS NULL "
-                    "OR aggregate_id = :customer ORDER BY id"
-                ),
-                {"customer": None if customer_id is None else str(customer_id)},
-            )
-        )
-    for row in rows:
-        assert row.aggregate == "wallet"
-        validate_data(row.type, row.payload)
-    return rows
+    """The customers outbox's wallet events (of one wallet), each checked against its schema."""
+    return outbox_rows(db_engine, "wallet", customer_id)
 
 
 def test_each_wallet_change_writes_one_event_and_a_refusal_none(

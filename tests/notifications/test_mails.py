@@ -22,7 +22,7 @@ from notifications_service import mailer
 from notifications_service.models import Mail
 from notifications_service.notifications import STREAMS, message_id_for
 from notifications_service.worker import build_consumer
-from tests.notifications.test_notifications import _publish
+from tests.notifications.test_notifications import _contact, _publish
 
 SENDER = "Shop <shop@localhost>"
 
@@ -50,6 +50,7 @@ def test_each_order_event_sends_one_mail_even_when_delivered_twice(
     valkey, broker, database_url, db_engine, sessions, sink
 ) -> None:
     order_id = str(uuid.uuid4())
+    _contact(valkey, 5, full_name="Ada Lovelace", email="ada@example.com")
     shipped = _publish(valkey, "shop.order.shipped.v1", {"order_id": order_id, "customer_id": 5, "carrier": "DHL", "tracking_number": "T9"})  # fmt: skip
     _publish(valkey, "shop.wallet.debited.v1", {"customer_id": 5, "amount": "3.00", "balance": "1.00", "order_id": order_id})  # fmt: skip
     [(_, fields)] = valkey.xrange(STREAMS[0], count=1)
@@ -67,12 +68,15 @@ def test_each_order_event_sends_one_mail_even_when_delivered_twice(
     [received] = sink.mails()
     assert received.message_id == f"<{shipped}@notifications.shop>"
     assert received.subject == "Order shipped" and "tracking number T9" in received.body
-    assert received.recipient == "customer-5@localhost" and received.sender == SENDER
+    assert received.recipient == "Ada Lovelace <ada@example.com>" and received.sender == SENDER
+    assert received.body.startswith("Hello Ada Lovelace,")
     [mail] = _mails(db_engine)
     assert mail.sent_at is not None and mail.attempts == 0
+    assert mail.recipient == "ada@example.com"
 
 
 def _record_one(valkey, broker, database_url, db_engine) -> str:
+    _contact(valkey, 8)
     event_id = _publish(valkey, "shop.order.delivered.v1", {"order_id": str(uuid.uuid4()), "customer_id": 8})  # fmt: skip
     _consume(build_consumer(database_url, broker.url), valkey, lambda: len(_mails(db_engine)) == 1)
     return event_id
@@ -95,7 +99,7 @@ def test_a_mail_the_server_did_not_take_is_retried_later_and_sent_once(
             session.execute(update(Mail).values(next_attempt_at=Mail.created_at))
         assert mailer.send_due(sessions, target, SENDER) == 1
         assert [m.message_id for m in sink.mails()] == [message_id_for(event_id)]
-        assert sink.mails()[0].recipient == "customer-8@localhost"
+        assert sink.mails()[0].recipient == "Customer 8 <c8@example.com>"
         assert mailer.send_due(sessions, target, SENDER) == 0
     finally:
         sink.stop()
@@ -132,6 +136,7 @@ def test_a_mail_server_that_never_answers_costs_one_bounded_attempt(
 def test_two_senders_at_once_send_each_mail_once(
     valkey, broker, database_url, db_engine, sessions, sink
 ) -> None:
+    _contact(valkey, 9)
     for _ in range(6):
         _publish(
             valkey, "shop.order.delivered.v1", {"order_id": str(uuid.uuid4()), "customer_id": 9}

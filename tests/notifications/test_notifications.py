@@ -16,14 +16,33 @@ from tests.support.database import schema_drift
 from tests.support.identity import bearer
 
 
-def _publish(valkey, type_name: str, data: dict) -> str:
+def _publish(valkey, type_name: str, data: dict, sequence: int = 1) -> str:
     """Append one event to its stream as the relay would; its id."""
     event_id = str(uuid.uuid4())
     validate_data(type_name, data)
     event = Event(id=event_id, source="/sales", type=type_name, subject=str(data.get("order_id") or data["customer_id"]),
-                  time=datetime.now(UTC), data=data, sequence=1)  # fmt: skip
+                  time=datetime.now(UTC), data=data, sequence=sequence)  # fmt: skip
     valkey.xadd(stream_for(type_name.split(".")[1]), {FIELD: encode(event)})
     return event_id
+
+
+def _contact(
+    valkey,
+    customer_id: int,
+    type_name: str = "registered",
+    sequence: int = 1,
+    full_name: str | None = None,
+    email: str | None = None,
+) -> str:
+    """Publish a customer event about ``customer_id`` (its contact data if the type has it)."""
+    data: dict = {"customer_id": customer_id}
+    if type_name in ("registered", "updated"):
+        data |= {
+            "username": f"c{customer_id}",
+            "full_name": full_name or f"Customer {customer_id}",
+            "email": email or f"c{customer_id}@example.com",
+        }
+    return _publish(valkey, f"shop.customer.{type_name}.v1", data, sequence)
 
 
 def _count(db_engine: Engine, customer_id: int) -> int:
@@ -120,5 +139,5 @@ def test_bad_requests_are_clear_problems(notifications, identity) -> None:
 def test_it_serves_its_asyncapi_document(notifications) -> None:
     document = notifications.get("/asyncapi.json").get_json()
     assert document["asyncapi"] == "3.0.0"
-    assert set(document["channels"]) == {"order", "wallet"}
+    assert set(document["channels"]) == {"order", "wallet", "customer"}
     assert all(op["action"] == "receive" for op in document["operations"].values())

@@ -33,6 +33,6 @@ def test_db_upgrade_cli_creates_schema_and_is_idempotent(database_url: str) -> N
             ).scalar_one()
             keys = conn.execute(text("SELECT count(*) FROM customers.signing_keys")).scalar_one()
         engine.dispose()
-    assert version == "0003"  # the head: 0003_outbox
+    assert version == "0004"  # the head: 0004_customer_events
     assert admins == 1  # bootstrap admin created once
     assert keys == 1

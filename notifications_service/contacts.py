@@ -1,0 +1,130 @@
+"""Contacts: each customer's address, name and status, kept from customer events.
+
+The notifications service addresses its mails without calling customers: the
+customer events (``shop.customer.registered.v1``, ``updated``, ``deactivated``,
+``reactivated``) carry the contact data, and :func:`apply_customer_events` keeps one
+:class:`~notifications_service.models.Contact` per customer, inside the consumer's
+transaction (so each event applies once: the inbox).
+
+Order. One customer's events arrive in ``sequence`` order except around failures (a
+retried or dead-lettered event can come after a newer one, docs/events.rst). The
+profile (``registered`` and ``updated``) and the status (``registered``,
+``deactivated`` and ``reactivated``) each keep the sequence of the event that last set
+them and take an event's values only if its sequence is higher: an older event
+delivered late changes nothing, and a deactivation told before the registration
+(whose event is being retried) is not undone by it.
+
+A contact that arrives or changes wakes its customer's mails that are waiting
+(:mod:`notifications_service.mailer`), so they go at once rather than after their
+back-off. Nothing here logs the contact data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import case, func, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from notifications_service.models import Contact, Mail
+from shopkit.events.envelope import Event
+
+#: The event types that carry the profile, and the status each type sets.
+PROFILE_EVENTS = ("registered", "updated")
+STATUS_OF = {"registered": True, "reactivated": True, "deactivated": False}
+
+
+@dataclass
+class _Told:
+    """What one batch's events told about one customer (the newest of each part)."""
+
+    customer_id: int
+    username: str | None = None
+    full_name: str | None = None
+    email: str | None = None
+    profile_sequence: int | None = None
+    active: bool = True
+    status_sequence: int | None = None
+
+
+def _newer(sequence: int, known: int | None) -> bool:
+    return known is None or sequence > known
+
+
+def fold(events: Iterable[Event]) -> list[_Told]:
+    """The newest profile and status each customer's ``events`` told, by sequence.
+
+    An event without a sequence counts as 0: it sets a part nothing has set yet.
+    """
+    told: dict[int, _Told] = {}
+    for event in events:
+        name = event.type.split(".")[2]
+        customer_id = int(event.data["customer_id"])
+        sequence = event.sequence or 0
+        state = told.setdefault(customer_id, _Told(customer_id))
+        if name in PROFILE_EVENTS and _newer(sequence, state.profile_sequence):
+            state.username = event.data["username"]
+            state.full_name = event.data["full_name"]
+            state.email = event.data["email"]
+            state.profile_sequence = sequence
+        if name in STATUS_OF and _newer(sequence, state.status_sequence):
+            state.active = STATUS_OF[name]
+            state.status_sequence = sequence
+    return list(told.values())
+
+
+def apply_customer_events(session: Session, events: list[Event]) -> None:
+    """Keep the contacts ``events`` tell (one statement), then wake their waiting mails.
+
+    Runs inside the consumer's transaction; a part of a contact changes only for an
+    event newer (by sequence) than the one that last set it.
+    """
+    told = fold(events)
+    if not told:
+        return
+    statement = insert(Contact).values([asdict(state) for state in told])
+    new, old = statement.excluded, Contact.__table__.c
+    newer_profile = new.profile_sequence > func.coalesce(old.profile_sequence, -1)
+    newer_status = new.status_sequence > func.coalesce(old.status_sequence, -1)
+
+    def pick(column: str, newer: Any) -> Any:
+        return case((newer, new[column]), else_=old[column])
+
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[old.customer_id],
+            set_={
+                "username": pick("username", newer_profile),
+                "full_name": pick("full_name", newer_profile),
+                "email": pick("email", newer_profile),
+                "profile_sequence": pick("profile_sequence", newer_profile),
+                "active": pick("active", newer_status),
+                "status_sequence": pick("status_sequence", newer_status),
+                "updated_at": func.now(),
+            },
+        )
+    )
+    wake(session, [state.customer_id for state in told])
+
+
+def wake(session: Session, customer_ids: list[int]) -> None:
+    """Make these customers' unsettled mails due now.
+
+    A mail waiting for its contact is due again once the contact exists (sent, or
+    skipped if the customer is deactivated), without waiting out its back-off. Every
+    unsettled mail of theirs is touched, also one a sender holds at this moment: the
+    statement then waits for that sender's transaction (bounded by the SMTP timeouts
+    and, beyond the consumer's statement timeout, retried with the batch) and updates
+    the mail after it, so a sender that just found no contact cannot defer the mail
+    past the contact's arrival. A mail in a failed send's back-off is tried earlier.
+    """
+    session.execute(
+        update(Mail)
+        .where(
+            Mail.customer_id.in_(customer_ids), Mail.sent_at.is_(None), Mail.skipped_at.is_(None)
+        )
+        .values(next_attempt_at=func.now())
+    )

@@ -1,0 +1,262 @@
+"""Contacts from customer events: kept once and never set back by an older event; mails go to
+the customer's own address by name, wait while the contact is unknown, and are skipped for a
+deactivated customer. A real broker and consumer group, real PostgreSQL, real SMTP (aiosmtpd).
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import pytest
+from alembic import command
+from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from customers_service.models import OUTBOX
+from notifications_service import mailer
+from notifications_service.contacts import apply_customer_events
+from notifications_service.models import Contact, Mail
+from notifications_service.notifications import message_id_for
+from notifications_service.worker import build_consumer
+from shopkit.events.envelope import Event
+from shopkit.events.relay import Relay
+from shopkit.migrations import alembic_config, upgrade
+from tests.notifications.test_mails import SENDER, _consume, _mails
+from tests.notifications.test_notifications import _contact, _publish
+from tests.support.database import scratch_database
+from tests.support.identity import bearer
+
+
+def _contacts(db_engine: Engine) -> dict[int, Contact]:
+    with Session(db_engine) as session:
+        return {c.customer_id: c for c in session.execute(select(Contact)).scalars()}
+
+
+def _order_event(valkey, customer_id: int) -> str:
+    data = {"order_id": str(uuid.uuid4()), "customer_id": customer_id}
+    return _publish(valkey, "shop.order.delivered.v1", data)
+
+
+@pytest.fixture
+def sessions(db_engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(db_engine)
+
+
+@pytest.fixture
+def consume(valkey, broker, database_url, db_engine):
+    """``consume(until)``: run the notifications group until ``until()`` and no lag."""
+    consumer = build_consumer(database_url, broker.url)
+
+    def run(until=lambda: True) -> None:
+        _consume(consumer, valkey, until)
+
+    return run
+
+
+def test_the_group_keeps_each_customers_newest_contact(valkey, consume, db_engine) -> None:
+    _contact(valkey, 1, full_name="Ada Lovelace", email="ada@example.com")
+    _contact(valkey, 1, "updated", 2, full_name="Ada King", email="ada@king.example")
+    _contact(valkey, 2, "deactivated", 2)  # its registration comes later (being retried)
+    _contact(valkey, 3, "deactivated", 2)
+    _contact(valkey, 3, "reactivated", 3)
+    consume(lambda: len(_contacts(db_engine)) == 3)
+    # Delivered late, each older than what is known: none of them sets anything back.
+    _contact(valkey, 1, "updated", 1, full_name="Stale Name", email="stale@example.com")
+    _contact(valkey, 2, "registered", 1, full_name="Bob", email="bob@example.com")
+    _contact(valkey, 3, "deactivated", 2)  # the same sequence again (another event id)
+    consume()
+
+    contacts = _contacts(db_engine)
+    ada, bob, cy = contacts[1], contacts[2], contacts[3]
+    assert (ada.full_name, ada.email, ada.active, ada.profile_sequence) == (
+        "Ada King", "ada@king.example", True, 2)  # fmt: skip
+    # Bob's profile arrives after his deactivation, and does not reactivate him.
+    assert (bob.full_name, bob.email, bob.active, bob.status_sequence) == (
+        "Bob", "bob@example.com", False, 2)  # fmt: skip
+    assert (cy.email, cy.active, cy.status_sequence) == (None, True, 3)
+
+
+def test_a_mail_goes_to_the_customers_own_address_by_name_and_nothing_personal_is_logged(
+    valkey, consume, db_engine, sessions, sink, caplog
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    target = mailer.SmtpTarget.from_url(sink.url)
+    event_id = _order_event(valkey, 11)
+    consume(lambda: len(_mails(db_engine)) == 1)
+    assert mailer.send_due(sessions, target, SENDER) == 0  # waits (and says so) for the contact
+    _contact(valkey, 11, full_name="Grace Hopper", email="Grace@Navy.example")
+    consume(lambda: 11 in _contacts(db_engine))
+    [mail] = _mails(db_engine)
+    assert mail.recipient is None  # addressed when sent, from the contact
+    assert mailer.send_due(sessions, target, SENDER) == 1
+
+    [received] = sink.mails()
+    assert received.recipient == "Grace Hopper <Grace@Navy.example>"
+    assert received.message_id == message_id_for(event_id)
+    assert received.body.startswith("Hello Grace Hopper,") and "delivered" in received.body
+    ours = ("notifications_service", "shopkit")  # the sink (a mail server) logs what it got
+    logged = " ".join(r.getMessage() for r in caplog.records if r.name.startswith(ours))
+    assert "waits for customer 11" in logged
+    assert "Navy.example" not in logged and "Grace" not in logged
+
+
+def test_a_mail_whose_contact_is_unknown_waits_then_goes_once_it_arrives(
+    valkey, consume, db_engine, sessions, sink
+) -> None:
+    target = mailer.SmtpTarget.from_url(sink.url)
+    event_id = _order_event(valkey, 21)  # the order's event comes before the registration's
+    consume(lambda: len(_mails(db_engine)) == 1)
+    assert mailer.send_due(sessions, target, SENDER) == 0
+    [mail] = _mails(db_engine)
+    assert (mail.sent_at, mail.recipient, mail.attempts, mail.contact_waits) == (None, None, 0, 1)
+    assert mail.next_attempt_at > datetime.now(UTC)  # not due until the back-off or the contact
+    assert mailer.send_due(sessions, target, SENDER) == 0
+    assert sink.mails() == []  # never to a made-up address
+
+    _contact(valkey, 21, full_name="Linus", email="linus@example.com")
+    consume(lambda: 21 in _contacts(db_engine))
+    [mail] = _mails(db_engine)
+    assert mail.next_attempt_at <= datetime.now(UTC)  # woken by the contact's arrival
+    assert mailer.send_due(sessions, target, SENDER) == 1
+    assert mailer.send_due(sessions, target, SENDER) == 0
+    [received] = sink.mails()
+    assert received.recipient == "Linus <linus@example.com>"
+    assert received.message_id == message_id_for(event_id)
+    [mail] = _mails(db_engine)
+    assert mail.sent_at is not None and mail.attempts == 0 and mail.contact_waits == 1
+
+
+def test_a_deactivated_customer_gets_no_more_mails_they_are_skipped(
+    valkey, consume, db_engine, sessions, sink
+) -> None:
+    target = mailer.SmtpTarget.from_url(sink.url)
+    _contact(valkey, 31)
+    _order_event(valkey, 31)
+    _order_event(valkey, 32)  # 32's contact is not known yet
+    consume(lambda: len(_mails(db_engine)) == 2)
+    assert mailer.send_due(sessions, target, SENDER) == 1
+    _contact(valkey, 31, "deactivated", 2)
+    _order_event(valkey, 31)
+    _contact(valkey, 32, "deactivated", 2)  # its registration is still on its way
+    consume(lambda: len(_mails(db_engine)) == 3 and len(_contacts(db_engine)) == 2)
+    assert mailer.send_due(sessions, target, SENDER) == 0
+    assert mailer.send_due(sessions, target, SENDER) == 0
+
+    sent, *skipped = _mails(db_engine)
+    assert sent.sent_at is not None and sent.skipped_at is None
+    assert [(m.customer_id, m.skip_reason, m.sent_at) for m in skipped] == [
+        (32, mailer.SKIPPED_DEACTIVATED, None),
+        (31, mailer.SKIPPED_DEACTIVATED, None),
+    ]
+    assert all(m.skipped_at is not None and m.attempts == 0 for m in skipped)
+    assert len(sink.mails()) == 1
+
+
+def test_an_address_no_header_can_hold_fails_that_mail_only(
+    valkey, consume, db_engine, sessions, sink
+) -> None:
+    target = mailer.SmtpTarget.from_url(sink.url)
+    _contact(valkey, 41, email="not an address@example.com")
+    _contact(valkey, 42)
+    _order_event(valkey, 41)
+    _order_event(valkey, 42)
+    consume(lambda: len(_mails(db_engine)) == 2)
+    assert mailer.send_due(sessions, target, SENDER) == 1
+    bad, good = _mails(db_engine)
+    assert bad.sent_at is None and bad.attempts == 1 and bad.last_error
+    assert "example.com" not in bad.last_error
+    assert good.sent_at is not None
+
+
+def test_an_error_naming_an_address_is_kept_and_logged_without_it() -> None:
+    refused = smtplib.SMTPRecipientsRefused({"ada@example.com": (550, b"no such user")})
+    described = mailer.describe_error(refused)
+    assert described.startswith("SMTPRecipientsRefused: ") and "<address>" in described
+    assert "ada" not in described and "example.com" not in described
+
+
+def test_the_migration_keeps_existing_mails_and_goes_back(database_url: str) -> None:
+    package = "notifications_service"
+    with scratch_database(database_url, "shop_contacts_migration") as url:
+        upgrade(package, url, "0002")
+        engine = create_engine(url)
+        insert_mail = text(
+            "INSERT INTO notifications.mails (event_id, message_id, customer_id, recipient,"
+            " subject, body) VALUES (gen_random_uuid(), '<m1@notifications.shop>', 7,"
+            " 'customer-7@localhost', 'Order delivered', 'Delivered.')"
+        )
+        with engine.begin() as conn:
+            conn.execute(insert_mail)
+        upgrade(package, url)
+        with engine.begin() as conn:
+            row = conn.execute(
+                text("SELECT recipient, contact_waits, skipped_at FROM notifications.mails")
+            ).one()
+            assert tuple(row) == ("customer-7@localhost", 0, None)
+            conn.execute(text("UPDATE notifications.mails SET recipient = NULL"))
+        command.downgrade(alembic_config(package, url), "0002")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT recipient FROM notifications.mails")).scalar_one() == (
+                "customer-7@localhost"
+            )
+            gone = conn.execute(text("SELECT to_regclass('notifications.contacts')")).scalar()
+            assert gone is None
+        engine.dispose()
+
+
+def test_a_registration_reaches_the_contacts_through_the_relay_and_the_broker(
+    identity, customers, valkey, consume, db_engine
+) -> None:
+    ada = identity.register(full_name="Ada Lovelace", email="ada@example.com")
+    token = identity.token(ada["username"], ada["password"])
+    path = f"/customers/{ada['username']}"
+    headers = bearer(token)
+    assert (
+        customers.patch(path, json={"email": "ada@king.example"}, headers=headers).status_code
+        == 200
+    )
+    relay = Relay(db_engine, OUTBOX, valkey, service="customers")
+    try:
+        while relay.publish_once():
+            pass
+    finally:
+        relay.release()
+    consume(lambda: ada["id"] in _contacts(db_engine))
+    contact = _contacts(db_engine)[ada["id"]]
+    assert (contact.username, contact.full_name, contact.email, contact.active) == (
+        ada["username"], "Ada Lovelace", "ada@king.example", True)  # fmt: skip
+    assert contact.profile_sequence == 2
+
+
+def test_a_contact_arriving_while_the_sender_defers_its_mail_still_wakes_it(
+    valkey, consume, db_engine, sessions
+) -> None:
+    _order_event(valkey, 51)
+    consume(lambda: len(_mails(db_engine)) == 1)
+    registered = Event(id=str(uuid.uuid4()), source="/customers", type="shop.customer.registered.v1",
+                       subject="51", time=datetime.now(UTC), sequence=1,
+                       data={"customer_id": 51, "username": "c51", "full_name": "Eve",
+                             "email": "eve@example.com"})  # fmt: skip
+    with sessions.begin() as sender:  # the sender: holds the mail, has found no contact
+        mail = sender.execute(select(Mail).with_for_update()).scalar_one()
+        assert sender.get(Contact, 51) is None
+        with ThreadPoolExecutor(1) as pool:
+            applying = pool.submit(lambda: _apply_in_own_transaction(sessions, [registered]))
+            time.sleep(0.3)
+            assert not applying.done()  # its wake-up waits for the sender's decision
+            mail.contact_waits += 1
+            mail.next_attempt_at = datetime.now(UTC) + mailer.retry_delay(mail.contact_waits)
+            sender.commit()
+            applying.result(timeout=10)
+    [mail] = _mails(db_engine)
+    assert mail.contact_waits == 1 and mail.next_attempt_at <= datetime.now(UTC)
+
+
+def _apply_in_own_transaction(sessions: sessionmaker[Session], events: list[Event]) -> None:
+    with sessions.begin() as session:
+        apply_customer_events(session, events)
