@@ -29,6 +29,7 @@ from seeder.audit import EXAMPLES, STATUSES, Auditor, AuditReport
 from seeder.client import Login, SeederError, Services, ServiceUnreachable
 from seeder.command import EXIT_CODES_HELP, F, connect, connection_options, reports_errors
 from seeder.data import CustomerFactory
+from seeder.events import events
 from seeder.faults import faults
 from seeder.populate import PopulateResult, Populator
 from seeder.replay import (
@@ -547,5 +548,6 @@ def demo(
 
 
 cli.add_command(faults)
+cli.add_command(events)
 
 __all__ = ["cli", "main"]

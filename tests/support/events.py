@@ -32,3 +32,16 @@ def pending_by(valkey: redis.Redis, group: str, stream: str = "events:order") ->
     """How many entries of ``stream`` each consumer of ``group`` holds unacknowledged."""
     summary: Any = valkey.xpending(stream, group)
     return {c["name"].decode(): int(c["pending"]) for c in summary["consumers"]}
+
+
+def start_with_broker(stack: Any, service: str, events_url: str, **options: Any) -> Any:
+    """Start ``service`` of the live stack on the broker at ``events_url``.
+
+    A process of the session already running without that broker (another test
+    module started it) is restarted on it.
+    """
+    running = stack.processes.get(service)
+    if running is not None and running.env.get("EVENTS_URL") != events_url:
+        running.kill()
+    extra = {**options.pop("extra_env", {}), "EVENTS_URL": events_url}
+    return stack.start(service, extra_env=extra, **options)
