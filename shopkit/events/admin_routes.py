@@ -178,8 +178,9 @@ class GroupSchema(Schema):
 
 
 class BrokerSchema(Schema):
-    """Whether the broker answered."""
+    """Whether the service has a broker (``EVENTS_URL``) and whether it answered."""
 
+    configured = fields.Boolean()
     available = fields.Boolean()
     detail = fields.String(allow_none=True)
 
@@ -345,9 +346,10 @@ def overview() -> ResponseReturnValue:
             group["dead_letters"] = deadletters.count_dead_letters(broker, name)
     except (redis.RedisError, ProblemError) as error:
         detail = error.detail if isinstance(error, ProblemError) else f"The broker: {error}"
-        body["broker"] = {"available": False, "detail": detail}
+        body["broker"] = {"configured": bool(admin.events_url), "available": False,
+                          "detail": detail}  # fmt: skip
     else:
-        body["broker"] = {"available": True, "detail": None}
+        body["broker"] = {"configured": True, "available": True, "detail": None}
     return body
 
 

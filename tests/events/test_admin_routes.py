@@ -103,7 +103,7 @@ def test_the_overview_shows_lag_inbox_effects_and_dead_letters(
 
     body = client.get("/admin/events", headers=admin).get_json()
     assert body["service"] == "notifications" and body["outbox"] is None
-    assert body["broker"] == {"available": True, "detail": None}
+    assert body["broker"] == {"configured": True, "available": True, "detail": None}
     [group] = body["groups"]
     assert group["group"] == GROUP and group["inbox"] == 2 and group["dead_letters"] == 1
     lag = {entry["stream"]: entry for entry in group["lag"]}
@@ -208,7 +208,8 @@ def test_without_a_broker_the_overview_says_so_and_dead_letters_are_a_503(
 ) -> None:
     client = apps["brokerless"].test_client()
     body = client.get("/admin/events", headers=admin).get_json()
-    assert body["broker"]["available"] is False and "EVENTS_URL" in body["broker"]["detail"]
+    assert body["broker"]["available"] is False and body["broker"]["configured"] is False
+    assert "EVENTS_URL" in body["broker"]["detail"]
     assert body["groups"][0]["lag"] is None and body["groups"][0]["inbox"] == 0
     problem = _problem(client.get("/admin/events/dead-letters", headers=admin), 503)
     assert problem["code"] == "dependency_unavailable" and problem["dependency"] == "broker"

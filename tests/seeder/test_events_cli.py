@@ -7,19 +7,24 @@ and the CLI reaches them through ``/admin/events`` only.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+import requests
 from click.testing import CliRunner, Result
+from sqlalchemy import text
 
-from notifications_service.notifications import GROUP
-from notifications_service.worker import build_consumer
+from devstack import mailsink
+from notifications_service import mailer
+from notifications_service.notifications import GROUP, STREAMS
+from notifications_service.worker import build_consumer, make_sessions
 from seeder.cli import cli
 from shopkit.events.catalog import dead_letter_stream, replay_stream, stream_for
 from shopkit.events.envelope import FIELD
-from tests.support.events import drain, start_with_broker
-from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME
+from tests.support.events import drain, start_with_broker, wait_for
+from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, customer_payload
 
 pytestmark = pytest.mark.processes
 
@@ -103,3 +108,77 @@ def test_an_unknown_dead_letter_is_a_clear_error(
                  "replay", "1-0")  # fmt: skip
     assert scoped.exit_code == 1 and "no dead letter 1-0" in scoped.output
     assert valkey.xlen(dead_letter_stream(GROUP)) == 1  # nothing changed
+
+
+def _admin_events(live_stack: Any, service: str) -> dict[str, Any]:
+    admin = {"Authorization": f"Bearer {live_stack.token(ADMIN_USERNAME, ADMIN_PASSWORD)}"}
+    answer = requests.get(live_stack.url(service) + "/admin/events", headers=admin, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return answer.json()  # type: ignore[no-any-return]
+
+
+def _buy(live_stack: Any) -> None:
+    """A product, a customer who tops up and buys it: order and wallet events."""
+    admin = {"Authorization": f"Bearer {live_stack.token(ADMIN_USERNAME, ADMIN_PASSWORD)}"}
+    product = {"name": "Tide Table", "category": "accessories", "price": "6.00", "stock": 5}
+    created = requests.post(live_stack.url("inventory") + "/products", json=product,
+                            headers=admin, timeout=10)  # fmt: skip
+    assert created.status_code == 201, created.text
+    account = customer_payload()
+    assert requests.post(live_stack.url("customers") + "/customers", json=account,
+                         timeout=10).status_code == 201  # fmt: skip
+    buyer = {
+        "Authorization": f"Bearer {live_stack.token(account['username'], account['password'])}"
+    }
+    topped = requests.post(live_stack.url("customers") + f"/customers/{account['username']}/wallet/charge",
+                           json={"amount": "20.00"}, headers=buyer, timeout=10)  # fmt: skip
+    assert topped.status_code == 200, topped.text
+    sale = requests.post(live_stack.url("sales") + "/sales", headers=buyer, timeout=30,
+                         json={"product_id": created.json()["id"], "quantity": 1})  # fmt: skip
+    assert sale.status_code == 201, sale.text
+
+
+def test_the_audit_checks_the_events_of_real_services(
+    run: Any, live_stack: Any, valkey: redis.Redis, database_url: str, broker: Any, tmp_path: Path
+) -> None:
+    for service in ("inventory", "sales"):
+        start_with_broker(live_stack, service, broker.url)
+    _buy(live_stack)
+
+    def published() -> bool:
+        return all(_admin_events(live_stack, s)["outbox"]["unpublished"] == 0
+                   for s in ("sales", "customers"))  # fmt: skip
+
+    wait_for(published, timeout_s=30)  # each service's relay publishes its outbox
+    consumer = build_consumer(database_url, broker.url)
+    consumer.ensure_groups()
+    events = sum(valkey.xlen(stream) for stream in STREAMS)
+    assert events >= 4  # placed, completed; credited, debited
+    drain(consumer, until=lambda: _admin_events(live_stack, "notifications")["groups"][0]["inbox"]
+          == events)  # fmt: skip
+    sink = mailsink.start(tmp_path / "mail")
+    try:
+        sessions = make_sessions(database_url)
+        mailer.send_due(sessions, mailer.SmtpTarget.from_url(sink.url), "Shop <shop@localhost>")
+        assert len(sink.mails()) == 2  # one per order event
+    finally:
+        sink.stop()
+
+    clean = run("audit", "--events-margin", "0")
+    assert clean.exit_code == 0, clean.output
+    assert "every published event is applied by each group that reads its stream" in clean.output
+    assert "each applied event made its effects exactly once" in clean.output
+    assert "Audit passed" in clean.output
+
+    # A poison entry lands in the dead letters; an order event the group never applied.
+    valkey.xadd(stream_for("order"), {FIELD: b"{broken"})
+    drain(consumer, until=lambda: valkey.xlen(dead_letter_stream(GROUP)) == 1)
+    with make_sessions(database_url)() as session, session.begin():
+        session.execute(
+            text("DELETE FROM notifications.inbox WHERE type = 'shop.order.completed.v1'")
+        )
+    failed = run("audit", "--events-margin", "0")
+    assert failed.exit_code == 1, failed.output
+    assert "violations: no dead letters" in failed.output
+    assert "violations: every published event is applied" in failed.output
+    assert "shop.order.completed.v1" in failed.output and "never applied" in failed.output

@@ -1,7 +1,9 @@
-"""The event tests' helpers: drive a consumer, read its metrics and its pending entries."""
+"""The event tests' helpers: drive a consumer, read its metrics and pending entries, wait, and
+start a live service on the test broker."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -45,3 +47,11 @@ def start_with_broker(stack: Any, service: str, events_url: str, **options: Any)
         running.kill()
     extra = {**options.pop("extra_env", {}), "EVENTS_URL": events_url}
     return stack.start(service, extra_env=extra, **options)
+
+
+def wait_for(condition: Callable[[], bool], *, timeout_s: float, every_s: float = 0.2) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"not reached within {timeout_s:g} s"
+        time.sleep(every_s)
