@@ -542,14 +542,18 @@ class ShopApi:
             raise ApiProblem(service, status, {"detail": f"/metrics answered {status}."})
         return text
 
-    def faults(self, token: str, service: str) -> JSON | None:
-        """``GET /admin/faults`` of ``service``, or ``None`` where the service has none yet."""
-        response = self.transport.call(service, "GET", "/admin/faults", token=token)
+    def _optional(self, token: str, service: str, path: str) -> JSON | None:
+        """``GET path`` of ``service``, or ``None`` where the service does not serve it."""
+        response = self.transport.call(service, "GET", path, token=token)
         if response.status in (404, 405):
             return None
         if not response.ok:
             raise ApiProblem(service, response.status, response.body)
         return response.body
+
+    def faults(self, token: str, service: str) -> JSON | None:
+        """``GET /admin/faults`` of ``service``, or ``None`` where the service has none yet."""
+        return self._optional(token, service, "/admin/faults")
 
     def set_faults(self, token: str, service: str, faults: list[JSON]) -> list[JSON]:
         """``PUT /admin/faults`` of ``service``: replace its fault set; returns the new set."""
@@ -562,12 +566,7 @@ class ShopApi:
 
     def events(self, token: str, service: str) -> JSON | None:
         """``GET /admin/events`` of ``service``, or ``None`` where it has no events."""
-        response = self.transport.call(service, "GET", "/admin/events", token=token)
-        if response.status in (404, 405):
-            return None
-        if not response.ok:
-            raise ApiProblem(service, response.status, response.body)
-        return response.body
+        return self._optional(token, service, "/admin/events")
 
     def dead_letters(self, token: str, service: str, group: str, limit: int = 50) -> JSON:
         """``GET /admin/events/dead-letters?group=`` of ``service``: the oldest ``limit``."""
