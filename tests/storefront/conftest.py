@@ -19,6 +19,7 @@ from flask.testing import FlaskClient
 
 from shopkit.config import Settings
 from storefront.clients import SERVICES
+from tests.events.conftest import broker  # noqa: F401 (fixture)
 from tests.support.storefront import FakeServices, log_in
 
 
