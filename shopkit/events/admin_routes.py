@@ -19,9 +19,10 @@ them (docs/events.rst, "Operating the events"):
   ``.../{id}/discard`` (:mod:`shopkit.events.deadletters`).
 
 Admins only. The broker is ``EVENTS_URL``; every call to it is bounded by the
-client's socket timeouts, and a broker that is not set or does not answer is a
-503 ``dependency_unavailable`` (``dependency: broker``), except on the overview,
-which still shows the outbox and says why the broker part is missing.
+client's socket timeouts. A broker that does not answer is a 503
+``dependency_unavailable`` (``dependency: broker``); with no ``EVENTS_URL`` the
+broker's parts are a 404 (events are off). The overview answers either way: it
+shows the outbox and says why the broker part is missing.
 """
 
 from __future__ import annotations
@@ -80,9 +81,10 @@ class EventsAdmin:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def broker(self) -> redis.Redis:
-        """The broker client (made on first use); 503 when ``EVENTS_URL`` is not set."""
+        """The broker client (made on first use); 404 when ``EVENTS_URL`` is not set (events
+        are off: there are no dead letters to read, and nothing is unavailable)."""
         if not self.events_url:
-            raise broker_unavailable("EVENTS_URL is not set: this service has no broker.")
+            raise NotFound("Events are off here: EVENTS_URL is not set, so there is no broker.")
         with self._lock:
             if self._broker is None:
                 self._broker = broker_client(self.events_url, timeout_s=BROKER_TIMEOUT_S)
@@ -411,8 +413,8 @@ def inbox_page(args: dict[str, Any]) -> ResponseReturnValue:
 
 @events_admin_blp.route("/dead-letters", methods=["GET"])
 @events_admin_blp.response(200, DeadLetterPageSchema)
-@events_admin_blp.alt_response(404, description="This service runs no such group.")
-@events_admin_blp.alt_response(503, description="The broker is not set or does not answer.")
+@events_admin_blp.alt_response(404, description="No such group here, or events are off.")
+@events_admin_blp.alt_response(503, description="The broker does not answer.")
 @requires(ROLE_ADMIN)
 @events_admin_blp.arguments(DeadLetterArgsSchema(), location="query")
 def list_dead_letters(args: dict[str, Any]) -> ResponseReturnValue:
@@ -468,8 +470,8 @@ def _act(dead_id: str, args: Mapping[str, Any], action: str) -> tuple[str, Any]:
 
 @events_admin_blp.route("/dead-letters/<dead_id>/replay", methods=["POST"])
 @events_admin_blp.response(200, ReplayedSchema)
-@events_admin_blp.alt_response(404, description="No such group, or no such dead letter in it.")
-@events_admin_blp.alt_response(503, description="The broker is not set or does not answer.")
+@events_admin_blp.alt_response(404, description="No such group or dead letter; or events off.")
+@events_admin_blp.alt_response(503, description="The broker does not answer.")
 @requires(ROLE_ADMIN)
 @events_admin_blp.arguments(GroupArgsSchema(), location="query")
 def replay_dead_letter(args: dict[str, Any], dead_id: str) -> ResponseReturnValue:
@@ -480,8 +482,8 @@ def replay_dead_letter(args: dict[str, Any], dead_id: str) -> ResponseReturnValu
 
 @events_admin_blp.route("/dead-letters/<dead_id>/discard", methods=["POST"])
 @events_admin_blp.response(200, DiscardedSchema)
-@events_admin_blp.alt_response(404, description="No such group, or no such dead letter in it.")
-@events_admin_blp.alt_response(503, description="The broker is not set or does not answer.")
+@events_admin_blp.alt_response(404, description="No such group or dead letter; or events off.")
+@events_admin_blp.alt_response(503, description="The broker does not answer.")
 @requires(ROLE_ADMIN)
 @events_admin_blp.arguments(GroupArgsSchema(), location="query")
 def discard_dead_letter(args: dict[str, Any], dead_id: str) -> ResponseReturnValue:

@@ -19,6 +19,7 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from customers_service.models import OUTBOX as WALLET_OUTBOX
+from devstack.processes import free_port
 from notifications_service.models import inbox
 from notifications_service.notifications import GROUP, STREAMS
 from notifications_service.worker import build_consumer, make_sessions
@@ -203,7 +204,7 @@ def test_the_outbox_backlog_and_its_pages(
     assert _problem(client.get("/admin/events/inbox", headers=admin), 404)
 
 
-def test_without_a_broker_the_overview_says_so_and_dead_letters_are_a_503(
+def test_without_a_broker_the_overview_says_so_and_dead_letters_are_not_found(
     apps: dict[str, Flask], admin: dict[str, str]
 ) -> None:
     client = apps["brokerless"].test_client()
@@ -211,9 +212,27 @@ def test_without_a_broker_the_overview_says_so_and_dead_letters_are_a_503(
     assert body["broker"]["available"] is False and body["broker"]["configured"] is False
     assert "EVENTS_URL" in body["broker"]["detail"]
     assert body["groups"][0]["lag"] is None and body["groups"][0]["inbox"] == 0
+    problem = _problem(client.get("/admin/events/dead-letters", headers=admin), 404)
+    assert problem["code"] == "not_found" and "EVENTS_URL" in problem["detail"]
+    replay = client.post("/admin/events/dead-letters/1-0/replay", headers=admin)
+    assert "Events are off" in _problem(replay, 404)["detail"]
+
+
+def test_a_broker_that_does_not_answer_is_a_503(
+    make_settings: Callable[..., Settings], key_resolver: Any, admin: dict[str, str]
+) -> None:
+    from notifications_service import create_app
+
+    closed = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    app = create_app({"SETTINGS": make_settings("notifications", events_url=closed),
+                      "KEY_RESOLVER": key_resolver, "TESTING": True})  # fmt: skip
+    client = app.test_client()
+    body = client.get("/admin/events", headers=admin).get_json()
+    assert body["broker"]["configured"] is True and body["broker"]["available"] is False
+    assert body["groups"][0]["dead_letters"] is None
     problem = _problem(client.get("/admin/events/dead-letters", headers=admin), 503)
     assert problem["code"] == "dependency_unavailable" and problem["dependency"] == "broker"
-    replay = client.post("/admin/events/dead-letters/1-0/replay", headers=admin)
+    replay = client.post("/admin/events/dead-letters/1-0/discard", headers=admin)
     assert _problem(replay, 503)["dependency"] == "broker"
 
 
