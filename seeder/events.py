@@ -55,7 +55,9 @@ def groups(services: Services, admin: Login, names: tuple[str, ...]) -> Iterator
     """Every consumer group the ``names`` services run."""
     for service in names:
         found = overview(services, admin, service)
-        for group in (found or {}).get("groups") or []:
+        if found is None or not (found.get("broker") or {}).get("configured", True):
+            continue  # no events here, or events off: no dead letters to read
+        for group in found.get("groups") or []:
             yield Place(service, str(group["group"]))
 
 
