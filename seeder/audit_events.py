@@ -135,8 +135,10 @@ class EventsReader:
         for service, overview in view.overviews.items():
             if overview.get("outbox") is not None:
                 view.outboxes[service] = self._keyset(service, f"{PATH}/outbox", {})
-        if "reviews" in view.overviews:
-            view.reviews, view.verified = self._reviews(view)
+        if _carried(view, "inventory", "reviews", "ratings"):
+            view.reviews = self._all_reviews()
+        if _carried(view, "reviews", "sales", "verified purchases"):
+            view.verified = self._verified(view)
         return view
 
     def _overview(self, service: str, view: EventsView) -> dict[str, Any] | None:
@@ -157,20 +159,35 @@ class EventsReader:
             return None
         return reply.body  # type: ignore[no-any-return]
 
-    def _reviews(
-        self, view: EventsView
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    def _all_reviews(self) -> list[dict[str, Any]]:
+        """Every review, in every status."""
         api, token = self.services.reviews, self.admin.token()
-        reviews = [
+        return [
             review
             for status in ("pending", "flagged", "approved", "rejected")
             for review in api.pages("/reviews", {"status": status}, token=token)
         ]
-        reply = self.admin.call(api, "GET", "/admin/verified-purchases", params={"page_size": 100})
+
+    def _verified(self, view: EventsView) -> list[dict[str, Any]] | None:
+        """Reviews' verified purchases (``None``, noted, where reviews does not serve them)."""
+        api, token = self.services.reviews, self.admin.token()
+        reply = self.admin.call(api, "GET", "/admin/verified-purchases", params={"page_size": 1})
         if reply.status in (404, 405):
             view.notes.append("reviews has no /admin/verified-purchases: that check is left out.")
-            return reviews, None
-        return reviews, list(api.pages("/admin/verified-purchases", token=token))
+            return None
+        return list(api.pages("/admin/verified-purchases", token=token))
+
+
+def _carried(view: EventsView, consumer: str, source: str, what: str) -> bool:
+    """Whether ``consumer`` keeps state from ``source``'s events here (both have events on:
+    the source an outbox, the consumer a group); noted when not."""
+    consumes = bool((view.overviews.get(consumer) or {}).get("groups"))
+    emits = (view.overviews.get(source) or {}).get("outbox") is not None
+    if not (consumes and emits):
+        view.notes.append(
+            f"{what}: {consumer} does not consume {source}'s events here; that check is left out."
+        )
+    return consumes and emits
 
 
 # -- checking --------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ PROBLEM = "application/problem+json"
 def apps(
     make_settings: Callable[..., Settings], key_resolver: Any, broker: Any
 ) -> dict[str, Flask]:
-    """The notifications and customers apps on the broker; notifications without one too."""
+    """Inventory, notifications and customers on the broker; notifications without one too."""
     from customers_service import create_app as customers_app
     from notifications_service import create_app as notifications_app
 
@@ -46,7 +46,10 @@ def apps(
         return {"SETTINGS": make_settings(service, **extra), "KEY_RESOLVER": key_resolver,
                 "TESTING": True}  # fmt: skip
 
+    from inventory_service import create_app as inventory_app
+
     return {
+        "inventory": inventory_app(settings("inventory", events_url=broker.url)),
         "notifications": notifications_app(settings("notifications", events_url=broker.url)),
         "customers": customers_app(settings("customers", events_url=broker.url)),
         "brokerless": notifications_app(settings("notifications", events_url="")),
@@ -202,6 +205,18 @@ def test_the_outbox_backlog_and_its_pages(
     # It runs no group: nothing to list, and it says so.
     assert _problem(client.get("/admin/events/dead-letters", headers=admin), 404)
     assert _problem(client.get("/admin/events/inbox", headers=admin), 404)
+
+
+def test_a_service_that_emits_and_consumes_shows_both(
+    apps: dict[str, Flask], admin: dict[str, str], valkey: redis.Redis
+) -> None:
+    body = apps["inventory"].test_client().get("/admin/events", headers=admin).get_json()
+    assert body["service"] == "inventory" and body["outbox"]["unpublished"] == 0
+    [group] = body["groups"]
+    assert group["group"] == "inventory" and group["streams"] == ["events:review"]
+    assert [lag["stream"] for lag in group["lag"]] == ["events:review", "events:replay:inventory"]
+    assert group["lag"][0]["created"] is False  # no member has started here
+    assert [s["stream"] for s in body["streams"]] == ["events:product", "events:review"]
 
 
 def test_without_a_broker_the_overview_says_so_and_dead_letters_are_not_found(

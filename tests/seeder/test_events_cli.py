@@ -7,6 +7,7 @@ and the CLI reaches them through ``/admin/events`` only.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +24,23 @@ from notifications_service.worker import build_consumer, make_sessions
 from seeder.cli import cli
 from shopkit.events.catalog import dead_letter_stream, replay_stream, stream_for
 from shopkit.events.envelope import FIELD
-from tests.support.events import drain, start_with_broker, wait_for
+from tests.support.events import drain, on_broker, wait_for
 from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, customer_payload
 
 pytestmark = pytest.mark.processes
 
 
+@pytest.fixture(scope="module")
+def events_stack(live_stack: Any, broker: Any) -> Iterator[Any]:
+    """Customers, inventory, sales and notifications on the broker, for this module only."""
+    with on_broker(live_stack, ("customers", "inventory", "sales", "notifications"), broker.url):
+        yield live_stack
+
+
 @pytest.fixture
-def run(live_stack: Any, broker: Any) -> Any:
-    """``run(*args)``: the seeder in-process against customers and notifications on the broker."""
-    for service in ("customers", "notifications"):
-        start_with_broker(live_stack, service, broker.url)
+def run(events_stack: Any) -> Any:
+    """``run(*args)``: the seeder in-process against the services on the broker."""
+    live_stack = events_stack
     env = {
         "CUSTOMERS_URL": live_stack.url("customers"),
         "NOTIFICATIONS_URL": live_stack.url("notifications"),
@@ -141,8 +148,6 @@ def _buy(live_stack: Any) -> None:
 def test_the_audit_checks_the_events_of_real_services(
     run: Any, live_stack: Any, valkey: redis.Redis, database_url: str, broker: Any, tmp_path: Path
 ) -> None:
-    for service in ("inventory", "sales"):
-        start_with_broker(live_stack, service, broker.url)
     _buy(live_stack)
 
     def published() -> bool:

@@ -32,7 +32,7 @@ from shopkit.events.relay import broker_client
 from shopkit.registry import SERVICE_NAMES
 from tests.storefront.test_browser import SCREENSHOTS, Shop
 from tests.support.chromium import headless_chromium
-from tests.support.events import drain, start_with_broker
+from tests.support.events import drain, on_broker
 from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, customer_payload
 
 pytestmark = pytest.mark.processes
@@ -48,12 +48,11 @@ IMAGE = (
 
 
 @pytest.fixture(scope="module")
-def console_url(live_stack: Any, broker: Any) -> str:
-    """The services on a real broker, and the storefront, running; the storefront's URL."""
-    for service in SERVICE_NAMES:
-        start_with_broker(live_stack, service, broker.url)
-    secret = {"STOREFRONT_SECRET_KEY": "console-browser-secret"}
-    return str(live_stack.start("storefront", workers=1, extra_env=secret).url)
+def console_url(live_stack: Any, broker: Any) -> Iterator[str]:
+    """The services on a real broker (for this module), and the storefront; its URL."""
+    with on_broker(live_stack, SERVICE_NAMES, broker.url):
+        secret = {"STOREFRONT_SECRET_KEY": "console-browser-secret"}
+        yield str(live_stack.start("storefront", workers=1, extra_env=secret).url)
 
 
 def dead_letters(database_url: str, broker: Any, count: int) -> list[str]:

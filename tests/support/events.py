@@ -4,7 +4,8 @@ start a live service on the test broker."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import redis
@@ -47,6 +48,27 @@ def start_with_broker(stack: Any, service: str, events_url: str, **options: Any)
         running.kill()
     extra = {**options.pop("extra_env", {}), "EVENTS_URL": events_url}
     return stack.start(service, extra_env=extra, **options)
+
+
+@contextmanager
+def on_broker(stack: Any, services: Iterable[str], events_url: str) -> Iterator[None]:
+    """``services`` of the live stack running on the broker for the block, stopped after it.
+
+    Their relays and consumers would otherwise go on publishing and consuming the
+    test database's rows while later test modules of the session (which share the
+    stack and the database) run relays of their own; those modules start the
+    services again, without a broker, when they need them.
+    """
+    names = list(services)
+    try:
+        for service in names:
+            start_with_broker(stack, service, events_url)
+        yield
+    finally:
+        for service in names:
+            running = stack.processes.get(service)
+            if running is not None:
+                running.stop()
 
 
 def wait_for(condition: Callable[[], bool], *, timeout_s: float, every_s: float = 0.2) -> None:
