@@ -28,6 +28,7 @@ from shopkit.app import create_service_app
 from shopkit.config import Settings
 from shopkit.db import get_database
 from shopkit.events import asyncapi
+from shopkit.events.admin_routes import init_events_admin
 from shopkit.events.service_relay import relay_with_first_request
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["customers_keys"] = keys_holder["keys"]
     app.extensions["customers_passwords"] = Passwords(settings)
     asyncapi.serve(app, asyncapi.build_document("customers", "1.0.0", emits=["wallet", "customer"]))
+    init_events_admin(app, outbox=OUTBOX, emits=("wallet", "customer"))
     relay_with_first_request(app, OUTBOX, "customers")
     app.cli.add_command(events_cli)
     app.wsgi_app = ThrottleGate(app.wsgi_app, settings)  # type: ignore[method-assign]

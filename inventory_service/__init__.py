@@ -69,6 +69,7 @@ from inventory_service.routes import internal_blp, products_blp
 from shopkit.app import create_service_app
 from shopkit.config import Settings
 from shopkit.events import asyncapi
+from shopkit.events.admin_routes import init_events_admin
 from shopkit.events.service_consumer import consumer_with_first_request
 from shopkit.events.service_relay import relay_with_first_request
 
@@ -110,4 +111,5 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         streams=STREAMS,
         batch_handler=apply_review_events,
     )
+    init_events_admin(app, outbox=OUTBOX, emits=("product",), inbox=INBOX, groups={GROUP: STREAMS})
     return app

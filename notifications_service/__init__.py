@@ -14,11 +14,12 @@ from typing import Any
 
 from flask import Flask
 
-from notifications_service.models import SCHEMA
-from notifications_service.notifications import STREAMS
+from notifications_service.models import SCHEMA, inbox
+from notifications_service.notifications import GROUP, STREAMS, effects_of
 from notifications_service.routes import notifications_blp
 from shopkit.app import create_service_app
 from shopkit.events import asyncapi
+from shopkit.events.admin_routes import init_events_admin
 from shopkit.events.catalog import EVENT_TYPES
 
 
@@ -36,4 +37,5 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     consumed = {t.aggregate for t in EVENT_TYPES if t.stream in STREAMS}
     asyncapi.serve(app, asyncapi.build_document("notifications", "1.0.0", consumes=consumed))
+    init_events_admin(app, inbox=inbox, groups={GROUP: STREAMS}, effects=effects_of)
     return app

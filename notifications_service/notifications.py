@@ -15,7 +15,7 @@ second mail.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -178,3 +178,27 @@ def mark_all_read(session: Session, customer_id: int) -> int:
             .values(read_at=func.now())
         )
         return int(done.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def effects_of(session: Session, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, int]]:
+    """What each of ``event_ids`` made here: notifications, mails and mails not sent yet.
+
+    The audit reads it through ``GET /admin/events/inbox`` to check that each
+    event made one notification (and an order event one mail), never two.
+    """
+    found: dict[uuid.UUID, dict[str, int]] = {}
+    made = session.execute(
+        select(Notification.event_id, func.count())
+        .where(Notification.event_id.in_(event_ids))
+        .group_by(Notification.event_id)
+    )
+    for event_id, count in made:
+        found.setdefault(event_id, {})["notifications"] = int(count)
+    mails = session.execute(
+        select(Mail.event_id, func.count(), func.count().filter(Mail.sent_at.is_(None)))
+        .where(Mail.event_id.in_(event_ids))
+        .group_by(Mail.event_id)
+    )
+    for event_id, count, unsent in mails:
+        found.setdefault(event_id, {}).update(mails=int(count), mails_unsent=int(unsent))
+    return found

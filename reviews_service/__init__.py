@@ -24,6 +24,7 @@ from reviews_service.routes import admin_blp, moderation_blp, reviews_blp
 from shopkit.app import create_service_app
 from shopkit.config import Settings
 from shopkit.events import asyncapi
+from shopkit.events.admin_routes import init_events_admin
 from shopkit.events.service_consumer import consumer_with_first_request
 from shopkit.events.service_relay import relay_with_first_request
 
@@ -65,4 +66,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         streams=purchases.STREAMS,
         batch_handler=purchases.apply_order_events,
     )
+    init_events_admin(
+        app, outbox=OUTBOX, emits=("review",), inbox=INBOX,
+        groups={purchases.GROUP: purchases.STREAMS},
+    )  # fmt: skip
     return app

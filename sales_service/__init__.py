@@ -29,6 +29,7 @@ from sales_service.routes import cart_blp, catalog_blp, internal_blp, sales_blp
 from shopkit.app import create_service_app
 from shopkit.config import Settings
 from shopkit.events import asyncapi
+from shopkit.events.admin_routes import init_events_admin
 from shopkit.events.service_relay import relay_with_first_request
 from shopkit.metrics import before_scrape
 
@@ -71,6 +72,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     before_scrape(app, lambda: observe.refresh_unsettled(app.extensions["shop_db"]))
     app.cli.add_command(recover_command)
     asyncapi.serve(app, asyncapi.build_document("sales", "1.0.0", emits=["order"]))
+    init_events_admin(app, outbox=OUTBOX, emits=("order",))
     if relayed:
         relay_with_first_request(app, OUTBOX, "sales")
     if periodic and settings.recovery_interval_s > 0:

@@ -40,6 +40,10 @@ that state or a later one) in the later read. An order that looks wrong but
 changed while the audit was reading (updated after its start, with 1 s of
 clock tolerance) is counted as in flight rather than as a violation, so
 auditing a busy shop reports no false violations.
+
+Then the events (:mod:`seeder.audit_events`): every outbox row published, every
+published event applied once by each group that reads it, no dead letters, and
+the state events carry (ratings, verified purchases) equal to its source.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from seeder.audit_events import DEFAULT_MARGIN_S, EventsReader, check_events
+from seeder.check import Check
 from seeder.client import Login, Services
 
 #: Orders that were paid and are kept: debited once, their stock reserved.
@@ -61,20 +67,6 @@ STATUSES = (*IN_PROGRESS, *PAID, "cancelled", "failed")
 #: Orders updated this close to the audit's start are treated as in flight (clock tolerance).
 IN_FLIGHT_MARGIN = timedelta(seconds=1)
 EXAMPLES = 20
-
-
-@dataclass
-class Check:
-    """One invariant: how many things it looked at and what broke it."""
-
-    name: str
-    checked: int = 0
-    violations: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing violates the invariant."""
-        return not self.violations
 
 
 @dataclass
@@ -96,6 +88,8 @@ class AuditReport:
     products_checked: int = 0
     pending_after_s: float = 60.0
     elapsed_s: float = 0.0
+    #: What the audit could not check, and why (a service down, events off).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def violations(self) -> int:
@@ -122,10 +116,20 @@ def _money(value: Any) -> Decimal:
 class Auditor:
     """Reads the shop through admin endpoints and checks the invariants."""
 
-    def __init__(self, services: Services, admin: Login, pending_after_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        services: Services,
+        admin: Login,
+        pending_after_s: float = 60.0,
+        *,
+        events: bool = True,
+        events_margin_s: float = DEFAULT_MARGIN_S,
+    ) -> None:
         self.services = services
         self.admin = admin
         self.pending_after = timedelta(seconds=pending_after_s)
+        self.events = events
+        self.events_margin_s = events_margin_s
 
     def _all(self, api: Any, path: str, params: dict[str, Any] | None = None) -> list[Any]:
         return list(api.pages(path, params, token=self.admin.token()))
@@ -142,6 +146,12 @@ class Auditor:
         ).body
         products = self._all(self.services.inventory, "/products")
         report = self.check(started, reservations, ledger, sales, consistency, products)
+        if self.events:
+            view = EventsReader(self.services, self.admin).read()
+            report.checks += check_events(
+                view, started, sales=sales, products=products, margin_s=self.events_margin_s
+            )
+            report.notes += view.notes
         report.elapsed_s = time.perf_counter() - started_clock
         return report
 

@@ -26,9 +26,11 @@ from rich.text import Text
 
 from seeder import EXIT_FAILURE, EXIT_OK
 from seeder.audit import EXAMPLES, STATUSES, Auditor, AuditReport
+from seeder.audit_events import DEFAULT_MARGIN_S
 from seeder.client import Login, SeederError, Services, ServiceUnreachable
 from seeder.command import EXIT_CODES_HELP, F, connect, connection_options, reports_errors
 from seeder.data import CustomerFactory
+from seeder.events import events
 from seeder.faults import faults
 from seeder.populate import PopulateResult, Populator
 from seeder.replay import (
@@ -458,6 +460,8 @@ def print_audit(report: AuditReport, console: Console) -> None:
     totals.add_row("wallets", f"{report.wallets_checked:,} holding {report.total_balance:,.2f}")
     totals.add_row("products", f"{report.products_checked:,}")
     console.print(totals)
+    for note in report.notes:
+        console.print(f"[yellow]note:[/] {note}")
     if report.ok:
         console.print(f"[bold green]Audit passed[/] in {report.elapsed_s:.2f} s.")
     else:
@@ -475,17 +479,35 @@ def print_audit(report: AuditReport, console: Console) -> None:
     show_default=True,
     help="An order pending (or cancelling) longer than this many seconds is a violation.",
 )
+@click.option(
+    "--events-margin",
+    type=click.FloatRange(0),
+    default=DEFAULT_MARGIN_S,
+    show_default=True,
+    help="Events younger than this many seconds are in flight (not yet published or applied).",
+)
+@click.option(
+    "--events/--no-events",
+    default=True,
+    show_default=True,
+    help="Also check the events (outboxes, consumer groups, event-carried state).",
+)
 @connection_options
 @reports_errors
-def audit(pending_after: float, **kwargs: Any) -> None:
+def audit(pending_after: float, events_margin: float, events: bool, **kwargs: Any) -> None:
     """Check the invariants of every order across services; exit 1 on any violation.
 
     Paid orders (completed, shipped, delivered): one debit of the total and a reserved
     reservation of exactly their lines. Cancelled: a debit and a refund that cancel out,
     stock returned. Failed: nothing kept. Nothing pending or cancelling for too long.
+    Events: every outbox row published, every published event applied once by each group
+    reading it (one notification, one mail per order event), no dead letters; ratings and
+    verified purchases equal their sources. Services with events off are noted and skipped.
     """
     services, admin, console = connect(kwargs, ("customers", "inventory", "sales"))
-    report = Auditor(services, admin, pending_after).run()
+    report = Auditor(
+        services, admin, pending_after, events=events, events_margin_s=events_margin
+    ).run()
     print_audit(report, console)
     sys.exit(EXIT_OK if report.ok else EXIT_FAILURE)
 
@@ -547,5 +569,6 @@ def demo(
 
 
 cli.add_command(faults)
+cli.add_command(events)
 
 __all__ = ["cli", "main"]

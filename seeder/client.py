@@ -249,7 +249,7 @@ def shopper_action(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
 
 
 class Services:
-    """The four services of one configuration."""
+    """The services of one configuration."""
 
     def __init__(self, config: Config, pool_size: int = 16) -> None:
         init_tracing("seeder", clients=("requests",))  # once per process; off unless OTEL_* say
@@ -258,6 +258,9 @@ class Services:
         self.inventory = ServiceApi("inventory", config.inventory_url, config, pool_size)
         self.sales = ServiceApi("sales", config.sales_url, config, pool_size)
         self.reviews = ServiceApi("reviews", config.reviews_url, config, pool_size)
+        self.notifications = ServiceApi(
+            "notifications", config.notifications_url, config, pool_size
+        )
 
     def api(self, service: str) -> ServiceApi:
         """The client of ``service`` by name."""

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from seeder.client import Login, SeederError, Services, ServiceUnreachable, admin_login
 from seeder.config import Config
+from shopkit.registry import SERVICE_NAMES
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -45,6 +46,12 @@ def connection_options(command: F) -> F:
         click.option(
             "--reviews-url", envvar="REVIEWS_URL", show_envvar=True, help="Reviews service."
         ),
+        click.option(
+            "--notifications-url",
+            envvar="NOTIFICATIONS_URL",
+            show_envvar=True,
+            help="Notifications service.",
+        ),
         click.option("--admin-username", envvar="ADMIN_USERNAME", show_envvar=True),
         click.option("--admin-password", envvar="ADMIN_PASSWORD", show_envvar=True),
         click.option(
@@ -75,6 +82,7 @@ def _config(kwargs: dict[str, Any]) -> tuple[Config, float]:
         inventory_url=kwargs.pop("inventory_url"),
         sales_url=kwargs.pop("sales_url"),
         reviews_url=kwargs.pop("reviews_url"),
+        notifications_url=kwargs.pop("notifications_url"),
         admin_username=kwargs.pop("admin_username"),
         admin_password=kwargs.pop("admin_password"),
         read_timeout_s=kwargs.pop("timeout"),
@@ -95,7 +103,7 @@ def reports_errors(command: F) -> F:
                 _error_console().print(
                     "Is it running? Set the URL with the environment variable "
                     f"{exc.service.upper()}_URL or the --{exc.service}-url flag."
-                    if exc.service in ("customers", "inventory", "sales", "reviews")
+                    if exc.service in SERVICE_NAMES
                     else "Are the services running?"
                 )
             sys.exit(exc.exit_code)

@@ -85,6 +85,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             "inventory": settings.inventory_url,
             "sales": settings.sales_url,
             "reviews": settings.reviews_url,
+            "notifications": settings.notifications_url,
         },
         connect_timeout_s=settings.http_connect_timeout_s,
         read_timeout_s=settings.http_read_timeout_s,

@@ -1,4 +1,5 @@
-"""The operations console (admins only): moderation, products, customers, orders, system, data."""
+"""The operations console (admins only): moderation, products, customers, orders, system,
+events, audit and data."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from flask.typing import ResponseReturnValue
 from shopkit.service_client import DependencyUnavailable
 from storefront import images
 from storefront.clients import SERVICES, ApiProblem
+from storefront.events import collect as collect_events
 from storefront.faults import (
     FaultInputError,
     describe_fault,
@@ -483,6 +485,30 @@ def clear_faults(service: str) -> ResponseReturnValue:
     else:
         attempt(lambda: api().clear_faults(token(), service), f"Faults of {service} switched off.")
     return _to_faults(service)
+
+
+@bp.get("/events")
+def events() -> ResponseReturnValue:
+    """Each stream's length, each group's lag and pending entries, each outbox's backlog, and
+    the dead letters to replay or discard."""
+    return render_template(
+        "admin/events.html", page=collect_events(api(), token()), form=ActionForm()
+    )
+
+
+@bp.post("/events/<service>/<group>/dead-letters/<dead_id>/<action>")
+def dead_letter(service: str, group: str, dead_id: str, action: str) -> ResponseReturnValue:
+    """Replay a dead letter to its group, or discard it (the service's ``/admin/events``)."""
+    if service not in SERVICES or action not in ("replay", "discard"):
+        abort(404)
+    form = ActionForm()
+    if not form.validate():
+        flash("The form expired; please try again.", "error")
+    else:
+        done = "replayed to its group" if action == "replay" else "discarded"
+        attempt(lambda: api().dead_letter_action(token(), service, group, dead_id, action),
+                f"Dead letter {dead_id} of {service}/{group} {done}.")  # fmt: skip
+    return redirect(url_for("admin.events"))
 
 
 @bp.route("/audit", methods=["GET", "POST"])

@@ -1,4 +1,4 @@
-"""Typed HTTP client of the four services' public APIs, as the storefront uses them.
+"""Typed HTTP client of the services' public APIs, as the storefront uses them.
 
 The storefront owns no data: every page is built from these calls. A
 :class:`Transport` carries one call to one service; :class:`HttpTransport`
@@ -25,7 +25,7 @@ import urllib3
 from shopkit.request_id import current_request_id
 from shopkit.service_client import DependencyUnavailable, ServiceClient, ServiceResponse
 
-SERVICES = ("customers", "inventory", "sales", "reviews")
+SERVICES = ("customers", "inventory", "sales", "reviews", "notifications")
 JSON = dict[str, Any]
 
 
@@ -542,14 +542,18 @@ class ShopApi:
             raise ApiProblem(service, status, {"detail": f"/metrics answered {status}."})
         return text
 
-    def faults(self, token: str, service: str) -> JSON | None:
-        """``GET /admin/faults`` of ``service``, or ``None`` where the service has none yet."""
-        response = self.transport.call(service, "GET", "/admin/faults", token=token)
+    def _optional(self, token: str, service: str, path: str) -> JSON | None:
+        """``GET path`` of ``service``, or ``None`` where the service does not serve it."""
+        response = self.transport.call(service, "GET", path, token=token)
         if response.status in (404, 405):
             return None
         if not response.ok:
             raise ApiProblem(service, response.status, response.body)
         return response.body
+
+    def faults(self, token: str, service: str) -> JSON | None:
+        """``GET /admin/faults`` of ``service``, or ``None`` where the service has none yet."""
+        return self._optional(token, service, "/admin/faults")
 
     def set_faults(self, token: str, service: str, faults: list[JSON]) -> list[JSON]:
         """``PUT /admin/faults`` of ``service``: replace its fault set; returns the new set."""
@@ -559,6 +563,27 @@ class ShopApi:
     def clear_faults(self, token: str, service: str) -> None:
         """``DELETE /admin/faults`` of ``service``: every fault off."""
         self._call(service, "DELETE", "/admin/faults", token=token, expect=(200, 204))
+
+    def events(self, token: str, service: str) -> JSON | None:
+        """``GET /admin/events`` of ``service``, or ``None`` where it has no events."""
+        return self._optional(token, service, "/admin/events")
+
+    def dead_letters(self, token: str, service: str, group: str, limit: int = 50) -> JSON:
+        """``GET /admin/events/dead-letters?group=`` of ``service``: the oldest ``limit``."""
+        params = {"group": group, "limit": limit}
+        return self._call(service, "GET", "/admin/events/dead-letters", token=token, params=params)
+
+    def dead_letter_action(
+        self, token: str, service: str, group: str, dead_id: str, action: str
+    ) -> JSON:
+        """``POST /admin/events/dead-letters/{id}/replay`` (or ``/discard``) of ``service``."""
+        return self._call(
+            service,
+            "POST",
+            f"/admin/events/dead-letters/{dead_id}/{action}",
+            token=token,
+            params={"group": group},
+        )
 
     # --- product images --------------------------------------------------------------------
 

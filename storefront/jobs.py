@@ -98,6 +98,7 @@ class JobRunner:
             "INVENTORY_URL": settings.inventory_url,
             "SALES_URL": settings.sales_url,
             "REVIEWS_URL": settings.reviews_url,
+            "NOTIFICATIONS_URL": settings.notifications_url,
             "ADMIN_USERNAME": settings.admin_username,
             "ADMIN_PASSWORD": settings.admin_password,
             "COLUMNS": "110",

@@ -29,9 +29,10 @@ pytestmark = pytest.mark.processes
 PROBLEM = "application/problem+json"
 PROBLEM_MEMBERS = {"type", "title", "status", "detail", "code"}
 METHODS = ("get", "put", "post", "patch", "delete")
-#: Paths the gateway never routes: service-to-service calls, and every service's own fault
-#: switches (one process's, for operators and the fault tests, reached on the service).
-NEVER_PUBLIC = ("/internal/", "/admin/faults")
+#: Paths the gateway never routes: service-to-service calls, every service's own fault
+#: switches (one process's, for operators and the fault tests, reached on the service) and
+#: its events (the same path in several services).
+NEVER_PUBLIC = ("/internal/", "/admin/faults", "/admin/events")
 
 
 def documents(stack: Any) -> dict[str, dict[str, Any]]:
@@ -115,6 +116,8 @@ def test_every_documented_operation_reaches_its_owner(
         "/metrics",
         "/metrics/",
         "/admin/faults",
+        "/admin/events",
+        "/admin/events/dead-letters",
         "/internal",
         "/internal/",
         "//internal/reservations",

@@ -18,6 +18,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from shopkit.config import Settings
+from storefront.clients import SERVICES
+from tests.events.conftest import broker  # noqa: F401 (fixture)
 from tests.support.storefront import FakeServices, log_in
 
 
@@ -25,7 +27,7 @@ from tests.support.storefront import FakeServices, log_in
 def fake() -> FakeServices:
     """The services, faked at their HTTP boundary."""
     services = FakeServices()
-    for name in ("customers", "inventory", "sales", "reviews"):
+    for name in SERVICES:
         services.on(name, "GET", "/readyz", 200, {"status": "ready", "schema_revision": "0001"})
     return services
 

@@ -1,11 +1,13 @@
 """The operations console in a real browser, on real data, at desktop and at phone width.
 
 Every console page is opened with products, a customer, an order and a review
-in the services (gunicorn processes, tests/support/live.py), and must render:
+in the services (gunicorn processes, tests/support/live.py, on a real broker), and must render:
 a 200, its heading, no error page, and no page wider than the screen. Then
 the product journey runs: create a product (which lands on its page), edit
 its price, restock, upload its image, archive and restore it; and a customer
-is deactivated through the confirmation step. Chromium is the distribution's
+is deactivated through the confirmation step. On the Events page, two unreadable
+order events the notifications group dead-lettered are shown, one is replayed
+and the other discarded. Chromium is the distribution's
 (tests/support/chromium.py); the viewport is set exactly with the DevTools
 protocol, as a phone's would be.
 """
@@ -22,13 +24,23 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
+from notifications_service.notifications import GROUP
+from notifications_service.worker import build_consumer
+from shopkit.events.catalog import dead_letter_stream, replay_stream, stream_for
+from shopkit.events.envelope import FIELD
+from shopkit.events.relay import broker_client
+from shopkit.registry import SERVICE_NAMES
 from tests.storefront.test_browser import SCREENSHOTS, Shop
 from tests.support.chromium import headless_chromium
+from tests.support.events import drain, on_broker
 from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, customer_payload
+from tests.support.reviews import once_purchase_known
 
 pytestmark = pytest.mark.processes
 
 WIDTHS = {"desktop": 1400, "phone": 390}
+#: The notifications group's dead letters on the Events page.
+OURS = f'section.dead-letters[data-service="notifications"][data-group="{GROUP}"]'
 #: The uploaded picture's colour (its background) and the placeholder's.
 UPLOADED, PLACEHOLDER = [0x2A, 0x6F, 0x97], [0xEE, 0xF1, 0xF4]
 IMAGE = (
@@ -39,12 +51,31 @@ IMAGE = (
 
 
 @pytest.fixture(scope="module")
-def console_url(live_stack: Any) -> str:
-    """The four services and the storefront, running; the storefront's URL."""
-    for service in ("customers", "inventory", "sales", "reviews"):
-        live_stack.start(service)
-    secret = {"STOREFRONT_SECRET_KEY": "console-browser-secret"}
-    return str(live_stack.start("storefront", workers=1, extra_env=secret).url)
+def console_url(live_stack: Any, broker: Any) -> Iterator[str]:
+    """The services on a real broker (for this module), and the storefront; its URL."""
+    with on_broker(live_stack, SERVICE_NAMES, broker.url):
+        secret = {"STOREFRONT_SECRET_KEY": "console-browser-secret"}
+        yield str(live_stack.start("storefront", workers=1, extra_env=secret).url)
+
+
+def dead_letters(database_url: str, broker: Any, count: int) -> list[str]:
+    """``count`` unreadable order entries, dead-lettered at once by the notifications group;
+    the ids of their dead letters."""
+    client = broker_client(broker.url)
+    sent = {
+        client.xadd(stream_for("order"), {FIELD: b"{unreadable"}).decode() for _ in range(count)
+    }
+
+    def letters() -> list[str]:
+        return [entry_id.decode() for entry_id, fields in client.xrange(dead_letter_stream(GROUP))
+                if fields[b"entry_id"].decode() in sent]  # fmt: skip
+
+    consumer = build_consumer(database_url, broker.url)
+    consumer.ensure_groups()
+    drain(consumer, until=lambda: len(letters()) == count)
+    found = letters()
+    client.close()
+    return found
 
 
 @pytest.fixture(scope="module", params=list(WIDTHS), ids=list(WIDTHS))
@@ -135,9 +166,11 @@ def shop_with_an_order_and_a_review(live_stack: Any, tag: str) -> dict[str, Any]
                          json={"product_id": lantern["id"], "quantity": 1}, headers=buyer,
                          timeout=30)  # fmt: skip
     assert sale.status_code == 201, sale.text
-    review = requests.post(live_stack.url("reviews") + "/reviews", headers=buyer, timeout=30,
-                           json={"product_id": lantern["id"], "rating": 5,
-                                 "comment": "Bright and sturdy."})  # fmt: skip
+    # Reviews learns the purchase from the order events, a moment after it.
+    review = once_purchase_known(lambda: requests.post(
+        live_stack.url("reviews") + "/reviews", headers=buyer, timeout=30,
+        json={"product_id": lantern["id"], "rating": 5, "comment": "Bright and sturdy."}),
+        timeout_s=30)  # fmt: skip
     assert review.status_code == 201, review.text
     return {"lantern": lantern, "username": account["username"], "sale_id": sale.json()["id"]}
 
@@ -167,6 +200,7 @@ def test_every_console_page_renders_and_a_product_is_created_edited_and_archived
         ("/admin/orders?status=completed", "Orders"),
         (f"/admin/orders/{sale_id}", f"Order {sale_id[:8]}"),
         ("/admin/system", "System"),
+        ("/admin/events", "Events"),
         ("/admin/audit", "Audit"),
         ("/admin/data", "Data"),
     ]
@@ -263,3 +297,40 @@ def test_every_console_page_renders_and_a_product_is_created_edited_and_archived
     console.find(f'tr[data-username="{username}"] .reactivate')  # the way back is offered
     console.log_out()
     assert driver.find_elements(By.ID, "nav-login")
+
+
+def test_the_events_page_shows_the_streams_and_replays_and_discards_dead_letters(
+    console_url: str, sized_browser: tuple[WebDriver, str], live_stack: Any, broker: Any,
+    database_url: str,
+) -> None:  # fmt: skip
+    driver, size = sized_browser
+    shop_with_an_order_and_a_review(live_stack, f"ev{size}")  # order and wallet events
+    replayed, discarded = dead_letters(database_url, broker, 2)
+    console = Console(driver, console_url, WIDTHS[size])
+    console.log_in(ADMIN_USERNAME, ADMIN_PASSWORD)
+    console.renders("/admin/events", "Events")
+    assert int(console.text('tr.stream[data-stream="events:order"] .stream-length')) >= 3
+    group = 'tr.group[data-service="notifications"][data-stream="events:order"]'
+    assert console.find(f"{group} .pending") and "entr" in console.text(f"{group} .lag")
+    assert console.find('tr.outbox[data-service="sales"] .backlog')
+    assert console.find('tr.outbox[data-service="customers"] .backlog')
+    # Reviews' group reads the order stream too and may show the same entries: only ours.
+    for dead_id in (replayed, discarded):
+        letter = f'{OURS} li.dead-letter[data-id="{dead_id}"]'
+        assert "not a CloudEvent" in console.text(f"{letter} .dead-letter-error")
+    console.shot(f"console-events-{size}")
+
+    console.submit(f'{OURS} li.dead-letter[data-id="{replayed}"] .replay')
+    assert (
+        f"Dead letter {replayed} of notifications/{GROUP} replayed to its group." in console.flash()
+    )
+    assert console.text("h1") == "Events"
+    assert not console.find_all(f'{OURS} li.dead-letter[data-id="{replayed}"]')
+    console.fits("events page after a replay")
+    console.submit(f'{OURS} li.dead-letter[data-id="{discarded}"] .discard')
+    assert f"Dead letter {discarded} of notifications/{GROUP} discarded." in console.flash()
+    assert not console.find_all(f'{OURS} li.dead-letter[data-id="{discarded}"]')
+    client = broker_client(broker.url)
+    replays = [fields[b"entry_id"] for _, fields in client.xrange(replay_stream(GROUP))]
+    assert len(replays) >= 1  # handed back to the group, through its replay stream
+    client.close()

@@ -1,8 +1,11 @@
-"""The event tests' helpers: drive a consumer, read its metrics and its pending entries."""
+"""The event tests' helpers: drive a consumer, read its metrics and pending entries, wait, and
+start a live service on the test broker."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import redis
@@ -32,3 +35,45 @@ def pending_by(valkey: redis.Redis, group: str, stream: str = "events:order") ->
     """How many entries of ``stream`` each consumer of ``group`` holds unacknowledged."""
     summary: Any = valkey.xpending(stream, group)
     return {c["name"].decode(): int(c["pending"]) for c in summary["consumers"]}
+
+
+def start_with_broker(stack: Any, service: str, events_url: str, **options: Any) -> Any:
+    """Start ``service`` of the live stack on the broker at ``events_url``.
+
+    A process of the session already running without that broker (another test
+    module started it) is restarted on it.
+    """
+    running = stack.processes.get(service)
+    if running is not None and running.env.get("EVENTS_URL") != events_url:
+        running.kill()
+    extra = {**options.pop("extra_env", {}), "EVENTS_URL": events_url}
+    return stack.start(service, extra_env=extra, **options)
+
+
+@contextmanager
+def on_broker(stack: Any, services: Iterable[str], events_url: str) -> Iterator[None]:
+    """``services`` of the live stack running on the broker for the block, stopped after it.
+
+    Their relays and consumers would otherwise go on publishing and consuming the
+    test database's rows while later test modules of the session (which share the
+    stack and the database) run relays of their own; those modules start the
+    services again, without a broker, when they need them.
+    """
+    names = list(services)
+    try:
+        for service in names:
+            start_with_broker(stack, service, events_url)
+        yield
+    finally:
+        for service in names:
+            running = stack.processes.get(service)
+            if running is not None:
+                running.stop()
+
+
+def wait_for(condition: Callable[[], bool], *, timeout_s: float, every_s: float = 0.2) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"not reached within {timeout_s:g} s"
+        time.sleep(every_s)
