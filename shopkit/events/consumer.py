@@ -422,6 +422,10 @@ class Consumer:
                     observe_group(self.broker, self.group, self.streams)
                 backoff = 0.1
             except (redis.RedisError, SQLAlchemyError) as error:
+                if isinstance(error, redis.ResponseError) and "NOGROUP" in str(error):
+                    # The broker lost the group (restarted without its data, or emptied):
+                    # create it again, from the start of what the stream still holds.
+                    ready = False
                 log.warning("group %s: %s; retrying in %.1fs", self.group, error, backoff)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, self.settings.backoff_max_s)

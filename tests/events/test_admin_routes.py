@@ -193,7 +193,7 @@ def test_the_outbox_backlog_and_its_pages(
     assert body["service"] == "customers" and body["groups"] == []
     assert body["outbox"]["total"] == 3 and body["outbox"]["unpublished"] == 2
     assert body["outbox"]["failing"] == 0 and body["outbox"]["oldest_unpublished_age_s"] >= 0
-    assert [s["stream"] for s in body["streams"]] == ["events:wallet"]
+    assert [s["stream"] for s in body["streams"]] == ["events:wallet", "events:customer"]
 
     first = client.get("/admin/events/outbox?limit=2", headers=admin).get_json()
     assert [row["event_id"] for row in first["items"]] == ids[:2]

@@ -237,3 +237,25 @@ def test_own_due_retries_are_found_behind_another_consumers_in_flight_entries(
     mine.process(claimed)
     assert len(effects("paged")) == 2
     assert pending_by(valkey, "paged") == {"busy": 10}
+
+
+def test_a_group_the_broker_lost_is_created_again(
+    relay, emit_orders, make_consumer, effects, valkey
+) -> None:
+    consumer = make_consumer("kept", [ORDERS])
+    thread, stop = consumer.start_thread()
+    try:
+        first = emit_orders(3)
+        relay.publish_once()
+        deadline = time.monotonic() + 10
+        while len(effects("kept")) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        valkey.flushall()  # a broker restarted without its data: streams and groups gone
+        second = emit_orders(3)
+        relay.publish_once()
+        while len(effects("kept")) < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(5)
+    assert effects("kept") == dict.fromkeys(first + second, 1)
