@@ -70,7 +70,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["customers_keys"] = keys_holder["keys"]
     app.extensions["customers_passwords"] = Passwords(settings)
     asyncapi.serve(app, asyncapi.build_document("customers", "1.0.0", emits=["wallet"]))
-    relay_with_first_request(app, OUTBOX, "customers")
+    relay_with_first_request(app, OUTBOX, "customers", emits=["wallet"])
     app.wsgi_app = ThrottleGate(app.wsgi_app, settings)  # type: ignore[method-assign]
     try:
         bootstrap(app)

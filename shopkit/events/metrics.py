@@ -2,14 +2,39 @@
 
 Like the other business metrics (:mod:`shopkit.metrics`), each is created on
 first use, so only the processes that publish or consume show them, and the
-gauges pool across gunicorn workers by their most recent value.
+gauges pool across gunicorn workers by their most recent value. Every label
+set the Events row of the Grafana dashboard and the alert rules query exists
+at zero from the start: :func:`init_event_metrics` makes them for an emitting
+or consuming service's app, :func:`zero_group` for a consumer group, and
+:func:`serve_worker_metrics` serves a worker process's metrics (it has no HTTP
+app) on a port of its own.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+import contextlib
+import logging
+from collections.abc import Iterable, Mapping, Sequence
 
+from flask import Flask
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
+
+from shopkit.events.catalog import stream_for
 from shopkit.metrics import BusinessMetric
+
+log = logging.getLogger(__name__)
+
+#: What a consumer group counts each entry as (``shop_events_consumed_total{outcome}``).
+CONSUMED_OUTCOMES = ("applied", "duplicate", "failed", "dead_lettered")
+#: The two units of ``shop_consumer_lag``: entries not yet delivered, and seconds.
+LAG_UNITS = ("entries", "seconds")
 
 EVENTS_PUBLISHED = BusinessMetric(
     Counter,
@@ -46,3 +71,80 @@ DEAD_LETTERS = BusinessMetric(
     ("group",),
     multiprocess_mode="mostrecent",
 )
+#: What an emitting service reports (its relay), and what a consumer group's process does.
+EMITTER_METRICS = (EVENTS_PUBLISHED, OUTBOX_BACKLOG)
+CONSUMER_METRICS = (EVENTS_CONSUMED, CONSUMER_LAG, DEAD_LETTERS)
+
+
+def zero_emitter(service: str, aggregates: Iterable[str]) -> None:
+    """Make ``service``'s published counter (one per stream of ``aggregates``) and its
+    backlog exist at zero."""
+    EVENTS_PUBLISHED.zero({"stream": stream_for(aggregate)} for aggregate in aggregates)
+    OUTBOX_BACKLOG.zero([{"service": service}])
+
+
+def zero_group(group: str, streams: Sequence[str]) -> None:
+    """Make consumer group ``group``'s outcomes, lag on each of ``streams`` and dead
+    letters exist at zero."""
+    EVENTS_CONSUMED.zero({"group": group, "outcome": outcome} for outcome in CONSUMED_OUTCOMES)
+    CONSUMER_LAG.zero(
+        {"group": group, "stream": stream, "unit": unit} for stream in streams for unit in LAG_UNITS
+    )
+    DEAD_LETTERS.zero([{"group": group}])
+
+
+def _register(registry: CollectorRegistry, metrics: Iterable[BusinessMetric]) -> None:
+    """Register ``metrics`` on ``registry`` once (several calls for one app are fine)."""
+    for metric in metrics:
+        with contextlib.suppress(ValueError):  # already there (another group of the app)
+            registry.register(metric.metric)
+
+
+def init_event_metrics(
+    app: Flask,
+    *,
+    service: str,
+    emits: Iterable[str] | None = None,
+    groups: Mapping[str, Sequence[str]] | None = None,
+) -> None:
+    """Export the event metrics of ``app``'s process on its ``/metrics``, at zero.
+
+    ``emits`` are the aggregates ``service`` writes to its outbox (``order``; ``None``:
+    it has no outbox); ``groups`` the consumer groups its workers run, each with its
+    streams. :func:`~shopkit.events.service_relay.relay_with_first_request` and
+    :func:`~shopkit.events.service_consumer.consumer_with_first_request` call it, whether
+    or not the broker is configured: the series exist with events off too.
+    """
+    registry = app.extensions["shop_metrics"].registry
+    if emits is not None:
+        _register(registry, EMITTER_METRICS)
+        zero_emitter(service, emits)
+    for group, streams in (groups or {}).items():
+        _register(registry, CONSUMER_METRICS)
+        zero_group(group, streams)
+
+
+def serve_worker_metrics(
+    port: int, groups: Mapping[str, Sequence[str]]
+) -> CollectorRegistry | None:
+    """Serve a worker process's metrics at ``http://0.0.0.0:<port>/metrics`` (a thread).
+
+    The consumer groups' metrics (at zero for ``groups``) and the process's own
+    (CPU, memory). ``port`` 0 serves nothing. A port already taken (a second worker
+    on the same host) is logged and the worker runs on without metrics.
+    """
+    if not port:
+        return None
+    registry = CollectorRegistry(auto_describe=True)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    _register(registry, CONSUMER_METRICS)
+    for group, streams in groups.items():
+        zero_group(group, streams)
+    try:
+        start_http_server(port, registry=registry)
+    except OSError as error:
+        log.warning("worker metrics not served: port %d: %s", port, error)
+        return None
+    log.info("worker metrics at http://0.0.0.0:%d/metrics", port)
+    return registry

@@ -9,6 +9,7 @@ import subprocess
 import yaml
 
 from shopkit.config import PROJECT_ROOT
+from shopkit.registry import SERVICES
 from tests.observability.promql import (
     DASHBOARDS,
     OBSERVABILITY,
@@ -47,7 +48,7 @@ def test_the_alert_rules_cover_what_the_issue_asks() -> None:
     assert 'outcome="insufficient_stock"' in rules["StockOuts"]
 
 
-def test_prometheus_scrapes_the_four_services() -> None:
+def test_prometheus_scrapes_every_service_and_worker() -> None:
     config = yaml.safe_load((OBSERVABILITY / "prometheus.yml").read_text())
     targets = {
         target
@@ -55,7 +56,10 @@ def test_prometheus_scrapes_the_four_services() -> None:
         for static in job["static_configs"]
         for target in static["targets"]
     }
-    assert targets == {"customers:5000", "inventory:5001", "sales:5002", "reviews:5003"}
+    assert targets == {f"{s.name}:{s.port}" for s in SERVICES} | {
+        f"{s.name}-worker:{s.worker_metrics_port}" for s in SERVICES if s.worker_metrics_port
+    }
+    assert "notifications-worker:5104" in targets
 
 
 def test_grafana_provisions_both_data_sources_and_both_dashboards() -> None:

@@ -30,7 +30,11 @@ print(answer.get_data(as_text=True))
 """
 #: Label sets the dashboards and alert rules (deploy/observability) query, by service.
 EXPECTED = {
-    "customers": [("shop_logins_total", {"outcome": "ok"})],
+    "customers": [
+        ("shop_logins_total", {"outcome": "ok"}),
+        ("shop_events_published_total", {"stream": "events:wallet"}),
+        ("shop_outbox_backlog", {"service": "customers"}),
+    ],
     "inventory": [
         ("shop_stock_reservations_total", {"outcome": "ok"}),
         ("shop_stock_reservations_total", {"outcome": "insufficient_stock"}),
@@ -43,6 +47,8 @@ EXPECTED = {
             for outcome in ("completed", "failed", "cancelled", "still_pending")
         ),
         ("shop_idempotent_replays_total", {"endpoint": "POST /sales"}),
+        ("shop_events_published_total", {"stream": "events:order"}),
+        ("shop_outbox_backlog", {"service": "sales"}),
         ("shop_idempotent_replays_total", {"endpoint": "POST /cart/checkout"}),
     ],
     "reviews": [],
