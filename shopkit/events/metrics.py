@@ -76,21 +76,36 @@ EMITTER_METRICS = (EVENTS_PUBLISHED, OUTBOX_BACKLOG)
 CONSUMER_METRICS = (EVENTS_CONSUMED, CONSUMER_LAG, DEAD_LETTERS)
 
 
+def _set_zero(gauge: BusinessMetric, label_sets: Iterable[dict[str, str]]) -> None:
+    """Set each of ``label_sets`` of ``gauge`` to 0, before the process measures it.
+
+    Set, not only made: gunicorn's multiprocess collector shows a ``mostrecent``
+    gauge's sample only once it was set (a made one has no timestamp).
+    """
+    for labels in label_sets:
+        gauge.labels(**labels).set(0)
+
+
 def zero_emitter(service: str, aggregates: Iterable[str]) -> None:
     """Make ``service``'s published counter (one per stream of ``aggregates``) and its
     backlog exist at zero."""
     EVENTS_PUBLISHED.zero({"stream": stream_for(aggregate)} for aggregate in aggregates)
-    OUTBOX_BACKLOG.zero([{"service": service}])
+    _set_zero(OUTBOX_BACKLOG, [{"service": service}])
 
 
 def zero_group(group: str, streams: Sequence[str]) -> None:
     """Make consumer group ``group``'s outcomes, lag on each of ``streams`` and dead
-    letters exist at zero."""
+    letters exist at zero (call it before the group's consumer starts in this process)."""
     EVENTS_CONSUMED.zero({"group": group, "outcome": outcome} for outcome in CONSUMED_OUTCOMES)
-    CONSUMER_LAG.zero(
-        {"group": group, "stream": stream, "unit": unit} for stream in streams for unit in LAG_UNITS
+    _set_zero(
+        CONSUMER_LAG,
+        (
+            {"group": group, "stream": stream, "unit": unit}
+            for stream in streams
+            for unit in LAG_UNITS
+        ),
     )
-    DEAD_LETTERS.zero([{"group": group}])
+    _set_zero(DEAD_LETTERS, [{"group": group}])
 
 
 def _register(registry: CollectorRegistry, metrics: Iterable[BusinessMetric]) -> None:
