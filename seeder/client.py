@@ -258,6 +258,9 @@ class Services:
         self.inventory = ServiceApi("inventory", config.inventory_url, config, pool_size)
         self.sales = ServiceApi("sales", config.sales_url, config, pool_size)
         self.reviews = ServiceApi("reviews", config.reviews_url, config, pool_size)
+        self.notifications = ServiceApi(
+            "notifications", config.notifications_url, config, pool_size
+        )
 
     def api(self, service: str) -> ServiceApi:
         """The client of ``service`` by name."""

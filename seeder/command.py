@@ -45,6 +45,12 @@ def connection_options(command: F) -> F:
         click.option(
             "--reviews-url", envvar="REVIEWS_URL", show_envvar=True, help="Reviews service."
         ),
+        click.option(
+            "--notifications-url",
+            envvar="NOTIFICATIONS_URL",
+            show_envvar=True,
+            help="Notifications service (the replay checks each order's notifications).",
+        ),
         click.option("--admin-username", envvar="ADMIN_USERNAME", show_envvar=True),
         click.option("--admin-password", envvar="ADMIN_PASSWORD", show_envvar=True),
         click.option(
@@ -75,6 +81,7 @@ def _config(kwargs: dict[str, Any]) -> tuple[Config, float]:
         inventory_url=kwargs.pop("inventory_url"),
         sales_url=kwargs.pop("sales_url"),
         reviews_url=kwargs.pop("reviews_url"),
+        notifications_url=kwargs.pop("notifications_url"),
         admin_username=kwargs.pop("admin_username"),
         admin_password=kwargs.pop("admin_password"),
         read_timeout_s=kwargs.pop("timeout"),

@@ -20,6 +20,7 @@ class Config:
     inventory_url: str = field(default_factory=lambda: _env_url("inventory"))
     sales_url: str = field(default_factory=lambda: _env_url("sales"))
     reviews_url: str = field(default_factory=lambda: _env_url("reviews"))
+    notifications_url: str = field(default_factory=lambda: _env_url("notifications"))
     admin_username: str = field(
         default_factory=lambda: os.environ.get("ADMIN_USERNAME") or DEFAULT_ADMIN_USERNAME
     )
@@ -33,7 +34,13 @@ class Config:
     def from_env(cls, **overrides: object) -> Config:
         """The environment's configuration; ``overrides`` that are not ``None`` win."""
         values = {name: value for name, value in overrides.items() if value is not None}
-        for name in ("customers_url", "inventory_url", "sales_url", "reviews_url"):
+        for name in (
+            "customers_url",
+            "inventory_url",
+            "sales_url",
+            "reviews_url",
+            "notifications_url",
+        ):
             if name in values:
                 values[name] = str(values[name]).rstrip("/")
         return cls(**values)  # type: ignore[arg-type]

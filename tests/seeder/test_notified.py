@@ -1,0 +1,96 @@
+"""The replay checks that each order's notification arrived (issue 26, item 9).
+
+Sales and customers publish to a real broker, the notifications service and its
+worker run as processes: every completed order of the replay must reach its
+buyer's ``GET /notifications``. With the worker stopped the next replay's
+orders are reported missing and the replay fails; without ``EVENTS_URL`` the
+check is skipped with its reason.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devstack import mailsink
+from devstack.processes import WorkerProcess
+from tests.support.database import broker as embedded_broker
+from tests.support.seeder import Run
+
+pytestmark = pytest.mark.processes
+
+#: Services that emit the events the notifications are made from.
+EMITTERS = ("customers", "sales")
+#: A wide console, so that the summary's rows do not wrap.
+WIDE = {"COLUMNS": "200"}
+
+
+@pytest.fixture
+def events_stack(seeder_stack: Any, tmp_path: Path) -> Iterator[tuple[dict[str, str], Any]]:
+    """Sales and customers publishing to a broker, notifications and its worker up; the
+    environment the seeder needs and the worker. The emitters go back to no events after."""
+    with embedded_broker.throwaway_broker() as broker:
+        sink = mailsink.start(tmp_path / "mail")
+        events = {"EVENTS_URL": broker.url}
+        for service in EMITTERS:
+            seeder_stack.processes[service].stop()
+            seeder_stack.start(service, extra_env=events)
+        seeder_stack.start("notifications")
+        worker = WorkerProcess(
+            "notifications-worker",
+            "notifications_service.worker",
+            env={
+                **seeder_stack.env("notifications"),
+                **events,
+                "SMTP_URL": sink.url,
+                "WORKER_METRICS_PORT": "0",
+            },
+            log=(tmp_path / "worker.log").open("ab"),
+        )
+        worker.start()
+        try:
+            yield {**events, "NOTIFICATIONS_URL": seeder_stack.url("notifications")}, worker
+        finally:
+            worker.stop()
+            sink.stop()
+            for service in EMITTERS:
+                seeder_stack.processes[service].stop()
+                seeder_stack.start(service)
+
+
+def test_each_orders_notification_arrives_or_the_replay_fails(
+    run_seeder: Run, events_stack: tuple[dict[str, str], Any]
+) -> None:
+    env, worker = events_stack
+    populated = run_seeder("populate", "--customers", "6", "--products", "8", "--seed", "31")
+    assert populated.exit_code == 0, populated.output
+    replay = ("replay", "--concurrency", "3", "--seed", "31", "--ship-share", "0.6")
+    result = run_seeder(*replay, "--purchases", "12", "--cancel-share", "0.2", env={**env, **WIDE})
+    assert result.exit_code == 0, result.output
+    found = re.search(r"(\d+) of (\d+) orders notified within 30 s", result.output)
+    assert found, result.output
+    assert found[1] == found[2] and int(found[2]) > 0, found[0]
+
+    # Nothing consumes any more: the next orders' notifications never come.
+    worker.stop()
+    result = run_seeder(
+        *replay, "--purchases", "4", "--notification-bound", "2", env={**env, **WIDE}
+    )
+    assert result.exit_code == 1, result.output
+    assert re.search(r"(\d+) of \1 orders not notified within 2 s", result.output), result.output
+    assert "notification missing: sale " in result.output
+    assert "no shop.order.completed.v1" in result.output
+
+
+def test_without_events_the_check_is_skipped_not_failed(run_seeder: Run) -> None:
+    populated = run_seeder("populate", "--customers", "3", "--products", "5", "--seed", "32")
+    assert populated.exit_code == 0, populated.output
+    result = run_seeder(
+        "replay", "--purchases", "3", "--seed", "32", env={"EVENTS_URL": "", **WIDE}
+    )
+    assert result.exit_code == 0, result.output
+    assert "not checked: EVENTS_URL is not set" in result.output
