@@ -1,4 +1,4 @@
-"""The event metrics (``shop_events_*``, ``shop_consumer_lag``, ``shop_outbox_backlog``, ...).
+"""The event metrics (``shop_events_*``, ``shop_consumer_lag_*``, ``shop_outbox_backlog``, ...).
 
 Like the other business metrics (:mod:`shopkit.metrics`), each is created on
 first use, so only the processes that publish or consume show them, and the
@@ -33,8 +33,6 @@ log = logging.getLogger(__name__)
 
 #: What a consumer group counts each entry as (``shop_events_consumed_total{outcome}``).
 CONSUMED_OUTCOMES = ("applied", "duplicate", "failed", "dead_lettered")
-#: The two units of ``shop_consumer_lag``: entries not yet delivered, and seconds.
-LAG_UNITS = ("entries", "seconds")
 
 EVENTS_PUBLISHED = BusinessMetric(
     Counter,
@@ -49,12 +47,21 @@ EVENTS_CONSUMED = BusinessMetric(
     "(its effect was already committed), failed (will be retried) or dead_lettered",
     ("group", "outcome"),
 )
-CONSUMER_LAG = BusinessMetric(
+# The lag in two gauges, one per unit, as Prometheus names them (a sum over one metric
+# must not add entries to seconds).
+CONSUMER_LAG_ENTRIES = BusinessMetric(
     Gauge,
-    "shop_consumer_lag",
-    "How far a consumer group is behind its stream: unit=entries (not yet delivered) or "
-    "unit=seconds (age of the oldest entry not yet delivered or acknowledged)",
-    ("group", "stream", "unit"),
+    "shop_consumer_lag_entries",
+    "How far a consumer group is behind its stream: entries not yet delivered to it",
+    ("group", "stream"),
+    multiprocess_mode="mostrecent",
+)
+CONSUMER_LAG_SECONDS = BusinessMetric(
+    Gauge,
+    "shop_consumer_lag_seconds",
+    "How far a consumer group is behind its stream: age of the oldest entry it has not "
+    "finished with (not yet delivered, or delivered and not acknowledged)",
+    ("group", "stream"),
     multiprocess_mode="mostrecent",
 )
 OUTBOX_BACKLOG = BusinessMetric(
@@ -73,7 +80,7 @@ DEAD_LETTERS = BusinessMetric(
 )
 #: What an emitting service reports (its relay), and what a consumer group's process does.
 EMITTER_METRICS = (EVENTS_PUBLISHED, OUTBOX_BACKLOG)
-CONSUMER_METRICS = (EVENTS_CONSUMED, CONSUMER_LAG, DEAD_LETTERS)
+CONSUMER_METRICS = (EVENTS_CONSUMED, CONSUMER_LAG_ENTRIES, CONSUMER_LAG_SECONDS, DEAD_LETTERS)
 
 
 def _set_zero(gauge: BusinessMetric, label_sets: Iterable[dict[str, str]]) -> None:
@@ -97,14 +104,8 @@ def zero_group(group: str, streams: Sequence[str]) -> None:
     """Make consumer group ``group``'s outcomes, lag on each of ``streams`` and dead
     letters exist at zero (call it before the group's consumer starts in this process)."""
     EVENTS_CONSUMED.zero({"group": group, "outcome": outcome} for outcome in CONSUMED_OUTCOMES)
-    _set_zero(
-        CONSUMER_LAG,
-        (
-            {"group": group, "stream": stream, "unit": unit}
-            for stream in streams
-            for unit in LAG_UNITS
-        ),
-    )
+    for gauge in (CONSUMER_LAG_ENTRIES, CONSUMER_LAG_SECONDS):
+        _set_zero(gauge, ({"group": group, "stream": stream} for stream in streams))
     _set_zero(DEAD_LETTERS, [{"group": group}])
 
 

@@ -13,7 +13,6 @@ from shopkit.db import Database
 from shopkit.events.catalog import stream_for
 from shopkit.events.metrics import (
     CONSUMED_OUTCOMES,
-    LAG_UNITS,
     OUTBOX_BACKLOG,
     serve_worker_metrics,
 )
@@ -71,9 +70,9 @@ def test_a_worker_serves_its_groups_metrics_at_zero_on_its_own_port() -> None:
         key = ("shop_events_consumed_total", (("group", "worker-test"), ("outcome", outcome)))
         assert samples[key] == 0.0, key
     for stream in STREAMS:
-        for unit in LAG_UNITS:
-            labels = (("group", "worker-test"), ("stream", stream), ("unit", unit))
-            assert samples[("shop_consumer_lag", labels)] == 0.0
+        labels = (("group", "worker-test"), ("stream", stream))
+        assert samples[("shop_consumer_lag_entries", labels)] == 0.0
+        assert samples[("shop_consumer_lag_seconds", labels)] == 0.0
     assert samples[("shop_dead_letters", (("group", "worker-test"),))] == 0.0
     assert samples[("process_cpu_seconds_total", ())] > 0
     # A second worker on the same host runs on without metrics rather than failing.
