@@ -39,6 +39,15 @@ EXPECTED = {
         ("shop_stock_reservations_total", {"outcome": "ok"}),
         ("shop_stock_reservations_total", {"outcome": "insufficient_stock"}),
         ("shop_idempotent_replays_total", {"endpoint": "POST /internal/reservations"}),
+        # Its outbox, and its ratings group on the review stream (in its own workers).
+        ("shop_outbox_backlog", {"service": "inventory"}),
+        *(
+            ("shop_events_consumed_total", {"group": "inventory", "outcome": outcome})
+            for outcome in ("applied", "duplicate", "failed", "dead_lettered")
+        ),
+        ("shop_consumer_lag_entries", {"group": "inventory", "stream": "events:review"}),
+        ("shop_consumer_lag_seconds", {"group": "inventory", "stream": "events:review"}),
+        ("shop_dead_letters", {"group": "inventory"}),
     ],
     "sales": [
         ("shop_sales_total", {"status": "completed", "failure_code": ""}),
