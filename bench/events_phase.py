@@ -3,8 +3,8 @@
 It runs first, right after the dataset is seeded, so that little waits in the
 outboxes (the services write their rows with events off too: no switch turns
 that off, and the rest of the run has no broker). An embedded broker starts,
-every service restarts with ``EVENTS_URL`` (the relays of sales and
-customers, and any consumer a service runs in its workers), the notifications
+every service restarts with ``EVENTS_URL`` (the relays of the emitting
+services, and any consumer a service runs in its workers), the notifications
 worker starts with a local mail sink, and once the earlier events are
 published, applied and mailed, ``BENCH_BUYERS`` buyers ``POST /sales`` for
 ``BENCH_EVENTS_S``, with every consumer on the same machine. Then the worker
@@ -71,8 +71,8 @@ if TYPE_CHECKING:
 
 #: The purchase path's services (their processes, and their backends by application_name).
 PURCHASE_SERVICES = SAGA_SERVICES
-#: The services whose relays run in their own processes (their backends: ``<service>-relay``).
-EMITTERS = ("customers", "sales")
+#: The outboxes whose events must be published before the on window (all the emitters').
+OUTBOXES = ("sales.outbox", "customers.outbox", "inventory.outbox")
 #: The notifications worker's database connections (libpq reads ``PGAPPNAME``).
 WORKER_APPLICATION = "notifications-worker"
 RELAY_SCHEMA = "bench_relay"
@@ -125,7 +125,8 @@ class Backends:
 
 
 def _purchase_backend(name: str) -> bool:
-    return name in PURCHASE_SERVICES or name in {f"{s}-relay" for s in EMITTERS}
+    """The purchase path's services and their relays (threads of their processes)."""
+    return name in PURCHASE_SERVICES or name in {f"{s}-relay" for s in PURCHASE_SERVICES}
 
 
 def _meter(bench: BenchRun, backends: Backends, worker_pid: int | None) -> CpuMeter:
@@ -317,9 +318,8 @@ WHERE NOT EXISTS (SELECT 1 FROM notifications.inbox i
 SETTLE_S = 15.0
 #: What events on inherit from the run so far (the outboxes kept writing with events off):
 #: rows not yet published, events not yet applied by the group, mails not yet sent.
-BACKLOG_QUERY = """
-SELECT (SELECT count(*) FROM sales.outbox WHERE published_at IS NULL)
-     + (SELECT count(*) FROM customers.outbox WHERE published_at IS NULL),
+BACKLOG_QUERY = f"""
+SELECT {" + ".join(f"(SELECT count(*) FROM {t} WHERE published_at IS NULL)" for t in OUTBOXES)},
        (SELECT count(*) FROM sales.outbox) + (SELECT count(*) FROM customers.outbox)
      - (SELECT count(*) FROM notifications.inbox WHERE consumer_group = 'notifications'),
        (SELECT count(*) FROM notifications.mails WHERE sent_at IS NULL)
