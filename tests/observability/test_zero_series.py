@@ -28,6 +28,21 @@ answer = app.test_client().get("/metrics")
 assert answer.status_code == 200, answer.status_code
 print(answer.get_data(as_text=True))
 """
+
+
+def group_series(group: str, stream: str) -> list[tuple[str, dict[str, str]]]:
+    """The series of a consumer group the Events row and the event alerts query."""
+    return [
+        *(
+            ("shop_events_consumed_total", {"group": group, "outcome": outcome})
+            for outcome in ("applied", "duplicate", "failed", "dead_lettered")
+        ),
+        ("shop_consumer_lag_entries", {"group": group, "stream": stream}),
+        ("shop_consumer_lag_seconds", {"group": group, "stream": stream}),
+        ("shop_dead_letters", {"group": group}),
+    ]
+
+
 #: Label sets the dashboards and alert rules (deploy/observability) query, by service.
 EXPECTED = {
     "customers": [
@@ -41,13 +56,7 @@ EXPECTED = {
         ("shop_idempotent_replays_total", {"endpoint": "POST /internal/reservations"}),
         # Its outbox, and its ratings group on the review stream (in its own workers).
         ("shop_outbox_backlog", {"service": "inventory"}),
-        *(
-            ("shop_events_consumed_total", {"group": "inventory", "outcome": outcome})
-            for outcome in ("applied", "duplicate", "failed", "dead_lettered")
-        ),
-        ("shop_consumer_lag_entries", {"group": "inventory", "stream": "events:review"}),
-        ("shop_consumer_lag_seconds", {"group": "inventory", "stream": "events:review"}),
-        ("shop_dead_letters", {"group": "inventory"}),
+        *group_series("inventory", "events:review"),
     ],
     "sales": [
         ("shop_sales_total", {"status": "completed", "failure_code": ""}),
@@ -60,7 +69,11 @@ EXPECTED = {
         ("shop_outbox_backlog", {"service": "sales"}),
         ("shop_idempotent_replays_total", {"endpoint": "POST /cart/checkout"}),
     ],
-    "reviews": [],
+    # Its outbox, and its verified-purchases group on the order stream.
+    "reviews": [
+        ("shop_outbox_backlog", {"service": "reviews"}),
+        *group_series("reviews", "events:order"),
+    ],
     "notifications": [],
 }
 

@@ -1,8 +1,8 @@
 """The replay checks that each order's notification arrived (issue 26, item 9).
 
-Sales and customers publish to a real broker, the notifications service and its
-worker run as processes: every completed order of the replay must reach its
-buyer's ``GET /notifications``. With the worker stopped the next replay's
+The live stack's services publish to its real broker, the notifications service
+and its worker run as processes: every completed order of the replay must reach
+its buyer's ``GET /notifications``. With the worker stopped the next replay's
 orders are reported missing and the replay fails; without ``EVENTS_URL`` the
 check is skipped with its reason.
 """
@@ -10,56 +10,74 @@ check is skipped with its reason.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from devstack import mailsink
 from devstack.processes import WorkerProcess
-from tests.support.database import broker as embedded_broker
+from notifications_service.notifications import GROUP, STREAMS
 from tests.support.seeder import Run
 
 pytestmark = pytest.mark.processes
 
-#: Services that emit the events the notifications are made from.
-EMITTERS = ("customers", "sales")
 #: A wide console, so that the summary's rows do not wrap.
 WIDE = {"COLUMNS": "200"}
+#: The longest the new group may take to catch up on the session's earlier events.
+CATCH_UP_S = 90.0
+
+
+def caught_up(events_url: str) -> bool:
+    """Whether the ``notifications`` group has every order and wallet event delivered and
+    acknowledged."""
+    broker = redis.Redis.from_url(events_url, socket_timeout=5)
+    try:
+        for stream in STREAMS:
+            groups = broker.xinfo_groups(stream) if broker.exists(stream) else []
+            mine = [g for g in groups if g["name"] == GROUP.encode()]
+            if not mine or mine[0]["lag"] or mine[0]["pending"]:
+                return False
+        return True
+    finally:
+        broker.close()
 
 
 @pytest.fixture
 def events_stack(seeder_stack: Any, tmp_path: Path) -> Iterator[tuple[dict[str, str], Any]]:
-    """Sales and customers publishing to a broker, notifications and its worker up; the
-    environment the seeder needs and the worker. The emitters go back to no events after."""
-    with embedded_broker.throwaway_broker() as broker:
-        sink = mailsink.start(tmp_path / "mail")
-        events = {"EVENTS_URL": broker.url}
-        for service in EMITTERS:
-            seeder_stack.processes[service].stop()
-            seeder_stack.start(service, extra_env=events)
-        seeder_stack.start("notifications")
-        worker = WorkerProcess(
-            "notifications-worker",
-            "notifications_service.worker",
-            env={
-                **seeder_stack.env("notifications"),
-                **events,
-                "SMTP_URL": sink.url,
-                "WORKER_METRICS_PORT": "0",
-            },
-            log=(tmp_path / "worker.log").open("ab"),
-        )
-        worker.start()
-        try:
-            yield {**events, "NOTIFICATIONS_URL": seeder_stack.url("notifications")}, worker
-        finally:
-            worker.stop()
-            sink.stop()
-            for service in EMITTERS:
-                seeder_stack.processes[service].stop()
-                seeder_stack.start(service)
+    """The notifications service and its worker beside the live stack's services and broker
+    (``EVENTS_URL``, as ``make run`` has it), the group caught up on the session's earlier
+    events; the environment the seeder needs, and the worker."""
+    assert seeder_stack.events_url, "the live stack runs a broker"
+    sink = mailsink.start(tmp_path / "mail")
+    seeder_stack.start("notifications")
+    worker = WorkerProcess(
+        "notifications-worker",
+        "notifications_service.worker",
+        env={
+            **seeder_stack.env("notifications"),
+            "SMTP_URL": sink.url,
+            "WORKER_METRICS_PORT": "0",
+        },
+        log=(tmp_path / "worker.log").open("ab"),
+    )
+    worker.start()
+    try:
+        deadline = time.monotonic() + CATCH_UP_S
+        while not caught_up(seeder_stack.events_url):
+            assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-3000:]
+            time.sleep(0.5)
+        env = {
+            "EVENTS_URL": seeder_stack.events_url,
+            "NOTIFICATIONS_URL": seeder_stack.url("notifications"),
+        }
+        yield env, worker
+    finally:
+        worker.stop()
+        sink.stop()
 
 
 def test_each_orders_notification_arrives_or_the_replay_fails(
