@@ -18,7 +18,7 @@ again with events off. Figures:
 * **consumer CPU per event** (target ≤ 0.3 ms): the notifications worker's
   consumer thread plus its PostgreSQL backend, per event its group applied in
   the window; the mail sender (the worker's main thread) is reported beside it,
-  per mail;
+  and so is reviews' group (its workers serve nothing else meanwhile);
 * **end-to-end lag**, commit to effect, p50 ≤ 50 ms and p99 ≤ 250 ms: the
   notifications inbox's ``applied_at`` minus the outbox row's ``created_at``
   (both ``now()`` of their transactions: the producer's start, the consumer's
@@ -138,6 +138,7 @@ def _meter(bench: BenchRun, backends: Backends, worker_pid: int | None) -> CpuMe
         meter.watch(group, lambda pid=pid: tree(pid))  # type: ignore[misc]
     meter.watch("purchase postgres", backends.matching(_purchase_backend))
     meter.watch("postgres worker", backends.matching(lambda name: name == WORKER_APPLICATION))
+    meter.watch("postgres reviews", backends.matching(lambda name: name.startswith("reviews")))
     if worker_pid is not None:
         meter.watch("worker", lambda: tree(worker_pid))
     postmaster = postmaster_pid(bench.stack.url)
@@ -300,11 +301,14 @@ class _Marks:
     threads_after: dict[int, float] = field(default_factory=dict)
 
 
-#: Events the notifications group applied (its transaction started) within a window.
+#: Events a group applied (its transaction started) within a window, from its inbox.
 APPLIED_QUERY = """
-SELECT count(*) FROM notifications.inbox
-WHERE consumer_group = 'notifications' AND applied_at >= :since AND applied_at < :until
+SELECT count(*) FROM {inbox}
+WHERE consumer_group = :group AND applied_at >= :since AND applied_at < :until
 """
+#: Reviews' group (verified purchases from order events) runs in the reviews workers,
+#: which serve nothing else during the window: its process and backends are its cost.
+REVIEWS_GROUP = ("reviews", "reviews.inbox")
 #: Events committed within a window that the notifications group has not applied yet.
 UNAPPLIED_QUERY = """
 SELECT count(*) FROM (SELECT event_id FROM sales.outbox WHERE created_at >= :since
@@ -472,8 +476,17 @@ def _on_window(
         on, spent = _window(bench, "events-on", meter, seconds, (opened, closed))
     finally:
         meter.stop()
-    applied = int(_scalar(engine, APPLIED_QUERY, since=marks.since, until=marks.until) or 0)
+    window = {"since": marks.since, "until": marks.until}
+    query = APPLIED_QUERY.format(inbox="notifications.inbox")
+    applied = int(_scalar(engine, query, group="notifications", **window) or 0)
     consumer = _consumer_figures(worker.pid, marks, spent, applied)
+    group, inbox = REVIEWS_GROUP
+    in_reviews = int(_scalar(engine, APPLIED_QUERY.format(inbox=inbox), group=group, **window) or 0)
+    reviews_cpu = spent.get("reviews", 0.0) + spent.get("postgres reviews", 0.0)
+    consumer["reviews_group"] = {
+        "events_applied": in_reviews,
+        "cpu_ms_per_event": round(reviews_cpu * 1000 / in_reviews, 3) if in_reviews else None,
+    }
     lag = _lag(engine, marks)
     bench.console.print(
         f"  consumer: {consumer['events_applied']:,} events applied in the window, "
@@ -569,7 +582,8 @@ def print_table(summary: dict[str, Any], console: Console) -> None:
         f"(thread {consumer.get('consumer_thread_ms_per_event')}, PostgreSQL "
         f"{consumer.get('postgres_ms_per_event')}; the mail sender beside it "
         f"{consumer.get('mail_sender_ms_per_event')}) over "
-        f"{consumer.get('events_applied')} events\n"
+        f"{consumer.get('events_applied')} events; reviews' group (its workers and backends) "
+        f"{(consumer.get('reviews_group') or {}).get('cpu_ms_per_event')} ms per event\n"
         f"lag commit -> effect: p50 {lag.get('p50_ms')} ms, p99 {lag.get('p99_ms')} ms, max "
         f"{lag.get('max_ms')} ms over {lag.get('events')} events\n"
         f"relay alone: {relay.get('events_per_s')} events/s ({relay.get('events')} events in "
