@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # make test runs test files in parallel on this many pytest-xdist workers (0: in-process).
 PYTEST_WORKERS ?= 2
 
-.PHONY: install system-tools test check lint format run clean docs bench bench-check
+.PHONY: install system-tools test check lint format run clean docs bench bench-check bench-events
 
 install: $(STAMP)
 
@@ -66,6 +66,10 @@ docs: install
 bench: install
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/security_bench.py
+
+# The events on/off phase alone (bench/events_phase.py), on its own stack and dataset.
+bench-events: install
+	BENCH_ONLY=events $(BIN)/python bench/run.py
 
 # The same run, failing when a target is missed too.
 bench-check: install

@@ -14,7 +14,11 @@ What it does, on free ports, with every knob an environment variable
    ``shopkit.gunicorn_conf`` plus cProfile hooks that stay off until switched on);
 2. seeds a fixed dataset through the bulk endpoints (buyers with ample funds,
    products with ample stock) and logs every buyer in once;
-3. **saga**: ``BENCH_BUYERS`` closed-loop buyers ``POST /sales`` (one-line orders)
+3. **events on vs off** (:mod:`bench.events_phase`, first while the outboxes hold
+   little): the purchase window with a broker, the relays and every consumer
+   running, then without; consumer CPU per event, commit-to-effect lag, the relay
+   alone and the broker's peak RSS (``BENCH_EVENTS_S=0`` skips it);
+   **saga**: ``BENCH_BUYERS`` closed-loop buyers ``POST /sales`` (one-line orders)
    for ``BENCH_DURATION_S`` after a warm-up, then one buyer alone (latency
    unloaded); then the same with orders of ``BENCH_ORDER_LINES`` (3) lines for
    ``BENCH_LINES_S``: CPU per 3-line order against CPU per 1-line order is what
@@ -66,7 +70,7 @@ if str(ROOT) not in sys.path:
 
 from rich.console import Console  # noqa: E402
 
-from bench import batching_bench, tracing_bench  # noqa: E402
+from bench import batching_bench, events_phase, tracing_bench  # noqa: E402
 from bench.harness import Knobs, database  # noqa: E402
 from bench.phases import Bench  # noqa: E402
 from bench.report import print_summary  # noqa: E402
@@ -87,11 +91,14 @@ def _prepare_results(results: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run every phase and write ``summary.json``; the exit status of :func:`exit_status`.
 
-    ``BENCH_TRACING=1`` runs only the tracing on/off comparison (bench/tracing_bench.py).
+    ``BENCH_TRACING=1`` runs only the tracing on/off comparison (bench/tracing_bench.py);
+    ``BENCH_ONLY=events`` only the events on/off phase (bench/events_phase.py).
     """
     strict_run = strict(sys.argv[1:] if argv is None else argv)
     if os.environ.get("BENCH_TRACING") == "1":
         return tracing_bench.main()
+    if os.environ.get("BENCH_ONLY") == "events":
+        return events_phase.main(strict_run)
     knobs = Knobs()
     console = Console(highlight=False, width=110)
     _prepare_results(knobs.results)
@@ -110,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(knobs, console, url, Path(profile_tmp))
         try:
             bench.start(started)
+            # First, while the outboxes hold little: events on, then off (events_phase).
+            events_phase.run(bench)
             bench.saga()
             bench.unloaded(
                 "saga-unloaded", bench.stack.urls["sales"] + "/sales", bench.dataset.product_ids
@@ -137,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     (knobs.results / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     print_summary(summary, console)
     batching_bench.print_table(summary, console)
+    events_phase.print_table(summary, console)
     console.print(
         f"results in {knobs.results} ({summary['elapsed_s']:.0f} s); load average "
         f"{summary['machine']['load_average_start']} -> {summary['machine']['load_average_end']}"

@@ -12,6 +12,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from bench import events_phase
 from bench.harness import SERVICES
 
 TARGETS = {
@@ -101,6 +102,7 @@ def targets(summary: dict[str, Any]) -> dict[str, Any]:
                 at_least=False,
             ),
         },
+        **events_phase.targets(summary),
         "audit": {"goal": "OK", "value": None, "met": summary["audit_ok"]},
     }
 

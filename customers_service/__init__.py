@@ -75,7 +75,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["customers_passwords"] = Passwords(settings)
     asyncapi.serve(app, asyncapi.build_document("customers", "1.0.0", emits=["wallet", "customer"]))
     init_events_admin(app, outbox=OUTBOX, emits=("wallet", "customer"))
-    relay_with_first_request(app, OUTBOX, "customers")
+    relay_with_first_request(app, OUTBOX, "customers", emits=["wallet", "customer"])
     app.cli.add_command(events_cli)
     app.wsgi_app = ThrottleGate(app.wsgi_app, settings)  # type: ignore[method-assign]
     try:

@@ -107,7 +107,14 @@ def _start_workers(services: list[str], envs: dict[str, dict[str, str]]) -> list
     for service, module in WORKERS:
         if service not in services:
             continue
-        worker = WorkerProcess(f"{service}-worker", module, env=envs[service], log=subprocess.PIPE)
+        port = Settings.from_env(service).worker_metrics_port
+        worker = WorkerProcess(
+            f"{service}-worker",
+            module,
+            env={**envs[service], "WORKER_METRICS_PORT": str(port)},
+            log=subprocess.PIPE,
+            metrics_port=port,
+        )
         worker.start()
         assert worker.process is not None and worker.process.stdout is not None
         threading.Thread(
@@ -261,8 +268,14 @@ def run_local(services: list[str] | None = None) -> int:
             process.wait_ready(60)
             print(f"launcher | {process.service:<9} ready at {process.url}/docs", flush=True)
         for worker in workers:
-            print(f"launcher | {worker.name} consuming (pid {worker.pid})", flush=True)
-        prometheus = start_prometheus(processes, Path(settings.data_dir))
+            print(
+                f"launcher | {worker.name} consuming (pid {worker.pid}), metrics at "
+                f"http://127.0.0.1:{worker.metrics_port}/metrics",
+                flush=True,
+            )
+        prometheus = start_prometheus(
+            processes, Path(settings.data_dir), [(w.name, w.metrics_port) for w in workers]
+        )
         _guard(watchdog, prometheus.process if prometheus else None)
         gateway = _start_frontends_and_gateway(processes, envs, settings, watchdog)
         if os.environ.get("SHOP_DEMO", "1") != "0":

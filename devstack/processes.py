@@ -166,6 +166,8 @@ class WorkerProcess:
     env: dict[str, str] = field(default_factory=dict)
     log: IO[bytes] | int | None = subprocess.DEVNULL
     process: subprocess.Popen[bytes] | None = None
+    #: Where it serves ``/metrics`` (``WORKER_METRICS_PORT``; 0: not known here).
+    metrics_port: int = 0
 
     @property
     def pid(self) -> int:

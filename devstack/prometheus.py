@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from devstack.processes import ServiceProcess, spawn
@@ -15,11 +16,14 @@ from shopkit.config import PROJECT_ROOT
 PROMETHEUS_ADDRESS = "127.0.0.1:9090"
 
 
-def start_prometheus(services: list[ServiceProcess], data_dir: Path) -> ServiceProcess | None:
+def start_prometheus(
+    services: list[ServiceProcess], data_dir: Path, workers: Sequence[tuple[str, int]] = ()
+) -> ServiceProcess | None:
     """Start Prometheus on the repo's config and rules, scraping these services (if installed).
 
     The config is ``deploy/observability/prometheus.yml``'s with the local
-    ports as targets; data goes to ``<data dir>/prometheus``. Without a
+    ports as targets, ``workers`` (name, metrics port) included; data goes to
+    ``<data dir>/prometheus``. Without a
     ``prometheus`` binary (or with ``SHOP_PROMETHEUS=0``), say how to get one.
     """
     binary = shutil.which("prometheus")
@@ -39,8 +43,14 @@ def start_prometheus(services: list[ServiceProcess], data_dir: Path) -> ServiceP
                 "job_name": "shop",
                 "honor_labels": True,
                 "static_configs": [
-                    {"targets": [f"127.0.0.1:{p.port}"], "labels": {"service": p.service}}
-                    for p in services
+                    *(
+                        {"targets": [f"127.0.0.1:{p.port}"], "labels": {"service": p.service}}
+                        for p in services
+                    ),
+                    *(
+                        {"targets": [f"127.0.0.1:{port}"], "labels": {"service": name}}
+                        for name, port in workers
+                    ),
                 ],
             }
         ],

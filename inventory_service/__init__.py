@@ -102,7 +102,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app,
         asyncapi.build_document("inventory", "1.0.0", emits=["product"], consumes=["review"]),
     )
-    relay_with_first_request(app, OUTBOX, "inventory")
+    relay_with_first_request(app, OUTBOX, "inventory", emits=["product"])
     consumer_with_first_request(
         app,
         INBOX,

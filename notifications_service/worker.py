@@ -3,7 +3,8 @@
 Runs the ``notifications`` consumer group on the order, wallet and customer streams and
 the mail sender (:mod:`notifications_service.mailer`) until SIGTERM or
 SIGINT, with the database, the broker (``EVENTS_URL``) and the mail server
-(``SMTP_URL``) of :class:`~shopkit.config.Settings`. Several workers may run:
+(``SMTP_URL``) of :class:`~shopkit.config.Settings`, serving its metrics on
+``WORKER_METRICS_PORT`` (5104). Several workers may run:
 they share the group's entries, one takes over a dead one's pending entries,
 and the sender's row locks keep them from sending one mail twice at once.
 Given the app's ``SHOP_FAULTS_DIR``, the worker feels the faults switched on at
@@ -26,6 +27,7 @@ from shopkit import faults
 from shopkit.config import Settings
 from shopkit.db import resolve_database_url
 from shopkit.events.consumer import Consumer
+from shopkit.events.metrics import serve_worker_metrics
 from shopkit.events.relay import broker_client
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,7 @@ def main() -> None:
     database_url = resolve_database_url(settings)
     sessions = make_sessions(database_url)
     consumer = build_consumer(database_url, settings.events_url, sessions)
+    serve_worker_metrics(settings.worker_metrics_port, {GROUP: STREAMS})
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

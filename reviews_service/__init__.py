@@ -57,7 +57,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     asyncapi.serve(
         app, asyncapi.build_document("reviews", "1.0.0", emits=["review"], consumes=["order"])
     )
-    relay_with_first_request(app, OUTBOX, "reviews")
+    relay_with_first_request(app, OUTBOX, "reviews", emits=["review"])
     consumer_with_first_request(
         app,
         INBOX,

@@ -74,7 +74,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     asyncapi.serve(app, asyncapi.build_document("sales", "1.0.0", emits=["order"]))
     init_events_admin(app, outbox=OUTBOX, emits=("order",))
     if relayed:
-        relay_with_first_request(app, OUTBOX, "sales")
+        relay_with_first_request(app, OUTBOX, "sales", emits=["order"])
     if periodic and settings.recovery_interval_s > 0:
         recovery = PeriodicRecovery(
             app.extensions["shop_db"],

@@ -254,6 +254,14 @@ def prepare_replay(
     return Replay(services, admin, options, shoppers, catalog, reviews_enabled=reviews_enabled)
 
 
+def _check_notifications(replay: Replay, console: Console) -> None:
+    """Wait (boundedly) for each completed order's notifications, saying so first."""
+    if not replay.stop_event.is_set():
+        bound = replay.options.notification_bound_s
+        console.print(f"Checking each order's notifications (up to {bound:g} s)...")
+    replay.check_notifications()
+
+
 def run_replay(
     services: Services,
     admin: Login,
@@ -278,6 +286,7 @@ def run_replay(
         f"concurrency {options.concurrency}."
     )
     watch(replay, console, report_every_s)
+    _check_notifications(replay, console)
     console.print(stats_table(replay, f"replay summary, seed {options.seed}"))
     if replay.stats.verification_failures:
         console.print("[bold red]Result checks failed:[/]")
@@ -332,6 +341,15 @@ def run_replay(
 @share_option("--ship-share", SHIP_SHARE, "Share of the other completed orders the admin ships.")
 @share_option("--deliver-share", DELIVER_SHARE, "Share of shipped orders the admin delivers.")
 @click.option(
+    "--notification-bound",
+    "notification_bound_s",
+    type=click.FloatRange(0),
+    default=30.0,
+    show_default=True,
+    help="Seconds after the run within which each completed order's notifications must have "
+    "arrived (checked when EVENTS_URL is set and the notifications service is up).",
+)
+@click.option(
     "--outcomes",
     "outcomes_path",
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
@@ -357,6 +375,7 @@ def replay(
     cancel_share: float,
     ship_share: float,
     deliver_share: float,
+    notification_bound_s: float,
     outcomes_path: Path | None,
     report_every: float,
     **kwargs: Any,
@@ -368,7 +387,10 @@ def replay(
     checked against the order itself and its own ledger entries, never against a balance
     someone else can move: a completed order's lines and total, the buyer's history, one
     debit of its total; a refused order took nothing; a cancellation gave the exact total
-    back once. The admin moderates only the reviews this run's shoppers wrote.
+    back once. The admin moderates only the reviews this run's shoppers wrote. After the
+    run, each completed order's notifications (completed, cancelled, shipped, delivered)
+    must reach its buyer within --notification-bound seconds; without EVENTS_URL or the
+    notifications service that check is skipped, with the reason.
     Give either --purchases or --duration. With --concurrency 1 the same seed on the
     same data gives the same sequence of orders and outcomes.
     """
@@ -389,6 +411,7 @@ def replay(
         ship_share=ship_share,
         deliver_share=deliver_share,
         keep_outcomes=purchases is not None or outcomes_path is not None,
+        notification_bound_s=notification_bound_s,
     )
     result = run_replay(
         services,

@@ -50,7 +50,7 @@ def connection_options(command: F) -> F:
             "--notifications-url",
             envvar="NOTIFICATIONS_URL",
             show_envvar=True,
-            help="Notifications service.",
+            help="Notifications service (the replay checks each order's notifications).",
         ),
         click.option("--admin-username", envvar="ADMIN_USERNAME", show_envvar=True),
         click.option("--admin-password", envvar="ADMIN_PASSWORD", show_envvar=True),

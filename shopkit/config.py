@@ -92,6 +92,11 @@ def service_url(service: str) -> str:
     return _env(f"{service.upper()}_URL", f"http://127.0.0.1:{SERVICE_PORTS[service]}").rstrip("/")
 
 
+def _worker_metrics_port() -> int:
+    """The metrics port of the (one) service with a background worker, in the registry."""
+    return next((s.worker_metrics_port for s in SERVICES if s.worker_metrics_port), 0)
+
+
 @dataclass(frozen=True)
 class Settings:
     """All runtime settings of a service, read once from the environment.
@@ -117,6 +122,8 @@ class Settings:
     smtp_url: str = "smtp://127.0.0.1:1025"
     #: The sender of those mails.
     mail_from: str = "Shop <shop@localhost>"
+    #: Where a background worker serves ``/metrics`` (0: nowhere); the registry's port.
+    worker_metrics_port: int = field(default_factory=_worker_metrics_port)
     admin_username: str = "admin"
     admin_password: str = DEV_ADMIN_PASSWORD
     service_client_secret: str = DEV_SERVICE_CLIENT_SECRET

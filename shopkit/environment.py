@@ -159,6 +159,14 @@ ENVIRONMENT: tuple[Variable, ...] = (
     ),
     _service("MAIL_FROM", "mail_from", "The sender of the notification mails."),
     _service(
+        "WORKER_METRICS_PORT",
+        "worker_metrics_port",
+        "Where a service's background worker (``python -m notifications_service.worker``) "
+        "serves its Prometheus ``/metrics``; ``0`` serves none.",
+        _int,
+        "5104",
+    ),
+    _service(
         "ADMIN_USERNAME",
         "admin_username",
         "The bootstrap admin, created once by customers.",

@@ -37,6 +37,9 @@ class App:
     db_pool: int = 5
     #: The path that answers 200 once the app can serve.
     ready_path: str = "/readyz"
+    #: Where its background worker, if it has one, serves ``/metrics`` (0: no worker).
+    #: ``WORKER_METRICS_PORT`` overrides it; Prometheus scrapes it beside the app.
+    worker_metrics_port: int = 0
 
     @property
     def has_database(self) -> bool:
@@ -108,6 +111,7 @@ SERVICES: tuple[App, ...] = (
         # accounts (with its own service token). Its data arrives by events.
         ("customers",),
         schema="notifications",
+        worker_metrics_port=5104,
     ),
 )
 #: The web front ends: no database, started once every service is ready.

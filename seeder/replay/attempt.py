@@ -31,6 +31,7 @@ from seeder.replay.checks import (
     order_problem,
     quantities_of,
 )
+from seeder.replay.notified import NotificationTracker
 from seeder.replay.plan import (
     RESTOCK,
     SALE_RETRIES,
@@ -74,6 +75,7 @@ class Attempts:
     reviews_enabled: bool
     stats: Stats
     outcomes: list[Outcome]
+    notified: NotificationTracker
     stop_event: threading.Event
     catalog: list[Product]
     product_weights: list[float]
@@ -180,6 +182,7 @@ class Attempts:
         outcome.latency_s = time.perf_counter() - started
         self._note_failure(outcome)
         self.stats.add_outcome(outcome, purchase_latency)
+        self.notified.note(shopper, outcome)
         if self.options.keep_outcomes:
             with self._outcome_lock:
                 self.outcomes.append(outcome)

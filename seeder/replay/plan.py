@@ -118,6 +118,8 @@ class ReplayOptions:
     deliver_share: float = DELIVER_SHARE
     moderate_every: int = 10
     keep_outcomes: bool = True
+    #: Seconds after the run within which each order's notifications must have arrived.
+    notification_bound_s: float = 30.0
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
 

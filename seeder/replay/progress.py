@@ -105,6 +105,8 @@ def stats_table(replay: Replay, title: str) -> Table:
         "attempt latency",
         f"p50 {_ms(stats.percentile('attempt', 50))}, p99 {_ms(stats.percentile('attempt', 99))}",
     )
+    if replay.notification_check is not None:
+        table.add_row("notifications", replay.notification_check.summary())
     return table
 
 

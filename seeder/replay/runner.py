@@ -26,6 +26,7 @@ from seeder.data import (
     stream_seed,
 )
 from seeder.replay.attempt import Attempts
+from seeder.replay.notified import NotificationCheck, NotificationTracker, check_notifications
 from seeder.replay.plan import (
     LEAVE_PENDING,
     MODERATION_ACTIONS,
@@ -104,6 +105,9 @@ class Replay(Attempts):
         self.reviews_enabled = reviews_enabled
         self.stats = Stats()
         self.outcomes: list[Outcome] = []
+        self.notified = NotificationTracker()
+        #: After the run: whether each order's notifications arrived (or why not checked).
+        self.notification_check: NotificationCheck | None = None
         self.stop_event = threading.Event()
         self.abort_reason: SeederError | None = None
         seed = options.seed
@@ -236,3 +240,24 @@ class Replay(Attempts):
         self.stats.finished = time.monotonic()
         self.outcomes.sort(key=lambda o: o.attempt)
         return self.stats
+
+    def check_notifications(self) -> NotificationCheck:
+        """After :meth:`run`: wait (boundedly) for each completed order's notifications.
+
+        A missing one is a failed check; a run stopped early is not checked.
+        """
+        if self.stop_event.is_set():
+            check = NotificationCheck(skipped="the run was stopped before its end")
+        else:
+            check = check_notifications(
+                self.services.notifications,
+                self.notified,
+                bound_s=self.options.notification_bound_s,
+                concurrency=self.options.concurrency,
+            )
+        self.notification_check = check
+        with self.stats.lock:
+            self.stats.verification_failures.extend(
+                f"notification missing: {line}" for line in check.missing
+            )
+        return check

@@ -24,6 +24,7 @@ from sqlalchemy import Table
 from shopkit.config import Settings
 from shopkit.db import Database
 from shopkit.events.consumer import BatchHandler, Consumer, Handler, default_consumer_name
+from shopkit.events.metrics import init_event_metrics
 from shopkit.events.relay import broker_client
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,10 @@ def consumer_with_first_request(
     (``EVENTS_URL``) is set and the app is not ``TESTING``; the consumer, or ``None``.
 
     It starts with the first request (a readiness probe, typically), so CLI commands
-    such as ``db upgrade`` never start it.
+    such as ``db upgrade`` never start it. The group's metrics exist at zero from
+    the start, consumer or not.
     """
+    init_event_metrics(app, service=service, groups={group: list(streams)})
     settings: Settings = app.config["SHOP_SETTINGS"]
     if not settings.events_url or app.testing:
         return None

@@ -12,13 +12,17 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+from collections.abc import Sequence
 
 from flask import Flask
-from sqlalchemy import Table
+from sqlalchemy import Table, func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from shopkit.config import Settings
 from shopkit.db import Database
+from shopkit.events.metrics import OUTBOX_BACKLOG, init_event_metrics
 from shopkit.events.relay import Relay, broker_client
+from shopkit.metrics import before_scrape
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +64,31 @@ class ServiceRelay:
         self._thread = None
 
 
-def relay_with_first_request(app: Flask, table: Table, service: str) -> ServiceRelay | None:
+def relay_with_first_request(
+    app: Flask, table: Table, service: str, *, emits: Sequence[str] = ()
+) -> ServiceRelay | None:
     """Run ``table``'s relay in ``app``'s workers when the broker's URL (``EVENTS_URL``) is
     set and the app is not ``TESTING``; the relay, or ``None`` when none runs.
 
+    ``emits`` are the aggregates the outbox holds: their ``shop_events_published_total``
+    and the service's ``shop_outbox_backlog`` exist at zero from the start, relay or not.
+
     It starts with the first request (a readiness probe, typically), so CLI commands
-    such as ``db upgrade`` never start it.
+    such as ``db upgrade`` never start it. With the relay, ``shop_outbox_backlog`` is
+    counted when ``/metrics`` is scraped, from the request's pool: it keeps growing
+    while the broker is away, when the relay itself reports nothing.
     """
+    init_event_metrics(app, service=service, emits=emits)
     settings: Settings = app.config["SHOP_SETTINGS"]
     if not settings.events_url or app.testing:
         return None
-    relay = ServiceRelay(app.extensions["shop_db"].url, table, settings.events_url, service)
+    database: Database = app.extensions["shop_db"]
+    relay = ServiceRelay(database.url, table, settings.events_url, service)
+
+    def _count_backlog() -> None:
+        refresh_backlog(database, table, service)
+
+    before_scrape(app, _count_backlog)
     app.extensions["shop_relay"] = relay
     started = threading.Lock()
 
@@ -80,3 +98,21 @@ def relay_with_first_request(app: Flask, table: Table, service: str) -> ServiceR
             relay.start()
 
     return relay
+
+
+def refresh_backlog(database: Database, table: Table, service: str) -> int | None:
+    """Count ``table``'s unpublished rows (its partial index) as ``shop_outbox_backlog``.
+
+    With the database away the gauge keeps its last value (``None``): the scrape
+    still answers with every other metric.
+    """
+    try:
+        with database.session() as session:
+            count = session.execute(
+                select(func.count()).select_from(table).where(table.c.published_at.is_(None))
+            ).scalar_one()
+    except SQLAlchemyError:
+        log.warning("could not count the %s outbox's backlog", service, exc_info=True)
+        return None
+    OUTBOX_BACKLOG.labels(service=service).set(count)
+    return int(count)

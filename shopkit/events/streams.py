@@ -1,6 +1,6 @@
 """What the streams look like right now: length, and each group's lag and pending entries.
 
-The console's Events page and the ``shop_consumer_lag`` / ``shop_dead_letters``
+The console's Events page and the ``shop_consumer_lag_*`` / ``shop_dead_letters``
 gauges both read it from the broker (``XINFO GROUPS``, ``XPENDING``, ``XRANGE``).
 Lag in entries is the broker's own count of entries not yet delivered to the
 group; lag in seconds is the age of the oldest entry the group has not finished
@@ -17,7 +17,7 @@ from typing import Any
 import redis
 
 from shopkit.events.catalog import dead_letter_stream
-from shopkit.events.metrics import CONSUMER_LAG, DEAD_LETTERS
+from shopkit.events.metrics import CONSUMER_LAG_ENTRIES, CONSUMER_LAG_SECONDS, DEAD_LETTERS
 
 #: Past this many entries behind, the count is reported as this many (XRANGE is O(n)).
 MAX_COUNTED_LAG = 10_000
@@ -88,8 +88,8 @@ def observe_group(broker: redis.Redis, group: str, streams: Iterable[str]) -> li
         for lag in describe(broker, stream).groups:
             if lag.group != group:
                 continue
-            CONSUMER_LAG.labels(group=group, stream=stream, unit="entries").set(lag.lag_entries)
-            CONSUMER_LAG.labels(group=group, stream=stream, unit="seconds").set(lag.lag_seconds)
+            CONSUMER_LAG_ENTRIES.labels(group=group, stream=stream).set(lag.lag_entries)
+            CONSUMER_LAG_SECONDS.labels(group=group, stream=stream).set(lag.lag_seconds)
             lags.append(lag)
     DEAD_LETTERS.labels(group=group).set(int(broker.xlen(dead_letter_stream(group))))
     return lags

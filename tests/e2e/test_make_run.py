@@ -98,6 +98,7 @@ def stack_env() -> Iterator[tuple[dict[str, str], dict[str, int], Path, str]]:
     ports = {name: free_port() for name in SERVICES}
     ports["storefront"] = free_port()
     ports["gateway"] = free_port()
+    ports["notifications-worker"] = free_port()  # its /metrics (WORKER_METRICS_PORT)
     data_dir = Path(tempfile.mkdtemp(prefix="shop-make-run-"))
     env = {
         **os.environ,
@@ -110,6 +111,7 @@ def stack_env() -> Iterator[tuple[dict[str, str], dict[str, int], Path, str]]:
         "SHOP_SEED_PRODUCTS": "15",
         "STOREFRONT_PORT": str(ports["storefront"]),
         "SHOP_GATEWAY_PORT": str(ports["gateway"]),
+        "WORKER_METRICS_PORT": str(ports["notifications-worker"]),
         **{f"{name.upper()}_URL": f"http://127.0.0.1:{ports[name]}" for name in SERVICES},
     }
     env.pop("DATABASE_URL", None)
@@ -166,7 +168,7 @@ def check_run_and_interrupt(
             assert through.status_code == 200 and "Catalogue" in through.text
         else:
             assert "nginx is not installed" in output and "apt-get install nginx" in output
-        check_events_and_mail(output, data_dir)
+        check_events_and_mail(output, data_dir, ports["notifications-worker"])
         descendants = psutil.Process(make.pid).children(recursive=True)
         assert len(descendants) >= 8  # launcher, 4 gunicorn masters and their workers, ...
         assert "valkey-server" in {p.name() for p in descendants}
@@ -197,8 +199,9 @@ def check_run_and_interrupt(
     assert not left, [p.cmdline() for p in left]
 
 
-def check_events_and_mail(output: str, data_dir: Path) -> None:
-    """The embedded broker (AOF under the data dir), the mail sink and the notifications worker."""
+def check_events_and_mail(output: str, data_dir: Path, worker_port: int) -> None:
+    """The embedded broker (AOF under the data dir), the mail sink and the notifications worker,
+    its metrics served on its own port and scraped by make run's Prometheus."""
     found = re.search(r"event broker at (redis://\S+)", output)
     assert found, output[-3000:]
     broker = redis.Redis.from_url(found.group(1), socket_timeout=5)
@@ -224,6 +227,18 @@ def check_events_and_mail(output: str, data_dir: Path) -> None:
         assert smtp.noop()[0] == 250
     assert (data_dir / "mail").is_dir()
     assert "notifications-worker consuming" in output, output[-3000:]
+    metrics = f"http://127.0.0.1:{worker_port}/metrics"
+    assert f"metrics at {metrics}" in output, output[-3000:]
+    served = requests.get(metrics, timeout=5).text
+    for series in (
+        'shop_consumer_lag_seconds{group="notifications",stream="events:order"}',
+        'shop_events_consumed_total{group="notifications",outcome="dead_lettered"}',
+        'shop_dead_letters{group="notifications"}',
+    ):
+        assert series in served, served[-3000:]
+    scraped = data_dir / "prometheus" / "prometheus.yml"
+    if scraped.exists():  # make run's Prometheus, when installed
+        assert f"127.0.0.1:{worker_port}" in scraped.read_text()
 
 
 def test_a_launcher_killed_with_sigkill_takes_everything_with_it() -> None:

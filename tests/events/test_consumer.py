@@ -11,7 +11,7 @@ from shopkit.events import deadletters
 from shopkit.events.catalog import dead_letter_stream, stream_for
 from shopkit.events.consumer import errors_key
 from shopkit.events.envelope import FIELD, Event
-from shopkit.events.metrics import CONSUMER_LAG, DEAD_LETTERS, EVENTS_CONSUMED
+from shopkit.events.metrics import CONSUMER_LAG_ENTRIES, DEAD_LETTERS, EVENTS_CONSUMED
 from shopkit.events.streams import describe, observe_group
 from tests.events import tables
 from tests.support.events import drain, pending_by, sample
@@ -174,7 +174,7 @@ def test_lag_in_entries_and_seconds(relay, emit_orders, make_consumer, valkey) -
     assert lag.lag_entries == 4
     assert lag.lag_seconds >= 0.2
     assert (
-        sample(CONSUMER_LAG, "shop_consumer_lag", group="slow", stream=ORDERS, unit="entries") == 4
+        sample(CONSUMER_LAG_ENTRIES, "shop_consumer_lag_entries", group="slow", stream=ORDERS) == 4
     )
     drain(consumer, until=lambda: describe(valkey, ORDERS).groups[0].pending == 0
           and describe(valkey, ORDERS).groups[0].lag_entries == 0)  # fmt: skip

@@ -16,6 +16,9 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from devstack.processes import free_port
+from notifications_service.notifications import GROUP, STREAMS
+from shopkit.events.metrics import serve_worker_metrics
 from tests.observability.promql import PROMETHEUS_MADE, metric_names_used
 from tests.support.live import LiveStack
 from tests.support.tracing import Arrange
@@ -26,7 +29,11 @@ Samples = dict[str, dict[frozenset[tuple[str, str]], float]]
 
 
 def scrape(stack: LiveStack, service: str) -> Samples:
-    body = requests.get(stack.url(service) + "/metrics", timeout=10).text
+    return scrape_url(stack.url(service) + "/metrics")
+
+
+def scrape_url(url: str) -> Samples:
+    body = requests.get(url, timeout=10).text
     samples: Samples = defaultdict(dict)
     for family in text_string_to_metric_families(body):
         for sample in family.samples:
@@ -134,8 +141,13 @@ def test_business_metrics_move_and_dashboards_use_only_real_metrics(
     assert "shop_sales_total" not in after["customers"]
     assert "shop_wallet_debits_total" not in after["sales"]
 
-    # Every metric a dashboard panel or an alert rule uses exists on some service.
-    scrapes = [*after.values(), customers]
+    # Every metric a dashboard panel or an alert rule uses exists on some service, or on
+    # the notifications worker's own port (the same code as python -m
+    # notifications_service.worker serves it with).
+    worker_port = free_port()
+    assert serve_worker_metrics(worker_port, {GROUP: STREAMS}) is not None
+    worker = scrape_url(f"http://127.0.0.1:{worker_port}/metrics")
+    scrapes = [*after.values(), customers, worker]
     exposed = {name for samples in scrapes for name in samples} | PROMETHEUS_MADE
     used = metric_names_used()
     assert used, "no metric names found in the dashboards and rules"

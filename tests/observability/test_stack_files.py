@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 
 import yaml
 
 from shopkit.config import PROJECT_ROOT
+from shopkit.registry import SERVICES
 from tests.observability.promql import (
     DASHBOARDS,
     OBSERVABILITY,
@@ -45,9 +47,25 @@ def test_the_alert_rules_cover_what_the_issue_asks() -> None:
     assert 'status=~"5.."' in rules["ServerErrorRate"]
     assert "shop_dependency_errors_total" in rules["DependencyErrors"]
     assert 'outcome="insufficient_stock"' in rules["StockOuts"]
+    assert "shop_consumer_lag_seconds) > 30" in rules["ConsumerLagging"]
+    assert "shop_dead_letters) > 0" in rules["DeadLetters"]
+    assert "deriv(shop_outbox_backlog[10m])" in rules["OutboxBacklogGrowing"]
 
 
-def test_prometheus_scrapes_the_four_services() -> None:
+def test_the_alert_rules_pass_their_promtool_unit_tests() -> None:
+    """``promtool test rules``: each event alert fires on the series it is for, and only then."""
+    unit_tests = sorted((PROJECT_ROOT / "tests" / "observability" / "rules").glob("*_test.yml"))
+    assert unit_tests
+    tested = set()
+    for path in unit_tests:
+        done = promtool("test", "rules", str(path))
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "SUCCESS" in done.stdout, done.stdout
+        tested |= set(re.findall(r"alertname: (\w+)", path.read_text()))
+    assert {"ConsumerLagging", "DeadLetters", "OutboxBacklogGrowing"} <= tested
+
+
+def test_prometheus_scrapes_every_service_and_worker() -> None:
     config = yaml.safe_load((OBSERVABILITY / "prometheus.yml").read_text())
     targets = {
         target
@@ -55,7 +73,10 @@ def test_prometheus_scrapes_the_four_services() -> None:
         for static in job["static_configs"]
         for target in static["targets"]
     }
-    assert targets == {"customers:5000", "inventory:5001", "sales:5002", "reviews:5003"}
+    assert targets == {f"{s.name}:{s.port}" for s in SERVICES} | {
+        f"{s.name}-worker:{s.worker_metrics_port}" for s in SERVICES if s.worker_metrics_port
+    }
+    assert "notifications-worker:5104" in targets
 
 
 def test_grafana_provisions_both_data_sources_and_both_dashboards() -> None:
@@ -69,6 +90,8 @@ def test_grafana_provisions_both_data_sources_and_both_dashboards() -> None:
         board = json.loads(path.read_text())
         titles[board["title"]] = board
         for panel in board["panels"]:
+            if panel["type"] == "row":  # a heading: no query of its own
+                continue
             assert panel["datasource"]["uid"] in uids, (path.name, panel["title"])
             assert panel["description"], (path.name, panel["title"])
             assert panel["targets"], (path.name, panel["title"])
@@ -84,6 +107,36 @@ def test_grafana_provisions_both_data_sources_and_both_dashboards() -> None:
     ):
         assert metric in saga_text
     assert "flask_http_request_duration_seconds_bucket" in json.dumps(titles["Services"])
+
+
+def test_the_saga_dashboard_has_an_events_row() -> None:
+    board = json.loads((OBSERVABILITY / "grafana" / "dashboards" / "saga.json").read_text())
+    panels = board["panels"]
+    [row] = [i for i, panel in enumerate(panels) if panel["type"] == "row"]
+    assert panels[row]["title"] == "Events"
+    below = json.dumps(panels[row + 1 :])
+    for query in (
+        "sum by (stream) (rate(shop_events_published_total[1m]))",
+        "sum by (group, outcome) (rate(shop_events_consumed_total[1m]))",
+        "max by (group, stream) (shop_consumer_lag_seconds)",
+        "max by (group, stream) (shop_consumer_lag_entries)",
+        "max by (service) (shop_outbox_backlog)",
+        "max by (group) (shop_dead_letters)",
+    ):
+        assert query in below, query
+    # The row sits below every other panel, and its panels do not overlap.
+    top = panels[row]["gridPos"]["y"]
+    assert all(p["gridPos"]["y"] + p["gridPos"]["h"] <= top for p in panels[:row])
+    cells = set()
+    for panel in panels[row:]:
+        grid = panel["gridPos"]
+        area = {
+            (x, y)
+            for x in range(grid["x"], grid["x"] + grid["w"])
+            for y in range(grid["y"], grid["y"] + grid["h"])
+        }
+        assert not area & cells, panel["title"]
+        cells |= area
 
 
 def test_metric_names_are_read_from_promql() -> None:

@@ -28,13 +28,35 @@ answer = app.test_client().get("/metrics")
 assert answer.status_code == 200, answer.status_code
 print(answer.get_data(as_text=True))
 """
+
+
+def group_series(group: str, stream: str) -> list[tuple[str, dict[str, str]]]:
+    """The series of a consumer group the Events row and the event alerts query."""
+    return [
+        *(
+            ("shop_events_consumed_total", {"group": group, "outcome": outcome})
+            for outcome in ("applied", "duplicate", "failed", "dead_lettered")
+        ),
+        ("shop_consumer_lag_entries", {"group": group, "stream": stream}),
+        ("shop_consumer_lag_seconds", {"group": group, "stream": stream}),
+        ("shop_dead_letters", {"group": group}),
+    ]
+
+
 #: Label sets the dashboards and alert rules (deploy/observability) query, by service.
 EXPECTED = {
-    "customers": [("shop_logins_total", {"outcome": "ok"})],
+    "customers": [
+        ("shop_logins_total", {"outcome": "ok"}),
+        ("shop_events_published_total", {"stream": "events:wallet"}),
+        ("shop_outbox_backlog", {"service": "customers"}),
+    ],
     "inventory": [
         ("shop_stock_reservations_total", {"outcome": "ok"}),
         ("shop_stock_reservations_total", {"outcome": "insufficient_stock"}),
         ("shop_idempotent_replays_total", {"endpoint": "POST /internal/reservations"}),
+        # Its outbox, and its ratings group on the review stream (in its own workers).
+        ("shop_outbox_backlog", {"service": "inventory"}),
+        *group_series("inventory", "events:review"),
     ],
     "sales": [
         ("shop_sales_total", {"status": "completed", "failure_code": ""}),
@@ -43,9 +65,15 @@ EXPECTED = {
             for outcome in ("completed", "failed", "cancelled", "still_pending")
         ),
         ("shop_idempotent_replays_total", {"endpoint": "POST /sales"}),
+        ("shop_events_published_total", {"stream": "events:order"}),
+        ("shop_outbox_backlog", {"service": "sales"}),
         ("shop_idempotent_replays_total", {"endpoint": "POST /cart/checkout"}),
     ],
-    "reviews": [],
+    # Its outbox, and its verified-purchases group on the order stream.
+    "reviews": [
+        ("shop_outbox_backlog", {"service": "reviews"}),
+        *group_series("reviews", "events:order"),
+    ],
     "notifications": [],
 }
 
