@@ -208,7 +208,9 @@ def test_tracing_is_off_without_otel_variables() -> None:
     assert tracing_requested({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"})
     assert tracing_requested({"OTEL_TRACES_EXPORTER": "otlp"})
 
-    # A service built with no OTEL_* set loads no SDK at all: nothing could export.
+    # A service built with no OTEL_* set loads neither the tracing SDK nor an exporter:
+    # nothing could export. (The broker's client, redis-py, imports the SDK's metrics
+    # part for its own optional instrumentation; no tracer provider comes with it.)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     probe = (
         "import sys\n"
@@ -216,7 +218,7 @@ def test_tracing_is_off_without_otel_variables() -> None:
         "from inventory_service import create_app\n"
         "app = create_app()\n"
         "print(type(trace.get_tracer_provider()).__name__,"
-        " sorted(m for m in sys.modules if m.startswith(('opentelemetry.sdk', 'opentelemetry.exporter'))))\n"
+        " sorted(m for m in sys.modules if m.startswith(('opentelemetry.sdk.trace', 'opentelemetry.exporter'))))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe],
