@@ -24,10 +24,12 @@ from seeder.config import Config
 from shopkit.config import PROJECT_ROOT
 from shopkit.migrations import upgrade
 from shopkit.registry import SERVICE_NAMES, packages
+from tests.support.database import broker as embedded_broker
 from tests.support.database import throwaway_server
 from tests.support.gateway import GatewayUnderTest, funded_shopper, login
 from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET
 from tests.support.live import LiveStack
+from tests.support.reviews import once_purchase_known
 
 pytestmark = pytest.mark.processes
 
@@ -48,14 +50,20 @@ def own_servers() -> Iterator[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def split_stack(own_servers: dict[str, str]) -> Iterator[LiveStack]:
-    """The four services, each started with nothing but its own server's URL."""
-    stack = LiveStack(own_servers["customers"], (ADMIN_USERNAME, ADMIN_PASSWORD), SERVICE_SECRET)
-    try:
-        for service in SERVICE_NAMES:
-            stack.start(service, extra_env=own_env(service, own_servers))
-        yield stack
-    finally:
-        stack.stop_all()
+    """The services, each started with nothing but its own server's URL, and the broker."""
+    with embedded_broker.throwaway_broker(prefix="shop-split-valkey-") as broker:
+        stack = LiveStack(
+            own_servers["customers"],
+            (ADMIN_USERNAME, ADMIN_PASSWORD),
+            SERVICE_SECRET,
+            events_url=broker.url,
+        )
+        try:
+            for service in SERVICE_NAMES:
+                stack.start(service, extra_env=own_env(service, own_servers))
+            yield stack
+        finally:
+            stack.stop_all()
 
 
 def own_env(service: str, urls: dict[str, str]) -> dict[str, str]:
@@ -135,11 +143,13 @@ def journey(base: str, stack: LiveStack, urls: dict[str, str]) -> None:
     assert (refused.status_code, refused.json()["code"]) == (409, "insufficient_funds")
     assert api.get(base + f"/products/{ids['clothes']}").json()["stock"] == 3
 
-    # Reviews asks sales (another server) whether sam bought it.
-    review = api.post(
-        base + "/reviews",
-        headers=sam,
-        json={"product_id": ids["clothes"], "rating": 4, "comment": "Good grip."},
+    # Reviews learns that sam bought it from sales' order events (another server).
+    review = once_purchase_known(
+        lambda: api.post(
+            base + "/reviews",
+            headers=sam,
+            json={"product_id": ids["clothes"], "rating": 4, "comment": "Good grip."},
+        )
     )
     assert review.status_code == 201, review.text
     approved = api.post(

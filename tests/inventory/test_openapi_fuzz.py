@@ -40,11 +40,21 @@ OPERATIONS = [
 #: The live fault switches (shopkit.faults) are documented but not fuzzed: a generated
 #: body would switch real faults (a hang, a crash) on in this test process. Their
 #: validation is tested in tests/shopkit/test_faults_and_bounds.py.
-#: Health, metrics and the docs routes every service serves are fuzzed against the real
-#: processes by tests/contract/test_schemathesis.py.
-NOT_FUZZED = {("GET", "/admin/faults"), ("PUT", "/admin/faults"), ("DELETE", "/admin/faults")} | {
-    ("GET", path) for path in COMMON_OPERATIONS
+#: Health, metrics, the docs routes and the events admin (shopkit.events.admin_routes) every
+#: service serves are fuzzed against the real processes by tests/contract/test_schemathesis.py.
+EVENTS_ADMIN = {
+    ("GET", "/admin/events"),
+    ("GET", "/admin/events/outbox"),
+    ("GET", "/admin/events/inbox"),
+    ("GET", "/admin/events/dead-letters"),
+    ("POST", "/admin/events/dead-letters/{dead_id}/replay"),
+    ("POST", "/admin/events/dead-letters/{dead_id}/discard"),
 }
+NOT_FUZZED = (
+    {("GET", "/admin/faults"), ("PUT", "/admin/faults"), ("DELETE", "/admin/faults")}
+    | {("GET", path) for path in COMMON_OPERATIONS}
+    | EVENTS_ADMIN
+)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ def test_healthz_and_readyz(customers: FlaskClient) -> None:
     assert customers.get("/healthz").get_json() == {"status": "ok", "service": "customers"}
     ready = customers.get("/readyz")
     assert ready.status_code == 200
-    assert ready.get_json()["schema_revision"] == head_revision("customers_service") == "0003"
+    assert ready.get_json()["schema_revision"] == head_revision("customers_service") != ""
 
 
 def test_readyz_is_503_when_schema_is_behind(
