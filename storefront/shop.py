@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 from urllib.parse import urlencode
 
@@ -312,12 +313,25 @@ def orders() -> ResponseReturnValue:
         if not line.get("product_name")
     ]
     return render_template(
-        "shop/orders.html",
+        "shop/_orders_table.html" if _fragment() else "shop/orders.html",
         page=page,
         status=status,
         statuses=ORDER_STATUSES,
         names=_product_names(unnamed),
+        rendered_ms=_now_ms(),
     )
+
+
+def _fragment() -> bool:
+    """Whether the page's live part alone is asked for (``?fragment=1``: the page's script
+    reloads it when an order changes, :mod:`storefront.live`)."""
+    return request.args.get("fragment") == "1"
+
+
+def _now_ms() -> int:
+    """Now, in milliseconds since the epoch: when the page was drawn (its live stream
+    replays what happened since)."""
+    return int(time.time() * 1000)
 
 
 def _product_names(product_ids: list[int]) -> dict[int, str]:
@@ -342,6 +356,10 @@ def _products(product_ids: list[int]) -> dict[int, dict[str, Any]]:
 def order(sale_id: Any) -> ResponseReturnValue:
     """One order: lines, status history, tracking, and cancel while allowed."""
     sale = api().order(token(), str(sale_id))
+    if _fragment():
+        return render_template(
+            "shop/_order_detail.html", sale=sale, shopper=True, cancel_form=KeyedForm()
+        )
     return render_template(
         "shop/order.html",
         sale=sale,
@@ -349,6 +367,7 @@ def order(sale_id: Any) -> ResponseReturnValue:
         address=_delivery_address(),
         trace_url=trace_search_url(str(sale_id)),
         cancel_form=KeyedForm(),
+        rendered_ms=_now_ms(),
     )
 
 
