@@ -10,8 +10,9 @@ page's socket and writes to it only when there is something to say.
 
 The hub reads the order stream (``events:order``) with plain ``XREAD``, not a
 consumer group: every open page must see every event of its customer, and
-nothing here needs acknowledging. It starts at the end of the stream and then
-follows the last id it saw, so a broker that went away and came back loses it
+nothing here needs acknowledging. It starts from the moment it started (stream
+ids begin with their millisecond time) and then follows the last id it saw, so
+a broker that is away when it starts, or goes away and comes back, loses it
 nothing. Each event goes only to the streams of the customer in its ``data``
 (and, for an order page, of that order); it carries the order id and what
 happened, never the customer id. A short backlog of recent events lets a
@@ -66,6 +67,8 @@ MAX_PER_CUSTOMER = 32
 RETRY_MIN_S, RETRY_MAX_S = 0.5, 10.0
 #: What the browser waits before reconnecting (the ``retry`` field), in milliseconds.
 RECONNECT_MS = 3000
+#: The hub follows the stream from this long before it started (clocks differ a little).
+START_MARGIN_MS = 2000
 #: An entry id as the broker writes it (``1700000000000-0``).
 ENTRY_ID = re.compile(r"^\d{1,15}-\d{1,10}$")
 
@@ -213,6 +216,10 @@ class LiveHub:
     def _ensure_started(self) -> asyncio.AbstractEventLoop:
         with self._start_lock:
             if self._loop is None:
+                # Follow the stream from a little before now (by this clock: the broker's
+                # may differ a little), whether or not the broker answers yet.
+                started_ms = int(time.time() * 1000) - START_MARGIN_MS
+                self._complete_after = (started_ms, 0)
                 loop = asyncio.new_event_loop()
                 started = threading.Event()
                 self._thread = threading.Thread(
@@ -254,9 +261,9 @@ class LiveHub:
 
     def _replay(self, stream: _Stream) -> None:
         after = stream.subscription.after
-        if after is None or self._complete_after is None:
+        if after is None:
             return
-        if after < self._complete_after:
+        if self._complete_after is None or after < self._complete_after:
             stream.send(RELOAD)  # missed events are gone from the backlog
             return
         for update in self._backlog:
@@ -300,13 +307,11 @@ class LiveHub:
             socket_connect_timeout=2.0,
             socket_timeout=BLOCK_MS / 1000 + 5.0,
         )
-        last: str | None = None
+        start = self._complete_after or (int(time.time() * 1000), 0)
+        last = f"{start[0]}-{start[1]}"
         backoff = RETRY_MIN_S
         while True:
             try:
-                if last is None:
-                    last = await self._end_of_stream(client)
-                    self._complete_after = parse_id(last)
                 self.connected = True
                 replies: Any = await client.xread(
                     {ORDER_STREAM: last}, count=READ_COUNT, block=BLOCK_MS
@@ -325,15 +330,6 @@ class LiveHub:
                     update = _update(last, fields)
                     if update is not None:
                         self._publish(update)
-
-    @staticmethod
-    async def _end_of_stream(client: redis.asyncio.Redis) -> str:
-        """The id of the stream's newest entry (``0-0`` while it has none)."""
-        newest = await client.xrevrange(ORDER_STREAM, count=1)
-        if not newest:
-            return "0-0"
-        raw = newest[0][0]
-        return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
 def _update(entry_id: str, fields: dict[Any, Any]) -> _Update | None:

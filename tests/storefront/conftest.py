@@ -18,6 +18,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from shopkit.config import Settings
+from shopkit.registry import SERVICE_NAMES
 from tests.support.storefront import FakeServices, log_in
 
 
@@ -25,7 +26,7 @@ from tests.support.storefront import FakeServices, log_in
 def fake() -> FakeServices:
     """The services, faked at their HTTP boundary."""
     services = FakeServices()
-    for name in ("customers", "inventory", "sales", "reviews"):
+    for name in SERVICE_NAMES:
         services.on(name, "GET", "/readyz", 200, {"status": "ready", "schema_revision": "0001"})
     return services
 
