@@ -27,7 +27,7 @@ from devstack.gateway import (
     upstream_names,
 )
 from devstack.postgres import psql_command, scratch_database, throwaway_server
-from devstack.processes import ServiceProcess, free_port
+from devstack.processes import ServiceProcess, WorkerProcess, free_port
 from devstack.roles import create_service_roles, service_role_url
 from shopkit.migrations import upgrade
 from shopkit.registry import APPS, FRONTENDS, SERVICE_NAMES, SERVICES, app, packages
@@ -52,6 +52,7 @@ __all__ = [
     "STOREFRONT_PORT",
     "Gateway",
     "ServiceProcess",
+    "WorkerProcess",
     "app",
     "broker",
     "free_port",

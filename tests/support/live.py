@@ -20,6 +20,8 @@ class LiveStack:
         self.service_secret = service_secret
         self.ports = {a.name: free_port() for a in APPS}  # the services and the storefront
         self.processes: dict[str, ServiceProcess] = {}
+        #: What every process started from now on gets besides (``EVENTS_URL``, ``SMTP_URL``).
+        self.shared_env: dict[str, str] = {}
         self.log_dir = Path(tempfile.mkdtemp(prefix="shop-test-logs-"))
 
     def url(self, service: str) -> str:
@@ -42,6 +44,7 @@ class LiveStack:
             "HTTP_CONNECT_TIMEOUT": "1",
             "HTTP_READ_TIMEOUT": "3",
             **{f"{name.upper()}_URL": self.url(name) for name in SERVICE_NAMES},
+            **self.shared_env,
         }
 
     def start(
