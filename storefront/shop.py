@@ -33,7 +33,7 @@ from storefront.clients import ApiProblem, Page
 from storefront.forms import (
     CATEGORIES,
     MAX_TOP_UP,
-    SORTS,
+    SHOP_SORTS,
     ActionForm,
     KeyedForm,
     QuantityForm,
@@ -78,6 +78,9 @@ def catalogue() -> ResponseReturnValue:
         page = api().products(filters, page=page_number())
     except ApiProblem as exc:
         problem = exc.message()
+        if exc.status == 422 and filters["sort"] == "rating":
+            # An inventory that does not sort by rating yet: the default order, said so.
+            page, problem = _unsorted(filters)
     if page is not None and (last := _past_the_end(page)) is not None:
         return redirect(url_for("shop.catalogue", **{**_set(filters), "page": last}))
     return render_template(
@@ -86,9 +89,18 @@ def catalogue() -> ResponseReturnValue:
         problem=problem,
         filters=filters,
         categories=CATEGORIES,
-        sorts=SORTS,
+        sorts=SHOP_SORTS,
         add_form=QuantityForm(),
     )
+
+
+def _unsorted(filters: dict[str, str]) -> tuple[Page | None, str | None]:
+    """The catalogue page in the default order, and why (or the inventory's refusal)."""
+    try:
+        page = api().products({**filters, "sort": ""}, page=page_number())
+    except ApiProblem as exc:
+        return None, exc.message()
+    return page, "Sorting by rating is not available yet: here are the newest first."
 
 
 @bp.get("/products/<int:product_id>")

@@ -17,6 +17,7 @@ from flask.testing import FlaskClient
 
 from shopkit.config import Settings
 from shopkit.gunicorn_worker import HANDOVER_ENVIRON, Handover
+from shopkit.service_client import ServiceResponse
 from storefront.livehub import Subscription
 from tests.support.storefront import FakeServices, log_in
 
@@ -276,3 +277,42 @@ def test_the_order_list_serves_its_table_alone_for_the_live_reload(
     part = client.get("/orders?status=completed&page=1&fragment=1")
     assert part.status_code == 200 and "<html" not in part.text
     assert SALE_ID[:8] in part.text and "paid" in part.text
+
+
+# --- ratings from the catalogue ---------------------------------------------------------------
+
+RATED = {"id": 7, "name": "Trail Shoes", "category": "clothes", "price": "89.90",
+         "description": "Light.", "stock": 4, "archived": False,
+         "rating": {"average": "4.50", "count": 2}}  # fmt: skip
+UNRATED = {**RATED, "id": 8, "name": "Plain Socks", "rating": {"average": None, "count": 0}}
+OLD_STYLE = {**RATED, "id": 9, "name": "Old Hat"}
+del OLD_STYLE["rating"]
+
+
+def test_the_catalogue_shows_ratings_from_inventory_and_sorts_by_them(
+    client: FlaskClient, fake: FakeServices
+) -> None:
+    fake.on("inventory", "GET", "/products", 200,
+            {"items": [RATED, UNRATED, OLD_STYLE], "page": 1, "page_size": 12, "total": 3})  # fmt: skip
+    page = client.get("/?sort=rating")
+    assert page.status_code == 200
+    assert "4.50 (2)" in page.text and page.text.count('class="rating"') == 1
+    assert '<option value="rating" selected>Best rated</option>' in page.text
+    (call,) = fake.made("inventory", "GET", "/products")
+    assert call.params is not None and call.params["sort"] == "rating"
+    assert not fake.made("reviews", "GET", "/reviews")  # no call to reviews for ratings
+
+
+def test_an_inventory_without_the_rating_sort_still_shows_the_catalogue(
+    client: FlaskClient, fake: FakeServices
+) -> None:
+    def answer(call: Any) -> ServiceResponse:
+        if (call.params or {}).get("sort") == "rating":
+            return ServiceResponse(422, {"code": "validation_error", "detail": "Invalid input.",
+                                         "errors": {"sort": ["Must be one of: newest."]}})  # fmt: skip
+        return ServiceResponse(200, {"items": [OLD_STYLE], "page": 1, "page_size": 12, "total": 1})
+
+    fake.handle("inventory", "GET", "/products", answer)
+    page = client.get("/?sort=rating")
+    assert page.status_code == 200
+    assert "Old Hat" in page.text and "Sorting by rating is not available yet" in page.text
