@@ -32,6 +32,7 @@ import collections
 import json
 import logging
 import re
+import resource
 import socket
 import threading
 import time
@@ -61,6 +62,8 @@ BACKLOG = 4096
 MAX_UNSENT_BYTES = 256 * 1024
 #: Open streams one storefront process holds at most (see docs/storefront.rst).
 MAX_STREAMS = 10_000
+#: File descriptors kept free for everything else the process opens (pages, service calls).
+FD_RESERVE = 256
 #: Streams of one customer at most (tabs, devices).
 MAX_PER_CUSTOMER = 32
 #: Back-off after a broker error, doubling up to the maximum (seconds).
@@ -71,6 +74,26 @@ RECONNECT_MS = 3000
 START_MARGIN_MS = 2000
 #: An entry id as the broker writes it (``1700000000000-0``).
 ENTRY_ID = re.compile(r"^\d{1,15}-\d{1,10}$")
+
+
+def fd_bounded(wanted: int) -> int:
+    """``wanted`` streams, or fewer if the process may not open that many files.
+
+    The soft limit on open files is raised towards the hard one first (many systems
+    start processes at 1024); each stream holds one descriptor.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = wanted + FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(0, min(wanted, soft - FD_RESERVE))
 
 
 def parse_id(value: str) -> tuple[int, int] | None:
@@ -174,7 +197,7 @@ class LiveHub:
     ) -> None:
         self.events_url = events_url
         self.revoked = revoked
-        self.max_streams = max_streams
+        self.max_streams = fd_bounded(max_streams)
         self.heartbeat_s = heartbeat_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
