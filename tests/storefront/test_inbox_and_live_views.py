@@ -7,6 +7,7 @@ reconnection) is tested over a real gunicorn worker and a real broker in
 
 from __future__ import annotations
 
+import resource
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +19,7 @@ from flask.testing import FlaskClient
 from shopkit.config import Settings
 from shopkit.gunicorn_worker import HANDOVER_ENVIRON, Handover
 from shopkit.service_client import ServiceResponse
-from storefront.livehub import Subscription
+from storefront.livehub import FD_RESERVE, Subscription, fd_bounded
 from tests.support.storefront import FakeServices, log_in
 
 SALE_ID = "3f1b2c4d-0000-4000-8000-000000000001"
@@ -316,3 +317,13 @@ def test_an_inventory_without_the_rating_sort_still_shows_the_catalogue(
     page = client.get("/?sort=rating")
     assert page.status_code == 200
     assert "Old Hat" in page.text and "Sorting by rating is not available yet" in page.text
+
+
+def test_the_hub_never_holds_more_streams_than_the_process_may_open_files() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert fd_bounded(10) == 10
+    bounded = fd_bounded(10**9)
+    raised, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert raised >= soft  # raised towards the hard limit, never lowered
+    if hard != resource.RLIM_INFINITY:
+        assert bounded == raised - FD_RESERVE <= hard - FD_RESERVE
