@@ -119,7 +119,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     init_cookie_sessions(app, keep_s=PERMANENT_SESSION.total_seconds())
     if settings.events_url:
         revoked = app.extensions["shop_revoked_sessions"]
-        app.extensions["shop_live"] = LiveHub(settings.events_url, revoked=revoked.__contains__)
+        hub = LiveHub(settings.events_url, revoked=revoked.__contains__)
+        revoked.listeners.append(hub.end_session)  # a logout ends its live streams at once
+        app.extensions["shop_live"] = hub
     CSRFProtect(app)
     # The same pieces as every service's (shopkit.app), tracing first so its span covers
     # the other hooks; no database, and forms rather than JSON bodies.

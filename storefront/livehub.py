@@ -21,8 +21,9 @@ what it missed; older than the backlog, it is told to ``reload`` its fragment.
 
 A stream lasts until a little before the session's access token expires (the
 browser then reconnects through the view, which renews the token or ends the
-session), is closed as soon as its session is logged out, and gets a comment
-line every :data:`HEARTBEAT_S` so proxies keep it open and dead peers are found.
+session), is closed as soon as its session is logged out (:meth:`LiveHub.end_session`),
+and gets a comment line every :data:`HEARTBEAT_S` so proxies keep it open and dead
+peers are found.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from typing import Any
 
 import redis
 import redis.asyncio
+from prometheus_client import Gauge
 
 from shopkit.events.catalog import stream_for
 from shopkit.events.envelope import FIELD, MalformedEvent, decode
@@ -72,6 +74,12 @@ RETRY_MIN_S, RETRY_MAX_S = 0.5, 10.0
 RECONNECT_MS = 3000
 #: The hub follows the stream from this long before it started (clocks differ a little).
 START_MARGIN_MS = 2000
+#: Open streams (``/metrics``: summed over the storefront's workers).
+OPEN_STREAMS = Gauge(
+    "shop_storefront_live_streams",
+    "Live order streams the storefront holds open.",
+    multiprocess_mode="livesum",
+)
 #: An entry id as the broker writes it (``1700000000000-0``).
 ENTRY_ID = re.compile(r"^\d{1,15}-\d{1,10}$")
 
@@ -207,7 +215,8 @@ class LiveHub:
         self._backlog: collections.deque[_Update] = collections.deque()
         #: The backlog holds every event after this id (``None``: not reading yet).
         self._complete_after: tuple[int, int] | None = None
-        self.connected = False
+        #: Whether the last read of the stream worked (``None``: none yet).
+        self.connected: bool | None = None
 
     # --- the request threads' side --------------------------------------------------------
 
@@ -229,6 +238,12 @@ class LiveHub:
         """
         loop = self._ensure_started()
         loop.call_soon_threadsafe(lambda: loop.create_task(self._open(sock, head, subscription)))
+
+    def end_session(self, session_id: str) -> None:
+        """End the streams of a session that was logged out (any thread; at once)."""
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._end_session, session_id)
 
     def stop(self) -> None:
         """Stop the loop (its thread ends; open streams are cut)."""
@@ -261,6 +276,10 @@ class LiveHub:
         try:
             loop.run_forever()
         finally:
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.close()
 
     # --- the loop's side ------------------------------------------------------------------
@@ -281,6 +300,7 @@ class LiveHub:
         if stream.transport is not None and not stream.transport.is_closing():
             self._streams[subscription.customer_id].add(stream)
             self._count += 1
+            OPEN_STREAMS.inc()
 
     def _replay(self, stream: _Stream) -> None:
         after = stream.subscription.after
@@ -295,11 +315,18 @@ class LiveHub:
             ):
                 stream.send(update.message)
 
+    def _end_session(self, session_id: str) -> None:
+        for streams in list(self._streams.values()):
+            for stream in list(streams):
+                if stream.subscription.session_id == session_id:
+                    stream.close()
+
     def _forget(self, stream: _Stream) -> None:
         streams = self._streams.get(stream.subscription.customer_id)
         if streams is not None and stream in streams:
             streams.discard(stream)
             self._count -= 1
+            OPEN_STREAMS.dec()
             if not streams:
                 del self._streams[stream.subscription.customer_id]
 
@@ -333,26 +360,29 @@ class LiveHub:
         start = self._complete_after or (int(time.time() * 1000), 0)
         last = f"{start[0]}-{start[1]}"
         backoff = RETRY_MIN_S
-        while True:
-            try:
+        try:
+            while True:
+                try:
+                    replies: Any = await client.xread(
+                        {ORDER_STREAM: last}, count=READ_COUNT, block=BLOCK_MS
+                    )
+                except (redis.RedisError, OSError) as error:
+                    if self.connected is not False:  # said once per outage
+                        log.warning("live updates: the broker is unavailable (%s)", error)
+                    self.connected = False
+                    await asyncio.sleep(backoff)
+                    backoff = min(RETRY_MAX_S, backoff * 2)
+                    continue
                 self.connected = True
-                replies: Any = await client.xread(
-                    {ORDER_STREAM: last}, count=READ_COUNT, block=BLOCK_MS
-                )
                 backoff = RETRY_MIN_S
-            except (redis.RedisError, OSError) as error:
-                if self.connected:
-                    log.warning("live updates: the broker is unavailable (%s); retrying", error)
-                self.connected = False
-                await asyncio.sleep(backoff)
-                backoff = min(RETRY_MAX_S, backoff * 2)
-                continue
-            for _stream, entries in replies or []:
-                for raw_id, fields in entries:
-                    last = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
-                    update = _update(last, fields)
-                    if update is not None:
-                        self._publish(update)
+                for _stream, entries in replies or []:
+                    for raw_id, fields in entries:
+                        last = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+                        update = _update(last, fields)
+                        if update is not None:
+                            self._publish(update)
+        finally:
+            await client.aclose()
 
 
 def _update(entry_id: str, fields: dict[Any, Any]) -> _Update | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import resource
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -327,3 +328,48 @@ def test_the_hub_never_holds_more_streams_than_the_process_may_open_files() -> N
     assert raised >= soft  # raised towards the hard limit, never lowered
     if hard != resource.RLIM_INFINITY:
         assert bounded == raised - FD_RESERVE <= hard - FD_RESERVE
+
+
+def test_a_logout_ends_the_sessions_live_streams_at_once(
+    make_app: Callable[..., Flask], fake: FakeServices
+) -> None:
+    """The app tells its hub each logged-out session; the hub closes that session's streams
+    (a real hub on socket pairs, no broker needed) and leaves the others open."""
+    settings = Settings.from_env(
+        "storefront", log_level="WARNING", events_url="redis://127.0.0.1:1/0"
+    )
+    app = make_app(SETTINGS=settings)
+    hub = app.extensions["shop_live"]
+    revoked = app.extensions["shop_revoked_sessions"]
+    assert hub.end_session in revoked.listeners
+    told: list[str] = []
+    revoked.listeners.append(told.append)
+    client = app.test_client()
+    log_in(client, fake, "ada", customer_id=41)
+    with client.session_transaction() as session:
+        sid = session["sid"]
+    fake.on("customers", "POST", "/auth/logout", 204, {})
+    assert client.post("/logout").status_code == 302
+    assert told == [sid]
+
+    mine, my_page = socket.socketpair()
+    other, other_page = socket.socketpair()
+    try:
+        hub.adopt(mine, b"HTTP/1.1 200 OK\r\n\r\n", Subscription(41, "s-1"))
+        hub.adopt(other, b"HTTP/1.1 200 OK\r\n\r\n", Subscription(41, "s-2"))
+        for page in (my_page, other_page):
+            page.settimeout(5)
+            assert page.recv(100).startswith(b"HTTP/1.1 200")
+        deadline = time.monotonic() + 5
+        while hub.streams < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        hub.end_session("s-1")
+        assert my_page.recv(100) == b""  # closed
+        other_page.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            other_page.recv(100)  # still open
+    finally:
+        hub.stop()
+        for sock in (my_page, other_page):
+            sock.close()
