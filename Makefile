@@ -24,13 +24,15 @@ system-tools:
 
 # Each test file runs whole on one worker (tests/docs as one: one docs build), the slowest
 # first (tests/conftest.py). The whole suite runs the fault suite (tests/resilience) after
-# the rest, alone: it holds the services to their answer-time bounds, which a machine busy
-# with other tests would blur. With PYTEST_ARGS, exactly what they name runs.
+# the rest, without them: it holds the services to their answer-time bounds, which a
+# machine busy with other tests would blur; its two files (the synchronous faults, the
+# events' faults) run side by side, each on its own stack, mostly waiting out their
+# freezes. With PYTEST_ARGS, exactly what they name runs.
 FAULT_SUITE := tests/resilience
 test: install system-tools
 ifeq ($(strip $(PYTEST_ARGS)),)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --ignore=$(FAULT_SUITE)
-	$(BIN)/python -m pytest $(FAULT_SUITE)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(FAULT_SUITE)
 else
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 endif

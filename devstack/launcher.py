@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -114,6 +115,26 @@ def _start_workers(services: list[str], envs: dict[str, dict[str, str]]) -> list
         ).start()
         workers.append(worker)
     return workers
+
+
+def _service_envs(
+    services: list[str], shared: dict[str, str], url: str, *, own_roles: bool
+) -> dict[str, dict[str, str]]:
+    """What each service's processes get besides the launcher's environment, and under
+    :data:`SHARED` what every other child gets."""
+    envs = {
+        service: {
+            **shared,
+            # Each service connects as its own role on the embedded server (as in Compose).
+            "DATABASE_URL": roles.service_role_url(url, service) if own_roles else url,
+        }
+        for service in services
+    }
+    for service, _module in WORKERS:
+        if service in envs:  # the app and its worker share the service's live faults
+            envs[service]["SHOP_FAULTS_DIR"] = tempfile.mkdtemp(prefix=f"shop-faults-{service}-")
+    envs[SHARED] = shared
+    return envs
 
 
 def _events_and_mail(
@@ -219,15 +240,7 @@ def run_local(services: list[str] | None = None) -> int:
     watchdog = Watchdog()
     server, url = _database(settings, watchdog)
     broker, sink, shared = _events_and_mail(settings, watchdog)
-    # Each service connects as its own role on the embedded server (as in Compose).
-    envs = {
-        service: {
-            **shared,
-            "DATABASE_URL": roles.service_role_url(url, service) if server else url,
-        }
-        for service in services
-    }
-    envs[SHARED] = shared
+    envs = _service_envs(services, shared, url, own_roles=server is not None)
     processes: list[ServiceProcess] = []
     workers: list[WorkerProcess] = []
     seeder: subprocess.Popen[bytes] | None = None

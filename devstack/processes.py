@@ -126,8 +126,10 @@ class ServiceProcess:
 
     def start(self) -> ServiceProcess:
         """Start gunicorn in its own process group."""
+        inherited = dict(os.environ)
+        inherited.pop("SHOP_FAULTS_DIR", None)  # a service's faults are its own unless given
         env = {
-            **os.environ,
+            **inherited,
             "WEB_CONCURRENCY": str(self.workers),
             "GUNICORN_THREADS": str(self.threads),
             **self.env,

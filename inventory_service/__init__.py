@@ -9,10 +9,11 @@ Stock changes only by conditional updates, so it never goes negative.
 Decisions where the contract is silent:
 
 - ``GET /products``: ``sort`` is ``newest`` (default), ``price``, ``-price``,
-  ``name`` or ``-name``; ``in_stock=false`` lists sold-out products; archived
-  products are never listed. ``q`` is a full-text prefix search (every word of
-  ``q`` must begin a word of the name or description, in any order, ignoring
-  case; see :mod:`inventory_service.models` for why not ``pg_trgm``).
+  ``name``, ``-name`` or ``rating`` (best average first, unrated last);
+  ``in_stock=false`` lists sold-out products; archived products are never
+  listed. ``q`` is a full-text prefix search (every word of ``q`` must begin a
+  word of the name or description, in any order, ignoring case; see
+  :mod:`inventory_service.models` for why not ``pg_trgm``).
 - ``description`` is optional and may be empty (at most 5000 characters);
   names are trimmed, 1 to 200 characters. A new product's ``stock`` is 0 to
   1,000,000 (default 0); stock never exceeds 2,000,000,000 (409 ``stock_limit``).
@@ -45,6 +46,13 @@ Decisions where the contract is silent:
   is a 503. Releasing is idempotent by itself (a key is optional); returning
   requires a key. ``GET /internal/reservations[/{sale_id}]`` (service or
   admin) serve recovery and audits.
+- Events (docs/events.rst): every stock change, new product and archive writes
+  its event into the outbox in the change's transaction
+  (:mod:`inventory_service.events`), published by the relay in each worker;
+  ``/asyncapi.json`` describes them. Each worker is also a member of the
+  ``inventory`` consumer group on the review stream, which keeps products'
+  ``rating`` (:mod:`inventory_service.ratings`); ``sort=rating`` lists the
+  best rated first.
 """
 
 from __future__ import annotations
@@ -55,17 +63,23 @@ from flask import Flask
 
 from inventory_service.clients import build_payments_client
 from inventory_service.metrics import METRICS
-from inventory_service.models import SCHEMA
+from inventory_service.models import INBOX, OUTBOX, SCHEMA
+from inventory_service.ratings import GROUP, STREAMS, apply_review_events
 from inventory_service.routes import internal_blp, products_blp
 from shopkit.app import create_service_app
 from shopkit.config import Settings
+from shopkit.events import asyncapi
+from shopkit.events.service_consumer import consumer_with_first_request
+from shopkit.events.service_relay import relay_with_first_request
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the inventory service app (see :func:`shopkit.app.create_service_app`).
 
     Config ``INVENTORY_PAYMENTS`` replaces the client that asks customers about
-    a sale's payments (unit tests: a fake at the HTTP boundary).
+    a sale's payments (unit tests: a fake at the HTTP boundary). The outbox
+    relay and the ratings consumer start with a worker's first request when
+    the broker's URL (``EVENTS_URL``) is set and the app is not ``TESTING``.
     """
     config = dict(config or {})
     settings: Settings = config.get("SETTINGS") or Settings.from_env("inventory")
@@ -83,4 +97,17 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         config=config,
     )
     app.extensions["inventory_payments"] = payments
+    asyncapi.serve(
+        app,
+        asyncapi.build_document("inventory", "1.0.0", emits=["product"], consumes=["review"]),
+    )
+    relay_with_first_request(app, OUTBOX, "inventory")
+    consumer_with_first_request(
+        app,
+        INBOX,
+        service="inventory",
+        group=GROUP,
+        streams=STREAMS,
+        batch_handler=apply_review_events,
+    )
     return app

@@ -1,4 +1,10 @@
-"""Catalogue operations: create (one or a batch), look up, search, change and archive products."""
+"""Catalogue operations: create (one or a batch), look up, search, change and archive products.
+
+Creating a product writes ``shop.product.created.v1`` (and its initial stock's
+``stock_changed``), archiving it ``shop.product.archived.v1``, in the same
+transaction (:mod:`inventory_service.events`). Restoring an archived product
+writes no event: the catalogue of event types has none for it yet.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +34,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
-from inventory_service.models import Product
+from inventory_service import events
+from inventory_service.models import Product, rating_average
 from shopkit.db import transaction
 from shopkit.errors import NotFound
 from shopkit.fields import MAX_ID
@@ -37,7 +44,7 @@ from shopkit.pagination import paginate
 PATCH_FIELDS = ("name", "category", "price", "description", "archived")
 PRODUCT_COLUMNS = (
     "id", "name", "category", "price", "description", "stock", "archived",
-    "created_at", "updated_at",
+    "created_at", "updated_at", "rating_count", "rating_sum",
 )  # fmt: skip
 
 #: ``sort`` -> (attribute, direction) pairs; the id breaks ties so pages are stable.
@@ -51,6 +58,14 @@ _SORTS = {
 
 
 def _ordering(entity: Any, sort: str) -> list[Any]:
+    if sort == "rating":
+        # The order of the ix_products_rating index: highest average first, unrated
+        # last, then the product with more reviews, then the id.
+        return [
+            rating_average(entity).desc().nulls_last(),
+            entity.rating_count.desc(),
+            entity.id.asc(),
+        ]
     return [getattr(getattr(entity, name), direction)() for name, direction in _SORTS[sort]]
 
 
@@ -198,6 +213,7 @@ def create(session: Session, data: dict[str, Any]) -> Product:
         product = Product(**data)
         session.add(product)
         session.flush()
+        events.emit(session, events.created(product.id, product.name, product.price, product.stock))
         return product
 
 
@@ -210,17 +226,25 @@ def create_batch(session: Session, items: list[dict[str, Any]]) -> Sequence[Row[
         table = Product.__table__
         columns = [table.c[name] for name in PRODUCT_COLUMNS]
         statement = insert(table).returning(*columns, sort_by_parameter_order=True)
-        return session.execute(statement, items).all()
+        rows = session.execute(statement, items).all()
+        events.emit(
+            session,
+            [e for row in rows for e in events.created(row.id, row.name, row.price, row.stock)],
+        )
+        return rows
 
 
 def update(session: Session, product_id: int, changes: dict[str, Any]) -> Product:
     """Change product fields (an admin may also restore an archived product)."""
     with transaction(session):
         product = get_product(session, product_id, include_archived=True, for_update=True)
+        was_archived = product.archived
         for name, value in changes.items():
             if name in PATCH_FIELDS:
                 setattr(product, name, value)
         session.flush()
+        if product.archived and not was_archived:
+            events.emit(session, [events.archived(product.id)])
         return product
 
 
@@ -231,3 +255,4 @@ def archive(session: Session, product_id: int) -> None:
         if not product.archived:
             product.archived = True
             session.flush()
+            events.emit(session, [events.archived(product.id)])

@@ -15,6 +15,12 @@ always queue in the same order and never deadlock; the refusal is then
 decided from the locked rows, naming every unknown or short product, and
 nothing is written. Any refusal rolls the caller's transaction back.
 
+Events. Every line taken or put back writes ``shop.product.stock_changed.v1``
+in the same transaction (:mod:`inventory_service.events`); the stock it left
+comes back from the same statement that moved it. A batch of reservations
+collects its sales' events (:class:`BatchEvents`) and writes those of the sales
+that took effect with one statement before its commit.
+
 Putting stock back. ``reserved -> released`` (an unpaid sale that failed)
 and ``reserved -> returned`` (a paid order cancelled and refunded) are
 conditional updates of the header, so however often and however
@@ -49,12 +55,14 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from inventory_service import events
 from inventory_service.catalogue import get_product
 from inventory_service.clients import PaymentsClient
 from inventory_service.models import MAX_STOCK, Product, Reservation, ReservationLine
 from inventory_service.stock import stock_limit
 from shopkit.db import constraint_name
 from shopkit.errors import Conflict, NotFound, ProblemError, ValidationFailed
+from shopkit.events.outbox import NewEvent
 from shopkit.pagination import paginate
 
 #: Most lines one reservation may hold.
@@ -85,7 +93,8 @@ def _reserve_statement(*, one_line: bool) -> Select[Any]:
 
     ``taken`` moves the stock; ``header`` is written only when every line was
     taken; ``line`` is written from ``taken``'s prices and names. The result
-    is one row per line: the header's columns, then the line's. The one-line
+    is one row per line: the header's columns, then the line's, then the
+    stock the line left (for its event). The one-line
     form binds plain values (``product_id``, ``quantity``), which PostgreSQL
     plans more cheaply than ``unnest`` and a count: it runs on every purchase.
     """
@@ -100,7 +109,11 @@ def _reserve_statement(*, one_line: bool) -> Select[Any]:
             )
             .values(stock=_products.c.stock - quantity)
             .returning(
-                _products.c.id, quantity.label("quantity"), _products.c.price, _products.c.name
+                _products.c.id,
+                quantity.label("quantity"),
+                _products.c.price,
+                _products.c.name,
+                _products.c.stock,
             )
             .cte("taken")
         )
@@ -117,7 +130,13 @@ def _reserve_statement(*, one_line: bool) -> Select[Any]:
                 _products.c.archived.is_(False),
             )
             .values(stock=_products.c.stock - wanted.c.quantity)
-            .returning(_products.c.id, wanted.c.quantity, _products.c.price, _products.c.name)
+            .returning(
+                _products.c.id,
+                wanted.c.quantity,
+                _products.c.price,
+                _products.c.name,
+                _products.c.stock,
+            )
             .cte("taken")
         )
         every_line_taken = select(func.count()).select_from(taken).scalar_subquery() == bindparam(
@@ -148,8 +167,19 @@ def _reserve_statement(*, one_line: bool) -> Select[Any]:
         .cte("line")
     )
     return (
-        select(header, line.c.product_id, line.c.quantity, line.c.unit_price, line.c.name)
-        .select_from(header.join(line, line.c.sale_id == header.c.sale_id))
+        select(
+            header,
+            line.c.product_id,
+            line.c.quantity,
+            line.c.unit_price,
+            line.c.name,
+            taken.c.stock,
+        )
+        .select_from(
+            header.join(line, line.c.sale_id == header.c.sale_id).join(
+                taken, taken.c.id == line.c.product_id
+            )
+        )
         .order_by(line.c.product_id)
     )
 
@@ -167,7 +197,8 @@ _LOCK = (
 
 
 def _restore_statement() -> Any:
-    """Puts back each line's quantity where the stock has room; returns the ids restored."""
+    """Puts back each line's quantity where the stock has room; returns the ids restored
+    with the stock they now hold."""
     wanted = _wanted()
     return (
         update(_products)
@@ -176,7 +207,7 @@ def _restore_statement() -> Any:
             _products.c.stock <= MAX_STOCK - wanted.c.quantity,
         )
         .values(stock=_products.c.stock + wanted.c.quantity)
-        .returning(_products.c.id)
+        .returning(_products.c.id, _products.c.stock)
     )
 
 
@@ -193,7 +224,7 @@ def check_lines(lines: Sequence[Line]) -> None:
 
 class Reserved(NamedTuple):
     """A reservation just written: its header's columns and its lines (rows with
-    ``product_id``, ``quantity``, ``unit_price`` and ``name``), read like a
+    ``product_id``, ``quantity``, ``unit_price``, ``name`` and the ``stock`` left), read like a
     :class:`Reservation` (plain tuples: cheaper than ORM objects on every purchase)."""
 
     sale_id: uuid.UUID
@@ -205,8 +236,19 @@ class Reserved(NamedTuple):
     lines: Sequence[Any]
 
 
-def reserve(session: Session, sale_id: uuid.UUID, lines: Sequence[Line], actor: str) -> Reserved:
+def reserve(
+    session: Session,
+    sale_id: uuid.UUID,
+    lines: Sequence[Line],
+    actor: str,
+    *,
+    deferred: list[NewEvent] | None = None,
+) -> Reserved:
     """Take every line's stock for sale ``sale_id``, all or none, with current prices and names.
+
+    Each line's ``stock_changed`` event is written in the same transaction, or,
+    when ``deferred`` is given (a batch, see :class:`BatchEvents`), added to it
+    for the caller to write.
 
     Refusals (nothing taken once the caller rolls back): 409
     ``already_reserved`` when this sale already holds a reservation (even
@@ -240,7 +282,35 @@ def reserve(session: Session, sale_id: uuid.UUID, lines: Sequence[Line], actor: 
     if not rows:
         raise _refusal(session, sale_id, lines, None)
     header = rows[0][: len(_reservations.c)]
+    changes = [events.stock_changed(row.product_id, row.stock, -row.quantity) for row in rows]
+    if deferred is None:
+        events.emit(session, changes)
+    else:
+        deferred.extend(changes)
     return Reserved(*header, lines=rows)  # type: ignore[misc]  # header: the other fields
+
+
+class BatchEvents:
+    """The stock events of a batch of reservations, written at once before its commit.
+
+    Each sale's reservation collects its events under its sale id
+    (:meth:`for_sale`); once every item ran, :meth:`emit` writes those of the
+    sales that took effect (not refused, not replayed, not undone) with one
+    statement, in the order the items ran, so each product's events keep the
+    order of its stock changes.
+    """
+
+    def __init__(self) -> None:
+        self._by_sale: dict[uuid.UUID, list[NewEvent]] = {}
+
+    def for_sale(self, sale_id: uuid.UUID) -> list[NewEvent]:
+        """A fresh list for sale ``sale_id``'s events (pass it as ``reserve(deferred=...)``)."""
+        self._by_sale[sale_id] = []
+        return self._by_sale[sale_id]
+
+    def emit(self, session: Session, sale_ids: Sequence[uuid.UUID]) -> None:
+        """Write the events of sales ``sale_ids`` (whose reservations took effect)."""
+        events.emit(session, [event for sale_id in sale_ids for event in self._by_sale[sale_id]])
 
 
 def lock_for_batch(session: Session, orders: Sequence[Sequence[Line]]) -> None:
@@ -421,11 +491,12 @@ def _put_back(session: Session, sale_id: uuid.UUID, status: str) -> None:
     ids = [line.product_id for line in lines]
     if len(lines) > 1:
         session.execute(_LOCK, {"product_ids": ids})
-    restored = set(
-        session.execute(
+    restored = {
+        row.id: row.stock
+        for row in session.execute(
             _RESTORE, {"product_ids": ids, "quantities": [line.quantity for line in lines]}
-        ).scalars()
-    )
+        )
+    }
     full = [line for line in lines if line.product_id not in restored]
     if full:
         product = get_product(session, full[0].product_id, include_archived=True)
@@ -433,6 +504,13 @@ def _put_back(session: Session, sale_id: uuid.UUID, status: str) -> None:
         raise ProblemError(
             503, limit.code, limit.detail, headers={"Retry-After": "30"}, **limit.extra
         )
+    events.emit(
+        session,
+        [
+            events.stock_changed(line.product_id, restored[line.product_id], line.quantity)
+            for line in lines
+        ],
+    )
 
 
 def list_reservations(session: Session, args: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from inventory_service.models import (
     MAX_STOCK,
     NAME_MAX,
     RESERVATION_STATUSES,
+    rating_of,
 )
 from inventory_service.reservations import MAX_LINES
 from shopkit.batch import BatchSchemaMixin, idempotency_key_field, items_field
@@ -93,8 +94,26 @@ class ProductPatchSchema(Schema):
     archived = fields.Boolean(metadata={"description": "false restores an archived product."})
 
 
+class RatingSchema(Schema):
+    """A product's rating: its approved reviews, from the reviews service's events."""
+
+    average = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "Average of the approved reviews' ratings (1 to 5), rounded half "
+            "up to two places; null while there is none.",
+            "example": "4.50",
+        },
+    )
+    count = fields.Integer(metadata={"description": "Approved reviews."})
+
+
 class ProductSchema(Schema):
-    """A product of the catalogue."""
+    """A product of the catalogue.
+
+    ``rating`` is kept from review events, so it may lag a moderation by a
+    moment (docs/events.rst, "Ratings").
+    """
 
     id = fields.Integer()
     name = fields.String()
@@ -105,6 +124,7 @@ class ProductSchema(Schema):
     archived = fields.Boolean()
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
+    rating = fields.Nested(RatingSchema)
 
 
 ProductPageSchema = page_schema(ProductSchema, "ProductPage")
@@ -147,6 +167,7 @@ def dump_product(product: Any) -> dict[str, Any]:
         "archived": product.archived,
         "created_at": product.created_at.isoformat(),
         "updated_at": product.updated_at.isoformat(),
+        "rating": rating_of(product.rating_sum, product.rating_count),
     }
 
 

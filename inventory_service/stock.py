@@ -3,7 +3,8 @@
 Stock moves only by conditional updates in the caller's transaction
 (``... SET stock = stock - :q WHERE stock >= :q``, ``... WHERE stock <= MAX - :q``),
 backed by CHECK constraints, so concurrent requests can never oversell or
-overflow it.
+overflow it. Each change writes its ``shop.product.stock_changed.v1`` event in the
+same transaction (:mod:`inventory_service.events`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from inventory_service import events
 from inventory_service.catalogue import get_product
 from inventory_service.models import MAX_STOCK, Product
 from shopkit.errors import Conflict
@@ -36,7 +38,8 @@ def stock_limit(product: Product, quantity: int) -> Conflict:
 
 
 def _adjust(session: Session, product_id: int, delta: int) -> Product:
-    """Move a product's stock by ``delta`` with one conditional update (archived ones too).
+    """Move a product's stock by ``delta`` with one conditional update (archived ones too),
+    and write its event.
 
     404 for an unknown product; past the limits, 409 ``stock_limit`` (adding)
     or ``insufficient_stock`` (removing), and nothing changes.
@@ -50,6 +53,7 @@ def _adjust(session: Session, product_id: int, delta: int) -> Product:
         .execution_options(populate_existing=True)
     ).first()
     if changed is not None:
+        events.emit(session, [events.stock_changed(changed.id, changed.stock, delta)])
         return changed
     product = get_product(session, product_id, include_archived=True)
     raise stock_limit(product, delta) if delta > 0 else _insufficient(product.stock, -delta)

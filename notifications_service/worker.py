@@ -6,6 +6,8 @@ SIGINT, with the database, the broker (``EVENTS_URL``) and the mail server
 (``SMTP_URL``) of :class:`~shopkit.config.Settings`. Several workers may run:
 they share the group's entries, one takes over a dead one's pending entries,
 and the sender's row locks keep them from sending one mail twice at once.
+Given the app's ``SHOP_FAULTS_DIR``, the worker feels the faults switched on at
+the app's ``/admin/faults`` (:mod:`shopkit.faults`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from notifications_service import mailer
 from notifications_service.models import inbox
 from notifications_service.notifications import GROUP, STREAMS, apply_events
+from shopkit import faults
 from shopkit.config import Settings
 from shopkit.db import resolve_database_url
 from shopkit.events.consumer import Consumer
@@ -53,6 +56,9 @@ def main() -> None:
     logging.basicConfig(level=settings.log_level)
     if not settings.events_url:
         raise SystemExit("EVENTS_URL is not set: the notifications worker has no broker to read")
+    # The service's live faults (its app's /admin/faults, when both share SHOP_FAULTS_DIR):
+    # broker faults on consume, and the consumer's crash points.
+    faults.install("notifications")
     target = mailer.SmtpTarget.from_url(settings.smtp_url)
     database_url = resolve_database_url(settings)
     sessions = make_sessions(database_url)

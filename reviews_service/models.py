@@ -1,14 +1,22 @@
-"""Tables of the ``reviews`` schema: reviews and their moderation log.
+"""Tables of the ``reviews`` schema: reviews, their moderation log, events and purchases.
 
 A review belongs to one customer and one product (at most one review per
 customer per product). ``customer_id``, ``username`` and ``product_id`` refer
 to rows of other services and are therefore plain columns, not foreign keys.
 Each moderation decision is one row of ``moderation_log``; it is deleted
 together with its review (``ON DELETE CASCADE``).
+
+Events: the ``outbox`` holds the review events written in the transaction of
+each change (:mod:`reviews_service.events`); the ``inbox`` records the order
+events the ``reviews`` consumer group applied. What those order events tell
+is kept in ``purchases`` (one row per order: its customer and latest status)
+and ``purchase_lines`` (the products it holds); the *verified purchases* are
+the lines of the orders whose status is ``paid`` (:mod:`reviews_service.purchases`).
 """
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import ClassVar
 
@@ -25,9 +33,12 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
 )
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shopkit.db import make_metadata
+from shopkit.events.consumer import inbox_table
+from shopkit.events.outbox import outbox_table
 
 SCHEMA = "reviews"
 
@@ -43,6 +54,12 @@ MIN_RATING = 1
 MAX_RATING = 5
 MAX_COMMENT_LENGTH = 2000
 MAX_NOTE_LENGTH = 1000
+
+#: What reviews knows of an order from its events: ``placed`` (not settled yet), ``paid``
+#: (completed, shipped or delivered: a verified purchase), ``failed``, ``cancelled``.
+PURCHASE_STATUSES = ("placed", "paid", "failed", "cancelled")
+PURCHASE_PLACED = "placed"
+PURCHASE_PAID = "paid"
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -107,3 +124,42 @@ class ModerationEntry(Base):
     from_status: Mapped[str] = mapped_column(String(16))
     to_status: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Purchase(Base):
+    """One order as its events told it: the customer and the status of its latest event."""
+
+    __tablename__ = "purchases"
+    __table_args__ = (CheckConstraint(_in("status", PURCHASE_STATUSES), name="status_known"),)
+
+    order_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    customer_id: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))
+    #: The ``sequence`` of the order event the status comes from: an older one never
+    #: overwrites it (events of one order can arrive out of order around failures).
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class PurchaseLine(Base):
+    """One product of one order (from ``shop.order.placed.v1``), with the order's customer.
+
+    The primary key starts with the customer and the product: the look-up a review
+    makes (did this customer buy this product?) and the admin listing's order.
+    """
+
+    __tablename__ = "purchase_lines"
+
+    customer_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    product_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    order_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey(Purchase.order_id, ondelete="CASCADE"), primary_key=True
+    )
+
+
+#: The reviews outbox: each review event, written in the transaction of the change it tells.
+OUTBOX = outbox_table(Base.metadata)
+#: The order events the ``reviews`` group applied (:mod:`shopkit.events.consumer`).
+INBOX = inbox_table(Base.metadata)

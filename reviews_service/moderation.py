@@ -5,7 +5,9 @@ and writes one moderation-log row with the moderator, the optional note and
 the status before and after, in the same transaction. Any decision may
 follow any status (a moderator may change their mind, or flag an approved
 review that drew complaints); repeating the current status is allowed and
-logged too.
+logged too. Each decision also writes its review event (``approved``,
+``rejected`` or ``flagged``, :mod:`reviews_service.events`) in the same
+transaction.
 
 The queue lists one status, longest waiting first: ordered by the time the
 review entered its status (``updated_at``, i.e. submission or the last edit
@@ -19,6 +21,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from reviews_service.events import DECIDED, emit_review_event
 from reviews_service.models import ACTIONS, ModerationEntry, Review
 from shopkit.db import transaction
 from shopkit.pagination import paginate
@@ -40,6 +43,7 @@ def moderate(
         review.status = ACTIONS[action]
         session.add(entry)
         session.flush()
+        emit_review_event(session, DECIDED[action], review)
         return entry
 
 

@@ -8,16 +8,25 @@ Submitting checks, in this order and before anything is written: the caller
 has not reviewed the product yet (409 ``already_reviewed``), the product
 exists in inventory (404 ``not_found`` with ``product_ids``: the Shop's one
 rule for a reference to something that does not exist, in the path or in the
-body), and sales has a paid order of it by the caller
-(403 ``not_a_buyer``). No transaction is held open while the other services
-are asked; a dependency that cannot answer is a 503 and nothing is written.
-The unique ``(customer_id, product_id)`` constraint turns a concurrent
+body), and the caller bought it. Whether they did is read from reviews' own
+verified purchases, learned from order events (:mod:`reviews_service.purchases`),
+not asked of sales: a paid order of the product lets the review in; an order of
+it that is placed but not settled yet is 409 ``purchase_pending`` (with
+``Retry-After``: it is being paid, try again shortly); no known order is 403
+``not_a_buyer``. A purchase paid a moment ago may not be known yet: the bound
+on that delay is in docs/events.rst ("Reviews"). No transaction is held open
+while inventory is asked; if it cannot answer, that is a 503 and nothing is
+written. The unique ``(customer_id, product_id)`` constraint turns a concurrent
 duplicate into 409 as well.
 
 An edit that changes the rating or the comment sends the review back to
 ``pending`` (hidden until approved again); an edit that changes nothing
 keeps its status. Deleting removes the review for good, together with its
 moderation log (``ON DELETE CASCADE``): nothing of a deleted review is kept.
+
+Every change writes its review event in the change's own transaction
+(:mod:`reviews_service.events`): ``submitted`` for a new review and for an edit
+that changes it, ``deleted`` when it goes.
 """
 
 from __future__ import annotations
@@ -29,7 +38,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from reviews_service.clients import ReviewsClients
+from reviews_service import events, purchases
+from reviews_service.clients import Catalog
 from reviews_service.models import (
     MAX_RATING,
     MIN_RATING,
@@ -92,8 +102,12 @@ def _already_reviewed() -> Conflict:
     return Conflict("already_reviewed", "You have already reviewed this product.")
 
 
+#: Seconds after which a writer whose order is not settled yet may try again.
+PURCHASE_PENDING_RETRY_S = 1
+
+
 def submit(
-    session: Session, clients: ReviewsClients, principal: Principal, data: dict[str, Any]
+    session: Session, catalog: Catalog, principal: Principal, data: dict[str, Any]
 ) -> Review:
     """Create a ``pending`` review by a verified buyer (see the module docstring for the checks)."""
     customer_id = principal.customer_id
@@ -103,14 +117,25 @@ def submit(
     existing = session.execute(
         select(Review.id).where(Review.customer_id == customer_id, Review.product_id == product_id)
     ).first()
-    session.rollback()  # end the read: no transaction stays open during the calls below
+    bought = purchases.purchase_state(session, customer_id, product_id)
+    session.rollback()  # end the read: no transaction stays open during the call below
     if existing is not None:
         raise _already_reviewed()
-    if not clients.catalog.product_exists(product_id):
+    if not catalog.product_exists(product_id):
         raise NotFound(f"No product with id {product_id}.", product_ids=[product_id])
-    if not clients.purchases.has_purchased(customer_id, product_id):
+    if bought == purchases.PENDING:
         raise ProblemError(
-            403, "not_a_buyer", "Only customers who bought this product may review it."
+            409,
+            "purchase_pending",
+            "Your order of this product is not settled yet: try again in a moment.",
+            headers={"Retry-After": str(PURCHASE_PENDING_RETRY_S)},
+        )
+    if bought is None:
+        raise ProblemError(
+            403,
+            "not_a_buyer",
+            "Only customers who bought this product may review it "
+            "(a purchase paid a moment ago can take a second to be known).",
         )
     review = Review(
         product_id=product_id,
@@ -126,6 +151,7 @@ def submit(
             session.flush()
         except IntegrityError:
             raise _already_reviewed() from None
+        events.emit_review_event(session, events.SUBMITTED, review)
     return review
 
 
@@ -140,12 +166,14 @@ def edit(session: Session, review: Review, changes: dict[str, Any]) -> Review:
         if changed:
             review.status = STATUS_PENDING
             session.flush()
+            events.emit_review_event(session, events.SUBMITTED, review)
         return review
 
 
 def delete(session: Session, review: Review) -> None:
     """Remove the review and its moderation log."""
     with transaction(session):
+        events.emit_review_event(session, events.DELETED, review)
         session.delete(review)
         session.flush()
 

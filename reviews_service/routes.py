@@ -8,12 +8,14 @@ from flask import current_app
 from flask.typing import ResponseReturnValue
 from flask_smorest import Blueprint
 
-from reviews_service import moderation, reviews
+from reviews_service import moderation, purchases, reviews
 from reviews_service.clients import ReviewsClients
 from reviews_service.models import ModerationEntry, Review
 from reviews_service.schemas import (
     ModerationSchema,
     ProductReviewsSchema,
+    PurchaseArgsSchema,
+    PurchasePageSchema,
     QueueArgsSchema,
     ReviewCreateSchema,
     ReviewDetailSchema,
@@ -39,6 +41,9 @@ reviews_blp = Blueprint(
     "reviews", __name__, description="Verified-buyer reviews, their listings and summaries."
 )
 moderation_blp = Blueprint("moderation", __name__, description="Moderation of reviews (admins).")
+admin_blp = Blueprint(
+    "admin", __name__, description="What reviews learned from events, for the audit (admins)."
+)
 
 #: Operations that accept a token but also answer anonymous callers.
 OPTIONAL_BEARER = [{}, *BEARER_SECURITY]
@@ -65,16 +70,21 @@ def _detail(review: Review, principal: Principal | None) -> dict[str, Any] | Rev
 @reviews_blp.response(201, ReviewSchema, headers=LOCATION_HEADER)
 @reviews_blp.alt_response(403, description="Not a customer, or not a buyer (`not_a_buyer`).")
 @reviews_blp.alt_response(404, description="No such product (`product_ids` names it).")
-@reviews_blp.alt_response(409, description="Already reviewed (`already_reviewed`).")
-@reviews_blp.alt_response(503, description="Inventory or sales unavailable: nothing was written.")
+@reviews_blp.alt_response(
+    409,
+    description="Already reviewed (`already_reviewed`), or the order of the product is not "
+    "settled yet (`purchase_pending`, with `Retry-After`).",
+)
+@reviews_blp.alt_response(503, description="Inventory unavailable: nothing was written.")
 @requires(ROLE_CUSTOMER)
 @reviews_blp.arguments(ReviewCreateSchema())
 def create_review(data: dict[str, Any]) -> tuple[Review, int, dict[str, str]]:
     """Review a product you bought; it stays ``pending`` (hidden) until a moderator approves it.
 
-    An unknown product is 404 `not_found` naming it in `product_ids`.
+    An unknown product is 404 `not_found` naming it in `product_ids`. Purchases are
+    learned from order events: one paid a moment ago may take a second to be known.
     """
-    review = reviews.submit(get_session(), _clients(), require_principal(), data)
+    review = reviews.submit(get_session(), _clients().catalog, require_principal(), data)
     return review, 201, {"Location": f"/reviews/{review.id}"}
 
 
@@ -169,4 +179,26 @@ def moderate_review(decision: dict[str, Any], review_id: int) -> dict[str, Any] 
     return _detail(review, principal)
 
 
-__all__ = ["moderation_blp", "reviews_blp"]
+# --- admin ------------------------------------------------------------------------------------
+
+
+@admin_blp.route("/admin/verified-purchases", methods=["GET"])
+@admin_blp.response(200, PurchasePageSchema)
+@requires(ROLE_ADMIN)
+@admin_blp.arguments(PurchaseArgsSchema(), location="query")
+def verified_purchases(args: dict[str, Any]) -> ResponseReturnValue:
+    """The verified purchases reviews learned from order events (admin): each product of
+    each paid order, by customer, product and order.
+
+    They let a customer review the product; the audit compares them with sales' paid orders.
+    """
+    return purchases.verified_purchases(
+        get_session(),
+        args["page"],
+        args["page_size"],
+        customer_id=args.get("customer_id"),
+        product_id=args.get("product_id"),
+    )
+
+
+__all__ = ["admin_blp", "moderation_blp", "reviews_blp"]

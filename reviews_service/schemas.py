@@ -139,3 +139,25 @@ class ModerationSchema(Schema):
         validate=validate.Length(max=MAX_NOTE_LENGTH),
         metadata={"description": f"Optional reason, at most {MAX_NOTE_LENGTH} characters."},
     )
+
+
+class PurchaseSchema(Schema):
+    """One verified purchase: a product of a paid order of a customer."""
+
+    customer_id = fields.Integer()
+    product_id = fields.Integer()
+    order_id = fields.UUID()
+
+
+PurchasePageSchema = page_schema(PurchaseSchema, "VerifiedPurchasePage")
+
+
+class PurchaseArgsSchema(PageArgsSchema):
+    """Query of ``GET /admin/verified-purchases``: optionally one customer's or product's."""
+
+    customer_id = fields.Integer(
+        validate=validate.Range(min=1, max=MAX_ID), metadata={"description": "Customer id."}
+    )
+    product_id = fields.Integer(
+        validate=validate.Range(min=1, max=MAX_ID), metadata={"description": "Product id."}
+    )

@@ -96,6 +96,7 @@ def respond_batch(
     operation: Callable[[dict[str, Any]], Callable[[], tuple[int, dict[str, Any]]]],
     outcomes: BusinessMetric | None = None,
     lock: Callable[[list[dict[str, Any]]], None] | None = None,
+    applied: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> Response:
     """Run a validated batch: each item's ``operation(request)`` once per its key, all in one
     transaction, in the order ``order(request)`` sorts them; the answers in request order.
@@ -103,6 +104,9 @@ def respond_batch(
     ``lock(requests)``, if given, runs first in that transaction: it takes every
     row the items will lock, in one global order, so that two concurrent batches
     queue instead of deadlocking when sorting the items cannot order their rows.
+    ``applied(requests)``, if given, runs last in it, before the commit, with the
+    requests whose effect this transaction holds (answered 2xx, not replayed), in
+    the order they ran: a batch writes their events there with one statement.
 
     ``single_path`` is the single endpoint's path, whose fingerprint each item's key
     is stored under. ``outcomes`` counts each item's answer as that endpoint's
@@ -121,6 +125,7 @@ def respond_batch(
         scope=schema,
         caller=f"{principal.role}:{principal.subject}",
         before=None if lock is None else lambda: lock(requests),
+        after=None if applied is None else lambda answers: applied(_took_effect(requests, answers)),
         items=[
             BatchItem(
                 key=items[i]["idempotency_key"],
@@ -151,3 +156,14 @@ def respond_batch(
         ]
     }
     return Response(flask_json.dumps(results_body), status=200, mimetype="application/json")
+
+
+def _took_effect(
+    requests: Sequence[dict[str, Any]], answers: Sequence[IdempotentResult]
+) -> list[dict[str, Any]]:
+    """The requests whose answer is a fresh success: their effect is in the transaction."""
+    return [
+        wanted
+        for wanted, answer in zip(requests, answers, strict=True)
+        if not answer.replayed and answer.status < 400
+    ]

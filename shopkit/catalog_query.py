@@ -17,7 +17,7 @@ from shopkit.pagination import PageArgsSchema
 #: The product categories.
 CATEGORIES = ("food", "clothes", "accessories", "electronics")
 #: The orders a listing can be sorted in.
-SORTS = ("newest", "price", "-price", "name", "-name")
+SORTS = ("newest", "price", "-price", "name", "-name", "rating")
 
 
 class ProductQuerySchema(PageArgsSchema):
@@ -38,7 +38,8 @@ class ProductQuerySchema(PageArgsSchema):
         validate=validate.OneOf(SORTS),
         metadata={
             "description": "newest (default, newest first), price / -price (ascending / "
-            "descending), name / -name."
+            "descending), name / -name, rating (highest average first, unrated last; ties: "
+            "more reviews first, then by id)."
         },
     )
 

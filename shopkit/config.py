@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from shopkit.deadline import DEFAULT_BUDGET_S
 from shopkit.environment import ENVIRONMENT, Variable
-from shopkit.registry import SERVICES
+from shopkit.registry import SERVICE_NAMES, SERVICES
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +46,7 @@ DEV_SECRETS = frozenset(
         "admin",
         "password",
         "postgres",
-        "customers",
-        "inventory",
-        "sales",
-        "reviews",
-        "notifications",
+        *SERVICE_NAMES,  # the services' database role passwords in Compose
     }
 )
 #: The shortest client secret or admin password production mode accepts.
@@ -140,7 +137,7 @@ class Settings:
     jwks_cache_ttl_s: int = 300
     db_pool_size: int = 5
     db_statement_timeout_ms: int = 5_000
-    request_deadline_s: float = 6.0
+    request_deadline_s: float = DEFAULT_BUDGET_S
     password_hash_time_cost: int = 3
     password_hash_memory_kib: int = 12_288
     password_hash_parallelism: int = 1

@@ -228,6 +228,17 @@ def constraint_name(error: IntegrityError) -> str | None:
 
 #: ``Session.info`` flag: a :func:`transaction` is open on the session.
 _IN_TRANSACTION = "shop_in_transaction"
+_ROLLBACK_ONLY = "shop_rollback_only"
+
+
+def undone_to_savepoint(session: Session) -> None:
+    """Note that ``session`` rolled back to a savepoint taken before a nested block that
+    failed: its half-done writes are gone, so the unit of work may commit again."""
+    session.info.pop(_ROLLBACK_ONLY, None)
+
+
+class RollbackOnly(RuntimeError):
+    """A unit of work whose nested block failed was about to commit (see :func:`transaction`)."""
 
 
 @contextmanager
@@ -238,19 +249,29 @@ def transaction(session: Session) -> Iterator[Session]:
     Business operations end their writes with it; routes never commit. Inside an
     open one (an operation run by :func:`shopkit.idempotency.run_idempotent`, which
     stores its answer in the same transaction as its effect), a nested block joins
-    it: the outermost block alone commits or rolls back. Commit and rollback are
-    round trips bounded like any statement (the request's deadline,
-    :mod:`shopkit.db_guard`).
+    it: the outermost block alone commits or rolls back. A nested block that raises
+    marks the whole unit rollback-only, so a caller that catches its error cannot
+    commit its half-done writes: the outermost block then rolls back and raises
+    :class:`RollbackOnly` (a savepoint per nested block would cost two round trips
+    on every idempotent call). Commit and rollback are round trips bounded like any
+    statement (the request's deadline, :mod:`shopkit.db_guard`).
     """
     if session.info.get(_IN_TRANSACTION):
-        yield session
+        try:
+            yield session
+        except BaseException:
+            session.info[_ROLLBACK_ONLY] = True
+            raise
         return
     session.info[_IN_TRANSACTION] = True
     try:
         yield session
+        if session.info.get(_ROLLBACK_ONLY):
+            raise RollbackOnly("a nested unit of work failed; its writes are not committed")
         session.commit()
     except BaseException:
         session.rollback()
         raise
     finally:
         session.info.pop(_IN_TRANSACTION, None)
+        session.info.pop(_ROLLBACK_ONLY, None)

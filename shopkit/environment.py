@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shopkit.registry import SERVICE_NAMES
+
 #: Who reads a variable, in the order the docs list them.
 SCOPES = {
     "service": "Service settings (shopkit.config.Settings)",
@@ -179,7 +181,7 @@ ENVIRONMENT: tuple[Variable, ...] = (
             f"``{client}`` (customers needs every one: it checks them).",
             default="SERVICE_CLIENT_SECRET",
         )
-        for client in ("customers", "inventory", "sales", "reviews", "notifications")
+        for client in SERVICE_NAMES
     ),
     _service(
         "STOREFRONT_SECRET_KEY",
@@ -339,7 +341,8 @@ ENVIRONMENT: tuple[Variable, ...] = (
         "SHOP_FAULTS_DIR",
         "a new temporary directory",
         "Where a gunicorn master's workers share the live faults (set by gunicorn's "
-        "configuration; not for users).",
+        "configuration unless given; the launcher gives the notifications app and its worker "
+        "one, so the worker's consumer feels that service's faults). Not for users.",
     ),
     _other(
         "process",

@@ -25,6 +25,8 @@ from shopkit.registry import SERVICE_NAMES
 
 log = logging.getLogger(__name__)
 
+#: Sales' saga steps, each a crash point right after its answer (:mod:`sales_service.saga`).
+SAGA_STEPS = ("record", "reserve", "debit", "release", "refund", "return")
 #: Paths a route fault never touches, so faults can always be inspected and switched off.
 EXEMPT_PREFIXES = ("/admin/faults", "/healthz", "/readyz", "/metrics")
 MAX_FAULTS = 20
@@ -39,12 +41,22 @@ class FaultSchema(Schema):
         metadata={"description": 'Incoming requests starting with this "METHOD /path".'},
     )
     dependency = fields.String(
-        validate=validate.OneOf(SERVICE_NAMES),
-        metadata={"description": "Outgoing calls to this service."},
+        validate=validate.OneOf((*SERVICE_NAMES, faults.BROKER)),
+        metadata={"description": "Outgoing calls to this service, or to the event broker."},
+    )
+    operation = fields.String(
+        validate=validate.OneOf(faults.BROKER_OPERATIONS),
+        metadata={
+            "description": "The broker only: the relay's publishing or a consumer's reads and "
+            "acks (both when not given)."
+        },
     )
     after_step = fields.String(
-        validate=validate.OneOf(("record", "reserve", "debit", "release", "refund", "return")),
-        metadata={"description": "Sales: crash right after this saga step's answer."},
+        validate=validate.OneOf((*SAGA_STEPS, *faults.EVENT_CRASH_POINTS)),
+        metadata={
+            "description": "Crash right after this point: a saga step's answer (sales); the "
+            "relay's publish, a consumer's apply (before its commit) or commit (before its ack)."
+        },
     )
     latency_ms = fields.Integer(validate=validate.Range(min=1, max=60_000))
     hang_s = fields.Float(validate=validate.Range(min=0.1, max=120), load_default=30.0)
@@ -57,7 +69,9 @@ class FaultSchema(Schema):
         if len(targets) != 1:
             raise ValidationError("Give exactly one of route, dependency, after_step.", "_schema")
         if (data["kind"] == "crash") != ("after_step" in data):
-            raise ValidationError("A crash applies after a saga step, and only a crash does.")
+            raise ValidationError("A crash applies after a crash point, and only a crash does.")
+        if "operation" in data and data.get("dependency") != faults.BROKER:
+            raise ValidationError("Only a broker fault has an operation.", "operation")
         if data["kind"] == "latency" and "latency_ms" not in data:
             raise ValidationError("A latency fault needs latency_ms.", "latency_ms")
 

@@ -7,26 +7,40 @@ A fault applies to one of:
   with ``status``, 503 by default) or ``hang`` (``hang_s`` of silence);
 * ``dependency`` — this service's outgoing calls to another service
   (``"inventory"``): ``latency``, ``error`` (the attempt fails like a refused
-  connection) or ``hang`` (the attempt times out);
-* ``after_step`` — a named crash point of the service's own code (sales:
-  right after a saga step's answer arrived, before anything is committed):
-  ``crash`` the worker (``os._exit``).
+  connection) or ``hang`` (the attempt times out); or to the event broker
+  (``"broker"``): the relay's ``XADD`` pipeline (``operation: "publish"``) and a
+  consumer's reads and acknowledgements (``"consume"``), both when no
+  ``operation`` is given. A broker fault fails like the client would
+  (``redis.ConnectionError``, ``redis.TimeoutError``), and a hang or a long
+  latency lasts at most the client's socket timeout, like a real one. Only
+  the relay and consumer threads feel it: nothing in a request waits for the
+  broker;
+* ``after_step`` — a named crash point of the service's own code: ``crash``
+  the process (``os._exit``). Sales: right after a saga step's answer
+  arrived, before anything is committed. The events library
+  (:data:`EVENT_CRASH_POINTS`): ``publish`` (the relay's ``XADD`` pipeline
+  succeeded, the rows are not yet marked published), ``apply`` (a consumer's
+  handler ran, its transaction is not committed) and ``commit`` (a consumer
+  committed, it has not acknowledged).
 
 ``rate`` (0-1, default 1) makes a fault hit only that share of the time.
 
 Faults are switched on live through ``/admin/faults``
 (:mod:`shopkit.fault_routes`). A crash can also be armed for the whole life of
-a process by ``SALES_CRASH_AFTER=<point>`` in its environment (only sales has
-crash points today), read when the service installs its faults.
+a process by ``SALES_CRASH_AFTER=<point>`` in its environment, read when the
+service installs its faults.
 
 Where the live set lives: a JSON file in a directory the gunicorn master
 creates when it starts (``SHOP_FAULTS_DIR``, see :mod:`shopkit.gunicorn_conf`).
 Every worker of the service reads it, re-reading only when the file changed
 (one ``stat`` per check), so a change reaches all workers at once; it needs no
 database (faults keep working while the database is the thing that is down);
-and a restarted service starts with none. With ``SHOP_ENV=production`` no
-fault ever applies. This module holds no web code: it is what the service
-client, the route hook and domain code consult.
+and a restarted service starts with none. A service's worker process outside
+gunicorn (the notifications worker) shares the service's set when both get
+the same ``SHOP_FAULTS_DIR`` (the launcher and the fault suite do that).
+With ``SHOP_ENV=production`` no fault ever applies. This module holds no web
+code: it is what the service client, the route hook, the events library and
+domain code consult.
 """
 
 from __future__ import annotations
@@ -42,6 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import redis
 import urllib3
 
 log = logging.getLogger(__name__)
@@ -49,6 +64,12 @@ log = logging.getLogger(__name__)
 KINDS = ("latency", "error", "hang", "crash")
 #: The exit status of a worker that an injected crash ended.
 CRASH_EXIT_STATUS = 70
+#: The event broker, as a fault's ``dependency`` (beside the registry's services).
+BROKER = "broker"
+#: What a broker fault can be limited to: the relay's publishing, or a consumer's calls.
+BROKER_OPERATIONS = ("publish", "consume")
+#: The events library's crash points (:mod:`shopkit.events.relay`, :mod:`shopkit.events.consumer`).
+EVENT_CRASH_POINTS = ("publish", "apply", "commit")
 
 
 def production() -> bool:
@@ -158,17 +179,56 @@ def before_outgoing(dependency: str, method: str, path: str, attempt_timeout_s: 
     """Apply faults on calls to ``dependency``: sleep, or raise as a failed attempt would."""
     store = _installed.store if _installed is not None else None
     for fault in active(store, dependency=dependency):
-        kind = fault["kind"]
-        if kind == "latency":
-            delay = fault["latency_ms"] / 1000
-            time.sleep(min(delay, attempt_timeout_s))
-            if delay >= attempt_timeout_s:
-                raise urllib3.exceptions.TimeoutError(f"injected latency on {method} {path}")
-        elif kind == "error":
-            raise urllib3.exceptions.ProtocolError(f"injected error on {method} {path}")
-        elif kind == "hang":
-            time.sleep(min(fault["hang_s"], attempt_timeout_s))
-            raise urllib3.exceptions.TimeoutError(f"injected hang on {method} {path}")
+        _inject(
+            fault,
+            attempt_timeout_s,
+            f"{method} {path}",
+            timeout=urllib3.exceptions.TimeoutError,
+            failure=urllib3.exceptions.ProtocolError,
+        )
+
+
+def before_broker(operation: str, timeout_s: float | None) -> None:
+    """Apply ``broker`` faults on ``operation`` (one of :data:`BROKER_OPERATIONS`): sleep,
+    or raise as a failed broker call would.
+
+    ``timeout_s`` is the client's socket timeout: a hang, or a latency at least that
+    long, waits that long and then fails as a timed-out call (``redis.TimeoutError``);
+    an error fails at once (``redis.ConnectionError``).
+    """
+    store = _installed.store if _installed is not None else None
+    for fault in active(store, dependency=BROKER):
+        if fault.get("operation", operation) == operation:
+            bound = timeout_s if timeout_s is not None else float("inf")
+            _inject(
+                fault,
+                bound,
+                f"the broker ({operation})",
+                timeout=redis.TimeoutError,
+                failure=redis.ConnectionError,
+            )
+
+
+def _inject(
+    fault: dict[str, Any],
+    bound_s: float,
+    what: str,
+    *,
+    timeout: type[Exception],
+    failure: type[Exception],
+) -> None:
+    """One dependency fault: its latency or hang (at most ``bound_s``), or its error."""
+    kind = fault["kind"]
+    if kind == "latency":
+        delay = fault["latency_ms"] / 1000
+        time.sleep(min(delay, bound_s))
+        if delay >= bound_s:
+            raise timeout(f"injected latency on {what}")
+    elif kind == "error":
+        raise failure(f"injected error on {what}")
+    elif kind == "hang":
+        time.sleep(min(fault["hang_s"], bound_s))
+        raise timeout(f"injected hang on {what}")
 
 
 def crash_point(point: str) -> None:

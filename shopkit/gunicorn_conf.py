@@ -38,8 +38,11 @@ from shopkit.json_provider import encode
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="shop-metrics-")
 
-# Live faults are shared by this master's workers and forgotten when it restarts.
-os.environ["SHOP_FAULTS_DIR"] = tempfile.mkdtemp(prefix="shop-faults-")
+# Live faults are shared by this master's workers and forgotten when it restarts, unless
+# the directory is given: then a worker process of the service's own (the notifications
+# worker) shares them too (devstack.launcher gives it to both).
+if not os.environ.get("SHOP_FAULTS_DIR"):
+    os.environ["SHOP_FAULTS_DIR"] = tempfile.mkdtemp(prefix="shop-faults-")
 
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter number
 MMAP_THRESHOLD_BYTES = 128 * 1024

@@ -11,7 +11,12 @@ their own; everything else goes to the usual pool.
 It also notes when each request arrived, that is when its bytes were there
 and it was handed to a pool, and puts that instant in the WSGI environ
 (:data:`shopkit.deadline.ARRIVAL_ENVIRON`): a request's deadline counts the
-time it then waits for a free thread.
+time it then waits for a free thread. A request still waiting for a thread
+when its budget (``REQUEST_DEADLINE``) has run out is answered 503
+``request_expired`` by the worker's own loop, at once: when every thread is
+held by requests blocked on a frozen dependency, a queued request would
+otherwise get its answer only once one of them lets go, up to a whole budget
+late.
 
 And it lets a request take its connection out of gunicorn (:class:`Handover`,
 offered in the environ under :data:`HANDOVER_ENVIRON`): the app answers as
@@ -24,11 +29,13 @@ not one of the pool's threads.
 
 from __future__ import annotations
 
+import json
 import selectors
 import socket
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent import futures
 from functools import partial
@@ -36,7 +43,8 @@ from typing import Any
 
 from gunicorn.workers.gthread import ThreadWorker
 
-from shopkit.deadline import ARRIVAL_ENVIRON
+from shopkit.deadline import ARRIVAL_ENVIRON, RequestExpired, configured_budget_s
+from shopkit.errors import PROBLEM_MEDIA_TYPE, problem_body
 
 HEALTH_REQUESTS = (b"GET /healthz", b"GET /readyz")
 HEALTH_THREADS = 2
@@ -142,6 +150,9 @@ class HealthFirstWorker(ThreadWorker):
         self.health_pool = futures.ThreadPoolExecutor(
             max_workers=HEALTH_THREADS, thread_name_prefix="health"
         )
+        self.budget_s = configured_budget_s()
+        #: Requests handed to the pool, in arrival order: (expiry, future, connection).
+        self.queued: deque[tuple[float, futures.Future[Any], Any]] = deque()
         super().init_process()
 
     def load_wsgi(self) -> None:
@@ -196,4 +207,49 @@ class HealthFirstWorker(ThreadWorker):
                 lambda fut: self.method_queue.defer(self.finish_request, conn, fut)
             )
             return
-        super().enqueue_req(conn)
+        # As gthread's own enqueue_req, keeping the future to watch it while it waits.
+        fs = self.tpool.submit(self.handle, conn)
+        fs.add_done_callback(lambda fut: self.method_queue.defer(self.finish_request, conn, fut))
+        self.queued.append((conn.arrived_at + self.budget_s, fs, conn))
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        """Wait as gthread does, but wake for the first queued request's expiry, and answer
+        the queued requests that expired."""
+        if self.queued:
+            timeout = max(0.0, min(timeout, self.queued[0][0] - time.monotonic()))
+        super().wait_for_and_dispatch_events(timeout)
+        self.expire_queued()
+
+    def expire_queued(self) -> None:
+        """Answer 503 ``request_expired`` to each request that waited its whole budget for a
+        thread; a cancelled future never runs, and gthread then closes its connection."""
+        now = time.monotonic()
+        while self.queued:
+            expires, fs, conn = self.queued[0]
+            if fs.running() or fs.done():
+                self.queued.popleft()
+                continue
+            if expires > now:
+                return
+            self.queued.popleft()
+            if fs.cancel():
+                _answer_expired(conn.sock, now - conn.arrived_at)
+
+
+def _answer_expired(sock: socket.socket, waited_s: float) -> None:
+    """Write the 503 ``request_expired`` problem on ``sock`` (the connection then closes)."""
+    expired = RequestExpired(waited_s)
+    body = json.dumps(problem_body(expired.status, expired.code, expired.detail)).encode()
+    head = [
+        "HTTP/1.1 503 Service Unavailable",
+        f"Content-Type: {PROBLEM_MEDIA_TYPE}",
+        f"Content-Length: {len(body)}",
+        *(f"{name}: {value}" for name, value in expired.headers.items()),
+        "Connection: close",
+    ]
+    try:
+        sock.setblocking(True)
+        sock.settimeout(1.0)  # a small answer: it fits in the socket's buffer
+        sock.sendall("\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body)
+    except OSError:
+        pass  # the client went away: nothing to answer

@@ -22,7 +22,7 @@ from shopkit.errors import problem_body, problem_response
 from shopkit.migrations import current_revision, head_revision
 
 #: ``/readyz`` answers within this many seconds.
-READY_BOUND_S = 0.8
+READY_BOUND_S = 0.5
 
 
 @dataclass

@@ -60,7 +60,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from shopkit.auth import require_principal
-from shopkit.db import advisory_key, get_session, transaction
+from shopkit.db import advisory_key, get_session, transaction, undone_to_savepoint
 from shopkit.errors import ProblemError, problem_response
 from shopkit.telemetry import untraced
 
@@ -283,10 +283,13 @@ def run_idempotent_batch(
     caller: str,
     items: Sequence[BatchItem],
     before: Callable[[], None] | None = None,
+    after: Callable[[list[IdempotentResult]], None] | None = None,
 ) -> list[IdempotentResult]:
     """Run many idempotent calls in ONE transaction, each exactly as :func:`run_idempotent`
     would run it alone; one answer per item, in order. ``before`` runs first in the
-    transaction, once the keys are looked up (a batch locking its rows up front).
+    transaction, once the keys are looked up (a batch locking its rows up front);
+    ``after(answers)`` runs last in it, before the commit (a batch writing the
+    events of the items that took effect in one statement).
 
     Each item keeps its own key, lock, stored answer and fingerprint, so a batch
     retried after the callee committed replays item by item, and an item's key
@@ -319,6 +322,8 @@ def run_idempotent_batch(
                     results[position] = _stored_or_reused(row, item.fingerprint)
                 else:
                     results[position] = _run_in_savepoint(session, statements, caller, item)
+            if after is not None:
+                after([result for result in results if result is not None])
     except DBAPIError as exc:
         if getattr(exc.orig, "pgcode", None) in _RETRYABLE_SQLSTATES:
             raise ProblemError(
@@ -379,6 +384,7 @@ def _run_in_savepoint(
 def _undo(session: Session) -> None:
     """Roll the item back to its savepoint; objects it loaded are read again when next used."""
     _savepoint(session.connection(), _ROLLBACK_TO)
+    undone_to_savepoint(session)
     session.expire_all()
 
 

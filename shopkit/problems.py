@@ -193,6 +193,9 @@ _SPECS = (
     ProblemSpec("cart_empty", 409, "The cart is empty."),
     ProblemSpec("sale_in_progress", 409, "This purchase is being processed: retry.", ("sale_id",)),
     ProblemSpec(
+        "purchase_pending", 409, "The order of this product is not settled yet: retry shortly."
+    ),
+    ProblemSpec(
         "cancellation_in_progress", 409, "This cancellation is being processed.", ("sale_id",)
     ),
     ProblemSpec("invalid_transition", 409, "The order cannot move to that status.", _SALE),

@@ -94,8 +94,9 @@ SERVICES: tuple[App, ...] = (
         "reviews",
         "reviews_service",
         5003,
-        "reviews and their moderation history",
-        ("customers", "inventory", "sales"),
+        "reviews and their moderation history; the verified purchases order events told",
+        # Inventory: does a product exist. Purchases arrive by events, not from sales.
+        ("customers", "inventory"),
         schema="reviews",
     ),
     App(

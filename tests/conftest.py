@@ -206,11 +206,17 @@ def key_resolver(customers_app: Flask) -> Any:
 
 @pytest.fixture(scope="session")
 def live_stack(database_url: str) -> Iterator[Any]:
-    """Real gunicorn processes of the services on free ports (started on demand, per session)."""
+    """Real gunicorn processes of the services on free ports (started on demand, per session),
+    with a real broker as ``EVENTS_URL``, as ``make run`` has: the outboxes are relayed and
+    reviews learns purchases from order events."""
+    from devstack.broker import throwaway_broker
     from tests.support.live import LiveStack
 
-    stack = LiveStack(database_url, (ADMIN_USERNAME, ADMIN_PASSWORD), SERVICE_SECRET)
-    try:
-        yield stack
-    finally:
-        stack.stop_all()
+    with throwaway_broker(prefix="shop-test-valkey-") as broker:
+        stack = LiveStack(
+            database_url, (ADMIN_USERNAME, ADMIN_PASSWORD), SERVICE_SECRET, events_url=broker.url
+        )
+        try:
+            yield stack
+        finally:
+            stack.stop_all()

@@ -162,6 +162,8 @@ EVENT_TYPES: tuple[EventType, ...] = (
     _review("submitted", "A customer wrote a review; it awaits moderation."),
     _review("approved", "A review was approved and is public."),
     _review("rejected", "A review was rejected by a moderator."),
+    _review("flagged", "A moderator flagged a review; it is hidden until decided again."),
+    _review("deleted", "A review was deleted by its author or an admin."),
 )
 
 CATALOG: dict[str, EventType] = {event_type.name: event_type for event_type in EVENT_TYPES}

@@ -34,6 +34,11 @@ deliveries, nor for telling a crashed consumer's entries (claim after
 A new group starts at the beginning of each stream (id ``0``), so a consumer
 added later catches up on every event still retained (see
 :data:`shopkit.events.relay.DEFAULT_RETENTION_S`).
+
+Live faults (:mod:`shopkit.faults`) reach a consumer: a ``broker`` fault on
+``consume`` delays or fails its reads and its acknowledgements, and the crash
+points ``apply`` (the handler ran, nothing committed) and ``commit`` (committed,
+not acknowledged) end the process at those moments.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from shopkit import faults
 from shopkit.events.catalog import dead_letter_stream, replay_stream
 from shopkit.events.envelope import (
     FIELD,
@@ -64,6 +70,7 @@ from shopkit.events.envelope import (
 )
 from shopkit.events.metrics import EVENTS_CONSUMED
 from shopkit.events.outbox import qualified
+from shopkit.events.relay import call_timeout_s
 from shopkit.events.streams import as_text, observe_group
 
 log = logging.getLogger(__name__)
@@ -184,6 +191,7 @@ class Consumer:
 
     def poll(self) -> int:
         """Handle one batch: due retries and orphans first, else new entries; how many."""
+        faults.before_broker("consume", call_timeout_s(self.broker))
         entries: list[Entry] = []
         now = time.monotonic()
         if (now - self._reclaimed_at) * 1000 >= self.settings.retry_base_ms / 2:
@@ -321,6 +329,7 @@ class Consumer:
                 for event in todo:
                     with consumer_span(event, self.group):
                         self.handler(session, event)  # type: ignore[misc]
+            faults.crash_point("apply")  # applied, not committed: rolled back, delivered again
         return {"applied": len(todo), "duplicate": len(pairs) - len(todo)}
 
     def _record_in_inbox(self, session: Session, pairs: Sequence[tuple[Entry, Event]]) -> set[str]:
@@ -349,6 +358,8 @@ class Consumer:
         return {str(event_id) for event_id in inserted.scalars()}
 
     def _ack(self, entries: Iterable[Entry], outcomes: dict[str, int]) -> None:
+        faults.crash_point("commit")  # committed, not acknowledged: delivered again, a no-op
+        faults.before_broker("consume", call_timeout_s(self.broker))
         by_stream: dict[str, list[str]] = {}
         for entry in entries:
             by_stream.setdefault(entry.stream, []).append(entry.entry_id)

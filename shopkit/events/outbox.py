@@ -105,12 +105,22 @@ def emit(
     return emit_many(session, table, [NewEvent(type_name, aggregate_id, data)])[0]
 
 
-def emit_many(session: Session, table: Table, events: Sequence[NewEvent]) -> list[uuid.UUID]:
+def emit_many(
+    session: Session, table: Table, events: Sequence[NewEvent], *, serialized: bool = False
+) -> list[uuid.UUID]:
     """Write several events in two statements (the batched purchase path); their ids, in order.
 
     The aggregates are locked in one fixed order (by key) so two batches
     touching the same aggregates cannot deadlock; events of one aggregate
     get consecutive sequences in the order given.
+
+    ``serialized=True`` skips the advisory locks (one statement instead of
+    two): the caller promises that its transaction already holds, for each
+    aggregate, a row lock that every transaction emitting for that aggregate
+    takes before emitting (inventory's product rows, locked by the very
+    ``UPDATE`` that changes the stock). That lock serializes the emitters just
+    as the advisory lock would, and the ``INSERT``, a later statement, sees
+    the rows of whoever held it before.
     """
     if not events:
         return []
@@ -133,10 +143,13 @@ def emit_many(session: Session, table: Table, events: Sequence[NewEvent]) -> lis
                 "traceparent": traceparent,
             }
         )
-    session.execute(
-        text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS bigint[])) AS k"),
-        {"keys": sorted(keys)},
-    )
+    if not serialized:
+        session.execute(
+            text(
+                "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS bigint[])) AS k"
+            ),
+            {"keys": sorted(keys)},
+        )
     name = qualified(session, table)
     # The subquery sees every row committed before the locks were granted (READ COMMITTED).
     inserted = session.execute(

@@ -19,6 +19,10 @@ keep their error, and are tried again after a back-off that doubles up to
 Every broker and database call is bounded: the redis client has socket
 timeouts, and each relay transaction sets a ``statement_timeout``.
 
+Live faults (:mod:`shopkit.faults`) reach the relay: a ``broker`` fault on
+``publish`` delays or fails its ``XADD`` pipeline, and the crash point
+``publish`` ends the process between publishing and marking.
+
 Each ``XADD`` also trims its stream to ``retention_s`` (``MINID ~``): entries
 older than that go, in whole internal nodes, so a stream keeps at least
 ``retention_s`` of events.
@@ -37,6 +41,7 @@ from sqlalchemy import BigInteger, Connection, Engine, Table, bindparam, func, s
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import SQLAlchemyError
 
+from shopkit import faults
 from shopkit.db import advisory_key
 from shopkit.events.catalog import stream_for
 from shopkit.events.envelope import FIELD, Event, encode
@@ -70,6 +75,12 @@ def broker_client(url: str, *, timeout_s: float = 2.0) -> redis.Redis:
         socket_connect_timeout=timeout_s,
         health_check_interval=30,
     )
+
+
+def call_timeout_s(client: redis.Redis) -> float | None:
+    """The socket timeout that bounds each of ``client``'s calls (``None``: unbounded)."""
+    timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+    return float(timeout) if timeout is not None else None
 
 
 class Relay:
@@ -191,6 +202,7 @@ class Relay:
             )
             pipe.xadd(stream, {FIELD: encode(event)}, minid=minid, approximate=True)
         try:
+            faults.before_broker("publish", call_timeout_s(self.broker))
             results = pipe.execute(raise_on_error=False)
         except redis.RedisError as error:
             self._count_attempt([row.id for row in rows], error)
@@ -200,6 +212,8 @@ class Relay:
             if isinstance(result, Exception):
                 break
             published += 1
+        if published:
+            faults.crash_point("publish")  # in the stream, not yet marked: published again
         self._mark_published([row.id for row in rows[:published]])
         for stream in streams[:published]:
             EVENTS_PUBLISHED.labels(stream=stream).inc()

@@ -23,7 +23,7 @@ from sqlalchemy import Table
 
 from shopkit.config import Settings
 from shopkit.db import Database
-from shopkit.events.consumer import BatchHandler, Consumer, Handler
+from shopkit.events.consumer import BatchHandler, Consumer, Handler, default_consumer_name
 from shopkit.events.relay import broker_client
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,14 @@ class ServiceConsumer:
         return self._thread is not None
 
     def start(self) -> None:
-        """Start consuming."""
+        """Start consuming, as a member named after this process.
+
+        The name is taken here, in the worker that runs the thread, not when the
+        app was built: an app built before the server forks its workers (gunicorn's
+        ``--preload``) would otherwise give every worker its parent's pid, and the
+        workers would take each other's pending entries for their own retries.
+        """
+        self.consumer.name = default_consumer_name()
         self._thread, self._stop = self.consumer.start_thread()
         atexit.register(self.stop)
 

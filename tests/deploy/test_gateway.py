@@ -22,6 +22,7 @@ from shopkit.registry import SERVICE_NAMES
 from tests.support.database import GATEWAY_DIR
 from tests.support.gateway import Echo, GatewayUnderTest, funded_shopper, login
 from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME
+from tests.support.reviews import once_purchase_known
 
 pytestmark = pytest.mark.processes
 
@@ -170,10 +171,12 @@ def test_a_purchase_journey_through_the_gateway(services: Any, gateway: GatewayU
     history = api.get(base + "/customers/gw_jo/sales", headers=jo).json()
     assert [s["id"] for s in history["items"]] == [sale.json()["id"]]
     assert api.get(base + f"/products/{product_id}").json()["stock"] == 1
-    review = api.post(
-        base + "/reviews",
-        headers=jo,
-        json={"product_id": product_id, "rating": 5, "comment": "Holds tea."},
+    review = once_purchase_known(  # reviews learns the purchase from its order events
+        lambda: api.post(
+            base + "/reviews",
+            headers=jo,
+            json={"product_id": product_id, "rating": 5, "comment": "Holds tea."},
+        )
     )
     assert review.status_code == 201, review.text
     mine = api.get(base + "/customers/gw_jo/reviews", headers=jo).json()

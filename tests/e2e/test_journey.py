@@ -9,6 +9,7 @@ import requests
 
 from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, customer_payload
 from tests.support.invariants import check_invariants
+from tests.support.reviews import once_purchase_known
 
 pytestmark = pytest.mark.processes
 
@@ -103,13 +104,16 @@ def test_shopper_journey(live_stack: Any, database_url: str) -> None:
     assert (refused.status_code, refused.json()["code"]) == (409, "insufficient_funds")
     assert api.call("GET", "inventory", f"/products/{shoes}").json()["stock"] == 3
 
-    # Reviews it; hidden until the admin approves it.
-    review = api.call(
-        "POST",
-        "reviews",
-        "/reviews",
-        token,
-        json={"product_id": shoes, "rating": 4, "comment": "Comfortable, runs small."},
+    # Reviews it (once reviews learned the purchase from its order events, a moment after
+    # the purchase); hidden until the admin approves it.
+    review = once_purchase_known(
+        lambda: api.call(
+            "POST",
+            "reviews",
+            "/reviews",
+            token,
+            json={"product_id": shoes, "rating": 4, "comment": "Comfortable, runs small."},
+        )
     )
     assert review.status_code == 201, review.text
     review_id = review.json()["id"]

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,11 +21,12 @@ import redis
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from shopkit import faults
 from shopkit.config import PROJECT_ROOT
 from shopkit.events.consumer import BatchHandler, Consumer, ConsumerSettings, Handler
 from shopkit.events.outbox import emit
 from shopkit.events.relay import Relay, RelaySettings, broker_client
-from tests.events import tables
+from tests.events import tables, worker
 from tests.support.database import broker as embedded_broker
 
 #: Short timeouts so retries, claims and dead letters happen within a test.
@@ -152,18 +154,26 @@ def effects(db_engine: Engine, sessions: sessionmaker[Session]) -> Callable[[str
 
 
 @pytest.fixture
-def run_worker(database_url: str, broker: embedded_broker.Broker) -> Callable[..., int]:
-    """Run ``tests.events.worker`` (a real process that kills itself -9); its exit status."""
+def run_worker(
+    database_url: str, broker: embedded_broker.Broker, tmp_path: Path
+) -> Callable[..., int]:
+    """``run_worker(role, point, **env)``: run ``tests.events.worker`` (a real process) with a
+    crash armed at ``point`` through the faults engine; assert that it crashed there."""
 
     def run(role: str, point: str, **env: str) -> int:
+        faults_dir = tmp_path / f"faults-{point}"
+        faults.FaultStore(faults_dir / f"{worker.SERVICE}.json").replace(
+            [{"kind": "crash", "after_step": point}]
+        )
         done = subprocess.run(
-            [sys.executable, "-m", "tests.events.worker", role, point],
+            [sys.executable, "-m", "tests.events.worker", role],
             cwd=PROJECT_ROOT,
             env={
                 **os.environ,
                 "PYTHONPATH": str(PROJECT_ROOT),
                 "DATABASE_URL": database_url,
                 "EVENTS_URL": broker.url,
+                "SHOP_FAULTS_DIR": str(faults_dir),
                 **env,
             },
             capture_output=True,
@@ -171,7 +181,20 @@ def run_worker(database_url: str, broker: embedded_broker.Broker) -> Callable[..
             timeout=60,
             check=False,
         )
-        assert done.returncode == -9, f"the worker did not die at {point}: {done.stderr[-2000:]}"
+        assert done.returncode == faults.CRASH_EXIT_STATUS, (
+            f"the worker did not crash at {point}: {done.stderr[-2000:]}"
+        )
+        assert f"exiting after {point}" in done.stderr
         return done.returncode
 
     return run
+
+
+@pytest.fixture
+def live_faults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> faults.FaultStore:
+    """This process's faults, as service ``test`` (the process's previous ones come back after)."""
+    monkeypatch.setenv("SHOP_FAULTS_DIR", str(tmp_path / "faults"))
+    monkeypatch.setattr(faults, "_installed", None)
+    store = faults.install("test")
+    assert store is not None
+    return store

@@ -1,4 +1,5 @@
-"""Crashes at the worst moments, in real processes killed with SIGKILL: nothing lost, nothing twice."""
+"""Crashes at the worst moments, in real processes ended by the faults engine's crash points
+(:data:`shopkit.faults.EVENT_CRASH_POINTS`): nothing lost, nothing twice."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def test_relay_killed_after_publishing_before_marking(
     run_worker, relay, sessions, emit_orders, make_consumer, effects, valkey
 ) -> None:
     emitted = emit_orders(5)
-    run_worker("relay", "after-publish")
+    run_worker("relay", "publish")
     assert valkey.xlen(ORDERS) == 5, "the dead relay did publish"
     with sessions() as session:
         assert backlog(session, tables.outbox) == 5, "...but marked nothing"
@@ -47,7 +48,7 @@ def crash_consumer(run_worker, relay, emit_orders):  # type: ignore[no-untyped-d
 
 
 def test_consumer_killed_before_its_commit(crash_consumer, make_consumer, effects, valkey) -> None:
-    emitted = crash_consumer("before-commit", "audit")
+    emitted = crash_consumer("apply", "audit")
     assert effects("audit") == {}, "the dead consumer's transaction was rolled back"
     assert pending_by(valkey, "audit") == {"doomed": 5}
     survivor = make_consumer("audit", [ORDERS], name="survivor")
@@ -61,7 +62,7 @@ def test_consumer_killed_before_its_commit(crash_consumer, make_consumer, effect
 def test_consumer_killed_after_its_commit_before_its_ack(
     crash_consumer, make_consumer, effects, valkey
 ) -> None:
-    emitted = crash_consumer("after-commit", "after")
+    emitted = crash_consumer("commit", "after")
     assert effects("after") == dict.fromkeys(emitted, 1), "the effects were committed"
     assert pending_by(valkey, "after") == {"doomed": 5}, "...and never acknowledged"
     before = (

@@ -14,7 +14,7 @@ from tests.support.products import product_payload
 
 PRODUCT_KEYS = {
     "id", "name", "category", "price", "description", "stock", "archived",
-    "created_at", "updated_at",
+    "created_at", "updated_at", "rating",
 }  # fmt: skip
 
 
@@ -29,6 +29,7 @@ def test_create_returns_the_product(inventory: FlaskClient, admin: dict[str, str
     assert body["price"] == "3.50"  # money is a decimal string with two places
     assert body["stock"] == 10
     assert body["archived"] is False
+    assert body["rating"] == {"average": None, "count": 0}  # no approved review yet
     assert isinstance(body["id"], int)
     assert response.headers["Location"] == f"/products/{body['id']}"
 
@@ -340,7 +341,7 @@ def test_health_endpoints(inventory: FlaskClient) -> None:
     assert inventory.get("/healthz").get_json()["service"] == "inventory"
     ready = inventory.get("/readyz")
     assert ready.status_code == 200
-    assert ready.get_json()["schema_revision"] == "0003"
+    assert ready.get_json()["schema_revision"] == "0004"  # the head: 0004_events
 
 
 def test_collections_render_products_exactly_like_the_schema(

@@ -5,8 +5,6 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from sqlalchemy import Engine, func, select
 
 from notifications_service.models import Base, Notification
@@ -14,6 +12,7 @@ from notifications_service.notifications import STREAMS
 from notifications_service.worker import build_consumer
 from shopkit.events.catalog import stream_for, validate_data
 from shopkit.events.envelope import FIELD, Event, encode
+from tests.support.database import schema_drift
 from tests.support.identity import bearer
 
 
@@ -34,19 +33,7 @@ def _count(db_engine: Engine, customer_id: int) -> int:
 
 
 def test_the_migration_matches_the_models(db_engine: Engine) -> None:
-    with db_engine.connect() as conn:
-        context = MigrationContext.configure(
-            conn,
-            opts={
-                "include_schemas": True,
-                "include_name": lambda name, type_, _p: (
-                    type_ != "schema" or name == "notifications"
-                ),
-                "compare_type": True,
-                "version_table_schema": "notifications",
-            },
-        )
-        assert compare_metadata(context, Base.metadata) == []
+    assert schema_drift(db_engine, "notifications", Base.metadata) == []
 
 
 def test_each_order_and_wallet_event_makes_one_notification(

@@ -108,6 +108,8 @@ class Shoppers:
     tokens: list[str]
     products: list[int]
     threads: int = 4
+    #: Each shopper's pause between purchases.
+    pause_s: float = 0.05
     answers: list[Answer] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _workers: list[threading.Thread] = field(default_factory=list)
@@ -126,7 +128,7 @@ class Shoppers:
             token = self.tokens[(n + i) % len(self.tokens)]
             product = self.products[(n * 7 + i) % len(self.products)]
             self.answers.append(buy(self.url, token, product, 1 + i % 2))
-            time.sleep(0.05)
+            self._stop.wait(self.pause_s)
 
     def stop(self) -> list[Answer]:
         self._stop.set()

@@ -38,7 +38,7 @@ from tests.support.live import LiveStack
 
 pytestmark = pytest.mark.processes
 
-#: Freezes last longer than a request's deadline (6 s), so queued time and timeouts show.
+#: Freezes last longer than a request's deadline (8 s), so queued time and timeouts show.
 FREEZE_S = 15.0
 #: Concurrent buyers while a dependency, or PostgreSQL, is frozen.
 BUYERS = 16
@@ -164,7 +164,7 @@ def test_frozen_dependencies_keep_answers_and_health_bounded(
     stack: LiveStack, database_url: str
 ) -> None:
     """SIGSTOP inventory, then customers, for longer than the deadline, with 16 buyers."""
-    start_shop(stack, sales_workers=1)
+    start_shop(stack, as_deployed=True)
     shop, tokens = arrange(stack, buyers=BUYERS)
     load = shoppers(stack, shop, tokens, threads=BUYERS)
     health: list[float] = []
@@ -196,7 +196,7 @@ def test_postgres_frozen_then_killed_and_restarted(
 
     stack = LiveStack(url, (ADMIN_USERNAME, ADMIN_PASSWORD), SERVICE_SECRET)
     try:
-        start_shop(stack, sales_workers=1)
+        start_shop(stack, as_deployed=True)
         shop, tokens = arrange(stack, buyers=BUYERS)
         load = shoppers(stack, shop, tokens, threads=BUYERS)
         health: list[float] = []

@@ -1,10 +1,12 @@
-"""Fixtures of the reviews tests: the app with fake inventory and sales, people, helpers.
+"""Fixtures of the reviews tests: the app with a fake inventory, order events, people, helpers.
 
-The reviews app talks to inventory and sales through the interface of
+The reviews app talks to inventory through the interface of
 :mod:`reviews_service.clients`; here that interface is served by
-:class:`tests.support.reviews.FakeShop`, an in-memory stand-in whose products, purchases and
-outages each test controls. ``test_clients.py`` checks the real clients
-against a real HTTP server instead.
+:class:`tests.support.reviews.FakeShop`, an in-memory stand-in whose products and
+outages each test controls. ``test_clients.py`` checks the real client against a
+real HTTP server instead. Purchases reach reviews as order events, applied by
+the real handler to the test database (:class:`tests.support.reviews.OrderEvents`);
+``test_purchases.py`` runs them through a real broker and consumer group.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
+from sqlalchemy.orm import sessionmaker
 
 from reviews_service.clients import ReviewsClients
 from shopkit.config import Settings
+from tests.events.conftest import broker, valkey  # noqa: F401 (the real broker's fixtures)
 from tests.support.identity import Identity
-from tests.support.reviews import FakeCatalog, FakePurchases, FakeShop, World
+from tests.support.reviews import FakeCatalog, FakeShop, OrderEvents, World
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +35,7 @@ def fake_shop() -> FakeShop:
 
 @pytest.fixture
 def shop(fake_shop: FakeShop) -> Iterator[FakeShop]:
-    """The fake inventory and sales, empty and up at the start of each test."""
+    """The fake inventory, empty and up at the start of each test."""
     fake_shop.reset()
     yield fake_shop
     fake_shop.reset()
@@ -41,10 +45,10 @@ def shop(fake_shop: FakeShop) -> Iterator[FakeShop]:
 def reviews_app(
     make_settings: Callable[..., Settings], key_resolver: Any, fake_shop: FakeShop
 ) -> Flask:
-    """The reviews app on the test database, with fake inventory and sales clients."""
+    """The reviews app on the test database, with a fake inventory client."""
     from reviews_service import create_app
 
-    clients = ReviewsClients(catalog=FakeCatalog(fake_shop), purchases=FakePurchases(fake_shop))
+    clients = ReviewsClients(catalog=FakeCatalog(fake_shop))
     return create_app(
         {
             "SETTINGS": make_settings("reviews"),
@@ -90,6 +94,13 @@ def stored(db_engine: Engine) -> Callable[[int], dict[str, Any] | None]:
 
 
 @pytest.fixture
-def world(reviews: FlaskClient, identity: Identity, shop: FakeShop) -> World:
+def orders(db_engine: Engine) -> OrderEvents:
+    """Applies order events to reviews' verified purchases (the real handler, the test
+    database; its tables are emptied before each test like every table)."""
+    return OrderEvents(sessionmaker(db_engine))
+
+
+@pytest.fixture
+def world(reviews: FlaskClient, identity: Identity, shop: FakeShop, orders: OrderEvents) -> World:
     """Builds customers, purchases and reviews for a test."""
-    return World(reviews, identity, shop)
+    return World(reviews, identity, shop, orders)

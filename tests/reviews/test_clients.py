@@ -1,8 +1,8 @@
-"""The real clients against a small real HTTP server standing in for customers, inventory, sales.
+"""The real client against a small real HTTP server standing in for inventory (and sales).
 
-This proves :mod:`reviews_service.clients` speaks the contract: the service
-token request, ``GET /products/{id}`` and ``GET /internal/purchases`` with
-its query and bearer token, and that anything unexpected becomes a 503.
+This proves :mod:`reviews_service.clients` speaks the contract: ``GET /products/{id}``,
+anonymously, and anything unexpected becomes a 503. Writing a review asks nobody
+but inventory: the server also plays sales, and is never asked about purchases.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from shopkit.config import Settings
 from shopkit.service_client import DependencyUnavailable
 from tests.support.database import free_port
 from tests.support.identity import SERVICE_SECRET, Identity, bearer
-from tests.support.reviews import assert_problem
+from tests.support.reviews import OrderEvents, assert_problem
 
 
 @dataclass
@@ -34,7 +34,6 @@ class FakeServices:
 
     url: str = ""
     products: set[int] = field(default_factory=set)
-    purchases: set[tuple[int, int]] = field(default_factory=set)
     #: path prefix -> (status, body) to answer instead of the normal behaviour
     override: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
     seen: list[dict[str, Any]] = field(default_factory=list)
@@ -84,19 +83,6 @@ class FakeServices:
                 "archived": False,
                 "created_at": "2026-01-01T00:00:00+00:00",
                 "updated_at": "2026-01-01T00:00:00+00:00",
-            }
-        if method == "GET" and parts.path == "/internal/purchases":
-            if headers.get("Authorization") not in {f"Bearer {t}" for t in self.tokens_issued}:
-                return 401, {"status": 401, "code": "unauthorized"}
-            query = parse_qs(parts.query)
-            customer_id, product_id = int(query["customer_id"][0]), int(query["product_id"][0])
-            purchased = (customer_id, product_id) in self.purchases
-            return 200, {
-                "customer_id": customer_id,
-                "product_id": product_id,
-                "purchased": purchased,
-                "completed_sales": 1 if purchased else 0,
-                "last_purchased_at": "2026-01-02T00:00:00+00:00" if purchased else None,
             }
         return 404, {"code": "not_found"}
 
@@ -151,16 +137,13 @@ def settings_for(make_settings: Callable[..., Settings]) -> Callable[..., Settin
     return make
 
 
-def test_clients_speak_the_contract(
+def test_the_client_speaks_the_contract(
     services: FakeServices, settings_for: Callable[..., Settings]
 ) -> None:
     services.products = {7, 8}
-    services.purchases = {(3, 7)}
     clients = build_clients(settings_for(services.url))
     assert clients.catalog.product_exists(7) is True
     assert clients.catalog.product_exists(9) is False
-    assert clients.purchases.has_purchased(3, 7) is True
-    assert clients.purchases.has_purchased(3, 8) is False
 
     products = services.requests_to("/products/")
     assert [(r["method"], r["path"]) for r in products] == [
@@ -168,65 +151,36 @@ def test_clients_speak_the_contract(
         ("GET", "/products/9"),
     ]
     assert all("Authorization" not in r["headers"] for r in products)  # anonymous is enough
-    token_requests = services.requests_to("/auth/service-token")
-    assert len(token_requests) == 1  # obtained once, then reused
-    assert json.loads(token_requests[0]["body"]) == {
-        "client_id": "reviews",
-        "client_secret": SERVICE_SECRET,
-    }
-    purchases = services.requests_to("/internal/purchases")
-    assert [r["query"] for r in purchases] == [
-        {"customer_id": ["3"], "product_id": ["7"]},
-        {"customer_id": ["3"], "product_id": ["8"]},
-    ]
-    assert {r["headers"]["Authorization"] for r in purchases} == {
-        f"Bearer {services.tokens_issued[0]}"
-    }
+    assert services.requests_to("/auth/service-token") == []  # no token needed
 
 
 @pytest.mark.parametrize(
-    ("prefix", "status", "body", "call"),
+    ("status", "body"),
     [
-        ("/products/", 500, {"code": "internal_error"}, "catalog"),
-        ("/products/", 403, {"code": "forbidden"}, "catalog"),
-        ("/products/", 200, {"unexpected": True}, "catalog"),
-        ("/products/", 503, {}, "catalog"),
-        ("/internal/purchases", 500, {"code": "internal_error"}, "purchases"),
-        ("/internal/purchases", 403, {"code": "forbidden"}, "purchases"),
-        ("/internal/purchases", 404, {"code": "not_found"}, "purchases"),
-        ("/internal/purchases", 200, {"purchased": "yes"}, "purchases"),
-        ("/internal/purchases", 401, {"code": "unauthorized"}, "purchases"),
-        ("/auth/service-token", 401, {"code": "invalid_client"}, "purchases"),
-        ("/auth/service-token", 500, {}, "purchases"),
-        ("/auth/service-token", 200, {"access_token": "not-a-jwt"}, "purchases"),
+        (500, {"code": "internal_error"}),
+        (403, {"code": "forbidden"}),
+        (200, {"unexpected": True}),
+        (503, {}),
     ],
 )
 def test_unexpected_answers_become_dependency_unavailable(
     services: FakeServices,
     settings_for: Callable[..., Settings],
-    prefix: str,
     status: int,
     body: dict[str, Any],
-    call: str,
 ) -> None:
     services.products = {7}
-    services.purchases = {(3, 7)}
-    services.override[prefix] = (status, body)
+    services.override["/products/"] = (status, body)
     clients = build_clients(settings_for(services.url))
     with pytest.raises(DependencyUnavailable) as raised:
-        if call == "catalog":
-            clients.catalog.product_exists(7)
-        else:
-            clients.purchases.has_purchased(3, 7)
+        clients.catalog.product_exists(7)
     assert (raised.value.status, raised.value.code) == (503, "dependency_unavailable")
 
 
-def test_unreachable_dependencies_are_unavailable(settings_for: Callable[..., Settings]) -> None:
+def test_an_unreachable_inventory_is_unavailable(settings_for: Callable[..., Settings]) -> None:
     clients = build_clients(settings_for(f"http://127.0.0.1:{free_port()}"))
     with pytest.raises(DependencyUnavailable):
         clients.catalog.product_exists(1)
-    with pytest.raises(DependencyUnavailable):
-        clients.purchases.has_purchased(1, 1)
 
 
 def test_reviews_app_with_real_clients(
@@ -234,6 +188,7 @@ def test_reviews_app_with_real_clients(
     settings_for: Callable[..., Settings],
     key_resolver: Any,
     identity: Identity,
+    orders: OrderEvents,
     count_rows: Callable[[str], int],
 ) -> None:
     from reviews_service import create_app
@@ -244,7 +199,7 @@ def test_reviews_app_with_real_clients(
     client = app.test_client()
     buyer, token = identity.new_customer()
     services.products = {7, 8}
-    services.purchases = {(buyer["id"], 7)}
+    orders.paid(buyer["id"], 7)
     body = {"product_id": 7, "rating": 5, "comment": "Bought it, love it."}
 
     services.override["/products/"] = (500, {"code": "internal_error"})
@@ -269,6 +224,7 @@ def test_reviews_app_with_real_clients(
     assert created.status_code == 201
     assert created.get_json()["status"] == "pending"
     assert count_rows("reviews") == 1
-    last_two = services.seen[-2:]
-    assert [r["path"] for r in last_two] == ["/products/7", "/internal/purchases"]
-    assert {r["headers"]["X-Request-ID"] for r in last_two} == {"review-req-1"}
+    last = services.seen[-1]
+    assert last["path"] == "/products/7"
+    assert last["headers"]["X-Request-ID"] == "review-req-1"
+    assert services.requests_to("/internal/purchases") == []  # sales: the purchase came by events

@@ -12,7 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.support.identity import Identity, bearer
-from tests.support.reviews import FakeShop, World, assert_problem
+from tests.support.reviews import FakeShop, OrderEvents, World, assert_problem
 
 REVIEW_KEYS = {
     "id",
@@ -44,7 +44,7 @@ def test_buyer_submits_a_pending_review(
     row = stored(body["id"])
     assert row is not None
     assert (row["customer_id"], row["product_id"], row["status"]) == (buyer.id, 7, "pending")
-    assert shop.calls == [("inventory", 7), ("sales", buyer.id, 7)]
+    assert shop.calls == [("inventory", 7)]  # and no one else: the purchase came by events
 
 
 def test_rating_and_comment_boundaries_are_accepted(world: World) -> None:
@@ -68,11 +68,11 @@ def test_non_buyer_is_refused_and_nothing_written(
     assert world.submit(someone_else, 7).status_code == 201
 
 
-def test_unknown_product_is_404_naming_it_without_asking_sales(
-    world: World, shop: FakeShop, count_rows: Callable[[str], int]
+def test_unknown_product_is_404_naming_it(
+    world: World, shop: FakeShop, orders: OrderEvents, count_rows: Callable[[str], int]
 ) -> None:
     buyer = world.customer()
-    shop.purchases.add((buyer.id, 404))  # even a purchase record does not make it exist
+    orders.paid(buyer.id, 404)  # even a purchase record does not make it exist
     body = assert_problem(world.submit(buyer, 404), 404, "not_found")
     assert body["product_ids"] == [404]
     assert count_rows("reviews") == 0
@@ -112,15 +112,14 @@ def test_only_customers_may_submit(
     assert shop.calls == []
 
 
-@pytest.mark.parametrize("dependency", ["inventory", "sales"])
-def test_dependency_down_is_503_and_nothing_written(
-    world: World, shop: FakeShop, count_rows: Callable[[str], int], dependency: str
+def test_inventory_down_is_503_and_nothing_written(
+    world: World, shop: FakeShop, count_rows: Callable[[str], int]
 ) -> None:
     buyer = world.buyer(7)
-    shop.down.add(dependency)
+    shop.down.add("inventory")
     response = world.submit(buyer, 7)
     body = assert_problem(response, 503, "dependency_unavailable")
-    assert body["dependency"] == dependency
+    assert body["dependency"] == "inventory"
     assert response.headers["Retry-After"] == "2"
     assert count_rows("reviews") == 0
     shop.down.clear()
@@ -169,7 +168,7 @@ def test_bad_input_is_422_and_nothing_written(
         body = assert_problem(response, 422, "validation_error")
         assert field in body["errors"], (changes, body)
     assert count_rows("reviews") == 0
-    assert shop.calls == []  # refused before asking inventory or sales
+    assert shop.calls == []  # refused before asking inventory
     assert world.client.post("/reviews", json=VALID, headers=buyer.headers).status_code == 201
 
 

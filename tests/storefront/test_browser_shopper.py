@@ -8,9 +8,8 @@
   while its page (then the order list) is open changes on screen without a reload, and
   the inbox lists the notifications the events made.
 
-This module's stack has the events on: a throwaway broker, a mail sink, the notifications
-service and its worker, every process with ``EVENTS_URL`` and ``SMTP_URL``. It is started
-once for the module (its own ports, the session's test database).
+The session's stack has a broker (every process gets ``EVENTS_URL``); this module adds
+a mail sink and the notifications worker, once for the module.
 """
 
 from __future__ import annotations
@@ -28,14 +27,20 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from devstack import mailsink
-from shopkit.registry import SERVICE_NAMES
-from tests.storefront.test_browser import WAIT_S, Shop, balance_of, browser, stock_shop
-from tests.support.database import WorkerProcess, broker
-from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET, customer_payload
+from tests.storefront.test_browser import (
+    WAIT_S,
+    Shop,
+    balance_of,
+    browser,
+    stock_shop,
+    storefront,
+)
+from tests.support.database import WorkerProcess
+from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, customer_payload
 from tests.support.live import LiveStack
 
 pytestmark = pytest.mark.processes
-__all__ = ["browser"]  # the module's browser, shared with test_browser.py
+__all__ = ["browser", "storefront"]  # the module's fixtures, shared with test_browser.py
 
 
 @pytest.fixture(scope="module")
@@ -47,34 +52,21 @@ def mail_sink() -> Iterator[mailsink.MailSink]:
 
 
 @pytest.fixture(scope="module")
-def live_stack(database_url: str, mail_sink: mailsink.MailSink) -> Iterator[LiveStack]:
-    """This module's stack, events on: every process follows a throwaway broker and mails
-    to the sink; the notifications worker runs. (Overrides the session's stack.)"""
-    with broker.throwaway_broker() as running:
-        stack = LiveStack(database_url, (ADMIN_USERNAME, ADMIN_PASSWORD), SERVICE_SECRET)
-        stack.shared_env = {"EVENTS_URL": running.url, "SMTP_URL": mail_sink.url}
-        log = (stack.log_dir / "notifications-worker.log").open("ab")
-        worker = WorkerProcess(
-            "notifications-worker",
-            "notifications_service.worker",
-            env=stack.env("notifications"),
-            log=log,
-        )
-        try:
-            worker.start()
-            yield stack
-        finally:
-            worker.stop()
-            stack.stop_all()
-
-
-@pytest.fixture(scope="module")
-def storefront(live_stack: LiveStack) -> str:
-    """Every service and the storefront, running with the events on; the storefront's URL."""
-    for service in SERVICE_NAMES:
-        live_stack.start(service)
-    secret = {"STOREFRONT_SECRET_KEY": "browser-test-secret"}
-    return str(live_stack.start("storefront", workers=1, extra_env=secret).url)
+def notifications_worker(live_stack: LiveStack, mail_sink: mailsink.MailSink) -> Iterator[None]:
+    """The notifications worker on the session stack's broker, mailing to the sink (its
+    group starts at the beginning of the streams, so it also catches up on what came
+    before)."""
+    assert live_stack.events_url, "the session's stack runs a broker"
+    log = (live_stack.log_dir / "notifications-worker.log").open("ab")
+    worker = WorkerProcess(
+        "notifications-worker",
+        "notifications_service.worker",
+        env={**live_stack.env("notifications"), "SMTP_URL": mail_sink.url},
+        log=log,
+    )
+    worker.start()
+    yield
+    worker.stop()
 
 
 FAULTS = {
@@ -323,7 +315,11 @@ def wait_until(driver: WebDriver, condition: Any, what: str) -> None:
 
 
 def test_the_order_pages_change_live_and_the_inbox_tells_what_happened(
-    storefront: str, browser: WebDriver, live_stack: LiveStack, mail_sink: mailsink.MailSink
+    storefront: str,
+    browser: WebDriver,
+    live_stack: LiveStack,
+    mail_sink: mailsink.MailSink,
+    notifications_worker: None,
 ) -> None:
     ids = stock_shop(live_stack)
     account = customer_payload("browser_fay_live")

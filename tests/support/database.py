@@ -10,12 +10,13 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, MetaData, create_engine, text
 
 # The dev stack's pieces the tests use are imported here and only here: tests import them
 # from this module, so moving the dev stack is a change of these lines alone.
-from devstack import broker, postgres, roles
+from devstack import broker, mailsink, postgres, roles
 from devstack.gateway import (
     CLOSED_ADDRESS,
     GATEWAY_DIR,
@@ -57,6 +58,7 @@ __all__ = [
     "broker",
     "free_port",
     "fresh_database",
+    "mailsink",
     "migrate_as_service_roles",
     "nginx_binary",
     "packages",
@@ -137,3 +139,22 @@ def truncate_all(url: str, schemas: list[str]) -> None:
         if tables:
             conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
     engine.dispose()
+
+
+def schema_drift(engine: Engine, schema: str, metadata: MetaData) -> list[Any]:
+    """What Alembic's autogenerate finds between ``schema`` as migrated and the models'
+    ``metadata`` (empty when the migrations match the models)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    with engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn,
+            opts={
+                "include_schemas": True,
+                "include_name": lambda name, type_, _p: type_ != "schema" or name == schema,
+                "compare_type": True,
+                "version_table_schema": schema,
+            },
+        )
+        return list(compare_metadata(context, metadata))

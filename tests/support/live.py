@@ -14,14 +14,21 @@ from tests.support.database import APPS, ServiceProcess, free_port, service_role
 class LiveStack:
     """Starts, kills and restarts services as gunicorn processes; URLs are fixed up front."""
 
-    def __init__(self, database_url: str, admin: tuple[str, str], service_secret: str) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        admin: tuple[str, str],
+        service_secret: str,
+        *,
+        events_url: str = "",
+    ) -> None:
         self.database_url = database_url
         self.admin = admin
         self.service_secret = service_secret
+        #: The broker every service gets as ``EVENTS_URL`` (none: no relays, no consumers).
+        self.events_url = events_url
         self.ports = {a.name: free_port() for a in APPS}  # the services and the storefront
         self.processes: dict[str, ServiceProcess] = {}
-        #: What every process started from now on gets besides (``EVENTS_URL``, ``SMTP_URL``).
-        self.shared_env: dict[str, str] = {}
         self.log_dir = Path(tempfile.mkdtemp(prefix="shop-test-logs-"))
 
     def url(self, service: str) -> str:
@@ -44,7 +51,7 @@ class LiveStack:
             "HTTP_CONNECT_TIMEOUT": "1",
             "HTTP_READ_TIMEOUT": "3",
             **{f"{name.upper()}_URL": self.url(name) for name in SERVICE_NAMES},
-            **self.shared_env,
+            **({"EVENTS_URL": self.events_url} if self.events_url else {}),
         }
 
     def start(

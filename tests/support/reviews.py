@@ -1,42 +1,88 @@
-"""Reviews' tests' helpers: a fake inventory and sales, people and reviews, problem checks."""
+"""Reviews' tests' helpers: a fake inventory, order events, people and reviews, problem checks."""
 
 from __future__ import annotations
 
 import threading
+import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from flask.testing import FlaskClient
+from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
+from reviews_service.purchases import apply_order_events
+from shopkit.events.catalog import validate_data
+from shopkit.events.envelope import Event
 from shopkit.service_client import DependencyUnavailable
 from tests.support.identity import Identity, bearer
 
 
 @dataclass
 class FakeShop:
-    """What inventory and sales know, as far as reviews can ask."""
+    """What inventory knows, as far as reviews can ask."""
 
     products: set[int] = field(default_factory=set)
-    purchases: set[tuple[int, int]] = field(default_factory=set)
     down: set[str] = field(default_factory=set)
-    everything: bool = False  # every product exists and everybody bought it (fuzzing)
+    everything: bool = False  # every product exists (fuzzing)
     barrier: threading.Barrier | None = None  # makes concurrent submissions meet
     calls: list[tuple[Any, ...]] = field(default_factory=list)
 
     def reset(self) -> None:
         """Forget everything (before each test)."""
         self.products.clear()
-        self.purchases.clear()
         self.down.clear()
         self.everything = False
         self.barrier = None
         self.calls.clear()
 
-    def sell(self, customer_id: int, product_id: int) -> None:
-        """Record a completed purchase (the product exists from now on)."""
-        self.products.add(product_id)
-        self.purchases.add((customer_id, product_id))
+
+def order_event(name: str, order_id: str, customer_id: int, sequence: int, **data: Any) -> Event:
+    """``shop.order.<name>.v1`` of one order, as sales emits it (its data checked against
+    the catalogue's schema)."""
+    type_name = f"shop.order.{name}.v1"
+    body = {"order_id": order_id, "customer_id": customer_id, **data}
+    validate_data(type_name, body)
+    return Event(
+        id=str(uuid.uuid4()),
+        source="/sales",
+        type=type_name,
+        subject=order_id,
+        time=datetime.now(UTC),
+        data=body,
+        sequence=sequence,
+    )
+
+
+def placed(order_id: str, customer_id: int, *product_ids: int) -> Event:
+    """``shop.order.placed.v1`` with one line of each product."""
+    lines = [{"product_id": product_id, "quantity": 1} for product_id in product_ids]
+    return order_event("placed", order_id, customer_id, 1, lines=lines)
+
+
+class OrderEvents:
+    """Order events applied to reviews' verified purchases by the real batch handler,
+    in a transaction of their own (as the consumer group would, minus the broker)."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def apply(self, *events: Event) -> None:
+        """Apply ``events`` as one batch."""
+        with self.sessions() as session, session.begin():
+            apply_order_events(session, list(events))
+
+    def paid(self, customer_id: int, *product_ids: int) -> str:
+        """A new order of ``product_ids`` by ``customer_id``, placed and completed; its id."""
+        order_id = str(uuid.uuid4())
+        self.apply(
+            placed(order_id, customer_id, *product_ids),
+            order_event("completed", order_id, customer_id, 2, total="1.00"),
+        )
+        return order_id
 
 
 class FakeCatalog:
@@ -49,22 +95,9 @@ class FakeCatalog:
         self.shop.calls.append(("inventory", product_id))
         if "inventory" in self.shop.down:
             raise DependencyUnavailable("inventory")
-        return self.shop.everything or product_id in self.shop.products
-
-
-class FakePurchases:
-    """Sales as :class:`reviews_service.clients.Purchases`."""
-
-    def __init__(self, shop: FakeShop) -> None:
-        self.shop = shop
-
-    def has_purchased(self, customer_id: int, product_id: int) -> bool:
-        self.shop.calls.append(("sales", customer_id, product_id))
-        if "sales" in self.shop.down:
-            raise DependencyUnavailable("sales")
         if self.shop.barrier is not None:
             self.shop.barrier.wait()
-        return self.shop.everything or (customer_id, product_id) in self.shop.purchases
+        return self.shop.everything or product_id in self.shop.products
 
 
 @dataclass(frozen=True)
@@ -77,12 +110,16 @@ class Person:
 
 
 class World:
-    """Customers, purchases and reviews, made through the real APIs (and the fake shop)."""
+    """Customers, purchases and reviews, made through the real APIs, the fake inventory and
+    order events."""
 
-    def __init__(self, client: FlaskClient, identity: Identity, shop: FakeShop) -> None:
+    def __init__(
+        self, client: FlaskClient, identity: Identity, shop: FakeShop, orders: OrderEvents
+    ) -> None:
         self.client = client
         self.identity = identity
         self.shop = shop
+        self.orders = orders
         self._admin: dict[str, str] | None = None
 
     @property
@@ -98,10 +135,11 @@ class World:
         return Person(profile["id"], profile["username"], bearer(token))
 
     def buyer(self, *product_ids: int, username: str | None = None) -> Person:
-        """A new customer with a completed purchase of each of ``product_ids``."""
+        """A new customer with a paid order of ``product_ids`` (which exist from now on)."""
         person = self.customer(username)
-        for product_id in product_ids:
-            self.shop.sell(person.id, product_id)
+        self.shop.products.update(product_ids)
+        if product_ids:
+            self.orders.paid(person.id, *product_ids)
         return person
 
     def submit(
@@ -151,3 +189,24 @@ def assert_problem(response: TestResponse, status: int, code: str | None = None)
     if code is not None:
         assert body["code"] == code, body
     return body
+
+
+#: The answers of a review whose writer's purchase reviews does not know (yet).
+UNKNOWN_PURCHASE = {(403, "not_a_buyer"), (409, "purchase_pending")}
+
+
+def once_purchase_known(send: Callable[[], Any], timeout_s: float = 10.0) -> Any:
+    """``send()`` (a review's POST over HTTP, a ``requests`` response) again while reviews
+    does not know the writer's purchase yet; the first other answer, or the last one.
+
+    Reviews learns purchases from order events, a moment after the purchase
+    (docs/events.rst, "Reviews"): a script that reviews right after buying waits
+    for them, as this does, well within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = send()
+        code = (response.json() or {}).get("code") if response.status_code >= 400 else None
+        if (response.status_code, code) not in UNKNOWN_PURCHASE or time.monotonic() > deadline:
+            return response
+        time.sleep(0.05)
