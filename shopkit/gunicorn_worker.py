@@ -17,6 +17,14 @@ when its budget (``REQUEST_DEADLINE``) has run out is answered 503
 held by requests blocked on a frozen dependency, a queued request would
 otherwise get its answer only once one of them lets go, up to a whole budget
 late.
+
+And it lets a request take its connection out of gunicorn (:class:`Handover`,
+offered in the environ under :data:`HANDOVER_ENVIRON`): the app answers as
+usual, every hook included, and the worker then passes the socket, with the
+answer's bytes still to send, to a receiver of the app's choosing instead of
+writing them itself. The storefront's live order updates (server-sent events,
+:mod:`storefront.live`) use it, so an open page holds a socket in an asyncio loop,
+not one of the pool's threads.
 """
 
 from __future__ import annotations
@@ -24,9 +32,11 @@ from __future__ import annotations
 import json
 import selectors
 import socket
+import ssl
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent import futures
 from functools import partial
 from typing import Any
@@ -39,17 +49,95 @@ from shopkit.errors import PROBLEM_MEDIA_TYPE, problem_body
 HEALTH_REQUESTS = (b"GET /healthz", b"GET /readyz")
 HEALTH_THREADS = 2
 
+#: The WSGI environ key of the request's :class:`Handover` (absent where none is possible:
+#: HTTP/2, TLS, or another server than this worker).
+HANDOVER_ENVIRON = "shop.handover"
+
 _serving = threading.local()  # the arrival of the request this thread is serving
 
+#: Receives a handed-over connection: the socket (now the receiver's to close) and the
+#: bytes of the answer's head and body, which the receiver sends first.
+Receiver = Callable[[socket.socket, bytes], None]
 
-def _with_arrival(app: Any) -> Any:
-    """Wrap a WSGI app so each environ carries the arrival noted by the serving thread."""
+
+class Handover:
+    """A request's way to take its connection out of gunicorn once it has answered."""
+
+    def __init__(self) -> None:
+        self.receiver: Receiver | None = None
+
+    def take(self, receiver: Receiver) -> None:
+        """After this request's answer is complete, give the connection to ``receiver``.
+
+        The answer (status, headers, a short body) is not written by gunicorn but
+        handed to ``receiver`` with the socket; it is framed by closing the
+        connection (``Connection: close``), so the receiver may go on writing to it
+        for as long as it likes. The receiver is called on the request's thread and
+        must return at once.
+        """
+        self.receiver = receiver
+
+
+class HandedOver(Exception):
+    """The request's connection now belongs to a receiver: gunicorn forgets it."""
+
+
+def _head(protocol: str, status: str, headers: list[tuple[str, str]]) -> bytes:
+    """An answer's status line and headers, closing the connection to end its body (so any
+    length the app gave its first bytes is left out: the receiver writes more)."""
+    framing = {"connection", "content-length", "transfer-encoding", "keep-alive"}
+    lines = [f"{protocol} {status}", "Server: shop", "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in headers if name.lower() not in framing]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _hand_over(environ: dict[str, Any], handover: Handover, answer: list[Any], body: Any) -> None:
+    """Give the connection and the answer's bytes to the receiver; raise :class:`HandedOver`."""
+    try:
+        content = b"".join(body)
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+    status, headers = answer
+    head = _head(str(environ.get("SERVER_PROTOCOL") or "HTTP/1.1"), status, headers)
+    # Detached, gunicorn's own socket object closes nothing when it is done with it.
+    sock = socket.socket(fileno=environ["gunicorn.socket"].detach())
+    receiver = handover.receiver
+    assert receiver is not None
+    try:
+        receiver(sock, head + content)
+    except Exception:
+        sock.close()
+        raise
+    raise HandedOver
+
+
+def _serving_app(app: Any) -> Any:
+    """Wrap a WSGI app: each environ carries the arrival noted by the serving thread and,
+    over plain HTTP/1.x, a :class:`Handover`."""
 
     def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
         arrived = getattr(_serving, "arrived_at", None)
         if arrived is not None:
             environ[ARRIVAL_ENVIRON] = arrived
-        return app(environ, start_response)
+        sock = environ.get("gunicorn.socket")
+        if sock is None or environ.get("HTTP_VERSION") == "2" or isinstance(sock, ssl.SSLSocket):
+            return app(environ, start_response)
+        handover = environ[HANDOVER_ENVIRON] = Handover()
+        answer: list[Any] = []
+
+        def respond(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            if handover.receiver is None:
+                return start_response(status, headers, exc_info)
+            answer[:] = [status, headers]
+            return lambda _data: None  # a WSGI app's write(): the storefront never uses it
+
+        body = app(environ, respond)
+        if handover.receiver is None or not answer:
+            return body
+        _hand_over(environ, handover, answer, body)
+        return body  # not reached: _hand_over raises
 
     return wsgi
 
@@ -70,13 +158,19 @@ class HealthFirstWorker(ThreadWorker):
     def load_wsgi(self) -> None:
         """Load the app as gunicorn does, wrapped to receive each request's arrival."""
         super().load_wsgi()
-        self.wsgi = _with_arrival(self.wsgi)  # type: ignore[has-type]  # gunicorn is untyped
+        self.wsgi = _serving_app(self.wsgi)  # type: ignore[has-type]  # gunicorn is untyped
 
     def handle_request(self, req: Any, conn: Any) -> Any:
-        """Serve one request with its connection's arrival at hand for the app."""
+        """Serve one request with its connection's arrival at hand for the app.
+
+        A connection handed over (:class:`Handover`) is done with as far as gunicorn is
+        concerned: its socket object was detached, so closing it closes nothing.
+        """
         _serving.arrived_at = getattr(conn, "arrived_at", None)
         try:
             return super().handle_request(req, conn)
+        except HandedOver:
+            return False
         finally:
             _serving.arrived_at = None
 

@@ -1,10 +1,11 @@
 """The storefront: a shop and an operations console in the browser (port 8080).
 
-A backend-for-frontend: server-rendered Jinja2 pages over the four services'
-public HTTP APIs. It holds no shop data and never touches a database. The
-user's tokens stay in the encrypted, HttpOnly, SameSite session cookie; every
-form carries a CSRF token (Flask-WTF). htmx (vendored under ``static/``)
-only enhances pages that work without JavaScript.
+A backend-for-frontend: server-rendered Jinja2 pages over the public HTTP
+APIs of every service in :mod:`shopkit.registry`. It holds no shop data and
+never touches a database. The user's tokens stay in the encrypted, HttpOnly,
+SameSite session cookie; every form carries a CSRF token (Flask-WTF). htmx
+(vendored under ``static/``) and a few lines of its own script (the live order
+pages, :mod:`storefront.live`) only enhance pages that work without JavaScript.
 
 ``gunicorn 'storefront:create_app()'`` serves it, with one worker (the data
 page's seeder runs belong to the process; threads give the concurrency).
@@ -34,10 +35,11 @@ from shopkit.request_id import current_request_id, init_request_id
 from shopkit.security_headers import init_security_headers
 from shopkit.service_client import DependencyUnavailable
 from shopkit.telemetry import init_tracing, instrument_app
-from storefront import account, admin, shop
-from storefront.clients import ApiProblem, HttpTransport, ShopApi
+from storefront import account, admin, inbox, live, shop
+from storefront.clients import SERVICES, ApiProblem, HttpTransport, ShopApi
 from storefront.cookie import init_cookie_sessions
 from storefront.jobs import JobRunner
+from storefront.livehub import LiveHub
 from storefront.money import LEDGER_KINDS, Money
 from storefront.problems import describe, is_unavailable
 from storefront.session import LoginRequired, current_user, forget, to_login
@@ -80,13 +82,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     config = dict(config or {})
     settings: Settings = config.pop("SETTINGS", None) or Settings.from_env(SERVICE)
     transport = config.pop("TRANSPORT", None) or HttpTransport(
-        {
-            "customers": settings.customers_url,
-            "inventory": settings.inventory_url,
-            "sales": settings.sales_url,
-            "reviews": settings.reviews_url,
-            "notifications": settings.notifications_url,
-        },
+        {name: getattr(settings, f"{name}_url") for name in SERVICES},
         connect_timeout_s=settings.http_connect_timeout_s,
         read_timeout_s=settings.http_read_timeout_s,
         retries=settings.http_retries,
@@ -121,6 +117,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["shop_jobs"] = JobRunner(settings)
     app.extensions["shop_rates"] = RateTracker()
     init_cookie_sessions(app, keep_s=PERMANENT_SESSION.total_seconds())
+    if settings.events_url:
+        revoked = app.extensions["shop_revoked_sessions"]
+        hub = LiveHub(settings.events_url, revoked=revoked.__contains__)
+        revoked.listeners.append(hub.end_session)  # a logout ends its live streams at once
+        app.extensions["shop_live"] = hub
     CSRFProtect(app)
     # The same pieces as every service's (shopkit.app), tracing first so its span covers
     # the other hooks; no database, and forms rather than JSON bodies.
@@ -131,7 +132,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     init_input_guard(app, forms=True)
     init_security_headers(app, policy=lambda _page: PAGE_POLICY)
     init_metrics(app, SERVICE)
-    for blueprint in (shop.bp, account.bp, admin.bp):
+    for blueprint in (shop.bp, account.bp, admin.bp, inbox.bp, live.bp):
         app.register_blueprint(blueprint)
     _init_health(app)
     _init_templates(app)
@@ -154,7 +155,7 @@ def _init_health(app: Flask) -> None:
         """
         client: ShopApi = app.extensions["shop_client"]
         found: dict[str, str] = {}
-        for name in ("customers", "inventory", "sales", "reviews"):
+        for name in SERVICES:
             try:
                 status, _ = client.readiness(name)
             except DependencyUnavailable:

@@ -22,10 +22,12 @@ from typing import Any, Protocol
 
 import urllib3
 
+from shopkit.registry import SERVICE_NAMES
 from shopkit.request_id import current_request_id
 from shopkit.service_client import DependencyUnavailable, ServiceClient, ServiceResponse
 
-SERVICES = ("customers", "inventory", "sales", "reviews", "notifications")
+#: Every service the storefront calls: the registry's (shopkit.registry), in start order.
+SERVICES = SERVICE_NAMES
 JSON = dict[str, Any]
 
 
@@ -527,6 +529,28 @@ class ShopApi:
         return self._call(
             "reviews", "POST", f"/reviews/{review_id}/moderation", token=token, json=body
         )
+
+    # --- notifications ---------------------------------------------------------------------
+
+    def notifications(
+        self, token: str, page: int = 1, page_size: int = 20, *, unread: bool = False
+    ) -> tuple[Page, int]:
+        """``GET /notifications``: a page of the caller's own, newest first, and how many of
+        all of them are unread."""
+        params = {"page": page, "page_size": page_size, "unread": "true" if unread else None}
+        body = self._call("notifications", "GET", "/notifications", token=token, params=params)
+        return Page.of(body), int(body.get("unread") or 0)
+
+    def read_notification(self, token: str, notification_id: int) -> JSON:
+        """``POST /notifications/{id}/read``: mark one of the caller's own read."""
+        return self._call(
+            "notifications", "POST", f"/notifications/{notification_id}/read", token=token
+        )
+
+    def read_all_notifications(self, token: str) -> int:
+        """``POST /notifications/read``: mark all the caller's own read; how many were."""
+        body = self._call("notifications", "POST", "/notifications/read", token=token)
+        return int(body.get("marked") or 0)
 
     # --- operations ------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ import functools
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -84,6 +85,8 @@ class RevokedSessions:
         self.keep_s = keep_s
         self._lock = threading.Lock()
         self._until: dict[str, float] = {}
+        #: Told each revoked session id (the live order streams end theirs at once).
+        self.listeners: list[Callable[[str], None]] = []
 
     def revoke(self, sid: str) -> None:
         """Refuse every copy of this session's cookie from now on."""
@@ -91,6 +94,8 @@ class RevokedSessions:
         with self._lock:
             self._until = {s: t for s, t in self._until.items() if t > now}
             self._until[sid] = now + self.keep_s
+        for listener in self.listeners:
+            listener(sid)
 
     def __contains__(self, sid: object) -> bool:
         with self._lock:

@@ -53,6 +53,8 @@ AMOUNT = r"^\d{1,9}(\.\d{1,2})?$"
 CATEGORIES = ["food", "clothes", "accessories", "electronics"]
 SORTS = [("newest", "Newest"), ("price", "Price: low to high"), ("-price", "Price: high to low"),
          ("name", "Name A-Z"), ("-name", "Name Z-A")]  # fmt: skip
+#: The shop's sorts: those, and by rating (inventory keeps each product's from review events).
+SHOP_SORTS = [*SORTS, ("rating", "Best rated")]
 
 
 def new_key() -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 from urllib.parse import urlencode
 
@@ -32,7 +33,7 @@ from storefront.clients import ApiProblem, Page
 from storefront.forms import (
     CATEGORIES,
     MAX_TOP_UP,
-    SORTS,
+    SHOP_SORTS,
     ActionForm,
     KeyedForm,
     QuantityForm,
@@ -77,6 +78,9 @@ def catalogue() -> ResponseReturnValue:
         page = api().products(filters, page=page_number())
     except ApiProblem as exc:
         problem = exc.message()
+        if exc.status == 422 and filters["sort"] == "rating":
+            # An inventory that does not sort by rating yet: the default order, said so.
+            page, problem = _unsorted(filters)
     if page is not None and (last := _past_the_end(page)) is not None:
         return redirect(url_for("shop.catalogue", **{**_set(filters), "page": last}))
     return render_template(
@@ -85,9 +89,18 @@ def catalogue() -> ResponseReturnValue:
         problem=problem,
         filters=filters,
         categories=CATEGORIES,
-        sorts=SORTS,
+        sorts=SHOP_SORTS,
         add_form=QuantityForm(),
     )
+
+
+def _unsorted(filters: dict[str, str]) -> tuple[Page | None, str | None]:
+    """The catalogue page in the default order, and why (or the inventory's refusal)."""
+    try:
+        page = api().products({**filters, "sort": ""}, page=page_number())
+    except ApiProblem as exc:
+        return None, exc.message()
+    return page, "Sorting by rating is not available yet: here are the newest first."
 
 
 @bp.get("/products/<int:product_id>")
@@ -312,12 +325,25 @@ def orders() -> ResponseReturnValue:
         if not line.get("product_name")
     ]
     return render_template(
-        "shop/orders.html",
+        "shop/_orders_table.html" if _fragment() else "shop/orders.html",
         page=page,
         status=status,
         statuses=ORDER_STATUSES,
         names=_product_names(unnamed),
+        rendered_ms=_now_ms(),
     )
+
+
+def _fragment() -> bool:
+    """Whether the page's live part alone is asked for (``?fragment=1``: the page's script
+    reloads it when an order changes, :mod:`storefront.live`)."""
+    return request.args.get("fragment") == "1"
+
+
+def _now_ms() -> int:
+    """Now, in milliseconds since the epoch: when the page was drawn (its live stream
+    replays what happened since)."""
+    return int(time.time() * 1000)
 
 
 def _product_names(product_ids: list[int]) -> dict[int, str]:
@@ -342,6 +368,10 @@ def _products(product_ids: list[int]) -> dict[int, dict[str, Any]]:
 def order(sale_id: Any) -> ResponseReturnValue:
     """One order: lines, status history, tracking, and cancel while allowed."""
     sale = api().order(token(), str(sale_id))
+    if _fragment():
+        return render_template(
+            "shop/_order_detail.html", sale=sale, shopper=True, cancel_form=KeyedForm()
+        )
     return render_template(
         "shop/order.html",
         sale=sale,
@@ -349,6 +379,7 @@ def order(sale_id: Any) -> ResponseReturnValue:
         address=_delivery_address(),
         trace_url=trace_search_url(str(sale_id)),
         cancel_form=KeyedForm(),
+        rendered_ms=_now_ms(),
     )
 
 

@@ -512,9 +512,10 @@ def test_network_policies(rendered: tuple[str, list[dict[str, Any]]]) -> None:
         if allowed(policies, pods["notifications-worker"], labels, 5432)
     }  # fmt: skip
     assert worker_databases == ({"postgres"} if overlay == "dev" else {"notifications-db"})
-    # The broker admits the services (and the notifications worker) only, on its port.
+    # The broker admits the services, the notifications worker and the storefront (its live
+    # order pages read the order stream) only, on its port.
     for name, labels in pods.items():
-        expected = name in SERVICE_PORTS or name == "notifications-worker"
+        expected = name in SERVICE_PORTS or name in ("notifications-worker", "storefront")
         assert allowed(policies, labels, pods["valkey"], 6379) == expected, name
     assert not allowed(policies, outsider, pods["valkey"], 6379)
     # The worker sends its mails: to the dev overlay's Mailpit only (a relay outside in production).

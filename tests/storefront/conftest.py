@@ -18,7 +18,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from shopkit.config import Settings
-from storefront.clients import SERVICES
+from shopkit.registry import SERVICE_NAMES
 from tests.events.conftest import broker  # noqa: F401 (fixture)
 from tests.support.storefront import FakeServices, log_in
 
@@ -27,7 +27,7 @@ from tests.support.storefront import FakeServices, log_in
 def fake() -> FakeServices:
     """The services, faked at their HTTP boundary."""
     services = FakeServices()
-    for name in SERVICES:
+    for name in SERVICE_NAMES:
         services.on(name, "GET", "/readyz", 200, {"status": "ready", "schema_revision": "0001"})
     return services
 

@@ -1,6 +1,6 @@
 """The storefront in a real browser: Debian's Chromium driven by Selenium over real processes.
 
-The four services and the storefront run as gunicorn processes on free
+Every service and the storefront run as gunicorn processes on free
 ports (tests/support/live.py); Chromium is the distribution's package
 (``/usr/bin/chromium`` with ``/usr/bin/chromedriver``; ``.ci/run`` installs
 them) and nothing is downloaded. Screenshots of the main pages go to
@@ -21,6 +21,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from shopkit.config import PROJECT_ROOT
+from shopkit.registry import SERVICE_NAMES
 from tests.support.chromium import headless_chromium
 from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, customer_payload
 
@@ -43,8 +44,8 @@ PRODUCTS = [
 
 @pytest.fixture(scope="module")
 def storefront(live_stack: Any) -> str:
-    """The four services and the storefront, running; the storefront's URL."""
-    for service in ("customers", "inventory", "sales", "reviews"):
+    """Every service and the storefront, running; the storefront's URL."""
+    for service in SERVICE_NAMES:
         live_stack.start(service)
     secret = {"STOREFRONT_SECRET_KEY": "browser-test-secret"}
     return str(live_stack.start("storefront", workers=1, extra_env=secret).url)
@@ -261,7 +262,7 @@ def test_shopper_buys_cancels_is_refunded_reviews_and_the_admin_approves(
 
     # The console's system page shows every service ready.
     shop.go("/admin/system")
-    for service in ("customers", "inventory", "sales", "reviews"):
+    for service in SERVICE_NAMES:
         row = shop.find(f'tr[data-service="{service}"]')
         assert "ready" in row.text and "ready" in (row.get_attribute("class") or ""), row.text
     # htmx refreshes the figures in place: the second reading gives rates.

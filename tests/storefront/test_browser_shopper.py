@@ -4,25 +4,70 @@
   sees the order recorded and checks out again; once the fault is off exactly one order
   exists and the wallet was debited once.
 * The shopper's journey at 1400 px and at a phone's 390 px, nothing wider than the screen.
+* Live order pages and the inbox: an order shipped and delivered through the sales API
+  while its page (then the order list) is open changes on screen without a reload, and
+  the inbox lists the notifications the events made.
+
+The session's stack has a broker (every process gets ``EVENTS_URL``); this module adds
+a mail sink and the notifications worker, once for the module.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import Select
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from tests.storefront.test_browser import Shop, balance_of, browser, stock_shop, storefront
+from devstack import mailsink
+from tests.storefront.test_browser import (
+    WAIT_S,
+    Shop,
+    balance_of,
+    browser,
+    stock_shop,
+    storefront,
+)
+from tests.support.database import WorkerProcess
 from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, customer_payload
+from tests.support.live import LiveStack
 
 pytestmark = pytest.mark.processes
 __all__ = ["browser", "storefront"]  # the module's fixtures, shared with test_browser.py
+
+
+@pytest.fixture(scope="module")
+def mail_sink() -> Iterator[mailsink.MailSink]:
+    """The module's mail sink (the dev stack's own, serving in this process)."""
+    sink = mailsink.start(Path(tempfile.mkdtemp(prefix="shop-test-mail-")))
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture(scope="module")
+def notifications_worker(live_stack: LiveStack, mail_sink: mailsink.MailSink) -> Iterator[None]:
+    """The notifications worker on the session stack's broker, mailing to the sink (its
+    group starts at the beginning of the streams, so it also catches up on what came
+    before)."""
+    assert live_stack.events_url, "the session's stack runs a broker"
+    log = (live_stack.log_dir / "notifications-worker.log").open("ab")
+    worker = WorkerProcess(
+        "notifications-worker",
+        "notifications_service.worker",
+        env={**live_stack.env("notifications"), "SMTP_URL": mail_sink.url},
+        log=log,
+    )
+    worker.start()
+    yield
+    worker.stop()
+
 
 FAULTS = {
     "error": {"kind": "error", "route": "POST /internal/reservations", "status": 503},
@@ -251,3 +296,96 @@ def test_the_shopper_journey_at_desktop_and_phone_width(
     finally:
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     assert len(fits.seen) >= 10
+
+
+def admin_call(live_stack: LiveStack, path: str, body: dict[str, Any] | None = None) -> None:
+    """``POST`` to the sales API as the admin (shipping, delivering)."""
+    token = live_stack.token(ADMIN_USERNAME, ADMIN_PASSWORD)
+    answer = requests.post(
+        live_stack.url("sales") + path,
+        json=body,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def wait_until(driver: WebDriver, condition: Any, what: str) -> None:
+    WebDriverWait(driver, WAIT_S, poll_frequency=0.2).until(condition, what)
+
+
+def test_the_order_pages_change_live_and_the_inbox_tells_what_happened(
+    storefront: str,
+    browser: WebDriver,
+    live_stack: LiveStack,
+    mail_sink: mailsink.MailSink,
+    notifications_worker: None,
+) -> None:
+    ids = stock_shop(live_stack)
+    account = customer_payload("browser_fay_live")
+    registered = requests.post(live_stack.url("customers") + "/customers", json=account, timeout=30)
+    assert registered.status_code == 201, registered.text
+    shop = Shop(browser, storefront)
+    shop.log_in(account["username"], account["password"])
+    shop.go("/wallet")
+    shop.fill({"amount": "100"})
+    shop.submit("#top-up")
+
+    # Buys the lamp: the order page reads paid, and listens to the order's events.
+    shop.go(f"/products/{ids['Alpine Desk Lamp']}")
+    shop.submit("#add-to-cart")
+    shop.submit("#checkout")
+    assert shop.text("#order-status") == "paid"
+    sale_id = browser.current_url.rsplit("/", 1)[-1]
+    wait_until(browser, lambda d: shop.find("#order-live").get_attribute("data-live") == "on",
+               "the order page's live stream did not open")  # fmt: skip
+    browser.execute_script("window.shopSamePage = true")  # gone if the page were reloaded
+
+    # The warehouse ships it through the sales API: the page changes by itself.
+    admin_call(live_stack, f"/sales/{sale_id}/shipment",
+               {"carrier": "Swift Post", "tracking_number": "SP-1234"})  # fmt: skip
+    wait_until(browser, lambda d: shop.text("#order-status") == "shipped",
+               "the order page did not show the shipment")  # fmt: skip
+    assert "Swift Post" in shop.text(".tracking") and "SP-1234" in shop.text(".tracking")
+    assert not shop.find_all("#cancel-order")  # a shipped order can no longer be cancelled
+    assert browser.execute_script("return window.shopSamePage") is True
+    shop.shot("order-live-shipped")
+
+    # The order list is live too: delivered while it is open.
+    shop.go("/orders")
+    wait_until(browser, lambda d: shop.find("#orders-live").get_attribute("data-live") == "on",
+               "the order list's live stream did not open")  # fmt: skip
+    browser.execute_script("window.shopSamePage = true")
+    admin_call(live_stack, f"/sales/{sale_id}/delivery")
+    row = f'.order-row[data-sale-id="{sale_id}"] .order-status'
+    wait_until(browser, lambda d: shop.text(row) == "delivered",
+               "the order list did not show the delivery")  # fmt: skip
+    assert browser.execute_script("return window.shopSamePage") is True
+
+    # The inbox: a notification for each step of the order, the menu counting the unread.
+    deadline = time.monotonic() + 60
+    expected = ["Order delivered", "Order shipped", "Order confirmed", "Order received"]
+    while True:
+        shop.go("/inbox")
+        titles = [e.text for e in shop.find_all(".notification .title")]
+        if all(title in titles for title in expected) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert all(title in titles for title in expected), titles
+    assert titles.index("Order delivered") < titles.index("Order received")  # newest first
+    wait_until(browser, lambda d: bool(shop.find_all("#inbox-unread")),
+               "the menu did not count the unread notifications")  # fmt: skip
+    unread = int(shop.text("#inbox-unread"))
+    assert unread >= len(expected)  # the wallet's top-up and debit are there too
+    assert f"{unread} unread" in shop.text("#inbox-summary")
+    shop.shot("inbox")
+    shop.submit("#read-all")
+    assert "All marked as read" in shop.flash()
+    assert "0 unread" in shop.text("#inbox-summary")
+    assert not shop.find_all(".notification.unread")
+
+    # And one mail per order event reached the mail sink.
+    deadline = time.monotonic() + 30
+    while sum(sale_id[:8] in mail.body for mail in mail_sink.mails()) < 4:
+        assert time.monotonic() < deadline, [m.subject for m in mail_sink.mails()]
+        time.sleep(0.5)

@@ -12,6 +12,7 @@ from flask.testing import FlaskClient
 
 from shopkit.service_client import DependencyUnavailable, ServiceResponse
 from storefront.clients import BinaryResponse
+from storefront.cookie import FernetSerializer
 
 Handler = Callable[["Call"], ServiceResponse]
 
@@ -87,18 +88,40 @@ class FakeServices:
         return answer(call) if callable(answer) else answer
 
 
-def access_token(username: str, role: str = "customer", ttl_s: int = 900) -> str:
-    """A token shaped like the customers service's (the storefront reads its claims only)."""
-    claims = {"sub": username, "role": role, "exp": int(time.time()) + ttl_s}
-    return jwt.encode(claims, "a-key-the-storefront-never-verifies-with", algorithm="HS256")
+def access_token(username: str, role: str = "customer", ttl_s: int = 900,
+                 customer_id: int | None = None) -> str:  # fmt: skip
+    """A token shaped like the customers service's (the storefront reads its claims only);
+    ``customer_id`` becomes its ``cid`` claim."""
+    claims: dict[str, Any] = {"sub": username, "role": role, "exp": int(time.time()) + ttl_s}
+    if customer_id is not None:
+        claims["cid"] = customer_id
+    return jwt.encode(claims, "a-key-the-storefront-never-verifies-with-32b", algorithm="HS256")
 
 
 def log_in(client: FlaskClient, fake: FakeServices, username: str, role: str = "customer",
-           ttl_s: int = 900) -> str:  # fmt: skip
+           ttl_s: int = 900, customer_id: int | None = None) -> str:  # fmt: skip
     """Log ``client`` in through the login form; returns the access token the fake issued."""
-    token = access_token(username, role, ttl_s)
+    token = access_token(username, role, ttl_s, customer_id)
     fake.on("customers", "POST", "/auth/login", 200,
             {"access_token": token, "refresh_token": "refresh-1", "expires_in": ttl_s})  # fmt: skip
     response = client.post("/login", data={"username": username, "password": "secret-pass"})
     assert response.status_code == 302, response.text
     return token
+
+
+def session_cookie(secret: str, username: str, customer_id: int, role: str = "customer",
+                   ttl_s: int = 3600) -> str:  # fmt: skip
+    """The value of a storefront session cookie for a logged-in user, as the storefront's own
+    login would write it (encrypted with ``secret``; its token shaped like the customers
+    service's, with the ``cid`` claim). For talking to a running storefront without a
+    customers service: it renews a token only when it is about to expire."""
+    expires = time.time() + ttl_s
+    claims = {"sub": username, "role": role, "cid": customer_id, "exp": int(expires)}
+    access = jwt.encode(claims, "a-key-the-storefront-never-verifies-with-32b", algorithm="HS256")
+    session = {
+        "sid": f"sid-{username}-{customer_id}",
+        "user": {"username": username, "role": role},
+        "tokens": {"access": access, "refresh": "refresh-1", "expires_at": expires},
+        "_permanent": True,
+    }
+    return FernetSerializer(secret).dumps(session)
