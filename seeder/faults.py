@@ -6,6 +6,7 @@ admin only, refused in production mode; see :mod:`shopkit.fault_routes`). For ex
     python -m seeder faults set inventory --kind hang --route "POST /internal/reservations"
     python -m seeder faults set sales --kind latency --latency-ms 800 --dependency customers
     python -m seeder faults set sales --kind crash --after-step debit --rate 0.2
+    python -m seeder faults set sales --kind hang --dependency broker --operation publish
     python -m seeder faults show
     python -m seeder faults clear
 """
@@ -22,8 +23,13 @@ from rich.table import Table
 from seeder import EXIT_FAILURE, EXIT_OK
 from seeder.client import Login, Services
 from seeder.command import connect, connection_options, reports_errors
+from shopkit.fault_routes import SAGA_STEPS
+from shopkit.faults import BROKER, BROKER_OPERATIONS, EVENT_CRASH_POINTS
+from shopkit.registry import SERVICE_NAMES
 
-SERVICES = ("customers", "inventory", "sales", "reviews")
+SERVICES = SERVICE_NAMES
+#: What a fault's ``--dependency`` may name: another service, or the event broker.
+DEPENDENCIES = (*SERVICE_NAMES, BROKER)
 PATH = "/admin/faults"
 
 
@@ -35,13 +41,19 @@ def _answer(service: str, reply: Any) -> dict[str, Any]:
 
 
 def _describe(fault: dict[str, Any]) -> str:
-    target = next(
-        f"{name}={fault[name]}" for name in ("route", "dependency", "after_step") if name in fault
+    target = " ".join(
+        f"{name}={fault[name]}"
+        for name in ("route", "dependency", "operation", "after_step")
+        if fault.get(name) is not None
     )
     extra = {
-        k: v for k, v in fault.items() if k not in ("kind", "route", "dependency", "after_step")
+        k: v
+        for k, v in fault.items()
+        if k not in ("kind", "route", "dependency", "operation", "after_step")
     }
-    return f"{fault['kind']} on {target} " + " ".join(f"{k}={v}" for k, v in extra.items())
+    return f"{fault['kind']} on {target or 'every request'} " + " ".join(
+        f"{k}={v}" for k, v in extra.items()
+    )
 
 
 def _show(services: Services, admin: Login, names: tuple[str, ...]) -> Table:
@@ -75,11 +87,21 @@ def show(names: tuple[str, ...], **kwargs: Any) -> None:
 @click.argument("service", type=click.Choice(SERVICES))
 @click.option("--kind", type=click.Choice(("latency", "error", "hang", "crash")), required=True)
 @click.option("--route", help='Incoming requests starting with "METHOD /path" (or "/path").')
-@click.option("--dependency", type=click.Choice(SERVICES), help="Outgoing calls to a service.")
+@click.option(
+    "--dependency",
+    type=click.Choice(DEPENDENCIES),
+    help="Outgoing calls to a service, or the broker (its relay's publishing and consumers).",
+)
+@click.option(
+    "--operation",
+    type=click.Choice(BROKER_OPERATIONS),
+    help="With --dependency broker: only publishing, or only consuming.",
+)
 @click.option(
     "--after-step",
-    type=click.Choice(("reserve", "debit", "release", "refund", "return")),
-    help="Sales: crash right after this saga step.",
+    type=click.Choice((*SAGA_STEPS, *EVENT_CRASH_POINTS)),
+    help="Crash right after this step: a saga step (sales), or an event crash point "
+    "(publish: the relay; apply, commit: a consumer).",
 )
 @click.option("--latency-ms", type=click.IntRange(1, 60_000))
 @click.option("--hang-s", type=click.FloatRange(0.1, 120))
@@ -96,6 +118,7 @@ def set_fault(service: str, add: bool, **kwargs: Any) -> None:
             "kind",
             "route",
             "dependency",
+            "operation",
             "after_step",
             "latency_ms",
             "hang_s",

@@ -9,9 +9,11 @@ from typing import Any
 import requests
 from click.testing import Result
 
+from shopkit.registry import SERVICE_NAMES
 from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME
 
-SERVICES = ("customers", "inventory", "sales", "reviews")
+#: The services the seeder's tests run (every one the seeder can reach).
+SERVICES = SERVICE_NAMES
 
 
 Run = Callable[..., Result]
