@@ -20,6 +20,19 @@ from storefront.forms import FaultForm
 
 #: Saga steps after which the sales service can be made to crash.
 SAGA_STEPS = ("reserve", "debit", "release", "refund", "return")
+#: The events' crash points (shopkit.faults): a relay's, a consumer's two; a service crashes
+#: only at the points it has (its relay, its consumer groups).
+EVENT_CRASH_POINTS = {
+    "publish": "right after its relay published, before it marked the rows",
+    "apply": "right after a consumer applied a batch, before its commit",
+    "commit": "right after a consumer committed, before its ack",
+}
+#: The broker as a dependency: all its calls, or only the relay's or the consumers'.
+BROKER_TARGETS = {
+    "broker": "calls to the broker (publishing and consuming)",
+    "broker:publish": "the broker, when the relay publishes",
+    "broker:consume": "the broker, when a consumer reads or acknowledges",
+}
 KIND_LABELS = {
     "latency": "latency (a delay)",
     "error": "error (a 5xx answer, a failed call)",
@@ -41,11 +54,12 @@ def fault_form(service: str, submitted: bool = False) -> FaultForm:
     form = FaultForm(prefix=prefix) if submitted else FaultForm(prefix=prefix, formdata=None)
     targets = [("route", "requests to the route below")]
     targets += [(f"dependency:{name}", f"calls to {name}") for name in SERVICES if name != service]
+    targets += list(BROKER_TARGETS.items())
     if service == "sales":
         targets += [(f"after_step:{step}", f"right after the {step} step") for step in SAGA_STEPS]
+    targets += [(f"after_step:{point}", label) for point, label in EVENT_CRASH_POINTS.items()]
     form.target.choices = targets
-    form.kind.choices = [(kind, label) for kind, label in KIND_LABELS.items()
-                         if kind != "crash" or service == "sales"]  # fmt: skip
+    form.kind.choices = list(KIND_LABELS.items())
     return form
 
 
@@ -59,11 +73,19 @@ def fault_from_form(form: FaultForm) -> dict[str, Any]:
         if not route:
             raise FaultInputError('Give the route, e.g. "POST /sales" or "/products".')
         fault["route"] = route
+    elif target in BROKER_TARGETS:
+        dependency, _, operation = target.partition(":")
+        fault["dependency"] = dependency
+        if operation:
+            fault["operation"] = operation
     else:
         key, _, value = target.partition(":")
         fault[key] = value
     if (kind == "crash") != ("after_step" in fault):
-        raise FaultInputError("A crash applies right after a saga step, and only a crash does.")
+        raise FaultInputError(
+            "A crash applies right after a saga step or at an events crash point, "
+            "and only a crash does."
+        )
     if kind == "latency":
         if not form.latency_ms.data:
             raise FaultInputError("A latency fault needs its latency in milliseconds.")
@@ -103,6 +125,8 @@ def describe_fault(fault: dict[str, Any]) -> str:
         where = f"on requests to {fault['route']}"
     elif "dependency" in fault:
         where = f"on calls to {fault['dependency']}"
+        if "operation" in fault:
+            where += f" ({fault['operation']})"
     elif "after_step" in fault:
         where = f"right after the {fault['after_step']} step"
     else:

@@ -116,7 +116,9 @@ def test_system_page_lists_live_faults_in_words_with_a_form_per_service(
     ) and "right after the debit step" in sales.group(0)
     inventory = re.search(r'id="faults-inventory".*?</section>', page.text, re.S)
     assert inventory and "No fault is on." in inventory.group(0)
-    assert "crash (the worker exits)" not in inventory.group(0)  # only sales crashes
+    assert "right after the debit step" not in inventory.group(0)  # only sales has a saga
+    assert "right after a consumer committed, before its ack" in inventory.group(0)
+    assert "the broker, when the relay publishes" in inventory.group(0)
     assert "calls to inventory" not in inventory.group(0)  # not a dependency of itself
     # htmx's refresh carries the readable list but never the forms (a half-typed form stays).
     fragment = client.get("/admin/system", headers={"HX-Request": "true"}).text
@@ -151,6 +153,23 @@ def test_switching_on_a_dependency_hang_and_a_crash(
     assert puts[1].json["faults"][-1] == {"kind": "crash", "after_step": "debit", "rate": 0.2}
 
 
+def test_switching_on_broker_faults_and_an_event_crash_point(
+    client: FlaskClient, fake: FakeServices, admin: str
+) -> None:
+    puts = faults_of(fake, "notifications", [])
+    form = "/admin/system/notifications/faults"
+    client.post(form, data={"fault-notifications-kind": "error", "fault-notifications-rate": "1",
+                "fault-notifications-target": "broker:consume"})  # fmt: skip
+    client.post(form, data={"fault-notifications-kind": "crash", "fault-notifications-rate": "0.5",
+                "fault-notifications-target": "after_step:commit"})  # fmt: skip
+    client.post(form, data={"fault-notifications-kind": "hang", "fault-notifications-rate": "1",
+                "fault-notifications-target": "broker"})  # fmt: skip
+    assert puts[0].json["faults"] == [
+        {"kind": "error", "dependency": "broker", "operation": "consume", "rate": 1.0}]  # fmt: skip
+    assert puts[1].json["faults"][-1] == {"kind": "crash", "after_step": "commit", "rate": 0.5}
+    assert puts[2].json["faults"][-1] == {"kind": "hang", "dependency": "broker", "rate": 1.0}
+
+
 def test_a_fault_the_form_cannot_describe_is_refused_before_any_call(
     client: FlaskClient, fake: FakeServices, admin: str
 ) -> None:
@@ -159,7 +178,7 @@ def test_a_fault_the_form_cannot_describe_is_refused_before_any_call(
         ({"fault-sales-kind": "latency", "fault-sales-target": "route", "fault-sales-route": "/sales"},
          "A latency fault needs its latency in milliseconds."),
         ({"fault-sales-kind": "crash", "fault-sales-target": "route", "fault-sales-route": "/sales"},
-         "A crash applies right after a saga step, and only a crash does."),
+         "A crash applies right after a saga step or at an events crash point, and only a crash does."),
         ({"fault-sales-kind": "error", "fault-sales-target": "route", "fault-sales-route": "  "},
          "Give the route"),
         ({"fault-sales-kind": "error", "fault-sales-target": "route", "fault-sales-route": "/x", "fault-sales-rate": "2"},
