@@ -35,19 +35,23 @@ SHARED_DIRECTORIES = ("tests/docs/",)
 #: The work units that take longest, slowest first: ``make test`` hands them out first,
 #: so the workers finish together instead of one waiting on a long file started last.
 SLOWEST_FIRST = (
-    "tests/docs",
     "tests/resilience/test_fault_suite.py",
+    "tests/docs",
     "tests/sales/test_races_and_faults.py",
-    "tests/seeder/test_cli.py",
-    "tests/contract/test_schemathesis.py",
     "tests/sales/test_order_races_and_faults.py",
-    "tests/customers/test_openapi_fuzz.py",
-    "tests/storefront/test_browser.py",
-    "tests/deploy/test_database_per_service.py",
     "tests/e2e/test_make_run.py",
+    "tests/resilience/test_event_faults.py",
+    "tests/contract/test_schemathesis.py",
+    "tests/storefront/test_console_browser.py",
+    "tests/storefront/test_browser_shopper.py",
+    "tests/seeder/test_cli.py",
+    "tests/deploy/test_database_per_service.py",
+    "tests/storefront/test_browser.py",
+    "tests/sales/test_batching.py",
+    "tests/sales/test_batched_writes.py",
     "tests/compose/test_compose.py",
-    "tests/reviews/test_openapi_fuzz.py",
-    "tests/inventory/test_openapi_fuzz.py",
+    "tests/observability/test_traces.py",
+    "tests/storefront/test_live.py",
 )
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import requests
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -311,7 +312,11 @@ def admin_call(live_stack: LiveStack, path: str, body: dict[str, Any] | None = N
 
 
 def wait_until(driver: WebDriver, condition: Any, what: str) -> None:
-    WebDriverWait(driver, WAIT_S, poll_frequency=0.2).until(condition, what)
+    """Wait for ``condition``; a live reload that replaces an element it was reading just
+    means another look."""
+    WebDriverWait(
+        driver, WAIT_S, poll_frequency=0.2, ignored_exceptions=[StaleElementReferenceException]
+    ).until(condition, what)
 
 
 def test_the_order_pages_change_live_and_the_inbox_tells_what_happened(
