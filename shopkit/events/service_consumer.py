@@ -1,5 +1,6 @@
-"""A consumer inside a service's process: a daemon thread per worker, started with its first
-request, stopped when the worker exits.
+"""A consumer inside a service's process: a daemon thread per worker
+(:mod:`shopkit.events.in_worker`), started with its first request, stopped when the
+worker exits.
 
 Services whose event-carried state is small (inventory's ratings, reviews' verified
 purchases) consume in their own workers rather than in a process of their own:
@@ -13,9 +14,6 @@ slow and not request-shaped, runs its consumer as a worker process instead.
 
 from __future__ import annotations
 
-import atexit
-import logging
-import threading
 from collections.abc import Sequence
 
 from flask import Flask
@@ -24,16 +22,12 @@ from sqlalchemy import Table
 from shopkit.config import Settings
 from shopkit.db import Database
 from shopkit.events.consumer import BatchHandler, Consumer, Handler, default_consumer_name
+from shopkit.events.in_worker import InWorker, start_with_first_request
 from shopkit.events.metrics import init_event_metrics
 from shopkit.events.relay import broker_client
 
-log = logging.getLogger(__name__)
 
-#: How long the consumer thread gets to finish its batch when the process exits.
-STOP_TIMEOUT_S = 5.0
-
-
-class ServiceConsumer:
+class ServiceConsumer(InWorker):
     """One consumer group member in a daemon thread, stopped when the process exits."""
 
     def __init__(
@@ -48,23 +42,17 @@ class ServiceConsumer:
         handler: Handler | None = None,
         batch_handler: BatchHandler | None = None,
     ) -> None:
-        self.database = Database(database_url, application_name=f"{service}-{group}", pool_size=1)
+        database = Database(database_url, application_name=f"{service}-{group}", pool_size=1)
         self.consumer = Consumer(
             broker_client(events_url, timeout_s=5.0),
-            self.database.sessions,
+            database.sessions,
             inbox,
             group=group,
             streams=streams,
             handler=handler,
             batch_handler=batch_handler,
         )
-        self._thread: threading.Thread | None = None
-        self._stop: threading.Event | None = None
-
-    @property
-    def started(self) -> bool:
-        """Whether the thread was started."""
-        return self._thread is not None
+        super().__init__(f"{group} consumer", database, self.consumer)
 
     def start(self) -> None:
         """Start consuming, as a member named after this process.
@@ -75,22 +63,7 @@ class ServiceConsumer:
         workers would take each other's pending entries for their own retries.
         """
         self.consumer.name = default_consumer_name()
-        self._thread, self._stop = self.consumer.start_thread()
-        atexit.register(self.stop)
-
-    def stop(self) -> None:
-        """Stop the thread after its batch and wait for it, boundedly."""
-        if self._thread is None or self._stop is None:
-            return
-        self._stop.set()
-        self._thread.join(STOP_TIMEOUT_S)
-        if self._thread.is_alive():
-            log.warning(
-                "the %s consumer did not stop within %.0fs", self.consumer.group, STOP_TIMEOUT_S
-            )
-        self.consumer.broker.close()
-        self.database.dispose()
-        self._thread = None
+        super().start()
 
 
 def consumer_with_first_request(
@@ -125,11 +98,5 @@ def consumer_with_first_request(
         batch_handler=batch_handler,
     )
     app.extensions.setdefault("shop_consumers", {})[group] = consumer
-    started = threading.Lock()
-
-    @app.before_request
-    def _start_consumer() -> None:
-        if not consumer.started and started.acquire(blocking=False):
-            consumer.start()
-
+    start_with_first_request(app, consumer)
     return consumer

@@ -1,5 +1,6 @@
-"""The relay inside a service's process: a daemon thread per worker, started with its first
-request, stopped when the worker exits.
+"""The relay inside a service's process: a daemon thread per worker
+(:mod:`shopkit.events.in_worker`), started with its first request, stopped when the
+worker exits.
 
 Every worker runs one; the relay's lease (:class:`shopkit.events.relay.Relay`) makes
 one of them publish at a time. The relay has a small pool of its own (the lease's
@@ -9,59 +10,31 @@ requests'. Nothing a request does waits for it or for the broker.
 
 from __future__ import annotations
 
-import atexit
 import logging
-import threading
 from collections.abc import Sequence
 
 from flask import Flask
-from sqlalchemy import Table, func, select
+from sqlalchemy import Table
 from sqlalchemy.exc import SQLAlchemyError
 
 from shopkit.config import Settings
 from shopkit.db import Database
+from shopkit.events import outbox
+from shopkit.events.in_worker import InWorker, start_with_first_request
 from shopkit.events.metrics import OUTBOX_BACKLOG, init_event_metrics
 from shopkit.events.relay import Relay, broker_client
 from shopkit.metrics import before_scrape
 
 log = logging.getLogger(__name__)
 
-#: How long the relay thread gets to finish its round when the process exits.
-STOP_TIMEOUT_S = 5.0
 
-
-class ServiceRelay:
+class ServiceRelay(InWorker):
     """One service's outbox relay in a daemon thread, stopped when the process exits."""
 
     def __init__(self, database_url: str, table: Table, events_url: str, service: str) -> None:
-        self.database = Database(database_url, application_name=f"{service}-relay", pool_size=1)
-        self.relay = Relay(self.database.engine, table, broker_client(events_url), service=service)
-        self._thread: threading.Thread | None = None
-        self._stop: threading.Event | None = None
-
-    @property
-    def started(self) -> bool:
-        """Whether the thread was started."""
-        return self._thread is not None
-
-    def start(self) -> None:
-        """Start publishing (the lease decides whether this worker's relay publishes)."""
-        self._thread, self._stop = self.relay.start_thread()
-        atexit.register(self.stop)
-
-    def stop(self) -> None:
-        """Stop the thread (it gives the lease back) and wait for it, boundedly."""
-        if self._thread is None or self._stop is None:
-            return
-        self._stop.set()
-        self._thread.join(STOP_TIMEOUT_S)
-        if self._thread.is_alive():
-            log.warning(
-                "the %s relay did not stop within %.0fs", self.relay.service, STOP_TIMEOUT_S
-            )
-        self.relay.broker.close()
-        self.database.dispose()
-        self._thread = None
+        database = Database(database_url, application_name=f"{service}-relay", pool_size=1)
+        self.relay = Relay(database.engine, table, broker_client(events_url), service=service)
+        super().__init__(f"{service} relay", database, self.relay)
 
 
 def relay_with_first_request(
@@ -90,29 +63,22 @@ def relay_with_first_request(
 
     before_scrape(app, _count_backlog)
     app.extensions["shop_relay"] = relay
-    started = threading.Lock()
-
-    @app.before_request
-    def _start_relay() -> None:
-        if not relay.started and started.acquire(blocking=False):
-            relay.start()
-
+    start_with_first_request(app, relay)
     return relay
 
 
 def refresh_backlog(database: Database, table: Table, service: str) -> int | None:
-    """Count ``table``'s unpublished rows (its partial index) as ``shop_outbox_backlog``.
+    """Count ``table``'s unpublished rows (:func:`shopkit.events.outbox.backlog`) as
+    ``shop_outbox_backlog``.
 
     With the database away the gauge keeps its last value (``None``): the scrape
     still answers with every other metric.
     """
     try:
         with database.session() as session:
-            count = session.execute(
-                select(func.count()).select_from(table).where(table.c.published_at.is_(None))
-            ).scalar_one()
+            count = outbox.backlog(session, table)
     except SQLAlchemyError:
         log.warning("could not count the %s outbox's backlog", service, exc_info=True)
         return None
     OUTBOX_BACKLOG.labels(service=service).set(count)
-    return int(count)
+    return count

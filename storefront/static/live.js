@@ -4,6 +4,21 @@
 (function () {
   "use strict";
 
+  // Whether a form inside root has the focus, or a field the shopper changed.
+  function busy(root) {
+    if (root.contains(document.activeElement) && document.activeElement.form) { return true; }
+    var fields = root.querySelectorAll("input, select, textarea");
+    for (var i = 0; i < fields.length; i += 1) {
+      var field = fields[i];
+      if (field.type === "checkbox" || field.type === "radio") {
+        if (field.checked !== field.defaultChecked) { return true; }
+      } else if (field.type !== "hidden" && field.value !== field.defaultValue) {
+        return true;
+      }
+    }
+    return false;
+  }
+
   function follow(root) {
     var state = document.getElementById("live-state");
     var source = new EventSource(root.getAttribute("data-live-url"));
@@ -34,7 +49,11 @@
           return answer.ok ? answer.text() : null;
         })
         .then(function (html) {
-          if (html !== null) {
+          if (html !== null && busy(root)) {
+            // The shopper is filling a form in it (a cancellation's confirmation): the
+            // news waits until they are done, rather than wiping what they entered.
+            setTimeout(soon, 1000);
+          } else if (html !== null) {
             root.innerHTML = html;
             // Anything on the page that follows orders (the menu's inbox count) refreshes.
             document.body.dispatchEvent(new CustomEvent("shop-order"));

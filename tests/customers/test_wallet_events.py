@@ -13,12 +13,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
 from customers_service.models import OUTBOX
-from shopkit.events.catalog import stream_for
-from shopkit.events.envelope import FIELD, decode
-from shopkit.events.relay import Relay
 from tests.customers.outbox import outbox_rows
 from tests.customers.test_debit_batches import BATCH, admin, funded, item, sales  # noqa: F401
 from tests.events.conftest import broker, valkey  # noqa: F401 (the real broker's fixtures)
+from tests.support.events import published_by_subject, relay_everything
 from tests.support.identity import Identity
 from tests.support.live import stop_live_relays
 
@@ -133,16 +131,8 @@ def test_the_relay_publishes_each_wallets_events_in_order(
         assert customers.post(
             "/internal/wallet-debits", json=money, headers=headers
         ).status_code == (201)
-    relay = Relay(db_engine, OUTBOX, valkey, service="customers")
-    try:
-        while relay.publish_once():
-            pass
-    finally:
-        relay.release()
-    by_wallet: dict[str, list[Any]] = {}
-    for _entry_id, fields in valkey.xrange(stream_for("wallet")):
-        event = decode(fields[FIELD.encode()])
-        by_wallet.setdefault(event.subject, []).append(event)
+    relay_everything(db_engine, OUTBOX, valkey, "customers")
+    by_wallet = published_by_subject(valkey, "wallet")
     assert [(e.type, e.data["balance"]) for e in by_wallet[str(first["id"])]] == [
         (WALLET.format("credited"), "30.00"),
         (WALLET.format("debited"), "25.00"),

@@ -23,13 +23,12 @@ from sqlalchemy import Engine, event, text
 from inventory_service import stock
 from inventory_service.models import OUTBOX
 from shopkit.db import transaction
-from shopkit.events.catalog import stream_for, validate_data
-from shopkit.events.envelope import FIELD, decode
-from shopkit.events.relay import Relay
+from shopkit.events.catalog import validate_data
 from tests.events.conftest import broker, valkey  # noqa: F401 (the real broker's fixtures)
 from tests.inventory.test_orders import reserve_items
 from tests.inventory.test_reservation_batches import BATCH, item
 from tests.inventory.test_reservations import reserve
+from tests.support.events import published_by_subject, relay_everything
 from tests.support.inventory import Wallets
 from tests.support.live import stop_live_relays
 
@@ -285,16 +284,8 @@ def test_the_relay_publishes_each_products_events_in_order(
     assert reserve(inventory, service, first["id"], 3).status_code == 201
     inventory.post(f"/products/{second['id']}/restock", json={"quantity": 2}, headers=admin)
     assert inventory.delete(f"/products/{first['id']}", headers=admin).status_code == 204
-    relay = Relay(db_engine, OUTBOX, valkey, service="inventory")
-    try:
-        while relay.publish_once():
-            pass
-    finally:
-        relay.release()
-    by_product: dict[str, list[Any]] = {}
-    for _entry_id, fields in valkey.xrange(stream_for("product")):
-        published = decode(fields[FIELD.encode()])
-        by_product.setdefault(published.subject, []).append(published)
+    relay_everything(db_engine, OUTBOX, valkey, "inventory")
+    by_product = published_by_subject(valkey, "product")
     assert [(e.type, e.sequence) for e in by_product[str(first["id"])]] == [
         (CREATED, 1),
         (STOCK, 2),

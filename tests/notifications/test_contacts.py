@@ -24,11 +24,11 @@ from notifications_service.models import Contact, Mail
 from notifications_service.notifications import message_id_for
 from notifications_service.worker import build_consumer
 from shopkit.events.envelope import Event
-from shopkit.events.relay import Relay
 from shopkit.migrations import alembic_config, upgrade
 from tests.notifications.test_mails import SENDER, _consume, _mails
 from tests.notifications.test_notifications import _contact, _publish
 from tests.support.database import scratch_database
+from tests.support.events import relay_everything
 from tests.support.identity import bearer
 from tests.support.live import stop_live_relays
 
@@ -227,12 +227,7 @@ def test_a_registration_reaches_the_contacts_through_the_relay_and_the_broker(
         customers.patch(path, json={"email": "ada@king.example"}, headers=headers).status_code
         == 200
     )
-    relay = Relay(db_engine, OUTBOX, valkey, service="customers")
-    try:
-        while relay.publish_once():
-            pass
-    finally:
-        relay.release()
+    relay_everything(db_engine, OUTBOX, valkey, "customers")
     consume(lambda: ada["id"] in _contacts(db_engine))
     contact = _contacts(db_engine)[ada["id"]]
     assert (contact.username, contact.full_name, contact.email, contact.active) == (

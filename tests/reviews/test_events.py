@@ -19,9 +19,8 @@ from sqlalchemy import Engine, text
 from reviews_service import moderation
 from reviews_service.models import OUTBOX, Review
 from shopkit.db import transaction
-from shopkit.events.catalog import stream_for, validate_data
-from shopkit.events.envelope import FIELD, decode
-from shopkit.events.relay import Relay
+from shopkit.events.catalog import validate_data
+from tests.support.events import published_by_subject, relay_everything
 from tests.support.live import stop_live_relays
 from tests.support.reviews import FakeShop, World, assert_problem
 
@@ -156,16 +155,8 @@ def test_the_relay_publishes_each_reviews_events_in_order(
     world.approve(first["id"])
     world.moderate(second["id"], "reject")
     engine = reviews_app.extensions["shop_db"].engine  # as the reviews role
-    relay = Relay(engine, OUTBOX, valkey, service="reviews")
-    try:
-        while relay.publish_once():
-            pass
-    finally:
-        relay.release()
-    by_review: dict[str, list[Any]] = {}
-    for _entry_id, fields in valkey.xrange(stream_for("review")):
-        event = decode(fields[FIELD.encode()])
-        by_review.setdefault(event.subject, []).append(event)
+    relay_everything(engine, OUTBOX, valkey, "reviews")
+    by_review = published_by_subject(valkey, "review")
     assert [e.type.split(".")[2] for e in by_review[str(first["id"])]] == ["submitted", "approved"]
     assert [e.type.split(".")[2] for e in by_review[str(second["id"])]] == [
         "submitted",

@@ -109,10 +109,20 @@ class Shop:
                 element.clear()
                 element.send_keys(value)
 
+    def click(self, css: str) -> None:
+        """Click ``css``, looking again if a live update replaced it meanwhile."""
+        for attempt in range(3):
+            try:
+                self.find(css).click()
+                return
+            except StaleElementReferenceException:
+                if attempt == 2:
+                    raise
+
     def submit(self, css: str) -> None:
         """Click a submit button and wait until the next page has loaded."""
         page = self.find("html")
-        self.find(css).click()
+        self.click(css)
         wait_for_next_page(self.driver, page)
 
     def flash(self) -> str:
@@ -223,7 +233,7 @@ def test_shopper_buys_cancels_is_refunded_reviews_and_the_admin_approves(
 
     # Cancels it and sees the refund in the wallet.
     browser.get(order_url)
-    shop.find("#confirm-cancel").click()
+    shop.click("#confirm-cancel")
     shop.submit("#cancel-order")
     assert "money is back in your wallet" in shop.flash()
     assert "cancelled" in shop.text("#order-status")

@@ -77,3 +77,28 @@ def wait_for(condition: Callable[[], bool], *, timeout_s: float, every_s: float 
     while not condition():
         assert time.monotonic() < deadline, f"not reached within {timeout_s:g} s"
         time.sleep(every_s)
+
+
+def relay_everything(engine: Any, table: Any, broker: redis.Redis, service: str) -> None:
+    """Publish every unpublished row of ``service``'s outbox ``table`` with a real relay
+    (taking and then giving back the outbox's lease)."""
+    from shopkit.events.relay import Relay
+
+    relay = Relay(engine, table, broker, service=service)
+    try:
+        while relay.publish_once():
+            pass
+    finally:
+        relay.release()
+
+
+def published_by_subject(broker: redis.Redis, aggregate: str) -> dict[str, list[Any]]:
+    """The events on ``aggregate``'s stream, decoded, grouped by subject in stream order."""
+    from shopkit.events.catalog import stream_for
+    from shopkit.events.envelope import FIELD, decode
+
+    by_subject: dict[str, list[Any]] = {}
+    for _entry_id, fields in broker.xrange(stream_for(aggregate)):
+        event = decode(fields[FIELD.encode()])
+        by_subject.setdefault(event.subject, []).append(event)
+    return by_subject
