@@ -29,9 +29,9 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from flask import Flask, current_app, session
+from flask import Flask, current_app, request, session
 from flask.json.tag import TaggedJSONSerializer
-from flask.sessions import SecureCookieSessionInterface
+from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from itsdangerous import BadSignature
 
 SID = "sid"
@@ -77,6 +77,14 @@ class EncryptedSessionInterface(SecureCookieSessionInterface):
             return None
         return _serializer(app.secret_key)
 
+    def should_set_cookie(self, app: Flask, session: SessionMixin) -> bool:
+        """Never from a static file's answer: a page's styles and scripts load beside it,
+        and their answers must not replace the cookie the page's own answer set (its
+        form's CSRF token, a session just opened in place of a logged-out one)."""
+        if request.endpoint == "static":
+            return False
+        return super().should_set_cookie(app, session)
+
 
 class RevokedSessions:
     """The ids of logged-out sessions, each kept as long as its cookie could live."""
@@ -110,6 +118,8 @@ def revoked() -> RevokedSessions:
 
 def drop_revoked() -> None:
     """Before each request: a cookie of a logged-out session opens an empty session."""
+    if request.endpoint == "static":
+        return  # static files read no session (and set no cookie: should_set_cookie)
     sid = session.get(SID)
     if sid is not None and sid in revoked():
         session.clear()

@@ -1022,3 +1022,22 @@ def test_job_runner_runs_one_at_a_time_and_reads_progress(tmp_path: Path) -> Non
     assert job.lines[0] == "args -m seeder replay --purchases 5"
     assert job.progress() == (5, 5)
     assert runner.start("populate", ["--customers", "1"]) is runner.current
+
+
+def test_a_static_file_never_replaces_the_session_cookie(
+    client: FlaskClient, fake: FakeServices, app
+) -> None:
+    """A page's styles load beside it, with the same cookie: their answers must not set
+    one (a logged-out session's cookie is replaced by the page's own answer, whose form
+    carries a CSRF token of the new session)."""
+    log_in(client, fake, "ada")
+    fake.on("customers", "POST", "/auth/logout", 204)
+    copied = client.get_cookie("shop_session").value
+    assert client.post("/logout").status_code == 302
+    stale = app.test_client()
+    stale.set_cookie("shop_session", copied)  # a request sent before the logout's answer
+    styles = stale.get("/static/shop.css")
+    assert styles.status_code == 200
+    assert "Set-Cookie" not in styles.headers
+    page = stale.get("/login")  # the page itself does open a fresh session
+    assert page.status_code == 200 and "shop_session=" in page.headers.get("Set-Cookie", "")
