@@ -28,10 +28,19 @@ from shopkit.events.catalog import dead_letter_stream, stream_for
 from shopkit.events.consumer import Consumer, ConsumerSettings
 from shopkit.events.envelope import FIELD, Event, encode
 from shopkit.events.outbox import emit
+from shopkit.registry import SERVICE_NAMES
 from tests.support.events import drain
 from tests.support.identity import Identity, bearer
+from tests.support.live import stop_live_relays
 
 PROBLEM = "application/problem+json"
+
+
+@pytest.fixture(autouse=True)
+def _sole_relay_of_the_outboxes() -> None:
+    """No live service relays the outboxes these tests fill and read themselves."""
+    for service in SERVICE_NAMES:
+        stop_live_relays(service)
 
 
 @pytest.fixture(scope="module")
