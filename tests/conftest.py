@@ -224,3 +224,36 @@ def live_stack(database_url: str) -> Iterator[Any]:
             yield stack
         finally:
             stack.stop_all()
+
+
+#: How many of the fault suite's findings (tests.resilience.harness.FINDINGS) the reports
+#: already carry.
+NOTED = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Attach what the test noted to its report: the summary gets it from every xdist worker."""
+    from tests.resilience.harness import FINDINGS
+
+    report = yield
+    if call.when == "call":
+        noted = item.session.stash.setdefault(NOTED, 0)
+        report.user_properties.extend(("fault finding", line) for line in FINDINGS[noted:])
+        item.session.stash[NOTED] = len(FINDINGS)
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print each fault's worst latency and audit result (from every worker's reports)."""
+    lines = [
+        value
+        for outcome in ("passed", "failed")
+        for report in terminalreporter.stats.get(outcome, [])
+        for name, value in report.user_properties
+        if name == "fault finding"
+    ]
+    if lines:
+        terminalreporter.section("fault suite: worst latency and audit per fault")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -7,13 +7,9 @@ from typing import Any
 
 import pytest
 
-from tests.resilience.harness import FINDINGS
 from tests.support.database import migrate_as_service_roles, throwaway_server
 from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET
 from tests.support.live import LiveStack
-
-#: How many of :data:`FINDINGS` the reports already carry.
-NOTED = pytest.StashKey[int]()
 
 
 @pytest.fixture
@@ -37,29 +33,3 @@ def own_database() -> Iterator[tuple[Any, str]]:
         # with the services' own roles, as the stack connects with them.
         migrate_as_service_roles(url)
         yield server, url
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    """Attach what the test noted to its report: the summary gets it from every xdist worker."""
-    report = yield
-    if call.when == "call":
-        noted = item.session.stash.setdefault(NOTED, 0)
-        report.user_properties.extend(("fault finding", line) for line in FINDINGS[noted:])
-        item.session.stash[NOTED] = len(FINDINGS)
-    return report
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Print each fault's worst latency and audit result (from every worker's reports)."""
-    lines = [
-        value
-        for outcome in ("passed", "failed")
-        for report in terminalreporter.stats.get(outcome, [])
-        for name, value in report.user_properties
-        if name == "fault finding"
-    ]
-    if lines:
-        terminalreporter.section("fault suite: worst latency and audit per fault")
-        for line in lines:
-            terminalreporter.write_line(line)

@@ -340,7 +340,8 @@ def test_the_order_pages_change_live_and_the_inbox_tells_what_happened(
     shop.go(f"/products/{ids['Alpine Desk Lamp']}")
     shop.submit("#add-to-cart")
     shop.submit("#checkout")
-    assert shop.text("#order-status") == "paid"
+    wait_until(browser, lambda d: shop.text("#order-status") == "paid",
+               "the order page did not read paid")  # fmt: skip
     sale_id = browser.current_url.rsplit("/", 1)[-1]
     wait_until(browser, lambda d: shop.find("#order-live").get_attribute("data-live") == "on",
                "the order page's live stream did not open")  # fmt: skip
