@@ -214,16 +214,29 @@ def live_stack(database_url: str) -> Iterator[Any]:
     with a real broker as ``EVENTS_URL``, as ``make run`` has: the outboxes are relayed and
     reviews learns purchases from order events."""
     from devstack.broker import throwaway_broker
-    from tests.support.live import LiveStack
+    from tests.support.live import LiveStack, relaying
 
     with throwaway_broker(prefix="shop-test-valkey-") as broker:
         stack = LiveStack(
             database_url, (ADMIN_USERNAME, ADMIN_PASSWORD), SERVICE_SECRET, events_url=broker.url
         )
         try:
-            yield stack
+            with relaying(stack):
+                yield stack
         finally:
             stack.stop_all()
+
+
+@pytest.fixture(autouse=True)
+def _sole_relay(request: pytest.FixtureRequest) -> None:
+    """Under ``@pytest.mark.sole_relay(*services)``: the live stacks' processes of those
+    services are stopped first (:func:`tests.support.live.stop_live_relays`)."""
+    marker = request.node.get_closest_marker("sole_relay")
+    if marker is not None:
+        from tests.support.live import stop_live_relays
+
+        for service in marker.args:
+            stop_live_relays(service)
 
 
 #: How many of the fault suite's findings (tests.resilience.harness.FINDINGS) the reports

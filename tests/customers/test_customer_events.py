@@ -25,6 +25,9 @@ from tests.support.identity import Identity, bearer, customer_payload
 
 CUSTOMER = "shop.customer.{}.v1"
 
+#: This file relays the outbox itself (tests.conftest: no live relay of it meanwhile).
+pytestmark = pytest.mark.sole_relay("customers")
+
 
 def customer_events(db_engine: Engine, customer_id: int | None = None) -> list[Any]:
     """The customers outbox's customer events (of one customer), each checked against its schema."""

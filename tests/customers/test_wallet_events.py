@@ -18,15 +18,11 @@ from tests.customers.test_debit_batches import BATCH, admin, funded, item, sales
 from tests.events.conftest import broker, valkey  # noqa: F401 (the real broker's fixtures)
 from tests.support.events import published_by_subject, relay_everything
 from tests.support.identity import Identity
-from tests.support.live import stop_live_relays
 
 WALLET = "shop.wallet.{}.v1"
 
-
-@pytest.fixture(autouse=True)
-def _sole_relay_of_the_outbox() -> None:
-    """No live customers process relays customers' outbox while these tests relay it."""
-    stop_live_relays("customers")
+#: This file relays the outbox itself (tests.conftest: no live relay of it meanwhile).
+pytestmark = pytest.mark.sole_relay("customers")
 
 
 def events(db_engine: Engine, customer_id: int | None = None) -> list[Any]:

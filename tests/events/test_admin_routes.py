@@ -31,16 +31,11 @@ from shopkit.events.outbox import emit
 from shopkit.registry import SERVICE_NAMES
 from tests.support.events import drain
 from tests.support.identity import Identity, bearer
-from tests.support.live import stop_live_relays
 
 PROBLEM = "application/problem+json"
 
-
-@pytest.fixture(autouse=True)
-def _sole_relay_of_the_outboxes() -> None:
-    """No live service relays the outboxes these tests fill and read themselves."""
-    for service in SERVICE_NAMES:
-        stop_live_relays(service)
+#: This file relays the outbox itself (tests.conftest: no live relay of it meanwhile).
+pytestmark = pytest.mark.sole_relay(*SERVICE_NAMES)
 
 
 @pytest.fixture(scope="module")

@@ -30,17 +30,13 @@ from tests.inventory.test_reservation_batches import BATCH, item
 from tests.inventory.test_reservations import reserve
 from tests.support.events import published_by_subject, relay_everything
 from tests.support.inventory import Wallets
-from tests.support.live import stop_live_relays
 
 STOCK = "shop.product.stock_changed.v1"
 CREATED = "shop.product.created.v1"
 ARCHIVED = "shop.product.archived.v1"
 
-
-@pytest.fixture(autouse=True)
-def _sole_relay_of_the_outbox() -> None:
-    """No live inventory process relays inventory's outbox while this file's tests relay it themselves."""
-    stop_live_relays("inventory")
+#: This file relays the outbox itself (tests.conftest: no live relay of it meanwhile).
+pytestmark = pytest.mark.sole_relay("inventory")
 
 
 def events(db_engine: Engine, product_id: int | None = None) -> list[Any]:

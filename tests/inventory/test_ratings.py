@@ -35,16 +35,12 @@ from tests.events.conftest import FAST, broker, valkey  # noqa: F401 (the real b
 from tests.support.database import broker as embedded_broker
 from tests.support.database import schema_drift
 from tests.support.events import drain
-from tests.support.live import stop_live_relays
 from tests.support.products import product_payload
 
 REVIEW = "shop.review.{}.v1"
 
-
-@pytest.fixture(autouse=True)
-def _sole_relay_of_the_outbox() -> None:
-    """No live inventory process relays inventory's outbox while this file's tests relay it themselves."""
-    stop_live_relays("inventory")
+#: This file relays the outbox itself (tests.conftest: no live relay of it meanwhile).
+pytestmark = pytest.mark.sole_relay("inventory")
 
 
 class Reviews:

@@ -30,13 +30,9 @@ from tests.notifications.test_notifications import _contact, _publish
 from tests.support.database import scratch_database
 from tests.support.events import relay_everything
 from tests.support.identity import bearer
-from tests.support.live import stop_live_relays
 
-
-@pytest.fixture(autouse=True)
-def _sole_relay_of_the_outbox() -> None:
-    """No live customers process relays customers' outbox while these tests relay it."""
-    stop_live_relays("customers")
+#: This file relays the outbox itself (tests.conftest: no live relay of it meanwhile).
+pytestmark = pytest.mark.sole_relay("customers")
 
 
 def _contacts(db_engine: Engine) -> dict[int, Contact]:

@@ -21,16 +21,12 @@ from reviews_service.models import OUTBOX, Review
 from shopkit.db import transaction
 from shopkit.events.catalog import validate_data
 from tests.support.events import published_by_subject, relay_everything
-from tests.support.live import stop_live_relays
 from tests.support.reviews import FakeShop, World, assert_problem
 
 REVIEW = "shop.review.{}.v1"
 
-
-@pytest.fixture(autouse=True)
-def _sole_relay_of_the_outbox() -> None:
-    """No live reviews process relays reviews' outbox while this file's tests relay it themselves."""
-    stop_live_relays("reviews")
+#: This file relays the outbox itself (tests.conftest: no live relay of it meanwhile).
+pytestmark = pytest.mark.sole_relay("reviews")
 
 
 def events(db_engine: Engine, review_id: int | None = None) -> list[Any]:

@@ -30,16 +30,12 @@ from shopkit.events.metrics import EVENTS_CONSUMED
 from tests.events.conftest import FAST
 from tests.support.events import drain, sample
 from tests.support.identity import Identity, bearer
-from tests.support.live import stop_live_relays
 from tests.support.reviews import FakeShop, World, assert_problem, order_event, placed
 
 ORDERS = stream_for("order")
 
-
-@pytest.fixture(autouse=True)
-def _sole_relay_of_the_outbox() -> None:
-    """No live reviews process relays reviews' outbox while this file's tests relay it themselves."""
-    stop_live_relays("reviews")
+#: This file relays the outbox itself (tests.conftest: no live relay of it meanwhile).
+pytestmark = pytest.mark.sole_relay("reviews")
 
 
 def publish(client: redis.Redis, *events: Event) -> list[str]:

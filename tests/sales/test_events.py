@@ -32,16 +32,13 @@ from tests.sales.test_races_and_faults import post_sale
 from tests.support.database import broker as embedded_broker
 from tests.support.identity import Identity, bearer
 from tests.support.invariants import check_invariants
-from tests.support.live import LiveStack, stop_live_relays
+from tests.support.live import LiveStack
 from tests.support.sales import Shop, place
 
 ORDER = "shop.order.{}.v1"
 
-
-@pytest.fixture(autouse=True)
-def _sole_relay_of_the_outbox() -> None:
-    """No live sales process relays sales' outbox while this file's tests relay it themselves."""
-    stop_live_relays("sales")
+#: This file relays the outbox itself (tests.conftest: no live relay of it meanwhile).
+pytestmark = pytest.mark.sole_relay("sales")
 
 
 def outbox_rows(database_url: str, order_id: str | None = None) -> list[Any]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -12,6 +14,17 @@ from tests.support.database import APPS, ServiceProcess, free_port, service_role
 
 #: The stacks whose services run relays and consumers (see :func:`stop_live_relays`).
 _RELAYING: list[LiveStack] = []
+
+
+@contextmanager
+def relaying(stack: LiveStack) -> Iterator[None]:
+    """While the block runs, ``stack`` (sharing the worker's test database, with a broker)
+    is one whose services :func:`stop_live_relays` stops."""
+    _RELAYING.append(stack)
+    try:
+        yield
+    finally:
+        _RELAYING.remove(stack)
 
 
 def stop_live_relays(service: str) -> None:
@@ -45,8 +58,6 @@ class LiveStack:
         self.ports = {a.name: free_port() for a in APPS}  # the services and the storefront
         self.processes: dict[str, ServiceProcess] = {}
         self.log_dir = Path(tempfile.mkdtemp(prefix="shop-test-logs-"))
-        if events_url:
-            _RELAYING.append(self)
 
     def url(self, service: str) -> str:
         """Base URL of ``service`` (running or not)."""
