@@ -20,6 +20,7 @@ The library's own crash, poison, duplicate and late-group cases are in
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -133,6 +134,26 @@ def world() -> Iterator[World]:
             sink.stop()
             for restarted in brokers[1:]:
                 restarted.stop()
+
+
+@pytest.fixture(autouse=True)
+def _world_repaired(world: World) -> Iterator[None]:
+    """After each test, passed or failed, the shared stack is whole again: no live fault
+    left on, a broker running (and no longer stopped), the notifications worker running.
+    A failed test then fails alone instead of breaking the ones after it."""
+    yield
+    for service in ("sales", "notifications"):
+        with contextlib.suppress(requests.RequestException):
+            requests.delete(
+                world.stack.url(service) + "/admin/faults", headers=world.shop.admin, timeout=10
+            )
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(world.broker.process.pid, signal.SIGCONT)
+    if not world.broker.alive():
+        world.brokers.append(broker.restart(world.broker))
+    worker = world.stack.worker
+    if worker is None or worker.process is None or worker.process.poll() is not None:
+        world.stack.start_worker()
 
 
 def all_bought(answers: list[Answer]) -> None:
