@@ -213,12 +213,12 @@ def live_stack(database_url: str) -> Iterator[Any]:
     """Real gunicorn processes of the services on free ports (started on demand, per session),
     with a real broker as ``EVENTS_URL``, as ``make run`` has: the outboxes are relayed and
     reviews learns purchases from order events."""
-    from devstack.broker import throwaway_broker
+    from tests.support.database import broker
     from tests.support.live import LiveStack, relaying
 
-    with throwaway_broker(prefix="shop-test-valkey-") as broker:
+    with broker.throwaway_broker(prefix="shop-test-valkey-") as running:
         stack = LiveStack(
-            database_url, (ADMIN_USERNAME, ADMIN_PASSWORD), SERVICE_SECRET, events_url=broker.url
+            database_url, (ADMIN_USERNAME, ADMIN_PASSWORD), SERVICE_SECRET, events_url=running.url
         )
         try:
             with relaying(stack):

@@ -19,7 +19,6 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from customers_service.models import OUTBOX as WALLET_OUTBOX
-from devstack.processes import free_port
 from notifications_service.models import inbox
 from notifications_service.notifications import GROUP, STREAMS
 from notifications_service.worker import build_consumer, make_sessions
@@ -29,6 +28,7 @@ from shopkit.events.consumer import Consumer, ConsumerSettings
 from shopkit.events.envelope import FIELD, Event, encode
 from shopkit.events.outbox import emit
 from shopkit.registry import SERVICE_NAMES
+from tests.support.database import free_port
 from tests.support.events import drain
 from tests.support.identity import Identity, bearer
 

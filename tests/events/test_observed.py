@@ -8,7 +8,6 @@ import uuid
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from devstack.processes import free_port
 from shopkit.db import Database
 from shopkit.events.catalog import stream_for
 from shopkit.events.metrics import (
@@ -18,6 +17,7 @@ from shopkit.events.metrics import (
 )
 from shopkit.events.service_relay import refresh_backlog
 from tests.events import tables
+from tests.support.database import free_port
 from tests.support.events import sample
 
 STREAMS = (stream_for("order"), stream_for("wallet"))

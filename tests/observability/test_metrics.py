@@ -16,10 +16,10 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from devstack.processes import free_port
 from notifications_service.notifications import GROUP, STREAMS
 from shopkit.events.metrics import serve_worker_metrics
 from tests.observability.promql import PROMETHEUS_MADE, metric_names_used
+from tests.support.database import free_port
 from tests.support.live import LiveStack
 from tests.support.tracing import Arrange
 
