@@ -164,15 +164,28 @@ class HealthFirstWorker(ThreadWorker):
         """Serve one request with its connection's arrival at hand for the app.
 
         A connection handed over (:class:`Handover`) is done with as far as gunicorn is
-        concerned: its socket object was detached, so closing it closes nothing.
+        concerned: its socket object was detached, and it is marked so that
+        :meth:`finish_request` only counts it gone.
         """
         _serving.arrived_at = getattr(conn, "arrived_at", None)
         try:
             return super().handle_request(req, conn)
         except HandedOver:
+            conn.handed_over = True
             return False
         finally:
             _serving.arrived_at = None
+
+    def finish_request(self, conn: Any, fs: futures.Future[Any]) -> None:
+        """Done with a request, as gthread is; a handed-over connection is only counted gone.
+
+        gthread would close it gracefully, which fails on the detached socket, and its
+        ``except`` would then count the connection gone a second time.
+        """
+        if getattr(conn, "handed_over", False):
+            self.nr_conns -= 1
+            return
+        super().finish_request(conn, fs)
 
     def _peek(self, conn: Any) -> bytes | None:
         """The request's first bytes, or ``None`` if none arrived yet."""
