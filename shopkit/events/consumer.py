@@ -294,12 +294,15 @@ class Consumer:
             return
         try:
             outcomes = self._apply(readable)
-            self._ack([entry for entry, _ in readable], outcomes)
-            return
         except OperationalError:
             raise  # the database is away: the whole batch stays pending; run() backs off
         except Exception:  # one handler's bug must not stop the batch
             log.info("group %s: batch of %d failed; applying one by one", self.group, len(readable))
+        else:
+            # Outside the try: a broker error on acknowledging is no handler's failure; the
+            # committed entries stay pending, are delivered again and are no-ops then.
+            self._ack([entry for entry, _ in readable], outcomes)
+            return
         for pair in readable:
             try:
                 outcomes = self._apply([pair])

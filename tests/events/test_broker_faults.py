@@ -7,6 +7,7 @@ the relay and the consumer are the library's own, on the real broker.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -16,10 +17,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shopkit import faults
 from shopkit.events.catalog import stream_for
+from shopkit.events.consumer import errors_key
+from shopkit.events.metrics import EVENTS_CONSUMED
 from shopkit.events.outbox import backlog
 from shopkit.events.relay import Relay, broker_client
 from tests.events import tables
-from tests.support.events import drain
+from tests.support.events import drain, sample
 from tests.support.identity import Identity, bearer
 
 ORDERS = stream_for("order")
@@ -80,6 +83,40 @@ def test_a_fault_on_consume_leaves_publishing_alone_and_the_reverse(
     live_faults.replace([{"kind": "error", "dependency": "broker", "operation": "publish"}])
     drain(consumer, until=lambda: len(effects("audit")) == 4)
     assert effects("audit") == dict.fromkeys(emitted, 1)
+
+
+def test_an_error_on_acknowledging_is_no_handlers_failure(
+    live_faults, relay, emit_orders, make_consumer, effects, valkey, caplog
+) -> None:
+    """The batch committed; its acknowledgement fails: it is not taken for a handler's
+    failure (no applying one by one, nothing counted failed), and the entries, still
+    pending, are acknowledged once the broker answers again."""
+    emitted = emit_orders(3)
+    assert relay.publish_once() == 3
+    consumer = make_consumer("acks", [ORDERS])
+
+    def failed() -> float | None:
+        return sample(EVENTS_CONSUMED, "shop_events_consumed_total", group="acks", outcome="failed")
+
+    failed_before = failed()
+    entries = consumer._read_new()
+    assert len(entries) == 3
+    live_faults.replace([{"kind": "error", "dependency": "broker", "operation": "consume"}])
+    with (
+        caplog.at_level(logging.INFO, logger="shopkit.events.consumer"),
+        pytest.raises(redis.ConnectionError, match=r"injected error on the broker \(consume\)"),
+    ):
+        consumer.process(entries)
+    assert "applying one by one" not in caplog.text
+    assert effects("acks") == dict.fromkeys(emitted, 1)
+    assert failed() == failed_before
+    assert valkey.hlen(errors_key("acks")) == 0
+    assert valkey.xpending(ORDERS, "acks")["pending"] == 3
+    live_faults.replace([])
+    drain(consumer, until=lambda: valkey.xpending(ORDERS, "acks")["pending"] == 0)
+    assert effects("acks") == dict.fromkeys(emitted, 1)
+    assert failed() == failed_before
+    assert valkey.hlen(errors_key("acks")) == 0
 
 
 def test_a_running_consumer_rides_out_errors_and_hangs_on_consume(
