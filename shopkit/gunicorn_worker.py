@@ -82,12 +82,17 @@ class HandedOver(Exception):
     """The request's connection now belongs to a receiver: gunicorn forgets it."""
 
 
-def _head(protocol: str, status: str, headers: list[tuple[str, str]]) -> bytes:
-    """An answer's status line and headers, closing the connection to end its body (so any
-    length the app gave its first bytes is left out: the receiver writes more)."""
+def _head(
+    protocol: str, status: str, headers: list[tuple[str, str]], *, length: int | None = None
+) -> bytes:
+    """An answer's status line and headers, closing the connection after it. The app's own
+    framing headers are left out: a receiver writes more than the first bytes, so only
+    the end of the connection ends the body, unless ``length`` gives the body's length."""
     framing = {"connection", "content-length", "transfer-encoding", "keep-alive"}
     lines = [f"{protocol} {status}", "Server: shop", "Connection: close"]
     lines += [f"{name}: {value}" for name, value in headers if name.lower() not in framing]
+    if length is not None:
+        lines.append(f"Content-Length: {length}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
@@ -253,16 +258,11 @@ def _answer_expired(sock: socket.socket, waited_s: float) -> None:
     """Write the 503 ``request_expired`` problem on ``sock`` (the connection then closes)."""
     expired = RequestExpired(waited_s)
     body = json.dumps(problem_body(expired.status, expired.code, expired.detail)).encode()
-    head = [
-        "HTTP/1.1 503 Service Unavailable",
-        f"Content-Type: {PROBLEM_MEDIA_TYPE}",
-        f"Content-Length: {len(body)}",
-        *(f"{name}: {value}" for name, value in expired.headers.items()),
-        "Connection: close",
-    ]
+    headers = [("Content-Type", PROBLEM_MEDIA_TYPE), *expired.headers.items()]
+    head = _head("HTTP/1.1", "503 Service Unavailable", headers, length=len(body))
     try:
         sock.setblocking(True)
         sock.settimeout(1.0)  # a small answer: it fits in the socket's buffer
-        sock.sendall("\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body)
+        sock.sendall(head + body)
     except OSError:
         pass  # the client went away: nothing to answer

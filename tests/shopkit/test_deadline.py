@@ -78,6 +78,7 @@ def test_a_request_that_waited_past_its_budget_in_the_queue_gets_503(
     assert answer.status_code == 503
     assert answer.headers["Content-Type"] == "application/problem+json"
     assert answer.headers["Retry-After"] == str(deadline.RETRY_AFTER_S)
+    assert answer.headers["Content-Length"] == str(len(answer.content))
     assert answer.json()["code"] == "request_expired"
     assert requests.get(url + "/ran", timeout=5).json()["quick"] == ran_before  # never ran
     # Once the thread is free, the same request is served.
