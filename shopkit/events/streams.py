@@ -73,11 +73,16 @@ def _group_lag(broker: redis.Redis, stream: str, info: dict[str, Any]) -> GroupL
     return GroupLag(group, stream, int(info["consumers"]), int(info["pending"]), int(lag), age)
 
 
-def describe(broker: redis.Redis, stream: str) -> StreamInfo:
-    """The length of ``stream`` and every group's lag on it (empty if it does not exist)."""
+def describe(broker: redis.Redis, stream: str, *, group: str | None = None) -> StreamInfo:
+    """The length of ``stream`` and every group's lag on it (empty if it does not exist);
+    only ``group``'s, if given (the others' XPENDING and XRANGE are not sent)."""
     if not broker.exists(stream):
         return StreamInfo(stream, 0, [])
-    groups = [_group_lag(broker, stream, info) for info in broker.xinfo_groups(stream)]
+    groups = [
+        _group_lag(broker, stream, info)
+        for info in broker.xinfo_groups(stream)
+        if group is None or as_text(info["name"]) == group
+    ]
     return StreamInfo(stream, int(broker.xlen(stream)), groups)
 
 
@@ -85,9 +90,7 @@ def observe_group(broker: redis.Redis, group: str, streams: Iterable[str]) -> li
     """``group``'s lag on each of ``streams``, also set as gauges with its dead-letter count."""
     lags = []
     for stream in streams:
-        for lag in describe(broker, stream).groups:
-            if lag.group != group:
-                continue
+        for lag in describe(broker, stream, group=group).groups:
             CONSUMER_LAG_ENTRIES.labels(group=group, stream=stream).set(lag.lag_entries)
             CONSUMER_LAG_SECONDS.labels(group=group, stream=stream).set(lag.lag_seconds)
             lags.append(lag)

@@ -185,6 +185,29 @@ def test_lag_in_entries_and_seconds(relay, emit_orders, make_consumer, valkey) -
     assert sample(DEAD_LETTERS, "shop_dead_letters", group="slow") == 0
 
 
+def test_one_groups_lag_is_computed_without_the_other_groups(
+    relay, emit_orders, make_consumer, valkey
+) -> None:
+    emit_orders(3)
+    relay.publish_once()
+    assert len(make_consumer("reader", [ORDERS])._read_new()) == 3  # read, not acknowledged
+    make_consumer("idle", [ORDERS])
+    calls: list[str] = []
+
+    class Noting:
+        """The real client, noting the commands sent through it."""
+
+        def __getattr__(self, name: str):
+            calls.append(name)
+            return getattr(valkey, name)
+
+    info = describe(Noting(), ORDERS, group="idle")
+    assert [(lag.group, lag.pending, lag.lag_entries) for lag in info.groups] == [("idle", 0, 3)]
+    assert "xpending" not in calls, "the reader's pending entries were looked at"
+    everyone = describe(valkey, ORDERS)
+    assert {(lag.group, lag.pending) for lag in everyone.groups} == {("reader", 3), ("idle", 0)}
+
+
 def test_a_batch_handler_applies_each_new_event_once_and_survives_a_poison_one(
     relay, emit_orders, make_consumer, effects, valkey
 ) -> None:
