@@ -30,11 +30,11 @@ from __future__ import annotations
 import logging
 import re
 import threading
-import time
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import redis
@@ -51,7 +51,8 @@ from shopkit.errors import NotFound, ProblemError, ValidationFailed
 from shopkit.events import deadletters, inspection
 from shopkit.events.catalog import replay_stream, stream_for
 from shopkit.events.relay import broker_client
-from shopkit.events.streams import describe
+from shopkit.events.streams import GroupLag, StreamInfo, describe, oldest_entry_age_s
+from shopkit.service_client import DependencyUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,9 @@ MAX_DEAD_LETTER_PAGE = 200
 MAX_EVENT_CHARS = 2000
 BROKER_TIMEOUT_S = 2.0
 EXTENSION = "shop_events_admin"
+#: What can be done to one dead letter: :func:`~shopkit.events.deadletters.replay` or
+#: :func:`~shopkit.events.deadletters.discard` (broker, group, dead letter id).
+DeadLetterAction = Callable[[redis.Redis, str, str], Any]
 
 
 @dataclass
@@ -100,13 +104,6 @@ class EventsAdmin:
         for streams in self.groups.values():
             found += [s for s in streams if s not in found]
         return found
-
-
-def broker_unavailable(detail: str) -> ProblemError:
-    """503 ``dependency_unavailable`` naming the broker."""
-    return ProblemError(
-        503, "dependency_unavailable", detail, dependency="broker", headers={"Retry-After": "2"}
-    )
 
 
 def _admin() -> EventsAdmin:
@@ -265,7 +262,9 @@ class DeadLetterArgsSchema(GroupArgsSchema):
     """A page of a group's dead letters, oldest first."""
 
     after = fields.String(validate=validate.Regexp(ENTRY_ID))
-    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=200))
+    limit = fields.Integer(
+        load_default=100, validate=validate.Range(min=1, max=MAX_DEAD_LETTER_PAGE)
+    )
 
 
 class DeadLetterSchema(Schema):
@@ -342,9 +341,11 @@ def overview() -> ResponseReturnValue:
     body["groups"] = list(groups.values())
     try:
         broker = admin.broker()
-        body["streams"] = [_stream(broker, stream) for stream in admin.streams()]
+        wanted = [*admin.streams(), *(s for name in groups for s in admin.group_streams(name))]
+        infos = {stream: describe(broker, stream) for stream in dict.fromkeys(wanted)}
+        body["streams"] = [infos[stream] for stream in admin.streams()]
         for name, group in groups.items():
-            group["lag"] = [_group_lag(broker, name, s) for s in admin.group_streams(name)]
+            group["lag"] = [_group_lag(broker, infos[s], name) for s in admin.group_streams(name)]
             group["dead_letters"] = deadletters.count_dead_letters(broker, name)
     except (redis.RedisError, ProblemError) as error:
         detail = error.detail if isinstance(error, ProblemError) else f"The broker: {error}"
@@ -355,26 +356,20 @@ def overview() -> ResponseReturnValue:
     return body
 
 
-def _stream(broker: redis.Redis, stream: str) -> dict[str, Any]:
-    info = describe(broker, stream)
-    return {"stream": stream, "length": info.length, "groups": info.groups}
+def _group_lag(broker: redis.Redis, info: StreamInfo, group: str) -> dict[str, Any]:
+    """``group`` on one stream; a group not created yet will start at its first entry."""
+    lag = info.lag_of(group)
+    created = lag is not None
+    if lag is None:
+        age = oldest_entry_age_s(broker, info.stream) if info.length else 0.0
+        lag = GroupLag(group, info.stream, 0, 0, info.length, age)
+    return {**asdict(lag), "length": info.length, "created": created}
 
 
-def _group_lag(broker: redis.Redis, group: str, stream: str) -> dict[str, Any]:
-    info = describe(broker, stream)
-    for lag in info.groups:
-        if lag.group == group:
-            return {"stream": stream, "length": info.length, "created": True, **_lag(lag)}
-    # Not created yet: the group will start at the stream's first entry.
-    first: Any = broker.xrange(stream, "-", "+", count=1) if info.length else []
-    age = max(0.0, time.time() - int(first[0][0].split(b"-")[0]) / 1000) if first else 0.0
-    return {"stream": stream, "length": info.length, "created": False, "consumers": 0,
-            "pending": 0, "lag_entries": info.length, "lag_seconds": age}  # fmt: skip
-
-
-def _lag(lag: Any) -> dict[str, Any]:
-    return {"consumers": lag.consumers, "pending": lag.pending, "lag_entries": lag.lag_entries,
-            "lag_seconds": lag.lag_seconds}  # fmt: skip
+def _next_after(items: Sequence[Any], limit: int, key: Callable[[Any], Any]) -> Any:
+    """A keyset page's ``next_after``: the last item's key when the page is full, else
+    ``None`` (it was the last page)."""
+    return key(items[-1]) if len(items) == limit else None
 
 
 @events_admin_blp.route("/outbox", methods=["GET"])
@@ -390,8 +385,7 @@ def outbox_page(args: dict[str, Any]) -> ResponseReturnValue:
     rows = inspection.outbox_rows(
         get_session(), admin.outbox, after=args["after"], limit=args["limit"]
     )
-    last = rows[-1]["id"] if len(rows) == args["limit"] else None
-    return {"items": rows, "next_after": last}
+    return {"items": rows, "next_after": _next_after(rows, args["limit"], itemgetter("id"))}
 
 
 @events_admin_blp.route("/inbox", methods=["GET"])
@@ -407,7 +401,7 @@ def inbox_page(args: dict[str, Any]) -> ResponseReturnValue:
     after: uuid.UUID | None = args.get("after")
     rows = inspection.inbox_rows(get_session(), admin.inbox, group, after=after,
                                  limit=args["limit"], effects=admin.effects)  # fmt: skip
-    last = rows[-1]["event_id"] if len(rows) == args["limit"] else None
+    last = _next_after(rows, args["limit"], itemgetter("event_id"))
     return {"group": group, "items": rows, "next_after": last}
 
 
@@ -427,8 +421,8 @@ def list_dead_letters(args: dict[str, Any]) -> ResponseReturnValue:
         )
         total = deadletters.count_dead_letters(broker, group)
     except redis.RedisError as error:
-        raise broker_unavailable(f"The broker did not answer: {error}") from None
-    last = letters[-1].id if len(letters) == args["limit"] else None
+        raise DependencyUnavailable("broker", f"The broker did not answer: {error}") from None
+    last = _next_after(letters, args["limit"], attrgetter("id"))
     return {"group": group, "total": total, "items": [_letter(x) for x in letters],
             "next_after": last}  # fmt: skip
 
@@ -448,23 +442,21 @@ def _letter(letter: deadletters.DeadLetter) -> dict[str, Any]:
     }
 
 
-def _act(dead_id: str, args: Mapping[str, Any], action: str) -> tuple[str, Any]:
-    """Run ``action`` (replay or discard) on one dead letter; 404 if there is no such letter."""
+def _act(dead_id: str, args: Mapping[str, Any], action: DeadLetterAction) -> tuple[str, Any]:
+    """Run ``action`` (:func:`~shopkit.events.deadletters.replay` or ``discard``) on one dead
+    letter; 404 if there is no such letter."""
     group = _group(args.get("group"))
     broker = _admin().broker()
     try:
         if not _ENTRY_ID.match(dead_id):
             raise deadletters.DeadLetterNotFound(dead_id)
-        done = (deadletters.replay if action == "replay" else deadletters.discard)(
-            broker, group, dead_id
-        )
+        done = action(broker, group, dead_id)
     except deadletters.DeadLetterNotFound:
         raise NotFound(f"Group {group!r} has no dead letter {dead_id!r}.") from None
     except redis.RedisError as error:
-        raise broker_unavailable(f"The broker did not answer: {error}") from None
-    log.warning(
-        "dead letter %s of group %s: %s by %s", dead_id, group, action, require_principal().subject
-    )
+        raise DependencyUnavailable("broker", f"The broker did not answer: {error}") from None
+    log.warning("dead letter %s of group %s: %s by %s", dead_id, group, action.__name__,
+                require_principal().subject)  # fmt: skip
     return group, done
 
 
@@ -476,7 +468,7 @@ def _act(dead_id: str, args: Mapping[str, Any], action: str) -> tuple[str, Any]:
 @events_admin_blp.arguments(GroupArgsSchema(), location="query")
 def replay_dead_letter(args: dict[str, Any], dead_id: str) -> ResponseReturnValue:
     """Hand a dead letter back to its group (only it); its inbox keeps the effect single."""
-    group, replay_id = _act(dead_id, args, "replay")
+    group, replay_id = _act(dead_id, args, deadletters.replay)
     return {"group": group, "id": dead_id, "replay_id": replay_id}
 
 
@@ -488,7 +480,7 @@ def replay_dead_letter(args: dict[str, Any], dead_id: str) -> ResponseReturnValu
 @events_admin_blp.arguments(GroupArgsSchema(), location="query")
 def discard_dead_letter(args: dict[str, Any], dead_id: str) -> ResponseReturnValue:
     """Delete a dead letter for good; what it was."""
-    group, letter = _act(dead_id, args, "discard")
+    group, letter = _act(dead_id, args, deadletters.discard)
     return {"group": group, "discarded": _letter(letter)}
 
 

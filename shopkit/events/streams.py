@@ -43,6 +43,10 @@ class StreamInfo:
     length: int
     groups: list[GroupLag]
 
+    def lag_of(self, group: str) -> GroupLag | None:
+        """``group``'s lag on this stream, or ``None`` if it has no such group (yet)."""
+        return next((lag for lag in self.groups if lag.group == group), None)
+
 
 def as_text(value: bytes | str | None) -> str:
     """A reply value as text (the client returns bytes; ``None`` becomes ``""``)."""
@@ -53,6 +57,13 @@ def as_text(value: bytes | str | None) -> str:
 
 def _ms(entry_id: str) -> int:
     return int(entry_id.split("-", 1)[0])
+
+
+def oldest_entry_age_s(broker: redis.Redis, stream: str) -> float:
+    """The age of ``stream``'s first entry (0 when it has none): the lag in seconds of a
+    group not created yet, which will start there."""
+    first: Any = broker.xrange(stream, "-", "+", count=1)
+    return max(0.0, time.time() - _ms(as_text(first[0][0])) / 1000) if first else 0.0
 
 
 def _group_lag(broker: redis.Redis, stream: str, info: dict[str, Any]) -> GroupLag:
