@@ -45,7 +45,7 @@ from shopkit import faults
 from shopkit.db import advisory_key
 from shopkit.events.catalog import stream_for
 from shopkit.events.envelope import FIELD, Event, encode
-from shopkit.events.metrics import EVENTS_PUBLISHED, OUTBOX_BACKLOG
+from shopkit.events.metrics import EVENTS_PUBLISHED
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,6 @@ class RelaySettings:
     backoff_base_s: float = 0.1
     backoff_max_s: float = 10.0
     lease_retry_s: float = 1.0
-    backlog_every_s: float = 5.0
 
 
 def broker_client(url: str, *, timeout_s: float = 2.0) -> redis.Redis:
@@ -104,7 +103,6 @@ class Relay:
         self._lease: Connection | None = None
         self._lease_checked_at = 0.0
         self._lease_key = advisory_key("outbox-relay", table.fullname)
-        self._backlog_at = 0.0
 
     # -- the lease ---------------------------------------------------------------------------
 
@@ -271,19 +269,6 @@ class Relay:
         # SET LOCAL takes no bind parameters; the value is our own integer.
         conn.execute(text(f"SET LOCAL statement_timeout = {int(self.settings.db_timeout_ms)}"))
 
-    def refresh_backlog(self) -> int:
-        """Count the unpublished rows and report them as ``shop_outbox_backlog``."""
-        with self.engine.begin() as conn:
-            self._set_timeout(conn)
-            count = conn.execute(
-                select(text("count(*)"))
-                .select_from(self.table)
-                .where(self.table.c.published_at.is_(None))
-            ).scalar_one()
-        OUTBOX_BACKLOG.labels(service=self.service).set(count)
-        self._backlog_at = time.monotonic()
-        return int(count)
-
     # -- the loop ----------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
@@ -296,8 +281,6 @@ class Relay:
                         stop.wait(self.settings.lease_retry_s)
                         continue
                     published = self.publish_once()
-                    if time.monotonic() - self._backlog_at >= self.settings.backlog_every_s:
-                        self.refresh_backlog()
                 except (redis.RedisError, SQLAlchemyError) as error:
                     log.warning("relay for %s: %s; retrying in %.1fs", self.service, error, backoff)
                     stop.wait(backoff)
