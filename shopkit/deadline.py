@@ -24,7 +24,6 @@ per-statement bounds still apply there.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -47,6 +46,8 @@ RETRY_AFTER_S = 1
 DEFAULT_BUDGET_S = 8.0
 
 _deadline: ContextVar[float | None] = ContextVar("request_deadline", default=None)
+#: The budget the last :func:`init_deadline` gave (a server process serves one app).
+_app_budget_s: list[float] = []
 
 
 def current_deadline() -> float | None:
@@ -60,14 +61,11 @@ def remaining(default: float | None = None) -> float | None:
     return default if deadline is None else deadline - time.monotonic()
 
 
-def configured_budget_s() -> float:
-    """The budget ``REQUEST_DEADLINE`` sets (seconds), or :data:`DEFAULT_BUDGET_S`; for the
-    server, which answers requests that waited it out before the app sees them."""
-    raw = os.environ.get("REQUEST_DEADLINE", "")
-    try:
-        return float(raw) if raw else DEFAULT_BUDGET_S
-    except ValueError:
-        return DEFAULT_BUDGET_S  # the app's settings refuse it with a clear message
+def app_budget_s() -> float:
+    """The budget :func:`init_deadline` gave this process's app (seconds), or
+    :data:`DEFAULT_BUDGET_S` before it ran; for the server, which answers requests that
+    waited it out before the app sees them."""
+    return _app_budget_s[-1] if _app_budget_s else DEFAULT_BUDGET_S
 
 
 def bounded(seconds: float) -> float:
@@ -170,8 +168,10 @@ def init_deadline(
 
     The budget is ``budget_s``, or the caller's if shorter. A request whose
     deadline has already passed is refused with :class:`RequestExpired`
-    before any later hook or the view runs.
+    before any later hook or the view runs. The server's worker reads the budget
+    (:func:`app_budget_s`) to answer requests that wait it out for a thread.
     """
+    _app_budget_s[:] = [budget_s]
 
     @app.before_request
     def _start() -> None:

@@ -12,7 +12,7 @@ It also notes when each request arrived, that is when its bytes were there
 and it was handed to a pool, and puts that instant in the WSGI environ
 (:data:`shopkit.deadline.ARRIVAL_ENVIRON`): a request's deadline counts the
 time it then waits for a free thread. A request still waiting for a thread
-when its budget (``REQUEST_DEADLINE``) has run out is answered 503
+when the app's budget (``REQUEST_DEADLINE``) has run out is answered 503
 ``request_expired`` by the worker's own loop, at once: when every thread is
 held by requests blocked on a frozen dependency, a queued request would
 otherwise get its answer only once one of them lets go, up to a whole budget
@@ -43,7 +43,7 @@ from typing import Any
 
 from gunicorn.workers.gthread import ThreadWorker
 
-from shopkit.deadline import ARRIVAL_ENVIRON, RequestExpired, configured_budget_s
+from shopkit.deadline import ARRIVAL_ENVIRON, RequestExpired, app_budget_s
 from shopkit.errors import PROBLEM_MEDIA_TYPE, problem_body
 
 HEALTH_REQUESTS = (b"GET /healthz", b"GET /readyz")
@@ -155,14 +155,15 @@ class HealthFirstWorker(ThreadWorker):
         self.health_pool = futures.ThreadPoolExecutor(
             max_workers=HEALTH_THREADS, thread_name_prefix="health"
         )
-        self.budget_s = configured_budget_s()
         #: Requests handed to the pool, in arrival order: (expiry, future, connection).
         self.queued: deque[tuple[float, futures.Future[Any], Any]] = deque()
         super().init_process()
 
     def load_wsgi(self) -> None:
-        """Load the app as gunicorn does, wrapped to receive each request's arrival."""
+        """Load the app as gunicorn does, wrapped to receive each request's arrival; its
+        budget (:func:`shopkit.deadline.init_deadline`) is how long a request may wait."""
         super().load_wsgi()
+        self.budget_s = app_budget_s()
         self.wsgi = _serving_app(self.wsgi)  # type: ignore[has-type]  # gunicorn is untyped
 
     def handle_request(self, req: Any, conn: Any) -> Any:

@@ -1,4 +1,5 @@
-"""The health-first gunicorn worker's bookkeeping of connections handed over to a receiver."""
+"""The health-first gunicorn worker's budget for queued requests and its bookkeeping of
+connections handed over to a receiver."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import logging
 import os
 import socket
 from concurrent import futures
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from flask import Flask
 from gunicorn.config import Config
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from shopkit.deadline import init_deadline
 from shopkit.gunicorn_worker import HandedOver, HealthFirstWorker
 
 
@@ -56,3 +60,15 @@ def test_a_connection_done_with_is_closed_and_counted_gone_once() -> None:
         assert ours.fileno() == -1
     finally:
         peer.close()
+
+
+def test_a_queued_request_may_wait_the_budget_the_app_was_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REQUEST_DEADLINE", "7.0")  # the app's settings decide, not this
+    app = Flask(__name__)
+    init_deadline(app, 2.5)
+    worker = _worker()
+    worker.app = SimpleNamespace(wsgi=lambda: app)
+    worker.load_wsgi()
+    assert worker.budget_s == 2.5
