@@ -231,10 +231,20 @@ _IN_TRANSACTION = "shop_in_transaction"
 _ROLLBACK_ONLY = "shop_rollback_only"
 
 
-def undone_to_savepoint(session: Session) -> None:
+def rollback_only(session: Session) -> bool:
+    """Whether a nested block of ``session``'s open unit of work failed, so that it may not
+    commit (see :func:`transaction`); a savepoint's taker notes it (:func:`undone_to_savepoint`)."""
+    return bool(session.info.get(_ROLLBACK_ONLY))
+
+
+def undone_to_savepoint(session: Session, rollback_only_then: bool) -> None:
     """Note that ``session`` rolled back to a savepoint taken before a nested block that
-    failed: its half-done writes are gone, so the unit of work may commit again."""
-    session.info.pop(_ROLLBACK_ONLY, None)
+    failed: the writes since are gone, so the unit of work is rollback-only again only
+    if it was when the savepoint was taken (``rollback_only_then``, :func:`rollback_only`)."""
+    if rollback_only_then:
+        session.info[_ROLLBACK_ONLY] = True
+    else:
+        session.info.pop(_ROLLBACK_ONLY, None)
 
 
 class RollbackOnly(RuntimeError):

@@ -60,7 +60,13 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from shopkit.auth import require_principal
-from shopkit.db import advisory_key, get_session, transaction, undone_to_savepoint
+from shopkit.db import (
+    advisory_key,
+    get_session,
+    rollback_only,
+    transaction,
+    undone_to_savepoint,
+)
 from shopkit.errors import ProblemError, problem_response
 from shopkit.telemetry import untraced
 
@@ -358,10 +364,11 @@ def _run_in_savepoint(
     names = {"caller": caller, "key": item.key}
     connection = session.connection()
     _savepoint(connection, _SAVEPOINT)
+    rollback_only_then = rollback_only(session)
     try:
         status, body = item.operation()
     except ProblemError as problem:
-        _undo(session)
+        _undo(session, rollback_only_then)
         if problem.status >= 500:
             _savepoint(connection, _RELEASE)
             return _problem_result(problem)
@@ -371,7 +378,7 @@ def _run_in_savepoint(
         _savepoint(connection, _RELEASE)
         return IdempotentResult(status, body, replayed=False)
     # A duplicate committed the key between the lookup and the claim: its answer wins.
-    _undo(session)
+    _undo(session, rollback_only_then)
     _savepoint(connection, _RELEASE)
     stored = connection.execute(statements.find, names).first()
     return (
@@ -381,10 +388,11 @@ def _run_in_savepoint(
     )
 
 
-def _undo(session: Session) -> None:
-    """Roll the item back to its savepoint; objects it loaded are read again when next used."""
+def _undo(session: Session, rollback_only_then: bool) -> None:
+    """Roll the item back to its savepoint, and the unit of work's rollback-only flag to
+    its value then; objects it loaded are read again when next used."""
     _savepoint(session.connection(), _ROLLBACK_TO)
-    undone_to_savepoint(session)
+    undone_to_savepoint(session, rollback_only_then)
     session.expire_all()
 
 

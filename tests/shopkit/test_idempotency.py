@@ -16,8 +16,15 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
 
 from customers_service.models import IdempotencyKey
+from shopkit.db import RollbackOnly, transaction
 from shopkit.errors import Conflict, ProblemError
-from shopkit.idempotency import IdempotentResult, request_fingerprint, run_idempotent
+from shopkit.idempotency import (
+    BatchItem,
+    IdempotentResult,
+    request_fingerprint,
+    run_idempotent,
+    run_idempotent_batch,
+)
 
 SCOPE = "customers"
 CALLER = "sales"
@@ -161,3 +168,30 @@ def test_a_duplicate_that_slipped_past_the_lock_is_rolled_back_and_replays(
         result = run(session, "k5", operation)
     assert (result.body, result.replayed) == ({"who": "other"}, True)
     assert effects(engine) == ["the effect"]
+
+
+def test_a_refused_batch_item_does_not_clear_a_failure_from_before_its_savepoint(
+    customers_app: Flask, engine: Engine
+) -> None:
+    """A nested block failed (and was caught) before an item's savepoint: rolling the
+    refused item back leaves the unit of work rollback-only, so nothing commits."""
+    with Session(engine) as session:
+
+        def before() -> None:
+            try:
+                with transaction(session):
+                    write(session, "half-done before the items")
+                    raise ValueError("failed half-way")
+            except ValueError:
+                pass
+
+        def refused() -> tuple[int, dict[str, Any]]:
+            write(session, "refused")
+            raise Conflict("insufficient_funds", "Not enough.")
+
+        item = BatchItem("k-batch", request_fingerprint("POST", "/x", "same"), refused)
+        with pytest.raises(RollbackOnly):
+            run_idempotent_batch(session, IdempotencyKey, scope=SCOPE, caller=CALLER,
+                                 items=[item], before=before)  # fmt: skip
+        assert run(session, "k-batch", refused).replayed is False  # the key was not stored
+    assert effects(engine) == []
