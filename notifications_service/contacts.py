@@ -16,7 +16,8 @@ delivered late changes nothing, and a deactivation told before the registration
 
 A contact that arrives or changes wakes its customer's mails that are waiting
 (:mod:`notifications_service.mailer`), so they go at once rather than after their
-back-off. Nothing here logs the contact data.
+back-off; a mail a sender holds at that moment is skipped, never waited for
+(:func:`wake`). Nothing here logs the contact data.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import case, func, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -111,20 +112,26 @@ def apply_customer_events(session: Session, events: list[Event]) -> None:
 
 
 def wake(session: Session, customer_ids: list[int]) -> None:
-    """Make these customers' unsettled mails due now.
+    """Make these customers' unsettled mails due now, but for those a sender holds.
 
     A mail waiting for its contact is due again once the contact exists (sent, or
-    skipped if the customer is deactivated), without waiting out its back-off. Every
-    unsettled mail of theirs is touched, also one a sender holds at this moment: the
-    statement then waits for that sender's transaction (bounded by the SMTP timeouts
-    and, beyond the consumer's statement timeout, retried with the batch) and updates
-    the mail after it, so a sender that just found no contact cannot defer the mail
-    past the contact's arrival. A mail in a failed send's back-off is tried earlier.
+    skipped if the customer is deactivated), without waiting out its back-off; a mail
+    in a failed send's back-off is tried earlier. A mail a sender holds at this moment
+    is skipped (``FOR UPDATE SKIP LOCKED``): the sender keeps its lock for as long as
+    its SMTP exchange, and waiting for it would hold this whole consumer batch (other
+    customers' order and wallet events too) past its statement timeout. Such a mail is
+    being sent, or about to be deferred by a sender that found no contact; that sender
+    reads the contact again right before deferring
+    (:func:`notifications_service.mailer.addressee`), so at worst a contact committed
+    in between leaves the mail to wait out its back-off, and it goes then.
     """
-    session.execute(
-        update(Mail)
+    free = (
+        select(Mail.id)
         .where(
             Mail.customer_id.in_(customer_ids), Mail.sent_at.is_(None), Mail.skipped_at.is_(None)
         )
-        .values(next_attempt_at=func.now())
+        .with_for_update(skip_locked=True)
+    )
+    session.execute(
+        update(Mail).where(Mail.id.in_(free.scalar_subquery())).values(next_attempt_at=func.now())
     )

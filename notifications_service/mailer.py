@@ -14,7 +14,8 @@ looks up the customer's contact (:mod:`notifications_service.contacts`):
   again after the same growing back-off as a failure, counted in ``contact_waits``
   and not in ``attempts`` (waiting is no failure), and at once when the contact
   arrives (:func:`notifications_service.contacts.wake`). It is never sent to a
-  made-up address.
+  made-up address. The contact is read once more right before the mail waits
+  (:func:`addressee`): a contact's arrival does not wake a mail a sender holds.
 
 A mail that fails is retried later with a growing back-off. Should the process
 die between sending and marking, the mail is sent again with the same
@@ -137,20 +138,38 @@ def _fail(mail: Mail, error: Exception) -> None:
     log.warning("mail %s not sent (attempt %s): %s", mail.id, mail.attempts, mail.last_error)
 
 
-def _settle_without_sending(mail: Mail, contact: Contact | None) -> bool:
-    """Skip ``mail`` (deactivated customer) or make it wait (contact unknown); whether it did."""
+def _current_contact(session: Session, customer_id: int) -> Contact | None:
+    """The customer's contact as committed now, not as this session loaded it before."""
+    return session.execute(
+        select(Contact)
+        .where(Contact.customer_id == customer_id)
+        .execution_options(populate_existing=True)
+    ).scalar_one_or_none()
+
+
+def addressee(session: Session, mail: Mail, contact: Contact | None) -> Contact | None:
+    """The contact to send ``mail`` to, or ``None`` once the mail is skipped (its customer is
+    deactivated) or made to wait (its contact is unknown).
+
+    ``contact`` is what the sender read with the mail. Before the mail waits, the contact
+    is read again: one committed since then woke none of the mails this sender holds
+    (:func:`notifications_service.contacts.wake` skips them), so the mail would wait out
+    its back-off for nothing.
+    """
+    if contact is None or contact.email is None:
+        contact = _current_contact(session, mail.customer_id)
     now = datetime.now(UTC)
     if contact is not None and not contact.active:
         mail.skipped_at = now
         mail.skip_reason = SKIPPED_DEACTIVATED
         log.info("mail %s skipped: customer %s is deactivated", mail.id, mail.customer_id)
-        return True
+        return None
     if contact is None or contact.email is None:
         mail.contact_waits += 1
         mail.next_attempt_at = now + retry_delay(mail.contact_waits)
         log.info("mail %s waits for customer %s's contact", mail.id, mail.customer_id)
-        return True
-    return False
+        return None
+    return contact
 
 
 def send_due(
@@ -179,10 +198,10 @@ def send_due(
                 if mail is None:
                     break
                 handled += 1
-                contact = session.get(Contact, mail.customer_id)
-                if _settle_without_sending(mail, contact):
+                contact = addressee(session, mail, session.get(Contact, mail.customer_id))
+                if contact is None:
                     continue
-                assert contact is not None and contact.email is not None
+                assert contact.email is not None
                 try:
                     message = build_message(mail, contact, sender)
                 # The stdlib's address parser raises ValueError, IndexError or
