@@ -56,7 +56,8 @@ def _newer(sequence: int, known: int | None) -> bool:
 
 
 def fold(events: Iterable[Event]) -> list[_Told]:
-    """The newest profile and status each customer's ``events`` told, by sequence.
+    """The newest profile and status each customer's ``events`` told, by sequence, in
+    ascending customer id order.
 
     An event without a sequence counts as 0: it sets a part nothing has set yet.
     """
@@ -74,14 +75,16 @@ def fold(events: Iterable[Event]) -> list[_Told]:
         if name in STATUS_OF and _newer(sequence, state.status_sequence):
             state.active = STATUS_OF[name]
             state.status_sequence = sequence
-    return list(told.values())
+    return [told[customer_id] for customer_id in sorted(told)]
 
 
 def apply_customer_events(session: Session, events: list[Event]) -> None:
     """Keep the contacts ``events`` tell (one statement), then wake their waiting mails.
 
     Runs inside the consumer's transaction; a part of a contact changes only for an
-    event newer (by sequence) than the one that last set it.
+    event newer (by sequence) than the one that last set it. Rows are written (so locked)
+    in ascending customer id order, and mails in ascending id order: two workers applying
+    batches about the same customers queue instead of deadlocking.
     """
     told = fold(events)
     if not told:
@@ -130,6 +133,7 @@ def wake(session: Session, customer_ids: list[int]) -> None:
         .where(
             Mail.customer_id.in_(customer_ids), Mail.sent_at.is_(None), Mail.skipped_at.is_(None)
         )
+        .order_by(Mail.id)
         .with_for_update(skip_locked=True)
     )
     session.execute(

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from customers_service.models import OUTBOX
 from notifications_service import mailer
-from notifications_service.contacts import apply_customer_events
+from notifications_service.contacts import apply_customer_events, fold
 from notifications_service.models import Contact, Mail
 from notifications_service.notifications import message_id_for
 from notifications_service.worker import build_consumer
@@ -86,6 +86,32 @@ def test_the_group_keeps_each_customers_newest_contact(valkey, consume, db_engin
     assert (bob.full_name, bob.email, bob.active, bob.status_sequence) == (
         "Bob", "bob@example.com", False, 2)  # fmt: skip
     assert (cy.email, cy.active, cy.status_sequence) == (None, True, 3)
+
+
+def _status_event(customer_id: int, name: str, sequence: int) -> Event:
+    """A customer event of status ``name`` (``deactivated``, ``reactivated``), as the relay sends it."""
+    return Event(
+        id=str(uuid.uuid4()),
+        source="/customers",
+        type=f"shop.customer.{name}.v1",
+        subject=str(customer_id),
+        time=datetime.now(UTC),
+        data={"customer_id": customer_id},
+        sequence=sequence,
+    )
+
+
+def test_a_batch_writes_its_contacts_in_customer_order_whatever_the_events_order() -> None:
+    # Two workers applying batches about the same customers lock their rows in one order.
+    told = fold(
+        [
+            _status_event(9, "deactivated", 2),
+            _status_event(3, "deactivated", 2),
+            _status_event(7, "deactivated", 2),
+            _status_event(3, "reactivated", 3),
+        ]
+    )
+    assert [(t.customer_id, t.active) for t in told] == [(3, True), (7, False), (9, False)]
 
 
 def test_a_mail_goes_to_the_customers_own_address_by_name_and_nothing_personal_is_logged(
