@@ -20,7 +20,7 @@ from customers_service.models import OUTBOX
 from notifications_service import mailer
 from notifications_service.contacts import apply_customer_events, fold
 from notifications_service.models import Contact, Mail
-from notifications_service.notifications import message_id_for
+from notifications_service.notifications import effects_of, message_id_for
 from notifications_service.worker import build_consumer
 from shopkit.events.consumer import ConsumerSettings
 from shopkit.events.envelope import Event
@@ -188,6 +188,24 @@ def test_a_deactivated_customer_gets_no_more_mails_they_are_skipped(
     ]
     assert all(m.skipped_at is not None and m.attempts == 0 for m in skipped)
     assert len(sink.mails()) == 1
+
+
+def test_the_audit_counts_sent_and_skipped_mails_as_settled_and_a_waiting_one_as_unsent(
+    valkey, consume, db_engine, sessions, sink
+) -> None:
+    target = mailer.SmtpTarget.from_url(sink.url)
+    _contact(valkey, 71)
+    _contact(valkey, 72)
+    _contact(valkey, 72, "deactivated", 2)
+    sent, skipped, waiting = (_order_event(valkey, customer_id) for customer_id in (71, 72, 73))
+    consume(lambda: len(_mails(db_engine)) == 3 and len(_contacts(db_engine)) == 2)
+    assert mailer.send_due(sessions, target, SENDER) == 1  # 72's is skipped, 73's waits
+
+    with Session(db_engine) as session:
+        effects = effects_of(session, [uuid.UUID(e) for e in (sent, skipped, waiting)])
+    unsent = {event_id: made["mails_unsent"] for event_id, made in effects.items()}
+    assert unsent == {uuid.UUID(sent): 0, uuid.UUID(skipped): 0, uuid.UUID(waiting): 1}
+    assert all((made["notifications"], made["mails"]) == (1, 1) for made in effects.values())
 
 
 def test_an_address_no_header_can_hold_fails_that_mail_only(
