@@ -115,10 +115,12 @@ def retry_delay(attempts: int) -> timedelta:
     return timedelta(seconds=min(RETRY_MAX_S, RETRY_BASE_S * 2 ** max(0, attempts - 1)))
 
 
-def _next_due(session: Session) -> Mail | None:
-    """The oldest unsettled due mail, locked for this transaction (others skip it)."""
-    return session.execute(
-        select(Mail)
+def _next_due(session: Session) -> tuple[Mail, Contact | None] | None:
+    """The oldest unsettled due mail, locked for this transaction (others skip it), with its
+    customer's contact if known (one query; the contact is read, not locked)."""
+    row = session.execute(
+        select(Mail, Contact)
+        .outerjoin(Contact, Contact.customer_id == Mail.customer_id)
         .where(
             Mail.sent_at.is_(None),
             Mail.skipped_at.is_(None),
@@ -126,8 +128,9 @@ def _next_due(session: Session) -> Mail | None:
         )
         .order_by(Mail.next_attempt_at, Mail.id)
         .limit(1)
-        .with_for_update(skip_locked=True)
-    ).scalar_one_or_none()
+        .with_for_update(of=Mail, skip_locked=True)
+    ).one_or_none()
+    return None if row is None else (row[0], row[1])
 
 
 def _fail(mail: Mail, error: Exception) -> None:
@@ -194,11 +197,12 @@ def send_due(
     try:
         while handled < limit:
             with sessions() as session, session.begin():
-                mail = _next_due(session)
-                if mail is None:
+                due = _next_due(session)
+                if due is None:
                     break
                 handled += 1
-                contact = addressee(session, mail, session.get(Contact, mail.customer_id))
+                mail, contact = due
+                contact = addressee(session, mail, contact)
                 if contact is None:
                     continue
                 assert contact.email is not None
