@@ -59,13 +59,16 @@ def fold(events: Iterable[Event]) -> list[_Told]:
     """The newest profile and status each customer's ``events`` told, by sequence, in
     ascending customer id order.
 
-    An event without a sequence counts as 0: it sets a part nothing has set yet.
+    An event without a ``sequence`` cannot be ordered against the others: it fails
+    (``ValueError``), and is retried, then dead-lettered, on its own.
     """
     told: dict[int, _Told] = {}
     for event in events:
         name = event.type.split(".")[2]
         customer_id = int(event.data["customer_id"])
-        sequence = event.sequence or 0
+        if event.sequence is None:  # every event from customers' outbox has one
+            raise ValueError(f"customer event {event.id} has no sequence")
+        sequence = event.sequence
         state = told.setdefault(customer_id, _Told(customer_id))
         if name in PROFILE_EVENTS and _newer(sequence, state.profile_sequence):
             state.username = event.data["username"]

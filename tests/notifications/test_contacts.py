@@ -5,6 +5,7 @@ deactivated customer. A real broker and consumer group, real PostgreSQL, real SM
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import smtplib
 import uuid
@@ -112,6 +113,12 @@ def test_a_batch_writes_its_contacts_in_customer_order_whatever_the_events_order
         ]
     )
     assert [(t.customer_id, t.active) for t in told] == [(3, True), (7, False), (9, False)]
+
+
+def test_a_customer_event_without_a_sequence_cannot_be_ordered_so_it_fails() -> None:
+    unordered = dataclasses.replace(_status_event(5, "deactivated", 1), sequence=None)
+    with pytest.raises(ValueError, match="has no sequence"):
+        fold([_status_event(4, "deactivated", 2), unordered])
 
 
 def test_a_mail_goes_to_the_customers_own_address_by_name_and_nothing_personal_is_logged(
