@@ -19,11 +19,12 @@ dead letter) changes nothing. The products touched by a batch then have
 their count and sum recomputed from those states, so nothing can be counted
 twice.
 
-Per batch: the touched products are locked in ascending id order (as
-reservations lock them, so the two never deadlock, and two workers of the
-group applying reviews of one product queue instead of each missing the
-other's review), the review states are upserted in one statement, and the
-products' ratings recomputed in one more.
+Per batch: the touched products are locked in ascending id order, by the
+statement reservations lock them with
+(:data:`inventory_service.reservations.LOCK_PRODUCTS`, so the two never
+deadlock, and two workers of the group applying reviews of one product queue
+instead of each missing the other's review), the review states are upserted
+in one statement, and the products' ratings recomputed in one more.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Integer,
-    any_,
     bindparam,
     column,
     func,
@@ -46,6 +46,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.orm import Session
 
 from inventory_service.models import Product, ReviewRating
+from inventory_service.reservations import LOCK_PRODUCTS
 from shopkit.events.catalog import stream_for
 from shopkit.events.envelope import Event
 
@@ -93,15 +94,6 @@ def latest_states(events: Sequence[Event]) -> dict[int, dict[str, Any]]:
 
 def _columns(name: str, type_: Any) -> Any:
     return bindparam(name, type_=ARRAY(type_))
-
-
-#: Locks the products whose ratings a batch recomputes, in ascending id order.
-_LOCK = (
-    select(_products.c.id)
-    .where(_products.c.id == any_(_columns("product_ids", BigInteger)))
-    .order_by(_products.c.id)
-    .with_for_update()
-)
 
 
 def _upsert_statement() -> Any:
@@ -193,7 +185,7 @@ def apply_review_events(session: Session, events: list[Event]) -> None:
         return
     product_ids = sorted({state["product_id"] for state in states})
     connection = session.connection()
-    connection.execute(_LOCK, {"product_ids": product_ids})
+    connection.execute(LOCK_PRODUCTS, {"product_ids": product_ids})
     connection.execute(
         _UPSERT,
         {

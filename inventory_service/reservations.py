@@ -187,8 +187,9 @@ def _reserve_statement(*, one_line: bool) -> Select[Any]:
 _RESERVE_ONE = _reserve_statement(one_line=True)
 _RESERVE = _reserve_statement(one_line=False)
 
-#: Locks the named products in ascending id order (rows are sorted, then locked).
-_LOCK = (
+#: Locks the named products (``product_ids``) in ascending id order (rows are sorted, then
+#: locked); every path that locks several products uses it (ratings too), so none deadlock.
+LOCK_PRODUCTS = (
     select(_products.c.id, _products.c.stock, _products.c.archived)
     .where(_products.c.id == any_(bindparam("product_ids", type_=ARRAY(BigInteger))))
     .order_by(_products.c.id)
@@ -259,7 +260,9 @@ def reserve(
     """
     check_lines(lines)
     if len(lines) > 1:
-        locked = {row.id: row for row in session.execute(_LOCK, {"product_ids": _ids(lines)})}
+        locked = {
+            row.id: row for row in session.execute(LOCK_PRODUCTS, {"product_ids": _ids(lines)})
+        }
         if _unknown(lines, locked) or _short(lines, locked):
             raise _refusal(session, sale_id, lines, locked)
     parameters: dict[str, Any] = {"sale_id": sale_id, "actor": actor}
@@ -325,7 +328,7 @@ def lock_for_batch(session: Session, orders: Sequence[Sequence[Line]]) -> None:
     if all(len(lines) == 1 for lines in orders):
         return
     ids = sorted({product_id for lines in orders for product_id, _ in lines})
-    session.execute(_LOCK, {"product_ids": ids})
+    session.execute(LOCK_PRODUCTS, {"product_ids": ids})
 
 
 def _ids(lines: Sequence[Line]) -> list[int]:
@@ -490,7 +493,7 @@ def _put_back(session: Session, sale_id: uuid.UUID, status: str) -> None:
     ).all()
     ids = [line.product_id for line in lines]
     if len(lines) > 1:
-        session.execute(_LOCK, {"product_ids": ids})
+        session.execute(LOCK_PRODUCTS, {"product_ids": ids})
     restored = {
         row.id: row.stock
         for row in session.execute(

@@ -16,7 +16,8 @@ delivered late changes nothing, and a deactivation told before the registration
 
 A contact that arrives or changes wakes its customer's mails that are waiting
 (:mod:`notifications_service.mailer`), so they go at once rather than after their
-back-off. Nothing here logs the contact data.
+back-off; a mail a sender holds at that moment is skipped, never waited for
+(:func:`wake`). Nothing here logs the contact data.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import case, func, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -55,15 +56,19 @@ def _newer(sequence: int, known: int | None) -> bool:
 
 
 def fold(events: Iterable[Event]) -> list[_Told]:
-    """The newest profile and status each customer's ``events`` told, by sequence.
+    """The newest profile and status each customer's ``events`` told, by sequence, in
+    ascending customer id order.
 
-    An event without a sequence counts as 0: it sets a part nothing has set yet.
+    An event without a ``sequence`` cannot be ordered against the others: it fails
+    (``ValueError``), and is retried, then dead-lettered, on its own.
     """
     told: dict[int, _Told] = {}
     for event in events:
         name = event.type.split(".")[2]
         customer_id = int(event.data["customer_id"])
-        sequence = event.sequence or 0
+        if event.sequence is None:  # every event from customers' outbox has one
+            raise ValueError(f"customer event {event.id} has no sequence")
+        sequence = event.sequence
         state = told.setdefault(customer_id, _Told(customer_id))
         if name in PROFILE_EVENTS and _newer(sequence, state.profile_sequence):
             state.username = event.data["username"]
@@ -73,14 +78,16 @@ def fold(events: Iterable[Event]) -> list[_Told]:
         if name in STATUS_OF and _newer(sequence, state.status_sequence):
             state.active = STATUS_OF[name]
             state.status_sequence = sequence
-    return list(told.values())
+    return [told[customer_id] for customer_id in sorted(told)]
 
 
 def apply_customer_events(session: Session, events: list[Event]) -> None:
     """Keep the contacts ``events`` tell (one statement), then wake their waiting mails.
 
     Runs inside the consumer's transaction; a part of a contact changes only for an
-    event newer (by sequence) than the one that last set it.
+    event newer (by sequence) than the one that last set it. Rows are written (so locked)
+    in ascending customer id order, and mails in ascending id order: two workers applying
+    batches about the same customers queue instead of deadlocking.
     """
     told = fold(events)
     if not told:
@@ -111,20 +118,27 @@ def apply_customer_events(session: Session, events: list[Event]) -> None:
 
 
 def wake(session: Session, customer_ids: list[int]) -> None:
-    """Make these customers' unsettled mails due now.
+    """Make these customers' unsettled mails due now, but for those a sender holds.
 
     A mail waiting for its contact is due again once the contact exists (sent, or
-    skipped if the customer is deactivated), without waiting out its back-off. Every
-    unsettled mail of theirs is touched, also one a sender holds at this moment: the
-    statement then waits for that sender's transaction (bounded by the SMTP timeouts
-    and, beyond the consumer's statement timeout, retried with the batch) and updates
-    the mail after it, so a sender that just found no contact cannot defer the mail
-    past the contact's arrival. A mail in a failed send's back-off is tried earlier.
+    skipped if the customer is deactivated), without waiting out its back-off; a mail
+    in a failed send's back-off is tried earlier. A mail a sender holds at this moment
+    is skipped (``FOR UPDATE SKIP LOCKED``): the sender keeps its lock for as long as
+    its SMTP exchange, and waiting for it would hold this whole consumer batch (other
+    customers' order and wallet events too) past its statement timeout. Such a mail is
+    being sent, or about to be deferred by a sender that found no contact; that sender
+    reads the contact again right before deferring
+    (:func:`notifications_service.mailer.addressee`), so at worst a contact committed
+    in between leaves the mail to wait out its back-off, and it goes then.
     """
-    session.execute(
-        update(Mail)
+    free = (
+        select(Mail.id)
         .where(
             Mail.customer_id.in_(customer_ids), Mail.sent_at.is_(None), Mail.skipped_at.is_(None)
         )
-        .values(next_attempt_at=func.now())
+        .order_by(Mail.id)
+        .with_for_update(skip_locked=True)
+    )
+    session.execute(
+        update(Mail).where(Mail.id.in_(free.scalar_subquery())).values(next_attempt_at=func.now())
     )

@@ -14,7 +14,8 @@ looks up the customer's contact (:mod:`notifications_service.contacts`):
   again after the same growing back-off as a failure, counted in ``contact_waits``
   and not in ``attempts`` (waiting is no failure), and at once when the contact
   arrives (:func:`notifications_service.contacts.wake`). It is never sent to a
-  made-up address.
+  made-up address. The contact is read once more right before the mail waits
+  (:func:`addressee`): a contact's arrival does not wake a mail a sender holds.
 
 A mail that fails is retried later with a growing back-off. Should the process
 die between sending and marking, the mail is sent again with the same
@@ -114,10 +115,12 @@ def retry_delay(attempts: int) -> timedelta:
     return timedelta(seconds=min(RETRY_MAX_S, RETRY_BASE_S * 2 ** max(0, attempts - 1)))
 
 
-def _next_due(session: Session) -> Mail | None:
-    """The oldest unsettled due mail, locked for this transaction (others skip it)."""
-    return session.execute(
-        select(Mail)
+def _next_due(session: Session) -> tuple[Mail, Contact | None] | None:
+    """The oldest unsettled due mail, locked for this transaction (others skip it), with its
+    customer's contact if known (one query; the contact is read, not locked)."""
+    row = session.execute(
+        select(Mail, Contact)
+        .outerjoin(Contact, Contact.customer_id == Mail.customer_id)
         .where(
             Mail.sent_at.is_(None),
             Mail.skipped_at.is_(None),
@@ -125,8 +128,9 @@ def _next_due(session: Session) -> Mail | None:
         )
         .order_by(Mail.next_attempt_at, Mail.id)
         .limit(1)
-        .with_for_update(skip_locked=True)
-    ).scalar_one_or_none()
+        .with_for_update(of=Mail, skip_locked=True)
+    ).one_or_none()
+    return None if row is None else (row[0], row[1])
 
 
 def _fail(mail: Mail, error: Exception) -> None:
@@ -137,20 +141,38 @@ def _fail(mail: Mail, error: Exception) -> None:
     log.warning("mail %s not sent (attempt %s): %s", mail.id, mail.attempts, mail.last_error)
 
 
-def _settle_without_sending(mail: Mail, contact: Contact | None) -> bool:
-    """Skip ``mail`` (deactivated customer) or make it wait (contact unknown); whether it did."""
+def _current_contact(session: Session, customer_id: int) -> Contact | None:
+    """The customer's contact as committed now, not as this session loaded it before."""
+    return session.execute(
+        select(Contact)
+        .where(Contact.customer_id == customer_id)
+        .execution_options(populate_existing=True)
+    ).scalar_one_or_none()
+
+
+def addressee(session: Session, mail: Mail, contact: Contact | None) -> Contact | None:
+    """The contact to send ``mail`` to, or ``None`` once the mail is skipped (its customer is
+    deactivated) or made to wait (its contact is unknown).
+
+    ``contact`` is what the sender read with the mail. Before the mail waits, the contact
+    is read again: one committed since then woke none of the mails this sender holds
+    (:func:`notifications_service.contacts.wake` skips them), so the mail would wait out
+    its back-off for nothing.
+    """
+    if contact is None or contact.email is None:
+        contact = _current_contact(session, mail.customer_id)
     now = datetime.now(UTC)
     if contact is not None and not contact.active:
         mail.skipped_at = now
         mail.skip_reason = SKIPPED_DEACTIVATED
         log.info("mail %s skipped: customer %s is deactivated", mail.id, mail.customer_id)
-        return True
+        return None
     if contact is None or contact.email is None:
         mail.contact_waits += 1
         mail.next_attempt_at = now + retry_delay(mail.contact_waits)
         log.info("mail %s waits for customer %s's contact", mail.id, mail.customer_id)
-        return True
-    return False
+        return None
+    return contact
 
 
 def send_due(
@@ -175,14 +197,15 @@ def send_due(
     try:
         while handled < limit:
             with sessions() as session, session.begin():
-                mail = _next_due(session)
-                if mail is None:
+                due = _next_due(session)
+                if due is None:
                     break
                 handled += 1
-                contact = session.get(Contact, mail.customer_id)
-                if _settle_without_sending(mail, contact):
+                mail, contact = due
+                contact = addressee(session, mail, contact)
+                if contact is None:
                     continue
-                assert contact is not None and contact.email is not None
+                assert contact.email is not None
                 try:
                     message = build_message(mail, contact, sender)
                 # The stdlib's address parser raises ValueError, IndexError or

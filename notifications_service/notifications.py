@@ -19,11 +19,11 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from notifications_service.contacts import apply_customer_events
-from notifications_service.models import MAX_BODY_LENGTH, Mail, Notification
+from notifications_service.models import MAX_BODY_LENGTH, UNSETTLED, Mail, Notification
 from shopkit.db import transaction
 from shopkit.errors import NotFound
 from shopkit.events.catalog import stream_for
@@ -181,10 +181,13 @@ def mark_all_read(session: Session, customer_id: int) -> int:
 
 
 def effects_of(session: Session, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, int]]:
-    """What each of ``event_ids`` made here: notifications, mails and mails not sent yet.
+    """What each of ``event_ids`` made here: notifications, mails, and mails not settled yet.
 
     The audit reads it through ``GET /admin/events/inbox`` to check that each
-    event made one notification (and an order event one mail), never two.
+    event made one notification (and an order event one mail), never two, and that
+    mails go out. ``mails_unsent`` counts the mails the sender still has to send or
+    skip (:data:`~notifications_service.models.UNSETTLED`): a mail skipped because its
+    customer is deactivated is settled, not waiting to be sent.
     """
     found: dict[uuid.UUID, dict[str, int]] = {}
     made = session.execute(
@@ -195,7 +198,7 @@ def effects_of(session: Session, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UU
     for event_id, count in made:
         found.setdefault(event_id, {})["notifications"] = int(count)
     mails = session.execute(
-        select(Mail.event_id, func.count(), func.count().filter(Mail.sent_at.is_(None)))
+        select(Mail.event_id, func.count(), func.count().filter(text(UNSETTLED)))
         .where(Mail.event_id.in_(event_ids))
         .group_by(Mail.event_id)
     )

@@ -60,7 +60,9 @@ def apply_order_events(session: Session, events: list[Event]) -> None:
     """The batch handler: each order's latest status, and the lines of placed orders.
 
     Two statements whatever the batch's size; rows go in key order, so two
-    consumers applying batches that share orders lock them in the same order.
+    consumers applying batches that share orders lock them in the same order. An
+    event without a ``sequence`` cannot be ordered against the others: it fails
+    (``ValueError``), and is retried, then dead-lettered, on its own.
     """
     orders: dict[uuid.UUID, dict[str, Any]] = {}
     lines: dict[tuple[int, int, uuid.UUID], dict[str, Any]] = {}
@@ -70,7 +72,9 @@ def apply_order_events(session: Session, events: list[Event]) -> None:
             continue
         order_id = uuid.UUID(str(event.data["order_id"]))
         customer_id = int(event.data["customer_id"])
-        sequence = event.sequence or 0
+        if event.sequence is None:  # every event from sales' outbox has one
+            raise ValueError(f"order event {event.id} has no sequence")
+        sequence = event.sequence
         known = orders.get(order_id)
         if known is None or sequence > known["sequence"]:
             orders[order_id] = {

@@ -25,7 +25,7 @@ from sales_service.clients import build_clients
 from sales_service.metrics import METRICS
 from sales_service.models import OUTBOX, SCHEMA
 from sales_service.recovery import PeriodicRecovery, recover_pending
-from sales_service.routes import cart_blp, catalog_blp, internal_blp, sales_blp
+from sales_service.routes import cart_blp, catalog_blp, sales_blp
 from shopkit.app import create_service_app
 from shopkit.config import Settings
 from shopkit.events import asyncapi
@@ -57,7 +57,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         schema=SCHEMA,
         title="Shop sales service",
         description="Purchases run as a saga over inventory and customers, exactly once.",
-        blueprints=[sales_blp, cart_blp, catalog_blp, internal_blp],
+        blueprints=[sales_blp, cart_blp, catalog_blp],
         metrics=METRICS,
         config=config,
     )

@@ -39,7 +39,6 @@ from shopkit.auth import (
     ensure_self_or_admin,
     require_principal,
     requires,
-    requires_caller,
 )
 from shopkit.db import get_session
 from shopkit.errors import problem_body, problem_response
@@ -59,9 +58,6 @@ sales_blp = Blueprint(
 )
 cart_blp = Blueprint("cart", __name__, description="The signed-in customer's cart and checkout.")
 catalog_blp = Blueprint("catalog", __name__, description="Goods available for sale.")
-internal_blp = Blueprint(
-    "internal", __name__, url_prefix="/internal", description="For other services."
-)
 
 #: HTTP status of each way a sale can fail.
 FAILURE_STATUS = {
@@ -386,10 +382,14 @@ def catalog_item(product_id: int) -> ResponseReturnValue:
     return catalog.catalog_item(_clients().inventory, product_id)
 
 
-@internal_blp.route("/purchases", methods=["GET"])
-@internal_blp.response(200, PurchasesSchema)
-@requires_caller("reviews", admins=True)
-@internal_blp.arguments(PurchasesQuerySchema(), location="query")
+@sales_blp.route("/sales/purchases", methods=["GET"])
+@sales_blp.response(200, PurchasesSchema)
+@requires(ROLE_ADMIN)
+@sales_blp.arguments(PurchasesQuerySchema(), location="query")
 def purchases(args: dict[str, int]) -> ResponseReturnValue:
-    """Whether a customer has a paid (completed, shipped, delivered) order of a product."""
+    """Whether a customer has a paid (completed, shipped, delivered) order of a product.
+
+    For admins, beside reviews' ``GET /admin/verified-purchases``: reviews learns
+    purchases from the order events, and no service calls this.
+    """
     return queries.purchases(get_session(), args["customer_id"], args["product_id"])

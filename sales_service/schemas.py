@@ -200,7 +200,7 @@ class SalesQuerySchema(HistoryArgsSchema):
 
 
 class PurchasesQuerySchema(Schema):
-    """Query of ``GET /internal/purchases``."""
+    """Query of ``GET /sales/purchases``."""
 
     customer_id = fields.Integer(required=True, validate=validate.Range(min=1, max=MAX_ID))
     product_id = fields.Integer(required=True, validate=validate.Range(min=1, max=MAX_ID))

@@ -25,7 +25,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
 from inventory_service.models import INBOX, Base
-from inventory_service.ratings import GROUP, STREAMS, apply_review_events
+from inventory_service.ratings import GROUP, STREAMS, apply_review_events, latest_states
 from shopkit.config import Settings
 from shopkit.events.catalog import stream_for, validate_data
 from shopkit.events.consumer import Consumer
@@ -270,6 +270,12 @@ def test_a_bad_review_event_never_holds_back_the_good_ones(ratings: Ratings) -> 
     assert ratings.rating(product) == {"average": "3.00", "count": 1}
     [(_, fields)] = client.xrange(dead)
     assert b"rating_range" in fields[b"error"]  # the check constraint refused it
+
+
+def test_a_review_event_without_a_sequence_cannot_be_ordered_so_it_fails(reviews: Reviews) -> None:
+    event = reviews.event("approved", reviews.new_review(), 1, 5, sequence=1)
+    with pytest.raises(ValueError, match="has no sequence"):
+        latest_states([dataclasses.replace(event, sequence=None)])
 
 
 def test_two_members_applying_one_products_reviews_at_once_count_each_once(

@@ -5,9 +5,9 @@ deactivated customer. A real broker and consumer group, real PostgreSQL, real SM
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import smtplib
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -19,14 +19,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from customers_service.models import OUTBOX
 from notifications_service import mailer
-from notifications_service.contacts import apply_customer_events
+from notifications_service.contacts import apply_customer_events, fold
 from notifications_service.models import Contact, Mail
-from notifications_service.notifications import message_id_for
+from notifications_service.notifications import effects_of, message_id_for
 from notifications_service.worker import build_consumer
+from shopkit.events.consumer import ConsumerSettings
 from shopkit.events.envelope import Event
 from shopkit.migrations import alembic_config, upgrade
 from tests.notifications.test_mails import SENDER, _consume, _mails
-from tests.notifications.test_notifications import _contact, _publish
+from tests.notifications.test_notifications import _contact, _count, _publish
 from tests.support.database import scratch_database
 from tests.support.events import relay_everything
 from tests.support.identity import bearer
@@ -82,6 +83,38 @@ def test_the_group_keeps_each_customers_newest_contact(valkey, consume, db_engin
     assert (bob.full_name, bob.email, bob.active, bob.status_sequence) == (
         "Bob", "bob@example.com", False, 2)  # fmt: skip
     assert (cy.email, cy.active, cy.status_sequence) == (None, True, 3)
+
+
+def _status_event(customer_id: int, name: str, sequence: int) -> Event:
+    """A customer event of status ``name`` (``deactivated``, ``reactivated``), as the relay sends it."""
+    return Event(
+        id=str(uuid.uuid4()),
+        source="/customers",
+        type=f"shop.customer.{name}.v1",
+        subject=str(customer_id),
+        time=datetime.now(UTC),
+        data={"customer_id": customer_id},
+        sequence=sequence,
+    )
+
+
+def test_a_batch_writes_its_contacts_in_customer_order_whatever_the_events_order() -> None:
+    # Two workers applying batches about the same customers lock their rows in one order.
+    told = fold(
+        [
+            _status_event(9, "deactivated", 2),
+            _status_event(3, "deactivated", 2),
+            _status_event(7, "deactivated", 2),
+            _status_event(3, "reactivated", 3),
+        ]
+    )
+    assert [(t.customer_id, t.active) for t in told] == [(3, True), (7, False), (9, False)]
+
+
+def test_a_customer_event_without_a_sequence_cannot_be_ordered_so_it_fails() -> None:
+    unordered = dataclasses.replace(_status_event(5, "deactivated", 1), sequence=None)
+    with pytest.raises(ValueError, match="has no sequence"):
+        fold([_status_event(4, "deactivated", 2), unordered])
 
 
 def test_a_mail_goes_to_the_customers_own_address_by_name_and_nothing_personal_is_logged(
@@ -160,6 +193,24 @@ def test_a_deactivated_customer_gets_no_more_mails_they_are_skipped(
     assert len(sink.mails()) == 1
 
 
+def test_the_audit_counts_sent_and_skipped_mails_as_settled_and_a_waiting_one_as_unsent(
+    valkey, consume, db_engine, sessions, sink
+) -> None:
+    target = mailer.SmtpTarget.from_url(sink.url)
+    _contact(valkey, 71)
+    _contact(valkey, 72)
+    _contact(valkey, 72, "deactivated", 2)
+    sent, skipped, waiting = (_order_event(valkey, customer_id) for customer_id in (71, 72, 73))
+    consume(lambda: len(_mails(db_engine)) == 3 and len(_contacts(db_engine)) == 2)
+    assert mailer.send_due(sessions, target, SENDER) == 1  # 72's is skipped, 73's waits
+
+    with Session(db_engine) as session:
+        effects = effects_of(session, [uuid.UUID(e) for e in (sent, skipped, waiting)])
+    unsent = {event_id: made["mails_unsent"] for event_id, made in effects.items()}
+    assert unsent == {uuid.UUID(sent): 0, uuid.UUID(skipped): 0, uuid.UUID(waiting): 1}
+    assert all((made["notifications"], made["mails"]) == (1, 1) for made in effects.values())
+
+
 def test_an_address_no_header_can_hold_fails_that_mail_only(
     valkey, consume, db_engine, sessions, sink
 ) -> None:
@@ -231,9 +282,10 @@ def test_a_registration_reaches_the_contacts_through_the_relay_and_the_broker(
     assert contact.profile_sequence == 2
 
 
-def test_a_contact_arriving_while_the_sender_defers_its_mail_still_wakes_it(
-    valkey, consume, db_engine, sessions
+def test_a_contact_arriving_while_the_sender_holds_its_mail_is_found_before_the_mail_waits(
+    valkey, consume, db_engine, sessions, sink
 ) -> None:
+    target = mailer.SmtpTarget.from_url(sink.url)
     _order_event(valkey, 51)
     consume(lambda: len(_mails(db_engine)) == 1)
     registered = Event(id=str(uuid.uuid4()), source="/customers", type="shop.customer.registered.v1",
@@ -245,16 +297,44 @@ def test_a_contact_arriving_while_the_sender_defers_its_mail_still_wakes_it(
         assert sender.get(Contact, 51) is None
         with ThreadPoolExecutor(1) as pool:
             applying = pool.submit(lambda: _apply_in_own_transaction(sessions, [registered]))
-            time.sleep(0.3)
-            assert not applying.done()  # its wake-up waits for the sender's decision
-            mail.contact_waits += 1
-            mail.next_attempt_at = datetime.now(UTC) + mailer.retry_delay(mail.contact_waits)
-            sender.commit()
+            # Its wake-up skips the mail the sender holds: it commits without waiting for it.
             applying.result(timeout=10)
+        # About to make the mail wait, the sender reads the contact again, and finds it.
+        contact = mailer.addressee(sender, mail, None)
+        assert contact is not None and contact.email == "eve@example.com"
     [mail] = _mails(db_engine)
-    assert mail.contact_waits == 1 and mail.next_attempt_at <= datetime.now(UTC)
+    assert mail.contact_waits == 0 and mail.next_attempt_at <= datetime.now(UTC)
+    assert mailer.send_due(sessions, target, SENDER) == 1
+    [received] = sink.mails()
+    assert received.recipient == "Eve <eve@example.com>"
+
+
+def test_a_customer_event_never_waits_for_a_mail_being_sent_and_the_mail_goes_after(
+    valkey, consume, db_engine, sessions, sink
+) -> None:
+    target = mailer.SmtpTarget.from_url(sink.url)
+    _contact(valkey, 61, full_name="Old Name", email="old@example.com")
+    _order_event(valkey, 61)
+    consume(lambda: len(_mails(db_engine)) == 1 and 61 in _contacts(db_engine))
+    with sessions.begin() as sender:  # a sender holds the mail, as during its SMTP exchange
+        sender.execute(select(Mail).with_for_update()).scalar_one()
+        _contact(valkey, 61, "updated", 2, full_name="New Name", email="new@example.com")
+        _publish(valkey, "shop.wallet.debited.v1", {"customer_id": 62, "amount": "3.00",
+                                                    "balance": "1.00", "order_id": str(uuid.uuid4())})  # fmt: skip
+        # The consumer runs here, while the lock is held: a wake-up waiting for it would
+        # time out (the consumer's statement timeout) and the batch would not commit.
+        consume(lambda: _contacts(db_engine)[61].email == "new@example.com")
+        assert _count(db_engine, 62) == 1  # the batch's unrelated event is applied too
+        [mail] = _mails(db_engine)
+        assert mail.sent_at is None
+    assert mailer.send_due(sessions, target, SENDER) == 1
+    [received] = sink.mails()
+    assert received.recipient == "New Name <new@example.com>"
 
 
 def _apply_in_own_transaction(sessions: sessionmaker[Session], events: list[Event]) -> None:
+    """Apply ``events`` as the consumer does: one transaction, its statement timeout."""
     with sessions.begin() as session:
+        timeout_ms = int(ConsumerSettings().db_timeout_ms)
+        session.execute(text(f"SET LOCAL statement_timeout = {timeout_ms}"))
         apply_customer_events(session, events)

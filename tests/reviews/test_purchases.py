@@ -8,6 +8,7 @@ the admin listing shows what the audit compares with sales' paid orders.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable
@@ -18,7 +19,7 @@ import pytest
 import redis
 from flask import Flask
 from sqlalchemy import Engine, func, select, text
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from reviews_service import purchases
 from reviews_service.models import INBOX
@@ -213,6 +214,15 @@ def test_a_malformed_order_event_is_dead_lettered_and_the_stream_flows_on(
     [(_, fields)] = valkey.xrange("events:dead:reviews")
     assert decode(fields[FIELD.encode()]).id == bad.id
     assert b"KeyError" in fields[b"error"]
+
+
+def test_an_order_event_without_a_sequence_cannot_be_ordered_so_it_fails(
+    db_engine: Engine,
+) -> None:
+    order = new_order()
+    unordered = dataclasses.replace(placed(order, 1, 7), sequence=None)
+    with Session(db_engine) as session, pytest.raises(ValueError, match="has no sequence"):
+        purchases.apply_order_events(session, [unordered])
 
 
 # --- the admin listing --------------------------------------------------------------------------

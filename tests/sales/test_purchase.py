@@ -228,23 +228,23 @@ def test_who_may_buy_and_read(sales: FlaskClient, shop: Shop, identity: Identity
     assert sales.get("/sales?status=nonsense", headers=admin).status_code == 422
 
 
-def test_internal_purchases_for_reviews(sales: FlaskClient, shop: Shop, identity: Identity) -> None:
+def test_internal_purchases_for_admins(sales: FlaskClient, shop: Shop, identity: Identity) -> None:
     product = shop.product(stock=5)
     buyer, token = shop.buyer("100.00")
     buy(sales, token, product, 1)
-    service = bearer(identity.service_token("reviews"))
-    url = f"/internal/purchases?customer_id={buyer['id']}&product_id={product}"
-    answer = sales.get(url, headers=service).get_json()
+    reader = bearer(identity.admin_token())  # reviews no longer calls: admins alone read it
+    url = f"/sales/purchases?customer_id={buyer['id']}&product_id={product}"
+    answer = sales.get(url, headers=reader).get_json()
     assert (answer["purchased"], answer["completed_sales"]) == (True, 1)
     other = sales.get(
-        f"/internal/purchases?customer_id={buyer['id']}&product_id={product + 1}", headers=service
+        f"/sales/purchases?customer_id={buyer['id']}&product_id={product + 1}", headers=reader
     )
     assert other.get_json()["purchased"] is False
     assert sales.get(url, headers=bearer(token)).status_code == 403
+    assert sales.get(url, headers=bearer(identity.service_token("reviews"))).status_code == 403
     assert sales.get(url).status_code == 401
     assert (
-        sales.get("/internal/purchases?customer_id=x&product_id=1", headers=service).status_code
-        == 422
+        sales.get("/sales/purchases?customer_id=x&product_id=1", headers=reader).status_code == 422
     )
 
 

@@ -11,6 +11,19 @@ notifications service. This data migration writes, once, a ``shop.customer.regis
 event for each of them (and ``deactivated`` right after it for a deactivated account), as
 ``flask --app customers_service events backfill-customers`` does; the relay publishes them.
 It is plain SQL on purpose: a migration must not depend on code that changes later.
+
+It must run before this version serves. It gives each customer the sequences 1 and 2
+without the aggregate's advisory lock (shopkit.events.outbox.emit_many takes it), which
+is safe only while nothing else writes customer events: the versions before this one
+write none, and every deployment migrates before the new version serves (make run's
+launcher, Compose's command before gunicorn, the Kubernetes init container; migrations
+are serialised by shopkit.migrations' lock). Should a process of this version write a
+customer event meanwhile (one started without migrating), the outbox's unique
+(aggregate, aggregate_id, sequence) refuses the second sequence 1: one of the two
+transactions fails (a failed migration runs again at the next start), and no order is
+corrupted. The lock is not taken here: its keys are hashed in Python
+(shopkit.db.advisory_key), and holding one per customer in one transaction would overflow
+PostgreSQL's lock table on a large database.
 """
 
 from collections.abc import Sequence
