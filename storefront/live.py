@@ -18,6 +18,7 @@ of their own: ``403``.
 
 from __future__ import annotations
 
+import random
 import time
 from typing import Any
 
@@ -38,6 +39,11 @@ MAX_STREAM_S = 600
 #: storefront's clocks may differ a little, and an event replayed twice only reloads a
 #: fragment once more.
 SINCE_MARGIN_MS = 2000
+#: A stream ends up to this share of its span early, and the browser waits up to
+#: :data:`RECONNECT_JITTER_MS` more than :data:`RECONNECT_MS` to reconnect: a shopper's tabs
+#: (and everyone's, after a restart) do not all come back on the same tick.
+STREAM_JITTER = 0.25
+RECONNECT_JITTER_MS = 2000
 
 
 def hub() -> LiveHub | None:
@@ -67,11 +73,12 @@ def _after() -> tuple[int, int] | None:
 
 def _stream_end() -> float:
     """A little before the session's access token must be renewed, at most
-    :data:`MAX_STREAM_S` away."""
+    :data:`MAX_STREAM_S` away, less a random share (:data:`STREAM_JITTER`)."""
     stored = session.get("tokens")
     expires = float(stored.get("expires_at", 0)) if isinstance(stored, dict) else 0.0
     now = time.time()
-    return now + max(30.0, min(MAX_STREAM_S, expires - RENEW_BEFORE_S - now))
+    span = min(MAX_STREAM_S, expires - RENEW_BEFORE_S - now)
+    return now + max(30.0, span * (1 - random.uniform(0, STREAM_JITTER)))  # noqa: S311 (jitter)
 
 
 def no_stream() -> Response:
@@ -111,7 +118,8 @@ def orders() -> ResponseReturnValue:
         live.adopt(sock, head, subscription)
 
     handover.take(receive)
-    response = Response(f"retry: {RECONNECT_MS}\n\n", 200, mimetype="text/event-stream")
+    retry = RECONNECT_MS + random.randint(0, RECONNECT_JITTER_MS)  # noqa: S311 (jitter)
+    response = Response(f"retry: {retry}\n\n", 200, mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
     return response

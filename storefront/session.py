@@ -2,7 +2,8 @@
 cookie (:mod:`storefront.cookie`).
 
 Page JavaScript never sees a token. The access token is renewed with the
-refresh token shortly before it expires; when that fails (expired, revoked,
+refresh token shortly before it expires (once for the session's concurrent
+requests: :mod:`storefront.renewal`); when that fails (expired, revoked,
 account deactivated) the session ends and the user is asked to log in
 again. The role shown in the menu comes from the token's claims; the
 services check every call themselves, so the claims are read without
@@ -27,6 +28,7 @@ from shopkit.service_client import DependencyUnavailable
 from storefront.clients import ApiProblem, ShopApi, Tokens
 from storefront.cookie import SID, revoked
 from storefront.problems import describe, recorded
+from storefront.renewal import RENEWALS
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +125,8 @@ def token() -> str:
         forget()
         raise LoginRequired
     try:
-        renewed = api().refresh(str(stored["refresh"]))
+        # One renewal per session at a time: a refresh token presented twice revokes them all.
+        renewed = RENEWALS.renew(str(session.get(SID) or ""), str(stored["refresh"]), api().refresh)
     except ApiProblem:
         forget()
         raise LoginRequired from None

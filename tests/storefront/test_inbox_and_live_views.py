@@ -20,7 +20,8 @@ from flask.testing import FlaskClient
 from shopkit.config import Settings
 from shopkit.gunicorn_worker import HANDOVER_ENVIRON, Handover
 from shopkit.service_client import ServiceResponse
-from storefront.livehub import FD_RESERVE, Subscription, fd_bounded
+from storefront.live import MAX_STREAM_S, RECONNECT_JITTER_MS, STREAM_JITTER
+from storefront.livehub import FD_RESERVE, RECONNECT_MS, Subscription, fd_bounded
 from tests.support.storefront import FakeServices, log_in
 
 SALE_ID = "3f1b2c4d-0000-4000-8000-000000000001"
@@ -189,6 +190,8 @@ def test_the_stream_is_the_sessions_customers_whatever_the_query_says(
     assert response.mimetype == "text/event-stream"
     assert response.headers["X-Accel-Buffering"] == "no"
     assert response.text.startswith("retry: ")
+    retry = int(response.text.removeprefix("retry: ").strip())
+    assert RECONNECT_MS <= retry <= RECONNECT_MS + RECONNECT_JITTER_MS  # jittered
     assert handover.receiver is not None
     left, right = socket.socketpair()
     try:
@@ -199,6 +202,9 @@ def test_the_stream_is_the_sessions_customers_whatever_the_query_says(
         assert subscription.order_id == SALE_ID
         assert subscription.after == (1700000003000, 0)  # since, less the clock margin
         assert subscription.session_id is not None
+        # Ends before the token must be renewed (ttl 900 s), by a random share of the span.
+        span = subscription.until - time.time()
+        assert (1 - STREAM_JITTER) * MAX_STREAM_S - 5 <= span <= MAX_STREAM_S
     finally:
         left.close()
         right.close()
