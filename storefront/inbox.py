@@ -10,7 +10,7 @@ no count.
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from shopkit.service_client import DependencyUnavailable
@@ -21,8 +21,9 @@ from storefront.session import (
     api,
     attempt,
     current_user,
-    login_required,
     page_number,
+    past_the_end,
+    shopper_required,
     token,
 )
 
@@ -32,36 +33,25 @@ bp = Blueprint("inbox", __name__)
 PAGE_SIZE = 20
 
 
-def _shopper_only() -> None:
-    """An admin has no inbox (notifications are a customer's)."""
-    user = current_user()
-    if user is not None and user.is_admin:
-        abort(403)
-
-
 @bp.get("/inbox")
-@login_required
+@shopper_required
 def inbox() -> ResponseReturnValue:
     """The shopper's notifications, newest first (``?unread=1``: unread only)."""
-    _shopper_only()
     unread_only = request.args.get("unread") == "1"
     page, unread = api().notifications(
         token(), page=page_number(), page_size=PAGE_SIZE, unread=unread_only
     )
-    if page.page > page.pages:
-        return redirect(
-            url_for("inbox.inbox", page=page.pages, unread="1" if unread_only else None)
-        )
+    if (last := past_the_end(page)) is not None:
+        return redirect(url_for("inbox.inbox", page=last, unread="1" if unread_only else None))
     return render_template(
         "shop/inbox.html", page=page, unread=unread, unread_only=unread_only, form=ActionForm()
     )
 
 
 @bp.post("/inbox/<int:notification_id>/read")
-@login_required
+@shopper_required
 def read(notification_id: int) -> ResponseReturnValue:
     """Mark one notification read."""
-    _shopper_only()
     form = ActionForm()
     if form.validate():
         attempt(lambda: api().read_notification(token(), notification_id), "Marked as read.")
@@ -71,10 +61,9 @@ def read(notification_id: int) -> ResponseReturnValue:
 
 
 @bp.post("/inbox/read")
-@login_required
+@shopper_required
 def read_all() -> ResponseReturnValue:
     """Mark every notification read."""
-    _shopper_only()
     form = ActionForm()
     if form.validate():
         attempt(lambda: api().read_all_notifications(token()), "All marked as read.")

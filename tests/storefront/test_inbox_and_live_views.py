@@ -22,6 +22,7 @@ from shopkit.gunicorn_worker import HANDOVER_ENVIRON, Handover
 from shopkit.service_client import ServiceResponse
 from storefront.live import MAX_STREAM_S, RECONNECT_JITTER_MS, STREAM_JITTER
 from storefront.livehub import FD_RESERVE, RECONNECT_MS, Subscription, fd_bounded
+from storefront.session import User, current_user
 from tests.support.storefront import FakeServices, log_in
 
 SALE_ID = "3f1b2c4d-0000-4000-8000-000000000001"
@@ -94,8 +95,20 @@ def test_the_inbox_needs_a_shopper(client: FlaskClient, fake: FakeServices) -> N
     assert anonymous.status_code == 302 and "/login" in anonymous.headers["Location"]
     assert client.post("/inbox/read").status_code == 302
     log_in(client, fake, "root", role="admin")
-    assert client.get("/inbox").status_code == 403
+    refused = client.get("/inbox")
+    assert refused.status_code == 403
+    assert "Only shoppers have orders and notifications" in refused.text  # not "admins only"
+    assert client.post("/inbox/read").status_code == 403
     assert not fake.made("notifications", "GET", "/notifications")
+
+
+def test_the_session_keeps_the_customer_id_of_the_login(
+    app: Flask, client: FlaskClient, fake: FakeServices
+) -> None:
+    log_in(client, fake, "ada", customer_id=41)
+    cookie = client.get_cookie("shop_session").value
+    with app.test_request_context(headers={"Cookie": f"shop_session={cookie}"}):
+        assert current_user() == User("ada", "customer", customer_id=41)
 
 
 def test_the_menu_count_is_a_fragment_that_never_fails(
