@@ -192,6 +192,7 @@ def _init_templates(app: Flask) -> None:
             "user": current_user(),
             "request_id": current_request_id(),
             "cart_count": flask_session.get(shop.CART_COUNT),
+            "inbox_unread": inbox.known_unread(),
         }
 
 

@@ -139,6 +139,42 @@ def test_pages_load_the_menu_count_after_themselves(
     assert not fake.made("notifications", "GET", "/notifications")
 
 
+def test_the_menu_count_is_one_quick_call_kept_for_the_next_pages(
+    client: FlaskClient, fake: FakeServices, shopper: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake.on("inventory", "GET", "/products", 200, notifications_page())
+    fake.on("notifications", "GET", "/notifications", 200, notifications_page(NOTE, unread=3))
+    fake.on("notifications", "POST", "/notifications/read", 200, {"marked": 3})
+    assert ">3</span>" in client.get("/inbox/count").text
+    (call,) = fake.made("notifications", "GET", "/notifications")
+    assert call.quick  # one attempt, a short timeout: the menu can do without it
+    # The next pages show the kept count at once; only an order's change asks again.
+    page = client.get("/")
+    assert 'id="inbox-unread"' in page.text and ">3</span>" in page.text
+    assert 'hx-trigger="shop-order from:body delay:2s"' in page.text
+    assert len(fake.made("notifications", "GET", "/notifications")) == 1
+    # Marking read forgets it: the next page asks after itself.
+    assert client.post("/inbox/read").status_code == 302
+    page = client.get("/")
+    assert 'id="inbox-unread"' not in page.text
+    assert 'hx-trigger="load, shop-order from:body delay:2s"' in page.text
+    # And so it does once the count is older than it is kept.
+    assert ">3</span>" in client.get("/inbox/count").text
+    monkeypatch.setattr("storefront.inbox.COUNT_KEEP_S", 0.0)
+    assert 'hx-trigger="load, shop-order' in client.get("/").text
+
+
+def test_the_inbox_page_counts_the_unread_once(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    fake.on("notifications", "GET", "/notifications", 200, notifications_page(NOTE, unread=2))
+    page = client.get("/inbox")
+    assert ">2</span>" in page.text and "2 unread" in page.text  # the menu has it already
+    assert 'hx-trigger="shop-order from:body delay:2s"' in page.text  # no second call
+    (call,) = fake.made("notifications", "GET", "/notifications")
+    assert not call.quick
+
+
 # --- the live stream's view -------------------------------------------------------------------
 
 

@@ -30,6 +30,8 @@ class Call:
     idempotency_key: str | None = None
     body: bytes | None = None
     headers: dict[str, str] | None = None
+    #: Made as a quick call (one attempt, a short timeout).
+    quick: bool = False
 
 
 @dataclass
