@@ -41,7 +41,7 @@ from typing import Any
 
 from seeder.check import Check
 from seeder.client import ApiError, Login, Services, ServiceUnreachable
-from shopkit.events.catalog import stream_for
+from shopkit.events.catalog import UnknownEventType, event_type, stream_for
 from shopkit.registry import SERVICE_NAMES
 
 #: What the relay and the consumers may still be doing: events younger than this are in flight.
@@ -195,11 +195,19 @@ def _carried(view: EventsView, consumer: str, source: str, what: str) -> bool:
 
 #: The effects each consuming service's group makes of one event, by the event's type.
 EXPECTED_EFFECTS: dict[str, Callable[[str], dict[str, int]]] = {
-    "notifications": lambda event_type: {
-        "notifications": 1 if event_type.split(".")[1] in ("order", "wallet") else 0,
-        "mails": 1 if event_type.split(".")[1] == "order" else 0,
+    "notifications": lambda name: {
+        "notifications": 1 if _aggregate(name) in ("order", "wallet") else 0,
+        "mails": 1 if _aggregate(name) == "order" else 0,
     },
 }
+
+
+def _aggregate(name: str) -> str:
+    """The aggregate of the catalogued event type ``name`` (``""`` for one not catalogued)."""
+    try:
+        return event_type(name).aggregate
+    except UnknownEventType:
+        return ""
 
 
 def check_events(

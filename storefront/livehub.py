@@ -45,8 +45,9 @@ import redis
 import redis.asyncio
 from prometheus_client import Gauge
 
-from shopkit.events.catalog import stream_for
+from shopkit.events.catalog import UnknownEventType, event_type, stream_for
 from shopkit.events.envelope import FIELD, MalformedEvent, decode
+from shopkit.events.streams import as_text
 
 log = logging.getLogger(__name__)
 
@@ -377,7 +378,7 @@ class LiveHub:
                 backoff = RETRY_MIN_S
                 for _stream, entries in replies or []:
                     for raw_id, fields in entries:
-                        last = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+                        last = as_text(raw_id)
                         update = _update(last, fields)
                         if update is not None:
                             self._publish(update)
@@ -399,6 +400,9 @@ def _update(entry_id: str, fields: dict[Any, Any]) -> _Update | None:
     customer_id, order_id = event.data.get("customer_id"), event.data.get("order_id")
     if not isinstance(customer_id, int) or not isinstance(order_id, str):
         return None
-    what = event.type.split(".")[2] if event.type.count(".") >= 3 else event.type
+    try:
+        what = event_type(event.type).event
+    except UnknownEventType:
+        what = event.type
     body = message(entry_id, "order", {"order_id": order_id, "event": what})
     return _Update(entry, customer_id, order_id, body)

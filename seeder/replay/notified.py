@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from seeder.client import ServiceApi, ServiceUnreachable
 from seeder.replay.plan import Shopper
 from seeder.replay.stats import Outcome
+from shopkit.events.catalog import EVENT_TYPES
 
 #: Seconds after the run's end within which every notification must have arrived: the
 #: ConsumerLagging alert's threshold (deploy/observability/alerts.yml).
@@ -40,9 +41,13 @@ POLL_S = 0.5
 PAGE_SIZE = 100
 
 
+#: The catalogued order events' types by event (``completed`` → ``shop.order.completed.v1``).
+ORDER_TYPES = {t.event: t.name for t in EVENT_TYPES if t.aggregate == "order"}
+
+
 def order_type(event: str) -> str:
     """The CloudEvents type of an order event (``shop.order.completed.v1``)."""
-    return f"shop.order.{event}.v1"
+    return ORDER_TYPES[event]
 
 
 def expected_types(outcome: Outcome) -> frozenset[str]:

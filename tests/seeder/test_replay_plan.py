@@ -13,8 +13,11 @@ from seeder.client import Login, Services
 from seeder.config import Config
 from seeder.replay import Replay, ReplayOptions
 from seeder.replay.checks import basket_difference, cart_problem, money_problem, order_problem
+from seeder.replay.notified import expected_types
 from seeder.replay.plan import Product
 from seeder.replay.progress import _progress, _status_line
+from seeder.replay.stats import Outcome
+from shopkit.events.catalog import event_type
 
 CATALOG = [Product(i, f"Product {i}", Decimal("2.50") + i) for i in range(1, 41)]
 SHOPPERS = [f"shopper_{i}" for i in range(25)]
@@ -243,3 +246,15 @@ def test_the_audit_table_agrees_in_number_and_has_no_empty_rows() -> None:
     assert not empty, text
     detail = text[text.index("violations: one debit per paid order") :]
     assert detail.splitlines()[1].startswith("┌") and "sale s-1" in detail.splitlines()[2]
+
+
+def test_a_delivered_orders_notifications_are_its_catalogued_order_events() -> None:
+    outcome = Outcome(1, "ada", [[7, 1]], "completed", after="delivered", sale_id="s-1")
+    types = expected_types(outcome)
+    assert types == {
+        "shop.order.completed.v1",
+        "shop.order.shipped.v1",
+        "shop.order.delivered.v1",
+    }
+    assert {event_type(name).aggregate for name in types} == {"order"}
+    assert expected_types(Outcome(2, "ada", [[7, 1]], "insufficient_funds")) == frozenset()

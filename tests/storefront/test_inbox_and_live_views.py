@@ -11,6 +11,7 @@ import resource
 import socket
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -18,10 +19,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from shopkit.config import Settings
+from shopkit.events.envelope import FIELD, Event, encode, new_event_id
 from shopkit.gunicorn_worker import HANDOVER_ENVIRON, Handover
 from shopkit.service_client import ServiceResponse
 from storefront.live import MAX_STREAM_S, RECONNECT_JITTER_MS, STREAM_JITTER
-from storefront.livehub import FD_RESERVE, RECONNECT_MS, Subscription, fd_bounded
+from storefront.livehub import FD_RESERVE, RECONNECT_MS, Subscription, _update, fd_bounded
 from storefront.session import User, current_user
 from tests.support.storefront import FakeServices, log_in
 
@@ -428,3 +430,15 @@ def test_a_logout_ends_the_sessions_live_streams_at_once(
         hub.stop()
         for sock in (my_page, other_page):
             sock.close()
+
+
+def test_a_page_is_told_the_catalogued_events_name_of_what_happened() -> None:
+    def entry(kind: str) -> dict[bytes, bytes]:
+        event = Event(str(new_event_id()), "sales", kind, SALE_ID, datetime.now(UTC),
+                      {"customer_id": 41, "order_id": SALE_ID})  # fmt: skip
+        return {FIELD.encode(): encode(event)}
+
+    shipped = _update("1700000000000-1", entry("shop.order.shipped.v1"))
+    assert shipped is not None and b'"event":"shipped"' in shipped.message
+    unknown = _update("1700000000000-2", entry("shop.order.teleported.v9"))
+    assert unknown is not None and b'"event":"shop.order.teleported.v9"' in unknown.message
