@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from decimal import Decimal
 from typing import Any
@@ -18,6 +19,7 @@ from seeder.replay.plan import Product
 from seeder.replay.progress import _progress, _status_line
 from seeder.replay.stats import Outcome
 from shopkit.events.catalog import event_type
+from shopkit.registry import SERVICE_NAMES
 
 CATALOG = [Product(i, f"Product {i}", Decimal("2.50") + i) for i in range(1, 41)]
 SHOPPERS = [f"shopper_{i}" for i in range(25)]
@@ -258,3 +260,10 @@ def test_a_delivered_orders_notifications_are_its_catalogued_order_events() -> N
     }
     assert {event_type(name).aggregate for name in types} == {"order"}
     assert expected_types(Outcome(2, "ada", [[7, 1]], "insufficient_funds")) == frozenset()
+
+
+def test_the_configuration_has_one_url_per_registered_service() -> None:
+    urls = {f.name for f in dataclasses.fields(Config) if f.name.endswith("_url")}
+    assert urls == {f"{name}_url" for name in SERVICE_NAMES}
+    config = Config.from_env(**{f"{name}_url": f"http://{name}:1/" for name in SERVICE_NAMES})
+    assert config.notifications_url == "http://notifications:1"  # the trailing slash dropped
