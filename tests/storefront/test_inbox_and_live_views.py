@@ -22,9 +22,18 @@ from shopkit.config import Settings
 from shopkit.events.envelope import FIELD, Event, encode, new_event_id
 from shopkit.gunicorn_worker import HANDOVER_ENVIRON, Handover
 from shopkit.service_client import ServiceResponse
+from storefront import livehub
 from storefront.live import MAX_STREAM_S, RECONNECT_JITTER_MS, STREAM_JITTER
-from storefront.livehub import FD_RESERVE, RECONNECT_MS, Subscription, _update, fd_bounded
+from storefront.livehub import (
+    FD_RESERVE,
+    RECONNECT_MS,
+    LiveHub,
+    Subscription,
+    _update,
+    fd_bounded,
+)
 from storefront.session import User, current_user
+from tests.storefront.live_capacity import publish
 from tests.support.storefront import FakeServices, log_in
 
 SALE_ID = "3f1b2c4d-0000-4000-8000-000000000001"
@@ -385,6 +394,53 @@ def test_the_hub_never_holds_more_streams_than_the_process_may_open_files() -> N
     assert raised >= soft  # raised towards the hard limit, never lowered
     if hard != resource.RLIM_INFINITY:
         assert bounded == raised - FD_RESERVE <= hard - FD_RESERVE
+
+
+def test_building_the_hub_leaves_the_file_limit_to_its_start() -> None:
+    hub = LiveHub("redis://127.0.0.1:1/0", max_streams=10**9)
+    assert hub.max_streams == 10**9  # nothing bounded (nor any limit raised) by building it
+    try:
+        hub._ensure_started()
+        assert hub.max_streams == fd_bounded(10**9)
+    finally:
+        hub.stop()
+
+
+def test_a_reader_that_fails_unexpectedly_is_logged_and_starts_again(
+    broker: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The hub's reader of the order stream meets an error it does not expect on one entry:
+    it is logged, the reader starts again past that entry, and the pages get what follows."""
+    real_update, failures = livehub._update, []
+
+    def update_failing_once(entry_id: str, fields: dict[Any, Any]) -> Any:
+        if not failures:
+            failures.append(entry_id)
+            raise RuntimeError("an entry the reader did not expect")
+        return real_update(entry_id, fields)
+
+    monkeypatch.setattr(livehub, "_update", update_failing_once)
+    monkeypatch.setattr(livehub, "RESTART_S", 0.1)
+    hub = LiveHub(broker.url)
+    mine, page = socket.socketpair()
+    try:
+        hub.adopt(mine, b"HTTP/1.1 200 OK\r\n\r\n", Subscription(77, "s-77"))
+        page.settimeout(10)
+        assert page.recv(100).startswith(b"HTTP/1.1 200")
+        (poisoned,) = publish(broker.url, 77)
+        deadline = time.monotonic() + 10
+        while not failures:
+            assert time.monotonic() < deadline, "the reader never read the entry"
+            time.sleep(0.05)
+        (after,) = publish(broker.url, 77)
+        received = b""
+        while after.encode() not in received:
+            received += page.recv(4096)
+        assert poisoned.encode() not in received  # skipped, not retried for ever
+        assert "live updates: _follow failed; it starts again" in caplog.text
+    finally:
+        hub.stop()
+        page.close()
 
 
 def test_a_logout_ends_the_sessions_live_streams_at_once(
