@@ -24,8 +24,9 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from seeder.client import ServiceApi, ServiceUnreachable
+from seeder.client import ServiceApi, ServiceUnreachable, paged
 from seeder.replay.plan import Shopper
 from seeder.replay.stats import Outcome
 from shopkit.events.catalog import EVENT_TYPES
@@ -136,27 +137,21 @@ def _seen(
     """The notifications of ``wanted``'s orders the buyer has now: ``sale id → types``."""
     found: dict[str, set[str]] = {}
     missing = sum(len(types) for types in wanted.values())
-    page = 1
-    while missing > 0:
-        reply = shopper.login.call(
-            api, "GET", "/notifications", params={"page": page, "page_size": PAGE_SIZE}
-        )
+
+    def fetch(query: dict[str, Any]) -> Any:
+        reply = shopper.login.call(api, "GET", "/notifications", params=query)
         if reply.status != 200:
             raise ServiceUnreachable("notifications", api.base_url, f"answered {reply.status}")
-        items = reply.body.get("items", [])
-        for item in items:
-            sale_id, kind = str(item.get("subject")), str(item.get("type"))
-            if kind in wanted.get(sale_id, ()) and kind not in found.get(sale_id, set()):
-                found.setdefault(sale_id, set()).add(kind)
-                missing -= 1
-        oldest = items[-1].get("occurred_at") if items else None
-        if (
-            not items
-            or page * PAGE_SIZE >= int(reply.body.get("total", 0))
-            or (oldest and datetime.fromisoformat(oldest) < since - CLOCK_MARGIN)
-        ):
-            break
-        page += 1
+        return reply.body
+
+    for item in paged(fetch, page_size=PAGE_SIZE) if missing else ():
+        sale_id, kind = str(item.get("subject")), str(item.get("type"))
+        if kind in wanted.get(sale_id, ()) and kind not in found.get(sale_id, set()):
+            found.setdefault(sale_id, set()).add(kind)
+            missing -= 1
+        occurred = item.get("occurred_at")
+        if not missing or (occurred and datetime.fromisoformat(occurred) < since - CLOCK_MARGIN):
+            break  # all found, or older than the run: newest first, the rest is older still
     return found
 
 

@@ -16,7 +16,7 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from seeder.cli import plural
-from seeder.client import Login, Services
+from seeder.client import Login, Services, keyset, paged
 from seeder.config import Config
 from seeder.replay import Replay, ReplayOptions, attempt
 from seeder.replay.checks import basket_difference, cart_problem, money_problem, order_problem
@@ -336,3 +336,27 @@ def test_a_review_waits_for_its_purchase_by_backing_off_and_gives_up_on_a_stack_
     # ... and then the run no longer waits on not_a_buyer.
     calls.clear()
     assert submit() == "not_a_buyer" and len(calls) == 1
+
+
+def test_the_paging_helpers_read_every_page_and_no_more_than_asked() -> None:
+    asked: list[dict[str, Any]] = []
+
+    def by_key(query: dict[str, Any]) -> dict[str, Any]:
+        asked.append(dict(query))
+        after = int(query.get("after", 0))
+        return {"items": [{"id": after + 1}], "next_after": str(after + 1) if after < 2 else None}
+
+    assert [i["id"] for i in keyset(by_key, {"group": "g"}, limit=1)] == [1, 2, 3]
+    assert asked == [{"group": "g", "limit": 1}, {"group": "g", "limit": 1, "after": "1"},
+                     {"group": "g", "limit": 1, "after": "2"}]  # fmt: skip
+    asked.clear()
+
+    def by_number(query: dict[str, Any]) -> dict[str, Any]:
+        asked.append(dict(query))
+        return {"items": [{"page": query["page"]}] * 2, "total": 5}
+
+    assert len(list(paged(by_number, {"q": 1}, page_size=2))) == 6  # three pages of 5
+    assert [q["page"] for q in asked] == [1, 2, 3]
+    asked.clear()
+    next(paged(by_number, page_size=2))
+    assert len(asked) == 1  # read lazily: a reader that stops asks for no more pages
