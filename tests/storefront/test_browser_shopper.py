@@ -28,6 +28,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from devstack import mailsink
+from notifications_service.notifications import GROUP, STREAMS
 from tests.storefront.test_browser import (
     WAIT_S,
     Shop,
@@ -37,6 +38,7 @@ from tests.storefront.test_browser import (
     storefront,
 )
 from tests.support.database import WorkerProcess
+from tests.support.events import group_from_now
 from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, customer_payload
 from tests.support.live import LiveStack
 
@@ -55,9 +57,9 @@ def mail_sink() -> Iterator[mailsink.MailSink]:
 @pytest.fixture(scope="module")
 def notifications_worker(live_stack: LiveStack, mail_sink: mailsink.MailSink) -> Iterator[None]:
     """The notifications worker on the session stack's broker, mailing to the sink (its
-    group starts at the beginning of the streams, so it also catches up on what came
-    before)."""
+    group starts at the end of the streams: only what comes after is its work)."""
     assert live_stack.events_url, "the session's stack runs a broker"
+    group_from_now(live_stack.events_url, GROUP, STREAMS)
     log = (live_stack.log_dir / "notifications-worker.log").open("ab")
     worker = WorkerProcess(
         "notifications-worker",
