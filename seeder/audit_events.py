@@ -39,9 +39,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from seeder import events
 from seeder.check import Check
-from seeder.client import ApiError, Login, Services, ServiceUnreachable
-from shopkit.events.catalog import stream_for
+from seeder.client import Login, Services, ServiceUnreachable
+from shopkit.events.catalog import UnknownEventType, event_type, stream_for
 from shopkit.registry import SERVICE_NAMES
 
 #: What the relay and the consumers may still be doing: events younger than this are in flight.
@@ -50,7 +51,7 @@ DEFAULT_MARGIN_S = 30.0
 PAID = ("completed", "shipped", "delivered")
 #: Orders that were paid and refunded: their pairs may or may not count as purchases.
 REFUNDED = ("cancelled",)
-PATH = "/admin/events"
+PATH = events.PATH
 RATING_TOLERANCE = Decimal("0.005")
 Group = tuple[str, str]
 
@@ -100,23 +101,10 @@ class EventsReader:
         self.services = services
         self.admin = admin
 
-    def _get(self, service: str, path: str, params: dict[str, Any] | None = None) -> Any:
-        reply = self.admin.call(self.services.api(service), "GET", path, params=params)
-        if reply.status != 200:
-            raise ApiError(service, "GET", path, reply.status, reply.body)
-        return reply.body
-
     def _keyset(
         self, service: str, path: str, params: dict[str, Any], limit: int = 1000
     ) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        params = {**params, "limit": limit}
-        while True:
-            body = self._get(service, path, params)
-            items += body["items"]
-            if body.get("next_after") is None:
-                return items
-            params["after"] = body["next_after"]
+        return self.admin.keyset(self.services.api(service), path, params, limit)
 
     def read(self) -> EventsView:
         """Everything the event checks need (dead letters and inboxes before the outboxes)."""
@@ -143,21 +131,18 @@ class EventsReader:
 
     def _overview(self, service: str, view: EventsView) -> dict[str, Any] | None:
         try:
-            reply = self.admin.call(self.services.api(service), "GET", PATH)
+            found = events.overview(self.services, self.admin, service)
         except ServiceUnreachable as exc:
             view.notes.append(f"{exc} Its event checks are left out.")
             return None
-        if reply.status == 404:
+        if found is None:
             return None  # it neither emits nor consumes events
-        if reply.status != 200:
-            raise ApiError(service, "GET", PATH, reply.status, reply.body)
-        broker = reply.body.get("broker") or {}
-        if not broker.get("configured", True):
+        if not (found.get("broker") or {}).get("configured", True):
             view.notes.append(
                 f"{service}: events are off (no EVENTS_URL); its checks are left out."
             )
             return None
-        return reply.body  # type: ignore[no-any-return]
+        return found
 
     def _all_reviews(self) -> list[dict[str, Any]]:
         """Every review, in every status."""
@@ -195,11 +180,19 @@ def _carried(view: EventsView, consumer: str, source: str, what: str) -> bool:
 
 #: The effects each consuming service's group makes of one event, by the event's type.
 EXPECTED_EFFECTS: dict[str, Callable[[str], dict[str, int]]] = {
-    "notifications": lambda event_type: {
-        "notifications": 1 if event_type.split(".")[1] in ("order", "wallet") else 0,
-        "mails": 1 if event_type.split(".")[1] == "order" else 0,
+    "notifications": lambda name: {
+        "notifications": 1 if _aggregate(name) in ("order", "wallet") else 0,
+        "mails": 1 if _aggregate(name) == "order" else 0,
     },
 }
+
+
+def _aggregate(name: str) -> str:
+    """The aggregate of the catalogued event type ``name`` (``""`` for one not catalogued)."""
+    try:
+        return event_type(name).aggregate
+    except UnknownEventType:
+        return ""
 
 
 def check_events(

@@ -212,17 +212,9 @@ class ServiceApi:
         page_size: int = PAGE_SIZE,
     ) -> Iterator[dict[str, Any]]:
         """Every item of a paginated collection, page after page."""
-        page = 1
-        while True:
-            reply = self.get(
-                path, params={**(params or {}), "page": page, "page_size": page_size}, token=token
-            )
-            items = reply.body.get("items", [])
-            yield from items
-            total = int(reply.body.get("total", 0))
-            if not items or page * page_size >= total:
-                return
-            page += 1
+        return paged(
+            lambda query: self.get(path, params=query, token=token).body, params, page_size
+        )
 
     def ready(self) -> None:
         """Raise :class:`ServiceUnreachable` unless ``/readyz`` answers 200."""
@@ -232,6 +224,38 @@ class ServiceApi:
             if isinstance(reply.body, dict) and reply.body.get("detail"):
                 reason += f" ({reply.body['detail']})"
             raise ServiceNotReady(self.name, self.base_url, reason)
+
+
+def paged(
+    fetch: Callable[[dict[str, Any]], Any],
+    params: Mapping[str, Any] | None = None,
+    page_size: int = PAGE_SIZE,
+) -> Iterator[dict[str, Any]]:
+    """Every item of a collection paged by number (``items``, ``total``), page after page, as
+    long as the caller reads; ``fetch(query)`` returns one page's body."""
+    page = 1
+    while True:
+        body = fetch({**(params or {}), "page": page, "page_size": page_size})
+        items = body.get("items", [])
+        yield from items
+        if not items or page * page_size >= int(body.get("total", 0)):
+            return
+        page += 1
+
+
+def keyset(
+    fetch: Callable[[dict[str, Any]], Any], params: Mapping[str, Any], limit: int
+) -> Iterator[dict[str, Any]]:
+    """Every item of a collection paged by key (``items``, then ``after=<next_after>`` until
+    it is empty), as the services' ``/admin/events`` lists are; ``fetch(query)`` returns
+    one page's body."""
+    query = {**params, "limit": limit}
+    while True:
+        body = fetch(query)
+        yield from body["items"]
+        if not body.get("next_after"):
+            return
+        query["after"] = body["next_after"]
 
 
 def shopper_action(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
@@ -316,6 +340,19 @@ class Login:
         """Drop the token (after a 401), so the next :meth:`token` logs in again."""
         with self._lock:
             self._token = None
+
+    def get(self, api: ServiceApi, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        """``GET path`` of ``api`` as this account: the body (:class:`ApiError` unless 200)."""
+        reply = self.call(api, "GET", path, params=params)
+        if reply.status != 200:
+            raise ApiError(api.name, "GET", path, reply.status, reply.body)
+        return reply.body
+
+    def keyset(
+        self, api: ServiceApi, path: str, params: Mapping[str, Any], limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Every item of ``api``'s key-paged ``path`` (:func:`keyset`), as this account."""
+        return list(keyset(lambda query: self.get(api, path, query), params, limit))
 
     def call(self, api: ServiceApi, method: str, path: str, **kwargs: Any) -> Reply:
         """Call ``api`` as this account; after a 401, log in again and retry once.

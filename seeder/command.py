@@ -11,7 +11,7 @@ import click
 from rich.console import Console
 
 from seeder.client import Login, SeederError, Services, ServiceUnreachable, admin_login
-from seeder.config import Config
+from seeder.config import URL_FIELDS, Config
 from shopkit.registry import SERVICE_NAMES
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -32,26 +32,24 @@ def _error_console() -> Console:
 
 # --- shared options ---------------------------------------------------------------------------
 
+#: A service URL option's help, where it says more than the service's name.
+URL_HELP = {
+    "notifications": "Notifications service (the replay checks each order's notifications).",
+}
+
 
 def connection_options(command: F) -> F:
     """Service URLs, admin credentials, timeout and ``--wait`` (environment first, flags win)."""
     options = [
         click.option(
-            "--customers-url", envvar="CUSTOMERS_URL", show_envvar=True, help="Customers service."
-        ),
-        click.option(
-            "--inventory-url", envvar="INVENTORY_URL", show_envvar=True, help="Inventory service."
-        ),
-        click.option("--sales-url", envvar="SALES_URL", show_envvar=True, help="Sales service."),
-        click.option(
-            "--reviews-url", envvar="REVIEWS_URL", show_envvar=True, help="Reviews service."
-        ),
-        click.option(
-            "--notifications-url",
-            envvar="NOTIFICATIONS_URL",
+            f"--{name}-url",
+            envvar=f"{name.upper()}_URL",
             show_envvar=True,
-            help="Notifications service (the replay checks each order's notifications).",
-        ),
+            help=URL_HELP.get(name, f"{name.capitalize()} service."),
+        )
+        for name in SERVICE_NAMES
+    ]
+    options += [
         click.option("--admin-username", envvar="ADMIN_USERNAME", show_envvar=True),
         click.option("--admin-password", envvar="ADMIN_PASSWORD", show_envvar=True),
         click.option(
@@ -78,11 +76,7 @@ def connection_options(command: F) -> F:
 def _config(kwargs: dict[str, Any]) -> tuple[Config, float]:
     """Pop the connection options out of ``kwargs``: the configuration and the wait."""
     config = Config.from_env(
-        customers_url=kwargs.pop("customers_url"),
-        inventory_url=kwargs.pop("inventory_url"),
-        sales_url=kwargs.pop("sales_url"),
-        reviews_url=kwargs.pop("reviews_url"),
-        notifications_url=kwargs.pop("notifications_url"),
+        **{name: kwargs.pop(name) for name in URL_FIELDS},
         admin_username=kwargs.pop("admin_username"),
         admin_password=kwargs.pop("admin_password"),
         read_timeout_s=kwargs.pop("timeout"),

@@ -8,8 +8,11 @@ from dataclasses import dataclass, field
 # The same defaults as the services themselves, so a local run needs no configuration.
 from shopkit.config import DEV_ADMIN_PASSWORD as DEFAULT_ADMIN_PASSWORD
 from shopkit.config import service_url as _env_url
+from shopkit.registry import SERVICE_NAMES
 
 DEFAULT_ADMIN_USERNAME = "admin"
+#: The fields of the services' URLs: one per service of the registry (``customers_url``...).
+URL_FIELDS = tuple(f"{name}_url" for name in SERVICE_NAMES)
 
 
 @dataclass(frozen=True)
@@ -34,13 +37,7 @@ class Config:
     def from_env(cls, **overrides: object) -> Config:
         """The environment's configuration; ``overrides`` that are not ``None`` win."""
         values = {name: value for name, value in overrides.items() if value is not None}
-        for name in (
-            "customers_url",
-            "inventory_url",
-            "sales_url",
-            "reviews_url",
-            "notifications_url",
-        ):
+        for name in URL_FIELDS:
             if name in values:
                 values[name] = str(values[name]).rstrip("/")
         return cls(**values)  # type: ignore[arg-type]

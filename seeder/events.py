@@ -63,17 +63,8 @@ def groups(services: Services, admin: Login, names: tuple[str, ...]) -> Iterator
 
 def dead_letters(services: Services, admin: Login, place: Place) -> list[dict[str, Any]]:
     """Every dead letter of ``place``, oldest first (page after page)."""
-    path = f"{PATH}/dead-letters"
-    letters: list[dict[str, Any]] = []
-    params: dict[str, Any] = {"group": place.group, "limit": 200}
-    while True:
-        reply = admin.call(services.api(place.service), "GET", path, params=params)
-        if reply.status != 200:
-            raise ApiError(place.service, "GET", path, reply.status, reply.body)
-        letters += reply.body["items"]
-        if not reply.body.get("next_after"):
-            return letters
-        params["after"] = reply.body["next_after"]
+    api = services.api(place.service)
+    return admin.keyset(api, f"{PATH}/dead-letters", {"group": place.group}, limit=200)
 
 
 def act(services: Services, admin: Login, place: Place, dead_id: str, action: str) -> Any:

@@ -22,7 +22,7 @@ from flask import Flask, jsonify, render_template
 from flask import session as flask_session  # storefront.session is the package's module
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError, CSRFProtect
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import Forbidden, HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shopkit.config import DEV_STOREFRONT_SECRET_KEY, Settings
@@ -192,6 +192,7 @@ def _init_templates(app: Flask) -> None:
             "user": current_user(),
             "request_id": current_request_id(),
             "cart_count": flask_session.get(shop.CART_COUNT),
+            "inbox_unread": inbox.known_unread(),
         }
 
 
@@ -238,7 +239,9 @@ def _init_errors(app: Flask) -> None:
     def _http(error: HTTPException) -> ResponseReturnValue:
         status = error.code or 500
         if status == 403:
-            return page(403, "Not allowed", "This page is for administrators only.")
+            # abort(403, why) says why; a bare abort(403) is an admin page's refusal.
+            said = error.description if error.description != Forbidden.description else None
+            return page(403, "Not allowed", said or "This page is for administrators only.")
         return page(status, error.name, error.description or "")
 
     @app.errorhandler(Exception)

@@ -28,6 +28,8 @@ from shopkit.service_client import DependencyUnavailable, ServiceClient, Service
 
 #: Every service the storefront calls: the registry's (shopkit.registry), in start order.
 SERVICES = SERVICE_NAMES
+#: Seconds a quick call (:meth:`Transport.call`'s ``quick``) may take, in one attempt.
+QUICK_S = 1.5
 JSON = dict[str, Any]
 
 
@@ -84,8 +86,11 @@ class Transport(Protocol):
         params: Mapping[str, Any] | None = None,
         token: str | None = None,
         idempotency_key: str | None = None,
+        quick: bool = False,
     ) -> ServiceResponse:
-        """Send the call; raise :class:`DependencyUnavailable` when there is no answer."""
+        """Send the call; raise :class:`DependencyUnavailable` when there is no answer.
+
+        ``quick``: one attempt within :data:`QUICK_S` (a read the page can do without)."""
         ...
 
     def text(self, service: str, path: str) -> tuple[int, str]:
@@ -131,6 +136,18 @@ class HttpTransport:
             )
 
         self._readers = {name: client(name, retries) for name in self.urls}
+        self._quick = {
+            name: ServiceClient(
+                name,
+                self.urls[name],
+                connect_timeout_s=min(connect_timeout_s, QUICK_S),
+                read_timeout_s=QUICK_S,
+                retries=0,
+                deadline_s=QUICK_S,
+                pool_size=4,
+            )
+            for name in self.urls
+        }
         self._writers = {name: client(name, 0) for name in self.urls}
         self._raw = urllib3.PoolManager(num_pools=4, maxsize=4, retries=False)
         self._text_timeout = urllib3.Timeout(connect=connect_timeout_s, read=read_timeout_s)
@@ -145,10 +162,12 @@ class HttpTransport:
         params: Mapping[str, Any] | None = None,
         token: str | None = None,
         idempotency_key: str | None = None,
+        quick: bool = False,
     ) -> ServiceResponse:
         """Send one call through the service's client (see the module documentation)."""
         repeatable = method in ("GET", "PUT", "DELETE") or idempotency_key is not None
-        client = (self._readers if repeatable else self._writers)[service]
+        clients = self._quick if quick else self._readers if repeatable else self._writers
+        client = clients[service]
         return client.request(
             method,
             path,
@@ -254,6 +273,7 @@ class ShopApi:
         json: Any = None,
         params: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
+        quick: bool = False,
     ) -> JSON:
         response = self.transport.call(
             service,
@@ -263,6 +283,7 @@ class ShopApi:
             params=_clean(params) if params else None,
             token=token,
             idempotency_key=idempotency_key,
+            quick=quick,
         )
         if response.status in tuple(expect):
             return response.body
@@ -540,6 +561,15 @@ class ShopApi:
         params = {"page": page, "page_size": page_size, "unread": "true" if unread else None}
         body = self._call("notifications", "GET", "/notifications", token=token, params=params)
         return Page.of(body), int(body.get("unread") or 0)
+
+    def unread_count(self, token: str) -> int:
+        """How many of the caller's notifications are unread (``GET /notifications``, quick:
+        one attempt within :data:`QUICK_S`, for the menu)."""
+        params = {"page": 1, "page_size": 1, "unread": "true"}
+        body = self._call(
+            "notifications", "GET", "/notifications", token=token, params=params, quick=True
+        )
+        return int(body.get("unread") or 0)
 
     def read_notification(self, token: str, notification_id: int) -> JSON:
         """``POST /notifications/{id}/read``: mark one of the caller's own read."""

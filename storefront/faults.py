@@ -15,23 +15,34 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from shopkit import faults
+from shopkit.fault_routes import SAGA_STEPS
 from storefront.clients import SERVICES
 from storefront.forms import FaultForm
 
-#: Saga steps after which the sales service can be made to crash.
-SAGA_STEPS = ("reserve", "debit", "release", "refund", "return")
-#: The events' crash points (shopkit.faults): a relay's, a consumer's two; a service crashes
-#: only at the points it has (its relay, its consumer groups).
-EVENT_CRASH_POINTS = {
+#: What the events' crash points (:data:`shopkit.faults.EVENT_CRASH_POINTS`) are, in words: a
+#: relay's, a consumer's two. A service crashes only at the points it has.
+_CRASH_POINT_WORDS = {
     "publish": "right after its relay published, before it marked the rows",
     "apply": "right after a consumer applied a batch, before its commit",
     "commit": "right after a consumer committed, before its ack",
 }
-#: The broker as a dependency: all its calls, or only the relay's or the consumers'.
+EVENT_CRASH_POINTS = {
+    point: _CRASH_POINT_WORDS.get(point, f"at the events' {point} crash point")
+    for point in faults.EVENT_CRASH_POINTS
+}
+#: What the broker's operations (:data:`shopkit.faults.BROKER_OPERATIONS`) are, in words.
+_OPERATION_WORDS = {
+    "publish": "when the relay publishes",
+    "consume": "when a consumer reads or acknowledges",
+}
+#: The broker as a dependency: all its calls, or only those of one operation.
 BROKER_TARGETS = {
-    "broker": "calls to the broker (publishing and consuming)",
-    "broker:publish": "the broker, when the relay publishes",
-    "broker:consume": "the broker, when a consumer reads or acknowledges",
+    faults.BROKER: "calls to the broker (publishing and consuming)",
+    **{
+        f"{faults.BROKER}:{operation}": f"the broker, {_OPERATION_WORDS.get(operation, operation)}"
+        for operation in faults.BROKER_OPERATIONS
+    },
 }
 KIND_LABELS = {
     "latency": "latency (a delay)",

@@ -18,17 +18,24 @@ of their own: ``403``.
 
 from __future__ import annotations
 
+import random
 import time
 from typing import Any
 
-import jwt
 from flask import Blueprint, Response, current_app, request, session
 from flask.typing import ResponseReturnValue
 
 from shopkit.gunicorn_worker import HANDOVER_ENVIRON, Handover
 from storefront.cookie import SID
 from storefront.livehub import RECONNECT_MS, LiveHub, Subscription, parse_id
-from storefront.session import RENEW_BEFORE_S, LoginRequired, current_user, token
+from storefront.session import (
+    RENEW_BEFORE_S,
+    LoginRequired,
+    current_user,
+    shopper_required,
+    token,
+    token_expires_at,
+)
 
 bp = Blueprint("live", __name__)
 
@@ -38,19 +45,16 @@ MAX_STREAM_S = 600
 #: storefront's clocks may differ a little, and an event replayed twice only reloads a
 #: fragment once more.
 SINCE_MARGIN_MS = 2000
+#: A stream ends up to this share of its span early, and the browser waits up to
+#: :data:`RECONNECT_JITTER_MS` more than :data:`RECONNECT_MS` to reconnect: a shopper's tabs
+#: (and everyone's, after a restart) do not all come back on the same tick.
+STREAM_JITTER = 0.25
+RECONNECT_JITTER_MS = 2000
 
 
 def hub() -> LiveHub | None:
     """The process's hub, or ``None`` when there is no broker to follow."""
     return current_app.extensions.get("shop_live")
-
-
-def _customer_id(access_token: str) -> int | None:
-    """The ``cid`` claim of the session's access token (put there by the storefront's own
-    login, inside the encrypted cookie: read without verifying, like the role)."""
-    claims = jwt.decode(access_token, options={"verify_signature": False})
-    cid = claims.get("cid")
-    return cid if isinstance(cid, int) and not isinstance(cid, bool) else None
 
 
 def _after() -> tuple[int, int] | None:
@@ -67,11 +71,10 @@ def _after() -> tuple[int, int] | None:
 
 def _stream_end() -> float:
     """A little before the session's access token must be renewed, at most
-    :data:`MAX_STREAM_S` away."""
-    stored = session.get("tokens")
-    expires = float(stored.get("expires_at", 0)) if isinstance(stored, dict) else 0.0
+    :data:`MAX_STREAM_S` away, less a random share (:data:`STREAM_JITTER`)."""
     now = time.time()
-    return now + max(30.0, min(MAX_STREAM_S, expires - RENEW_BEFORE_S - now))
+    span = min(MAX_STREAM_S, token_expires_at() - RENEW_BEFORE_S - now)
+    return now + max(30.0, span * (1 - random.uniform(0, STREAM_JITTER)))  # noqa: S311 (jitter)
 
 
 def no_stream() -> Response:
@@ -79,21 +82,23 @@ def no_stream() -> Response:
     return Response(status=204)
 
 
+def _plain(status: int, message: str) -> Response:
+    """A refusal an ``EventSource`` reads as one (it only looks at the status)."""
+    return Response(message + "\n", status, mimetype="text/plain")
+
+
 @bp.get("/live/orders")
+@shopper_required(refuse=_plain)
 def orders() -> ResponseReturnValue:
     """The shopper's order events as server-sent events (``?order=<id>`` for one order)."""
-    user = current_user()
-    if user is None:
-        return Response("Log in to follow your orders.\n", 401, mimetype="text/plain")
-    if user.is_admin:
-        return Response("Only shoppers have orders to follow.\n", 403, mimetype="text/plain")
     try:
-        access = token()
+        token()  # renewed if about to expire: the stream lasts until just before the next
     except LoginRequired:
-        return Response("Your session has ended.\n", 401, mimetype="text/plain")
-    customer_id = _customer_id(access)
+        return _plain(401, "Your session has ended.")
+    user = current_user()
+    customer_id = user.customer_id if user is not None else None
     if customer_id is None:
-        return Response("This account has no orders to follow.\n", 403, mimetype="text/plain")
+        return _plain(403, "This account has no orders to follow.")
     live = hub()
     handover: Handover | None = request.environ.get(HANDOVER_ENVIRON)
     if live is None or handover is None or not live.has_room(customer_id):
@@ -111,7 +116,8 @@ def orders() -> ResponseReturnValue:
         live.adopt(sock, head, subscription)
 
     handover.take(receive)
-    response = Response(f"retry: {RECONNECT_MS}\n\n", 200, mimetype="text/event-stream")
+    retry = RECONNECT_MS + random.randint(0, RECONNECT_JITTER_MS)  # noqa: S311 (jitter)
+    response = Response(f"retry: {retry}\n\n", 200, mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
     return response

@@ -37,7 +37,7 @@ import resource
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,8 +45,9 @@ import redis
 import redis.asyncio
 from prometheus_client import Gauge
 
-from shopkit.events.catalog import stream_for
+from shopkit.events.catalog import UnknownEventType, event_type, stream_for
 from shopkit.events.envelope import FIELD, MalformedEvent, decode
+from shopkit.events.streams import as_text
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ FD_RESERVE = 256
 MAX_PER_CUSTOMER = 32
 #: Back-off after a broker error, doubling up to the maximum (seconds).
 RETRY_MIN_S, RETRY_MAX_S = 0.5, 10.0
+#: Seconds before a reader or heartbeat task that failed unexpectedly starts again.
+RESTART_S = 1.0
 #: What the browser waits before reconnecting (the ``retry`` field), in milliseconds.
 RECONNECT_MS = 3000
 #: The hub follows the stream from this long before it started (clocks differ a little).
@@ -205,7 +208,9 @@ class LiveHub:
     ) -> None:
         self.events_url = events_url
         self.revoked = revoked
-        self.max_streams = fd_bounded(max_streams)
+        #: Bounded by the open files the process may have once the hub starts (the limit is
+        #: raised then, not by merely building the app).
+        self.max_streams = max_streams
         self.heartbeat_s = heartbeat_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -215,6 +220,8 @@ class LiveHub:
         self._backlog: collections.deque[_Update] = collections.deque()
         #: The backlog holds every event after this id (``None``: not reading yet).
         self._complete_after: tuple[int, int] | None = None
+        #: The last entry id the reader saw (``None``: it starts from :attr:`_complete_after`).
+        self._last_id: str | None = None
         #: Whether the last read of the stream worked (``None``: none yet).
         self.connected: bool | None = None
 
@@ -254,6 +261,7 @@ class LiveHub:
     def _ensure_started(self) -> asyncio.AbstractEventLoop:
         with self._start_lock:
             if self._loop is None:
+                self.max_streams = fd_bounded(self.max_streams)
                 # Follow the stream from a little before now (by this clock: the broker's
                 # may differ a little), whether or not the broker answers yet.
                 started_ms = int(time.time() * 1000) - START_MARGIN_MS
@@ -270,8 +278,8 @@ class LiveHub:
 
     def _run(self, loop: asyncio.AbstractEventLoop, started: threading.Event) -> None:
         asyncio.set_event_loop(loop)
-        loop.create_task(self._follow())
-        loop.create_task(self._heartbeats())
+        self._supervise(loop, self._follow)
+        self._supervise(loop, self._heartbeats)
         loop.call_soon(started.set)
         try:
             loop.run_forever()
@@ -281,6 +289,22 @@ class LiveHub:
                 task.cancel()
             loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.close()
+
+    def _supervise(
+        self, loop: asyncio.AbstractEventLoop, run: Callable[[], Coroutine[Any, Any, None]]
+    ) -> None:
+        """Run ``run`` for ever: if it ends with an unexpected error, log it and start it
+        again after :data:`RESTART_S` (a stopped reader would leave every page silent)."""
+
+        def ended(task: asyncio.Task[None]) -> None:
+            if task.cancelled() or loop.is_closed():
+                return
+            log.error(
+                "live updates: %s failed; it starts again", run.__name__, exc_info=task.exception()
+            )
+            loop.call_later(RESTART_S, self._supervise, loop, run)
+
+        loop.create_task(run()).add_done_callback(ended)
 
     # --- the loop's side ------------------------------------------------------------------
 
@@ -358,7 +382,7 @@ class LiveHub:
             socket_timeout=BLOCK_MS / 1000 + 5.0,
         )
         start = self._complete_after or (int(time.time() * 1000), 0)
-        last = f"{start[0]}-{start[1]}"
+        last = self._last_id or f"{start[0]}-{start[1]}"
         backoff = RETRY_MIN_S
         try:
             while True:
@@ -377,7 +401,7 @@ class LiveHub:
                 backoff = RETRY_MIN_S
                 for _stream, entries in replies or []:
                     for raw_id, fields in entries:
-                        last = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+                        last = self._last_id = as_text(raw_id)  # past it, even if it fails
                         update = _update(last, fields)
                         if update is not None:
                             self._publish(update)
@@ -399,6 +423,9 @@ def _update(entry_id: str, fields: dict[Any, Any]) -> _Update | None:
     customer_id, order_id = event.data.get("customer_id"), event.data.get("order_id")
     if not isinstance(customer_id, int) or not isinstance(order_id, str):
         return None
-    what = event.type.split(".")[2] if event.type.count(".") >= 3 else event.type
+    try:
+        what = event_type(event.type).event
+    except UnknownEventType:
+        what = event.type
     body = message(entry_id, "order", {"order_id": order_id, "event": what})
     return _Update(entry, customer_id, order_id, body)

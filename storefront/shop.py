@@ -49,6 +49,7 @@ from storefront.session import (
     current_user,
     login_required,
     page_number,
+    past_the_end,
     token,
 )
 
@@ -81,7 +82,7 @@ def catalogue() -> ResponseReturnValue:
         if exc.status == 422 and filters["sort"] == "rating":
             # An inventory that does not sort by rating yet: the default order, said so.
             page, problem = _unsorted(filters)
-    if page is not None and (last := _past_the_end(page)) is not None:
+    if page is not None and (last := past_the_end(page)) is not None:
         return redirect(url_for("shop.catalogue", **{**_set(filters), "page": last}))
     return render_template(
         "shop/catalogue.html",
@@ -316,7 +317,7 @@ def orders() -> ResponseReturnValue:
     if status not in (None, *ORDER_STATUSES):
         status = None
     page = api().orders_of(token(), _username(), status, page_number())
-    if (last := _past_the_end(page)) is not None:
+    if (last := past_the_end(page)) is not None:
         return redirect(url_for("shop.orders", **_set({"status": status, "page": last})))
     unnamed = [
         int(line["product_id"])
@@ -442,7 +443,7 @@ def wallet() -> ResponseReturnValue:
             problem = " ".join(form.amount.errors) or "Enter an amount."
     data = api().wallet(token(), _username(), page=page_number())
     ledger = Page.of(data)
-    if (last := _past_the_end(ledger)) is not None:
+    if (last := past_the_end(ledger)) is not None:
         return redirect(url_for("shop.wallet", page=last))
     fresh = TopUpForm(formdata=None, key=new_key())
     fresh.amount.raw_data = form.amount.raw_data  # what was typed stays in the box
@@ -464,11 +465,6 @@ def money() -> Money:
 def _set(args: dict[str, Any]) -> dict[str, Any]:
     """Only the query arguments that have a value."""
     return {name: value for name, value in args.items() if value not in (None, "")}
-
-
-def _past_the_end(page: Page) -> int | None:
-    """The last page's number when the one asked for lies past it (``?page=999``)."""
-    return page.pages if page.page > page.pages else None
 
 
 # --- reviews ----------------------------------------------------------------------------------
@@ -510,7 +506,7 @@ def delete_review(review_id: int) -> ResponseReturnValue:
 def my_reviews() -> ResponseReturnValue:
     """The user's reviews in every status."""
     page = api().reviews_of(token(), _username(), page=page_number())
-    if (last := _past_the_end(page)) is not None:
+    if (last := past_the_end(page)) is not None:
         return redirect(url_for("shop.my_reviews", page=last))
     names = _product_names([int(r["product_id"]) for r in page.items])
     return render_template("shop/reviews.html", page=page, names=names, delete_form=ActionForm())

@@ -50,6 +50,9 @@ NOT_KNOWN_YET = ("purchase_pending", "not_a_buyer")
 #: How long a review waits for reviews to learn of a purchase just paid (it takes well
 #: under a second with the broker up: docs/events.rst).
 PURCHASE_KNOWN_WITHIN_S = 5.0
+#: Reviews in a row whose purchase stayed unknown for all that wait, after which the run
+#: stops waiting on ``not_a_buyer`` (a stack without events never learns of a purchase).
+UNKNOWN_PURCHASES_GIVE_UP = 3
 
 
 def _backoff(retry: int, reply: Reply | None) -> float:
@@ -85,6 +88,8 @@ class Attempts:
     _moderation_lock: threading.Lock
     _outcome_lock: threading.Lock
     _failure_streak: int
+    #: Reviews in a row whose purchase never became known (see :meth:`_review`).
+    _unknown_purchases: int
 
     # --- planning -----------------------------------------------------------------------------
 
@@ -529,11 +534,7 @@ class Attempts:
         review = {"product_id": product.id, "rating": plan.rating, "comment": comment}
         try:
             reply = self._as(shopper, "POST", "reviews", "/reviews", json=review)
-            # Reviews learns purchases from order events, a moment after the payment.
-            waited_until = time.monotonic() + PURCHASE_KNOWN_WITHIN_S
-            while reply.code in NOT_KNOWN_YET and time.monotonic() < waited_until:
-                time.sleep(0.05)
-                reply = self._as(shopper, "POST", "reviews", "/reviews", json=review)
+            reply = self._until_purchase_known(shopper, review, reply)
         except ServiceUnreachable:
             self.stats_count("reviews", "skipped: reviews unreachable")
             return "skipped:reviews_unreachable"
@@ -548,6 +549,31 @@ class Attempts:
             shopper.reviewed.add(product.id)
         self.stats_count("reviews", f"skipped: {reason}")
         return f"skipped:{reason}"
+
+    def _until_purchase_known(
+        self, shopper: Shopper, review: dict[str, Any], reply: Reply
+    ) -> Reply:
+        """Submit ``review`` again while reviews has not learned of the purchase yet (it does
+        from order events, a moment after the payment): backing off, after ``Retry-After``,
+        for up to :data:`PURCHASE_KNOWN_WITHIN_S`. Once that many reviews in a row
+        (:data:`UNKNOWN_PURCHASES_GIVE_UP`) waited in vain as ``not_a_buyer``, the run no
+        longer waits on that answer (the stack has no events); ``purchase_pending`` it does."""
+        waited_until = time.monotonic() + PURCHASE_KNOWN_WITHIN_S
+        retry = 0
+        while reply.code in NOT_KNOWN_YET:
+            if reply.code == "not_a_buyer" and self._unknown_purchases >= UNKNOWN_PURCHASES_GIVE_UP:
+                return reply
+            remaining = waited_until - time.monotonic()
+            if remaining <= 0 or self.stop_event.wait(min(remaining, _backoff(retry, reply))):
+                break
+            retry += 1
+            reply = self._as(shopper, "POST", "reviews", "/reviews", json=review)
+        with self._outcome_lock:
+            if reply.code == "not_a_buyer":
+                self._unknown_purchases += 1
+            elif reply.status == 201:  # known: reviews learns purchases
+                self._unknown_purchases = 0
+        return reply
 
     def stats_count(self, counter: str, key: str, amount: int = 1) -> None:
         """Add to one of the named counters of :attr:`stats`."""

@@ -24,10 +24,12 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from seeder.client import ServiceApi, ServiceUnreachable
+from seeder.client import ServiceApi, ServiceUnreachable, paged
 from seeder.replay.plan import Shopper
 from seeder.replay.stats import Outcome
+from shopkit.events.catalog import EVENT_TYPES
 
 #: Seconds after the run's end within which every notification must have arrived: the
 #: ConsumerLagging alert's threshold (deploy/observability/alerts.yml).
@@ -40,9 +42,13 @@ POLL_S = 0.5
 PAGE_SIZE = 100
 
 
+#: The catalogued order events' types by event (``completed`` → ``shop.order.completed.v1``).
+ORDER_TYPES = {t.event: t.name for t in EVENT_TYPES if t.aggregate == "order"}
+
+
 def order_type(event: str) -> str:
     """The CloudEvents type of an order event (``shop.order.completed.v1``)."""
-    return f"shop.order.{event}.v1"
+    return ORDER_TYPES[event]
 
 
 def expected_types(outcome: Outcome) -> frozenset[str]:
@@ -131,27 +137,21 @@ def _seen(
     """The notifications of ``wanted``'s orders the buyer has now: ``sale id → types``."""
     found: dict[str, set[str]] = {}
     missing = sum(len(types) for types in wanted.values())
-    page = 1
-    while missing > 0:
-        reply = shopper.login.call(
-            api, "GET", "/notifications", params={"page": page, "page_size": PAGE_SIZE}
-        )
+
+    def fetch(query: dict[str, Any]) -> Any:
+        reply = shopper.login.call(api, "GET", "/notifications", params=query)
         if reply.status != 200:
             raise ServiceUnreachable("notifications", api.base_url, f"answered {reply.status}")
-        items = reply.body.get("items", [])
-        for item in items:
-            sale_id, kind = str(item.get("subject")), str(item.get("type"))
-            if kind in wanted.get(sale_id, ()) and kind not in found.get(sale_id, set()):
-                found.setdefault(sale_id, set()).add(kind)
-                missing -= 1
-        oldest = items[-1].get("occurred_at") if items else None
-        if (
-            not items
-            or page * PAGE_SIZE >= int(reply.body.get("total", 0))
-            or (oldest and datetime.fromisoformat(oldest) < since - CLOCK_MARGIN)
-        ):
-            break
-        page += 1
+        return reply.body
+
+    for item in paged(fetch, page_size=PAGE_SIZE) if missing else ():
+        sale_id, kind = str(item.get("subject")), str(item.get("type"))
+        if kind in wanted.get(sale_id, ()) and kind not in found.get(sale_id, set()):
+            found.setdefault(sale_id, set()).add(kind)
+            missing -= 1
+        occurred = item.get("occurred_at")
+        if not missing or (occurred and datetime.fromisoformat(occurred) < since - CLOCK_MARGIN):
+            break  # all found, or older than the run: newest first, the rest is older still
     return found
 
 

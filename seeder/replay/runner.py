@@ -128,6 +128,7 @@ class Replay(Attempts):
         self._moderation_passes = 0
         self._outcome_lock = threading.Lock()
         self._failure_streak = 0
+        self._unknown_purchases = 0
 
     def moderate(self) -> None:
         """One moderation pass: the admin decides on the reviews this run's shoppers wrote

@@ -26,6 +26,8 @@
     var timer = null;
     var loading = false;
     var again = false;
+    var held = null; // a fetched fragment waiting for the shopper to finish a form
+    var holdTimer = null;
 
     function show(text, name) {
       root.setAttribute("data-live", name);
@@ -49,17 +51,7 @@
           return answer.ok ? answer.text() : null;
         })
         .then(function (html) {
-          if (html !== null && busy(root)) {
-            // The shopper is filling a form in it (a cancellation's confirmation): the
-            // news waits until they are done, rather than wiping what they entered.
-            setTimeout(soon, 1000);
-          } else if (html !== null) {
-            root.innerHTML = html;
-            // Anything on the page that follows orders (the menu's inbox count) refreshes.
-            document.body.dispatchEvent(new CustomEvent("shop-order"));
-            var count = Number(root.getAttribute("data-live-updates") || "0") + 1;
-            root.setAttribute("data-live-updates", String(count));
-          }
+          if (html !== null) { offer(html); }
         })
         .catch(function () { /* the next event or reconnection tries again */ })
         .then(function () {
@@ -67,6 +59,33 @@
           if (again) { again = false; load(); }
         });
     }
+
+    function swap(html) {
+      held = null;
+      clearTimeout(holdTimer);
+      root.innerHTML = html;
+      // Anything on the page that follows orders (the menu's inbox count) refreshes.
+      document.body.dispatchEvent(new CustomEvent("shop-order"));
+      var count = Number(root.getAttribute("data-live-updates") || "0") + 1;
+      root.setAttribute("data-live-updates", String(count));
+    }
+
+    function offer(html) {
+      if (!busy(root)) { swap(html); return; }
+      // The shopper is filling a form in it (a cancellation's confirmation): the news
+      // waits, fetched already, until they are done, rather than wiping what they entered.
+      held = html;
+      clearTimeout(holdTimer);
+      holdTimer = setTimeout(settle, 1000);
+    }
+
+    function settle() {
+      if (held !== null) { offer(held); }
+    }
+
+    // Done with the form: the focus left it (look once it has moved on) or a field changed.
+    root.addEventListener("focusout", function () { setTimeout(settle, 0); });
+    root.addEventListener("change", settle);
 
     function soon() {
       // Events come in bursts (placed, then completed): one reload for the burst.

@@ -10,48 +10,32 @@ check is skipped with its reason.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from devstack import mailsink
 from devstack.processes import WorkerProcess
 from notifications_service.notifications import GROUP, STREAMS
+from tests.support.events import group_from_now
 from tests.support.seeder import Run
 
 pytestmark = pytest.mark.processes
 
 #: A wide console, so that the summary's rows do not wrap.
 WIDE = {"COLUMNS": "200"}
-#: The longest the new group may take to catch up on the session's earlier events.
-CATCH_UP_S = 90.0
-
-
-def caught_up(events_url: str) -> bool:
-    """Whether the ``notifications`` group has every order and wallet event delivered and
-    acknowledged."""
-    broker = redis.Redis.from_url(events_url, socket_timeout=5)
-    try:
-        for stream in STREAMS:
-            groups = broker.xinfo_groups(stream) if broker.exists(stream) else []
-            mine = [g for g in groups if g["name"] == GROUP.encode()]
-            if not mine or mine[0]["lag"] or mine[0]["pending"]:
-                return False
-        return True
-    finally:
-        broker.close()
 
 
 @pytest.fixture
 def events_stack(seeder_stack: Any, tmp_path: Path) -> Iterator[tuple[dict[str, str], Any]]:
     """The notifications service and its worker beside the live stack's services and broker
-    (``EVENTS_URL``, as ``make run`` has it), the group caught up on the session's earlier
-    events; the environment the seeder needs, and the worker."""
+    (``EVENTS_URL``, as ``make run`` has it), the group starting at the streams' end (the
+    session's earlier events are not its work); the environment the seeder needs, and the
+    worker."""
     assert seeder_stack.events_url, "the live stack runs a broker"
+    group_from_now(seeder_stack.events_url, GROUP, STREAMS)
     sink = mailsink.start(tmp_path / "mail")
     seeder_stack.start("notifications")
     worker = WorkerProcess(
@@ -66,10 +50,6 @@ def events_stack(seeder_stack: Any, tmp_path: Path) -> Iterator[tuple[dict[str, 
     )
     worker.start()
     try:
-        deadline = time.monotonic() + CATCH_UP_S
-        while not caught_up(seeder_stack.events_url):
-            assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-3000:]
-            time.sleep(0.5)
         env = {
             "EVENTS_URL": seeder_stack.events_url,
             "NOTIFICATIONS_URL": seeder_stack.url("notifications"),

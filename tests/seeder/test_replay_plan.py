@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import threading
+import time
 from collections import Counter
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
 
 from seeder.cli import plural
-from seeder.client import Login, Services
+from seeder.client import Login, Services, keyset, paged
 from seeder.config import Config
-from seeder.replay import Replay, ReplayOptions
+from seeder.replay import Replay, ReplayOptions, attempt
 from seeder.replay.checks import basket_difference, cart_problem, money_problem, order_problem
-from seeder.replay.plan import Product
+from seeder.replay.notified import expected_types
+from seeder.replay.plan import Product, Shopper
 from seeder.replay.progress import _progress, _status_line
+from seeder.replay.stats import Outcome
+from shopkit.events.catalog import event_type
+from shopkit.registry import SERVICE_NAMES
 
 CATALOG = [Product(i, f"Product {i}", Decimal("2.50") + i) for i in range(1, 41)]
 SHOPPERS = [f"shopper_{i}" for i in range(25)]
@@ -243,3 +254,109 @@ def test_the_audit_table_agrees_in_number_and_has_no_empty_rows() -> None:
     assert not empty, text
     detail = text[text.index("violations: one debit per paid order") :]
     assert detail.splitlines()[1].startswith("┌") and "sale s-1" in detail.splitlines()[2]
+
+
+def test_a_delivered_orders_notifications_are_its_catalogued_order_events() -> None:
+    outcome = Outcome(1, "ada", [[7, 1]], "completed", after="delivered", sale_id="s-1")
+    types = expected_types(outcome)
+    assert types == {
+        "shop.order.completed.v1",
+        "shop.order.shipped.v1",
+        "shop.order.delivered.v1",
+    }
+    assert {event_type(name).aggregate for name in types} == {"order"}
+    assert expected_types(Outcome(2, "ada", [[7, 1]], "insufficient_funds")) == frozenset()
+
+
+def test_the_configuration_has_one_url_per_registered_service() -> None:
+    urls = {f.name for f in dataclasses.fields(Config) if f.name.endswith("_url")}
+    assert urls == {f"{name}_url" for name in SERVICE_NAMES}
+    config = Config.from_env(**{f"{name}_url": f"http://{name}:1/" for name in SERVICE_NAMES})
+    assert config.notifications_url == "http://notifications:1"  # the trailing slash dropped
+
+
+@pytest.fixture
+def fake_reviews() -> Iterator[tuple[str, list[tuple[float, str]], list[Response]]]:
+    """The customers and reviews services faked at their HTTP boundary: a login, and
+    ``POST /reviews`` answering the queued responses (then ``not_a_buyer``); the URL, the
+    reviews calls (when, and the answer's code) and the queue."""
+    calls: list[tuple[float, str]] = []
+    queue: list[Response] = []
+
+    def not_a_buyer() -> Response:
+        return Response('{"code": "not_a_buyer"}', 403, mimetype="application/problem+json")
+
+    @Request.application
+    def app(request: Request) -> Response:
+        if request.path == "/auth/login":
+            return Response('{"access_token": "t", "expires_in": 900}', mimetype="application/json")
+        answer = queue.pop(0) if queue else not_a_buyer()
+        calls.append((time.monotonic(), str(json.loads(answer.get_data()).get("code"))))
+        return answer
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.port}", calls, queue
+    server.shutdown()
+    thread.join(5)
+
+
+def test_a_review_waits_for_its_purchase_by_backing_off_and_gives_up_on_a_stack_without_events(
+    fake_reviews: tuple[str, list[tuple[float, str]], list[Response]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, calls, queue = fake_reviews
+    monkeypatch.setattr(attempt, "PURCHASE_KNOWN_WITHIN_S", 0.6)
+    services = Services(Config(customers_url=url, reviews_url=url))
+    run = Replay(services, Login(services.customers, "admin", "x"), ReplayOptions(seed=1),
+                 SHOPPERS, CATALOG)  # fmt: skip
+    shopper = Shopper("ada", Login(services.customers, "ada", "x"))
+    review = {"product_id": 1, "rating": 5, "comment": "Fine."}
+
+    def submit() -> str | None:
+        first = shopper.login.call(services.reviews, "POST", "/reviews", json=review)
+        return run._until_purchase_known(shopper, review, first).code
+
+    # Pending: asked again after its Retry-After, not at once; then known.
+    pending = Response('{"code": "purchase_pending"}', 409, {"Retry-After": "1"},
+                       mimetype="application/problem+json")  # fmt: skip
+    queue += [pending, Response('{"id": 1}', 201, mimetype="application/json")]
+    monkeypatch.setattr(attempt, "PURCHASE_KNOWN_WITHIN_S", 5.0)
+    assert submit() is None  # 201
+    assert calls[1][0] - calls[0][0] >= 0.9
+    monkeypatch.setattr(attempt, "PURCHASE_KNOWN_WITHIN_S", 0.6)
+    # A stack without events never learns of a purchase: a few reviews wait in vain...
+    for _ in range(attempt.UNKNOWN_PURCHASES_GIVE_UP):
+        calls.clear()
+        started = time.monotonic()
+        assert submit() == "not_a_buyer"
+        assert time.monotonic() - started >= 0.6
+        assert 2 <= len(calls) <= 4  # backing off, not every 50 ms
+    # ... and then the run no longer waits on not_a_buyer.
+    calls.clear()
+    assert submit() == "not_a_buyer" and len(calls) == 1
+
+
+def test_the_paging_helpers_read_every_page_and_no_more_than_asked() -> None:
+    asked: list[dict[str, Any]] = []
+
+    def by_key(query: dict[str, Any]) -> dict[str, Any]:
+        asked.append(dict(query))
+        after = int(query.get("after", 0))
+        return {"items": [{"id": after + 1}], "next_after": str(after + 1) if after < 2 else None}
+
+    assert [i["id"] for i in keyset(by_key, {"group": "g"}, limit=1)] == [1, 2, 3]
+    assert asked == [{"group": "g", "limit": 1}, {"group": "g", "limit": 1, "after": "1"},
+                     {"group": "g", "limit": 1, "after": "2"}]  # fmt: skip
+    asked.clear()
+
+    def by_number(query: dict[str, Any]) -> dict[str, Any]:
+        asked.append(dict(query))
+        return {"items": [{"page": query["page"]}] * 2, "total": 5}
+
+    assert len(list(paged(by_number, {"q": 1}, page_size=2))) == 6  # three pages of 5
+    assert [q["page"] for q in asked] == [1, 2, 3]
+    asked.clear()
+    next(paged(by_number, page_size=2))
+    assert len(asked) == 1  # read lazily: a reader that stops asks for no more pages

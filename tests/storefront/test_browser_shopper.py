@@ -28,6 +28,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from devstack import mailsink
+from notifications_service.notifications import GROUP, STREAMS
 from tests.storefront.test_browser import (
     WAIT_S,
     Shop,
@@ -37,6 +38,7 @@ from tests.storefront.test_browser import (
     storefront,
 )
 from tests.support.database import WorkerProcess
+from tests.support.events import group_from_now
 from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, customer_payload
 from tests.support.live import LiveStack
 
@@ -55,9 +57,9 @@ def mail_sink() -> Iterator[mailsink.MailSink]:
 @pytest.fixture(scope="module")
 def notifications_worker(live_stack: LiveStack, mail_sink: mailsink.MailSink) -> Iterator[None]:
     """The notifications worker on the session stack's broker, mailing to the sink (its
-    group starts at the beginning of the streams, so it also catches up on what came
-    before)."""
+    group starts at the end of the streams: only what comes after is its work)."""
     assert live_stack.events_url, "the session's stack runs a broker"
+    group_from_now(live_stack.events_url, GROUP, STREAMS)
     log = (live_stack.log_dir / "notifications-worker.log").open("ab")
     worker = WorkerProcess(
         "notifications-worker",
@@ -311,6 +313,14 @@ def admin_call(live_stack: LiveStack, path: str, body: dict[str, Any] | None = N
     assert answer.status_code == 200, answer.text
 
 
+#: Counts the page's ``fetch`` calls (``window.shopFetches``) from now on.
+FETCH_COUNTER = """
+window.shopFetches = 0;
+var original = window.fetch;
+window.fetch = function () { window.shopFetches += 1; return original.apply(this, arguments); };
+"""
+
+
 def wait_until(driver: WebDriver, condition: Any, what: str) -> None:
     """Wait for ``condition``; a live reload that replaces an element it was reading just
     means another look."""
@@ -346,12 +356,28 @@ def test_the_order_pages_change_live_and_the_inbox_tells_what_happened(
     wait_until(browser, lambda d: shop.find("#order-live").get_attribute("data-live") == "on",
                "the order page's live stream did not open")  # fmt: skip
     browser.execute_script("window.shopSamePage = true")  # gone if the page were reloaded
+    wait_until(browser, lambda d: shop.text("#order-status") == "paid",
+               "the order page's reload after a late event did not settle")  # fmt: skip
+    time.sleep(1)  # the events of the checkout itself have come and gone
+    browser.execute_script(FETCH_COUNTER)
 
-    # The warehouse ships it through the sales API: the page changes by itself.
+    # The warehouse ships it through the sales API while the shopper ticks the cancellation's
+    # confirmation: the news is fetched once and waits until they untick it.
+    shop.find("#confirm-cancel").click()
     admin_call(live_stack, f"/sales/{sale_id}/shipment",
                {"carrier": "Swift Post", "tracking_number": "SP-1234"})  # fmt: skip
+    wait_until(browser, lambda d: browser.execute_script("return window.shopFetches") >= 1,
+               "the order page did not fetch the shipment")  # fmt: skip
+    time.sleep(4)
+    assert shop.text("#order-status") == "paid"  # held while the form is being filled
+    assert shop.find("#confirm-cancel").is_selected()
+    held_fetches = browser.execute_script("return window.shopFetches")
+    assert held_fetches <= 2, held_fetches  # not fetched again while it waited
+    shop.find("#confirm-cancel").click()
+    shop.find("#order-status").click()  # and moves on: the focus leaves the form
     wait_until(browser, lambda d: shop.text("#order-status") == "shipped",
                "the order page did not show the shipment")  # fmt: skip
+    assert browser.execute_script("return window.shopFetches") == held_fetches
     assert "Swift Post" in shop.text(".tracking") and "SP-1234" in shop.text(".tracking")
     assert not shop.find_all("#cancel-order")  # a shipped order can no longer be cancelled
     assert browser.execute_script("return window.shopSamePage") is True

@@ -11,6 +11,7 @@ import resource
 import socket
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -18,9 +19,21 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from shopkit.config import Settings
+from shopkit.events.envelope import FIELD, Event, encode, new_event_id
 from shopkit.gunicorn_worker import HANDOVER_ENVIRON, Handover
 from shopkit.service_client import ServiceResponse
-from storefront.livehub import FD_RESERVE, Subscription, fd_bounded
+from storefront import livehub
+from storefront.live import MAX_STREAM_S, RECONNECT_JITTER_MS, STREAM_JITTER
+from storefront.livehub import (
+    FD_RESERVE,
+    RECONNECT_MS,
+    LiveHub,
+    Subscription,
+    _update,
+    fd_bounded,
+)
+from storefront.session import User, current_user
+from tests.storefront.live_capacity import publish
 from tests.support.storefront import FakeServices, log_in
 
 SALE_ID = "3f1b2c4d-0000-4000-8000-000000000001"
@@ -93,8 +106,20 @@ def test_the_inbox_needs_a_shopper(client: FlaskClient, fake: FakeServices) -> N
     assert anonymous.status_code == 302 and "/login" in anonymous.headers["Location"]
     assert client.post("/inbox/read").status_code == 302
     log_in(client, fake, "root", role="admin")
-    assert client.get("/inbox").status_code == 403
+    refused = client.get("/inbox")
+    assert refused.status_code == 403
+    assert "Only shoppers have orders and notifications" in refused.text  # not "admins only"
+    assert client.post("/inbox/read").status_code == 403
     assert not fake.made("notifications", "GET", "/notifications")
+
+
+def test_the_session_keeps_the_customer_id_of_the_login(
+    app: Flask, client: FlaskClient, fake: FakeServices
+) -> None:
+    log_in(client, fake, "ada", customer_id=41)
+    cookie = client.get_cookie("shop_session").value
+    with app.test_request_context(headers={"Cookie": f"shop_session={cookie}"}):
+        assert current_user() == User("ada", "customer", customer_id=41)
 
 
 def test_the_menu_count_is_a_fragment_that_never_fails(
@@ -123,6 +148,42 @@ def test_pages_load_the_menu_count_after_themselves(
     assert 'id="nav-inbox"' in page.text and 'hx-get="/inbox/count"' in page.text
     # Rendering the page did not wait for the notifications service.
     assert not fake.made("notifications", "GET", "/notifications")
+
+
+def test_the_menu_count_is_one_quick_call_kept_for_the_next_pages(
+    client: FlaskClient, fake: FakeServices, shopper: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake.on("inventory", "GET", "/products", 200, notifications_page())
+    fake.on("notifications", "GET", "/notifications", 200, notifications_page(NOTE, unread=3))
+    fake.on("notifications", "POST", "/notifications/read", 200, {"marked": 3})
+    assert ">3</span>" in client.get("/inbox/count").text
+    (call,) = fake.made("notifications", "GET", "/notifications")
+    assert call.quick  # one attempt, a short timeout: the menu can do without it
+    # The next pages show the kept count at once; only an order's change asks again.
+    page = client.get("/")
+    assert 'id="inbox-unread"' in page.text and ">3</span>" in page.text
+    assert 'hx-trigger="shop-order from:body delay:2s"' in page.text
+    assert len(fake.made("notifications", "GET", "/notifications")) == 1
+    # Marking read forgets it: the next page asks after itself.
+    assert client.post("/inbox/read").status_code == 302
+    page = client.get("/")
+    assert 'id="inbox-unread"' not in page.text
+    assert 'hx-trigger="load, shop-order from:body delay:2s"' in page.text
+    # And so it does once the count is older than it is kept.
+    assert ">3</span>" in client.get("/inbox/count").text
+    monkeypatch.setattr("storefront.inbox.COUNT_KEEP_S", 0.0)
+    assert 'hx-trigger="load, shop-order' in client.get("/").text
+
+
+def test_the_inbox_page_counts_the_unread_once(
+    client: FlaskClient, fake: FakeServices, shopper: str
+) -> None:
+    fake.on("notifications", "GET", "/notifications", 200, notifications_page(NOTE, unread=2))
+    page = client.get("/inbox")
+    assert ">2</span>" in page.text and "2 unread" in page.text  # the menu has it already
+    assert 'hx-trigger="shop-order from:body delay:2s"' in page.text  # no second call
+    (call,) = fake.made("notifications", "GET", "/notifications")
+    assert not call.quick
 
 
 # --- the live stream's view -------------------------------------------------------------------
@@ -189,6 +250,8 @@ def test_the_stream_is_the_sessions_customers_whatever_the_query_says(
     assert response.mimetype == "text/event-stream"
     assert response.headers["X-Accel-Buffering"] == "no"
     assert response.text.startswith("retry: ")
+    retry = int(response.text.removeprefix("retry: ").strip())
+    assert RECONNECT_MS <= retry <= RECONNECT_MS + RECONNECT_JITTER_MS  # jittered
     assert handover.receiver is not None
     left, right = socket.socketpair()
     try:
@@ -199,6 +262,9 @@ def test_the_stream_is_the_sessions_customers_whatever_the_query_says(
         assert subscription.order_id == SALE_ID
         assert subscription.after == (1700000003000, 0)  # since, less the clock margin
         assert subscription.session_id is not None
+        # Ends before the token must be renewed (ttl 900 s), by a random share of the span.
+        span = subscription.until - time.time()
+        assert (1 - STREAM_JITTER) * MAX_STREAM_S - 5 <= span <= MAX_STREAM_S
     finally:
         left.close()
         right.close()
@@ -330,6 +396,53 @@ def test_the_hub_never_holds_more_streams_than_the_process_may_open_files() -> N
         assert bounded == raised - FD_RESERVE <= hard - FD_RESERVE
 
 
+def test_building_the_hub_leaves_the_file_limit_to_its_start() -> None:
+    hub = LiveHub("redis://127.0.0.1:1/0", max_streams=10**9)
+    assert hub.max_streams == 10**9  # nothing bounded (nor any limit raised) by building it
+    try:
+        hub._ensure_started()
+        assert hub.max_streams == fd_bounded(10**9)
+    finally:
+        hub.stop()
+
+
+def test_a_reader_that_fails_unexpectedly_is_logged_and_starts_again(
+    broker: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The hub's reader of the order stream meets an error it does not expect on one entry:
+    it is logged, the reader starts again past that entry, and the pages get what follows."""
+    real_update, failures = livehub._update, []
+
+    def update_failing_once(entry_id: str, fields: dict[Any, Any]) -> Any:
+        if not failures:
+            failures.append(entry_id)
+            raise RuntimeError("an entry the reader did not expect")
+        return real_update(entry_id, fields)
+
+    monkeypatch.setattr(livehub, "_update", update_failing_once)
+    monkeypatch.setattr(livehub, "RESTART_S", 0.1)
+    hub = LiveHub(broker.url)
+    mine, page = socket.socketpair()
+    try:
+        hub.adopt(mine, b"HTTP/1.1 200 OK\r\n\r\n", Subscription(77, "s-77"))
+        page.settimeout(10)
+        assert page.recv(100).startswith(b"HTTP/1.1 200")
+        (poisoned,) = publish(broker.url, 77)
+        deadline = time.monotonic() + 10
+        while not failures:
+            assert time.monotonic() < deadline, "the reader never read the entry"
+            time.sleep(0.05)
+        (after,) = publish(broker.url, 77)
+        received = b""
+        while after.encode() not in received:
+            received += page.recv(4096)
+        assert poisoned.encode() not in received  # skipped, not retried for ever
+        assert "live updates: _follow failed; it starts again" in caplog.text
+    finally:
+        hub.stop()
+        page.close()
+
+
 def test_a_logout_ends_the_sessions_live_streams_at_once(
     make_app: Callable[..., Flask], fake: FakeServices
 ) -> None:
@@ -373,3 +486,15 @@ def test_a_logout_ends_the_sessions_live_streams_at_once(
         hub.stop()
         for sock in (my_page, other_page):
             sock.close()
+
+
+def test_a_page_is_told_the_catalogued_events_name_of_what_happened() -> None:
+    def entry(kind: str) -> dict[bytes, bytes]:
+        event = Event(str(new_event_id()), "sales", kind, SALE_ID, datetime.now(UTC),
+                      {"customer_id": 41, "order_id": SALE_ID})  # fmt: skip
+        return {FIELD.encode(): encode(event)}
+
+    shipped = _update("1700000000000-1", entry("shop.order.shipped.v1"))
+    assert shipped is not None and b'"event":"shipped"' in shipped.message
+    unknown = _update("1700000000000-2", entry("shop.order.teleported.v9"))
+    assert unknown is not None and b'"event":"shop.order.teleported.v9"' in unknown.message

@@ -10,11 +10,14 @@ changing by itself) is in ``tests/storefront/test_browser_shopper.py``.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 
 import pytest
 import requests
 
+from storefront.live import RECONNECT_JITTER_MS
+from storefront.livehub import RECONNECT_MS
 from tests.storefront.live_capacity import (
     SECRET,
     measure,
@@ -109,7 +112,9 @@ async def open_stream_with(
     )
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     assert head.startswith(b"HTTP/1.1 200"), head
-    await asyncio.wait_for(reader.readuntil(b"retry: 3000\n\n"), 10)
+    retry = await asyncio.wait_for(reader.readuntil(b"\n\n"), 10)
+    assert re.fullmatch(rb"retry: (\d+)\n\n", retry), retry
+    assert RECONNECT_MS <= int(retry[7:-2]) <= RECONNECT_MS + RECONNECT_JITTER_MS
     return reader, writer
 
 

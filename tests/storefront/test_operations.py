@@ -5,10 +5,13 @@ from __future__ import annotations
 import re
 import time
 
+from flask import Flask
 from flask.testing import FlaskClient
 
+from shopkit import faults
+from shopkit.fault_routes import SAGA_STEPS
 from shopkit.service_client import ServiceResponse
-from storefront.faults import fingerprint
+from storefront.faults import fault_form, fingerprint
 from tests.storefront.test_views import page_of
 from tests.support.storefront import Call, FakeServices
 
@@ -345,3 +348,14 @@ def test_under_the_gateways_prefix_the_console_forms_and_redirects_carry_it(
         "fault-sales-kind": "error", "fault-sales-target": "route", "fault-sales-route": "/x",
         "fault-sales-rate": "1"})  # fmt: skip
     assert switched.headers["Location"] == "/shop/admin/system#faults-sales"
+
+
+def test_the_fault_forms_offer_every_target_the_services_accept(app: Flask) -> None:
+    with app.test_request_context():
+        sales = {value for value, _ in fault_form("sales").target.choices}
+        inventory = {value for value, _ in fault_form("inventory").target.choices}
+    assert {f"after_step:{step}" for step in SAGA_STEPS} <= sales  # "record" included
+    assert "after_step:record" in sales and "after_step:record" not in inventory
+    for targets in (sales, inventory):
+        assert {f"after_step:{point}" for point in faults.EVENT_CRASH_POINTS} <= targets
+        assert {f"broker:{op}" for op in faults.BROKER_OPERATIONS} | {"broker"} <= targets

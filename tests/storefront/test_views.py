@@ -7,15 +7,16 @@ import re
 import sys
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
 
 from shopkit.config import Settings
-from shopkit.service_client import DependencyUnavailable
+from shopkit.service_client import DependencyUnavailable, ServiceResponse
 from storefront.jobs import JobRunner
-from tests.support.storefront import FakeServices, access_token, log_in
+from tests.support.storefront import Call, FakeServices, access_token, log_in
 
 PRODUCT = {"id": 7, "name": "Trail Shoes", "category": "clothes", "price": "89.90",
            "description": "Light and grippy.", "stock": 4, "archived": False}  # fmt: skip
@@ -236,6 +237,40 @@ def test_an_expiring_token_is_renewed_with_the_refresh_token(
     (refresh,) = fake.made("customers", "POST", "/auth/refresh")
     assert refresh.json == {"refresh_token": "refresh-1"}
     assert fake.made("sales", "GET", "/cart")[0].token == fresh
+
+
+def test_concurrent_requests_of_one_session_renew_its_tokens_once(
+    client: FlaskClient, fake: FakeServices, app
+) -> None:
+    log_in(client, fake, "ada", ttl_s=30)  # within the renewal margin
+    fresh = access_token("ada")
+    spent: set[str] = set()
+
+    def refresh(call: Call) -> ServiceResponse:
+        # As the customers service does: a refresh token used twice revokes the login.
+        presented = call.json["refresh_token"]
+        if presented in spent:
+            return ServiceResponse(401, {"code": "invalid_token", "detail": "Already used."})
+        spent.add(presented)
+        time.sleep(0.3)  # the other request arrives while this renewal is under way
+        return ServiceResponse(
+            200, {"access_token": fresh, "refresh_token": "refresh-2", "expires_in": 900}
+        )
+
+    fake.handle("customers", "POST", "/auth/refresh", refresh)
+    fake.on("sales", "GET", "/cart", 200, {"items": [], "total": "0.00"})
+    cookie = client.get_cookie("shop_session").value
+    tabs = [app.test_client() for _ in range(2)]
+    for tab in tabs:
+        tab.set_cookie("shop_session", cookie)
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda tab: tab.get("/cart"), tabs))
+    assert [a.status_code for a in answers] == [200, 200]
+    assert len(fake.made("customers", "POST", "/auth/refresh")) == 1
+    assert [c.token for c in fake.made("sales", "GET", "/cart")] == [fresh, fresh]
+    for tab in tabs:  # each tab goes on with the renewed session
+        assert tab.get("/cart").status_code == 200
+    assert len(fake.made("customers", "POST", "/auth/refresh")) == 1
 
 
 def test_a_refused_refresh_ends_the_session(client: FlaskClient, fake: FakeServices) -> None:

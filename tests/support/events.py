@@ -10,6 +10,7 @@ from typing import Any
 
 import redis
 
+from shopkit.events.catalog import replay_stream
 from shopkit.events.consumer import Consumer
 
 
@@ -35,6 +36,23 @@ def pending_by(valkey: redis.Redis, group: str, stream: str = "events:order") ->
     """How many entries of ``stream`` each consumer of ``group`` holds unacknowledged."""
     summary: Any = valkey.xpending(stream, group)
     return {c["name"].decode(): int(c["pending"]) for c in summary["consumers"]}
+
+
+def group_from_now(events_url: str, group: str, streams: Iterable[str]) -> None:
+    """Start consumer ``group`` at the end (``$``) of each of ``streams`` and of its replay
+    stream, creating it or moving it there: a worker started next reads only what comes
+    after, not every event earlier test files left on the session's broker."""
+    client = redis.Redis.from_url(events_url, socket_timeout=5)
+    try:
+        for stream in (*streams, replay_stream(group)):
+            try:
+                client.xgroup_create(stream, group, id="$", mkstream=True)
+            except redis.ResponseError as error:
+                if "BUSYGROUP" not in str(error):
+                    raise
+                client.xgroup_setid(stream, group, id="$")
+    finally:
+        client.close()
 
 
 def start_with_broker(stack: Any, service: str, events_url: str, **options: Any) -> Any:

@@ -30,6 +30,8 @@ class Call:
     idempotency_key: str | None = None
     body: bytes | None = None
     headers: dict[str, str] | None = None
+    #: Made as a quick call (one attempt, a short timeout).
+    quick: bool = False
 
 
 @dataclass
@@ -120,7 +122,7 @@ def session_cookie(secret: str, username: str, customer_id: int, role: str = "cu
     access = jwt.encode(claims, "a-key-the-storefront-never-verifies-with-32b", algorithm="HS256")
     session = {
         "sid": f"sid-{username}-{customer_id}",
-        "user": {"username": username, "role": role},
+        "user": {"username": username, "role": role, "cid": customer_id},
         "tokens": {"access": access, "refresh": "refresh-1", "expires_at": expires},
         "_permanent": True,
     }
