@@ -17,12 +17,12 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from devstack import mailsink
-from devstack.processes import free_port
 from notifications_service import mailer
 from notifications_service.models import Mail
 from notifications_service.notifications import STREAMS, message_id_for
 from notifications_service.worker import build_consumer
 from tests.notifications.test_notifications import _contact, _publish
+from tests.support.database import free_port
 
 SENDER = "Shop <shop@localhost>"
 

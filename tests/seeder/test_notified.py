@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from devstack import mailsink
-from devstack.processes import WorkerProcess
 from notifications_service.notifications import GROUP, STREAMS
+from tests.support.database import WorkerProcess
 from tests.support.events import group_from_now
 from tests.support.seeder import Run
 
