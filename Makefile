@@ -27,12 +27,12 @@ system-tools:
 # the rest, without them: it holds the services to their answer-time bounds, which a
 # machine busy with other tests would blur; its two files (the synchronous faults, the
 # events' faults) run side by side, each on its own stack, mostly waiting out their
-# freezes. With PYTEST_ARGS, exactly what they name runs.
+# freezes. Each run ends with its slowest tests. With PYTEST_ARGS, exactly what they name runs.
 FAULT_SUITE := tests/resilience
 test: install system-tools
 ifeq ($(strip $(PYTEST_ARGS)),)
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --ignore=$(FAULT_SUITE)
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(FAULT_SUITE)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=25 --ignore=$(FAULT_SUITE)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=10 $(FAULT_SUITE)
 else
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 endif
