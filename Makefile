@@ -25,9 +25,9 @@ system-tools:
 # Each test file runs whole on one worker (tests/docs as one: one docs build), the slowest
 # first (tests/conftest.py). The whole suite runs the fault suite (tests/resilience) after
 # the rest, without them: it holds the services to their answer-time bounds, which a
-# machine busy with other tests would blur; its two files (the synchronous faults, the
-# events' faults) run side by side, each on its own stack, mostly waiting out their
-# freezes. Each run ends with its slowest tests. With PYTEST_ARGS, exactly what they name runs.
+# machine busy with other tests would blur; its four files (freezes, process kills, live
+# faults, the events' faults) run two at a time, each test on its own stack, mostly waiting
+# out its faults. Each run ends with its slowest tests. With PYTEST_ARGS, exactly what they name runs.
 FAULT_SUITE := tests/resilience
 test: install system-tools
 ifeq ($(strip $(PYTEST_ARGS)),)

@@ -41,6 +41,8 @@ SLOWEST_FIRST = (
     "tests/sales/test_order_races_and_faults.py",
     "tests/e2e/test_make_run.py",
     "tests/resilience/test_event_faults.py",
+    "tests/resilience/test_process_kills.py",
+    "tests/resilience/test_live_faults.py",
     "tests/contract/test_schemathesis.py",
     "tests/storefront/test_console_browser.py",
     "tests/storefront/test_browser_shopper.py",

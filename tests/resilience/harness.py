@@ -137,6 +137,19 @@ class Shoppers:
         return self.answers
 
 
+def arrange(stack: LiveStack, buyers: int = 4, products: int = 3) -> tuple[Shop, list[str]]:
+    """A shop of ``products`` products and ``buyers`` funded buyers; the buyers' tokens."""
+    shop = Shop(stack)
+    for _ in range(products):
+        shop.product()
+    return shop, [shop.buyer() for _ in range(buyers)]
+
+
+def shoppers(stack: LiveStack, shop: Shop, tokens: list[str], threads: int = 4) -> Shoppers:
+    """Shoppers buying ``shop``'s products from the stack's sales service, already started."""
+    return Shoppers(stack.url("sales"), tokens, list(shop.products), threads=threads).start()
+
+
 def buy(url: str, token: str, product: int, quantity: int, key: str | None = None) -> Answer:
     """``POST /sales``; a connection that fails without an answer counts as status 0."""
     started = time.monotonic()
