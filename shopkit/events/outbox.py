@@ -190,12 +190,19 @@ def prune(session: Session, table: Table, older_than_s: float) -> int:
 
     Published rows are kept for a while so that the audit can compare the
     outbox with what consumers applied; after that they are only history.
+    Each aggregate's newest row stays whatever its age: the next event's
+    ``sequence`` is counted on from it, and an aggregate whose rows were all
+    gone would start again at 1, below what consumers already applied, which
+    they would then ignore as old.
     """
     name = qualified(session, table)
     deleted = session.execute(
         text(
-            f"DELETE FROM {name} WHERE published_at IS NOT NULL "  # noqa: S608
-            "AND published_at < now() - make_interval(secs => :age)"
+            f"DELETE FROM {name} AS old WHERE old.published_at IS NOT NULL "  # noqa: S608
+            "AND old.published_at < now() - make_interval(secs => :age) "
+            f"AND EXISTS (SELECT 1 FROM {name} AS newer "
+            "WHERE newer.aggregate = old.aggregate AND newer.aggregate_id = old.aggregate_id "
+            "AND newer.sequence > old.sequence)"
         ),
         {"age": older_than_s},
     )

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, select, text
 
 from shopkit.events.catalog import UnknownEventType, stream_for, validate_data
 from shopkit.events.envelope import FIELD, decode
-from shopkit.events.outbox import NewEvent, backlog, emit, emit_many
+from shopkit.events.outbox import NewEvent, backlog, emit, emit_many, prune
 from shopkit.events.relay import Relay, RelaySettings, broker_client
 from tests.events import tables
 from tests.support.database import broker as embedded_broker
@@ -197,6 +197,45 @@ def test_publishing_trims_entries_older_than_the_retention(
     assert remaining[0][0] != b"1-1", "the relay's MINID ~ trimmed nothing"
     assert len(remaining) < 151
     assert decode(remaining[-1][1][FIELD.encode()]).type == "shop.order.delivered.v1"
+
+
+def test_prune_keeps_each_aggregates_newest_row_so_its_sequence_goes_on(
+    sessions, relay, valkey
+) -> None:
+    """Pruning deletes old published rows but never an aggregate's newest: the next event
+    of that order is numbered after it, not 1 again (which consumers would drop as old)."""
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    completed = {"order_id": first, "customer_id": 1, "total": "3.00"}
+    with sessions() as session, session.begin():
+        emit(session, tables.outbox, "shop.order.placed.v1", first, _placed(first))
+        emit(session, tables.outbox, "shop.order.completed.v1", first, completed)
+        emit(session, tables.outbox, "shop.order.placed.v1", second, _placed(second))
+    assert relay.publish_once() == 3
+    shipped = {"order_id": first, "customer_id": 1, "carrier": None, "tracking_number": None}
+    with sessions() as session, session.begin():  # not published yet
+        emit(session, tables.outbox, "shop.order.shipped.v1", first, shipped)
+
+    def rows() -> set[tuple[str, int]]:
+        with sessions() as session:
+            found = session.execute(select(tables.outbox.c.aggregate_id, tables.outbox.c.sequence))
+            return {(aggregate_id, sequence) for aggregate_id, sequence in found}
+
+    with sessions() as session, session.begin():
+        assert prune(session, tables.outbox, older_than_s=3600) == 0  # none published so long ago
+    with sessions() as session, session.begin():
+        assert prune(session, tables.outbox, older_than_s=0) == 2
+    assert rows() == {(first, 3), (second, 1)}  # the unpublished row, and second's newest
+    assert relay.publish_once() == 1
+    with sessions() as session, session.begin():
+        assert prune(session, tables.outbox, older_than_s=0) == 0  # each one's newest stays
+    assert rows() == {(first, 3), (second, 1)}
+
+    with sessions() as session, session.begin():
+        delivered = {"order_id": first, "customer_id": 1}
+        emit(session, tables.outbox, "shop.order.delivered.v1", first, delivered)
+    assert relay.publish_once() == 1
+    last = _stream_events(valkey)[-1]
+    assert (last.subject, last.sequence, last.type) == (first, 4, "shop.order.delivered.v1")
 
 
 def _placed(order_id: str) -> dict:
