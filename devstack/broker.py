@@ -18,14 +18,25 @@ instead:
   started the server: start it from the main thread or a thread that lives as
   long as the server should.)
 - :meth:`Broker.stop` asks for a clean shutdown (``SIGTERM``: the server
-  flushes its append-only file), then kills it after a timeout.
+  flushes its append-only file), then kills it after a timeout;
+- it has a ``storefront`` user that may only read the order stream
+  (:data:`STOREFRONT_RULES`, docs/events.rst): the storefront connects with
+  :attr:`Broker.storefront_url`. Its password is generated once per data
+  directory (the ``storefront-broker-password`` file, readable by its owner
+  only) and the server reads the user from an ACL file written at every start
+  (``users.acl``, the password only as its SHA-256), so the user survives
+  restarts: the append-only file keeps data, never users. The ``default``
+  user stays as it was (no password, every command: the server listens on
+  127.0.0.1 only), and the services connect with :attr:`Broker.url`.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -39,12 +50,27 @@ from pathlib import Path
 import redis
 
 from devstack.processes import free_port, preexec
+from shopkit.events.catalog import stream_for
 
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
+
+#: The broker user of the storefront's live hub (storefront/livehub.py).
+STOREFRONT_USER = "storefront"
+#: Its ACL rules (``ACL SETUSER`` syntax, Valkey 8.1): the order stream's key only, no
+#: pub/sub channel, and only ``XREAD`` (all the hub sends) and ``CLIENT SETINFO`` (what
+#: redis-py sends on connecting, its library's name and version). ``AUTH`` is always
+#: allowed. The same rules are in docker-compose.yml and deploy/k8s/base/valkey.yaml.
+STOREFRONT_RULES = (
+    "resetkeys", f"~{stream_for('order')}", "resetchannels", "-@all", "+xread", "+client|setinfo",
+)  # fmt: skip
+#: The file in the data directory holding the storefront user's password.
+STOREFRONT_PASSWORD_FILE = "storefront-broker-password"  # noqa: S105 (a file name)
+#: The ACL file the server reads its users from (written at every start).
+ACL_FILE = "users.acl"
 
 
 class BrokerStartError(RuntimeError):
@@ -69,10 +95,18 @@ class Broker:
     port: int
     data_dir: Path
     durable: bool
+    #: The ``storefront`` user's password (:func:`storefront_password`).
+    storefront_password: str = field(default="", repr=False)
+    #: The services' URL: the ``default`` user, every command.
     url: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.url = f"redis://{HOST}:{self.port}/0"
+
+    @property
+    def storefront_url(self) -> str:
+        """The storefront's URL: the ``storefront`` user, which may only read the order stream."""
+        return f"redis://{STOREFRONT_USER}:{self.storefront_password}@{HOST}:{self.port}/0"
 
     @property
     def log_file(self) -> Path:
@@ -108,6 +142,30 @@ class Broker:
             self.process.wait(timeout=STOP_TIMEOUT_S)
 
 
+def storefront_password(data_dir: Path) -> str:
+    """The ``storefront`` user's password of the broker in ``data_dir``: made on first use
+    (random, URL-safe) and kept in a file only its owner may read."""
+    path = data_dir / STOREFRONT_PASSWORD_FILE
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def write_acl_file(data_dir: Path, password: str) -> Path:
+    """Write the server's users to the ACL file in ``data_dir``: ``default`` as Valkey
+    makes it, and ``storefront`` (:data:`STOREFRONT_RULES`, its password as a SHA-256)."""
+    digest = hashlib.sha256(password.encode()).hexdigest()
+    path = data_dir / ACL_FILE
+    path.write_text(
+        "user default on nopass sanitize-payload ~* &* +@all\n"
+        f"user {STOREFRONT_USER} reset on #{digest} {' '.join(STOREFRONT_RULES)}\n"
+    )
+    path.chmod(0o600)
+    return path
+
+
 def _command(binary: str, data_dir: Path, port: int, *, durable: bool) -> list[str]:
     return [
         binary,
@@ -123,6 +181,8 @@ def _command(binary: str, data_dir: Path, port: int, *, durable: bool) -> list[s
         "--save", "",
         # Never evict: a stream entry dropped under memory pressure is a lost event.
         "--maxmemory-policy", "noeviction",
+        # The users (write_acl_file): no password on the command line.
+        "--aclfile", str(data_dir / ACL_FILE),
     ]  # fmt: skip
 
 
@@ -161,6 +221,8 @@ def start(
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     binary = server_binary()
+    password = storefront_password(data_dir)
+    write_acl_file(data_dir, password)
     attempts = 1 if port is not None else 3  # a free port can be taken before the server binds
     for attempt in range(attempts):
         chosen = port if port is not None else free_port()
@@ -174,7 +236,13 @@ def start(
             # which then stops the server cleanly.
             process_group=0,
         )
-        broker = Broker(process=process, port=chosen, data_dir=data_dir, durable=durable)
+        broker = Broker(
+            process=process,
+            port=chosen,
+            data_dir=data_dir,
+            durable=durable,
+            storefront_password=password,
+        )
         try:
             _wait_ready(broker, timeout)
         except BrokerStartError:

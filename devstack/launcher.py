@@ -6,7 +6,9 @@ event broker (the embedded Valkey of :mod:`devstack.broker` unless
 ``SMTP_URL`` is set), applies every service's migrations, starts the apps of
 :mod:`shopkit.registry` under gunicorn with the notifications worker,
 Prometheus and the nginx gateway when installed, and the seeder's demo;
-Ctrl-C stops everything. Every service gets ``EVENTS_URL`` and ``SMTP_URL``.
+Ctrl-C stops everything. Every service gets ``EVENTS_URL`` and ``SMTP_URL``; on the
+embedded broker the storefront's ``EVENTS_URL`` is its own broker user's, which may only
+read the order stream (:data:`devstack.broker.STOREFRONT_RULES`).
 Every child dies with the launcher, even when the launcher is killed with
 SIGKILL (:mod:`devstack.watchdog`).
 """
@@ -144,6 +146,16 @@ def _service_envs(
     return envs
 
 
+def _frontend_envs(
+    shared: dict[str, str], broker: embedded_broker.Broker | None
+) -> dict[str, dict[str, str]]:
+    """What each front end gets: what every child gets, but on the embedded broker the
+    storefront connects as its own user (an ``EVENTS_URL`` of the launcher's: the same)."""
+    if broker is None:
+        return {}
+    return {"storefront": {**shared, "EVENTS_URL": broker.storefront_url}}
+
+
 def _events_and_mail(
     settings: Settings, watchdog: Watchdog
 ) -> tuple[embedded_broker.Broker | None, mailsink.MailSink | None, dict[str, str]]:
@@ -248,6 +260,7 @@ def run_local(services: list[str] | None = None) -> int:
     server, url = _database(settings, watchdog)
     broker, sink, shared = _events_and_mail(settings, watchdog)
     envs = _service_envs(services, shared, url, own_roles=server is not None)
+    envs.update(_frontend_envs(shared, broker))
     processes: list[ServiceProcess] = []
     workers: list[WorkerProcess] = []
     seeder: subprocess.Popen[bytes] | None = None

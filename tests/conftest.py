@@ -214,13 +214,17 @@ def key_resolver(customers_app: Flask) -> Any:
 def live_stack(database_url: str) -> Iterator[Any]:
     """Real gunicorn processes of the services on free ports (started on demand, per session),
     with a real broker as ``EVENTS_URL``, as ``make run`` has: the outboxes are relayed and
-    reviews learns purchases from order events."""
+    reviews learns purchases from order events; the storefront connects as its broker user."""
     from tests.support.database import broker
     from tests.support.live import LiveStack, relaying
 
     with broker.throwaway_broker(prefix="shop-test-valkey-") as running:
         stack = LiveStack(
-            database_url, (ADMIN_USERNAME, ADMIN_PASSWORD), SERVICE_SECRET, events_url=running.url
+            database_url,
+            (ADMIN_USERNAME, ADMIN_PASSWORD),
+            SERVICE_SECRET,
+            events_url=running.url,
+            storefront_events_url=running.storefront_url,
         )
         try:
             with relaying(stack):

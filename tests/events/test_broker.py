@@ -11,6 +11,7 @@ import time
 import psutil
 
 from shopkit.config import PROJECT_ROOT
+from tests.support.broker_acl import assert_storefront_only_reads_orders
 from tests.support.database import broker as embedded_broker
 
 
@@ -83,3 +84,42 @@ def test_events_url_wins_over_the_embedded_broker(tmp_path, monkeypatch) -> None
     with embedded_broker.events_url(tmp_path / "unused") as url:
         assert url == "redis://valkey.example:6379/0"
     assert not (tmp_path / "unused").exists()
+
+
+def test_the_storefront_user_only_reads_the_order_stream() -> None:
+    with embedded_broker.throwaway_broker() as running:
+        assert_storefront_only_reads_orders(running.storefront_url, running.url)
+
+
+def test_the_storefront_user_and_its_password_survive_a_restart(tmp_path) -> None:
+    """The password is made once per data directory (owner-only file), never written in
+    plain to the ACL file or the command line, and the user is there again after a kill."""
+    data_dir = tmp_path / "valkey"
+    running = embedded_broker.start(data_dir, durable=True)
+    try:
+        password = running.storefront_password
+        assert len(password) >= 32
+        secret_file = data_dir / embedded_broker.STOREFRONT_PASSWORD_FILE
+        assert secret_file.stat().st_mode & 0o777 == 0o600
+        assert password not in (data_dir / embedded_broker.ACL_FILE).read_text()
+        assert not any(password in part for part in running.process.args)  # type: ignore[union-attr]
+        running.kill()
+        running = embedded_broker.restart(running)
+        assert running.storefront_password == password
+        assert_storefront_only_reads_orders(running.storefront_url, running.url)
+    finally:
+        running.stop()
+
+
+def test_the_launcher_gives_the_storefront_its_own_broker_user() -> None:
+    from devstack.launcher import SHARED, _frontend_envs, _service_envs
+
+    with embedded_broker.throwaway_broker() as running:
+        shared = {"EVENTS_URL": running.url, "SMTP_URL": "smtp://127.0.0.1:2525"}
+        envs = _service_envs(["sales"], shared, "postgresql://db/shop", own_roles=False)
+        envs.update(_frontend_envs(shared, running))
+        assert envs["sales"]["EVENTS_URL"] == envs[SHARED]["EVENTS_URL"] == running.url
+        assert envs["storefront"]["EVENTS_URL"] == running.storefront_url
+        assert envs["storefront"]["SMTP_URL"] == shared["SMTP_URL"]
+        assert_storefront_only_reads_orders(envs["storefront"]["EVENTS_URL"], running.url)
+    assert _frontend_envs(shared, None) == {}  # an EVENTS_URL of one's own: the same for all

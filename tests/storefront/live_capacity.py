@@ -84,7 +84,12 @@ def storefront_with_broker(
     layout = app("storefront")
     with broker.throwaway_broker() as running:
         port = free_port()
-        env = {"EVENTS_URL": running.url, "STOREFRONT_SECRET_KEY": SECRET, "LOG_LEVEL": "WARNING"}
+        env = {
+            # its own broker user, as make run gives it (it may only read the order stream)
+            "EVENTS_URL": running.storefront_url,
+            "STOREFRONT_SECRET_KEY": SECRET,
+            "LOG_LEVEL": "WARNING",
+        }
         process = ServiceProcess(
             "storefront",
             port,

@@ -49,12 +49,16 @@ class LiveStack:
         service_secret: str,
         *,
         events_url: str = "",
+        storefront_events_url: str = "",
     ) -> None:
         self.database_url = database_url
         self.admin = admin
         self.service_secret = service_secret
         #: The broker every service gets as ``EVENTS_URL`` (none: no relays, no consumers).
         self.events_url = events_url
+        #: The storefront's ``EVENTS_URL`` instead (its own broker user, as make run gives it:
+        #: it may only read the order stream).
+        self.storefront_events_url = storefront_events_url or events_url
         self.ports = {a.name: free_port() for a in APPS}  # the services and the storefront
         self.processes: dict[str, ServiceProcess] = {}
         self.log_dir = Path(tempfile.mkdtemp(prefix="shop-test-logs-"))
@@ -80,6 +84,11 @@ class LiveStack:
             "HTTP_READ_TIMEOUT": "3",
             **{f"{name.upper()}_URL": self.url(name) for name in SERVICE_NAMES},
             **({"EVENTS_URL": self.events_url} if self.events_url else {}),
+            **(
+                {"EVENTS_URL": self.storefront_events_url}
+                if service == "storefront" and self.storefront_events_url
+                else {}
+            ),
         }
 
     def start(
