@@ -33,9 +33,11 @@ import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import jsonschema
 import pytest
+import redis
 import requests
 import yaml
 from sqlalchemy import create_engine, text
@@ -50,6 +52,11 @@ from shopkit.config import (
     Settings,
 )
 from shopkit.registry import SERVICE_NAMES, app
+from tests.support.broker_acl import (
+    assert_check_needs_the_password,
+    assert_storefront_only_reads_orders,
+    valkey_with,
+)
 from tests.support.database import (
     CLOSED_ADDRESS,
     GATEWAY_DIR,
@@ -141,7 +148,7 @@ def test_compose_runs_the_broker_the_mail_catcher_and_the_notifications_worker()
     services = doc["services"]
     valkey = services["valkey"]
     assert valkey["image"] == "valkey/valkey:8.1"
-    assert valkey["healthcheck"]["test"] == ["CMD", "valkey-cli", "ping"]
+    assert valkey["healthcheck"]["test"] == ["CMD-SHELL", "valkey-cli ping | grep -q PONG"]
     command = valkey["command"]
     assert command[command.index("--appendonly") + 1] == "yes"
     assert "valkey-data:/data" in valkey["volumes"] and "valkey-data" in doc["volumes"]
@@ -152,10 +159,7 @@ def test_compose_runs_the_broker_the_mail_catcher_and_the_notifications_worker()
     healthy = {"condition": "service_healthy"}
     for name in ("notifications", "notifications-worker"):
         env = services[name]["environment"]
-        assert (
-            env["EVENTS_URL"] == "redis://valkey:6379/0"
-            and env["SMTP_URL"] == "smtp://mailpit:1025"
-        )
+        assert env["EVENTS_URL"] == SERVICES_EVENTS_URL and env["SMTP_URL"] == "smtp://mailpit:1025"
         assert (
             services[name]["depends_on"]["valkey"]
             == services[name]["depends_on"]["mailpit"]
@@ -168,8 +172,60 @@ def test_compose_runs_the_broker_the_mail_catcher_and_the_notifications_worker()
         worker["environment"]["DATABASE_URL"]
         == services["notifications"]["environment"]["DATABASE_URL"]
     )
-    for name in APP_SERVICES:  # every service can reach the broker
-        assert services[name]["environment"]["EVENTS_URL"] == "redis://valkey:6379/0"
+    for name in APP_SERVICES:  # every service can reach the broker, as its default user
+        assert services[name]["environment"]["EVENTS_URL"] == SERVICES_EVENTS_URL
+
+
+#: The services' broker URL: the default user, with the broker's password.
+SERVICES_EVENTS_URL = "redis://:${BROKER_PASSWORD:-dev-broker-password-change-me}@valkey:6379/0"
+#: Passwords a deployment would set (the file's development defaults are checked too).
+BROKER_PASSWORDS = {
+    "BROKER_PASSWORD": "services-broker-0123456789",
+    "STOREFRONT_BROKER_PASSWORD": "storefront-broker-0123456789",
+}
+
+
+@pytest.mark.parametrize("host", [{}, BROKER_PASSWORDS], ids=["defaults", "set"])
+def test_compose_broker_lets_the_storefront_only_read_orders(
+    host: dict[str, str], tmp_path: Path
+) -> None:
+    """valkey's exact command (interpolated) runs the real valkey-server: the services' URL
+    (the default user's password) can do everything, the storefront's (its own user) only
+    read the order stream; without the password nothing is answered, and the healthcheck
+    is healthy with the container's password only."""
+    services = compose()["services"]
+    valkey = services["valkey"]
+    command = [interpolate(part, host) for part in valkey["command"]]
+    assert command[0] == "valkey-server"
+    environment = {k: interpolate(str(v), host) for k, v in valkey["environment"].items()}
+    urls = {
+        name: urlsplit(interpolate(services[name]["environment"]["EVENTS_URL"], host))
+        for name in [*APP_SERVICES, "notifications-worker", "storefront"]
+    }
+    for name, url in urls.items():
+        assert (url.hostname, url.port, url.path) == ("valkey", 6379, "/0"), name
+        if name == "storefront":
+            assert url.username == "storefront"
+        else:
+            assert url.username == "" and url.password == environment["REDISCLI_AUTH"], name
+    password = urls["customers"].password
+    assert password and password == host.get("BROKER_PASSWORD", password)
+    assert urls["storefront"].password == host.get(
+        "STOREFRONT_BROKER_PASSWORD", urls["storefront"].password
+    )
+    with valkey_with(command[1:], tmp_path, password) as port:
+
+        def here(url: SplitResult) -> str:
+            return urlunsplit(
+                url._replace(netloc=url.netloc.replace("valkey:6379", f"127.0.0.1:{port}"))
+            )
+
+        assert_storefront_only_reads_orders(here(urls["storefront"]), here(urls["customers"]))
+        with pytest.raises(redis.AuthenticationError):  # no password: only AUTH is answered
+            redis.Redis(host="127.0.0.1", port=port, socket_timeout=5).xrange("events:order")
+        kind, check = valkey["healthcheck"]["test"]
+        assert kind == "CMD-SHELL"
+        assert_check_needs_the_password(check, port, environment["REDISCLI_AUTH"])
 
 
 def test_compose_gateway_is_the_public_entry() -> None:

@@ -65,6 +65,21 @@ def assert_storefront_only_reads_orders(storefront_url: str, services_url: str) 
         services.close()
 
 
+def assert_check_needs_the_password(shell_command: str, port: int, password: str) -> None:
+    """A deployment's health check (``sh -c`` of ``valkey-cli ping ...``), run with this
+    machine's ``valkey-cli`` on ``port``, passes with ``password`` in ``REDISCLI_AUTH``
+    (where the file puts it) and fails with a wrong one."""
+    cli = str(Path(server_binary()).with_name("valkey-cli"))
+    assert "valkey-cli" in shell_command
+    check = shell_command.replace("valkey-cli", f"{cli} -p {port}")
+    for auth, healthy in ((password, True), ("wrong-password", False)):
+        done = subprocess.run(
+            ["sh", "-c", check], env={"PATH": "/usr/bin:/bin", "REDISCLI_AUTH": auth},
+            capture_output=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert (done.returncode == 0) is healthy, done
+
+
 @contextmanager
 def valkey_with(arguments: Sequence[str], data_dir: Path, password: str) -> Iterator[int]:
     """The embedded ``valkey-server`` started with ``arguments`` (a deployment file's, after
