@@ -16,6 +16,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import kubernetes_validate
@@ -24,6 +25,11 @@ import yaml
 
 from shopkit.config import PRODUCTION, PROJECT_ROOT, SERVICE_PORTS, InsecureConfiguration, Settings
 from shopkit.registry import APPS, app, packages
+from tests.support.broker_acl import (
+    assert_check_needs_the_password,
+    assert_storefront_only_reads_orders,
+    valkey_with,
+)
 from tests.support.database import (
     FRONTENDS,
     GATEWAY_DIR,
@@ -52,6 +58,12 @@ APP_PORTS = {a.name: a.port for a in APPS}
 #: customers every service's, which it verifies, and ADMIN_PASSWORD; the storefront its
 #: session key and ADMIN_PASSWORD, for the console's seeder). Never the shared fallback.
 SECRET_VARIABLES = {name: production_secret_variables(name) for name in APP_PORTS}
+#: The broker's password each app gets from shop-secrets, for Kubernetes to put into its
+#: EVENTS_URL (the code reads only the URL): the services' default user, the storefront's own.
+BROKER_PASSWORDS = {
+    name: "STOREFRONT_BROKER_PASSWORD" if name == "storefront" else "BROKER_PASSWORD"
+    for name in APP_PORTS
+}
 
 
 def render(overlay: str) -> list[dict[str, Any]]:
@@ -107,10 +119,22 @@ def container_env(
         env.update(configmaps[source["configMapRef"]["name"]]["data"])
     for entry in container.get("env", []):
         if "value" in entry:
-            env[entry["name"]] = entry["value"]
+            env[entry["name"]] = expand(entry["value"], env)
         else:
             env[entry["name"]] = secret(entry["valueFrom"]["secretKeyRef"])
     return env
+
+
+def expand(value: str, env: dict[str, str]) -> str:
+    """``value`` as Kubernetes starts the container with it: each ``$(NAME)`` of a variable
+    defined before it replaced by its value (others stay as written; ``$$`` is a ``$``)."""
+
+    def one(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return env.get(match.group(1), match.group(0))
+
+    return re.sub(r"\$\$|\$\((\w+)\)", one, value)
 
 
 def production_secret(ref: dict[str, str]) -> str:
@@ -127,6 +151,7 @@ def env_names_read_by_the_code() -> set[str]:
     """Every variable an app process reads: Settings, the service URLs, gunicorn's, the
     front ends' own."""
     names = settings_variables() | {f"{service.upper()}_URL" for service in SERVICE_PORTS}
+    names |= set(BROKER_PASSWORDS.values())  # read by Kubernetes, into EVENTS_URL
     sources = [PROJECT_ROOT / "shopkit" / "gunicorn_conf.py"]
     sources += [
         path
@@ -204,7 +229,7 @@ def test_services_match_the_code(rendered: tuple[str, list[dict[str, Any]]]) -> 
         env = {e["name"]: e for e in container["env"]}
         assert set(env) <= known, set(env) - known
         secret = {n for n, e in env.items() if "secretKeyRef" in e.get("valueFrom", {})}
-        assert secret == SECRET_VARIABLES[name], name
+        assert secret == SECRET_VARIABLES[name] | {BROKER_PASSWORDS[name]}, name
         assert not any(
             "value" in e and re.search(r"PASSWORD|SECRET", e["name"]) for e in container["env"]
         )
@@ -308,7 +333,7 @@ def test_secrets_images_and_security(rendered: tuple[str, list[dict[str, Any]]])
             for variables in SECRET_VARIABLES.values()
             for variable in variables
         } - {"database-url"}
-        assert keys == expected
+        assert keys == expected | {secret_key(v) for v in BROKER_PASSWORDS.values()}
         documented = set(re.findall(r"--from-literal=([a-z-]+)=", guide))
         assert documented == keys, documented ^ keys  # every key, and none that is not read
 
@@ -407,7 +432,14 @@ def test_the_broker_is_a_durable_statefulset_and_every_service_is_pointed_at_it(
     (shop_config,) = (
         c for n, c in of_kind(docs, "ConfigMap").items() if n.startswith("shop-config")
     )
-    assert shop_config["data"]["EVENTS_URL"] == "redis://valkey:6379/0"
+    assert "EVENTS_URL" not in shop_config["data"]  # each container's own: with a password
+    for name, app_container in app_containers(docs):
+        env = {e["name"]: e for e in app_container["env"]}
+        password = BROKER_PASSWORDS[name]
+        user = "storefront" if name == "storefront" else ""
+        assert env["EVENTS_URL"]["value"] == f"redis://{user}:$({password})@valkey:6379/0", name
+        ref = env[password]["valueFrom"]["secretKeyRef"]
+        assert ref["name"].startswith("shop-secrets") and ref["key"] == secret_key(password)
     # The worker runs the notifications' consumer with the service's own settings and database.
     deployments = of_kind(docs, "Deployment")
     worker = deployments["notifications-worker"]["spec"]["template"]["spec"]
@@ -417,6 +449,10 @@ def test_the_broker_is_a_durable_statefulset_and_every_service_is_pointed_at_it(
     assert runner["envFrom"] == app_container["envFrom"]
     database = {e["name"]: e for e in app_container["env"]}["DATABASE_URL"]
     assert {e["name"]: e for e in runner["env"]}["DATABASE_URL"] == database
+    for variable in ("BROKER_PASSWORD", "EVENTS_URL"):  # the services' broker user
+        assert {e["name"]: e for e in runner["env"]}[variable] == {
+            e["name"]: e for e in app_container["env"]
+        }[variable]
     assert runner["image"] == app_container["image"]
 
 
@@ -540,3 +576,44 @@ def test_network_policies(rendered: tuple[str, list[dict[str, Any]]]) -> None:
     if "seeder" in pods:  # dev: demo data through the gateway only
         assert allowed(policies, pods["seeder"], pods["gateway"], 8000)
         assert not any(allowed(policies, pods["seeder"], pods[s], p) for s, p in APP_PORTS.items())
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_broker_lets_the_storefront_only_read_orders(overlay: str, tmp_path: Path) -> None:
+    """valkey's exact command from the rendered manifest (its variables expanded as the
+    kubelet does, from the dev overlay's generated Secret or stand-ins for production's)
+    runs the real valkey-server: every service's and the worker's EVENTS_URL can do what
+    the services do, the storefront's only read the order stream; the readiness probe is
+    ready with the container's password only."""
+    docs = render(overlay)
+    secrets = of_kind(docs, "Secret")
+
+    def secret(ref: dict[str, str]) -> str:
+        if overlay == "production":
+            return production_secret(ref)
+        return base64.b64decode(secrets[ref["name"]]["data"][ref["key"]]).decode()
+
+    (container,) = of_kind(docs, "StatefulSet")["valkey"]["spec"]["template"]["spec"]["containers"]
+    env = container_env(docs, container, secret)
+    command = [expand(part, env) for part in container["command"]]
+    assert command[0] == "valkey-server" and not any("$(" in part for part in command)
+    command[command.index("--dir") + 1] = str(tmp_path)  # the volume's mount: a directory here
+    urls = {}
+    for name, deployment in of_kind(docs, "Deployment").items():
+        for app_container in deployment["spec"]["template"]["spec"]["containers"]:
+            if "EVENTS_URL" in {e["name"] for e in app_container.get("env", [])}:
+                urls[name] = container_env(docs, app_container, secret)["EVENTS_URL"]
+    assert set(urls) == {*APP_PORTS, "notifications-worker"}
+    services_urls = {url for name, url in urls.items() if name != "storefront"}
+    (services_url,) = services_urls  # one user for every service
+    assert urlsplit(services_url).password == env["BROKER_PASSWORD"] == env["REDISCLI_AUTH"]
+    assert urlsplit(urls["storefront"]).username == "storefront"
+    with valkey_with(command[1:], tmp_path, env["BROKER_PASSWORD"]) as port:
+
+        def here(url: str) -> str:
+            return url.replace("@valkey:6379/", f"@127.0.0.1:{port}/")
+
+        assert_storefront_only_reads_orders(here(urls["storefront"]), here(services_url))
+        probe = container["readinessProbe"]["exec"]["command"]
+        assert probe[:2] == ["sh", "-c"]
+        assert_check_needs_the_password(probe[2], port, env["REDISCLI_AUTH"])
