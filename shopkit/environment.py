@@ -141,10 +141,12 @@ ENVIRONMENT: tuple[Variable, ...] = (
     _service(
         "EVENTS_URL",
         "events_url",
-        "The event broker: a Valkey (or Redis) server, ``redis://host:port/db`` "
-        "(``rediss://`` for TLS). ``make run`` starts an embedded one with its data in "
-        "``SHOP_DATA_DIR/valkey`` unless it is set. Unset, a service publishes nothing: "
-        "its events wait in its outbox until a broker is configured.",
+        "The event broker: a Valkey (or Redis) server, ``redis://user:password@host:port/db`` "
+        "(``rediss://`` for TLS): the services as its ``default`` user, the storefront as "
+        "``storefront``, which may only read the order stream (see events.rst, Broker users). "
+        "``make run`` starts an embedded one with its data in ``SHOP_DATA_DIR/valkey`` "
+        "unless it is set. Unset, a service publishes nothing: its events wait in its outbox "
+        "until a broker is configured.",
         _text,
         "",
     ),
