@@ -35,6 +35,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEV_SERVICE_CLIENT_SECRET = "dev-service-secret-change-me"  # noqa: S105 (documented dev default)
 DEV_ADMIN_PASSWORD = "admin-password"  # noqa: S105 (documented dev default)
 DEV_STOREFRONT_SECRET_KEY = "dev-storefront-secret-change-me"  # noqa: S105 (documented dev default)
+#: The broker users' passwords in Compose and the dev overlay (docs/events.rst, Broker users).
+DEV_BROKER_PASSWORDS = ("dev-broker-password-change-me", "dev-storefront-broker-password-change-me")
 #: Every secret that ships in this repository (code, Compose, docs): never good enough for
 #: production. The database role passwords are Compose's defaults.
 DEV_SECRETS = frozenset(
@@ -43,6 +45,7 @@ DEV_SECRETS = frozenset(
         DEV_ADMIN_PASSWORD,
         "change-me-in-production",
         DEV_STOREFRONT_SECRET_KEY,
+        *DEV_BROKER_PASSWORDS,
         "admin",
         "password",
         "postgres",
@@ -229,7 +232,14 @@ class Settings:
         password = urlsplit(self.database_url).password if self.database_url else None
         if password is not None and password in DEV_SECRETS:
             problems.append("DATABASE_URL uses a development default password")
-        return problems
+        return problems + self._broker_problems()
+
+    def _broker_problems(self) -> list[str]:
+        """A broker password that ships in this repository (Compose, the dev overlay)."""
+        password = urlsplit(self.events_url).password if self.events_url else None
+        if password is not None and password in DEV_SECRETS:
+            return ["EVENTS_URL uses a development default password"]
+        return []
 
     def _clients_to_check(self) -> list[str]:
         """customers checks every service's secret (it verifies them); a service its own."""
@@ -246,7 +256,7 @@ class Settings:
                 problems.append(
                     f"{variable} is a development default or shorter than {MIN_SECRET_LENGTH}"
                 )
-        return problems
+        return problems + self._broker_problems()
 
     def check_secrets(self) -> None:
         """Refuse insecure production settings; otherwise warn once about development defaults.

@@ -317,6 +317,7 @@ def _production(monkeypatch: pytest.MonkeyPatch, **env: str) -> None:
         "ADMIN_PASSWORD",
         "DATABASE_URL",
         "STOREFRONT_SECRET_KEY",
+        "EVENTS_URL",
         *(f"{s}_CLIENT_SECRET" for s in ("CUSTOMERS", "INVENTORY", "SALES", "REVIEWS")),
     ):
         monkeypatch.delenv(name, raising=False)
@@ -358,6 +359,21 @@ GOOD = {
             "STOREFRONT_SECRET_KEY",
         ),
         ("storefront", {**GOOD, "ADMIN_PASSWORD": "admin-password"}, "ADMIN_PASSWORD"),
+        # The broker users' passwords of Compose and the dev overlay (docs/events.rst).
+        (
+            "sales",
+            {**GOOD, "EVENTS_URL": "redis://:dev-broker-password-change-me@valkey:6379/0"},
+            "EVENTS_URL",
+        ),
+        (
+            "storefront",
+            {
+                **GOOD,
+                "EVENTS_URL": "redis://storefront:dev-storefront-broker-password-change-me"
+                "@valkey:6379/0",
+            },
+            "EVENTS_URL",
+        ),
     ],
 )
 def test_production_mode_refuses_insecure_settings(
