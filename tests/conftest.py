@@ -29,6 +29,9 @@ from tests.support.database import (
 )
 from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET, Identity
 
+#: Fixtures every test directory may request: the real broker (``broker``, ``valkey``).
+pytest_plugins = ("tests.support.broker",)
+
 #: Directories whose files share one costly session fixture: each runs whole on one
 #: xdist worker (the docs pages and their browser checks share one docs build).
 SHARED_DIRECTORIES = ("tests/docs/",)

@@ -19,9 +19,9 @@ from customers_service.passwords import Passwords
 from shopkit.db import transaction
 from shopkit.events.catalog import validate_data
 from shopkit.migrations import upgrade
-from tests.customers.outbox import outbox_rows
 from tests.support.database import scratch_database
 from tests.support.identity import Identity, bearer, customer_payload
+from tests.support.outbox import checked, outbox_rows
 
 CUSTOMER = "shop.customer.{}.v1"
 
@@ -31,7 +31,8 @@ pytestmark = pytest.mark.sole_relay("customers")
 
 def customer_events(db_engine: Engine, customer_id: int | None = None) -> list[Any]:
     """The customers outbox's customer events (of one customer), each checked against its schema."""
-    return outbox_rows(db_engine, "customer", customer_id)
+    rows = outbox_rows(db_engine, "customers", aggregate="customer", aggregate_id=customer_id)
+    return checked(rows, "customer", id_field="customer_id")
 
 
 def _summary(rows: list[Any]) -> list[tuple[int, str]]:

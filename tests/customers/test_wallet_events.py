@@ -13,11 +13,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
 from customers_service.models import OUTBOX
-from tests.customers.outbox import outbox_rows
 from tests.customers.test_debit_batches import BATCH, admin, funded, item, sales  # noqa: F401
-from tests.events.conftest import broker, valkey  # noqa: F401 (the real broker's fixtures)
 from tests.support.events import published_by_subject, relay_everything
 from tests.support.identity import Identity
+from tests.support.outbox import checked, outbox_rows
 
 WALLET = "shop.wallet.{}.v1"
 
@@ -27,7 +26,8 @@ pytestmark = pytest.mark.sole_relay("customers")
 
 def events(db_engine: Engine, customer_id: int | None = None) -> list[Any]:
     """The customers outbox's wallet events (of one wallet), each checked against its schema."""
-    return outbox_rows(db_engine, "wallet", customer_id)
+    rows = outbox_rows(db_engine, "customers", aggregate="wallet", aggregate_id=customer_id)
+    return checked(rows, "wallet", id_field="customer_id")
 
 
 def test_each_wallet_change_writes_one_event_and_a_refusal_none(
@@ -116,7 +116,7 @@ def test_the_relay_publishes_each_wallets_events_in_order(
     identity: Identity,
     sales: dict[str, str],  # noqa: F811
     db_engine: Engine,
-    valkey: redis.Redis,  # noqa: F811
+    valkey: redis.Redis,
 ) -> None:
     first = funded(identity, customers, "30.00")
     second = funded(identity, customers, "30.00")

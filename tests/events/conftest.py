@@ -1,7 +1,7 @@
 """Fixtures of the event tests: a real embedded Valkey and the real test PostgreSQL.
 
-The broker is started once per session from :mod:`devstack.broker` (the same
-code ``make run`` uses) and emptied before each test. The outbox, inbox and
+The broker (:mod:`tests.support.broker`) is started once per session from
+:mod:`devstack.broker` (the same code ``make run`` uses) and emptied before each test. The outbox, inbox and
 effects tables live in the ``events_test`` schema, created for the session
 and dropped after it.
 """
@@ -25,36 +25,10 @@ from shopkit import faults
 from shopkit.config import PROJECT_ROOT
 from shopkit.events.consumer import BatchHandler, Consumer, ConsumerSettings, Handler
 from shopkit.events.outbox import emit
-from shopkit.events.relay import Relay, RelaySettings, broker_client
+from shopkit.events.relay import Relay, RelaySettings
 from tests.events import tables, worker
 from tests.support.database import broker as embedded_broker
-
-#: Short timeouts so retries, claims and dead letters happen within a test.
-FAST = ConsumerSettings(
-    batch_size=50,
-    block_ms=100,
-    claim_after_ms=400,
-    retry_base_ms=100,
-    retry_max_ms=400,
-    max_attempts=3,
-    lag_every_s=0.0,
-)
-
-
-@pytest.fixture(scope="session")
-def broker() -> Iterator[embedded_broker.Broker]:
-    """The session's embedded valkey-server."""
-    with embedded_broker.throwaway_broker() as running:
-        yield running
-
-
-@pytest.fixture
-def valkey(broker: embedded_broker.Broker) -> Iterator[redis.Redis]:
-    """A client on the broker, emptied first."""
-    client = broker_client(broker.url)
-    client.flushall()
-    yield client
-    client.close()
+from tests.support.events import FAST
 
 
 @pytest.fixture(scope="session")

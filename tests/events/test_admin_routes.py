@@ -25,11 +25,11 @@ from notifications_service.worker import build_consumer, make_sessions
 from shopkit.config import Settings
 from shopkit.events.catalog import dead_letter_stream, stream_for
 from shopkit.events.consumer import Consumer, ConsumerSettings
-from shopkit.events.envelope import FIELD, Event, encode
+from shopkit.events.envelope import FIELD, Event
 from shopkit.events.outbox import emit
 from shopkit.registry import SERVICE_NAMES
 from tests.support.database import free_port
-from tests.support.events import drain
+from tests.support.events import caught_up, drain, publish
 from tests.support.identity import Identity, bearer
 
 PROBLEM = "application/problem+json"
@@ -66,17 +66,9 @@ def admin(identity: Identity) -> dict[str, str]:
     return bearer(identity.admin_token())
 
 
-def _publish(valkey: redis.Redis, type_name: str, data: dict[str, Any]) -> str:
-    event = Event(id=str(uuid.uuid4()), source="/sales", type=type_name,
-                  subject=str(data.get("order_id") or data["customer_id"]),
-                  time=datetime.now(UTC), data=data, sequence=1)  # fmt: skip
-    valkey.xadd(stream_for(type_name.split(".")[1]), {FIELD: encode(event)})
-    return event.id
-
-
 def _order(valkey: redis.Redis, customer_id: int = 51) -> str:
     data = {"order_id": str(uuid.uuid4()), "customer_id": customer_id, "total": "3.00"}
-    return _publish(valkey, "shop.order.completed.v1", data)
+    return publish(valkey, "shop.order.completed.v1", data)
 
 
 def _problem(response: Any, status: int) -> dict[str, Any]:
@@ -105,8 +97,8 @@ def test_the_overview_shows_lag_inbox_effects_and_dead_letters(
     valkey.xadd(stream_for("order"), {FIELD: b"{not json"})  # dead-lettered at once
     consumer = build_consumer(database_url, broker.url)
     consumer.ensure_groups()
-    drain(consumer, until=lambda: valkey.xlen(dead_letter_stream(GROUP)) == 1
-          and valkey.xinfo_groups(stream_for("order"))[0]["lag"] == 0)  # fmt: skip
+    read_all = caught_up(valkey, GROUP, [stream_for("order")], acknowledged=False)
+    drain(consumer, until=lambda: valkey.xlen(dead_letter_stream(GROUP)) == 1 and read_all())
     waiting = _order(valkey)  # published after the consumer last read: lag 1
 
     body = client.get("/admin/events", headers=admin).get_json()

@@ -14,7 +14,7 @@ from shopkit.events.envelope import FIELD, Event
 from shopkit.events.metrics import CONSUMER_LAG_ENTRIES, DEAD_LETTERS, EVENTS_CONSUMED
 from shopkit.events.streams import describe, observe_group
 from tests.events import tables
-from tests.support.events import drain, pending_by, sample
+from tests.support.events import caught_up, drain, pending_by, sample
 
 ORDERS = stream_for("order")
 
@@ -46,7 +46,7 @@ def test_the_same_event_published_twice_is_applied_once(
     consumer = make_consumer("audit", [ORDERS])
     drain(
         consumer,
-        until=lambda: valkey.xinfo_groups(ORDERS)[0]["lag"] == 0 and _pending(valkey, "audit") == 0,
+        until=caught_up(valkey, "audit", [ORDERS]),
     )
     assert effects("audit") == {event_id: 1, later[0]: 1}
     duplicates = sample(
@@ -134,8 +134,7 @@ def test_replaying_an_already_applied_event_changes_nothing(
                                                "failed_at": "0"})  # fmt: skip
     [letter] = deadletters.list_dead_letters(valkey, "audit")
     deadletters.replay(valkey, "audit", letter.id)
-    drain(consumer, until=lambda: valkey.xpending(stream_for("replay:audit"), "audit")["pending"] == 0
-          and valkey.xinfo_groups(stream_for("replay:audit"))[0]["lag"] == 0)  # fmt: skip
+    drain(consumer, until=caught_up(valkey, "audit", [stream_for("replay:audit")]))
     assert effects("audit") == {event_id: 1}
 
 

@@ -23,13 +23,12 @@ from sqlalchemy import Engine, event, text
 from inventory_service import stock
 from inventory_service.models import OUTBOX
 from shopkit.db import transaction
-from shopkit.events.catalog import validate_data
-from tests.events.conftest import broker, valkey  # noqa: F401 (the real broker's fixtures)
 from tests.inventory.test_orders import reserve_items
 from tests.inventory.test_reservation_batches import BATCH, item
 from tests.inventory.test_reservations import reserve
 from tests.support.events import published_by_subject, relay_everything
 from tests.support.inventory import Wallets
+from tests.support.outbox import checked, outbox_rows
 
 STOCK = "shop.product.stock_changed.v1"
 CREATED = "shop.product.created.v1"
@@ -42,26 +41,8 @@ pytestmark = pytest.mark.sole_relay("inventory")
 def events(db_engine: Engine, product_id: int | None = None) -> list[Any]:
     """The inventory outbox's rows (of one product) in id order, each checked against its
     schema, with gapless sequences per product."""
-    with db_engine.connect() as conn:
-        rows = list(
-            conn.execute(
-                text(
-                    "SELECT aggregate, aggregate_id, sequence, type, payload, published_at "
-                    "FROM inventory.outbox WHERE CAST(:product AS text) IS NULL "
-                    "OR aggregate_id = :product ORDER BY id"
-                ),
-                {"product": None if product_id is None else str(product_id)},
-            )
-        )
-    sequences: dict[str, list[int]] = {}
-    for row in rows:
-        assert row.aggregate == "product"
-        validate_data(row.type, row.payload)
-        assert row.payload["product_id"] == int(row.aggregate_id)
-        sequences.setdefault(row.aggregate_id, []).append(row.sequence)
-    for found in sequences.values():
-        assert found == list(range(1, len(found) + 1))
-    return rows
+    rows = outbox_rows(db_engine, "inventory", aggregate_id=product_id)
+    return checked(rows, "product", id_field="product_id", gapless=True)
 
 
 def stock_moves(db_engine: Engine, product_id: int) -> list[tuple[int, int]]:
@@ -273,7 +254,7 @@ def test_the_relay_publishes_each_products_events_in_order(
     service: dict[str, str],
     make_product: Callable[..., dict[str, Any]],
     db_engine: Engine,
-    valkey: redis.Redis,  # noqa: F811
+    valkey: redis.Redis,
 ) -> None:
     first = make_product(stock=4)
     second = make_product(stock=0)

@@ -13,9 +13,7 @@ import multiprocessing
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -27,14 +25,13 @@ from sqlalchemy import Engine, text
 from inventory_service.models import INBOX, Base
 from inventory_service.ratings import GROUP, STREAMS, apply_review_events, latest_states
 from shopkit.config import Settings
-from shopkit.events.catalog import stream_for, validate_data
+from shopkit.events.catalog import stream_for
 from shopkit.events.consumer import Consumer
-from shopkit.events.envelope import FIELD, Event, encode
+from shopkit.events.envelope import Event
 from shopkit.events.service_consumer import ServiceConsumer
-from tests.events.conftest import FAST, broker, valkey  # noqa: F401 (the real broker's fixtures)
 from tests.support.database import broker as embedded_broker
 from tests.support.database import schema_drift
-from tests.support.events import drain
+from tests.support.events import FAST, append, caught_up, drain, new_event
 from tests.support.products import product_payload
 
 REVIEW = "shop.review.{}.v1"
@@ -64,15 +61,12 @@ class Reviews:
             "customer_id": 7,
             "rating": rating,
         }
-        validate_data(REVIEW.format(action), data)
-        return Event(
-            id=str(uuid.uuid4()),
-            source="/reviews",
-            type=REVIEW.format(action),
-            subject=str(review_id),
-            time=datetime.now(UTC),
-            data=data,
+        return new_event(
+            REVIEW.format(action),
+            data,
             sequence=sequence,
+            source="/reviews",
+            subject=str(review_id),
         )
 
     def publish(
@@ -91,7 +85,7 @@ class Reviews:
 
     def send(self, published: Event) -> None:
         """Append ``published`` (again, if it was already)."""
-        self.valkey.xadd(stream_for("review"), {FIELD: encode(published)})
+        append(self.valkey, published)
 
     def new_review(self) -> int:
         """A fresh review id."""
@@ -100,7 +94,7 @@ class Reviews:
 
 
 @pytest.fixture
-def reviews(valkey: redis.Redis) -> Reviews:  # noqa: F811
+def reviews(valkey: redis.Redis) -> Reviews:
     """Review events onto the real broker."""
     return Reviews(valkey)
 
@@ -151,7 +145,7 @@ class Ratings:
 
     def settle(self) -> None:
         """Let the member apply every event published so far."""
-        drain(self.consumer, until=caught_up(self.valkey))
+        drain(self.consumer, until=caught_up(self.valkey, GROUP, STREAMS))
 
     def rating(self, product_id: int) -> dict[str, Any]:
         """The product's ``rating`` as its JSON shows it."""
@@ -166,24 +160,11 @@ def ratings(
     admin: dict[str, str],
     make_product: Callable[..., dict[str, Any]],
     reviews: Reviews,
-    valkey: redis.Redis,  # noqa: F811
+    valkey: redis.Redis,
 ) -> Ratings:
     """Products, review events and a member of the ``inventory`` group."""
     consumer = member(inventory_app, valkey, "inventory-test")
     return Ratings(inventory, admin, make_product, reviews, consumer, valkey)
-
-
-def caught_up(valkey: redis.Redis) -> Callable[[], bool]:  # noqa: F811
-    """Whether the group read every entry of the review stream and acknowledged it."""
-
-    def check() -> bool:
-        for stream in STREAMS:
-            group = next(g for g in valkey.xinfo_groups(stream) if g["name"].decode() == GROUP)
-            if group["lag"] or group["pending"]:
-                return False
-        return True
-
-    return check
 
 
 def applied(db_engine: Engine) -> int:
@@ -265,7 +246,7 @@ def test_a_bad_review_event_never_holds_back_the_good_ones(ratings: Ratings) -> 
     reviews.send(dataclasses.replace(bad, data={**bad.data, "rating": 9}))  # out of range
     reviews.publish("approved", reviews.new_review(), product, 3)
     dead = f"events:dead:{GROUP}"
-    done = caught_up(client)
+    done = caught_up(client, GROUP, STREAMS)
     drain(ratings.consumer, until=lambda: done() and client.xlen(dead) == 1, rounds=400)
     assert ratings.rating(product) == {"average": "3.00", "count": 1}
     [(_, fields)] = client.xrange(dead)
@@ -288,7 +269,7 @@ def test_two_members_applying_one_products_reviews_at_once_count_each_once(
         ratings.reviews.publish("approved", ratings.reviews.new_review(), product, rating)
         given[product].append(rating)
     members = [member(inventory_app, ratings.valkey, f"member-{n}", batch_size=4) for n in (1, 2)]
-    done = caught_up(ratings.valkey)
+    done = caught_up(ratings.valkey, GROUP, STREAMS)
     threads = [threading.Thread(target=drain, args=(m,), kwargs={"until": done}) for m in members]
     for thread in threads:
         thread.start()
@@ -331,7 +312,7 @@ def test_a_batch_on_a_product_waits_for_the_uncommitted_batch_before_it(
 def test_the_service_consumer_applies_events_in_its_own_thread(
     inventory_app: Flask,
     ratings: Ratings,
-    broker: embedded_broker.Broker,  # noqa: F811
+    broker: embedded_broker.Broker,
 ) -> None:
     product = ratings.product()
     running = service_member(inventory_app, broker.url)
@@ -356,7 +337,7 @@ def _member_name(forked: ServiceConsumer, names: Any) -> None:
 
 def test_each_forked_worker_joins_the_group_under_its_own_name(
     inventory_app: Flask,
-    broker: embedded_broker.Broker,  # noqa: F811
+    broker: embedded_broker.Broker,
 ) -> None:
     built = service_member(inventory_app, broker.url)  # before the fork, as under --preload
     forking = multiprocessing.get_context("fork")
@@ -436,8 +417,8 @@ def test_an_inventory_worker_runs_its_relay_and_its_member_from_its_first_reques
     key_resolver: Any,
     admin: dict[str, str],
     reviews: Reviews,
-    broker: embedded_broker.Broker,  # noqa: F811
-    valkey: redis.Redis,  # noqa: F811
+    broker: embedded_broker.Broker,
+    valkey: redis.Redis,
 ) -> None:
     from inventory_service import create_app
 

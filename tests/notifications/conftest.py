@@ -2,7 +2,7 @@
 
 The session's test database migrates the notifications schema like every
 service's (it is in the registry). The broker fixtures are those of
-``tests/events``; the mail sink is the dev stack's own (:mod:`devstack.mailsink`),
+:mod:`tests.support.broker`; the mail sink is the dev stack's own (:mod:`devstack.mailsink`),
 serving in this process.
 """
 
@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from devstack import mailsink
 from shopkit.config import Settings
-from tests.events.conftest import broker, valkey  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +35,12 @@ def notifications_app(make_settings: Callable[..., Settings], key_resolver: obje
 def notifications(notifications_app: Flask) -> FlaskClient:
     """A test client of the notifications app (its tables emptied by ``clean_tables``)."""
     return notifications_app.test_client()
+
+
+@pytest.fixture
+def sessions(db_engine: Engine) -> sessionmaker[Session]:
+    """Sessions on the test database (for the mail sender)."""
+    return sessionmaker(db_engine)
 
 
 @pytest.fixture

@@ -26,11 +26,10 @@ from notifications_service.worker import build_consumer
 from shopkit.events.consumer import ConsumerSettings
 from shopkit.events.envelope import Event
 from shopkit.migrations import alembic_config, upgrade
-from tests.notifications.test_mails import SENDER, _consume, _mails
-from tests.notifications.test_notifications import _contact, _count, _publish
 from tests.support.database import scratch_database
-from tests.support.events import relay_everything
+from tests.support.events import publish, relay_everything
 from tests.support.identity import bearer
+from tests.support.notifications import SENDER, consume_until, customer_event, mails, notified
 
 #: This file relays the outbox itself (tests.conftest: no live relay of it meanwhile).
 pytestmark = pytest.mark.sole_relay("customers")
@@ -43,12 +42,7 @@ def _contacts(db_engine: Engine) -> dict[int, Contact]:
 
 def _order_event(valkey, customer_id: int) -> str:
     data = {"order_id": str(uuid.uuid4()), "customer_id": customer_id}
-    return _publish(valkey, "shop.order.delivered.v1", data)
-
-
-@pytest.fixture
-def sessions(db_engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(db_engine)
+    return publish(valkey, "shop.order.delivered.v1", data)
 
 
 @pytest.fixture
@@ -57,22 +51,22 @@ def consume(valkey, broker, database_url, db_engine):
     consumer = build_consumer(database_url, broker.url)
 
     def run(until=lambda: True) -> None:
-        _consume(consumer, valkey, until)
+        consume_until(consumer, valkey, until)
 
     return run
 
 
 def test_the_group_keeps_each_customers_newest_contact(valkey, consume, db_engine) -> None:
-    _contact(valkey, 1, full_name="Ada Lovelace", email="ada@example.com")
-    _contact(valkey, 1, "updated", 2, full_name="Ada King", email="ada@king.example")
-    _contact(valkey, 2, "deactivated", 2)  # its registration comes later (being retried)
-    _contact(valkey, 3, "deactivated", 2)
-    _contact(valkey, 3, "reactivated", 3)
+    customer_event(valkey, 1, full_name="Ada Lovelace", email="ada@example.com")
+    customer_event(valkey, 1, "updated", 2, full_name="Ada King", email="ada@king.example")
+    customer_event(valkey, 2, "deactivated", 2)  # its registration comes later (being retried)
+    customer_event(valkey, 3, "deactivated", 2)
+    customer_event(valkey, 3, "reactivated", 3)
     consume(lambda: len(_contacts(db_engine)) == 3)
     # Delivered late, each older than what is known: none of them sets anything back.
-    _contact(valkey, 1, "updated", 1, full_name="Stale Name", email="stale@example.com")
-    _contact(valkey, 2, "registered", 1, full_name="Bob", email="bob@example.com")
-    _contact(valkey, 3, "deactivated", 2)  # the same sequence again (another event id)
+    customer_event(valkey, 1, "updated", 1, full_name="Stale Name", email="stale@example.com")
+    customer_event(valkey, 2, "registered", 1, full_name="Bob", email="bob@example.com")
+    customer_event(valkey, 3, "deactivated", 2)  # the same sequence again (another event id)
     consume()
 
     contacts = _contacts(db_engine)
@@ -123,11 +117,11 @@ def test_a_mail_goes_to_the_customers_own_address_by_name_and_nothing_personal_i
     caplog.set_level(logging.DEBUG)
     target = mailer.SmtpTarget.from_url(sink.url)
     event_id = _order_event(valkey, 11)
-    consume(lambda: len(_mails(db_engine)) == 1)
+    consume(lambda: len(mails(db_engine)) == 1)
     assert mailer.send_due(sessions, target, SENDER) == 0  # waits (and says so) for the contact
-    _contact(valkey, 11, full_name="Grace Hopper", email="Grace@Navy.example")
+    customer_event(valkey, 11, full_name="Grace Hopper", email="Grace@Navy.example")
     consume(lambda: 11 in _contacts(db_engine))
-    [mail] = _mails(db_engine)
+    [mail] = mails(db_engine)
     assert mail.recipient is None  # addressed when sent, from the contact
     assert mailer.send_due(sessions, target, SENDER) == 1
 
@@ -146,24 +140,24 @@ def test_a_mail_whose_contact_is_unknown_waits_then_goes_once_it_arrives(
 ) -> None:
     target = mailer.SmtpTarget.from_url(sink.url)
     event_id = _order_event(valkey, 21)  # the order's event comes before the registration's
-    consume(lambda: len(_mails(db_engine)) == 1)
+    consume(lambda: len(mails(db_engine)) == 1)
     assert mailer.send_due(sessions, target, SENDER) == 0
-    [mail] = _mails(db_engine)
+    [mail] = mails(db_engine)
     assert (mail.sent_at, mail.recipient, mail.attempts, mail.contact_waits) == (None, None, 0, 1)
     assert mail.next_attempt_at > datetime.now(UTC)  # not due until the back-off or the contact
     assert mailer.send_due(sessions, target, SENDER) == 0
     assert sink.mails() == []  # never to a made-up address
 
-    _contact(valkey, 21, full_name="Linus", email="linus@example.com")
+    customer_event(valkey, 21, full_name="Linus", email="linus@example.com")
     consume(lambda: 21 in _contacts(db_engine))
-    [mail] = _mails(db_engine)
+    [mail] = mails(db_engine)
     assert mail.next_attempt_at <= datetime.now(UTC)  # woken by the contact's arrival
     assert mailer.send_due(sessions, target, SENDER) == 1
     assert mailer.send_due(sessions, target, SENDER) == 0
     [received] = sink.mails()
     assert received.recipient == "Linus <linus@example.com>"
     assert received.message_id == message_id_for(event_id)
-    [mail] = _mails(db_engine)
+    [mail] = mails(db_engine)
     assert mail.sent_at is not None and mail.attempts == 0 and mail.contact_waits == 1
 
 
@@ -171,19 +165,19 @@ def test_a_deactivated_customer_gets_no_more_mails_they_are_skipped(
     valkey, consume, db_engine, sessions, sink
 ) -> None:
     target = mailer.SmtpTarget.from_url(sink.url)
-    _contact(valkey, 31)
+    customer_event(valkey, 31)
     _order_event(valkey, 31)
     _order_event(valkey, 32)  # 32's contact is not known yet
-    consume(lambda: len(_mails(db_engine)) == 2)
+    consume(lambda: len(mails(db_engine)) == 2)
     assert mailer.send_due(sessions, target, SENDER) == 1
-    _contact(valkey, 31, "deactivated", 2)
+    customer_event(valkey, 31, "deactivated", 2)
     _order_event(valkey, 31)
-    _contact(valkey, 32, "deactivated", 2)  # its registration is still on its way
-    consume(lambda: len(_mails(db_engine)) == 3 and len(_contacts(db_engine)) == 2)
+    customer_event(valkey, 32, "deactivated", 2)  # its registration is still on its way
+    consume(lambda: len(mails(db_engine)) == 3 and len(_contacts(db_engine)) == 2)
     assert mailer.send_due(sessions, target, SENDER) == 0
     assert mailer.send_due(sessions, target, SENDER) == 0
 
-    sent, *skipped = _mails(db_engine)
+    sent, *skipped = mails(db_engine)
     assert sent.sent_at is not None and sent.skipped_at is None
     assert [(m.customer_id, m.skip_reason, m.sent_at) for m in skipped] == [
         (32, mailer.SKIPPED_DEACTIVATED, None),
@@ -197,11 +191,11 @@ def test_the_audit_counts_sent_and_skipped_mails_as_settled_and_a_waiting_one_as
     valkey, consume, db_engine, sessions, sink
 ) -> None:
     target = mailer.SmtpTarget.from_url(sink.url)
-    _contact(valkey, 71)
-    _contact(valkey, 72)
-    _contact(valkey, 72, "deactivated", 2)
+    customer_event(valkey, 71)
+    customer_event(valkey, 72)
+    customer_event(valkey, 72, "deactivated", 2)
     sent, skipped, waiting = (_order_event(valkey, customer_id) for customer_id in (71, 72, 73))
-    consume(lambda: len(_mails(db_engine)) == 3 and len(_contacts(db_engine)) == 2)
+    consume(lambda: len(mails(db_engine)) == 3 and len(_contacts(db_engine)) == 2)
     assert mailer.send_due(sessions, target, SENDER) == 1  # 72's is skipped, 73's waits
 
     with Session(db_engine) as session:
@@ -215,13 +209,13 @@ def test_an_address_no_header_can_hold_fails_that_mail_only(
     valkey, consume, db_engine, sessions, sink
 ) -> None:
     target = mailer.SmtpTarget.from_url(sink.url)
-    _contact(valkey, 41, email="not an address@example.com")
-    _contact(valkey, 42)
+    customer_event(valkey, 41, email="not an address@example.com")
+    customer_event(valkey, 42)
     _order_event(valkey, 41)
     _order_event(valkey, 42)
-    consume(lambda: len(_mails(db_engine)) == 2)
+    consume(lambda: len(mails(db_engine)) == 2)
     assert mailer.send_due(sessions, target, SENDER) == 1
-    bad, good = _mails(db_engine)
+    bad, good = mails(db_engine)
     assert bad.sent_at is None and bad.attempts == 1 and bad.last_error
     assert "example.com" not in bad.last_error
     assert good.sent_at is not None
@@ -287,7 +281,7 @@ def test_a_contact_arriving_while_the_sender_holds_its_mail_is_found_before_the_
 ) -> None:
     target = mailer.SmtpTarget.from_url(sink.url)
     _order_event(valkey, 51)
-    consume(lambda: len(_mails(db_engine)) == 1)
+    consume(lambda: len(mails(db_engine)) == 1)
     registered = Event(id=str(uuid.uuid4()), source="/customers", type="shop.customer.registered.v1",
                        subject="51", time=datetime.now(UTC), sequence=1,
                        data={"customer_id": 51, "username": "c51", "full_name": "Eve",
@@ -302,7 +296,7 @@ def test_a_contact_arriving_while_the_sender_holds_its_mail_is_found_before_the_
         # About to make the mail wait, the sender reads the contact again, and finds it.
         contact = mailer.addressee(sender, mail, None)
         assert contact is not None and contact.email == "eve@example.com"
-    [mail] = _mails(db_engine)
+    [mail] = mails(db_engine)
     assert mail.contact_waits == 0 and mail.next_attempt_at <= datetime.now(UTC)
     assert mailer.send_due(sessions, target, SENDER) == 1
     [received] = sink.mails()
@@ -313,19 +307,19 @@ def test_a_customer_event_never_waits_for_a_mail_being_sent_and_the_mail_goes_af
     valkey, consume, db_engine, sessions, sink
 ) -> None:
     target = mailer.SmtpTarget.from_url(sink.url)
-    _contact(valkey, 61, full_name="Old Name", email="old@example.com")
+    customer_event(valkey, 61, full_name="Old Name", email="old@example.com")
     _order_event(valkey, 61)
-    consume(lambda: len(_mails(db_engine)) == 1 and 61 in _contacts(db_engine))
+    consume(lambda: len(mails(db_engine)) == 1 and 61 in _contacts(db_engine))
     with sessions.begin() as sender:  # a sender holds the mail, as during its SMTP exchange
         sender.execute(select(Mail).with_for_update()).scalar_one()
-        _contact(valkey, 61, "updated", 2, full_name="New Name", email="new@example.com")
-        _publish(valkey, "shop.wallet.debited.v1", {"customer_id": 62, "amount": "3.00",
+        customer_event(valkey, 61, "updated", 2, full_name="New Name", email="new@example.com")
+        publish(valkey, "shop.wallet.debited.v1", {"customer_id": 62, "amount": "3.00",
                                                     "balance": "1.00", "order_id": str(uuid.uuid4())})  # fmt: skip
         # The consumer runs here, while the lock is held: a wake-up waiting for it would
         # time out (the consumer's statement timeout) and the batch would not commit.
         consume(lambda: _contacts(db_engine)[61].email == "new@example.com")
-        assert _count(db_engine, 62) == 1  # the batch's unrelated event is applied too
-        [mail] = _mails(db_engine)
+        assert notified(db_engine, 62) == 1  # the batch's unrelated event is applied too
+        [mail] = mails(db_engine)
         assert mail.sent_at is None
     assert mailer.send_due(sessions, target, SENDER) == 1
     [received] = sink.mails()

@@ -13,52 +13,31 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import Engine, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import update
 
 from devstack import mailsink
 from notifications_service import mailer
 from notifications_service.models import Mail
 from notifications_service.notifications import STREAMS, message_id_for
 from notifications_service.worker import build_consumer
-from tests.notifications.test_notifications import _contact, _publish
 from tests.support.database import free_port
-
-SENDER = "Shop <shop@localhost>"
-
-
-def _consume(consumer, valkey, until) -> None:
-    consumer.ensure_groups()
-    for _ in range(30):
-        if until() and all(valkey.xinfo_groups(s)[0]["lag"] == 0 for s in STREAMS):
-            return
-        consumer.poll()
-    assert until(), "the consumer did not get there"
-
-
-def _mails(db_engine: Engine) -> list[Mail]:
-    with Session(db_engine) as session:
-        return list(session.execute(select(Mail).order_by(Mail.id)).scalars())
-
-
-@pytest.fixture
-def sessions(db_engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(db_engine)
+from tests.support.events import publish
+from tests.support.notifications import SENDER, consume_until, customer_event, mails
 
 
 def test_each_order_event_sends_one_mail_even_when_delivered_twice(
     valkey, broker, database_url, db_engine, sessions, sink
 ) -> None:
     order_id = str(uuid.uuid4())
-    _contact(valkey, 5, full_name="Ada Lovelace", email="ada@example.com")
-    shipped = _publish(valkey, "shop.order.shipped.v1", {"order_id": order_id, "customer_id": 5, "carrier": "DHL", "tracking_number": "T9"})  # fmt: skip
-    _publish(valkey, "shop.wallet.debited.v1", {"customer_id": 5, "amount": "3.00", "balance": "1.00", "order_id": order_id})  # fmt: skip
+    customer_event(valkey, 5, full_name="Ada Lovelace", email="ada@example.com")
+    shipped = publish(valkey, "shop.order.shipped.v1", {"order_id": order_id, "customer_id": 5, "carrier": "DHL", "tracking_number": "T9"})  # fmt: skip
+    publish(valkey, "shop.wallet.debited.v1", {"customer_id": 5, "amount": "3.00", "balance": "1.00", "order_id": order_id})  # fmt: skip
     [(_, fields)] = valkey.xrange(STREAMS[0], count=1)
     valkey.xadd(STREAMS[0], fields)  # the order event delivered a second time
     consumer = build_consumer(database_url, broker.url)
-    _consume(consumer, valkey, lambda: len(_mails(db_engine)) >= 1)
+    consume_until(consumer, valkey, lambda: len(mails(db_engine)) >= 1)
 
-    [mail] = _mails(db_engine)  # a wallet event makes a notification, but no mail
+    [mail] = mails(db_engine)  # a wallet event makes a notification, but no mail
     assert str(mail.event_id) == shipped and mail.sent_at is None
     assert mail.message_id == message_id_for(shipped)
     target = mailer.SmtpTarget.from_url(sink.url)
@@ -70,15 +49,17 @@ def test_each_order_event_sends_one_mail_even_when_delivered_twice(
     assert received.subject == "Order shipped" and "tracking number T9" in received.body
     assert received.recipient == "Ada Lovelace <ada@example.com>" and received.sender == SENDER
     assert received.body.startswith("Hello Ada Lovelace,")
-    [mail] = _mails(db_engine)
+    [mail] = mails(db_engine)
     assert mail.sent_at is not None and mail.attempts == 0
     assert mail.recipient == "ada@example.com"
 
 
 def _record_one(valkey, broker, database_url, db_engine) -> str:
-    _contact(valkey, 8)
-    event_id = _publish(valkey, "shop.order.delivered.v1", {"order_id": str(uuid.uuid4()), "customer_id": 8})  # fmt: skip
-    _consume(build_consumer(database_url, broker.url), valkey, lambda: len(_mails(db_engine)) == 1)
+    customer_event(valkey, 8)
+    event_id = publish(valkey, "shop.order.delivered.v1", {"order_id": str(uuid.uuid4()), "customer_id": 8})  # fmt: skip
+    consume_until(
+        build_consumer(database_url, broker.url), valkey, lambda: len(mails(db_engine)) == 1
+    )
     return event_id
 
 
@@ -89,7 +70,7 @@ def test_a_mail_the_server_did_not_take_is_retried_later_and_sent_once(
     port = free_port()  # nothing listens there yet
     target = mailer.SmtpTarget.from_url(f"smtp://127.0.0.1:{port}")
     assert mailer.send_due(sessions, target, SENDER) == 0
-    [mail] = _mails(db_engine)
+    [mail] = mails(db_engine)
     assert mail.sent_at is None and mail.attempts == 1 and "Connection" in (mail.last_error or "")
     # Not due yet: the back-off holds it back.
     sink = mailsink.start(tmp_path / "mail", port)
@@ -129,19 +110,21 @@ def test_a_mail_server_that_never_answers_costs_one_bounded_attempt(
         started = time.monotonic()
         assert mailer.send_due(sessions, target, SENDER, timeout_s=0.5) == 0
         assert time.monotonic() - started < 5
-    [mail] = _mails(db_engine)
+    [mail] = mails(db_engine)
     assert mail.sent_at is None and mail.attempts == 1 and "timed out" in (mail.last_error or "")
 
 
 def test_two_senders_at_once_send_each_mail_once(
     valkey, broker, database_url, db_engine, sessions, sink
 ) -> None:
-    _contact(valkey, 9)
+    customer_event(valkey, 9)
     for _ in range(6):
-        _publish(
+        publish(
             valkey, "shop.order.delivered.v1", {"order_id": str(uuid.uuid4()), "customer_id": 9}
         )
-    _consume(build_consumer(database_url, broker.url), valkey, lambda: len(_mails(db_engine)) == 6)
+    consume_until(
+        build_consumer(database_url, broker.url), valkey, lambda: len(mails(db_engine)) == 6
+    )
     target = mailer.SmtpTarget.from_url(sink.url)
     with ThreadPoolExecutor(2) as pool:
         sent = list(pool.map(lambda _: mailer.send_due(sessions, target, SENDER), range(2)))

@@ -5,50 +5,15 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 
 from notifications_service.models import Base, Notification
-from notifications_service.notifications import STREAMS
 from notifications_service.worker import build_consumer
-from shopkit.events.catalog import stream_for, validate_data
-from shopkit.events.envelope import FIELD, Event, encode
+from shopkit.events.catalog import stream_for
 from tests.support.database import schema_drift
+from tests.support.events import publish
 from tests.support.identity import bearer
-
-
-def _publish(valkey, type_name: str, data: dict, sequence: int = 1) -> str:
-    """Append one event to its stream as the relay would; its id."""
-    event_id = str(uuid.uuid4())
-    validate_data(type_name, data)
-    event = Event(id=event_id, source="/sales", type=type_name, subject=str(data.get("order_id") or data["customer_id"]),
-                  time=datetime.now(UTC), data=data, sequence=sequence)  # fmt: skip
-    valkey.xadd(stream_for(type_name.split(".")[1]), {FIELD: encode(event)})
-    return event_id
-
-
-def _contact(
-    valkey,
-    customer_id: int,
-    type_name: str = "registered",
-    sequence: int = 1,
-    full_name: str | None = None,
-    email: str | None = None,
-) -> str:
-    """Publish a customer event about ``customer_id`` (its contact data if the type has it)."""
-    data: dict = {"customer_id": customer_id}
-    if type_name in ("registered", "updated"):
-        data |= {
-            "username": f"c{customer_id}",
-            "full_name": full_name or f"Customer {customer_id}",
-            "email": email or f"c{customer_id}@example.com",
-        }
-    return _publish(valkey, f"shop.customer.{type_name}.v1", data, sequence)
-
-
-def _count(db_engine: Engine, customer_id: int) -> int:
-    with db_engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(Notification)
-                                .where(Notification.customer_id == customer_id)).scalar_one())  # fmt: skip
+from tests.support.notifications import consume_until, notified
 
 
 def test_the_migration_matches_the_models(db_engine: Engine) -> None:
@@ -60,20 +25,14 @@ def test_each_order_and_wallet_event_makes_one_notification(
 ) -> None:
     order_id = str(uuid.uuid4())
     ids = [
-        _publish(valkey, "shop.order.completed.v1", {"order_id": order_id, "customer_id": 41, "total": "12.50"}),
-        _publish(valkey, "shop.wallet.debited.v1", {"customer_id": 41, "amount": "12.50", "balance": "7.50", "order_id": order_id}),
-        _publish(valkey, "shop.order.shipped.v1", {"order_id": order_id, "customer_id": 41, "carrier": "DHL", "tracking_number": "JD01"}),
+        publish(valkey, "shop.order.completed.v1", {"order_id": order_id, "customer_id": 41, "total": "12.50"}),
+        publish(valkey, "shop.wallet.debited.v1", {"customer_id": 41, "amount": "12.50", "balance": "7.50", "order_id": order_id}),
+        publish(valkey, "shop.order.shipped.v1", {"order_id": order_id, "customer_id": 41, "carrier": "DHL", "tracking_number": "JD01"}),
     ]  # fmt: skip
     [(_, fields)] = valkey.xrange(stream_for("order"), count=1)
     valkey.xadd(stream_for("order"), fields)  # the first one delivered a second time
     consumer = build_consumer(database_url, broker.url)
-    consumer.ensure_groups()
-    for _ in range(20):
-        if _count(db_engine, 41) == 3 and all(
-            valkey.xinfo_groups(s)[0]["lag"] == 0 for s in STREAMS
-        ):
-            break
-        consumer.poll()
+    consume_until(consumer, valkey, lambda: notified(db_engine, 41) == 3, rounds=20)
     with db_engine.connect() as conn:
         rows = conn.execute(
             select(Notification.event_id, Notification.title, Notification.body)

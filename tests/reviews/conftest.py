@@ -22,7 +22,6 @@ from sqlalchemy.orm import sessionmaker
 
 from reviews_service.clients import ReviewsClients
 from shopkit.config import Settings
-from tests.events.conftest import broker, valkey  # noqa: F401 (the real broker's fixtures)
 from tests.support.identity import Identity
 from tests.support.reviews import FakeCatalog, FakeShop, OrderEvents, World
 

@@ -14,13 +14,13 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from reviews_service import moderation
 from reviews_service.models import OUTBOX, Review
 from shopkit.db import transaction
-from shopkit.events.catalog import validate_data
 from tests.support.events import published_by_subject, relay_everything
+from tests.support.outbox import checked, outbox_rows
 from tests.support.reviews import FakeShop, World, assert_problem
 
 REVIEW = "shop.review.{}.v1"
@@ -31,21 +31,7 @@ pytestmark = pytest.mark.sole_relay("reviews")
 
 def events(db_engine: Engine, review_id: int | None = None) -> list[Any]:
     """The reviews outbox's rows (of one review), each checked against its schema."""
-    with db_engine.connect() as conn:
-        rows = list(
-            conn.execute(
-                text(
-                    "SELECT aggregate, aggregate_id, sequence, type, payload, published_at "
-                    "FROM reviews.outbox WHERE CAST(:review AS text) IS NULL "
-                    "OR aggregate_id = :review ORDER BY id"
-                ),
-                {"review": None if review_id is None else str(review_id)},
-            )
-        )
-    for row in rows:
-        assert row.aggregate == "review"
-        validate_data(row.type, row.payload)
-    return rows
+    return checked(outbox_rows(db_engine, "reviews", aggregate_id=review_id), "review")
 
 
 def test_each_change_of_a_review_writes_one_event_in_order(world: World, db_engine: Engine) -> None:

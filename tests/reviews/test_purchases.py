@@ -26,10 +26,9 @@ from reviews_service.models import INBOX
 from shopkit.config import Settings
 from shopkit.events.catalog import stream_for
 from shopkit.events.consumer import Consumer, ConsumerSettings
-from shopkit.events.envelope import FIELD, Event, decode, encode
+from shopkit.events.envelope import FIELD, Event, decode
 from shopkit.events.metrics import EVENTS_CONSUMED
-from tests.events.conftest import FAST
-from tests.support.events import drain, sample
+from tests.support.events import FAST, append, caught_up, drain, sample
 from tests.support.identity import Identity, bearer
 from tests.support.reviews import FakeShop, World, assert_problem, order_event, placed
 
@@ -37,11 +36,6 @@ ORDERS = stream_for("order")
 
 #: This file relays the outbox itself (tests.conftest: no live relay of it meanwhile).
 pytestmark = pytest.mark.sole_relay("reviews")
-
-
-def publish(client: redis.Redis, *events: Event) -> list[str]:
-    """Append ``events`` to the order stream as the relay does; their entry ids."""
-    return [client.xadd(ORDERS, {FIELD: encode(event)}).decode() for event in events]
 
 
 def consumer(valkey: redis.Redis, db_engine: Engine, name: str = "reviews-test") -> Consumer:
@@ -58,16 +52,6 @@ def consumer(valkey: redis.Redis, db_engine: Engine, name: str = "reviews-test")
     )
     made.ensure_groups()
     return made
-
-
-def caught_up(valkey: redis.Redis) -> Callable[[], bool]:
-    """Whether the group has read and acknowledged every entry of the order stream."""
-
-    def check() -> bool:
-        group = next(g for g in valkey.xinfo_groups(ORDERS) if g["name"] == b"reviews")
-        return int(group["lag"] or 0) == 0 and int(group["pending"]) == 0
-
-    return check
 
 
 def verified(db_engine: Engine) -> set[tuple[int, int, str]]:
@@ -106,13 +90,13 @@ def test_each_order_event_is_applied_once_even_when_delivered_twice(
         order_event("cancelled", cancelled, cy.id, 3),
         placed(unsettled, dee.id, 8),
     ]
-    publish(valkey, *events)
+    append(valkey, *events)
     # Delivered twice: a relay that died before marking its rows publishes them again.
-    publish(valkey, events[0], events[1], events[7])
+    append(valkey, events[0], events[1], events[7])
     before = sample(EVENTS_CONSUMED, "shop_events_consumed_total", group="reviews",
                     outcome="duplicate") or 0.0  # fmt: skip
     reader = consumer(valkey, db_engine)  # a group created after the events: reads from the start
-    drain(reader, until=caught_up(valkey))
+    drain(reader, until=caught_up(valkey, purchases.GROUP, [ORDERS]))
 
     assert verified(db_engine) == {(ann.id, 7, paid), (ann.id, 8, paid)}
     assert inbox_rows(db_engine) == len(events)  # each event recorded (and applied) once
@@ -131,8 +115,8 @@ def test_each_order_event_is_applied_once_even_when_delivered_twice(
     assert ("sales",) not in {call[:1] for call in shop.calls}
 
     # Its completion arrives: the same writer is let in.
-    publish(valkey, order_event("completed", unsettled, dee.id, 2, total="2.00"))
-    drain(reader, until=caught_up(valkey))
+    append(valkey, order_event("completed", unsettled, dee.id, 2, total="2.00"))
+    drain(reader, until=caught_up(valkey, purchases.GROUP, [ORDERS]))
     assert world.submit(dee, 8).status_code == 201
 
 
@@ -148,17 +132,17 @@ def test_late_and_out_of_order_events_never_undo_a_newer_status(
     shop.products.add(7)
     order = new_order()
     reader = consumer(valkey, db_engine)
-    publish(valkey, order_event("completed", order, ann.id, 2, total="1.00"))
-    drain(reader, until=caught_up(valkey))
+    append(valkey, order_event("completed", order, ann.id, 2, total="1.00"))
+    drain(reader, until=caught_up(valkey, purchases.GROUP, [ORDERS]))
     assert verified(db_engine) == set()  # paid, but its lines are not known yet
     assert_problem(world.submit(ann, 7), 403, "not_a_buyer")
-    publish(valkey, placed(order, ann.id, 7))  # its placed arrives late
-    drain(reader, until=caught_up(valkey))
+    append(valkey, placed(order, ann.id, 7))  # its placed arrives late
+    drain(reader, until=caught_up(valkey, purchases.GROUP, [ORDERS]))
     assert verified(db_engine) == {(ann.id, 7, order)}
 
-    publish(valkey, order_event("cancelled", order, ann.id, 4))
-    publish(valkey, order_event("delivered", order, ann.id, 3))  # older than the cancellation
-    drain(reader, until=caught_up(valkey))
+    append(valkey, order_event("cancelled", order, ann.id, 4))
+    append(valkey, order_event("delivered", order, ann.id, 3))  # older than the cancellation
+    drain(reader, until=caught_up(valkey, purchases.GROUP, [ORDERS]))
     assert verified(db_engine) == set()
     with db_engine.connect() as conn:
         status = conn.execute(
@@ -176,7 +160,7 @@ def test_a_second_paid_order_keeps_the_buyer_verified_after_one_is_cancelled(
     ann = world.customer()
     first, second = new_order(), new_order()
     reader = consumer(valkey, db_engine)
-    publish(
+    append(
         valkey,
         placed(first, ann.id, 7),
         order_event("completed", first, ann.id, 2, total="1.00"),
@@ -184,7 +168,7 @@ def test_a_second_paid_order_keeps_the_buyer_verified_after_one_is_cancelled(
         order_event("completed", second, ann.id, 2, total="2.00"),
         order_event("cancelled", first, ann.id, 3),
     )
-    drain(reader, until=caught_up(valkey))
+    drain(reader, until=caught_up(valkey, purchases.GROUP, [ORDERS]))
     assert verified(db_engine) == {(ann.id, 7, second), (ann.id, 8, second)}
 
 
@@ -206,10 +190,10 @@ def test_a_malformed_order_event_is_dead_lettered_and_the_stream_flows_on(
         sequence=1,
     )
     reader = consumer(valkey, db_engine)
-    publish(valkey, bad, placed(order, ann.id, 7), order_event("completed", order, ann.id, 2,
+    append(valkey, bad, placed(order, ann.id, 7), order_event("completed", order, ann.id, 2,
                                                                  total="1.00"))  # fmt: skip
     drain(reader, until=lambda: bool(valkey.xlen("events:dead:reviews")))
-    drain(reader, until=caught_up(valkey))
+    drain(reader, until=caught_up(valkey, purchases.GROUP, [ORDERS]))
     assert verified(db_engine) == {(ann.id, 7, order)}
     [(_, fields)] = valkey.xrange("events:dead:reviews")
     assert decode(fields[FIELD.encode()]).id == bad.id
@@ -300,7 +284,7 @@ def test_the_service_consumes_order_events_and_publishes_review_events_in_its_wo
 
     order = new_order()
     start = time.monotonic()
-    publish(valkey, placed(order, ann.id, 7), order_event("completed", order, ann.id, 2,
+    append(valkey, placed(order, ann.id, 7), order_event("completed", order, ann.id, 2,
                                                            total="1.00"))  # fmt: skip
     while verified(db_engine) != {(ann.id, 7, order)}:
         assert time.monotonic() - start < 10, "the service's consumer did not apply the events"

@@ -11,7 +11,6 @@ from flask.testing import FlaskClient
 
 from shopkit.config import Settings
 from shopkit.db import Database
-from tests.events.conftest import broker, valkey  # noqa: F401 (the real broker, for event tests)
 from tests.support.database import service_role_url
 from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET, Identity
 from tests.support.live import LiveStack

@@ -33,6 +33,7 @@ from tests.support.database import broker as embedded_broker
 from tests.support.identity import Identity, bearer
 from tests.support.invariants import check_invariants
 from tests.support.live import LiveStack
+from tests.support.outbox import outbox_rows
 from tests.support.sales import Shop, place
 
 ORDER = "shop.order.{}.v1"
@@ -41,28 +42,9 @@ ORDER = "shop.order.{}.v1"
 pytestmark = pytest.mark.sole_relay("sales")
 
 
-def outbox_rows(database_url: str, order_id: str | None = None) -> list[Any]:
-    """The sales outbox's rows (of one order), in id order."""
-    engine = create_engine(database_url)
-    try:
-        with engine.connect() as conn:
-            return list(
-                conn.execute(
-                    text(
-                        "SELECT id, aggregate, aggregate_id, sequence, type, payload, "
-                        "published_at, xmin::text AS xmin FROM sales.outbox "
-                        "WHERE CAST(:order AS text) IS NULL OR aggregate_id = :order ORDER BY id"
-                    ),
-                    {"order": order_id},
-                )
-            )
-    finally:
-        engine.dispose()
-
-
 def types_of(database_url: str, order_id: str) -> list[str]:
     """The types of one order's events, each checked against its schema, in sequence order."""
-    rows = outbox_rows(database_url, order_id)
+    rows = outbox_rows(database_url, "sales", aggregate_id=order_id)
     for row in rows:
         assert row.aggregate == "order"
         validate_data(row.type, row.payload)
@@ -81,7 +63,7 @@ def test_each_transition_writes_one_schema_valid_event(
 
     shipped = place(sales, token, (lamp, 2), (desk, 1)).get_json()
     assert shipped["status"] == "completed"
-    placed = outbox_rows(database_url, shipped["id"])[0].payload
+    placed = outbox_rows(database_url, "sales", aggregate_id=shipped["id"])[0].payload
     assert placed == {
         "order_id": shipped["id"],
         "customer_id": buyer["id"],
@@ -97,7 +79,7 @@ def test_each_transition_writes_one_schema_valid_event(
     assert sales.post(f"/sales/{shipped['id']}/shipment", json={}, headers=admin).status_code == 409
     assert sales.post(f"/sales/{shipped['id']}/delivery", headers=admin).status_code == 200
     assert types_of(database_url, shipped["id"]) == ["placed", "completed", "shipped", "delivered"]
-    rows = outbox_rows(database_url, shipped["id"])
+    rows = outbox_rows(database_url, "sales", aggregate_id=shipped["id"])
     assert rows[1].payload["total"] == "15.00"
     assert (rows[2].payload["carrier"], rows[2].payload["tracking_number"]) == ("DHL", "T1")
 
@@ -111,10 +93,10 @@ def test_each_transition_writes_one_schema_valid_event(
     failed_order = failed.get_json()["sale_id"]
     assert types_of(database_url, failed_order) == ["placed", "failed"]
     assert (
-        outbox_rows(database_url, failed_order)[1].payload["failure_code"]
+        outbox_rows(database_url, "sales", aggregate_id=failed_order)[1].payload["failure_code"]
         == (failed.get_json()["code"])
     )
-    assert len(outbox_rows(database_url)) == 4 + 3 + 2
+    assert len(outbox_rows(database_url, "sales")) == 4 + 3 + 2
     assert check_invariants(database_url).ok
 
 
@@ -127,13 +109,13 @@ def test_a_rolled_back_transition_writes_no_event(
     lamp = shop.product(stock=5)
     _, token = shop.buyer("100.00")
     sale_id = place(sales, token, (lamp, 1)).get_json()["id"]
-    before = outbox_rows(database_url, sale_id)
+    before = outbox_rows(database_url, "sales", aggregate_id=sale_id)
     with sales_db.session() as session, pytest.raises(RuntimeError), transaction(session):
         moved = ship(session, uuid.UUID(sale_id), "DHL", None)
         assert moved.status == "shipped"  # the shipment and its event were written...
         raise RuntimeError("the caller's transaction fails afterwards")
     # ... and rolled back together: the order is still completed, no event was written.
-    assert outbox_rows(database_url, sale_id) == before
+    assert outbox_rows(database_url, "sales", aggregate_id=sale_id) == before
     assert [row.type for row in before] == [ORDER.format("placed"), ORDER.format("completed")]
     detail = sales.get(f"/sales/{sale_id}", headers=bearer(token)).get_json()
     assert detail["status"] == COMPLETED
@@ -153,7 +135,7 @@ def test_batched_purchases_write_their_events_in_their_batched_transactions(
     )
     outcomes = [r[0].status if isinstance(r, tuple) else getattr(r, "code", r) for r in results]
     assert sorted(map(str, outcomes)) == ["completed"] * 6 + ["failed"] * 2, outcomes
-    rows = outbox_rows(database_url)
+    rows = outbox_rows(database_url, "sales")
     placed = [row for row in rows if row.type == ORDER.format("placed")]
     assert len(placed) == 8
     # Recorded together: fewer transactions than orders wrote the ``placed`` events.
@@ -221,7 +203,7 @@ def test_the_relay_publishes_each_orders_events_in_order(
         assert [event.type for event in events] == [ORDER.format(name) for name in expected]
         assert [event.sequence for event in events] == [1, 2, 3, 4]
         assert all(event.source == "/sales" for event in events)
-    assert all(row.published_at is not None for row in outbox_rows(database_url))
+    assert all(row.published_at is not None for row in outbox_rows(database_url, "sales"))
 
 
 # --- the relay inside the sales process, with the broker away ------------------------------------
@@ -248,7 +230,7 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
 
 
 def backlog(database_url: str) -> int:
-    return sum(1 for row in outbox_rows(database_url) if row.published_at is None)
+    return sum(1 for row in outbox_rows(database_url, "sales") if row.published_at is None)
 
 
 def test_purchases_succeed_with_the_broker_down_and_their_events_follow_once_it_is_back(

@@ -11,7 +11,6 @@ from flask import Flask
 from sqlalchemy import create_engine, text
 
 from seeder.cli import cli
-from tests.events.conftest import broker, valkey  # noqa: F401 (fixtures)
 from tests.support.database import SCHEMAS, truncate_all
 from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME
 from tests.support.seeder import SERVICES, Run, ShopReader

@@ -19,7 +19,6 @@ from flask.testing import FlaskClient
 
 from shopkit.config import Settings
 from shopkit.registry import SERVICE_NAMES
-from tests.events.conftest import broker  # noqa: F401 (fixture)
 from tests.support.storefront import FakeServices, log_in
 
 

@@ -1,17 +1,88 @@
-"""The event tests' helpers: drive a consumer, read its metrics and pending entries, wait, and
-start a live service on the test broker."""
+"""The event tests' helpers: publish events as a relay would, drive a consumer until its group
+has caught up, read its metrics and pending entries, wait, and start a live service on the
+test broker."""
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
 
-from shopkit.events.catalog import replay_stream
-from shopkit.events.consumer import Consumer
+from shopkit.events.catalog import replay_stream, stream_for, validate_data
+from shopkit.events.consumer import Consumer, ConsumerSettings
+from shopkit.events.envelope import FIELD, Event, encode
+from tests.support.broker import connected
+
+#: Short timeouts so retries, claims and dead letters happen within a test.
+FAST = ConsumerSettings(
+    batch_size=50,
+    block_ms=100,
+    claim_after_ms=400,
+    retry_base_ms=100,
+    retry_max_ms=400,
+    max_attempts=3,
+    lag_every_s=0.0,
+)
+
+
+def new_event(
+    type_name: str,
+    data: dict[str, Any],
+    *,
+    sequence: int = 1,
+    source: str = "/sales",
+    subject: str | None = None,
+) -> Event:
+    """A fresh event of ``type_name`` (its data checked against the catalogue), about
+    ``subject`` (by default the data's order, else its customer)."""
+    validate_data(type_name, data)
+    return Event(
+        id=str(uuid.uuid4()),
+        source=source,
+        type=type_name,
+        subject=subject or str(data.get("order_id") or data["customer_id"]),
+        time=datetime.now(UTC),
+        data=data,
+        sequence=sequence,
+    )
+
+
+def append(client: redis.Redis, *events: Event) -> list[str]:
+    """Append ``events`` (again, if they were already) each to its aggregate's stream, as the
+    relay does; their entry ids."""
+    return [
+        client.xadd(stream_for(event.type.split(".")[1]), {FIELD: encode(event)}).decode()
+        for event in events
+    ]
+
+
+def publish(client: redis.Redis, type_name: str, data: dict[str, Any], sequence: int = 1) -> str:
+    """Append one new event of ``type_name`` with ``data`` to its stream; the event's id."""
+    event = new_event(type_name, data, sequence=sequence)
+    append(client, event)
+    return event.id
+
+
+def caught_up(
+    client: redis.Redis, group: str, streams: Iterable[str], *, acknowledged: bool = True
+) -> Callable[[], bool]:
+    """Whether ``group`` has read every entry of each of ``streams`` (no lag) and, unless
+    ``acknowledged`` is false, acknowledged them all (none pending)."""
+    names = list(streams)
+
+    def check() -> bool:
+        for stream in names:
+            found = next(g for g in client.xinfo_groups(stream) if g["name"].decode() == group)
+            if found["lag"] or (acknowledged and found["pending"]):
+                return False
+        return True
+
+    return check
 
 
 def drain(consumer: Consumer, *, until: Callable[[], bool], rounds: int = 200) -> None:
@@ -42,8 +113,7 @@ def group_from_now(events_url: str, group: str, streams: Iterable[str]) -> None:
     """Start consumer ``group`` at the end (``$``) of each of ``streams`` and of its replay
     stream, creating it or moving it there: a worker started next reads only what comes
     after, not every event earlier test files left on the session's broker."""
-    client = redis.Redis.from_url(events_url, socket_timeout=5)
-    try:
+    with connected(events_url, timeout_s=5) as client:
         for stream in (*streams, replay_stream(group)):
             try:
                 client.xgroup_create(stream, group, id="$", mkstream=True)
@@ -51,8 +121,6 @@ def group_from_now(events_url: str, group: str, streams: Iterable[str]) -> None:
                 if "BUSYGROUP" not in str(error):
                     raise
                 client.xgroup_setid(stream, group, id="$")
-    finally:
-        client.close()
 
 
 def start_with_broker(stack: Any, service: str, events_url: str, **options: Any) -> Any:

@@ -7,7 +7,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from flask.testing import FlaskClient
@@ -15,9 +14,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
 from reviews_service.purchases import apply_order_events
-from shopkit.events.catalog import validate_data
 from shopkit.events.envelope import Event
 from shopkit.service_client import DependencyUnavailable
+from tests.support.events import new_event
 from tests.support.identity import Identity, bearer
 
 
@@ -45,16 +44,7 @@ def order_event(name: str, order_id: str, customer_id: int, sequence: int, **dat
     the catalogue's schema)."""
     type_name = f"shop.order.{name}.v1"
     body = {"order_id": order_id, "customer_id": customer_id, **data}
-    validate_data(type_name, body)
-    return Event(
-        id=str(uuid.uuid4()),
-        source="/sales",
-        type=type_name,
-        subject=order_id,
-        time=datetime.now(UTC),
-        data=body,
-        sequence=sequence,
-    )
+    return new_event(type_name, body, sequence=sequence, subject=order_id)
 
 
 def placed(order_id: str, customer_id: int, *product_ids: int) -> Event:
