@@ -24,10 +24,11 @@ from notifications_service.worker import build_consumer, make_sessions
 from seeder.cli import cli
 from shopkit.events.catalog import dead_letter_stream, replay_stream, stream_for
 from shopkit.events.envelope import FIELD
-from shopkit.events.relay import broker_client
 from shopkit.registry import SERVICE_NAMES
+from tests.support.broker import connected, emptied
 from tests.support.events import drain, on_broker, wait_for
 from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, customer_payload
+from tests.support.notifications import dead_lettered
 from tests.support.reviews import once_purchase_known
 
 pytestmark = pytest.mark.processes
@@ -40,9 +41,7 @@ def events_stack(live_stack: Any, broker: Any) -> Iterator[Any]:
     The broker is emptied before they start and never while they run: a consumer
     group deleted under a running member is not created again.
     """
-    emptied = broker_client(broker.url)
-    emptied.flushall()
-    emptied.close()
+    emptied(broker.url)
     with on_broker(live_stack, SERVICE_NAMES, broker.url):
         yield live_stack
 
@@ -55,10 +54,9 @@ def streams(events_stack: Any, broker: Any) -> Iterator[redis.Redis]:
     Reviews' group reads the order stream in the reviews service's workers: it
     dead-letters the unreadable entries these tests publish as well.
     """
-    client = broker_client(broker.url)
-    client.delete(replay_stream(GROUP), *client.keys(dead_letter_stream("*")))
-    yield client
-    client.close()
+    with connected(broker.url) as client:
+        client.delete(replay_stream(GROUP), *client.keys(dead_letter_stream("*")))
+        yield client
 
 
 @pytest.fixture
@@ -77,23 +75,13 @@ def run(events_stack: Any) -> Any:
     return invoke
 
 
-def _dead_letters(client: redis.Redis, database_url: str, broker: Any, count: int) -> list[str]:
-    """``count`` unreadable entries, dead-lettered by the notifications group; their ids."""
-    for n in range(count):
-        client.xadd(stream_for("order"), {FIELD: f"garbage {n}".encode()})
-    consumer = build_consumer(database_url, broker.url)
-    consumer.ensure_groups()
-    drain(consumer, until=lambda: client.xlen(dead_letter_stream(GROUP)) == count)
-    return [entry_id.decode() for entry_id, _ in client.xrange(dead_letter_stream(GROUP))]
-
-
 def test_dead_letters_are_listed_replayed_and_discarded(
     run: Any,
     streams: redis.Redis,
     database_url: str,
     broker: Any,
 ) -> None:
-    first, second = _dead_letters(streams, database_url, broker, 2)
+    first, second = dead_lettered(database_url, broker.url, 2)
 
     listed = run("events", "dead-letters", "--service", "notifications", "list")
     assert listed.exit_code == 0, listed.output
@@ -127,7 +115,7 @@ def test_an_unknown_dead_letter_is_a_clear_error(
     database_url: str,
     broker: Any,
 ) -> None:
-    _dead_letters(streams, database_url, broker, 1)
+    dead_lettered(database_url, broker.url, 1)
     missing = run("events", "dead-letters", "discard", "1-0")
     assert missing.exit_code == 1
     assert "No dead letter 1-0 in any consumer group" in missing.output

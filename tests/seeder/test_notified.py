@@ -17,9 +17,7 @@ from typing import Any
 import pytest
 
 from devstack import mailsink
-from notifications_service.notifications import GROUP, STREAMS
-from tests.support.database import WorkerProcess
-from tests.support.events import group_from_now
+from tests.support.notifications import worker_from_now
 from tests.support.seeder import Run
 
 pytestmark = pytest.mark.processes
@@ -34,29 +32,18 @@ def events_stack(seeder_stack: Any, tmp_path: Path) -> Iterator[tuple[dict[str, 
     (``EVENTS_URL``, as ``make run`` has it), the group starting at the streams' end (the
     session's earlier events are not its work); the environment the seeder needs, and the
     worker."""
-    assert seeder_stack.events_url, "the live stack runs a broker"
-    group_from_now(seeder_stack.events_url, GROUP, STREAMS)
     sink = mailsink.start(tmp_path / "mail")
     seeder_stack.start("notifications")
-    worker = WorkerProcess(
-        "notifications-worker",
-        "notifications_service.worker",
-        env={
-            **seeder_stack.env("notifications"),
-            "SMTP_URL": sink.url,
-            "WORKER_METRICS_PORT": "0",
-        },
-        log=(tmp_path / "worker.log").open("ab"),
-    )
-    worker.start()
     try:
-        env = {
-            "EVENTS_URL": seeder_stack.events_url,
-            "NOTIFICATIONS_URL": seeder_stack.url("notifications"),
-        }
-        yield env, worker
+        with worker_from_now(
+            seeder_stack, sink.url, tmp_path / "worker.log", WORKER_METRICS_PORT="0"
+        ) as worker:
+            env = {
+                "EVENTS_URL": seeder_stack.events_url,
+                "NOTIFICATIONS_URL": seeder_stack.url("notifications"),
+            }
+            yield env, worker
     finally:
-        worker.stop()
         sink.stop()
 
 

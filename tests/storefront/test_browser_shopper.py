@@ -28,7 +28,6 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from devstack import mailsink
-from notifications_service.notifications import GROUP, STREAMS
 from tests.storefront.test_browser import (
     WAIT_S,
     Shop,
@@ -37,10 +36,9 @@ from tests.storefront.test_browser import (
     stock_shop,
     storefront,
 )
-from tests.support.database import WorkerProcess
-from tests.support.events import group_from_now
 from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, customer_payload
 from tests.support.live import LiveStack
+from tests.support.notifications import worker_from_now
 
 pytestmark = pytest.mark.processes
 __all__ = ["browser", "storefront"]  # the module's fixtures, shared with test_browser.py
@@ -58,18 +56,9 @@ def mail_sink() -> Iterator[mailsink.MailSink]:
 def notifications_worker(live_stack: LiveStack, mail_sink: mailsink.MailSink) -> Iterator[None]:
     """The notifications worker on the session stack's broker, mailing to the sink (its
     group starts at the end of the streams: only what comes after is its work)."""
-    assert live_stack.events_url, "the session's stack runs a broker"
-    group_from_now(live_stack.events_url, GROUP, STREAMS)
-    log = (live_stack.log_dir / "notifications-worker.log").open("ab")
-    worker = WorkerProcess(
-        "notifications-worker",
-        "notifications_service.worker",
-        env={**live_stack.env("notifications"), "SMTP_URL": mail_sink.url},
-        log=log,
-    )
-    worker.start()
-    yield
-    worker.stop()
+    log = live_stack.log_dir / "notifications-worker.log"
+    with worker_from_now(live_stack, mail_sink.url, log):
+        yield
 
 
 FAULTS = {

@@ -25,15 +25,14 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from notifications_service.notifications import GROUP
-from notifications_service.worker import build_consumer
-from shopkit.events.catalog import dead_letter_stream, replay_stream, stream_for
-from shopkit.events.envelope import FIELD
-from shopkit.events.relay import broker_client
+from shopkit.events.catalog import replay_stream
 from shopkit.registry import SERVICE_NAMES
 from tests.storefront.test_browser import SCREENSHOTS, Shop
+from tests.support.broker import connected
 from tests.support.chromium import headless_chromium
-from tests.support.events import drain, on_broker
+from tests.support.events import on_broker
 from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, customer_payload
+from tests.support.notifications import dead_lettered
 from tests.support.reviews import once_purchase_known
 
 pytestmark = pytest.mark.processes
@@ -56,27 +55,6 @@ def console_url(live_stack: Any, broker: Any) -> Iterator[str]:
     with on_broker(live_stack, SERVICE_NAMES, broker.url):
         secret = {"STOREFRONT_SECRET_KEY": "console-browser-secret"}
         yield str(live_stack.start("storefront", workers=1, extra_env=secret).url)
-
-
-def dead_letters(database_url: str, broker: Any, count: int) -> dict[str, str]:
-    """``count`` unreadable order entries, dead-lettered at once by the notifications group;
-    the ids of their dead letters, each with its entry's id in the order stream."""
-    client = broker_client(broker.url)
-    sent = {
-        client.xadd(stream_for("order"), {FIELD: b"{unreadable"}).decode() for _ in range(count)
-    }
-
-    def letters() -> dict[str, str]:
-        return {dead_id.decode(): fields[b"entry_id"].decode()
-                for dead_id, fields in client.xrange(dead_letter_stream(GROUP))
-                if fields[b"entry_id"].decode() in sent}  # fmt: skip
-
-    consumer = build_consumer(database_url, broker.url)
-    consumer.ensure_groups()
-    drain(consumer, until=lambda: len(letters()) == count)
-    found = letters()
-    client.close()
-    return found
 
 
 @pytest.fixture(scope="module", params=list(WIDTHS), ids=list(WIDTHS))
@@ -306,7 +284,7 @@ def test_the_events_page_shows_the_streams_and_replays_and_discards_dead_letters
 ) -> None:  # fmt: skip
     driver, size = sized_browser
     shop_with_an_order_and_a_review(live_stack, f"ev{size}")  # order and wallet events
-    letters = dead_letters(database_url, broker, 2)
+    letters = dead_lettered(database_url, broker.url, 2)
     replayed, discarded = letters
     console = Console(driver, console_url, WIDTHS[size])
     console.log_in(ADMIN_USERNAME, ADMIN_PASSWORD)
@@ -332,10 +310,9 @@ def test_the_events_page_shows_the_streams_and_replays_and_discards_dead_letters
     console.submit(f'{OURS} li.dead-letter[data-id="{discarded}"] .discard')
     assert f"Dead letter {discarded} of notifications/{GROUP} discarded." in console.flash()
     assert not console.find_all(f'{OURS} li.dead-letter[data-id="{discarded}"]')
-    client = broker_client(broker.url)
-    replays = [fields[b"entry_id"] for _, fields in client.xrange(replay_stream(GROUP))]
+    with connected(broker.url) as client:
+        replays = [fields[b"entry_id"] for _, fields in client.xrange(replay_stream(GROUP))]
     assert len(replays) >= 1  # handed back to the group, through its replay stream
     # This run's letters, whatever an earlier run (the other width) left in the stream.
     assert letters[replayed].encode() in replays
     assert letters[discarded].encode() not in replays
-    client.close()

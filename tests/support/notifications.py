@@ -1,9 +1,11 @@
 """Notifications' tests' helpers: customer events on the broker, the group run until it has
-caught up, and what it wrote (notifications, mails)."""
+caught up, what it wrote (notifications, mails), and its worker beside a live stack."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -12,8 +14,14 @@ from sqlalchemy.orm import Session
 
 from notifications_service.models import Mail, Notification
 from notifications_service.notifications import GROUP, STREAMS
+from notifications_service.worker import build_consumer
+from shopkit.events.catalog import dead_letter_stream, stream_for
 from shopkit.events.consumer import Consumer
-from tests.support.events import caught_up, publish
+from shopkit.events.envelope import FIELD
+from tests.support.broker import connected
+from tests.support.database import WorkerProcess
+from tests.support.events import caught_up, drain, group_from_now, publish
+from tests.support.live import LiveStack
 
 #: The sender of the tests' mails.
 SENDER = "Shop <shop@localhost>"
@@ -69,3 +77,50 @@ def mails(db_engine: Engine) -> list[Mail]:
     """Every mail row, oldest first."""
     with Session(db_engine) as session:
         return list(session.execute(select(Mail).order_by(Mail.id)).scalars())
+
+
+def dead_lettered(database_url: str, events_url: str, count: int) -> dict[str, str]:
+    """``count`` unreadable order entries, dead-lettered at once by the notifications group;
+    the ids of their dead letters (in stream order), each with its entry's id in the order
+    stream."""
+    with connected(events_url) as client:
+        sent = {
+            client.xadd(stream_for("order"), {FIELD: b"{unreadable"}).decode() for _ in range(count)
+        }
+
+        def letters() -> dict[str, str]:
+            return {
+                dead_id.decode(): fields[b"entry_id"].decode()
+                for dead_id, fields in client.xrange(dead_letter_stream(GROUP))
+                if fields[b"entry_id"].decode() in sent
+            }
+
+        consumer = build_consumer(database_url, events_url)
+        consumer.ensure_groups()
+        drain(consumer, until=lambda: len(letters()) == count)
+        return letters()
+
+
+@contextmanager
+def worker_from_now(
+    stack: LiveStack, smtp_url: str, log: Path, **env: str
+) -> Iterator[WorkerProcess]:
+    """The notifications worker (its consumer group and mail sender) on ``stack``'s broker,
+    mailing to ``smtp_url`` and logging to ``log``, for the block; stopped after.
+
+    Its group starts at the end of the streams: the events earlier test files left on the
+    session's broker are not its work, only what comes after.
+    """
+    assert stack.events_url, "the stack runs a broker"
+    group_from_now(stack.events_url, GROUP, STREAMS)
+    worker = WorkerProcess(
+        "notifications-worker",
+        "notifications_service.worker",
+        env={**stack.env("notifications"), "SMTP_URL": smtp_url, **env},
+        log=log.open("ab"),
+    )
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
