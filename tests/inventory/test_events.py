@@ -23,11 +23,8 @@ from sqlalchemy import Engine, event, text
 from inventory_service import stock
 from inventory_service.models import OUTBOX
 from shopkit.db import transaction
-from tests.inventory.test_orders import reserve_items
-from tests.inventory.test_reservation_batches import BATCH, item
-from tests.inventory.test_reservations import reserve
 from tests.support.events import published_by_subject, relay_everything
-from tests.support.inventory import Wallets
+from tests.support.inventory import BATCH, Wallets, batch_item, reserve, reserve_items
 from tests.support.outbox import checked, outbox_rows
 
 STOCK = "shop.product.stock_changed.v1"
@@ -197,7 +194,7 @@ def test_a_batch_of_reservations_writes_all_its_events_with_one_statement(
     plenty = make_product(stock=100)
     scarce = make_product(stock=1)
     other = make_product(stock=100)
-    items = [item(plenty["id"], 1 + i % 3) for i in range(size)]
+    items = [batch_item(plenty["id"], 1 + i % 3) for i in range(size)]
     several = {
         "idempotency_key": f"{uuid.uuid4()}:reserve",
         "request": {
@@ -208,7 +205,7 @@ def test_a_batch_of_reservations_writes_all_its_events_with_one_statement(
             ],
         },
     }
-    items += [item(scarce["id"]), item(scarce["id"]), several, item(987654)]
+    items += [batch_item(scarce["id"]), batch_item(scarce["id"]), several, batch_item(987654)]
     before = len(events(db_engine))
     with statements(inventory_app) as sent:
         answer = inventory.post(BATCH, json={"items": items}, headers=service)
@@ -305,7 +302,7 @@ def test_concurrent_changes_of_one_product_number_its_events_in_commit_order(
             return client.post(path, json=body, headers=admin).status_code
         if n % 3 == 1:
             return reserve(client, service, product, 3).status_code
-        several = [item(product, 1) for _ in range(3)]
+        several = [batch_item(product, 1) for _ in range(3)]
         return client.post(BATCH, json={"items": several}, headers=service).status_code
 
     with ThreadPoolExecutor(max_workers=6) as pool:

@@ -10,24 +10,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from tests.support.inventory import new_sale_id
-
-
-def reserve_items(
-    client: FlaskClient,
-    headers: dict[str, str],
-    items: list[tuple[int, int]],
-    *,
-    sale_id: str | None = None,
-    key: str | None = None,
-) -> Any:
-    """POST a reservation of ``(product_id, quantity)`` lines (a fresh sale and key unless given)."""
-    sale = sale_id or new_sale_id()
-    return client.post(
-        "/internal/reservations",
-        json={"sale_id": sale, "items": [{"product_id": p, "quantity": q} for p, q in items]},
-        headers={**headers, "Idempotency-Key": key or f"{sale}:reserve"},
-    )
+from tests.support.inventory import new_sale_id, reserve_items
 
 
 def test_every_line_is_reserved_with_its_own_price(

@@ -12,19 +12,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.inventory.test_reservations import reserve, stock_of
 from tests.support.identity import Identity, bearer
-
-BATCH = "/internal/reservations/batch"
-
-
-def item(product_id: int, quantity: int = 1, sale_id: str | None = None) -> dict[str, Any]:
-    """One sale's reservation as the sales service sends it in a batch."""
-    sale = sale_id or str(uuid.uuid4())
-    return {
-        "idempotency_key": f"{sale}:reserve",
-        "request": {"sale_id": sale, "product_id": product_id, "quantity": quantity},
-    }
+from tests.support.inventory import BATCH, batch_item, reserve, stock_of
 
 
 def send(client: FlaskClient, headers: dict[str, str], items: list[dict[str, Any]]) -> Any:
@@ -41,11 +30,11 @@ def test_a_batch_answers_each_sale_and_a_refusal_never_fails_its_neighbours(
     scarce = make_product(price="5.00", stock=1)
     plenty = make_product(price="2.50", stock=10, name="Plenty")
     items = [
-        item(plenty["id"], 2),
-        item(scarce["id"], 1),
-        item(scarce["id"], 1),  # the second unit of a stock of one
-        item(987654, 1),  # no such product
-        item(plenty["id"], 3),
+        batch_item(plenty["id"], 2),
+        batch_item(scarce["id"], 1),
+        batch_item(scarce["id"], 1),  # the second unit of a stock of one
+        batch_item(987654, 1),  # no such product
+        batch_item(plenty["id"], 3),
     ]
     response = send(inventory, service, items)
     assert response.status_code == 200, response.get_json()
@@ -71,7 +60,7 @@ def test_a_retried_batch_is_replayed_sale_by_sale_and_alone_as_well(
     count_rows: Callable[[str], int],
 ) -> None:
     product = make_product(stock=3)
-    items = [item(product["id"]) for _ in range(4)]
+    items = [batch_item(product["id"]) for _ in range(4)]
     first = send(inventory, service, items).get_json()["results"]
     product_after = stock_of(inventory, product["id"], admin)
     again = send(inventory, service, items).get_json()["results"]
@@ -96,14 +85,14 @@ def test_the_same_sale_in_two_batches_or_alone_acts_once(
     count_rows: Callable[[str], int],
 ) -> None:
     product = make_product(stock=10)
-    shared = item(product["id"], 2)
-    first = send(inventory, service, [shared, item(product["id"])]).get_json()["results"]
-    second = send(inventory, service, [item(product["id"]), shared]).get_json()["results"]
+    shared = batch_item(product["id"], 2)
+    first = send(inventory, service, [shared, batch_item(product["id"])]).get_json()["results"]
+    second = send(inventory, service, [batch_item(product["id"]), shared]).get_json()["results"]
     assert first[0]["status"] == second[1]["status"] == 201
     assert second[1]["replayed"] and second[1]["body"] == first[0]["body"]
     # The same sale under another key is the sale's second reservation: refused.
     other_key = {**shared, "idempotency_key": "another-key"}
-    third = send(inventory, service, [other_key, item(product["id"])]).get_json()["results"]
+    third = send(inventory, service, [other_key, batch_item(product["id"])]).get_json()["results"]
     assert (third[0]["status"], third[0]["body"]["code"]) == (409, "already_reserved")
     assert third[1]["status"] == 201
     assert stock_of(inventory, product["id"], admin) == 10 - 2 - 1 - 1 - 1
@@ -119,10 +108,10 @@ def test_a_key_first_used_alone_replays_in_a_batch_and_a_changed_body_is_refused
     sale = str(uuid.uuid4())
     assert reserve(inventory, service, product["id"], 2, sale_id=sale).status_code == 201
     results = send(
-        inventory, service, [item(product["id"], 2, sale), item(product["id"], 3)]
+        inventory, service, [batch_item(product["id"], 2, sale), batch_item(product["id"], 3)]
     ).get_json()["results"]
     assert results[0]["replayed"] and results[0]["status"] == 201
-    changed = send(inventory, service, [item(product["id"], 5, sale)]).get_json()["results"]
+    changed = send(inventory, service, [batch_item(product["id"], 5, sale)]).get_json()["results"]
     assert (changed[0]["status"], changed[0]["body"]["code"]) == (422, "idempotency_key_reused")
 
 
@@ -138,7 +127,7 @@ def test_concurrent_batches_over_the_same_products_never_oversell(
     products = [make_product(stock=12)["id"] for _ in range(3)]
     headers = bearer(identity.service_token("sales"))
     batches = [
-        [item(products[(b + i) % 3]) for i in range(6)] for b in range(8)
+        [batch_item(products[(b + i) % 3]) for i in range(6)] for b in range(8)
     ]  # 48 units wanted, 36 in stock
 
     def run(items: list[dict[str, Any]]) -> list[int]:
@@ -162,11 +151,11 @@ def test_concurrent_batches_over_the_same_products_never_oversell(
         ({"items": "x"}, 422),
         ({"items": [{"request": {"sale_id": str(uuid.uuid4()), "product_id": 1}}]}, 422),
         ({"items": [{"idempotency_key": "has space", "request": {}}]}, 422),
-        ({"items": [{**item(1), "idempotency_key": "k"}, {**item(2), "idempotency_key": "k"}]}, 422),
-        ({"items": [item(1, sale_id="6d0c5a56-0000-4000-8000-000000000001"),
-                    item(2, sale_id="6d0c5a56-0000-4000-8000-000000000001")]}, 422),
-        ({"items": [item(1) for _ in range(101)]}, 422),
-        ({"items": [item(1, quantity=0)]}, 422),
+        ({"items": [{**batch_item(1), "idempotency_key": "k"}, {**batch_item(2), "idempotency_key": "k"}]}, 422),
+        ({"items": [batch_item(1, sale_id="6d0c5a56-0000-4000-8000-000000000001"),
+                    batch_item(2, sale_id="6d0c5a56-0000-4000-8000-000000000001")]}, 422),
+        ({"items": [batch_item(1) for _ in range(101)]}, 422),
+        ({"items": [batch_item(1, quantity=0)]}, 422),
     ],
 )  # fmt: skip
 def test_bad_batches_are_refused_whole_and_write_nothing(
@@ -191,7 +180,7 @@ def test_only_the_sales_service_may_send_a_batch(
     count_rows: Callable[[str], int],
 ) -> None:
     product = make_product(stock=5)
-    body = {"items": [item(product["id"])]}
+    body = {"items": [batch_item(product["id"])]}
     _, customer = identity.new_customer()
     callers = {
         "anonymous": ({}, 401),

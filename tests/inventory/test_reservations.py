@@ -11,29 +11,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
 from tests.support.identity import Identity, bearer
-
-
-def reserve(
-    client: FlaskClient,
-    headers: dict[str, str],
-    product_id: int,
-    quantity: int = 1,
-    *,
-    sale_id: str | None = None,
-    key: str | None = None,
-) -> Any:
-    """POST a reservation (a fresh sale id and key unless given)."""
-    sale = sale_id or str(uuid.uuid4())
-    return client.post(
-        "/internal/reservations",
-        json={"sale_id": sale, "product_id": product_id, "quantity": quantity},
-        headers={**headers, "Idempotency-Key": key or f"{sale}:reserve"},
-    )
-
-
-def stock_of(client: FlaskClient, product_id: int, admin: dict[str, str]) -> int:
-    """The product's stock as an admin sees it (archived included)."""
-    return int(client.get(f"/products/{product_id}", headers=admin).get_json()["stock"])
+from tests.support.inventory import reserve, stock_of
 
 
 def test_reservation_takes_stock_and_returns_price_and_name(

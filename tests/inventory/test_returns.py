@@ -15,9 +15,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
-from tests.inventory.test_orders import reserve_items
 from tests.support.database import free_port
-from tests.support.inventory import InProcessCustomers, Wallets, new_sale_id
+from tests.support.inventory import InProcessCustomers, Wallets, new_sale_id, reserve_items
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Inventory's tests' helpers: its boundary to customers, wallets paying sales, sale ids."""
+"""Inventory's tests' helpers: its boundary to customers, wallets paying sales, sale ids,
+reservations as sales sends them, stock."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from flask import Flask
+from flask.testing import FlaskClient
 
 from shopkit.service_client import ServiceResponse
 from tests.support.identity import SERVICE_SECRET, Identity, bearer
@@ -77,3 +79,56 @@ class Wallets:
 def new_sale_id() -> str:
     """A fresh sale id."""
     return str(uuid.uuid4())
+
+
+#: The endpoint of a batch of reservations.
+BATCH = "/internal/reservations/batch"
+
+
+def reserve(
+    client: FlaskClient,
+    headers: dict[str, str],
+    product_id: int,
+    quantity: int = 1,
+    *,
+    sale_id: str | None = None,
+    key: str | None = None,
+) -> Any:
+    """POST a reservation (a fresh sale id and key unless given)."""
+    sale = sale_id or str(uuid.uuid4())
+    return client.post(
+        "/internal/reservations",
+        json={"sale_id": sale, "product_id": product_id, "quantity": quantity},
+        headers={**headers, "Idempotency-Key": key or f"{sale}:reserve"},
+    )
+
+
+def reserve_items(
+    client: FlaskClient,
+    headers: dict[str, str],
+    items: list[tuple[int, int]],
+    *,
+    sale_id: str | None = None,
+    key: str | None = None,
+) -> Any:
+    """POST a reservation of ``(product_id, quantity)`` lines (a fresh sale and key unless given)."""
+    sale = sale_id or new_sale_id()
+    return client.post(
+        "/internal/reservations",
+        json={"sale_id": sale, "items": [{"product_id": p, "quantity": q} for p, q in items]},
+        headers={**headers, "Idempotency-Key": key or f"{sale}:reserve"},
+    )
+
+
+def batch_item(product_id: int, quantity: int = 1, sale_id: str | None = None) -> dict[str, Any]:
+    """One sale's reservation as the sales service sends it in a batch."""
+    sale = sale_id or str(uuid.uuid4())
+    return {
+        "idempotency_key": f"{sale}:reserve",
+        "request": {"sale_id": sale, "product_id": product_id, "quantity": quantity},
+    }
+
+
+def stock_of(client: FlaskClient, product_id: int, admin: dict[str, str]) -> int:
+    """The product's stock as an admin sees it (archived included)."""
+    return int(client.get(f"/products/{product_id}", headers=admin).get_json()["stock"])
