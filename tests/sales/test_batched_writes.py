@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -18,19 +17,28 @@ from sqlalchemy import create_engine, text
 
 from sales_service.batching import Batcher
 from sales_service.models import COMPLETED, FAILED, PENDING
-from sales_service.saga import SagaIncomplete, purchase
+from sales_service.saga import SagaIncomplete
 from sales_service.saga_run import NewSale, SagaRun
 from sales_service.saga_store import Recording, existing_sale, record_sales, save_leased
 from shopkit.auth import ROLE_CUSTOMER, Principal
 from shopkit.db import Database
 from shopkit.errors import DatabaseUnavailable, ProblemError
-from tests.sales.test_batching import GATHER, all_at_once, counted, start_stack
-from tests.sales.test_races_and_faults import post_sale
 from tests.support.database import service_role_url
 from tests.support.identity import Identity
 from tests.support.invariants import check_invariants
 from tests.support.live import LiveStack
-from tests.support.sales import Shop, recover
+from tests.support.sales import (
+    GATHER,
+    Shop,
+    all_at_once,
+    concurrently,
+    counted,
+    customer_principals,
+    post_sale,
+    purchase_call,
+    recover,
+    start_batching_sales,
+)
 
 
 def customer(number: int) -> Principal:
@@ -178,49 +186,6 @@ def test_a_batch_of_saves_never_overwrites_a_sale_someone_else_settled(
 # --- the whole purchase, in process, against the live customers and inventory -----------
 
 
-def _buyers(shop: Shop, count: int, balance: str = "50.00") -> list[Principal]:
-    principals = []
-    for _ in range(count):
-        profile, _token = shop.buyer(balance)
-        principals.append(
-            Principal(subject=profile["username"], role=ROLE_CUSTOMER, customer_id=profile["id"])
-        )
-    return principals
-
-
-def _concurrently(app: Flask, database: Database, calls: list[Callable[[Any], Any]]) -> list[Any]:
-    """Run each ``call(session)`` on its own thread with its own session; their results or
-    the exceptions they raised."""
-    results: list[Any] = [None] * len(calls)
-
-    def run(i: int) -> None:
-        with app.app_context(), database.session() as session:
-            try:
-                results[i] = calls[i](session)
-            except Exception as exc:
-                results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
-
-
-def _buy(batcher: Batcher, app: Flask, principal: Principal, product: int) -> Callable[[Any], Any]:
-    def call(session: Any) -> Any:
-        return purchase(
-            session,
-            app.extensions["sales_clients"],
-            principal,
-            NewSale(((product, 1),)),
-            batcher=batcher,
-        )
-
-    return call
-
-
 def _buying_while_locked(
     app: Flask, database_url: str, table: str, buyers: list[Principal], product: int
 ) -> list[Any]:
@@ -234,7 +199,9 @@ def _buying_while_locked(
     try:
         with engine.connect() as conn, conn.begin():
             conn.execute(text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
-            return _concurrently(app, slow, [_buy(batcher, app, b, product) for b in buyers])
+            return concurrently(
+                app, slow, [purchase_call(batcher, app, b, product) for b in buyers]
+            )
     finally:
         engine.dispose()
         slow.dispose()
@@ -248,7 +215,7 @@ def test_the_database_failing_under_a_batched_record_answers_each_sale_alone(
     ``database_unavailable`` naming its own order as ``unknown``, and nothing is recorded.
     A database that cannot be reached at all is the same 503 without an order."""
     product = shop.product(price="1.00", stock=10)
-    buyers = _buyers(shop, 4)
+    buyers = customer_principals(shop, 4)
     answers = _buying_while_locked(sales_app, database_url, "sales.sale_lines", buyers, product)
     assert all(isinstance(a, DatabaseUnavailable) for a in answers), answers
     assert all(a.extra["sale_status"] == "unknown" for a in answers)
@@ -258,8 +225,10 @@ def test_the_database_failing_under_a_batched_record_answers_each_sale_alone(
 
     away = Database("postgresql+psycopg2://nobody:x@127.0.0.1:9/none", application_name="test")
     batcher = Batcher(sales_app.extensions["sales_clients"], away, window_s=0.2, max_size=8)
-    answers = _concurrently(
-        sales_app, sales_app.extensions["shop_db"], [_buy(batcher, sales_app, buyers[0], product)]
+    answers = concurrently(
+        sales_app,
+        sales_app.extensions["shop_db"],
+        [purchase_call(batcher, sales_app, buyers[0], product)],
     )
     away.dispose()
     assert isinstance(answers[0], DatabaseUnavailable) and "sale_id" not in answers[0].extra
@@ -272,7 +241,7 @@ def test_the_database_failing_under_a_batched_save_leaves_each_sale_pending(
     503 ``sale_pending`` (``database_unavailable``) as on the single path, stays leased
     (recovery leaves it alone), and is completed by recovery once the lease ran out."""
     product = shop.product(price="2.00", stock=10)
-    buyers = _buyers(shop, 3, balance="10.00")
+    buyers = customer_principals(shop, 3, balance="10.00")
     answers = _buying_while_locked(sales_app, database_url, "sales.saga_steps", buyers, product)
     assert all(isinstance(a, SagaIncomplete) for a in answers), answers
     assert {(a.extra["reason"], a.extra["sale_status"]) for a in answers} == {
@@ -302,7 +271,7 @@ def test_one_key_twice_in_a_batch_buys_once_beside_its_neighbours(
     """Eight purchases sent together: one buyer's three under one Idempotency-Key, five
     other buyers' alone. One sale for the key (its twins answer it or ``sale_in_progress``,
     never a second purchase); every neighbour completes."""
-    sales = start_stack(fault_stack, 16)
+    sales = start_batching_sales(fault_stack, 16)
     shop = Shop(fault_stack, identity)
     product = shop.product(price="3.00", stock=20)
     twin, twin_token = shop.buyer("10.00")
@@ -330,7 +299,7 @@ def test_a_worker_killed_after_the_batched_record_is_settled_after_the_lease(
     """The worker dies right after recording a batch, before any step: the orders stay
     leased (recovery, even ``--older-than 0``, leaves them alone), then once the lease
     ran out recovery drives each alone; the audit is clean."""
-    sales = start_stack(fault_stack, 8, SALES_CRASH_AFTER="record")
+    sales = start_batching_sales(fault_stack, 8, SALES_CRASH_AFTER="record")
     shop = Shop(fault_stack, identity)
     product = shop.product(price="4.00", stock=12)
     buyers = [shop.buyer("10.00") for _ in range(5)]

@@ -3,56 +3,23 @@ debits, each sale keeps its own outcome, and a crash between the batched steps i
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
-from typing import Any
 
 import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from tests.sales.test_races_and_faults import post_sale
 from tests.support.identity import Identity
 from tests.support.invariants import check_invariants
 from tests.support.live import LiveStack
-from tests.support.sales import Shop, recover
+from tests.support.sales import Shop, all_at_once, counted, post_sale, recover, start_batching_sales
 
 pytestmark = pytest.mark.processes
-
-#: A window long enough that purchases sent together surely meet in one batch.
-GATHER = {"SALES_BATCH_WINDOW_MS": "300", "SALES_BATCH_MAX": "32", "SALES_RECOVERY_INTERVAL": "0"}
-
-
-def counted(stack: LiveStack, service: str, name: str, **labels: str) -> float:
-    """The sum of a metric's samples (in ``service``'s /metrics) whose labels include ``labels``."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    body = requests.get(stack.url(service) + "/metrics", timeout=10).text
-    wanted = set(labels.items())
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(body)
-        for sample in family.samples
-        if sample.name == name and wanted <= set(sample.labels.items())
-    )
 
 
 def handled(stack: LiveStack, service: str, endpoint: str) -> float:
     """How many requests ``service`` answered at ``endpoint`` (its Flask endpoint name)."""
     return counted(stack, service, "flask_http_request_duration_seconds_count", endpoint=endpoint)
-
-
-def start_stack(stack: LiveStack, threads: int, **env: str) -> str:
-    """Customers and inventory, and one sales worker with ``threads`` threads; sales' URL."""
-    for service in ("customers", "inventory"):
-        stack.start(service)
-    return stack.start("sales", workers=1, threads=threads, extra_env={**GATHER, **env}).url
-
-
-def all_at_once(calls: list[Callable[[], Any]]) -> list[Any]:
-    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
-        return list(pool.map(lambda f: f(), calls))
 
 
 def test_concurrent_purchases_share_batches_and_each_keeps_its_own_outcome(
@@ -61,7 +28,7 @@ def test_concurrent_purchases_share_batches_and_each_keeps_its_own_outcome(
     """16 purchases at once: 12 buyers for 8 units of one product, and 4 buyers who cannot
     pay for another. The batches hold refusals of both kinds beside successes, and every
     sale settles on its own."""
-    sales = start_stack(fault_stack, 16)
+    sales = start_batching_sales(fault_stack, 16)
     shop = Shop(fault_stack, identity)
     scarce = shop.product(price="10.00", stock=8)
     plenty = shop.product(price="10.00", stock=100, name="Plenty")
@@ -94,7 +61,7 @@ def test_concurrent_purchases_share_batches_and_each_keeps_its_own_outcome(
 def test_batching_off_sends_every_sale_alone(
     fault_stack: LiveStack, identity: Identity, database_url: str
 ) -> None:
-    sales = start_stack(fault_stack, 8, SALES_BATCH_MAX="1")
+    sales = start_batching_sales(fault_stack, 8, SALES_BATCH_MAX="1")
     shop = Shop(fault_stack, identity)
     product = shop.product(price="1.00", stock=20)
     buyers = [shop.buyer("5.00") for _ in range(6)]
@@ -110,7 +77,7 @@ def test_a_worker_killed_between_the_batched_reserve_and_debit_is_settled_by_rec
 ) -> None:
     """Six purchases reserved in one batch; the worker dies before any debit. Recovery
     drives each sale alone with the single endpoints: the batch's stored answers replay."""
-    sales = start_stack(fault_stack, 8, SALES_CRASH_AFTER="reserve")
+    sales = start_batching_sales(fault_stack, 8, SALES_CRASH_AFTER="reserve")
     shop = Shop(fault_stack, identity)
     product = shop.product(price="4.00", stock=12)
     buyers = [shop.buyer("10.00") for _ in range(5)] + [shop.buyer("3.00")]

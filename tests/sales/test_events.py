@@ -26,15 +26,20 @@ from shopkit.db import Database, transaction
 from shopkit.events.catalog import stream_for, validate_data
 from shopkit.events.envelope import FIELD, decode
 from shopkit.events.relay import Relay
-from tests.sales.test_batched_writes import _buy, _buyers, _concurrently
-from tests.sales.test_batching import start_stack
-from tests.sales.test_races_and_faults import post_sale
 from tests.support.database import broker as embedded_broker
 from tests.support.identity import Identity, bearer
 from tests.support.invariants import check_invariants
 from tests.support.live import LiveStack
 from tests.support.outbox import outbox_rows
-from tests.support.sales import Shop, place
+from tests.support.sales import (
+    Shop,
+    concurrently,
+    customer_principals,
+    place,
+    post_sale,
+    purchase_call,
+    start_batching_sales,
+)
 
 ORDER = "shop.order.{}.v1"
 
@@ -128,10 +133,10 @@ def test_batched_purchases_write_their_events_in_their_batched_transactions(
     database_url: str,
 ) -> None:
     product = shop.product(price="1.00", stock=6)
-    buyers = _buyers(shop, 8, balance="5.00")
+    buyers = customer_principals(shop, 8, balance="5.00")
     batcher = Batcher(sales_app.extensions["sales_clients"], sales_db, window_s=0.3, max_size=8)
-    results = _concurrently(
-        sales_app, sales_db, [_buy(batcher, sales_app, b, product) for b in buyers]
+    results = concurrently(
+        sales_app, sales_db, [purchase_call(batcher, sales_app, b, product) for b in buyers]
     )
     outcomes = [r[0].status if isinstance(r, tuple) else getattr(r, "code", r) for r in results]
     assert sorted(map(str, outcomes)) == ["completed"] * 6 + ["failed"] * 2, outcomes
@@ -242,7 +247,7 @@ def test_purchases_succeed_with_the_broker_down_and_their_events_follow_once_it_
     """The sales process runs its relay (EVENTS_URL set); killing the broker fails no
     purchase, the outbox absorbs their events, and they are published once it is back."""
     running = own_broker[0]
-    sales = start_stack(fault_stack, 4, EVENTS_URL=running.url)
+    sales = start_batching_sales(fault_stack, 4, EVENTS_URL=running.url)
     shop = Shop(fault_stack, identity)
     product = shop.product(price="1.00", stock=20)
     buyer, token = shop.buyer("20.00")

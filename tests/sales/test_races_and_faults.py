@@ -14,23 +14,9 @@ import requests
 from tests.support.identity import Identity
 from tests.support.invariants import check_invariants
 from tests.support.live import LiveStack
-from tests.support.sales import Shop, recover
+from tests.support.sales import Shop, post_sale, recover
 
 pytestmark = pytest.mark.processes
-
-
-def post_sale(
-    base: str, token: str, product: int, quantity: int, key: str | None = None
-) -> requests.Response:
-    headers = {"Authorization": f"Bearer {token}"}
-    if key:
-        headers["Idempotency-Key"] = key
-    return requests.post(
-        base + "/sales",
-        json={"product_id": product, "quantity": quantity},
-        headers=headers,
-        timeout=30,
-    )
 
 
 def test_race_of_ten_buyers_never_oversells(sales_deps: Any, shop: Shop, database_url: str) -> None:

@@ -1,20 +1,30 @@
-"""Sales' tests' helpers: arranging a shop on the live services, orders, recovery, wallets."""
+"""Sales' tests' helpers: arranging a shop on the live services, orders, recovery, wallets,
+and purchases at once (over HTTP to a batching sales process, or in process)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import requests
+from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 
 from customers_service.models import MAX_BALANCE
+from sales_service.batching import Batcher
+from sales_service.saga import purchase
+from sales_service.saga_run import NewSale
+from shopkit.auth import ROLE_CUSTOMER, Principal
+from shopkit.db import Database
 from tests.support.identity import Identity, bearer
 from tests.support.live import LiveStack
 from tests.support.products import create_product
@@ -108,3 +118,104 @@ def fill_wallet(database_url: str, username: str, room: Decimal) -> None:
             )
     finally:
         engine.dispose()
+
+
+# --- purchases over HTTP, against a live sales process that batches them -------------------
+
+#: A window long enough that purchases sent together surely meet in one batch.
+GATHER = {"SALES_BATCH_WINDOW_MS": "300", "SALES_BATCH_MAX": "32", "SALES_RECOVERY_INTERVAL": "0"}
+
+
+def post_sale(
+    base: str, token: str, product: int, quantity: int, key: str | None = None
+) -> requests.Response:
+    """``POST /sales`` of ``quantity`` of ``product`` to the sales service at ``base``
+    (with an ``Idempotency-Key`` if ``key`` is given)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    if key:
+        headers["Idempotency-Key"] = key
+    return requests.post(
+        base + "/sales",
+        json={"product_id": product, "quantity": quantity},
+        headers=headers,
+        timeout=30,
+    )
+
+
+def start_batching_sales(stack: LiveStack, threads: int, **env: str) -> str:
+    """Customers and inventory, and one sales worker with ``threads`` threads gathering
+    purchases into batches (:data:`GATHER`, plus ``env``); sales' URL."""
+    for service in ("customers", "inventory"):
+        stack.start(service)
+    return stack.start("sales", workers=1, threads=threads, extra_env={**GATHER, **env}).url
+
+
+def counted(stack: LiveStack, service: str, name: str, **labels: str) -> float:
+    """The sum of a metric's samples (in ``service``'s /metrics) whose labels include ``labels``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    body = requests.get(stack.url(service) + "/metrics", timeout=10).text
+    wanted = set(labels.items())
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+        if sample.name == name and wanted <= set(sample.labels.items())
+    )
+
+
+def all_at_once(calls: list[Callable[[], Any]]) -> list[Any]:
+    """Run every call on a thread of its own, all at once; their results, in order."""
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        return list(pool.map(lambda f: f(), calls))
+
+
+# --- purchases in process, each on a thread and a session of its own ----------------------
+
+
+def customer_principals(shop: Shop, count: int, balance: str = "50.00") -> list[Principal]:
+    """``count`` new buyers with ``balance`` each, as the principals their tokens stand for."""
+    principals = []
+    for _ in range(count):
+        profile, _token = shop.buyer(balance)
+        principals.append(
+            Principal(subject=profile["username"], role=ROLE_CUSTOMER, customer_id=profile["id"])
+        )
+    return principals
+
+
+def concurrently(app: Flask, database: Database, calls: list[Callable[[Any], Any]]) -> list[Any]:
+    """Run each ``call(session)`` on its own thread with its own session; their results or
+    the exceptions they raised."""
+    results: list[Any] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        with app.app_context(), database.session() as session:
+            try:
+                results[i] = calls[i](session)
+            except Exception as exc:
+                results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
+def purchase_call(
+    batcher: Batcher, app: Flask, principal: Principal, product: int
+) -> Callable[[Any], Any]:
+    """``call(session)``: ``principal`` buys one of ``product`` through ``batcher``."""
+
+    def call(session: Any) -> Any:
+        return purchase(
+            session,
+            app.extensions["sales_clients"],
+            principal,
+            NewSale(((product, 1),)),
+            batcher=batcher,
+        )
+
+    return call
