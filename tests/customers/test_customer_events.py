@@ -39,11 +39,6 @@ def _summary(rows: list[Any]) -> list[tuple[int, str]]:
     return [(row.sequence, row.type.split(".")[2]) for row in rows]
 
 
-@pytest.fixture
-def admin(identity: Identity) -> dict[str, str]:
-    return bearer(identity.admin_token())
-
-
 def test_each_account_change_tells_its_contact_data_once(
     customers: FlaskClient, identity: Identity, admin: dict[str, str], db_engine: Engine
 ) -> None:

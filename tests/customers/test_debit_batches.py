@@ -11,43 +11,12 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
+from tests.support.customers import DEBIT_BATCH, debit_item, funded
 from tests.support.identity import Identity, bearer
-
-BATCH = "/internal/wallet-debits/batch"
-
-
-def item(customer_id: int, amount: str, sale_id: str | None = None) -> dict[str, Any]:
-    """One sale's debit as the sales service sends it in a batch."""
-    sale = sale_id or str(uuid.uuid4())
-    return {
-        "idempotency_key": f"{sale}:debit",
-        "request": {"customer_id": customer_id, "amount": amount, "sale_id": sale},
-    }
-
-
-def funded(identity: Identity, customers: FlaskClient, amount: str) -> dict[str, Any]:
-    profile, token = identity.new_customer()
-    charged = customers.post(
-        f"/customers/{profile['username']}/wallet/charge",
-        json={"amount": amount},
-        headers=bearer(token),
-    )
-    assert charged.status_code == 200, charged.get_json()
-    return profile
 
 
 def balance(customers: FlaskClient, admin: dict[str, str], username: str) -> Decimal:
     return Decimal(customers.get(f"/customers/{username}", headers=admin).get_json()["balance"])
-
-
-@pytest.fixture
-def sales(identity: Identity) -> dict[str, str]:
-    return bearer(identity.service_token("sales"))
-
-
-@pytest.fixture
-def admin(identity: Identity) -> dict[str, str]:
-    return bearer(identity.admin_token())
 
 
 def test_a_batch_debits_each_sale_and_a_refusal_never_fails_its_neighbours(
@@ -60,13 +29,13 @@ def test_a_batch_debits_each_sale_and_a_refusal_never_fails_its_neighbours(
     rich = funded(identity, customers, "50.00")
     poor = funded(identity, customers, "15.00")
     items = [
-        item(poor["id"], "10.00"),
-        item(rich["id"], "20.00"),
-        item(poor["id"], "10.00"),  # the same wallet again: only 5.00 left
-        item(987654, "1.00"),  # no such customer
-        item(rich["id"], "30.00"),
+        debit_item(poor["id"], "10.00"),
+        debit_item(rich["id"], "20.00"),
+        debit_item(poor["id"], "10.00"),  # the same wallet again: only 5.00 left
+        debit_item(987654, "1.00"),  # no such customer
+        debit_item(rich["id"], "30.00"),
     ]
-    response = customers.post(BATCH, json={"items": items}, headers=sales)
+    response = customers.post(DEBIT_BATCH, json={"items": items}, headers=sales)
     assert response.status_code == 200, response.get_json()
     results = response.get_json()["results"]
     assert [r["status"] for r in results] == [201, 201, 409, 404, 201]
@@ -77,7 +46,7 @@ def test_a_batch_debits_each_sale_and_a_refusal_never_fails_its_neighbours(
     assert balance(customers, admin, rich["username"]) == Decimal("0.00")
     assert balance(customers, admin, poor["username"]) == Decimal("5.00")
     entries = count_rows("customers.ledger_entries")
-    again = customers.post(BATCH, json={"items": items}, headers=sales).get_json()["results"]
+    again = customers.post(DEBIT_BATCH, json={"items": items}, headers=sales).get_json()["results"]
     assert all(r["replayed"] for r in again)
     assert [r["body"] for r in again] == [r["body"] for r in results]
     assert count_rows("customers.ledger_entries") == entries  # nothing twice
@@ -96,10 +65,14 @@ def test_a_sale_debited_under_another_key_is_already_recorded(
 ) -> None:
     buyer = funded(identity, customers, "50.00")
     sale = str(uuid.uuid4())
-    first = customers.post(BATCH, json={"items": [item(buyer["id"], "5.00", sale)]}, headers=sales)
+    first = customers.post(
+        DEBIT_BATCH, json={"items": [debit_item(buyer["id"], "5.00", sale)]}, headers=sales
+    )
     assert first.get_json()["results"][0]["status"] == 201
-    twice = {**item(buyer["id"], "5.00", sale), "idempotency_key": "other"}
-    second = customers.post(BATCH, json={"items": [twice]}, headers=sales).get_json()["results"]
+    twice = {**debit_item(buyer["id"], "5.00", sale), "idempotency_key": "other"}
+    second = customers.post(DEBIT_BATCH, json={"items": [twice]}, headers=sales).get_json()[
+        "results"
+    ]
     assert (second[0]["status"], second[0]["body"]["code"]) == (409, "already_recorded")
 
 
@@ -111,9 +84,9 @@ def test_a_sale_debited_under_another_key_is_already_recorded(
         {"items": [{"idempotency_key": "k", "request": {"customer_id": 1, "amount": "-1.00",
                                                          "sale_id": str(uuid.uuid4())}}]},
         {"items": [{"idempotency_key": "k"}]},
-        {"items": [{**item(1, "1.00"), "idempotency_key": "k"},
-                   {**item(2, "1.00"), "idempotency_key": "k"}]},
-        {"items": [item(1, "1.00") for _ in range(101)]},
+        {"items": [{**debit_item(1, "1.00"), "idempotency_key": "k"},
+                   {**debit_item(2, "1.00"), "idempotency_key": "k"}]},
+        {"items": [debit_item(1, "1.00") for _ in range(101)]},
     ],
 )  # fmt: skip
 def test_bad_batches_are_refused_whole_and_write_nothing(
@@ -122,7 +95,7 @@ def test_bad_batches_are_refused_whole_and_write_nothing(
     count_rows: Callable[[str], int],
     body: dict[str, Any],
 ) -> None:
-    response = customers.post(BATCH, json=body, headers=sales)
+    response = customers.post(DEBIT_BATCH, json=body, headers=sales)
     assert response.status_code == 422, response.get_json()
     assert response.mimetype == "application/problem+json"
     assert count_rows("customers.idempotency_keys") == 0
@@ -135,7 +108,7 @@ def test_only_the_sales_service_may_send_a_batch(
     count_rows: Callable[[str], int],
 ) -> None:
     buyer, token = identity.new_customer()
-    body = {"items": [item(buyer["id"], "1.00")]}
+    body = {"items": [debit_item(buyer["id"], "1.00")]}
     for headers, status in (
         ({}, 401),
         (bearer(token), 403),
@@ -143,7 +116,7 @@ def test_only_the_sales_service_may_send_a_batch(
         (bearer(identity.service_token("inventory")), 403),
         (bearer(identity.service_token("reviews")), 403),
     ):
-        response = customers.post(BATCH, json=body, headers=headers)
+        response = customers.post(DEBIT_BATCH, json=body, headers=headers)
         assert response.status_code == status, response.get_json()
         assert response.mimetype == "application/problem+json"
     assert count_rows("customers.idempotency_keys") == 0

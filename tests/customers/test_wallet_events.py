@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
 from customers_service.models import OUTBOX
-from tests.customers.test_debit_batches import BATCH, admin, funded, item, sales  # noqa: F401
+from tests.support.customers import DEBIT_BATCH, debit_item, funded
 from tests.support.events import published_by_subject, relay_everything
 from tests.support.identity import Identity
 from tests.support.outbox import checked, outbox_rows
@@ -33,8 +33,8 @@ def events(db_engine: Engine, customer_id: int | None = None) -> list[Any]:
 def test_each_wallet_change_writes_one_event_and_a_refusal_none(
     customers: FlaskClient,
     identity: Identity,
-    sales: dict[str, str],  # noqa: F811
-    admin: dict[str, str],  # noqa: F811
+    sales: dict[str, str],
+    admin: dict[str, str],
     db_engine: Engine,
 ) -> None:
     buyer = funded(identity, customers, "50.00")
@@ -78,14 +78,20 @@ def test_each_wallet_change_writes_one_event_and_a_refusal_none(
 def test_batches_write_an_event_per_entry_and_none_for_a_refusal(
     customers: FlaskClient,
     identity: Identity,
-    sales: dict[str, str],  # noqa: F811
-    admin: dict[str, str],  # noqa: F811
+    sales: dict[str, str],
+    admin: dict[str, str],
     db_engine: Engine,
 ) -> None:
     rich = funded(identity, customers, "50.00")
     poor = funded(identity, customers, "15.00")
-    items = [item(poor["id"], "10.00"), item(rich["id"], "20.00"), item(poor["id"], "10.00")]
-    results = customers.post(BATCH, json={"items": items}, headers=sales).get_json()["results"]
+    items = [
+        debit_item(poor["id"], "10.00"),
+        debit_item(rich["id"], "20.00"),
+        debit_item(poor["id"], "10.00"),
+    ]
+    results = customers.post(DEBIT_BATCH, json={"items": items}, headers=sales).get_json()[
+        "results"
+    ]
     assert [r["status"] for r in results] == [201, 201, 409]
     charges = [
         {"username": rich["username"], "amount": "1.00"},
@@ -114,7 +120,7 @@ def test_batches_write_an_event_per_entry_and_none_for_a_refusal(
 def test_the_relay_publishes_each_wallets_events_in_order(
     customers: FlaskClient,
     identity: Identity,
-    sales: dict[str, str],  # noqa: F811
+    sales: dict[str, str],
     db_engine: Engine,
     valkey: redis.Redis,
 ) -> None:
