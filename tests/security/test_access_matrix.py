@@ -10,17 +10,14 @@ is then refused (403, or 404 where a resource's existence is not revealed).
 
 from __future__ import annotations
 
-import re
-import uuid
 from typing import Any
 
 from flask import Flask
 
 from shopkit.auth import SERVICES
-from tests.support.access import IDENTITIES, Callers, read_matrix
+from tests.support.access import IDENTITIES, Callers, concrete_path, operations, read_matrix
 from tests.support.identity import customer_payload
 
-METHODS = ("get", "post", "put", "patch", "delete")
 #: Valid bodies where ownership is checked after the body is read: the other customer
 #: must be refused for who they are, not for a malformed body.
 VALID_BODIES: dict[tuple[str, str], dict[str, Any]] = {
@@ -32,37 +29,6 @@ VALID_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/customers/{username}/wallet/charge"): {"amount": "1.00"},
     ("PATCH", "/reviews/{review_id}"): {"rating": 3},
 }
-
-
-def operations(app: Flask) -> list[tuple[str, str, dict[str, Any]]]:
-    """``(METHOD, path, operation)`` of every operation in the app's OpenAPI document."""
-    spec = app.test_client().get("/openapi.json").get_json()
-    found = []
-    for path, item in spec["paths"].items():
-        shared = item.get("parameters", [])
-        for method in METHODS:
-            if method in item:
-                operation = dict(item[method])
-                operation["parameters"] = shared + operation.get("parameters", [])
-                found.append((method.upper(), path, operation))
-    return found
-
-
-def concrete_path(path: str, operation: dict[str, Any], username: str) -> str:
-    """The path with its parameters filled: the customer's username, unknown ids."""
-
-    def value(match: re.Match[str]) -> str:
-        name = match.group(1)
-        spec = next(
-            (p.get("schema", {}) for p in operation["parameters"] if p.get("name") == name), {}
-        )
-        if spec.get("type") == "integer":
-            return "987654"
-        if spec.get("format") == "uuid":
-            return str(uuid.uuid4())
-        return username
-
-    return re.sub(r"\{([^}]+)\}", value, path)
 
 
 def call(app: Flask, method: str, template: str, path: str, headers: dict[str, str]) -> Any:

@@ -31,6 +31,7 @@ from shopkit.config import (
     _warned,
 )
 from shopkit.registry import SERVICE_NAMES
+from tests.support.access import concrete_path, operations
 from tests.support.identity import (
     ADMIN_PASSWORD,
     SERVICE_SECRET,
@@ -232,8 +233,6 @@ def test_a_bulk_account_costs_a_full_verification(
 
 
 def _every_operation(apps: dict[str, Flask]) -> list[tuple[str, Flask, str, str]]:
-    from tests.security.test_access_matrix import concrete_path, operations
-
     return [
         (service, app, method, concrete_path(path, operation, "someone"))
         for service, app in apps.items()
