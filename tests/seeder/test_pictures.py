@@ -17,7 +17,7 @@ from inventory_service.images import media_type_of
 from seeder.data import ProductFactory
 from seeder.pictures import product_svg
 from shopkit.config import PROJECT_ROOT
-from tests.seeder.conftest import Run, ShopReader
+from tests.support.seeder import Run, ShopReader
 
 DIGESTS_OF_SEED = """
 import hashlib, sys
