@@ -28,20 +28,12 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from devstack import mailsink
-from tests.storefront.test_browser import (
-    WAIT_S,
-    Shop,
-    balance_of,
-    browser,
-    stock_shop,
-    storefront,
-)
+from tests.support.browser import WAIT_S, Shop, balance_of, stock_shop
 from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, customer_payload
 from tests.support.live import LiveStack
 from tests.support.notifications import worker_from_now
 
 pytestmark = pytest.mark.processes
-__all__ = ["browser", "storefront"]  # the module's fixtures, shared with test_browser.py
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import pytest
 from flask.testing import FlaskClient
 
 from storefront.clients import BinaryResponse
-from tests.storefront.test_views import PRODUCT, SALE, SALE_ID, page_of
 from tests.support.storefront import Call, FakeServices
+from tests.support.storefront_answers import PRODUCT, SALE, SALE_ID, page_of
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(32)
 ETAG = '"5f1e"'

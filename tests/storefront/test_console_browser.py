@@ -27,8 +27,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 from notifications_service.notifications import GROUP
 from shopkit.events.catalog import replay_stream
 from shopkit.registry import SERVICE_NAMES
-from tests.storefront.test_browser import SCREENSHOTS, Shop
 from tests.support.broker import connected
+from tests.support.browser import SCREENSHOTS, Shop
 from tests.support.chromium import headless_chromium
 from tests.support.events import on_broker
 from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, customer_payload

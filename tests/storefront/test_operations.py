@@ -12,8 +12,8 @@ from shopkit import faults
 from shopkit.fault_routes import SAGA_STEPS
 from shopkit.service_client import ServiceResponse
 from storefront.faults import fault_form, fingerprint
-from tests.storefront.test_views import page_of
 from tests.support.storefront import Call, FakeServices
+from tests.support.storefront_answers import page_of
 
 ADA = {"username": "ada", "full_name": "Ada Lovelace", "email": "ada@example.com",
        "balance": "10.00", "created_at": "2025-01-01T10:00:00+00:00", "is_active": True,

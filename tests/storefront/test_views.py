@@ -17,25 +17,11 @@ from shopkit.config import Settings
 from shopkit.service_client import DependencyUnavailable, ServiceResponse
 from storefront.jobs import JobRunner
 from tests.support.storefront import Call, FakeServices, access_token, log_in
+from tests.support.storefront_answers import PRODUCT, SALE, SALE_ID, page_of
 
-PRODUCT = {"id": 7, "name": "Trail Shoes", "category": "clothes", "price": "89.90",
-           "description": "Light and grippy.", "stock": 4, "archived": False}  # fmt: skip
 CART = {"items": [{"product_id": 7, "product_name": "Trail Shoes", "quantity": 2,
                    "unit_price": "89.90", "line_total": "179.80", "available": True}],
         "total": "179.80"}  # fmt: skip
-SALE_ID = "3f1b2c4d-0000-4000-8000-000000000001"
-SALE = {"id": SALE_ID, "status": "completed", "failure_code": None, "username": "ada",
-        "items": [{"product_id": 7, "product_name": "Trail Shoes", "quantity": 2,
-                   "unit_price": "89.90", "line_total": "179.80"}],
-        "total": "179.80", "history": [{"status": "pending", "at": "2025-01-01T10:00:00+00:00"},
-                                       {"status": "completed", "at": "2025-01-01T10:00:01+00:00"}],
-        "created_at": "2025-01-01T10:00:00+00:00", "updated_at": "2025-01-01T10:00:01+00:00",
-        "steps": [{"step": "reserve", "outcome": "ok", "detail": {}, "created_at": "2025-01-01T10:00:00+00:00"}]}  # fmt: skip
-
-
-def page_of(*items: dict) -> dict:
-    return {"items": list(items), "page": 1, "page_size": 20, "total": len(items)}
-
 
 # --- catalogue and product ----------------------------------------------------------------------
 
