@@ -19,12 +19,13 @@ from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import Any
 
-import redis
 from sqlalchemy import create_engine, text
 
 from notifications_service.notifications import GROUP, STREAMS, message_id_for
+from tests.support.broker import connected
 from tests.support.database import WorkerProcess, mailsink
 from tests.support.live import LiveStack
+from tests.support.outbox import outbox_rows
 
 #: The services that write an outbox (each runs its relay in its workers).
 EMITTERS = ("sales", "customers")
@@ -183,28 +184,13 @@ def audit_events(database_url: str, sink: mailsink.MailSink) -> tuple[Events, st
 
 def stream_lengths(events_url: str) -> dict[str, int]:
     """How many entries the order and wallet streams hold (republished ones included)."""
-    client = redis.Redis.from_url(events_url, socket_timeout=5)
-    try:
+    with connected(events_url, timeout_s=5) as client:
         return {stream: int(client.xlen(stream)) for stream in STREAMS}
-    finally:
-        client.close()
 
 
 def unpublished(database_url: str, service: str) -> list[Any]:
-    """``service``'s outbox rows not yet published: ``(attempts, last_error)`` each."""
-    engine = create_engine(database_url)
-    try:
-        with engine.connect() as conn:
-            return list(
-                conn.execute(
-                    text(
-                        f"SELECT attempts, last_error FROM {service}.outbox "
-                        "WHERE published_at IS NULL"
-                    )
-                )
-            )
-    finally:
-        engine.dispose()
+    """``service``'s outbox rows not yet published (``attempts`` and ``last_error`` each)."""
+    return [row for row in outbox_rows(database_url, service) if row.published_at is None]
 
 
 def throwaway_mail_sink() -> mailsink.MailSink:

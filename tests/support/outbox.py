@@ -19,8 +19,8 @@ def outbox_rows(
     """``service``'s outbox rows (of one kind of aggregate, of one aggregate), in id order.
 
     ``db`` is an engine, or a database URL (an engine is made for the read and disposed of).
-    Each row has the outbox's columns the tests look at, and ``xmin`` (as text): the
-    transaction that wrote it.
+    Each row has the outbox's columns the tests look at (the relay's ``attempts`` and
+    ``last_error`` among them), and ``xmin`` (as text): the transaction that wrote it.
     """
     engine = create_engine(db) if isinstance(db, str) else db
     try:
@@ -29,7 +29,8 @@ def outbox_rows(
                 conn.execute(
                     text(
                         "SELECT id, aggregate, aggregate_id, sequence, type, payload, "
-                        f"published_at, xmin::text AS xmin FROM {service}.outbox "
+                        "published_at, attempts, last_error, xmin::text AS xmin "
+                        f"FROM {service}.outbox "
                         "WHERE (CAST(:aggregate AS text) IS NULL OR aggregate = :aggregate) "
                         "AND (CAST(:id AS text) IS NULL OR aggregate_id = :id) ORDER BY id"
                     ),
