@@ -67,7 +67,7 @@ def concrete_path(path: str, operation: dict[str, Any], username: str) -> str:
 
     def value(match: re.Match[str]) -> str:
         name = match.group(1)
-        spec = next(
+        spec: dict[str, Any] = next(
             (p.get("schema", {}) for p in operation["parameters"] if p.get("name") == name), {}
         )
         if spec.get("type") == "integer":

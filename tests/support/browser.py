@@ -21,7 +21,7 @@ SCREENSHOTS = PROJECT_ROOT / "results" / "storefront"
 WAIT_S = 20
 
 #: The products :func:`stock_shop` creates.
-PRODUCTS = [
+PRODUCTS: list[dict[str, Any]] = [
     {"name": "Alpine Desk Lamp", "category": "electronics", "price": "40.00", "stock": 10,
      "description": "Warm light on a heavy brass base."},
     {"name": "Cedar Salad Bowl", "category": "accessories", "price": "25.50", "stock": 10,

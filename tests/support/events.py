@@ -15,7 +15,7 @@ import redis
 
 from shopkit.events.catalog import replay_stream, stream_for, validate_data
 from shopkit.events.consumer import Consumer, ConsumerSettings
-from shopkit.events.envelope import FIELD, Event, encode
+from shopkit.events.envelope import FIELD, Event, decode, encode
 from tests.support.broker import connected
 
 #: Short timeouts so retries, claims and dead letters happen within a test.
@@ -55,10 +55,11 @@ def new_event(
 def append(client: redis.Redis, *events: Event) -> list[str]:
     """Append ``events`` (again, if they were already) each to its aggregate's stream, as the
     relay does; their entry ids."""
-    return [
-        client.xadd(stream_for(event.type.split(".")[1]), {FIELD: encode(event)}).decode()
-        for event in events
-    ]
+    entry_ids = []
+    for event in events:
+        entry_id: Any = client.xadd(stream_for(event.type.split(".")[1]), {FIELD: encode(event)})
+        entry_ids.append(entry_id.decode())
+    return entry_ids
 
 
 def publish(client: redis.Redis, type_name: str, data: dict[str, Any], sequence: int = 1) -> str:
@@ -180,11 +181,9 @@ def relay_everything(engine: Any, table: Any, broker: redis.Redis, service: str)
 
 def published_by_subject(broker: redis.Redis, aggregate: str) -> dict[str, list[Any]]:
     """The events on ``aggregate``'s stream, decoded, grouped by subject in stream order."""
-    from shopkit.events.catalog import stream_for
-    from shopkit.events.envelope import FIELD, decode
-
     by_subject: dict[str, list[Any]] = {}
-    for _entry_id, fields in broker.xrange(stream_for(aggregate)):
+    entries: Any = broker.xrange(stream_for(aggregate))
+    for _entry_id, fields in entries:
         event = decode(fields[FIELD.encode()])
         by_subject.setdefault(event.subject, []).append(event)
     return by_subject

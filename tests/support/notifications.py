@@ -84,14 +84,16 @@ def dead_lettered(database_url: str, events_url: str, count: int) -> dict[str, s
     the ids of their dead letters (in stream order), each with its entry's id in the order
     stream."""
     with connected(events_url) as client:
-        sent = {
-            client.xadd(stream_for("order"), {FIELD: b"{unreadable"}).decode() for _ in range(count)
-        }
+        sent = set()
+        for _ in range(count):
+            entry_id: Any = client.xadd(stream_for("order"), {FIELD: b"{unreadable"})
+            sent.add(entry_id.decode())
 
         def letters() -> dict[str, str]:
+            entries: Any = client.xrange(dead_letter_stream(GROUP))
             return {
                 dead_id.decode(): fields[b"entry_id"].decode()
-                for dead_id, fields in client.xrange(dead_letter_stream(GROUP))
+                for dead_id, fields in entries
                 if fields[b"entry_id"].decode() in sent
             }
 
