@@ -58,6 +58,7 @@ from tests.resilience.harness import (
     probe_health,
     settle_and_audit,
 )
+from tests.support.broker import restartable
 from tests.support.database import broker, mailsink, migrate_as_service_roles, throwaway_server
 from tests.support.faults import start_shop
 from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET
@@ -111,13 +112,12 @@ def world() -> Iterator[World]:
     """The whole stack on a PostgreSQL, a broker and a mail sink of its own."""
     with (
         throwaway_server("shop-event-fault-pg-", durable=False) as (_server, url),
-        broker.throwaway_broker("shop-event-fault-valkey-") as first,
+        restartable("shop-event-fault-valkey-") as brokers,
     ):
         migrate_as_service_roles(url)
         sink = throwaway_mail_sink()
-        brokers = [first]
         stack = EventStack(
-            url, (ADMIN_USERNAME, ADMIN_PASSWORD), SERVICE_SECRET, first.url, sink.url
+            url, (ADMIN_USERNAME, ADMIN_PASSWORD), SERVICE_SECRET, brokers[0].url, sink.url
         )
         try:
             start_shop(stack)
@@ -132,8 +132,6 @@ def world() -> Iterator[World]:
         finally:
             stack.stop_all()
             sink.stop()
-            for restarted in brokers[1:]:
-                restarted.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -7,11 +7,9 @@ Real PostgreSQL, real customers and inventory processes, a real embedded Valkey.
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
-from typing import Any
 
 import pytest
 import redis
@@ -23,10 +21,10 @@ from sales_service.batching import Batcher
 from sales_service.lifecycle import ship
 from sales_service.models import COMPLETED, OUTBOX
 from shopkit.db import Database, transaction
-from shopkit.events.catalog import stream_for, validate_data
-from shopkit.events.envelope import FIELD, decode
-from shopkit.events.relay import Relay
+from shopkit.events.catalog import validate_data
+from tests.support.broker import restartable
 from tests.support.database import broker as embedded_broker
+from tests.support.events import published_by_subject, relay_everything, wait_for
 from tests.support.identity import Identity, bearer
 from tests.support.invariants import check_invariants
 from tests.support.live import LiveStack
@@ -169,15 +167,6 @@ def test_batched_purchases_write_their_events_in_their_batched_transactions(
         engine.dispose()
 
 
-def published(client: redis.Redis) -> dict[str, list[Any]]:
-    """The events on the order stream, by order id, in stream order."""
-    by_order: dict[str, list[Any]] = {}
-    for _entry_id, fields in client.xrange(stream_for("order")):
-        event = decode(fields[FIELD.encode()])
-        by_order.setdefault(event.subject, []).append(event)
-    return by_order
-
-
 def test_the_relay_publishes_each_orders_events_in_order(
     sales: FlaskClient,
     shop: Shop,
@@ -195,13 +184,8 @@ def test_the_relay_publishes_each_orders_events_in_order(
         assert sales.post(f"/sales/{sale_id}/shipment", json={}, headers=admin).status_code == 200
     for sale_id in (second, first):
         assert sales.post(f"/sales/{sale_id}/delivery", headers=admin).status_code == 200
-    relay = Relay(sales_db.engine, OUTBOX, valkey, service="sales")
-    try:
-        while relay.publish_once():
-            pass
-    finally:
-        relay.release()
-    by_order = published(valkey)
+    relay_everything(sales_db.engine, OUTBOX, valkey, "sales")
+    by_order = published_by_subject(valkey, "order")
     expected = ["placed", "completed", "shipped", "delivered"]
     for sale_id in (first, second):
         events = by_order[sale_id]
@@ -218,20 +202,8 @@ def test_the_relay_publishes_each_orders_events_in_order(
 def own_broker() -> Iterator[list[embedded_broker.Broker]]:
     """A broker of this test's own (it gets killed and restarted); every one started is
     stopped after."""
-    with embedded_broker.throwaway_broker() as first:
-        brokers = [first]
-        try:
-            yield brokers
-        finally:
-            for running in brokers[1:]:
-                running.stop()
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
+    with restartable() as brokers:
+        yield brokers
 
 
 def backlog(database_url: str) -> int:
@@ -254,7 +226,11 @@ def test_purchases_succeed_with_the_broker_down_and_their_events_follow_once_it_
     early = post_sale(sales, token, product, 1)
     assert early.status_code == 201, early.text
     client = running.client()
-    wait_for(lambda: len(published(client).get(early.json()["id"], [])) == 2)
+    wait_for(
+        lambda: len(published_by_subject(client, "order").get(early.json()["id"], [])) == 2,
+        timeout_s=30.0,
+        every_s=0.1,
+    )
     client.close()
 
     running.kill()
@@ -265,10 +241,10 @@ def test_purchases_succeed_with_the_broker_down_and_their_events_follow_once_it_
 
     back = embedded_broker.restart(running)
     own_broker.append(back)
-    wait_for(lambda: backlog(database_url) == 0)
+    wait_for(lambda: backlog(database_url) == 0, timeout_s=30.0, every_s=0.1)
     client = back.client()
     try:
-        by_order = published(client)
+        by_order = published_by_subject(client, "order")
     finally:
         client.close()
     for answer in answers:

@@ -26,6 +26,20 @@ def connected(url: str, *, timeout_s: float = 2.0) -> Iterator[redis.Redis]:
         client.close()
 
 
+@contextmanager
+def restartable(prefix: str = "shop-valkey-") -> Iterator[list[embedded_broker.Broker]]:
+    """A broker of the caller's own, to kill and restart: a list holding it, to which the
+    caller appends each restart (:func:`devstack.broker.restart`), the last one the running
+    one. Every one started is stopped and its data deleted after the block."""
+    with embedded_broker.throwaway_broker(prefix) as first:
+        brokers = [first]
+        try:
+            yield brokers
+        finally:
+            for restarted in brokers[1:]:
+                restarted.stop()
+
+
 def emptied(url: str) -> None:
     """Delete everything the broker at ``url`` holds."""
     with connected(url) as client:
