@@ -53,6 +53,9 @@ PURCHASE_KNOWN_WITHIN_S = 5.0
 #: Reviews in a row whose purchase stayed unknown for all that wait, after which the run
 #: stops waiting on ``not_a_buyer`` (a stack without events never learns of a purchase).
 UNKNOWN_PURCHASES_GIVE_UP = 3
+#: Where an order can be after ``completed``: refused as an ``invalid_transition`` by a
+#: cancellation or a shipment because another actor on the account moved it there first.
+MOVED_ON = frozenset({"cancelling", "cancelled", "shipped", "delivered"})
 
 
 def _backoff(retry: int, reply: Reply | None) -> float:
@@ -470,6 +473,9 @@ class Attempts:
             outcome.after = "cancelling"
             shopper.balance = None
             return
+        if reply.status == 409 and self._moved_on(sale_id, "cancellation", outcome):
+            shopper.balance = None
+            return None
         if reply.status != 200 or reply.body.get("status") != "cancelled":
             return self._verify(outcome, f"cancellation answered {reply.status} {reply.code or ''}")
         outcome.after = "cancelled"
@@ -508,6 +514,8 @@ class Attempts:
                 expect=None,
             )
             answered = reply.body if isinstance(reply.body, dict) else {}
+            if reply.status == 409 and self._moved_on(sale_id, step, outcome):
+                return None
             if reply.status != 200 or answered.get("status") != status:
                 return self._verify(
                     outcome, f"{step} answered {reply.status} {reply.code or ''}".rstrip()
@@ -519,6 +527,20 @@ class Attempts:
                 return self._verify(outcome, "the shipment lost its carrier or tracking number")
             outcome.after = status
         return None
+
+    def _moved_on(self, sale_id: str, step: str, outcome: Outcome) -> bool:
+        """After ``step`` was refused with 409 ``invalid_transition``: whether another actor
+        on the account had already moved the order on (two replays of one seed share their
+        shoppers, and a checkout retried while the other's was pending answers with that
+        order). Counted as a change by another actor, not a failed check; an order still
+        ``completed`` is a real refusal, which the caller reports."""
+        reply = self.services.sales.get(f"/sales/{sale_id}", token=self.admin.token(), expect=None)
+        status = reply.body.get("status") if isinstance(reply.body, dict) else None
+        if reply.status != 200 or status not in MOVED_ON:
+            return False
+        outcome.after = str(status)
+        self._cart_changed(outcome, f"the order was already {status} at its {step}")
+        return True
 
     # --- reviews, moderation, restocking ------------------------------------------------------
 
