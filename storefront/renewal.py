@@ -11,20 +11,21 @@ request that waited for the lock with that same refresh token takes them
 instead of presenting it again.
 
 The locks exist only while a renewal of their session is under way, and at
-most :data:`MAX_KEPT` renewals are kept (the oldest go first): nothing grows
-with the number of sessions. Another storefront process does not see these;
+most :data:`MAX_KEPT` renewals are kept (a ``cachetools.TTLCache``: the oldest
+go first): nothing grows with the number of sessions. Another storefront process does not see these;
 a renewal race across processes stays possible but rare (its requests would
 have to reach two processes within one renewal).
 """
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+from cachetools import TTLCache
 
 from shopkit.service_client import DependencyUnavailable
 from storefront.clients import Tokens
@@ -41,14 +42,13 @@ class Renewals:
     """The process's renewals under way and just made."""
 
     def __init__(self, keep_s: float = KEEP_S, max_kept: int = MAX_KEPT) -> None:
-        self.keep_s = keep_s
-        self.max_kept = max_kept
         self._guard = threading.Lock()
         #: Session id → its lock and how many requests hold or wait for it.
         self._locks: dict[str, tuple[threading.Lock, list[int]]] = {}
-        #: (session id, digest of the spent refresh token) → (when, the renewed tokens).
-        self._kept: collections.OrderedDict[tuple[str, str], tuple[float, Tokens]] = (
-            collections.OrderedDict()
+        #: (session id, digest of the spent refresh token) → the renewed tokens; a TTLCache
+        #: is not thread-safe, so it is used under ``_guard``.
+        self._kept: TTLCache[tuple[str, str], Tokens] = TTLCache(
+            maxsize=max_kept, ttl=keep_s, timer=time.monotonic
         )
 
     def renew(
@@ -84,26 +84,12 @@ class Renewals:
                     del self._locks[session_id]
 
     def _take(self, key: tuple[str, str]) -> Tokens | None:
-        now = time.monotonic()
         with self._guard:
-            self._expire(now)
-            kept = self._kept.get(key)
-        return kept[1] if kept is not None else None
+            return self._kept.get(key)
 
     def _keep(self, key: tuple[str, str], tokens: Tokens) -> None:
-        now = time.monotonic()
         with self._guard:
-            self._expire(now)
-            self._kept[key] = (now, tokens)
-            while len(self._kept) > self.max_kept:
-                self._kept.popitem(last=False)
-
-    def _expire(self, now: float) -> None:
-        while self._kept:
-            when, _ = next(iter(self._kept.values()))
-            if now - when < self.keep_s:
-                return
-            self._kept.popitem(last=False)
+            self._kept[key] = tokens
 
 
 #: The storefront process's renewals.
