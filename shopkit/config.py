@@ -204,9 +204,15 @@ class Settings:
     def secret_problems(self) -> list[str]:
         """What makes these settings unfit for production (no secret values in the text)."""
         if self.service_name == "storefront":
-            return self._storefront_problems()
-        if self.service_name not in SERVICE_PORTS:
+            own = self._storefront_problems()
+        elif self.service_name in SERVICE_PORTS:
+            own = self._service_problems()
+        else:
             return []
+        return own + self._broker_problems()
+
+    def _service_problems(self) -> list[str]:
+        """A service's database, client secrets and (customers) the admin's password."""
         problems = []
         if not self.database_url:
             problems.append("DATABASE_URL is not set")
@@ -232,7 +238,7 @@ class Settings:
         password = urlsplit(self.database_url).password if self.database_url else None
         if password is not None and password in DEV_SECRETS:
             problems.append("DATABASE_URL uses a development default password")
-        return problems + self._broker_problems()
+        return problems
 
     def _broker_problems(self) -> list[str]:
         """A broker password that ships in this repository (Compose, the dev overlay)."""
@@ -256,7 +262,7 @@ class Settings:
                 problems.append(
                     f"{variable} is a development default or shorter than {MIN_SECRET_LENGTH}"
                 )
-        return problems + self._broker_problems()
+        return problems
 
     def check_secrets(self) -> None:
         """Refuse insecure production settings; otherwise warn once about development defaults.
