@@ -7,12 +7,19 @@ from decimal import Decimal
 
 import pytest
 import requests
-from sqlalchemy import create_engine, text
 
 from tests.support.identity import Identity
 from tests.support.invariants import check_invariants
 from tests.support.live import LiveStack
-from tests.support.sales import Shop, all_at_once, counted, post_sale, recover, start_batching_sales
+from tests.support.sales import (
+    Shop,
+    all_at_once,
+    counted,
+    expire_leases,
+    post_sale,
+    recover,
+    start_batching_sales,
+)
 
 pytestmark = pytest.mark.processes
 
@@ -99,11 +106,7 @@ def test_a_worker_killed_between_the_batched_reserve_and_debit_is_settled_by_rec
     assert (stranded.completed, stranded.failed) == (0, 0)
     # At least one batch of two or more was reserved (and nothing debited) before the crash.
     assert 12 - 2 * stranded.pending <= shop.stock(product) <= 12 - 2 * 2
-    # The dead requests' leases (LEASE_S) run out: here at once rather than in 15 s.
-    engine = create_engine(database_url)
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE sales.sales SET lease_until = now() WHERE status = 'pending'"))
-    engine.dispose()
+    expire_leases(database_url)  # the dead requests' leases, here at once rather than in 15 s
     settled = recover(fault_stack)
     assert f"examined {stranded.pending}:" in settled.stdout, settled.stdout + settled.stderr
     report = check_invariants(database_url)

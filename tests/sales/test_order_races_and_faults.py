@@ -17,7 +17,7 @@ from customers_service.models import MAX_BALANCE
 from tests.support.identity import Identity
 from tests.support.invariants import check_invariants
 from tests.support.live import LiveStack
-from tests.support.sales import Shop, fill_wallet, lines, recover
+from tests.support.sales import Shop, expire_leases, fill_wallet, lines, recover
 
 pytestmark = pytest.mark.processes
 
@@ -286,6 +286,7 @@ def test_sales_killed_mid_cancellation_is_settled_by_recovery(
         call(sales.url, "POST", f"/sales/{sale_id}/cancellation", token, key=str(uuid.uuid4()))
     fault_stack.kill("sales")
     assert check_invariants(database_url, allow_pending=True).unsettled == 1
+    expire_leases(database_url)  # the dead request's lease, here at once rather than in 15 s
     fault_stack.processes.pop("sales")
     fault_stack.start(
         "sales", extra_env={"SALES_RECOVERY_AFTER": "0", "SALES_RECOVERY_INTERVAL": "1"}

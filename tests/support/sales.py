@@ -90,6 +90,26 @@ def recover(stack: LiveStack) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+def expire_leases(database_url: str) -> None:
+    """End the leases of the unsettled orders whose driving request died with its process.
+
+    Recovery leaves an order alone while it is leased to the request that recorded or
+    began cancelling it (``sales_service.saga_store.LEASE_S``, 15 s). A test that has
+    killed that process ends the lease here instead of waiting it out.
+    """
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "UPDATE sales.sales SET lease_until = now()"
+                    " WHERE status IN ('pending', 'cancelling') AND lease_until > now()"
+                )
+            )
+    finally:
+        engine.dispose()
+
+
 def fill_wallet(database_url: str, username: str, room: Decimal) -> None:
     """Top a wallet up to ``room`` under its maximum, with the ledger entry a top-up writes.
 
