@@ -185,11 +185,14 @@ def backlog(session: Session, table: Table) -> int:
     return int(count.scalar_one())
 
 
-def prune(session: Session, table: Table, older_than_s: float) -> int:
-    """Delete rows published more than ``older_than_s`` seconds ago; how many went.
+def prune(session: Session, table: Table, older_than_s: float, *, limit: int | None = None) -> int:
+    """Delete rows published more than ``older_than_s`` seconds ago, at most ``limit`` of them
+    (``None``: all); how many went.
 
     Published rows are kept for a while so that the audit can compare the
-    outbox with what consumers applied; after that they are only history.
+    outbox with what consumers applied; after that they are only history. The
+    relay prunes its outbox on a schedule (:class:`shopkit.events.relay.RelaySettings`),
+    a chunk of ``limit`` rows per transaction.
     Each aggregate's newest row stays whatever its age: the next event's
     ``sequence`` is counted on from it, and an aggregate whose rows were all
     gone would start again at 1, below what consumers already applied, which
@@ -198,13 +201,15 @@ def prune(session: Session, table: Table, older_than_s: float) -> int:
     name = qualified(session, table)
     deleted = session.execute(
         text(
-            f"DELETE FROM {name} AS old WHERE old.published_at IS NOT NULL "  # noqa: S608
+            f"DELETE FROM {name} WHERE id IN ("  # noqa: S608
+            f"SELECT old.id FROM {name} AS old WHERE old.published_at IS NOT NULL "
             "AND old.published_at < now() - make_interval(secs => :age) "
             f"AND EXISTS (SELECT 1 FROM {name} AS newer "
             "WHERE newer.aggregate = old.aggregate AND newer.aggregate_id = old.aggregate_id "
-            "AND newer.sequence > old.sequence)"
+            "AND newer.sequence > old.sequence) "
+            "LIMIT :limit)"  # NULL: no limit
         ),
-        {"age": older_than_s},
+        {"age": older_than_s, "limit": limit},
     )
     return int(deleted.rowcount or 0)  # type: ignore[attr-defined]
 

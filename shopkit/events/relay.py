@@ -25,7 +25,11 @@ Live faults (:mod:`shopkit.faults`) reach the relay: a ``broker`` fault on
 
 Each ``XADD`` also trims its stream to ``retention_s`` (``MINID ~``): entries
 older than that go, in whole internal nodes, so a stream keeps at least
-``retention_s`` of events.
+``retention_s`` of events. The relay holding the lease also prunes its outbox
+every ``prune_interval_s`` while it is idle: rows published more than
+``keep_published_s`` ago go (:func:`shopkit.events.outbox.prune`, each
+aggregate's newest row excepted), ``prune_batch`` rows per short transaction,
+so that the table does not grow for ever and no statement runs long.
 """
 
 from __future__ import annotations
@@ -40,9 +44,11 @@ import redis
 from sqlalchemy import BigInteger, Connection, Engine, Table, bindparam, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from shopkit import faults
 from shopkit.db import advisory_key
+from shopkit.events import outbox
 from shopkit.events.catalog import stream_for
 from shopkit.events.envelope import FIELD, Event, encode
 from shopkit.events.metrics import EVENTS_PUBLISHED
@@ -64,6 +70,12 @@ class RelaySettings:
     backoff_base_s: float = 0.1
     backoff_max_s: float = 10.0
     lease_retry_s: float = 1.0
+    #: Published rows stay this long (as long as their events stay in the stream, by default).
+    keep_published_s: float = DEFAULT_RETENTION_S
+    #: How often the relay holding the lease prunes (0: whenever it is idle).
+    prune_interval_s: float = 3600.0
+    #: Rows deleted per pruning transaction.
+    prune_batch: int = 5000
 
 
 def broker_client(url: str, *, timeout_s: float = 2.0) -> redis.Redis:
@@ -103,6 +115,7 @@ class Relay:
         self._lease: Connection | None = None
         self._lease_checked_at = 0.0
         self._lease_key = advisory_key("outbox-relay", table.fullname)
+        self._prune_due_at = 0.0  # the first idle moment with the lease
 
     # -- the lease ---------------------------------------------------------------------------
 
@@ -261,6 +274,41 @@ class Relay:
         except SQLAlchemyError:
             log.warning("could not record a failed publish attempt", exc_info=True)
 
+    # -- pruning ----------------------------------------------------------------------------
+
+    def prune_once(self) -> int:
+        """Delete the rows published more than ``keep_published_s`` ago (each aggregate's newest
+        stays), ``prune_batch`` per transaction until none is left; how many went.
+
+        Raises ``SQLAlchemyError`` when the database fails (:meth:`run` tries again later).
+        """
+        pruned = 0
+        while True:
+            with Session(self.engine) as session, session.begin():
+                self._set_timeout(session.connection())
+                deleted = outbox.prune(
+                    session,
+                    self.table,
+                    self.settings.keep_published_s,
+                    limit=self.settings.prune_batch,
+                )
+            pruned += deleted
+            if deleted < self.settings.prune_batch:
+                return pruned
+
+    def _prune_when_due(self) -> None:
+        now = time.monotonic()
+        if now < self._prune_due_at:
+            return
+        self._prune_due_at = now + self.settings.prune_interval_s
+        try:
+            pruned = self.prune_once()
+        except SQLAlchemyError as error:
+            log.warning("relay for %s could not prune its outbox: %s", self.service, error)
+            return
+        if pruned:
+            log.info("relay for %s pruned %d published outbox rows", self.service, pruned)
+
     def _minid(self) -> str:
         oldest_ms = int((time.time() - self.settings.retention_s) * 1000)
         return str(max(oldest_ms, 0))
@@ -292,7 +340,8 @@ class Relay:
                     backoff = min(backoff * 2, self.settings.backoff_max_s)
                     continue
                 backoff = self.settings.backoff_base_s
-                if published < self.settings.batch_size:
+                if published < self.settings.batch_size:  # idle: nothing more to publish now
+                    self._prune_when_due()
                     stop.wait(self.settings.poll_interval_s)
         finally:
             self.release()

@@ -12,7 +12,7 @@ from collections import defaultdict
 
 import pytest
 import redis
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, func, select, text
 
 from shopkit.events.catalog import UnknownEventType, stream_for, validate_data
 from shopkit.events.envelope import FIELD, decode
@@ -236,6 +236,56 @@ def test_prune_keeps_each_aggregates_newest_row_so_its_sequence_goes_on(
     assert relay.publish_once() == 1
     last = _stream_events(valkey)[-1]
     assert (last.subject, last.sequence, last.type) == (first, 4, "shop.order.delivered.v1")
+
+
+def test_prune_takes_at_most_its_limit(sessions, relay, emit_orders) -> None:
+    emit_orders(6, order_ids=[str(uuid.uuid4()) for _ in range(3)])  # two events per order
+    assert relay.publish_once() == 6
+    with sessions() as session, session.begin():
+        assert prune(session, tables.outbox, older_than_s=0, limit=2) == 2
+    with sessions() as session, session.begin():
+        assert prune(session, tables.outbox, older_than_s=0, limit=2) == 1  # the third old one
+    assert _outbox_rows(sessions) == 3  # each order's newest
+
+
+@pytest.mark.parametrize(("keep_s", "left"), [(0, 3), (3600, 12)])
+def test_the_relay_prunes_its_outbox_when_idle_in_chunks(
+    sessions, relay, valkey, emit_orders, keep_s: float, left: int
+) -> None:
+    """The relay holding the lease prunes rows published longer ago than it keeps them, a
+    chunk per transaction, once nothing is left to publish; younger rows stay."""
+    orders = [str(uuid.uuid4()) for _ in range(3)]
+    emit_orders(12, order_ids=orders)  # four events per order
+    relay.settings = RelaySettings(
+        poll_interval_s=0.01, keep_published_s=keep_s, prune_interval_s=0, prune_batch=2
+    )
+    stop = threading.Event()
+    publisher = threading.Thread(target=relay.run, args=(stop,))
+    publisher.start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (
+            valkey.xlen(ORDERS) < 12 or _outbox_rows(sessions) > left
+        ):
+            time.sleep(0.05)
+        time.sleep(0.2)  # more idle rounds: nothing else goes
+    finally:
+        stop.set()
+        publisher.join(timeout=10)
+    assert valkey.xlen(ORDERS) == 12
+    assert _outbox_rows(sessions) == left
+    with sessions() as session:
+        newest = session.execute(
+            select(tables.outbox.c.aggregate_id, func.max(tables.outbox.c.sequence)).group_by(
+                tables.outbox.c.aggregate_id
+            )
+        ).all()
+    assert dict(newest) == dict.fromkeys(orders, 4)  # each order's newest row is always kept
+
+
+def _outbox_rows(sessions) -> int:
+    with sessions() as session:
+        return int(session.execute(select(func.count()).select_from(tables.outbox)).scalar_one())
 
 
 def _placed(order_id: str) -> dict:
