@@ -57,6 +57,7 @@ from tests.support.broker_acl import (
     assert_storefront_only_reads_orders,
     valkey_with,
 )
+from tests.support.compose import interpolate
 from tests.support.database import (
     CLOSED_ADDRESS,
     GATEWAY_DIR,
@@ -390,18 +391,6 @@ def test_compose_production_environment_passes_production_mode() -> None:
 
 
 # --- running the compose commands ---------------------------------------------------------
-
-
-def interpolate(value: str, env: dict[str, str]) -> str:
-    """Compose variable interpolation for the forms the file uses: ``${X:-d}``, ``${X}``, ``$$``."""
-
-    def repl(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(3)
-        found = env.get(name)
-        return found if found not in (None, "") else (default or "")
-
-    value = re.sub(r"\$\{(\w+)(:-([^}]*))?\}", repl, value.replace("$$", "\x00"))
-    return value.replace("\x00", "$")
 
 
 @pytest.fixture

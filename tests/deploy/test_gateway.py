@@ -20,14 +20,12 @@ import requests
 from shopkit.app import MAX_BODY_BYTES
 from shopkit.registry import SERVICE_NAMES
 from tests.support.database import GATEWAY_DIR
-from tests.support.gateway import Echo, GatewayUnderTest, funded_shopper, login
+from tests.support.gateway import Echo, GatewayUnderTest, assert_problem, funded_shopper, login
 from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME
 from tests.support.reviews import once_purchase_known
 
 pytestmark = pytest.mark.processes
 
-PROBLEM = "application/problem+json"
-PROBLEM_MEMBERS = {"type", "title", "status", "detail", "code"}
 METHODS = ("get", "put", "post", "patch", "delete")
 #: Paths the gateway never routes: service-to-service calls, every service's own fault
 #: switches (one process's, for operators and the fault tests, reached on the service) and
@@ -73,16 +71,6 @@ def operations(docs: dict[str, dict[str, Any]]) -> Iterator[tuple[str, str, str,
                 if method in item:
                     parameters = [*item.get("parameters", []), *item[method].get("parameters", [])]
                     yield owner, method, template, sample_path(template, parameters)
-
-
-def assert_problem(response: requests.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"].startswith(PROBLEM)
-    body = response.json()
-    assert set(body) >= PROBLEM_MEMBERS
-    assert (body["status"], body["code"]) == (status, code)
-    assert body["type"].endswith("/" + code)
-    return body
 
 
 def test_every_documented_operation_reaches_its_owner(

@@ -17,7 +17,6 @@ import requests
 
 from shopkit.config import SERVICE_PORTS
 from shopkit.registry import app
-from tests.deploy.test_gateway import assert_problem
 from tests.support.database import (
     CLOSED_ADDRESS,
     GATEWAY_DIR,
@@ -25,7 +24,7 @@ from tests.support.database import (
     site_config,
     upstream_names,
 )
-from tests.support.gateway import GatewayUnderTest, funded_shopper
+from tests.support.gateway import GatewayUnderTest, assert_problem, funded_shopper
 from tests.support.identity import customer_payload
 
 pytestmark = pytest.mark.processes

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from shopkit.config import PROJECT_ROOT
-from tests.compose.test_compose import interpolate
+from tests.support.compose import interpolate
 from tests.support.database import free_port
 
 pytestmark = pytest.mark.processes

@@ -78,3 +78,18 @@ class Echo(BaseHTTPRequestHandler):
 
     def log_message(self, *_args: Any) -> None:
         pass
+
+
+PROBLEM = "application/problem+json"
+PROBLEM_MEMBERS = {"type", "title", "status", "detail", "code"}
+
+
+def assert_problem(response: requests.Response, status: int, code: str) -> dict[str, Any]:
+    """The gateway's or a service's answer is the problem document of ``status`` and ``code``."""
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith(PROBLEM)
+    body = response.json()
+    assert set(body) >= PROBLEM_MEMBERS
+    assert (body["status"], body["code"]) == (status, code)
+    assert body["type"].endswith("/" + code)
+    return body
