@@ -9,7 +9,8 @@ off: each service logs one JSON line per request itself, with its request id.
 
 The master checks the service's settings before any worker starts: production
 mode with insecure secrets stops it with one clear message, and development
-warnings are logged once here instead of once per worker. Gunicorn's control
+warnings are logged once here instead of once per worker. It then imports the
+service's code (not its app), which each worker inherits when it is forked. Gunicorn's control
 socket is off (every master would bind the same ``~/.gunicorn/gunicorn.ctl``),
 the ``Server`` header names no software or version, and the errors gunicorn
 answers itself (a malformed request line or header) are problem+json too. A
@@ -128,8 +129,8 @@ def on_starting(server: Any) -> None:
 def _import_app_code(module: str) -> None:
     """Import the app's package (not the app: no database pool, thread or socket yet).
 
-    Importing a service's code is most of a worker's start, about half a second
-    of CPU. Done once in the master, it is shared by every worker forked from it:
+    Importing a service's code is most of the CPU a worker's start takes. Done
+    once in the master, it is shared by every worker forked from it:
     a worker that replaces a dead one serves sooner, and a service starts with
     one import instead of one per worker. The app itself is still made in each
     worker (``preload_app`` stays off), so nothing the app opens is shared
