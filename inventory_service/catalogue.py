@@ -1,9 +1,9 @@
 """Catalogue operations: create (one or a batch), look up, search, change and archive products.
 
 Creating a product writes ``shop.product.created.v1`` (and its initial stock's
-``stock_changed``), archiving it ``shop.product.archived.v1``, in the same
-transaction (:mod:`inventory_service.events`). Restoring an archived product
-writes no event: the catalogue of event types has none for it yet.
+``stock_changed``), archiving it ``shop.product.archived.v1`` and restoring an
+archived one ``shop.product.restored.v1``, in the same transaction
+(:mod:`inventory_service.events`).
 """
 
 from __future__ import annotations
@@ -243,8 +243,9 @@ def update(session: Session, product_id: int, changes: dict[str, Any]) -> Produc
             if name in PATCH_FIELDS:
                 setattr(product, name, value)
         session.flush()
-        if product.archived and not was_archived:
-            events.emit(session, [events.archived(product.id)])
+        if product.archived != was_archived:
+            change = events.archived if product.archived else events.restored
+            events.emit(session, [change(product.id)])
         return product
 
 

@@ -3,7 +3,8 @@
 Every stock change (a reservation, its release or return, an admin's restock
 or deduct, a new product's initial stock) writes ``shop.product.stock_changed.v1``
 with the stock it left and the change; a new product writes
-``shop.product.created.v1``, an archived one ``shop.product.archived.v1``. They
+``shop.product.created.v1``, an archived one ``shop.product.archived.v1``, one put
+back on sale ``shop.product.restored.v1``. They
 go into the inventory outbox (:data:`inventory_service.models.OUTBOX`,
 :mod:`shopkit.events.outbox`) and the relay in each worker publishes them
 (:mod:`shopkit.events.service_relay`).
@@ -30,6 +31,7 @@ from shopkit.fields import format_money
 STOCK_CHANGED = "shop.product.stock_changed.v1"
 CREATED = "shop.product.created.v1"
 ARCHIVED = "shop.product.archived.v1"
+RESTORED = "shop.product.restored.v1"
 
 
 def stock_changed(product_id: int, stock: int, delta: int) -> NewEvent:
@@ -56,6 +58,11 @@ def created(product_id: int, name: str, price: Decimal, stock: int) -> list[NewE
 def archived(product_id: int) -> NewEvent:
     """Product ``product_id`` was withdrawn from sale."""
     return NewEvent(ARCHIVED, product_id, {"product_id": product_id})
+
+
+def restored(product_id: int) -> NewEvent:
+    """Product ``product_id``, archived, was put back on sale."""
+    return NewEvent(RESTORED, product_id, {"product_id": product_id})
 
 
 def emit(session: Session, events: Sequence[NewEvent]) -> None:

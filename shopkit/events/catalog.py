@@ -173,6 +173,13 @@ EVENT_TYPES: tuple[EventType, ...] = (
         {"product_id": _ID},
         ("product_id",),
     ),
+    EventType(
+        "product",
+        "restored",
+        "An archived product was put back on sale.",
+        {"product_id": _ID},
+        ("product_id",),
+    ),
     _customer("registered", "A customer account was created.", contact=True),
     _customer("updated", "A customer's name or email changed.", contact=True),
     _customer("deactivated", "A customer account was deactivated.", contact=False),

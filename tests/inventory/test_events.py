@@ -30,6 +30,7 @@ from tests.support.outbox import checked, outbox_rows
 STOCK = "shop.product.stock_changed.v1"
 CREATED = "shop.product.created.v1"
 ARCHIVED = "shop.product.archived.v1"
+RESTORED = "shop.product.restored.v1"
 
 #: This file relays the outbox itself (tests.conftest: no live relay of it meanwhile).
 pytestmark = pytest.mark.sole_relay("inventory")
@@ -144,9 +145,11 @@ def test_each_change_writes_one_schema_valid_event_and_a_refusal_none(
     renamed = inventory.patch(f"/products/{lamp['id']}", json={"name": "Lamp 2"}, headers=admin)
     assert renamed.status_code == 200
     assert [row.type for row in events(db_engine, desk["id"])][-1:] == [ARCHIVED]
-    assert [row.type for row in events(db_engine, lamp["id"])][-1:] == [ARCHIVED]
+    # Archived, restored, renamed: the rename tells nothing.
+    assert [row.type for row in events(db_engine, lamp["id"])][-2:] == [ARCHIVED, RESTORED]
     assert sum(row.type == ARCHIVED for row in events(db_engine)) == 2  # once each
-    assert len(events(db_engine)) == 10 + 7  # lamp: created, 8 moves, archived; desk: 1, 5, 1
+    # lamp: created, 8 moves, archived, restored; desk: created, 5 moves, archived
+    assert len(events(db_engine)) == 11 + 7
 
 
 def test_a_batch_created_catalogue_writes_its_events_in_one_statement(
@@ -282,7 +285,7 @@ def test_asyncapi_describes_the_product_events_sent_and_the_review_events_receiv
     document = inventory.get("/asyncapi.json").get_json()
     assert document["asyncapi"].startswith("3.")
     assert set(document["operations"]) == {"send_product_events", "receive_review_events"}
-    assert {STOCK, CREATED, ARCHIVED} <= set(document["components"]["messages"])
+    assert {STOCK, CREATED, ARCHIVED, RESTORED} <= set(document["components"]["messages"])
 
 
 def test_concurrent_changes_of_one_product_number_its_events_in_commit_order(
