@@ -49,6 +49,7 @@ from inventory_service.models import Product, ReviewRating
 from inventory_service.reservations import LOCK_PRODUCTS
 from shopkit.events.catalog import stream_for
 from shopkit.events.envelope import Event
+from shopkit.events.ordering import newest_by, sequence_of
 
 #: The consumer group of inventory's ratings.
 GROUP = "inventory"
@@ -67,29 +68,21 @@ _products = Product.__table__
 _reviews = ReviewRating.__table__
 
 
-class UnorderedEvent(ValueError):
-    """A review event without a ``sequence``: it cannot be ordered against the others."""
-
-
 def latest_states(events: Sequence[Event]) -> dict[int, dict[str, Any]]:
-    """Each review's state after the newest of its ``events`` (by ``sequence``)."""
-    latest: dict[int, dict[str, Any]] = {}
-    for event in events:
-        if event.type not in COUNTED:
-            continue  # a review event inventory does not use
-        if event.sequence is None:
-            raise UnorderedEvent(f"review event {event.id} has no sequence")
-        review_id = int(event.data["review_id"])
-        known = latest.get(review_id)
-        if known is None or known["sequence"] < event.sequence:
-            latest[review_id] = {
-                "review_id": review_id,
-                "product_id": int(event.data["product_id"]),
-                "rating": int(event.data["rating"]),
-                "counted": COUNTED[event.type],
-                "sequence": int(event.sequence),
-            }
-    return latest
+    """Each review's state after the newest of its ``events`` (by ``sequence``; one without
+    fails with :class:`~shopkit.events.ordering.UnorderedEvent`)."""
+    counted = [event for event in events if event.type in COUNTED]  # the others: not used
+    newest = newest_by(counted, lambda event: int(event.data["review_id"]))
+    return {
+        review_id: {
+            "review_id": review_id,
+            "product_id": int(event.data["product_id"]),
+            "rating": int(event.data["rating"]),
+            "counted": COUNTED[event.type],
+            "sequence": sequence_of(event),
+        }
+        for review_id, event in newest.items()
+    }
 
 
 def _columns(name: str, type_: Any) -> Any:

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from notifications_service.models import Contact, Mail
 from shopkit.events.envelope import Event
+from shopkit.events.ordering import newest_by, sequence_of
 
 #: The event types that carry the profile, and the status each type sets.
 PROFILE_EVENTS = ("registered", "updated")
@@ -51,34 +52,40 @@ class _Told:
     status_sequence: int | None = None
 
 
-def _newer(sequence: int, known: int | None) -> bool:
-    return known is None or sequence > known
-
-
 def fold(events: Iterable[Event]) -> list[_Told]:
     """The newest profile and status each customer's ``events`` told, by sequence, in
     ascending customer id order.
 
     An event without a ``sequence`` cannot be ordered against the others: it fails
-    (``ValueError``), and is retried, then dead-lettered, on its own.
+    (:class:`~shopkit.events.ordering.UnorderedEvent`, a ``ValueError``), and is
+    retried, then dead-lettered, on its own.
     """
-    told: dict[int, _Told] = {}
-    for event in events:
-        name = event.type.split(".")[2]
-        customer_id = int(event.data["customer_id"])
-        if event.sequence is None:  # every event from customers' outbox has one
-            raise ValueError(f"customer event {event.id} has no sequence")
-        sequence = event.sequence
-        state = told.setdefault(customer_id, _Told(customer_id))
-        if name in PROFILE_EVENTS and _newer(sequence, state.profile_sequence):
-            state.username = event.data["username"]
-            state.full_name = event.data["full_name"]
-            state.email = event.data["email"]
-            state.profile_sequence = sequence
-        if name in STATUS_OF and _newer(sequence, state.status_sequence):
-            state.active = STATUS_OF[name]
-            state.status_sequence = sequence
-    return [told[customer_id] for customer_id in sorted(told)]
+    told = list(events)
+    profiles = newest_by([e for e in told if _name(e) in PROFILE_EVENTS], _customer_of)
+    statuses = newest_by([e for e in told if _name(e) in STATUS_OF], _customer_of)
+    folded = []
+    for customer_id in sorted(profiles.keys() | statuses.keys()):
+        state = _Told(customer_id)
+        profile = profiles.get(customer_id)
+        if profile is not None:
+            state.username = profile.data["username"]
+            state.full_name = profile.data["full_name"]
+            state.email = profile.data["email"]
+            state.profile_sequence = sequence_of(profile)
+        status = statuses.get(customer_id)
+        if status is not None:
+            state.active = STATUS_OF[_name(status)]
+            state.status_sequence = sequence_of(status)
+        folded.append(state)
+    return folded
+
+
+def _name(event: Event) -> str:
+    return event.type.split(".")[2]
+
+
+def _customer_of(event: Event) -> int:
+    return int(event.data["customer_id"])
 
 
 def apply_customer_events(session: Session, events: list[Event]) -> None:

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from reviews_service.models import PURCHASE_PAID, PURCHASE_PLACED, Purchase, PurchaseLine
 from shopkit.events.catalog import stream_for
 from shopkit.events.envelope import Event
+from shopkit.events.ordering import newest_by, sequence_of
 from shopkit.pagination import paginate
 
 #: The consumer group, and the streams it reads.
@@ -62,28 +63,25 @@ def apply_order_events(session: Session, events: list[Event]) -> None:
     Two statements whatever the batch's size; rows go in key order, so two
     consumers applying batches that share orders lock them in the same order. An
     event without a ``sequence`` cannot be ordered against the others: it fails
-    (``ValueError``), and is retried, then dead-lettered, on its own.
+    (:class:`~shopkit.events.ordering.UnorderedEvent`, a ``ValueError``), and is
+    retried, then dead-lettered, on its own.
     """
-    orders: dict[uuid.UUID, dict[str, Any]] = {}
+    relevant = [event for event in events if event.type in STATUS_AFTER]
+    newest = newest_by(relevant, lambda event: uuid.UUID(str(event.data["order_id"])))
+    orders = {
+        order_id: {
+            "order_id": order_id,
+            "customer_id": int(event.data["customer_id"]),
+            "status": STATUS_AFTER[event.type],
+            "sequence": sequence_of(event),
+        }
+        for order_id, event in newest.items()
+    }
     lines: dict[tuple[int, int, uuid.UUID], dict[str, Any]] = {}
-    for event in events:
-        status = STATUS_AFTER.get(event.type)
-        if status is None:
-            continue
-        order_id = uuid.UUID(str(event.data["order_id"]))
-        customer_id = int(event.data["customer_id"])
-        if event.sequence is None:  # every event from sales' outbox has one
-            raise ValueError(f"order event {event.id} has no sequence")
-        sequence = event.sequence
-        known = orders.get(order_id)
-        if known is None or sequence > known["sequence"]:
-            orders[order_id] = {
-                "order_id": order_id,
-                "customer_id": customer_id,
-                "status": status,
-                "sequence": sequence,
-            }
+    for event in relevant:
         if event.type == PLACED:
+            order_id = uuid.UUID(str(event.data["order_id"]))
+            customer_id = int(event.data["customer_id"])
             for line in event.data["lines"]:
                 product_id = int(line["product_id"])
                 lines[(customer_id, product_id, order_id)] = {
