@@ -43,6 +43,7 @@ from seeder import events
 from seeder.check import Check
 from seeder.client import Login, Services, ServiceUnreachable
 from shopkit.events.catalog import UnknownEventType, event_type, stream_for
+from shopkit.events.consumer import ConsumerSettings
 from shopkit.registry import SERVICE_NAMES
 
 #: What the relay and the consumers may still be doing: events younger than this are in flight.
@@ -213,8 +214,9 @@ def check_events(
     }
     checks = [_unpublished(view, cutoff, margin_s)]
     if view.overviews and any(True for _ in view.groups()):
+        forgotten = started - timedelta(seconds=ConsumerSettings().inbox_keep_s)
         checks += [
-            _applied(view, published, cutoff),
+            _applied(view, published, cutoff, forgotten),
             _dead_letters(view),
             *_effects(view, cutoff),
         ]
@@ -244,9 +246,16 @@ def _unpublished(view: EventsView, cutoff: datetime, margin_s: float) -> Check:
 
 
 def _applied(
-    view: EventsView, published: dict[str, tuple[str, dict[str, Any]]], cutoff: datetime
+    view: EventsView,
+    published: dict[str, tuple[str, dict[str, Any]]],
+    cutoff: datetime,
+    forgotten: datetime,
 ) -> Check:
-    """Each published event is in the inbox (or the dead letters) of each group reading it."""
+    """Each published event is in the inbox (or the dead letters) of each group reading it.
+
+    Not judged: events published before ``forgotten``, whose inbox rows the groups have
+    pruned (``inbox_keep_s``); an outbox keeps each aggregate's newest row for ever.
+    """
     check = Check("every published event is applied by each group that reads its stream")
     for service, group, streams in view.groups():
         applied = {str(row["event_id"]) for row in view.inboxes.get((service, group), [])}
@@ -257,6 +266,8 @@ def _applied(
             moment = _when(row.get("published_at"))
             if moment is not None and moment > cutoff:
                 continue  # the group may not have read it yet
+            if moment is not None and moment < forgotten:
+                continue  # applied long ago; its inbox row is pruned
             check.checked += 1
             if event_id not in applied and event_id not in dead:
                 check.violations.append(

@@ -50,10 +50,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import redis
-from sqlalchemy import Column, DateTime, MetaData, String, Table, func, text
+from sqlalchemy import Column, DateTime, MetaData, String, Table, delete, func, select, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -70,7 +71,7 @@ from shopkit.events.envelope import (
 )
 from shopkit.events.metrics import EVENTS_CONSUMED
 from shopkit.events.outbox import qualified
-from shopkit.events.relay import call_timeout_s
+from shopkit.events.relay import DEFAULT_RETENTION_S, call_timeout_s
 from shopkit.events.streams import as_text, observe_group
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,13 @@ class ConsumerSettings:
     db_timeout_ms: int = 5_000
     lag_every_s: float = 5.0
     backoff_max_s: float = 10.0
+    #: Inbox rows are kept this long: twice the streams' retention, longer than any copy of
+    #: an applied event can still be delivered (whole trimmed nodes outlive the retention).
+    inbox_keep_s: float = 2 * DEFAULT_RETENTION_S
+    #: How often each member prunes its group's inbox, while idle (0: whenever idle).
+    inbox_prune_interval_s: float = 3600.0
+    #: Inbox rows deleted per pruning transaction.
+    inbox_prune_batch: int = 5000
 
 
 @dataclass
@@ -175,6 +183,7 @@ class Consumer:
         self.settings = settings or ConsumerSettings()
         self._reclaimed_at = 0.0
         self._observed_at = 0.0
+        self._inbox_prune_due_at = 0.0  # the first idle moment
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -419,7 +428,8 @@ class Consumer:
                 if not ready:
                     self.ensure_groups()
                     ready = True
-                self.poll()
+                if self.poll() < self.settings.batch_size:  # idle: nothing more to read now
+                    self._prune_inbox_when_due()
                 if time.monotonic() - self._observed_at >= self.settings.lag_every_s:
                     self._observed_at = time.monotonic()
                     observe_group(self.broker, self.group, self.streams)
@@ -436,6 +446,67 @@ class Consumer:
                 log.exception("group %s: unexpected error; retrying in %.1fs", self.group, backoff)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, self.settings.backoff_max_s)
+
+    def prune_inbox(self) -> int:
+        """Delete this group's inbox rows applied more than ``inbox_keep_s`` ago,
+        ``inbox_prune_batch`` per transaction until none is left; how many went.
+
+        A row is what makes a redelivery of its event a no-op, so it must outlive every
+        copy of the event that may still be delivered (:meth:`inbox_keep_s`;
+        docs/events.rst, "How long events are kept").
+        """
+        column = self.inbox.c
+        age = timedelta(seconds=self.inbox_keep_s())
+        batch = self.settings.inbox_prune_batch
+        pruned = 0
+        while True:
+            old = (
+                select(column.event_id)
+                .where(column.consumer_group == self.group, column.applied_at < func.now() - age)
+                .limit(batch)
+            )
+            with self.sessions() as session, session.begin():
+                session.execute(
+                    text(f"SET LOCAL statement_timeout = {int(self.settings.db_timeout_ms)}")
+                )
+                result = session.execute(
+                    delete(self.inbox).where(
+                        column.consumer_group == self.group,
+                        column.event_id.in_(old.scalar_subquery()),
+                    )
+                )
+                deleted = int(result.rowcount or 0)  # type: ignore[attr-defined]
+            pruned += deleted
+            if deleted < batch:
+                return pruned
+
+    def inbox_keep_s(self) -> float:
+        """How long inbox rows are kept now: ``inbox_keep_s``, plus the age of the group's
+        oldest dead letter while one waits.
+
+        A dead letter may be a second copy of an event that was applied (published twice,
+        and failing the same way each time): replayed, it must still find the first copy's
+        row. So while a dead letter waits, no row from ``inbox_keep_s`` before it goes.
+        Raises ``redis.RedisError`` when the broker cannot be asked.
+        """
+        oldest = self.broker.xrange(dead_letter_stream(self.group), count=1)
+        if not oldest:
+            return self.settings.inbox_keep_s
+        dead_at_s = int(as_text(oldest[0][0]).split("-", 1)[0]) / 1000
+        return self.settings.inbox_keep_s + max(0.0, time.time() - dead_at_s)
+
+    def _prune_inbox_when_due(self) -> None:
+        now = time.monotonic()
+        if now < self._inbox_prune_due_at:
+            return
+        self._inbox_prune_due_at = now + self.settings.inbox_prune_interval_s
+        try:
+            pruned = self.prune_inbox()
+        except (redis.RedisError, SQLAlchemyError) as error:
+            log.warning("group %s could not prune its inbox: %s", self.group, error)
+            return
+        if pruned:
+            log.info("group %s pruned %d inbox rows", self.group, pruned)
 
     def start_thread(self) -> tuple[threading.Thread, threading.Event]:
         """Run :meth:`run` in a daemon thread; set the returned event to stop it."""

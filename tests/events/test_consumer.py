@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import timedelta
 
 import pytest
+from sqlalchemy import func, select, update
 
 from shopkit.events import deadletters
 from shopkit.events.catalog import dead_letter_stream, stream_for
@@ -281,3 +283,77 @@ def test_a_group_the_broker_lost_is_created_again(
         stop.set()
         thread.join(5)
     assert effects("kept") == dict.fromkeys(first + second, 1)
+
+
+def _inbox_of(db_engine, group: str) -> set[str]:
+    with db_engine.connect() as conn:
+        found = conn.execute(
+            select(tables.inbox.c.event_id).where(tables.inbox.c.consumer_group == group)
+        )
+        return {str(event_id) for event_id in found.scalars()}
+
+
+def _age(db_engine, event_ids: list[str], hours: float) -> None:
+    """Make the inbox rows of ``event_ids`` (every group's) ``hours`` old."""
+    with db_engine.begin() as conn:
+        conn.execute(
+            update(tables.inbox)
+            .where(tables.inbox.c.event_id.in_([uuid.UUID(e) for e in event_ids]))
+            .values(applied_at=func.now() - timedelta(hours=hours))
+        )
+
+
+def test_a_group_prunes_only_its_own_inbox_rows_older_than_it_keeps_them(
+    relay, emit_orders, make_consumer, effects, db_engine
+) -> None:
+    emitted = emit_orders(4)
+    relay.publish_once()
+    keeper = make_consumer("keeper", [ORDERS], inbox_keep_s=3600, inbox_prune_batch=1)
+    other = make_consumer("other", [ORDERS])
+    drain(keeper, until=lambda: len(effects("keeper")) == 4)
+    drain(other, until=lambda: len(effects("other")) == 4)
+    _age(db_engine, emitted[:3], hours=2)
+    assert keeper.prune_inbox() == 3  # one row per transaction, until none is left
+    assert _inbox_of(db_engine, "keeper") == {emitted[3]}  # younger than an hour: kept
+    assert _inbox_of(db_engine, "other") == set(emitted)  # another group's rows: not its own
+
+
+def test_a_consumer_prunes_its_inbox_when_idle(
+    relay, emit_orders, make_consumer, effects, db_engine
+) -> None:
+    emitted = emit_orders(3)
+    relay.publish_once()
+    consumer = make_consumer(
+        "tidy", [ORDERS], inbox_keep_s=3600, inbox_prune_interval_s=0, block_ms=50
+    )
+    drain(consumer, until=lambda: len(effects("tidy")) == 3)
+    _age(db_engine, emitted[:2], hours=2)
+    thread, stop = consumer.start_thread()
+    try:
+        deadline = time.monotonic() + 20
+        while _inbox_of(db_engine, "tidy") != {emitted[2]} and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert _inbox_of(db_engine, "tidy") == {emitted[2]}
+    assert effects("tidy") == dict.fromkeys(emitted, 1)  # pruning undid no effect
+
+
+def test_while_a_dead_letter_waits_no_inbox_row_from_before_it_is_pruned(
+    relay, emit_orders, make_consumer, effects, db_engine, valkey
+) -> None:
+    """A dead letter may be a second copy of an applied event: replayed, it must still find
+    the first copy's inbox row."""
+    emitted = emit_orders(2)
+    relay.publish_once()
+    consumer = make_consumer("careful", [ORDERS], inbox_keep_s=3600)
+    drain(consumer, until=lambda: len(effects("careful")) == 2)
+    _age(db_engine, emitted, hours=2)
+    three_hours_ago_ms = int((time.time() - 3 * 3600) * 1000)
+    valkey.xadd(dead_letter_stream("careful"), {"error": "x"}, id=f"{three_hours_ago_ms}-0")
+    assert 4 * 3600 - 60 < consumer.inbox_keep_s() < 4 * 3600 + 60
+    assert consumer.prune_inbox() == 0
+    valkey.delete(dead_letter_stream("careful"))  # replayed or discarded
+    assert consumer.inbox_keep_s() == 3600
+    assert consumer.prune_inbox() == 2

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from seeder.audit_events import EventsView, check_events
+from shopkit.events.consumer import ConsumerSettings
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 OLD = (NOW - timedelta(minutes=10)).isoformat()
@@ -87,6 +88,19 @@ def test_a_published_event_a_group_never_applied_is_a_violation() -> None:
     assert lost["event_id"] in never and "notifications/notifications" in never
     [given_up] = failing["no dead letters (events a group gave up on)"]
     assert "5-0" in given_up and "KeyError" in given_up and dead["event_id"] in given_up
+
+
+def test_an_event_older_than_the_inboxes_keep_their_rows_is_not_judged() -> None:
+    """Groups prune inbox rows after ``inbox_keep_s``, while an outbox keeps each aggregate's
+    newest row for ever: so old, the missing inbox row is no lost event."""
+    kept = ConsumerSettings().inbox_keep_s
+    ancient = (NOW - timedelta(seconds=kept + 3600)).isoformat()
+    recent_enough = (NOW - timedelta(seconds=kept - 3600)).isoformat()
+    pruned = row("shop.order.delivered.v1", published=ancient, created=ancient)
+    lost = row("shop.order.delivered.v1", published=recent_enough, created=recent_enough)
+    failing = run(view({"sales": [pruned, lost]}, []))
+    [never] = failing["every published event is applied by each group that reads its stream"]
+    assert lost["event_id"] in never  # still within the keep: a lost event
 
 
 def test_an_effect_made_twice_or_missing_is_a_violation() -> None:
