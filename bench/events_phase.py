@@ -63,8 +63,6 @@ from devstack.broker import Broker, throwaway_broker
 from devstack.processes import WorkerProcess
 from shopkit.events.outbox import outbox_table
 from shopkit.events.relay import Relay, RelaySettings, broker_client
-from shopkit.migrations import upgrade
-from shopkit.registry import packages
 
 if TYPE_CHECKING:
     from bench.harness import BenchRun
@@ -606,8 +604,6 @@ def main(strict_run: bool = False) -> int:
         tempfile.TemporaryDirectory(prefix="shop-bench-prof-") as profile_tmp,
         harness.database(knobs, console) as url,
     ):
-        for package in packages().values():
-            upgrade(package, url)
         bench = Bench(knobs, console, url, Path(profile_tmp))
         try:
             bench.start(started)

@@ -36,6 +36,7 @@ from bench.loadgen import Buyer  # noqa: E402
 from bench.memory import RssSampler  # noqa: E402
 from devstack.postgres import scratch_database, throwaway_server  # noqa: E402
 from devstack.processes import ServiceProcess, free_port  # noqa: E402
+from shopkit.migrations import upgrade  # noqa: E402
 from shopkit.registry import app, packages  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -126,7 +127,8 @@ class BenchProcess(ServiceProcess):
 
 @contextmanager
 def database(knobs: Knobs, console: Console) -> Iterator[str]:
-    """A fresh database URL (embedded server in a temporary directory, or on DATABASE_URL)."""
+    """A fresh database URL (embedded server in a temporary directory, or on DATABASE_URL),
+    with every service's schema migrated."""
     external = os.environ.get("DATABASE_URL")
     if external:
         where = "DATABASE_URL's server"
@@ -140,6 +142,8 @@ def database(knobs: Knobs, console: Console) -> Iterator[str]:
         scratch_database(admin_url, "shop_bench") as url,
     ):
         console.print(f"database: {where}, database {make_url(url).database}")
+        for package in packages().values():
+            upgrade(package, url)
         yield url
 
 

@@ -75,8 +75,6 @@ from bench.harness import Knobs, database  # noqa: E402
 from bench.phases import Bench  # noqa: E402
 from bench.report import print_summary  # noqa: E402
 from bench.targets import exit_status, missed, strict, targets  # noqa: E402
-from shopkit.migrations import upgrade  # noqa: E402
-from shopkit.registry import packages  # noqa: E402
 
 
 def _prepare_results(results: Path) -> None:
@@ -112,8 +110,6 @@ def main(argv: list[str] | None = None) -> int:
         tempfile.TemporaryDirectory(prefix="shop-bench-prof-") as profile_tmp,
         database(knobs, console) as url,
     ):
-        for package in packages().values():
-            upgrade(package, url)
         bench = Bench(knobs, console, url, Path(profile_tmp))
         try:
             bench.start(started)

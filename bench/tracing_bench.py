@@ -42,8 +42,6 @@ from rich.console import Console
 from bench.cpu import CpuMeter, tree
 from bench.harness import SAGA_SERVICES, Knobs, Stack, database, env_float, env_int, seed
 from bench.loadgen import run_load
-from shopkit.migrations import upgrade
-from shopkit.registry import packages
 
 GOAL_PCT = 15.0
 
@@ -269,8 +267,6 @@ def main() -> int:
         f"gunicorn {knobs.workers} x {knobs.threads}"
     )
     with database(knobs, console) as url:
-        for package in packages().values():
-            upgrade(package, url)
         stack = Stack(url, knobs, knobs.results / "profiles", knobs.results / "logs")
         stack.log_dir.mkdir(parents=True, exist_ok=True)
         cpu = CpuMeter(interval_s=knobs.sample_s)

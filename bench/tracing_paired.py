@@ -35,8 +35,6 @@ from bench.cpu import CpuMeter, tree
 from bench.harness import SAGA_SERVICES, Dataset, Knobs, Stack, database, env_float, env_int, seed
 from bench.loadgen import LoadResult, run_load
 from bench.tracing_bench import SpanSink, modes
-from shopkit.migrations import upgrade
-from shopkit.registry import packages
 
 #: The modes measured against ``off``, with the goal for each (per cent more CPU per sale).
 GOALS_PCT = {"unsampled": 3.0, "sampled": 10.0}
@@ -174,8 +172,6 @@ def main() -> int:
     console = Console(highlight=False, width=110)
     knobs.results.mkdir(parents=True, exist_ok=True)
     with database(knobs, console) as url:
-        for package in packages().values():
-            upgrade(package, url)
         stacks = tuple(
             Stack(url, knobs, knobs.results / "profiles" / copy, knobs.results / "logs" / copy)
             for copy in COPIES
