@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, current_app, g
-from sqlalchemy import Engine, MetaData, create_engine, event, text
+from sqlalchemy import Connection, Engine, MetaData, create_engine, event, text
 from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -213,6 +213,12 @@ def advisory_key(*parts: str) -> int:
     """A stable signed 64-bit key for ``pg_advisory_*lock`` made from ``parts``."""
     digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+def local_statement_timeout(connection: Connection | Session, timeout_ms: int) -> None:
+    """Bound every statement of the current transaction to ``timeout_ms`` (``SET LOCAL``)."""
+    # SET LOCAL takes no bind parameters; the value is an integer of ours.
+    connection.execute(text(f"SET LOCAL statement_timeout = {int(timeout_ms)}"))
 
 
 def advisory_xact_lock(session: Session, *parts: str) -> None:

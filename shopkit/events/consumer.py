@@ -60,6 +60,8 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shopkit import faults
+from shopkit.db import local_statement_timeout
+from shopkit.events import pruning
 from shopkit.events.catalog import dead_letter_stream, replay_stream
 from shopkit.events.envelope import (
     FIELD,
@@ -97,6 +99,28 @@ def inbox_table(metadata: MetaData, name: str = DEFAULT_INBOX) -> Table:
         Column("entry_id", String(40), nullable=False),
         Column("applied_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     )
+
+
+def prune_inbox_rows(
+    session: Session, inbox: Table, group: str, older_than_s: float, limit: int
+) -> int:
+    """Delete at most ``limit`` of ``group``'s inbox rows applied more than ``older_than_s``
+    seconds ago; how many went."""
+    column = inbox.c
+    old = (
+        select(column.event_id)
+        .where(
+            column.consumer_group == group,
+            column.applied_at < func.now() - timedelta(seconds=older_than_s),
+        )
+        .limit(limit)
+    )
+    deleted = session.execute(
+        delete(inbox).where(
+            column.consumer_group == group, column.event_id.in_(old.scalar_subquery())
+        )
+    )
+    return int(deleted.rowcount or 0)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -183,7 +207,7 @@ class Consumer:
         self.settings = settings or ConsumerSettings()
         self._reclaimed_at = 0.0
         self._observed_at = 0.0
-        self._inbox_prune_due_at = 0.0  # the first idle moment
+        self._pruning = pruning.Schedule(f"group {group}")
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -324,9 +348,7 @@ class Consumer:
 
     def _apply(self, pairs: Sequence[tuple[Entry, Event]]) -> dict[str, int]:
         with self.sessions() as session, session.begin():
-            session.execute(
-                text(f"SET LOCAL statement_timeout = {int(self.settings.db_timeout_ms)}")
-            )
+            local_statement_timeout(session, self.settings.db_timeout_ms)
             fresh = self._record_in_inbox(session, pairs)
             todo = []
             for _entry, event in pairs:
@@ -429,7 +451,9 @@ class Consumer:
                     self.ensure_groups()
                     ready = True
                 if self.poll() < self.settings.batch_size:  # idle: nothing more to read now
-                    self._prune_inbox_when_due()
+                    self._pruning.run_when_due(
+                        self.settings.inbox_prune_interval_s, self.prune_inbox
+                    )
                 if time.monotonic() - self._observed_at >= self.settings.lag_every_s:
                     self._observed_at = time.monotonic()
                     observe_group(self.broker, self.group, self.streams)
@@ -455,30 +479,13 @@ class Consumer:
         copy of the event that may still be delivered (:meth:`inbox_keep_s`;
         docs/events.rst, "How long events are kept").
         """
-        column = self.inbox.c
-        age = timedelta(seconds=self.inbox_keep_s())
-        batch = self.settings.inbox_prune_batch
-        pruned = 0
-        while True:
-            old = (
-                select(column.event_id)
-                .where(column.consumer_group == self.group, column.applied_at < func.now() - age)
-                .limit(batch)
-            )
-            with self.sessions() as session, session.begin():
-                session.execute(
-                    text(f"SET LOCAL statement_timeout = {int(self.settings.db_timeout_ms)}")
-                )
-                result = session.execute(
-                    delete(self.inbox).where(
-                        column.consumer_group == self.group,
-                        column.event_id.in_(old.scalar_subquery()),
-                    )
-                )
-                deleted = int(result.rowcount or 0)  # type: ignore[attr-defined]
-            pruned += deleted
-            if deleted < batch:
-                return pruned
+        keep_s, batch = self.inbox_keep_s(), self.settings.inbox_prune_batch
+        return pruning.in_chunks(
+            self.sessions,
+            lambda session: prune_inbox_rows(session, self.inbox, self.group, keep_s, batch),
+            batch=batch,
+            timeout_ms=self.settings.db_timeout_ms,
+        )
 
     def inbox_keep_s(self) -> float:
         """How long inbox rows are kept now: ``inbox_keep_s``, plus the age of the group's
@@ -494,19 +501,6 @@ class Consumer:
             return self.settings.inbox_keep_s
         dead_at_s = int(as_text(oldest[0][0]).split("-", 1)[0]) / 1000
         return self.settings.inbox_keep_s + max(0.0, time.time() - dead_at_s)
-
-    def _prune_inbox_when_due(self) -> None:
-        now = time.monotonic()
-        if now < self._inbox_prune_due_at:
-            return
-        self._inbox_prune_due_at = now + self.settings.inbox_prune_interval_s
-        try:
-            pruned = self.prune_inbox()
-        except (redis.RedisError, SQLAlchemyError) as error:
-            log.warning("group %s could not prune its inbox: %s", self.group, error)
-            return
-        if pruned:
-            log.info("group %s pruned %d inbox rows", self.group, pruned)
 
     def start_thread(self) -> tuple[threading.Thread, threading.Event]:
         """Run :meth:`run` in a daemon thread; set the returned event to stop it."""

@@ -47,8 +47,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from shopkit import faults
-from shopkit.db import advisory_key
-from shopkit.events import outbox
+from shopkit.db import advisory_key, local_statement_timeout
+from shopkit.events import outbox, pruning
 from shopkit.events.catalog import stream_for
 from shopkit.events.envelope import FIELD, Event, encode
 from shopkit.events.metrics import EVENTS_PUBLISHED
@@ -115,7 +115,7 @@ class Relay:
         self._lease: Connection | None = None
         self._lease_checked_at = 0.0
         self._lease_key = advisory_key("outbox-relay", table.fullname)
-        self._prune_due_at = 0.0  # the first idle moment with the lease
+        self._pruning = pruning.Schedule(f"relay for {service}")
 
     # -- the lease ---------------------------------------------------------------------------
 
@@ -282,40 +282,22 @@ class Relay:
 
         Raises ``SQLAlchemyError`` when the database fails (:meth:`run` tries again later).
         """
-        pruned = 0
-        while True:
-            with Session(self.engine) as session, session.begin():
-                self._set_timeout(session.connection())
-                deleted = outbox.prune(
-                    session,
-                    self.table,
-                    self.settings.keep_published_s,
-                    limit=self.settings.prune_batch,
-                )
-            pruned += deleted
-            if deleted < self.settings.prune_batch:
-                return pruned
-
-    def _prune_when_due(self) -> None:
-        now = time.monotonic()
-        if now < self._prune_due_at:
-            return
-        self._prune_due_at = now + self.settings.prune_interval_s
-        try:
-            pruned = self.prune_once()
-        except SQLAlchemyError as error:
-            log.warning("relay for %s could not prune its outbox: %s", self.service, error)
-            return
-        if pruned:
-            log.info("relay for %s pruned %d published outbox rows", self.service, pruned)
+        settings = self.settings
+        return pruning.in_chunks(
+            lambda: Session(self.engine),
+            lambda session: outbox.prune(
+                session, self.table, settings.keep_published_s, limit=settings.prune_batch
+            ),
+            batch=settings.prune_batch,
+            timeout_ms=settings.db_timeout_ms,
+        )
 
     def _minid(self) -> str:
         oldest_ms = int((time.time() - self.settings.retention_s) * 1000)
         return str(max(oldest_ms, 0))
 
     def _set_timeout(self, conn: Connection) -> None:
-        # SET LOCAL takes no bind parameters; the value is our own integer.
-        conn.execute(text(f"SET LOCAL statement_timeout = {int(self.settings.db_timeout_ms)}"))
+        local_statement_timeout(conn, self.settings.db_timeout_ms)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -341,7 +323,7 @@ class Relay:
                     continue
                 backoff = self.settings.backoff_base_s
                 if published < self.settings.batch_size:  # idle: nothing more to publish now
-                    self._prune_when_due()
+                    self._pruning.run_when_due(self.settings.prune_interval_s, self.prune_once)
                     stop.wait(self.settings.poll_interval_s)
         finally:
             self.release()
