@@ -493,6 +493,13 @@ ENVIRONMENT: tuple[Variable, ...] = (
     ),
     _other(
         "tests",
+        "SHOP_TEST_PORT_BASE",
+        "16000",
+        "The first of the ports a test session's processes pick from (1,000 per xdist worker, "
+        "below the kernel's ephemeral range); ``make test`` gives its two sessions their own.",
+    ),
+    _other(
+        "tests",
         "SHOP_TEST_GROUP",
         "crashy",
         "Set by the event crash tests for their worker process: its consumer group. Not for users.",

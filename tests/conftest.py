@@ -28,6 +28,7 @@ from tests.support.database import (
     truncate_all,
 )
 from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET, Identity
+from tests.support.ports import use_worker_block
 
 #: Fixtures every test directory may request: the real broker (``broker``, ``valkey``).
 pytest_plugins = ("tests.support.broker",)
@@ -82,6 +83,12 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             return work_unit(nodeid)
 
     return FilesAndSharedDirectories(config, log)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """On an xdist worker, pick ports from that worker's own block (tests.support.ports)."""
+    if hasattr(config, "workerinput"):
+        use_worker_block(config.workerinput["workerid"])
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -18,8 +18,9 @@ import pytest
 import redis
 
 from devstack.broker import HOST, server_binary
-from devstack.processes import free_port, preexec
+from devstack.processes import preexec
 from shopkit.events.catalog import stream_for
+from tests.support.ports import free_port
 
 ORDERS = stream_for("order")
 CUSTOMERS = stream_for("customer")

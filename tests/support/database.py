@@ -30,10 +30,11 @@ from devstack.gateway import (
     upstream_names,
 )
 from devstack.postgres import psql_command, scratch_database, throwaway_server
-from devstack.processes import ServiceProcess, WorkerProcess, free_port
+from devstack.processes import ServiceProcess, WorkerProcess
 from devstack.roles import create_service_roles, service_role_url
 from shopkit.migrations import upgrade
 from shopkit.registry import APPS, FRONTENDS, SERVICE_NAMES, SERVICES, app, packages
+from tests.support.ports import free_port
 
 #: Service name -> package, of every service in the registry.
 PACKAGES = packages()
