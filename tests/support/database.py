@@ -131,20 +131,22 @@ SCHEMAS = list(present_packages())
 
 
 def truncate_all(url: str, schemas: list[str]) -> None:
-    """Empty every service table (but :data:`KEEP_TABLES`) so each test starts clean."""
+    """Empty every service table (but :data:`KEEP_TABLES`) so each test starts clean.
+
+    Only the tables a test touched are truncated, with their identities restarted:
+    those with rows, or whose identity sequence was used (a rolled-back insert uses
+    one too). Truncating all 36 tables took about 90 ms of CPU; a test touches a few.
+    """
     engine = create_engine(url)
     try:
         for attempt in range(TRUNCATE_ATTEMPTS):
             try:
                 with engine.begin() as conn:
-                    rows = conn.execute(
-                        text(
-                            "SELECT schemaname, tablename FROM pg_tables "
-                            "WHERE schemaname = ANY(:schemas)"
-                        ),
-                        {"schemas": schemas},
-                    ).all()
-                    tables = [f'"{s}"."{t}"' for s, t in rows if t not in KEEP_TABLES]
+                    tables = [
+                        f'"{schema}"."{table}"'
+                        for schema, table in sorted(_touched_tables(conn, schemas))
+                        if table not in KEEP_TABLES
+                    ]
                     if tables:
                         conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
                 return
@@ -157,6 +159,36 @@ def truncate_all(url: str, schemas: list[str]) -> None:
                 time.sleep(0.1)
     finally:
         engine.dispose()
+
+
+def _touched_tables(conn: Any, schemas: list[str]) -> set[tuple[str, str]]:
+    """(schema, table) of each table in ``schemas`` that has rows or a used identity."""
+    listed = conn.execute(
+        text("SELECT schemaname, tablename FROM pg_tables WHERE schemaname = ANY(:schemas)"),
+        {"schemas": schemas},
+    ).all()
+    if not listed:
+        return set()
+    with_rows = " UNION ALL ".join(
+        f'SELECT {index} WHERE EXISTS (SELECT 1 FROM "{schema}"."{table}")'
+        for index, (schema, table) in enumerate(listed)
+    )
+    touched = {tuple(listed[index]) for index in conn.execute(text(with_rows)).scalars()}
+    # pg_sequences.last_value is NULL until a sequence is used, and again once restarted.
+    used_identity = conn.execute(
+        text(
+            "SELECT owner_ns.nspname, owner.relname FROM pg_depend d "
+            "JOIN pg_class seq ON seq.oid = d.objid AND seq.relkind = 'S' "
+            "JOIN pg_namespace seq_ns ON seq_ns.oid = seq.relnamespace "
+            "JOIN pg_sequences s ON s.schemaname = seq_ns.nspname AND s.sequencename = seq.relname "
+            "JOIN pg_class owner ON owner.oid = d.refobjid "
+            "JOIN pg_namespace owner_ns ON owner_ns.oid = owner.relnamespace "
+            "WHERE d.deptype IN ('a', 'i') AND s.last_value IS NOT NULL "
+            "AND owner_ns.nspname = ANY(:schemas)"
+        ),
+        {"schemas": schemas},
+    ).all()
+    return touched | {tuple(row) for row in used_identity}
 
 
 TRUNCATE_ATTEMPTS = 5
