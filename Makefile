@@ -23,16 +23,14 @@ system-tools:
 	devstack/system_tools.sh
 
 # Each test file runs whole on one worker (tests/docs as one: one docs build), the slowest
-# first (tests/conftest.py). The whole suite runs the fault suite (tests/resilience) after
-# the rest, without them: it holds the services to their answer-time bounds, which a
-# machine busy with other tests would blur; its four files (freezes, process kills, live
-# faults, the events' faults) run two at a time, each test on its own stack, mostly waiting
-# out its faults. Each run ends with its slowest tests. With PYTEST_ARGS, exactly what they name runs.
-FAULT_SUITE := tests/resilience
+# first (tests/conftest.py). The whole suite is two pytest sessions side by side
+# (tests/suite.py): the fault suite (tests/resilience), one file at a time, each test on its
+# own stack, mostly waiting out its freezes and kills, beside every other test on
+# PYTEST_WORKERS workers. Each session ends with its slowest tests, the fault suite's report
+# last. With PYTEST_ARGS, exactly what they name runs, in one session.
 test: install system-tools
 ifeq ($(strip $(PYTEST_ARGS)),)
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=25 --ignore=$(FAULT_SUITE)
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=10 $(FAULT_SUITE)
+	$(BIN)/python -m tests.suite --workers $(PYTEST_WORKERS)
 else
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 endif
