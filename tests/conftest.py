@@ -22,10 +22,10 @@ from shopkit.config import Settings
 from shopkit.registry import SERVICE_NAMES
 from tests.support.database import (
     SCHEMAS,
+    empty_service_tables,
     fresh_database,
     server_url,
     service_role_url,
-    truncate_all,
 )
 from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET, Identity
 from tests.support.ports import use_worker_block
@@ -137,7 +137,7 @@ def make_settings(database_url: str) -> Callable[..., Settings]:
 @pytest.fixture
 def clean_tables(database_url: str) -> None:
     """Empty service tables (migrations and signing keys kept)."""
-    truncate_all(database_url, SCHEMAS)
+    empty_service_tables(database_url, SCHEMAS)
 
 
 @pytest.fixture(autouse=True)

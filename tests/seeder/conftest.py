@@ -11,7 +11,7 @@ from flask import Flask
 from sqlalchemy import create_engine, text
 
 from seeder.cli import cli
-from tests.support.database import SCHEMAS, truncate_all
+from tests.support.database import SCHEMAS, empty_service_tables
 from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME
 from tests.support.seeder import SERVICES, Run, ShopReader
 
@@ -54,7 +54,7 @@ def reset_shop(database_url: str, customers_app: Flask) -> Callable[[], None]:
     from customers_service import bootstrap
 
     def reset() -> None:
-        truncate_all(database_url, SCHEMAS)
+        empty_service_tables(database_url, SCHEMAS)
         bootstrap(customers_app)
 
     return reset

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, create_engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Engine, MetaData
 
 # The dev stack's pieces the tests use are imported here and only here: tests import them
 # from this module, so moving the dev stack is a change of these lines alone.
@@ -34,6 +32,7 @@ from devstack.processes import ServiceProcess, WorkerProcess
 from devstack.roles import create_service_roles, service_role_url
 from shopkit.migrations import upgrade
 from shopkit.registry import APPS, FRONTENDS, SERVICE_NAMES, SERVICES, app, packages
+from tests.support.clean_tables import KEEP_TABLES, empty_service_tables
 from tests.support.ports import free_port
 
 #: Service name -> package, of every service in the registry.
@@ -59,6 +58,7 @@ __all__ = [
     "WorkerProcess",
     "app",
     "broker",
+    "empty_service_tables",
     "free_port",
     "fresh_database",
     "mailsink",
@@ -74,12 +74,8 @@ __all__ = [
     "service_role_url",
     "site_config",
     "throwaway_server",
-    "truncate_all",
     "upstream_names",
 ]
-
-#: Tables kept between tests (migration state and the token signing keys).
-KEEP_TABLES = {"alembic_version", "signing_keys"}
 
 
 def present_packages() -> dict[str, str]:
@@ -128,71 +124,6 @@ def migrate_as_service_roles(url: str) -> None:
 
 #: Every service's schema (each is named after its service).
 SCHEMAS = list(present_packages())
-
-
-def truncate_all(url: str, schemas: list[str]) -> None:
-    """Empty every service table (but :data:`KEEP_TABLES`) so each test starts clean.
-
-    Only the tables a test touched are truncated, with their identities restarted:
-    those with rows, or whose identity sequence was used (a rolled-back insert uses
-    one too). Truncating all 36 tables took about 90 ms of CPU; a test touches a few.
-    """
-    engine = create_engine(url)
-    try:
-        for attempt in range(TRUNCATE_ATTEMPTS):
-            try:
-                with engine.begin() as conn:
-                    tables = [
-                        f'"{schema}"."{table}"'
-                        for schema, table in sorted(_touched_tables(conn, schemas))
-                        if table not in KEEP_TABLES
-                    ]
-                    if tables:
-                        conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-                return
-            except OperationalError as error:
-                # A live service's relay or consumer may write two of these tables in the
-                # other order meanwhile: PostgreSQL picks one of the two to fail.
-                deadlock = getattr(error.orig, "pgcode", None) == DEADLOCK_DETECTED
-                if not deadlock or attempt == TRUNCATE_ATTEMPTS - 1:
-                    raise
-                time.sleep(0.1)
-    finally:
-        engine.dispose()
-
-
-def _touched_tables(conn: Any, schemas: list[str]) -> set[tuple[str, str]]:
-    """(schema, table) of each table in ``schemas`` that has rows or a used identity."""
-    listed = conn.execute(
-        text("SELECT schemaname, tablename FROM pg_tables WHERE schemaname = ANY(:schemas)"),
-        {"schemas": schemas},
-    ).all()
-    if not listed:
-        return set()
-    with_rows = " UNION ALL ".join(
-        f'SELECT {index} WHERE EXISTS (SELECT 1 FROM "{schema}"."{table}")'
-        for index, (schema, table) in enumerate(listed)
-    )
-    touched = {tuple(listed[index]) for index in conn.execute(text(with_rows)).scalars()}
-    # pg_sequences.last_value is NULL until a sequence is used, and again once restarted.
-    used_identity = conn.execute(
-        text(
-            "SELECT owner_ns.nspname, owner.relname FROM pg_depend d "
-            "JOIN pg_class seq ON seq.oid = d.objid AND seq.relkind = 'S' "
-            "JOIN pg_namespace seq_ns ON seq_ns.oid = seq.relnamespace "
-            "JOIN pg_sequences s ON s.schemaname = seq_ns.nspname AND s.sequencename = seq.relname "
-            "JOIN pg_class owner ON owner.oid = d.refobjid "
-            "JOIN pg_namespace owner_ns ON owner_ns.oid = owner.relnamespace "
-            "WHERE d.deptype IN ('a', 'i') AND s.last_value IS NOT NULL "
-            "AND owner_ns.nspname = ANY(:schemas)"
-        ),
-        {"schemas": schemas},
-    ).all()
-    return touched | {tuple(row) for row in used_identity}
-
-
-TRUNCATE_ATTEMPTS = 5
-DEADLOCK_DETECTED = "40P01"
 
 
 def schema_drift(engine: Engine, schema: str, metadata: MetaData) -> list[Any]:
