@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 # make test runs test files in parallel on this many pytest-xdist workers (0: in-process).
-PYTEST_WORKERS ?= 2
+# Three on two cores: many tests wait (for a process, a freeze, a browser), and a third
+# worker fills that time.
+PYTEST_WORKERS ?= 3
 
 .PHONY: install system-tools test check lint format run clean docs bench bench-check bench-events
 

@@ -2,7 +2,7 @@
 
 Two pytest sessions run side by side:
 
-- the fault suite (``tests/resilience``), one file at a time. Its tests freeze
+- the fault suite (``tests/resilience``), one test at a time. Its tests freeze
   or kill a dependency for up to 15 s and mostly wait; alone, it left half of
   the machine's CPU idle for two minutes;
 - every other test, on ``--workers`` xdist workers, file by file.
@@ -10,13 +10,14 @@ Two pytest sessions run side by side:
 The fault suite's output is kept in a file and printed when both are done, so
 the two do not interleave. Each session picks its ports from blocks of its own
 (:mod:`tests.support.ports`). The exit status is 0 only if both passed; Ctrl-C
-stops both.
+or SIGTERM stops both.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -36,7 +37,7 @@ def _pytest(*args: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Run both sessions; print the fault suite's report after the others'; 0 if both passed."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--workers", type=int, default=2, help="xdist workers of the main session")
+    parser.add_argument("--workers", type=int, default=3, help="xdist workers of the other tests")
     args = parser.parse_args(argv)
     started = time.monotonic()
     with tempfile.TemporaryFile() as fault_log:
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             _pytest("-n", str(args.workers), "--durations=25", f"--ignore={FAULT_SUITE}"),
             cwd=ROOT,
         )
+        _forward_sigterm(others, faults)
         try:
             others_status = others.wait()
             faults_status = faults.wait()
@@ -63,6 +65,17 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.buffer.write(fault_log.read())
     print(f"\nboth sessions done in {time.monotonic() - started:.0f} s", flush=True)
     return others_status or faults_status
+
+
+def _forward_sigterm(*sessions: subprocess.Popen[bytes]) -> None:
+    """Pass a SIGTERM (a CI job cancelled, ``kill``) on to both sessions: none runs orphaned."""
+
+    def forward(signum: int, _frame: object) -> None:
+        for session in sessions:
+            if session.poll() is None:
+                session.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
 
 
 if __name__ == "__main__":
