@@ -16,7 +16,6 @@ import os
 import re
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,23 +33,13 @@ import requests
 from shopkit.config import PROJECT_ROOT
 from shopkit.registry import SERVICE_NAMES
 from tests.support.database import STOREFRONT_PATH, free_port, nginx_binary
+from tests.support.ports import port_is_free
 
 pytestmark = pytest.mark.processes
 
 SERVICES = SERVICE_NAMES
 #: The environment variable that marks every process a test started (inherited by all).
 MARKER = "SHOP_MAKE_RUN_TEST"
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # As a server would (gunicorn does): closed connections in TIME_WAIT don't count.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def wait_ready(url: str, deadline: float) -> None:

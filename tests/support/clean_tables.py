@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import time
 from graphlib import TopologicalSorter
-from typing import Any
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.exc import OperationalError
 
 #: Tables kept between tests (migration state and the token signing keys).
@@ -58,7 +57,7 @@ def _quoted(table: Table) -> str:
     return f'"{table[0]}"."{table[1]}"'
 
 
-def _empty(conn: Any, schemas: list[str]) -> None:
+def _empty(conn: Connection, schemas: list[str]) -> None:
     tables = [
         (schema, name)
         for schema, name in conn.execute(
@@ -92,7 +91,7 @@ def _empty(conn: Any, schemas: list[str]) -> None:
             conn.execute(text(restart), {"sequence": sequence, "start": start})
 
 
-def _row_counts(conn: Any, tables: list[Table]) -> dict[Table, int]:
+def _row_counts(conn: Connection, tables: list[Table]) -> dict[Table, int]:
     """Each table's rows, counted up to one past :data:`DELETE_AT_MOST`."""
     counts = " UNION ALL ".join(
         f"SELECT {index}, (SELECT count(*) FROM (SELECT 1 FROM {_quoted(table)} "
@@ -102,7 +101,7 @@ def _row_counts(conn: Any, tables: list[Table]) -> dict[Table, int]:
     return {tables[index]: count for index, count in conn.execute(text(counts)).all()}
 
 
-def _used_sequences(conn: Any, schemas: list[str]) -> dict[tuple[str, int], Table]:
+def _used_sequences(conn: Connection, schemas: list[str]) -> dict[tuple[str, int], Table]:
     """(quoted name, start) of each identity or serial sequence used since its restart -> the
     table that owns it.
 
@@ -126,7 +125,7 @@ def _used_sequences(conn: Any, schemas: list[str]) -> dict[tuple[str, int], Tabl
     return {(sequence, start): (schema, table) for sequence, start, schema, table in found}
 
 
-def _referencing_first(conn: Any, schemas: list[str], tables: set[Table]) -> list[Table]:
+def _referencing_first(conn: Connection, schemas: list[str], tables: set[Table]) -> list[Table]:
     """``tables`` ordered so that a table comes before every table it references."""
     edges = conn.execute(
         text(

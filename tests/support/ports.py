@@ -41,8 +41,14 @@ def _block_start() -> int:
     return int(os.environ.get("SHOP_TEST_PORT_BASE", "16000")) + _worker * BLOCK
 
 
-def _bindable(port: int) -> bool:
+def port_is_free(port: int) -> bool:
+    """Whether a server could bind ``port`` on the loopback interface now.
+
+    Bound as a server binds (gunicorn, nginx, Valkey, Python's servers all set
+    ``SO_REUSEADDR``): closed connections still in TIME_WAIT don't count.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -56,6 +62,6 @@ def free_port() -> int:
     start = _block_start()
     for _ in range(BLOCK):
         port = start + next(_offsets)
-        if _bindable(port):
+        if port_is_free(port):
             return port
     raise RuntimeError(f"no free port in {start}-{start + BLOCK - 1}")
