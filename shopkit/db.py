@@ -22,6 +22,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from shopkit import db_guard
 from shopkit.config import Settings
+from shopkit.telemetry import engine_for_current_span
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -170,7 +171,15 @@ class Database:
             connect_args=connect_args(application_name, statement_timeout_ms),
         )
         ping_when_idle(self.engine, IDLE_PING_AFTER_S)
-        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def sessions(self) -> Session:
+        """A new session (the caller closes it), on the engine's traced copy under a recording span.
+
+        See :func:`shopkit.telemetry.engine_for_current_span`: the engine is chosen
+        once, when the session is made, so its SQL is traced as a whole or not at all.
+        """
+        return self._sessions(bind=engine_for_current_span(self.engine))
 
     @contextmanager
     def session(self) -> Iterator[Session]:

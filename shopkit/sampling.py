@@ -29,7 +29,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
-from flask import request
+from flask import g, request
 from opentelemetry import context, propagate, trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.instrumentation.wsgi import wsgi_getter
@@ -104,13 +104,41 @@ def decide_first(instrumented: Callable[..., Any], bare: Callable[..., Any]) -> 
     return wsgi_app
 
 
-def skip_when_unsampled(hook: Callable[..., Any]) -> Callable[..., Any]:
-    """A request hook of the instrumentation (before or teardown), skipped when unsampled."""
+def before_when_sampled(hook: Callable[[], Any]) -> Callable[[], Any]:
+    """The instrumentation's ``before_request`` hook, skipped when the request is not sampled.
+
+    Should the server span it starts still not record (a sampler that decides
+    otherwise the second time), the rest of the request is suppressed all the
+    same: a span that does not record has children that do not either, and
+    making them would only cost CPU.
+    """
 
     @functools.wraps(hook)
-    def wrapped(*args: Any) -> Any:
+    def wrapped() -> Any:
         if request.environ.get(UNSAMPLED_ENVIRON):
             return None
-        return hook(*args)
+        answer = hook()
+        span = trace.get_current_span()
+        if span.get_span_context().is_valid and not span.is_recording():
+            suppressed = suppress_instrumentation()
+            suppressed.__enter__()
+            g.shop_unsampled = suppressed
+        return answer
+
+    return wrapped
+
+
+def teardown_when_sampled(hook: Callable[[BaseException | None], Any]) -> Callable[..., Any]:
+    """The instrumentation's ``teardown_request`` hook, skipped when the request is not sampled
+    (after leaving what :func:`before_when_sampled` suppressed, in the reverse order)."""
+
+    @functools.wraps(hook)
+    def wrapped(exc: BaseException | None) -> Any:
+        if request.environ.get(UNSAMPLED_ENVIRON):
+            return None
+        suppressed = g.pop("shop_unsampled", None)
+        if suppressed is not None:
+            suppressed.__exit__(None, None, None)
+        return hook(exc)
 
     return wrapped

@@ -23,7 +23,11 @@ spans, attributes or metric records that nobody would see); only the W3C
 ``traceparent`` is still sent on, so the services it calls follow the same
 decision (:func:`_propagate_when_suppressed`). Should the instrumentation
 still meet a span that does not record, the rest of that request is
-suppressed the same way (:func:`_follow_sampling`).
+suppressed the same way (:func:`shopkit.sampling.before_when_sampled`).
+Its SQL does not even reach the SQL instrumentation: the statement hooks sit
+on a traced copy of the engine, which only sessions opened under a recording
+span use (:func:`engine_for_current_span`); and :class:`SampledTracer` makes
+no hand-made span beneath it.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.context import Context
+from sqlalchemy import Engine, event
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +58,15 @@ DEFAULT_RATIO = 0.1
 
 _lock = threading.Lock()
 _enabled: bool | None = None
+#: Each engine whose SQL is traced -> its copy that carries the statement hooks.
+_traced_engines: dict[Engine, Engine] = {}
+#: The SQL instrumentation's pool events and its hooks for them (removed: see _trace_sql).
+_POOL_HOOKS = {
+    "connect": "_pool_connect",
+    "close": "_pool_close",
+    "checkin": "_pool_checkin",
+    "checkout": "_pool_checkout",
+}
 
 
 def tracing_requested(environ: Mapping[str, str] | None = None) -> bool:
@@ -182,7 +197,7 @@ def _instrument_clients(clients: Iterable[str]) -> None:
 def _propagate_when_suppressed() -> None:
     """Send ``traceparent`` on urllib3 calls made while the instrumentation is suppressed.
 
-    Inside a request that is not sampled (:func:`_follow_sampling`) the urllib3
+    Inside a request that is not sampled (:mod:`shopkit.sampling`) the urllib3
     instrumentation makes no span and so injects nothing; the callee would then
     start a trace of its own and sample it by ratio. This wrapper, outside the
     instrumentation's, injects the current (unsampled) context instead.
@@ -217,7 +232,7 @@ def _mark_replayed_requests(span: Any, _request: Any, response: Any) -> None:
         span.set_attribute(REPLAYED_ATTRIBUTE, True)
 
 
-def instrument_app(app: Any, engine: Any = None) -> None:
+def instrument_app(app: Any, engine: Engine | None = None) -> None:
     """Trace ``app``'s requests and ``engine``'s SQL, if it has one (when tracing is on;
     else nothing).
 
@@ -226,10 +241,13 @@ def instrument_app(app: Any, engine: Any = None) -> None:
     """
     if not tracing_enabled():
         return
-    from flask import Response  # noqa: PLC0415
     from opentelemetry.instrumentation.flask import FlaskInstrumentor  # noqa: PLC0415
 
-    from shopkit.sampling import decide_first, skip_when_unsampled  # noqa: PLC0415
+    from shopkit.sampling import (  # noqa: PLC0415
+        before_when_sampled,
+        decide_first,
+        teardown_when_sampled,
+    )
 
     excluded = os.environ.get("OTEL_PYTHON_FLASK_EXCLUDED_URLS") or EXCLUDED_URLS
     bare = app.wsgi_app
@@ -238,73 +256,92 @@ def instrument_app(app: Any, engine: Any = None) -> None:
     # No sqlcommenter context: nothing reads it (SQL spans carry no comments) and it costs
     # a context attach per request.
     FlaskInstrumentor().instrument_app(app, excluded_urls=excluded, enable_commenter=False)
+    # The instrumentation's own hooks (the server span's start and end) are the only ones
+    # added per request: they also carry the sampling decision (shopkit.sampling).
     app.before_request_funcs[None] = [
-        hook if hook in before else skip_when_unsampled(hook)
+        hook if hook in before else before_when_sampled(hook)
         for hook in app.before_request_funcs[None]
     ]
     app.teardown_request_funcs[None] = [
-        hook if hook in teardown else skip_when_unsampled(hook)
+        hook if hook in teardown else teardown_when_sampled(hook)
         for hook in app.teardown_request_funcs[None]
     ]
-    app.wsgi_app = decide_first(app.wsgi_app, bare)  # an unsampled request skips it all
-    _follow_sampling(app)
+    app.wsgi_app = decide_first(_mark_replayed(app.wsgi_app), bare)
     if engine is not None:
         _trace_sql(engine)
     _untraced_paths(app, tuple(p.strip() for p in excluded.split(",") if p.strip()))
 
-    @app.after_request
-    def _mark_replayed(response: Response) -> Response:
-        if response.headers.get(REPLAYED_HEADER) == "true":
-            trace.get_current_span().set_attribute(REPLAYED_ATTRIBUTE, True)
-        return response
 
+def _mark_replayed(instrumented: Any) -> Any:
+    """Mark the server span of an answer replayed from the idempotency store.
 
-def _follow_sampling(app: Any) -> None:
-    """Suppress the instrumentation for the rest of a request whose server span does not record.
-
-    Registered right after the Flask instrumentation, so its hook runs once the
-    server span has been started (and sampled, or not). A span that does not
-    record has children that do not either: making them would only cost CPU.
+    Done where the answer's headers are sent, which only traced requests pass
+    through (a request hook would run for the untraced ones too). The server span
+    is still current there: Flask sends the headers before its teardown hooks.
     """
-    from flask import g, request  # noqa: PLC0415
-    from opentelemetry.instrumentation.utils import suppress_instrumentation  # noqa: PLC0415
 
-    from shopkit.sampling import UNSAMPLED_ENVIRON  # noqa: PLC0415
+    def wsgi_app(environ: dict[str, Any], start_response: Any) -> Any:
+        def marking_start_response(status: str, headers: list[tuple[str, str]], *rest: Any) -> Any:
+            if (REPLAYED_HEADER, "true") in headers:
+                trace.get_current_span().set_attribute(REPLAYED_ATTRIBUTE, True)
+            return start_response(status, headers, *rest)
 
-    @app.before_request
-    def _suppress_unsampled() -> None:
-        if request.environ.get(UNSAMPLED_ENVIRON):
-            return  # decided before the instrumentation, and suppressed already
-        span = trace.get_current_span()
-        if span.get_span_context().is_valid and not span.is_recording():
-            suppressed = suppress_instrumentation()
-            suppressed.__enter__()
-            g.shop_unsampled = suppressed
+        return instrumented(environ, marking_start_response)
 
-    @app.teardown_request
-    def _restore(_exc: BaseException | None) -> None:
-        suppressed = g.pop("shop_unsampled", None)
-        if suppressed is not None:
-            suppressed.__exit__(None, None, None)
+    return wsgi_app
 
 
-def _trace_sql(engine: Any) -> None:
-    """A span per SQL statement run on ``engine`` (the SQLAlchemy instrumentation's engine hooks).
+def _trace_sql(engine: Engine) -> None:
+    """A span per SQL statement run under a recording span on ``engine``'s traced copy.
+
+    The statement hooks (the SQLAlchemy instrumentation's :class:`EngineTracer`)
+    go on a copy of the engine (``engine.execution_options()``: the same pool,
+    events of its own), not on the engine itself. SQLAlchemy dispatches an
+    engine's statement events on every statement, and the hooks would only find
+    the instrumentation suppressed in a request that is not sampled: about a
+    dozen calls per statement, the largest part of what such a request cost.
+    :func:`engine_for_current_span` hands the copy to the sessions opened under a
+    recording span (:meth:`shopkit.db.Database.sessions`); the others run on the
+    bare engine, which has no statement event at all.
 
     ``SQLAlchemyInstrumentor().instrument(engine=...)`` would also wrap
     ``Engine.connect`` process-wide (a ``connect`` span for every session, a
     sixth of a sale's spans), import ``sqlalchemy.ext.asyncio`` (greenlet) and
-    refuse SQLAlchemy 2.1 by its declared range; its :class:`EngineTracer`
-    alone hooks the engine's statement events, which is all the trace needs
+    refuse SQLAlchemy 2.1 by its declared range; :class:`EngineTracer` alone
+    hooks the engine's statement events, which is all the trace needs
     (tests/observability checks the SQL spans beneath each request).
     """
     from opentelemetry.instrumentation.sqlalchemy import __version__  # noqa: PLC0415
     from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer  # noqa: PLC0415
     from opentelemetry.metrics import get_meter  # noqa: PLC0415
 
+    if engine in _traced_engines:
+        return
+    traced = engine.execution_options()
     name = "opentelemetry.instrumentation.sqlalchemy"
     in_use = get_meter(name, __version__).create_up_down_counter("db.client.connections.usage")
-    EngineTracer(trace.get_tracer(name, __version__), engine, in_use, enable_commenter=False)
+    hooks = EngineTracer(
+        trace.get_tracer(name, __version__), traced, in_use, enable_commenter=False
+    )
+    # Its pool hooks count connections in use for an OpenTelemetry meter, which Shop does not
+    # set up (its metrics are Prometheus'), and they sit on the pool that both engines share.
+    for pool_event, hook in _POOL_HOOKS.items():
+        event.remove(traced, pool_event, getattr(hooks, hook))
+    _traced_engines[engine] = traced
+
+
+def engine_for_current_span(engine: Engine) -> Engine:
+    """``engine``'s traced copy while the current span records, else ``engine`` itself.
+
+    A session keeps the engine it was opened with, so one unit of work never
+    mixes the two (they share the pool, not a connection).
+    """
+    if not _traced_engines:  # tracing off, or no SQL traced in this process
+        return engine
+    traced = _traced_engines.get(engine)
+    if traced is None or not trace.get_current_span().is_recording():
+        return engine
+    return traced
 
 
 def _untraced_paths(app: Any, prefixes: tuple[str, ...]) -> None:
@@ -326,8 +363,14 @@ def untraced() -> Iterator[None]:
     if not tracing_enabled():
         yield
         return
-    from opentelemetry.instrumentation.utils import suppress_instrumentation  # noqa: PLC0415
+    from opentelemetry.instrumentation.utils import (  # noqa: PLC0415
+        is_instrumentation_enabled,
+        suppress_instrumentation,
+    )
 
+    if not is_instrumentation_enabled():  # suppressed already (a request not sampled)
+        yield
+        return
     with suppress_instrumentation():
         yield
 
@@ -338,6 +381,38 @@ def current_trace_id() -> str | None:
     return format(context.trace_id, "032x") if context.is_valid else None
 
 
-def tracer(name: str) -> trace.Tracer:
-    """A tracer for hand-made spans (a no-op one while tracing is off)."""
-    return trace.get_tracer(name)
+class SampledTracer:
+    """A tracer for hand-made spans that makes none beneath a span that does not record.
+
+    Under a parent that is not sampled, the SDK would still ask the sampler,
+    draw a span id and build a non-recording span for each child, and the
+    child could not record either: a parent-based sampler drops it, and a
+    ratio sampler decides from the trace id, as it did for the parent. So the
+    parent itself is handed back: ending it or setting its attributes does
+    nothing, and calls made beneath it still carry its ``traceparent``.
+    With no parent (a root span) or a recording one, the SDK decides as usual.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._tracer = trace.get_tracer(name)
+
+    def start_span(self, name: str, context: Context | None = None, **kwargs: Any) -> trace.Span:
+        """A new span, or the current one if it is valid and does not record."""
+        parent = trace.get_current_span(context)
+        if parent.get_span_context().is_valid and not parent.is_recording():
+            return parent
+        return self._tracer.start_span(name, context, **kwargs)
+
+    @contextmanager
+    def start_as_current_span(
+        self, name: str, context: Context | None = None, **kwargs: Any
+    ) -> Iterator[trace.Span]:
+        """:meth:`start_span`, made current for the block and ended after it."""
+        span = self.start_span(name, context, **kwargs)
+        with trace.use_span(span, end_on_exit=True):
+            yield span
+
+
+def tracer(name: str) -> SampledTracer:
+    """A tracer for hand-made spans: no-op while tracing is off; see :class:`SampledTracer`."""
+    return SampledTracer(name)

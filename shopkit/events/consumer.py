@@ -57,7 +57,7 @@ import redis
 from sqlalchemy import Column, DateTime, MetaData, String, Table, delete, func, select, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from shopkit import faults
 from shopkit.db import local_statement_timeout
@@ -184,7 +184,7 @@ class Consumer:
     def __init__(
         self,
         broker: redis.Redis,
-        sessions: sessionmaker[Session],
+        sessions: Callable[[], Session],
         inbox: Table,
         *,
         group: str,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask.testing import FlaskClient
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
 from reviews_service.purchases import apply_order_events
@@ -57,7 +57,7 @@ class OrderEvents:
     """Order events applied to reviews' verified purchases by the real batch handler,
     in a transaction of their own (as the consumer group would, minus the broker)."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: Callable[[], Session]) -> None:
         self.sessions = sessions
 
     def apply(self, *events: Event) -> None:
