@@ -16,7 +16,7 @@ from typing import Any
 
 from flask import Flask, current_app, g
 from sqlalchemy import Connection, Engine, MetaData, create_engine, event, text
-from sqlalchemy.exc import DisconnectionError, IntegrityError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -239,6 +239,21 @@ def constraint_name(error: IntegrityError) -> str | None:
     """The name of the constraint that PostgreSQL reported violated in ``error``, if any."""
     diagnostics = getattr(error.orig, "diag", None)
     return getattr(diagnostics, "constraint_name", None)
+
+
+#: PostgreSQL's ``query_canceled`` (``statement_timeout``) and ``lock_not_available``
+#: (``lock_timeout``).
+_TOO_SLOW_SQLSTATES = frozenset({"57014", "55P03"})
+
+
+def statement_too_slow(error: DBAPIError) -> bool:
+    """Whether the server cancelled the statement at its statement or lock timeout.
+
+    The server answered, so it is up: this statement was too slow, or waited too long
+    for a lock. A connection that failed or a server that did not answer in time
+    (:mod:`shopkit.db_guard`) raises ``OperationalError`` too, but is not this.
+    """
+    return getattr(error.orig, "pgcode", None) in _TOO_SLOW_SQLSTATES
 
 
 #: ``Session.info`` flag: a :func:`transaction` is open on the session.

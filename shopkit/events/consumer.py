@@ -17,7 +17,10 @@ again (to this consumer when it comes back, or claimed by another one after
 the ``XACK`` delivers them again too, and the inbox turns that into a no-op.
 
 If the batch's transaction fails, each entry is retried in a transaction of
-its own, so one bad event does not hold back the others. An entry whose
+its own, so one bad event does not hold back the others. A handler too slow
+for the database (its statement cancelled at ``db_timeout_ms``) fails like one
+that raises; only a database that is away leaves the whole batch pending while
+the consumer backs off. An entry whose
 handler fails stays pending and is retried after a back-off that doubles
 with each delivery (``retry_base_ms``, 2x, 4x ... up to ``retry_max_ms``);
 after ``max_attempts`` deliveries it moves to the group's dead-letter stream
@@ -60,7 +63,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from shopkit import faults
-from shopkit.db import local_statement_timeout
+from shopkit.db import local_statement_timeout, statement_too_slow
 from shopkit.events import pruning
 from shopkit.events.catalog import dead_letter_stream, replay_stream
 from shopkit.events.envelope import (
@@ -85,6 +88,9 @@ DEFAULT_INBOX = "inbox"
 MAX_ERROR_CHARS = 2000
 #: Pages of the pending list one reclaim round reads per stream, at most.
 MAX_PENDING_PAGES = 10
+#: Statements cancelled at their timeout after which a round of applying one by one ends
+#: (see ``Consumer._apply_one_by_one``).
+TIMEOUTS_PER_PASS = 2
 
 
 def inbox_table(metadata: MetaData, name: str = DEFAULT_INBOX) -> Table:
@@ -327,8 +333,12 @@ class Consumer:
             return
         try:
             outcomes = self._apply(readable)
-        except OperationalError:
-            raise  # the database is away: the whole batch stays pending; run() backs off
+        except OperationalError as error:
+            if not statement_too_slow(error):
+                raise  # the database is away: the whole batch stays pending; run() backs off
+            log.info(
+                "group %s: batch of %d too slow; applying one by one", self.group, len(readable)
+            )
         except Exception:  # one handler's bug must not stop the batch
             log.info("group %s: batch of %d failed; applying one by one", self.group, len(readable))
         else:
@@ -336,11 +346,31 @@ class Consumer:
             # committed entries stay pending, are delivered again and are no-ops then.
             self._ack([entry for entry, _ in readable], outcomes)
             return
-        for pair in readable:
+        self._apply_one_by_one(readable)
+
+    def _apply_one_by_one(self, readable: Sequence[tuple[Entry, Event]]) -> None:
+        """Apply and acknowledge each entry alone; record the failure of those that fail.
+
+        An event whose statement the server cancels at its timeout fails like one whose
+        handler raises: retried with back-off, dead-lettered in the end, while its
+        batch-mates are applied. The entries that have not failed before go first, and
+        the pass ends after :data:`TIMEOUTS_PER_PASS` timeouts (the rest stay pending for
+        a later round), so a round spends a bounded time waiting on slow statements.
+        """
+        failed_before = self.broker.hmget(errors_key(self.group), [e.key for e, _ in readable])
+        order = sorted(range(len(readable)), key=lambda index: failed_before[index] is not None)
+        timeouts = 0
+        for pair in (readable[index] for index in order):
             try:
                 outcomes = self._apply([pair])
-            except OperationalError:
-                raise
+            except OperationalError as error:
+                if not statement_too_slow(error):
+                    raise  # the database is away: the rest stays pending; run() backs off
+                self._record_failure(pair[0], pair[1], error)
+                timeouts += 1
+                if timeouts >= TIMEOUTS_PER_PASS:
+                    return
+                continue
             except Exception as error:
                 self._record_failure(pair[0], pair[1], error)
                 continue

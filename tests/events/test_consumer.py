@@ -7,12 +7,12 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from shopkit.events import deadletters
 from shopkit.events.catalog import dead_letter_stream, stream_for
 from shopkit.events.consumer import errors_key
-from shopkit.events.envelope import FIELD, Event
+from shopkit.events.envelope import FIELD, Event, decode
 from shopkit.events.metrics import CONSUMER_LAG_ENTRIES, DEAD_LETTERS, EVENTS_CONSUMED
 from shopkit.events.streams import describe, observe_group
 from tests.events import tables
@@ -357,3 +357,72 @@ def test_while_a_dead_letter_waits_no_inbox_row_from_before_it_is_pruned(
     valkey.delete(dead_letter_stream("careful"))  # replayed or discarded
     assert consumer.inbox_keep_s() == 3600
     assert consumer.prune_inbox() == 2
+
+
+def _too_slow_for(slow_orders: set[str], record):
+    """A handler whose statement for the orders in ``slow_orders`` outlasts the timeout."""
+
+    def handler(session, event: Event) -> None:
+        if event.subject in slow_orders:
+            session.execute(text("SELECT pg_sleep(2)"))  # cancelled at db_timeout_ms
+        record(session, event)
+
+    return handler
+
+
+def test_an_event_too_slow_to_apply_is_dead_lettered_and_holds_no_other_back(
+    relay, emit_orders, make_consumer, effects, valkey
+) -> None:
+    """A statement the server cancels at its timeout is that event's failure, not a database
+    away: its batch-mates are applied, and it goes to the dead letters after its attempts."""
+    orders = [str(uuid.uuid4()) for _ in range(3)]
+    handler = _too_slow_for({orders[0]}, tables.record_effect("patient"))
+    emitted = emit_orders(6, orders)  # order 0 gets events 0 and 3
+    slow = {emitted[0], emitted[3]}
+    relay.publish_once()
+    consumer = make_consumer("patient", [ORDERS], handler=handler, db_timeout_ms=200)
+    consumer.poll()  # the batch times out; alone: 0 times out, 1 and 2 are applied, 3 times out
+    assert effects("patient") == dict.fromkeys(emitted[1:3], 1)
+    drain(consumer, until=lambda: valkey.xlen(dead_letter_stream("patient")) == 2)
+    assert effects("patient") == {e: 1 for e in emitted if e not in slow}
+    assert _pending(valkey, "patient") == 0
+    letters = deadletters.list_dead_letters(valkey, "patient")
+    assert {letter.event_id for letter in letters} == slow
+    for letter in letters:
+        assert letter.attempts == 3
+        assert "statement timeout" in letter.error
+
+
+def test_a_round_spends_at_most_two_timeouts_and_tries_the_untried_first(
+    relay, emit_orders, make_consumer, effects, valkey
+) -> None:
+    """Three slow events first in the batch: the round stops after two timeouts, leaving the
+    rest pending; the next round applies the events that never failed before the third
+    slow one, so no fast event is dead-lettered for sitting behind slow ones."""
+    orders = [str(uuid.uuid4()) for _ in range(5)]
+    handler = _too_slow_for(set(orders[:3]), tables.record_effect("wary"))
+    emitted = emit_orders(5, orders)  # events 0, 1 and 2 are slow, 3 and 4 are not
+    relay.publish_once()
+    consumer = make_consumer("wary", [ORDERS], handler=handler, db_timeout_ms=200)
+    consumer.poll()  # the batch, then events 0 and 1 alone: two timeouts, the round ends
+    assert effects("wary") == {}
+    assert set(_errors(valkey, "wary")) == set(emitted[:2])
+    assert _pending(valkey, "wary") == 5
+    drain(consumer, until=lambda: len(effects("wary")) == 2)
+    assert effects("wary") == dict.fromkeys(emitted[3:], 1)
+    drain(consumer, until=lambda: valkey.xlen(dead_letter_stream("wary")) == 3)
+    letters = deadletters.list_dead_letters(valkey, "wary")
+    assert {letter.event_id for letter in letters} == set(emitted[:3])
+    assert all("statement timeout" in letter.error for letter in letters)
+    assert effects("wary") == dict.fromkeys(emitted[3:], 1)
+    assert _pending(valkey, "wary") == 0
+
+
+def _errors(valkey, group: str) -> list[str]:
+    """The event ids whose last failure the group recorded."""
+    keys = [key.decode() for key in valkey.hkeys(errors_key(group))]
+    ids = []
+    for stream, entry_id in (key.rsplit("/", 1) for key in keys):
+        [(_, fields)] = valkey.xrange(stream, entry_id, entry_id)
+        ids.append(decode(fields[FIELD.encode()]).id)
+    return ids
