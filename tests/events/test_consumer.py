@@ -364,7 +364,7 @@ def _too_slow_for(slow_orders: set[str], record):
 
     def handler(session, event: Event) -> None:
         if event.subject in slow_orders:
-            session.execute(text("SELECT pg_sleep(2)"))  # cancelled at db_timeout_ms
+            session.execute(text("SELECT pg_sleep(5)"))  # cancelled at db_timeout_ms
         record(session, event)
 
     return handler
@@ -380,7 +380,7 @@ def test_an_event_too_slow_to_apply_is_dead_lettered_and_holds_no_other_back(
     emitted = emit_orders(6, orders)  # order 0 gets events 0 and 3
     slow = {emitted[0], emitted[3]}
     relay.publish_once()
-    consumer = make_consumer("patient", [ORDERS], handler=handler, db_timeout_ms=200)
+    consumer = make_consumer("patient", [ORDERS], handler=handler, db_timeout_ms=1000)
     consumer.poll()  # the batch times out; alone: 0 times out, 1 and 2 are applied, 3 times out
     assert effects("patient") == dict.fromkeys(emitted[1:3], 1)
     drain(consumer, until=lambda: valkey.xlen(dead_letter_stream("patient")) == 2)
@@ -403,7 +403,7 @@ def test_a_round_spends_at_most_two_timeouts_and_tries_the_untried_first(
     handler = _too_slow_for(set(orders[:3]), tables.record_effect("wary"))
     emitted = emit_orders(5, orders)  # events 0, 1 and 2 are slow, 3 and 4 are not
     relay.publish_once()
-    consumer = make_consumer("wary", [ORDERS], handler=handler, db_timeout_ms=200)
+    consumer = make_consumer("wary", [ORDERS], handler=handler, db_timeout_ms=1000)
     consumer.poll()  # the batch, then events 0 and 1 alone: two timeouts, the round ends
     assert effects("wary") == {}
     assert set(_errors(valkey, "wary")) == set(emitted[:2])
