@@ -29,6 +29,7 @@ from shopkit.db import resolve_database_url
 from shopkit.events.consumer import Consumer
 from shopkit.events.metrics import serve_worker_metrics
 from shopkit.events.relay import broker_client
+from shopkit.telemetry import init_tracing
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ def main() -> None:
     """Consume and send mails until told to stop."""
     settings = Settings.from_env("notifications")
     logging.basicConfig(level=settings.log_level)
+    # Its consumer's spans continue the producers' traces (off unless OTEL_* variables say).
+    init_tracing("notifications")
     if not settings.events_url:
         raise SystemExit("EVENTS_URL is not set: the notifications worker has no broker to read")
     # The service's live faults (its app's /admin/faults, when both share SHOP_FAULTS_DIR):

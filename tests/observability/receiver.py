@@ -32,6 +32,8 @@ class Span:
     start_ns: int
     end_ns: int
     attributes: dict[str, Any] = field(default_factory=dict)
+    #: The trace ids of the span's links (a consumer's batch span links to its producers').
+    links: list[str] = field(default_factory=list)
 
     @property
     def duration_ms(self) -> float:
@@ -105,6 +107,7 @@ class OtlpReceiver:
                             start_ns=span.start_time_unix_nano,
                             end_ns=span.end_time_unix_nano,
                             attributes={a.key: _value(a.value) for a in span.attributes},
+                            links=[link.trace_id.hex() for link in span.links],
                         )
                     )
         with self._lock:

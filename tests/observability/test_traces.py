@@ -23,7 +23,7 @@ from shopkit.telemetry import tracing_requested
 from tests.observability.receiver import OtlpReceiver, Span
 from tests.support.identity import bearer
 from tests.support.live import LiveStack
-from tests.support.tracing import Arrange, otel_env
+from tests.support.tracing import Arrange, otel_env, traceparent
 
 pytestmark = pytest.mark.processes
 
@@ -288,26 +288,14 @@ def test_a_purchase_its_caller_did_not_sample_makes_no_span_anywhere(
     time.sleep(1.0)  # let spans of the arrangement arrive
     before = len(receiver.snapshot())
     trace_id = uuid.uuid4().hex
-    unsampled = {"traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-00"}
-    bought = arrange.call(
-        "sales",
-        "POST",
-        "/sales",
-        json={"product_id": product, "quantity": 1},
-        headers={**token, **unsampled, "Idempotency-Key": uuid.uuid4().hex},
-    )
+    unsampled = traceparent(trace_id, sampled=False)
+    bought = arrange.buy(token, product, key=uuid.uuid4().hex, traceparent=unsampled)
     assert bought.status_code == 201, bought.text
     time.sleep(1.5)  # fifteen export intervals
     assert receiver.snapshot()[before:] == []
     # The same purchase, sampled, is traced across the three services as usual.
-    sampled = {"traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"}
-    again = arrange.call(
-        "sales",
-        "POST",
-        "/sales",
-        json={"product_id": product, "quantity": 1},
-        headers={**token, **sampled, "Idempotency-Key": uuid.uuid4().hex},
-    )
+    sampled = traceparent(trace_id, sampled=True)
+    again = arrange.buy(token, product, key=uuid.uuid4().hex, traceparent=sampled)
     assert again.status_code == 201, again.text
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from decimal import Decimal
 from functools import partial
 from typing import Any
@@ -27,6 +28,11 @@ def otel_env(receiver: OtlpReceiver) -> dict[str, str]:
         "SALES_RECOVERY_INTERVAL": "0.5",  # recovery settles a stuck sale within seconds
         "SALES_RECOVERY_AFTER": "1",
     }
+
+
+def traceparent(trace_id: str, *, sampled: bool) -> str:
+    """A W3C ``traceparent`` in trace ``trace_id`` (a new parent span id), sampled or not."""
+    return f"00-{trace_id}-{uuid.uuid4().hex[:16]}-{'01' if sampled else '00'}"
 
 
 class Arrange:
@@ -61,9 +67,18 @@ class Arrange:
         return username, token
 
     def buy(
-        self, token: dict[str, str], product_id: int, quantity: int = 1, key: str | None = None
+        self,
+        token: dict[str, str],
+        product_id: int,
+        quantity: int = 1,
+        key: str | None = None,
+        traceparent: str | None = None,
     ) -> requests.Response:
-        headers = {**token, **({"Idempotency-Key": key} if key else {})}
+        headers = {
+            **token,
+            **({"Idempotency-Key": key} if key else {}),
+            **({"traceparent": traceparent} if traceparent else {}),
+        }
         return self.call(
             "sales",
             "POST",

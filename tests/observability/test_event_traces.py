@@ -1,0 +1,73 @@
+"""An order's events carry its trace through the broker into the notifications worker.
+
+Customers, inventory and sales run with a broker, each relaying its outbox; the
+notifications worker consumes the order and wallet events. All of them export their
+spans to the receiver in the test, as they would to Jaeger.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devstack import broker as embedded_broker
+from tests.observability.receiver import OtlpReceiver, Span
+from tests.support.database import mailsink
+from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET
+from tests.support.live import LiveStack
+from tests.support.notifications import worker_from_now
+from tests.support.tracing import Arrange, otel_env, traceparent
+
+pytestmark = pytest.mark.processes
+
+
+@pytest.fixture(scope="module")
+def evented(
+    database_url: str, receiver: OtlpReceiver, broker: embedded_broker.Broker
+) -> Iterator[LiveStack]:
+    """The saga's services, traced, relaying their events, and the notifications worker."""
+    stack = LiveStack(
+        database_url, (ADMIN_USERNAME, ADMIN_PASSWORD), SERVICE_SECRET, events_url=broker.url
+    )
+    sink = mailsink.start(Path(tempfile.mkdtemp(prefix="shop-test-mail-")))
+    try:
+        for service in ("customers", "inventory", "sales"):
+            stack.start(service, workers=1, extra_env=otel_env(receiver))
+        log = stack.log_dir / "notifications-worker.log"
+        with worker_from_now(stack, sink.url, log, **otel_env(receiver)):
+            yield stack
+    finally:
+        stack.stop_all()
+        sink.stop()
+
+
+def _consumed(spans: list[Span], trace_id: str) -> list[Span]:
+    """The notifications worker's spans that link to ``trace_id``."""
+    return [span for span in spans if span.service == "notifications" and trace_id in span.links]
+
+
+def test_the_notifications_worker_links_its_work_to_the_purchase_trace(
+    evented: LiveStack, receiver: OtlpReceiver
+) -> None:
+    arrange = Arrange(evented)
+    product = arrange.product(price="4.00")
+    _, token = arrange.buyer()
+    trace_id = uuid.uuid4().hex
+    sampled = traceparent(trace_id, sampled=True)
+    bought = arrange.buy(token, product, key=uuid.uuid4().hex, traceparent=sampled)
+    assert bought.status_code == 201, bought.text
+
+    spans = receiver.wait_for(lambda spans: bool(_consumed(spans, trace_id)), timeout_s=30)
+    for span in _consumed(spans, trace_id):
+        assert span.kind == "consumer"
+        assert span.name == "notifications process"
+        assert span.attributes["messaging.system"] == "valkey"
+        assert span.attributes["messaging.consumer.group.name"] == "notifications"
+        assert span.attributes["messaging.batch.message_count"] >= 1
+    # The purchase itself is in that trace, across the three services.
+    services = {s.service for s in receiver.snapshot() if s.trace_id == trace_id}
+    assert services == {"sales", "inventory", "customers"}
