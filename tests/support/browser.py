@@ -3,7 +3,8 @@ what the services say behind it (screenshots go to ``results/storefront/``, git-
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import requests
 from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
@@ -14,6 +15,8 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from shopkit.config import PROJECT_ROOT
 from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME
+
+T = TypeVar("T")
 
 #: Where the browser tests' screenshots go (git-ignored).
 SCREENSHOTS = PROJECT_ROOT / "results" / "storefront"
@@ -72,7 +75,8 @@ class Shop:
         return self.driver.find_elements(By.CSS_SELECTOR, css)
 
     def text(self, css: str = "main") -> str:
-        return self.find(css).text
+        """The text of ``css``, looking again if a live update replaced it meanwhile."""
+        return self._fresh(css, lambda element: element.text)
 
     def fill(self, fields: dict[str, str]) -> None:
         for name, value in fields.items():
@@ -85,13 +89,18 @@ class Shop:
 
     def click(self, css: str) -> None:
         """Click ``css``, looking again if a live update replaced it meanwhile."""
+        self._fresh(css, lambda element: element.click())
+
+    def _fresh(self, css: str, use: Callable[[WebElement], T]) -> T:
+        """``use`` the element ``css``; found again (up to three times) when the page's live
+        updates (server-sent events, htmx swaps) replaced it between the look and the use."""
         for attempt in range(3):
             try:
-                self.find(css).click()
-                return
+                return use(self.find(css))
             except StaleElementReferenceException:
                 if attempt == 2:
                     raise
+        raise AssertionError("unreachable")
 
     def submit(self, css: str) -> None:
         """Click a submit button and wait until the next page has loaded."""

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from sqlalchemy import create_engine, text
 
 from shopkit.events.catalog import replay_stream, stream_for, validate_data
 from shopkit.events.consumer import Consumer, ConsumerSettings
@@ -122,6 +123,23 @@ def group_from_now(events_url: str, group: str, streams: Iterable[str]) -> None:
                 if "BUSYGROUP" not in str(error):
                     raise
                 client.xgroup_setid(stream, group, id="$")
+
+
+def outboxes_from_now(database_url: str, services: Iterable[str]) -> None:
+    """Mark every row earlier test files left unpublished in ``services``' outboxes as
+    published: relays started next publish only what comes after, as
+    :func:`group_from_now` has a consumer read only what comes after."""
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            for service in services:
+                conn.execute(
+                    text(
+                        f"UPDATE {service}.outbox SET published_at = now() WHERE published_at IS NULL"
+                    )
+                )
+    finally:
+        engine.dispose()
 
 
 def start_with_broker(stack: Any, service: str, events_url: str, **options: Any) -> Any:
