@@ -62,10 +62,11 @@ def main() -> None:
     """Consume and send mails until told to stop."""
     settings = Settings.from_env("notifications")
     logging.basicConfig(level=settings.log_level)
-    # Its consumer's spans continue the producers' traces (off unless OTEL_* variables say).
-    init_tracing("notifications")
     if not settings.events_url:
         raise SystemExit("EVENTS_URL is not set: the notifications worker has no broker to read")
+    # Its consumer's spans link to the producers' traces (off unless OTEL_* variables say).
+    # No HTTP client to instrument: it talks to the database, the broker and SMTP only.
+    init_tracing("notifications", clients=())
     # The service's live faults (its app's /admin/faults, when both share SHOP_FAULTS_DIR):
     # broker faults on consume, and the consumer's crash points.
     faults.install("notifications")

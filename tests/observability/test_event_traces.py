@@ -7,10 +7,8 @@ spans to the receiver in the test, as they would to Jaeger.
 
 from __future__ import annotations
 
-import tempfile
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -31,7 +29,10 @@ EMITTERS = ("customers", "inventory", "sales")
 
 @pytest.fixture(scope="module")
 def evented(
-    database_url: str, receiver: OtlpReceiver, broker: embedded_broker.Broker
+    database_url: str,
+    receiver: OtlpReceiver,
+    broker: embedded_broker.Broker,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[LiveStack]:
     """The saga's services, traced, relaying their events, and the notifications worker."""
     stack = LiveStack(
@@ -42,7 +43,7 @@ def evented(
         stop_live_relays(service)
     # What earlier files left in the outboxes would be published first, ahead of this test.
     outboxes_from_now(database_url, EMITTERS)
-    sink = mailsink.start(Path(tempfile.mkdtemp(prefix="shop-test-mail-")))
+    sink = mailsink.start(tmp_path_factory.mktemp("mail"))
     try:
         for service in EMITTERS:
             stack.start(service, workers=1, extra_env=otel_env(receiver))

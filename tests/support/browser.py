@@ -94,13 +94,12 @@ class Shop:
     def _fresh(self, css: str, use: Callable[[WebElement], T]) -> T:
         """``use`` the element ``css``; found again (up to three times) when the page's live
         updates (server-sent events, htmx swaps) replaced it between the look and the use."""
-        for attempt in range(3):
+        for _ in range(2):
             try:
                 return use(self.find(css))
             except StaleElementReferenceException:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+                pass  # replaced meanwhile: look again
+        return use(self.find(css))
 
     def submit(self, css: str) -> None:
         """Click a submit button and wait until the next page has loaded."""
