@@ -37,10 +37,13 @@ PRODUCTS: list[dict[str, Any]] = [
 
 
 def wait_for_next_page(driver: WebDriver, page: WebElement) -> None:
-    """Wait until ``page`` (the old document's ``<html>``) has been replaced by the next one.
+    """Wait until ``page`` (the old document's ``<html>``) has been replaced by the next one,
+    and the next one is parsed.
 
     Mid-navigation chromedriver may report the old node as "not belonging to the
-    document" rather than as stale; both mean the old page is gone.
+    document" rather than as stale; both mean the old page is gone. The new document
+    may then still be loading: an element read at once (a flash message) may not be
+    in it yet, so the wait ends only once it is no longer ``loading``.
     """
 
     def replaced(_driver: WebDriver) -> bool:
@@ -54,7 +57,12 @@ def wait_for_next_page(driver: WebDriver, page: WebElement) -> None:
             raise
         return False
 
-    WebDriverWait(driver, WAIT_S).until(replaced)
+    def parsed(_driver: WebDriver) -> bool:
+        return driver.execute_script("return document.readyState") != "loading"
+
+    wait = WebDriverWait(driver, WAIT_S)
+    wait.until(replaced)
+    wait.until(parsed)
 
 
 class Shop:
