@@ -16,6 +16,7 @@ SIGKILL (:mod:`devstack.watchdog`).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -146,6 +147,21 @@ def _service_envs(
     return envs
 
 
+def _stop_database(server: object | None, checkpoint: threading.Thread | None) -> None:
+    """Stop the embedded server (if it is ours) once its checkpoint in the background ended."""
+    if checkpoint is not None:
+        checkpoint.join(STOP_GRACE_S)
+    if server is not None:
+        server.cleanup()  # type: ignore[attr-defined]
+
+
+def _remove_shared_faults(envs: dict[str, dict[str, str]]) -> None:
+    """Remove the live-fault directories :func:`_service_envs` made (every process is gone)."""
+    for env in envs.values():
+        if "SHOP_FAULTS_DIR" in env:
+            shutil.rmtree(env["SHOP_FAULTS_DIR"], ignore_errors=True)
+
+
 def _frontend_envs(
     shared: dict[str, str], broker: embedded_broker.Broker | None
 ) -> dict[str, dict[str, str]]:
@@ -215,7 +231,8 @@ def _stop(
 
     The seeder gets SIGINT (the replay prints its summary and exits), gunicorn
     SIGTERM (it drains its requests), nginx SIGQUIT, Prometheus SIGTERM; each
-    process group still there after :data:`STOP_GRACE_S` is killed.
+    process group still there after :data:`STOP_GRACE_S` is killed. Then each removes
+    its temporary files (gunicorn's scratch directory, nginx's prefix).
     """
     print("launcher | stopping", flush=True)
     deadline = time.monotonic() + STOP_GRACE_S
@@ -242,6 +259,9 @@ def _stop(
         except subprocess.TimeoutExpired:
             os.killpg(child.pid, signal.SIGKILL)
             child.wait(timeout=5)
+    for stopped in (*processes, prometheus, gateway):  # all gone: their temporary files go too
+        if stopped is not None:
+            stopped.stop()
 
 
 def run_local(services: list[str] | None = None) -> int:
@@ -310,10 +330,8 @@ def run_local(services: list[str] | None = None) -> int:
         checkpoint = _checkpoint_in_background(url) if server is not None else None
         _stop(seeder, [*processes, *workers], prometheus, gateway)
         _stop_events_and_mail(broker, sink)
-        if checkpoint is not None:
-            checkpoint.join(STOP_GRACE_S)
-        if server is not None:
-            server.cleanup()  # type: ignore[attr-defined]
+        _stop_database(server, checkpoint)
+        _remove_shared_faults(envs)
         watchdog.release()
         print(f"launcher | stopped in {time.monotonic() - stop_started:.1f} s", flush=True)
 

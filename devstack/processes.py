@@ -12,10 +12,12 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -96,6 +98,17 @@ def migrate(service: str, env: Mapping[str, str]) -> None:
     )
 
 
+def scratch_env(directory: Path) -> dict[str, str]:
+    """The variables that keep a gunicorn run's files in ``directory``: its workers' pooled
+    metrics and its live faults (without them, each master makes temporary directories of
+    its own, which outlive a master that is killed)."""
+    (directory / "metrics").mkdir(parents=True, exist_ok=True)
+    return {
+        "PROMETHEUS_MULTIPROC_DIR": str(directory / "metrics"),
+        "SHOP_FAULTS_DIR": str(directory / "faults"),
+    }
+
+
 @dataclass
 class ServiceProcess:
     """One app of the registry running under gunicorn on ``port``."""
@@ -107,6 +120,9 @@ class ServiceProcess:
     threads: int = 4
     log: IO[bytes] | int | None = subprocess.DEVNULL
     process: subprocess.Popen[bytes] | None = None
+    #: This run's pooled metrics and live faults (unless ``env`` gives the faults' directory),
+    #: removed once the process is gone: test suites start hundreds of services.
+    scratch: Path | None = None
 
     @property
     def url(self) -> str:
@@ -125,16 +141,16 @@ class ServiceProcess:
         ]
 
     def start(self) -> ServiceProcess:
-        """Start gunicorn in its own process group."""
-        inherited = dict(os.environ)
-        inherited.pop("SHOP_FAULTS_DIR", None)  # a service's faults are its own unless given
+        """Start gunicorn in its own process group, with a fresh scratch directory."""
+        self._drop_scratch()
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"shop-{self.service}-"))
         env = {
-            **inherited,
+            **os.environ,
             "WEB_CONCURRENCY": str(self.workers),
             "GUNICORN_THREADS": str(self.threads),
+            **scratch_env(self.scratch),  # the faults are this run's own unless env gives them
             **self.env,
         }
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # each gunicorn master makes its own
         self.process = spawn(
             self.command(), env=env, cwd=PROJECT_ROOT, stdout=self.log, stderr=subprocess.STDOUT
         )
@@ -151,10 +167,18 @@ class ServiceProcess:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
+        self._drop_scratch()
 
     def stop(self, timeout_s: float = 10.0, *, graceful: bool = True) -> None:
         """Stop gunicorn: SIGTERM (graceful) or SIGQUIT (quick); SIGKILL the group if it lingers."""
         stop_group(self.process, signal.SIGTERM if graceful else signal.SIGQUIT, timeout_s)
+        self._drop_scratch()
+
+    def _drop_scratch(self) -> None:
+        """Remove the scratch directory of a run that is over (or never was)."""
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.scratch = None
 
 
 @dataclass

@@ -45,10 +45,12 @@ domain code consult.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
 import random
+import shutil
 import tempfile
 import threading
 import time
@@ -127,12 +129,20 @@ _installed: _Installed | None = None
 
 
 def faults_dir() -> Path:
-    """``SHOP_FAULTS_DIR`` (set by the gunicorn master), or one directory for this process."""
+    """``SHOP_FAULTS_DIR`` (set by the gunicorn master), or one directory for this process,
+    removed when it exits."""
     configured = os.environ.get("SHOP_FAULTS_DIR")
     if not configured:
         configured = tempfile.mkdtemp(prefix="shop-faults-")
         os.environ["SHOP_FAULTS_DIR"] = configured
+        atexit.register(_remove_if_mine, configured, os.getpid())
     return Path(configured)
+
+
+def _remove_if_mine(path: str, creator: int) -> None:
+    """Remove ``path`` at exit, in the process that made it only (not in a forked child)."""
+    if os.getpid() == creator:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def install(service: str) -> FaultStore | None:

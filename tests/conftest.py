@@ -240,7 +240,7 @@ def live_stack(database_url: str) -> Iterator[Any]:
             with relaying(stack):
                 yield stack
         finally:
-            stack.stop_all()
+            stack.close()
 
 
 @pytest.fixture(autouse=True)

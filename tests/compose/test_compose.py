@@ -65,6 +65,7 @@ from tests.support.database import (
     nginx_binary,
     psql_command,
     scratch_database,
+    scratch_env,
 )
 from tests.support.secrets import (
     ADMIN_PASSWORD,
@@ -498,7 +499,7 @@ def test_every_compose_service_command_becomes_healthy(role_database: URL, tmp_p
         for name in APP_SERVICES:  # the order of depends_on
             service = services[name]
             env = {**os.environ, **service_env(name, service, ports, role_database)}
-            env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+            env.update(scratch_env(tmp_path / name))
             # The image has python, flask and gunicorn on PATH; here they are in the venv.
             env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
             logs[name] = Path(f"/tmp/compose-{name}-{os.getpid()}.log")

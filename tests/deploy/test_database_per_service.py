@@ -63,7 +63,7 @@ def split_stack(own_servers: dict[str, str]) -> Iterator[LiveStack]:
                 stack.start(service, extra_env=own_env(service, own_servers))
             yield stack
         finally:
-            stack.stop_all()
+            stack.close()
 
 
 def own_env(service: str, urls: dict[str, str]) -> dict[str, str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import smtplib
 import subprocess
@@ -89,10 +90,12 @@ def stack_env() -> Iterator[tuple[dict[str, str], dict[str, int], Path, str]]:
     ports["gateway"] = free_port()
     ports["notifications-worker"] = free_port()  # its /metrics (WORKER_METRICS_PORT)
     data_dir = Path(tempfile.mkdtemp(prefix="shop-make-run-"))
+    (data_dir / "tmp").mkdir()
     env = {
         **os.environ,
         MARKER: run_id,
         "SHOP_DATA_DIR": str(data_dir),
+        "TMPDIR": str(data_dir / "tmp"),  # what the stack leaves there, the test sees
         "ADMIN_USERNAME": "admin",
         "ADMIN_PASSWORD": "make-run-admin",
         "SERVICE_CLIENT_SECRET": "make-run-secret",
@@ -109,6 +112,7 @@ def stack_env() -> Iterator[tuple[dict[str, str], dict[str, int], Path, str]]:
         yield env, ports, data_dir, run_id
     finally:
         kill_marked(run_id, ports.values())
+        shutil.rmtree(data_dir, ignore_errors=True)  # a database and a broker: tens of MiB
 
 
 @pytest.mark.parametrize("interrupt", ["process group", "make alone"])
@@ -186,6 +190,10 @@ def check_run_and_interrupt(
     assert not postgres, "the embedded PostgreSQL was left running"
     left = marked(run_id, ports.values())
     assert not left, [p.cmdline() for p in left]
+    # Nor any temporary file: gunicorn's scratch directories, nginx's prefix, shared faults.
+    # (pgserver keeps one lock directory per user, platformdirs' runtime dir, for every run.)
+    temporary = {p.name for p in (data_dir / "tmp").iterdir()} - {f"runtime-{os.geteuid()}"}
+    assert not temporary, temporary
 
 
 def check_events_and_mail(output: str, data_dir: Path, worker_port: int) -> None:

@@ -32,7 +32,7 @@ def traced(database_url: str, receiver: OtlpReceiver) -> Iterator[LiveStack]:
             stack.start(service, workers=1, extra_env=otel_env(receiver))
         yield stack
     finally:
-        stack.stop_all()
+        stack.close()
 
 
 @pytest.fixture

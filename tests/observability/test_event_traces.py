@@ -51,7 +51,7 @@ def evented(
         with worker_from_now(stack, sink.url, log, **otel_env(receiver)):
             yield stack
     finally:
-        stack.stop_all()
+        stack.close()
         sink.stop()
 
 

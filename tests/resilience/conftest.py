@@ -19,7 +19,7 @@ def stack(database_url: str) -> Iterator[LiveStack]:
     try:
         yield live
     finally:
-        live.stop_all()
+        live.close()
 
 
 @pytest.fixture

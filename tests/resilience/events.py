@@ -11,12 +11,12 @@ per order event, received once.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, text
@@ -69,6 +69,11 @@ class EventStack(LiveStack):
         if self.worker is not None:
             self.worker.stop()
         super().stop_all()
+
+    def close(self) -> None:
+        """Stop everything; remove the logs and the notifications' live faults."""
+        super().close()
+        shutil.rmtree(self.notifications_faults, ignore_errors=True)
 
 
 @dataclass
@@ -191,8 +196,3 @@ def stream_lengths(events_url: str) -> dict[str, int]:
 def unpublished(database_url: str, service: str) -> list[Any]:
     """``service``'s outbox rows not yet published (``attempts`` and ``last_error`` each)."""
     return [row for row in outbox_rows(database_url, service) if row.published_at is None]
-
-
-def throwaway_mail_sink() -> mailsink.MailSink:
-    """The dev stack's SMTP sink on a free port, keeping its mails in a temporary directory."""
-    return mailsink.start(Path(tempfile.mkdtemp(prefix="shop-mail-")))

@@ -44,7 +44,6 @@ from tests.resilience.events import (
     audit_events,
     read_events,
     stream_lengths,
-    throwaway_mail_sink,
     unpublished,
 )
 from tests.resilience.harness import (
@@ -108,14 +107,14 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world() -> Iterator[World]:
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """The whole stack on a PostgreSQL, a broker and a mail sink of its own."""
     with (
         throwaway_server("shop-event-fault-pg-", durable=False) as (_server, url),
         restartable("shop-event-fault-valkey-") as brokers,
     ):
         migrate_as_service_roles(url)
-        sink = throwaway_mail_sink()
+        sink = mailsink.start(tmp_path_factory.mktemp("mail"))
         stack = EventStack(
             url, (ADMIN_USERNAME, ADMIN_PASSWORD), SERVICE_SECRET, brokers[0].url, sink.url
         )
@@ -130,7 +129,7 @@ def world() -> Iterator[World]:
                 tokens = list(pool.map(lambda _: shop.buyer("500.00"), range(BUYERS)))
             yield World(stack, brokers, sink, url, shop, tokens)
         finally:
-            stack.stop_all()
+            stack.close()
             sink.stop()
 
 

@@ -149,4 +149,4 @@ def test_postgres_frozen_then_killed_and_restarted(
             f"worst sales /healthz or /readyz {max(health) * 1000:.0f} ms",
         )
     finally:
-        stack.stop_all()
+        stack.close()

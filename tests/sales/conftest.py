@@ -73,7 +73,7 @@ def fault_stack(database_url: str, identity: Identity) -> Iterator[LiveStack]:
     try:
         yield stack
     finally:
-        stack.stop_all()
+        stack.close()
 
 
 @pytest.fixture

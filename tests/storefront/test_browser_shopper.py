@@ -14,11 +14,9 @@ a mail sink and the notifications worker, once for the module.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,9 +35,9 @@ pytestmark = pytest.mark.processes
 
 
 @pytest.fixture(scope="module")
-def mail_sink() -> Iterator[mailsink.MailSink]:
+def mail_sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[mailsink.MailSink]:
     """The module's mail sink (the dev stack's own, serving in this process)."""
-    sink = mailsink.start(Path(tempfile.mkdtemp(prefix="shop-test-mail-")))
+    sink = mailsink.start(tmp_path_factory.mktemp("mail"))
     yield sink
     sink.stop()
 
@@ -243,7 +241,7 @@ def test_the_shopper_journey_at_desktop_and_phone_width(
 
         # Cancelling needs the confirmation.
         browser.get(order_url)
-        shop.find("#confirm-cancel").click()
+        shop.click("#confirm-cancel")
         shop.submit("#cancel-order")
         assert "money is back in your wallet" in shop.flash()
         shop.go("/wallet")
@@ -347,7 +345,7 @@ def test_the_order_pages_change_live_and_the_inbox_tells_what_happened(
 
     # The warehouse ships it through the sales API while the shopper ticks the cancellation's
     # confirmation: the news is fetched once and waits until they untick it.
-    shop.find("#confirm-cancel").click()
+    shop.click("#confirm-cancel")
     admin_call(live_stack, f"/sales/{sale_id}/shipment",
                {"carrier": "Swift Post", "tracking_number": "SP-1234"})  # fmt: skip
     wait_until(browser, lambda d: browser.execute_script("return window.shopFetches") >= 1,

@@ -16,14 +16,14 @@ import yaml
 
 from shopkit.config import PROJECT_ROOT
 from tests.support.compose import interpolate
-from tests.support.database import free_port
+from tests.support.database import free_port, scratch_env
 
 pytestmark = pytest.mark.processes
 
 HTMX = PROJECT_ROOT / "storefront" / "static" / "vendor" / "htmx"
 
 
-def test_compose_storefront_command_becomes_healthy(live_stack: Any) -> None:
+def test_compose_storefront_command_becomes_healthy(live_stack: Any, tmp_path: Path) -> None:
     for service in ("customers", "inventory", "sales", "reviews"):
         live_stack.start(service)
     services = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())["services"]
@@ -43,7 +43,7 @@ def test_compose_storefront_command_becomes_healthy(live_stack: Any) -> None:
         **env,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.update(scratch_env(tmp_path))
     log = live_stack.log_dir / "compose-storefront.log"
     process = subprocess.Popen(
         [interpolate(part, {}) for part in storefront["command"]], env=env, cwd=PROJECT_ROOT,

@@ -28,7 +28,7 @@ from devstack.gateway import (
     upstream_names,
 )
 from devstack.postgres import psql_command, scratch_database, throwaway_server
-from devstack.processes import ServiceProcess, WorkerProcess
+from devstack.processes import ServiceProcess, WorkerProcess, scratch_env
 from devstack.roles import create_service_roles, service_role_url
 from shopkit.migrations import upgrade
 from shopkit.registry import APPS, FRONTENDS, SERVICE_NAMES, SERVICES, app, packages
@@ -70,6 +70,7 @@ __all__ = [
     "psql_command",
     "roles",
     "scratch_database",
+    "scratch_env",
     "server_url",
     "service_role_url",
     "site_config",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -103,6 +104,8 @@ class LiveStack:
         running = self.processes.get(service)
         if running is not None and running.process is not None and running.process.poll() is None:
             return running
+        if running is not None:  # it died (killed by a test): its scratch directory goes too
+            running.stop()
         log = (self.log_dir / f"{service}.log").open("ab")
         process = ServiceProcess(
             service,
@@ -139,6 +142,11 @@ class LiveStack:
         """Stop every process this stack started."""
         for process in self.processes.values():
             process.kill()
+
+    def close(self) -> None:
+        """Stop every process and remove the logs: the stack is done with."""
+        self.stop_all()
+        shutil.rmtree(self.log_dir, ignore_errors=True)
 
     def token(self, username: str, password: str) -> str:
         """Log in through the running customers service."""
