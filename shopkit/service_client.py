@@ -26,7 +26,7 @@ from typing import Any
 import jwt
 import urllib3
 
-from shopkit import deadline, faults
+from shopkit import deadline, faults, telemetry
 from shopkit.breaker import DependencyGuard, Rejected
 from shopkit.errors import ProblemError
 from shopkit.json_http import JsonHttp, ServiceResponse
@@ -145,17 +145,24 @@ class ServiceTokenProvider:
         raise error or DependencyUnavailable("customers")
 
     def _start_fetch_locked(self, *, background: bool) -> threading.Event:
-        """Start one fetch (the lock is held by the caller); it runs in its own thread."""
+        """Start one fetch (the lock is held by the caller); it runs in its own thread.
+
+        A caller's fetch is part of the caller's trace (the request that found no
+        token); a renewal ahead of expiry is housekeeping and makes no span.
+        """
         done = threading.Event()
         self._fetching = done
         self._renewal_tried_at = time.monotonic()
-        thread = threading.Thread(
-            target=self._fetch, args=(done,), name="service-token", daemon=True
-        )
+        fetch = self._renew_untraced if background else telemetry.in_callers_trace(self._fetch)
+        thread = threading.Thread(target=fetch, args=(done,), name="service-token", daemon=True)
         thread.start()
         if background:
             log.info("renewing the service token ahead of its expiry")
         return done
+
+    def _renew_untraced(self, done: threading.Event) -> None:
+        with telemetry.untraced():
+            self._fetch(done)
 
     def _fetch(self, done: threading.Event) -> None:
         """Fetch a token from customers (no lock held) and publish the outcome."""

@@ -35,15 +35,17 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from sqlalchemy import Engine, event
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 #: The ``Idempotent-Replayed`` header a callee sets on a replayed answer (shopkit.idempotency).
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -373,6 +375,30 @@ def untraced() -> Iterator[None]:
         return
     with suppress_instrumentation():
         yield
+
+
+def in_callers_trace(function: Callable[P, R]) -> Callable[P, R]:
+    """``function``, to run in another thread as part of the caller's trace.
+
+    A new thread starts with an empty OpenTelemetry context, so the calls it makes
+    would each start a trace of their own, sampled or not whatever the caller's
+    request was. This carries the caller's context over (its span, its sampling
+    decision, a suppression), and nothing else: not the caller's deadline.
+    """
+    if not tracing_enabled():
+        return function
+    from opentelemetry import context as otel_context  # noqa: PLC0415
+
+    captured = otel_context.get_current()
+
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        token = otel_context.attach(captured)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            otel_context.detach(token)
+
+    return run
 
 
 def current_trace_id() -> str | None:

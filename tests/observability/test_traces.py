@@ -282,9 +282,9 @@ def test_a_purchase_its_caller_did_not_sample_makes_no_span_anywhere(
     starting sampled traces of their own."""
     product = arrange.product(price="3.00")
     _, token = arrange.buyer()
-    # Sales' service tokens are fetched in threads of their own, each a trace: warm them
-    # first (run alone, this test would otherwise see those traces).
-    assert arrange.buy(token, product).status_code == 201
+    # A sales just started: the purchase's call fetches its service token, in a thread of
+    # its own that follows the purchase's decision too.
+    restart_sales(traced, receiver)
     time.sleep(1.0)  # let spans of the arrangement arrive
     before = len(receiver.snapshot())
     trace_id = uuid.uuid4().hex
@@ -304,6 +304,40 @@ def test_a_purchase_its_caller_did_not_sample_makes_no_span_anywhere(
             break
         time.sleep(0.1)
     assert services == {"sales", "inventory", "customers"}
+
+
+def restart_sales(traced: LiveStack, receiver: OtlpReceiver) -> None:
+    """Sales started again, tracing to ``receiver``: no service token, no key cached."""
+    traced.processes.pop("sales").stop()
+    traced.start("sales", workers=1, extra_env=otel_env(receiver))
+
+
+def test_a_sales_just_started_fetches_its_service_token_within_the_first_purchase_trace(
+    traced: LiveStack, receiver: OtlpReceiver, arrange: Arrange
+) -> None:
+    product = arrange.product(price="2.50")
+    _, token = arrange.buyer()
+    restart_sales(traced, receiver)
+    trace_id = uuid.uuid4().hex
+    started_ns = time.time_ns()
+    bought = arrange.buy(token, product, traceparent=traceparent(trace_id, sampled=True))
+    assert bought.status_code == 201, bought.text
+
+    def fetched(spans: list[Span]) -> bool:
+        return any(s.name == "POST /auth/service-token" for s in spans if s.trace_id == trace_id)
+
+    receiver.wait_for(fetched)
+    time.sleep(0.5)  # five export intervals: a grant in a trace of its own would be here too
+    grants = [
+        s for s in receiver.snapshot()
+        if s.name == "POST /auth/service-token" and s.start_ns >= started_ns
+    ]  # fmt: skip
+    assert {s.trace_id for s in grants} == {trace_id}
+    assert {s.service for s in grants} == {"customers"}
+    # Beneath the purchase's own span in sales: the fetch is part of the request.
+    spans = receiver.trace(trace_id)
+    purchase = one(spans, "sales", "POST /sales")
+    assert all(purchase in ancestors(grant, spans) for grant in grants)
 
 
 def test_a_purchase_not_sampled_where_it_starts_makes_no_span_in_any_service(
