@@ -45,12 +45,10 @@ domain code consult.
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
 import os
 import random
-import shutil
 import tempfile
 import threading
 import time
@@ -60,6 +58,8 @@ from typing import Any
 
 import redis
 import urllib3
+
+from shopkit.process_dirs import own_directory
 
 log = logging.getLogger(__name__)
 
@@ -133,16 +133,9 @@ def faults_dir() -> Path:
     removed when it exits."""
     configured = os.environ.get("SHOP_FAULTS_DIR")
     if not configured:
-        configured = tempfile.mkdtemp(prefix="shop-faults-")
+        configured = own_directory("shop-faults-")
         os.environ["SHOP_FAULTS_DIR"] = configured
-        atexit.register(_remove_if_mine, configured, os.getpid())
     return Path(configured)
-
-
-def _remove_if_mine(path: str, creator: int) -> None:
-    """Remove ``path`` at exit, in the process that made it only (not in a forked child)."""
-    if os.getpid() == creator:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def install(service: str) -> FaultStore | None:

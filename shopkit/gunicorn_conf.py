@@ -25,35 +25,27 @@ import ctypes.util
 import importlib
 import logging
 import os
-import shutil
 import signal
 import sys
-import tempfile
 from typing import Any
 
 import gunicorn.http.wsgi
 from gunicorn import util
 
 from shopkit.json_provider import encode
-
-#: The directories this master made for itself (none given), removed by :func:`on_exit`.
-_MADE_HERE: list[str] = []
-
-
-def _own_directory(variable: str, prefix: str) -> None:
-    """Set ``variable`` to a new temporary directory unless it is given."""
-    if not os.environ.get(variable):
-        os.environ[variable] = tempfile.mkdtemp(prefix=prefix)
-        _MADE_HERE.append(os.environ[variable])
-
+from shopkit.process_dirs import own_directory
 
 # Metrics from every worker are pooled here; it must be set before any worker
 # imports prometheus_client, which is why it lives in the config module.
-_own_directory("PROMETHEUS_MULTIPROC_DIR", "shop-metrics-")
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_directory("shop-metrics-")
+
 # Live faults are shared by this master's workers and forgotten when it restarts, unless
 # the directory is given: then a worker process of the service's own (the notifications
-# worker) shares them too (devstack.launcher gives it to both).
-_own_directory("SHOP_FAULTS_DIR", "shop-faults-")
+# worker) shares them too (devstack.launcher gives it to both). Both directories go when
+# the master exits (shopkit.process_dirs).
+if not os.environ.get("SHOP_FAULTS_DIR"):
+    os.environ["SHOP_FAULTS_DIR"] = own_directory("shop-faults-")
 
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter number
 MMAP_THRESHOLD_BYTES = 128 * 1024
@@ -195,12 +187,6 @@ def worker_exit(_server: Any, worker: Any) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
-
-
-def on_exit(_server: Any) -> None:
-    """Remove the directories the master made for itself (a killed master leaves them)."""
-    for path in _MADE_HERE:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def child_exit(_server: Any, worker: Any) -> None:

@@ -92,15 +92,27 @@ def test_a_gunicorn_master_removes_the_directories_it_made_for_itself(
     assert not any(temp_dir.iterdir())
 
 
-def test_a_process_that_made_its_own_faults_directory_removes_it_when_it_exits(
-    temp_dir: Path,
+#: Scripts that make a process's own directory and print it.
+OWN_DIRECTORIES = {
+    "faults": "from shopkit import faults; print(faults.faults_dir())",
+    # What importing every module does (tests/compose): the config module, outside gunicorn.
+    "gunicorn config": (
+        "import os, shopkit.gunicorn_conf; print(os.environ['PROMETHEUS_MULTIPROC_DIR'])"
+    ),
+}
+
+
+@pytest.mark.parametrize("script", OWN_DIRECTORIES.values(), ids=OWN_DIRECTORIES.keys())
+def test_a_process_removes_the_directories_it_made_for_itself_when_it_exits(
+    temp_dir: Path, script: str
 ) -> None:
     env = {**os.environ, "TMPDIR": str(temp_dir)}
-    env.pop("SHOP_FAULTS_DIR", None)
+    for given in ("PROMETHEUS_MULTIPROC_DIR", "SHOP_FAULTS_DIR"):
+        env.pop(given, None)
     made = subprocess.run(
-        [sys.executable, "-c", "from shopkit import faults; print(faults.faults_dir())"],
+        [sys.executable, "-c", script],
         env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     path = Path(made.stdout.strip())
-    assert path.parent == temp_dir and path.name.startswith("shop-faults-")
-    assert not path.exists()
+    assert path.parent == temp_dir and path.name.startswith("shop-")
+    assert not any(temp_dir.iterdir())

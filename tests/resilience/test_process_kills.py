@@ -45,7 +45,7 @@ def test_sales_worker_then_master_killed_under_load(stack: LiveStack, database_u
     orphans_gone_s = time.monotonic() - started
     assert orphans_gone_s < 1.0, f"orphaned workers ran on for {orphans_gone_s:.2f} s"
     stack.processes["sales"].process.wait(timeout=5)  # type: ignore[union-attr]
-    stack.processes.pop("sales")
+    stack.processes.pop("sales").stop()  # dead already: its scratch directory goes
     time.sleep(0.5)
     stack.start("sales", extra_env=SALES_ENV)
     time.sleep(1.5)

@@ -14,7 +14,6 @@ from shopkit import gunicorn_conf
 server = types.SimpleNamespace(app=types.SimpleNamespace(app_uri="{uri}"))
 gunicorn_conf.on_starting(server)
 print("loaded" if "{module}.routes" in sys.modules else "not loaded")
-gunicorn_conf.on_exit(server)  # as the arbiter does last: the master's own directories go
 """
 
 
