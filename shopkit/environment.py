@@ -344,7 +344,8 @@ ENVIRONMENT: tuple[Variable, ...] = (
         "process",
         "PROMETHEUS_MULTIPROC_DIR",
         "a new temporary directory",
-        "Where gunicorn workers pool their metrics (set by :mod:`shopkit.gunicorn_conf`).",
+        "Where gunicorn workers pool their metrics (set by :mod:`shopkit.gunicorn_conf`, "
+        "which removes the directory it made when the master exits).",
     ),
     _other(
         "process",
