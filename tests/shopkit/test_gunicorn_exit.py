@@ -3,12 +3,15 @@ one that fails keeps gunicorn's exit status."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from shopkit.config import PROJECT_ROOT
+from tests.support.database import scratch_env
 
 #: Gunicorn's ``spawn_worker`` in miniature: ``sys.exit(code)``, then ``worker_exit`` in the
 #: ``finally``. An ``atexit`` handler shows whether the interpreter was torn down.
@@ -34,11 +37,13 @@ finally:
     ],
 )
 def test_worker_exit_skips_teardown_only_after_a_clean_stop(
-    booted: bool, code: int, torn_down: bool
+    booted: bool, code: int, torn_down: bool, tmp_path: Path
 ) -> None:
+    # A worker's directories are its master's (one that skips teardown removes nothing).
+    env = {**os.environ, **scratch_env(tmp_path)}
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT.format(booted=booted, code=code)],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=False,
+        env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == code % 256, done.stderr
     assert done.stdout.startswith("serving")
