@@ -49,6 +49,8 @@ def test_touched_tables_are_emptied_referencing_first_and_used_identities_restar
             assert _count(conn, table) == 0, table
         for sequence in ("customers.outbox_id_seq", "inventory.products_id_seq"):
             assert _next_id(conn, sequence) == 1, sequence
+        # Customer ids go on: no new customer gets an id a live service knows as deactivated.
+        assert _next_id(conn, "customers.customers_id_seq") > admin
         assert _count(conn, "customers.signing_keys") == kept
         assert conn.execute(text("SELECT version_num FROM sales.alembic_version")).scalar_one()
 
@@ -56,6 +58,7 @@ def test_touched_tables_are_emptied_referencing_first_and_used_identities_restar
 def test_a_table_with_many_rows_is_emptied_too(database_url: str, db_engine: Engine) -> None:
     with db_engine.begin() as conn:
         conn.execute(text(OUTBOX_ROW), {"rows": DELETE_AT_MOST + 5})
+        admin = conn.execute(text("SELECT min(id) FROM customers.customers")).scalar_one()
 
     empty_service_tables(database_url, SCHEMAS)
 
@@ -63,3 +66,4 @@ def test_a_table_with_many_rows_is_emptied_too(database_url: str, db_engine: Eng
         assert _count(conn, "customers.outbox") == 0
         assert _count(conn, "customers.customers") == 0
         assert _next_id(conn, "customers.outbox_id_seq") == 1
+        assert _next_id(conn, "customers.customers_id_seq") > admin
