@@ -20,7 +20,7 @@ import requests
 
 from shopkit.config import PROJECT_ROOT
 from tests.support.database import ServiceProcess, free_port
-from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME
+from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, bearer
 
 pytestmark = pytest.mark.processes
 
@@ -31,10 +31,6 @@ def temp_dir(tmp_path: Path) -> Path:
     directory = tmp_path / "tmp"
     directory.mkdir()
     return directory
-
-
-def admin_headers(live_stack: Any) -> dict[str, str]:
-    return {"Authorization": f"Bearer {live_stack.token(ADMIN_USERNAME, ADMIN_PASSWORD)}"}
 
 
 @pytest.mark.parametrize("end", ["stop", "kill"])
@@ -53,7 +49,7 @@ def test_a_service_run_keeps_its_files_in_one_scratch_directory_that_goes_with_i
         switched = requests.put(
             service.url + "/admin/faults",
             json={"faults": [{"dependency": "customers", "kind": "latency", "latency_ms": 1}]},
-            headers=admin_headers(live_stack),
+            headers=bearer(live_stack.token(ADMIN_USERNAME, ADMIN_PASSWORD)),
             timeout=10,
         )
         assert switched.status_code == 200, switched.text

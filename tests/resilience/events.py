@@ -11,8 +11,6 @@ per order event, received once.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -43,7 +41,8 @@ class EventStack(LiveStack):
         super().__init__(database_url, admin, service_secret)
         self.events_url = events_url
         self.smtp_url = smtp_url
-        self.notifications_faults = tempfile.mkdtemp(prefix="shop-faults-notifications-")
+        # Shared by the notifications app and its worker; removed with the logs (close()).
+        self.notifications_faults = str(self.log_dir / "notifications-faults")
         self.worker: WorkerProcess | None = None
 
     def env(self, service: str | None = None) -> dict[str, str]:
@@ -69,11 +68,6 @@ class EventStack(LiveStack):
         if self.worker is not None:
             self.worker.stop()
         super().stop_all()
-
-    def close(self) -> None:
-        """Stop everything; remove the logs and the notifications' live faults."""
-        super().close()
-        shutil.rmtree(self.notifications_faults, ignore_errors=True)
 
 
 @dataclass
