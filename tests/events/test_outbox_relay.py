@@ -283,6 +283,56 @@ def test_the_relay_prunes_its_outbox_when_idle_in_chunks(
     assert dict(newest) == dict.fromkeys(orders, 4)  # each order's newest row is always kept
 
 
+def test_the_pause_between_polls_is_short_while_events_flow_and_longer_once_idle(
+    relay,
+) -> None:
+    relay.settings = RelaySettings(poll_interval_s=0.05, idle_after_s=2, idle_poll_interval_s=0.25)
+    assert relay.poll_pause_s(0) == 0.05
+    assert relay.poll_pause_s(1.99) == 0.05
+    assert relay.poll_pause_s(2) == 0.25
+    assert relay.poll_pause_s(3600) == 0.25
+
+
+def test_an_idle_relay_polls_less_and_an_event_brings_back_quick_polls(
+    relay, valkey, emit_orders
+) -> None:
+    """Idle, the relay reads its outbox every ``idle_poll_interval_s``; an event is still
+    published within about that long, and the relay then polls at once again."""
+    relay.settings = RelaySettings(poll_interval_s=0.01, idle_after_s=0.3, idle_poll_interval_s=0.4)
+    polls: list[float] = []
+    read = relay._unpublished
+
+    def counted() -> list:
+        polls.append(time.monotonic())
+        return read()
+
+    relay._unpublished = counted  # type: ignore[method-assign]
+    stop = threading.Event()
+    publisher = threading.Thread(target=relay.run, args=(stop,))
+    publisher.start()
+    try:
+        time.sleep(0.6)  # past idle_after_s
+        idle_from = time.monotonic()
+        time.sleep(1.2)
+        idle_polls = sum(1 for at in polls if at >= idle_from)
+        emit_orders(1)
+        emitted_at = time.monotonic()
+        deadline = emitted_at + 10
+        while valkey.xlen(ORDERS) < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        published_after = time.monotonic() - emitted_at
+        busy_from = time.monotonic()
+        time.sleep(0.25)
+        busy_polls = sum(1 for at in polls if at >= busy_from)
+    finally:
+        stop.set()
+        publisher.join(timeout=10)
+    assert valkey.xlen(ORDERS) == 1
+    assert idle_polls <= 5  # every 0.4 s: 3 in 1.2 s (at 0.01 s it would be about 100)
+    assert published_after < 2  # at most one idle pause (0.4 s), with room for a busy machine
+    assert busy_polls >= 5  # every 0.01 s again: about 25 in 0.25 s
+
+
 def _outbox_rows(sessions) -> int:
     with sessions() as session:
         return int(session.execute(select(func.count()).select_from(tables.outbox)).scalar_one())
