@@ -13,10 +13,19 @@
 It also ends the parameters' field list before a request body that is not JSON
 (an image upload): sphinxcontrib-openapi's renderer writes that body's example
 straight after the fields, and docutils needs a blank line between them.
+
+And it builds the navigation tree of the pages that are no document (the
+highlighted sources ``sphinx.ext.viewcode`` writes, the index, the search page)
+once per directory: the theme resolves the whole table of contents for every
+page, which was a third of the build, and for a page that is not in the tree
+the result depends only on the page's directory (its links are relative to it;
+no entry is marked as the current page).
 """
 
 from __future__ import annotations
 
+import posixpath
+from collections.abc import Callable
 from dataclasses import MISSING, fields
 from typing import Any
 
@@ -134,10 +143,36 @@ def _request_body_after_the_fields(
     yield from _render_request_body(self, request_body, endpoint, method)
 
 
+class SharedNavigation:
+    """One navigation tree per directory and arguments for the pages outside the documents."""
+
+    def __init__(self) -> None:
+        self._built: dict[tuple[str, tuple[tuple[str, Any], ...]], str] = {}
+
+    def on_page(
+        self, app: Sphinx, pagename: str, _template: str, context: dict[str, Any], _doctree: Any
+    ) -> None:
+        """``html-page-context``: give a page that is no document the shared ``toctree``."""
+        if pagename in app.env.all_docs or "toctree" not in context:
+            return
+        context["toctree"] = self._shared(context["toctree"], posixpath.dirname(pagename))
+
+    def _shared(self, build: Callable[..., str], directory: str) -> Callable[..., str]:
+        def toctree(**kwargs: Any) -> str:
+            key = (directory, tuple(sorted(kwargs.items())))
+            if key not in self._built:
+                self._built[key] = build(**kwargs)
+            return self._built[key]
+
+        return toctree
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     """Register the directives (and the renderer's fix, see the module documentation)."""
     _httpdomain.HttpdomainRenderer.render_request_body = _request_body_after_the_fields
     app.add_directive("shop-apps", AppsDirective)
     app.add_directive("shop-environment", EnvironmentDirective)
     app.add_directive("shop-error-codes", ErrorCodesDirective)
+    # Before the theme's own handler (priority 500), which builds the tree from ``toctree``.
+    app.connect("html-page-context", SharedNavigation().on_page, priority=400)
     return {"version": "2", "parallel_read_safe": True, "parallel_write_safe": True}

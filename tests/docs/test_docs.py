@@ -13,6 +13,7 @@ import html
 import importlib
 import json
 import pkgutil
+import posixpath
 import re
 import sys
 from pathlib import Path
@@ -216,6 +217,32 @@ def test_every_module_has_its_page(built_docs: Path) -> None:
     assert missing == []
     page = _page(built_docs, "python/_autosummary/shopkit.environment.html")
     assert 'id="shopkit.environment.Variable"' in page
+
+
+def _navigation_targets(built_docs: Path, name: str) -> set[str]:
+    """The pages the sidebar's navigation tree of page ``name`` links to, from the docs' root."""
+    page = _page(built_docs, name)
+    start = page.index('<div class="sidebar-tree">')
+    tree = page[start : page.index("</ul>\n\n</div>", start)]
+    links = re.findall(r'<li class="toctree-l\d[^"]*"><a class="[^"]*" href="([^"#]*)', tree)
+    here = posixpath.dirname(name)
+    # The page's own entry links to "#" (an empty path).
+    return {posixpath.normpath(posixpath.join(here, link)) if link else name for link in links}
+
+
+@pytest.mark.parametrize(
+    "name", ["_modules/shopkit/events/relay.html", "_modules/seeder/cli.html", "genindex.html"]
+)
+def test_pages_outside_the_documents_have_the_whole_navigation_with_working_links(
+    built_docs: Path, name: str
+) -> None:
+    """Their navigation tree is built once per directory (docs/_ext/shop_docs.py): each still
+    links to every page the documents' navigation has, relative to its own directory."""
+    expected = _navigation_targets(built_docs, "saga.html")
+    targets = _navigation_targets(built_docs, name)
+    assert "python/_autosummary/shopkit.events.relay.html" in targets
+    assert targets == expected
+    assert all((built_docs / target).is_file() for target in targets)
 
 
 def test_readme_and_architecture_are_in_the_docs(built_docs: Path) -> None:
