@@ -470,7 +470,7 @@ def run_gateway(
     command = [mapped(part) for part in gateway["command"]]
     assert command[0] == "nginx"
     binary = nginx_binary()
-    assert binary, "nginx is needed (.ci/run installs it)"
+    assert binary, "nginx is needed (make test installs it: devstack/system_tools.sh)"
     process = subprocess.Popen(
         [binary, *command[1:]], start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=(tmp_path / "gateway.log").open("wb"),

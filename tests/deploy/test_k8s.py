@@ -68,7 +68,7 @@ BROKER_PASSWORDS = {
 
 def render(overlay: str) -> list[dict[str, Any]]:
     kubectl = shutil.which("kubectl")
-    assert kubectl, "kubectl is needed (.ci/run installs it)"
+    assert kubectl, "kubectl is needed (make test installs it: devstack/system_tools.sh)"
     done = subprocess.run(
         [kubectl, "kustomize", str(K8S / "overlays" / overlay)],
         capture_output=True, text=True, timeout=120, check=False,

@@ -150,7 +150,7 @@ def check_run_and_interrupt(
         shop_page = requests.get(f"http://127.0.0.1:{storefront_port}/", timeout=5)
         assert shop_page.status_code == 200 and "Catalogue" in shop_page.text
         output = (data_dir / "make-run.log").read_text()
-        if nginx_binary() is not None:  # .ci/run installs it; without it, make run says so
+        if nginx_binary() is not None:  # make test installs it; without it, make run says so
             gateway = f"http://127.0.0.1:{gateway_port}"
             assert f"ready at {gateway}" in output, output[-3000:]
             assert requests.get(gateway + "/catalog", timeout=5).json() == catalog

@@ -25,7 +25,7 @@ NEW_SERVICES = ("jaeger", "prometheus", "grafana")
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("promtool")
-    assert binary, "promtool is missing: apt-get install prometheus (.ci/run does)"
+    assert binary, "promtool is missing: apt-get install prometheus (make test does)"
     return subprocess.run([binary, *args], capture_output=True, text=True, timeout=60, check=False)
 
 

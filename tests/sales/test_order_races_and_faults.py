@@ -287,7 +287,6 @@ def test_sales_killed_mid_cancellation_is_settled_by_recovery(
     fault_stack.kill("sales")
     assert check_invariants(database_url, allow_pending=True).unsettled == 1
     expire_leases(database_url)  # the dead request's lease, here at once rather than in 15 s
-    fault_stack.processes.pop("sales")
     fault_stack.start(
         "sales", extra_env={"SALES_RECOVERY_AFTER": "0", "SALES_RECOVERY_INTERVAL": "1"}
     )

@@ -211,7 +211,6 @@ def test_sales_killed_between_saga_steps_is_settled_by_recovery(
 
     for service in ("customers", "inventory"):
         fault_stack.start(service)
-    fault_stack.processes.pop("sales")
     # A restarted sales service settles it by itself: the periodic recovery pass.
     fault_stack.start(
         "sales", extra_env={"SALES_RECOVERY_AFTER": "0", "SALES_RECOVERY_INTERVAL": "1"}

@@ -2,7 +2,7 @@
 
 Every service and the storefront run as gunicorn processes on free
 ports (tests/support/live.py); Chromium is the distribution's package
-(``/usr/bin/chromium`` with ``/usr/bin/chromedriver``; ``.ci/run`` installs
+(``/usr/bin/chromium`` with ``/usr/bin/chromedriver``; ``make test`` installs
 them) and nothing is downloaded. Screenshots of the main pages go to
 ``results/storefront/`` (git-ignored).
 """

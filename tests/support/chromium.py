@@ -1,7 +1,7 @@
 """Debian's Chromium, headless, driven by Selenium: the browser of the browser tests.
 
 Chromium is the distribution's package (``/usr/bin/chromium`` with
-``/usr/bin/chromedriver``; ``.ci/run`` installs them) and nothing is
+``/usr/bin/chromedriver``; ``make test`` installs them) and nothing is
 downloaded: with the driver's path given, Selenium Manager is skipped.
 """
 
@@ -29,7 +29,7 @@ CHROMIUM_FLAGS = (
 def headless_chromium(*flags: str) -> Iterator[WebDriver]:
     """A headless Chromium with a fresh profile (and ``flags``), quit and removed after."""
     assert Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists(), (
-        "Chromium is missing: apt-get install chromium chromium-driver (.ci/run does)"
+        "Chromium is missing: apt-get install chromium chromium-driver (make test does)"
     )
     profile = tempfile.mkdtemp(prefix="shop-chromium-")
     options = webdriver.ChromeOptions()
