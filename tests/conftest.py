@@ -30,75 +30,15 @@ from tests.support.database import (
 from tests.support.identity import ADMIN_PASSWORD, ADMIN_USERNAME, SERVICE_SECRET, Identity
 from tests.support.ports import use_worker_block
 
-#: Fixtures every test directory may request: the real broker (``broker``, ``valkey``).
-pytest_plugins = ("tests.support.broker",)
-
-#: Directories whose files share one costly session fixture: each runs whole on one
-#: xdist worker (the docs pages and their browser checks share one docs build).
-SHARED_DIRECTORIES = ("tests/docs/",)
-#: The work units that take longest, slowest first: ``make test`` hands them out first,
-#: so the workers finish together instead of one waiting on a long file started last.
-SLOWEST_FIRST = (
-    "tests/resilience/test_fault_suite.py",
-    "tests/docs",
-    "tests/sales/test_races_and_faults.py",
-    "tests/sales/test_order_races_and_faults.py",
-    "tests/e2e/test_make_run.py",
-    "tests/resilience/test_event_faults.py",
-    "tests/resilience/test_process_kills.py",
-    "tests/resilience/test_live_faults.py",
-    "tests/contract/test_schemathesis.py",
-    "tests/storefront/test_console_browser.py",
-    "tests/storefront/test_browser_shopper.py",
-    "tests/seeder/test_cli.py",
-    "tests/deploy/test_database_per_service.py",
-    "tests/storefront/test_browser.py",
-    "tests/sales/test_batching.py",
-    "tests/sales/test_batched_writes.py",
-    "tests/compose/test_compose.py",
-    "tests/observability/test_traces.py",
-    "tests/storefront/test_live.py",
-)
-
-
-def work_unit(nodeid: str) -> str:
-    """What runs whole on one xdist worker: the test's file, or its shared directory."""
-    path = nodeid.split("::", 1)[0]
-    return next((d.rstrip("/") for d in SHARED_DIRECTORIES if path.startswith(d)), path)
-
-
-@pytest.hookimpl(tryfirst=True, optionalhook=True)
-def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """``--dist loadfile`` (``make test``), with each shared directory as one unit.
-
-    A file runs whole on one worker, so its module- and session-scoped stacks start
-    once per worker that runs it (a session's database is one per worker).
-    """
-    if config.getvalue("dist") != "loadfile":
-        return None
-    from xdist.scheduler import LoadFileScheduling
-
-    class FilesAndSharedDirectories(LoadFileScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return work_unit(nodeid)
-
-    return FilesAndSharedDirectories(config, log)
+#: Fixtures every test directory may request: the real broker (``broker``, ``valkey``);
+#: and how ``make test`` hands the test files to its xdist workers.
+pytest_plugins = ("tests.support.broker", "tests.support.scheduling")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """On an xdist worker, pick ports from that worker's own block (tests.support.ports)."""
     if hasattr(config, "workerinput"):
         use_worker_block(config.workerinput["workerid"])
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On an xdist worker, order the work units slowest first (each kept in one piece).
-
-    The scheduler hands the units out in collection order.
-    """
-    if hasattr(config, "workerinput"):
-        rank = {unit: index for index, unit in enumerate(SLOWEST_FIRST)}
-        items.sort(key=lambda item: rank.get(work_unit(item.nodeid), len(rank)))
 
 
 @pytest.fixture(scope="session")
