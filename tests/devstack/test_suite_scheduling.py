@@ -20,9 +20,8 @@ UNITS = {
     "tests/many/test_many.py": 30,
 }
 TEST = """
-import os
 def test_{n}(request):
-    with open(os.environ["ORDER_LOG"], "a") as log:
+    with open({log!r}, "a") as log:
         log.write(request.node.nodeid.split("::")[0] + "\\n")
 """
 
@@ -32,17 +31,17 @@ def test_every_ranked_unit_exists() -> None:
 
 
 def test_units_run_slowest_first_and_whole_not_by_their_number_of_tests(tmp_path: Path) -> None:
+    log = tmp_path / "order.log"
     for path, count in UNITS.items():
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / path).write_text("".join(TEST.format(n=n) for n in range(count)))
+        (tmp_path / path).write_text("".join(TEST.format(n=n, log=str(log)) for n in range(count)))
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
-    log = tmp_path / "order.log"
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "tests.support.scheduling", "-n", "1",
          "--dist", "loadfile", "--import-mode=importlib", "-p", "no:cacheprovider", "-q",
          "--rootdir", str(tmp_path), str(tmp_path / "tests")],
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "ORDER_LOG": str(log)},
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         timeout=120,
