@@ -2,7 +2,7 @@
 
 Each request gets a deadline counted from the moment it reached the server
 (``REQUEST_DEADLINE``, 8 s by default, so that an answer comes within the
-documented 10 s bound: a last database round trip may run a second past the
+documented 10 s bound: a last database round trip may run half a second past the
 deadline, see :mod:`shopkit.db_guard`): the gunicorn worker notes when a
 request arrived (:mod:`shopkit.gunicorn_worker`, :data:`ARRIVAL_ENVIRON`), so
 time spent queued for a free thread counts against the budget, and it answers
