@@ -322,7 +322,7 @@ def test_an_idle_relay_polls_less_and_an_event_brings_back_quick_polls(
             time.sleep(0.01)
         published_after = time.monotonic() - emitted_at
         busy_from = time.monotonic()
-        time.sleep(0.25)
+        time.sleep(0.5)
         busy_polls = sum(1 for at in polls if at >= busy_from)
     finally:
         stop.set()
@@ -330,7 +330,7 @@ def test_an_idle_relay_polls_less_and_an_event_brings_back_quick_polls(
     assert valkey.xlen(ORDERS) == 1
     assert idle_polls <= 5  # every 0.4 s: 3 in 1.2 s (at 0.01 s it would be about 100)
     assert published_after < 2  # at most one idle pause (0.4 s), with room for a busy machine
-    assert busy_polls >= 5  # every 0.01 s again: about 25 in 0.25 s
+    assert busy_polls >= 5  # every 0.01 s again: about 50 in 0.5 s (a loaded machine may lag)
 
 
 def _outbox_rows(sessions) -> int:
