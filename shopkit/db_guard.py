@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 
 #: Time a round trip may take beyond its request's deadline (to commit a saga's state). Half a
 #: second is hundreds of such commits on a loaded server, and it leaves an answer under a
-#: frozen PostgreSQL (``REQUEST_DEADLINE`` + this) 1.5 s inside the documented 10 s bound: with
-#: a whole second, the fault suite's worst answers reached 9.09 s on a busy 2-core machine.
+#: frozen PostgreSQL (``REQUEST_DEADLINE`` + this) 1.5 s inside the documented 10 s bound for
+#: a busy machine's scheduling delays.
 GRACE_S = 0.5
 #: How often the watchdog looks while something is running.
 TICK_S = 0.05

@@ -131,11 +131,7 @@ _installed: _Installed | None = None
 def faults_dir() -> Path:
     """``SHOP_FAULTS_DIR`` (set by the gunicorn master), or one directory for this process,
     removed when it exits."""
-    configured = os.environ.get("SHOP_FAULTS_DIR")
-    if not configured:
-        configured = own_directory("shop-faults-")
-        os.environ["SHOP_FAULTS_DIR"] = configured
-    return Path(configured)
+    return Path(own_directory("SHOP_FAULTS_DIR", "shop-faults-"))
 
 
 def install(service: str) -> FaultStore | None:

@@ -32,20 +32,19 @@ from typing import Any
 import gunicorn.http.wsgi
 from gunicorn import util
 
+from shopkit.faults import faults_dir
 from shopkit.json_provider import encode
 from shopkit.process_dirs import own_directory
 
 # Metrics from every worker are pooled here; it must be set before any worker
 # imports prometheus_client, which is why it lives in the config module.
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_directory("shop-metrics-")
+own_directory("PROMETHEUS_MULTIPROC_DIR", "shop-metrics-")
 
 # Live faults are shared by this master's workers and forgotten when it restarts, unless
 # the directory is given: then a worker process of the service's own (the notifications
 # worker) shares them too (devstack.launcher gives it to both). Both directories go when
 # the master exits (shopkit.process_dirs).
-if not os.environ.get("SHOP_FAULTS_DIR"):
-    os.environ["SHOP_FAULTS_DIR"] = own_directory("shop-faults-")
+faults_dir()
 
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter number
 MMAP_THRESHOLD_BYTES = 128 * 1024

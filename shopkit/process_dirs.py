@@ -17,10 +17,15 @@ import shutil
 import tempfile
 
 
-def own_directory(prefix: str) -> str:
-    """A new temporary directory, removed when this process exits normally (not when a
-    process forked from it does; a killed process leaves it, as it leaves everything)."""
+def own_directory(variable: str, prefix: str) -> str:
+    """The directory the environment ``variable`` names; if it names none, a new temporary
+    one, set in ``variable`` for this process and its children, and removed when this process
+    exits normally (not when a process forked from it does; a killed process leaves it)."""
+    given = os.environ.get(variable)
+    if given:
+        return given
     path = tempfile.mkdtemp(prefix=prefix)
+    os.environ[variable] = path
     atexit.register(_remove_if_mine, path, os.getpid())
     return path
 

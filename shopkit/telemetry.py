@@ -44,8 +44,8 @@ from opentelemetry.context import Context
 from sqlalchemy import Engine, event
 
 log = logging.getLogger(__name__)
-P = ParamSpec("P")
-R = TypeVar("R")
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 #: The ``Idempotent-Replayed`` header a callee sets on a replayed answer (shopkit.idempotency).
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -377,7 +377,7 @@ def untraced() -> Iterator[None]:
         yield
 
 
-def in_callers_trace(function: Callable[P, R]) -> Callable[P, R]:
+def in_callers_trace(function: Callable[_P, _R]) -> Callable[_P, _R]:
     """``function``, to run in another thread as part of the caller's trace.
 
     A new thread starts with an empty OpenTelemetry context, so the calls it makes
@@ -391,7 +391,7 @@ def in_callers_trace(function: Callable[P, R]) -> Callable[P, R]:
 
     captured = otel_context.get_current()
 
-    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         token = otel_context.attach(captured)
         try:
             return function(*args, **kwargs)

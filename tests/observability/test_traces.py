@@ -308,7 +308,7 @@ def test_a_purchase_its_caller_did_not_sample_makes_no_span_anywhere(
 
 def restart_sales(traced: LiveStack, receiver: OtlpReceiver) -> None:
     """Sales started again, tracing to ``receiver``: no service token, no key cached."""
-    traced.processes.pop("sales").stop()
+    traced.stop("sales")
     traced.start("sales", workers=1, extra_env=otel_env(receiver))
 
 
