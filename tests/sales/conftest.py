@@ -66,14 +66,29 @@ def shop(sales_deps: Any, identity: Identity) -> Shop:
     return Shop(sales_deps, identity)
 
 
-@pytest.fixture
-def fault_stack(database_url: str, identity: Identity) -> Iterator[LiveStack]:
-    """A private set of processes on their own ports, so killing them harms no other test."""
+@pytest.fixture(scope="module")
+def fault_processes(database_url: str) -> Iterator[LiveStack]:
+    """A private set of processes on their own ports for one test module, so killing them
+    harms no other module's tests."""
     stack = LiveStack(database_url, (ADMIN_USERNAME, ADMIN_PASSWORD), SERVICE_SECRET)
     try:
         yield stack
     finally:
         stack.close()
+
+
+@pytest.fixture
+def fault_stack(fault_processes: LiveStack, identity: Identity) -> Iterator[LiveStack]:
+    """The module's private processes, for a test that kills, crashes or slows them.
+
+    Customers and inventory run from one test to the next (a test that killed one has it
+    started again by its next :meth:`LiveStack.start`); sales is stopped after each test,
+    because each test starts it with settings of its own (workers, batching, crash points).
+    """
+    try:
+        yield fault_processes
+    finally:
+        fault_processes.stop("sales")
 
 
 @pytest.fixture
