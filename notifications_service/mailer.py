@@ -30,6 +30,7 @@ import logging
 import re
 import smtplib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.headerregistry import Address
@@ -37,7 +38,7 @@ from email.message import EmailMessage
 from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from notifications_service.models import MAX_ERROR_LENGTH, Contact, Mail
 
@@ -176,7 +177,7 @@ def addressee(session: Session, mail: Mail, contact: Contact | None) -> Contact 
 
 
 def send_due(
-    sessions: sessionmaker[Session],
+    sessions: Callable[[], Session],
     target: SmtpTarget,
     sender: str,
     *,
@@ -236,7 +237,7 @@ def send_due(
 
 
 def run(
-    sessions: sessionmaker[Session],
+    sessions: Callable[[], Session],
     target: SmtpTarget,
     sender: str,
     stop: threading.Event,

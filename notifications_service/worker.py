@@ -16,36 +16,40 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 
-from sqlalchemy import create_engine
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from notifications_service import mailer
 from notifications_service.models import inbox
 from notifications_service.notifications import GROUP, STREAMS, apply_events
 from shopkit import faults
 from shopkit.config import Settings
-from shopkit.db import resolve_database_url
+from shopkit.db import Database, resolve_database_url
 from shopkit.events.consumer import Consumer
 from shopkit.events.metrics import serve_worker_metrics
 from shopkit.events.relay import broker_client
-from shopkit.telemetry import init_tracing
+from shopkit.telemetry import init_tracing, trace_sql
 
 log = logging.getLogger(__name__)
 
 
-def make_sessions(database_url: str) -> sessionmaker[Session]:
+def make_sessions(database_url: str) -> Callable[[], Session]:
     """Sessions on ``database_url`` (a small pool: one consumer and one sender).
 
-    Statement parameters stay out of error messages: they hold customers' contact
-    data, and a failed event's error is logged and kept with its dead letter.
+    The services' :class:`~shopkit.db.Database`: every connect and round trip is
+    bounded, so a frozen database holds up neither loop for long, and statement
+    parameters stay out of error messages (they hold customers' contact data, and
+    a failed event's error is logged and kept with its dead letter). With tracing
+    on, the consumer's SQL is traced beneath its spans.
     """
-    engine = create_engine(database_url, pool_size=2, pool_pre_ping=True, hide_parameters=True)
-    return sessionmaker(engine)
+    database = Database(database_url, application_name="notifications-worker", pool_size=2)
+    trace_sql(database.engine)
+    return database.sessions
 
 
 def build_consumer(
-    database_url: str, events_url: str, sessions: sessionmaker[Session] | None = None
+    database_url: str, events_url: str, sessions: Callable[[], Session] | None = None
 ) -> Consumer:
     """The group's consumer on ``database_url`` and the broker at ``events_url``."""
     return Consumer(

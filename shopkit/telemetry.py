@@ -332,6 +332,17 @@ def _trace_sql(engine: Engine) -> None:
     _traced_engines[engine] = traced
 
 
+def trace_sql(engine: Engine) -> None:
+    """Trace ``engine``'s SQL beneath recording spans, as :func:`instrument_app` does for an
+    app's own engine (when tracing is on; else nothing).
+
+    For engines that serve no request, such as a consumer's: the sessions
+    :meth:`shopkit.db.Database.sessions` opens under its span then get the traced copy.
+    """
+    if tracing_enabled():
+        _trace_sql(engine)
+
+
 def engine_for_current_span(engine: Engine) -> Engine:
     """``engine``'s traced copy while the current span records, else ``engine`` itself.
 

@@ -377,7 +377,13 @@ class Consumer:
             self._ack([pair[0]], outcomes)
 
     def _apply(self, pairs: Sequence[tuple[Entry, Event]]) -> dict[str, int]:
-        with self.sessions() as session, session.begin():
+        # The batch's span opens before its session, so that the session's statements (the
+        # inbox rows, the handler's, the commit) are traced beneath it (Database.sessions).
+        with (
+            consumer_batch_span([event for _, event in pairs], self.group),
+            self.sessions() as session,
+            session.begin(),
+        ):
             local_statement_timeout(session, self.settings.db_timeout_ms)
             fresh = self._record_in_inbox(session, pairs)
             todo = []
@@ -387,8 +393,7 @@ class Consumer:
                     todo.append(event)
             if self.batch_handler is not None:
                 if todo:
-                    with consumer_batch_span(todo, self.group):
-                        self.batch_handler(session, todo)
+                    self.batch_handler(session, todo)
             else:
                 for event in todo:
                     with consumer_span(event, self.group):

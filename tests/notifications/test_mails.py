@@ -8,18 +8,20 @@ the same ``Message-ID``, by which the sink spots it.
 from __future__ import annotations
 
 import socket
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import text, update
+from sqlalchemy.exc import OperationalError
 
 from devstack import mailsink
 from notifications_service import mailer
 from notifications_service.models import Mail
 from notifications_service.notifications import STREAMS, message_id_for
-from notifications_service.worker import build_consumer
+from notifications_service.worker import build_consumer, make_sessions
 from tests.support.database import free_port
 from tests.support.events import publish
 from tests.support.notifications import SENDER, consume_until, customer_event, mails
@@ -112,6 +114,34 @@ def test_a_mail_server_that_never_answers_costs_one_bounded_attempt(
         assert time.monotonic() - started < 5
     [mail] = mails(db_engine)
     assert mail.sent_at is None and mail.attempts == 1 and "timed out" in (mail.last_error or "")
+
+
+def test_the_workers_database_calls_are_bounded_when_the_server_never_answers() -> None:
+    """The worker's sessions (its consumer's and its mail sender's) give up on a database
+    that takes the connection and never answers, instead of holding the loop forever."""
+    with socket.socket() as silent:  # accepts connections (the backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        sessions = make_sessions(
+            f"postgresql+psycopg2://shop@127.0.0.1:{silent.getsockname()[1]}/shop"
+        )
+        outcome: list[BaseException | None] = []
+
+        def query() -> None:
+            try:
+                with sessions() as session:
+                    session.execute(text("SELECT 1"))
+                outcome.append(None)
+            except BaseException as error:  # what ended the call is the result
+                outcome.append(error)
+
+        started = time.monotonic()
+        caller = threading.Thread(target=query, daemon=True)  # a hang must not hold the test
+        caller.start()
+        caller.join(timeout=15)
+        assert outcome, "the call was still waiting after 15 s"
+        assert isinstance(outcome[0], OperationalError), outcome
+        assert time.monotonic() - started < 10
 
 
 def test_two_senders_at_once_send_each_mail_once(
