@@ -61,6 +61,7 @@ from bench.loadgen import run_load
 from devstack import mailsink
 from devstack.broker import Broker, throwaway_broker
 from devstack.processes import WorkerProcess
+from notifications_service.worker import APPLICATION_NAME as WORKER_APPLICATION_NAME
 from shopkit.events.outbox import outbox_table
 from shopkit.events.relay import Relay, RelaySettings, broker_client
 
@@ -71,8 +72,6 @@ if TYPE_CHECKING:
 PURCHASE_SERVICES = SAGA_SERVICES
 #: The outboxes whose events must be published before the on window (all the emitters').
 OUTBOXES = ("sales.outbox", "customers.outbox", "inventory.outbox")
-#: The notifications worker's database connections (libpq reads ``PGAPPNAME``).
-WORKER_APPLICATION = "notifications-worker"
 RELAY_SCHEMA = "bench_relay"
 TARGETS = {
     "events_throughput_ratio": 0.85,  # sales/s events on >= 0.85 x off
@@ -135,7 +134,7 @@ def _meter(bench: BenchRun, backends: Backends, worker_pid: int | None) -> CpuMe
         group = f"purchase {service}" if service in PURCHASE_SERVICES else service
         meter.watch(group, lambda pid=pid: tree(pid))  # type: ignore[misc]
     meter.watch("purchase postgres", backends.matching(_purchase_backend))
-    meter.watch("postgres worker", backends.matching(lambda name: name == WORKER_APPLICATION))
+    meter.watch("postgres worker", backends.matching(lambda name: name == WORKER_APPLICATION_NAME))
     meter.watch("postgres reviews", backends.matching(lambda name: name.startswith("reviews")))
     if worker_pid is not None:
         meter.watch("worker", lambda: tree(worker_pid))
@@ -242,7 +241,6 @@ def _events_on(bench: BenchRun, broker: Broker, mail_dir: Path) -> Iterator[Work
             **bench.stack.env,
             **events,
             "SMTP_URL": sink.url,
-            "PGAPPNAME": WORKER_APPLICATION,
             "WORKER_METRICS_PORT": "0",
         },
         log=(bench.knobs.results / "logs" / "notifications-worker.log").open("ab"),

@@ -33,6 +33,9 @@ from shopkit.telemetry import init_tracing, trace_sql
 
 log = logging.getLogger(__name__)
 
+#: The name the worker's database connections carry (``pg_stat_activity.application_name``).
+APPLICATION_NAME = "notifications-worker"
+
 
 def make_sessions(database_url: str) -> Callable[[], Session]:
     """Sessions on ``database_url`` (a small pool: one consumer and one sender).
@@ -43,7 +46,7 @@ def make_sessions(database_url: str) -> Callable[[], Session]:
     a failed event's error is logged and kept with its dead letter). With tracing
     on, the consumer's SQL is traced beneath its spans.
     """
-    database = Database(database_url, application_name="notifications-worker", pool_size=2)
+    database = Database(database_url, application_name=APPLICATION_NAME, pool_size=2)
     trace_sql(database.engine)
     return database.sessions
 

@@ -378,7 +378,8 @@ class Consumer:
 
     def _apply(self, pairs: Sequence[tuple[Entry, Event]]) -> dict[str, int]:
         # The batch's span opens before its session, so that the session's statements (the
-        # inbox rows, the handler's, the commit) are traced beneath it (Database.sessions).
+        # inbox rows, the handler's) are traced beneath it (Database.sessions), and the span
+        # lasts until the commit.
         with (
             consumer_batch_span([event for _, event in pairs], self.group),
             self.sessions() as session,
