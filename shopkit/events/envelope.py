@@ -134,6 +134,33 @@ def _link(event: Event) -> trace.Link | None:
 
 
 @contextmanager
+def publish_span(events: list[Event], streams: list[str]) -> Iterator[None]:
+    """One span for a relay's batch of events sent to the broker, linked to each event's
+    trace (tracing on): in Jaeger, how long each event waited in the outbox after its
+    request committed, and the batch's marking SQL beneath it."""
+    if not tracing_enabled():
+        yield
+        return
+    links = [link for link in map(_link, events) if link is not None]
+    destinations = sorted(set(streams))
+    attributes: dict[str, Any] = {
+        "messaging.system": "valkey",
+        "messaging.operation.type": "send",
+        "messaging.batch.message_count": len(events),
+    }
+    if len(destinations) == 1:
+        attributes["messaging.destination.name"] = destinations[0]
+    tracer = trace.get_tracer("shopkit.events")
+    with tracer.start_as_current_span(
+        f"{destinations[0]} publish" if len(destinations) == 1 else "publish",
+        kind=trace.SpanKind.PRODUCER,
+        links=links,
+        attributes=attributes,
+    ):
+        yield
+
+
+@contextmanager
 def consumer_batch_span(events: list[Event], group: str) -> Iterator[None]:
     """One span for a batch of events, linked to each producer's trace (tracing on)."""
     if not tracing_enabled():

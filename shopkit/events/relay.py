@@ -19,6 +19,10 @@ keep their error, and are tried again after a back-off that doubles up to
 Every broker and database call is bounded: the redis client has socket
 timeouts, and each relay transaction sets a ``statement_timeout``.
 
+With tracing on, each batch sent is a producer span, ``<stream> publish``
+(:func:`shopkit.events.envelope.publish_span`), linked to each of its events'
+traces, with the batch's marking ``UPDATE`` beneath it; an idle poll makes none.
+
 Live faults (:mod:`shopkit.faults`) reach the relay: a ``broker`` fault on
 ``publish`` delays or fails its ``XADD`` pipeline, and the crash point
 ``publish`` ends the process between publishing and marking.
@@ -69,8 +73,9 @@ from shopkit import faults
 from shopkit.db import advisory_key, local_statement_timeout
 from shopkit.events import outbox, pruning
 from shopkit.events.catalog import stream_for
-from shopkit.events.envelope import FIELD, Event, encode
+from shopkit.events.envelope import FIELD, Event, encode, publish_span
 from shopkit.events.metrics import EVENTS_PUBLISHED
+from shopkit.telemetry import engine_for_current_span
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +238,7 @@ class Relay:
         pipe = self.broker.pipeline(transaction=False)
         minid = self._minid()
         streams = []
+        events = []
         for row in rows:
             stream = stream_for(row.aggregate)
             streams.append(stream)
@@ -246,7 +252,13 @@ class Relay:
                 sequence=row.sequence,
                 traceparent=row.traceparent,
             )
+            events.append(event)
             pipe.xadd(stream, {FIELD: encode(event)}, minid=minid, approximate=True)
+        with publish_span(events, streams):
+            return self._send(pipe, rows, streams)
+
+    def _send(self, pipe: Any, rows: list[Any], streams: list[str]) -> int:
+        """Execute the ``XADD`` pipeline of ``rows``, mark those it published; how many."""
         try:
             faults.before_broker("publish", call_timeout_s(self.broker))
             results = pipe.execute(raise_on_error=False)
@@ -278,7 +290,7 @@ class Relay:
     def _mark_published(self, ids: list[int]) -> None:
         if not ids:
             return
-        with self.engine.begin() as conn:
+        with engine_for_current_span(self.engine).begin() as conn:
             self._set_timeout(conn)
             # One array parameter: the statement is the same whatever the batch's size.
             conn.execute(
@@ -290,7 +302,7 @@ class Relay:
 
     def _count_attempt(self, ids: list[int], error: Exception) -> None:
         try:
-            with self.engine.begin() as conn:
+            with engine_for_current_span(self.engine).begin() as conn:
                 self._set_timeout(conn)
                 conn.execute(
                     self.table.update()

@@ -1,4 +1,4 @@
-"""An order's events carry its trace through the broker into the consumers.
+"""An order's events carry its trace through the relay and the broker into the consumers.
 
 Customers, inventory and sales run with a broker, each relaying its outbox; the
 notifications worker consumes the order and wallet events, and reviews the order
@@ -73,7 +73,7 @@ def _sql_beneath(span: Span, spans: list[Span]) -> list[str]:
     ]
 
 
-def test_consumers_link_their_batches_to_the_purchase_trace_with_their_sql_beneath(
+def test_relays_and_consumers_link_their_batches_to_the_purchase_trace_with_their_sql_beneath(
     evented: LiveStack, receiver: OtlpReceiver
 ) -> None:
     arrange = Arrange(evented)
@@ -84,6 +84,17 @@ def test_consumers_link_their_batches_to_the_purchase_trace_with_their_sql_benea
     bought = arrange.buy(token, product, key=uuid.uuid4().hex, traceparent=sampled)
     assert bought.status_code == 201, bought.text
 
+    # Sales' relay sent the order's events in a producer span linked to the purchase's trace,
+    # and marked them beneath it.
+    spans = receiver.wait_for(lambda spans: bool(_consumed(spans, trace_id, "sales")), timeout_s=30)
+    for span in _consumed(spans, trace_id, "sales"):
+        assert (span.kind, span.name) == ("producer", "events:order publish")
+        assert span.attributes["messaging.destination.name"] == "events:order"
+        assert span.attributes["messaging.operation.type"] == "send"
+        sql = _sql_beneath(span, spans)
+        assert any(q.startswith("UPDATE sales.outbox SET published_at") for q in sql), sql
+        purchase = min(s.start_ns for s in spans if s.trace_id == trace_id)
+        assert span.start_ns > purchase
     spans = receiver.wait_for(lambda spans: bool(_consumed(spans, trace_id)), timeout_s=30)
     for span in _consumed(spans, trace_id):
         assert span.kind == "consumer"
