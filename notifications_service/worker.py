@@ -29,7 +29,7 @@ from shopkit.db import Database, resolve_database_url
 from shopkit.events.consumer import Consumer
 from shopkit.events.metrics import serve_worker_metrics
 from shopkit.events.relay import broker_client
-from shopkit.telemetry import init_tracing, trace_sql
+from shopkit.telemetry import init_tracing
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,7 @@ def make_sessions(database_url: str) -> Callable[[], Session]:
     a failed event's error is logged and kept with its dead letter). With tracing
     on, the consumer's SQL is traced beneath its spans.
     """
-    database = Database(database_url, application_name=APPLICATION_NAME, pool_size=2)
-    trace_sql(database.engine)
-    return database.sessions
+    return Database(database_url, application_name=APPLICATION_NAME, pool_size=2).sessions
 
 
 def build_consumer(

@@ -136,7 +136,7 @@ def create_service_app(
         pool_size=settings.db_pool_size,
         statement_timeout_ms=settings.db_statement_timeout_ms,
     )
-    instrument_app(app, database.engine)  # first, so its span covers the other request hooks
+    instrument_app(app)  # first, so its span covers the other request hooks
     init_request_id(app)
     init_deadline(app, settings.request_deadline_s, trusted_networks(settings.trusted_proxies))
     init_access_log(app)

@@ -22,7 +22,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from shopkit import db_guard
 from shopkit.config import Settings
-from shopkit.telemetry import engine_for_current_span
+from shopkit.telemetry import engine_for_current_span, trace_sql
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -147,7 +147,11 @@ def connect_args(application_name: str, statement_timeout_ms: int) -> dict[str, 
 
 
 class Database:
-    """An engine and its session factory for one service."""
+    """An engine and its session factory for one service.
+
+    With tracing on (:func:`shopkit.telemetry.init_tracing`, called first), its SQL is
+    traced beneath recording spans, whatever uses it: requests, consumers, relays.
+    """
 
     def __init__(
         self,
@@ -171,6 +175,7 @@ class Database:
             connect_args=connect_args(application_name, statement_timeout_ms),
         )
         ping_when_idle(self.engine, IDLE_PING_AFTER_S)
+        trace_sql(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def sessions(self) -> Session:

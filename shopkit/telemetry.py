@@ -234,9 +234,9 @@ def _mark_replayed_requests(span: Any, _request: Any, response: Any) -> None:
         span.set_attribute(REPLAYED_ATTRIBUTE, True)
 
 
-def instrument_app(app: Any, engine: Engine | None = None) -> None:
-    """Trace ``app``'s requests and ``engine``'s SQL, if it has one (when tracing is on;
-    else nothing).
+def instrument_app(app: Any) -> None:
+    """Trace ``app``'s requests (when tracing is on; else nothing). Its database's SQL is
+    traced by :class:`shopkit.db.Database` itself (:func:`trace_sql`).
 
     Each server span is marked ``shop.idempotent_replayed`` when the answer was
     a replay from the idempotency store.
@@ -269,8 +269,6 @@ def instrument_app(app: Any, engine: Engine | None = None) -> None:
         for hook in app.teardown_request_funcs[None]
     ]
     app.wsgi_app = decide_first(_mark_replayed(app.wsgi_app), bare)
-    if engine is not None:
-        _trace_sql(engine)
     _untraced_paths(app, tuple(p.strip() for p in excluded.split(",") if p.strip()))
 
 
@@ -333,11 +331,10 @@ def _trace_sql(engine: Engine) -> None:
 
 
 def trace_sql(engine: Engine) -> None:
-    """Trace ``engine``'s SQL beneath recording spans, as :func:`instrument_app` does for an
-    app's own engine (when tracing is on; else nothing).
+    """Trace ``engine``'s SQL beneath recording spans (when tracing is on; else nothing).
 
-    For engines that serve no request, such as a consumer's: the sessions
-    :meth:`shopkit.db.Database.sessions` opens under its span then get the traced copy.
+    Every :class:`shopkit.db.Database` calls it for its engine: the sessions it opens
+    under a recording span (a request's, a consumer's batch) then get the traced copy.
     """
     if tracing_enabled():
         _trace_sql(engine)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +29,7 @@ from typing import Any
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 
 from shopkit.telemetry import tracing_enabled
 
@@ -127,59 +128,57 @@ def decode(raw: bytes | str) -> Event:
         raise MalformedEvent(f"invalid sequence: {sequence!r}") from error
 
 
+def _producer_context(event: Event) -> Context:
+    """The trace context ``event`` carries (its ``traceparent``), or an empty one."""
+    return propagate.extract({"traceparent": event.traceparent} if event.traceparent else {})
+
+
 def _link(event: Event) -> trace.Link | None:
-    parent = propagate.extract({"traceparent": event.traceparent} if event.traceparent else {})
-    context = trace.get_current_span(parent).get_span_context()
+    context = trace.get_current_span(_producer_context(event)).get_span_context()
     return trace.Link(context) if context.is_valid else None
 
 
 @contextmanager
-def publish_span(events: list[Event], streams: list[str]) -> Iterator[None]:
-    """One span for a relay's batch of events sent to the broker, linked to each event's
-    trace (tracing on): in Jaeger, how long each event waited in the outbox after its
-    request committed, and the batch's marking SQL beneath it."""
-    if not tracing_enabled():
-        yield
-        return
-    links = [link for link in map(_link, events) if link is not None]
-    destinations = sorted(set(streams))
-    attributes: dict[str, Any] = {
-        "messaging.system": "valkey",
-        "messaging.operation.type": "send",
-        "messaging.batch.message_count": len(events),
-    }
-    if len(destinations) == 1:
-        attributes["messaging.destination.name"] = destinations[0]
-    tracer = trace.get_tracer("shopkit.events")
-    with tracer.start_as_current_span(
-        f"{destinations[0]} publish" if len(destinations) == 1 else "publish",
-        kind=trace.SpanKind.PRODUCER,
-        links=links,
-        attributes=attributes,
-    ):
-        yield
-
-
-@contextmanager
-def consumer_batch_span(events: list[Event], group: str) -> Iterator[None]:
-    """One span for a batch of events, linked to each producer's trace (tracing on)."""
+def _batch_span(
+    name: str, kind: trace.SpanKind, events: list[Event], attributes: dict[str, Any]
+) -> Iterator[None]:
+    """One span for a batch of events, linked to each event's trace (tracing on)."""
     if not tracing_enabled():
         yield
         return
     links = [link for link in map(_link, events) if link is not None]
     tracer = trace.get_tracer("shopkit.events")
     with tracer.start_as_current_span(
-        f"{group} process",
-        kind=trace.SpanKind.CONSUMER,
+        name,
+        kind=kind,
         links=links,
         attributes={
             "messaging.system": "valkey",
-            "messaging.operation.type": "process",
-            "messaging.consumer.group.name": group,
             "messaging.batch.message_count": len(events),
+            **attributes,
         },
     ):
         yield
+
+
+def publish_span(events: list[Event], streams: list[str]) -> AbstractContextManager[None]:
+    """One span for a relay's batch of events sent to the broker, linked to each event's
+    trace (tracing on): in Jaeger, how long each event waited in the outbox after its
+    request committed, and the batch's marking SQL beneath it."""
+    destinations = sorted(set(streams))
+    attributes: dict[str, Any] = {"messaging.operation.type": "send"}
+    name = "publish"
+    if len(destinations) == 1:
+        attributes["messaging.destination.name"] = destinations[0]
+        name = f"{destinations[0]} publish"
+    return _batch_span(name, trace.SpanKind.PRODUCER, events, attributes)
+
+
+def consumer_batch_span(events: list[Event], group: str) -> AbstractContextManager[None]:
+    """One span for a batch of events a group applies, linked to each producer's trace
+    (tracing on)."""
+    attributes = {"messaging.operation.type": "process", "messaging.consumer.group.name": group}
+    return _batch_span(f"{group} process", trace.SpanKind.CONSUMER, events, attributes)
 
 
 @contextmanager
@@ -188,11 +187,10 @@ def consumer_span(event: Event, group: str) -> Iterator[None]:
     if not tracing_enabled():
         yield
         return
-    parent = propagate.extract({"traceparent": event.traceparent} if event.traceparent else {})
     tracer = trace.get_tracer("shopkit.events")
     with tracer.start_as_current_span(
         f"{event.type} process",
-        context=parent,
+        context=_producer_context(event),
         kind=trace.SpanKind.CONSUMER,
         attributes={
             "messaging.system": "valkey",

@@ -25,7 +25,6 @@ from shopkit.events.consumer import BatchHandler, Consumer, Handler, default_con
 from shopkit.events.in_worker import InWorker, start_with_first_request
 from shopkit.events.metrics import init_event_metrics
 from shopkit.events.relay import broker_client
-from shopkit.telemetry import trace_sql
 
 
 class ServiceConsumer(InWorker):
@@ -44,7 +43,6 @@ class ServiceConsumer(InWorker):
         batch_handler: BatchHandler | None = None,
     ) -> None:
         database = Database(database_url, application_name=f"{service}-{group}", pool_size=1)
-        trace_sql(database.engine)  # its statements beneath the batch's consumer span
         self.consumer = Consumer(
             broker_client(events_url, timeout_s=5.0),
             database.sessions,

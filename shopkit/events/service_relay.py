@@ -24,7 +24,6 @@ from shopkit.events.in_worker import InWorker, start_with_first_request
 from shopkit.events.metrics import OUTBOX_BACKLOG, init_event_metrics
 from shopkit.events.relay import Relay, broker_client
 from shopkit.metrics import before_scrape
-from shopkit.telemetry import trace_sql
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +33,6 @@ class ServiceRelay(InWorker):
 
     def __init__(self, database_url: str, table: Table, events_url: str, service: str) -> None:
         database = Database(database_url, application_name=f"{service}-relay", pool_size=1)
-        trace_sql(database.engine)  # its marking beneath the batch's publish span
         self.relay = Relay(database.engine, table, broker_client(events_url), service=service)
         super().__init__(f"{service} relay", database, self.relay)
 

@@ -59,7 +59,7 @@ def evented(
         sink.stop()
 
 
-def _consumed(spans: list[Span], trace_id: str, service: str = "notifications") -> list[Span]:
+def _linked(spans: list[Span], trace_id: str, service: str = "notifications") -> list[Span]:
     """``service``'s spans that link to ``trace_id``."""
     return [span for span in spans if span.service == service and trace_id in span.links]
 
@@ -86,8 +86,8 @@ def test_relays_and_consumers_link_their_batches_to_the_purchase_trace_with_thei
 
     # Sales' relay sent the order's events in a producer span linked to the purchase's trace,
     # and marked them beneath it.
-    spans = receiver.wait_for(lambda spans: bool(_consumed(spans, trace_id, "sales")), timeout_s=30)
-    for span in _consumed(spans, trace_id, "sales"):
+    spans = receiver.wait_for(lambda spans: bool(_linked(spans, trace_id, "sales")), timeout_s=30)
+    for span in _linked(spans, trace_id, "sales"):
         assert (span.kind, span.name) == ("producer", "events:order publish")
         assert span.attributes["messaging.destination.name"] == "events:order"
         assert span.attributes["messaging.operation.type"] == "send"
@@ -95,8 +95,8 @@ def test_relays_and_consumers_link_their_batches_to_the_purchase_trace_with_thei
         assert any(q.startswith("UPDATE sales.outbox SET published_at") for q in sql), sql
         purchase = min(s.start_ns for s in spans if s.trace_id == trace_id)
         assert span.start_ns > purchase
-    spans = receiver.wait_for(lambda spans: bool(_consumed(spans, trace_id)), timeout_s=30)
-    for span in _consumed(spans, trace_id):
+    spans = receiver.wait_for(lambda spans: bool(_linked(spans, trace_id)), timeout_s=30)
+    for span in _linked(spans, trace_id):
         assert span.kind == "consumer"
         assert span.name == "notifications process"
         assert span.attributes["messaging.system"] == "valkey"
@@ -111,9 +111,9 @@ def test_relays_and_consumers_link_their_batches_to_the_purchase_trace_with_thei
     # A consumer in a service's workers (reviews' verified purchases) traces its batches
     # and their SQL the same way.
     spans = receiver.wait_for(
-        lambda spans: bool(_consumed(spans, trace_id, IN_SERVICE_CONSUMER)), timeout_s=30
+        lambda spans: bool(_linked(spans, trace_id, IN_SERVICE_CONSUMER)), timeout_s=30
     )
-    for span in _consumed(spans, trace_id, IN_SERVICE_CONSUMER):
+    for span in _linked(spans, trace_id, IN_SERVICE_CONSUMER):
         assert (span.kind, span.name) == ("consumer", "reviews process")
         sql = _sql_beneath(span, spans)
         assert any(q.startswith("INSERT INTO reviews.inbox") for q in sql), sql
