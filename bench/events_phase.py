@@ -158,16 +158,21 @@ def _scalar(engine: Any, query: str, **params: Any) -> Any:
         return conn.execute(text(query), params).scalar()
 
 
-#: The lag of each event the notifications group applied, commit to effect, in ms.
+#: The lag of each event the notifications group applied, commit to effect, in ms, and its two
+#: halves: to the relay's marking (``published_at``, right after its ``XADD``), then to the effect.
 LAG_QUERY = """
 SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag_ms),
        percentile_cont(0.99) WITHIN GROUP (ORDER BY lag_ms),
-       max(lag_ms), count(*)
+       max(lag_ms), count(*),
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY to_published_ms),
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY lag_ms - to_published_ms)
 FROM (
-    SELECT extract(epoch FROM i.applied_at - o.created_at) * 1000 AS lag_ms
+    SELECT extract(epoch FROM i.applied_at - o.created_at) * 1000 AS lag_ms,
+           extract(epoch FROM o.published_at - o.created_at) * 1000 AS to_published_ms
     FROM notifications.inbox i
-    JOIN (SELECT event_id, created_at FROM sales.outbox
-          UNION ALL SELECT event_id, created_at FROM customers.outbox) o USING (event_id)
+    JOIN (SELECT event_id, created_at, published_at FROM sales.outbox
+          UNION ALL SELECT event_id, created_at, published_at FROM customers.outbox) o
+      USING (event_id)
     WHERE i.consumer_group = 'notifications' AND o.created_at >= :since AND o.created_at < :until
 ) lags
 """
@@ -387,7 +392,9 @@ def _lag(engine: Any, marks: _Marks) -> dict[str, Any]:
         time.sleep(0.5)
         unapplied = _scalar(engine, UNAPPLIED_QUERY, **window)
     with engine.connect() as conn:
-        p50, p99, worst, count = conn.execute(text(LAG_QUERY), window).one()
+        p50, p99, worst, count, published_p50, applied_p50 = conn.execute(
+            text(LAG_QUERY), window
+        ).one()
 
     def ms(value: Any) -> float | None:
         return round(float(value), 1) if value is not None else None
@@ -397,6 +404,9 @@ def _lag(engine: Any, marks: _Marks) -> dict[str, Any]:
         "p50_ms": ms(p50),
         "p99_ms": ms(p99),
         "max_ms": ms(worst),
+        # The medians of the two halves (they need not add up to the whole's median).
+        "to_published_p50_ms": ms(published_p50),
+        "published_to_applied_p50_ms": ms(applied_p50),
         f"not_applied_after_{SETTLE_S:g}_s": int(unapplied or 0),
     }
 
@@ -581,7 +591,9 @@ def print_table(summary: dict[str, Any], console: Console) -> None:
         f"{consumer.get('events_applied')} events; reviews' group (its workers and backends) "
         f"{(consumer.get('reviews_group') or {}).get('cpu_ms_per_event')} ms per event\n"
         f"lag commit -> effect: p50 {lag.get('p50_ms')} ms, p99 {lag.get('p99_ms')} ms, max "
-        f"{lag.get('max_ms')} ms over {lag.get('events')} events\n"
+        f"{lag.get('max_ms')} ms over {lag.get('events')} events (medians: commit -> published "
+        f"{lag.get('to_published_p50_ms')} ms, published -> applied "
+        f"{lag.get('published_to_applied_p50_ms')} ms)\n"
         f"relay alone: {relay.get('events_per_s')} events/s ({relay.get('events')} events in "
         f"{relay.get('seconds')} s, batches of {relay.get('batch_size')}); broker peak RSS "
         f"{events.get('broker_peak_rss_mib')} MiB"

@@ -14,8 +14,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import ClassVar
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Identity, Index, Integer, String, func
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Identity,
+    Index,
+    Integer,
+    String,
+    Table,
+    func,
+)
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -38,6 +49,8 @@ class Base(DeclarativeBase):
     """Declarative base of the notifications schema."""
 
     metadata = make_metadata(SCHEMA)
+    # Every model maps one table (SQLAlchemy types it as any FromClause).
+    __table__: ClassVar[Table]
 
 
 class Notification(Base):

@@ -116,6 +116,8 @@ POOL_TIMEOUT_S = 2.0
 LOCK_TIMEOUT_MS = 3_000
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
 TCP_USER_TIMEOUT_MS = 10_000
+#: A :class:`Database`'s statement bound unless it is given one.
+DEFAULT_STATEMENT_TIMEOUT_MS = 5_000
 
 
 def connect_args(application_name: str, statement_timeout_ms: int) -> dict[str, Any]:
@@ -159,7 +161,7 @@ class Database:
         *,
         application_name: str = "shop",
         pool_size: int = 5,
-        statement_timeout_ms: int = 5_000,
+        statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS,
     ) -> None:
         self.url = url
         self.engine: Engine = create_engine(
@@ -229,8 +231,16 @@ def advisory_key(*parts: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def local_statement_timeout(connection: Connection | Session, timeout_ms: int) -> None:
-    """Bound every statement of the current transaction to ``timeout_ms`` (``SET LOCAL``)."""
+def local_statement_timeout(connection: Connection | Session, timeout_ms: int | None) -> None:
+    """Bound every statement of the current transaction to ``timeout_ms`` (``SET LOCAL``).
+
+    ``None`` keeps the connection's own bound and costs nothing: every connection a
+    :class:`Database` makes already has a ``statement_timeout`` (:func:`connect_args`), so
+    a loop that runs a transaction many times a second (a relay, a consumer) spends a
+    round trip on this only when it wants a bound of its own.
+    """
+    if timeout_ms is None:
+        return
     # SET LOCAL takes no bind parameters; the value is an integer of ours.
     connection.execute(text(f"SET LOCAL statement_timeout = {int(timeout_ms)}"))
 

@@ -18,7 +18,8 @@ the ``XACK`` delivers them again too, and the inbox turns that into a no-op.
 
 If the batch's transaction fails, each entry is retried in a transaction of
 its own, so one bad event does not hold back the others. A handler too slow
-for the database (its statement cancelled at ``db_timeout_ms``) fails like one
+for the database (its statement cancelled at the sessions' ``statement_timeout``, or
+at ``db_timeout_ms`` when set) fails like one
 that raises; only a database that is away leaves the whole batch pending while
 the consumer backs off. An entry whose
 handler fails stays pending and is retried after a back-off that doubles
@@ -142,7 +143,9 @@ class ConsumerSettings:
     retry_max_ms: int = 300_000
     #: Deliveries before an event goes to the dead letters.
     max_attempts: int = 8
-    db_timeout_ms: int = 5_000
+    #: A statement bound for the consumer's transactions (``SET LOCAL``, a round trip per
+    #: batch); ``None`` keeps the sessions' own (a :class:`~shopkit.db.Database`'s 5 s).
+    db_timeout_ms: int | None = None
     lag_every_s: float = 5.0
     backoff_max_s: float = 10.0
     #: Inbox rows are kept this long: twice the streams' retention, longer than any copy of

@@ -26,10 +26,11 @@ def in_chunks(
     delete_chunk: Callable[[Session], int],
     *,
     batch: int,
-    timeout_ms: int,
+    timeout_ms: int | None,
 ) -> int:
     """Run ``delete_chunk`` (it deletes at most ``batch`` rows and says how many), each time
-    in a transaction of its own bounded by ``timeout_ms``, until it deletes fewer than
+    in a transaction of its own bounded by ``timeout_ms`` (``None``: the session's own
+    bound), until it deletes fewer than
     ``batch``; how many rows went in all."""
     pruned = 0
     while True:

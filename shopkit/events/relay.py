@@ -17,7 +17,8 @@ keep their error, and are tried again after a back-off that doubles up to
 ``backoff_max_s``.
 
 Every broker and database call is bounded: the redis client has socket
-timeouts, and each relay transaction sets a ``statement_timeout``.
+timeouts, and the database connections a ``statement_timeout`` (the
+:class:`~shopkit.db.Database`'s, or ``db_timeout_ms`` per transaction).
 
 With tracing on, each batch sent is a producer span, ``<stream> publish``
 (:func:`shopkit.events.envelope.publish_span`), linked to each of its events'
@@ -94,7 +95,9 @@ class RelaySettings:
     idle_after_s: float = 2.0
     idle_poll_interval_s: float = 0.25
     retention_s: float = DEFAULT_RETENTION_S
-    db_timeout_ms: int = 5000
+    #: A statement bound for the relay's transactions (``SET LOCAL``, a round trip each);
+    #: ``None`` keeps the engine's own (a :class:`~shopkit.db.Database`'s 5 s).
+    db_timeout_ms: int | None = None
     backoff_base_s: float = 0.1
     backoff_max_s: float = 10.0
     lease_retry_s: float = 1.0
@@ -345,6 +348,7 @@ class Relay:
         last_event = time.monotonic()
         try:
             while not stop.is_set():
+                started = time.monotonic()
                 try:
                     if not self.try_lease():
                         stop.wait(self.settings.lease_retry_s)
@@ -365,7 +369,10 @@ class Relay:
                     last_event = time.monotonic()
                 if published < self.settings.batch_size:  # nothing more to publish now
                     self._pruning.run_when_due(self.settings.prune_interval_s, self.prune_once)
-                    stop.wait(self.poll_pause_s(time.monotonic() - last_event))
+                    # The pause runs from this poll's start: a round slowed by a busy machine
+                    # does not also delay the next one.
+                    pause = self.poll_pause_s(time.monotonic() - last_event)
+                    stop.wait(max(0.0, pause - (time.monotonic() - started)))
         finally:
             self.release()
 

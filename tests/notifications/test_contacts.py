@@ -23,7 +23,7 @@ from notifications_service.contacts import apply_customer_events, fold
 from notifications_service.models import Contact, Mail
 from notifications_service.notifications import effects_of, message_id_for
 from notifications_service.worker import build_consumer
-from shopkit.events.consumer import ConsumerSettings
+from shopkit.db import DEFAULT_STATEMENT_TIMEOUT_MS, local_statement_timeout
 from shopkit.events.envelope import Event
 from shopkit.migrations import alembic_config, upgrade
 from tests.support.database import scratch_database
@@ -329,6 +329,5 @@ def test_a_customer_event_never_waits_for_a_mail_being_sent_and_the_mail_goes_af
 def _apply_in_own_transaction(sessions: sessionmaker[Session], events: list[Event]) -> None:
     """Apply ``events`` as the consumer does: one transaction, its statement timeout."""
     with sessions.begin() as session:
-        timeout_ms = int(ConsumerSettings().db_timeout_ms)
-        session.execute(text(f"SET LOCAL statement_timeout = {timeout_ms}"))
+        local_statement_timeout(session, DEFAULT_STATEMENT_TIMEOUT_MS)
         apply_customer_events(session, events)
