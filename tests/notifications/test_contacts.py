@@ -221,6 +221,20 @@ def test_an_address_no_header_can_hold_fails_that_mail_only(
     assert good.sent_at is not None
 
 
+def test_a_name_with_line_breaks_is_written_on_one_line_and_adds_no_header(
+    valkey, consume, db_engine, sessions, sink
+) -> None:
+    target = mailer.SmtpTarget.from_url(sink.url)
+    customer_event(valkey, 43, full_name="Eve\r\nBcc: mallory@example.com", email="eve@example.com")
+    _order_event(valkey, 43)
+    consume(lambda: len(mails(db_engine)) == 1)
+    assert mailer.send_due(sessions, target, SENDER) == 1
+    [received] = sink.mails()
+    assert received.recipient == '"Eve Bcc: mallory@example.com" <eve@example.com>'
+    assert b"\nBcc:" not in received.path.read_bytes()
+    assert received.body.startswith("Hello Eve Bcc: mallory@example.com,")
+
+
 def test_an_error_naming_an_address_is_kept_and_logged_without_it() -> None:
     refused = smtplib.SMTPRecipientsRefused({"ada@example.com": (550, b"no such user")})
     described = mailer.describe_error(refused)
