@@ -17,8 +17,9 @@ again with events off. Figures:
   ``application_name`` is one of theirs (``sales``, ``sales-relay`` ...);
 * **consumer CPU per event** (target ≤ 0.3 ms): the notifications worker's
   consumer thread plus its PostgreSQL backend, per event its group applied in
-  the window; the mail sender (the worker's main thread) is reported beside it,
-  and so is reviews' group (its workers serve nothing else meanwhile);
+  the window; the mail sender (the worker's main thread, and its own backend) is
+  reported beside it, and so is reviews' group (its workers serve nothing else
+  meanwhile);
 * **end-to-end lag**, commit to effect, p50 ≤ 50 ms and p99 ≤ 250 ms: the
   notifications inbox's ``applied_at`` minus the outbox row's ``created_at``
   (both ``now()`` of their transactions: the producer's start, the consumer's
@@ -62,6 +63,7 @@ from devstack import mailsink
 from devstack.broker import Broker, throwaway_broker
 from devstack.processes import WorkerProcess
 from notifications_service.worker import APPLICATION_NAME as WORKER_APPLICATION_NAME
+from notifications_service.worker import MAILER_APPLICATION_NAME
 from shopkit.events.outbox import outbox_table
 from shopkit.events.relay import Relay, RelaySettings, broker_client
 
@@ -135,6 +137,7 @@ def _meter(bench: BenchRun, backends: Backends, worker_pid: int | None) -> CpuMe
         meter.watch(group, lambda pid=pid: tree(pid))  # type: ignore[misc]
     meter.watch("purchase postgres", backends.matching(_purchase_backend))
     meter.watch("postgres worker", backends.matching(lambda name: name == WORKER_APPLICATION_NAME))
+    meter.watch("postgres mailer", backends.matching(lambda name: name == MAILER_APPLICATION_NAME))
     meter.watch("postgres reviews", backends.matching(lambda name: name.startswith("reviews")))
     if worker_pid is not None:
         meter.watch("worker", lambda: tree(worker_pid))
@@ -377,6 +380,9 @@ def _consumer_figures(
         "consumer_thread_ms_per_event": round(consumer * 1000 / applied, 3) if applied else None,
         "postgres_ms_per_event": round(database * 1000 / applied, 3) if applied else None,
         "mail_sender_ms_per_event": round(sender * 1000 / applied, 3) if applied else None,
+        "mail_sender_postgres_ms_per_event": (
+            round(spent.get("postgres mailer", 0.0) * 1000 / applied, 3) if applied else None
+        ),
         "worker_process_ms_per_event": (
             round(spent.get("worker", 0.0) * 1000 / applied, 3) if applied else None
         ),
@@ -587,7 +593,8 @@ def print_table(summary: dict[str, Any], console: Console) -> None:
         f"consumer (notifications): {consumer.get('cpu_ms_per_event')} ms CPU per event "
         f"(thread {consumer.get('consumer_thread_ms_per_event')}, PostgreSQL "
         f"{consumer.get('postgres_ms_per_event')}; the mail sender beside it "
-        f"{consumer.get('mail_sender_ms_per_event')}) over "
+        f"{consumer.get('mail_sender_ms_per_event')}, PostgreSQL "
+        f"{consumer.get('mail_sender_postgres_ms_per_event')}) over "
         f"{consumer.get('events_applied')} events; reviews' group (its workers and backends) "
         f"{(consumer.get('reviews_group') or {}).get('cpu_ms_per_event')} ms per event\n"
         f"lag commit -> effect: p50 {lag.get('p50_ms')} ms, p99 {lag.get('p99_ms')} ms, max "

@@ -33,12 +33,17 @@ from shopkit.telemetry import init_tracing
 
 log = logging.getLogger(__name__)
 
-#: The name the worker's database connections carry (``pg_stat_activity.application_name``).
+#: The names the worker's database connections carry (``pg_stat_activity.application_name``):
+#: its consumer's and its mail sender's, so that each one's work on the server can be told apart.
 APPLICATION_NAME = "notifications-worker"
+MAILER_APPLICATION_NAME = "notifications-mailer"
 
 
-def make_sessions(database_url: str) -> Callable[[], Session]:
-    """Sessions on ``database_url`` (a small pool: one consumer and one sender).
+def make_sessions(
+    database_url: str, application_name: str = APPLICATION_NAME
+) -> Callable[[], Session]:
+    """Sessions on ``database_url`` for one of the worker's loops (a pool of one, and one more
+    at most).
 
     The services' :class:`~shopkit.db.Database`: every connect and round trip is
     bounded, so a frozen database holds up neither loop for long, and statement
@@ -46,7 +51,7 @@ def make_sessions(database_url: str) -> Callable[[], Session]:
     a failed event's error is logged and kept with its dead letter). With tracing
     on, the consumer's SQL is traced beneath its spans.
     """
-    return Database(database_url, application_name=APPLICATION_NAME, pool_size=2).sessions
+    return Database(database_url, application_name=application_name, pool_size=1).sessions
 
 
 def build_consumer(
@@ -77,8 +82,7 @@ def main() -> None:
     faults.install("notifications")
     target = mailer.SmtpTarget.from_url(settings.smtp_url)
     database_url = resolve_database_url(settings)
-    sessions = make_sessions(database_url)
-    consumer = build_consumer(database_url, settings.events_url, sessions)
+    consumer = build_consumer(database_url, settings.events_url)
     serve_worker_metrics(settings.worker_metrics_port, {GROUP: STREAMS})
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -87,7 +91,9 @@ def main() -> None:
     consuming = threading.Thread(target=consumer.run, args=(stop,), name="consumer")
     consuming.start()
     try:
-        mailer.run(sessions, target, settings.mail_from, stop)
+        mailer.run(
+            make_sessions(database_url, MAILER_APPLICATION_NAME), target, settings.mail_from, stop
+        )
     finally:
         stop.set()
         consuming.join(timeout=10)
