@@ -94,8 +94,8 @@ class Mail(Base):
 
     __tablename__ = "mails"
     __table_args__ = (
-        # The sender's queue: the unsettled mails that are due.
-        Index("ix_mails_unsent", "next_attempt_at", postgresql_where=UNSETTLED),
+        # The sender's queue: the unsettled mails, in the order it takes the due ones.
+        Index("ix_mails_unsent", "next_attempt_at", "id", postgresql_where=UNSETTLED),
         # A customer's unsettled mails, woken when their contact arrives or changes.
         Index("ix_mails_unsent_customer", "customer_id", postgresql_where=UNSETTLED),
     )

@@ -166,3 +166,24 @@ def test_two_senders_at_once_send_each_mail_once(
 def test_an_smtp_url_of_another_kind_is_refused_clearly(url: str) -> None:
     with pytest.raises(ValueError, match="SMTP_URL"):
         mailer.SmtpTarget.from_url(url)
+
+
+def test_the_sender_reads_the_next_due_mail_off_its_index_however_long_the_backlog(
+    db_engine,
+) -> None:
+    """A backlog of unsent mails (after an SMTP outage) is not scanned and sorted whole for
+    each mail sent: the queue's index holds the sender's order."""
+    with db_engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO notifications.mails (event_id, message_id, customer_id, subject, body,"
+                " next_attempt_at)"
+                " SELECT gen_random_uuid(), '<' || n || '@backlog>', n % 50, 'Order placed', 'x',"
+                " now() - n * interval '1 second' FROM generate_series(1, 2000) AS n"
+            )
+        )
+        conn.execute(text("ANALYZE notifications.mails"))
+        query = mailer._NEXT_DUE.compile(db_engine, compile_kwargs={"literal_binds": True})
+        plan = "\n".join(row[0] for row in conn.execute(text(f"EXPLAIN {query}")))
+    assert "Index Scan using ix_mails_unsent on mails" in plan, plan
+    assert "Sort" not in plan, plan
