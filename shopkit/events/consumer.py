@@ -18,11 +18,10 @@ the ``XACK`` delivers them again too, and the inbox turns that into a no-op.
 
 If the batch's transaction fails, each entry is retried in a transaction of
 its own, so one bad event does not hold back the others. A handler too slow
-for the database (its statement cancelled at the sessions' ``statement_timeout``, or
-at ``db_timeout_ms`` when set) fails like one
-that raises; only a database that is away leaves the whole batch pending while
-the consumer backs off. An entry whose
-handler fails stays pending and is retried after a back-off that doubles
+for the database (its statement cancelled at the sessions' ``statement_timeout``,
+or at ``db_timeout_ms`` when set) fails like one that raises; only a database
+that is away leaves the whole batch pending while the consumer backs off. An
+entry whose handler fails stays pending and is retried after a back-off that doubles
 with each delivery (``retry_base_ms``, 2x, 4x ... up to ``retry_max_ms``);
 after ``max_attempts`` deliveries it moves to the group's dead-letter stream
 (:mod:`shopkit.events.deadletters`) with its last error, and is acknowledged.

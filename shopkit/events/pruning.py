@@ -30,8 +30,7 @@ def in_chunks(
 ) -> int:
     """Run ``delete_chunk`` (it deletes at most ``batch`` rows and says how many), each time
     in a transaction of its own bounded by ``timeout_ms`` (``None``: the session's own
-    bound), until it deletes fewer than
-    ``batch``; how many rows went in all."""
+    bound), until it deletes fewer than ``batch``; how many rows went in all."""
     pruned = 0
     while True:
         with new_session() as session, session.begin():
