@@ -39,7 +39,7 @@ from email.message import Message
 from email.utils import formataddr
 from urllib.parse import unquote, urlsplit
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from notifications_service.models import MAX_ERROR_LENGTH, Contact, Mail
@@ -193,18 +193,18 @@ def addressee(session: Session, mail: Mail, contact: Contact | None) -> Contact 
     return contact
 
 
-_MAILS = Mail.__table__
+#: A sent mail's marking: one Core ``UPDATE`` of the row the sender holds locked (the ORM's
+#: flush of the changed object was about a fifth of the sender's CPU per mail), built once.
+_MARK_SENT = (
+    update(Mail.__table__)
+    .where(Mail.__table__.c.id == bindparam("mail_id"))
+    .values(recipient=bindparam("to"), sent_at=bindparam("at"))
+)
 
 
 def _mark_sent(session: Session, mail: Mail, recipient: str) -> None:
-    """Record ``mail`` as sent to ``recipient``, now: one Core ``UPDATE`` of the row the
-    sender holds locked (the ORM's flush of the changed object was about a fifth of the
-    sender's CPU per mail)."""
-    session.execute(
-        update(_MAILS)
-        .where(_MAILS.c.id == mail.id)
-        .values(recipient=recipient, sent_at=datetime.now(UTC))
-    )
+    """Record ``mail`` as sent to ``recipient``, now."""
+    session.execute(_MARK_SENT, {"mail_id": mail.id, "to": recipient, "at": datetime.now(UTC)})
 
 
 def send_due(

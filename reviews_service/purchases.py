@@ -27,7 +27,7 @@ import uuid
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.orm import Session
 
 from reviews_service.models import PURCHASE_PAID, PURCHASE_PLACED, Purchase, PurchaseLine
@@ -53,6 +53,26 @@ STATUS_AFTER = {
 
 _purchases = Purchase.__table__
 _lines = PurchaseLine.__table__
+
+
+def _upsert_purchases() -> Insert:
+    """Each order's row, its status moved on only by a newer event (``sequence``)."""
+    upsert = insert(_purchases)
+    return upsert.on_conflict_do_update(
+        index_elements=[_purchases.c.order_id],
+        set_={
+            "status": upsert.excluded.status,
+            "sequence": upsert.excluded.sequence,
+            "updated_at": func.now(),
+        },
+        where=_purchases.c.sequence < upsert.excluded.sequence,
+    )
+
+
+#: The handler's statements: Core on the tables (the ORM's bulk path, ``insert(Purchase)``,
+#: cost more than the statements themselves at the few rows a live batch has), built once.
+_UPSERT_PURCHASES = _upsert_purchases()
+_INSERT_LINES = insert(_lines).on_conflict_do_nothing()
 
 #: What a review's writer is, as far as the order events told: a buyer (a paid order of
 #: the product), a buyer whose order is not settled yet, or unknown.
@@ -92,24 +112,10 @@ def apply_order_events(session: Session, events: list[Event]) -> None:
                     "product_id": product_id,
                     "order_id": order_id,
                 }
-    # Core statements on the tables: the ORM's bulk path (``insert(Purchase)``) costs more
-    # than the statements themselves at the few rows a live batch has.
     if orders:
-        upsert = insert(_purchases)
-        upsert = upsert.on_conflict_do_update(
-            index_elements=[_purchases.c.order_id],
-            set_={
-                "status": upsert.excluded.status,
-                "sequence": upsert.excluded.sequence,
-                "updated_at": func.now(),
-            },
-            where=_purchases.c.sequence < upsert.excluded.sequence,
-        )
-        session.execute(upsert, [orders[key] for key in sorted(orders)])
+        session.execute(_UPSERT_PURCHASES, [orders[key] for key in sorted(orders)])
     if lines:
-        session.execute(
-            insert(_lines).on_conflict_do_nothing(), [lines[key] for key in sorted(lines)]
-        )
+        session.execute(_INSERT_LINES, [lines[key] for key in sorted(lines)])
 
 
 def purchase_state(session: Session, customer_id: int, product_id: int) -> str | None:
